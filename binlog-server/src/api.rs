@@ -1,0 +1,235 @@
+//! The HTTP API (axum). Every error is JSON `{"error": "..."}` with a fitting status.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/healthz` | `{"status":"ok"}` |
+//! | GET | `/metrics` | Prometheus text |
+//! | GET | `/v1/sources` | array of source status objects |
+//! | GET | `/v1/sources/{name}` | one source status |
+//! | GET | `/v1/sources/{name}/binlogs` | `{"source", "files": [...], "gaps": [...]}` |
+//! | POST | `/v1/sources/{name}/restart` | body `{"accept_gap": bool}` (optional); 202 |
+//! | POST | `/v1/sources/{name}/binlogs/{file}/check` | 202; the file is verified again |
+//! | GET | `/v1/sources/{name}/lookup?time=RFC3339` or `?gtid=D-S-N` / `?gtid=uuid:n` | index entry |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use catalog::Catalog;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::capture::{SourceCommand, SourceRuntime};
+use crate::event::Gtid;
+use crate::index::Index;
+use crate::status::Metrics;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// Running sources by name.
+    pub sources: BTreeMap<String, SourceRuntime>,
+    /// Catalog.
+    pub catalog: Arc<Catalog>,
+    /// Index.
+    pub index: Arc<Index>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// A JSON error answer.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, what)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// Builds the router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/sources", get(list_sources))
+        .route("/v1/sources/{name}", get(get_source))
+        .route("/v1/sources/{name}/binlogs", get(list_binlogs))
+        .route("/v1/sources/{name}/restart", post(restart))
+        .route("/v1/sources/{name}/binlogs/{file}/check", post(check_file))
+        .route("/v1/sources/{name}/lookup", get(lookup))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README's API section".into(),
+            )
+        })
+        .with_state(state)
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+}
+
+fn source<'a>(st: &'a ApiState, name: &str) -> Result<&'a SourceRuntime, ApiError> {
+    st.sources
+        .get(name)
+        .ok_or_else(|| not_found(format!("no source named {name:?}")))
+}
+
+async fn list_sources(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+    let v: Vec<_> = st.sources.values().map(|s| s.status.snapshot()).collect();
+    Json(v)
+}
+
+async fn get_source(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(source(&st, &name)?.status.snapshot()))
+}
+
+async fn list_binlogs(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    source(&st, &name)?;
+    let files = st.catalog.list_files(&name).await.map_err(internal)?;
+    let gaps = st.catalog.list_gaps(&name).await.map_err(internal)?;
+    Ok(Json(
+        json!({ "source": name, "files": files, "gaps": gaps }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartBody {
+    #[serde(default)]
+    accept_gap: bool,
+}
+
+async fn restart(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Option<Json<RestartBody>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = source(&st, &name)?;
+    let accept_gap = body.map(|b| b.0.accept_gap).unwrap_or(false);
+    s.commands
+        .try_send(SourceCommand::Restart { accept_gap })
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the source is busy; try again".into(),
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"source": name, "restart": true, "accept_gap": accept_gap})),
+    ))
+}
+
+async fn check_file(
+    State(st): State<Arc<ApiState>>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = source(&st, &name)?;
+    if st
+        .catalog
+        .get_file(&name, &file)
+        .await
+        .map_err(internal)?
+        .is_none()
+    {
+        return Err(not_found(format!("source {name:?} has no binlog {file:?}")));
+    }
+    s.commands
+        .try_send(SourceCommand::Check { file: file.clone() })
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the source is busy; try again".into(),
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"source": name, "file": file, "check": "queued"})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LookupQuery {
+    time: Option<String>,
+    gtid: Option<String>,
+}
+
+async fn lookup(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    q: Result<Query<LookupQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    source(&st, &name)?;
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let index = st.index.clone();
+    match (q.time, q.gtid) {
+        (Some(t), None) => {
+            let ts =
+                time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| {
+                        ApiError(
+                            StatusCode::BAD_REQUEST,
+                            format!("time {t:?} is not RFC 3339 (e.g. 2026-11-21T14:03:27Z): {e}"),
+                        )
+                    })?;
+            let secs = u32::try_from(ts.unix_timestamp()).map_err(|_| {
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("time {t:?} is outside the binlog timestamp range"),
+                )
+            })?;
+            let n = name.clone();
+            let e = tokio::task::spawn_blocking(move || index.first_after_time(&n, secs))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            Ok(Json(json!({ "source": name, "time": t, "first_after": e })))
+        }
+        (None, Some(g)) => {
+            let gtid: Gtid = g
+                .parse()
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("gtid {g:?}: {e}")))?;
+            let n = name.clone();
+            let e = tokio::task::spawn_blocking(move || index.find_gtid(&n, &gtid))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            match e {
+                Some(e) => Ok(Json(json!({ "source": name, "gtid": g, "transaction": e }))),
+                None => Err(not_found(format!(
+                    "GTID {g} is not in the archive of {name}"
+                ))),
+            }
+        }
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "give exactly one of time=RFC3339 or gtid=...".into(),
+        )),
+    }
+}

@@ -1,0 +1,1155 @@
+//! Capture of one source: the fake replica's stream loop and the writer thread.
+//!
+//! ```text
+//!  primary --COM_BINLOG_DUMP--> reader task --bounded channel--> writer thread --> file
+//!            (frame, CRC32 check,           (batches of events)   (append, fdatasync
+//!             drop artificial events)                              every fsync_interval,
+//!                                                                  control file, index)
+//! ```
+//!
+//! # What is stored
+//!
+//! Every event the primary has in its file, verbatim. Events the primary makes up for the
+//! stream are recognised and dropped: heartbeats (27, 41), any event flagged
+//! LOG_EVENT_ARTIFICIAL_F (the ROTATE at the start of a dump and at file switches, the
+//! fake GTID_LIST), a ROTATE or GTID_LIST with `log_pos` 0, and the FORMAT_DESCRIPTION the
+//! primary re-sends when a dump starts past position 4. Stored events must be contiguous:
+//! an event whose non-zero `log_pos` differs from its end offset in our file means the
+//! primary skipped bytes, and capture stops with that reason rather than store a file
+//! that differs from the primary's.
+//!
+//! # Resumption
+//!
+//! The outer loop reconnects with capped exponential backoff after transient errors, and
+//! always from the writer's position after it has drained and synced, never from what
+//! was merely received. Definite errors (ERROR 1236, access denied, unusable
+//! binlog settings, disk errors) stop the source with the reason in the status and the
+//! catalog; `POST /v1/sources/{name}/restart` starts it again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use catalog::{Catalog, FileProgress};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{CaptureConfig, Source, StartAt};
+use crate::event::{
+    self, event_type, ChecksumAlg, EventHeader, FormatDescription, Gtid, TxnRecord, TxnTracker,
+    HEADER_LEN,
+};
+use crate::index::Index;
+use crate::primary::{self, SessionError};
+use crate::status::{CaptureState, Metrics, StatusCell};
+use crate::store::{self, ActiveFile, Control, SourceStore};
+
+/// Commands to a running source (from the API).
+#[derive(Debug)]
+pub enum SourceCommand {
+    /// Start again after a definite error. With `accept_gap`, capture continues from the
+    /// primary's oldest binlog even though files between the archive's end and it are
+    /// gone (the gap is recorded in the catalog).
+    Restart {
+        /// Continue past a gap.
+        accept_gap: bool,
+    },
+    /// Check a file now (even a SUCC one): re-verify and re-pull if bad.
+    Check {
+        /// File name.
+        file: String,
+    },
+}
+
+/// Everything a source task shares with the rest of the process.
+#[derive(Clone)]
+pub struct Shared {
+    /// Catalog.
+    pub catalog: Arc<Catalog>,
+    /// Transaction index.
+    pub index: Arc<Index>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Capture tuning.
+    pub capture: CaptureConfig,
+    /// Archive root.
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Latest view of the primary's binlogs (from the poller), shared with the checker.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryView {
+    /// SHOW BINARY LOGS.
+    pub binlogs: Vec<(String, u64)>,
+    /// SHOW MASTER STATUS.
+    pub current: Option<(String, u64)>,
+    /// When it was read.
+    pub at: Option<Instant>,
+}
+
+/// Messages from the reader to the writer thread.
+enum WriterMsg {
+    /// Switch to `file` at `pos` (closing the current file if it is another).
+    Open { file: String, pos: u64 },
+    /// Events for the current file, in order.
+    Events(Vec<(EventHeader, Bytes)>),
+    /// Flush and fsync; reply with the durable position.
+    Sync {
+        reply: oneshot::Sender<Result<Option<(String, u64)>, String>>,
+    },
+}
+
+/// What the writer tells the async side.
+#[derive(Debug)]
+pub enum WriterNote {
+    /// The durable position moved.
+    Durable {
+        /// File.
+        file: String,
+        /// Durable length.
+        len: u64,
+        /// Progress of the file so far.
+        progress: FileProgress,
+    },
+    /// A file was closed (the stream moved to the next file): it is REPORTED.
+    Closed(FileProgress),
+    /// The writer failed (disk error): definite for the source.
+    Failed(String),
+}
+
+/// Per-file progress kept by the writer.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    first_time: Option<u32>,
+    last_time: Option<u32>,
+    first_gtid: Option<Gtid>,
+    last_gtid: Option<Gtid>,
+}
+
+impl Progress {
+    fn to_file(&self, name: &str, size: u64) -> FileProgress {
+        FileProgress {
+            name: name.to_owned(),
+            size,
+            first_event_time: self.first_time.map(i64::from),
+            last_event_time: self.last_time.map(i64::from),
+            first_gtid: self.first_gtid.as_ref().map(|g| g.to_string()),
+            last_gtid: self.last_gtid.as_ref().map(|g| g.to_string()),
+        }
+    }
+}
+
+struct Writer {
+    source: String,
+    store: Arc<SourceStore>,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+    notes: mpsc::UnboundedSender<WriterNote>,
+    active: Option<ActiveFile>,
+    fde: Option<FormatDescription>,
+    tracker: TxnTracker,
+    pending: Vec<TxnRecord>,
+    progress: Progress,
+    next_ordinal: u64,
+}
+
+impl Writer {
+    fn open(&mut self, file: &str, pos: u64) -> std::io::Result<()> {
+        if let Some(a) = &self.active {
+            if a.name == file && a.len == pos {
+                return Ok(());
+            }
+        }
+        self.close()?;
+        let a = ActiveFile::open(&self.store, file, pos)?;
+        self.fde = if pos > 4 {
+            crate::index::read_fde(&self.store.path(file), file)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        self.tracker = TxnTracker::new();
+        self.pending.clear();
+        self.progress = Progress::default();
+        if pos > 4 {
+            // Continuing a file: the index position is at a transaction boundary at or
+            // before `pos`; re-indexing is done by catch_up before streaming starts, so
+            // only progress fields restart here.
+        }
+        self.active = Some(a);
+        Ok(())
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        if self.active.is_some() {
+            self.sync()?;
+        }
+        if let Some(a) = self.active.take() {
+            let p = self.progress.to_file(&a.name, a.len);
+            let _ = self.notes.send(WriterNote::Closed(p));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, header: &EventHeader, ev: &[u8]) -> std::io::Result<()> {
+        let Some(a) = self.active.as_mut() else {
+            return Err(std::io::Error::other("event before any file was opened"));
+        };
+        let offset = a.len;
+        a.append(ev)?;
+        if header.type_code == event_type::FORMAT_DESCRIPTION && offset == 4 {
+            self.fde = FormatDescription::parse(ev).ok();
+        }
+        let p = &mut self.progress;
+        if header.timestamp != 0 {
+            p.first_time.get_or_insert(header.timestamp);
+            p.last_time = Some(header.timestamp);
+        }
+        if let Some(fde) = &self.fde {
+            if let Ok(Some(rec)) = self.tracker.observe(offset, header, ev, fde) {
+                if let Some(g) = &rec.gtid {
+                    if p.first_gtid.is_none() {
+                        p.first_gtid = Some(g.clone());
+                    }
+                    p.last_gtid = Some(g.clone());
+                }
+                self.pending.push(rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn dirty(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.dirty())
+    }
+
+    /// fdatasync, then the control file, then the index, then tell the async side.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if !a.dirty() {
+            return Ok(());
+        }
+        a.sync(&self.store)?;
+        self.metrics
+            .fsyncs
+            .get_or_create(&Metrics::label(&self.source))
+            .inc();
+        self.store.write_control(&Control {
+            file: a.name.clone(),
+            durable_len: a.durable,
+        })?;
+        let upto = self.tracker.open_txn_start().unwrap_or(a.durable);
+        match self.index.commit(
+            &self.source,
+            &a.name,
+            &self.pending,
+            upto,
+            self.next_ordinal,
+        ) {
+            Ok(pos) => self.next_ordinal = pos.next_ordinal,
+            Err(e) => {
+                warn!(source = %self.source, error = %e, "index write failed; it will be rebuilt from the files on restart")
+            }
+        }
+        self.pending.clear();
+        let _ = self.notes.send(WriterNote::Durable {
+            file: a.name.clone(),
+            len: a.durable,
+            progress: self.progress.to_file(&a.name, a.durable),
+        });
+        Ok(())
+    }
+
+    fn position(&self) -> Option<(String, u64)> {
+        self.active.as_ref().map(|a| (a.name.clone(), a.durable))
+    }
+
+    fn handle(&mut self, msg: WriterMsg) -> std::io::Result<()> {
+        match msg {
+            WriterMsg::Open { file, pos } => self.open(&file, pos),
+            WriterMsg::Events(evs) => {
+                for (h, ev) in evs {
+                    self.append(&h, &ev)?;
+                }
+                Ok(())
+            }
+            WriterMsg::Sync { reply } => {
+                let r = self
+                    .sync()
+                    .map(|_| self.position())
+                    .map_err(|e| e.to_string());
+                let failed = r.is_err();
+                let _ = reply.send(r);
+                if failed {
+                    return Err(std::io::Error::other("fsync failed"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The writer thread's loop. fsync policy: at most `interval` after the first unsynced
+    /// byte while data flows; at once when a message arrives after an idle spell longer
+    /// than `interval`. An I/O error is final: after a failed fsync the page cache state
+    /// is unknown, so the source stops (restart recovers from the disk).
+    fn run(
+        mut self,
+        rt: tokio::runtime::Handle,
+        mut rx: mpsc::Receiver<WriterMsg>,
+        interval: Duration,
+    ) {
+        let mut last_sync = Instant::now();
+        loop {
+            let wait = if self.dirty() {
+                interval.saturating_sub(last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let got = rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await });
+            let res = match got {
+                Ok(Some(msg)) => {
+                    let idle_before = !self.dirty();
+                    let r = self.handle(msg);
+                    if idle_before && last_sync.elapsed() >= interval {
+                        // Re-arm the timer from the first unsynced byte.
+                        last_sync = Instant::now() - interval / 2;
+                    }
+                    r.and_then(|_| {
+                        if self.dirty() && last_sync.elapsed() >= interval {
+                            last_sync = Instant::now();
+                            self.sync()
+                        } else {
+                            Ok(())
+                        }
+                    })
+                }
+                Ok(None) => {
+                    if let Err(e) = self.sync() {
+                        let _ = self
+                            .notes
+                            .send(WriterNote::Failed(format!("final fsync: {e}")));
+                    }
+                    return;
+                }
+                Err(_) => {
+                    last_sync = Instant::now();
+                    self.sync()
+                }
+            };
+            if let Err(e) = res {
+                let _ = self.notes.send(WriterNote::Failed(format!(
+                    "writing {}: {e}",
+                    self.active.as_ref().map(|a| a.name.as_str()).unwrap_or("?")
+                )));
+                return;
+            }
+        }
+    }
+}
+
+/// Why one streaming attempt ended.
+enum StreamEnd {
+    Transient(String),
+    Definite(String),
+    /// CRC failure at a position (counted to turn repeated ones definite).
+    Crc(String, (String, u64)),
+    Cancelled,
+}
+
+impl From<SessionError> for StreamEnd {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Transient(m) => StreamEnd::Transient(m),
+            SessionError::Definite(m) => StreamEnd::Definite(m),
+        }
+    }
+}
+
+/// A source's running capture: handles for the API.
+pub struct SourceRuntime {
+    /// Source name.
+    pub name: String,
+    /// Live status.
+    pub status: StatusCell,
+    /// Commands (restart, check).
+    pub commands: mpsc::Sender<SourceCommand>,
+    /// The primary's latest binlog list.
+    pub primary: Arc<std::sync::Mutex<PrimaryView>>,
+}
+
+/// Starts the tasks of one source; returns the runtime handle and the supervised task
+/// (which ends only on cancellation, or with an error when the store cannot be opened).
+pub fn spawn_source(
+    shared: Shared,
+    src: Source,
+    cancel: CancellationToken,
+) -> (SourceRuntime, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let status = StatusCell::new(crate::status::SourceStatus::new(
+        &src.name,
+        &src.url.redacted(),
+    ));
+    let (tx, rx) = mpsc::channel(16);
+    let primary = Arc::new(std::sync::Mutex::new(PrimaryView::default()));
+    let rt = SourceRuntime {
+        name: src.name.clone(),
+        status: status.clone(),
+        commands: tx,
+        primary: primary.clone(),
+    };
+    let name = src.name.clone();
+    let task = tokio::spawn(async move {
+        let r = run_source(shared, src, status.clone(), rx, primary, cancel).await;
+        if let Err(e) = &r {
+            let mut s = status.lock();
+            s.state = CaptureState::Failed;
+            s.last_error = Some(format!("{e:#}"));
+        }
+        r
+    });
+    let _ = name;
+    (rt, task)
+}
+
+async fn run_source(
+    shared: Shared,
+    src: Source,
+    status: StatusCell,
+    mut commands: mpsc::Receiver<SourceCommand>,
+    primary_view: Arc<std::sync::Mutex<PrimaryView>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let name = src.name.clone();
+    shared
+        .catalog
+        .upsert_source(&name, &src.url.redacted())
+        .await
+        .context("record the source in the catalog")?;
+    shared
+        .catalog
+        .set_source_state(&name, "starting", None)
+        .await?;
+
+    // 1. Store recovery and index catch-up (blocking I/O).
+    let data_dir = shared.data_dir.clone();
+    let n2 = name.clone();
+    let (store, mut resume, note) =
+        tokio::task::spawn_blocking(move || SourceStore::open(&data_dir, &n2))
+            .await?
+            .with_context(|| format!("open the store of source {name}"))?;
+    if let Some(n) = note {
+        info!(source = %name, "{n}");
+        status.note(format!("recovery: {n}"));
+    }
+    let store = Arc::new(store);
+    let (end_file, end_len) = match &resume {
+        store::Resume::Empty => (None, 0),
+        store::Resume::At { file, pos } => (Some(file.clone()), *pos),
+        store::Resume::Next { closed, .. } => {
+            let len = std::fs::metadata(store.path(closed))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            (Some(closed.clone()), len)
+        }
+    };
+    let mut next_ordinal = 0;
+    if let Some(f) = &end_file {
+        let (idx, st, n3, f2) = (shared.index.clone(), store.clone(), name.clone(), f.clone());
+        let (pos, added) =
+            tokio::task::spawn_blocking(move || idx.catch_up(&n3, &st, &f2, end_len))
+                .await?
+                .context("bring the index up to date")?;
+        if added > 0 {
+            info!(source = %name, added, "re-indexed transactions from the stored files");
+        }
+        next_ordinal = pos.map(|p| p.next_ordinal).unwrap_or(0);
+        status.lock().durable_file = Some(f.clone());
+        status.lock().durable_pos = Some(end_len);
+    }
+    if let Ok(Some(last)) = shared.index.last(&name) {
+        status.lock().last_gtid = last.gtid;
+    }
+    reconcile_catalog(&shared.catalog, &name, &store, &resume).await?;
+
+    // 2. The writer thread and the note handler.
+    let (wtx, wrx) = mpsc::channel::<WriterMsg>(256);
+    let (ntx, mut nrx) = mpsc::unbounded_channel::<WriterNote>();
+    let writer = Writer {
+        source: name.clone(),
+        store: store.clone(),
+        index: shared.index.clone(),
+        metrics: shared.metrics.clone(),
+        notes: ntx,
+        active: None,
+        fde: None,
+        tracker: TxnTracker::new(),
+        pending: Vec::new(),
+        progress: Progress::default(),
+        next_ordinal,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let interval = shared.capture.fsync_interval;
+    let writer_thread = std::thread::Builder::new()
+        .name(format!("writer-{name}"))
+        .spawn(move || writer.run(handle, wrx, interval))
+        .context("start the writer thread")?;
+
+    let checker_wake = Arc::new(Notify::new());
+    let writer_failed = CancellationToken::new();
+    {
+        let (catalog, status, wake, name, failed) = (
+            shared.catalog.clone(),
+            status.clone(),
+            checker_wake.clone(),
+            name.clone(),
+            writer_failed.clone(),
+        );
+        tokio::spawn(async move {
+            let mut last_catalog = Instant::now() - Duration::from_secs(10);
+            while let Some(n) = nrx.recv().await {
+                match n {
+                    WriterNote::Durable {
+                        file,
+                        len,
+                        progress,
+                    } => {
+                        {
+                            let mut s = status.lock();
+                            s.durable_file = Some(file);
+                            s.durable_pos = Some(len);
+                            if progress.last_gtid.is_some() {
+                                s.last_gtid = progress.last_gtid.clone();
+                            }
+                            if let Some(t) = progress.last_event_time {
+                                s.last_event_time = u32::try_from(t).ok();
+                            }
+                        }
+                        if last_catalog.elapsed() >= Duration::from_secs(1) {
+                            last_catalog = Instant::now();
+                            if let Err(e) = catalog.record_active(&name, &progress).await {
+                                warn!(source = %name, error = %e, "catalog update failed");
+                            }
+                        }
+                    }
+                    WriterNote::Closed(p) => {
+                        if let Err(e) = catalog.mark_reported(&name, &p).await {
+                            warn!(source = %name, error = %e, "catalog update failed");
+                        }
+                        wake.notify_one();
+                    }
+                    WriterNote::Failed(m) => {
+                        warn!(source = %name, "{m}");
+                        status.lock().last_error = Some(m);
+                        failed.cancel();
+                    }
+                }
+            }
+        });
+    }
+
+    // 3. Poller and checker.
+    tokio::spawn(crate::checktask::poll_primary(
+        shared.clone(),
+        src.clone(),
+        status.clone(),
+        primary_view.clone(),
+        cancel.clone(),
+    ));
+    let (check_tx, check_rx) = mpsc::channel::<String>(16);
+    tokio::spawn(crate::checktask::check_loop(
+        shared.clone(),
+        src.clone(),
+        store.clone(),
+        primary_view.clone(),
+        checker_wake.clone(),
+        check_rx,
+        cancel.clone(),
+    ));
+    checker_wake.notify_one();
+
+    // 4. The outer reconnect loop.
+    let label = Metrics::label(&name);
+    let mut backoff = shared.capture.reconnect_min_backoff;
+    let mut crc_strikes: (Option<(String, u64)>, u32) = (None, 0);
+    let mut accept_gap = false;
+    loop {
+        if writer_failed.is_cancelled() {
+            let m = status
+                .lock()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "writer failed".into());
+            fail(
+                &shared,
+                &name,
+                &status,
+                &format!("{m}: check the disk, then restart binlog-server"),
+            )
+            .await;
+            wait_for_restart(&mut commands, &check_tx, &cancel).await;
+            break;
+        }
+        // Where to resume: the writer's durable position once it has drained.
+        let (rtx, rrx) = oneshot::channel();
+        if wtx.send(WriterMsg::Sync { reply: rtx }).await.is_err() {
+            break;
+        }
+        match rrx.await {
+            Ok(Ok(Some((file, pos)))) => resume = store::Resume::At { file, pos },
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                status.lock().last_error = Some(e);
+                continue;
+            }
+            Err(_) => continue,
+        }
+        if accept_gap {
+            resume = store::Resume::Empty;
+        }
+        let attempt = stream_once(
+            &shared,
+            &src,
+            &status,
+            &wtx,
+            &resume,
+            accept_gap,
+            &label,
+            &cancel,
+            &writer_failed,
+        )
+        .await;
+        let end = match attempt {
+            StreamEnd::Cancelled => break,
+            other => other,
+        };
+        accept_gap = false;
+        let (msg, definite) = match end {
+            StreamEnd::Transient(m) => (m, false),
+            StreamEnd::Definite(m) => (m, true),
+            StreamEnd::Crc(m, at) => {
+                if crc_strikes.0.as_ref() == Some(&at) {
+                    crc_strikes.1 += 1;
+                } else {
+                    crc_strikes = (Some(at.clone()), 1);
+                }
+                if crc_strikes.1 >= 5 {
+                    (
+                        format!("{m}; 5 attempts gave the same bad event: the primary's binlog is damaged at {}:{}", at.0, at.1),
+                        true,
+                    )
+                } else {
+                    (m, false)
+                }
+            }
+            StreamEnd::Cancelled => break,
+        };
+        if definite {
+            if msg.contains("1236") {
+                record_gap(&shared, &src, &store, &name, &msg).await;
+            }
+            fail(&shared, &name, &status, &msg).await;
+            match wait_for_restart(&mut commands, &check_tx, &cancel).await {
+                None => break,
+                Some(gap) => {
+                    accept_gap = gap;
+                    backoff = shared.capture.reconnect_min_backoff;
+                    status.lock().last_error = None;
+                    continue;
+                }
+            }
+        }
+        warn!(source = %name, error = %msg, backoff = ?backoff, "capture interrupted; reconnecting");
+        {
+            let mut s = status.lock();
+            s.state = CaptureState::Reconnecting;
+            s.last_error = Some(msg.clone());
+            s.reconnects += 1;
+        }
+        shared.metrics.reconnects.get_or_create(&label).inc();
+        let _ = shared
+            .catalog
+            .set_source_state(&name, "reconnecting", Some(&msg))
+            .await;
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = &mut sleep => break,
+                Some(cmd) = commands.recv() => {
+                    if let SourceCommand::Check { file } = cmd { let _ = check_tx.send(file).await; }
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        backoff = (backoff * 2).min(shared.capture.reconnect_max_backoff);
+    }
+    drop(wtx);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    status.lock().state = CaptureState::Stopped;
+    let _ = shared
+        .catalog
+        .set_source_state(&name, "stopped", None)
+        .await;
+    Ok(())
+}
+
+async fn fail(shared: &Shared, name: &str, status: &StatusCell, msg: &str) {
+    warn!(source = %name, error = %msg, "capture stopped by a definite error");
+    {
+        let mut s = status.lock();
+        s.state = CaptureState::Failed;
+        s.last_error = Some(msg.to_owned());
+    }
+    let _ = shared
+        .catalog
+        .set_source_state(name, "failed", Some(msg))
+        .await;
+}
+
+/// Waits for a restart command; returns `Some(accept_gap)`, or None on cancellation.
+async fn wait_for_restart(
+    commands: &mut mpsc::Receiver<SourceCommand>,
+    check_tx: &mpsc::Sender<String>,
+    cancel: &CancellationToken,
+) -> Option<bool> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            cmd = commands.recv() => match cmd {
+                None => return None,
+                Some(SourceCommand::Restart { accept_gap }) => return Some(accept_gap),
+                Some(SourceCommand::Check { file }) => { let _ = check_tx.send(file).await; }
+            }
+        }
+    }
+}
+
+/// Records the hole a 1236 revealed: from the archive's last file to the primary's
+/// oldest one.
+async fn record_gap(shared: &Shared, src: &Source, store: &SourceStore, name: &str, msg: &str) {
+    let last = store
+        .list()
+        .ok()
+        .and_then(|v| v.last().map(|(n, _)| n.clone()));
+    let first = match primary::connect(src, &shared.capture).await {
+        Ok(mut s) => primary::show_binary_logs(&mut s.conn)
+            .await
+            .ok()
+            .and_then(|v| v.first().map(|(n, _)| n.clone())),
+        Err(_) => None,
+    };
+    let reason = format!(
+        "the primary no longer has the binlogs after {} (its oldest is {}): {msg}",
+        last.as_deref().unwrap_or("the start"),
+        first.as_deref().unwrap_or("unknown")
+    );
+    let _ = shared
+        .catalog
+        .record_gap(name, last.as_deref(), first.as_deref(), &reason)
+        .await;
+}
+
+/// Makes the catalog agree with the files on disk after a restart.
+async fn reconcile_catalog(
+    catalog: &Catalog,
+    name: &str,
+    store: &SourceStore,
+    resume: &store::Resume,
+) -> anyhow::Result<()> {
+    let files = store.list()?;
+    let active = match resume {
+        store::Resume::At { file, .. } => Some(file.as_str()),
+        _ => None,
+    };
+    for (f, size) in &files {
+        let row = catalog.get_file(name, f).await?;
+        let p = FileProgress {
+            name: f.clone(),
+            size: *size,
+            first_event_time: None,
+            last_event_time: None,
+            first_gtid: None,
+            last_gtid: None,
+        };
+        if Some(f.as_str()) == active {
+            catalog.record_active(name, &p).await?;
+        } else if row
+            .as_ref()
+            .is_none_or(|r| r.state == catalog::FileState::Active)
+        {
+            catalog.mark_reported(name, &p).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves where to start when the archive is empty (or a gap was accepted).
+async fn start_point(
+    s: &mut primary::Session,
+    src: &Source,
+    status: &StatusCell,
+    accept_gap: bool,
+) -> Result<(String, u64), StreamEnd> {
+    let logs = primary::show_binary_logs(&mut s.conn)
+        .await
+        .map_err(|e| StreamEnd::from(primary::classify(e, "SHOW BINARY LOGS")))?;
+    let Some((first, _)) = logs.first().cloned() else {
+        return Err(StreamEnd::Definite(
+            "the primary lists no binary logs (SHOW BINARY LOGS is empty)".into(),
+        ));
+    };
+    let start = if accept_gap {
+        status.note(format!(
+            "gap accepted by the operator: capture continues at {first}, the oldest binlog the primary has"
+        ));
+        first
+    } else {
+        match &src.start {
+            StartAt::Earliest => {
+                let purged = store::binlog_seq(&first).is_some_and(|n| n > 1);
+                status.note(if purged {
+                    format!("capture began at {first}, the oldest binlog the primary still had: earlier binlogs had been purged on the primary and are not in the archive")
+                } else {
+                    format!("capture began at {first}, the primary's first binlog")
+                });
+                first
+            }
+            StartAt::Current => {
+                let cur = primary::show_master_status(&mut s.conn)
+                    .await
+                    .map_err(|e| StreamEnd::from(primary::classify(e, "SHOW MASTER STATUS")))?
+                    .map(|(f, _)| f)
+                    .unwrap_or(first);
+                status.note(format!("capture began at {cur}, the primary's current binlog (start = \"current\"), from position 4"));
+                cur
+            }
+            StartAt::File(f) => {
+                if !logs.iter().any(|(n, _)| n == f) {
+                    return Err(StreamEnd::Definite(format!(
+                        "start file {f} is not on the primary (it has {} .. {}): fix `start` in the config",
+                        first,
+                        logs.last().map(|(n, _)| n.as_str()).unwrap_or("?")
+                    )));
+                }
+                status.note(format!("capture began at {f} (configured start)"));
+                f.clone()
+            }
+        }
+    };
+    Ok((start, 4))
+}
+
+/// One connection's worth of streaming.
+#[allow(clippy::too_many_arguments)]
+async fn stream_once(
+    shared: &Shared,
+    src: &Source,
+    status: &StatusCell,
+    wtx: &mpsc::Sender<WriterMsg>,
+    resume: &store::Resume,
+    accept_gap: bool,
+    label: &crate::status::SourceLabel,
+    cancel: &CancellationToken,
+    writer_failed: &CancellationToken,
+) -> StreamEnd {
+    let cap = &shared.capture;
+    let mut s = tokio::select! {
+        _ = cancel.cancelled() => return StreamEnd::Cancelled,
+        r = primary::connect(src, cap) => match r { Ok(s) => s, Err(e) => return e.into() },
+    };
+    {
+        let mut st = status.lock();
+        st.dialect = Some(s.dialect.name().into());
+        st.server_version = Some(s.conn.server_version().to_owned());
+    }
+    if s.binlog_format == "STATEMENT" {
+        status.note("the primary uses binlog_format=STATEMENT: archived and replayable, but non-deterministic statements may replay differently; ROW is recommended");
+    }
+    let (file, pos) = match resume {
+        store::Resume::At { file, pos } => (file.clone(), *pos),
+        store::Resume::Next { next, .. } => (next.clone(), 4),
+        store::Resume::Empty => match start_point(&mut s, src, status, accept_gap).await {
+            Ok(x) => x,
+            Err(e) => return e,
+        },
+    };
+    if let Err(e) = primary::prepare_dump(&mut s, cap.heartbeat_period).await {
+        return e.into();
+    }
+    if let Err(e) = primary::start_dump(&mut s, src.server_id, &file, pos, true, false).await {
+        return e.into();
+    }
+    info!(source = %src.name, %file, pos, dialect = s.dialect.name(), "streaming");
+    {
+        let mut st = status.lock();
+        st.state = CaptureState::Streaming;
+    }
+    let _ = shared
+        .catalog
+        .set_source_state(&src.name, "streaming", None)
+        .await;
+
+    let received_bytes = shared.metrics.received_bytes.get_or_create(label).clone();
+    let received_events = shared.metrics.received_events.get_or_create(label).clone();
+    let crc_failures = shared.metrics.crc_failures.get_or_create(label).clone();
+    let read_timeout = cap.heartbeat_period * 3 + Duration::from_secs(5);
+
+    let mut st = StreamState {
+        file: file.clone(),
+        offset: pos,
+        opened: false,
+        alg: s.checksum,
+    };
+    let mut batch: Vec<(EventHeader, Bytes)> = Vec::new();
+    let mut batch_bytes = 0usize;
+    loop {
+        let pkt = tokio::select! {
+            _ = cancel.cancelled() => return StreamEnd::Cancelled,
+            _ = writer_failed.cancelled() => return StreamEnd::Definite("the writer failed".into()),
+            r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => r,
+        };
+        let ev = match pkt {
+            Err(_) => {
+                return StreamEnd::Transient(format!(
+                    "no event or heartbeat for {read_timeout:?}: the connection is presumed dead"
+                ))
+            }
+            Ok(Err(e)) => return primary::classify(e, "binlog stream").into(),
+            Ok(Ok(None)) => {
+                return StreamEnd::Transient("the primary ended the binlog stream (EOF)".into())
+            }
+            Ok(Ok(Some(ev))) => ev,
+        };
+        let header = match EventHeader::parse(&ev) {
+            Ok(h) if h.event_size as usize == ev.len() => h,
+            Ok(h) => {
+                return StreamEnd::Transient(format!(
+                    "event size {} in its header differs from the packet's {} bytes at {}:{}",
+                    h.event_size,
+                    ev.len(),
+                    st.file,
+                    st.offset
+                ))
+            }
+            Err(e) => {
+                return StreamEnd::Transient(format!(
+                    "bad event header at {}:{}: {e}",
+                    st.file, st.offset
+                ))
+            }
+        };
+        // Checksum: an FDE carries its own algorithm; every other event follows the last
+        // FDE (or, before any, what we declared with @master_binlog_checksum).
+        let alg = if header.type_code == event_type::FORMAT_DESCRIPTION {
+            match FormatDescription::parse(&ev) {
+                Ok(f) => f.checksum_alg,
+                Err(e) => {
+                    return StreamEnd::Transient(format!(
+                        "bad FORMAT_DESCRIPTION at {}:{}: {e}",
+                        st.file, st.offset
+                    ))
+                }
+            }
+        } else {
+            st.alg
+        };
+        if let Err(e) = event::verify_checksum(&ev, alg) {
+            crc_failures.inc();
+            return StreamEnd::Crc(
+                format!(
+                    "CRC32 check failed for a {} event at {}:{} ({e}); not stored",
+                    event_type::name(header.type_code),
+                    st.file,
+                    st.offset
+                ),
+                (st.file.clone(), st.offset),
+            );
+        }
+        received_bytes.inc_by(ev.len() as u64);
+        received_events.inc();
+        match classify_event(&mut st, &header, &ev, alg) {
+            Ok(Action::Skip) => {}
+            Ok(Action::Switch { file, pos }) => {
+                if !batch.is_empty() {
+                    if wtx
+                        .send(WriterMsg::Events(std::mem::take(&mut batch)))
+                        .await
+                        .is_err()
+                    {
+                        return StreamEnd::Definite("the writer stopped".into());
+                    }
+                    batch_bytes = 0;
+                }
+                if wtx.send(WriterMsg::Open { file, pos }).await.is_err() {
+                    return StreamEnd::Definite("the writer stopped".into());
+                }
+            }
+            Ok(Action::Store { then_switch }) => {
+                if !st.opened {
+                    st.opened = true;
+                    if wtx
+                        .send(WriterMsg::Open {
+                            file: st.file.clone(),
+                            pos: st.offset,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return StreamEnd::Definite("the writer stopped".into());
+                    }
+                }
+                batch_bytes += ev.len();
+                st.offset += ev.len() as u64;
+                batch.push((header, ev));
+                if let Some(next) = then_switch {
+                    if wtx
+                        .send(WriterMsg::Events(std::mem::take(&mut batch)))
+                        .await
+                        .is_err()
+                    {
+                        return StreamEnd::Definite("the writer stopped".into());
+                    }
+                    batch_bytes = 0;
+                    st.file = next.clone();
+                    st.offset = 4;
+                    if wtx
+                        .send(WriterMsg::Open { file: next, pos: 4 })
+                        .await
+                        .is_err()
+                    {
+                        return StreamEnd::Definite("the writer stopped".into());
+                    }
+                }
+            }
+            Err(end) => return end,
+        }
+        if !batch.is_empty() && (batch_bytes >= 256 * 1024 || !s.conn.has_buffered_packet()) {
+            if wtx
+                .send(WriterMsg::Events(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
+                return StreamEnd::Definite("the writer stopped".into());
+            }
+            batch_bytes = 0;
+        }
+    }
+}
+
+/// The reader's view of where the stream is.
+struct StreamState {
+    /// File the next stored event belongs to.
+    file: String,
+    /// Offset in `file` of the next stored event.
+    offset: u64,
+    /// Whether the writer has been told to open `file`.
+    opened: bool,
+    /// Checksum algorithm of the current file.
+    alg: ChecksumAlg,
+}
+
+enum Action {
+    Skip,
+    /// The primary moved to another file (artificial ROTATE).
+    Switch {
+        file: String,
+        pos: u64,
+    },
+    /// Store the event; after it, switch to the named file (a real ROTATE).
+    Store {
+        then_switch: Option<String>,
+    },
+}
+
+fn classify_event(
+    st: &mut StreamState,
+    h: &EventHeader,
+    ev: &[u8],
+    alg: ChecksumAlg,
+) -> Result<Action, StreamEnd> {
+    let t = h.type_code;
+    if t == event_type::HEARTBEAT || t == event_type::HEARTBEAT_V2 {
+        return Ok(Action::Skip);
+    }
+    let artificial = h.flags & event::LOG_EVENT_ARTIFICIAL_F != 0;
+    if t == event_type::ROTATE && (artificial || h.log_pos == 0) {
+        let r = event::parse_rotate(ev, alg).map_err(|e| {
+            StreamEnd::Transient(format!(
+                "bad artificial ROTATE at {}:{}: {e}",
+                st.file, st.offset
+            ))
+        })?;
+        if !store::is_safe_file_name(&r.next_file) {
+            return Err(StreamEnd::Definite(format!(
+                "the primary announced an unusable binlog file name {:?}",
+                r.next_file
+            )));
+        }
+        if r.next_file == st.file && r.position == st.offset {
+            return Ok(Action::Skip);
+        }
+        if r.next_file == st.file {
+            return Err(StreamEnd::Transient(format!(
+                "the primary resumed {} at {} but the archive is at {}",
+                r.next_file, r.position, st.offset
+            )));
+        }
+        st.file = r.next_file.clone();
+        st.offset = r.position;
+        st.opened = true;
+        return Ok(Action::Switch {
+            file: r.next_file,
+            pos: r.position,
+        });
+    }
+    if t == event_type::FORMAT_DESCRIPTION {
+        if let Ok(f) = FormatDescription::parse(ev) {
+            st.alg = f.checksum_alg;
+        }
+        if st.offset != 4 || h.log_pos == 0 || artificial {
+            return Ok(Action::Skip);
+        }
+    }
+    if t == event_type::MARIADB_GTID_LIST && (artificial || h.log_pos == 0) {
+        return Ok(Action::Skip);
+    }
+    if artificial {
+        return Ok(Action::Skip);
+    }
+    let end = st.offset + ev.len() as u64;
+    if h.log_pos != 0 && u64::from(h.log_pos) != end && end <= u64::from(u32::MAX) {
+        return Err(StreamEnd::Definite(format!(
+            "the stream is not contiguous: a {} event of {} bytes at {}:{} says it ends at {}; the primary skipped data (for MariaDB, is @mariadb_slave_capability honoured?)",
+            event_type::name(t),
+            ev.len(),
+            st.file,
+            st.offset,
+            h.log_pos
+        )));
+    }
+    if ev.len() < HEADER_LEN {
+        return Err(StreamEnd::Transient("short event".into()));
+    }
+    if t == event_type::ROTATE {
+        let r = event::parse_rotate(ev, alg).map_err(|e| {
+            StreamEnd::Transient(format!("bad ROTATE at {}:{}: {e}", st.file, st.offset))
+        })?;
+        if !store::is_safe_file_name(&r.next_file) {
+            return Err(StreamEnd::Definite(format!(
+                "the primary announced an unusable binlog file name {:?}",
+                r.next_file
+            )));
+        }
+        return Ok(Action::Store {
+            then_switch: Some(r.next_file),
+        });
+    }
+    Ok(Action::Store { then_switch: None })
+}

@@ -1,0 +1,476 @@
+//! Per-source background work besides streaming: polling the primary's binlog list
+//! (lag, sizes), checking closed files (REPORTED -> SUCC | FAIL, seed 001), re-verifying
+//! SUCC files (scrub), and re-pulling FAIL files while the primary still has them.
+//!
+//! # Re-pull
+//!
+//! A FAIL file is fetched again on its own connection (server_id 0, no
+//! COM_REGISTER_SLAVE, BINLOG_DUMP_NON_BLOCK, so the live capture's registration is not
+//! disturbed) from position 4 into `<file>.repull`, up to its ROTATE or STOP or until the
+//! primary moves to the next file. The temporary file is fsynced and checked; only a good
+//! one is renamed over the bad file (then the directory is fsynced), and the file goes
+//! back to REPORTED, so the checker verifies it once more. A crash mid-way leaves only a
+//! `.repull` file, which the store deletes on start.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::{FileProgress, FileState};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::capture::{PrimaryView, Shared};
+use crate::checker::{check_file, CheckOptions, CheckReport};
+use crate::config::Source;
+use crate::event::{self, event_type, EventHeader, FormatDescription, BINLOG_MAGIC};
+use crate::primary;
+use crate::status::{Metrics, StatusCell};
+use crate::store::{self, SourceStore, REPULL_SUFFIX};
+
+/// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
+/// connection open; updates the lag in the status and the metrics. Cancellation-safe.
+pub async fn poll_primary(
+    shared: Shared,
+    src: Source,
+    status: StatusCell,
+    view: Arc<std::sync::Mutex<PrimaryView>>,
+    cancel: CancellationToken,
+) {
+    let label = Metrics::label(&src.name);
+    let mut session: Option<primary::Session> = None;
+    loop {
+        if session.is_none() {
+            session = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = primary::connect(&src, &shared.capture) => r.ok(),
+            };
+        }
+        if let Some(s) = session.as_mut() {
+            let r = async {
+                let logs = primary::show_binary_logs(&mut s.conn).await?;
+                let cur = primary::show_master_status(&mut s.conn).await?;
+                Ok::<_, crate::mysql::conn::ConnError>((logs, cur))
+            }
+            .await;
+            match r {
+                Ok((logs, cur)) => {
+                    let (behind, secs) = lag(&status, &logs);
+                    {
+                        let mut st = status.lock();
+                        st.primary_file = cur.as_ref().map(|c| c.0.clone());
+                        st.primary_pos = cur.as_ref().map(|c| c.1);
+                        st.bytes_behind = behind;
+                        st.seconds_behind = secs;
+                    }
+                    if let Some(b) = behind {
+                        shared
+                            .metrics
+                            .lag_bytes
+                            .get_or_create(&label)
+                            .set(i64::try_from(b).unwrap_or(i64::MAX));
+                    }
+                    if let Some(s) = secs {
+                        shared
+                            .metrics
+                            .lag_seconds
+                            .get_or_create(&label)
+                            .set(i64::try_from(s).unwrap_or(i64::MAX));
+                    }
+                    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                    v.binlogs = logs;
+                    v.current = cur;
+                    v.at = Some(Instant::now());
+                }
+                Err(e) => {
+                    warn!(source = %src.name, error = %e, "polling the primary failed");
+                    session = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(shared.capture.poll_interval) => {}
+        }
+    }
+}
+
+/// Bytes and seconds behind, from the primary's list and our durable position.
+fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>) {
+    let st = status.lock();
+    let (Some(file), Some(pos)) = (st.durable_file.clone(), st.durable_pos) else {
+        return (None, None);
+    };
+    let mut behind = 0u64;
+    let mut seen = false;
+    for (name, size) in logs {
+        if *name == file {
+            seen = true;
+            behind += size.saturating_sub(pos);
+        } else if seen || store::binlog_order(name) > store::binlog_order(&file) {
+            behind += size;
+        }
+    }
+    let secs = if behind == 0 {
+        Some(0)
+    } else {
+        st.last_event_time.map(|t| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            u64::try_from(now - i64::from(t)).unwrap_or(0)
+        })
+    };
+    (Some(behind), secs)
+}
+
+/// Checks REPORTED files, re-pulls FAIL ones, scrubs SUCC ones. Woken by `wake` (a file
+/// was closed) and every few seconds; `on_demand` names files to check now.
+pub async fn check_loop(
+    shared: Shared,
+    src: Source,
+    store: Arc<SourceStore>,
+    view: Arc<std::sync::Mutex<PrimaryView>>,
+    wake: Arc<Notify>,
+    mut on_demand: mpsc::Receiver<String>,
+    cancel: CancellationToken,
+) {
+    let name = src.name.clone();
+    let mut repulls: HashMap<String, u32> = HashMap::new();
+    let mut last_scrub = Instant::now();
+    loop {
+        let mut forced: Vec<String> = Vec::new();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.notified() => {}
+            Some(f) = on_demand.recv() => forced.push(f),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        // Give the first poll of the primary a moment so sizes can be compared.
+        if view.lock().map(|v| v.at.is_none()).unwrap_or(true) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut todo: Vec<String> = match shared
+            .catalog
+            .files_in_state(&name, FileState::Reported)
+            .await
+        {
+            Ok(v) => v.into_iter().map(|r| r.name).collect(),
+            Err(e) => {
+                warn!(source = %name, error = %e, "catalog read failed");
+                continue;
+            }
+        };
+        todo.extend(forced);
+        let scrub = shared.capture.scrub_interval;
+        if !scrub.is_zero() && last_scrub.elapsed() >= scrub.min(Duration::from_secs(3600)) {
+            last_scrub = Instant::now();
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            if let Ok(rows) = shared.catalog.files_in_state(&name, FileState::Succ).await {
+                for r in rows {
+                    let due = r
+                        .checked_at
+                        .is_none_or(|t| now - t >= scrub.as_secs() as i64);
+                    if due {
+                        todo.push(r.name);
+                    }
+                }
+            }
+        }
+        if let Ok(rows) = shared.catalog.files_in_state(&name, FileState::Fail).await {
+            for r in rows {
+                if repulls.get(&r.name).copied().unwrap_or(0) < 3 {
+                    todo.push(r.name);
+                }
+            }
+        }
+        todo.sort_by_key(|n| store::binlog_order(n));
+        todo.dedup();
+        for file in todo {
+            if cancel.is_cancelled() {
+                return;
+            }
+            check_one(&shared, &src, &store, &view, &file, &mut repulls).await;
+        }
+    }
+}
+
+fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option<u64>, bool, bool) {
+    let v = view.lock().unwrap_or_else(|p| p.into_inner());
+    let size = v.binlogs.iter().find(|(n, _)| n == file).map(|(_, s)| *s);
+    let later = v
+        .binlogs
+        .iter()
+        .any(|(n, _)| store::binlog_order(n) > store::binlog_order(file));
+    (size, v.at.is_some(), later)
+}
+
+async fn check_one(
+    shared: &Shared,
+    src: &Source,
+    store: &Arc<SourceStore>,
+    view: &Arc<std::sync::Mutex<PrimaryView>>,
+    file: &str,
+    repulls: &mut HashMap<String, u32>,
+) {
+    let name = &src.name;
+    let row = match shared.catalog.get_file(name, file).await {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    if row.state == FileState::Active {
+        return;
+    }
+    if row.state == FileState::Fail {
+        let (size, _, _) = listed_size(view, file);
+        if size.is_none() {
+            return; // the primary no longer has it: stays FAIL with its info
+        }
+        *repulls.entry(file.to_owned()).or_insert(0) += 1;
+        match repull(shared, src, store, file).await {
+            Ok(bytes) => {
+                info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
+                let p = FileProgress {
+                    name: file.to_owned(),
+                    size: bytes,
+                    ..Default::default()
+                };
+                let _ = shared.catalog.mark_reported(name, &p).await;
+                // Carry the reason forward into the next check's info.
+                recheck(shared, src, store, view, file, Some(&row.info)).await;
+            }
+            Err(e) => {
+                warn!(source = %name, file, error = %e, "re-pull failed");
+                let info = format!("{}; re-pull failed: {e}", row.info);
+                let _ = shared
+                    .catalog
+                    .set_checked(
+                        name,
+                        file,
+                        FileState::Fail,
+                        &info,
+                        row.sha256.as_deref(),
+                        row.size,
+                    )
+                    .await;
+            }
+        }
+        return;
+    }
+    let previous_sha = if row.state == FileState::Succ {
+        row.sha256.clone()
+    } else {
+        None
+    };
+    let outcome = recheck(shared, src, store, view, file, None).await;
+    if let (Some(prev), Some((state, sha))) = (previous_sha, outcome) {
+        if state == FileState::Succ && sha != prev {
+            let info = format!("SHA-256 changed since the last check (was {prev}, now {sha})");
+            let _ = shared
+                .catalog
+                .set_checked(name, file, FileState::Fail, &info, Some(&sha), row.size)
+                .await;
+        }
+    }
+}
+
+/// Runs the file check and records SUCC or FAIL. Returns the state and SHA-256.
+async fn recheck(
+    shared: &Shared,
+    src: &Source,
+    store: &Arc<SourceStore>,
+    view: &Arc<std::sync::Mutex<PrimaryView>>,
+    file: &str,
+    repaired_from: Option<&str>,
+) -> Option<(FileState, String)> {
+    let name = &src.name;
+    let (expected, polled, later) = listed_size(view, file);
+    let path = store.path(file);
+    let opts = CheckOptions {
+        require_terminal: true,
+        expected_size: expected,
+    };
+    let report = match tokio::task::spawn_blocking(move || check_file(&path, &opts)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            warn!(source = %name, file, error = %e, "cannot read the file to check it");
+            let _ = shared
+                .catalog
+                .set_checked(
+                    name,
+                    file,
+                    FileState::Fail,
+                    &format!("cannot read the stored file: {e}"),
+                    None,
+                    0,
+                )
+                .await;
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let (state, mut info) = verdict(&report, expected, polled, later);
+    if let Some(prev) = repaired_from {
+        info = format!("{info} (re-pulled from the primary after FAIL: {prev})");
+    }
+    if state == FileState::Fail {
+        shared
+            .metrics
+            .check_failures
+            .get_or_create(&Metrics::label(name))
+            .inc();
+        warn!(source = %name, file, %info, "binlog file check failed");
+    }
+    let _ = shared
+        .catalog
+        .set_checked(
+            name,
+            file,
+            state,
+            &info,
+            Some(&report.sha256_hex),
+            report.size,
+        )
+        .await;
+    let p = FileProgress {
+        name: file.to_owned(),
+        size: report.size,
+        first_event_time: report.first_event_time.map(i64::from),
+        last_event_time: report.last_event_time.map(i64::from),
+        first_gtid: report.first_gtid.as_ref().map(|g| g.to_string()),
+        last_gtid: report.last_gtid.as_ref().map(|g| g.to_string()),
+    };
+    let _ = shared.catalog.record_active(name, &p).await;
+    Some((state, report.sha256_hex))
+}
+
+/// SUCC or FAIL from a check report. A file that ends without ROTATE/STOP is still
+/// SUCC when everything else holds and the primary lists it with the same size and has
+/// moved on to later files: the primary stopped without closing it (a crash), and the
+/// archive holds exactly what the primary has.
+fn verdict(
+    r: &CheckReport,
+    expected: Option<u64>,
+    polled: bool,
+    later: bool,
+) -> (FileState, String) {
+    let missing_terminal_only = !r.problems.is_empty()
+        && r.problems
+            .iter()
+            .all(|p| p.what.contains("ROTATE") || p.what.contains("STOP"))
+        && r.last_event_type != Some(event_type::ROTATE)
+        && r.last_event_type != Some(event_type::STOP);
+    let size_note = match (expected, polled) {
+        (Some(s), _) => format!("size {s} = primary's"),
+        (None, true) => "size not compared: the primary no longer lists it".into(),
+        (None, false) => "size not compared: the primary has not been reached yet".into(),
+    };
+    if r.is_ok() {
+        return (FileState::Succ, format!("{}; {size_note}", r.info()));
+    }
+    if missing_terminal_only && expected == Some(r.size) && later {
+        return (
+            FileState::Succ,
+            format!(
+                "{} events, CRC32 ok; no ROTATE/STOP at the end: the primary stopped without closing it (crash), and its copy has the same size",
+                r.events
+            ),
+        );
+    }
+    (FileState::Fail, r.info())
+}
+
+/// Fetches `file` again from position 4 into `<file>.repull`, checks it, and swaps it in.
+/// Returns the new size in bytes.
+async fn repull(
+    shared: &Shared,
+    src: &Source,
+    store: &Arc<SourceStore>,
+    file: &str,
+) -> Result<u64, String> {
+    let mut s = primary::connect(src, &shared.capture)
+        .await
+        .map_err(|e| e.to_string())?;
+    primary::prepare_dump(&mut s, shared.capture.heartbeat_period)
+        .await
+        .map_err(|e| e.to_string())?;
+    primary::start_dump(&mut s, 0, file, 4, false, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tmp = store.dir().join(format!("{file}{REPULL_SUFFIX}"));
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).map_err(|e| e.to_string())?,
+    );
+    out.write_all(&BINLOG_MAGIC).map_err(|e| e.to_string())?;
+    let mut offset = 4u64;
+    let mut alg = s.checksum;
+    let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
+    loop {
+        let pkt = tokio::time::timeout(timeout, s.conn.read_binlog_packet())
+            .await
+            .map_err(|_| "timed out reading the re-pull stream".to_string())?
+            .map_err(|e| e.to_string())?;
+        let Some(ev) = pkt else { break };
+        let h = EventHeader::parse(&ev).map_err(|e| e.to_string())?;
+        let this_alg = if h.type_code == event_type::FORMAT_DESCRIPTION {
+            FormatDescription::parse(&ev)
+                .map_err(|e| e.to_string())?
+                .checksum_alg
+        } else {
+            alg
+        };
+        event::verify_checksum(&ev, this_alg)
+            .map_err(|e| format!("CRC32 at {file}:{offset}: {e}"))?;
+        let artificial = h.flags & event::LOG_EVENT_ARTIFICIAL_F != 0;
+        if h.type_code == event_type::HEARTBEAT || h.type_code == event_type::HEARTBEAT_V2 {
+            continue;
+        }
+        if h.type_code == event_type::ROTATE && (artificial || h.log_pos == 0) {
+            let r = event::parse_rotate(&ev, this_alg).map_err(|e| e.to_string())?;
+            if r.next_file != file {
+                break; // the primary moved on: the file is complete
+            }
+            continue;
+        }
+        if h.type_code == event_type::FORMAT_DESCRIPTION {
+            alg = this_alg;
+            if offset != 4 || h.log_pos == 0 {
+                continue;
+            }
+        }
+        if artificial || (h.type_code == event_type::MARIADB_GTID_LIST && h.log_pos == 0) {
+            continue;
+        }
+        out.write_all(&ev).map_err(|e| e.to_string())?;
+        offset += ev.len() as u64;
+        if h.type_code == event_type::ROTATE || h.type_code == event_type::STOP {
+            break;
+        }
+    }
+    drop(s);
+    let f = out.into_inner().map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    drop(f);
+    let dst = store.path(file);
+    let tmp2 = tmp.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        check_file(
+            &tmp2,
+            &CheckOptions {
+                require_terminal: false,
+                expected_size: None,
+            },
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if !report.is_ok() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("the re-pulled copy is bad too: {}", report.info()));
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| e.to_string())?;
+    store::fsync_dir(store.dir()).map_err(|e| e.to_string())?;
+    Ok(offset)
+}

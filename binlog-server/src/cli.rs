@@ -1,0 +1,154 @@
+//! The command line: `binlog-server serve --config FILE`, `binlog-server check FILE...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::checker::{check_file, CheckOptions};
+use crate::config::Config;
+
+/// Binlog log-server: archives MySQL/MariaDB binlogs byte-identically as a fake replica.
+#[derive(Debug, Parser)]
+#[command(name = "binlog-server", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: capture every configured source and serve the HTTP API.
+    Serve {
+        /// TOML configuration file (see the README's config reference).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Check binlog files as the archive does (CRC32 of every event, contiguity, FDE
+    /// first, ROTATE/STOP last) and print one line per file. Exit 1 if any is bad.
+    Check {
+        /// Do not require a ROTATE or STOP as the last event (for active files).
+        #[arg(long)]
+        allow_open: bool,
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Validate a configuration file and print the sources it defines (passwords
+    /// redacted).
+    CheckConfig {
+        /// TOML configuration file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOG_SERVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_tracing();
+            let settings = match Config::load(&config).and_then(|c| c.validate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("binlog-server: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("binlog-server: start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async move {
+                let cancel = CancellationToken::new();
+                let c2 = cancel.clone();
+                tokio::spawn(async move {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    tracing::info!("shutting down");
+                    c2.cancel();
+                });
+                match crate::server::run(settings, cancel).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        eprintln!("binlog-server: {e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Check { allow_open, files } => {
+            let mut bad = false;
+            for f in files {
+                let opts = CheckOptions {
+                    require_terminal: !allow_open,
+                    expected_size: None,
+                };
+                match check_file(&f, &opts) {
+                    Ok(r) => {
+                        let verdict = if r.is_ok() { "SUCC" } else { "FAIL" };
+                        bad |= !r.is_ok();
+                        println!("{verdict}\t{}\t{}\t{}", f.display(), r.sha256_hex, r.info());
+                    }
+                    Err(e) => {
+                        bad = true;
+                        println!("FAIL\t{}\t-\tcannot read: {e}", f.display());
+                    }
+                }
+            }
+            if bad {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
+            Ok(s) => {
+                println!("data_dir = {}", s.data_dir.display());
+                println!("http.listen = {}", s.http_listen);
+                for src in &s.sources {
+                    println!(
+                        "source {}: {} server_id={} start={:?}",
+                        src.name,
+                        src.url.redacted(),
+                        src.server_id,
+                        src.start
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("binlog-server: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

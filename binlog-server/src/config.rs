@@ -1,0 +1,666 @@
+//! The TOML configuration of `binlog-server serve --config FILE`.
+//!
+//! ```toml
+//! data_dir = "/var/lib/binlog-server"   # binlogs at <data_dir>/<source name>/<primary's file name>
+//! [http]
+//! listen = "127.0.0.1:7480"
+//! [catalog]
+//! url = "sqlite:///var/lib/binlog-server/catalog.db"   # optional; default: <data_dir>/catalog.db
+//! [capture]                      # optional; defaults shown
+//! fsync_interval = "50ms"        # longest time received bytes stay unsynced while streaming
+//! heartbeat_period = "2s"        # asked of the primary; no packet for 3x this + 5 s = reconnect
+//! poll_interval = "5s"           # SHOW BINARY LOGS / SHOW MASTER STATUS for lag and checks
+//! reconnect_min_backoff = "200ms"
+//! reconnect_max_backoff = "30s"
+//! scrub_interval = "24h"         # SUCC files are re-verified this often ("0s" = never)
+//! allow_no_checksum = false      # accept binlog_checksum=NONE primaries (nothing to verify)
+//! [[source]]
+//! name = "db1"
+//! url = "mysql://repl:secret@127.0.0.1:3306"   # ?ssl-mode=REQUIRED|VERIFY_CA|VERIFY_IDENTITY&ssl-ca=/path
+//! password_env = "DB1_PASSWORD"  # optional: take the password from this environment variable
+//! server_id = 4242
+//! start = "earliest"             # | "current" | { file = "mysql-bin.000042", pos = 4 }
+//! ```
+//!
+//! Every table refuses unknown keys; validation names the offending key. Passwords never
+//! appear in `Debug` output, logs, the API or the catalog ([`SourceUrl::redacted`]).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// A configuration problem, with the key it concerns.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config {path}: {source}")]
+    Read {
+        /// Config file path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message names the key and line).
+    #[error("config {path}: {message}")]
+    Parse {
+        /// Config file path.
+        path: PathBuf,
+        /// toml's message (includes the key and the line).
+        message: String,
+    },
+    /// A value is present but unusable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `source[1].name`.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Root of the archive: `<data_dir>/<source>/<binlog file>`.
+    pub data_dir: PathBuf,
+    /// HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Metadata catalog.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
+    /// Capture tuning shared by all sources.
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// The primaries to archive; at least one.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP API, default 127.0.0.1:7480.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7480".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[catalog]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// sqlx URL; default `sqlite://<data_dir>/catalog.db`.
+    pub url: Option<String>,
+}
+
+/// `[capture]`: durations are humantime strings ("50ms", "2s", "24h").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Longest time received bytes of the active file stay unsynced while data flows.
+    /// When the stream goes idle the file is synced at once.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Heartbeat period asked of the primary (`@master_heartbeat_period`).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_period: Duration,
+    /// How often the primary's binlog list and position are read (lag, size checks).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// First reconnect delay after a transient error; doubles up to the maximum.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_backoff: Duration,
+    /// Cap of the reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_backoff: Duration,
+    /// How often SUCC files are verified again (CRC walk + SHA-256); 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    /// Connect and query timeout towards primaries.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Accept primaries with `binlog_checksum=NONE` (their events cannot be verified).
+    pub allow_no_checksum: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            fsync_interval: Duration::from_millis(50),
+            heartbeat_period: Duration::from_secs(2),
+            poll_interval: Duration::from_secs(5),
+            reconnect_min_backoff: Duration::from_millis(200),
+            reconnect_max_backoff: Duration::from_secs(30),
+            scrub_interval: Duration::from_secs(24 * 3600),
+            connect_timeout: Duration::from_secs(10),
+            allow_no_checksum: false,
+        }
+    }
+}
+
+/// Where capture begins when the source's archive directory is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest binlog the primary still lists (SHOW BINARY LOGS), from position 4.
+    Earliest,
+    /// The primary's current binlog (SHOW MASTER STATUS), from position 4: files are
+    /// always archived whole so they stay byte-identical.
+    Current,
+    /// A named file from position 4.
+    File(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StartRaw {
+    Named(String),
+    At(StartAtRaw),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartAtRaw {
+    file: String,
+    #[serde(default = "four")]
+    pos: u64,
+}
+
+fn four() -> u64 {
+    4
+}
+
+/// One `[[source]]` as written in the file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; used as a directory name and in the API.
+    pub name: String,
+    /// `mysql://user:password@host:port` (`mariadb://` too), with optional
+    /// `?ssl-mode=...&ssl-ca=...`.
+    pub url: String,
+    /// Environment variable holding the password (overrides the URL's password).
+    pub password_env: Option<String>,
+    /// server_id this fake replica registers with; must differ from every real server's.
+    pub server_id: u32,
+    #[serde(default)]
+    start: Option<StartRaw>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("name", &self.name)
+            .field("url", &redact_url_text(&self.url))
+            .field("password_env", &self.password_env)
+            .field("server_id", &self.server_id)
+            .finish()
+    }
+}
+
+/// TLS mode of a source connection (MySQL `--ssl-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// No TLS (default).
+    Disabled,
+    /// TLS when the server offers it, unauthenticated.
+    Preferred,
+    /// TLS or fail; the certificate is not checked.
+    Required,
+    /// TLS; the certificate must chain to ssl-ca.
+    VerifyCa,
+    /// TLS; chain and host name are checked.
+    VerifyIdentity,
+}
+
+/// A parsed source URL.
+#[derive(Clone)]
+pub struct SourceUrl {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port (default 3306).
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password; never printed.
+    pub password: Option<String>,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// CA file for VERIFY_CA / VERIFY_IDENTITY.
+    pub ssl_ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl SourceUrl {
+    /// The URL with the password replaced by `***` (for logs, the API and the catalog).
+    pub fn redacted(&self) -> String {
+        let pw = if self.password.is_some() { ":***" } else { "" };
+        let tls = match self.tls {
+            TlsMode::Disabled => "",
+            TlsMode::Preferred => "?ssl-mode=PREFERRED",
+            TlsMode::Required => "?ssl-mode=REQUIRED",
+            TlsMode::VerifyCa => "?ssl-mode=VERIFY_CA",
+            TlsMode::VerifyIdentity => "?ssl-mode=VERIFY_IDENTITY",
+        };
+        format!(
+            "mysql://{}{}@{}:{}{}",
+            self.user, pw, self.host, self.port, tls
+        )
+    }
+
+    /// Parses `mysql://user[:password]@host[:port][?ssl-mode=..&ssl-ca=..]`.
+    /// Percent-escapes in user and password are decoded.
+    pub fn parse(text: &str) -> Result<SourceUrl, String> {
+        let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+        if !matches!(u.scheme(), "mysql" | "mariadb") {
+            return Err(format!(
+                "scheme {:?}: use mysql://user:password@host:port",
+                u.scheme()
+            ));
+        }
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| "user or password is not valid UTF-8 after %-decoding".to_string())
+        };
+        let user = decode(u.username())?;
+        if user.is_empty() {
+            return Err("no user name (mysql://USER:password@host:port)".into());
+        }
+        let password = u.password().map(decode).transpose()?;
+        if u.path() != "" && u.path() != "/" {
+            return Err("a database path is not used; remove it".into());
+        }
+        let mut tls = TlsMode::Disabled;
+        let mut ssl_ca = None;
+        for (k, v) in u.query_pairs() {
+            match k.as_ref() {
+                "ssl-mode" | "ssl_mode" | "sslmode" => {
+                    tls = match v.to_ascii_uppercase().as_str() {
+                        "DISABLED" => TlsMode::Disabled,
+                        "PREFERRED" => TlsMode::Preferred,
+                        "REQUIRED" => TlsMode::Required,
+                        "VERIFY_CA" => TlsMode::VerifyCa,
+                        "VERIFY_IDENTITY" => TlsMode::VerifyIdentity,
+                        other => {
+                            return Err(format!(
+                                "ssl-mode {other:?}: use DISABLED, PREFERRED, REQUIRED, \
+                                 VERIFY_CA or VERIFY_IDENTITY"
+                            ))
+                        }
+                    }
+                }
+                "ssl-ca" | "ssl_ca" => ssl_ca = Some(PathBuf::from(v.as_ref())),
+                other => return Err(format!("unknown URL parameter {other:?}")),
+            }
+        }
+        Ok(SourceUrl {
+            host,
+            port: u.port().unwrap_or(3306),
+            user,
+            password,
+            tls,
+            ssl_ca,
+        })
+    }
+}
+
+fn redact_url_text(text: &str) -> String {
+    match SourceUrl::parse(text) {
+        Ok(u) => u.redacted(),
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// A validated source, ready to run.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Unique name.
+    pub name: String,
+    /// Connection parameters (password resolved from `password_env` when set).
+    pub url: SourceUrl,
+    /// server_id of the fake replica.
+    pub server_id: u32,
+    /// Where capture begins when nothing is archived yet.
+    pub start: StartAt,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Archive root (exists and is writable).
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Catalog URL.
+    pub catalog_url: String,
+    /// Capture tuning.
+    pub capture: CaptureConfig,
+    /// Sources in file order.
+    pub sources: Vec<Source>,
+}
+
+impl Config {
+    /// Reads and parses a config file (syntax and unknown keys only; see
+    /// [`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks every value, resolves passwords from the environment, and creates
+    /// `data_dir` if needed (refusing one that cannot be written).
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let http_listen: SocketAddr = self.http.listen.parse().map_err(|e| {
+            invalid(
+                "http.listen",
+                format!("{:?} is not host:port ({e})", self.http.listen),
+            )
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            invalid(
+                "data_dir",
+                format!("cannot create {}: {e}", self.data_dir.display()),
+            )
+        })?;
+        let probe = self.data_dir.join(".write-probe");
+        std::fs::write(&probe, b"probe").map_err(|e| {
+            invalid(
+                "data_dir",
+                format!("{} is not writable: {e}", self.data_dir.display()),
+            )
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        let data_dir = self
+            .data_dir
+            .canonicalize()
+            .map_err(|e| invalid("data_dir", format!("{}: {e}", self.data_dir.display())))?;
+        let catalog_url = self
+            .catalog
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+
+        let c = &self.capture;
+        for (k, d) in [
+            ("capture.fsync_interval", c.fsync_interval),
+            ("capture.heartbeat_period", c.heartbeat_period),
+            ("capture.poll_interval", c.poll_interval),
+            ("capture.reconnect_min_backoff", c.reconnect_min_backoff),
+            ("capture.reconnect_max_backoff", c.reconnect_max_backoff),
+            ("capture.connect_timeout", c.connect_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(k, "must be greater than 0"));
+            }
+        }
+        if c.heartbeat_period > Duration::from_secs(4_000_000) {
+            return Err(invalid(
+                "capture.heartbeat_period",
+                "must be at most 4000000s",
+            ));
+        }
+        if c.reconnect_min_backoff > c.reconnect_max_backoff {
+            return Err(invalid(
+                "capture.reconnect_min_backoff",
+                "must not exceed capture.reconnect_max_backoff",
+            ));
+        }
+
+        if self.sources.is_empty() {
+            return Err(invalid(
+                "source",
+                "no [[source]] configured: add at least one primary to archive",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut sources = Vec::new();
+        for (i, s) in self.sources.into_iter().enumerate() {
+            let key = |k: &str| format!("source[{i}].{k}");
+            if s.name.is_empty()
+                || s.name.len() > 64
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                || s.name.starts_with('.')
+            {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "{:?}: use 1-64 characters from A-Z a-z 0-9 _ - . (not starting with .)",
+                        s.name
+                    ),
+                ));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate source name {:?}", s.name),
+                ));
+            }
+            let mut url = SourceUrl::parse(&s.url).map_err(|m| invalid(key("url"), m))?;
+            if let Some(var) = &s.password_env {
+                let pw = std::env::var(var).map_err(|_| {
+                    invalid(
+                        key("password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                url.password = Some(pw);
+            }
+            if s.server_id == 0 {
+                return Err(invalid(
+                    key("server_id"),
+                    "must be non-zero (a primary refuses replicas with server_id 0)",
+                ));
+            }
+            let start = match s.start {
+                None => StartAt::Earliest,
+                Some(StartRaw::Named(n)) => match n.as_str() {
+                    "earliest" => StartAt::Earliest,
+                    "current" => StartAt::Current,
+                    other => {
+                        return Err(invalid(
+                            key("start"),
+                            format!(
+                                "{other:?}: use \"earliest\", \"current\" or \
+                                 {{ file = \"mysql-bin.000042\", pos = 4 }}"
+                            ),
+                        ))
+                    }
+                },
+                Some(StartRaw::At(a)) => {
+                    if a.pos != 4 {
+                        return Err(invalid(
+                            key("start.pos"),
+                            "must be 4: files are archived whole, from their first \
+                             event, so they stay byte-identical to the primary's",
+                        ));
+                    }
+                    if a.file.is_empty() || a.file.contains('/') || a.file.starts_with('.') {
+                        return Err(invalid(
+                            key("start.file"),
+                            format!("{:?} is not a binlog file name", a.file),
+                        ));
+                    }
+                    StartAt::File(a.file)
+                }
+            };
+            sources.push(Source {
+                name: s.name,
+                url,
+                server_id: s.server_id,
+                start,
+            });
+        }
+        let mut ids = HashSet::new();
+        for s in &sources {
+            if !ids.insert((s.url.host.clone(), s.url.port, s.server_id)) {
+                return Err(invalid(
+                    "source.server_id",
+                    format!(
+                        "two sources register server_id {} with {}:{}: the primary would \
+                         disconnect one of them",
+                        s.server_id, s.url.host, s.url.port
+                    ),
+                ));
+            }
+        }
+        Ok(Settings {
+            data_dir,
+            http_listen,
+            catalog_url,
+            capture: self.capture,
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(dir: &Path) -> String {
+        format!(
+            "data_dir = {:?}\n[[source]]\nname = \"db1\"\nurl = \"mysql://repl:s3cret@127.0.0.1:3306\"\nserver_id = 4242\n",
+            dir.display().to_string()
+        )
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}start = {{ file = \"mysql-bin.000042\", pos = 4 }}\n[http]\nlisten = \"127.0.0.1:7480\"\n[capture]\nfsync_interval = \"20ms\"\n",
+            base(d.path())
+        );
+        let s = Config::parse(&text).unwrap().validate().unwrap();
+        assert_eq!(s.sources[0].start, StartAt::File("mysql-bin.000042".into()));
+        assert_eq!(s.sources[0].url.password.as_deref(), Some("s3cret"));
+        assert_eq!(s.capture.fsync_interval, Duration::from_millis(20));
+        assert!(s.catalog_url.starts_with("sqlite://"));
+        let dbg = format!("{:?}", s);
+        assert!(!dbg.contains("s3cret"), "password leaked in {dbg}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!("{}bogus = 1\n", base(d.path()));
+        let e = Config::parse(&text).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}[[source]]\nname = \"db1\"\nurl = \"mysql://r@127.0.0.1:3307\"\nserver_id = 5\n",
+            base(d.path())
+        );
+        let e = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("source[1].name"), "{e}");
+    }
+
+    #[test]
+    fn unwritable_data_dir_refused() {
+        let text = base(Path::new("/proc/binlog-server-cannot-exist"));
+        let e = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("data_dir"), "{e}");
+    }
+
+    #[test]
+    fn password_from_env() {
+        let d = tempfile::tempdir().unwrap();
+        std::env::set_var("BINLOG_SERVER_TEST_PW", "fromenv");
+        let text = format!(
+            "data_dir = {:?}\n[[source]]\nname = \"db1\"\nurl = \"mysql://repl@127.0.0.1\"\npassword_env = \"BINLOG_SERVER_TEST_PW\"\nserver_id = 9\n",
+            d.path().display().to_string()
+        );
+        let s = Config::parse(&text).unwrap().validate().unwrap();
+        assert_eq!(s.sources[0].url.password.as_deref(), Some("fromenv"));
+        assert_eq!(s.sources[0].url.port, 3306);
+        let text = text.replace("BINLOG_SERVER_TEST_PW", "BINLOG_SERVER_TEST_UNSET");
+        let e = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("password_env"), "{e}");
+    }
+
+    #[test]
+    fn url_forms() {
+        let u = SourceUrl::parse(
+            "mysql://a%40b:p%3Aw@db.example:3310?ssl-mode=verify_ca&ssl-ca=/x.pem",
+        )
+        .unwrap();
+        assert_eq!(u.user, "a@b");
+        assert_eq!(u.password.as_deref(), Some("p:w"));
+        assert_eq!(u.port, 3310);
+        assert_eq!(u.tls, TlsMode::VerifyCa);
+        assert!(SourceUrl::parse("http://x@y").is_err());
+        assert!(SourceUrl::parse("mysql://x@y?foo=1").is_err());
+        assert!(!u.redacted().contains("p:w"));
+    }
+
+    #[test]
+    fn start_pos_must_be_4() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}start = {{ file = \"b.000001\", pos = 120 }}\n",
+            base(d.path())
+        );
+        let e = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("start.pos"), "{e}");
+    }
+}

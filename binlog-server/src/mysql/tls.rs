@@ -1,0 +1,167 @@
+//! TLS client configuration for connections to primaries (rustls with the `ring`
+//! provider), following the MySQL client's `--ssl-mode` semantics (MySQL manual,
+//! "Command Options for Encrypted Connections"):
+//!
+//! - `REQUIRED`: encrypt, accept any server certificate (no authentication);
+//! - `VERIFY_CA`: the certificate must chain to `ssl-ca` (host name not checked);
+//! - `VERIFY_IDENTITY`: as VERIFY_CA, and the host name must match the certificate.
+//!
+//! Without `ssl-ca`, VERIFY_CA and VERIFY_IDENTITY use the Mozilla root store.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+
+use crate::config::{SourceUrl, TlsMode};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(url: &SourceUrl) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match &url.ssl_ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("read ssl-ca {}: {e}", path.display()))?;
+            for c in certs {
+                let c = c.map_err(|e| format!("parse ssl-ca {}: {e}", path.display()))?;
+                store
+                    .add(c)
+                    .map_err(|e| format!("add ssl-ca {}: {e}", path.display()))?;
+            }
+            if store.is_empty() {
+                return Err(format!("ssl-ca {} holds no certificate", path.display()));
+            }
+        }
+        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(store)
+}
+
+/// Builds the rustls client configuration for `url.tls`. Errors are messages for the
+/// operator (bad CA file, unusable mode).
+pub fn client_config(url: &SourceUrl) -> Result<ClientConfig, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match url.tls {
+        TlsMode::Disabled => return Err("TLS is disabled for this source".into()),
+        TlsMode::Preferred | TlsMode::Required => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+            .with_no_client_auth(),
+        TlsMode::VerifyCa => {
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(url)?), provider())
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                .with_no_client_auth()
+        }
+        TlsMode::VerifyIdentity => builder
+            .with_root_certificates(roots(url)?)
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// `ssl-mode=REQUIRED`: encryption without authentication of the server.
+#[derive(Debug)]
+struct AcceptAny(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `ssl-mode=VERIFY_CA`: the chain must verify; a host-name mismatch is tolerated.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, TlsError> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(TlsError::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(TlsError::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -1,0 +1,325 @@
+//! Talking to a primary as a replica: dialect detection, the session set-up a dump needs,
+//! COM_REGISTER_SLAVE and COM_BINLOG_DUMP, and the listing queries.
+//!
+//! MariaDB (MaxScale `pinloki`, Ripple; DESIGN.md "Replication protocol facts"):
+//! `SET @master_binlog_checksum = @@global.binlog_checksum`, `SET
+//! @mariadb_slave_capability = 4` (MARIA_SLAVE_CAPABILITY_GTID: otherwise the primary
+//! rewrites GTID, GTID_LIST, BINLOG_CHECKPOINT and ANNOTATE_ROWS events into dummies),
+//! `SET @master_heartbeat_period = <ns>`, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP with
+//! BINLOG_SEND_ANNOTATE_ROWS_EVENT so ANNOTATE_ROWS is not dropped.
+//!
+//! MySQL 5.7/8.x (mysql-server `sql/rpl_replica.cc` `get_master_version_and_clock`,
+//! `request_dump`): the same checksum and heartbeat variables, named `@source_...` from
+//! 8.0.26 (both names are set there), `@@GLOBAL.GTID_MODE` and `@@GLOBAL.SERVER_UUID`
+//! read, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP with flags 0. COM_BINLOG_DUMP_GTID is
+//! built by [`crate::mysql::packet::com_binlog_dump_gtid`] for GTID resumption.
+//! No MySQL server can be installed on the development machines: the MySQL path is built
+//! from the protocol and checked against real MySQL binlog files only.
+
+use std::time::Duration;
+
+use crate::config::{CaptureConfig, Source};
+use crate::event::ChecksumAlg;
+use crate::mysql::conn::{Conn, ConnError, ConnectOptions};
+use crate::mysql::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+
+/// Which server family we talk to (from the handshake's version string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MariaDB (any version).
+    MariaDb,
+    /// MySQL, Percona Server, Aurora/RDS MySQL.
+    MySql {
+        /// Version as (major, minor, patch).
+        version: (u32, u32, u32),
+    },
+}
+
+impl Dialect {
+    /// Detects the dialect from a server version string such as "10.11.19-MariaDB-0+deb12u1"
+    /// or "8.0.36-log".
+    pub fn detect(server_version: &str) -> Dialect {
+        if server_version.to_ascii_lowercase().contains("mariadb") {
+            return Dialect::MariaDb;
+        }
+        let mut nums = server_version
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().unwrap_or(0));
+        Dialect::MySql {
+            version: (
+                nums.next().unwrap_or(0),
+                nums.next().unwrap_or(0),
+                nums.next().unwrap_or(0),
+            ),
+        }
+    }
+
+    /// "mariadb" or "mysql".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dialect::MariaDb => "mariadb",
+            Dialect::MySql { .. } => "mysql",
+        }
+    }
+
+    /// True for MySQL >= 8.0.26, which renamed `@master_*` session variables to `@source_*`.
+    fn uses_source_names(&self) -> bool {
+        matches!(self, Dialect::MySql { version } if *version >= (8, 0, 26))
+    }
+}
+
+/// Why a session cannot be used, sorted by reaction.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Retry with backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// Stop the source and tell the operator.
+    #[error("{0}")]
+    Definite(String),
+}
+
+/// Server error codes that no retry can fix.
+pub fn is_definite_server_error(code: u16) -> bool {
+    matches!(
+        code,
+        1236 // ER_MASTER_FATAL_ERROR_READING_BINLOG: binlog purged / unreadable
+            | 1045 // access denied
+            | 1044 // access denied to database
+            | 1227 // missing privilege (REPLICATION SLAVE)
+            | 1142 | 1143 // command denied
+            | 1698 // access denied (unix socket plugin)
+    )
+}
+
+/// Classifies a connection error.
+pub fn classify(e: ConnError, what: &str) -> SessionError {
+    match &e {
+        ConnError::Server(se) if is_definite_server_error(se.code) => {
+            SessionError::Definite(format!("{what}: {e}"))
+        }
+        ConnError::Auth(_) | ConnError::Tls(_) => SessionError::Definite(format!("{what}: {e}")),
+        _ => SessionError::Transient(format!("{what}: {e}")),
+    }
+}
+
+/// A connected, checked session on a primary.
+pub struct Session {
+    /// The connection.
+    pub conn: Conn,
+    /// Detected dialect.
+    pub dialect: Dialect,
+    /// The primary's `binlog_checksum` (what we declared to accept).
+    pub checksum: ChecksumAlg,
+    /// The primary's `binlog_format`.
+    pub binlog_format: String,
+    /// The primary's `server_id`.
+    pub primary_server_id: u32,
+}
+
+/// Connection options for a source.
+pub fn connect_options(src: &Source, cap: &CaptureConfig) -> ConnectOptions {
+    ConnectOptions {
+        url: src.url.clone(),
+        connect_timeout: cap.connect_timeout,
+        query_timeout: cap.connect_timeout.max(Duration::from_secs(30)),
+    }
+}
+
+/// Connects and reads the variables every use needs (no replication set-up).
+pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, SessionError> {
+    let mut conn = Conn::connect(&connect_options(src, cap))
+        .await
+        .map_err(|e| classify(e, "connect"))?;
+    let dialect = Dialect::detect(conn.server_version());
+    let rs = conn
+        .query("SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_checksum, @@GLOBAL.binlog_format, @@GLOBAL.server_id")
+        .await
+        .map_err(|e| classify(e, "read the primary's binlog settings"))?;
+    let v = |i: usize| {
+        rs.rows
+            .first()
+            .and_then(|r| r.get(i))
+            .cloned()
+            .flatten()
+            .unwrap_or_default()
+    };
+    let log_bin = v(0);
+    if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
+        return Err(SessionError::Definite(format!(
+            "the primary has binary logging off (log_bin={log_bin:?}): start it with --log-bin"
+        )));
+    }
+    let checksum = match v(1).to_ascii_uppercase().as_str() {
+        "CRC32" => ChecksumAlg::Crc32,
+        "NONE" => {
+            if !cap.allow_no_checksum {
+                return Err(SessionError::Definite(
+                    "the primary has binlog_checksum=NONE: events cannot be verified. Set \
+                     binlog_checksum=CRC32 on the primary (SET GLOBAL binlog_checksum='CRC32'), \
+                     or accept unverified capture with [capture] allow_no_checksum = true"
+                        .into(),
+                ));
+            }
+            ChecksumAlg::Off
+        }
+        other => {
+            return Err(SessionError::Definite(format!(
+                "the primary's binlog_checksum={other:?} is not supported (CRC32 or NONE)"
+            )))
+        }
+    };
+    let binlog_format = v(2).to_ascii_uppercase();
+    let primary_server_id = v(3).parse().unwrap_or(0);
+    if primary_server_id == src.server_id {
+        return Err(SessionError::Definite(format!(
+            "source {} uses server_id {} which is the primary's own server_id: choose another",
+            src.name, src.server_id
+        )));
+    }
+    Ok(Session {
+        conn,
+        dialect,
+        checksum,
+        binlog_format,
+        primary_server_id,
+    })
+}
+
+/// Declares checksum awareness, the MariaDB capability and the heartbeat period.
+pub async fn prepare_dump(s: &mut Session, heartbeat: Duration) -> Result<(), SessionError> {
+    let ns = heartbeat.as_nanos().min(u128::from(u64::MAX));
+    let stmts: Vec<String> = match s.dialect {
+        Dialect::MariaDb => vec![
+            "SET @master_binlog_checksum = @@global.binlog_checksum".into(),
+            "SET @mariadb_slave_capability = 4".into(),
+            format!("SET @master_heartbeat_period = {ns}"),
+        ],
+        d if d.uses_source_names() => vec![
+            "SET @source_binlog_checksum = @@global.binlog_checksum, @master_binlog_checksum = @@global.binlog_checksum".into(),
+            format!("SET @source_heartbeat_period = {ns}, @master_heartbeat_period = {ns}"),
+        ],
+        Dialect::MySql { .. } => vec![
+            "SET @master_binlog_checksum = @@global.binlog_checksum".into(),
+            format!("SET @master_heartbeat_period = {ns}"),
+        ],
+    };
+    for sql in stmts {
+        s.conn
+            .query(&sql)
+            .await
+            .map_err(|e| classify(e, "prepare the replication session"))?;
+    }
+    if let Dialect::MySql { .. } = s.dialect {
+        // Read like a real replica does; failures are not fatal on old versions.
+        let _ = s
+            .conn
+            .query("SELECT @@GLOBAL.GTID_MODE, @@GLOBAL.SERVER_UUID")
+            .await;
+    }
+    Ok(())
+}
+
+/// Registers as a replica (COM_REGISTER_SLAVE) and starts the dump at `file`:`pos`.
+/// `register = false` with `server_id = 0` and `non_blocking = true` gives a one-off
+/// read that ends with EOF at the end of the binlogs (used for re-pulls).
+pub async fn start_dump(
+    s: &mut Session,
+    server_id: u32,
+    file: &str,
+    pos: u64,
+    register: bool,
+    non_blocking: bool,
+) -> Result<(), SessionError> {
+    let pos32 = u32::try_from(pos).map_err(|_| {
+        SessionError::Definite(format!(
+            "position {pos} in {file} is beyond 4 GiB, which COM_BINLOG_DUMP cannot express"
+        ))
+    })?;
+    if register {
+        s.conn
+            .send_command(&packet::com_register_slave(
+                server_id,
+                "binlog-server",
+                "",
+                0,
+            ))
+            .await
+            .map_err(|e| classify(e, "register as replica"))?;
+        s.conn
+            .read_ok("COM_REGISTER_SLAVE")
+            .await
+            .map_err(|e| classify(e, "register as replica"))?;
+    }
+    let mut flags = match s.dialect {
+        Dialect::MariaDb => BINLOG_SEND_ANNOTATE_ROWS_EVENT,
+        Dialect::MySql { .. } => 0,
+    };
+    if non_blocking {
+        flags |= 0x01; // BINLOG_DUMP_NON_BLOCK
+    }
+    s.conn
+        .send_command(&packet::com_binlog_dump(pos32, flags, server_id, file))
+        .await
+        .map_err(|e| classify(e, "send COM_BINLOG_DUMP"))
+}
+
+/// `SHOW BINARY LOGS`: (file name, size in bytes) in the primary's order.
+pub async fn show_binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, ConnError> {
+    let rs = conn.query("SHOW BINARY LOGS").await?;
+    Ok(rs
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let name = r.first()?.clone()?;
+            let size = r.get(1)?.as_deref()?.parse().ok()?;
+            Some((name, size))
+        })
+        .collect())
+}
+
+/// The primary's current binlog file and position (`SHOW MASTER STATUS`, or
+/// `SHOW BINARY LOG STATUS` on MySQL 8.4+ where the old name is gone).
+pub async fn show_master_status(conn: &mut Conn) -> Result<Option<(String, u64)>, ConnError> {
+    let rs = match conn.query("SHOW MASTER STATUS").await {
+        Ok(rs) => rs,
+        Err(ConnError::Server(e)) if e.code == 1064 => conn.query("SHOW BINARY LOG STATUS").await?,
+        Err(e) => return Err(e),
+    };
+    Ok(rs.get(0, "File").and_then(|f| {
+        let p = rs.get(0, "Position")?.parse().ok()?;
+        Some((f.to_owned(), p))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects() {
+        assert_eq!(
+            Dialect::detect("10.11.19-MariaDB-0+deb12u1"),
+            Dialect::MariaDb
+        );
+        assert_eq!(
+            Dialect::detect("8.0.36-log"),
+            Dialect::MySql {
+                version: (8, 0, 36)
+            }
+        );
+        assert!(Dialect::detect("8.0.26").uses_source_names());
+        assert!(!Dialect::detect("8.0.25").uses_source_names());
+        assert!(!Dialect::detect("5.7.44-48-log").uses_source_names());
+        assert!(Dialect::detect("9.6.0").uses_source_names());
+    }
+
+    #[test]
+    fn definite_codes() {
+        assert!(is_definite_server_error(1236));
+        assert!(is_definite_server_error(1045));
+        assert!(!is_definite_server_error(1040));
+        assert!(!is_definite_server_error(1053));
+    }
+}

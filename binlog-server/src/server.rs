@@ -1,0 +1,96 @@
+//! `binlog-server serve`: opens the catalog and the index, starts one capture task per
+//! source and the HTTP API, and supervises them until SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::api::{self, ApiState};
+use crate::capture::{spawn_source, Shared};
+use crate::config::Settings;
+use crate::index::Index;
+use crate::status::Metrics;
+
+/// Runs the daemon until `cancel` fires. Returns an error when start-up fails (catalog,
+/// index, HTTP listener) or when a source task dies unexpectedly: the process then exits
+/// non-zero rather than limping on without that source.
+pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+    let catalog = Arc::new(
+        catalog::Catalog::open(&settings.catalog_url)
+            .await
+            .context("open the catalog ([catalog] url)")?,
+    );
+    let index_path = settings.data_dir.join("index.rocksdb");
+    let index = Arc::new(
+        Index::open(&index_path)
+            .with_context(|| format!("open the index at {}", index_path.display()))?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let shared = Shared {
+        catalog: catalog.clone(),
+        index: index.clone(),
+        metrics: metrics.clone(),
+        capture: settings.capture.clone(),
+        data_dir: settings.data_dir.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
+    info!(addr = %settings.http_listen, "HTTP API listening");
+
+    let mut sources = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for src in settings.sources.iter().cloned() {
+        let name = src.name.clone();
+        let (rt, handle) = spawn_source(shared.clone(), src, cancel.child_token());
+        sources.insert(name.clone(), rt);
+        tasks.spawn(async move { (name, handle.await) });
+    }
+    let state = Arc::new(ApiState {
+        sources,
+        catalog,
+        index,
+        metrics,
+    });
+    let app = api::router(state);
+    let http_cancel = cancel.clone();
+    let mut http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+            .await
+    });
+
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = &mut http => {
+                failure = Some(anyhow::anyhow!("the HTTP server stopped: {r:?}"));
+                break;
+            }
+            Some(done) = tasks.join_next() => {
+                match done {
+                    Ok((name, Ok(Ok(())))) if cancel.is_cancelled() => { let _ = name; }
+                    Ok((name, Ok(Ok(())))) => { failure = Some(anyhow::anyhow!("source {name} stopped unexpectedly")); break; }
+                    Ok((name, Ok(Err(e)))) => { failure = Some(e.context(format!("source {name} failed"))); break; }
+                    Ok((name, Err(e))) => { failure = Some(anyhow::anyhow!("source {name} panicked: {e}")); break; }
+                    Err(e) => { failure = Some(anyhow::anyhow!("a source task failed: {e}")); break; }
+                }
+            }
+        }
+    }
+    cancel.cancel();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((name, Ok(Err(e)))) = r {
+            error!(source = %name, error = %format!("{e:#}"), "source ended with an error");
+        }
+    }
+    let _ = http.await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,232 @@
+//! Live state of each source (what `GET /v1/sources` shows) and the Prometheus metrics.
+//!
+//! Metric names follow `binlog_server_{what}_{unit}` with one bounded label, `source`
+//! (the configured source names).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// Capture state of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureState {
+    /// Opening the store, recovering, re-indexing.
+    Starting,
+    /// Connected and receiving events.
+    Streaming,
+    /// A transient error happened; waiting to reconnect (backoff).
+    Reconnecting,
+    /// A definite error stopped the source; `last_error` says why and what to do.
+    Failed,
+    /// Shut down.
+    Stopped,
+}
+
+/// What the API reports about a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// Source name.
+    pub name: String,
+    /// Primary URL with the password redacted.
+    pub url: String,
+    /// Capture state.
+    pub state: CaptureState,
+    /// The last error (transient or definite), with what to do.
+    pub last_error: Option<String>,
+    /// "mariadb" or "mysql", once connected.
+    pub dialect: Option<String>,
+    /// The primary's version string, once connected.
+    pub server_version: Option<String>,
+    /// Active file of the archive.
+    pub durable_file: Option<String>,
+    /// Durable (fsynced) length of `durable_file`, bytes.
+    pub durable_pos: Option<u64>,
+    /// GTID of the newest durable transaction.
+    pub last_gtid: Option<String>,
+    /// Timestamp (unix seconds) of the newest durable event.
+    pub last_event_time: Option<u32>,
+    /// The primary's current binlog file (last poll).
+    pub primary_file: Option<String>,
+    /// The primary's current binlog position (last poll), bytes.
+    pub primary_pos: Option<u64>,
+    /// Bytes the archive is behind the primary (last poll), when known.
+    pub bytes_behind: Option<u64>,
+    /// Seconds between the primary's clock and the newest durable event while behind;
+    /// 0 when caught up; unknown before the first poll.
+    pub seconds_behind: Option<u64>,
+    /// Reconnects since start.
+    pub reconnects: u64,
+    /// Noteworthy facts, e.g. "capture began at mysql-bin.000007, the oldest binlog the
+    /// primary still had: earlier ones were purged before capture started".
+    pub notes: Vec<String>,
+}
+
+impl SourceStatus {
+    /// A fresh status in state Starting.
+    pub fn new(name: &str, url: &str) -> Self {
+        SourceStatus {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            state: CaptureState::Starting,
+            last_error: None,
+            dialect: None,
+            server_version: None,
+            durable_file: None,
+            durable_pos: None,
+            last_gtid: None,
+            last_event_time: None,
+            primary_file: None,
+            primary_pos: None,
+            bytes_behind: None,
+            seconds_behind: None,
+            reconnects: 0,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Shared, lock-protected status of one source.
+#[derive(Debug, Clone)]
+pub struct StatusCell(Arc<Mutex<SourceStatus>>);
+
+impl StatusCell {
+    /// Wraps a status.
+    pub fn new(s: SourceStatus) -> Self {
+        StatusCell(Arc::new(Mutex::new(s)))
+    }
+
+    /// Locks the status (a poisoned lock is recovered: the data is plain values).
+    pub fn lock(&self) -> MutexGuard<'_, SourceStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy for the API.
+    pub fn snapshot(&self) -> SourceStatus {
+        self.lock().clone()
+    }
+
+    /// Adds a note (kept to the last 20).
+    pub fn note(&self, text: impl Into<String>) {
+        let mut s = self.lock();
+        s.notes.push(text.into());
+        let n = s.notes.len();
+        if n > 20 {
+            s.notes.drain(..n - 20);
+        }
+    }
+}
+
+/// Label set of per-source metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Source name.
+    pub source: String,
+}
+
+/// The process's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Bytes of events received from primaries (after CRC check).
+    pub received_bytes: Family<SourceLabel, Counter>,
+    /// Events received.
+    pub received_events: Family<SourceLabel, Counter>,
+    /// Events whose CRC32 did not verify on arrival (never stored).
+    pub crc_failures: Family<SourceLabel, Counter>,
+    /// Reconnects after transient errors.
+    pub reconnects: Family<SourceLabel, Counter>,
+    /// fdatasync calls on active files.
+    pub fsyncs: Family<SourceLabel, Counter>,
+    /// Bytes behind the primary (last poll).
+    pub lag_bytes: Family<SourceLabel, Gauge>,
+    /// Seconds behind the primary (last poll).
+    pub lag_seconds: Family<SourceLabel, Gauge>,
+    /// Files that failed their check (FAIL) at the last check run.
+    pub check_failures: Family<SourceLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("binlog_server");
+        let m = Metrics {
+            received_bytes: Family::default(),
+            received_events: Family::default(),
+            crc_failures: Family::default(),
+            reconnects: Family::default(),
+            fsyncs: Family::default(),
+            lag_bytes: Family::default(),
+            lag_seconds: Family::default(),
+            check_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "received_bytes",
+            "Bytes of binlog events received and CRC-checked",
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "received_events",
+            "Binlog events received and CRC-checked",
+            m.received_events.clone(),
+        );
+        registry.register(
+            "crc_failures",
+            "Events whose CRC32 failed on arrival (never stored)",
+            m.crc_failures.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Reconnects to the primary after transient errors",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "fsyncs",
+            "fdatasync calls on active binlog files",
+            m.fsyncs.clone(),
+        );
+        registry.register(
+            "lag_bytes",
+            "Bytes the archive is behind the primary",
+            m.lag_bytes.clone(),
+        );
+        registry.register(
+            "lag_seconds",
+            "Seconds the archive is behind the primary",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "check_failures",
+            "Binlog file checks that ended in FAIL",
+            m.check_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The label of `source`.
+    pub fn label(source: &str) -> SourceLabel {
+        SourceLabel {
+            source: source.to_owned(),
+        }
+    }
+
+    /// Prometheus text exposition (format 0.0.4 compatible / OpenMetrics text).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,994 @@
+//! Metadata store of binlog-server: sources, the binlog files archived for each, their
+//! verification states, and the holes in the archive.
+//!
+//! # Tables
+//!
+//! - `sources` — one row per configured primary, keyed by `name`: the redacted URL, a
+//!   free-text `state` set by the stream task (`"new"` when first inserted, then e.g.
+//!   `"streaming"`, `"reconnecting"`, `"failed"`, `"stopped"`) and the `last_error`.
+//! - `binlog_files` — one row per archived binlog file, keyed by `(source, name)` where
+//!   `name` is the primary's file name. `seq` is [`binlog_seq`] of the name (or -1) and
+//!   orders the files; `size` in bytes; first/last event time (unix seconds, from the
+//!   events) and GTID; the verification `state`, `info` and SHA-256.
+//! - `binlog_gaps` — holes in the archive: binlogs the primary no longer had when we
+//!   asked, between `after_file` and `before_file` (either may be NULL).
+//!
+//! # File states
+//!
+//! ```text
+//!   (absent) --record_active--> ACTIVE --mark_reported--> REPORTED --set_checked--> SUCC
+//!   (absent) --mark_reported--> REPORTED                          \--set_checked--> FAIL
+//!   FAIL --mark_reported (file pulled again)--> REPORTED
+//!   SUCC | FAIL --set_checked (re-check)--> SUCC | FAIL
+//! ```
+//!
+//! - ACTIVE: the file the primary is still writing; we hold a durable prefix of it.
+//! - REPORTED: closed and fully on disk; waiting for the checker.
+//! - SUCC: verified; `sha256` holds the file's SHA-256 (lower-case hex).
+//! - FAIL: a check failed; `info` says which and where.
+//!
+//! Any other move is refused with [`CatalogError::InvalidState`] and leaves the row as it
+//! was. Every state change sets `state_changed_at`; reaching REPORTED sets `reported_at`,
+//! every check sets `checked_at`.
+//!
+//! # Portability
+//!
+//! Only SQLite is wired up today, but the schema (`migrations/`) uses nothing SQLite-only:
+//! `VARCHAR(n)` keys (MySQL cannot index `TEXT`), `TEXT` and `BIGINT` columns, plain
+//! primary keys and indexes, no autoincrement, no SQL date functions. **All timestamps are
+//! `BIGINT` unix seconds (UTC)**, computed by the application and bound as parameters.
+//! Sizes are `u64` in Rust and `BIGINT` (i64) in the database, converted with checks.
+//! Each transition is one conditional `UPDATE ... WHERE state IN (...)` (with the `state`
+//! assignment written last, since MySQL evaluates `SET` left to right), followed by an
+//! `INSERT` when the row is absent; a unique-key violation from a racing writer is
+//! retried. No `ON CONFLICT` / `INSERT IGNORE`, so the statements port as they are;
+//! only the `?` placeholders must become `$n` for PostgreSQL.
+
+mod error;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, SqlitePool};
+
+pub use error::CatalogError;
+
+/// The schema migrations, embedded at build time from `catalog/migrations/`.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a statement waits for another writer's lock before failing with
+/// [`CatalogError::Query`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections kept to an on-disk catalog (SQLite serialises writers anyway; WAL lets
+/// readers run beside the writer).
+const MAX_FILE_CONNECTIONS: u32 = 4;
+
+/// Verification state of one archived binlog file; stored as `"ACTIVE"`, `"REPORTED"`,
+/// `"SUCC"` or `"FAIL"` (also its `Display`, `FromStr` and serde form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum FileState {
+    /// Still being written by the primary; we hold a durable prefix.
+    Active,
+    /// Closed and fully on disk; waiting for the checker.
+    Reported,
+    /// Verified; SHA-256 recorded.
+    Succ,
+    /// A check failed; `info` says which. Pulled again, back to REPORTED.
+    Fail,
+}
+
+impl FileState {
+    /// All states, in lifecycle order.
+    pub const ALL: [FileState; 4] = [
+        FileState::Active,
+        FileState::Reported,
+        FileState::Succ,
+        FileState::Fail,
+    ];
+
+    /// The stored form: `"ACTIVE"`, `"REPORTED"`, `"SUCC"` or `"FAIL"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Active => "ACTIVE",
+            FileState::Reported => "REPORTED",
+            FileState::Succ => "SUCC",
+            FileState::Fail => "FAIL",
+        }
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error of [`FileState::from_str`]: the text is not one of the four stored forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown binlog file state {0:?} (expected ACTIVE, REPORTED, SUCC or FAIL)")]
+pub struct ParseFileStateError(pub String);
+
+impl FromStr for FileState {
+    type Err = ParseFileStateError;
+
+    /// Parses the stored form, exactly (upper case): `"ACTIVE"`, `"REPORTED"`, `"SUCC"`,
+    /// `"FAIL"`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FileState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| ParseFileStateError(s.to_owned()))
+    }
+}
+
+/// What the stream task knows about a binlog file it is writing or has closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    /// The primary's file name, e.g. `"mysql-bin.000042"`.
+    pub name: String,
+    /// Durable size in bytes (for an ACTIVE file: the fsynced prefix).
+    pub size: u64,
+    /// Timestamp of the first real event, unix seconds; `None` = unknown (keeps the
+    /// stored value on update).
+    pub first_event_time: Option<i64>,
+    /// Timestamp of the last stored event, unix seconds; `None` keeps the stored value.
+    pub last_event_time: Option<i64>,
+    /// First GTID in the file (`"0-1-50"` for MariaDB, `"uuid:n"` for MySQL); `None`
+    /// keeps the stored value.
+    pub first_gtid: Option<String>,
+    /// Last GTID in the file; `None` keeps the stored value.
+    pub last_gtid: Option<String>,
+}
+
+/// One row of `sources`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRow {
+    /// Source name (primary key).
+    pub name: String,
+    /// The primary's URL with the password removed.
+    pub url: String,
+    /// Free-text state set by the stream task (`"new"` until it sets one).
+    pub state: String,
+    /// Last error, `None` when cleared.
+    pub last_error: Option<String>,
+    /// When the row last changed, unix seconds.
+    pub updated_at: i64,
+}
+
+/// One row of `binlog_files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BinlogFileRow {
+    /// Source name.
+    pub source: String,
+    /// The primary's file name.
+    pub name: String,
+    /// [`binlog_seq`] of the name, or -1 if it has no numeric extension.
+    pub seq: i64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Verification state.
+    pub state: FileState,
+    /// Checker's message (which check failed and where, for FAIL); empty if none.
+    pub info: String,
+    /// First event timestamp, unix seconds.
+    pub first_event_time: Option<i64>,
+    /// Last event timestamp, unix seconds.
+    pub last_event_time: Option<i64>,
+    /// First GTID in the file.
+    pub first_gtid: Option<String>,
+    /// Last GTID in the file.
+    pub last_gtid: Option<String>,
+    /// SHA-256 of the file, lower-case hex, once checked.
+    pub sha256: Option<String>,
+    /// When the row was inserted, unix seconds.
+    pub created_at: i64,
+    /// When the file last reached REPORTED, unix seconds.
+    pub reported_at: Option<i64>,
+    /// When the file was last checked, unix seconds.
+    pub checked_at: Option<i64>,
+    /// When `state` last changed (or the row was inserted), unix seconds.
+    pub state_changed_at: i64,
+}
+
+/// One row of `binlog_gaps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapRow {
+    /// Source name.
+    pub source: String,
+    /// Last file we hold before the hole (`None`: the hole is before everything we hold).
+    pub after_file: Option<String>,
+    /// First file we hold after the hole (`None`: not known yet).
+    pub before_file: Option<String>,
+    /// Why the files are missing, e.g. the primary's error 1236 message.
+    pub reason: String,
+    /// When the hole was first recorded, unix seconds.
+    pub detected_at: i64,
+}
+
+/// Sequence number from a binlog file name's numeric extension
+/// (`"mysql-bin.000042"` → `Some(42)`).
+///
+/// Returns `None` if the name has no `.`, the part after the last `.` is empty or not
+/// all ASCII digits (`"mysql-bin.index"`), or the number does not fit in a `u64`.
+pub fn binlog_seq(name: &str) -> Option<u64> {
+    let (_, ext) = name.rsplit_once('.')?;
+    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ext.parse().ok()
+}
+
+/// The `seq` column for a file name: [`binlog_seq`], or -1 if none or above `i64::MAX`.
+fn seq_column(name: &str) -> i64 {
+    binlog_seq(name)
+        .and_then(|s| i64::try_from(s).ok())
+        .unwrap_or(-1)
+}
+
+/// Current time as unix seconds (UTC).
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Converts a size for storage in a BIGINT column.
+fn size_to_db(size: u64) -> Result<i64, CatalogError> {
+    i64::try_from(size).map_err(|_| CatalogError::InvalidArgument {
+        field: "size",
+        value: size.to_string(),
+        reason: "larger than the catalog's BIGINT column can hold (i64::MAX bytes)",
+    })
+}
+
+fn query_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
+    move |source| CatalogError::Query { op, source }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn file_key(source: &str, name: &str) -> String {
+    format!("{source}/{name}")
+}
+
+/// Columns of `binlog_files` in [`FileRaw`] order.
+const FILE_COLUMNS: &str = "source, name, seq, size, state, info, first_event_time, \
+     last_event_time, first_gtid, last_gtid, sha256, created_at, reported_at, checked_at, \
+     state_changed_at";
+
+/// `binlog_files` row as stored, before range and state checks.
+#[derive(FromRow)]
+struct FileRaw {
+    source: String,
+    name: String,
+    seq: i64,
+    size: i64,
+    state: String,
+    info: String,
+    first_event_time: Option<i64>,
+    last_event_time: Option<i64>,
+    first_gtid: Option<String>,
+    last_gtid: Option<String>,
+    sha256: Option<String>,
+    created_at: i64,
+    reported_at: Option<i64>,
+    checked_at: Option<i64>,
+    state_changed_at: i64,
+}
+
+impl TryFrom<FileRaw> for BinlogFileRow {
+    type Error = CatalogError;
+
+    fn try_from(r: FileRaw) -> Result<Self, CatalogError> {
+        let corrupt = |column, detail: String| CatalogError::Corrupt {
+            table: "binlog_files",
+            key: file_key(&r.source, &r.name),
+            column,
+            detail,
+        };
+        let size = u64::try_from(r.size)
+            .map_err(|_| corrupt("size", format!("{} is negative", r.size)))?;
+        let state = r
+            .state
+            .parse::<FileState>()
+            .map_err(|e| corrupt("state", e.to_string()))?;
+        Ok(BinlogFileRow {
+            source: r.source,
+            name: r.name,
+            seq: r.seq,
+            size,
+            state,
+            info: r.info,
+            first_event_time: r.first_event_time,
+            last_event_time: r.last_event_time,
+            first_gtid: r.first_gtid,
+            last_gtid: r.last_gtid,
+            sha256: r.sha256,
+            created_at: r.created_at,
+            reported_at: r.reported_at,
+            checked_at: r.checked_at,
+            state_changed_at: r.state_changed_at,
+        })
+    }
+}
+
+fn convert_files(raw: Vec<FileRaw>) -> Result<Vec<BinlogFileRow>, CatalogError> {
+    raw.into_iter().map(BinlogFileRow::try_from).collect()
+}
+
+/// `sources` row as stored.
+#[derive(FromRow)]
+struct SourceRaw {
+    name: String,
+    url: String,
+    state: String,
+    last_error: Option<String>,
+    updated_at: i64,
+}
+
+impl From<SourceRaw> for SourceRow {
+    fn from(r: SourceRaw) -> Self {
+        SourceRow {
+            name: r.name,
+            url: r.url,
+            state: r.state,
+            last_error: r.last_error,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// `binlog_gaps` row as stored.
+#[derive(FromRow)]
+struct GapRaw {
+    source: String,
+    after_file: Option<String>,
+    before_file: Option<String>,
+    reason: String,
+    detected_at: i64,
+}
+
+/// Handle to the catalog database: a connection pool, cheap to clone and share between
+/// tasks. All methods are safe to call concurrently and to retry.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    pool: SqlitePool,
+}
+
+impl Catalog {
+    /// Opens (creating if missing) the catalog at `url` and brings its schema up to date.
+    ///
+    /// `url` is `"sqlite:///abs/path/catalog.db"`, `"sqlite:relative/path.db"` (relative
+    /// to the working directory) or `"sqlite::memory:"` (private to this handle and its
+    /// clones, gone when the last one is dropped). SQLite query parameters such as
+    /// `?mode=ro` are passed on. The file is created if missing (its directory is not),
+    /// put in WAL mode with `synchronous=FULL` (a committed state change survives a power
+    /// cut), and a busy timeout of 10 s. Opening the same file again, from this or
+    /// another process, is fine: applied migrations are skipped.
+    ///
+    /// # Errors
+    ///
+    /// - [`CatalogError::BadUrl`]: no `scheme:` prefix, or no database path.
+    /// - [`CatalogError::Unsupported`]: a scheme other than `sqlite` (e.g. `postgres`,
+    ///   `mysql`); only the scheme is reported.
+    /// - [`CatalogError::Open`]: unknown URL parameter, missing directory, no permission,
+    ///   not an SQLite database.
+    /// - [`CatalogError::Migrate`]: the schema cannot be applied, or the database was
+    ///   written by a build with migrations this one does not know.
+    pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
+        let Some((scheme, rest)) = url.split_once(':') else {
+            return Err(CatalogError::BadUrl {
+                url: url.to_owned(),
+                reason: "it has no scheme",
+            });
+        };
+        if !scheme.eq_ignore_ascii_case("sqlite") {
+            return Err(CatalogError::Unsupported {
+                scheme: scheme.to_owned(),
+            });
+        }
+        // sqlx strips only a lower-case scheme.
+        let normalized = format!("sqlite:{rest}");
+        let path_and_params = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, params) = path_and_params
+            .split_once('?')
+            .unwrap_or((path_and_params, ""));
+        let in_memory = path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
+        if path.is_empty() && !in_memory {
+            return Err(CatalogError::BadUrl {
+                url: url.to_owned(),
+                reason: "it names no database file",
+            });
+        }
+
+        let open_err = |source| CatalogError::Open {
+            url: url.to_owned(),
+            source,
+        };
+        let options = normalized
+            .parse::<SqliteConnectOptions>()
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Full);
+        let pool = if in_memory {
+            // Each in-memory connection would otherwise see its own empty database once
+            // the shared cache is dropped; one long-lived connection keeps it alive.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(MAX_FILE_CONNECTIONS)
+                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .await
+                .map_err(open_err)?
+        };
+
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| CatalogError::Migrate {
+                url: url.to_owned(),
+                source,
+            })?;
+        tracing::debug!(url, "catalog opened");
+        Ok(Catalog { pool })
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned. Dropping the
+    /// handle also works; this makes the moment explicit (e.g. before removing the file).
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts the source `name` (state `"new"`, no error) or, if present, updates its
+    /// URL. `url_redacted` must not contain a password. Sets `updated_at` to now.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if a statement fails.
+    pub async fn upsert_source(&self, name: &str, url_redacted: &str) -> Result<(), CatalogError> {
+        const OP: &str = "upsert_source";
+        for _ in 0..2 {
+            let ts = now();
+            let updated = sqlx::query("UPDATE sources SET url = ?, updated_at = ? WHERE name = ?")
+                .bind(url_redacted)
+                .bind(ts)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(query_err(OP))?;
+            if updated.rows_affected() > 0 {
+                return Ok(());
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO sources (name, url, state, last_error, created_at, updated_at) \
+                 VALUES (?, ?, 'new', NULL, ?, ?)",
+            )
+            .bind(name)
+            .bind(url_redacted)
+            .bind(ts)
+            .bind(ts)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(()),
+                Err(e) if is_unique_violation(&e) => continue, // raced another insert
+                Err(e) => return Err(query_err(OP)(e)),
+            }
+        }
+        Err(CatalogError::Conflict {
+            op: OP,
+            key: name.to_owned(),
+        })
+    }
+
+    /// Sets the source's free-text `state` (e.g. `"streaming"`, `"reconnecting"`,
+    /// `"failed"`, `"stopped"`) and `last_error` (`None` clears it); `updated_at` = now.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::NotFound`] if the source was never [`upsert_source`]d;
+    /// [`CatalogError::Query`] if the statement fails.
+    ///
+    /// [`upsert_source`]: Catalog::upsert_source
+    pub async fn set_source_state(
+        &self,
+        name: &str,
+        state: &str,
+        last_error: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let updated = sqlx::query(
+            "UPDATE sources SET state = ?, last_error = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(state)
+        .bind(last_error)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("set_source_state"))?;
+        if updated.rows_affected() == 0 {
+            return Err(CatalogError::NotFound {
+                what: "source",
+                key: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The source `name`, or `None` if absent.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if the statement fails.
+    pub async fn get_source(&self, name: &str) -> Result<Option<SourceRow>, CatalogError> {
+        let row = sqlx::query_as::<_, SourceRaw>(
+            "SELECT name, url, state, last_error, updated_at FROM sources WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("get_source"))?;
+        Ok(row.map(SourceRow::from))
+    }
+
+    /// All sources, ordered by name.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if the statement fails.
+    pub async fn list_sources(&self) -> Result<Vec<SourceRow>, CatalogError> {
+        let rows = sqlx::query_as::<_, SourceRaw>(
+            "SELECT name, url, state, last_error, updated_at FROM sources ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list_sources"))?;
+        Ok(rows.into_iter().map(SourceRow::from).collect())
+    }
+
+    /// Records progress on the file being written.
+    ///
+    /// - Absent: inserted as ACTIVE (`created_at` = `state_changed_at` = now).
+    /// - ACTIVE: `size` is set; each of first/last event time and GTID is set when
+    ///   `Some`, kept when `None`.
+    /// - Any other state: the state and other fields are left alone, only `size` is
+    ///   updated (a late progress report after the file was closed).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidArgument`] if `file.size` exceeds `i64::MAX`;
+    /// [`CatalogError::Query`] if a statement fails.
+    pub async fn record_active(
+        &self,
+        source: &str,
+        file: &FileProgress,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "record_active";
+        let size = size_to_db(file.size)?;
+        for _ in 0..2 {
+            let updated = sqlx::query(
+                "UPDATE binlog_files SET size = ?, \
+                 first_event_time = COALESCE(?, first_event_time), \
+                 last_event_time = COALESCE(?, last_event_time), \
+                 first_gtid = COALESCE(?, first_gtid), \
+                 last_gtid = COALESCE(?, last_gtid) \
+                 WHERE source = ? AND name = ? AND state = 'ACTIVE'",
+            )
+            .bind(size)
+            .bind(file.first_event_time)
+            .bind(file.last_event_time)
+            .bind(file.first_gtid.as_deref())
+            .bind(file.last_gtid.as_deref())
+            .bind(source)
+            .bind(&file.name)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err(OP))?;
+            if updated.rows_affected() > 0 {
+                return Ok(());
+            }
+            let updated =
+                sqlx::query("UPDATE binlog_files SET size = ? WHERE source = ? AND name = ?")
+                    .bind(size)
+                    .bind(source)
+                    .bind(&file.name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err(OP))?;
+            if updated.rows_affected() > 0 {
+                tracing::debug!(source, file = %file.name, size, "size of a closed file updated");
+                return Ok(());
+            }
+            let ts = now();
+            let inserted = self
+                .insert_file(source, file, size, FileState::Active, None, ts)
+                .await;
+            match inserted {
+                Ok(()) => return Ok(()),
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(query_err(OP)(e)),
+            }
+        }
+        Err(CatalogError::Conflict {
+            op: OP,
+            key: file_key(source, &file.name),
+        })
+    }
+
+    /// Moves the file to REPORTED (closed and complete on disk) with its final size and
+    /// progress fields (`None` fields keep the stored value).
+    ///
+    /// - Absent or ACTIVE → REPORTED; `reported_at` = `state_changed_at` = now.
+    /// - FAIL → REPORTED (the file was pulled again): also clears `info` and `sha256`,
+    ///   since they described the old bytes.
+    /// - REPORTED → REPORTED: idempotent; fields updated, timestamps kept.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidState`] if the file is SUCC (row unchanged);
+    /// [`CatalogError::InvalidArgument`] if `file.size` exceeds `i64::MAX`;
+    /// [`CatalogError::Query`] if a statement fails.
+    pub async fn mark_reported(
+        &self,
+        source: &str,
+        file: &FileProgress,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "mark_reported";
+        let size = size_to_db(file.size)?;
+        for _ in 0..2 {
+            let ts = now();
+            // `state` is assigned last: MySQL evaluates SET left to right with new values.
+            let updated = sqlx::query(
+                "UPDATE binlog_files SET size = ?, \
+                 first_event_time = COALESCE(?, first_event_time), \
+                 last_event_time = COALESCE(?, last_event_time), \
+                 first_gtid = COALESCE(?, first_gtid), \
+                 last_gtid = COALESCE(?, last_gtid), \
+                 info = CASE WHEN state = 'FAIL' THEN '' ELSE info END, \
+                 sha256 = CASE WHEN state = 'FAIL' THEN NULL ELSE sha256 END, \
+                 reported_at = CASE WHEN state = 'REPORTED' THEN reported_at ELSE ? END, \
+                 state_changed_at = CASE WHEN state = 'REPORTED' THEN state_changed_at ELSE ? END, \
+                 state = 'REPORTED' \
+                 WHERE source = ? AND name = ? AND state IN ('ACTIVE', 'REPORTED', 'FAIL')",
+            )
+            .bind(size)
+            .bind(file.first_event_time)
+            .bind(file.last_event_time)
+            .bind(file.first_gtid.as_deref())
+            .bind(file.last_gtid.as_deref())
+            .bind(ts)
+            .bind(ts)
+            .bind(source)
+            .bind(&file.name)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err(OP))?;
+            if updated.rows_affected() > 0 {
+                tracing::debug!(source, file = %file.name, size, "binlog file REPORTED");
+                return Ok(());
+            }
+            if let Some(row) = self.get_file(source, &file.name).await? {
+                return Err(CatalogError::InvalidState {
+                    source_name: source.to_owned(),
+                    file: file.name.clone(),
+                    from: Some(row.state),
+                    to: FileState::Reported,
+                });
+            }
+            let inserted = self
+                .insert_file(source, file, size, FileState::Reported, Some(ts), ts)
+                .await;
+            match inserted {
+                Ok(()) => {
+                    tracing::debug!(source, file = %file.name, size, "binlog file REPORTED");
+                    return Ok(());
+                }
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(query_err(OP)(e)),
+            }
+        }
+        Err(CatalogError::Conflict {
+            op: OP,
+            key: file_key(source, &file.name),
+        })
+    }
+
+    /// Records a check result: REPORTED, SUCC or FAIL → `state` (SUCC or FAIL), with the
+    /// checker's `info`, the file's SHA-256 (lower-case hex; `None` stores NULL) and the
+    /// checked `size` in bytes; `checked_at` = now, and `state_changed_at` = now if the
+    /// state changes.
+    ///
+    /// # Errors
+    ///
+    /// - [`CatalogError::InvalidArgument`] if `state` is ACTIVE or REPORTED, or `size`
+    ///   exceeds `i64::MAX`.
+    /// - [`CatalogError::NotFound`] if the file is not in the catalog.
+    /// - [`CatalogError::InvalidState`] if the file is still ACTIVE (row unchanged).
+    /// - [`CatalogError::Query`] if a statement fails.
+    pub async fn set_checked(
+        &self,
+        source: &str,
+        name: &str,
+        state: FileState,
+        info: &str,
+        sha256_hex: Option<&str>,
+        size: u64,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "set_checked";
+        if !matches!(state, FileState::Succ | FileState::Fail) {
+            return Err(CatalogError::InvalidArgument {
+                field: "state",
+                value: state.to_string(),
+                reason: "a check result must be SUCC or FAIL",
+            });
+        }
+        let size = size_to_db(size)?;
+        for _ in 0..2 {
+            let ts = now();
+            // `state` is assigned last: MySQL evaluates SET left to right with new values.
+            let updated = sqlx::query(
+                "UPDATE binlog_files SET size = ?, info = ?, sha256 = ?, checked_at = ?, \
+                 state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END, \
+                 state = ? \
+                 WHERE source = ? AND name = ? AND state IN ('REPORTED', 'SUCC', 'FAIL')",
+            )
+            .bind(size)
+            .bind(info)
+            .bind(sha256_hex)
+            .bind(ts)
+            .bind(state.as_str())
+            .bind(ts)
+            .bind(state.as_str())
+            .bind(source)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err(OP))?;
+            if updated.rows_affected() > 0 {
+                if state == FileState::Fail {
+                    tracing::warn!(source, file = name, info, "binlog file check FAILED");
+                } else {
+                    tracing::debug!(source, file = name, "binlog file check SUCC");
+                }
+                return Ok(());
+            }
+            match self.get_file(source, name).await? {
+                None => {
+                    return Err(CatalogError::NotFound {
+                        what: "binlog file",
+                        key: file_key(source, name),
+                    })
+                }
+                Some(row) if row.state == FileState::Active => {
+                    return Err(CatalogError::InvalidState {
+                        source_name: source.to_owned(),
+                        file: name.to_owned(),
+                        from: Some(row.state),
+                        to: state,
+                    })
+                }
+                // Reported by another writer between the two statements: try again.
+                Some(_) => continue,
+            }
+        }
+        Err(CatalogError::Conflict {
+            op: OP,
+            key: file_key(source, name),
+        })
+    }
+
+    /// All files of `source`, ordered by `seq` then name (so `mysql-bin.000009` comes
+    /// before `mysql-bin.000010`; names without a numeric extension, seq -1, first).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if the statement fails; [`CatalogError::Corrupt`] if a row
+    /// holds a negative size or unknown state.
+    pub async fn list_files(&self, source: &str) -> Result<Vec<BinlogFileRow>, CatalogError> {
+        let raw = sqlx::query_as::<_, FileRaw>(&format!(
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? ORDER BY seq, name"
+        ))
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list_files"))?;
+        convert_files(raw)
+    }
+
+    /// The files of `source` in `state`, ordered like [`list_files`](Catalog::list_files).
+    ///
+    /// # Errors
+    ///
+    /// As [`list_files`](Catalog::list_files).
+    pub async fn files_in_state(
+        &self,
+        source: &str,
+        state: FileState,
+    ) -> Result<Vec<BinlogFileRow>, CatalogError> {
+        let raw = sqlx::query_as::<_, FileRaw>(&format!(
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? AND state = ? \
+             ORDER BY seq, name"
+        ))
+        .bind(source)
+        .bind(state.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("files_in_state"))?;
+        convert_files(raw)
+    }
+
+    /// The file `name` of `source`, or `None` if absent.
+    ///
+    /// # Errors
+    ///
+    /// As [`list_files`](Catalog::list_files).
+    pub async fn get_file(
+        &self,
+        source: &str,
+        name: &str,
+    ) -> Result<Option<BinlogFileRow>, CatalogError> {
+        let raw = sqlx::query_as::<_, FileRaw>(&format!(
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? AND name = ?"
+        ))
+        .bind(source)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("get_file"))?;
+        raw.map(BinlogFileRow::try_from).transpose()
+    }
+
+    /// Records a hole in the archive that the operator must see: binlogs the primary no
+    /// longer had when we asked, between `after_file` and `before_file` (`None`: no file
+    /// on that side). Idempotent per `(source, after_file, before_file)`: recording the
+    /// same hole again keeps its `detected_at` and replaces `reason`. A new hole is logged
+    /// at `error` level.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if a statement fails.
+    pub async fn record_gap(
+        &self,
+        source: &str,
+        after_file: Option<&str>,
+        before_file: Option<&str>,
+        reason: &str,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "record_gap";
+        // `col = NULL` never matches, so the NULL cases get their own SQL text.
+        let cond = |col: &str, v: Option<&str>| match v {
+            Some(_) => format!("{col} = ?"),
+            None => format!("{col} IS NULL"),
+        };
+        let sql = format!(
+            "UPDATE binlog_gaps SET reason = ? WHERE source = ? AND {} AND {}",
+            cond("after_file", after_file),
+            cond("before_file", before_file)
+        );
+        let mut update = sqlx::query(&sql).bind(reason).bind(source);
+        if let Some(a) = after_file {
+            update = update.bind(a);
+        }
+        if let Some(b) = before_file {
+            update = update.bind(b);
+        }
+        let updated = update.execute(&self.pool).await.map_err(query_err(OP))?;
+        if updated.rows_affected() > 0 {
+            tracing::debug!(
+                source,
+                ?after_file,
+                ?before_file,
+                reason,
+                "known gap seen again"
+            );
+            return Ok(());
+        }
+        tracing::error!(
+            source,
+            after_file = after_file.unwrap_or("-"),
+            before_file = before_file.unwrap_or("-"),
+            reason,
+            "gap in the binlog archive: these binlogs are lost"
+        );
+        sqlx::query(
+            "INSERT INTO binlog_gaps (source, after_file, before_file, reason, detected_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(source)
+        .bind(after_file)
+        .bind(before_file)
+        .bind(reason)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(query_err(OP))?;
+        Ok(())
+    }
+
+    /// The holes recorded for `source`, ordered by `detected_at`, then `after_file` and
+    /// `before_file` (`None` first).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if the statement fails.
+    pub async fn list_gaps(&self, source: &str) -> Result<Vec<GapRow>, CatalogError> {
+        let raw = sqlx::query_as::<_, GapRaw>(
+            "SELECT source, after_file, before_file, reason, detected_at FROM binlog_gaps \
+             WHERE source = ? ORDER BY detected_at",
+        )
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("list_gaps"))?;
+        let mut gaps: Vec<GapRow> = raw
+            .into_iter()
+            .map(|r| GapRow {
+                source: r.source,
+                after_file: r.after_file,
+                before_file: r.before_file,
+                reason: r.reason,
+                detected_at: r.detected_at,
+            })
+            .collect();
+        // NULL ordering differs between databases; sort here so every backend agrees.
+        gaps.sort_by(|a, b| {
+            (a.detected_at, &a.after_file, &a.before_file).cmp(&(
+                b.detected_at,
+                &b.after_file,
+                &b.before_file,
+            ))
+        });
+        Ok(gaps)
+    }
+
+    /// Inserts a new `binlog_files` row; returns the raw driver error so the caller can
+    /// tell a unique-key race from a real failure.
+    async fn insert_file(
+        &self,
+        source: &str,
+        file: &FileProgress,
+        size: i64,
+        state: FileState,
+        reported_at: Option<i64>,
+        ts: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO binlog_files (source, name, seq, size, state, info, first_event_time, \
+             last_event_time, first_gtid, last_gtid, sha256, created_at, reported_at, \
+             checked_at, state_changed_at) \
+             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, NULL, ?, ?, NULL, ?)",
+        )
+        .bind(source)
+        .bind(&file.name)
+        .bind(seq_column(&file.name))
+        .bind(size)
+        .bind(state.as_str())
+        .bind(file.first_event_time)
+        .bind(file.last_event_time)
+        .bind(file.first_gtid.as_deref())
+        .bind(file.last_gtid.as_deref())
+        .bind(ts)
+        .bind(reported_at)
+        .bind(ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what binlog-server needs on a fresh Debian machine, only when missing:
+#   - MariaDB 10.11 server, client, mariadb-backup and mydumper (the sandbox primary,
+#     the tests' primaries, base backups);
+#   - libclang-dev and librocksdb-dev (the RocksDB index is built against Debian's
+#     librocksdb; bindgen needs libclang);
+#   - a Rust toolchain is assumed (rustup); cargo-nextest is not required.
+# Safe to run again: it does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+command -v mariadb-backup >/dev/null 2>&1 || need+=(mariadb-backup)
+command -v mydumper >/dev/null 2>&1 || need+=(mydumper)
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "setup: everything is installed"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to install: ${need[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+echo "setup: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# The packaged service is not needed: binlog-server and its tests start their own
+# mariadbd in temporary directories. A policy-rc.d that exists only for the duration of
+# the install keeps the package from starting a system-wide server on port 3306.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod +x "$policy"
+  made_policy=1
+fi
+trap '[ $made_policy -eq 1 ] && $SUDO rm -f "$policy"' EXIT
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+echo "setup: done"
