@@ -131,6 +131,12 @@ async fn restart(
 ) -> Result<impl IntoResponse, ApiError> {
     let s = source(&st, &name)?;
     let accept_gap = body.map(|b| b.0.accept_gap).unwrap_or(false);
+    if s.status.snapshot().state != crate::status::CaptureState::Failed {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("source {name:?} is not failed: nothing to restart"),
+        ));
+    }
     s.commands
         .try_send(SourceCommand::Restart { accept_gap })
         .map_err(|_| {
@@ -159,14 +165,12 @@ async fn check_file(
     {
         return Err(not_found(format!("source {name:?} has no binlog {file:?}")));
     }
-    s.commands
-        .try_send(SourceCommand::Check { file: file.clone() })
-        .map_err(|_| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the source is busy; try again".into(),
-            )
-        })?;
+    s.checks.try_send(file.clone()).map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the source is busy; try again".into(),
+        )
+    })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"source": name, "file": file, "check": "queued"})),

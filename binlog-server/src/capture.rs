@@ -55,11 +55,6 @@ pub enum SourceCommand {
         /// Continue past a gap.
         accept_gap: bool,
     },
-    /// Check a file now (even a SUCC one): re-verify and re-pull if bad.
-    Check {
-        /// File name.
-        file: String,
-    },
 }
 
 /// Everything a source task shares with the rest of the process.
@@ -375,8 +370,10 @@ pub struct SourceRuntime {
     pub name: String,
     /// Live status.
     pub status: StatusCell,
-    /// Commands (restart, check).
+    /// Commands (restart).
     pub commands: mpsc::Sender<SourceCommand>,
+    /// Files to check now (even SUCC ones): re-verified, re-pulled if bad.
+    pub checks: mpsc::Sender<String>,
     /// The primary's latest binlog list.
     pub primary: Arc<std::sync::Mutex<PrimaryView>>,
 }
@@ -393,16 +390,18 @@ pub fn spawn_source(
         &src.url.redacted(),
     ));
     let (tx, rx) = mpsc::channel(16);
+    let (check_tx, check_rx) = mpsc::channel(64);
     let primary = Arc::new(std::sync::Mutex::new(PrimaryView::default()));
     let rt = SourceRuntime {
         name: src.name.clone(),
         status: status.clone(),
         commands: tx,
+        checks: check_tx,
         primary: primary.clone(),
     };
     let name = src.name.clone();
     let task = tokio::spawn(async move {
-        let r = run_source(shared, src, status.clone(), rx, primary, cancel).await;
+        let r = run_source(shared, src, status.clone(), rx, check_rx, primary, cancel).await;
         if let Err(e) = &r {
             let mut s = status.lock();
             s.state = CaptureState::Failed;
@@ -419,6 +418,7 @@ async fn run_source(
     src: Source,
     status: StatusCell,
     mut commands: mpsc::Receiver<SourceCommand>,
+    check_rx: mpsc::Receiver<String>,
     primary_view: Arc<std::sync::Mutex<PrimaryView>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -509,8 +509,25 @@ async fn run_source(
             writer_failed.clone(),
         );
         tokio::spawn(async move {
-            let mut last_catalog = Instant::now() - Duration::from_secs(10);
-            while let Some(n) = nrx.recv().await {
+            // Catalog rows of the active file: written at once for a new file, then at
+            // most once a second (the control file is the durable record; the catalog
+            // row is for people and the API).
+            let mut recorded_file = String::new();
+            let mut pending: Option<FileProgress> = None;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let n = tokio::select! {
+                    n = nrx.recv() => n,
+                    _ = tick.tick() => {
+                        if let Some(p) = pending.take() {
+                            if let Err(e) = catalog.record_active(&name, &p).await {
+                                warn!(source = %name, error = %e, "catalog update failed");
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let Some(n) = n else { break };
                 match n {
                     WriterNote::Durable {
                         file,
@@ -519,7 +536,7 @@ async fn run_source(
                     } => {
                         {
                             let mut s = status.lock();
-                            s.durable_file = Some(file);
+                            s.durable_file = Some(file.clone());
                             s.durable_pos = Some(len);
                             if progress.last_gtid.is_some() {
                                 s.last_gtid = progress.last_gtid.clone();
@@ -528,14 +545,20 @@ async fn run_source(
                                 s.last_event_time = u32::try_from(t).ok();
                             }
                         }
-                        if last_catalog.elapsed() >= Duration::from_secs(1) {
-                            last_catalog = Instant::now();
+                        if file != recorded_file {
+                            recorded_file = file;
+                            pending = None;
                             if let Err(e) = catalog.record_active(&name, &progress).await {
                                 warn!(source = %name, error = %e, "catalog update failed");
                             }
+                        } else {
+                            pending = Some(progress);
                         }
                     }
                     WriterNote::Closed(p) => {
+                        if pending.as_ref().is_some_and(|q| q.name == p.name) {
+                            pending = None;
+                        }
                         if let Err(e) = catalog.mark_reported(&name, &p).await {
                             warn!(source = %name, error = %e, "catalog update failed");
                         }
@@ -559,7 +582,6 @@ async fn run_source(
         primary_view.clone(),
         cancel.clone(),
     ));
-    let (check_tx, check_rx) = mpsc::channel::<String>(16);
     tokio::spawn(crate::checktask::check_loop(
         shared.clone(),
         src.clone(),
@@ -590,7 +612,7 @@ async fn run_source(
                 &format!("{m}: check the disk, then restart binlog-server"),
             )
             .await;
-            wait_for_restart(&mut commands, &check_tx, &cancel).await;
+            wait_for_restart(&mut commands, &cancel).await;
             break;
         }
         // Where to resume: the writer's durable position once it has drained.
@@ -652,7 +674,7 @@ async fn run_source(
                 record_gap(&shared, &src, &store, &name, &msg).await;
             }
             fail(&shared, &name, &status, &msg).await;
-            match wait_for_restart(&mut commands, &check_tx, &cancel).await {
+            match wait_for_restart(&mut commands, &cancel).await {
                 None => break,
                 Some(gap) => {
                     accept_gap = gap;
@@ -674,16 +696,9 @@ async fn run_source(
             .catalog
             .set_source_state(&name, "reconnecting", Some(&msg))
             .await;
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = &mut sleep => break,
-                Some(cmd) = commands.recv() => {
-                    if let SourceCommand::Check { file } = cmd { let _ = check_tx.send(file).await; }
-                }
-            }
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(backoff) => {}
         }
         if cancel.is_cancelled() {
             break;
@@ -716,17 +731,13 @@ async fn fail(shared: &Shared, name: &str, status: &StatusCell, msg: &str) {
 /// Waits for a restart command; returns `Some(accept_gap)`, or None on cancellation.
 async fn wait_for_restart(
     commands: &mut mpsc::Receiver<SourceCommand>,
-    check_tx: &mpsc::Sender<String>,
     cancel: &CancellationToken,
 ) -> Option<bool> {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            cmd = commands.recv() => match cmd {
-                None => return None,
-                Some(SourceCommand::Restart { accept_gap }) => return Some(accept_gap),
-                Some(SourceCommand::Check { file }) => { let _ = check_tx.send(file).await; }
-            }
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        cmd = commands.recv() => match cmd {
+            None => None,
+            Some(SourceCommand::Restart { accept_gap }) => Some(accept_gap),
         }
     }
 }

@@ -195,14 +195,29 @@ pub async fn check_loop(
     }
 }
 
+/// The primary's view of `file`: (final size if listed, whether the primary was polled,
+/// whether it lists later files). A size read while `file` was still the primary's last
+/// (active) file is not final and is not returned.
 fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option<u64>, bool, bool) {
     let v = view.lock().unwrap_or_else(|p| p.into_inner());
-    let size = v.binlogs.iter().find(|(n, _)| n == file).map(|(_, s)| *s);
     let later = v
         .binlogs
         .iter()
         .any(|(n, _)| store::binlog_order(n) > store::binlog_order(file));
+    let size = v
+        .binlogs
+        .iter()
+        .find(|(n, _)| n == file)
+        .map(|(_, s)| *s)
+        .filter(|_| later);
     (size, v.at.is_some(), later)
+}
+
+/// True while the primary's last poll still shows `file` as its newest binlog: its size
+/// there is not final yet, so the check waits for the next poll.
+fn still_active_on_primary(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> bool {
+    let v = view.lock().unwrap_or_else(|p| p.into_inner());
+    v.binlogs.last().is_some_and(|(n, _)| n == file)
 }
 
 async fn check_one(
@@ -236,8 +251,14 @@ async fn check_one(
                     ..Default::default()
                 };
                 let _ = shared.catalog.mark_reported(name, &p).await;
-                // Carry the reason forward into the next check's info.
-                recheck(shared, src, store, view, file, Some(&row.info)).await;
+                // Carry the first reason forward into the next check's info.
+                let reason = row
+                    .info
+                    .split(" (re-pulled")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                recheck(shared, src, store, view, file, Some(&reason)).await;
             }
             Err(e) => {
                 warn!(source = %name, file, error = %e, "re-pull failed");
@@ -255,6 +276,9 @@ async fn check_one(
                     .await;
             }
         }
+        return;
+    }
+    if still_active_on_primary(view, file) {
         return;
     }
     let previous_sha = if row.state == FileState::Succ {

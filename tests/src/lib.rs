@@ -1361,3 +1361,114 @@ pub fn grep_file(path: &Path, needle: &str) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+// ---------------------------------------------------------------------------------------
+// Capture assertions shared by the end-to-end tests.
+
+/// File offset of the low byte of the first FORMAT_DESCRIPTION's flags: the
+/// LOG_EVENT_BINLOG_IN_USE_F bit the primary sets in its active (or crash-closed) file
+/// and clears in the copy it streams.
+pub const IN_USE_FLAG_OFFSET: usize = 4 + 17;
+
+/// Waits until the source's durable position equals the primary's current position
+/// (SHOW MASTER STATUS), i.e. the archive has caught up.
+pub fn wait_caught_up(
+    server: &ServerProcess,
+    db: &MariaDb,
+    source: &str,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for(&format!("source {source} to catch up"), timeout, || {
+        let (file, pos) = db.master_status()?;
+        let s = server.get_json(&format!("/v1/sources/{source}"))?;
+        let ok = s["durable_file"].as_str() == Some(file.as_str())
+            && s["durable_pos"].as_u64() == Some(pos);
+        if ok {
+            Ok(Some(()))
+        } else {
+            Err(anyhow!(
+                "primary at {file}:{pos}, archive at {}:{} (state {}, last_error {})",
+                s["durable_file"],
+                s["durable_pos"],
+                s["state"],
+                s["last_error"]
+            ))
+        }
+    })
+}
+
+/// Compares the archive with the primary's binlogs: every closed primary file (all but
+/// the last listed) must have the same SHA-256 as the stored one; the primary's active
+/// file must start with the stored file's bytes (the IN_USE flag byte excepted).
+/// Returns the number of closed files compared.
+pub fn assert_archive_identical(db: &MariaDb, archive: &Path) -> Result<usize> {
+    let files = db.binlog_files()?;
+    let Some(((active, _), closed)) = files.split_last() else {
+        bail!("the primary lists no binlogs");
+    };
+    for (name, _) in closed {
+        let ours = archive.join(name);
+        let theirs = db.binlog_path(name);
+        let a = sha256_file(&ours).with_context(|| format!("archived {name}"))?;
+        let b = sha256_file(&theirs).with_context(|| format!("primary's {name}"))?;
+        if a != b {
+            let x = fs::read(&ours)?;
+            let y = fs::read(&theirs)?;
+            let first = x.iter().zip(y.iter()).position(|(p, q)| p != q);
+            bail!(
+                "{name} differs: archive {} bytes sha {a}, primary {} bytes sha {b}, first difference at {first:?}",
+                x.len(),
+                y.len()
+            );
+        }
+    }
+    let ours =
+        fs::read(archive.join(active)).with_context(|| format!("archived active {active}"))?;
+    let mut theirs = fs::read(db.binlog_path(active))?;
+    if ours.len() > theirs.len() {
+        bail!(
+            "archived {active} ({} bytes) is longer than the primary's ({})",
+            ours.len(),
+            theirs.len()
+        );
+    }
+    theirs.truncate(ours.len());
+    let mut ours = ours;
+    for v in [&mut ours, &mut theirs] {
+        if let Some(b) = v.get_mut(IN_USE_FLAG_OFFSET) {
+            *b &= !1;
+        }
+    }
+    if ours != theirs {
+        let first = ours.iter().zip(theirs.iter()).position(|(p, q)| p != q);
+        bail!("archived active {active} is not a prefix of the primary's: first difference at {first:?}");
+    }
+    Ok(closed.len())
+}
+
+/// Waits until every binlog of `source` except the ACTIVE one is SUCC; fails early when
+/// one is FAIL for longer than `timeout` allows (the error shows its info).
+pub fn wait_all_succ(
+    server: &ServerProcess,
+    source: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    wait_for(
+        &format!("all closed binlogs of {source} to be SUCC"),
+        timeout,
+        || {
+            let v = server.get_json(&format!("/v1/sources/{source}/binlogs"))?;
+            let files = v["files"].as_array().cloned().unwrap_or_default();
+            let pending: Vec<String> = files
+                .iter()
+                .filter(|f| f["state"] != "SUCC" && f["state"] != "ACTIVE")
+                .map(|f| format!("{} {} {}", f["name"], f["state"], f["info"]))
+                .collect();
+            if pending.is_empty() && !files.is_empty() {
+                Ok(Some(v))
+            } else {
+                Err(anyhow!("not yet SUCC: {pending:?}"))
+            }
+        },
+    )
+}

@@ -1,0 +1,948 @@
+//! The file-state check of DESIGN.md "Binlog file states": is a stored binlog file SUCC
+//! (complete and intact) or FAIL, and why.
+//!
+//! # What a good file looks like
+//!
+//! A binlog file is the 4-byte magic `fe 62 69 6e` and then events framed by their 19-byte
+//! headers (see [`crate::event`]). The check walks the file once, in bounded memory
+//! (a 1 MiB read buffer plus the largest event), computing the SHA-256 of all its bytes
+//! in the same pass, and verifies:
+//!
+//! - the magic, and that the first event is a FORMAT_DESCRIPTION (FDE);
+//! - every event's CRC32 when the FDE announces CRC32 (mysql-server
+//!   `Log_event_footer::event_checksum_test`); the FDE's own CRC whenever the server
+//!   version writes one (MySQL >= 5.6.1, MariaDB >= 5.3), computed with
+//!   `LOG_EVENT_BINLOG_IN_USE_F` cleared;
+//! - framing: no event is cut off by the end of the file, no event_size is out of range;
+//! - positions are contiguous: each event's log_pos equals its end offset (modulo 2^32),
+//!   except log_pos 0, which MariaDB >= 11.4 writes inside transactions and servers write
+//!   on artificial events;
+//! - the bodies this crate decodes are well-formed: FDE, ROTATE, GTID, QUERY (a corrupt
+//!   QUERY body is found even in files without checksums);
+//! - optionally, that the last event is ROTATE or STOP (a closed file) and that the size
+//!   equals the primary's `SHOW BINARY LOGS` size.
+//!
+//! Relay logs: a replica's relay log contains, after its own FDE, the primary's ROTATE
+//! (log_pos 0) and the primary's FDE, and then the primary's events, whose log_pos count
+//! in the primary's file. A FORMAT_DESCRIPTION that directly follows a ROTATE with
+//! log_pos 0 is therefore accepted as relay-log style ([`CheckReport::relay_log`]); it
+//! switches the checksum algorithm for the events after it, and positions are then only
+//! checked for events of the relay log's own server_id. A later FDE in any other place is
+//! a problem. A primary's binlog never contains a second FDE, so callers checking a
+//! primary's file may treat `relay_log` as a failure.
+//!
+//! Files whose FDE has `LOG_EVENT_BINLOG_IN_USE_F` set were copied while the server had
+//! them open: [`CheckReport::in_use_flag`] says so, and the caller may then not require
+//! a terminal event.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::event::{
+    event_type, parse_gtid, parse_rotate, read_full, stored_and_computed_crc, ChecksumAlg,
+    EventError, EventHeader, EventReader, FormatDescription, Gtid, Rotate, TxnTracker,
+    BINLOG_MAGIC,
+};
+
+/// Read buffer of the walk, bytes.
+const READ_BUF: usize = 1 << 20;
+
+/// At most this many problems are listed; further ones are summarised in one entry.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// What [`check_file`] / [`check_reader`] require beyond the intrinsic checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// The last event must be ROTATE or STOP (the file was closed).
+    pub require_terminal: bool,
+    /// The primary's `SHOW BINARY LOGS` size of the file in bytes, while it still lists it.
+    pub expected_size: Option<u64>,
+}
+
+/// Kind of a [`Problem`], for callers and tests that react to specific failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// The file does not start with the binlog magic (or is shorter than it).
+    BadMagic,
+    /// The file ends inside an event (or inside a header).
+    Truncated,
+    /// An event_size field is out of range: the framing is lost from there.
+    BadEventSize,
+    /// The first event is not a FORMAT_DESCRIPTION, or there is no event at all.
+    NoFormatDescription,
+    /// A FORMAT_DESCRIPTION in a place where neither binlogs nor relay logs have one.
+    UnexpectedFormatDescription,
+    /// A stored CRC32 does not match the event's bytes.
+    ChecksumMismatch,
+    /// An event's log_pos is not its end offset.
+    PositionMismatch,
+    /// An event body that this crate decodes is malformed (FDE, ROTATE, GTID, QUERY).
+    CorruptEvent,
+    /// The last event is not ROTATE or STOP although [`CheckOptions::require_terminal`].
+    NoTerminalEvent,
+    /// The size differs from [`CheckOptions::expected_size`].
+    SizeMismatch,
+    /// More than [`MAX_PROBLEMS`] problems; the rest are not listed.
+    TooManyProblems,
+}
+
+/// One thing wrong with a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// File offset, bytes: of the event concerned, or where the file ends.
+    pub offset: u64,
+    /// What kind of problem.
+    pub kind: ProblemKind,
+    /// Human-readable description including the offset, e.g. "CRC32 mismatch in QUERY
+    /// event at offset 1234 (stored 0x..., computed 0x...)".
+    pub what: String,
+}
+
+/// Result of checking one file.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    /// File size, bytes.
+    pub size: u64,
+    /// Number of complete events (the FDE included).
+    pub events: u64,
+    /// SHA-256 of all bytes of the file, lowercase hex.
+    pub sha256_hex: String,
+    /// Server version from the first FDE.
+    pub server_version: Option<String>,
+    /// Checksum algorithm announced by the first FDE.
+    pub checksum_alg: Option<ChecksumAlg>,
+    /// The first FDE has `LOG_EVENT_BINLOG_IN_USE_F`: the file was copied while open.
+    pub in_use_flag: bool,
+    /// Timestamp of the first event with a non-zero one, unix seconds.
+    pub first_event_time: Option<u32>,
+    /// Timestamp of the last event with a non-zero one, unix seconds. Not necessarily the
+    /// largest: timestamps are the server clock's and can go backwards (the corpus has
+    /// MySQL 8.0.31 files whose STOP is hours older than their FDE).
+    pub last_event_time: Option<u32>,
+    /// GTID of the first GTID event (MariaDB or MySQL; anonymous ones are not GTIDs).
+    pub first_gtid: Option<Gtid>,
+    /// GTID of the last GTID event.
+    pub last_gtid: Option<Gtid>,
+    /// Transactions completed in the file, as [`crate::event::TxnTracker`] counts them.
+    pub transactions: u64,
+    /// Type of the last complete event.
+    pub last_event_type: Option<u8>,
+    /// Events whose CRC32 was verified (the FDE counts when it carries a valid CRC, even
+    /// with checksums off).
+    pub crc_verified: u64,
+    /// The file has relay-log style FDEs after a ROTATE with log_pos 0 (see module doc).
+    pub relay_log: bool,
+    /// Everything found wrong, in file order (at most [`MAX_PROBLEMS`] + 1 entries).
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True when no problem was found (the SUCC state).
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// True when some problem is of `kind`.
+    pub fn has_problem(&self, kind: ProblemKind) -> bool {
+        self.problems.iter().any(|p| p.kind == kind)
+    }
+
+    /// One-line summary for the catalog `info` column: "ok: 1234 events, ends with
+    /// ROTATE", or the count and the first three problems with their offsets.
+    pub fn info(&self) -> String {
+        if self.is_ok() {
+            let last = self.last_event_type.map_or("nothing", event_type::name);
+            let mut s = format!("ok: {} events, ends with {last}", self.events);
+            if self.in_use_flag {
+                s.push_str(", in-use flag set");
+            }
+            if self.relay_log {
+                s.push_str(", relay log");
+            }
+            return s;
+        }
+        let n = self.problems.len();
+        let listed: Vec<&str> = self
+            .problems
+            .iter()
+            .take(3)
+            .map(|p| p.what.as_str())
+            .collect();
+        let mut s = format!(
+            "{n} problem{}: {}",
+            if n == 1 { "" } else { "s" },
+            listed.join("; ")
+        );
+        if n > 3 {
+            s.push_str("; ...");
+        }
+        s
+    }
+}
+
+/// Counts and hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let data = buf.get(..n).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "reader returned too many bytes")
+        })?;
+        self.hasher.update(data);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// State of one walk.
+struct Walk {
+    report: CheckReport,
+    fde: Option<FormatDescription>,
+    /// server_id of the first FDE: the writer of the file.
+    own_server_id: Option<u32>,
+    prev_was_rotate_pos0: bool,
+    last_event_offset: Option<u64>,
+    tracker: TxnTracker,
+}
+
+impl Walk {
+    fn problem(&mut self, offset: u64, kind: ProblemKind, what: String) {
+        let problems = &mut self.report.problems;
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(Problem { offset, kind, what });
+        } else if problems.len() == MAX_PROBLEMS {
+            problems.push(Problem {
+                offset,
+                kind: ProblemKind::TooManyProblems,
+                what: format!("more than {MAX_PROBLEMS} problems; the rest from offset {offset} are not listed"),
+            });
+        }
+    }
+
+    fn crc_problem(&mut self, offset: u64, h: &EventHeader, stored: u32, computed: u32) {
+        self.problem(
+            offset,
+            ProblemKind::ChecksumMismatch,
+            format!(
+                "CRC32 mismatch in {} event at offset {offset} (stored {stored:#010x}, computed {computed:#010x})",
+                event_type::name(h.type_code)
+            ),
+        );
+    }
+
+    fn corrupt(&mut self, offset: u64, h: &EventHeader, e: &EventError) {
+        self.problem(
+            offset,
+            ProblemKind::CorruptEvent,
+            format!(
+                "corrupt {} event at offset {offset}: {}",
+                event_type::name(h.type_code),
+                e.root()
+            ),
+        );
+    }
+
+    /// Checks one complete event.
+    fn event(&mut self, offset: u64, h: &EventHeader, ev: &[u8]) {
+        let r = &mut self.report;
+        r.events += 1;
+        if h.timestamp != 0 {
+            r.first_event_time.get_or_insert(h.timestamp);
+            r.last_event_time = Some(h.timestamp);
+        }
+        let first_event = r.events == 1;
+        let mut crc_ok = true;
+
+        if h.type_code == event_type::FORMAT_DESCRIPTION {
+            crc_ok = self.format_description(offset, h, ev);
+        } else {
+            if first_event {
+                self.problem(
+                    offset,
+                    ProblemKind::NoFormatDescription,
+                    format!(
+                        "first event at offset {offset} is {}, not FORMAT_DESCRIPTION",
+                        event_type::name(h.type_code)
+                    ),
+                );
+            }
+            if self.fde.as_ref().map(|f| f.checksum_alg) == Some(ChecksumAlg::Crc32) {
+                match stored_and_computed_crc(h, ev) {
+                    Ok((s, c)) if s == c => self.report.crc_verified += 1,
+                    Ok((s, c)) => {
+                        crc_ok = false;
+                        self.crc_problem(offset, h, s, c);
+                    }
+                    Err(e) => {
+                        crc_ok = false;
+                        self.corrupt(offset, h, &e);
+                    }
+                }
+            }
+        }
+
+        // Positions: log_pos 0 is allowed; in a relay log the primary's events carry the
+        // primary's positions.
+        let foreign = self.report.relay_log && Some(h.server_id) != self.own_server_id;
+        if h.log_pos != 0 && !foreign && h.log_pos != h.expected_log_pos(offset) {
+            self.problem(
+                offset,
+                ProblemKind::PositionMismatch,
+                format!(
+                    "log_pos {} of {} event at offset {offset} is not its end offset {}",
+                    h.log_pos,
+                    event_type::name(h.type_code),
+                    offset.saturating_add(u64::from(h.event_size))
+                ),
+            );
+        }
+
+        // Bodies (skipped when the CRC already failed: the bytes are known bad).
+        if crc_ok {
+            if let Some(fde) = self.fde.take() {
+                self.bodies(offset, h, ev, &fde);
+                self.fde = Some(fde);
+            }
+        }
+
+        self.prev_was_rotate_pos0 = h.type_code == event_type::ROTATE && h.log_pos == 0;
+        self.report.last_event_type = Some(h.type_code);
+        self.last_event_offset = Some(offset);
+    }
+
+    /// Handles a FORMAT_DESCRIPTION; returns false when its CRC failed.
+    fn format_description(&mut self, offset: u64, h: &EventHeader, ev: &[u8]) -> bool {
+        let fde = match FormatDescription::parse(ev) {
+            Ok(f) => f,
+            Err(e) => {
+                self.corrupt(offset, h, &e);
+                return false;
+            }
+        };
+        let mut crc_ok = true;
+        if fde.has_checksum_field() {
+            match stored_and_computed_crc(h, ev) {
+                Ok((s, c)) if s == c => self.report.crc_verified += 1,
+                // A checksum-aware FDE heading a file without checksums may carry 0
+                // instead of a CRC ("(A) == 0, (V) == 0" in mysql-server log_event.cc).
+                Ok((0, _)) if fde.checksum_alg == ChecksumAlg::Off => {}
+                Ok((s, c)) => {
+                    crc_ok = false;
+                    self.crc_problem(offset, h, s, c);
+                }
+                Err(e) => {
+                    crc_ok = false;
+                    self.corrupt(offset, h, &e);
+                }
+            }
+        }
+        if self.own_server_id.is_none() {
+            let r = &mut self.report;
+            r.server_version = Some(fde.server_version.clone());
+            r.checksum_alg = Some(fde.checksum_alg);
+            r.in_use_flag = h.is_in_use() && r.events == 1;
+            self.own_server_id = Some(h.server_id);
+        } else if self.prev_was_rotate_pos0 {
+            self.report.relay_log = true;
+        } else {
+            self.problem(
+                offset,
+                ProblemKind::UnexpectedFormatDescription,
+                format!(
+                    "FORMAT_DESCRIPTION at offset {offset} after the first one, not after a relay-log ROTATE"
+                ),
+            );
+        }
+        self.fde = Some(fde);
+        crc_ok
+    }
+
+    fn bodies(&mut self, offset: u64, h: &EventHeader, ev: &[u8], fde: &FormatDescription) {
+        let alg = fde.checksum_alg;
+        if event_type::is_gtid(h.type_code) {
+            // Errors are reported once, by the tracker below.
+            if let Ok(Some(info)) = parse_gtid(h, ev, alg) {
+                self.report
+                    .first_gtid
+                    .get_or_insert_with(|| info.gtid.clone());
+                self.report.last_gtid = Some(info.gtid);
+            }
+        }
+        if h.type_code == event_type::ROTATE {
+            if let Err(e) = parse_rotate(ev, alg) {
+                self.corrupt(offset, h, &e);
+            }
+        }
+        match self.tracker.observe(offset, h, ev, fde) {
+            Ok(Some(_)) => self.report.transactions += 1,
+            Ok(None) => {}
+            Err(e) => self.corrupt(offset, h, &e),
+        }
+    }
+}
+
+fn io_error_of(e: EventError) -> Result<EventError, io::Error> {
+    match e {
+        EventError::Io { source, .. } => Err(source),
+        EventError::At { source, .. } if source.is_io() => io_error_of(*source),
+        other => Ok(other),
+    }
+}
+
+/// Walks the whole file once (buffered, bounded memory; SHA-256 of all bytes in the same
+/// pass) and reports everything wrong with it; see the module documentation for the
+/// checks. Errors only when the file cannot be read.
+pub fn check_file(path: &Path, opts: &CheckOptions) -> io::Result<CheckReport> {
+    check_reader(File::open(path)?, opts)
+}
+
+/// Same as [`check_file`] over any reader positioned at the start of the file (for tests
+/// and for gzip-compressed corpus files).
+pub fn check_reader<R: Read>(r: R, opts: &CheckOptions) -> io::Result<CheckReport> {
+    let hashing = HashingReader {
+        inner: r,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut br = BufReader::with_capacity(READ_BUF, hashing);
+    let mut w = Walk {
+        report: CheckReport {
+            size: 0,
+            events: 0,
+            sha256_hex: String::new(),
+            server_version: None,
+            checksum_alg: None,
+            in_use_flag: false,
+            first_event_time: None,
+            last_event_time: None,
+            first_gtid: None,
+            last_gtid: None,
+            transactions: 0,
+            last_event_type: None,
+            crc_verified: 0,
+            relay_log: false,
+            problems: Vec::new(),
+        },
+        fde: None,
+        own_server_id: None,
+        prev_was_rotate_pos0: false,
+        last_event_offset: None,
+        tracker: TxnTracker::new(),
+    };
+
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut br, &mut magic)?;
+    if n < magic.len() {
+        w.problem(
+            0,
+            ProblemKind::BadMagic,
+            format!("file is {n} bytes, shorter than the 4-byte binlog magic at offset 0"),
+        );
+    } else if magic != BINLOG_MAGIC {
+        w.problem(
+            0,
+            ProblemKind::BadMagic,
+            format!(
+                "not a binlog: offset 0 holds {} instead of the magic fe62696e",
+                hex::encode(magic)
+            ),
+        );
+    } else {
+        let mut reader = EventReader::new_at(&mut br, 4);
+        let mut framing_error = false;
+        while let Some(item) = reader.next_event() {
+            match item {
+                Ok((offset, h, ev)) => w.event(offset, &h, ev),
+                Err(e) => {
+                    let e = io_error_of(e)?;
+                    let offset = e.offset().unwrap_or(0);
+                    let kind = if e.is_truncated() {
+                        ProblemKind::Truncated
+                    } else {
+                        ProblemKind::BadEventSize
+                    };
+                    w.problem(offset, kind, e.to_string());
+                    framing_error = true;
+                }
+            }
+        }
+        if w.report.events == 0 && !framing_error {
+            w.problem(
+                4,
+                ProblemKind::NoFormatDescription,
+                "no event after the magic".to_owned(),
+            );
+        }
+    }
+
+    // Hash what the walk did not consume (after a framing error or a bad magic).
+    io::copy(&mut br, &mut io::sink())?;
+    let hashing = br.into_inner();
+    w.report.size = hashing.count;
+    w.report.sha256_hex = hex::encode(hashing.hasher.finalize());
+
+    let last = w.report.last_event_type;
+    if opts.require_terminal
+        && w.report.events > 0
+        && !matches!(last, Some(event_type::ROTATE | event_type::STOP))
+    {
+        let offset = w.last_event_offset.unwrap_or(w.report.size);
+        w.problem(
+            offset,
+            ProblemKind::NoTerminalEvent,
+            format!(
+                "last event is {} at offset {offset}, not ROTATE or STOP",
+                last.map_or("nothing", event_type::name)
+            ),
+        );
+    }
+    if let Some(expected) = opts.expected_size {
+        let size = w.report.size;
+        if size != expected {
+            w.problem(
+                size.min(expected),
+                ProblemKind::SizeMismatch,
+                format!("size {size} differs from the primary's {expected}"),
+            );
+        }
+    }
+    Ok(w.report)
+}
+
+/// Result of [`valid_prefix`].
+#[derive(Clone, Debug)]
+pub struct ValidPrefix {
+    /// End offset of the last good event (or `start` when none after it is good), bytes:
+    /// the length to truncate the file to.
+    pub len: u64,
+    /// Type of the last good event walked (None when none after `start` was good).
+    pub last_event_type: Option<u8>,
+    /// The decoded ROTATE, when the last good event is a ROTATE (the file is complete).
+    pub last_rotate: Option<Rotate>,
+    /// The file's FORMAT_DESCRIPTION (offset 4), when it parses and its CRC verifies.
+    pub fde: Option<FormatDescription>,
+}
+
+/// True when `ev` (an FDE, parsed as `fde`) carries a valid own checksum or none.
+fn fde_crc_ok(h: &EventHeader, ev: &[u8], fde: &FormatDescription) -> bool {
+    if !fde.has_checksum_field() {
+        return true;
+    }
+    match stored_and_computed_crc(h, ev) {
+        Ok((s, c)) => s == c || (s == 0 && fde.checksum_alg == ChecksumAlg::Off),
+        Err(_) => false,
+    }
+}
+
+/// Crash-recovery helper: from `start` (a known event boundary, >= 4), returns the end
+/// offset of the last complete event whose header is sane, whose CRC32 verifies (alg from
+/// the file's FDE at offset 4, or from a later FDE walked over) and whose log_pos, when
+/// non-zero, equals its end offset; ROTATE, FDE, GTID and QUERY bodies must also parse.
+/// Stops at the first event that fails, or at a partial event at the end. Also returns
+/// the type of that last good event and, if it is a ROTATE, its content, and the FDE.
+///
+/// Meant for our own stored copies of a primary's files (relay logs would stop at the
+/// primary's first event, whose log_pos counts in another file). When the FDE at offset 4
+/// is unreadable and `start` > 4, nothing after `start` can be vouched for: `len` is
+/// `start`. Errors: I/O, or `start` < 4 or beyond the end of the file (InvalidInput).
+pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    if start < 4 || start > file_len {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "valid_prefix: start {start} outside 4..={file_len} of {}",
+                path.display()
+            ),
+        ));
+    }
+    // The file's FDE.
+    file.seek(SeekFrom::Start(4))?;
+    let mut fde = None;
+    {
+        let mut rd = EventReader::new_at(BufReader::new(&mut file), 4);
+        match rd.next_event() {
+            Some(Ok((_, h, ev))) if h.type_code == event_type::FORMAT_DESCRIPTION => {
+                if let Ok(f) = FormatDescription::parse(ev) {
+                    let pos_ok = h.log_pos == 0 || h.log_pos == h.expected_log_pos(4);
+                    if fde_crc_ok(&h, ev, &f) && pos_ok {
+                        fde = Some(f);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                io_error_of(e)?;
+            }
+            _ => {}
+        }
+    }
+    let mut out = ValidPrefix {
+        len: start,
+        last_event_type: None,
+        last_rotate: None,
+        fde: fde.clone(),
+    };
+    // Without a trustworthy FDE only the FDE itself could be validated, and it failed.
+    let Some(mut current) = fde else {
+        return Ok(out);
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut rd = EventReader::new_at(BufReader::with_capacity(READ_BUF, &mut file), start);
+    let mut tracker = TxnTracker::new();
+    while let Some(item) = rd.next_event() {
+        let (offset, h, ev) = match item {
+            Ok(x) => x,
+            Err(e) => {
+                io_error_of(e)?;
+                break;
+            }
+        };
+        if h.log_pos != 0 && h.log_pos != h.expected_log_pos(offset) {
+            break;
+        }
+        let mut rotate = None;
+        if h.type_code == event_type::FORMAT_DESCRIPTION {
+            match FormatDescription::parse(ev) {
+                Ok(f) if fde_crc_ok(&h, ev, &f) => current = f,
+                _ => break,
+            }
+        } else {
+            if current.checksum_alg == ChecksumAlg::Crc32 {
+                match stored_and_computed_crc(&h, ev) {
+                    Ok((s, c)) if s == c => {}
+                    _ => break,
+                }
+            }
+            if h.type_code == event_type::ROTATE {
+                match parse_rotate(ev, current.checksum_alg) {
+                    Ok(r) => rotate = Some(r),
+                    Err(_) => break,
+                }
+            }
+            if tracker.observe(offset, &h, ev, &current).is_err() {
+                break;
+            }
+        }
+        out.len = offset.saturating_add(u64::from(h.event_size));
+        out.last_event_type = Some(h.type_code);
+        out.last_rotate = rotate;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::{build_event, corpus_file, fde_event, mysql_gtid_body, query_body};
+    use crate::event::{EventHeader, LOG_EVENT_BINLOG_IN_USE_F};
+    use std::io::Write;
+
+    fn strict() -> CheckOptions {
+        CheckOptions {
+            require_terminal: true,
+            expected_size: None,
+        }
+    }
+
+    fn lenient() -> CheckOptions {
+        CheckOptions {
+            require_terminal: false,
+            expected_size: None,
+        }
+    }
+
+    /// magic, FDE, GTID, BEGIN, XID, GTID, DDL, ROTATE.
+    fn good_file() -> Vec<u8> {
+        let mut f = BINLOG_MAGIC.to_vec();
+        f.extend_from_slice(&fde_event("8.0.35", 1));
+        let uuid = [9u8; 16];
+        let bodies: Vec<(u8, Vec<u8>)> = vec![
+            (event_type::GTID, mysql_gtid_body(uuid, 1, Some(1))),
+            (event_type::QUERY, query_body("d", "BEGIN")),
+            (event_type::XID, 1u64.to_le_bytes().to_vec()),
+            (event_type::GTID, mysql_gtid_body(uuid, 2, Some(2))),
+            (event_type::QUERY, query_body("d", "DROP TABLE t")),
+            (event_type::ROTATE, {
+                let mut b = 4u64.to_le_bytes().to_vec();
+                b.extend_from_slice(b"binlog.000002");
+                b
+            }),
+        ];
+        for (t, b) in bodies {
+            let off = f.len() as u64;
+            f.extend_from_slice(&build_event(t, 1, off, &b, ChecksumAlg::Crc32));
+        }
+        f
+    }
+
+    #[test]
+    fn good_synthetic_file() {
+        let f = good_file();
+        let r = check_reader(&f[..], &strict()).unwrap();
+        assert!(r.is_ok(), "{}", r.info());
+        assert_eq!(r.events, 7);
+        assert_eq!(r.crc_verified, 7);
+        assert_eq!(r.transactions, 2);
+        assert_eq!(r.size, f.len() as u64);
+        assert_eq!(r.sha256_hex, hex::encode(Sha256::digest(&f)));
+        assert_eq!(
+            r.first_gtid.as_ref().map(|g| g.to_string()).as_deref(),
+            Some("09090909-0909-0909-0909-090909090909:1")
+        );
+        assert_eq!(
+            r.last_gtid.as_ref().map(|g| g.to_string()).as_deref(),
+            Some("09090909-0909-0909-0909-090909090909:2")
+        );
+        assert_eq!(r.last_event_type, Some(event_type::ROTATE));
+        assert_eq!(r.info(), "ok: 7 events, ends with ROTATE");
+        assert!(!r.in_use_flag && !r.relay_log);
+
+        let r = check_reader(
+            &f[..],
+            &CheckOptions {
+                require_terminal: true,
+                expected_size: Some(f.len() as u64 + 1),
+            },
+        )
+        .unwrap();
+        assert!(r.has_problem(ProblemKind::SizeMismatch));
+        assert_eq!(r.problems.len(), 1);
+    }
+
+    #[test]
+    fn every_byte_change_is_found() {
+        let f = good_file();
+        for i in 0..f.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut bad = f.clone();
+                bad[i] ^= x;
+                let r = check_reader(&bad[..], &strict()).unwrap();
+                // Byte 21 bit 0 is the FDE's in-use flag, which the CRC excludes.
+                if i == 21 && x == 0x01 {
+                    assert!(r.is_ok() && r.in_use_flag, "{}", r.info());
+                } else {
+                    assert!(!r.is_ok(), "change {x:#x} at {i} not found");
+                }
+                assert_eq!(r.size, f.len() as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_found() {
+        for data in [
+            good_file(),
+            corpus_file("mariadb-operator__mariadb-poc/domain_id_0/mariadb-repl-bin.000009"),
+            corpus_file("blackbeam__rust_mysql_common/bug16266.000001"),
+        ] {
+            let full = check_reader(&data[..], &strict()).unwrap();
+            assert!(full.is_ok(), "{}", full.info());
+            for cut in 0..data.len() {
+                let r = check_reader(&data[..cut], &strict()).unwrap();
+                assert!(!r.is_ok(), "cut at {cut} passed");
+                assert_eq!(r.size, cut as u64);
+                let p = &r.problems[0];
+                if cut < 4 {
+                    assert_eq!(p.kind, ProblemKind::BadMagic);
+                } else if r.has_problem(ProblemKind::Truncated) {
+                    let t = r.problems.iter().find(|p| p.kind == ProblemKind::Truncated);
+                    assert!(t.is_some_and(|t| t.what.starts_with("truncated at offset")));
+                } else {
+                    // Cut at an event boundary: only the missing terminal event (or FDE).
+                    assert!(
+                        r.problems.iter().all(|p| matches!(
+                            p.kind,
+                            ProblemKind::NoTerminalEvent | ProblemKind::NoFormatDescription
+                        )),
+                        "cut {cut}: {}",
+                        r.info()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crc_problem_message_and_positions() {
+        let mut f = good_file();
+        // Corrupt the QUERY "BEGIN" text of the second event after the FDE.
+        let fde_len = fde_event("8.0.35", 1).len();
+        let gtid_len = build_event(
+            33,
+            1,
+            0,
+            &mysql_gtid_body([9; 16], 1, Some(1)),
+            ChecksumAlg::Crc32,
+        )
+        .len();
+        let q_off = 4 + fde_len + gtid_len;
+        let q_len = EventHeader::parse(&f[q_off..]).unwrap().event_size as usize;
+        f[q_off + q_len - 6] ^= 0x20;
+        let r = check_reader(&f[..], &strict()).unwrap();
+        assert_eq!(r.problems.len(), 1, "{}", r.info());
+        let p = &r.problems[0];
+        assert_eq!(p.kind, ProblemKind::ChecksumMismatch);
+        assert_eq!(p.offset, q_off as u64);
+        assert!(
+            p.what.starts_with(&format!(
+                "CRC32 mismatch in QUERY event at offset {q_off} (stored 0x"
+            )),
+            "{}",
+            p.what
+        );
+        assert!(
+            r.info().starts_with("1 problem: CRC32 mismatch"),
+            "{}",
+            r.info()
+        );
+
+        // A wrong log_pos with a correct CRC.
+        let mut f = good_file();
+        let mut ev = f[q_off..q_off + q_len].to_vec();
+        ev[13] ^= 1;
+        crate::event::tests::fix_crc(&mut ev);
+        f[q_off..q_off + q_len].copy_from_slice(&ev);
+        let r = check_reader(&f[..], &strict()).unwrap();
+        assert_eq!(r.problems.len(), 1, "{}", r.info());
+        assert_eq!(r.problems[0].kind, ProblemKind::PositionMismatch);
+        // log_pos 0 is fine.
+        ev[13..17].copy_from_slice(&[0, 0, 0, 0]);
+        crate::event::tests::fix_crc(&mut ev);
+        f[q_off..q_off + q_len].copy_from_slice(&ev);
+        let r = check_reader(&f[..], &strict()).unwrap();
+        assert!(r.is_ok(), "{}", r.info());
+    }
+
+    #[test]
+    fn in_use_and_structure_problems() {
+        let mut f = good_file();
+        f[21] |= LOG_EVENT_BINLOG_IN_USE_F as u8;
+        let r = check_reader(&f[..], &strict()).unwrap();
+        assert!(r.is_ok() && r.in_use_flag);
+        assert!(r.info().contains("in-use"));
+
+        let r = check_reader(&b"\xfebin"[..], &strict()).unwrap();
+        assert!(r.has_problem(ProblemKind::NoFormatDescription));
+        let r = check_reader(&b"PK\x03\x04rest"[..], &strict()).unwrap();
+        assert_eq!(r.problems[0].kind, ProblemKind::BadMagic);
+        assert_eq!(r.size, 8);
+
+        // A second FDE not after a relay-log ROTATE.
+        let mut f = good_file();
+        let off = f.len() as u64;
+        let mut fde2 = fde_event("8.0.35", 1);
+        let mut h = EventHeader::parse(&fde2).unwrap();
+        h.log_pos = (off + u64::from(h.event_size)) as u32;
+        fde2[..19].copy_from_slice(&h.to_bytes());
+        crate::event::tests::fix_crc(&mut fde2);
+        f.extend_from_slice(&fde2);
+        let r = check_reader(&f[..], &lenient()).unwrap();
+        assert_eq!(r.problems.len(), 1, "{}", r.info());
+        assert_eq!(r.problems[0].kind, ProblemKind::UnexpectedFormatDescription);
+    }
+
+    #[test]
+    fn too_many_problems_are_capped() {
+        let mut f = good_file();
+        let off = f.len();
+        let q = build_event(
+            2,
+            1,
+            off as u64,
+            &query_body("d", "DROP TABLE x"),
+            ChecksumAlg::Crc32,
+        );
+        for _ in 0..500 {
+            let mut bad = q.clone();
+            bad[20] ^= 1;
+            f.extend_from_slice(&bad);
+        }
+        let r = check_reader(&f[..], &lenient()).unwrap();
+        assert_eq!(r.problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(r.problems[MAX_PROBLEMS].kind, ProblemKind::TooManyProblems);
+        assert_eq!(r.events, 7 + 500);
+    }
+
+    fn write_tmp(data: &[u8]) -> tempfile::NamedTempFile {
+        let mut t = tempfile::NamedTempFile::new().unwrap();
+        t.write_all(data).unwrap();
+        t.flush().unwrap();
+        t
+    }
+
+    #[test]
+    fn valid_prefix_cuts_at_last_good_event() {
+        let f = good_file();
+        let full = check_reader(&f[..], &strict()).unwrap();
+        assert!(full.is_ok());
+        let mut ends = vec![];
+        let mut rd = EventReader::new_at_start(&f[..]).unwrap();
+        while let Some(Ok((off, h, _))) = rd.next_event() {
+            ends.push((off, off + u64::from(h.event_size), h.type_code));
+        }
+        // Whole file: ends with the ROTATE.
+        let t = write_tmp(&f);
+        let v = valid_prefix(t.path(), 4).unwrap();
+        assert_eq!(v.len, f.len() as u64);
+        assert_eq!(v.last_event_type, Some(event_type::ROTATE));
+        assert_eq!(
+            v.last_rotate.as_ref().map(|r| r.next_file.as_str()),
+            Some("binlog.000002")
+        );
+        assert!(v.fde.is_some());
+        // Every truncation: the last complete event's end.
+        for cut in 4..f.len() {
+            let t = write_tmp(&f[..cut]);
+            let v = valid_prefix(t.path(), 4).unwrap();
+            let want = ends
+                .iter()
+                .map(|e| e.1)
+                .filter(|&e| e <= cut as u64)
+                .max()
+                .unwrap_or(4);
+            assert_eq!(v.len, want, "cut {cut}");
+            assert!(v.last_rotate.is_none());
+        }
+        // A bad CRC in the third event: stops before it, also when starting later.
+        let (third, _, _) = ends[2];
+        let mut bad = f.clone();
+        bad[third as usize + 20] ^= 1;
+        let t = write_tmp(&bad);
+        let v = valid_prefix(t.path(), 4).unwrap();
+        assert_eq!(v.len, third);
+        assert_eq!(v.last_event_type, Some(ends[1].2));
+        let v = valid_prefix(t.path(), ends[1].0).unwrap();
+        assert_eq!(v.len, third);
+        let v = valid_prefix(t.path(), third).unwrap();
+        assert_eq!(v.len, third);
+        assert_eq!(v.last_event_type, None);
+        // Bad arguments.
+        assert!(valid_prefix(t.path(), 3).is_err());
+        assert!(valid_prefix(t.path(), f.len() as u64 + 1).is_err());
+        // A broken FDE: nothing beyond start.
+        let mut bad = f.clone();
+        bad[30] ^= 1;
+        let t = write_tmp(&bad);
+        let v = valid_prefix(t.path(), 4).unwrap();
+        assert_eq!(v.len, 4);
+        assert!(v.fde.is_none());
+    }
+
+    #[test]
+    fn check_file_on_disk() {
+        let f = good_file();
+        let t = write_tmp(&f);
+        let r = check_file(t.path(), &strict()).unwrap();
+        assert!(r.is_ok());
+        assert!(check_file(Path::new("/nonexistent/binlog.000001"), &strict()).is_err());
+    }
+}
