@@ -1,1 +1,201 @@
-fn main() {}
+//! Cold catch-up benchmark: binlog-server against `mariadb-binlog --raw`, same primary,
+//! same run.
+//!
+//! 1. Starts a sandbox MariaDB primary (ROW, CRC32, max_binlog_size 128 MiB) and
+//!    generates about `--mb` MB (default 1024) of binlogs with a server-side procedure:
+//!    sysbench-like transactions of 3 INSERTs of ~1 KB rows plus an UPDATE.
+//! 2. Times `mariadb-binlog --read-from-remote-server --raw --to-last-log` copying all of
+//!    them into an empty directory.
+//! 3. Times binlog-server (CRC32 check of every event, fdatasync every 50 ms, RocksDB
+//!    index on) from process start until its durable position equals the primary's end.
+//! 4. Checks both copies against the primary by SHA-256, prints MB/s of each and the
+//!    ratio.
+//!
+//! The primary's files are in the page cache for both runs (they were just written);
+//! "cold" means an empty archive. Run: `bash scripts/bench.sh [--mb N]`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use binlog_tests::*;
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with("mysql-bin.0") {
+            n += e.metadata()?.len();
+        }
+    }
+    Ok(n)
+}
+
+fn main() -> Result<()> {
+    let mut mb: u64 = 1024;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--mb" => mb = args.next().context("--mb needs a number")?.parse()?,
+            "--bench" => {} // passed by `cargo bench`
+            other => bail!("unknown argument {other:?}; usage: catchup [--mb N]"),
+        }
+    }
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .join("binlog-server");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first (scripts/bench.sh does)",
+            bin.display()
+        );
+    }
+    let mariadb_binlog = require_tool("mariadb-binlog");
+
+    println!("== primary: generating about {mb} MB of binlogs");
+    let db = MariaDb::start(MariaDbOptions {
+        max_binlog_size: 128 << 20,
+        extra_args: vec!["--max-allowed-packet=64M".into()],
+        ..Default::default()
+    })?;
+    db.sql(
+        "CREATE TABLE test.sbtest (id BIGINT AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL, c CHAR(120), pad VARCHAR(1024), KEY(k)) ENGINE=InnoDB;
+         CREATE PROCEDURE test.gen(n INT)
+         BEGIN
+           DECLARE i INT DEFAULT 0;
+           WHILE i < n DO
+             START TRANSACTION;
+             INSERT INTO test.sbtest (k, c, pad) VALUES
+               (i, MD5(i), REPEAT(MD5(RAND()), 30)),
+               (i + 1, MD5(i + 1), REPEAT(MD5(RAND()), 30)),
+               (i + 2, MD5(i + 2), REPEAT(MD5(RAND()), 30));
+             UPDATE test.sbtest SET k = k + 1 WHERE id = GREATEST(1, LAST_INSERT_ID() - 100);
+             COMMIT;
+             SET i = i + 1;
+           END WHILE;
+         END",
+    )?;
+    let t = Instant::now();
+    let target = mb << 20;
+    let mut total = 0u64;
+    while total < target {
+        db.sql("CALL test.gen(20000)")?;
+        total = db.binlog_files()?.iter().map(|(_, s)| s).sum();
+    }
+    db.flush_binary_logs()?;
+    let files = db.binlog_files()?;
+    let total: u64 = files.iter().map(|(_, s)| s).sum();
+    let txns: u64 = db
+        .gtid_binlog_pos()?
+        .rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "   {} files, {:.1} MB, {} transactions, generated in {:.1} s",
+        files.len(),
+        total as f64 / 1e6,
+        txns,
+        t.elapsed().as_secs_f64()
+    );
+    let work = tempfile::tempdir()?;
+
+    // mariadb-binlog --raw.
+    let raw_dir = work.path().join("raw");
+    std::fs::create_dir_all(&raw_dir)?;
+    let t = Instant::now();
+    let out = Command::new(&mariadb_binlog)
+        .args([
+            "--read-from-remote-server",
+            "--raw",
+            "--to-last-log",
+            "--host=127.0.0.1",
+            &format!("--port={}", db.port()),
+            &format!("--user={REPL_USER}"),
+            &format!("--password={REPL_PASSWORD}"),
+        ])
+        .arg(format!("--result-file={}/", raw_dir.display()))
+        .arg(&files[0].0)
+        .output()?;
+    let raw_secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "mariadb-binlog failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let raw_bytes = dir_bytes(&raw_dir)?;
+
+    // binlog-server.
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg_dir = work.path().join("bs");
+    let cfg = write_config_sources(
+        &cfg_dir,
+        &http,
+        &[SourceSpec {
+            name: "db".into(),
+            url: db.repl_url(),
+            server_id: 4242,
+            start: "\"earliest\"".into(),
+        }],
+        "",
+    )?;
+    let (last_file, last_pos) = db.master_status()?;
+    let t = Instant::now();
+    let server = ServerProcess::start(&bin, &cfg, &http)?;
+    wait_for(
+        "binlog-server to catch up",
+        Duration::from_secs(600),
+        || {
+            let s = server.get_json("/v1/sources/db")?;
+            Ok((s["durable_file"].as_str() == Some(last_file.as_str())
+                && s["durable_pos"].as_u64() == Some(last_pos))
+            .then_some(()))
+        },
+    )?;
+    let bs_secs = t.elapsed().as_secs_f64();
+    let archive = cfg_dir.join("data").join("db");
+    let bs_bytes = dir_bytes(&archive)?;
+    let metrics = server.get_text("/metrics")?.1;
+    let fsyncs = metrics
+        .lines()
+        .find(|l| l.starts_with("binlog_server_fsyncs_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let indexed = server.get_json(&format!(
+        "/v1/sources/db/lookup?gtid={}",
+        db.gtid_binlog_pos()?
+    ))?;
+
+    // Both copies must equal the primary's closed files.
+    assert_archive_identical(&db, &archive)?;
+    for (name, _) in &files[..files.len() - 1] {
+        let a = sha256_file(&raw_dir.join(name))?;
+        if a != sha256_file(&db.binlog_path(name))? {
+            bail!("mariadb-binlog's copy of {name} differs from the primary's");
+        }
+    }
+
+    let raw_mbs = raw_bytes as f64 / 1e6 / raw_secs;
+    let bs_mbs = bs_bytes as f64 / 1e6 / bs_secs;
+    println!(
+        "== cold catch-up of {:.1} MB ({} files, {} transactions)",
+        total as f64 / 1e6,
+        files.len(),
+        txns
+    );
+    println!("   mariadb-binlog --raw   : {raw_secs:>7.2} s  {raw_mbs:>7.1} MB/s  (no CRC check, no fsync)");
+    println!(
+        "   binlog-server          : {bs_secs:>7.2} s  {bs_mbs:>7.1} MB/s  (CRC32 every event, {fsyncs} fdatasyncs, index: last GTID -> {}:{})",
+        indexed["transaction"]["file"].as_str().unwrap_or("?"),
+        indexed["transaction"]["end"]
+    );
+    println!(
+        "   ratio                  : {:.2}x (target >= 3x)",
+        bs_mbs / raw_mbs
+    );
+    Ok(())
+}

@@ -213,11 +213,17 @@ fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option
     (size, v.at.is_some(), later)
 }
 
-/// True while the primary's last poll still shows `file` as its newest binlog: its size
-/// there is not final yet, so the check waits for the next poll.
-fn still_active_on_primary(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> bool {
+/// True while the primary's last poll cannot give `file`'s final size yet: the poll
+/// still shows it as the primary's newest binlog, or was taken before the file existed.
+/// The check then waits for the next poll, unless the view is stale (primary unreachable
+/// for over a minute), in which case the file is checked without the size comparison.
+fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> bool {
     let v = view.lock().unwrap_or_else(|p| p.into_inner());
-    v.binlogs.last().is_some_and(|(n, _)| n == file)
+    let fresh = v.at.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+    fresh
+        && v.binlogs
+            .last()
+            .is_some_and(|(n, _)| store::binlog_order(n) <= store::binlog_order(file))
 }
 
 async fn check_one(
@@ -278,7 +284,7 @@ async fn check_one(
         }
         return;
     }
-    if still_active_on_primary(view, file) {
+    if size_not_final_yet(view, file) {
         return;
     }
     let previous_sha = if row.state == FileState::Succ {
@@ -381,9 +387,7 @@ fn verdict(
     let missing_terminal_only = !r.problems.is_empty()
         && r.problems
             .iter()
-            .all(|p| p.what.contains("ROTATE") || p.what.contains("STOP"))
-        && r.last_event_type != Some(event_type::ROTATE)
-        && r.last_event_type != Some(event_type::STOP);
+            .all(|p| p.kind == crate::checker::ProblemKind::NoTerminalEvent);
     let size_note = match (expected, polled) {
         (Some(s), _) => format!("size {s} = primary's"),
         (None, true) => "size not compared: the primary no longer lists it".into(),

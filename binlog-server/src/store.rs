@@ -42,6 +42,10 @@ use crate::event::{self, BINLOG_MAGIC};
 /// Name of the control file inside a source directory.
 pub const CONTROL_FILE: &str = "binlog-server.state";
 
+/// File offset of the low byte of the first FORMAT_DESCRIPTION's flags (4-byte magic +
+/// 17 bytes of header before the flags).
+pub const IN_USE_FLAG_OFFSET: u64 = 4 + 17;
+
 /// Suffix of temporary re-pull files.
 pub const REPULL_SUFFIX: &str = ".repull";
 
@@ -333,6 +337,26 @@ impl ActiveFile {
     /// True when bytes were appended since the last sync.
     pub fn dirty(&self) -> bool {
         self.len != self.durable
+    }
+
+    /// Sets LOG_EVENT_BINLOG_IN_USE_F in the file's FORMAT_DESCRIPTION (byte 21), as it
+    /// stays on the primary's disk when the primary crashed with this file open: the
+    /// primary streams the FDE with the flag cleared, so without this the archived copy
+    /// of a crash-closed file would differ from the primary's in that one byte. The CRC
+    /// is computed with the flag cleared, so it stays valid. Flushes and syncs.
+    pub fn mark_in_use(&mut self, store: &SourceStore) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.flush()?;
+        let f = self.file.get_ref();
+        let mut b = [0u8; 1];
+        if self.len <= IN_USE_FLAG_OFFSET {
+            return Ok(());
+        }
+        f.read_exact_at(&mut b, IN_USE_FLAG_OFFSET)?;
+        b[0] |= event::LOG_EVENT_BINLOG_IN_USE_F as u8;
+        f.write_all_at(&b, IN_USE_FLAG_OFFSET)?;
+        self.durable = 0;
+        self.sync(store)
     }
 
     /// Flushes the buffer and fdatasyncs the file (and, the first time, the directory

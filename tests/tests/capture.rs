@@ -423,3 +423,105 @@ fn bad_config_is_refused_naming_the_key() -> Result<()> {
     assert!(!err.contains("pw@"), "password leaked: {err}");
     Ok(())
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the openssl CLI.
+fn make_certs(dir: &Path) -> Result<()> {
+    let openssl = require_tool("openssl");
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=binlog-server test CA",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ])?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    Ok(())
+}
+
+#[test]
+fn tls_primary_with_verified_certificate() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    make_certs(certs.path())?;
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let db = MariaDb::start(MariaDbOptions {
+        extra_args: vec![
+            format!("--ssl-ca={}", p("ca.pem")),
+            format!("--ssl-cert={}", p("server.pem")),
+            format!("--ssl-key={}", p("server.key")),
+            "--require-secure-transport=ON".into(),
+        ],
+        ..Default::default()
+    })?;
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let url = format!(
+        "{}?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+        db.repl_url(),
+        p("ca.pem")
+    );
+    let cfg = write_config_sources(dir.path(), &http, &[spec("tls", &url, 4242)], FAST)?;
+    let server = ServerProcess::start(&bin(), &cfg, &http)?;
+    load(&db, 200)?;
+    db.flush_binary_logs()?;
+    wait_caught_up(&server, &db, "tls", Duration::from_secs(60))?;
+    assert_archive_identical(&db, &archive(dir.path(), "tls"))?;
+    wait_all_succ(&server, "tls", Duration::from_secs(60))?;
+    // The primary refuses plain connections, so everything above went over TLS.
+    let ssl_conns: u64 = db
+        .sql_value("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'SSL_ACCEPTS'")?
+        .parse()?;
+    assert!(ssl_conns >= 2, "{ssl_conns}");
+    Ok(())
+}

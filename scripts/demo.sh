@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on the embedded defaults: installs MariaDB if absent, builds
+# binlog-server, starts a sandbox MariaDB primary with a write load, runs binlog-server
+# against it (SQLite catalog and archive in a temporary directory), and prints
+# GET /v1/sources and the binlog list while files go ACTIVE -> REPORTED -> SUCC.
+# Options are passed on: --seconds N (load duration, default 30), --dir DIR (keep the
+# archive there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
+cargo build -p binlog-server -p binlog-tests --bins
+exec "$CARGO_TARGET_DIR/debug/demo" "$@"
