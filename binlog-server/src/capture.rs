@@ -139,16 +139,110 @@ struct Writer {
     source: String,
     store: Arc<SourceStore>,
     index: Arc<Index>,
-    metrics: Arc<Metrics>,
     notes: mpsc::UnboundedSender<WriterNote>,
     active: Option<ActiveFile>,
     fde: Option<FormatDescription>,
     tracker: TxnTracker,
     pending: Vec<TxnRecord>,
     progress: Progress,
-    next_ordinal: u64,
     /// Type of the last event appended to the active file.
     last_type: Option<u8>,
+    /// Set while closing a file: the control file is flushed too.
+    closing: bool,
+    /// The syncer thread's queue.
+    syncer: std::sync::mpsc::Sender<(SyncJob, SyncReply)>,
+    /// Result of the sync in flight.
+    inflight: Option<std::sync::mpsc::Receiver<Result<(String, u64), String>>>,
+}
+
+/// Where the syncer answers: the file and the length now durable, or the error.
+type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), String>>;
+
+/// One sync for the syncer thread.
+struct SyncJob {
+    ticket: crate::store::SyncTicket,
+    name: String,
+    records: Vec<TxnRecord>,
+    upto: u64,
+    progress: FileProgress,
+    flush_control: bool,
+}
+
+/// The syncer thread: makes appended data durable (fdatasync), then records the durable
+/// length (control file), then indexes the transactions now durable, then tells the
+/// async side, in submission order. A failed fdatasync is final (fsyncgate: the page
+/// cache may have dropped the dirty pages), reported to the writer and the async side.
+struct Syncer {
+    source: String,
+    store: Arc<SourceStore>,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+    notes: mpsc::UnboundedSender<WriterNote>,
+    next_ordinal: u64,
+}
+
+impl Syncer {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<(SyncJob, SyncReply)>) {
+        let fsyncs = self
+            .metrics
+            .fsyncs
+            .get_or_create(&Metrics::label(&self.source))
+            .clone();
+        for (job, reply) in jobs {
+            let r = self.one(job, &fsyncs);
+            let failed = r.is_err();
+            if let Err(e) = &r {
+                let _ = self.notes.send(WriterNote::Failed(e.clone()));
+            }
+            let _ = reply.send(r);
+            if failed {
+                return;
+            }
+        }
+    }
+
+    fn one(
+        &mut self,
+        job: SyncJob,
+        fsyncs: &prometheus_client::metrics::counter::Counter,
+    ) -> Result<(String, u64), String> {
+        let t = &job.ticket;
+        t.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync {}: {e}", job.name))?;
+        if t.new_entry {
+            store::fsync_dir(self.store.dir())
+                .map_err(|e| format!("fsync the directory of {}: {e}", job.name))?;
+        }
+        fsyncs.inc();
+        self.store
+            .write_control(
+                &Control {
+                    file: job.name.clone(),
+                    durable_len: t.len,
+                },
+                job.flush_control,
+            )
+            .map_err(|e| format!("write the control file: {e}"))?;
+        match self.index.commit(
+            &self.source,
+            &job.name,
+            &job.records,
+            job.upto,
+            self.next_ordinal,
+        ) {
+            Ok(pos) => self.next_ordinal = pos.next_ordinal,
+            Err(e) => {
+                warn!(source = %self.source, error = %e, "index write failed; it will be rebuilt from the files on restart")
+            }
+        }
+        let _ = self.notes.send(WriterNote::Durable {
+            file: job.name.clone(),
+            len: t.len,
+            progress: job.progress,
+        });
+        Ok((job.name, t.len))
+    }
 }
 
 impl Writer {
@@ -213,7 +307,10 @@ impl Writer {
 
     fn close(&mut self) -> std::io::Result<()> {
         if self.active.is_some() {
-            self.sync()?;
+            self.closing = true;
+            let r = self.sync();
+            self.closing = false;
+            r?;
         }
         let terminal = matches!(self.last_type, Some(event_type::ROTATE | event_type::STOP));
         if let Some(a) = self.active.as_mut() {
@@ -264,43 +361,74 @@ impl Writer {
         self.active.as_ref().is_some_and(|a| a.dirty())
     }
 
-    /// fdatasync, then the control file, then the index, then tell the async side.
-    fn sync(&mut self) -> std::io::Result<()> {
+    /// Collects the result of the sync in flight, if any: `wait` blocks for it. Returns
+    /// false when one is still running (and `wait` is false).
+    fn collect_sync(&mut self, wait: bool) -> std::io::Result<bool> {
+        let Some(rx) = &self.inflight else {
+            return Ok(true);
+        };
+        let r = if wait {
+            rx.recv().map_err(|_| "the syncer thread died".to_string())
+        } else {
+            match rx.try_recv() {
+                Ok(r) => Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(false),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err("the syncer thread died".to_string())
+                }
+            }
+        };
+        self.inflight = None;
+        match r.and_then(|x| x) {
+            Ok((name, len)) => {
+                if let Some(a) = self.active.as_mut() {
+                    if a.name == name {
+                        a.mark_durable(len);
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Hands everything appended so far to the syncer thread (fdatasync, then the control
+    /// file, then the index, then the note to the async side), so appends go on while the
+    /// disk works. With `wait`, blocks until it is durable. Without, does nothing while a
+    /// previous sync is still running. Returns whether the data is now submitted.
+    fn request_sync(&mut self, wait: bool) -> std::io::Result<bool> {
+        if !self.collect_sync(wait)? {
+            return Ok(false);
+        }
         let Some(a) = self.active.as_mut() else {
-            return Ok(());
+            return Ok(true);
         };
         if !a.dirty() {
-            return Ok(());
+            return Ok(true);
         }
-        a.sync(&self.store)?;
-        self.metrics
-            .fsyncs
-            .get_or_create(&Metrics::label(&self.source))
-            .inc();
-        self.store.write_control(&Control {
-            file: a.name.clone(),
-            durable_len: a.durable,
-        })?;
-        let upto = self.tracker.open_txn_start().unwrap_or(a.durable);
-        match self.index.commit(
-            &self.source,
-            &a.name,
-            &self.pending,
-            upto,
-            self.next_ordinal,
-        ) {
-            Ok(pos) => self.next_ordinal = pos.next_ordinal,
-            Err(e) => {
-                warn!(source = %self.source, error = %e, "index write failed; it will be rebuilt from the files on restart")
-            }
+        let ticket = a.prepare_sync()?;
+        let job = SyncJob {
+            upto: self.tracker.open_txn_start().unwrap_or(ticket.len),
+            name: a.name.clone(),
+            progress: self.progress.to_file(&a.name, ticket.len),
+            ticket,
+            records: std::mem::take(&mut self.pending),
+            flush_control: self.closing,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.syncer
+            .send((job, tx))
+            .map_err(|_| std::io::Error::other("the syncer thread died"))?;
+        self.inflight = Some(rx);
+        if wait {
+            self.collect_sync(true)?;
         }
-        self.pending.clear();
-        let _ = self.notes.send(WriterNote::Durable {
-            file: a.name.clone(),
-            len: a.durable,
-            progress: self.progress.to_file(&a.name, a.durable),
-        });
-        Ok(())
+        Ok(true)
+    }
+
+    /// Blocking sync of everything appended.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.request_sync(true).map(|_| ())
     }
 
     fn position(&self) -> Option<(String, u64)> {
@@ -331,42 +459,49 @@ impl Writer {
         }
     }
 
-    /// The writer thread's loop. fsync policy: at most `interval` after the first unsynced
-    /// byte while data flows; at once when a message arrives after an idle spell longer
-    /// than `interval`. An I/O error is final: after a failed fsync the page cache state
-    /// is unknown, so the source stops (restart recovers from the disk).
+    /// The writer thread's loop. fsync policy: at most `interval` after the first
+    /// unsynced byte while data flows, and at once when no message has arrived for
+    /// [`IDLE_GRACE`] (the stream caught up or paused). An I/O error is final: after a
+    /// failed fsync the page cache state is unknown, so the source stops (a restart
+    /// recovers from the disk).
     fn run(
         mut self,
         rt: tokio::runtime::Handle,
         mut rx: mpsc::Receiver<WriterMsg>,
         interval: Duration,
     ) {
-        let mut last_sync = Instant::now();
+        let mut first_dirty: Option<Instant> = None;
         loop {
-            let wait = if self.dirty() {
-                interval.saturating_sub(last_sync.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            let got = rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await });
-            let res = match got {
-                Ok(Some(msg)) => {
-                    let idle_before = !self.dirty();
-                    let r = self.handle(msg);
-                    if idle_before && last_sync.elapsed() >= interval {
-                        // Re-arm the timer from the first unsynced byte.
-                        last_sync = Instant::now() - interval / 2;
-                    }
-                    r.and_then(|_| {
-                        if self.dirty() && last_sync.elapsed() >= interval {
-                            last_sync = Instant::now();
-                            self.sync()
-                        } else {
-                            Ok(())
-                        }
-                    })
+            let msg = match rx.try_recv() {
+                Ok(m) => Some(Some(m)),
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let wait = match first_dirty {
+                        Some(t) => interval
+                            .saturating_sub(t.elapsed())
+                            .min(IDLE_GRACE)
+                            .max(Duration::from_millis(1)),
+                        None if self.inflight.is_some() => Duration::from_millis(1),
+                        None => Duration::from_secs(3600),
+                    };
+                    rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+                        .ok()
                 }
-                Ok(None) => {
+            };
+            let res = match msg {
+                Some(Some(msg)) => self.handle(msg).and_then(|_| {
+                    if !self.dirty() {
+                        first_dirty = None;
+                        return self.collect_sync(false).map(|_| ());
+                    }
+                    let t = *first_dirty.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= interval && self.request_sync(false)? {
+                        first_dirty = None;
+                    }
+                    Ok(())
+                }),
+                Some(None) => {
+                    self.closing = true;
                     if let Err(e) = self.sync() {
                         let _ = self
                             .notes
@@ -374,9 +509,13 @@ impl Writer {
                     }
                     return;
                 }
-                Err(_) => {
-                    last_sync = Instant::now();
-                    self.sync()
+                None => {
+                    // Idle (or the interval passed): sync now if no sync is running.
+                    self.request_sync(false).map(|submitted| {
+                        if submitted {
+                            first_dirty = None;
+                        }
+                    })
                 }
             };
             if let Err(e) = res {
@@ -389,6 +528,10 @@ impl Writer {
         }
     }
 }
+
+/// How long the writer waits for more data before it treats the stream as idle and
+/// syncs at once.
+const IDLE_GRACE: Duration = Duration::from_millis(2);
 
 /// Why one streaming attempt ended.
 enum StreamEnd {
@@ -522,19 +665,33 @@ async fn run_source(
     // 2. The writer thread and the note handler.
     let (wtx, wrx) = mpsc::channel::<WriterMsg>(256);
     let (ntx, mut nrx) = mpsc::unbounded_channel::<WriterNote>();
-    let writer = Writer {
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel();
+    let syncer = Syncer {
         source: name.clone(),
         store: store.clone(),
         index: shared.index.clone(),
         metrics: shared.metrics.clone(),
+        notes: ntx.clone(),
+        next_ordinal,
+    };
+    let syncer_thread = std::thread::Builder::new()
+        .name(format!("syncer-{name}"))
+        .spawn(move || syncer.run(sync_rx))
+        .context("start the syncer thread")?;
+    let writer = Writer {
+        source: name.clone(),
+        store: store.clone(),
+        index: shared.index.clone(),
         notes: ntx,
         active: None,
         fde: None,
         tracker: TxnTracker::new(),
         pending: Vec::new(),
         progress: Progress::default(),
-        next_ordinal,
         last_type: None,
+        closing: false,
+        syncer: sync_tx,
+        inflight: None,
     };
     let handle = tokio::runtime::Handle::current();
     let interval = shared.capture.fsync_interval;
@@ -657,7 +814,9 @@ async fn run_source(
                 &format!("{m}: check the disk, then restart binlog-server"),
             )
             .await;
-            wait_for_restart(&mut commands, &cancel).await;
+            // The writer thread is gone and the file state after a failed write or fsync
+            // is unknown: only a process restart (with crash recovery) may go on.
+            cancel.cancelled().await;
             break;
         }
         // Where to resume: the writer's durable position once it has drained.
@@ -677,6 +836,7 @@ async fn run_source(
         if accept_gap {
             resume = store::Resume::Empty;
         }
+        let attempt_started = Instant::now();
         let attempt = stream_once(
             &shared,
             &src,
@@ -694,6 +854,10 @@ async fn run_source(
             other => other,
         };
         accept_gap = false;
+        if attempt_started.elapsed() >= Duration::from_secs(10) {
+            // The connection worked for a while: start the backoff over.
+            backoff = shared.capture.reconnect_min_backoff;
+        }
         let (msg, definite) = match end {
             StreamEnd::Transient(m) => (m, false),
             StreamEnd::Definite(m) => (m, true),
@@ -751,7 +915,11 @@ async fn run_source(
         backoff = (backoff * 2).min(shared.capture.reconnect_max_backoff);
     }
     drop(wtx);
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = writer_thread.join();
+        let _ = syncer_thread.join();
+    })
+    .await;
     status.lock().state = CaptureState::Stopped;
     let _ = shared
         .catalog

@@ -30,6 +30,28 @@ use crate::primary;
 use crate::status::{Metrics, StatusCell};
 use crate::store::{self, SourceStore, REPULL_SUFFIX};
 
+/// Runs `f` on its own thread at nice level 10, so that checking (a full read, CRC walk
+/// and SHA-256 of a file) yields the CPU to capture, which must keep up with the primary.
+/// The error case means the thread panicked or could not be started.
+async fn low_priority<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("checker".into())
+        .spawn(move || {
+            // SAFETY: setpriority on the calling thread (tid from gettid) only changes
+            // its scheduling priority; failure is harmless and ignored.
+            unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("start a checker thread: {e}"))?;
+    rx.await.map_err(|_| "the checker thread died".to_string())
+}
+
 /// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
 /// connection open; updates the lag in the status and the metrics. Cancellation-safe.
 pub async fn poll_primary(
@@ -320,7 +342,7 @@ async fn recheck(
         require_terminal: true,
         expected_size: expected,
     };
-    let report = match tokio::task::spawn_blocking(move || check_file(&path, &opts)).await {
+    let report = match low_priority(move || check_file(&path, &opts)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             warn!(source = %name, file, error = %e, "cannot read the file to check it");
@@ -482,7 +504,7 @@ async fn repull(
     drop(f);
     let dst = store.path(file);
     let tmp2 = tmp.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = low_priority(move || {
         check_file(
             &tmp2,
             &CheckOptions {

@@ -64,11 +64,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     });
 
     let mut failure = None;
+    let mut http_done = false;
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             r = &mut http => {
-                failure = Some(anyhow::anyhow!("the HTTP server stopped: {r:?}"));
+                http_done = true;
+                if !cancel.is_cancelled() {
+                    failure = Some(anyhow::anyhow!("the HTTP server stopped: {r:?}"));
+                }
                 break;
             }
             Some(done) = tasks.join_next() => {
@@ -88,7 +93,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             error!(source = %name, error = %format!("{e:#}"), "source ended with an error");
         }
     }
-    let _ = http.await;
+    if !http_done {
+        let _ = http.await;
+    }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -15,8 +15,8 @@
 //!
 //! The active file is written in place (append only). Bytes become *durable* when the
 //! writer has called `fdatasync` on the file; only then is the new durable length written
-//! to the control file (write `binlog-server.state.tmp`, fsync, rename, fsync the
-//! directory), and only then are the transactions that end inside the durable prefix
+//! to the control file (write `binlog-server.state.tmp`, rename; fsynced too when a file
+//! is opened or closed and at shut-down), and only then are the transactions that end inside the durable prefix
 //! given to the index. A closed file is fsynced before the next file is created, and a
 //! new file's directory entry is fsynced before its first event counts as durable.
 //!
@@ -33,6 +33,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -183,10 +184,23 @@ impl SourceStore {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Records the durable length of the active file (call only after fsync).
-    pub fn write_control(&self, c: &Control) -> io::Result<()> {
+    /// Records the durable length of the active file. Call only after the data's
+    /// fdatasync returned, so the record never claims more than the disk holds.
+    ///
+    /// With `flush = false` (every sync while streaming) the record is replaced by
+    /// write + rename without fsyncs: it is a recovery hint, and after a crash it is at
+    /// worst older than the truth (recovery then validates more of the file) or missing
+    /// (recovery validates from position 4). Each forced flush costs the disk a journal
+    /// commit, so only file switches and shut-down use `flush = true`.
+    pub fn write_control(&self, c: &Control, flush: bool) -> io::Result<()> {
         let bytes = serde_json::to_vec(c).map_err(io::Error::other)?;
-        write_atomic(&self.dir.join(CONTROL_FILE), &bytes)
+        let path = self.dir.join(CONTROL_FILE);
+        if flush {
+            return write_atomic(&path, &bytes);
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, &path)
     }
 
     fn recover(&self) -> io::Result<(Resume, Option<String>)> {
@@ -228,10 +242,13 @@ impl SourceStore {
                 size - len
             ));
         }
-        self.write_control(&Control {
-            file: last.clone(),
-            durable_len: len,
-        })?;
+        self.write_control(
+            &Control {
+                file: last.clone(),
+                durable_len: len,
+            },
+            true,
+        )?;
         if last_event_type == Some(event::event_type::ROTATE) {
             if let Some(r) = last_rotate {
                 if is_safe_file_name(&r.next_file) && r.next_file != last {
@@ -257,23 +274,48 @@ impl SourceStore {
 
 /// The file being appended to by the writer.
 ///
-/// Writes go through a 1 MiB buffer (one `write` per buffer, not per event); [`sync`]
-/// flushes and `fdatasync`s. `len` counts bytes handed to [`append`]; `durable` counts
-/// bytes known to be on disk.
-///
-/// [`sync`]: ActiveFile::sync
-/// [`append`]: ActiveFile::append
+/// Appends go through a 1 MiB buffer (one `write` per buffer, not per event).
+/// [`ActiveFile::prepare_sync`] flushes the buffer and hands out what a sync needs, so
+/// the fdatasync itself can run on another thread while appends go on
+/// ([`crate::capture`]'s syncer); [`ActiveFile::sync`] is the blocking form. `len`
+/// counts bytes appended; `requested` bytes handed to a sync; `durable` bytes known to be
+/// on disk.
 #[derive(Debug)]
 pub struct ActiveFile {
     /// File name (the primary's).
     pub name: String,
-    file: io::BufWriter<File>,
+    file: Arc<File>,
+    buf: Vec<u8>,
     /// Bytes appended (buffered or written).
     pub len: u64,
+    /// Bytes handed to a sync (>= durable).
+    pub requested: u64,
     /// Bytes known durable.
     pub durable: u64,
     new_entry: bool,
+    /// Offset up to which write-back to the disk has been started.
+    kicked: u64,
 }
+
+/// What a sync of the active file needs: the file, the length it makes durable, and
+/// whether the directory entry (a new file) must be synced too.
+#[derive(Debug, Clone)]
+pub struct SyncTicket {
+    /// The file (shared with the writer).
+    pub file: Arc<File>,
+    /// Length that is durable once `file.sync_data()` returns.
+    pub len: u64,
+    /// The file was created since the last sync: fsync its directory as well.
+    pub new_entry: bool,
+}
+
+/// Size of the append buffer, bytes.
+const APPEND_BUFFER: usize = 1 << 20;
+
+/// Write-back of appended bytes is started (not waited for) every this many bytes, so
+/// the disk works while data streams in and each fdatasync only waits for the rest
+/// (RocksDB's `bytes_per_sync` idea).
+const WRITEBACK_CHUNK: u64 = 4 << 20;
 
 impl ActiveFile {
     /// Opens `name` in `store` for appending at `pos`. A missing file is created with the
@@ -295,14 +337,19 @@ impl ActiveFile {
             .read(true)
             .open(&path)?;
         let mut new_entry = false;
+        let mut buf = Vec::with_capacity(APPEND_BUFFER);
+        let mut len = pos;
         if !exists {
             if pos != 4 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{name} is not archived locally; it can only be started at position 4, not {pos}"),
+                    format!(
+                        "{name} is not archived locally; it can only be started at position 4, not {pos}"
+                    ),
                 ));
             }
-            f.write_all(&BINLOG_MAGIC)?;
+            buf.extend_from_slice(&BINLOG_MAGIC);
+            len = 4;
             new_entry = true;
         } else {
             let size = f.metadata()?.len();
@@ -317,58 +364,120 @@ impl ActiveFile {
             }
         }
         use std::io::Seek;
-        f.seek(io::SeekFrom::Start(pos))?;
+        f.seek(io::SeekFrom::Start(if new_entry { 0 } else { pos }))?;
+        let durable = if new_entry { 0 } else { pos };
         Ok(ActiveFile {
             name: name.to_owned(),
-            file: io::BufWriter::with_capacity(1 << 20, f),
-            len: pos,
-            durable: if new_entry { 0 } else { pos },
+            file: Arc::new(f),
+            buf,
+            len,
+            requested: durable,
+            durable,
             new_entry,
+            kicked: if new_entry { 0 } else { pos },
         })
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            (&*self.file).write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
     }
 
     /// Appends bytes (buffered).
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)?;
+        if self.buf.len() + bytes.len() > APPEND_BUFFER {
+            self.flush_buf()?;
+        }
+        if bytes.len() >= APPEND_BUFFER {
+            (&*self.file).write_all(bytes)?;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
         self.len += bytes.len() as u64;
+        if self.len - self.kicked >= WRITEBACK_CHUNK {
+            self.flush_buf()?;
+            self.start_writeback();
+        }
         Ok(())
     }
 
-    /// True when bytes were appended since the last sync.
+    /// Asks the kernel to start writing `[kicked, len)` to the disk without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Advisory: errors surface at fdatasync.
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(self.kicked),
+            libc::off64_t::try_from(self.len - self.kicked),
+        ) else {
+            return;
+        };
+        // SAFETY: the fd is owned by self.file and open for writing; the call only
+        // initiates write-back of that range.
+        unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        self.kicked = self.len;
+    }
+
+    /// True when bytes were appended that no sync has been asked for yet.
     pub fn dirty(&self) -> bool {
-        self.len != self.durable
+        self.len != self.requested
+    }
+
+    /// Flushes the buffer and returns what a sync of everything appended so far needs.
+    /// The caller runs `ticket.file.sync_data()` (and fsyncs the directory when
+    /// `new_entry`), then calls [`ActiveFile::mark_durable`].
+    pub fn prepare_sync(&mut self) -> io::Result<SyncTicket> {
+        self.flush_buf()?;
+        let t = SyncTicket {
+            file: self.file.clone(),
+            len: self.len,
+            new_entry: self.new_entry,
+        };
+        self.new_entry = false;
+        self.requested = self.len;
+        Ok(t)
+    }
+
+    /// Records that a sync up to `len` completed.
+    pub fn mark_durable(&mut self, len: u64) {
+        self.durable = self.durable.max(len.min(self.len));
     }
 
     /// Sets LOG_EVENT_BINLOG_IN_USE_F in the file's FORMAT_DESCRIPTION (byte 21), as it
     /// stays on the primary's disk when the primary crashed with this file open: the
     /// primary streams the FDE with the flag cleared, so without this the archived copy
     /// of a crash-closed file would differ from the primary's in that one byte. The CRC
-    /// is computed with the flag cleared, so it stays valid. Flushes and syncs.
+    /// is computed with the flag cleared, so it stays valid. Syncs.
     pub fn mark_in_use(&mut self, store: &SourceStore) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.flush()?;
-        let f = self.file.get_ref();
-        let mut b = [0u8; 1];
+        self.flush_buf()?;
         if self.len <= IN_USE_FLAG_OFFSET {
             return Ok(());
         }
-        f.read_exact_at(&mut b, IN_USE_FLAG_OFFSET)?;
+        let mut b = [0u8; 1];
+        self.file.read_exact_at(&mut b, IN_USE_FLAG_OFFSET)?;
         b[0] |= event::LOG_EVENT_BINLOG_IN_USE_F as u8;
-        f.write_all_at(&b, IN_USE_FLAG_OFFSET)?;
-        self.durable = 0;
-        self.sync(store)
-    }
-
-    /// Flushes the buffer and fdatasyncs the file (and, the first time, the directory
-    /// entry of a newly created file). Afterwards `durable == len`.
-    pub fn sync(&mut self, store: &SourceStore) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()?;
+        self.file.write_all_at(&b, IN_USE_FLAG_OFFSET)?;
+        self.file.sync_data()?;
         if self.new_entry {
             fsync_dir(store.dir())?;
             self.new_entry = false;
         }
-        self.durable = self.len;
+        Ok(())
+    }
+
+    /// Blocking sync: flush, fdatasync (and the directory entry of a new file).
+    pub fn sync(&mut self, store: &SourceStore) -> io::Result<()> {
+        let t = self.prepare_sync()?;
+        t.file.sync_data()?;
+        if t.new_entry {
+            fsync_dir(store.dir())?;
+        }
+        self.mark_durable(t.len);
         Ok(())
     }
 }
