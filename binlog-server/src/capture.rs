@@ -787,6 +787,7 @@ async fn run_source(
     tokio::spawn(crate::checktask::check_loop(
         shared.clone(),
         src.clone(),
+        status.clone(),
         store.clone(),
         primary_view.clone(),
         checker_wake.clone(),

@@ -123,7 +123,8 @@ pub async fn poll_primary(
 fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>) {
     let st = status.lock();
     let (Some(file), Some(pos)) = (st.durable_file.clone(), st.durable_pos) else {
-        return (None, None);
+        // Nothing archived yet: everything the primary lists is still to come.
+        return (Some(logs.iter().map(|(_, s)| s).sum()), None);
     };
     let mut behind = 0u64;
     let mut seen = false;
@@ -146,11 +147,16 @@ fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>
     (Some(behind), secs)
 }
 
+/// Capture is "catching up" while more than this many bytes behind the primary.
+const CATCH_UP_BYTES: u64 = 64 << 20;
+
 /// Checks REPORTED files, re-pulls FAIL ones, scrubs SUCC ones. Woken by `wake` (a file
 /// was closed) and every few seconds; `on_demand` names files to check now.
+#[allow(clippy::too_many_arguments)]
 pub async fn check_loop(
     shared: Shared,
     src: Source,
+    status: StatusCell,
     store: Arc<SourceStore>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     wake: Arc<Notify>,
@@ -160,6 +166,7 @@ pub async fn check_loop(
     let name = src.name.clone();
     let mut repulls: HashMap<String, u32> = HashMap::new();
     let mut last_scrub = Instant::now();
+    let mut deferred_since: Option<Instant> = None;
     loop {
         let mut forced: Vec<String> = Vec::new();
         tokio::select! {
@@ -168,6 +175,20 @@ pub async fn check_loop(
             Some(f) = on_demand.recv() => forced.push(f),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+        // While capture is far behind the primary (a catch-up), checks wait, up to 10
+        // minutes, so that reading, hashing and walking files does not take CPU and disk
+        // from capture on a small machine. Checks asked for by the API are not deferred.
+        let far_behind = status
+            .lock()
+            .bytes_behind
+            .is_some_and(|b| b > CATCH_UP_BYTES);
+        if far_behind && forced.is_empty() {
+            let since = *deferred_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < Duration::from_secs(600) {
+                continue;
+            }
+        }
+        deferred_since = None;
         // Give the first poll of the primary a moment so sizes can be compared.
         if view.lock().map(|v| v.at.is_none()).unwrap_or(true) {
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -18,15 +18,15 @@
 //! Entries and the new `meta` are written in one atomic `WriteBatch`, and only for
 //! transactions that end inside the durable prefix of the store (the writer calls
 //! [`Index::commit`] after fsync). `meta.offset` is always a transaction boundary, so
-//! indexing can resume there. Writes are not synced (the WAL is), so a crash can lose the
-//! newest batches; [`Index::catch_up`] re-indexes from `meta` to the store's durable end
+//! indexing can resume there. Writes skip RocksDB's write-ahead log (the index is derived
+//! from the binlogs), so a crash can lose the newest batches together with their `meta`; [`Index::catch_up`] re-indexes from `meta` to the store's durable end
 //! on start-up, and rebuilds the source from scratch when `meta` is missing or points
 //! past the store (files deleted by hand).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -203,7 +203,12 @@ impl Index {
         };
         let v = serde_json::to_vec(&pos).map_err(|e| IndexError::Corrupt(e.to_string()))?;
         batch.put(key(source, b"meta"), v);
-        self.db.write(batch)?;
+        // No write-ahead log: the index is derived data. A crash loses the newest batches
+        // and their `meta` together (RocksDB flushes memtables atomically), and
+        // catch_up re-indexes from the older `meta` on start.
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo)?;
         Ok(pos)
     }
 
