@@ -534,12 +534,39 @@ impl Writer {
 const IDLE_GRACE: Duration = Duration::from_millis(2);
 
 /// Why one streaming attempt ended.
-enum StreamEnd {
+pub(crate) enum StreamEnd {
     Transient(String),
     Definite(String),
     /// CRC failure at a position (counted to turn repeated ones definite).
     Crc(String, (String, u64)),
     Cancelled,
+}
+
+impl StreamEnd {
+    /// The reason, for errors reported elsewhere (re-pull).
+    pub(crate) fn message(self) -> String {
+        match self {
+            StreamEnd::Transient(m) | StreamEnd::Definite(m) | StreamEnd::Crc(m, _) => m,
+            StreamEnd::Cancelled => "cancelled".into(),
+        }
+    }
+}
+
+/// The checksum algorithm an arriving event is verified with: a FORMAT_DESCRIPTION
+/// carries its own; every other event follows the last FDE (or, before any, what was
+/// declared with `@master_binlog_checksum`).
+pub(crate) fn arrival_alg(
+    header: &EventHeader,
+    ev: &[u8],
+    current: ChecksumAlg,
+) -> Result<ChecksumAlg, String> {
+    if header.type_code == event_type::FORMAT_DESCRIPTION {
+        FormatDescription::parse(ev)
+            .map(|f| f.checksum_alg)
+            .map_err(|e| format!("bad FORMAT_DESCRIPTION: {e}"))
+    } else {
+        Ok(current)
+    }
 }
 
 impl From<SessionError> for StreamEnd {
@@ -1166,20 +1193,9 @@ async fn stream_once(
                 ))
             }
         };
-        // Checksum: an FDE carries its own algorithm; every other event follows the last
-        // FDE (or, before any, what we declared with @master_binlog_checksum).
-        let alg = if header.type_code == event_type::FORMAT_DESCRIPTION {
-            match FormatDescription::parse(&ev) {
-                Ok(f) => f.checksum_alg,
-                Err(e) => {
-                    return StreamEnd::Transient(format!(
-                        "bad FORMAT_DESCRIPTION at {}:{}: {e}",
-                        st.file, st.offset
-                    ))
-                }
-            }
-        } else {
-            st.alg
+        let alg = match arrival_alg(&header, &ev, st.alg) {
+            Ok(a) => a,
+            Err(e) => return StreamEnd::Transient(format!("{e} at {}:{}", st.file, st.offset)),
         };
         if let Err(e) = event::verify_checksum(&ev, alg) {
             crc_failures.inc();
@@ -1265,7 +1281,7 @@ async fn stream_once(
 }
 
 /// The reader's view of where the stream is.
-struct StreamState {
+pub(crate) struct StreamState {
     /// File the next stored event belongs to.
     file: String,
     /// Offset in `file` of the next stored event.
@@ -1276,20 +1292,47 @@ struct StreamState {
     alg: ChecksumAlg,
 }
 
-enum Action {
-    Skip,
-    /// The primary moved to another file (artificial ROTATE).
-    Switch {
-        file: String,
-        pos: u64,
-    },
-    /// Store the event; after it, switch to the named file (a real ROTATE).
-    Store {
-        then_switch: Option<String>,
-    },
+impl StreamState {
+    /// A stream that starts at `file`:`pos`; `alg` is the declared checksum algorithm.
+    pub(crate) fn new(file: &str, pos: u64, alg: ChecksumAlg) -> Self {
+        StreamState {
+            file: file.to_owned(),
+            offset: pos,
+            opened: false,
+            alg,
+        }
+    }
+
+    /// Offset in the current file of the next stored event.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Checksum algorithm of the current file.
+    pub(crate) fn alg(&self) -> ChecksumAlg {
+        self.alg
+    }
+
+    /// Moves past a stored event of `len` bytes.
+    pub(crate) fn advance(&mut self, len: u64) {
+        self.offset += len;
+    }
 }
 
-fn classify_event(
+/// What to do with an arriving event.
+pub(crate) enum Action {
+    /// Not part of the file (heartbeat, artificial event, re-sent FDE).
+    Skip,
+    /// The primary moved to another file (artificial ROTATE).
+    Switch { file: String, pos: u64 },
+    /// Store the event; after it, switch to the named file (a real ROTATE).
+    Store { then_switch: Option<String> },
+}
+
+/// Decides whether an arriving (CRC-checked) event is stored, skipped, or moves the
+/// stream to another file; checks contiguity and file names. Shared by capture and
+/// re-pull.
+pub(crate) fn classify_event(
     st: &mut StreamState,
     h: &EventHeader,
     ev: &[u8],

@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::capture::{PrimaryView, Shared};
+use crate::capture::{arrival_alg, classify_event, Action, PrimaryView, Shared, StreamState};
 use crate::checker::{check_file, CheckOptions, CheckReport};
 use crate::config::Source;
-use crate::event::{self, event_type, EventHeader, FormatDescription, BINLOG_MAGIC};
+use crate::event::{self, EventHeader, BINLOG_MAGIC};
 use crate::primary;
 use crate::status::{Metrics, StatusCell};
 use crate::store::{self, SourceStore, REPULL_SUFFIX};
@@ -474,8 +474,7 @@ async fn repull(
         std::fs::File::create(&tmp).map_err(|e| e.to_string())?,
     );
     out.write_all(&BINLOG_MAGIC).map_err(|e| e.to_string())?;
-    let mut offset = 4u64;
-    let mut alg = s.checksum;
+    let mut st = StreamState::new(file, 4, s.checksum);
     let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
     loop {
         let pkt = tokio::time::timeout(timeout, s.conn.read_binlog_packet())
@@ -484,41 +483,24 @@ async fn repull(
             .map_err(|e| e.to_string())?;
         let Some(ev) = pkt else { break };
         let h = EventHeader::parse(&ev).map_err(|e| e.to_string())?;
-        let this_alg = if h.type_code == event_type::FORMAT_DESCRIPTION {
-            FormatDescription::parse(&ev)
-                .map_err(|e| e.to_string())?
-                .checksum_alg
-        } else {
-            alg
-        };
-        event::verify_checksum(&ev, this_alg)
-            .map_err(|e| format!("CRC32 at {file}:{offset}: {e}"))?;
-        let artificial = h.flags & event::LOG_EVENT_ARTIFICIAL_F != 0;
-        if h.type_code == event_type::HEARTBEAT || h.type_code == event_type::HEARTBEAT_V2 {
-            continue;
-        }
-        if h.type_code == event_type::ROTATE && (artificial || h.log_pos == 0) {
-            let r = event::parse_rotate(&ev, this_alg).map_err(|e| e.to_string())?;
-            if r.next_file != file {
-                break; // the primary moved on: the file is complete
+        let alg = arrival_alg(&h, &ev, st.alg())?;
+        event::verify_checksum(&ev, alg)
+            .map_err(|e| format!("CRC32 at {file}:{}: {e}", st.offset()))?;
+        match classify_event(&mut st, &h, &ev, alg) {
+            Ok(Action::Skip) => {}
+            // The primary moved on to the next file: this one is complete.
+            Ok(Action::Switch { .. }) => break,
+            Ok(Action::Store { then_switch }) => {
+                out.write_all(&ev).map_err(|e| e.to_string())?;
+                st.advance(ev.len() as u64);
+                if then_switch.is_some() {
+                    break;
+                }
             }
-            continue;
-        }
-        if h.type_code == event_type::FORMAT_DESCRIPTION {
-            alg = this_alg;
-            if offset != 4 || h.log_pos == 0 {
-                continue;
-            }
-        }
-        if artificial || (h.type_code == event_type::MARIADB_GTID_LIST && h.log_pos == 0) {
-            continue;
-        }
-        out.write_all(&ev).map_err(|e| e.to_string())?;
-        offset += ev.len() as u64;
-        if h.type_code == event_type::ROTATE || h.type_code == event_type::STOP {
-            break;
+            Err(e) => return Err(e.message()),
         }
     }
+    let offset = st.offset();
     drop(s);
     let f = out.into_inner().map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;

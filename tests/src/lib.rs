@@ -347,32 +347,44 @@ impl MariaDb {
             .context("create temporary directory for mariadbd")?;
         let datadir = tmp.path().join("data");
         let install_log_path = tmp.path().join("install-db.log");
-        let install_log = File::create(&install_log_path)
-            .with_context(|| format!("create {}", install_log_path.display()))?;
-        let mut cmd = Command::new(&install_db);
-        cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", datadir.display()))
-            .arg("--auth-root-authentication-method=normal")
-            .arg("--skip-test-db");
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let status = cmd
-            .stdin(Stdio::null())
-            .stdout(
-                install_log
-                    .try_clone()
-                    .context("duplicate install-db log handle")?,
-            )
-            .stderr(install_log)
-            .status()
-            .with_context(|| format!("run {}", install_db.display()))?;
-        if !status.success() {
-            bail!(
-                "mariadb-install-db failed ({status}); tail of {}:\n{}",
-                install_log_path.display(),
-                file_tail(&install_log_path, 30)
-            );
+        // mariadb-install-db has been seen to fail now and then when several run at once
+        // (parallel tests); it is retried on a fresh datadir, and a final failure shows
+        // its log.
+        const INSTALL_ATTEMPTS: usize = 3;
+        for attempt in 1..=INSTALL_ATTEMPTS {
+            let _ = fs::remove_dir_all(&datadir);
+            let install_log = File::create(&install_log_path)
+                .with_context(|| format!("create {}", install_log_path.display()))?;
+            let mut cmd = Command::new(&install_db);
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", datadir.display()))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db");
+            if is_root() {
+                cmd.arg("--user=root");
+            }
+            let status = cmd
+                .stdin(Stdio::null())
+                .stdout(
+                    install_log
+                        .try_clone()
+                        .context("duplicate install-db log handle")?,
+                )
+                .stderr(install_log)
+                .status()
+                .with_context(|| format!("run {}", install_db.display()))?;
+            if status.success() {
+                break;
+            }
+            let tail = file_tail(&install_log_path, 60);
+            if attempt == INSTALL_ATTEMPTS {
+                bail!(
+                    "mariadb-install-db failed {INSTALL_ATTEMPTS} times ({status}); tail of {}:\n{tail}",
+                    install_log_path.display(),
+                );
+            }
+            eprintln!("harness: mariadb-install-db failed ({status}), retrying; log tail:\n{tail}");
+            std::thread::sleep(Duration::from_millis(500 * attempt as u64));
         }
 
         let mut db = MariaDb {

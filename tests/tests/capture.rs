@@ -230,7 +230,7 @@ fn sigkill_during_writes_loses_and_duplicates_nothing() -> Result<()> {
 }
 
 #[test]
-fn primary_restart_is_followed_without_gap() -> Result<()> {
+fn primary_restart_and_crash_are_followed_without_gap() -> Result<()> {
     let mut db = MariaDb::start(MariaDbOptions {
         max_binlog_size: 64 * 1024,
         ..Default::default()
@@ -243,6 +243,10 @@ fn primary_restart_is_followed_without_gap() -> Result<()> {
     wait_caught_up(&server, &db, "db", Duration::from_secs(60))?;
     db.restart()?;
     load(&db, 300)?;
+    wait_caught_up(&server, &db, "db", Duration::from_secs(60))?;
+    // A crash of the primary: its open file keeps LOG_EVENT_BINLOG_IN_USE_F and has no
+    // ROTATE/STOP; the archived copy must still be identical and SUCC.
+    db.kill9()?;
     db.restart()?;
     load(&db, 100)?;
     wait_caught_up(&server, &db, "db", Duration::from_secs(90))?;
@@ -259,6 +263,16 @@ fn primary_restart_is_followed_without_gap() -> Result<()> {
     assert_eq!(names, primary, "archive and primary list different files");
     let s = server.get_json("/v1/sources/db")?;
     assert!(s["reconnects"].as_u64().unwrap() >= 2, "{s}");
+    let crashed = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["info"].as_str().unwrap_or_default().contains("crash"))
+        .count();
+    assert_eq!(
+        crashed, 1,
+        "one file was closed by the primary's crash: {v}"
+    );
     Ok(())
 }
 
