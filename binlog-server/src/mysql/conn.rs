@@ -239,7 +239,7 @@ impl Conn {
                 Some(0xFF) => return Err(ConnError::Server(ServerError::parse(&p)?)),
                 Some(0xFE) => {
                     // AuthSwitchRequest: plugin name NUL, then plugin data.
-                    let mut r = Reader::new(&p[1..], "auth switch");
+                    let mut r = Reader::new(p.get(1..).unwrap_or_default(), "auth switch");
                     plugin = String::from_utf8_lossy(r.nul_str()?).into_owned();
                     let data = r.rest();
                     let data = data.strip_suffix(&[0]).unwrap_or(data);
@@ -293,13 +293,7 @@ impl Conn {
 
     /// True when a whole packet is already buffered (the next read will not block).
     pub fn has_buffered_packet(&self) -> bool {
-        if self.rbuf.len() < 4 {
-            return false;
-        }
-        let len = usize::from(self.rbuf[0])
-            | usize::from(self.rbuf[1]) << 8
-            | usize::from(self.rbuf[2]) << 16;
-        self.rbuf.len() >= 4 + len
+        frame_header(&self.rbuf).is_some_and(|(len, _)| self.rbuf.len() >= 4 + len)
     }
 
     /// Reads one logical packet (joining 16 MiB continuation packets), without timeout.
@@ -327,10 +321,13 @@ impl Conn {
 
     async fn read_physical(&mut self) -> Result<Bytes, ConnError> {
         self.fill(4).await?;
-        let len = usize::from(self.rbuf[0])
-            | usize::from(self.rbuf[1]) << 8
-            | usize::from(self.rbuf[2]) << 16;
-        self.seq = self.rbuf[3].wrapping_add(1);
+        let (len, seq) = frame_header(&self.rbuf).ok_or_else(|| {
+            ConnError::Protocol(PacketError::Malformed {
+                what: "packet",
+                detail: "short header".into(),
+            })
+        })?;
+        self.seq = seq.wrapping_add(1);
         self.fill(4 + len).await?;
         self.rbuf.advance(4);
         Ok(self.rbuf.split_to(len).freeze())
@@ -513,6 +510,14 @@ impl Conn {
             })),
         }
     }
+}
+
+/// Payload length and sequence id of the packet header at the start of `buf`, if the 4
+/// header bytes are there.
+fn frame_header(buf: &[u8]) -> Option<(usize, u8)> {
+    let h = buf.get(..4)?;
+    let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+    Some((len, h[3]))
 }
 
 /// The first authentication response for `plugin` given the server's nonce.
