@@ -93,8 +93,25 @@ fn source<'a>(st: &'a ApiState, name: &str) -> Result<&'a SourceRuntime, ApiErro
         .ok_or_else(|| not_found(format!("no source named {name:?}")))
 }
 
+/// The status with the lag recomputed from the last poll of the primary and the current
+/// durable position (the poll's own figure is as old as the poll).
+fn status_now(s: &SourceRuntime) -> crate::status::SourceStatus {
+    let binlogs = s
+        .primary
+        .lock()
+        .map(|v| v.binlogs.clone())
+        .unwrap_or_default();
+    let mut snap = s.status.snapshot();
+    if !binlogs.is_empty() {
+        let (bytes, secs) = crate::checktask::lag(&s.status, &binlogs);
+        snap.bytes_behind = bytes;
+        snap.seconds_behind = secs;
+    }
+    snap
+}
+
 async fn list_sources(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
-    let v: Vec<_> = st.sources.values().map(|s| s.status.snapshot()).collect();
+    let v: Vec<_> = st.sources.values().map(status_now).collect();
     Json(v)
 }
 
@@ -102,7 +119,7 @@ async fn get_source(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(source(&st, &name)?.status.snapshot()))
+    Ok(Json(status_now(source(&st, &name)?)))
 }
 
 async fn list_binlogs(

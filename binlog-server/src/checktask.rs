@@ -120,7 +120,7 @@ pub async fn poll_primary(
 }
 
 /// Bytes and seconds behind, from the primary's list and our durable position.
-fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>) {
+pub(crate) fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>) {
     let st = status.lock();
     let (Some(file), Some(pos)) = (st.durable_file.clone(), st.durable_pos) else {
         // Nothing archived yet: everything the primary lists is still to come.

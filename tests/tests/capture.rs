@@ -549,3 +549,52 @@ fn tls_primary_with_verified_certificate() -> Result<()> {
     assert!(ssl_conns >= 2, "{ssl_conns}");
     Ok(())
 }
+
+#[test]
+fn start_current_and_named_file() -> Result<()> {
+    let db = MariaDb::start(MariaDbOptions::default())?;
+    load(&db, 20)?;
+    for _ in 0..3 {
+        db.flush_binary_logs()?;
+        load(&db, 10)?;
+    }
+    let files = db.binlog_files()?;
+    let (current, _) = db.master_status()?;
+    let second = files[1].0.clone();
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cur = spec("cur", &db.repl_url(), 4242);
+    cur.start = "\"current\"".into();
+    let mut named = spec("named", &db.repl_url(), 4243);
+    named.start = format!("{{ file = \"{second}\", pos = 4 }}");
+    let cfg = write_config_sources(dir.path(), &http, &[cur, named], FAST)?;
+    let server = ServerProcess::start(&bin(), &cfg, &http)?;
+    load(&db, 10)?;
+    wait_caught_up(&server, &db, "cur", Duration::from_secs(60))?;
+    wait_caught_up(&server, &db, "named", Duration::from_secs(60))?;
+    let first = |src: &str| -> Result<String> {
+        let v = server.get_json(&format!("/v1/sources/{src}/binlogs"))?;
+        Ok(v["files"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    };
+    assert_eq!(first("cur")?, current);
+    assert_eq!(first("named")?, second);
+    // Files are archived whole from position 4 whatever the start: every closed file
+    // the archive holds equals the primary's.
+    for src in ["cur", "named"] {
+        let v = server.get_json(&format!("/v1/sources/{src}/binlogs"))?;
+        for f in v["files"].as_array().unwrap() {
+            let name = f["name"].as_str().unwrap();
+            if name != db.master_status()?.0 {
+                assert_eq!(
+                    sha256_file(&archive(dir.path(), src).join(name))?,
+                    sha256_file(&db.binlog_path(name))?,
+                    "{src}/{name}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
