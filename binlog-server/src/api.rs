@@ -156,11 +156,16 @@ async fn restart(
     }
     s.commands
         .try_send(SourceCommand::Restart { accept_gap })
-        .map_err(|_| {
-            ApiError(
+        .map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the source is busy; try again".into(),
-            )
+                "a restart is already pending; try again".into(),
+            ),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => ApiError(
+                StatusCode::CONFLICT,
+                "the source could not start (see last_error); fix that and restart binlog-server"
+                    .into(),
+            ),
         })?;
     Ok((
         StatusCode::ACCEPTED,

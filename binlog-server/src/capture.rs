@@ -615,15 +615,19 @@ pub fn spawn_source(
     };
     let name = src.name.clone();
     let task = tokio::spawn(async move {
+        let catalog = shared.catalog.clone();
         let r = run_source(shared, src, status.clone(), rx, check_rx, primary, cancel).await;
         if let Err(e) = &r {
-            let mut s = status.lock();
-            s.state = CaptureState::Failed;
-            s.last_error = Some(format!("{e:#}"));
+            let msg = format!("{e:#}");
+            {
+                let mut s = status.lock();
+                s.state = CaptureState::Failed;
+                s.last_error = Some(msg.clone());
+            }
+            let _ = catalog.set_source_state(&name, "failed", Some(&msg)).await;
         }
         r
     });
-    let _ = name;
     (rt, task)
 }
 

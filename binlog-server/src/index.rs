@@ -387,16 +387,15 @@ fn scan_file(
             Err(_) => break,
         };
         let end = offset + u64::from(header.event_size);
-        if let Some(rec) =
-            tracker
-                .observe(offset, &header, ev, &fde)
-                .map_err(|e| IndexError::Parse {
-                    file: name.to_owned(),
-                    offset,
-                    message: e.to_string(),
-                })?
-        {
-            records.push(rec);
+        match tracker.observe(offset, &header, ev, &fde) {
+            Ok(Some(rec)) => records.push(rec),
+            Ok(None) => {}
+            Err(e) => {
+                // A damaged file (the checker marks it FAIL and it is pulled again)
+                // must not stop the source: index what precedes the damage.
+                tracing::warn!(file = name, offset, error = %e, "cannot index past a malformed event");
+                break;
+            }
         }
         last_end = end;
     }

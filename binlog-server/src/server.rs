@@ -80,7 +80,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
                 match done {
                     Ok((name, Ok(Ok(())))) if cancel.is_cancelled() => { let _ = name; }
                     Ok((name, Ok(Ok(())))) => { failure = Some(anyhow::anyhow!("source {name} stopped unexpectedly")); break; }
-                    Ok((name, Ok(Err(e)))) => { failure = Some(e.context(format!("source {name} failed"))); break; }
+                    // A source that could not start (its store or index) is failed in
+                    // the API and the catalog; the other sources go on.
+                    Ok((name, Ok(Err(e)))) => { error!(source = %name, error = %format!("{e:#}"), "source failed"); }
                     Ok((name, Err(e))) => { failure = Some(anyhow::anyhow!("source {name} panicked: {e}")); break; }
                     Err(e) => { failure = Some(anyhow::anyhow!("a source task failed: {e}")); break; }
                 }
