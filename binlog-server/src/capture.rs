@@ -179,6 +179,8 @@ struct Syncer {
     metrics: Arc<Metrics>,
     notes: mpsc::UnboundedSender<WriterNote>,
     next_ordinal: u64,
+    /// Set after a failed index write: no later batch may move the index past it.
+    index_broken: bool,
 }
 
 impl Syncer {
@@ -224,16 +226,21 @@ impl Syncer {
                 job.flush_control,
             )
             .map_err(|e| format!("write the control file: {e}"))?;
-        match self.index.commit(
-            &self.source,
-            &job.name,
-            &job.records,
-            job.upto,
-            self.next_ordinal,
-        ) {
-            Ok(pos) => self.next_ordinal = pos.next_ordinal,
-            Err(e) => {
-                warn!(source = %self.source, error = %e, "index write failed; it will be rebuilt from the files on restart")
+        if !self.index_broken {
+            match self.index.commit(
+                &self.source,
+                &job.name,
+                &job.records,
+                job.upto,
+                self.next_ordinal,
+            ) {
+                Ok(pos) => self.next_ordinal = pos.next_ordinal,
+                Err(e) => {
+                    // Stop indexing for this process: the index position stays where the
+                    // last good batch left it, and catch_up fills the rest on restart.
+                    self.index_broken = true;
+                    warn!(source = %self.source, error = %e, "index write failed; indexing stops until restart, which re-indexes from the files")
+                }
             }
         }
         let _ = self.notes.send(WriterNote::Durable {
@@ -675,6 +682,14 @@ async fn run_source(
         }
     };
     let mut next_ordinal = 0;
+    if end_file.is_none() {
+        // Nothing archived: entries left from an earlier archive of this source name
+        // would collide with the new ordinals.
+        let (idx, n3) = (shared.index.clone(), name.clone());
+        tokio::task::spawn_blocking(move || idx.clear(&n3))
+            .await?
+            .context("clear the index of an empty archive")?;
+    }
     if let Some(f) = &end_file {
         let (idx, st, n3, f2) = (shared.index.clone(), store.clone(), name.clone(), f.clone());
         let (pos, added) =
@@ -704,6 +719,7 @@ async fn run_source(
         metrics: shared.metrics.clone(),
         notes: ntx.clone(),
         next_ordinal,
+        index_broken: false,
     };
     let syncer_thread = std::thread::Builder::new()
         .name(format!("syncer-{name}"))
@@ -853,17 +869,34 @@ async fn run_source(
         }
         // Where to resume: the writer's durable position once it has drained.
         let (rtx, rrx) = oneshot::channel();
-        if wtx.send(WriterMsg::Sync { reply: rtx }).await.is_err() {
-            break;
-        }
-        match rrx.await {
-            Ok(Ok(Some((file, pos)))) => resume = store::Resume::At { file, pos },
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                status.lock().last_error = Some(e);
-                continue;
+        let answer = match wtx.send(WriterMsg::Sync { reply: rtx }).await {
+            Ok(()) => rrx.await.ok(),
+            Err(_) => None,
+        };
+        match answer {
+            Some(Ok(Some((file, pos)))) => resume = store::Resume::At { file, pos },
+            Some(Ok(None)) => {}
+            other => {
+                // The writer thread is gone (an I/O error, or a panic): this source stops
+                // here; the others go on.
+                let why = match other {
+                    Some(Err(e)) => e,
+                    _ => status
+                        .lock()
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "the writer thread stopped".into()),
+                };
+                fail(
+                    &shared,
+                    &name,
+                    &status,
+                    &format!("{why}: check the disk, then restart binlog-server"),
+                )
+                .await;
+                cancel.cancelled().await;
+                break;
             }
-            Err(_) => continue,
         }
         if accept_gap {
             resume = store::Resume::Empty;
@@ -874,6 +907,7 @@ async fn run_source(
             &src,
             &status,
             &wtx,
+            &store,
             &resume,
             accept_gap,
             &label,
@@ -911,8 +945,18 @@ async fn run_source(
             StreamEnd::Cancelled => break,
         };
         if definite {
+            let mut msg = msg;
             if msg.contains("1236") {
-                record_gap(&shared, &src, &store, &name, &msg).await;
+                let requested = match &resume {
+                    store::Resume::At { file, .. } => Some(file.clone()),
+                    store::Resume::Next { next, .. } => Some(next.clone()),
+                    store::Resume::Empty => None,
+                };
+                if let Some(extra) =
+                    record_gap(&shared, &src, &store, &name, requested.as_deref(), &msg).await
+                {
+                    msg = format!("{msg}; {extra}");
+                }
             }
             fail(&shared, &name, &status, &msg).await;
             match wait_for_restart(&mut commands, &cancel).await {
@@ -983,20 +1027,41 @@ async fn wait_for_restart(
     cmd = commands.recv() => cmd.map(|SourceCommand::Restart { accept_gap }| accept_gap),    }
 }
 
-/// Records the hole a 1236 revealed: from the archive's last file to the primary's
-/// oldest one.
-async fn record_gap(shared: &Shared, src: &Source, store: &SourceStore, name: &str, msg: &str) {
+/// After ERROR 1236: when the binlog capture asked for is no longer on the primary,
+/// records the hole (from the archive's last file to the primary's oldest) in the
+/// catalog. When the primary still lists it, 1236 meant something else (a position past
+/// the primary's end: after a crash with sync_binlog=0 a primary can lose a binlog tail
+/// the archive already holds; or an event over max_allowed_packet), and no gap is
+/// recorded. Returns an explanation to add to the error.
+async fn record_gap(
+    shared: &Shared,
+    src: &Source,
+    store: &SourceStore,
+    name: &str,
+    requested: Option<&str>,
+    msg: &str,
+) -> Option<String> {
     let last = store
         .list()
         .ok()
         .and_then(|v| v.last().map(|(n, _)| n.clone()));
-    let first = match primary::connect(src, &shared.capture).await {
-        Ok(mut s) => primary::show_binary_logs(&mut s.conn)
-            .await
-            .ok()
-            .and_then(|v| v.first().map(|(n, _)| n.clone())),
+    let listed = match primary::connect(src, &shared.capture).await {
+        Ok(mut s) => primary::show_binary_logs(&mut s.conn).await.ok(),
         Err(_) => None,
     };
+    let Some(listed) = listed else {
+        return Some("could not list the primary's binlogs to tell whether this is a gap".into());
+    };
+    if let Some(req) = requested {
+        if listed.iter().any(|(n, _)| n == req) {
+            return Some(format!(
+                "{req} is still on the primary, so this is no purge and no gap was recorded: \
+                 the primary refused the position (is its copy shorter than the archive's, \
+                 e.g. after a crash with sync_binlog=0?)"
+            ));
+        }
+    }
+    let first = listed.first().map(|(n, _)| n.clone());
     let reason = format!(
         "the primary no longer has the binlogs after {} (its oldest is {}): {msg}",
         last.as_deref().unwrap_or("the start"),
@@ -1006,6 +1071,12 @@ async fn record_gap(shared: &Shared, src: &Source, store: &SourceStore, name: &s
         .catalog
         .record_gap(name, last.as_deref(), first.as_deref(), &reason)
         .await;
+    Some(format!(
+        "gap recorded: binlogs between {} and {} are missing from the archive; take a new base \
+         backup, then POST /v1/sources/{name}/restart with {{\"accept_gap\": true}}",
+        last.as_deref().unwrap_or("the start"),
+        first.as_deref().unwrap_or("the primary's oldest")
+    ))
 }
 
 /// Makes the catalog agree with the files on disk after a restart.
@@ -1048,6 +1119,7 @@ async fn start_point(
     src: &Source,
     status: &StatusCell,
     accept_gap: bool,
+    store: &SourceStore,
 ) -> Result<(String, u64), StreamEnd> {
     let logs = primary::show_binary_logs(&mut s.conn)
         .await
@@ -1058,10 +1130,29 @@ async fn start_point(
         ));
     };
     let start = if accept_gap {
+        // Continue with the primary's oldest binlog that is newer than the archive's
+        // newest file: archived files are never opened for writing again.
+        let archived_last = store
+            .list()
+            .ok()
+            .and_then(|v| v.last().map(|(n, _)| n.clone()));
+        let Some((next, _)) = logs
+            .iter()
+            .find(|(n, _)| {
+                archived_last
+                    .as_ref()
+                    .is_none_or(|l| store::binlog_order(n) > store::binlog_order(l))
+            })
+            .cloned()
+        else {
+            return Err(StreamEnd::Definite(
+                "the primary has no binlog newer than the archive's newest file".into(),
+            ));
+        };
         status.note(format!(
-            "gap accepted by the operator: capture continues at {first}, the oldest binlog the primary has"
+            "gap accepted by the operator: capture continues at {next}, the oldest binlog the primary has after the archive's last file"
         ));
-        first
+        next
     } else {
         match &src.start {
             StartAt::Earliest => {
@@ -1105,6 +1196,7 @@ async fn stream_once(
     src: &Source,
     status: &StatusCell,
     wtx: &mpsc::Sender<WriterMsg>,
+    store: &SourceStore,
     resume: &store::Resume,
     accept_gap: bool,
     label: &crate::status::SourceLabel,
@@ -1127,7 +1219,7 @@ async fn stream_once(
     let (file, pos) = match resume {
         store::Resume::At { file, pos } => (file.clone(), *pos),
         store::Resume::Next { next, .. } => (next.clone(), 4),
-        store::Resume::Empty => match start_point(&mut s, src, status, accept_gap).await {
+        store::Resume::Empty => match start_point(&mut s, src, status, accept_gap, store).await {
             Ok(x) => x,
             Err(e) => return e,
         },
@@ -1159,6 +1251,21 @@ async fn stream_once(
         opened: false,
         alg: s.checksum,
     };
+    if let store::Resume::At { .. } = resume {
+        // The writer owns the file being continued from the start, so that a stream that
+        // begins by moving to the next file (the primary stopped or crashed) closes it.
+        if wtx
+            .send(WriterMsg::Open {
+                file: file.clone(),
+                pos,
+            })
+            .await
+            .is_err()
+        {
+            return StreamEnd::Definite("the writer stopped".into());
+        }
+        st.opened = true;
+    }
     let mut batch: Vec<(EventHeader, Bytes)> = Vec::new();
     let mut batch_bytes = 0usize;
     loop {
@@ -1218,6 +1325,9 @@ async fn stream_once(
         match classify_event(&mut st, &header, &ev, alg) {
             Ok(Action::Skip) => {}
             Ok(Action::Switch { file, pos }) => {
+                if let Some(e) = going_back(store, &file) {
+                    return e;
+                }
                 if !batch.is_empty() {
                     if wtx
                         .send(WriterMsg::Events(std::mem::take(&mut batch)))
@@ -1250,6 +1360,9 @@ async fn stream_once(
                 st.offset += ev.len() as u64;
                 batch.push((header, ev));
                 if let Some(next) = then_switch {
+                    if let Some(e) = going_back(store, &next) {
+                        return e;
+                    }
                     if wtx
                         .send(WriterMsg::Events(std::mem::take(&mut batch)))
                         .await
@@ -1282,6 +1395,22 @@ async fn stream_once(
             batch_bytes = 0;
         }
     }
+}
+
+/// A switch to `file` that is already archived and older than the archive's newest file
+/// would overwrite a closed file: the primary went back in its history (RESET MASTER, or
+/// another server answering at that address). Stop rather than damage the archive.
+fn going_back(store: &SourceStore, file: &str) -> Option<StreamEnd> {
+    let files = store.list().ok()?;
+    let (last, _) = files.last()?;
+    (store::binlog_order(file) < store::binlog_order(last) && files.iter().any(|(n, _)| n == file))
+        .then(|| {
+            StreamEnd::Definite(format!(
+                "the primary moved to {file}, which is already archived and older than {last}: \
+                 was RESET MASTER run, or is another server answering at this address? \
+                 Capture stopped so the archive is not overwritten"
+            ))
+        })
 }
 
 /// The reader's view of where the stream is.
@@ -1603,6 +1732,24 @@ mod tests {
             "only {tested} corpus files were clean binlogs"
         );
         assert!(mysql8 >= 20, "only {mysql8} MySQL 8/9 files");
+    }
+
+    #[test]
+    fn archived_files_are_never_reopened() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _, _) = SourceStore::open(d.path(), "db").unwrap();
+        for n in ["b.000001", "b.000002", "b.index"] {
+            std::fs::write(store.path(n), BINLOG_MAGIC).unwrap();
+        }
+        assert!(going_back(&store, "b.000001").is_some());
+        assert!(
+            going_back(&store, "b.000002").is_none(),
+            "the newest file may continue"
+        );
+        assert!(going_back(&store, "b.000003").is_none());
+        // A copied index file is not a binlog.
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["b.000001", "b.000002"]);
     }
 
     #[test]

@@ -475,6 +475,7 @@ async fn repull(
     );
     out.write_all(&BINLOG_MAGIC).map_err(|e| e.to_string())?;
     let mut st = StreamState::new(file, 4, s.checksum);
+    let mut last_type = None;
     let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
     loop {
         let pkt = tokio::time::timeout(timeout, s.conn.read_binlog_packet())
@@ -493,6 +494,7 @@ async fn repull(
             Ok(Action::Store { then_switch }) => {
                 out.write_all(&ev).map_err(|e| e.to_string())?;
                 st.advance(ev.len() as u64);
+                last_type = Some(h.type_code);
                 if then_switch.is_some() {
                     break;
                 }
@@ -503,6 +505,22 @@ async fn repull(
     let offset = st.offset();
     drop(s);
     let f = out.into_inner().map_err(|e| e.to_string())?;
+    if !matches!(
+        last_type,
+        Some(event::event_type::ROTATE | event::event_type::STOP)
+    ) && offset > store::IN_USE_FLAG_OFFSET
+    {
+        // Closed by a crash of the primary: its copy keeps the in-use flag (see
+        // ActiveFile::mark_in_use), so ours must too to stay identical.
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, store::IN_USE_FLAG_OFFSET)
+            .and_then(|_| {
+                b[0] |= event::LOG_EVENT_BINLOG_IN_USE_F as u8;
+                f.write_all_at(&b, store::IN_USE_FLAG_OFFSET)
+            })
+            .map_err(|e| e.to_string())?;
+    }
     f.sync_all().map_err(|e| e.to_string())?;
     drop(f);
     let dst = store.path(file);

@@ -90,6 +90,8 @@ pub fn is_definite_server_error(code: u16) -> bool {
             | 1227 // missing privilege (REPLICATION SLAVE)
             | 1142 | 1143 // command denied
             | 1698 // access denied (unix socket plugin)
+            | 1130 // host not allowed to connect
+            | 1820 | 1862 // password expired
     )
 }
 

@@ -169,7 +169,12 @@ impl SourceStore {
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_safe_file_name(&name) || !entry.file_type()?.is_file() {
+            // Only names with a numeric extension are binlogs (mysql-bin.000042): a copied
+            // mysql-bin.index or an editor's backup must never be taken for one.
+            if !is_safe_file_name(&name)
+                || binlog_seq(&name).is_none()
+                || !entry.file_type()?.is_file()
+            {
                 continue;
             }
             v.push((name, entry.metadata()?.len()));
@@ -233,15 +238,17 @@ impl SourceStore {
             ..
         } = valid_prefix(&path, start)?;
         let mut note = None;
+        let f = OpenOptions::new().write(true).open(&path)?;
         if len < size {
-            let f = OpenOptions::new().write(true).open(&path)?;
             f.set_len(len)?;
-            f.sync_all()?;
             note = Some(format!(
                 "cut a torn tail of {} bytes off {last} (valid length {len})",
                 size - len
             ));
         }
+        // Bytes past the old durable length may exist only in the page cache (the
+        // process died, the machine did not): make them durable before recording them.
+        f.sync_all()?;
         self.write_control(
             &Control {
                 file: last.clone(),

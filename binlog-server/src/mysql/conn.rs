@@ -218,10 +218,18 @@ impl Conn {
             ));
         }
         let plain = std::mem::replace(&mut self.io, Box::new(tokio::io::duplex(1).0));
-        let tls = connector
-            .connect(name, plain)
-            .await
-            .map_err(|e| ConnError::Tls(format!("handshake with {}: {e}", url.host)))?;
+        let tls = connector.connect(name, plain).await.map_err(|e| {
+            // rustls reports protocol and certificate failures as InvalidData; anything
+            // else is the network (reset, EOF) and worth a retry.
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                ConnError::Tls(format!("handshake with {}: {e}", url.host))
+            } else {
+                ConnError::Io {
+                    context: "TLS handshake",
+                    source: e,
+                }
+            }
+        })?;
         self.io = Box::new(tls);
         Ok(())
     }
@@ -243,6 +251,13 @@ impl Conn {
                     plugin = String::from_utf8_lossy(r.nul_str()?).into_owned();
                     let data = r.rest();
                     let data = data.strip_suffix(&[0]).unwrap_or(data);
+                    if plugin == "mysql_clear_password" && !tls {
+                        return Err(ConnError::Auth(
+                            "the server asked for mysql_clear_password, which would send the \
+                             password in clear: use TLS (ssl-mode=REQUIRED) for this user"
+                                .into(),
+                        ));
+                    }
                     let resp = auth_response(&plugin, data, password)?;
                     self.write_packet(&resp).await?;
                 }
