@@ -1471,10 +1471,13 @@ pub fn wait_all_succ(
         || {
             let v = server.get_json(&format!("/v1/sources/{source}/binlogs"))?;
             let files = v["files"].as_array().cloned().unwrap_or_default();
+            // Only the newest file may be ACTIVE; every other one must have been checked.
+            let last = files.len().saturating_sub(1);
             let pending: Vec<String> = files
                 .iter()
-                .filter(|f| f["state"] != "SUCC" && f["state"] != "ACTIVE")
-                .map(|f| format!("{} {} {}", f["name"], f["state"], f["info"]))
+                .enumerate()
+                .filter(|(i, f)| f["state"] != "SUCC" && !(f["state"] == "ACTIVE" && *i == last))
+                .map(|(_, f)| format!("{} {} {}", f["name"], f["state"], f["info"]))
                 .collect();
             if pending.is_empty() && !files.is_empty() {
                 Ok(Some(v))
