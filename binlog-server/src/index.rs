@@ -4,11 +4,11 @@
 //! # Keys (all prefixed by `<source>\0`)
 //!
 //! ```text
-//! o <ordinal u64 BE>                       -> TxnEntry (JSON): gtid, commit time, file, start, end
-//! t <commit_ts u32 BE> <ordinal u64 BE>    -> ""      (time lookups)
-//! g m <domain u32 BE> <server u32 BE> <seq u64 BE>   -> ordinal (MariaDB GTIDs)
-//! g y <uuid 16> <gno u64 BE>               -> ordinal (MySQL GTIDs)
-//! meta                                     -> IndexPos (JSON): indexed up to file:offset
+//! t <commit_ts u32 BE> <ordinal u64 BE>        -> start u64, end u64, file, GTID (binary)
+//! g m <domain u32 BE> <server u32 BE> <seq u64 BE>  -> <commit_ts><ordinal> (MariaDB GTIDs)
+//! g y <uuid 16> <gno u64 BE>                   -> <commit_ts><ordinal> (MySQL GTIDs)
+//! last                                         -> <commit_ts><ordinal> of the newest
+//! meta                                         -> IndexPos (JSON): indexed up to file:offset
 //! ```
 //!
 //! `ordinal` numbers the source's transactions in binlog order from 0.
@@ -131,17 +131,51 @@ fn gtid_key(source: &str, g: &Gtid) -> Vec<u8> {
     key(source, &t)
 }
 
-fn ordinal_key(source: &str, ordinal: u64) -> Vec<u8> {
-    let mut t = vec![b'o'];
-    t.extend_from_slice(&ordinal.to_be_bytes());
-    key(source, &t)
-}
-
 fn time_key(source: &str, ts: u32, ordinal: u64) -> Vec<u8> {
     let mut t = vec![b't'];
     t.extend_from_slice(&ts.to_be_bytes());
     t.extend_from_slice(&ordinal.to_be_bytes());
     key(source, &t)
+}
+
+/// Binary value of a `t` key: start u64 BE, end u64 BE, file name length u16 BE, file
+/// name, then the GTID text (possibly empty). Commit time and ordinal are in the key.
+fn encode_entry(file: &str, start: u64, end: u64, gtid: Option<&str>) -> Vec<u8> {
+    let file = &file.as_bytes()[..file.len().min(u16::MAX as usize)];
+    let gtid = gtid.unwrap_or("").as_bytes();
+    let mut v = Vec::with_capacity(18 + file.len() + gtid.len());
+    v.extend_from_slice(&start.to_be_bytes());
+    v.extend_from_slice(&end.to_be_bytes());
+    v.extend_from_slice(&(file.len() as u16).to_be_bytes());
+    v.extend_from_slice(file);
+    v.extend_from_slice(gtid);
+    v
+}
+
+fn be_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn decode_entry(ts: u32, ordinal: u64, v: &[u8]) -> Option<TxnEntry> {
+    let start = be_u64(v, 0)?;
+    let end = be_u64(v, 8)?;
+    let flen = usize::from(u16::from_be_bytes(v.get(16..18)?.try_into().ok()?));
+    let file = std::str::from_utf8(v.get(18..18 + flen)?).ok()?.to_owned();
+    let gtid = std::str::from_utf8(v.get(18 + flen..)?).ok()?;
+    Some(TxnEntry {
+        ordinal,
+        gtid: (!gtid.is_empty()).then(|| gtid.to_owned()),
+        commit_timestamp: ts,
+        file,
+        start,
+        end,
+    })
+}
+
+/// (commit time, ordinal) from the 12 bytes after `t` in a time key, or a GTID value.
+fn decode_ts_ordinal(b: &[u8]) -> Option<(u32, u64)> {
+    let ts = u32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+    Some((ts, be_u64(b, 4)?))
 }
 
 impl Index {
@@ -168,7 +202,8 @@ impl Index {
 
     /// Adds completed transactions of `file` (each gets the next ordinal) and moves the
     /// index position to `upto` (a transaction boundary in `file`), atomically.
-    /// Returns the new position.
+    /// Two keys per transaction: the time key holding the entry, and the GTID key
+    /// pointing at it. Returns the new position.
     pub fn commit(
         &self,
         source: &str,
@@ -179,22 +214,19 @@ impl Index {
     ) -> Result<IndexPos, IndexError> {
         let mut batch = WriteBatch::default();
         let mut ordinal = next_ordinal;
+        let mut last = None;
         for r in records {
-            let entry = TxnEntry {
-                ordinal,
-                gtid: r.gtid.as_ref().map(|g| g.to_string()),
-                commit_timestamp: r.commit_timestamp,
-                file: file.to_owned(),
-                start: r.start,
-                end: r.end,
-            };
-            let v = serde_json::to_vec(&entry).map_err(|e| IndexError::Corrupt(e.to_string()))?;
-            batch.put(ordinal_key(source, ordinal), v);
-            batch.put(time_key(source, r.commit_timestamp, ordinal), b"");
+            let gtid = r.gtid.as_ref().map(|g| g.to_string());
+            let tk = time_key(source, r.commit_timestamp, ordinal);
+            batch.put(&tk, encode_entry(file, r.start, r.end, gtid.as_deref()));
             if let Some(g) = &r.gtid {
-                batch.put(gtid_key(source, g), ordinal.to_be_bytes());
+                batch.put(gtid_key(source, g), &tk[tk.len() - 12..]);
             }
+            last = Some(tk);
             ordinal += 1;
+        }
+        if let Some(tk) = last {
+            batch.put(key(source, b"last"), &tk[tk.len() - 12..]);
         }
         let pos = IndexPos {
             file: file.to_owned(),
@@ -212,12 +244,17 @@ impl Index {
         Ok(pos)
     }
 
-    fn entry(&self, source: &str, ordinal: u64) -> Result<Option<TxnEntry>, IndexError> {
-        match self.db.get(ordinal_key(source, ordinal))? {
+    fn entry_at(
+        &self,
+        source: &str,
+        ts: u32,
+        ordinal: u64,
+    ) -> Result<Option<TxnEntry>, IndexError> {
+        match self.db.get(time_key(source, ts, ordinal))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
+            Some(v) => decode_entry(ts, ordinal, &v)
                 .map(Some)
-                .map_err(|e| IndexError::Corrupt(format!("{source} #{ordinal}: {e}"))),
+                .ok_or_else(|| IndexError::Corrupt(format!("{source} #{ordinal}"))),
         }
     }
 
@@ -233,13 +270,14 @@ impl Index {
             .db
             .iterator(IteratorMode::From(&start, Direction::Forward));
         match it.next() {
-            Some(Ok((k, _))) if k.starts_with(&p) => {
-                let tail = k.get(p.len() + 4..p.len() + 12).ok_or_else(|| {
-                    IndexError::Corrupt(format!("time key of {source} has {} bytes", k.len()))
-                })?;
-                let mut o = [0u8; 8];
-                o.copy_from_slice(tail);
-                self.entry(source, u64::from_be_bytes(o))
+            Some(Ok((k, v))) if k.starts_with(&p) => {
+                let (ts, ordinal) = k
+                    .get(p.len()..)
+                    .and_then(decode_ts_ordinal)
+                    .ok_or_else(|| IndexError::Corrupt(format!("time key of {source}")))?;
+                decode_entry(ts, ordinal, &v)
+                    .map(Some)
+                    .ok_or_else(|| IndexError::Corrupt(format!("{source} #{ordinal}")))
             }
             Some(Err(e)) => Err(e.into()),
             _ => Ok(None),
@@ -251,20 +289,22 @@ impl Index {
         match self.db.get(gtid_key(source, g))? {
             None => Ok(None),
             Some(v) => {
-                let o: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IndexError::Corrupt(format!("GTID value of {source}")))?;
-                self.entry(source, u64::from_be_bytes(o))
+                let (ts, ordinal) = decode_ts_ordinal(&v)
+                    .ok_or_else(|| IndexError::Corrupt(format!("GTID value of {source}")))?;
+                self.entry_at(source, ts, ordinal)
             }
         }
     }
 
     /// The newest indexed transaction.
     pub fn last(&self, source: &str) -> Result<Option<TxnEntry>, IndexError> {
-        match self.position(source)? {
-            Some(p) if p.next_ordinal > 0 => self.entry(source, p.next_ordinal - 1),
-            _ => Ok(None),
+        match self.db.get(key(source, b"last"))? {
+            None => Ok(None),
+            Some(v) => {
+                let (ts, ordinal) = decode_ts_ordinal(&v)
+                    .ok_or_else(|| IndexError::Corrupt(format!("last of {source}")))?;
+                self.entry_at(source, ts, ordinal)
+            }
         }
     }
 
@@ -401,4 +441,97 @@ fn scan_file(
     }
     let upto = tracker.open_txn_start().unwrap_or(last_end);
     Ok((records, upto))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, ts: u32, start: u64, end: u64) -> TxnRecord {
+        TxnRecord {
+            gtid: Some(Gtid::MariaDb {
+                domain: 0,
+                server_id: 1,
+                seq,
+            }),
+            start,
+            end,
+            commit_timestamp: ts,
+        }
+    }
+
+    #[test]
+    fn commit_and_look_up() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = Index::open(&d.path().join("idx")).unwrap();
+        assert_eq!(idx.position("s").unwrap(), None);
+        assert_eq!(idx.last("s").unwrap(), None);
+        let p = idx
+            .commit(
+                "s",
+                "b.000001",
+                &[rec(1, 100, 300, 700), rec(2, 100, 700, 900)],
+                900,
+                0,
+            )
+            .unwrap();
+        assert_eq!(p.next_ordinal, 2);
+        let p = idx
+            .commit(
+                "s",
+                "b.000002",
+                &[rec(3, 105, 400, 800)],
+                850,
+                p.next_ordinal,
+            )
+            .unwrap();
+        assert_eq!(
+            p,
+            IndexPos {
+                file: "b.000002".into(),
+                offset: 850,
+                next_ordinal: 3
+            }
+        );
+        // Another source with the same GTIDs does not interfere.
+        idx.commit("t", "x.000001", &[rec(2, 50, 4, 8)], 8, 0)
+            .unwrap();
+
+        let g = |n| Gtid::MariaDb {
+            domain: 0,
+            server_id: 1,
+            seq: n,
+        };
+        let e = idx.find_gtid("s", &g(2)).unwrap().unwrap();
+        assert_eq!(
+            (e.ordinal, e.file.as_str(), e.start, e.end),
+            (1, "b.000001", 700, 900)
+        );
+        assert_eq!(e.gtid.as_deref(), Some("0-1-2"));
+        assert_eq!(e.commit_timestamp, 100);
+        assert!(idx.find_gtid("s", &g(9)).unwrap().is_none());
+        // Two transactions in the same second: the first in binlog order comes first.
+        assert_eq!(idx.first_after_time("s", 99).unwrap().unwrap().ordinal, 0);
+        assert_eq!(idx.first_after_time("s", 100).unwrap().unwrap().ordinal, 2);
+        assert!(idx.first_after_time("s", 105).unwrap().is_none());
+        assert!(idx.first_after_time("s", u32::MAX).unwrap().is_none());
+        assert_eq!(idx.last("s").unwrap().unwrap().ordinal, 2);
+        assert_eq!(idx.find_gtid("t", &g(2)).unwrap().unwrap().file, "x.000001");
+
+        idx.clear("s").unwrap();
+        assert_eq!(idx.position("s").unwrap(), None);
+        assert!(idx.find_gtid("s", &g(2)).unwrap().is_none());
+        assert!(idx.find_gtid("t", &g(2)).unwrap().is_some());
+    }
+
+    #[test]
+    fn damaged_values_are_errors_not_panics() {
+        for v in [&b""[..], &[1, 2, 3][..], &[0u8; 17][..], &[0xFFu8; 40][..]] {
+            let _ = decode_entry(1, 1, v);
+            let _ = decode_ts_ordinal(v);
+        }
+        let v = encode_entry("b.000001", 4, 10, None);
+        let e = decode_entry(7, 3, &v).unwrap();
+        assert_eq!((e.ordinal, e.commit_timestamp, e.gtid), (3, 7, None));
+    }
 }
