@@ -169,6 +169,17 @@ fn main() -> Result<()> {
         );
     }
     let raw_bytes = dir_bytes(&raw_dir)?;
+    // mariadb-binlog's copy must equal the primary's closed files; then it is deleted,
+    // like each binlog-server archive after its run, so every run starts from the same
+    // page-cache state.
+    for (name, _) in &files[..files.len() - 1] {
+        let a = sha256_file(&raw_dir.join(name))?;
+        if a != sha256_file(&db.binlog_path(name))? {
+            bail!("mariadb-binlog's copy of {name} differs from the primary's");
+        }
+    }
+
+    std::fs::remove_dir_all(&raw_dir)?;
 
     // binlog-server: the measured run (defaults: fsync at most 500 ms after new data),
     // then diagnostic runs with fsync every 50 ms and only when idle, to show what the
@@ -232,14 +243,6 @@ fn main() -> Result<()> {
         runs.push((label, secs, bytes, cpu, db_cpu, fsyncs, end));
         drop(server);
         std::fs::remove_dir_all(&cfg_dir)?;
-    }
-
-    // mariadb-binlog's copy must equal the primary's closed files too.
-    for (name, _) in &files[..files.len() - 1] {
-        let a = sha256_file(&raw_dir.join(name))?;
-        if a != sha256_file(&db.binlog_path(name))? {
-            bail!("mariadb-binlog's copy of {name} differs from the primary's");
-        }
     }
 
     let raw_mbs = raw_bytes as f64 / 1e6 / raw_secs;
