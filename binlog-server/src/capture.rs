@@ -850,21 +850,7 @@ async fn run_source(
     let mut accept_gap = false;
     loop {
         if writer_failed.is_cancelled() {
-            let m = status
-                .lock()
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "writer failed".into());
-            fail(
-                &shared,
-                &name,
-                &status,
-                &format!("{m}: check the disk, then restart binlog-server"),
-            )
-            .await;
-            // The writer thread is gone and the file state after a failed write or fsync
-            // is unknown: only a process restart (with crash recovery) may go on.
-            cancel.cancelled().await;
+            writer_gone(&shared, &name, &status, None, &cancel).await;
             break;
         }
         // Where to resume: the writer's durable position once it has drained.
@@ -877,24 +863,11 @@ async fn run_source(
             Some(Ok(Some((file, pos)))) => resume = store::Resume::At { file, pos },
             Some(Ok(None)) => {}
             other => {
-                // The writer thread is gone (an I/O error, or a panic): this source stops
-                // here; the others go on.
                 let why = match other {
-                    Some(Err(e)) => e,
-                    _ => status
-                        .lock()
-                        .last_error
-                        .clone()
-                        .unwrap_or_else(|| "the writer thread stopped".into()),
+                    Some(Err(e)) => Some(e),
+                    _ => None,
                 };
-                fail(
-                    &shared,
-                    &name,
-                    &status,
-                    &format!("{why}: check the disk, then restart binlog-server"),
-                )
-                .await;
-                cancel.cancelled().await;
+                writer_gone(&shared, &name, &status, why, &cancel).await;
                 break;
             }
         }
@@ -1002,6 +975,29 @@ async fn run_source(
         .set_source_state(&name, "stopped", None)
         .await;
     Ok(())
+}
+
+/// The writer thread is gone (an I/O error, or a panic): this source stops here and
+/// waits for shut-down; the others go on. The file state after a failed write or fsync
+/// is unknown, so only a process restart (with crash recovery) may continue.
+async fn writer_gone(
+    shared: &Shared,
+    name: &str,
+    status: &StatusCell,
+    why: Option<String>,
+    cancel: &CancellationToken,
+) {
+    let why = why
+        .or_else(|| status.lock().last_error.clone())
+        .unwrap_or_else(|| "the writer thread stopped".into());
+    fail(
+        shared,
+        name,
+        status,
+        &format!("{why}: check the disk, then restart binlog-server"),
+    )
+    .await;
+    cancel.cancelled().await;
 }
 
 async fn fail(shared: &Shared, name: &str, status: &StatusCell, msg: &str) {

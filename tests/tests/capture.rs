@@ -37,6 +37,15 @@ fn archive(dir: &Path, source: &str) -> PathBuf {
     dir.join("data").join(source)
 }
 
+/// A config with one source "db" on `db` and the FAST settings: (its directory, the
+/// HTTP address, the config path).
+fn one_source_config(db: &MariaDb) -> Result<(tempfile::TempDir, String, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = write_config_sources(dir.path(), &http, &[spec("db", &db.repl_url(), 4242)], FAST)?;
+    Ok((dir, http, cfg))
+}
+
 fn load(db: &MariaDb, txns: u64) -> Result<u64> {
     WriteLoad::start(
         db,
@@ -180,9 +189,7 @@ fn sigkill_during_writes_loses_and_duplicates_nothing() -> Result<()> {
         max_binlog_size: 32 * 1024,
         ..Default::default()
     })?;
-    let dir = tempfile::tempdir()?;
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = write_config_sources(dir.path(), &http, &[spec("db", &db.repl_url(), 4242)], FAST)?;
+    let (dir, http, cfg) = one_source_config(&db)?;
     let mut server = ServerProcess::start(&bin(), &cfg, &http)?;
     let writes = WriteLoad::start(
         &db,
@@ -235,9 +242,7 @@ fn primary_restart_and_crash_are_followed_without_gap() -> Result<()> {
         max_binlog_size: 64 * 1024,
         ..Default::default()
     })?;
-    let dir = tempfile::tempdir()?;
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = write_config_sources(dir.path(), &http, &[spec("db", &db.repl_url(), 4242)], FAST)?;
+    let (dir, http, cfg) = one_source_config(&db)?;
     let mut server = ServerProcess::start(&bin(), &cfg, &http)?;
     load(&db, 300)?;
     wait_caught_up(&server, &db, "db", Duration::from_secs(60))?;
@@ -289,9 +294,7 @@ fn corrupted_stored_file_is_found_and_pulled_again() -> Result<()> {
         max_binlog_size: 32 * 1024,
         ..Default::default()
     })?;
-    let dir = tempfile::tempdir()?;
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = write_config_sources(dir.path(), &http, &[spec("db", &db.repl_url(), 4242)], FAST)?;
+    let (dir, http, cfg) = one_source_config(&db)?;
     let server = ServerProcess::start(&bin(), &cfg, &http)?;
     load(&db, 400)?;
     db.flush_binary_logs()?;
@@ -368,9 +371,7 @@ fn purged_binlogs_are_reported_never_silent() -> Result<()> {
     purge_to(&db, &oldest_kept)?;
 
     // (a) capture starts at the oldest binlog the primary still has, and says so.
-    let dir = tempfile::tempdir()?;
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = write_config_sources(dir.path(), &http, &[spec("db", &db.repl_url(), 4242)], FAST)?;
+    let (_dir, http, cfg) = one_source_config(&db)?;
     let mut server = ServerProcess::start(&bin(), &cfg, &http)?;
     wait_caught_up(&server, &db, "db", Duration::from_secs(60))?;
     let s = server.get_json("/v1/sources/db")?;
