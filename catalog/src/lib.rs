@@ -12,6 +12,8 @@
 //!   events) and GTID; the verification `state`, `info` and SHA-256.
 //! - `binlog_gaps` — holes in the archive: binlogs the primary no longer had when we
 //!   asked, between `after_file` and `before_file` (either may be NULL).
+//! - `base_backups`, `base_backup_objects` — base backups and their stored objects; see
+//!   the [`backups`] module for their states.
 //!
 //! # File states
 //!
@@ -44,6 +46,7 @@
 //! retried. No `ON CONFLICT` / `INSERT IGNORE`, so the statements port as they are;
 //! only the `?` placeholders must become `$n` for PostgreSQL.
 
+pub mod backups;
 mod error;
 
 use std::fmt;
@@ -55,6 +58,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 
 /// The schema migrations, embedded at build time from `catalog/migrations/`.

@@ -1,0 +1,436 @@
+//! Where bases are kept: an `object_store` (local directory or S3-compatible) under a
+//! prefix.
+//!
+//! # Layout
+//!
+//! ```text
+//! <store prefix>/<source>/<base id>/backup.mbstream      physical (mariabackup --stream)
+//! <store prefix>/<source>/<base id>/dump.sql             mysqldump
+//! <store prefix>/<source>/<base id>/mydumper/<file>      mydumper, one object per file
+//! <store prefix>/<source>/<base id>/manifest.json        written last: what the catalog row says
+//! ```
+//!
+//! # Rules
+//!
+//! - Objects are never overwritten: every key holds the base id (unique: source, UTC time
+//!   to the second and 32 random bits), and [`BaseStore::put_stream`] refuses a key that
+//!   already exists.
+//! - Uploads use bounded memory: multipart with `part_size` parts and at most
+//!   `upload_concurrency` parts in flight (about `part_size * (concurrency + 1)` bytes).
+//! - S3 requests are retried by `object_store`'s client with exponential backoff (100 ms
+//!   doubling to 15 s, `retries` times, 5 minutes at most); a failed multipart upload is
+//!   aborted so no parts are left behind.
+//! - The SHA-256 of every object is computed while it streams and checked again when it is
+//!   read back for a restore.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use catalog::BackupObject;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::config::StoreSettings;
+
+/// Errors of the object store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be opened (bad URL, missing credentials).
+    #[error("object store {url}: {message}")]
+    Open {
+        /// Store URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An object operation failed (after the client's retries).
+    #[error("object store {op} {key}: {source}")]
+    Object {
+        /// Operation.
+        op: &'static str,
+        /// Key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The key exists already: objects are never overwritten.
+    #[error("object {0} already exists; objects are never overwritten")]
+    Exists(String),
+    /// Reading the local side (tool output, file) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was read or written.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object read back does not have the recorded SHA-256 (or size).
+    #[error("object {key} is damaged: expected {expected}, read {actual}")]
+    Damaged {
+        /// Key.
+        key: String,
+        /// Recorded SHA-256 / size.
+        expected: String,
+        /// What was read.
+        actual: String,
+    },
+}
+
+/// An object store with the base-backup prefix applied.
+#[derive(Clone)]
+pub struct BaseStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    part_size: usize,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for BaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseStore").field("url", &self.url).finish()
+    }
+}
+
+fn key_path(key: &str) -> ObjPath {
+    ObjPath::from(key)
+}
+
+impl BaseStore {
+    /// Opens the store of validated settings. `file://` directories must exist (the config
+    /// validation creates them); `s3://bucket/prefix` takes its credentials from the
+    /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] with the reason.
+    pub fn open(s: &StoreSettings) -> Result<BaseStore, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            url: s.url.clone(),
+            message,
+        };
+        let inner: Arc<dyn ObjectStore> = if let Some(dir) = s.url.strip_prefix("file://") {
+            Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| open_err(e.to_string()))?)
+        } else if let Some(rest) = s.url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut b = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(&s.s3_region)
+                .with_allow_http(s.s3_allow_http)
+                .with_retry(RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_secs(15),
+                        base: 2.0,
+                    },
+                    max_retries: s.retries,
+                    retry_timeout: Duration::from_secs(300),
+                });
+            if let Some(ep) = &s.s3_endpoint {
+                b = b.with_endpoint(ep);
+            }
+            let s3 = b.build().map_err(|e| {
+                open_err(format!(
+                    "{e}; S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                ))
+            })?;
+            let prefix = prefix.trim_matches('/');
+            if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            }
+        } else {
+            return Err(open_err("use file:///abs/dir or s3://bucket/prefix".into()));
+        };
+        Ok(BaseStore {
+            inner,
+            url: s.url.clone(),
+            part_size: s.part_size,
+            concurrency: s.upload_concurrency,
+        })
+    }
+
+    /// A store over any `object_store` (tests: `InMemory`).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str, part_size: usize) -> Self {
+        BaseStore {
+            inner,
+            url: url.to_owned(),
+            part_size,
+            concurrency: 2,
+        }
+    }
+
+    /// The store URL (no credentials).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether `key` exists.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`] for failures other than "not found".
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&key_path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(StoreError::Object {
+                op: "head",
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Uploads everything `reader` yields as object `key` (multipart, bounded memory),
+    /// adding the bytes sent to `progress` as they go. Returns the object's size and
+    /// SHA-256. On error the multipart upload is aborted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Exists`] if `key` exists; [`StoreError::Io`] if `reader` fails;
+    /// [`StoreError::Object`] if the store fails after its retries.
+    pub async fn put_stream<R: AsyncRead + Unpin>(
+        &self,
+        key: &str,
+        mut reader: R,
+        progress: &AtomicU64,
+    ) -> Result<BackupObject, StoreError> {
+        if self.exists(key).await? {
+            return Err(StoreError::Exists(key.to_owned()));
+        }
+        let path = key_path(key);
+        let obj_err = |op, source| StoreError::Object {
+            op,
+            key: key.to_owned(),
+            source,
+        };
+        let upload = self
+            .inner
+            .put_multipart(&path)
+            .await
+            .map_err(|e| obj_err("start upload", e))?;
+        let mut wm = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let result: Result<(), StoreError> = async {
+            loop {
+                let n = reader
+                    .read(&mut buf)
+                    .await
+                    .map_err(|source| StoreError::Io {
+                        what: format!("read the data of {key}"),
+                        source,
+                    })?;
+                if n == 0 {
+                    return Ok(());
+                }
+                let chunk = buf.get(..n).unwrap_or_default();
+                hasher.update(chunk);
+                wm.wait_for_capacity(self.concurrency)
+                    .await
+                    .map_err(|e| obj_err("upload part", e))?;
+                wm.write(chunk);
+                total += n as u64;
+                progress.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = wm.abort().await;
+            return Err(e);
+        }
+        wm.finish()
+            .await
+            .map_err(|e| obj_err("complete upload", e))?;
+        Ok(BackupObject {
+            key: key.to_owned(),
+            bytes: total,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Uploads a local file as `key` (see [`BaseStore::put_stream`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`BaseStore::put_stream`], plus opening the file.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        progress: &AtomicU64,
+    ) -> Result<BackupObject, StoreError> {
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| StoreError::Io {
+                what: format!("open {}", path.display()),
+                source,
+            })?;
+        self.put_stream(key, tokio::io::BufReader::new(f), progress)
+            .await
+    }
+
+    /// Uploads a small object from memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`BaseStore::put_stream`].
+    pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<BackupObject, StoreError> {
+        self.put_stream(key, data, &AtomicU64::new(0)).await
+    }
+
+    /// Streams object `obj` into `out`, checking its size and SHA-256 against the record;
+    /// `progress` grows by the bytes read. The writer is flushed, not shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`] if it cannot be read; [`StoreError::Damaged`] if size or
+    /// SHA-256 differ (the bytes already written to `out` must then be discarded);
+    /// [`StoreError::Io`] if `out` fails.
+    pub async fn get_to<W: AsyncWrite + Unpin>(
+        &self,
+        obj: &BackupObject,
+        out: &mut W,
+        progress: &AtomicU64,
+    ) -> Result<(), StoreError> {
+        let got = self
+            .inner
+            .get(&key_path(&obj.key))
+            .await
+            .map_err(|source| StoreError::Object {
+                op: "get",
+                key: obj.key.clone(),
+                source,
+            })?;
+        let mut stream = got.into_stream();
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| StoreError::Object {
+                op: "read",
+                key: obj.key.clone(),
+                source,
+            })?;
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+            progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            out.write_all(&chunk)
+                .await
+                .map_err(|source| StoreError::Io {
+                    what: format!("write the data of {}", obj.key),
+                    source,
+                })?;
+        }
+        out.flush().await.map_err(|source| StoreError::Io {
+            what: format!("write the data of {}", obj.key),
+            source,
+        })?;
+        let sha = hex::encode(hasher.finalize());
+        if total != obj.bytes || sha != obj.sha256 {
+            return Err(StoreError::Damaged {
+                key: obj.key.clone(),
+                expected: format!("{} bytes, sha256 {}", obj.bytes, obj.sha256),
+                actual: format!("{total} bytes, sha256 {sha}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes `key`; a missing key is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`].
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&key_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(StoreError::Object {
+                op: "delete",
+                key: key.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Keys (with sizes) under `prefix` (a `/`-separated directory, e.g. `db1/<id>`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`].
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let p = key_path(prefix);
+        let mut s = self.inner.list(Some(&p));
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m.map_err(|source| StoreError::Object {
+                op: "list",
+                key: prefix.to_owned(),
+                source,
+            })?;
+            out.push((m.location.to_string(), m.size));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn put_get_roundtrip_refuses_overwrite_and_detects_damage() {
+        let mem = Arc::new(InMemory::new());
+        let store = BaseStore::from_object_store(mem.clone(), "memory://", 5 * 1024 * 1024);
+        // 12 MiB + 3 bytes: three parts.
+        let data: Vec<u8> = (0..12 * 1024 * 1024 + 3)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let progress = AtomicU64::new(0);
+        let obj = store
+            .put_stream("db1/b1/backup.mbstream", &data[..], &progress)
+            .await
+            .unwrap();
+        assert_eq!(obj.bytes, data.len() as u64);
+        assert_eq!(progress.load(Ordering::Relaxed), data.len() as u64);
+        assert_eq!(obj.sha256, hex::encode(Sha256::digest(&data)));
+        let again = store.put_bytes("db1/b1/backup.mbstream", b"x").await;
+        assert!(matches!(again, Err(StoreError::Exists(_))), "{again:?}");
+
+        let mut out = Vec::new();
+        store
+            .get_to(&obj, &mut out, &AtomicU64::new(0))
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+
+        // Replace the bytes behind the store's back: the read-back check catches it.
+        mem.put(&key_path(&obj.key), b"tampered".to_vec().into())
+            .await
+            .unwrap();
+        let r = store
+            .get_to(&obj, &mut Vec::new(), &AtomicU64::new(0))
+            .await;
+        assert!(matches!(r, Err(StoreError::Damaged { .. })), "{r:?}");
+
+        assert_eq!(
+            store.list("db1").await.unwrap(),
+            vec![("db1/b1/backup.mbstream".to_string(), 8)]
+        );
+        store.delete(&obj.key).await.unwrap();
+        store.delete(&obj.key).await.unwrap();
+        assert!(!store.exists(&obj.key).await.unwrap());
+    }
+}

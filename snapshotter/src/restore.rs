@@ -1,0 +1,84 @@
+//! Restoring a base: resolve its chain, then hand it to the method's restore
+//! ([`physical::restore`], [`logical::restore`]).
+//!
+//! After the data is in place the restored server still has to be told where it stands:
+//! [`position_statements`] gives the SQL (MariaDB: `gtid_slave_pos` for replication by
+//! GTID, and `gtid_binlog_state` when the restored server writes a binlog, so its
+//! `gtid_binlog_pos` continues from the base).
+
+use std::collections::HashMap;
+
+use catalog::{BackupRow, BackupState, Catalog};
+
+use crate::{logical, physical};
+
+/// The bases to apply, in order, to restore `id`: the full first, then each incremental
+/// up to `id`. Every one must be COMPLETED.
+///
+/// # Errors
+///
+/// A message naming the missing or unusable base.
+pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, String> {
+    let target = catalog
+        .get_backup(id)
+        .await
+        .map_err(|e| format!("read base {id}: {e}"))?
+        .ok_or_else(|| format!("base {id} is not in the catalog"))?;
+    let all: HashMap<String, BackupRow> = catalog
+        .list_backups(&target.source)
+        .await
+        .map_err(|e| format!("list the bases of {}: {e}", target.source))?
+        .into_iter()
+        .map(|b| (b.id.clone(), b))
+        .collect();
+    let mut out = vec![target];
+    for _ in 0..10_000 {
+        let cur = out.last().ok_or("empty chain")?;
+        if cur.state != BackupState::Completed {
+            return Err(format!(
+                "base {} is {}, not COMPLETED: it cannot be restored{}",
+                cur.id,
+                cur.state,
+                cur.info
+                    .as_deref()
+                    .map(|i| format!(" ({i})"))
+                    .unwrap_or_default()
+            ));
+        }
+        if !cur.incremental {
+            out.reverse();
+            return Ok(out);
+        }
+        let pid = cur
+            .parent_id
+            .clone()
+            .ok_or_else(|| format!("incremental base {} has no parent recorded", cur.id))?;
+        let parent = all
+            .get(&pid)
+            .cloned()
+            .ok_or_else(|| format!("parent base {pid} of {} is not in the catalog", cur.id))?;
+        out.push(parent);
+    }
+    Err(format!("the parent chain of {id} does not end"))
+}
+
+/// SQL that records a restored MariaDB server's position (run as an administrator on the
+/// restored server, with replication stopped): `gtid_slave_pos` always; with
+/// `binlog_enabled`, also `RESET MASTER` and `gtid_binlog_state` so that the restored
+/// server's `gtid_binlog_pos` equals the base's position. Empty when the base has no GTID.
+pub fn position_statements(base: &BackupRow, binlog_enabled: bool) -> Vec<String> {
+    let Some(g) = base.gtid_pos.as_deref().filter(|g| !g.is_empty()) else {
+        return Vec::new();
+    };
+    let q = g.replace('\'', "");
+    let mut v = Vec::new();
+    if binlog_enabled {
+        v.push("RESET MASTER".to_string());
+        v.push(format!("SET GLOBAL gtid_binlog_state = '{q}'"));
+    }
+    v.push(format!("SET GLOBAL gtid_slave_pos = '{q}'"));
+    v
+}
+
+pub use logical::restore as restore_logical;
+pub use physical::restore as restore_physical;

@@ -1,0 +1,312 @@
+//! Running the external backup tools (mariabackup/xtrabackup, mbstream/xbstream,
+//! mydumper/myloader, mariadb-dump/mysqldump, the mariadb/mysql client).
+//!
+//! Passwords never appear on a command line (where `ps` shows them) or in a log: each run
+//! gets a defaults file, mode 0600, in its work directory, removed with it, passed as the
+//! tool's first option (`--defaults-extra-file=` or mydumper's `--defaults-file=`). The
+//! recorded command line is therefore free of secrets; [`redact`] is applied anyway.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// Where and as whom the tools connect.
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password (never printed).
+    pub password: Option<String>,
+    /// TLS: `None` = off; `Some(None)` = TLS without CA check; `Some(Some(ca))` = verify.
+    pub tls: Option<Option<PathBuf>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}@{}:{}",
+            self.user,
+            if self.password.is_some() { ":***" } else { "" },
+            self.host,
+            self.port
+        )
+    }
+}
+
+/// Tool names that can be given a path in `[backup.tools]`.
+pub const TOOL_NAMES: [&str; 10] = [
+    "mariabackup",
+    "xtrabackup",
+    "mbstream",
+    "xbstream",
+    "mydumper",
+    "myloader",
+    "mysqldump",
+    "mysql",
+    "mariadbd",
+    "mariadb-install-db",
+];
+
+/// Resolves tools: an explicit path from `[backup.tools]`, else the first of the
+/// candidate names found in `PATH` (and `/usr/sbin`, `/usr/bin`).
+#[derive(Debug, Clone, Default)]
+pub struct Tools {
+    /// Explicit paths by tool name.
+    pub paths: BTreeMap<String, PathBuf>,
+}
+
+impl Tools {
+    /// The path of `name` (one of [`TOOL_NAMES`]).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the tool, where it was looked for and the package to install.
+    pub fn find(&self, name: &str) -> Result<PathBuf, String> {
+        if let Some(p) = self.paths.get(name) {
+            if is_executable(p) {
+                return Ok(p.clone());
+            }
+            return Err(format!(
+                "{name}: {} (from [backup.tools]) is not an executable file",
+                p.display()
+            ));
+        }
+        let candidates: Vec<&str> = match name {
+            "mariabackup" => vec!["mariabackup", "mariadb-backup"],
+            "mysqldump" => vec!["mariadb-dump", "mysqldump"],
+            "mysql" => vec!["mariadb", "mysql"],
+            "mariadbd" => vec!["mariadbd", "mysqld"],
+            n if TOOL_NAMES.contains(&n) => vec![n],
+            _ => return Err(format!("unknown tool {name:?}")),
+        };
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        dirs.push("/usr/sbin".into());
+        dirs.push("/usr/bin".into());
+        for c in &candidates {
+            for d in &dirs {
+                let p = d.join(c);
+                if is_executable(&p) {
+                    return Ok(p);
+                }
+            }
+        }
+        let package = match name {
+            "mariabackup" | "mbstream" => "mariadb-backup",
+            "mydumper" | "myloader" => "mydumper",
+            "xtrabackup" | "xbstream" => "percona-xtrabackup-80",
+            "mariadbd" | "mariadb-install-db" => "mariadb-server",
+            _ => "mariadb-client",
+        };
+        Err(format!(
+            "{name} not found (looked for {} in PATH): install the {package} package \
+             (bash scripts/setup.sh) or set its path in [backup.tools]",
+            candidates.join(" / ")
+        ))
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Writes a client defaults file (mode 0600) for `ep` at `path`.
+///
+/// # Errors
+///
+/// The I/O error, with the path.
+pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let quote = |s: &str| {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    let mut text = format!(
+        "[client]\nuser={}\nhost={}\nport={}\n",
+        quote(&ep.user),
+        quote(&ep.host),
+        ep.port
+    );
+    if let Some(pw) = &ep.password {
+        text.push_str(&format!("password={}\n", quote(pw)));
+    }
+    if let Some(ca) = &ep.tls {
+        text.push_str("ssl\n");
+        if let Some(ca) = ca {
+            text.push_str(&format!(
+                "ssl-ca={}\nssl-verify-server-cert\n",
+                ca.display()
+            ));
+        }
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// The command line as recorded: program and arguments, with any `password=...`,
+/// `--password...` or `-p...` argument replaced by `***`.
+pub fn redact(program: &Path, args: &[String]) -> String {
+    let mut out = program.display().to_string();
+    for a in args {
+        out.push(' ');
+        let lower = a.to_ascii_lowercase();
+        if lower.starts_with("--password")
+            || (a.starts_with("-p") && a.len() > 2 && !a.starts_with("-p="))
+        {
+            out.push_str("--password=***");
+        } else if a.contains(' ') {
+            out.push_str(&format!("'{a}'"));
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+/// First line of `<tool> --version` (e.g. "mydumper 0.10.0, built against MySQL 10.11.14").
+pub async fn version(tool: &Path) -> Option<String> {
+    let out = Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let text = if out.stdout.is_empty() {
+        out.stderr
+    } else {
+        out.stdout
+    };
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// The last `max` bytes of a log file (lossy UTF-8), for `info` on failure.
+pub fn tail(path: &Path, max: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let start = data.len().saturating_sub(max);
+    let text = String::from_utf8_lossy(data.get(start..).unwrap_or_default()).into_owned();
+    text.trim().to_owned()
+}
+
+/// Runs a tool to completion with stdin closed, stdout and stderr appended to `log`.
+///
+/// # Errors
+///
+/// "could not start" or "exited with STATUS" plus the tail of `log`.
+pub async fn run(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    cwd: Option<&Path>,
+) -> Result<(), String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("create {}: {e}", log.display()))?;
+    let err = file
+        .try_clone()
+        .map_err(|e| format!("open {}: {e}", log.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(file))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} exited with {status}:\n{}",
+            program.display(),
+            tail(log, 4000)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_is_private_and_quoted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.cnf");
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 3307,
+            user: "bk".into(),
+            password: Some("pa\"ss\\w".into()),
+            tls: None,
+        };
+        write_defaults_file(&ep, &p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("password=\"pa\\\"ss\\\\w\""), "{text}");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(!format!("{ep:?}").contains("pa"));
+    }
+
+    #[test]
+    fn redaction() {
+        let s = redact(
+            Path::new("/usr/bin/mydumper"),
+            &[
+                "--password=x".into(),
+                "-psecret".into(),
+                "--regex".into(),
+                "^(a)\\.".into(),
+            ],
+        );
+        assert!(!s.contains("secret") && !s.contains("=x"), "{s}");
+    }
+
+    #[test]
+    fn missing_tool_names_the_package() {
+        let mut t = Tools::default();
+        t.paths
+            .insert("mydumper".into(), "/nonexistent/mydumper".into());
+        let e = t.find("mydumper").unwrap_err();
+        assert!(e.contains("/nonexistent/mydumper"), "{e}");
+    }
+}
