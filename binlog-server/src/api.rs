@@ -10,6 +10,10 @@
 //! | POST | `/v1/sources/{name}/restart` | body `{"accept_gap": bool}` (optional); 202 |
 //! | POST | `/v1/sources/{name}/binlogs/{file}/check` | 202; the file is verified again |
 //! | GET | `/v1/sources/{name}/lookup?time=RFC3339` or `?gtid=D-S-N` / `?gtid=uuid:n` | index entry |
+//! | GET | `/v1/sources/{name}/backups` | `{"source", "oldest_restorable", "backups": [...]}` |
+//! | POST | `/v1/sources/{name}/backups` | body `{"method": "physical"\|"logical"\|"clone", "incremental": bool}` (optional); 202 `{"job_id", "backup_id"}`; 409 if one is running |
+//! | POST | `/v1/sources/{name}/backups/retention` | applies retention now; the report |
+//! | GET | `/v1/jobs/{id}` | job state, phase, `bytes_done`, the base when finished |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +42,8 @@ pub struct ApiState {
     pub index: Arc<Index>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Base backups.
+    pub backups: Arc<crate::backups::BackupService>,
 }
 
 /// A JSON error answer.
@@ -68,6 +74,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sources/{name}/restart", post(restart))
         .route("/v1/sources/{name}/binlogs/{file}/check", post(check_file))
         .route("/v1/sources/{name}/lookup", get(lookup))
+        .route(
+            "/v1/sources/{name}/backups",
+            get(list_backups).post(start_backup),
+        )
+        .route("/v1/sources/{name}/backups/retention", post(run_retention))
+        .route("/v1/jobs/{id}", get(get_job))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -257,5 +269,73 @@ async fn lookup(
             StatusCode::BAD_REQUEST,
             "give exactly one of time=RFC3339 or gtid=...".into(),
         )),
+    }
+}
+
+async fn list_backups(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if st.backups.source(&name).is_none() {
+        return Err(not_found(format!("no source named {name:?}")));
+    }
+    let (rows, oldest) = st.backups.list(&name).await.map_err(internal)?;
+    Ok(Json(json!({
+        "source": name,
+        "oldest_restorable": oldest,
+        "backups": rows,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct BackupBody {
+    method: Option<String>,
+    #[serde(default)]
+    incremental: bool,
+}
+
+async fn start_backup(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Option<Json<BackupBody>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let method = body
+        .method
+        .as_deref()
+        .map(str::parse::<snapshotter::Method>)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    use crate::backups::StartError;
+    match st.backups.start(&name, method, body.incremental) {
+        Ok(id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"job_id": id, "backup_id": id})),
+        )),
+        Err(e @ StartError::UnknownSource(_)) => Err(not_found(e.to_string())),
+        Err(e @ StartError::Busy(..)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ StartError::Invalid(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+async fn run_retention(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if st.backups.source(&name).is_none() {
+        return Err(not_found(format!("no source named {name:?}")));
+    }
+    let r = st.backups.retention(&name).await.map_err(internal)?;
+    Ok(Json(r))
+}
+
+async fn get_job(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    match st.backups.job(&id).await.map_err(internal)? {
+        Some(j) => Ok(Json(j)),
+        None => Err(not_found(format!("no job {id:?}"))),
     }
 }

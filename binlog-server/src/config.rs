@@ -20,6 +20,13 @@
 //! password_env = "DB1_PASSWORD"  # optional: take the password from this environment variable
 //! server_id = 4242
 //! start = "earliest"             # | "current" | { file = "mysql-bin.000042", pos = 4 }
+//! [source.backup]                # optional: base backups, see snapshotter::config
+//! method = "physical"
+//! full_schedule = "0 2 * * *"
+//! [backup]                       # optional: object store, staging dir, see snapshotter::config
+//! store = "file:///var/lib/binlog-server/backups"
+//! [backup.tools]                 # optional: explicit tool paths
+//! xtrabackup = "/opt/xtrabackup-8.0/bin/xtrabackup"
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -85,6 +92,9 @@ pub struct Config {
     /// Capture tuning shared by all sources.
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// Base backups: object store, staging directory, tool paths.
+    #[serde(default)]
+    pub backup: snapshotter::BackupConfig,
     /// The primaries to archive; at least one.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -212,6 +222,9 @@ pub struct SourceConfig {
     pub server_id: u32,
     #[serde(default)]
     start: Option<StartRaw>,
+    /// Base backups of this source (`[source.backup]`); defaults when absent.
+    #[serde(default)]
+    pub backup: Option<snapshotter::SourceBackupConfig>,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -363,6 +376,10 @@ pub struct Source {
     pub server_id: u32,
     /// Where capture begins when nothing is archived yet.
     pub start: StartAt,
+    /// Base-backup settings (defaults when the file has no `[source.backup]`).
+    pub backup: snapshotter::SourceBackupSettings,
+    /// The account the backup tools connect with (`[source.backup] url`, else `url`).
+    pub backup_url: SourceUrl,
 }
 
 /// The validated configuration.
@@ -376,6 +393,10 @@ pub struct Settings {
     pub catalog_url: String,
     /// Capture tuning.
     pub capture: CaptureConfig,
+    /// Object store and staging directory of base backups.
+    pub store: snapshotter::StoreSettings,
+    /// Backup tool paths (`[backup.tools]`).
+    pub tools: snapshotter::Tools,
     /// Sources in file order.
     pub sources: Vec<Source>,
 }
@@ -541,11 +562,30 @@ impl Config {
                     StartAt::File(a.file)
                 }
             };
+            let bcfg = s.backup.clone().unwrap_or_default();
+            let backup = bcfg
+                .validate(&key("backup"))
+                .map_err(|(k, m)| invalid(k, m))?;
+            let mut backup_url = match &bcfg.url {
+                Some(u) => SourceUrl::parse(u).map_err(|m| invalid(key("backup.url"), m))?,
+                None => url.clone(),
+            };
+            if let Some(var) = &bcfg.password_env {
+                let pw = std::env::var(var).map_err(|_| {
+                    invalid(
+                        key("backup.password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                backup_url.password = Some(pw);
+            }
             sources.push(Source {
                 name: s.name,
                 url,
                 server_id: s.server_id,
                 start,
+                backup,
+                backup_url,
             });
         }
         let mut ids = HashSet::new();
@@ -561,11 +601,37 @@ impl Config {
                 ));
             }
         }
+        let store = self
+            .backup
+            .validate(&data_dir)
+            .map_err(|(k, m)| invalid(k, m))?;
+        for (name, path) in &self.backup.tools {
+            if !snapshotter::tool::TOOL_NAMES.contains(&name.as_str()) {
+                return Err(invalid(
+                    format!("backup.tools.{name}"),
+                    format!(
+                        "unknown tool; known: {}",
+                        snapshotter::tool::TOOL_NAMES.join(", ")
+                    ),
+                ));
+            }
+            if !path.is_absolute() {
+                return Err(invalid(
+                    format!("backup.tools.{name}"),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        let tools = snapshotter::Tools {
+            paths: self.backup.tools.clone(),
+        };
         Ok(Settings {
             data_dir,
             http_listen,
             catalog_url,
             capture: self.capture,
+            store,
+            tools,
             sources,
         })
     }

@@ -8,6 +8,7 @@
 //! (state and metrics), [`api`] (HTTP), [`server`] (supervision), [`cli`].
 
 pub mod api;
+pub mod backups;
 pub mod capture;
 pub mod checker;
 pub mod checktask;
@@ -18,5 +19,6 @@ pub mod index;
 pub mod mysql;
 pub mod primary;
 pub mod server;
+pub mod snapshot_cli;
 pub mod status;
 pub mod store;

@@ -29,6 +29,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             .with_context(|| format!("open the index at {}", index_path.display()))?,
     );
     let metrics = Arc::new(Metrics::new());
+    let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
+    backups.spawn_schedulers(cancel.child_token());
     let shared = Shared {
         catalog: catalog.clone(),
         index: index.clone(),
@@ -54,6 +56,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         catalog,
         index,
         metrics,
+        backups,
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();

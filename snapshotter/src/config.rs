@@ -12,6 +12,8 @@
 //! part_size = 8388608                       # multipart part size, bytes (>= 5 MiB)
 //! upload_concurrency = 2                    # parts in flight per object
 //! retries = 10                              # per-request retries (S3) with backoff
+//! [backup.tools]                            # optional explicit paths
+//! xtrabackup = "/opt/xtrabackup-8.0/bin/xtrabackup"
 //!
 //! [[source]]
 //! name = "db1"
@@ -61,6 +63,9 @@ pub struct BackupConfig {
     pub upload_concurrency: usize,
     /// Retries per S3 request (exponential backoff from 100 ms, capped at 15 s).
     pub retries: usize,
+    /// Explicit tool paths (`[backup.tools]`, e.g. `xtrabackup = "/opt/.../xtrabackup"`);
+    /// names from [`crate::tool::TOOL_NAMES`].
+    pub tools: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for BackupConfig {
@@ -74,6 +79,7 @@ impl Default for BackupConfig {
             part_size: 8 * 1024 * 1024,
             upload_concurrency: 2,
             retries: 10,
+            tools: Default::default(),
         }
     }
 }

@@ -1,0 +1,482 @@
+//! Base backups inside the daemon: jobs started by the API or by the per-source cron
+//! schedules, one running base per source at a time, retention after every base.
+//!
+//! A job's id is the id of the base it takes, so `GET /v1/jobs/{id}` keeps answering
+//! from the catalog after a restart (the in-memory job table holds the live progress and
+//! the last 1000 jobs).
+//!
+//! At start-up, bases left DOING/UPLOADING by a previous process are set to ERROR
+//! ([`catalog::Catalog::fail_interrupted_backups`]); retention then removes their objects.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use catalog::{BackupRow, BackupState, Catalog};
+use chrono::Utc;
+use serde::Serialize;
+use snapshotter::retention::{self, RetentionReport};
+use snapshotter::sql::{Rows, Sql};
+use snapshotter::{BaseStore, Endpoint, Method, Progress, Snapshotter, TakeError, TakeRequest};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Settings, Source, SourceUrl, TlsMode};
+use crate::mysql::conn::{Conn, ConnectOptions};
+
+/// A session of our MySQL client, as the snapshotter's [`Sql`].
+pub struct ConnSql(pub Conn);
+
+impl Sql for ConnSql {
+    async fn query(&mut self, sql: &str) -> Result<Rows, String> {
+        let rs = self.0.query(sql).await.map_err(|e| e.to_string())?;
+        Ok(Rows {
+            columns: rs.columns,
+            rows: rs.rows,
+        })
+    }
+}
+
+/// The tools' connection parameters from a source URL.
+pub fn endpoint(u: &SourceUrl) -> Endpoint {
+    Endpoint {
+        host: u.host.clone(),
+        port: u.port,
+        user: u.user.clone(),
+        password: u.password.clone(),
+        tls: match u.tls {
+            TlsMode::Disabled | TlsMode::Preferred => None,
+            TlsMode::Required => Some(None),
+            TlsMode::VerifyCa | TlsMode::VerifyIdentity => Some(u.ssl_ca.clone()),
+        },
+    }
+}
+
+/// Opens a SQL session with the backup account (long query timeout: CLONE can take hours).
+pub async fn connect_sql(src: &Source, connect_timeout: Duration) -> Result<ConnSql, String> {
+    let opts = ConnectOptions {
+        url: src.backup_url.clone(),
+        connect_timeout,
+        query_timeout: Duration::from_secs(24 * 3600),
+    };
+    Conn::connect(&opts)
+        .await
+        .map(ConnSql)
+        .map_err(|e| e.to_string())
+}
+
+/// State of a job.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Running.
+    Running,
+    /// The base is COMPLETED.
+    Completed,
+    /// The base was SKIPPED (replica-only on a primary).
+    Skipped,
+    /// Failed; `error` says why.
+    Failed,
+}
+
+/// One job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Job id = base id.
+    pub id: String,
+    /// `"backup"`.
+    pub kind: &'static str,
+    /// Source name.
+    pub source: String,
+    /// State.
+    pub state: JobState,
+    /// What is happening now.
+    pub phase: String,
+    /// Bytes uploaded so far.
+    pub bytes_done: u64,
+    /// Start, unix seconds.
+    pub started_at: i64,
+    /// End, unix seconds.
+    pub finished_at: Option<i64>,
+    /// Failure reason.
+    pub error: Option<String>,
+    /// The base (when finished).
+    pub backup: Option<BackupRow>,
+}
+
+struct Job {
+    source: String,
+    progress: Arc<Progress>,
+    started_at: i64,
+    end: Mutex<Option<(JobState, i64, Option<String>)>>,
+}
+
+/// Why a job was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No such source.
+    #[error("no source named {0:?}")]
+    UnknownSource(String),
+    /// A base of this source is being taken.
+    #[error("a base of {0} is already being taken (job {1}); wait for it to finish")]
+    Busy(String, String),
+    /// Bad request (e.g. incremental with a logical method).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The daemon's base-backup service.
+pub struct BackupService {
+    snap: Snapshotter,
+    sources: BTreeMap<String, Source>,
+    connect_timeout: Duration,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    busy: Mutex<BTreeMap<String, String>>,
+}
+
+const MAX_JOBS_KEPT: usize = 1000;
+
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+impl BackupService {
+    /// Opens the store; with `recover_interrupted` (the daemon, at start-up) marks bases
+    /// left DOING/UPLOADING by a previous process ERROR. The `snapshotter` command passes
+    /// false: the daemon may be taking a base at the same moment.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot be opened; the catalog fails.
+    pub async fn open(
+        settings: &Settings,
+        catalog: Arc<Catalog>,
+        recover_interrupted: bool,
+    ) -> anyhow::Result<Arc<Self>> {
+        let store = BaseStore::open(&settings.store)
+            .context("open the base-backup store ([backup] store)")?;
+        if recover_interrupted {
+            let failed = catalog
+                .fail_interrupted_backups()
+                .await
+                .context("mark interrupted bases in the catalog")?;
+            for id in failed {
+                warn!(base = %id, "base interrupted by a previous stop: now ERROR");
+            }
+        }
+        Ok(Arc::new(BackupService {
+            snap: Snapshotter {
+                catalog,
+                store,
+                staging_dir: settings.store.staging_dir.clone(),
+                tools: settings.tools.clone(),
+            },
+            sources: settings
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            connect_timeout: settings.capture.connect_timeout,
+            jobs: Mutex::new(BTreeMap::new()),
+            busy: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// The snapshotter (catalog, store, tools).
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.snap
+    }
+
+    /// The configured source `name`.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.get(name)
+    }
+
+    fn request(
+        &self,
+        src: &Source,
+        method: Option<Method>,
+        incremental: bool,
+    ) -> Result<TakeRequest, StartError> {
+        let method = method.unwrap_or(src.backup.method);
+        if incremental && method != Method::Physical {
+            return Err(StartError::Invalid(format!(
+                "incremental bases exist only for the physical method, not {}",
+                method.as_str()
+            )));
+        }
+        Ok(TakeRequest {
+            source: src.name.clone(),
+            endpoint: endpoint(&src.backup_url),
+            settings: src.backup.clone(),
+            method,
+            incremental,
+        })
+    }
+
+    /// Takes a base now and waits for it (the CLI). Retention runs afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`TakeError`] (the base row, if written, is ERROR).
+    pub async fn take_now(
+        &self,
+        source: &str,
+        method: Option<Method>,
+        incremental: bool,
+        progress: &Progress,
+    ) -> Result<BackupRow, TakeError> {
+        let terr = |message: String| TakeError { id: None, message };
+        let src = self
+            .sources
+            .get(source)
+            .ok_or_else(|| terr(format!("no source named {source:?} in the config")))?;
+        let req = self
+            .request(src, method, incremental)
+            .map_err(|e| terr(e.to_string()))?;
+        let id = snapshotter::new_backup_id(source);
+        let sql = connect_sql(src, self.connect_timeout).await;
+        let r = self.snap.take(&req, &id, sql, progress).await;
+        if let Err(e) = self.retention(source).await {
+            warn!(source, error = %e, "retention failed");
+        }
+        r
+    }
+
+    /// Starts a base in the background; returns the job (= base) id.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`].
+    pub fn start(
+        self: &Arc<Self>,
+        source: &str,
+        method: Option<Method>,
+        incremental: bool,
+    ) -> Result<String, StartError> {
+        let src = self
+            .sources
+            .get(source)
+            .ok_or_else(|| StartError::UnknownSource(source.to_owned()))?
+            .clone();
+        let req = self.request(&src, method, incremental)?;
+        let id = snapshotter::new_backup_id(source);
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(running) = busy.get(source) {
+                return Err(StartError::Busy(source.to_owned(), running.clone()));
+            }
+            busy.insert(source.to_owned(), id.clone());
+        }
+        let job = Arc::new(Job {
+            source: source.to_owned(),
+            progress: Arc::new(Progress::default()),
+            started_at: unix_now(),
+            end: Mutex::new(None),
+        });
+        {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.insert(id.clone(), job.clone());
+            while jobs.len() > MAX_JOBS_KEPT {
+                let oldest = jobs
+                    .iter()
+                    .filter(|(_, j)| j.end.lock().map(|e| e.is_some()).unwrap_or(true))
+                    .min_by_key(|(_, j)| j.started_at)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => {
+                        jobs.remove(&k);
+                    }
+                    None => break,
+                }
+            }
+        }
+        let this = self.clone();
+        let job_id = id.clone();
+        tokio::spawn(async move {
+            info!(source = %src.name, base = %job_id, method = req.method.as_str(), incremental, "base backup started");
+            let sql = connect_sql(&src, this.connect_timeout).await;
+            let r = this.snap.take(&req, &job_id, sql, &job.progress).await;
+            let end = match &r {
+                Ok(row) if row.state == BackupState::Skipped => {
+                    warn!(source = %src.name, base = %job_id, reason = row.info.as_deref().unwrap_or(""), "base skipped");
+                    (JobState::Skipped, row.info.clone())
+                }
+                Ok(row) => {
+                    info!(source = %src.name, base = %job_id, bytes = row.bytes, gtid = row.gtid_pos.as_deref().unwrap_or(""), "base completed");
+                    (JobState::Completed, None)
+                }
+                Err(e) => {
+                    error!(source = %src.name, base = %job_id, error = %e.message, "base failed");
+                    (JobState::Failed, Some(e.message.clone()))
+                }
+            };
+            if let Err(e) = this.retention(&src.name).await {
+                warn!(source = %src.name, error = %e, "retention failed");
+            }
+            if let Ok(mut g) = job.end.lock() {
+                *g = Some((end.0, unix_now(), end.1));
+            }
+            this.busy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&src.name);
+        });
+        Ok(id)
+    }
+
+    /// A job: live from memory, else rebuilt from the base's catalog row.
+    ///
+    /// # Errors
+    ///
+    /// The catalog fails.
+    pub async fn job(&self, id: &str) -> Result<Option<JobView>, String> {
+        let live = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        let row = self
+            .snap
+            .catalog
+            .get_backup(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(job) = live {
+            let end = job.end.lock().ok().and_then(|g| g.clone());
+            return Ok(Some(JobView {
+                id: id.to_owned(),
+                kind: "backup",
+                source: job.source.clone(),
+                state: end.as_ref().map_or(JobState::Running, |e| e.0),
+                phase: job.progress.phase(),
+                bytes_done: job.progress.bytes(),
+                started_at: job.started_at,
+                finished_at: end.as_ref().map(|e| e.1),
+                error: end.and_then(|e| e.2),
+                backup: row,
+            }));
+        }
+        Ok(row.map(|r| JobView {
+            id: r.id.clone(),
+            kind: "backup",
+            source: r.source.clone(),
+            state: match r.state {
+                BackupState::Doing | BackupState::Uploading => JobState::Running,
+                BackupState::Skipped => JobState::Skipped,
+                BackupState::Error => JobState::Failed,
+                _ => JobState::Completed,
+            },
+            phase: r.state.to_string(),
+            bytes_done: r.bytes,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: (r.state == BackupState::Error)
+                .then(|| r.info.clone())
+                .flatten(),
+            backup: Some(r),
+        }))
+    }
+
+    /// Applies the source's retention now.
+    ///
+    /// # Errors
+    ///
+    /// Unknown source; catalog or store failures.
+    pub async fn retention(&self, source: &str) -> Result<RetentionReport, String> {
+        let src = self
+            .sources
+            .get(source)
+            .ok_or_else(|| format!("no source named {source:?}"))?;
+        retention::apply(
+            &self.snap.catalog,
+            &self.snap.store,
+            source,
+            src.backup.keep_days,
+            src.backup.keep_min,
+            unix_now(),
+        )
+        .await
+    }
+
+    /// Starts one scheduler task per source with a schedule; they end with `cancel`.
+    pub fn spawn_schedulers(self: &Arc<Self>, cancel: CancellationToken) {
+        for src in self.sources.values() {
+            if src.backup.full_schedule.is_none() && src.backup.incremental_schedule.is_none() {
+                continue;
+            }
+            let this = self.clone();
+            let name = src.name.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move { this.schedule_loop(&name, cancel).await });
+        }
+    }
+
+    async fn schedule_loop(self: Arc<Self>, name: &str, cancel: CancellationToken) {
+        let Some(src) = self.sources.get(name).cloned() else {
+            return;
+        };
+        let mut after = Utc::now();
+        loop {
+            let full = src
+                .backup
+                .full_schedule
+                .as_ref()
+                .and_then(|s| s.next_after(after));
+            let inc = src
+                .backup
+                .incremental_schedule
+                .as_ref()
+                .and_then(|s| s.next_after(after));
+            // A full wins when both fall on the same moment.
+            let (at, incremental) = match (full, inc) {
+                (Some(f), Some(i)) if i < f => (i, true),
+                (Some(f), _) => (f, false),
+                (None, Some(i)) => (i, true),
+                (None, None) => return,
+            };
+            info!(source = name, at = %at, incremental, "next scheduled base");
+            // Sleep in steps of at most a minute so a changed wall clock is noticed.
+            loop {
+                let now = Utc::now();
+                if now >= at {
+                    break;
+                }
+                let wait = (at - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(60));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            after = at;
+            match self.start(name, None, incremental) {
+                Ok(id) => info!(source = name, base = %id, "scheduled base started"),
+                Err(e) => warn!(source = name, error = %e, "scheduled base not started"),
+            }
+        }
+    }
+
+    /// The bases of `source` and the oldest restorable point.
+    ///
+    /// # Errors
+    ///
+    /// The catalog fails.
+    pub async fn list(
+        &self,
+        source: &str,
+    ) -> Result<(Vec<BackupRow>, Option<retention::RestorablePoint>), String> {
+        let rows = self
+            .snap
+            .catalog
+            .list_backups(source)
+            .await
+            .map_err(|e| e.to_string())?;
+        let oldest = retention::oldest_restorable(&rows);
+        Ok((rows, oldest))
+    }
+}
