@@ -61,9 +61,8 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
         "--triggers".into(),
         "--verbose=2".into(),
     ];
-    let log = run.workdir.join("mydumper.log");
     run.progress.set_phase("dumping with mydumper");
-    tool::run(&program, &args, &log, None)
+    tool::run(&program, &args, None)
         .await
         .map_err(|e| format!("mydumper failed: {e}"))?;
     let meta = std::fs::read_to_string(dump.join("metadata"))
@@ -140,18 +139,16 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
     }
     args.push("--databases".into());
     args.extend(run.databases.iter().cloned());
-    let log = run.workdir.join("mysqldump.log");
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
     run.progress.set_phase("streaming mysqldump");
     let mut child = Command::new(&program)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let err_tail = tool::stderr_tail(&mut child);
     let stdout = child.stdout.take().ok_or("mysqldump: no stdout pipe")?;
     let mut scanner = ScanReader::new(stdout);
     let upload = run
@@ -166,11 +163,11 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
         .wait()
         .await
         .map_err(|e| format!("wait for mysqldump: {e}"))?;
+    let err_text = err_tail.await.unwrap_or_default();
     if !status.success() {
         return Err(format!(
-            "{} failed ({status}):\n{}",
-            program.display(),
-            tool::tail(&log, 4000)
+            "{} failed ({status}):\n{err_text}",
+            program.display()
         ));
     }
     let obj = upload.map_err(|e| format!("upload the dump: {e}"))?;
@@ -329,7 +326,6 @@ pub async fn restore(
     let cnf = workdir.join("target.cnf");
     let _ = std::fs::remove_file(&cnf);
     write_defaults_file(target, &cnf)?;
-    let log = workdir.join("load.log");
     match base.tool.as_str() {
         "mydumper" => {
             let program = tools.find("myloader")?;
@@ -356,7 +352,6 @@ pub async fn restore(
                     "--overwrite-tables".into(),
                     "--verbose=2".into(),
                 ],
-                &log,
                 None,
             )
             .await
@@ -369,17 +364,16 @@ pub async fn restore(
                 .iter()
                 .find(|o| o.key.ends_with("/dump.sql"))
                 .ok_or_else(|| format!("base {} has no dump.sql object", base.id))?;
-            let log_file = std::fs::File::create(&log)
-                .map_err(|e| format!("create {}: {e}", log.display()))?;
             let mut child = Command::new(&program)
                 .arg(format!("--defaults-extra-file={}", cnf.display()))
                 .arg("--init-command=SET sql_log_bin=0")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file))
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+            let err_tail = tool::stderr_tail(&mut child);
             let mut stdin = child.stdin.take().ok_or("mysql client: no stdin pipe")?;
             progress.set_phase("loading dump.sql");
             let fed = store.get_to(obj, &mut stdin, &progress.bytes).await;
@@ -398,7 +392,7 @@ pub async fn restore(
             } else {
                 Err(format!(
                     "loading dump.sql failed ({status}):\n{}",
-                    tool::tail(&log, 4000)
+                    err_tail.await.unwrap_or_default()
                 ))
             }
         }

@@ -56,18 +56,16 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
         args.push(format!("--incremental-lsn={lsn}"));
     }
     let command = tool::redact(&program, &args);
-    let log = run.workdir.join(format!("{name}.log"));
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
     run.progress.set_phase(&format!("streaming {name}"));
     let mut child = Command::new(&program)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let err_tail = tool::stderr_tail(&mut child);
     let stdout = child
         .stdout
         .take()
@@ -91,11 +89,9 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
                 .map_err(|e| format!("wait for {name}: {e}"))?
         }
     };
+    let err_text = err_tail.await.unwrap_or_default();
     if !status.success() {
-        return Err(format!(
-            "{name} failed ({status}):\n{}",
-            tool::tail(&log, 4000)
-        ));
+        return Err(format!("{name} failed ({status}):\n{err_text}"));
     }
     let stream_obj = upload.map_err(|e| format!("upload the {name} stream: {e}"))?;
     run.progress.set_phase("uploading metadata");
@@ -218,19 +214,10 @@ pub async fn restore(
         let dir = workdir.join(format!("{i:03}-{}", base.id));
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         progress.set_phase(&format!("downloading and extracting {}", base.id));
-        extract(
-            store,
-            obj,
-            &extractor,
-            &dir,
-            &workdir.join(format!("extract-{i}.log")),
-            progress,
-        )
-        .await?;
+        extract(store, obj, &extractor, &dir, progress).await?;
         dirs.push(dir);
     }
     let full = dirs.first().ok_or("empty base chain")?;
-    let log = workdir.join("prepare.log");
     progress.set_phase("preparing the full base");
     tool::run(
         &program,
@@ -238,7 +225,6 @@ pub async fn restore(
             "--prepare".into(),
             format!("--target-dir={}", full.display()),
         ],
-        &log,
         None,
     )
     .await
@@ -252,7 +238,6 @@ pub async fn restore(
                 format!("--target-dir={}", full.display()),
                 format!("--incremental-dir={}", dir.display()),
             ],
-            &log,
             None,
         )
         .await
@@ -267,7 +252,6 @@ pub async fn restore(
             format!("--target-dir={}", full.display()),
             format!("--datadir={}", datadir.display()),
         ],
-        &log,
         None,
     )
     .await
@@ -280,21 +264,19 @@ async fn extract(
     obj: &BackupObject,
     extractor: &Path,
     dir: &Path,
-    log: &Path,
     progress: &Progress,
 ) -> Result<(), String> {
-    let log_file =
-        std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
     let mut child = Command::new(extractor)
         .arg("-x")
         .arg("-C")
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(log_file))
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("could not start {}: {e}", extractor.display()))?;
+    let err_tail = tool::stderr_tail(&mut child);
     let mut stdin = child.stdin.take().ok_or("extractor: no stdin pipe")?;
     let fed = store.get_to(obj, &mut stdin, &progress.bytes).await;
     let _ = stdin.shutdown().await;
@@ -307,11 +289,11 @@ async fn extract(
         .wait()
         .await
         .map_err(|e| format!("wait for {}: {e}", extractor.display()))?;
+    let err_text = err_tail.await.unwrap_or_default();
     if !status.success() {
         return Err(format!(
-            "{} -x failed ({status}):\n{}",
-            extractor.display(),
-            tool::tail(log, 2000)
+            "{} -x failed ({status}):\n{err_text}",
+            extractor.display()
         ));
     }
     Ok(())

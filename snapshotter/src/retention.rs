@@ -11,8 +11,9 @@
 //!   start of the window needs the base taken before it).
 //! - An incremental is kept exactly when its whole parent chain is COMPLETED and its full
 //!   is kept; otherwise it expires with it.
-//! - ERROR bases are garbage: their partial objects are deleted and the row becomes
-//!   DELETED. DOING/UPLOADING/SKIPPED rows are never touched.
+//! - ERROR bases keep their row (the record of the failure and its reason); any partial
+//!   objects left under their prefix (a crash mid-upload) are deleted. DOING, UPLOADING
+//!   and SKIPPED rows are never touched.
 //!
 //! [`oldest_restorable`] is the consistency point of the oldest kept full: binlogs before
 //! it are not needed by any restore (purge nothing newer).
@@ -29,7 +30,7 @@ use crate::objstore::BaseStore;
 pub struct RetentionReport {
     /// Bases expired and deleted.
     pub expired: Vec<String>,
-    /// ERROR bases whose partial objects were removed.
+    /// ERROR bases whose partial objects were removed (the rows stay ERROR).
     pub collected: Vec<String>,
     /// Objects deleted.
     pub objects_deleted: usize,
@@ -166,8 +167,18 @@ pub async fn apply(
                 true
             }
             BackupState::Error => {
-                report.collected.push(b.id.clone());
-                true
+                let leftovers = store
+                    .list(&format!("{}/{}", b.source, b.id))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !leftovers.is_empty() {
+                    for (k, _) in &leftovers {
+                        store.delete(k).await.map_err(|e| e.to_string())?;
+                        report.objects_deleted += 1;
+                    }
+                    report.collected.push(b.id.clone());
+                }
+                false
             }
             _ => false,
         };

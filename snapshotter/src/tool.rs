@@ -210,53 +210,93 @@ pub async fn version(tool: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The last `max` bytes of a log file (lossy UTF-8), for `info` on failure.
-pub fn tail(path: &Path, max: usize) -> String {
-    let data = std::fs::read(path).unwrap_or_default();
-    let start = data.len().saturating_sub(max);
-    let text = String::from_utf8_lossy(data.get(start..).unwrap_or_default()).into_owned();
-    text.trim().to_owned()
+/// Bytes of a tool's output kept for `info` on failure (the tail).
+pub const OUTPUT_TAIL: usize = 8000;
+
+/// Reads `r` to its end, keeping only the last `max` bytes; returns them as lossy UTF-8,
+/// trimmed. Memory stays bounded whatever the tool prints, and nothing is written to
+/// disk (the staging directory may be the full one).
+pub async fn keep_tail<R: tokio::io::AsyncRead + Unpin>(mut r: R, max: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut keep: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(max);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                keep.extend(buf.get(..n).unwrap_or_default());
+                while keep.len() > max {
+                    keep.pop_front();
+                }
+            }
+        }
+    }
+    let v: Vec<u8> = keep.into_iter().collect();
+    String::from_utf8_lossy(&v).trim().to_owned()
 }
 
-/// Runs a tool to completion with stdin closed, stdout and stderr appended to `log`.
+/// Takes the child's piped stderr and keeps its tail in a background task; await the
+/// handle after the child has exited.
+pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        match stderr {
+            Some(e) => keep_tail(e, OUTPUT_TAIL).await,
+            None => String::new(),
+        }
+    })
+}
+
+/// Runs a tool to completion with stdin closed; stdout and stderr are kept in memory
+/// (their last [`OUTPUT_TAIL`] bytes each).
 ///
 /// # Errors
 ///
-/// "could not start" or "exited with STATUS" plus the tail of `log`.
-pub async fn run(
-    program: &Path,
-    args: &[String],
-    log: &Path,
-    cwd: Option<&Path>,
-) -> Result<(), String> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("create {}: {e}", log.display()))?;
-    let err = file
-        .try_clone()
-        .map_err(|e| format!("open {}: {e}", log.display()))?;
+/// "could not start" or "exited with STATUS" plus the tail of its output.
+pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<(), String> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(file))
-        .stderr(Stdio::from(err))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let status = cmd
-        .status()
-        .await
+    let mut child = cmd
+        .spawn()
         .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let (out, err) = tokio::join!(
+        async {
+            match out {
+                Some(o) => keep_tail(o, OUTPUT_TAIL).await,
+                None => String::new(),
+            }
+        },
+        async {
+            match err {
+                Some(e) => keep_tail(e, OUTPUT_TAIL).await,
+                None => String::new(),
+            }
+        }
+    );
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("wait for {}: {e}", program.display()))?;
     if status.success() {
         Ok(())
     } else {
+        let text = [err, out]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
         Err(format!(
-            "{} exited with {status}:\n{}",
-            program.display(),
-            tail(log, 4000)
+            "{} exited with {status}:\n{text}",
+            program.display()
         ))
     }
 }

@@ -387,6 +387,53 @@ impl MariaDb {
             std::thread::sleep(Duration::from_millis(500 * attempt as u64));
         }
 
+        let db = MariaDb::spawn_on(opts, mariadbd, client, datadir, tmp)?;
+        db.sql(&format!(
+            "CREATE USER IF NOT EXISTS '{u}'@'127.0.0.1' IDENTIFIED BY '{p}';\n\
+             CREATE USER IF NOT EXISTS '{u}'@'%' IDENTIFIED BY '{p}';\n\
+             GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, SELECT ON *.* TO '{u}'@'127.0.0.1';\n\
+             GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, SELECT ON *.* TO '{u}'@'%';\n\
+             CREATE USER IF NOT EXISTS '{a}'@'127.0.0.1' IDENTIFIED BY '{ap}';\n\
+             GRANT ALL PRIVILEGES ON *.* TO '{a}'@'127.0.0.1' WITH GRANT OPTION;\n\
+             CREATE DATABASE IF NOT EXISTS test;\n",
+            u = REPL_USER,
+            p = REPL_PASSWORD,
+            a = ADMIN_USER,
+            ap = ADMIN_PASSWORD
+        ))
+        .context("create replication user and database test")?;
+        Ok(db)
+    }
+
+    /// Starts `mariadbd` on a datadir that `fill` populates (for example a restored base):
+    /// no `mariadb-install-db`, no users created (they come with the data). `fill` gets
+    /// the datadir path (absent; it may create it). Same layout, options and clean-up as
+    /// [`MariaDb::start`].
+    pub fn start_on_datadir(
+        opts: MariaDbOptions,
+        fill: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<MariaDb> {
+        let mariadbd = require_tool("mariadbd");
+        let client = require_tool("mariadb");
+        let tmp = tempfile::Builder::new()
+            .prefix("mariadb-restored-")
+            .tempdir()
+            .context("create temporary directory for mariadbd")?;
+        let datadir = tmp.path().join("data");
+        fill(&datadir).context("fill the datadir")?;
+        if !datadir.is_dir() {
+            bail!("the datadir {} was not created", datadir.display());
+        }
+        MariaDb::spawn_on(opts, mariadbd, client, datadir, tmp)
+    }
+
+    fn spawn_on(
+        opts: MariaDbOptions,
+        mariadbd: PathBuf,
+        client: PathBuf,
+        datadir: PathBuf,
+        tmp: tempfile::TempDir,
+    ) -> Result<MariaDb> {
         let mut db = MariaDb {
             opts,
             port: 0,
@@ -418,20 +465,6 @@ impl MariaDb {
             }
         }
 
-        db.sql(&format!(
-            "CREATE USER IF NOT EXISTS '{u}'@'127.0.0.1' IDENTIFIED BY '{p}';\n\
-             CREATE USER IF NOT EXISTS '{u}'@'%' IDENTIFIED BY '{p}';\n\
-             GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, SELECT ON *.* TO '{u}'@'127.0.0.1';\n\
-             GRANT REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, SELECT ON *.* TO '{u}'@'%';\n\
-             CREATE USER IF NOT EXISTS '{a}'@'127.0.0.1' IDENTIFIED BY '{ap}';\n\
-             GRANT ALL PRIVILEGES ON *.* TO '{a}'@'127.0.0.1' WITH GRANT OPTION;\n\
-             CREATE DATABASE IF NOT EXISTS test;\n",
-            u = REPL_USER,
-            p = REPL_PASSWORD,
-            a = ADMIN_USER,
-            ap = ADMIN_PASSWORD
-        ))
-        .context("create replication user and database test")?;
         Ok(db)
     }
 
@@ -1486,4 +1519,90 @@ pub fn wait_all_succ(
             }
         },
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Data comparison and replicas (base-backup tests)
+// ---------------------------------------------------------------------------------------
+
+impl MariaDb {
+    /// `CHECKSUM TABLE` of every base table in `databases`, keyed `db.table`.
+    pub fn table_checksums(
+        &self,
+        databases: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let list = databases
+            .iter()
+            .map(|d| format!("'{}'", d.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let tables = self.sql_rows(&format!(
+            "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
+             WHERE table_schema IN ({list}) AND table_type = 'BASE TABLE' ORDER BY 1"
+        ))?;
+        let mut out = std::collections::BTreeMap::new();
+        if tables.is_empty() {
+            return Ok(out);
+        }
+        let names: Vec<String> = tables
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        for row in self.sql_rows(&format!("CHECKSUM TABLE {}", names.join(", ")))? {
+            if let [t, c] = row.as_slice() {
+                out.insert(t.clone(), c.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes this server a replica of `primary` by GTID (`master_use_gtid=slave_pos`,
+    /// user `repl`) and starts it.
+    pub fn replicate_from(&self, primary: &MariaDb) -> Result<()> {
+        self.sql(&format!(
+            "CHANGE MASTER TO master_host='127.0.0.1', master_port={}, master_user='{REPL_USER}', \
+             master_password='{REPL_PASSWORD}', master_use_gtid=slave_pos; START SLAVE;",
+            primary.port()
+        ))?;
+        Ok(())
+    }
+
+    /// Stops replication, then replicates until exactly `gtid_pos` (`START SLAVE UNTIL
+    /// master_gtid_pos`) and waits (at most `timeout`) until `@@gtid_slave_pos` equals it.
+    /// The replica must be behind `gtid_pos`.
+    pub fn replicate_until(&self, gtid_pos: &str, timeout: Duration) -> Result<()> {
+        self.sql(&format!(
+            "STOP SLAVE; START SLAVE UNTIL master_gtid_pos = '{gtid_pos}';"
+        ))?;
+        wait_for(&format!("replica reaches {gtid_pos}"), timeout, || {
+            let pos = self.sql_value("SELECT @@gtid_slave_pos")?;
+            Ok((pos == gtid_pos).then_some(()))
+        })
+        .with_context(|| {
+            format!(
+                "replica status:\n{}",
+                self.sql("SHOW SLAVE STATUS\\G").unwrap_or_default()
+            )
+        })
+    }
+}
+
+/// Runs `snapshotter <args>` (the binary under test) and returns (exit code, stdout,
+/// stderr). `envs` are added to its environment.
+pub fn run_snapshotter(
+    bin: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<(i32, String, String)> {
+    let out = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", bin.display()))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }

@@ -1,0 +1,5 @@
+//! `snapshotter` built for the integration tests (`CARGO_BIN_EXE_snapshotter-under-test`).
+
+fn main() -> std::process::ExitCode {
+    binlog_server::snapshot_cli::main()
+}
