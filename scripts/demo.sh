@@ -2,7 +2,9 @@
 # The main job on the embedded defaults: installs MariaDB if absent, builds
 # binlog-server, starts a sandbox MariaDB primary with a write load, runs binlog-server
 # against it (SQLite catalog and archive in a temporary directory), and prints
-# GET /v1/sources and the binlog list while files go ACTIVE -> REPORTED -> SUCC.
+# GET /v1/sources and the binlog list while files go ACTIVE -> REPORTED -> SUCC, takes a
+# physical base through the API under load and a logical one with `snapshotter take`,
+# and lists them.
 # Options are passed on: --seconds N (load duration, default 30), --dir DIR (keep the
 # archive there).
 set -euo pipefail

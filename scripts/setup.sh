@@ -4,6 +4,7 @@
 #     the tests' primaries, base backups);
 #   - libclang-dev and librocksdb-dev (the RocksDB index is built against Debian's
 #     librocksdb; bindgen needs libclang);
+#   - moto[server] from PyPI (pip): a real S3-compatible server for the backup tests;
 #   - a Rust toolchain is assumed (rustup); cargo-nextest is not required.
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
@@ -19,7 +20,20 @@ dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 
+command -v moto_server >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+
+install_moto() {
+  # moto's standalone S3 server: the S3-compatible store of the base-backup tests.
+  if ! command -v moto_server >/dev/null 2>&1; then
+    echo "setup: installing moto[server] (pip)"
+    python3 -m pip install --quiet 'moto[server]==5.2.1' \
+      || python3 -m pip install --quiet --break-system-packages 'moto[server]==5.2.1'
+    hash -r
+  fi
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+  install_moto
   echo "setup: everything is installed"
   exit 0
 fi
@@ -45,4 +59,5 @@ if [ ! -e "$policy" ]; then
 fi
 trap '[ $made_policy -eq 1 ] && $SUDO rm -f "$policy"' EXIT
 $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+install_moto
 echo "setup: done"

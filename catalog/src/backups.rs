@@ -681,3 +681,95 @@ impl Catalog {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(id: &str) -> NewBackup {
+        NewBackup {
+            id: id.into(),
+            source: "db1".into(),
+            method: "physical".into(),
+            tool: "mariabackup".into(),
+            ..Default::default()
+        }
+    }
+
+    fn obj(key: &str) -> BackupObject {
+        BackupObject {
+            key: key.into(),
+            bytes: 10,
+            sha256: "a".repeat(64),
+        }
+    }
+
+    #[tokio::test]
+    async fn state_flow_and_objects_written_with_completion() {
+        let c = Catalog::open("sqlite::memory:").await.unwrap();
+        c.begin_backup(&new("b1")).await.unwrap();
+        assert!(matches!(
+            c.begin_backup(&new("b1")).await,
+            Err(CatalogError::InvalidArgument { .. })
+        ));
+        c.set_backup_progress("b1", 5).await.unwrap();
+        c.set_uploading("b1").await.unwrap();
+        let r = c.get_backup("b1").await.unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.bytes, r.objects.len()),
+            (BackupState::Uploading, 5, 0)
+        );
+        let res = BackupResult {
+            binlog_file: Some("mysql-bin.000002".into()),
+            binlog_pos: Some(385),
+            gtid_pos: Some("0-1-9".into()),
+            consistent_at: Some(1_700_000_000),
+            to_lsn: Some(44404),
+            objects: vec![obj("db1/b1/a"), obj("db1/b1/b")],
+        };
+        c.complete_backup("b1", &res).await.unwrap();
+        let r = c.get_backup("b1").await.unwrap().unwrap();
+        assert_eq!(r.state, BackupState::Completed);
+        assert_eq!(r.bytes, 20);
+        assert_eq!(r.objects.len(), 2);
+        assert_eq!(r.to_lsn, Some(44404));
+        // Completed is final for these moves.
+        assert!(c.fail_backup("b1", "x").await.is_err());
+        assert!(c.complete_backup("b1", &res).await.is_err());
+        assert_eq!(c.get_backup("b1").await.unwrap().unwrap().objects.len(), 2);
+        c.expire_backup("b1", "retention").await.unwrap();
+        c.mark_deleted("b1").await.unwrap();
+        assert_eq!(
+            c.get_backup("b1").await.unwrap().unwrap().state,
+            BackupState::Deleted
+        );
+        assert!(matches!(
+            c.set_uploading("nope").await,
+            Err(CatalogError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn interrupted_bases_become_error_and_skips_record_why() {
+        let c = Catalog::open("sqlite::memory:").await.unwrap();
+        c.begin_backup(&new("b1")).await.unwrap();
+        c.begin_backup(&new("b2")).await.unwrap();
+        c.set_uploading("b2").await.unwrap();
+        c.begin_backup(&new("b3")).await.unwrap();
+        c.skip_backup("b3", "replica_only and read_only=OFF")
+            .await
+            .unwrap();
+        let mut failed = c.fail_interrupted_backups().await.unwrap();
+        failed.sort();
+        assert_eq!(failed, vec!["b1", "b2"]);
+        let rows = c.list_backups("db1").await.unwrap();
+        assert_eq!(rows.len(), 3);
+        let b1 = rows.iter().find(|r| r.id == "b1").unwrap();
+        assert_eq!(b1.state, BackupState::Error);
+        assert!(b1.info.as_deref().unwrap_or("").contains("interrupted"));
+        let b3 = rows.iter().find(|r| r.id == "b3").unwrap();
+        assert_eq!(b3.state, BackupState::Skipped);
+        assert!(b3.finished_at.is_some());
+        assert!(c.list_backups("other").await.unwrap().is_empty());
+    }
+}

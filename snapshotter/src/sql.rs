@@ -35,6 +35,12 @@ pub trait Sql: Send {
     fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send;
 }
 
+impl<T: Sql> Sql for &mut T {
+    fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send {
+        (**self).query(sql)
+    }
+}
+
 /// What the snapshotter reads of the server before a base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFacts {

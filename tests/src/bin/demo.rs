@@ -68,10 +68,20 @@ fn main() -> Result<()> {
         }],
         "[capture]\npoll_interval = \"1s\"\n",
     )?;
+    // Base backups of the sandbox: an account with backup privileges, physical by
+    // default, kept in the local store under <dir>/data/backups.
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(&format!(
+        "[source.backup]\nurl = {}\nmethod = \"physical\"\nlogical_tool = \"mydumper\"\ndatabases = \"%\"\n",
+        toml_string(&db.admin_url())
+    ));
+    std::fs::write(&cfg, text)?;
     println!(
         "== config {}:\n{}",
         cfg.display(),
-        std::fs::read_to_string(&cfg)?.replace("replpass", "***")
+        std::fs::read_to_string(&cfg)?
+            .replace(REPL_PASSWORD, "***")
+            .replace(ADMIN_PASSWORD, "***")
     );
     let server = ServerProcess::start(&bin, &cfg, &http)?;
     println!(
@@ -79,7 +89,16 @@ fn main() -> Result<()> {
         server.pid()
     );
     let start = Instant::now();
+    let mut base_job: Option<String> = None;
     while start.elapsed() < Duration::from_secs(seconds) {
+        if base_job.is_none() && start.elapsed() >= Duration::from_secs(seconds / 3) {
+            let (code, v) =
+                server.post_json("/v1/sources/sandbox/backups", &serde_json::json!({}))?;
+            println!(
+                "== POST /v1/sources/sandbox/backups (physical base under load) -> {code} {v}"
+            );
+            base_job = v["job_id"].as_str().map(str::to_owned);
+        }
         std::thread::sleep(Duration::from_secs(5));
         let s = server.get_json("/v1/sources/sandbox")?;
         println!(
@@ -96,6 +115,39 @@ fn main() -> Result<()> {
     }
     let n = load.stop()?;
     println!("== write load done: {n} transactions");
+    if let Some(id) = &base_job {
+        let job = wait_for("the base job", Duration::from_secs(300), || {
+            let j = server.get_json(&format!("/v1/jobs/{id}"))?;
+            Ok((j["state"] != "running").then_some(j))
+        })?;
+        println!(
+            "== GET /v1/jobs/{id}: state={} bytes_done={} gtid={} error={}",
+            job["state"], job["bytes_done"], job["backup"]["gtid_pos"], job["error"]
+        );
+    }
+    let snap = bin.with_file_name("snapshotter");
+    println!("== snapshotter take --method logical (mydumper), from the command line");
+    let (code, _out, err) = run_snapshotter(
+        &snap,
+        &[
+            "take",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--source",
+            "sandbox",
+            "--method",
+            "logical",
+        ],
+        &[],
+    )?;
+    println!(
+        "   exit {code}{}",
+        if code == 0 {
+            String::new()
+        } else {
+            format!(": {err}")
+        }
+    );
     db.flush_binary_logs()?;
     wait_caught_up(&server, &db, "sandbox", Duration::from_secs(60))?;
     let files = wait_all_succ(&server, "sandbox", Duration::from_secs(60))?;
@@ -117,6 +169,22 @@ fn main() -> Result<()> {
             f["info"].as_str().unwrap_or("")
         );
     }
+    println!("== GET /v1/sources/sandbox/backups");
+    let bases = server.get_json("/v1/sources/sandbox/backups")?;
+    for b in bases["backups"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "   {:<34} {:<9} {:<11} {:<9} {:>10} bytes  {}:{}  gtid={}",
+            b["id"].as_str().unwrap_or("?"),
+            b["method"].as_str().unwrap_or("?"),
+            b["tool"].as_str().unwrap_or("?"),
+            b["state"].as_str().unwrap_or("?"),
+            b["bytes"],
+            b["binlog_file"].as_str().unwrap_or("-"),
+            b["binlog_pos"],
+            b["gtid_pos"].as_str().unwrap_or("-"),
+        );
+    }
+    println!("   oldest restorable point: {}", bases["oldest_restorable"]);
     let closed = assert_archive_identical(&db, &dir.join("data").join("sandbox"))?;
     println!("== {closed} closed binlogs are SHA-256-identical to the primary's; the active one is a prefix");
     if keep_dir.is_some() {
