@@ -93,6 +93,7 @@ pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOut
             .filter(|g| !g.is_empty()),
         ..Default::default()
     };
+    run.mark_uploading().await?;
     run.progress.set_phase("uploading the clone");
     let objects = run
         .snap

@@ -68,6 +68,7 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
     let meta = std::fs::read_to_string(dump.join("metadata"))
         .map_err(|e| format!("mydumper wrote no metadata file: {e}"))?;
     let (binlog_file, binlog_pos, gtid_pos) = parse_mydumper_metadata(&meta);
+    run.mark_uploading().await?;
     run.progress.set_phase("uploading the dump");
     let objects = run
         .snap
@@ -171,6 +172,7 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
         ));
     }
     let obj = upload.map_err(|e| format!("upload the dump: {e}"))?;
+    run.mark_uploading().await?;
     let s = scanner.scan;
     if !s.completed {
         return Err("the dump has no final \"-- Dump completed\" line: it is truncated".into());

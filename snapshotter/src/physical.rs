@@ -94,6 +94,7 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
         return Err(format!("{name} failed ({status}):\n{err_text}"));
     }
     let stream_obj = upload.map_err(|e| format!("upload the {name} stream: {e}"))?;
+    run.mark_uploading().await?;
     run.progress.set_phase("uploading metadata");
     let checkpoints = read(&lsndir.join("xtrabackup_checkpoints"))?;
     let info = read(&lsndir.join("xtrabackup_info"))?;

@@ -116,9 +116,23 @@ pub(crate) struct Run<'a> {
     pub from_lsn: Option<u64>,
     /// Databases selected by the filter (logical).
     pub databases: Vec<String>,
+    /// The row has moved to UPLOADING.
+    pub uploading: std::sync::atomic::AtomicBool,
 }
 
 impl Run<'_> {
+    /// DOING → UPLOADING once the tool has finished and only uploads remain (idempotent).
+    pub async fn mark_uploading(&self) -> Result<(), String> {
+        if self.uploading.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.snap
+            .catalog
+            .set_uploading(self.id)
+            .await
+            .map_err(|e| format!("record UPLOADING: {e}"))
+    }
+
     /// `<source>/<id>/<name>`.
     pub fn key(&self, name: &str) -> String {
         format!("{}/{}/{}", self.req.source, self.id, name)
@@ -361,6 +375,7 @@ impl Snapshotter {
             progress,
             from_lsn,
             databases,
+            uploading: std::sync::atomic::AtomicBool::new(false),
         };
         let mut out = match (req.method, tool) {
             (Method::Physical, _) => physical::take(&run).await?,
@@ -382,6 +397,7 @@ impl Snapshotter {
         if out.result.consistent_at.is_none() {
             out.result.consistent_at = Some(unix_now());
         }
+        run.mark_uploading().await?;
         // The manifest goes last: a DBA without the catalog finds everything in it.
         progress.set_phase("writing manifest");
         let manifest = serde_json::json!({
