@@ -87,7 +87,8 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
     })
 }
 
-/// Parses mydumper's `metadata` (0.10 form):
+/// Parses mydumper's `metadata`: the 0.10 form below, or 0.12+'s INI form (`[source]` or
+/// `[master]` with `File =`, `Position =`, `Executed_Gtid_Set =`):
 ///
 /// ```text
 /// SHOW MASTER STATUS:
@@ -100,11 +101,18 @@ pub fn parse_mydumper_metadata(text: &str) -> (Option<String>, Option<u64>, Opti
     let (mut file, mut pos, mut gtid) = (None, None, None);
     for line in text.lines() {
         let t = line.trim();
-        if t.starts_with("SHOW MASTER STATUS") || t.starts_with("SHOW BINARY LOG STATUS") {
+        if t.starts_with("SHOW MASTER STATUS")
+            || t.starts_with("SHOW BINARY LOG STATUS")
+            || t == "[master]"
+            || t == "[source]"
+        {
             in_master = true;
             continue;
         }
-        if t.starts_with("SHOW SLAVE STATUS") || t.starts_with("Finished dump") {
+        if t.starts_with("SHOW SLAVE STATUS")
+            || t.starts_with("Finished dump")
+            || t.starts_with('[')
+        {
             in_master = false;
         }
         if !in_master {
@@ -116,6 +124,18 @@ pub fn parse_mydumper_metadata(text: &str) -> (Option<String>, Option<u64>, Opti
             pos = v.trim().parse().ok();
         } else if let Some(v) = t.strip_prefix("GTID:") {
             gtid = Some(v.trim().to_owned()).filter(|s| !s.is_empty());
+        } else if let Some((k, v)) = t.split_once('=') {
+            // mydumper 0.12+ writes an INI file: [source] File = / Position = /
+            // Executed_Gtid_Set =.
+            let v = v.trim().trim_matches('\'').to_owned();
+            match k.trim() {
+                "File" => file = Some(v).filter(|s| !s.is_empty()),
+                "Position" => pos = v.parse().ok(),
+                "Executed_Gtid_Set" => {
+                    gtid = Some(v.replace(['\n', ' '], "")).filter(|s| !s.is_empty())
+                }
+                _ => {}
+            }
         }
     }
     (file, pos, gtid)
@@ -441,6 +461,15 @@ mod tests {
             )
         );
         assert_eq!(parse_mydumper_metadata("garbage"), (None, None, None));
+        let ini = "[config]\nquote_character = BACKTICK\n\n[source]\n# Channel_Name = ''\nFile = mysql-bin.000004\nPosition = 2201\nExecuted_Gtid_Set = 0-1-90\n\n[`test`.`t`]\nreal_table_name=t\n";
+        assert_eq!(
+            parse_mydumper_metadata(ini),
+            (
+                Some("mysql-bin.000004".into()),
+                Some(2201),
+                Some("0-1-90".into())
+            )
+        );
     }
 
     #[test]
