@@ -44,7 +44,8 @@ use sha2::{Digest, Sha256};
 
 /// The command that installs every external tool the tests need.
 pub const SETUP_HINT: &str =
-    "run `bash scripts/setup.sh` (installs mariadb-server mariadb-client mariadb-backup mydumper)";
+    "run `bash scripts/setup.sh` (installs mariadb-server mariadb-client mariadb-backup mydumper, \
+     and moto[server] for the S3 tests)";
 
 /// User name of the replication account [`MariaDb::start`] creates.
 pub const REPL_USER: &str = "repl";

@@ -148,6 +148,15 @@ fn start_replica() -> Result<MariaDb> {
     })
 }
 
+/// Waits (30 s at most) until the load has committed more than `n` transactions.
+fn wait_written(load: &WriteLoad, n: u64) -> Result<()> {
+    wait_for(
+        &format!("{n} transactions written"),
+        Duration::from_secs(30),
+        || Ok((load.written() > n).then_some(())),
+    )
+}
+
 fn load(primary: &MariaDb) -> Result<WriteLoad> {
     WriteLoad::start(
         primary,
@@ -176,14 +185,10 @@ fn physical_full_and_incremental_under_writes_restore_to_their_gtid() -> Result<
     )?;
 
     let load = load(&primary)?;
-    wait_for("writes", Duration::from_secs(30), || {
-        Ok((load.written() > 200).then_some(()))
-    })?;
+    wait_written(&load, 200)?;
     replica.sql("STOP SLAVE")?;
     let full = take(&cfg, &[], &[])?;
-    wait_for("more writes", Duration::from_secs(30), || {
-        Ok((load.written() > 400).then_some(()))
-    })?;
+    wait_written(&load, 400)?;
     let inc = take(&cfg, &["--incremental"], &[])?;
     let written = load.stop()?;
     assert!(written > 400);
@@ -274,9 +279,7 @@ fn logical_roundtrip(tool: &str, filter: &str, expect_dbs: &[&str]) -> Result<()
         "",
     )?;
     let load = load(&primary)?;
-    wait_for("writes", Duration::from_secs(30), || {
-        Ok((load.written() > 300).then_some(()))
-    })?;
+    wait_written(&load, 300)?;
     replica.sql("STOP SLAVE")?;
     let base = take(&cfg, &[], &[])?;
     load.stop()?;
@@ -349,9 +352,8 @@ struct Moto {
 
 impl Moto {
     fn start() -> Result<Moto> {
-        let bin = find_tool("moto_server").context(
-            "moto_server not found: run `bash scripts/setup.sh` (it installs moto[server] with pip)",
-        )?;
+        // Fails the test (never skips it) when setup.sh has not installed moto.
+        let bin = require_tool("moto_server");
         let port = free_port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -391,9 +393,7 @@ fn physical_base_in_s3_compatible_store() -> Result<()> {
     ];
     let primary = MariaDb::start(MariaDbOptions::default())?;
     let load = load(&primary)?;
-    wait_for("writes", Duration::from_secs(30), || {
-        Ok((load.written() > 200).then_some(()))
-    })?;
+    wait_written(&load, 200)?;
     load.stop()?;
     let work = tempfile::tempdir()?;
     let tables = format!(
