@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use catalog::{BackupObject, BackupResult, BackupRow};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
 use crate::objstore::BaseStore;
@@ -386,37 +386,19 @@ pub async fn restore(
                 .iter()
                 .find(|o| o.key.ends_with("/dump.sql"))
                 .ok_or_else(|| format!("base {} has no dump.sql object", base.id))?;
-            let mut child = Command::new(&program)
-                .arg(format!("--defaults-extra-file={}", cnf.display()))
-                .arg("--init-command=SET sql_log_bin=0")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("could not start {}: {e}", program.display()))?;
-            let err_tail = tool::stderr_tail(&mut child);
-            let mut stdin = child.stdin.take().ok_or("mysql client: no stdin pipe")?;
             progress.set_phase("loading dump.sql");
-            let fed = store.get_to(obj, &mut stdin, &progress.bytes).await;
-            let _ = stdin.shutdown().await;
-            drop(stdin);
-            if let Err(e) = fed {
-                let _ = child.kill().await;
-                return Err(format!("read {} from the store: {e}", obj.key));
-            }
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| format!("wait for the client: {e}"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "loading dump.sql failed ({status}):\n{}",
-                    err_tail.await.unwrap_or_default()
-                ))
-            }
+            tool::run_fed(
+                store,
+                obj,
+                &program,
+                &[
+                    format!("--defaults-extra-file={}", cnf.display()),
+                    "--init-command=SET sql_log_bin=0".into(),
+                ],
+                &progress.bytes,
+            )
+            .await
+            .map_err(|e| format!("loading dump.sql failed: {e}"))
         }
         other => Err(format!(
             "base {} was made by {other}, not a logical tool",

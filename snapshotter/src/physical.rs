@@ -17,8 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use catalog::{BackupObject, BackupResult, BackupRow};
-use tokio::io::AsyncWriteExt;
+use catalog::{BackupResult, BackupRow};
 use tokio::process::Command;
 
 use crate::objstore::BaseStore;
@@ -215,7 +214,15 @@ pub async fn restore(
         let dir = workdir.join(format!("{i:03}-{}", base.id));
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         progress.set_phase(&format!("downloading and extracting {}", base.id));
-        extract(store, obj, &extractor, &dir, progress).await?;
+        tool::run_fed(
+            store,
+            obj,
+            &extractor,
+            &["-x".into(), "-C".into(), dir.display().to_string()],
+            &progress.bytes,
+        )
+        .await
+        .map_err(|e| format!("extract {}: {e}", base.id))?;
         dirs.push(dir);
     }
     let full = dirs.first().ok_or("empty base chain")?;
@@ -257,46 +264,6 @@ pub async fn restore(
     )
     .await
     .map_err(|e| format!("move-back into {}: {e}", datadir.display()))?;
-    Ok(())
-}
-
-async fn extract(
-    store: &BaseStore,
-    obj: &BackupObject,
-    extractor: &Path,
-    dir: &Path,
-    progress: &Progress,
-) -> Result<(), String> {
-    let mut child = Command::new(extractor)
-        .arg("-x")
-        .arg("-C")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", extractor.display()))?;
-    let err_tail = tool::stderr_tail(&mut child);
-    let mut stdin = child.stdin.take().ok_or("extractor: no stdin pipe")?;
-    let fed = store.get_to(obj, &mut stdin, &progress.bytes).await;
-    let _ = stdin.shutdown().await;
-    drop(stdin);
-    if let Err(e) = fed {
-        let _ = child.kill().await;
-        return Err(format!("read {} from the store: {e}", obj.key));
-    }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("wait for {}: {e}", extractor.display()))?;
-    let err_text = err_tail.await.unwrap_or_default();
-    if !status.success() {
-        return Err(format!(
-            "{} -x failed ({status}):\n{err_text}",
-            extractor.display()
-        ));
-    }
     Ok(())
 }
 

@@ -247,6 +247,56 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
     })
 }
 
+/// Runs a tool with object `obj` of `store` as its stdin (read back with its size and
+/// SHA-256 checked, `progress` growing by the bytes read); stdout is discarded, the tail
+/// of stderr kept for the error. A read failure or a damaged object kills the tool.
+///
+/// # Errors
+///
+/// "could not start", the store's error, or "exited with STATUS" plus the stderr tail.
+pub async fn run_fed(
+    store: &crate::objstore::BaseStore,
+    obj: &catalog::BackupObject,
+    program: &Path,
+    args: &[String],
+    progress: &std::sync::atomic::AtomicU64,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let err_tail = stderr_tail(&mut child);
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| format!("{}: no stdin pipe", program.display()))?;
+    let fed = store.get_to(obj, &mut stdin, progress).await;
+    let _ = stdin.shutdown().await;
+    drop(stdin);
+    if let Err(e) = fed {
+        let _ = child.kill().await;
+        return Err(format!("read {} from the store: {e}", obj.key));
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("wait for {}: {e}", program.display()))?;
+    let err_text = err_tail.await.unwrap_or_default();
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} exited with {status}:\n{err_text}",
+            program.display()
+        ))
+    }
+}
+
 /// Runs a tool to completion with stdin closed; stdout and stderr are kept in memory
 /// (their last [`OUTPUT_TAIL`] bytes each).
 ///
