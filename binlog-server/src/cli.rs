@@ -46,13 +46,39 @@ pub enum Command {
     },
 }
 
-fn init_tracing() {
+/// Logs to stderr; `BINLOG_SERVER_LOG` overrides `default` (e.g. "info").
+pub(crate) fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOG_SERVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Loads and validates the config; on error prints `<prog>: <error>` and gives exit
+/// code 2.
+pub(crate) fn load_settings(
+    prog: &str,
+    config: &std::path::Path,
+) -> Result<crate::config::Settings, ExitCode> {
+    Config::load(config)
+        .and_then(|c| c.validate())
+        .map_err(|e| {
+            eprintln!("{prog}: {e}");
+            ExitCode::from(2)
+        })
+}
+
+/// A multi-threaded tokio runtime; on error prints it and gives exit code 1.
+pub(crate) fn runtime(prog: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{prog}: start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -60,23 +86,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            init_tracing();
-            let settings = match Config::load(&config).and_then(|c| c.validate()) {
+            init_tracing("info");
+            let settings = match load_settings("binlog-server", &config) {
                 Ok(s) => s,
-                Err(e) => {
-                    eprintln!("binlog-server: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime("binlog-server") {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("binlog-server: start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             rt.block_on(async move {
                 let cancel = CancellationToken::new();

@@ -22,7 +22,7 @@ use snapshotter::restore::{chain, position_statements, restore_logical, restore_
 use snapshotter::{Method, Progress};
 
 use crate::backups::{endpoint, BackupService};
-use crate::config::{Config, SourceUrl};
+use crate::config::SourceUrl;
 
 /// Base backups of the configured sources (see `binlog-server serve` for schedules).
 #[derive(Debug, Parser)]
@@ -94,34 +94,20 @@ pub enum Command {
 /// Entry point of the `snapshotter` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOG_SERVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::cli::init_tracing("warn");
     let config = match &cli.command {
         Command::Take { config, .. }
         | Command::List { config, .. }
         | Command::Restore { config, .. }
         | Command::Retention { config, .. } => config.clone(),
     };
-    let settings = match Config::load(&config).and_then(|c| c.validate()) {
+    let settings = match crate::cli::load_settings("snapshotter", &config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("snapshotter: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime("snapshotter") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("snapshotter: start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let catalog = match Catalog::open(&settings.catalog_url).await {
@@ -192,26 +178,25 @@ fn print_json<T: serde::Serialize>(v: &T) {
     }
 }
 
-/// Prints `phase, bytes` to stderr every 2 s while `fut` runs.
+/// Prints `phase, bytes` to stderr every 2 s (when it changed) while `fut` runs.
 async fn with_progress<F: std::future::Future>(progress: &Progress, fut: F) -> F::Output {
-    let ticker = async {
-        let mut last = String::new();
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let line = format!(
-                "snapshotter: {} ({:.1} MiB)",
-                progress.phase(),
-                progress.bytes() as f64 / 1048576.0
-            );
-            if line != last {
-                eprintln!("{line}");
-                last = line;
+    tokio::pin!(fut);
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let line = format!(
+                    "snapshotter: {} ({:.1} MiB)",
+                    progress.phase(),
+                    progress.bytes() as f64 / 1048576.0
+                );
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
             }
         }
-    };
-    tokio::select! {
-        r = fut => r,
-        _ = ticker => unreachable!("the ticker never ends"),
     }
 }
 
