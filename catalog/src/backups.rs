@@ -9,14 +9,15 @@
 //!                       \--fail_backup--> ERROR
 //!                       \--skip_backup--> SKIPPED          (replica-only, target is a primary)
 //!   COMPLETED --expire_backup--> EXPIRED --mark_deleted--> DELETED
-//!   ERROR --mark_deleted (garbage collected)--> DELETED
 //! ```
 //!
 //! `complete_backup` inserts the object rows and moves the base to COMPLETED in one
 //! transaction, after every object has been uploaded: a crash before it leaves the base in
 //! DOING/UPLOADING (turned to ERROR by [`Catalog::fail_interrupted_backups`] at the next
-//! start) and unreferenced objects, never a COMPLETED base with missing parts.
+//! start) and unreferenced objects, never a COMPLETED base with missing parts. ERROR rows
+//! stay as the record of the failure; retention removes their leftover objects.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -514,7 +515,7 @@ impl Catalog {
         .await
     }
 
-    /// EXPIRED | ERROR → DELETED, once every object of the base is gone.
+    /// EXPIRED → DELETED, once every object of the base is gone.
     ///
     /// # Errors
     ///
@@ -523,7 +524,7 @@ impl Catalog {
         self.transition(
             "mark_deleted",
             id,
-            &[BackupState::Expired, BackupState::Error],
+            &[BackupState::Expired],
             BackupState::Deleted,
             None,
             false,
@@ -627,34 +628,43 @@ impl Catalog {
                 .await
                 .map_err(query_err(OP))?;
         let Some(raw) = raw else { return Ok(None) };
-        let objects = self.objects_of(&[id.to_owned()]).await?;
+        let objects = self
+            .objects_where("backup_id = ?", id)
+            .await?
+            .remove(id)
+            .unwrap_or_default();
         Ok(Some(raw.into_row(objects)?))
     }
 
-    async fn objects_of(&self, ids: &[String]) -> Result<Vec<BackupObject>, CatalogError> {
-        let mut out = Vec::new();
-        for id in ids {
-            let raw: Vec<ObjectRaw> = sqlx::query_as(
-                "SELECT backup_id, object_key, bytes, sha256 FROM base_backup_objects \
-                 WHERE backup_id = ? ORDER BY object_key",
-            )
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("objects_of"))?;
-            for o in raw {
-                let bytes = u64::try_from(o.bytes).map_err(|_| CatalogError::Corrupt {
-                    table: "base_backup_objects",
-                    key: format!("{}/{}", o.backup_id, o.object_key),
-                    column: "bytes",
-                    detail: format!("{} is negative", o.bytes),
-                })?;
-                out.push(BackupObject {
-                    key: o.object_key,
-                    bytes,
-                    sha256: o.sha256,
-                });
-            }
+    /// Objects grouped by base id, in key order. `filter` is `"backup_id = ?"` (one base)
+    /// or `"backup_id IN (SELECT id FROM base_backups WHERE source = ?)"` (a source),
+    /// with `key` bound to its `?`: one query either way.
+    async fn objects_where(
+        &self,
+        filter: &str,
+        key: &str,
+    ) -> Result<HashMap<String, Vec<BackupObject>>, CatalogError> {
+        let raw: Vec<ObjectRaw> = sqlx::query_as(&format!(
+            "SELECT backup_id, object_key, bytes, sha256 FROM base_backup_objects \
+             WHERE {filter} ORDER BY backup_id, object_key"
+        ))
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("read base backup objects"))?;
+        let mut out: HashMap<String, Vec<BackupObject>> = HashMap::new();
+        for o in raw {
+            let bytes = u64::try_from(o.bytes).map_err(|_| CatalogError::Corrupt {
+                table: "base_backup_objects",
+                key: format!("{}/{}", o.backup_id, o.object_key),
+                column: "bytes",
+                detail: format!("{} is negative", o.bytes),
+            })?;
+            out.entry(o.backup_id).or_default().push(BackupObject {
+                key: o.object_key,
+                bytes,
+                sha256: o.sha256,
+            });
         }
         Ok(out)
     }
@@ -673,12 +683,18 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err(OP))?;
-        let mut out = Vec::with_capacity(raw.len());
-        for r in raw {
-            let objects = self.objects_of(std::slice::from_ref(&r.id)).await?;
-            out.push(r.into_row(objects)?);
-        }
-        Ok(out)
+        let mut objects = self
+            .objects_where(
+                "backup_id IN (SELECT id FROM base_backups WHERE source = ?)",
+                source,
+            )
+            .await?;
+        raw.into_iter()
+            .map(|r| {
+                let o = objects.remove(&r.id).unwrap_or_default();
+                r.into_row(o)
+            })
+            .collect()
     }
 }
 

@@ -143,7 +143,23 @@ pub async fn apply(
         .map_err(|e| format!("list the bases of {source}: {e}"))?;
     let keep = decide(&bases, keep_days, keep_min, now);
     let mut report = RetentionReport::default();
+    // One listing of the source's objects per pass, grouped by base id (keys are
+    // `<source>/<id>/...`), and only when some base has objects to remove.
+    let needs_listing = bases.iter().any(|b| match b.state {
+        BackupState::Completed => !keep.contains(&b.id),
+        BackupState::Expired | BackupState::Error => true,
+        _ => false,
+    });
+    let mut stored: HashMap<String, Vec<String>> = HashMap::new();
+    if needs_listing {
+        for (k, _) in store.list(source).await.map_err(|e| e.to_string())? {
+            if let Some(id) = k.split('/').nth(1) {
+                stored.entry(id.to_owned()).or_default().push(k);
+            }
+        }
+    }
     for b in &bases {
+        let leftovers = stored.remove(&b.id).unwrap_or_default();
         let drop = match b.state {
             BackupState::Completed if !keep.contains(&b.id) => {
                 catalog
@@ -167,12 +183,8 @@ pub async fn apply(
                 true
             }
             BackupState::Error => {
-                let leftovers = store
-                    .list(&format!("{}/{}", b.source, b.id))
-                    .await
-                    .map_err(|e| e.to_string())?;
                 if !leftovers.is_empty() {
-                    for (k, _) in &leftovers {
+                    for k in &leftovers {
                         store.delete(k).await.map_err(|e| e.to_string())?;
                         report.objects_deleted += 1;
                     }
@@ -186,11 +198,7 @@ pub async fn apply(
             continue;
         }
         let mut keys: Vec<String> = b.objects.iter().map(|o| o.key.clone()).collect();
-        for (k, _) in store
-            .list(&format!("{}/{}", b.source, b.id))
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for k in leftovers {
             if !keys.contains(&k) {
                 keys.push(k);
             }
