@@ -227,6 +227,26 @@ impl Walk {
         }
     }
 
+    /// Checks the event's own CRC32: counts it when it verifies, records the problem
+    /// otherwise. `zero_ok` accepts a stored 0 (see the FDE case). Returns whether it is ok.
+    fn verify_crc(&mut self, offset: u64, h: &EventHeader, ev: &[u8], zero_ok: bool) -> bool {
+        match stored_and_computed_crc(h, ev) {
+            Ok((s, c)) if s == c => {
+                self.report.crc_verified += 1;
+                true
+            }
+            Ok((0, _)) if zero_ok => true,
+            Ok((s, c)) => {
+                self.crc_problem(offset, h, s, c);
+                false
+            }
+            Err(e) => {
+                self.corrupt(offset, h, &e);
+                false
+            }
+        }
+    }
+
     fn crc_problem(&mut self, offset: u64, h: &EventHeader, stored: u32, computed: u32) {
         self.problem(
             offset,
@@ -275,17 +295,7 @@ impl Walk {
                 );
             }
             if self.fde.as_ref().map(|f| f.checksum_alg) == Some(ChecksumAlg::Crc32) {
-                match stored_and_computed_crc(h, ev) {
-                    Ok((s, c)) if s == c => self.report.crc_verified += 1,
-                    Ok((s, c)) => {
-                        crc_ok = false;
-                        self.crc_problem(offset, h, s, c);
-                    }
-                    Err(e) => {
-                        crc_ok = false;
-                        self.corrupt(offset, h, &e);
-                    }
-                }
+                crc_ok = self.verify_crc(offset, h, ev, false);
             }
         }
 
@@ -327,23 +337,10 @@ impl Walk {
                 return false;
             }
         };
-        let mut crc_ok = true;
-        if fde.has_checksum_field() {
-            match stored_and_computed_crc(h, ev) {
-                Ok((s, c)) if s == c => self.report.crc_verified += 1,
-                // A checksum-aware FDE heading a file without checksums may carry 0
-                // instead of a CRC ("(A) == 0, (V) == 0" in mysql-server log_event.cc).
-                Ok((0, _)) if fde.checksum_alg == ChecksumAlg::Off => {}
-                Ok((s, c)) => {
-                    crc_ok = false;
-                    self.crc_problem(offset, h, s, c);
-                }
-                Err(e) => {
-                    crc_ok = false;
-                    self.corrupt(offset, h, &e);
-                }
-            }
-        }
+        // A checksum-aware FDE heading a file without checksums may carry 0 instead of a
+        // CRC ("(A) == 0, (V) == 0" in mysql-server log_event.cc).
+        let crc_ok = !fde.has_checksum_field()
+            || self.verify_crc(offset, h, ev, fde.checksum_alg == ChecksumAlg::Off);
         if self.own_server_id.is_none() {
             let r = &mut self.report;
             r.server_version = Some(fde.server_version.clone());
