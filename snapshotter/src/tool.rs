@@ -225,9 +225,8 @@ pub async fn keep_tail<R: tokio::io::AsyncRead + Unpin>(mut r: R, max: usize) ->
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 keep.extend(buf.get(..n).unwrap_or_default());
-                while keep.len() > max {
-                    keep.pop_front();
-                }
+                let excess = keep.len().saturating_sub(max);
+                keep.drain(..excess);
             }
         }
     }
