@@ -14,6 +14,10 @@
 //! | POST | `/v1/sources/{name}/backups` | body `{"method": "physical"\|"logical"\|"clone", "incremental": bool}` (optional); 202 `{"job_id", "backup_id"}`; 409 if one is running |
 //! | POST | `/v1/sources/{name}/backups/retention` | applies retention now; the report |
 //! | GET | `/v1/jobs/{id}` | job state, phase, `bytes_done`, the base when finished |
+//! | POST | `/v1/sources/{name}/pitr/plan` | body `{"target_time": "2026-11-21T14:03:27Z"}` or `{"target_gtid": "0-1-1234"}`; the plan, or 422 with the reason |
+//! | POST | `/v1/sources/{name}/pitr` | the same plus `"scratch": true` or `"url"` (+ `"datadir"` for physical bases); 202 with the job report |
+//! | GET | `/v1/pitr/{id}` | phase, progress (transactions and bytes applied of planned, rate, ETA), the restored instance when done, the error and file:pos on failure |
+//! | DELETE | `/v1/pitr/{id}` | stops the restored instance the service runs and removes its scratch directory |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Base backups.
     pub backups: Arc<crate::backups::BackupService>,
+    /// PITR jobs.
+    pub pitr: Arc<crate::pitr::PitrService>,
 }
 
 /// A JSON error answer.
@@ -80,6 +86,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/sources/{name}/backups/retention", post(run_retention))
         .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/sources/{name}/pitr/plan", post(pitr_plan))
+        .route("/v1/sources/{name}/pitr", post(pitr_start))
+        .route("/v1/pitr/{id}", get(pitr_get).delete(pitr_remove))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -338,4 +347,92 @@ async fn get_job(
         Some(j) => Ok(Json(j)),
         None => Err(not_found(format!("no job {id:?}"))),
     }
+}
+
+/// Body of the PITR endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PitrBody {
+    /// Target time (RFC 3339, or "YYYY-MM-DD HH:MM:SS" in UTC).
+    pub target_time: Option<String>,
+    /// Target GTID.
+    pub target_gtid: Option<String>,
+    /// Restore into a scratch instance the service starts.
+    #[serde(default)]
+    pub scratch: bool,
+    /// Or into an existing instance: its administrator URL.
+    pub url: Option<String>,
+    /// The existing instance's (empty) datadir, for physical bases.
+    pub datadir: Option<String>,
+}
+
+fn pitr_err(e: crate::pitr::PlanError) -> ApiError {
+    use crate::pitr::PlanError as P;
+    match e {
+        P::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        P::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+        P::NoPlan(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
+        P::Internal(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+fn pitr_target(b: &PitrBody) -> Result<crate::pitr::Target, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    match (&b.target_time, &b.target_gtid) {
+        (Some(t), None) => crate::pitr::parse_time(t).map(crate::pitr::Target::Time).map_err(bad),
+        (None, Some(g)) => g
+            .trim()
+            .parse::<Gtid>()
+            .map(crate::pitr::Target::Gtid)
+            .map_err(|_| bad(format!("target_gtid {g:?} is not a GTID (D-S-N or uuid:n)"))),
+        _ => Err(bad("give exactly one of target_time and target_gtid".into())),
+    }
+}
+
+async fn pitr_plan(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Json(body): Json<PitrBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let target = pitr_target(&body)?;
+    let plan = st.pitr.plan(&name, &target).await.map_err(pitr_err)?;
+    Ok(Json(plan))
+}
+
+async fn pitr_start(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Json(body): Json<PitrBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let target = pitr_target(&body)?;
+    let dest = match (body.scratch, &body.url) {
+        (true, None) => crate::pitr::Destination::Scratch,
+        (false, Some(u)) => crate::pitr::Destination::Existing {
+            url: crate::config::SourceUrl::parse(u)
+                .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("url: {m}")))?,
+            datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
+        },
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give a destination: \"scratch\": true, or \"url\" (and \"datadir\" for a physical base)".into(),
+            ))
+        }
+    };
+    let rep = st.pitr.start(&name, &target, dest).await.map_err(pitr_err)?;
+    Ok((StatusCode::ACCEPTED, Json(rep)))
+}
+
+async fn pitr_get(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(st.pitr.get(&id).await.map_err(pitr_err)?))
+}
+
+async fn pitr_remove(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
 }

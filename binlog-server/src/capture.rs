@@ -707,6 +707,16 @@ async fn run_source(
         status.lock().last_gtid = last.gtid;
     }
     reconcile_catalog(&shared.catalog, &name, &store, &resume).await?;
+    if !src.capture {
+        status.lock().state = CaptureState::Stopped;
+        status.note("archive only (capture = false): nothing connects to the primary");
+        shared
+            .catalog
+            .set_source_state(&name, "archive-only", None)
+            .await?;
+        cancel.cancelled().await;
+        return Ok(());
+    }
 
     // 2. The writer thread and the note handler.
     let (wtx, wrx) = mpsc::channel::<WriterMsg>(256);

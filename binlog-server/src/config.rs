@@ -23,6 +23,17 @@
 //! [source.backup]                # optional: base backups, see snapshotter::config
 //! method = "physical"
 //! full_schedule = "0 2 * * *"
+//! capture = true                 # false = archive only (serve and restore what is stored)
+//! [source.replication]           # optional: this source's fake primary for real replicas
+//! listen = "127.0.0.1:3307"
+//! user = "repl"
+//! password_env = "DB1_REPL_PASSWORD"   # or password = "..."
+//! [pitr]                         # optional; defaults shown
+//! work_dir = "<data_dir>/pitr"   # scratch instances
+//! parallel_threads = 4           # slave_parallel_threads of the replaying replica
+//! parallel_mode = "optimistic"
+//! buffer_pool = "256M"
+//! mariadbd_args = []
 //! [backup]                       # optional: object store, staging dir, see snapshotter::config
 //! store = "file:///var/lib/binlog-server/backups"
 //! [backup.tools]                 # optional: explicit tool paths
@@ -98,6 +109,73 @@ pub struct Config {
     /// The primaries to archive; at least one.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Point-in-time recovery: scratch instances and the replica that replays.
+    #[serde(default)]
+    pub pitr: PitrConfig,
+}
+
+/// `[pitr]`: how restored instances are run while they replay the archive.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PitrConfig {
+    /// Where scratch instances live: `<work_dir>/<job id>/{data,mysqld.sock,error.log}`.
+    /// Default `<data_dir>/pitr`.
+    pub work_dir: Option<PathBuf>,
+    /// `slave_parallel_threads` of the replaying replica (0 = one SQL thread). Default 4.
+    pub parallel_threads: u32,
+    /// `slave_parallel_mode`: "optimistic" (default), "conservative", "aggressive",
+    /// "minimal" or "none".
+    pub parallel_mode: String,
+    /// `innodb_buffer_pool_size` of scratch instances, e.g. "512M". Default "256M".
+    pub buffer_pool: String,
+    /// Further `mariadbd` arguments for scratch instances, appended last.
+    pub mariadbd_args: Vec<String>,
+    /// First server_id given to replaying instances (job n gets this + n); must differ
+    /// from every server_id in the sources' binlogs. Default 3_000_000_000.
+    pub server_id_base: u32,
+}
+
+impl Default for PitrConfig {
+    fn default() -> Self {
+        PitrConfig {
+            work_dir: None,
+            parallel_threads: 4,
+            parallel_mode: "optimistic".into(),
+            buffer_pool: "256M".into(),
+            mariadbd_args: Vec::new(),
+            server_id_base: 3_000_000_000,
+        }
+    }
+}
+
+/// `[source.replication]`: this source's fake primary listener (real replicas replicate
+/// from the archive with CHANGE MASTER TO ... MASTER_PORT = the port).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// host:port to listen on, e.g. "127.0.0.1:3307".
+    pub listen: String,
+    /// Replication user name replicas log in with.
+    pub user: String,
+    /// Its password (or `password_env`).
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+/// A validated `[source.replication]`.
+#[derive(Clone)]
+pub struct Replication {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The account.
+    pub creds: crate::fake_primary::Credentials,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} as {:?}", self.listen, self.creds)
+    }
 }
 
 /// `[http]`.
@@ -225,6 +303,17 @@ pub struct SourceConfig {
     /// Base backups of this source (`[source.backup]`); defaults when absent.
     #[serde(default)]
     pub backup: Option<snapshotter::SourceBackupConfig>,
+    /// false = archive only: nothing connects to the primary; what is stored is served,
+    /// checked and restored (a decommissioned primary). Default true.
+    #[serde(default = "yes")]
+    pub capture: bool,
+    /// This source's fake primary listener (`[source.replication]`), optional.
+    #[serde(default)]
+    pub replication: Option<ReplicationConfig>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -380,6 +469,10 @@ pub struct Source {
     pub backup: snapshotter::SourceBackupSettings,
     /// The account the backup tools connect with (`[source.backup] url`, else `url`).
     pub backup_url: SourceUrl,
+    /// False for an archive-only source (no capture task).
+    pub capture: bool,
+    /// Fake primary listener of this source.
+    pub replication: Option<Replication>,
 }
 
 /// The validated configuration.
@@ -399,6 +492,8 @@ pub struct Settings {
     pub tools: snapshotter::Tools,
     /// Sources in file order.
     pub sources: Vec<Source>,
+    /// PITR settings (`work_dir` resolved).
+    pub pitr: PitrConfig,
 }
 
 impl Config {
@@ -579,6 +674,36 @@ impl Config {
                 })?;
                 backup_url.password = Some(pw);
             }
+            let replication = match &s.replication {
+                None => None,
+                Some(r) => {
+                    let listen: SocketAddr = r.listen.parse().map_err(|e| {
+                        invalid(key("replication.listen"), format!("{:?} is not host:port ({e})", r.listen))
+                    })?;
+                    let password = match (&r.password, &r.password_env) {
+                        (_, Some(var)) => std::env::var(var).map_err(|_| {
+                            invalid(key("replication.password_env"), format!("environment variable {var} is not set"))
+                        })?,
+                        (Some(p), None) => p.clone(),
+                        (None, None) => {
+                            return Err(invalid(
+                                key("replication.password"),
+                                "set password or password_env: the fake primary does not accept replicas without one",
+                            ))
+                        }
+                    };
+                    if r.user.is_empty() {
+                        return Err(invalid(key("replication.user"), "must not be empty"));
+                    }
+                    Some(Replication {
+                        listen,
+                        creds: crate::fake_primary::Credentials {
+                            user: r.user.clone(),
+                            password,
+                        },
+                    })
+                }
+            };
             sources.push(Source {
                 name: s.name,
                 url,
@@ -586,7 +711,20 @@ impl Config {
                 start,
                 backup,
                 backup_url,
+                capture: s.capture,
+                replication,
             });
+        }
+        let mut listens = HashSet::from([http_listen]);
+        for s in &sources {
+            if let Some(r) = &s.replication {
+                if !listens.insert(r.listen) || (r.listen.port() == 0) {
+                    return Err(invalid(
+                        format!("source {}: replication.listen", s.name),
+                        format!("{} is used twice (or port 0): each source's fake primary needs its own port", r.listen),
+                    ));
+                }
+            }
         }
         let mut ids = HashSet::new();
         for s in &sources {
@@ -625,7 +763,21 @@ impl Config {
         let tools = snapshotter::Tools {
             paths: self.backup.tools.clone(),
         };
+        let mut pitr = self.pitr.clone();
+        if !["optimistic", "conservative", "aggressive", "minimal", "none"]
+            .contains(&pitr.parallel_mode.as_str())
+        {
+            return Err(invalid(
+                "pitr.parallel_mode",
+                format!("{:?}: use optimistic, conservative, aggressive, minimal or none", pitr.parallel_mode),
+            ));
+        }
+        if pitr.parallel_threads > 256 {
+            return Err(invalid("pitr.parallel_threads", "must be at most 256"));
+        }
+        pitr.work_dir = Some(pitr.work_dir.unwrap_or_else(|| data_dir.join("pitr")));
         Ok(Settings {
+            pitr,
             data_dir,
             http_listen,
             catalog_url,

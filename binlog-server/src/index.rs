@@ -7,6 +7,7 @@
 //! t <commit_ts u32 BE> <ordinal u64 BE>        -> start u64, end u64, file, GTID (binary)
 //! g m <domain u32 BE> <server u32 BE> <seq u64 BE>  -> <commit_ts><ordinal> (MariaDB GTIDs)
 //! g y <uuid 16> <gno u64 BE>                   -> <commit_ts><ordinal> (MySQL GTIDs)
+//! o <ordinal u64 BE>                          -> <commit_ts><ordinal> (binlog order)
 //! last                                         -> <commit_ts><ordinal> of the newest
 //! meta                                         -> IndexPos (JSON): indexed up to file:offset
 //! ```
@@ -73,7 +74,14 @@ pub struct IndexPos {
     pub offset: u64,
     /// Ordinal the next transaction gets.
     pub next_ordinal: u64,
+    /// Key layout version ([`INDEX_FORMAT`]); an older one is rebuilt by
+    /// [`Index::catch_up`]. Missing in the first layout (no ordinal keys).
+    #[serde(default)]
+    pub format: u32,
 }
+
+/// Key layout version written by this build: 2 added the ordinal keys (`o`).
+pub const INDEX_FORMAT: u32 = 2;
 
 /// One indexed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +115,12 @@ fn key(source: &str, tail: &[u8]) -> Vec<u8> {
     let mut k = prefix(source);
     k.extend_from_slice(tail);
     k
+}
+
+fn ordinal_key(source: &str, ordinal: u64) -> Vec<u8> {
+    let mut t = vec![b'o'];
+    t.extend_from_slice(&ordinal.to_be_bytes());
+    key(source, &t)
 }
 
 fn gtid_key(source: &str, g: &Gtid) -> Vec<u8> {
@@ -222,6 +236,7 @@ impl Index {
             if let Some(g) = &r.gtid {
                 batch.put(gtid_key(source, g), &tk[tk.len() - 12..]);
             }
+            batch.put(ordinal_key(source, ordinal), &tk[tk.len() - 12..]);
             last = Some(tk);
             ordinal += 1;
         }
@@ -232,6 +247,7 @@ impl Index {
             file: file.to_owned(),
             offset: upto,
             next_ordinal: ordinal,
+            format: INDEX_FORMAT,
         };
         let v = serde_json::to_vec(&pos).map_err(|e| IndexError::Corrupt(e.to_string()))?;
         batch.put(key(source, b"meta"), v);
@@ -296,6 +312,18 @@ impl Index {
         }
     }
 
+    /// The transaction with ordinal `ordinal` (binlog order from 0), if indexed.
+    pub fn by_ordinal(&self, source: &str, ordinal: u64) -> Result<Option<TxnEntry>, IndexError> {
+        match self.db.get(ordinal_key(source, ordinal))? {
+            None => Ok(None),
+            Some(v) => {
+                let (ts, ordinal) = decode_ts_ordinal(&v)
+                    .ok_or_else(|| IndexError::Corrupt(format!("ordinal value of {source}")))?;
+                self.entry_at(source, ts, ordinal)
+            }
+        }
+    }
+
     /// The newest indexed transaction.
     pub fn last(&self, source: &str) -> Result<Option<TxnEntry>, IndexError> {
         match self.db.get(key(source, b"last"))? {
@@ -342,7 +370,11 @@ impl Index {
             let known = files.iter().find(|(n, _)| n == &p.file);
             let beyond = binlog_order(&p.file) > binlog_order(end_file)
                 || (p.file == end_file && p.offset > end_len);
-            if known.is_none() || beyond {
+            if p.format < INDEX_FORMAT {
+                tracing::info!(source, "index has an older key layout; rebuilding it");
+                self.clear(source)?;
+                pos = None;
+            } else if known.is_none() || beyond {
                 tracing::warn!(source, index_at = ?p, "index is ahead of the store or names a missing file; rebuilding it");
                 self.clear(source)?;
                 pos = None;
@@ -490,9 +522,13 @@ mod tests {
             IndexPos {
                 file: "b.000002".into(),
                 offset: 850,
-                next_ordinal: 3
+                next_ordinal: 3,
+                format: INDEX_FORMAT,
             }
         );
+        assert_eq!(idx.by_ordinal("s", 1).unwrap().unwrap().end, 900);
+        assert_eq!(idx.by_ordinal("s", 2).unwrap().unwrap().file, "b.000002");
+        assert!(idx.by_ordinal("s", 3).unwrap().is_none());
         // Another source with the same GTIDs does not interfere.
         idx.commit("t", "x.000001", &[rec(2, 50, 4, 8)], 8, 0)
             .unwrap();

@@ -11,6 +11,8 @@ use tracing::{error, info};
 use crate::api::{self, ApiState};
 use crate::capture::{spawn_source, Shared};
 use crate::config::Settings;
+use crate::fake_primary::{self, Archive};
+use crate::pitr::PitrService;
 use crate::index::Index;
 use crate::status::Metrics;
 
@@ -45,18 +47,52 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
 
     let mut sources = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut archives = BTreeMap::new();
+    let mut statuses = BTreeMap::new();
+    let mut listeners = Vec::new();
     for src in settings.sources.iter().cloned() {
         let name = src.name.clone();
+        let capture = src.capture;
+        let replication = src.replication.clone();
         let (rt, handle) = spawn_source(shared.clone(), src, cancel.child_token());
+        let archive = Arc::new(Archive {
+            source: name.clone(),
+            dir: settings.data_dir.join(&name),
+            status: capture.then(|| rt.status.clone()),
+            catalog: catalog.clone(),
+            index: index.clone(),
+        });
+        if let Some(r) = replication {
+            listeners.push(
+                fake_primary::spawn(r.listen, archive.clone(), r.creds, None, &cancel)
+                    .await
+                    .with_context(|| format!("source {name}: [source.replication] listen"))?,
+            );
+        }
+        statuses.insert(name.clone(), rt.status.clone());
+        archives.insert(name.clone(), archive);
         sources.insert(name.clone(), rt);
         tasks.spawn(async move { (name, handle.await) });
     }
+    let pitr = PitrService::open(
+        catalog.clone(),
+        index.clone(),
+        archives,
+        statuses,
+        &settings.store,
+        settings.tools.clone(),
+        settings.pitr.clone(),
+        cancel.child_token(),
+    )
+    .await
+    .context("start the PITR service")?;
     let state = Arc::new(ApiState {
         sources,
         catalog,
         index,
         metrics,
         backups,
+        pitr,
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();
@@ -101,6 +137,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     if !http_done {
         let _ = http.await;
     }
+    drop(listeners);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -47,6 +47,7 @@
 //! only the `?` placeholders must become `$n` for PostgreSQL.
 
 pub mod backups;
+pub mod pitr;
 mod error;
 
 use std::fmt;
@@ -60,6 +61,7 @@ use sqlx::{FromRow, SqlitePool};
 
 pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
+pub use pitr::PitrJobRow;
 
 /// The schema migrations, embedded at build time from `catalog/migrations/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

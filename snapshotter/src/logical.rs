@@ -365,17 +365,19 @@ pub async fn restore(
                 download(store, obj, &dir.join(rel), progress).await?;
             }
             progress.set_phase("loading with myloader");
-            tool::run(
-                &program,
-                &[
-                    format!("--defaults-file={}", cnf.display()),
-                    format!("--directory={}", dir.display()),
-                    format!("--threads={threads}"),
-                    "--overwrite-tables".into(),
-                    "--verbose=2".into(),
-                ],
-                None,
-            )
+            let mut args = vec![
+                format!("--defaults-file={}", cnf.display()),
+                format!("--directory={}", dir.display()),
+                format!("--threads={threads}"),
+                "--overwrite-tables".into(),
+                "--verbose=2".into(),
+            ];
+            if target.host.starts_with('/') {
+                // myloader 0.10 reads user and password from the defaults file but not
+                // the socket.
+                args.push(format!("--socket={}", target.host));
+            }
+            tool::run(&program, &args, None)
             .await
             .map_err(|e| format!("myloader failed: {e}"))
         }

@@ -141,12 +141,21 @@ pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), String> {
         out.push('"');
         out
     };
-    let mut text = format!(
-        "[client]\nuser={}\nhost={}\nport={}\n",
-        quote(&ep.user),
-        quote(&ep.host),
-        ep.port
-    );
+    // A host that is an absolute path is the server's Unix socket.
+    let mut text = if ep.host.starts_with('/') {
+        format!(
+            "[client]\nuser={}\nsocket={}\n",
+            quote(&ep.user),
+            quote(&ep.host)
+        )
+    } else {
+        format!(
+            "[client]\nuser={}\nhost={}\nport={}\n",
+            quote(&ep.user),
+            quote(&ep.host),
+            ep.port
+        )
+    };
     if let Some(pw) = &ep.password {
         text.push_str(&format!("password={}\n", quote(pw)));
     }

@@ -1284,6 +1284,19 @@ impl ServerProcess {
         Ok((status, value))
     }
 
+    /// DELETE `path`: status and the JSON body (non-2xx is not an error here).
+    pub fn delete(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let url = self.url(path);
+        let resp = match self.agent.delete(&url).call() {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => return Err(anyhow!(e)).with_context(|| format!("DELETE {url}")),
+        };
+        let status = resp.status();
+        let text = resp.into_string().with_context(|| format!("DELETE {url}: read the body"))?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+    }
+
     /// Kills the server with SIGKILL (a crash) and reaps it.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

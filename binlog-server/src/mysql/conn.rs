@@ -124,15 +124,28 @@ impl Conn {
 
     async fn connect_inner(opts: &ConnectOptions) -> Result<Conn, ConnError> {
         let url = &opts.url;
-        let tcp = TcpStream::connect((url.host.as_str(), url.port))
-            .await
-            .map_err(|source| ConnError::Io {
-                context: "connect to the primary",
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
+        // A host that is an absolute path is a Unix socket (scratch instances of PITR).
+        let io: Box<dyn Io> = if url.host.starts_with('/') {
+            Box::new(
+                tokio::net::UnixStream::connect(&url.host)
+                    .await
+                    .map_err(|source| ConnError::Io {
+                        context: "connect to the server's socket",
+                        source,
+                    })?,
+            )
+        } else {
+            let tcp = TcpStream::connect((url.host.as_str(), url.port))
+                .await
+                .map_err(|source| ConnError::Io {
+                    context: "connect to the primary",
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            Box::new(tcp)
+        };
         let mut conn = Conn {
-            io: Box::new(tcp),
+            io,
             rbuf: BytesMut::with_capacity(READ_CHUNK * 2),
             seq: 0,
             handshake: Handshake {

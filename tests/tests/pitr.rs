@@ -1,0 +1,309 @@
+//! End-to-end PITR tests against a real MariaDB primary, `binlog-server serve` as a
+//! child process, and real mariadbd replicas replaying from binlog-server's fake primary.
+//!
+//! # How the data is checked (why it is sound)
+//!
+//! Writes run in the foreground in batches. After a batch the test records a
+//! checkpoint: a marker row, then `CHECKSUM TABLE` of every table and the GTID position,
+//! with no write running. The target time of a checkpoint is the current second T; the
+//! test then waits until the clock is past T before writing again, so every transaction
+//! committed at or before T is in the checkpoint and none after it. A PITR to T (or to
+//! the checkpoint's GTID) must give exactly the checkpoint's checksums.
+//!
+//! Run: `bash scripts/setup.sh && cargo test -p binlog-tests --test pitr`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use binlog_tests::*;
+use serde_json::{json, Value};
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Sleeps until the wall clock's second is past `t`.
+fn wait_past(t: u64) {
+    while now() <= t {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn iso(t: u64) -> String {
+    let days = t / 86400;
+    let secs = t % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+struct Checkpoint {
+    name: &'static str,
+    time: u64,
+    gtid: String,
+    sums: BTreeMap<String, String>,
+}
+
+fn checkpoint(db: &MariaDb, name: &'static str) -> Result<Checkpoint> {
+    db.sql(&format!("INSERT INTO test.marker (name) VALUES ('{name}')"))?;
+    let time = now();
+    let cp = Checkpoint {
+        name,
+        time,
+        gtid: db.gtid_binlog_pos()?,
+        sums: db.table_checksums(&["test"])?,
+    };
+    wait_past(time);
+    Ok(cp)
+}
+
+/// `n` small transactions as one client batch.
+fn burst(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
+    let mut sql = String::new();
+    for i in 0..n {
+        sql.push_str(&format!(
+            "BEGIN; INSERT INTO test.t1 (v) VALUES ('{tag}-{i}'); UPDATE test.t2 SET n = n + 1 WHERE id = {}; COMMIT;\n",
+            i % 10
+        ));
+    }
+    db.sql(&sql)
+}
+
+/// SQL over a restored instance's socket as root.
+fn sql_socket(socket: &str, sql: &str) -> Result<Vec<Vec<String>>> {
+    let out = Command::new(require_tool("mariadb"))
+        .args([
+            "--no-defaults",
+            &format!("--socket={socket}"),
+            "--user=root",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            sql,
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
+}
+
+fn checksums_socket(socket: &str) -> Result<BTreeMap<String, String>> {
+    let tables = sql_socket(
+        socket,
+        "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
+         WHERE table_schema = 'test' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )?;
+    let names: Vec<String> = tables.into_iter().filter_map(|r| r.into_iter().next()).collect();
+    let mut out = BTreeMap::new();
+    for row in sql_socket(socket, &format!("CHECKSUM TABLE {}", names.join(", ")))? {
+        if let [t, c] = row.as_slice() {
+            out.insert(t.clone(), c.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn wait_job(server: &ServerProcess, id: &str) -> Result<Value> {
+    wait_for(&format!("PITR job {id}"), Duration::from_secs(600), || {
+        let j = server.get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })
+}
+
+fn start_job(server: &ServerProcess, body: Value) -> Result<String> {
+    let (code, v) = server.post_json("/v1/sources/db1/pitr", &body)?;
+    if code != 202 {
+        bail!("POST pitr {body}: {code} {v:#}");
+    }
+    Ok(v["id"].as_str().context("job id")?.to_string())
+}
+
+/// Checks a finished job against its checkpoint, then removes the instance.
+fn verify_job(server: &ServerProcess, id: &str, cp: &Checkpoint) -> Result<()> {
+    let j = wait_job(server, id)?;
+    assert_eq!(j["phase"], "done", "checkpoint {}: {j:#}", cp.name);
+    let socket = j["restored"]["socket"].as_str().context("socket")?.to_string();
+    let got = checksums_socket(&socket)?;
+    assert_eq!(got, cp.sums, "checkpoint {} restored by job {id}: {j:#}", cp.name);
+    let planned = j["plan"]["transactions"].as_u64().unwrap_or(0);
+    assert_eq!(j["progress"]["transactions_applied"].as_u64(), Some(planned), "{j:#}");
+    assert!(j["restored"]["address"].as_str().unwrap_or_default().starts_with("127.0.0.1:"));
+    // The restored instance takes normal logins on its port now (not the socket only).
+    let pid = j["restored"]["pid"].as_u64().context("pid")?;
+    let (code, v) = server.delete(&format!("/v1/pitr/{id}"))?;
+    assert_eq!(code, 200, "{v:#}");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || {
+        std::thread::sleep(Duration::from_secs(2));
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    Ok(())
+}
+
+#[test]
+fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
+    let primary = MariaDb::start(MariaDbOptions::default())?;
+    primary.sql(
+        "CREATE TABLE test.t1 (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
+         CREATE TABLE test.t2 (id INT PRIMARY KEY, n INT); \
+         CREATE TABLE test.marker (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(32));",
+    )?;
+    let mut seed = String::new();
+    for i in 0..10 {
+        seed.push_str(&format!("INSERT INTO test.t2 VALUES ({i}, 0);"));
+    }
+    primary.sql(&seed)?;
+    burst(&primary, 200, "pre")?;
+
+    let work = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "[pitr]\nparallel_threads = 4\n[backup]\nstore = \"file://{}\"\n",
+        work.path().join("bases").display()
+    );
+    let cfg = write_config(work.path(), &http, &[("db1", &primary.repl_url(), 4242)], &extra)?;
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(&format!(
+        "[source.backup]\nurl = {}\nmethod = \"physical\"\n",
+        toml_string(&primary.admin_url())
+    ));
+    std::fs::write(&cfg, text)?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    wait_caught_up(&server, &primary, "db1", Duration::from_secs(60))?;
+
+    // Before any base: no plan.
+    let t_before = now();
+    wait_past(t_before);
+    let (code, v) = server.post_json(
+        "/v1/sources/db1/pitr/plan",
+        &json!({"target_time": iso(t_before)}),
+    )?;
+    assert_eq!(code, 422, "{v:#}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("no COMPLETED base"), "{v:#}");
+
+    // The base.
+    let (code, r) = server.post_json("/v1/sources/db1/backups", &json!({}))?;
+    assert_eq!(code, 202, "{r:#}");
+    let bid = r["job_id"].as_str().context("job_id")?.to_string();
+    let job = wait_for("base", Duration::from_secs(180), || {
+        let j = server.get_json(&format!("/v1/jobs/{bid}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    wait_past(now());
+
+    // Checkpoints.
+    let mut cps = Vec::new();
+    burst(&primary, 5, "after-base")?;
+    cps.push(checkpoint(&primary, "right-after-base")?);
+    burst(&primary, 400, "busy")?; // hundreds of transactions within a second or two
+    cps.push(checkpoint(&primary, "busy-second")?);
+    primary.flush_binary_logs()?;
+    burst(&primary, 50, "rotated")?;
+    cps.push(checkpoint(&primary, "after-rotation")?);
+    primary.sql("ALTER TABLE test.t1 ADD COLUMN extra INT DEFAULT 7; CREATE TABLE test.t3 (id INT PRIMARY KEY)")?;
+    primary.sql("INSERT INTO test.t3 VALUES (1),(2),(3)")?;
+    cps.push(checkpoint(&primary, "after-ddl")?);
+    burst(&primary, 100, "gtid")?;
+    let gtid_cp = checkpoint(&primary, "gtid")?;
+    burst(&primary, 100, "later")?;
+    primary.flush_binary_logs()?;
+    burst(&primary, 20, "latest")?;
+    wait_caught_up(&server, &primary, "db1", Duration::from_secs(60))?;
+
+    // A target in the future: no plan, and nothing started.
+    let (code, v) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &json!({"target_time": iso(now() + 3600), "scratch": true}),
+    )?;
+    assert_eq!(code, 422, "{v:#}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("future"), "{v:#}");
+    let pitr_dir = work.path().join("data/pitr");
+    let leftovers = std::fs::read_dir(&pitr_dir).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "a refused PITR left files in {}", pitr_dir.display());
+    // A bad request: 400.
+    let (code, _) = server.post_json("/v1/sources/db1/pitr", &json!({"target_time": "yesterday", "scratch": true}))?;
+    assert_eq!(code, 400);
+
+    // The plan of the GTID checkpoint names the base and counts the transactions.
+    let (code, plan) = server.post_json("/v1/sources/db1/pitr/plan", &json!({"target_gtid": gtid_cp.gtid}))?;
+    assert_eq!(code, 200, "{plan:#}");
+    assert_eq!(plan["base"]["id"], bid.as_str(), "{plan:#}");
+    assert_eq!(plan["end_gtid"], gtid_cp.gtid.as_str(), "{plan:#}");
+    assert!(plan["transactions"].as_u64().unwrap_or(0) > 500, "{plan:#}");
+
+    // Three replicas served at once.
+    let jobs: Vec<(String, usize)> = [1usize, 2, 3]
+        .iter()
+        .map(|&i| Ok((start_job(&server, json!({"target_time": iso(cps[i].time), "scratch": true}))?, i)))
+        .collect::<Result<_>>()?;
+    for (id, i) in &jobs {
+        verify_job(&server, id, &cps[*i])?;
+    }
+    let id = start_job(&server, json!({"target_time": iso(cps[0].time), "scratch": true}))?;
+    verify_job(&server, &id, &cps[0])?;
+    let id = start_job(&server, json!({"target_gtid": gtid_cp.gtid, "scratch": true}))?;
+    verify_job(&server, &id, &gtid_cp)?;
+
+    // A FAIL file in the range: a purged binlog whose archived copy is damaged cannot be
+    // re-pulled and stays FAIL; plans across it are refused.
+    let files = primary.binlog_files()?;
+    let victim = files
+        .iter()
+        .rev()
+        .nth(1)
+        .map(|(n, _)| n.clone())
+        .context("two binlogs")?;
+    let last = files.last().map(|(n, _)| n.clone()).context("binlogs")?;
+    primary.sql(&format!("PURGE BINARY LOGS TO '{last}'"))?;
+    let path = work.path().join("data/db1").join(&victim);
+    let mut bytes = std::fs::read(&path)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&path, &bytes)?;
+    let (code, _) = server.post_json(&format!("/v1/sources/db1/binlogs/{victim}/check"), &json!({}))?;
+    assert_eq!(code, 202);
+    wait_for("file FAIL", Duration::from_secs(60), || {
+        let b = server.get_json("/v1/sources/db1/binlogs")?;
+        let st = b["files"]
+            .as_array()
+            .and_then(|a| a.iter().find(|f| f["name"] == victim.as_str()).map(|f| f["state"].clone()));
+        Ok((st == Some(json!("FAIL"))).then_some(()))
+    })?;
+    let (code, v) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &json!({"target_gtid": primary.gtid_binlog_pos()?, "scratch": true}),
+    )?;
+    assert_eq!(code, 422, "{v:#}");
+    assert!(v["error"].as_str().unwrap_or_default().contains("FAIL"), "{v:#}");
+    drop(server);
+    Ok(())
+}
