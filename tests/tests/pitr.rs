@@ -90,7 +90,7 @@ fn burst(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
             i % 10
         ));
     }
-    db.sql(&sql)
+    db.sql(&sql).map(|_| ())
 }
 
 /// SQL over a restored instance's socket as root.
@@ -155,6 +155,15 @@ fn verify_job(server: &ServerProcess, id: &str, cp: &Checkpoint) -> Result<()> {
     let got = checksums_socket(&socket)?;
     assert_eq!(got, cp.sums, "checkpoint {} restored by job {id}: {j:#}", cp.name);
     let planned = j["plan"]["transactions"].as_u64().unwrap_or(0);
+    eprintln!(
+        "checkpoint {}: job {id} applied {planned} transactions ({} bytes) from base {} in {:.1} s restore + {:.1} s replay; gtid_slave_pos {}",
+        cp.name,
+        j["plan"]["bytes"],
+        j["plan"]["base"]["id"],
+        j["restore_seconds"].as_f64().unwrap_or(0.0),
+        j["replay_seconds"].as_f64().unwrap_or(0.0),
+        j["restored"]["gtid_slave_pos"]
+    );
     assert_eq!(j["progress"]["transactions_applied"].as_u64(), Some(planned), "{j:#}");
     assert!(j["restored"]["address"].as_str().unwrap_or_default().starts_with("127.0.0.1:"));
     // The restored instance takes normal logins on its port now (not the socket only).
@@ -202,6 +211,8 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
     // Before any base: no plan.
     let t_before = now();
     wait_past(t_before);
+    burst(&primary, 1, "after-t-before")?;
+    wait_caught_up(&server, &primary, "db1", Duration::from_secs(60))?;
     let (code, v) = server.post_json(
         "/v1/sources/db1/pitr/plan",
         &json!({"target_time": iso(t_before)}),
