@@ -14,7 +14,7 @@
 //! | POST | `/v1/sources/{name}/backups` | body `{"method": "physical"\|"logical"\|"clone", "incremental": bool}` (optional); 202 `{"job_id", "backup_id"}`; 409 if one is running |
 //! | POST | `/v1/sources/{name}/backups/retention` | applies retention now; the report |
 //! | GET | `/v1/jobs/{id}` | job state, phase, `bytes_done`, the base when finished |
-//! | POST | `/v1/sources/{name}/pitr/plan` | body `{"target_time": "2026-11-21T14:03:27Z"}` or `{"target_gtid": "0-1-1234"}`; the plan, or 422 with the reason |
+//! | POST | `/v1/sources/{name}/pitr/plan` | body `{"target_time": "2026-11-21T14:03:27Z"}` or `{"target_gtid": "0-1-1234"}` (optional `"base_id"`); the plan, or 422 with the reason |
 //! | POST | `/v1/sources/{name}/pitr` | the same plus `"scratch": true` or `"url"` (+ `"datadir"` for physical bases); 202 with the job report |
 //! | GET | `/v1/pitr/{id}` | phase, progress (transactions and bytes applied of planned, rate, ETA), the restored instance when done, the error and file:pos on failure |
 //! | DELETE | `/v1/pitr/{id}` | stops the restored instance the service runs and removes its scratch directory |
@@ -364,6 +364,8 @@ pub struct PitrBody {
     pub url: Option<String>,
     /// The existing instance's (empty) datadir, for physical bases.
     pub datadir: Option<String>,
+    /// Use this base instead of the newest one before the target.
+    pub base_id: Option<String>,
 }
 
 fn pitr_err(e: crate::pitr::PlanError) -> ApiError {
@@ -395,7 +397,7 @@ async fn pitr_plan(
     Json(body): Json<PitrBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let target = pitr_target(&body)?;
-    let plan = st.pitr.plan(&name, &target).await.map_err(pitr_err)?;
+    let plan = st.pitr.plan(&name, &target, body.base_id.as_deref()).await.map_err(pitr_err)?;
     Ok(Json(plan))
 }
 
@@ -419,7 +421,7 @@ async fn pitr_start(
             ))
         }
     };
-    let rep = st.pitr.start(&name, &target, dest).await.map_err(pitr_err)?;
+    let rep = st.pitr.start(&name, &target, body.base_id.as_deref(), dest).await.map_err(pitr_err)?;
     Ok((StatusCode::ACCEPTED, Json(rep)))
 }
 

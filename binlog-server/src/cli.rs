@@ -1,4 +1,5 @@
-//! The command line: `binlog-server serve --config FILE`, `binlog-server check FILE...`.
+//! The command line: `binlog-server serve --config FILE`, `binlog-server check FILE...`,
+//! `pitr`, `export`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,41 @@ pub enum Command {
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Restore a source to a point in time (or GTID) through the running daemon, with a
+    /// progress bar; prints the final report as JSON. Exit 0 done, 1 failed, 3 no plan.
+    Pitr {
+        /// TOML configuration file of the running daemon.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Source and target.
+        #[command(flatten)]
+        target: crate::pitr_cli::TargetArgs,
+        /// Restore into an existing, empty instance: its administrator URL.
+        #[arg(long = "target", conflicts_with = "scratch")]
+        target_url: Option<String>,
+        /// The existing instance's empty datadir (physical bases).
+        #[arg(long, requires = "target_url")]
+        datadir: Option<PathBuf>,
+        /// Restore into a scratch mariadbd the daemon starts on a free port.
+        #[arg(long)]
+        scratch: bool,
+        /// Print the plan only; change nothing.
+        #[arg(long)]
+        plan_only: bool,
+    },
+    /// Write the binlogs a PITR would replay (first one cut at the base's position, last
+    /// one at the target) for `mariadb-binlog FILES | mariadb`; same plan as `pitr`.
+    Export {
+        /// TOML configuration file of the running daemon.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Source and target.
+        #[command(flatten)]
+        target: crate::pitr_cli::TargetArgs,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Validate a configuration file and print the sources it defines (passwords
     /// redacted).
@@ -147,6 +183,19 @@ pub fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::Pitr {
+            config,
+            target,
+            target_url,
+            datadir,
+            scratch,
+            plan_only,
+        } => crate::pitr_cli::pitr(&config, &target, target_url, datadir, scratch, plan_only),
+        Command::Export {
+            config,
+            target,
+            out,
+        } => crate::pitr_cli::export(&config, &target, &out),
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
             Ok(s) => {
                 println!("data_dir = {}", s.data_dir.display());

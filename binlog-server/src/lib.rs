@@ -20,6 +20,7 @@ pub mod index;
 pub mod instance;
 pub mod mysql;
 pub mod pitr;
+pub mod pitr_cli;
 pub mod primary;
 pub mod server;
 pub mod snapshot_cli;

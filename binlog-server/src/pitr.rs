@@ -200,6 +200,7 @@ pub async fn plan(
     status: Option<&StatusCell>,
     source: &str,
     target: &Target,
+    base_id: Option<&str>,
 ) -> Result<Plan, PlanError> {
     let idx = index.clone();
     let src = source.to_string();
@@ -269,9 +270,15 @@ pub async fn plan(
         .iter()
         .filter(|b| b.state == BackupState::Completed)
         .filter(|b| b.method == "physical" || b.method == "logical")
+        .filter(|b| base_id.is_none_or(|id| b.id == id))
         .filter(|b| matches!((&b.binlog_file, b.binlog_pos), (Some(f), Some(p)) if key(f, p) <= stop_key))
         .collect();
     candidates.sort_by_key(|b| (b.binlog_file.as_deref().map(binlog_order), b.binlog_pos, b.started_at));
+    if let (Some(id), None) = (base_id, candidates.last()) {
+        return Err(PlanError::NoPlan(format!(
+            "base {id} is not a COMPLETED physical or logical base of {source} at or before the target"
+        )));
+    }
     let Some(base) = candidates.last().copied() else {
         let oldest = bases
             .iter()
@@ -600,11 +607,11 @@ impl PitrService {
     /// # Errors
     ///
     /// As [`plan`]; NotFound for an unknown source.
-    pub async fn plan(&self, source: &str, target: &Target) -> Result<Plan, PlanError> {
+    pub async fn plan(&self, source: &str, target: &Target, base_id: Option<&str>) -> Result<Plan, PlanError> {
         if !self.archives.contains_key(source) {
             return Err(PlanError::NotFound(format!("no source named {source:?}")));
         }
-        plan(&self.catalog, &self.index, self.statuses.get(source), source, target).await
+        plan(&self.catalog, &self.index, self.statuses.get(source), source, target, base_id).await
     }
 
     /// Plans and starts a job; returns its report (phase "restoring base").
@@ -612,8 +619,14 @@ impl PitrService {
     /// # Errors
     ///
     /// As [`PitrService::plan`], and BadRequest for an unusable destination.
-    pub async fn start(self: &Arc<Self>, source: &str, target: &Target, dest: Destination) -> Result<JobReport, PlanError> {
-        let plan = self.plan(source, target).await?;
+    pub async fn start(
+        self: &Arc<Self>,
+        source: &str,
+        target: &Target,
+        base_id: Option<&str>,
+        dest: Destination,
+    ) -> Result<JobReport, PlanError> {
+        let plan = self.plan(source, target, base_id).await?;
         if let Destination::Existing { datadir: None, .. } = &dest {
             if plan.base.method == "physical" {
                 return Err(PlanError::BadRequest(

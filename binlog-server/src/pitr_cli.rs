@@ -1,0 +1,302 @@
+//! `binlog-server pitr` and `binlog-server export`: the command-line twins of the PITR
+//! API. Both talk to the running daemon (`[http] listen` of the config): the daemon owns
+//! the index (RocksDB allows one process) and the fake primary. `export` then copies the
+//! binlogs itself from `<data_dir>/<source>/`.
+//!
+//! Exit status: 0 done, 1 failed (the reason on stderr), 2 bad arguments or config,
+//! 3 no plan (the reason on stderr).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::event::{EventHeader, HEADER_LEN};
+
+/// Where the target is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// Source name.
+    #[arg(long)]
+    pub source: String,
+    /// Target time: "2026-11-21 14:03:27" (UTC), RFC 3339 with a zone, or @unixtime.
+    #[arg(long, conflicts_with = "gtid", required_unless_present = "gtid")]
+    pub to: Option<String>,
+    /// Target GTID (restores up to and including it).
+    #[arg(long)]
+    pub gtid: Option<String>,
+    /// Base to start from (default: the newest before the target).
+    #[arg(long = "from-base")]
+    pub from_base: Option<String>,
+}
+
+impl TargetArgs {
+    fn body(&self) -> Value {
+        let mut b = match (&self.to, &self.gtid) {
+            (Some(t), _) => json!({ "target_time": t }),
+            (None, Some(g)) => json!({ "target_gtid": g }),
+            _ => json!({}),
+        };
+        if let Some(id) = &self.from_base {
+            b["base_id"] = json!(id);
+        }
+        b
+    }
+}
+
+fn api_base(config: &Path) -> Result<String, ExitCode> {
+    let s = crate::cli::load_settings("binlog-server", config)?;
+    Ok(format!("http://{}", s.http_listen))
+}
+
+fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let req = agent.request(method, url);
+    let r = match body {
+        Some(b) => req.send_json(b.clone()),
+        None => req.call(),
+    };
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => {
+            return Err(format!(
+                "{method} {url}: {e} (is `binlog-server serve` running with this config?)"
+            ))
+        }
+    };
+    let code = resp.status();
+    let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
+    Ok((code, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+fn no_plan(code: u16, v: &Value) -> ExitCode {
+    eprintln!(
+        "binlog-server: {} (HTTP {code})",
+        v["error"].as_str().unwrap_or("request refused")
+    );
+    if code == 422 {
+        ExitCode::from(3)
+    } else if code < 500 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `binlog-server pitr`: plans, starts the job, shows a progress bar, prints the final
+/// report (JSON) on stdout.
+pub fn pitr(
+    config: &Path,
+    t: &TargetArgs,
+    target_url: Option<String>,
+    datadir: Option<PathBuf>,
+    scratch: bool,
+    plan_only: bool,
+) -> ExitCode {
+    let base = match api_base(config) {
+        Ok(b) => b,
+        Err(c) => return c,
+    };
+    let mut body = t.body();
+    let path = if plan_only {
+        format!("{base}/v1/sources/{}/pitr/plan", t.source)
+    } else {
+        match (&target_url, scratch) {
+            (Some(u), false) => {
+                body["url"] = json!(u);
+                if let Some(d) = &datadir {
+                    body["datadir"] = json!(d.display().to_string());
+                }
+            }
+            (None, true) => body["scratch"] = json!(true),
+            _ => {
+                eprintln!("binlog-server: give --scratch, or --target URL (with --datadir DIR for a physical base)");
+                return ExitCode::from(2);
+            }
+        }
+        format!("{base}/v1/sources/{}/pitr", t.source)
+    };
+    let (code, v) = match call("POST", &path, Some(&body)) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("binlog-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !(200..300).contains(&code) {
+        return no_plan(code, &v);
+    }
+    if plan_only {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let id = v["id"].as_str().unwrap_or_default().to_string();
+    let planned = v["plan"]["bytes"].as_u64().unwrap_or(0);
+    eprintln!(
+        "PITR job {id}: base {} then {} transactions ({planned} bytes of binlog) to {}",
+        v["plan"]["base"]["id"].as_str().unwrap_or("?"),
+        v["plan"]["transactions"],
+        v["plan"]["target"].as_str().unwrap_or("?")
+    );
+    let bar = indicatif::ProgressBar::new(planned.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (code, j) = match call("GET", &format!("{base}/v1/pitr/{id}"), None) {
+            Ok(x) => x,
+            Err(e) => {
+                bar.abandon();
+                eprintln!("binlog-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if code != 200 {
+            bar.abandon();
+            return no_plan(code, &j);
+        }
+        let p = &j["progress"];
+        bar.set_position(p["bytes_applied"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "{}: {} {}/{} txns{}",
+            j["phase"].as_str().unwrap_or(""),
+            j["step"].as_str().unwrap_or(""),
+            p["transactions_applied"],
+            p["transactions_planned"],
+            p["eta_seconds"]
+                .as_f64()
+                .map(|s| format!(", ETA {s:.0} s"))
+                .unwrap_or_default()
+        ));
+        let phase = j["phase"].as_str().unwrap_or_default();
+        if phase == "done" || phase == "failed" {
+            bar.finish_and_clear();
+            break j;
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if report["phase"] == "done" {
+        eprintln!(
+            "restored to {}: {} (socket {}, datadir {})",
+            report["plan"]["target"].as_str().unwrap_or("?"),
+            report["restored"]["address"].as_str().unwrap_or("?"),
+            report["restored"]["socket"].as_str().unwrap_or("-"),
+            report["restored"]["datadir"].as_str().unwrap_or("-"),
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "binlog-server: PITR failed: {}{}",
+            report["error"].as_str().unwrap_or("?"),
+            report["error_position"]
+                .as_str()
+                .map(|p| format!(" at {p}"))
+                .unwrap_or_default()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+/// `binlog-server export`: writes the binlogs of the plan's range into `out`, the first
+/// cut to start at the base's position (magic + FORMAT_DESCRIPTION + the events from
+/// there) and the last cut at the stop point, for `mariadb-binlog FILES | mariadb`.
+pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
+    let settings = match crate::cli::load_settings("binlog-server", config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let base = format!("http://{}", settings.http_listen);
+    let (code, plan) = match call(
+        "POST",
+        &format!("{base}/v1/sources/{}/pitr/plan", t.source),
+        Some(&t.body()),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("binlog-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if code != 200 {
+        return no_plan(code, &plan);
+    }
+    match write_export(&settings.data_dir.join(&t.source), &plan, out) {
+        Ok(files) => {
+            let summary = json!({
+                "source": t.source,
+                "base": plan["base"],
+                "target": plan["target"],
+                "stop": plan["stop"],
+                "end_gtid": plan["end_gtid"],
+                "transactions": plan["transactions"],
+                "files": files,
+                "replay": format!(
+                    "restore base {} first (snapshotter restore), then: mariadb-binlog --skip-gtid-strict-mode {} | mariadb (the first file starts at the base, so its GTID state looks incomplete to strict mode)",
+                    plan["base"]["id"].as_str().unwrap_or("?"),
+                    files.iter().map(|f| out.join(f).display().to_string()).collect::<Vec<_>>().join(" ")
+                ),
+            });
+            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("binlog-server: export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
+    let files: Vec<String> = plan["files"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let bfile = plan["base"]["binlog_file"].as_str().unwrap_or_default();
+    let bpos = plan["base"]["binlog_pos"].as_u64().unwrap_or(4);
+    let sfile = plan["stop"]["file"].as_str().unwrap_or_default();
+    let spos = plan["stop"]["pos"].as_u64().unwrap_or(0);
+    let mut written = Vec::new();
+    for name in &files {
+        if !crate::store::is_safe_file_name(name) {
+            return Err(format!("unsafe file name {name:?} in the plan"));
+        }
+        let src = dir.join(name);
+        let mut f = std::fs::File::open(&src).map_err(|e| format!("open {}: {e}", src.display()))?;
+        let size = f.metadata().map_err(|e| e.to_string())?.len();
+        let end = if name == sfile { spos.min(size) } else { size };
+        let from = if name == bfile { bpos } else { 4 };
+        // Magic + FORMAT_DESCRIPTION (in-use flag cleared: the copy is a closed file).
+        let mut head = [0u8; 4 + HEADER_LEN];
+        f.read_exact(&mut head).map_err(|e| format!("read {}: {e}", src.display()))?;
+        let h = EventHeader::parse(&head[4..]).map_err(|e| format!("{name}: {e}"))?;
+        let fde_end = 4 + u64::from(h.event_size);
+        if fde_end > size {
+            return Err(format!("{name}: FORMAT_DESCRIPTION runs past the file's end"));
+        }
+        let mut fde = vec![0u8; fde_end as usize];
+        f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        f.read_exact(&mut fde).map_err(|e| e.to_string())?;
+        fde[4 + 17] &= !(crate::event::LOG_EVENT_BINLOG_IN_USE_F as u8);
+        let dst = out.join(name);
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&dst).map_err(|e| format!("create {}: {e}", dst.display()))?,
+        );
+        w.write_all(&fde).map_err(|e| e.to_string())?;
+        let from = from.max(fde_end);
+        if end > from {
+            f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
+            std::io::copy(&mut (&mut f).take(end - from), &mut w).map_err(|e| e.to_string())?;
+        }
+        w.flush().map_err(|e| e.to_string())?;
+        written.push(name.clone());
+    }
+    Ok(written)
+}
