@@ -381,7 +381,9 @@ fn pitr_err(e: crate::pitr::PlanError) -> ApiError {
 fn pitr_target(b: &PitrBody) -> Result<crate::pitr::Target, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     match (&b.target_time, &b.target_gtid) {
-        (Some(t), None) => crate::pitr::parse_time(t).map(crate::pitr::Target::Time).map_err(bad),
+        (Some(t), None) => crate::pitr::parse_time(t)
+            .map(crate::pitr::Target::Time)
+            .map_err(bad),
         (None, Some(g)) => g
             .trim()
             .parse::<Gtid>()
@@ -397,7 +399,11 @@ async fn pitr_plan(
     Json(body): Json<PitrBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let target = pitr_target(&body)?;
-    let plan = st.pitr.plan(&name, &target, body.base_id.as_deref()).await.map_err(pitr_err)?;
+    let plan = st
+        .pitr
+        .plan(&name, &target, body.base_id.as_deref())
+        .await
+        .map_err(pitr_err)?;
     Ok(Json(plan))
 }
 
@@ -421,7 +427,11 @@ async fn pitr_start(
             ))
         }
     };
-    let rep = st.pitr.start(&name, &target, body.base_id.as_deref(), dest).await.map_err(pitr_err)?;
+    let rep = st
+        .pitr
+        .start(&name, &target, body.base_id.as_deref(), dest)
+        .await
+        .map_err(pitr_err)?;
     Ok((StatusCode::ACCEPTED, Json(rep)))
 }
 

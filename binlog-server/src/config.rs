@@ -678,7 +678,10 @@ impl Config {
                 None => None,
                 Some(r) => {
                     let listen: SocketAddr = r.listen.parse().map_err(|e| {
-                        invalid(key("replication.listen"), format!("{:?} is not host:port ({e})", r.listen))
+                        invalid(
+                            key("replication.listen"),
+                            format!("{:?} is not host:port ({e})", r.listen),
+                        )
                     })?;
                     let password = match (&r.password, &r.password_env) {
                         (_, Some(var)) => std::env::var(var).map_err(|_| {
@@ -764,12 +767,21 @@ impl Config {
             paths: self.backup.tools.clone(),
         };
         let mut pitr = self.pitr.clone();
-        if !["optimistic", "conservative", "aggressive", "minimal", "none"]
-            .contains(&pitr.parallel_mode.as_str())
+        if ![
+            "optimistic",
+            "conservative",
+            "aggressive",
+            "minimal",
+            "none",
+        ]
+        .contains(&pitr.parallel_mode.as_str())
         {
             return Err(invalid(
                 "pitr.parallel_mode",
-                format!("{:?}: use optimistic, conservative, aggressive, minimal or none", pitr.parallel_mode),
+                format!(
+                    "{:?}: use optimistic, conservative, aggressive, minimal or none",
+                    pitr.parallel_mode
+                ),
             ));
         }
         if pitr.parallel_threads > 256 {

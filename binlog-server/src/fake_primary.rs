@@ -65,8 +65,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::event::{
-    self, event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription, Gtid,
-    CHECKSUM_LEN, HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
+    self, event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription, Gtid, CHECKSUM_LEN,
+    HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
 };
 use crate::index::Index;
 use crate::mysql::packet::{caps, put_lenenc_int, Reader, MAX_PHYSICAL_PAYLOAD};
@@ -298,7 +298,9 @@ fn list_files(a: &Archive) -> anyhow::Result<Vec<(String, u64)>> {
     Ok(v)
 }
 
-fn read_fde_event(path: &std::path::Path) -> anyhow::Result<Option<(EventHeader, FormatDescription)>> {
+fn read_fde_event(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<(EventHeader, FormatDescription)>> {
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => anyhow::bail!("open {}: {e}", path.display()),
@@ -384,7 +386,11 @@ fn eof_packet() -> [u8; 5] {
 }
 
 /// A text result set: column names, rows of optional strings.
-async fn result_set(w: &mut Wire, cols: &[&str], rows: &[Vec<Option<String>>]) -> anyhow::Result<()> {
+async fn result_set(
+    w: &mut Wire,
+    cols: &[&str],
+    rows: &[Vec<Option<String>>],
+) -> anyhow::Result<()> {
     let mut out = Vec::new();
     let mut p = Vec::new();
     put_lenenc_int(&mut p, cols.len() as u64);
@@ -447,7 +453,11 @@ fn scramble() -> [u8; 20] {
 // Session
 // ---------------------------------------------------------------------------------------
 
-async fn session(shared: Arc<Shared>, sock: TcpStream, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn session(
+    shared: Arc<Shared>,
+    sock: TcpStream,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let facts = {
         let a = shared.archive.clone();
         tokio::task::spawn_blocking(move || archive_facts(&a)).await??
@@ -496,7 +506,10 @@ async fn session(shared: Arc<Shared>, sock: TcpStream, cancel: CancellationToken
     // HandshakeResponse41.
     let resp = wire.read().await?;
     let (user, mut token, client_plugin) = parse_handshake_response(&resp)?;
-    if client_plugin.as_deref().is_some_and(|p| p != "mysql_native_password") {
+    if client_plugin
+        .as_deref()
+        .is_some_and(|p| p != "mysql_native_password")
+    {
         let mut sw = vec![0xFE];
         sw.extend_from_slice(b"mysql_native_password\0");
         sw.extend_from_slice(&nonce);
@@ -504,13 +517,17 @@ async fn session(shared: Arc<Shared>, sock: TcpStream, cancel: CancellationToken
         wire.write(&sw).await?;
         token = wire.read().await?;
     }
-    let expected = mysql_common::scramble::scramble_native(&nonce, shared.creds.password.as_bytes())
-        .map(|s| s.to_vec())
-        .unwrap_or_default();
+    let expected =
+        mysql_common::scramble::scramble_native(&nonce, shared.creds.password.as_bytes())
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
     if user != shared.creds.user || token != expected {
         wire.err(
             ER_ACCESS_DENIED,
-            &format!("Access denied for user '{user}' (binlog-server fake primary of {})", shared.archive.source),
+            &format!(
+                "Access denied for user '{user}' (binlog-server fake primary of {})",
+                shared.archive.source
+            ),
         )
         .await?;
         anyhow::bail!("access denied for {user:?}");
@@ -667,7 +684,12 @@ fn server_var(name: &str, facts: &ArchiveFacts, a: &Archive) -> Option<String> {
                 return None;
             }
             let last = a.index.last(&a.source).ok().flatten();
-            if last.and_then(|l| l.gtid).is_some() { "ON" } else { "OFF" }.into()
+            if last.and_then(|l| l.gtid).is_some() {
+                "ON"
+            } else {
+                "OFF"
+            }
+            .into()
         }
         "server_uuid" => {
             // A stable UUID per source (the fake primary is not the real primary).
@@ -691,7 +713,12 @@ fn server_var(name: &str, facts: &ArchiveFacts, a: &Archive) -> Option<String> {
     })
 }
 
-fn eval_select_item(item: &str, vars: &BTreeMap<String, String>, facts: &ArchiveFacts, a: &Archive) -> Option<String> {
+fn eval_select_item(
+    item: &str,
+    vars: &BTreeMap<String, String>,
+    facts: &ArchiveFacts,
+    a: &Archive,
+) -> Option<String> {
     let item = item.trim();
     let lower = item.to_ascii_lowercase();
     if lower == "unix_timestamp()" {
@@ -713,7 +740,11 @@ fn eval_select_item(item: &str, vars: &BTreeMap<String, String>, facts: &Archive
     if item.starts_with('\'') || item.starts_with('"') {
         return Some(unquote(item));
     }
-    if !item.is_empty() && item.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
+    if !item.is_empty()
+        && item
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
         return Some(item.to_string());
     }
     None
@@ -732,7 +763,9 @@ async fn answer_query(
     match words.as_slice() {
         ["set", ..] => {
             for asg in split_top(&s[3..]) {
-                let Some((k, v)) = asg.split_once('=') else { continue };
+                let Some((k, v)) = asg.split_once('=') else {
+                    continue;
+                };
                 let k = k.trim().to_ascii_lowercase();
                 let v = v.trim();
                 let value = if let Some(var) = v.to_ascii_lowercase().strip_prefix("@@") {
@@ -766,7 +799,9 @@ async fn answer_query(
             let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
             result_set(w, &cols, &[row]).await
         }
-        ["show", "variables", "like", ..] | ["show", "global", "variables", "like", ..] | ["show", "session", "variables", "like", ..] => {
+        ["show", "variables", "like", ..]
+        | ["show", "global", "variables", "like", ..]
+        | ["show", "session", "variables", "like", ..] => {
             let pat = s
                 .to_ascii_lowercase()
                 .rsplit_once(" like ")
@@ -802,10 +837,27 @@ async fn answer_query(
             let gtid = server_var("gtid_binlog_pos", facts, a);
             let rows: Vec<Vec<Option<String>>> = row
                 .map(|(f, p)| {
-                    vec![vec![Some(f), Some(p.to_string()), Some(String::new()), Some(String::new()), gtid.clone()]]
+                    vec![vec![
+                        Some(f),
+                        Some(p.to_string()),
+                        Some(String::new()),
+                        Some(String::new()),
+                        gtid.clone(),
+                    ]]
                 })
                 .unwrap_or_default();
-            result_set(w, &["File", "Position", "Binlog_Do_DB", "Binlog_Ignore_DB", "Executed_Gtid_Set"], &rows).await
+            result_set(
+                w,
+                &[
+                    "File",
+                    "Position",
+                    "Binlog_Do_DB",
+                    "Binlog_Ignore_DB",
+                    "Executed_Gtid_Set",
+                ],
+                &rows,
+            )
+            .await
         }
         ["show", ..] => result_set(w, &["Value"], &[]).await,
         _ => w.ok().await,
@@ -822,6 +874,10 @@ fn durable_end(a: &Archive) -> Option<(String, u64)> {
 // Start point
 // ---------------------------------------------------------------------------------------
 
+/// A MySQL GTID set as COM_BINLOG_DUMP_GTID sends it: per server UUID, the intervals
+/// `[start, end)` of transaction numbers.
+type GtidSet = Vec<([u8; 16], Vec<(u64, u64)>)>;
+
 /// Which event groups a GTID start skips.
 #[derive(Debug, Clone, Default)]
 enum GtidSkip {
@@ -830,7 +886,7 @@ enum GtidSkip {
     /// MariaDB: per domain, sequence numbers up to this are applied already.
     MariaDb(BTreeMap<u32, u64>),
     /// MySQL: per server UUID, the intervals `[start, end)` applied already.
-    MySql(Vec<([u8; 16], Vec<(u64, u64)>)>),
+    MySql(GtidSet),
 }
 
 impl GtidSkip {
@@ -871,7 +927,7 @@ pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, String> {
 /// u32, name_len u32, name, pos u64, data_len u32, then the encoded GTID set
 /// (n_sids u64; per sid: uuid\[16\], n_intervals u64, (start u64, end u64)*).
 /// Source: mysql-server `sql/rpl_binlog_sender.cc`, `Gtid_set::add_gtid_encoding`.
-fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, Vec<([u8; 16], Vec<(u64, u64)>)>), String> {
+fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
     let e = |e: crate::mysql::packet::PacketError| format!("malformed COM_BINLOG_DUMP_GTID: {e}");
     let mut r = Reader::new(body, "COM_BINLOG_DUMP_GTID");
     r.u16().map_err(e)?;
@@ -888,7 +944,11 @@ fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, Vec<([u8; 16], Vec<(u64,
                 return Err(format!("GTID set with {n} UUIDs is not plausible"));
             }
             for _ in 0..n {
-                let uuid: [u8; 16] = r.take(16).map_err(e)?.try_into().map_err(|_| "uuid".to_string())?;
+                let uuid: [u8; 16] = r
+                    .take(16)
+                    .map_err(e)?
+                    .try_into()
+                    .map_err(|_| "uuid".to_string())?;
                 let k = r.u64().map_err(e)?;
                 if k > 1_000_000 {
                     return Err(format!("GTID set with {k} intervals is not plausible"));
@@ -927,7 +987,14 @@ async fn start_point(
         let lookups: Vec<Gtid> = set
             .iter()
             .filter_map(|(u, iv)| {
-                iv.iter().map(|(_, e)| *e).max().filter(|e| *e > 1).map(|e| Gtid::MySql { uuid: *u, gno: e - 1 })
+                iv.iter()
+                    .map(|(_, e)| *e)
+                    .max()
+                    .filter(|e| *e > 1)
+                    .map(|e| Gtid::MySql {
+                        uuid: *u,
+                        gno: e - 1,
+                    })
             })
             .collect();
         (lookups, GtidSkip::MySql(set))
@@ -940,7 +1007,11 @@ async fn start_point(
         match vars.get("slave_connect_state") {
             None => {
                 if name.is_empty() {
-                    return Ok(Start { file: first()?, pos: 4, skip: GtidSkip::None });
+                    return Ok(Start {
+                        file: first()?,
+                        pos: 4,
+                        skip: GtidSkip::None,
+                    });
                 }
                 return position_start(&name, u64::from(pos), facts);
             }
@@ -1003,7 +1074,11 @@ fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, S
             "Client requested master to start replication from impossible position {pos} in {name} (size {size})"
         ));
     }
-    Ok(Start { file: name.to_string(), pos, skip: GtidSkip::None })
+    Ok(Start {
+        file: name.to_string(),
+        pos,
+        skip: GtidSkip::None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1110,7 +1185,14 @@ impl Out<'_> {
     }
 }
 
-fn build_event(type_code: u8, server_id: u32, log_pos: u32, flags: u16, body: &[u8], crc: bool) -> Vec<u8> {
+fn build_event(
+    type_code: u8,
+    server_id: u32,
+    log_pos: u32,
+    flags: u16,
+    body: &[u8],
+    crc: bool,
+) -> Vec<u8> {
     let size = HEADER_LEN + body.len() + if crc { CHECKSUM_LEN } else { 0 };
     let h = EventHeader {
         timestamp: 0,
@@ -1167,7 +1249,12 @@ fn is_control(t: u8) -> bool {
 }
 
 impl DumpCtx {
-    fn run(&self, start: Start, tx: &mpsc::Sender<Vec<u8>>, done: &CancellationToken) -> anyhow::Result<()> {
+    fn run(
+        &self,
+        start: Start,
+        tx: &mpsc::Sender<Vec<u8>>,
+        done: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut out = Out {
             tx,
             buf: Vec::with_capacity(CHUNK + 64 * 1024),
@@ -1180,7 +1267,11 @@ impl DumpCtx {
                 warn!(source = %self.archive.source, error = %msg, "fake primary: dump ends with an error");
                 *lock(&self.stats.last_error) = Some(msg.clone());
                 let mut seq = out.seq;
-                frame(&mut out.buf, &mut seq, &err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg));
+                frame(
+                    &mut out.buf,
+                    &mut seq,
+                    &err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg),
+                );
                 out.flush();
             }
         }
@@ -1211,7 +1302,12 @@ impl DumpCtx {
 
     /// Streams until the replica leaves (Ok) or the archive cannot be served (Err with
     /// the message for ERROR 1236).
-    fn stream(&self, start: Start, out: &mut Out<'_>, done: &CancellationToken) -> Result<(), String> {
+    fn stream(
+        &self,
+        start: Start,
+        out: &mut Out<'_>,
+        done: &CancellationToken,
+    ) -> Result<(), String> {
         let src = &self.archive.source;
         let mut file = start.file;
         let mut pos = start.pos;
@@ -1226,18 +1322,35 @@ impl DumpCtx {
             }
             let path = self.archive.dir.join(&file);
             let Some((fh, fde)) = read_fde_event(&path).map_err(|e| e.to_string())? else {
-                return Err(format!("binlog {file} of {src} has no readable FORMAT_DESCRIPTION"));
+                return Err(format!(
+                    "binlog {file} of {src} has no readable FORMAT_DESCRIPTION"
+                ));
             };
             let alg = fde.checksum_alg;
             let crc = alg == ChecksumAlg::Crc32;
             let mut body = pos.to_le_bytes().to_vec();
             body.extend_from_slice(file.as_bytes());
-            out.event(&build_event(event_type::ROTATE, self.server_id, 0, LOG_EVENT_ARTIFICIAL_F, &body, crc));
+            out.event(&build_event(
+                event_type::ROTATE,
+                self.server_id,
+                0,
+                LOG_EVENT_ARTIFICIAL_F,
+                &body,
+                crc,
+            ));
             if pos > 4 {
                 let raw = read_at(&path, 4, fh.event_size as usize)?;
                 out.event(&fde_for_send(&raw, alg, Some(0)));
             }
-            match self.send_file(&file, &path, alg, &mut pos, (&skip, &mut skipping), out, done)? {
+            match self.send_file(
+                &file,
+                &path,
+                alg,
+                &mut pos,
+                (&skip, &mut skipping),
+                out,
+                done,
+            )? {
                 Next::Done => return Ok(()),
                 Next::Continue => {}
             }
@@ -1330,7 +1443,9 @@ impl DumpCtx {
             // How far this file may be read: the durable length while it is the ACTIVE
             // file, its size once a later file exists.
             let live = durable_end(&self.archive);
-            let size = std::fs::metadata(path).map(|m| m.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+            let size = std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             let (limit, closed) = match &live {
                 Some((f, p)) if f == file => (*p, false),
                 Some((f, _)) if binlog_order(f) < binlog_order(file) => (0, false),
@@ -1342,7 +1457,9 @@ impl DumpCtx {
                     return Ok(Next::Done);
                 }
                 if *pos < limit && !self.stopped(file, *pos) {
-                    return Err(format!("binlog {file}: stopped inside the readable range at {pos}"));
+                    return Err(format!(
+                        "binlog {file}: stopped inside the readable range at {pos}"
+                    ));
                 }
                 continue;
             }
@@ -1374,7 +1491,11 @@ impl DumpCtx {
         let mut r = EventReader::new_at(br, *pos);
         while let Some(item) = r.next_event() {
             let (off, h, ev) = item.map_err(|e| {
-                format!("binlog {file} of {} is damaged at offset {}: {e}; not served", self.archive.source, e.offset().unwrap_or(*pos))
+                format!(
+                    "binlog {file} of {} is damaged at offset {}: {e}; not served",
+                    self.archive.source,
+                    e.offset().unwrap_or(*pos)
+                )
             })?;
             if self.stopped(file, off) {
                 return Ok(());
@@ -1401,7 +1522,9 @@ impl DumpCtx {
                     out.event(ev);
                 }
                 self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
-                self.stats.bytes_sent.fetch_add(u64::from(h.event_size), Ordering::Relaxed);
+                self.stats
+                    .bytes_sent
+                    .fetch_add(u64::from(h.event_size), Ordering::Relaxed);
             }
             *pos = off + u64::from(h.event_size);
             if !out.flush_if_full() {

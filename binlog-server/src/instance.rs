@@ -79,7 +79,8 @@ fn is_root() -> bool {
 ///
 /// When no port can be bound.
 pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
+    let l =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("find a free port: {e}"))
@@ -146,7 +147,11 @@ impl Instance {
     ///
     /// When mariadbd exits or does not answer in time; the message has the error log's
     /// tail.
-    pub async fn start(spec: &InstanceSpec, private: bool, timeout: Duration) -> Result<Instance, String> {
+    pub async fn start(
+        spec: &InstanceSpec,
+        private: bool,
+        timeout: Duration,
+    ) -> Result<Instance, String> {
         let p = &spec.pitr;
         let mut args = vec![
             "--no-defaults".to_string(),
@@ -175,7 +180,9 @@ impl Instance {
         }
         args.extend(p.mariadbd_args.iter().cloned());
         let _ = std::fs::remove_file(spec.socket());
-        let log_start = std::fs::metadata(spec.error_log()).map(|m| m.len()).unwrap_or(0);
+        let log_start = std::fs::metadata(spec.error_log())
+            .map(|m| m.len())
+            .unwrap_or(0);
         let mut child = tokio::process::Command::new(&spec.mariadbd)
             .args(&args)
             .stdin(std::process::Stdio::null())
@@ -220,7 +227,9 @@ impl Instance {
     pub async fn stop(mut self) -> Result<(), String> {
         stop_pid(self.pid)?;
         match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
-            Ok(r) => r.map(|_| ()).map_err(|e| format!("wait for mariadbd {}: {e}", self.pid)),
+            Ok(r) => r
+                .map(|_| ())
+                .map_err(|e| format!("wait for mariadbd {}: {e}", self.pid)),
             Err(_) => {
                 let _ = self.child.start_kill();
                 self.child

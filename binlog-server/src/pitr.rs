@@ -96,7 +96,11 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(d.timestamp());
     }
-    for f in ["%Y-%m-%d %H:%M:%S %:z", "%Y-%m-%dT%H:%M:%S %:z", "%Y-%m-%d %H:%M:%S%:z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S %:z",
+        "%Y-%m-%dT%H:%M:%S %:z",
+        "%Y-%m-%d %H:%M:%S%:z",
+    ] {
         if let Ok(d) = chrono::DateTime::parse_from_str(s, f) {
             return Ok(d.timestamp());
         }
@@ -218,15 +222,22 @@ pub async fn plan(
                         fmt_time(now)
                     )));
                 }
-                let t32 = u32::try_from(*t)
-                    .map_err(|_| PlanError::BadRequest(format!("target time {t} is out of range")))?;
+                let t32 = u32::try_from(*t).map_err(|_| {
+                    PlanError::BadRequest(format!("target time {t} is out of range"))
+                })?;
                 match idx.first_after_time(&src, t32).map_err(internal)? {
                     Some(e) => {
                         let last = match e.ordinal.checked_sub(1) {
                             Some(o) => idx.by_ordinal(&src, o).map_err(internal)?,
                             None => None,
                         };
-                        Ok((StopAt { file: e.file, pos: e.start }, last))
+                        Ok((
+                            StopAt {
+                                file: e.file,
+                                pos: e.start,
+                            },
+                            last,
+                        ))
                     }
                     None => {
                         let last = idx.last(&src).map_err(internal)?.ok_or_else(|| {
@@ -244,7 +255,13 @@ pub async fn plan(
                                 fmt_time(i64::from(last.commit_timestamp))
                             )));
                         }
-                        Ok((StopAt { file: last.file.clone(), pos: last.end }, Some(last)))
+                        Ok((
+                            StopAt {
+                                file: last.file.clone(),
+                                pos: last.end,
+                            },
+                            Some(last),
+                        ))
                     }
                 }
             }
@@ -255,7 +272,13 @@ pub async fn plan(
                          the archive, or from another primary)"
                     ))
                 })?;
-                Ok((StopAt { file: e.file.clone(), pos: e.end }, Some(e)))
+                Ok((
+                    StopAt {
+                        file: e.file.clone(),
+                        pos: e.end,
+                    },
+                    Some(e),
+                ))
             }
         }
     })
@@ -273,7 +296,13 @@ pub async fn plan(
         .filter(|b| base_id.is_none_or(|id| b.id == id))
         .filter(|b| matches!((&b.binlog_file, b.binlog_pos), (Some(f), Some(p)) if key(f, p) <= stop_key))
         .collect();
-    candidates.sort_by_key(|b| (b.binlog_file.as_deref().map(binlog_order), b.binlog_pos, b.started_at));
+    candidates.sort_by_key(|b| {
+        (
+            b.binlog_file.as_deref().map(binlog_order),
+            b.binlog_pos,
+            b.started_at,
+        )
+    });
     if let (Some(id), None) = (base_id, candidates.last()) {
         return Err(PlanError::NoPlan(format!(
             "base {id} is not a COMPLETED physical or logical base of {source} at or before the target"
@@ -333,7 +362,10 @@ pub async fn plan(
                 a.name, b.name
             )));
         }
-        if let Some(g) = gaps.iter().find(|g| g.after_file.as_deref() == Some(a.name.as_str())) {
+        if let Some(g) = gaps
+            .iter()
+            .find(|g| g.after_file.as_deref() == Some(a.name.as_str()))
+        {
             return Err(PlanError::NoPlan(format!(
                 "the binlog range crosses a gap after {}: {}",
                 a.name, g.reason
@@ -352,7 +384,10 @@ pub async fn plan(
 
     // 4. Counts: transactions by ordinal, bytes by position.
     let idx = index.clone();
-    let (src, bgtid) = (source.to_string(), base.gtid_pos.clone().unwrap_or_default());
+    let (src, bgtid) = (
+        source.to_string(),
+        base.gtid_pos.clone().unwrap_or_default(),
+    );
     let (bf2, stop2) = (bfile.clone(), stop.clone());
     let first_ordinal = tokio::task::spawn_blocking(move || -> Result<u64, PlanError> {
         let mut best: Option<u64> = None;
@@ -391,7 +426,11 @@ pub async fn plan(
     let mut bytes = 0u64;
     for f in &range {
         let from = if f.name == bfile { bpos } else { 0 };
-        let to = if f.name == stop.file { stop.pos } else { f.size };
+        let to = if f.name == stop.file {
+            stop.pos
+        } else {
+            f.size
+        };
         bytes += to.saturating_sub(from);
     }
     let (end_gtid, end_commit_time) = match (&last, transactions) {
@@ -586,7 +625,10 @@ impl PitrService {
                     .await?;
             }
         }
-        let work_dir = cfg.work_dir.clone().unwrap_or_else(|| PathBuf::from("pitr"));
+        let work_dir = cfg
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pitr"));
         Ok(Arc::new(PitrService {
             catalog,
             index,
@@ -607,11 +649,24 @@ impl PitrService {
     /// # Errors
     ///
     /// As [`plan`]; NotFound for an unknown source.
-    pub async fn plan(&self, source: &str, target: &Target, base_id: Option<&str>) -> Result<Plan, PlanError> {
+    pub async fn plan(
+        &self,
+        source: &str,
+        target: &Target,
+        base_id: Option<&str>,
+    ) -> Result<Plan, PlanError> {
         if !self.archives.contains_key(source) {
             return Err(PlanError::NotFound(format!("no source named {source:?}")));
         }
-        plan(&self.catalog, &self.index, self.statuses.get(source), source, target, base_id).await
+        plan(
+            &self.catalog,
+            &self.index,
+            self.statuses.get(source),
+            source,
+            target,
+            base_id,
+        )
+        .await
     }
 
     /// Plans and starts a job; returns its report (phase "restoring base").
@@ -636,8 +691,15 @@ impl PitrService {
                 ));
             }
         }
-        if let Destination::Existing { datadir: Some(d), .. } = &dest {
-            if d.exists() && std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(true) {
+        if let Destination::Existing {
+            datadir: Some(d), ..
+        } = &dest
+        {
+            if d.exists()
+                && std::fs::read_dir(d)
+                    .map(|mut r| r.next().is_some())
+                    .unwrap_or(true)
+            {
                 return Err(PlanError::BadRequest(format!(
                     "datadir {} is not empty: PITR restores into an empty directory only",
                     d.display()
@@ -705,7 +767,11 @@ impl PitrService {
     async fn save(&self, job: &Job) {
         let rep = lock(&job.report).clone();
         let text = serde_json::to_string(&rep).unwrap_or_default();
-        if let Err(e) = self.catalog.save_pitr_job(&rep.id, &rep.source, &rep.phase, &text).await {
+        if let Err(e) = self
+            .catalog
+            .save_pitr_job(&rep.id, &rep.source, &rep.phase, &text)
+            .await
+        {
             warn!(job = %rep.id, error = %e, "could not save the PITR job in the catalog");
         }
     }
@@ -744,9 +810,13 @@ impl PitrService {
         let mut rep = self.get(id).await?;
         let phase = rep["phase"].as_str().unwrap_or_default().to_string();
         if phase != "done" && phase != "failed" && phase != "removed" {
-            return Err(PlanError::BadRequest(format!("job {id} is still {phase}; remove it when it ends")));
+            return Err(PlanError::BadRequest(format!(
+                "job {id} is still {phase}; remove it when it ends"
+            )));
         }
-        let pid = rep["restored"]["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+        let pid = rep["restored"]["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok());
         let datadir = rep["restored"]["datadir"].as_str().map(PathBuf::from);
         if let (Some(pid), Some(d)) = (pid, &datadir) {
             if instance::is_our_mariadbd(pid, d) {
@@ -793,12 +863,16 @@ impl PitrService {
                 .iter()
                 .map(PathBuf::from)
                 .find(|p| p.exists())
-                .ok_or_else(|| "mariadbd not found: install mariadb-server (scripts/setup.sh)".to_string())
+                .ok_or_else(|| {
+                    "mariadbd not found: install mariadb-server (scripts/setup.sh)".to_string()
+                })
         })?;
         let dir = self.work_dir.join(&id);
         let (port, datadir_override, url) = match &dest {
             Destination::Scratch => (instance::free_port()?, None, None),
-            Destination::Existing { url, datadir } => (url.port, datadir.clone(), Some(url.clone())),
+            Destination::Existing { url, datadir } => {
+                (url.port, datadir.clone(), Some(url.clone()))
+            }
         };
         let spec = InstanceSpec {
             dir: dir.clone(),
@@ -812,12 +886,22 @@ impl PitrService {
         if let Some(d) = &datadir_override {
             // The caller's datadir: <dir>/data is a symlink to it.
             std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
-            std::os::unix::fs::symlink(d, spec.datadir())
-                .map_err(|e| format!("link {} to {}: {e}", spec.datadir().display(), d.display()))?;
+            std::os::unix::fs::symlink(d, spec.datadir()).map_err(|e| {
+                format!("link {} to {}: {e}", spec.datadir().display(), d.display())
+            })?;
         }
         let run_instance = plan.base.method == "physical" || url.is_none();
         let r = self
-            .restore_and_replay(job, &plan, &chain, &base, &spec, url.as_ref(), run_instance, t0)
+            .restore_and_replay(
+                job,
+                &plan,
+                &chain,
+                &base,
+                &spec,
+                url.as_ref(),
+                run_instance,
+                t0,
+            )
             .await;
         match r {
             Ok(inst) => {
@@ -869,30 +953,73 @@ impl PitrService {
         // 1. The base.
         let mut inst = None;
         if plan.base.method == "physical" {
-            snapshotter::restore::restore_physical(&self.store, &self.tools, chain, &spec.datadir(), &workdir, &progress)
-                .await
-                .map_err(|e| (format!("restore base {}: {e}", base.id), None))?;
+            snapshotter::restore::restore_physical(
+                &self.store,
+                &self.tools,
+                chain,
+                &spec.datadir(),
+                &workdir,
+                &progress,
+            )
+            .await
+            .map_err(|e| (format!("restore base {}: {e}", base.id), None))?;
             let _ = std::fs::remove_dir_all(&workdir);
             self.set(job, |r| r.step = "starting the restored instance".into());
-            inst = Some(Instance::start(spec, true, Duration::from_secs(300)).await.map_err(|e| (e, None))?);
+            inst = Some(
+                Instance::start(spec, true, Duration::from_secs(300))
+                    .await
+                    .map_err(|e| (e, None))?,
+            );
         } else if run_instance {
             self.set(job, |r| r.step = "creating an empty instance".into());
-            let install = self.tools.find("mariadb-install-db").or_else(|_| {
-                ["/usr/bin/mariadb-install-db", "/usr/sbin/mariadb-install-db"]
+            let install = self
+                .tools
+                .find("mariadb-install-db")
+                .or_else(|_| {
+                    [
+                        "/usr/bin/mariadb-install-db",
+                        "/usr/sbin/mariadb-install-db",
+                    ]
                     .iter()
                     .map(PathBuf::from)
                     .find(|p| p.exists())
-                    .ok_or_else(|| "mariadb-install-db not found: install mariadb-server (scripts/setup.sh)".to_string())
-            }).map_err(|e| (e, None))?;
-            instance::install_db(&install, spec).await.map_err(|e| (e, None))?;
-            inst = Some(Instance::start(spec, true, Duration::from_secs(300)).await.map_err(|e| (e, None))?);
-            snapshotter::restore::restore_logical(&self.store, &self.tools, base, &socket_ep, &workdir, 4, &progress)
+                    .ok_or_else(|| {
+                        "mariadb-install-db not found: install mariadb-server (scripts/setup.sh)"
+                            .to_string()
+                    })
+                })
+                .map_err(|e| (e, None))?;
+            instance::install_db(&install, spec)
                 .await
-                .map_err(|e| (format!("restore base {}: {e}", base.id), inst.take()))?;
+                .map_err(|e| (e, None))?;
+            inst = Some(
+                Instance::start(spec, true, Duration::from_secs(300))
+                    .await
+                    .map_err(|e| (e, None))?,
+            );
+            snapshotter::restore::restore_logical(
+                &self.store,
+                &self.tools,
+                base,
+                &socket_ep,
+                &workdir,
+                4,
+                &progress,
+            )
+            .await
+            .map_err(|e| (format!("restore base {}: {e}", base.id), inst.take()))?;
         } else if let Some(u) = url {
-            snapshotter::restore::restore_logical(&self.store, &self.tools, base, &crate::backups::endpoint(u), &workdir, 4, &progress)
-                .await
-                .map_err(|e| (format!("restore base {}: {e}", base.id), None))?;
+            snapshotter::restore::restore_logical(
+                &self.store,
+                &self.tools,
+                base,
+                &crate::backups::endpoint(u),
+                &workdir,
+                4,
+                &progress,
+            )
+            .await
+            .map_err(|e| (format!("restore base {}: {e}", base.id), None))?;
         }
         let _ = std::fs::remove_dir_all(&workdir);
         let restore_secs = t0.elapsed().as_secs_f64();
@@ -903,12 +1030,14 @@ impl PitrService {
 
         // 2. Connect and position.
         let admin_url = match (run_instance, url) {
-            (true, _) | (false, None) => SourceUrl::parse(&format!("mysql://root@127.0.0.1:{}", spec.port))
-                .map(|mut u| {
-                    u.host = spec.socket().display().to_string();
-                    u
-                })
-                .map_err(|e| (e, inst.take()))?,
+            (true, _) | (false, None) => {
+                SourceUrl::parse(&format!("mysql://root@127.0.0.1:{}", spec.port))
+                    .map(|mut u| {
+                        u.host = spec.socket().display().to_string();
+                        u
+                    })
+                    .map_err(|e| (e, inst.take()))?
+            }
             (false, Some(u)) => u.clone(),
         };
         let mut conn = match Conn::connect(&ConnectOptions {
@@ -923,20 +1052,31 @@ impl PitrService {
         };
         macro_rules! q {
             ($sql:expr) => {
-                match conn.query(&$sql).await {
+                match conn.query(AsRef::<str>::as_ref(&$sql)).await {
                     Ok(rs) => rs,
-                    Err(e) => return Err((format!("on the restored instance, {}: {e}", redact_sql(&$sql)), inst)),
+                    Err(e) => {
+                        return Err((
+                            format!(
+                                "on the restored instance, {}: {e}",
+                                redact_sql(AsRef::<str>::as_ref(&$sql))
+                            ),
+                            inst,
+                        ))
+                    }
                 }
             };
         }
         if run_instance {
-            q!("FLUSH PRIVILEGES".to_string());
+            q!("FLUSH PRIVILEGES");
         }
-        q!("STOP SLAVE".to_string());
-        q!("RESET SLAVE ALL".to_string());
+        q!("STOP SLAVE");
+        q!("RESET SLAVE ALL");
         let use_gtid = plan.base.gtid_pos.is_some();
         if let Some(g) = &plan.base.gtid_pos {
-            q!(format!("SET GLOBAL gtid_slave_pos = '{}'", g.replace('\'', "")));
+            q!(format!(
+                "SET GLOBAL gtid_slave_pos = '{}'",
+                g.replace('\'', "")
+            ));
         }
 
         // 3. Replay.
@@ -982,7 +1122,7 @@ impl PitrService {
                 creds.user,
                 creds.password
             ));
-            q!("START SLAVE".to_string());
+            q!("START SLAVE");
             self.set(job, |r| r.step = "applying".into());
             let mut last_save = Instant::now();
             loop {
@@ -990,15 +1130,21 @@ impl PitrService {
                     return Err(("binlog-server is stopping".into(), inst));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                let st = q!("SHOW SLAVE STATUS".to_string());
-                let gpos = q!("SELECT @@GLOBAL.gtid_slave_pos AS p".to_string()).get(0, "p").unwrap_or_default().to_string();
+                let st = q!("SHOW SLAVE STATUS");
+                let gpos = q!("SELECT @@GLOBAL.gtid_slave_pos AS p")
+                    .get(0, "p")
+                    .unwrap_or_default()
+                    .to_string();
                 let field = |c: &str| st.get(0, c).unwrap_or_default().to_string();
                 let exec_file = field("Relay_Master_Log_File");
                 let exec_pos: u64 = field("Exec_Master_Log_Pos").parse().unwrap_or(0);
                 let sql_errno = field("Last_SQL_Errno");
                 if !sql_errno.is_empty() && sql_errno != "0" {
                     let pos = format!("{exec_file}:{exec_pos}");
-                    let msg = format!("the replica's SQL thread stopped: error {sql_errno}: {}", field("Last_SQL_Error"));
+                    let msg = format!(
+                        "the replica's SQL thread stopped: error {sql_errno}: {}",
+                        field("Last_SQL_Error")
+                    );
                     self.set(job, |r| r.error_position = Some(pos));
                     return Err((msg, inst));
                 }
@@ -1009,7 +1155,13 @@ impl PitrService {
                         "the replica's IO thread stopped: {}",
                         served.unwrap_or_else(|| field("Last_IO_Error"))
                     );
-                    self.set(job, |r| r.error_position = Some(format!("{}:{}", field("Master_Log_File"), field("Read_Master_Log_Pos"))));
+                    self.set(job, |r| {
+                        r.error_position = Some(format!(
+                            "{}:{}",
+                            field("Master_Log_File"),
+                            field("Read_Master_Log_Pos")
+                        ))
+                    });
                     return Err((msg, inst));
                 }
                 // Progress.
@@ -1020,7 +1172,8 @@ impl PitrService {
                 };
                 let secs = t1.elapsed().as_secs_f64().max(0.001);
                 let idle = field("Slave_SQL_Running_State").contains("has read all relay log")
-                    || (field("Master_Log_File") == exec_file && field("Read_Master_Log_Pos") == field("Exec_Master_Log_Pos"));
+                    || (field("Master_Log_File") == exec_file
+                        && field("Read_Master_Log_Pos") == field("Exec_Master_Log_Pos"));
                 let reached = match (&plan.end_gtid, use_gtid) {
                     (Some(end), true) => gtid_reached(&gpos, end),
                     _ => exec_file == plan.stop.file && exec_pos >= plan.stop.pos,
@@ -1031,8 +1184,9 @@ impl PitrService {
                     p.transactions_applied = applied_txns.min(plan.transactions);
                     p.bytes_per_second = p.bytes_applied as f64 / secs;
                     p.transactions_per_second = p.transactions_applied as f64 / secs;
-                    p.eta_seconds = (p.bytes_per_second > 0.0)
-                        .then(|| plan.bytes.saturating_sub(p.bytes_applied) as f64 / p.bytes_per_second);
+                    p.eta_seconds = (p.bytes_per_second > 0.0).then(|| {
+                        plan.bytes.saturating_sub(p.bytes_applied) as f64 / p.bytes_per_second
+                    });
                     p.replica_position = Some(format!("{exec_file}:{exec_pos}"));
                 });
                 if reached && idle && listener.stats.reached_stop.load(Ordering::Relaxed) {
@@ -1043,8 +1197,8 @@ impl PitrService {
                     last_save = Instant::now();
                 }
             }
-            q!("STOP SLAVE".to_string());
-            q!("RESET SLAVE ALL".to_string());
+            q!("STOP SLAVE");
+            q!("RESET SLAVE ALL");
             listener.stop();
             self.set(job, |r| {
                 r.progress.transactions_applied = plan.transactions;
@@ -1053,17 +1207,23 @@ impl PitrService {
             });
         }
         let replay_secs = t1.elapsed().as_secs_f64();
-        let gpos = q!("SELECT @@GLOBAL.gtid_slave_pos AS p".to_string()).get(0, "p").map(str::to_string);
+        let gpos = q!("SELECT @@GLOBAL.gtid_slave_pos AS p")
+            .get(0, "p")
+            .map(str::to_string);
 
         // 4. Serve it.
         let restored = if run_instance {
-            self.set(job, |r| r.step = "restarting the instance on its port".into());
+            self.set(job, |r| {
+                r.step = "restarting the instance on its port".into()
+            });
             let _ = conn.query("SHUTDOWN").await;
             drop(conn);
             if let Some(i) = inst.take() {
                 i.stop().await.map_err(|e| (e, None))?;
             }
-            let i = Instance::start(spec, false, Duration::from_secs(300)).await.map_err(|e| (e, None))?;
+            let i = Instance::start(spec, false, Duration::from_secs(300))
+                .await
+                .map_err(|e| (e, None))?;
             let r = Restored {
                 address: format!("127.0.0.1:{}", spec.port),
                 socket: Some(spec.socket().display().to_string()),
@@ -1076,7 +1236,9 @@ impl PitrService {
         } else {
             let u = url.cloned();
             Restored {
-                address: u.map(|u| format!("{}:{}", u.host, u.port)).unwrap_or_default(),
+                address: u
+                    .map(|u| format!("{}:{}", u.host, u.port))
+                    .unwrap_or_default(),
                 socket: None,
                 datadir: None,
                 pid: None,
@@ -1121,10 +1283,22 @@ pub fn gtid_reached(gpos: &str, end: &str) -> bool {
 
 async fn bytes_between(plan: &Plan, file: &str, pos: u64, svc: &PitrService) -> u64 {
     let mut total = 0u64;
-    let files = svc.catalog.list_files(&plan.source).await.unwrap_or_default();
+    let files = svc
+        .catalog
+        .list_files(&plan.source)
+        .await
+        .unwrap_or_default();
     for name in &plan.files {
-        let size = files.iter().find(|f| &f.name == name).map(|f| f.size).unwrap_or(0);
-        let from = if *name == plan.base.binlog_file { plan.base.binlog_pos } else { 0 };
+        let size = files
+            .iter()
+            .find(|f| &f.name == name)
+            .map(|f| f.size)
+            .unwrap_or(0);
+        let from = if *name == plan.base.binlog_file {
+            plan.base.binlog_pos
+        } else {
+            0
+        };
         if name == file {
             total += pos.saturating_sub(from);
             return total;

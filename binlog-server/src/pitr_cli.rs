@@ -52,7 +52,9 @@ fn api_base(config: &Path) -> Result<String, ExitCode> {
 }
 
 fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
     let req = agent.request(method, url);
     let r = match body {
         Some(b) => req.send_json(b.clone()),
@@ -69,7 +71,10 @@ fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), S
     };
     let code = resp.status();
     let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
-    Ok((code, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 fn no_plan(code: u16, v: &Value) -> ExitCode {
@@ -181,7 +186,10 @@ pub fn pitr(
             break j;
         }
     };
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if report["phase"] == "done" {
         eprintln!(
             "restored to {}: {} (socket {}, datadir {})",
@@ -243,7 +251,10 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
                     files.iter().map(|f| out.join(f).display().to_string()).collect::<Vec<_>>().join(" ")
                 ),
             });
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -257,7 +268,11 @@ fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, Str
     std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
     let files: Vec<String> = plan["files"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let bfile = plan["base"]["binlog_file"].as_str().unwrap_or_default();
     let bpos = plan["base"]["binlog_pos"].as_u64().unwrap_or(4);
@@ -269,17 +284,21 @@ fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, Str
             return Err(format!("unsafe file name {name:?} in the plan"));
         }
         let src = dir.join(name);
-        let mut f = std::fs::File::open(&src).map_err(|e| format!("open {}: {e}", src.display()))?;
+        let mut f =
+            std::fs::File::open(&src).map_err(|e| format!("open {}: {e}", src.display()))?;
         let size = f.metadata().map_err(|e| e.to_string())?.len();
         let end = if name == sfile { spos.min(size) } else { size };
         let from = if name == bfile { bpos } else { 4 };
         // Magic + FORMAT_DESCRIPTION (in-use flag cleared: the copy is a closed file).
         let mut head = [0u8; 4 + HEADER_LEN];
-        f.read_exact(&mut head).map_err(|e| format!("read {}: {e}", src.display()))?;
+        f.read_exact(&mut head)
+            .map_err(|e| format!("read {}: {e}", src.display()))?;
         let h = EventHeader::parse(&head[4..]).map_err(|e| format!("{name}: {e}"))?;
         let fde_end = 4 + u64::from(h.event_size);
         if fde_end > size {
-            return Err(format!("{name}: FORMAT_DESCRIPTION runs past the file's end"));
+            return Err(format!(
+                "{name}: FORMAT_DESCRIPTION runs past the file's end"
+            ));
         }
         let mut fde = vec![0u8; fde_end as usize];
         f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;

@@ -12,8 +12,8 @@ use crate::api::{self, ApiState};
 use crate::capture::{spawn_source, Shared};
 use crate::config::Settings;
 use crate::fake_primary::{self, Archive};
-use crate::pitr::PitrService;
 use crate::index::Index;
+use crate::pitr::PitrService;
 use crate::status::Metrics;
 
 /// Runs the daemon until `cancel` fires. Returns an error when start-up fails (catalog,

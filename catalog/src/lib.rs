@@ -47,8 +47,8 @@
 //! only the `?` placeholders must become `$n` for PostgreSQL.
 
 pub mod backups;
-pub mod pitr;
 mod error;
+pub mod pitr;
 
 use std::fmt;
 use std::str::FromStr;

@@ -65,14 +65,16 @@ impl Catalog {
         .fetch_optional(&self.pool)
         .await
         .map_err(query_err("get_pitr_job"))?;
-        Ok(r.map(|(id, source, state, report, created_at, updated_at)| PitrJobRow {
-            id,
-            source,
-            state,
-            report,
-            created_at,
-            updated_at,
-        }))
+        Ok(r.map(
+            |(id, source, state, report, created_at, updated_at)| PitrJobRow {
+                id,
+                source,
+                state,
+                report,
+                created_at,
+                updated_at,
+            },
+        ))
     }
 
     /// Jobs that were still running (not done, failed or removed) — after a restart
@@ -91,14 +93,16 @@ impl Catalog {
         .map_err(query_err("unfinished_pitr_jobs"))?;
         Ok(rows
             .into_iter()
-            .map(|(id, source, state, report, created_at, updated_at)| PitrJobRow {
-                id,
-                source,
-                state,
-                report,
-                created_at,
-                updated_at,
-            })
+            .map(
+                |(id, source, state, report, created_at, updated_at)| PitrJobRow {
+                    id,
+                    source,
+                    state,
+                    report,
+                    created_at,
+                    updated_at,
+                },
+            )
             .collect())
     }
 }

@@ -378,8 +378,8 @@ pub async fn restore(
                 args.push(format!("--socket={}", target.host));
             }
             tool::run(&program, &args, None)
-            .await
-            .map_err(|e| format!("myloader failed: {e}"))
+                .await
+                .map_err(|e| format!("myloader failed: {e}"))
         }
         "mysqldump" => {
             let program = tools.find("mysql")?;

@@ -1293,8 +1293,13 @@ impl ServerProcess {
             Err(e) => return Err(anyhow!(e)).with_context(|| format!("DELETE {url}")),
         };
         let status = resp.status();
-        let text = resp.into_string().with_context(|| format!("DELETE {url}: read the body"))?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+        let text = resp
+            .into_string()
+            .with_context(|| format!("DELETE {url}: read the body"))?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
     }
 
     /// Kills the server with SIGKILL (a crash) and reaps it.

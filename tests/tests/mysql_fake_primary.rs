@@ -29,7 +29,12 @@ const SETS: &[Set] = &[
     Set {
         name: "m846",
         dir: "avaitla__mysqlbinlog2parquet",
-        files: &["mysql-bin.000003", "mysql-bin.000004", "mysql-bin.000005", "mysql-bin.000006"],
+        files: &[
+            "mysql-bin.000003",
+            "mysql-bin.000004",
+            "mysql-bin.000005",
+            "mysql-bin.000006",
+        ],
     },
     // Amazon RDS MySQL 8.0.35, 2 MB with GTIDs and ROWS_QUERY events.
     Set {
@@ -50,7 +55,10 @@ fn mysql8_binlogs_stream_through_the_fake_primary_byte_identical() -> Result<()>
     let corpus = corpus_dir();
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
-    let mut text = format!("data_dir = {}\n", toml_string(data.to_str().context("utf-8")?));
+    let mut text = format!(
+        "data_dir = {}\n",
+        toml_string(data.to_str().context("utf-8")?)
+    );
     let http = format!("127.0.0.1:{}", free_port());
     text.push_str(&format!("[http]\nlisten = {}\n", toml_string(&http)));
     for (i, set) in SETS.iter().enumerate() {
@@ -79,14 +87,25 @@ fn mysql8_binlogs_stream_through_the_fake_primary_byte_identical() -> Result<()>
 
     for set in SETS {
         let copy = data.join(format!("{}-copy", set.name));
-        wait_for(&format!("{} captured", set.name), Duration::from_secs(60), || {
-            let all = set.files.iter().all(|f| {
-                let want = std::fs::metadata(corpus.join(set.dir).join(f)).map(|m| m.len()).ok();
-                std::fs::metadata(copy.join(f)).map(|m| m.len()).ok() == want
-            });
-            Ok(all.then_some(()))
-        })
-        .with_context(|| server.get_json(&format!("/v1/sources/{}-copy", set.name)).map(|v| v.to_string()).unwrap_or_default())?;
+        wait_for(
+            &format!("{} captured", set.name),
+            Duration::from_secs(60),
+            || {
+                let all = set.files.iter().all(|f| {
+                    let want = std::fs::metadata(corpus.join(set.dir).join(f))
+                        .map(|m| m.len())
+                        .ok();
+                    std::fs::metadata(copy.join(f)).map(|m| m.len()).ok() == want
+                });
+                Ok(all.then_some(()))
+            },
+        )
+        .with_context(|| {
+            server
+                .get_json(&format!("/v1/sources/{}-copy", set.name))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        })?;
         let st = server.get_json(&format!("/v1/sources/{}-copy", set.name))?;
         assert_eq!(st["dialect"], "mysql", "{st:#}");
         for f in set.files {

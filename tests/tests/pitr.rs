@@ -121,7 +121,10 @@ fn checksums_socket(socket: &str) -> Result<BTreeMap<String, String>> {
         "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
          WHERE table_schema = 'test' AND table_type = 'BASE TABLE' ORDER BY 1",
     )?;
-    let names: Vec<String> = tables.into_iter().filter_map(|r| r.into_iter().next()).collect();
+    let names: Vec<String> = tables
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect();
     let mut out = BTreeMap::new();
     for row in sql_socket(socket, &format!("CHECKSUM TABLE {}", names.join(", ")))? {
         if let [t, c] = row.as_slice() {
@@ -151,9 +154,16 @@ fn start_job(server: &ServerProcess, body: Value) -> Result<String> {
 fn verify_job(server: &ServerProcess, id: &str, cp: &Checkpoint) -> Result<()> {
     let j = wait_job(server, id)?;
     assert_eq!(j["phase"], "done", "checkpoint {}: {j:#}", cp.name);
-    let socket = j["restored"]["socket"].as_str().context("socket")?.to_string();
+    let socket = j["restored"]["socket"]
+        .as_str()
+        .context("socket")?
+        .to_string();
     let got = checksums_socket(&socket)?;
-    assert_eq!(got, cp.sums, "checkpoint {} restored by job {id}: {j:#}", cp.name);
+    assert_eq!(
+        got, cp.sums,
+        "checkpoint {} restored by job {id}: {j:#}",
+        cp.name
+    );
     let planned = j["plan"]["transactions"].as_u64().unwrap_or(0);
     eprintln!(
         "checkpoint {}: job {id} applied {planned} transactions ({} bytes) from base {} in {:.1} s restore + {:.1} s replay; gtid_slave_pos {}",
@@ -164,16 +174,25 @@ fn verify_job(server: &ServerProcess, id: &str, cp: &Checkpoint) -> Result<()> {
         j["replay_seconds"].as_f64().unwrap_or(0.0),
         j["restored"]["gtid_slave_pos"]
     );
-    assert_eq!(j["progress"]["transactions_applied"].as_u64(), Some(planned), "{j:#}");
-    assert!(j["restored"]["address"].as_str().unwrap_or_default().starts_with("127.0.0.1:"));
+    assert_eq!(
+        j["progress"]["transactions_applied"].as_u64(),
+        Some(planned),
+        "{j:#}"
+    );
+    assert!(j["restored"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("127.0.0.1:"));
     // The restored instance takes normal logins on its port now (not the socket only).
     let pid = j["restored"]["pid"].as_u64().context("pid")?;
     let (code, v) = server.delete(&format!("/v1/pitr/{id}"))?;
     assert_eq!(code, 200, "{v:#}");
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || {
-        std::thread::sleep(Duration::from_secs(2));
-        !Path::new(&format!("/proc/{pid}")).exists()
-    });
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists() || {
+            std::thread::sleep(Duration::from_secs(2));
+            !Path::new(&format!("/proc/{pid}")).exists()
+        }
+    );
     Ok(())
 }
 
@@ -198,7 +217,12 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         "[pitr]\nparallel_threads = 4\n[backup]\nstore = \"file://{}\"\n",
         work.path().join("bases").display()
     );
-    let cfg = write_config(work.path(), &http, &[("db1", &primary.repl_url(), 4242)], &extra)?;
+    let cfg = write_config(
+        work.path(),
+        &http,
+        &[("db1", &primary.repl_url(), 4242)],
+        &extra,
+    )?;
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(&format!(
         "[source.backup]\nurl = {}\nmethod = \"physical\"\n",
@@ -218,7 +242,13 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         &json!({"target_time": iso(t_before)}),
     )?;
     assert_eq!(code, 422, "{v:#}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("no COMPLETED base"), "{v:#}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no COMPLETED base"),
+        "{v:#}"
+    );
 
     // The base.
     let (code, r) = server.post_json("/v1/sources/db1/backups", &json!({}))?;
@@ -256,16 +286,30 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         &json!({"target_time": iso(now() + 3600), "scratch": true}),
     )?;
     assert_eq!(code, 422, "{v:#}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("future"), "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("future"),
+        "{v:#}"
+    );
     let pitr_dir = work.path().join("data/pitr");
     let leftovers = std::fs::read_dir(&pitr_dir).map(|r| r.count()).unwrap_or(0);
-    assert_eq!(leftovers, 0, "a refused PITR left files in {}", pitr_dir.display());
+    assert_eq!(
+        leftovers,
+        0,
+        "a refused PITR left files in {}",
+        pitr_dir.display()
+    );
     // A bad request: 400.
-    let (code, _) = server.post_json("/v1/sources/db1/pitr", &json!({"target_time": "yesterday", "scratch": true}))?;
+    let (code, _) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &json!({"target_time": "yesterday", "scratch": true}),
+    )?;
     assert_eq!(code, 400);
 
     // The plan of the GTID checkpoint names the base and counts the transactions.
-    let (code, plan) = server.post_json("/v1/sources/db1/pitr/plan", &json!({"target_gtid": gtid_cp.gtid}))?;
+    let (code, plan) = server.post_json(
+        "/v1/sources/db1/pitr/plan",
+        &json!({"target_gtid": gtid_cp.gtid}),
+    )?;
     assert_eq!(code, 200, "{plan:#}");
     assert_eq!(plan["base"]["id"], bid.as_str(), "{plan:#}");
     assert_eq!(plan["end_gtid"], gtid_cp.gtid.as_str(), "{plan:#}");
@@ -274,39 +318,88 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
     // Three replicas served at once.
     let jobs: Vec<(String, usize)> = [1usize, 2, 3]
         .iter()
-        .map(|&i| Ok((start_job(&server, json!({"target_time": iso(cps[i].time), "scratch": true}))?, i)))
+        .map(|&i| {
+            Ok((
+                start_job(
+                    &server,
+                    json!({"target_time": iso(cps[i].time), "scratch": true}),
+                )?,
+                i,
+            ))
+        })
         .collect::<Result<_>>()?;
     for (id, i) in &jobs {
         verify_job(&server, id, &cps[*i])?;
     }
-    let id = start_job(&server, json!({"target_time": iso(cps[0].time), "scratch": true}))?;
+    let id = start_job(
+        &server,
+        json!({"target_time": iso(cps[0].time), "scratch": true}),
+    )?;
     verify_job(&server, &id, &cps[0])?;
-    let id = start_job(&server, json!({"target_gtid": gtid_cp.gtid, "scratch": true}))?;
+    let id = start_job(
+        &server,
+        json!({"target_gtid": gtid_cp.gtid, "scratch": true}),
+    )?;
     verify_job(&server, &id, &gtid_cp)?;
 
     // The CLI twin, with its progress bar (hidden: stderr is not a terminal).
     let out = Command::new(server_bin())
-        .args(["pitr", "--config", cfg.to_str().unwrap_or_default(), "--source", "db1"])
-        .args(["--to", &iso(cps[2].time).replace('T', " ").replace('Z', ""), "--scratch"])
+        .args([
+            "pitr",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--source",
+            "db1",
+        ])
+        .args([
+            "--to",
+            &iso(cps[2].time).replace('T', " ").replace('Z', ""),
+            "--scratch",
+        ])
         .output()?;
-    assert!(out.status.success(), "pitr CLI: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pitr CLI: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rep: Value = serde_json::from_slice(&out.stdout)?;
     verify_job(&server, rep["id"].as_str().context("id")?, &cps[2])?;
 
     // The classic path: a PITR to the base itself (nothing replayed), then the exported
     // binlogs through mariadb-binlog | mariadb give the same data as the replay.
-    let base_gtid = plan["base"]["gtid_pos"].as_str().context("base gtid")?.to_string();
+    let base_gtid = plan["base"]["gtid_pos"]
+        .as_str()
+        .context("base gtid")?
+        .to_string();
     let id = start_job(&server, json!({"target_gtid": base_gtid, "scratch": true}))?;
     let j = wait_job(&server, &id)?;
     assert_eq!(j["phase"], "done", "{j:#}");
     assert_eq!(j["plan"]["transactions"], 0, "{j:#}");
-    let socket = j["restored"]["socket"].as_str().context("socket")?.to_string();
+    let socket = j["restored"]["socket"]
+        .as_str()
+        .context("socket")?
+        .to_string();
     let exp = work.path().join("export");
     let out = Command::new(server_bin())
-        .args(["export", "--config", cfg.to_str().unwrap_or_default(), "--source", "db1"])
-        .args(["--to", &iso(cps[3].time), "--out", exp.to_str().unwrap_or_default()])
+        .args([
+            "export",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--source",
+            "db1",
+        ])
+        .args([
+            "--to",
+            &iso(cps[3].time),
+            "--out",
+            exp.to_str().unwrap_or_default(),
+        ])
         .output()?;
-    assert!(out.status.success(), "export: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: Value = serde_json::from_slice(&out.stdout)?;
     let files: Vec<String> = summary["files"]
         .as_array()
@@ -321,9 +414,20 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         files.join(" "),
         require_tool("mariadb").display()
     );
-    let st = Command::new("bash").args(["-o", "pipefail", "-c", &pipe]).output()?;
-    assert!(st.status.success(), "{pipe}: {}", String::from_utf8_lossy(&st.stderr));
-    assert_eq!(checksums_socket(&socket)?, cps[3].sums, "export to {}", cps[3].name);
+    let st = Command::new("bash")
+        .args(["-o", "pipefail", "-c", &pipe])
+        .output()?;
+    assert!(
+        st.status.success(),
+        "{pipe}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(
+        checksums_socket(&socket)?,
+        cps[3].sums,
+        "export to {}",
+        cps[3].name
+    );
     server.delete(&format!("/v1/pitr/{id}"))?;
 
     // A FAIL file in the range: a purged binlog whose archived copy is damaged cannot be
@@ -342,13 +446,18 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xFF;
     std::fs::write(&path, &bytes)?;
-    let (code, _) = server.post_json(&format!("/v1/sources/db1/binlogs/{victim}/check"), &json!({}))?;
+    let (code, _) = server.post_json(
+        &format!("/v1/sources/db1/binlogs/{victim}/check"),
+        &json!({}),
+    )?;
     assert_eq!(code, 202);
     wait_for("file FAIL", Duration::from_secs(60), || {
         let b = server.get_json("/v1/sources/db1/binlogs")?;
-        let st = b["files"]
-            .as_array()
-            .and_then(|a| a.iter().find(|f| f["name"] == victim.as_str()).map(|f| f["state"].clone()));
+        let st = b["files"].as_array().and_then(|a| {
+            a.iter()
+                .find(|f| f["name"] == victim.as_str())
+                .map(|f| f["state"].clone())
+        });
         Ok((st == Some(json!("FAIL"))).then_some(()))
     })?;
     let (code, v) = server.post_json(
@@ -356,7 +465,10 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         &json!({"target_gtid": primary.gtid_binlog_pos()?, "scratch": true}),
     )?;
     assert_eq!(code, 422, "{v:#}");
-    assert!(v["error"].as_str().unwrap_or_default().contains("FAIL"), "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains("FAIL"),
+        "{v:#}"
+    );
     drop(server);
     Ok(())
 }

@@ -193,7 +193,13 @@ fn main() -> Result<()> {
         println!("== binlog-server pitr --source sandbox --to @{target} --scratch (restore + replay through the fake primary)");
         let out = std::process::Command::new(&bin)
             .args(["pitr", "--config", cfg.to_str().unwrap_or_default()])
-            .args(["--source", "sandbox", "--to", &format!("@{target}"), "--scratch"])
+            .args([
+                "--source",
+                "sandbox",
+                "--to",
+                &format!("@{target}"),
+                "--scratch",
+            ])
             .output()?;
         let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if !out.status.success() {
@@ -218,7 +224,10 @@ fn main() -> Result<()> {
             .args(["--no-defaults", &format!("--socket={socket}"), "--user=root", "--batch"])
             .args(["-e", "SELECT (SELECT COUNT(*) FROM test.load_t1) AS t1_rows, (SELECT COUNT(*) FROM test.load_t2) AS t2_rows, (SELECT COUNT(*) FROM test.load_t3) AS t3_rows"])
             .output()?;
-        println!("   SELECT on the restored instance:\n{}", String::from_utf8_lossy(&rows.stdout));
+        println!(
+            "   SELECT on the restored instance:\n{}",
+            String::from_utf8_lossy(&rows.stdout)
+        );
         let id = rep["id"].as_str().unwrap_or_default();
         let (code, _) = server.delete(&format!("/v1/pitr/{id}"))?;
         println!("== DELETE /v1/pitr/{id} -> {code} (restored instance stopped and removed)");
