@@ -1546,3 +1546,137 @@ fn read_at(path: &std::path::Path, off: u64, len: usize) -> Result<Vec<u8>, Stri
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_assignments_split_outside_quotes() {
+        assert_eq!(
+            split_top(" @slave_connect_state='0-1-5,1-2-3', @slave_gtid_strict_mode=1"),
+            vec![
+                "@slave_connect_state='0-1-5,1-2-3'",
+                "@slave_gtid_strict_mode=1"
+            ]
+        );
+        assert_eq!(
+            split_top("UNIX_TIMESTAMP(), f(a, b)"),
+            vec!["UNIX_TIMESTAMP()", "f(a, b)"]
+        );
+        assert_eq!(unquote("'CRC32'"), "CRC32");
+    }
+
+    #[test]
+    fn connect_state_and_skips() {
+        let g = parse_connect_state("0-1-100, 2-5-7").unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(parse_connect_state("").unwrap().is_empty());
+        assert!(parse_connect_state("0-1-x").is_err());
+        let mut m = BTreeMap::new();
+        m.insert(0u32, 100u64);
+        let skip = GtidSkip::MariaDb(m);
+        let gt = |d, s| Gtid::MariaDb {
+            domain: d,
+            server_id: 1,
+            seq: s,
+        };
+        assert!(skip.skips(&gt(0, 100)));
+        assert!(!skip.skips(&gt(0, 101)));
+        assert!(
+            !skip.skips(&gt(1, 5)),
+            "a domain the replica does not name is sent"
+        );
+    }
+
+    #[test]
+    fn dump_gtid_packet_parses_and_rejects_garbage() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&4u64.to_le_bytes());
+        let mut set = Vec::new();
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&[0xAB; 16]);
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&43u64.to_le_bytes());
+        b.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        b.extend_from_slice(&set);
+        let (name, pos, s) = parse_dump_gtid(&b).unwrap();
+        assert_eq!((name.as_str(), pos), ("", 4));
+        assert_eq!(s, vec![([0xAB; 16], vec![(1, 43)])]);
+        let skip = GtidSkip::MySql(s);
+        assert!(skip.skips(&Gtid::MySql {
+            uuid: [0xAB; 16],
+            gno: 42
+        }));
+        assert!(!skip.skips(&Gtid::MySql {
+            uuid: [0xAB; 16],
+            gno: 43
+        }));
+        // Truncated: an error, not a panic.
+        for n in 0..b.len() {
+            let _ = parse_dump_gtid(&b[..n]);
+        }
+        assert!(parse_dump_gtid(&b[..b.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn resent_format_description_has_log_pos_zero_and_a_valid_crc() {
+        let body = vec![7u8; 80];
+        let mut ev = build_event(
+            event_type::FORMAT_DESCRIPTION,
+            1,
+            123,
+            LOG_EVENT_BINLOG_IN_USE_F,
+            &body,
+            true,
+        );
+        // A stored FDE's CRC is computed with the in-use flag cleared.
+        let n = ev.len() - CHECKSUM_LEN;
+        let mut clear = ev.clone();
+        clear[17] = 0;
+        let c = event::crc32(&clear[..n]);
+        ev[n..].copy_from_slice(&c.to_le_bytes());
+        let sent = fde_for_send(&ev, ChecksumAlg::Crc32, Some(0));
+        assert_eq!(&sent[13..17], &[0, 0, 0, 0]);
+        assert_eq!(sent[17] & 1, 0);
+        event::verify_checksum(&sent, ChecksumAlg::Crc32).unwrap();
+        let same = fde_for_send(&ev, ChecksumAlg::Crc32, None);
+        event::verify_checksum(&same, ChecksumAlg::Crc32).unwrap();
+        let rot = build_event(
+            event_type::ROTATE,
+            1,
+            0,
+            LOG_EVENT_ARTIFICIAL_F,
+            b"\x04\0\0\0\0\0\0\0f.1",
+            true,
+        );
+        event::verify_checksum(&rot, ChecksumAlg::Crc32).unwrap();
+    }
+
+    #[test]
+    fn handshake_response_parses_and_short_ones_fail() {
+        let mut p = Vec::new();
+        p.extend_from_slice(
+            &(caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH).to_le_bytes(),
+        );
+        p.extend_from_slice(&0u32.to_le_bytes());
+        p.push(33);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(b"repl\0");
+        p.push(20);
+        p.extend_from_slice(&[9; 20]);
+        p.extend_from_slice(b"mysql_native_password\0");
+        let (u, t, pl) = parse_handshake_response(&p).unwrap();
+        assert_eq!(
+            (u.as_str(), t.len(), pl.as_deref()),
+            ("repl", 20, Some("mysql_native_password"))
+        );
+        for n in 0..40 {
+            assert!(parse_handshake_response(&p[..n]).is_err());
+        }
+    }
+}

@@ -1317,3 +1317,29 @@ fn redact_sql(sql: &str) -> String {
         None => sql.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_times_parse_in_utc_or_with_a_zone() {
+        let t = parse_time("2026-11-21T14:03:27Z").unwrap();
+        assert_eq!(parse_time("2026-11-21 14:03:27").unwrap(), t);
+        assert_eq!(parse_time("2026-11-21T16:03:27+02:00").unwrap(), t);
+        assert_eq!(parse_time("2026-11-21 16:03:27 +02:00").unwrap(), t);
+        assert_eq!(parse_time(&format!("@{t}")).unwrap(), t);
+        assert_eq!(fmt_time(t), "2026-11-21T14:03:27Z");
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-40 00:00:00").is_err());
+    }
+
+    #[test]
+    fn gtid_positions_reach_their_end() {
+        assert!(gtid_reached("0-1-100", "0-1-100"));
+        assert!(gtid_reached("1-2-3,0-1-101", "0-1-100"));
+        assert!(!gtid_reached("0-1-99", "0-1-100"));
+        assert!(!gtid_reached("1-1-500", "0-1-100"));
+        assert!(!gtid_reached("", "0-1-1"));
+    }
+}
