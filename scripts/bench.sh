@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Catch-up benchmark: about 1 GB of binlogs on a sandbox primary, then binlog-server
-# (release build; CRC checks, fsync and index on) against
-# `mariadb-binlog --read-from-remote-server --raw --to-last-log`, same primary, same run.
-# Options: --mb N (amount of binlog to generate, default 1024).
+# Benchmarks (release build), each against the stock tools in the same run:
+#   bash scripts/bench.sh [--mb N]           capture: binlog-server (CRC checks, fsync, index)
+#                                            against `mariadb-binlog --raw` (default 1024 MB)
+#   bash scripts/bench.sh --pitr [--mb N] [--threads N]
+#                                            PITR replay through the fake primary against
+#                                            `mariadb-binlog | mariadb` and a native replica
+#                                            of the primary (default 750 MB, 4 threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
 cargo build --release -p binlog-server -p binlog-benches
+if [ "${1:-}" = "--pitr" ]; then
+    shift
+    exec "$CARGO_TARGET_DIR/release/pitr_replay" "$@"
+fi
 exec "$CARGO_TARGET_DIR/release/catchup" "$@"

@@ -16,56 +16,12 @@
 //! (sync(2)), so no run pays for the previous one's write-back. mariadb-binlog's copy is
 //! not synced by it (it never fsyncs); binlog-server's counts only once fdatasynced. Run: `bash scripts/bench.sh [--mb N]`.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use binlog_benches::*;
 use binlog_tests::*;
-
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with("mysql-bin.0") {
-            n += e.metadata()?.len();
-        }
-    }
-    Ok(n)
-}
-
-/// Writes back every dirty page of the machine (sync(2)) and pauses a moment, so that a
-/// run does not pay for the previous run's write-back.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    std::thread::sleep(Duration::from_secs(1));
-}
-
-/// user + system CPU seconds of a process, from /proc/PID/stat.
-fn cpu_secs(pid: Option<u32>) -> f64 {
-    let Some(pid) = pid else { return 0.0 };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds of this process's waited-for children (mariadb-binlog).
-fn children_cpu_secs() -> f64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct; RUSAGE_CHILDREN is a valid `who`.
-    let ru = unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr());
-        ru.assume_init()
-    };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
-}
 
 fn main() -> Result<()> {
     let mut mb: u64 = 1024;
@@ -95,48 +51,7 @@ fn main() -> Result<()> {
         extra_args: vec!["--max-allowed-packet=64M".into()],
         ..Default::default()
     })?;
-    db.sql(
-        "CREATE TABLE test.sbtest (id BIGINT AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL, c CHAR(120), pad VARCHAR(1024), KEY(k)) ENGINE=InnoDB;
-         DELIMITER //
-         CREATE PROCEDURE test.gen(n INT)
-         BEGIN
-           DECLARE i INT DEFAULT 0;
-           WHILE i < n DO
-             START TRANSACTION;
-             INSERT INTO test.sbtest (k, c, pad) VALUES
-               (i, MD5(i), REPEAT(MD5(RAND()), 30)),
-               (i + 1, MD5(i + 1), REPEAT(MD5(RAND()), 30)),
-               (i + 2, MD5(i + 2), REPEAT(MD5(RAND()), 30));
-             UPDATE test.sbtest SET k = k + 1 WHERE id = GREATEST(1, CAST(LAST_INSERT_ID() AS SIGNED) - 100);
-             COMMIT;
-             SET i = i + 1;
-           END WHILE;
-         END//
-         DELIMITER ;",
-    )?;
-    let t = Instant::now();
-    let target = mb << 20;
-    let mut total = 0u64;
-    while total < target {
-        db.sql("CALL test.gen(20000)")?;
-        total = db.binlog_files()?.iter().map(|(_, s)| s).sum();
-    }
-    db.flush_binary_logs()?;
-    let files = db.binlog_files()?;
-    let total: u64 = files.iter().map(|(_, s)| s).sum();
-    let txns: u64 = db
-        .gtid_binlog_pos()?
-        .rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    println!(
-        "   {} files, {:.1} MB, {} transactions, generated in {:.1} s",
-        files.len(),
-        total as f64 / 1e6,
-        txns,
-        t.elapsed().as_secs_f64()
-    );
+    let (files, total, txns) = generate_sbtest(&db, mb)?;
     let work = tempfile::tempdir()?;
 
     // mariadb-binlog --raw.

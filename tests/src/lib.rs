@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -1624,4 +1625,48 @@ pub fn run_snapshotter(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// Runs `sql` with the `mariadb` CLI over a Unix socket as root (a restored or private
+/// instance), in batch mode; returns rows of tab-separated columns.
+pub fn sql_socket(socket: &str, sql: &str) -> Result<Vec<Vec<String>>> {
+    let out = Command::new(require_tool("mariadb"))
+        .args([
+            "--no-defaults",
+            &format!("--socket={socket}"),
+            "--user=root",
+            "--batch",
+            "--skip-column-names",
+            "-e",
+            sql,
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
+}
+
+/// `CHECKSUM TABLE` of every base table of schema `test` over a Unix socket as root:
+/// `` `db`.`table` `` → checksum.
+pub fn checksums_socket(socket: &str) -> Result<BTreeMap<String, String>> {
+    let tables = sql_socket(
+        socket,
+        "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
+         WHERE table_schema = 'test' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )?;
+    let names: Vec<String> = tables
+        .into_iter()
+        .filter_map(|r| r.into_iter().next())
+        .collect();
+    let mut out = BTreeMap::new();
+    for row in sql_socket(socket, &format!("CHECKSUM TABLE {}", names.join(", ")))? {
+        if let [t, c] = row.as_slice() {
+            out.insert(t.clone(), c.clone());
+        }
+    }
+    Ok(out)
 }

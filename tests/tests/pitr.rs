@@ -93,47 +93,6 @@ fn burst(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
     db.sql(&sql).map(|_| ())
 }
 
-/// SQL over a restored instance's socket as root.
-fn sql_socket(socket: &str, sql: &str) -> Result<Vec<Vec<String>>> {
-    let out = Command::new(require_tool("mariadb"))
-        .args([
-            "--no-defaults",
-            &format!("--socket={socket}"),
-            "--user=root",
-            "--batch",
-            "--skip-column-names",
-            "-e",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("{sql}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect())
-}
-
-fn checksums_socket(socket: &str) -> Result<BTreeMap<String, String>> {
-    let tables = sql_socket(
-        socket,
-        "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
-         WHERE table_schema = 'test' AND table_type = 'BASE TABLE' ORDER BY 1",
-    )?;
-    let names: Vec<String> = tables
-        .into_iter()
-        .filter_map(|r| r.into_iter().next())
-        .collect();
-    let mut out = BTreeMap::new();
-    for row in sql_socket(socket, &format!("CHECKSUM TABLE {}", names.join(", ")))? {
-        if let [t, c] = row.as_slice() {
-            out.insert(t.clone(), c.clone());
-        }
-    }
-    Ok(out)
-}
-
 fn wait_job(server: &ServerProcess, id: &str) -> Result<Value> {
     wait_for(&format!("PITR job {id}"), Duration::from_secs(600), || {
         let j = server.get_json(&format!("/v1/pitr/{id}"))?;
