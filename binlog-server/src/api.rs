@@ -18,6 +18,10 @@
 //! | POST | `/v1/sources/{name}/pitr` | the same plus `"scratch": true` or `"url"` (+ `"datadir"` for physical bases); 202 with the job report |
 //! | GET | `/v1/pitr/{id}` | phase, progress (transactions and bytes applied of planned, rate, ETA), the restored instance when done, the error and file:pos on failure |
 //! | DELETE | `/v1/pitr/{id}` | stops the restored instance the service runs and removes its scratch directory |
+//! | POST | `/v1/sources/{name}/verifications` | body `{"keep_instance": bool}` (optional); starts a restore verification now; 202 with the report; 409 while one runs |
+//! | GET | `/v1/verifications?source=NAME&days=N` | reports of the last N days (default 30), newest first |
+//! | GET | `/v1/verifications/{id}` | one run's report (JSON); `/v1/verifications/{id}.html`: the same as a page |
+//! | GET | `/v1/verifications/summary.html` | weekly summary page across sources (JSON: `/v1/verifications/summary`) |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +54,8 @@ pub struct ApiState {
     pub backups: Arc<crate::backups::BackupService>,
     /// PITR jobs.
     pub pitr: Arc<crate::pitr::PitrService>,
+    /// Restore verifications.
+    pub verify: Arc<crate::verify::VerifyService>,
 }
 
 /// A JSON error answer.
@@ -89,6 +95,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sources/{name}/pitr/plan", post(pitr_plan))
         .route("/v1/sources/{name}/pitr", post(pitr_start))
         .route("/v1/pitr/{id}", get(pitr_get).delete(pitr_remove))
+        .route("/v1/sources/{name}/verifications", post(verify_start))
+        .route("/v1/verifications", get(verify_list))
+        .route("/v1/verifications/{id}", get(verify_get))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -447,4 +456,89 @@ async fn pitr_remove(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
+}
+
+fn verify_err(e: crate::verify::VerifyError) -> ApiError {
+    use crate::verify::VerifyError as V;
+    match e {
+        V::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+        V::Busy(m) => ApiError(StatusCode::CONFLICT, m),
+        V::Internal(m) => internal(m),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    keep_instance: Option<bool>,
+}
+
+async fn verify_start(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Option<Json<VerifyBody>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let r = st
+        .verify
+        .start(&name, body.keep_instance)
+        .await
+        .map_err(verify_err)?;
+    Ok((StatusCode::ACCEPTED, Json(r)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    source: Option<String>,
+    days: Option<u32>,
+}
+
+async fn verify_list(
+    State(st): State<Arc<ApiState>>,
+    Query(q): Query<VerifyQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let days = i64::from(q.days.unwrap_or(30).min(3660));
+    let since = chrono::Utc::now().timestamp() - days * 86_400;
+    let runs = st
+        .verify
+        .list(q.source.as_deref(), since, 1000)
+        .await
+        .map_err(verify_err)?;
+    Ok(Json(json!({ "verifications": runs })))
+}
+
+async fn verify_get(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let html = |page: String| {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response()
+    };
+    if id == "summary" || id == "summary.html" {
+        let since = now - verifier::schedule::WEEK_SECS;
+        let runs = st
+            .verify
+            .list(None, since, 1000)
+            .await
+            .map_err(verify_err)?;
+        if id == "summary" {
+            return Ok(Json(json!({ "since": since, "sources": st.verify.source_names(), "verifications": runs })).into_response());
+        }
+        return Ok(html(verifier::html::summary_page(
+            &runs,
+            &st.verify.source_names(),
+            now,
+        )));
+    }
+    if let Some(id) = id.strip_suffix(".html") {
+        let r = st.verify.get(id).await.map_err(verify_err)?;
+        return Ok(html(verifier::html::report_page(&r, now)));
+    }
+    Ok(Json(st.verify.get(&id).await.map_err(verify_err)?).into_response())
 }

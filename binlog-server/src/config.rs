@@ -28,6 +28,13 @@
 //! listen = "127.0.0.1:3307"
 //! user = "repl"
 //! password_env = "DB1_REPL_PASSWORD"   # or password = "..."
+//! [source.verify]                # optional: weekly restore verification (times UTC)
+//! day = "mon"
+//! start = "01:00"
+//! stop_at = "08:00"              # chain verification stops here if not caught up
+//! keep_instance = false          # keep the scratch instance after the run
+//! chain_timeout = "1h"           # without stop_at
+//! url = "mysql://checker@db1:3306"   # data checks' account; default [source.backup] url
 //! [pitr]                         # optional; defaults shown
 //! work_dir = "<data_dir>/pitr"   # scratch instances
 //! parallel_threads = 4           # slave_parallel_threads of the replaying replica
@@ -161,6 +168,51 @@ pub struct ReplicationConfig {
     pub password: Option<String>,
     /// Environment variable holding the password.
     pub password_env: Option<String>,
+}
+
+/// `[source.verify]`: the weekly restore verification of this source (issue 5; see
+/// the `verifier` crate for the rules). Times are UTC.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Run on schedule (default true when the table is present).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Weekday: "mon" .. "sun" (or the full name). Default "mon".
+    #[serde(default)]
+    pub day: Option<String>,
+    /// Start time, "HH:MM" UTC. Default "01:00".
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Chain verification stops at this time of day (UTC) if not caught up by then.
+    #[serde(default)]
+    pub stop_at: Option<String>,
+    /// Keep the scratch instance after the run (default false: removed).
+    #[serde(default)]
+    pub keep_instance: bool,
+    /// Longest chain verification without `stop_at` (humantime). Default "1h".
+    #[serde(default, with = "humantime_serde")]
+    pub chain_timeout: Option<Duration>,
+    /// Account for the data checks on the primary (SELECT on the checked tables);
+    /// default `[source.backup] url`, else the source's `url`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Environment variable with that account's password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+}
+
+/// A validated `[source.verify]` (defaults when absent: no schedule, manual runs only).
+#[derive(Clone, Debug)]
+pub struct Verify {
+    /// The weekly schedule; `None` without `[source.verify]`.
+    pub schedule: Option<verifier::schedule::Schedule>,
+    /// Keep scratch instances.
+    pub keep_instance: bool,
+    /// Longest chain verification without a `stop_at`.
+    pub chain_timeout: Duration,
+    /// The data-check account on the primary.
+    pub check_url: SourceUrl,
 }
 
 /// A validated `[source.replication]`.
@@ -310,6 +362,9 @@ pub struct SourceConfig {
     /// This source's fake primary listener (`[source.replication]`), optional.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
+    /// Weekly restore verification (`[source.verify]`), optional.
+    #[serde(default)]
+    pub verify: Option<VerifyConfig>,
 }
 
 fn yes() -> bool {
@@ -473,6 +528,8 @@ pub struct Source {
     pub capture: bool,
     /// Fake primary listener of this source.
     pub replication: Option<Replication>,
+    /// Restore verification.
+    pub verify: Verify,
 }
 
 /// The validated configuration.
@@ -707,6 +764,52 @@ impl Config {
                     })
                 }
             };
+            let verify = {
+                let v = s.verify.as_ref();
+                let schedule = match v {
+                    None => None,
+                    Some(v) => Some(verifier::schedule::Schedule {
+                        enabled: v.enabled,
+                        day: verifier::schedule::parse_day(v.day.as_deref().unwrap_or("mon"))
+                            .map_err(|m| invalid(key("verify.day"), m))?,
+                        start: verifier::schedule::parse_time_of_day(
+                            v.start.as_deref().unwrap_or("01:00"),
+                        )
+                        .map_err(|m| invalid(key("verify.start"), m))?,
+                        stop_at: v
+                            .stop_at
+                            .as_deref()
+                            .map(verifier::schedule::parse_time_of_day)
+                            .transpose()
+                            .map_err(|m| invalid(key("verify.stop_at"), m))?,
+                        keep_instance: v.keep_instance,
+                    }),
+                };
+                let mut check_url = match v.and_then(|v| v.url.as_ref()) {
+                    Some(u) => SourceUrl::parse(u).map_err(|m| invalid(key("verify.url"), m))?,
+                    None => backup_url.clone(),
+                };
+                if let Some(var) = v.and_then(|v| v.password_env.as_ref()) {
+                    check_url.password = Some(std::env::var(var).map_err(|_| {
+                        invalid(
+                            key("verify.password_env"),
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?);
+                }
+                let chain_timeout = v
+                    .and_then(|v| v.chain_timeout)
+                    .unwrap_or(Duration::from_secs(3600));
+                if chain_timeout.is_zero() {
+                    return Err(invalid(key("verify.chain_timeout"), "must be more than 0s"));
+                }
+                Verify {
+                    schedule,
+                    keep_instance: v.is_some_and(|v| v.keep_instance),
+                    chain_timeout,
+                    check_url,
+                }
+            };
             sources.push(Source {
                 name: s.name,
                 url,
@@ -716,6 +819,7 @@ impl Config {
                 backup_url,
                 capture: s.capture,
                 replication,
+                verify,
             });
         }
         let mut listens = HashSet::from([http_listen]);

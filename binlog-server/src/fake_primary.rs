@@ -115,6 +115,20 @@ pub struct Archive {
     pub catalog: Arc<Catalog>,
     /// Transaction index (GTID starts).
     pub index: Arc<Index>,
+    /// The source's checker queue: a file found damaged while serving is sent here so
+    /// the archive's own state for it becomes FAIL (and it is re-pulled while the
+    /// primary still has it). `None` when no checker runs.
+    pub checks: Option<tokio::sync::mpsc::Sender<String>>,
+}
+
+impl Archive {
+    /// Queues `file` for a check by the source's checker (best effort: a full queue
+    /// drops the request; the periodic scrub finds the damage later).
+    fn report_damage(&self, file: &str) {
+        if let Some(tx) = &self.checks {
+            let _ = tx.try_send(file.to_string());
+        }
+    }
 }
 
 /// The one account a listener accepts.
@@ -1491,6 +1505,7 @@ impl DumpCtx {
         let mut r = EventReader::new_at(br, *pos);
         while let Some(item) = r.next_event() {
             let (off, h, ev) = item.map_err(|e| {
+                self.archive.report_damage(file);
                 format!(
                     "binlog {file} of {} is damaged at offset {}: {e}; not served",
                     self.archive.source,
@@ -1501,6 +1516,7 @@ impl DumpCtx {
                 return Ok(());
             }
             event::verify_checksum(ev, alg).map_err(|e| {
+                self.archive.report_damage(file);
                 format!(
                     "binlog {file} of {} fails its CRC32 check at offset {off} ({e}); not served",
                     self.archive.source

@@ -26,3 +26,5 @@ pub mod server;
 pub mod snapshot_cli;
 pub mod status;
 pub mod store;
+pub mod verify;
+pub mod verify_cli;

@@ -562,6 +562,20 @@ struct Job {
     report: Mutex<JobReport>,
     progress: Arc<Progress>,
     instance_dir: Mutex<Option<PathBuf>>,
+    /// Cancelled by [`PitrService::cancel`] or when the service stops.
+    cancel: CancellationToken,
+    /// Leave a scratch instance running privately at the end (see [`JobOptions`]).
+    private: bool,
+}
+
+/// How a job runs, beyond its target and destination.
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Scratch destinations only: when done, leave the instance running as it replayed
+    /// (`--skip-grant-tables --skip-networking`, reachable through its socket only, in a
+    /// 0700 directory) instead of restarting it on its port. The verifier uses this to
+    /// go on replicating from the live primary as root without knowing any password.
+    pub private: bool,
 }
 
 /// Runs PITR jobs.
@@ -655,10 +669,10 @@ impl PitrService {
         target: &Target,
         base_id: Option<&str>,
     ) -> Result<Plan, PlanError> {
-        if !self.archives.contains_key(source) {
+        let Some(archive) = self.archives.get(source) else {
             return Err(PlanError::NotFound(format!("no source named {source:?}")));
-        }
-        plan(
+        };
+        let p = plan(
             &self.catalog,
             &self.index,
             self.statuses.get(source),
@@ -666,7 +680,18 @@ impl PitrService {
             target,
             base_id,
         )
-        .await
+        .await?;
+        // A file the catalog lists but the disk lost.
+        for f in &p.files {
+            let path = archive.dir.join(f);
+            if !path.is_file() {
+                return Err(PlanError::NoPlan(format!(
+                    "binlog {f} in the range is missing from the archive ({} does not exist);                      this target cannot be restored until it is back",
+                    path.display()
+                )));
+            }
+        }
+        Ok(p)
     }
 
     /// Plans and starts a job; returns its report (phase "restoring base").
@@ -681,6 +706,28 @@ impl PitrService {
         base_id: Option<&str>,
         dest: Destination,
     ) -> Result<JobReport, PlanError> {
+        self.start_with(source, target, base_id, dest, JobOptions::default())
+            .await
+    }
+
+    /// [`PitrService::start`] with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`PitrService::start`]; BadRequest for `private` with a non-scratch destination.
+    pub async fn start_with(
+        self: &Arc<Self>,
+        source: &str,
+        target: &Target,
+        base_id: Option<&str>,
+        dest: Destination,
+        opts: JobOptions,
+    ) -> Result<JobReport, PlanError> {
+        if opts.private && !matches!(dest, Destination::Scratch) {
+            return Err(PlanError::BadRequest(
+                "a private instance needs a scratch destination".into(),
+            ));
+        }
         let plan = self.plan(source, target, base_id).await?;
         if let Destination::Existing { datadir: None, .. } = &dest {
             if plan.base.method == "physical" {
@@ -739,6 +786,8 @@ impl PitrService {
             report: Mutex::new(report.clone()),
             progress: Arc::new(Progress::default()),
             instance_dir: Mutex::new(None),
+            cancel: self.cancel.child_token(),
+            private: opts.private,
         });
         lock(&self.jobs).insert(id.clone(), job.clone());
         self.save(&job).await;
@@ -762,6 +811,22 @@ impl PitrService {
             me.save(&job).await;
         });
         Ok(report)
+    }
+
+    /// Asks a running job to stop: it fails with "cancelled" at its next check (the
+    /// replay loop checks every 250 ms; a base restore runs to its end first).
+    ///
+    /// # Errors
+    ///
+    /// NotFound when no such job runs in this process.
+    pub fn cancel(&self, id: &str) -> Result<(), PlanError> {
+        match lock(&self.jobs).get(id) {
+            Some(job) => {
+                job.cancel.cancel();
+                Ok(())
+            }
+            None => Err(PlanError::NotFound(format!("no running PITR job {id:?}"))),
+        }
     }
 
     async fn save(&self, job: &Job) {
@@ -1022,6 +1087,9 @@ impl PitrService {
             .map_err(|e| (format!("restore base {}: {e}", base.id), None))?;
         }
         let _ = std::fs::remove_dir_all(&workdir);
+        if job.cancel.is_cancelled() {
+            return Err(("cancelled after the base was restored".into(), inst));
+        }
         let restore_secs = t0.elapsed().as_secs_f64();
         self.set(job, |r| {
             r.restore_seconds = Some(restore_secs);
@@ -1126,8 +1194,13 @@ impl PitrService {
             self.set(job, |r| r.step = "applying".into());
             let mut last_save = Instant::now();
             loop {
-                if self.cancel.is_cancelled() {
-                    return Err(("binlog-server is stopping".into(), inst));
+                if job.cancel.is_cancelled() {
+                    let why = if self.cancel.is_cancelled() {
+                        "binlog-server is stopping"
+                    } else {
+                        "cancelled"
+                    };
+                    return Err((why.into(), inst));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let st = q!("SHOW SLAVE STATUS");
@@ -1212,7 +1285,16 @@ impl PitrService {
             .map(str::to_string);
 
         // 4. Serve it.
-        let restored = if run_instance {
+        let restored = if run_instance && job.private {
+            self.set(job, |r| r.step = String::new());
+            Restored {
+                address: String::new(),
+                socket: Some(spec.socket().display().to_string()),
+                datadir: Some(spec.datadir().display().to_string()),
+                pid: inst.as_ref().map(|i| i.pid),
+                gtid_slave_pos: gpos,
+            }
+        } else if run_instance {
             self.set(job, |r| {
                 r.step = "restarting the instance on its port".into()
             });

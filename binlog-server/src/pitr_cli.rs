@@ -46,12 +46,12 @@ impl TargetArgs {
     }
 }
 
-fn api_base(config: &Path) -> Result<String, ExitCode> {
+pub(crate) fn api_base(config: &Path) -> Result<String, ExitCode> {
     let s = crate::cli::load_settings("binlog-server", config)?;
     Ok(format!("http://{}", s.http_listen))
 }
 
-fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
+pub(crate) fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build();

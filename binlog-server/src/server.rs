@@ -61,6 +61,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             status: capture.then(|| rt.status.clone()),
             catalog: catalog.clone(),
             index: index.clone(),
+            checks: Some(rt.checks.clone()),
         });
         if let Some(r) = replication {
             listeners.push(
@@ -86,6 +87,17 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     )
     .await
     .context("start the PITR service")?;
+    let verify = crate::verify::VerifyService::open(
+        catalog.clone(),
+        index.clone(),
+        pitr.clone(),
+        metrics.clone(),
+        &settings.sources,
+        cancel.child_token(),
+    )
+    .await
+    .context("start the verification service")?;
+    verify.spawn_schedulers();
     let state = Arc::new(ApiState {
         sources,
         catalog,
@@ -93,6 +105,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         metrics,
         backups,
         pitr,
+        verify,
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();

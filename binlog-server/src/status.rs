@@ -148,6 +148,13 @@ pub struct Metrics {
     pub lag_seconds: Family<SourceLabel, Gauge>,
     /// Files that failed their check (FAIL) at the last check run.
     pub check_failures: Family<SourceLabel, Counter>,
+    /// End of the last passed restore verification, unix seconds.
+    pub verify_last_success: Family<SourceLabel, Gauge>,
+    /// RTO of the last restore verification that reached a caught-up instance, seconds.
+    pub verify_last_rto: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Result of the last restore verification: 1 passed, 0 failed, -1 no base to
+    /// verify, -2 cancelled.
+    pub verify_last_result: Family<SourceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -169,6 +176,9 @@ impl Metrics {
             lag_bytes: Family::default(),
             lag_seconds: Family::default(),
             check_failures: Family::default(),
+            verify_last_success: Family::default(),
+            verify_last_rto: Family::default(),
+            verify_last_result: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -210,6 +220,21 @@ impl Metrics {
             "check_failures",
             "Binlog file checks that ended in FAIL",
             m.check_failures.clone(),
+        );
+        registry.register(
+            "verification_last_success_timestamp_seconds",
+            "End of the last passed restore verification (unix seconds)",
+            m.verify_last_success.clone(),
+        );
+        registry.register(
+            "verification_last_rto_seconds",
+            "RTO of the last restore verification: start to a usable instance caught up with the primary",
+            m.verify_last_rto.clone(),
+        );
+        registry.register(
+            "verification_last_result",
+            "Last restore verification: 1 passed, 0 failed, -1 no base to verify, -2 cancelled",
+            m.verify_last_result.clone(),
         );
         Metrics { registry, ..m }
     }

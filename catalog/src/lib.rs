@@ -49,6 +49,7 @@
 pub mod backups;
 mod error;
 pub mod pitr;
+pub mod verify;
 
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 use crate::{now, query_err, Catalog, CatalogError};
 
 /// One stored PITR job.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PitrJobRow {
     /// Job id.
     pub id: String,
@@ -58,23 +58,13 @@ impl Catalog {
     ///
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn get_pitr_job(&self, id: &str) -> Result<Option<PitrJobRow>, CatalogError> {
-        let r: Option<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        sqlx::query_as(
             "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(query_err("get_pitr_job"))?;
-        Ok(r.map(
-            |(id, source, state, report, created_at, updated_at)| PitrJobRow {
-                id,
-                source,
-                state,
-                report,
-                created_at,
-                updated_at,
-            },
-        ))
+        .map_err(query_err("get_pitr_job"))
     }
 
     /// Jobs that were still running (not done, failed or removed) — after a restart
@@ -84,25 +74,12 @@ impl Catalog {
     ///
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn unfinished_pitr_jobs(&self) -> Result<Vec<PitrJobRow>, CatalogError> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        sqlx::query_as(
             "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs \
              WHERE state NOT IN ('done', 'failed', 'removed') ORDER BY created_at",
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(query_err("unfinished_pitr_jobs"))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, source, state, report, created_at, updated_at)| PitrJobRow {
-                    id,
-                    source,
-                    state,
-                    report,
-                    created_at,
-                    updated_at,
-                },
-            )
-            .collect())
+        .map_err(query_err("unfinished_pitr_jobs"))
     }
 }

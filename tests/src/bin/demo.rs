@@ -232,6 +232,40 @@ fn main() -> Result<()> {
         let (code, _) = server.delete(&format!("/v1/pitr/{id}"))?;
         println!("== DELETE /v1/pitr/{id} -> {code} (restored instance stopped and removed)");
     }
+    // The weekly restore verification, run once now.
+    let verifier = bin.with_file_name("verifier");
+    println!("== verifier run --source sandbox (newest base of the week -> scratch instance -> archive replay -> chain to the primary -> data checks)");
+    let out = std::process::Command::new(&verifier)
+        .args(["run", "--config", cfg.to_str().unwrap_or_default(), "--source", "sandbox"])
+        .output()?;
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    for p in rep["phases"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "   {:<20} {:<8} {:>7.1} s  {}",
+            p["name"].as_str().unwrap_or("?"),
+            p["outcome"].as_str().unwrap_or("?"),
+            p["seconds"].as_f64().unwrap_or(0.0),
+            p["detail"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "   result: {}, base {}, RTO {:.1} s{}",
+        rep["outcome"].as_str().unwrap_or("?"),
+        rep["base"]["id"].as_str().unwrap_or("-"),
+        rep["rto_seconds"].as_f64().unwrap_or(0.0),
+        rep["error"].as_str().map(|e| format!(", {e}")).unwrap_or_default()
+    );
+    let id = rep["id"].as_str().unwrap_or_default();
+    println!(
+        "   report: {0}/v1/verifications/{id} (JSON), {0}/v1/verifications/{id}.html, weekly summary {0}/v1/verifications/summary.html",
+        server.base_url()
+    );
+    if !out.status.success() {
+        anyhow::bail!(
+            "verification did not pass: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let closed = assert_archive_identical(&db, &dir.join("data").join("sandbox"))?;
     println!("== {closed} closed binlogs are SHA-256-identical to the primary's; the active one is a prefix");
     if keep_dir.is_some() {

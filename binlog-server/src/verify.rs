@@ -1,0 +1,1227 @@
+//! Restore verification runs (issue 5; seed 001's weekly check, seed 004's recovery
+//! records): restore a base, replay the archive, chain to the primary, compare the data,
+//! measure the RTO, report.
+//!
+//! # A run
+//!
+//! 1. **restore**: the base is restored into a scratch instance by a PITR job to the
+//!    archive's last transaction ([`crate::pitr`]; private instance: socket only,
+//!    `--skip-grant-tables`, in a 0700 directory);
+//! 2. **binlog verification**: that same job replays every archived transaction after
+//!    the base through a job-private fake primary, which re-checks each event's CRC32;
+//!    an SQL-thread error or a damaged, missing or FAIL file fails the run with the
+//!    reason and "file:pos". A file found damaged while serving is handed to the
+//!    source's checker, so the archive's own state for it becomes FAIL;
+//! 3. **chain verification**: `CHANGE MASTER TO` the live primary with `MASTER_USE_GTID
+//!    = slave_pos`; passes when `gtid_slave_pos` reaches the primary's
+//!    `gtid_binlog_pos` read when the chain started and `Seconds_Behind_Master` is 0: the
+//!    archive joins the primary with no gap. Fails at `stop_at` (scheduled runs) or
+//!    after `chain_timeout`. The RTO is the time from the start of the run to here;
+//! 4. **data checks** (why this is sound): the replica is stopped (position R). On the
+//!    primary, `START TRANSACTION WITH CONSISTENT SNAPSHOT` opens an InnoDB read view
+//!    and MariaDB reports the binlog offset that matches it exactly
+//!    (`Binlog_snapshot_file` / `Binlog_snapshot_position`, taken under the same lock as
+//!    the read view); `BINLOG_GTID_POS(file, pos)` turns it into the GTID position X.
+//!    Inside that snapshot the service reads each InnoDB table's row count and an
+//!    order-independent checksum (`BIT_XOR(CRC32(CONCAT_WS('#', columns…, null
+//!    flags)))`, the pt-table-checksum construction). X ≥ R because the primary only
+//!    moves forward, so `START SLAVE UNTIL master_gtid_pos = X` brings the replica to
+//!    exactly the transactions the snapshot saw; the same two values are then read on
+//!    the replica and compared. Every table gets `CHECK TABLE` on the replica too.
+//!    Non-transactional tables (MyISAM, Aria...) have no read view: they get CHECK TABLE
+//!    and are reported "not compared";
+//! 5. **clean-up**: the replication configuration is removed and the scratch instance
+//!    stopped and deleted, unless `keep_instance`.
+//!
+//! Runs are rows of the catalog's `verifications` table with the JSON report; a run left
+//! "running" by a stopped process is marked cancelled at start. MariaDB primaries only:
+//! the scratch instance is a mariadbd, which cannot chain to a MySQL 8 primary; for a
+//! MySQL source the chain and data phases are reported skipped with that reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use catalog::backups::BackupState;
+use catalog::verify::VerificationRow;
+use catalog::Catalog;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use verifier::report::{BaseInfo, Check, Outcome, RangeInfo, Report};
+use verifier::schedule::{self, Candidate, Decision, Running};
+
+use crate::config::{Source, SourceUrl, TlsMode};
+use crate::index::Index;
+use crate::mysql::conn::{Conn, ConnectOptions};
+use crate::pitr::{self, Destination, JobOptions, PitrService, PlanError, Target};
+use crate::status::Metrics;
+
+/// Why a verification request was refused.
+#[derive(Debug)]
+pub enum VerifyError {
+    /// Unknown source or run (404).
+    NotFound(String),
+    /// A run of that source is going on (409).
+    Busy(String),
+    /// Catalog failure (500).
+    Internal(String),
+}
+
+impl std::fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerifyError::NotFound(m) | VerifyError::Busy(m) | VerifyError::Internal(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+struct RunHandle {
+    id: String,
+    base_id: Option<String>,
+    started_at: i64,
+    cancel: CancellationToken,
+    report: Arc<Mutex<Report>>,
+    done: Arc<tokio::sync::Notify>,
+}
+
+/// Runs verifications, on request and on each source's weekly schedule.
+pub struct VerifyService {
+    catalog: Arc<Catalog>,
+    index: Arc<Index>,
+    pitr: Arc<PitrService>,
+    metrics: Arc<Metrics>,
+    sources: BTreeMap<String, Source>,
+    running: Mutex<HashMap<String, RunHandle>>,
+    cancel: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A failed phase: what, where.
+struct Fail {
+    error: String,
+    position: Option<String>,
+}
+
+impl From<String> for Fail {
+    fn from(error: String) -> Fail {
+        Fail {
+            error,
+            position: None,
+        }
+    }
+}
+
+/// Single-quoted SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Backquoted identifier.
+fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// True when MariaDB GTID position `have` ("0-1-5,1-2-9") has reached every domain's
+/// sequence number in `want`.
+pub fn position_reached(have: &str, want: &str) -> bool {
+    want.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .all(|g| pitr::gtid_reached(have, g))
+}
+
+/// The first binlog-like file name ("name.000123") in a message.
+fn file_in(msg: &str) -> Option<String> {
+    msg.split(|c: char| c.is_whitespace() || "\"'(),:;".contains(c))
+        .find(|w| {
+            w.rsplit_once('.').is_some_and(|(a, b)| {
+                !a.is_empty() && b.len() >= 6 && b.bytes().all(|c| c.is_ascii_digit())
+            })
+        })
+        .map(str::to_string)
+}
+
+impl VerifyService {
+    /// Creates the service; runs left "running" by a previous process become cancelled.
+    ///
+    /// # Errors
+    ///
+    /// Catalog failures.
+    pub async fn open(
+        catalog: Arc<Catalog>,
+        index: Arc<Index>,
+        pitr: Arc<PitrService>,
+        metrics: Arc<Metrics>,
+        sources: &[Source],
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Arc<VerifyService>> {
+        let stale = catalog
+            .cancel_running_verifications("interrupted: binlog-server stopped during the run")
+            .await?;
+        for id in stale {
+            warn!(run = %id, "verification interrupted by a restart; marked cancelled");
+        }
+        Ok(Arc::new(VerifyService {
+            catalog,
+            index,
+            pitr,
+            metrics,
+            sources: sources
+                .iter()
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
+            running: Mutex::new(HashMap::new()),
+            cancel,
+        }))
+    }
+
+    /// Source names, in order.
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.keys().cloned().collect()
+    }
+
+    /// Starts a run of `source` now ("manual"); `keep` overrides `keep_instance`.
+    /// Returns the initial report.
+    ///
+    /// # Errors
+    ///
+    /// NotFound for an unknown source; Busy while a run of it goes on.
+    pub async fn start(
+        self: &Arc<Self>,
+        source: &str,
+        keep: Option<bool>,
+    ) -> Result<Report, VerifyError> {
+        let src = self
+            .sources
+            .get(source)
+            .ok_or_else(|| VerifyError::NotFound(format!("no source named {source:?}")))?;
+        if let Some(r) = lock(&self.running).get(source) {
+            return Err(VerifyError::Busy(format!(
+                "verification {} of {source} is still running",
+                r.id
+            )));
+        }
+        let keep = keep.unwrap_or(src.verify.keep_instance);
+        Ok(self.launch(source, "manual", None, keep, None))
+    }
+
+    fn launch(
+        self: &Arc<Self>,
+        source: &str,
+        trigger: &str,
+        base_id: Option<String>,
+        keep: bool,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Report {
+        let started_at = unix_now();
+        let id = format!(
+            "verify-{source}-{}-{:04x}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+            rand_u16()
+        );
+        let report = Arc::new(Mutex::new(Report::new(&id, source, trigger, started_at)));
+        let cancel = self.cancel.child_token();
+        let done = Arc::new(tokio::sync::Notify::new());
+        lock(&self.running).insert(
+            source.to_string(),
+            RunHandle {
+                id: id.clone(),
+                base_id: base_id.clone(),
+                started_at,
+                cancel: cancel.clone(),
+                report: report.clone(),
+                done: done.clone(),
+            },
+        );
+        let me = self.clone();
+        let source = source.to_string();
+        let initial = lock(&report).clone();
+        tokio::spawn(async move {
+            me.save(&report).await;
+            me.run(&source, &report, &cancel, base_id, keep, deadline)
+                .await;
+            {
+                let mut r = lock(&report);
+                r.finished_at = Some(unix_now());
+                if r.outcome == Outcome::Running {
+                    r.outcome = if r.error.is_some() {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Passed
+                    };
+                }
+            }
+            me.save(&report).await;
+            me.record_metrics(&lock(&report).clone());
+            let mut running = lock(&me.running);
+            if running.get(&source).is_some_and(|h| h.id == lock(&report).id) {
+                running.remove(&source);
+            }
+            done.notify_waiters();
+            let r = lock(&report).clone();
+            info!(run = %r.id, source = %r.source, outcome = r.outcome.as_str(), rto = ?r.rto_seconds, "verification ended");
+        });
+        initial
+    }
+
+    fn record_metrics(&self, r: &Report) {
+        let l = Metrics::label(&r.source);
+        let code = match r.outcome {
+            Outcome::Passed => 1,
+            Outcome::Failed => 0,
+            Outcome::NoBase => -1,
+            Outcome::Cancelled | Outcome::Running | Outcome::Skipped => -2,
+        };
+        self.metrics.verify_last_result.get_or_create(&l).set(code);
+        if r.outcome == Outcome::Passed {
+            self.metrics
+                .verify_last_success
+                .get_or_create(&l)
+                .set(r.finished_at.unwrap_or_else(unix_now));
+        }
+        if let Some(rto) = r.rto_seconds {
+            self.metrics.verify_last_rto.get_or_create(&l).set(rto);
+        }
+    }
+
+    async fn save(&self, report: &Arc<Mutex<Report>>) {
+        let r = lock(report).clone();
+        let row = VerificationRow {
+            id: r.id.clone(),
+            source: r.source.clone(),
+            base_id: r.base.as_ref().map(|b| b.id.clone()),
+            trigger_kind: r.trigger.clone(),
+            state: r.outcome.as_str().into(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            rto_seconds: r.rto_seconds,
+            error: r.error.clone(),
+            report: serde_json::to_string(&r).unwrap_or_default(),
+        };
+        if let Err(e) = self.catalog.save_verification(&row).await {
+            warn!(run = %r.id, error = %e, "could not save the verification in the catalog");
+        }
+    }
+
+    /// Run `id`'s report (live, or from the catalog).
+    ///
+    /// # Errors
+    ///
+    /// NotFound; Internal for catalog failures.
+    pub async fn get(&self, id: &str) -> Result<Report, VerifyError> {
+        if let Some(h) = lock(&self.running).values().find(|h| h.id == id) {
+            return Ok(lock(&h.report).clone());
+        }
+        let row = self
+            .catalog
+            .get_verification(id)
+            .await
+            .map_err(|e| VerifyError::Internal(e.to_string()))?
+            .ok_or_else(|| VerifyError::NotFound(format!("no verification {id:?}")))?;
+        serde_json::from_str(&row.report).map_err(|e| VerifyError::Internal(e.to_string()))
+    }
+
+    /// Reports of runs started at or after `since`, newest first (at most `limit`),
+    /// running ones live.
+    ///
+    /// # Errors
+    ///
+    /// Internal for catalog failures.
+    pub async fn list(
+        &self,
+        source: Option<&str>,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<Report>, VerifyError> {
+        let rows = self
+            .catalog
+            .list_verifications(source, since, limit)
+            .await
+            .map_err(|e| VerifyError::Internal(e.to_string()))?;
+        let live: HashMap<String, Report> = lock(&self.running)
+            .values()
+            .map(|h| (h.id.clone(), lock(&h.report).clone()))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                live.get(&row.id)
+                    .cloned()
+                    .or_else(|| serde_json::from_str(&row.report).ok())
+            })
+            .collect())
+    }
+
+    /// Starts one scheduler task per source whose `[source.verify]` is enabled.
+    pub fn spawn_schedulers(self: &Arc<Self>) {
+        for (name, src) in &self.sources {
+            let Some(sched) = src.verify.schedule.clone().filter(|s| s.enabled) else {
+                continue;
+            };
+            let me = self.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = chrono::Utc::now();
+                    let next = sched.next_start(now);
+                    info!(source = %name, next = %next, "next scheduled verification");
+                    let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = me.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    me.scheduled(&name, &sched, unix_now()).await;
+                }
+            });
+        }
+    }
+
+    /// What the schedule does at `now` for `source`: applies seed 001's rules
+    /// ([`schedule::decide`]) and acts on them. Returns the decision.
+    pub async fn scheduled(
+        self: &Arc<Self>,
+        source: &str,
+        sched: &schedule::Schedule,
+        now: i64,
+    ) -> Decision {
+        let bases: Vec<Candidate> = self
+            .catalog
+            .list_backups(source)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
+            .map(|b| Candidate {
+                id: b.id,
+                completed_at: b.finished_at.unwrap_or(b.started_at),
+            })
+            .collect();
+        let running = lock(&self.running).get(source).map(|h| Running {
+            id: h.id.clone(),
+            base_id: h.base_id.clone(),
+            started_at: h.started_at,
+        });
+        let d = schedule::decide(now, &bases, running.as_ref());
+        let stop = match &d {
+            Decision::NoBase { stop } | Decision::Run { stop, .. } => stop.clone(),
+            Decision::Skip { reason, .. } => {
+                info!(source, reason = %reason, "scheduled verification skipped");
+                None
+            }
+        };
+        if let Some(id) = stop {
+            self.stop_run(source, &id).await;
+        }
+        let deadline = chrono::DateTime::from_timestamp(now, 0).and_then(|t| sched.deadline(t));
+        match &d {
+            Decision::Run { base_id, .. } => {
+                self.launch(
+                    source,
+                    "schedule",
+                    Some(base_id.clone()),
+                    sched.keep_instance,
+                    deadline,
+                );
+            }
+            Decision::NoBase { .. } => {
+                self.launch(source, "schedule", None, sched.keep_instance, deadline);
+            }
+            Decision::Skip { .. } => {}
+        }
+        d
+    }
+
+    /// Cancels run `id` of `source` and waits (up to 10 minutes) for it to end.
+    async fn stop_run(&self, source: &str, id: &str) {
+        let handle = lock(&self.running)
+            .get(source)
+            .filter(|h| h.id == id)
+            .map(|h| (h.cancel.clone(), h.done.clone()));
+        if let Some((cancel, done)) = handle {
+            warn!(source, run = id, "stopping a stale verification run");
+            let wait = done.notified();
+            cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(600), wait).await;
+        }
+    }
+
+    fn set(report: &Arc<Mutex<Report>>, f: impl FnOnce(&mut Report)) {
+        f(&mut lock(report));
+    }
+
+    fn phase(report: &Arc<Mutex<Report>>, name: &str, f: impl FnOnce(&mut verifier::report::Phase)) {
+        if let Some(p) = lock(report).phase_mut(name) {
+            f(p);
+        }
+    }
+
+    /// Ends the run as failed in `phase`.
+    fn fail(report: &Arc<Mutex<Report>>, phase: &str, t: Instant, f: Fail) {
+        Self::phase(report, phase, |p| {
+            p.outcome = Outcome::Failed;
+            p.seconds = t.elapsed().as_secs_f64();
+            p.detail = f.error.clone();
+        });
+        // The outcome stays "running" until clean-up is over; the run's end turns an
+        // error into "failed".
+        Self::set(report, |r| {
+            r.error = Some(format!("{phase}: {}", f.error));
+            r.error_position = f.position;
+        });
+    }
+
+    async fn run(
+        &self,
+        source: &str,
+        report: &Arc<Mutex<Report>>,
+        cancel: &CancellationToken,
+        base_id: Option<String>,
+        keep: bool,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        let t0 = Instant::now();
+        let Some(src) = self.sources.get(source).cloned() else {
+            return;
+        };
+        // The base: the one the schedule chose, or the newest COMPLETED base of the week.
+        let backups = match self.catalog.list_backups(source).await {
+            Ok(b) => b,
+            Err(e) => {
+                Self::fail(report, "restore", t0, format!("catalog: {e}").into());
+                return;
+            }
+        };
+        let now = unix_now();
+        let base_id = base_id.or_else(|| {
+            let c: Vec<Candidate> = backups
+                .iter()
+                .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
+                .map(|b| Candidate {
+                    id: b.id.clone(),
+                    completed_at: b.finished_at.unwrap_or(b.started_at),
+                })
+                .collect();
+            match schedule::decide(now, &c, None) {
+                Decision::Run { base_id, .. } => Some(base_id),
+                _ => None,
+            }
+        });
+        let Some(base) = base_id.and_then(|id| backups.iter().find(|b| b.id == id).cloned())
+        else {
+            let newest = backups
+                .iter()
+                .filter(|b| b.state == BackupState::Completed)
+                .map(|b| b.finished_at.unwrap_or(b.started_at))
+                .max();
+            let why = match newest {
+                Some(t) => format!(
+                    "no base to verify: the newest COMPLETED base of {source} is {:.1} days old (more than 7)",
+                    (now - t) as f64 / 86400.0
+                ),
+                None => format!("no base to verify: {source} has no COMPLETED base"),
+            };
+            Self::set(report, |r| {
+                r.outcome = Outcome::NoBase;
+                r.error = Some(why);
+            });
+            return;
+        };
+        Self::set(report, |r| {
+            r.base = Some(BaseInfo {
+                id: base.id.clone(),
+                method: base.method.clone(),
+                consistent_at: base.consistent_at,
+                age_seconds: base.consistent_at.map(|t| now - t),
+                gtid_pos: base.gtid_pos.clone(),
+                binlog_position: base
+                    .binlog_file
+                    .as_ref()
+                    .map(|f| format!("{f}:{}", base.binlog_pos.unwrap_or(0))),
+                bytes: base.bytes,
+            })
+        });
+
+        // 1 + 2: restore and replay the archive to its end, as a private PITR job.
+        let job = match self.restore_and_replay(source, &base, report, cancel, t0).await {
+            Some(j) => j,
+            None => {
+                self.cleanup(report, None, keep).await;
+                return;
+            }
+        };
+        let socket = job.1.clone();
+        let job_id = job.0.clone();
+        // 3. Chain verification.
+        let t = Instant::now();
+        let mut replica = match connect_socket(&socket).await {
+            Ok(c) => c,
+            Err(e) => {
+                Self::fail(report, "chain verification", t, e.into());
+                self.cleanup(report, Some((&job_id, &socket)), keep).await;
+                return;
+            }
+        };
+        let chained = self
+            .chain(&src, &mut replica, report, cancel, deadline, t)
+            .await;
+        match chained {
+            Ok(Some(detail)) => {
+                let rto = t0.elapsed().as_secs_f64();
+                Self::phase(report, "chain verification", |p| {
+                    p.outcome = Outcome::Passed;
+                    p.seconds = t.elapsed().as_secs_f64();
+                    p.detail = detail;
+                });
+                Self::set(report, |r| r.rto_seconds = Some(rto));
+                // 4. Data checks.
+                let t = Instant::now();
+                Self::phase(report, "data checks", |p| {
+                    p.outcome = Outcome::Running;
+                    p.started_at = Some(unix_now());
+                });
+                match self.data_checks(&src, &mut replica, report).await {
+                    Ok(detail) => Self::phase(report, "data checks", |p| {
+                        p.outcome = Outcome::Passed;
+                        p.seconds = t.elapsed().as_secs_f64();
+                        p.detail = detail;
+                    }),
+                    Err(f) => Self::fail(report, "data checks", t, f),
+                }
+            }
+            Ok(None) => {
+                // Skipped (MySQL primary): the RTO is the replayed instance.
+                let rto = t0.elapsed().as_secs_f64();
+                Self::set(report, |r| r.rto_seconds = Some(rto));
+            }
+            Err(f) => {
+                if cancel.is_cancelled() {
+                    Self::set(report, |r| {
+                        r.outcome = Outcome::Cancelled;
+                        r.error = Some(f.error.clone());
+                    });
+                } else {
+                    Self::fail(report, "chain verification", t, f);
+                }
+            }
+        }
+        drop(replica);
+        self.cleanup(report, Some((&job_id, &socket)), keep).await;
+    }
+
+    /// Phases 1 and 2. Returns (PITR job id, socket) when both passed.
+    async fn restore_and_replay(
+        &self,
+        source: &str,
+        base: &catalog::backups::BackupRow,
+        report: &Arc<Mutex<Report>>,
+        cancel: &CancellationToken,
+        t0: Instant,
+    ) -> Option<(String, String)> {
+        Self::phase(report, "restore", |p| {
+            p.outcome = Outcome::Running;
+            p.started_at = Some(unix_now());
+        });
+        // The archive's end: its last indexed transaction, or the base itself when
+        // nothing was written after it.
+        let last = self
+            .index
+            .last(source)
+            .ok()
+            .flatten()
+            .and_then(|t| t.gtid);
+        let base_gtid = base.gtid_pos.clone().unwrap_or_default();
+        let target_text = match last {
+            Some(g) if !position_reached(&base_gtid, &g) => g,
+            _ => base_gtid
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        let target = match target_text.parse() {
+            Ok(g) => Target::Gtid(g),
+            Err(_) => {
+                Self::fail(
+                    report,
+                    "restore",
+                    t0,
+                    format!("the archive of {source} has no GTID to replay to (base at {base_gtid:?})").into(),
+                );
+                return None;
+            }
+        };
+        let started = self
+            .pitr
+            .start_with(
+                source,
+                &target,
+                Some(&base.id),
+                Destination::Scratch,
+                JobOptions { private: true },
+            )
+            .await;
+        let job = match started {
+            Ok(j) => j,
+            Err(e) => {
+                let msg = match &e {
+                    PlanError::NoPlan(m)
+                    | PlanError::BadRequest(m)
+                    | PlanError::NotFound(m)
+                    | PlanError::Internal(m) => m.clone(),
+                };
+                Self::phase(report, "restore", |p| {
+                    p.outcome = Outcome::Skipped;
+                    p.detail = "not started: no replay plan".into();
+                });
+                Self::fail(
+                    report,
+                    "binlog verification",
+                    t0,
+                    Fail {
+                        position: file_in(&msg),
+                        error: msg,
+                    },
+                );
+                return None;
+            }
+        };
+        let plan = job.plan.clone();
+        Self::set(report, |r| {
+            r.pitr_job = Some(job.id.clone());
+            r.range = Some(RangeInfo {
+                files: plan.files.clone(),
+                bytes: plan.bytes,
+                transactions: plan.transactions,
+                end_gtid: plan.end_gtid.clone(),
+            });
+        });
+        let mut cancelled = false;
+        let j = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if cancel.is_cancelled() && !cancelled {
+                let _ = self.pitr.cancel(&job.id);
+                cancelled = true;
+            }
+            let Ok(j) = self.pitr.get(&job.id).await else {
+                continue;
+            };
+            let phase = j["phase"].as_str().unwrap_or_default().to_string();
+            if phase == "replaying" {
+                Self::phase(report, "restore", |p| {
+                    if p.outcome == Outcome::Running {
+                        p.outcome = Outcome::Passed;
+                        p.seconds = j["restore_seconds"].as_f64().unwrap_or(0.0);
+                        p.bytes = base.bytes;
+                        p.detail = format!("base {} restored ({})", base.id, base.method);
+                    }
+                });
+                Self::phase(report, "binlog verification", |p| {
+                    p.outcome = Outcome::Running;
+                    p.detail = format!(
+                        "{} of {} transactions applied",
+                        j["progress"]["transactions_applied"], plan.transactions
+                    );
+                });
+            }
+            if phase == "done" || phase == "failed" {
+                break j;
+            }
+        };
+        let restore_secs = j["restore_seconds"].as_f64();
+        Self::phase(report, "restore", |p| {
+            p.started_at.get_or_insert(unix_now());
+            if let Some(s) = restore_secs {
+                p.outcome = Outcome::Passed;
+                p.seconds = s;
+                p.bytes = base.bytes;
+                p.detail = format!("base {} restored ({})", base.id, base.method);
+            }
+        });
+        let error = j["error"].as_str().map(str::to_string);
+        if cancelled {
+            Self::set(report, |r| {
+                r.outcome = Outcome::Cancelled;
+                r.error = Some("stopped: a newer run replaced it".into());
+            });
+            let _ = self.pitr.remove(&job.id).await;
+            return None;
+        }
+        match (restore_secs, error) {
+            (None, Some(e)) => {
+                Self::fail(report, "restore", t0, e.into());
+                let _ = self.pitr.remove(&job.id).await;
+                None
+            }
+            (Some(_), Some(e)) => {
+                let position = j["error_position"].as_str().map(str::to_string);
+                Self::phase(report, "binlog verification", |p| {
+                    p.seconds = j["replay_seconds"].as_f64().unwrap_or(0.0)
+                });
+                Self::fail(
+                    report,
+                    "binlog verification",
+                    Instant::now(),
+                    Fail { error: e, position },
+                );
+                Self::phase(report, "binlog verification", |p| {
+                    p.seconds = j["replay_seconds"].as_f64().unwrap_or(0.0)
+                });
+                let _ = self.pitr.remove(&job.id).await;
+                None
+            }
+            _ => {
+                let replay = j["replay_seconds"].as_f64().unwrap_or(0.0);
+                Self::phase(report, "binlog verification", |p| {
+                    p.outcome = Outcome::Passed;
+                    p.started_at = Some(unix_now() - replay as i64);
+                    p.seconds = replay;
+                    p.bytes = plan.bytes;
+                    p.detail = format!(
+                        "{} transactions ({} files) replayed from the archive through the fake primary, every event's CRC32 re-checked; gtid_slave_pos {}",
+                        plan.transactions,
+                        plan.files.len(),
+                        j["restored"]["gtid_slave_pos"].as_str().unwrap_or("?")
+                    );
+                });
+                let socket = j["restored"]["socket"].as_str().map(str::to_string);
+                match socket {
+                    Some(s) => Some((job.id.clone(), s)),
+                    None => {
+                        Self::fail(
+                            report,
+                            "binlog verification",
+                            Instant::now(),
+                            "the PITR job reported no socket".to_string().into(),
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Phase 3. `Ok(Some(detail))` caught up; `Ok(None)` skipped (MySQL primary).
+    async fn chain(
+        &self,
+        src: &Source,
+        replica: &mut Conn,
+        report: &Arc<Mutex<Report>>,
+        cancel: &CancellationToken,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+        t: Instant,
+    ) -> Result<Option<String>, Fail> {
+        Self::phase(report, "chain verification", |p| {
+            p.outcome = Outcome::Running;
+            p.started_at = Some(unix_now());
+        });
+        let mut primary = connect(&src.verify.check_url)
+            .await
+            .map_err(|e| format!("connect to the primary {}: {e}", src.verify.check_url.redacted()))?;
+        if !primary.server_version().contains("MariaDB") {
+            let why = format!(
+                "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
+                primary.server_version()
+            );
+            for name in ["chain verification", "data checks"] {
+                Self::phase(report, name, |p| {
+                    p.outcome = Outcome::Skipped;
+                    p.detail = why.clone();
+                });
+            }
+            return Ok(None);
+        }
+        let u = &src.url;
+        let ssl = if u.tls == TlsMode::Disabled {
+            String::new()
+        } else {
+            ", MASTER_SSL = 1".into()
+        };
+        let sql = format!(
+            "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, \
+             MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1{ssl}",
+            lit(&u.host),
+            u.port,
+            lit(&u.user),
+            lit(u.password.as_deref().unwrap_or(""))
+        );
+        q(replica, &sql, "CHANGE MASTER TO the primary").await?;
+        q(replica, "START SLAVE", "START SLAVE").await?;
+        let target = value(&mut primary, "SELECT @@GLOBAL.gtid_binlog_pos").await?;
+        let limit = match deadline {
+            Some(d) => (d - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            None => src.verify.chain_timeout,
+        };
+        loop {
+            if cancel.is_cancelled() {
+                return Err("stopped: a newer run replaced it".to_string().into());
+            }
+            let st = replica
+                .query("SHOW SLAVE STATUS")
+                .await
+                .map_err(|e| format!("SHOW SLAVE STATUS: {e}"))?;
+            let f = |c: &str| st.get(0, c).unwrap_or_default().to_string();
+            let pos = format!("{}:{}", f("Relay_Master_Log_File"), f("Exec_Master_Log_Pos"));
+            for (errno, err, what) in [
+                ("Last_SQL_Errno", "Last_SQL_Error", "SQL"),
+                ("Last_IO_Errno", "Last_IO_Error", "IO"),
+            ] {
+                let n = f(errno);
+                if !n.is_empty() && n != "0" {
+                    return Err(Fail {
+                        error: format!(
+                            "the replica's {what} thread stopped on the primary's stream: error {n}: {}",
+                            f(err)
+                        ),
+                        position: Some(pos),
+                    });
+                }
+            }
+            let gpos = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
+            if position_reached(&gpos, &target) && f("Seconds_Behind_Master") == "0" {
+                return Ok(Some(format!(
+                    "chained to the primary by GTID and caught up: gtid_slave_pos {gpos} reached the primary's {target} (read when the chain started)"
+                )));
+            }
+            if t.elapsed() >= limit {
+                return Err(Fail {
+                    error: format!(
+                        "not caught up with the primary by {}: gtid_slave_pos {gpos}, primary at {target}, Seconds_Behind_Master {}",
+                        deadline
+                            .map(|d| format!("stop_at {d}"))
+                            .unwrap_or_else(|| format!("chain_timeout ({} s)", limit.as_secs())),
+                        f("Seconds_Behind_Master")
+                    ),
+                    position: Some(pos),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Phase 4; see the module docs for why the comparison is sound.
+    async fn data_checks(
+        &self,
+        src: &Source,
+        replica: &mut Conn,
+        report: &Arc<Mutex<Report>>,
+    ) -> Result<String, Fail> {
+        q(replica, "STOP SLAVE", "STOP SLAVE").await?;
+        let mut primary = connect(&src.verify.check_url)
+            .await
+            .map_err(|e| format!("connect to the primary {}: {e}", src.verify.check_url.redacted()))?;
+        let tables = primary
+            .query(
+                "SELECT table_schema, table_name, engine FROM information_schema.tables \
+                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN \
+                 ('mysql', 'information_schema', 'performance_schema', 'sys') \
+                 ORDER BY table_schema, table_name",
+            )
+            .await
+            .map_err(|e| format!("list the primary's tables: {e}"))?;
+        let mut list = Vec::new();
+        for row in &tables.rows {
+            if let [Some(db), Some(t), engine] = row.as_slice() {
+                let engine = engine.clone().unwrap_or_default();
+                let cols = primary
+                    .query(&format!(
+                        "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
+                         AND table_name = {} ORDER BY ordinal_position",
+                        lit(db),
+                        lit(t)
+                    ))
+                    .await
+                    .map_err(|e| format!("columns of {db}.{t}: {e}"))?;
+                let cols: Vec<String> = cols.rows.iter().filter_map(|r| r.first().cloned().flatten()).collect();
+                list.push((db.clone(), t.clone(), engine, cols));
+            }
+        }
+        let sum_sql = |db: &str, t: &str, cols: &[String]| {
+            let vals = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let nulls = cols
+                .iter()
+                .map(|c| format!("ISNULL({})", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let expr = if cols.is_empty() {
+                "0".to_string()
+            } else {
+                format!("COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {vals}, CONCAT({nulls})))), 0)")
+            };
+            format!("SELECT COUNT(*) AS n, {expr} AS c FROM {}.{}", ident(db), ident(t))
+        };
+        // The primary, inside one consistent snapshot.
+        q(&mut primary, "START TRANSACTION WITH CONSISTENT SNAPSHOT", "the snapshot").await?;
+        let st = primary
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(|e| format!("SHOW STATUS LIKE 'binlog_snapshot_%': {e}"))?;
+        let mut snap_file = String::new();
+        let mut snap_pos = String::new();
+        for r in &st.rows {
+            if let [Some(k), Some(v)] = r.as_slice() {
+                match k.to_ascii_lowercase().as_str() {
+                    "binlog_snapshot_file" => snap_file = v.clone(),
+                    "binlog_snapshot_position" => snap_pos = v.clone(),
+                    _ => {}
+                }
+            }
+        }
+        let mut on_primary = BTreeMap::new();
+        for (db, t, engine, cols) in &list {
+            if engine.eq_ignore_ascii_case("InnoDB") {
+                let rs = primary
+                    .query(&sum_sql(db, t, cols))
+                    .await
+                    .map_err(|e| format!("checksum {db}.{t} on the primary: {e}"))?;
+                on_primary.insert(
+                    format!("`{db}`.`{t}`"),
+                    (rs.get(0, "n").unwrap_or("").to_string(), rs.get(0, "c").unwrap_or("").to_string()),
+                );
+            }
+        }
+        q(&mut primary, "COMMIT", "end the snapshot").await?;
+        if snap_file.is_empty() || snap_pos.is_empty() {
+            return Err("the primary reports no Binlog_snapshot_file/position (is its binlog on?)".to_string().into());
+        }
+        let x = value(
+            &mut primary,
+            &format!("SELECT BINLOG_GTID_POS({}, {})", lit(&snap_file), snap_pos.parse::<u64>().unwrap_or(0)),
+        )
+        .await?;
+        Self::set(report, |r| r.compared_at_gtid = Some(x.clone()));
+        // The replica, brought to exactly X.
+        let have = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
+        if !position_reached(&have, &x) {
+            q(
+                replica,
+                &format!("START SLAVE UNTIL master_gtid_pos = {}", lit(&x)),
+                "START SLAVE UNTIL",
+            )
+            .await?;
+            let t = Instant::now();
+            loop {
+                let st = replica
+                    .query("SHOW SLAVE STATUS")
+                    .await
+                    .map_err(|e| format!("SHOW SLAVE STATUS: {e}"))?;
+                let f = |c: &str| st.get(0, c).unwrap_or_default().to_string();
+                let n = f("Last_SQL_Errno");
+                if !n.is_empty() && n != "0" {
+                    return Err(Fail {
+                        error: format!("the replica's SQL thread stopped: error {n}: {}", f("Last_SQL_Error")),
+                        position: Some(format!("{}:{}", f("Relay_Master_Log_File"), f("Exec_Master_Log_Pos"))),
+                    });
+                }
+                if f("Slave_SQL_Running") != "Yes" {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(600) {
+                    return Err(format!("the replica did not reach {x} within 10 minutes").into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            q(replica, "STOP SLAVE", "STOP SLAVE").await?;
+        }
+        let have = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
+        if !position_reached(&have, &x) {
+            return Err(format!("the replica stopped at {have}, short of {x}").into());
+        }
+        let mut checks = Vec::new();
+        for (db, t, engine, cols) in &list {
+            let name = format!("`{db}`.`{t}`");
+            let ct = replica.query(&format!("CHECK TABLE {}.{}", ident(db), ident(t))).await;
+            let (ok, text) = match ct {
+                Ok(rs) => {
+                    let last = rs.rows.len().saturating_sub(1);
+                    let ty = rs.get(last, "Msg_type").unwrap_or("").to_string();
+                    let txt = rs.get(last, "Msg_text").unwrap_or("").to_string();
+                    (ty.eq_ignore_ascii_case("status") && txt == "OK", format!("{ty}: {txt}"))
+                }
+                Err(e) => (false, e.to_string()),
+            };
+            checks.push(Check {
+                kind: "check table".into(),
+                table: name.clone(),
+                outcome: if ok { Outcome::Passed } else { Outcome::Failed },
+                primary: None,
+                restored: None,
+                detail: text,
+            });
+            let Some((pn, pc)) = on_primary.get(&name) else {
+                checks.push(Check {
+                    kind: "checksum".into(),
+                    table: name.clone(),
+                    outcome: Outcome::Skipped,
+                    primary: None,
+                    restored: None,
+                    detail: format!("not compared: {engine} is not transactional, the primary's snapshot cannot fix its contents"),
+                });
+                continue;
+            };
+            let (rn, rc) = match replica.query(&sum_sql(db, t, cols)).await {
+                Ok(rs) => (rs.get(0, "n").unwrap_or("").to_string(), rs.get(0, "c").unwrap_or("").to_string()),
+                Err(e) => (String::new(), format!("error: {e}")),
+            };
+            for (kind, p, r) in [("rows", pn, rn), ("checksum", pc, rc)] {
+                checks.push(Check {
+                    kind: kind.into(),
+                    table: name.clone(),
+                    outcome: if *p == r { Outcome::Passed } else { Outcome::Failed },
+                    primary: Some(p.clone()),
+                    restored: Some(r.clone()),
+                    detail: String::new(),
+                });
+            }
+        }
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Failed)
+            .map(|c| format!("{} {}", c.table, c.kind))
+            .collect();
+        let n_tables = list.len();
+        let n_compared = on_primary.len();
+        Self::set(report, |r| r.checks = checks);
+        if failed.is_empty() {
+            Ok(format!(
+                "{n_tables} tables pass CHECK TABLE; rows and checksums of {n_compared} InnoDB tables equal the primary's at GTID {x}"
+            ))
+        } else {
+            Err(Fail {
+                error: format!("the restored data differ from the primary's at GTID {x}: {}", failed.join(", ")),
+                position: None,
+            })
+        }
+    }
+
+    /// Phase 5.
+    async fn cleanup(&self, report: &Arc<Mutex<Report>>, job: Option<(&str, &str)>, keep: bool) {
+        let t = Instant::now();
+        Self::phase(report, "clean-up", |p| p.started_at = Some(unix_now()));
+        let Some((job_id, socket)) = job else {
+            // The PITR runner removes a failed job's scratch directory itself.
+            let pitr_job = lock(report).pitr_job.clone();
+            Self::phase(report, "clean-up", |p| {
+                p.outcome = Outcome::Passed;
+                p.seconds = t.elapsed().as_secs_f64();
+                p.detail = match pitr_job {
+                    Some(j) => format!("the scratch instance of PITR job {j} was stopped and removed"),
+                    None => "nothing to clean up".into(),
+                };
+            });
+            return;
+        };
+        if let Ok(mut c) = connect_socket(socket).await {
+            let _ = c.query("STOP SLAVE").await;
+            let _ = c.query("RESET SLAVE ALL").await;
+        }
+        if keep {
+            let j = self.pitr.get(job_id).await.unwrap_or_default();
+            Self::set(report, |r| {
+                r.instance = Some(serde_json::json!({
+                    "pitr_job": job_id,
+                    "socket": j["restored"]["socket"],
+                    "datadir": j["restored"]["datadir"],
+                    "pid": j["restored"]["pid"],
+                    "note": "kept: runs with --skip-grant-tables --skip-networking, reachable through its socket only; DELETE /v1/pitr/{pitr_job} removes it"
+                }))
+            });
+            Self::phase(report, "clean-up", |p| {
+                p.outcome = Outcome::Skipped;
+                p.seconds = t.elapsed().as_secs_f64();
+                p.detail = "keep_instance: the scratch instance is kept".into();
+            });
+            return;
+        }
+        match self.pitr.remove(job_id).await {
+            Ok(_) => Self::phase(report, "clean-up", |p| {
+                p.outcome = Outcome::Passed;
+                p.seconds = t.elapsed().as_secs_f64();
+                p.detail = "replication configuration removed, scratch instance stopped and its files deleted".into();
+            }),
+            Err(e) => Self::phase(report, "clean-up", |p| {
+                p.outcome = Outcome::Failed;
+                p.seconds = t.elapsed().as_secs_f64();
+                p.detail = format!("could not remove the scratch instance: {e:?}");
+            }),
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (n ^ std::process::id()) as u16
+}
+
+async fn connect(url: &SourceUrl) -> Result<Conn, String> {
+    Conn::connect(&ConnectOptions {
+        url: url.clone(),
+        connect_timeout: Duration::from_secs(30),
+        query_timeout: Duration::from_secs(3600),
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Root over the private instance's socket (it runs with --skip-grant-tables).
+async fn connect_socket(socket: &str) -> Result<Conn, String> {
+    let mut url = SourceUrl::parse("mysql://root@127.0.0.1:3306")?;
+    url.host = socket.to_string();
+    connect(&url)
+        .await
+        .map_err(|e| format!("connect to the scratch instance at {socket}: {e}"))
+}
+
+async fn q(c: &mut Conn, sql: &str, what: &str) -> Result<(), Fail> {
+    c.query(sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{what}: {e}").into())
+}
+
+async fn value(c: &mut Conn, sql: &str) -> Result<String, Fail> {
+    c.query_value(sql)
+        .await
+        .map(|v| v.unwrap_or_default())
+        .map_err(|e| format!("{sql}: {e}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_reach_every_domain() {
+        assert!(position_reached("0-1-10,1-2-5", "0-1-9,1-2-5"));
+        assert!(!position_reached("0-1-10", "0-1-9,1-2-5"));
+        assert!(!position_reached("0-1-8,1-2-5", "0-1-9"));
+        assert!(position_reached("0-1-8", ""));
+    }
+
+    #[test]
+    fn file_names_are_found_in_messages() {
+        assert_eq!(
+            file_in("binlog mysql-bin.000004 of db1 is missing from the archive").as_deref(),
+            Some("mysql-bin.000004")
+        );
+        assert_eq!(file_in("no COMPLETED base before 12:00"), None);
+    }
+
+    #[test]
+    fn sql_quoting() {
+        assert_eq!(lit("a'b\\c"), "'a''b\\\\c'");
+        assert_eq!(ident("we`ird"), "`we``ird`");
+    }
+}

@@ -1,0 +1,5 @@
+//! `verifier` built for the integration tests (`CARGO_BIN_EXE_verifier-under-test`).
+
+fn main() -> std::process::ExitCode {
+    binlog_server::verify_cli::main()
+}
