@@ -56,10 +56,13 @@ pub fn last_seq(gtid_pos: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What [`generate_sbtest`] made: the primary's binlogs (name, bytes), their total
+/// bytes, and the number of transactions.
+pub type Generated = (Vec<(String, u64)>, u64, u64);
+
 /// Creates the table and procedure, generates about `mb` MB of binlogs, rotates, and
-/// prints a summary. Returns the primary's binlogs (name, bytes), their total bytes and
-/// the number of transactions.
-pub fn generate_sbtest(db: &MariaDb, mb: u64) -> Result<(Vec<(String, u64)>, u64, u64)> {
+/// prints a summary.
+pub fn generate_sbtest(db: &MariaDb, mb: u64) -> Result<Generated> {
     create_sbtest(db)?;
     let t = Instant::now();
     generate(db, mb << 20, 20000)?;
@@ -120,4 +123,3 @@ pub fn children_cpu_secs() -> f64 {
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
 }
-

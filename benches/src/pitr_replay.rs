@@ -58,10 +58,7 @@ fn start_job(server: &ServerProcess, body: Value) -> Result<String> {
 /// A PITR to the base's own GTID: an instance at exactly the base. Returns (job id,
 /// socket).
 fn instance_at_base(server: &ServerProcess, base_gtid: &str) -> Result<(String, String)> {
-    let id = start_job(
-        server,
-        json!({"target_gtid": base_gtid, "scratch": true}),
-    )?;
+    let id = start_job(server, json!({"target_gtid": base_gtid, "scratch": true}))?;
     let j = wait_job(server, &id)?;
     if j["plan"]["transactions"] != 0 {
         bail!("a PITR to the base replayed transactions: {j:#}");

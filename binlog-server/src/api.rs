@@ -513,13 +513,8 @@ async fn verify_get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let now = chrono::Utc::now().timestamp();
-    let html = |page: String| {
-        (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            page,
-        )
-            .into_response()
-    };
+    let html =
+        |page: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     if id == "summary" || id == "summary.html" {
         let since = now - verifier::schedule::WEEK_SECS;
         let runs = st

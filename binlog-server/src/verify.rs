@@ -263,7 +263,10 @@ impl VerifyService {
             me.save(&report).await;
             me.record_metrics(&lock(&report).clone());
             let mut running = lock(&me.running);
-            if running.get(&source).is_some_and(|h| h.id == lock(&report).id) {
+            if running
+                .get(&source)
+                .is_some_and(|h| h.id == lock(&report).id)
+            {
                 running.remove(&source);
             }
             done.notify_waiters();
@@ -458,7 +461,11 @@ impl VerifyService {
         f(&mut lock(report));
     }
 
-    fn phase(report: &Arc<Mutex<Report>>, name: &str, f: impl FnOnce(&mut verifier::report::Phase)) {
+    fn phase(
+        report: &Arc<Mutex<Report>>,
+        name: &str,
+        f: impl FnOnce(&mut verifier::report::Phase),
+    ) {
         if let Some(p) = lock(report).phase_mut(name) {
             f(p);
         }
@@ -515,8 +522,7 @@ impl VerifyService {
                 _ => None,
             }
         });
-        let Some(base) = base_id.and_then(|id| backups.iter().find(|b| b.id == id).cloned())
-        else {
+        let Some(base) = base_id.and_then(|id| backups.iter().find(|b| b.id == id).cloned()) else {
             let newest = backups
                 .iter()
                 .filter(|b| b.state == BackupState::Completed)
@@ -551,7 +557,10 @@ impl VerifyService {
         });
 
         // 1 + 2: restore and replay the archive to its end, as a private PITR job.
-        let job = match self.restore_and_replay(source, &base, report, cancel, t0).await {
+        let job = match self
+            .restore_and_replay(source, &base, report, cancel, t0)
+            .await
+        {
             Some(j) => j,
             None => {
                 self.cleanup(report, None, keep).await;
@@ -632,12 +641,7 @@ impl VerifyService {
         });
         // The archive's end: its last indexed transaction, or the base itself when
         // nothing was written after it.
-        let last = self
-            .index
-            .last(source)
-            .ok()
-            .flatten()
-            .and_then(|t| t.gtid);
+        let last = self.index.last(source).ok().flatten().and_then(|t| t.gtid);
         let base_gtid = base.gtid_pos.clone().unwrap_or_default();
         let target_text = match last {
             Some(g) if !position_reached(&base_gtid, &g) => g,
@@ -655,7 +659,10 @@ impl VerifyService {
                     report,
                     "restore",
                     t0,
-                    format!("the archive of {source} has no GTID to replay to (base at {base_gtid:?})").into(),
+                    format!(
+                        "the archive of {source} has no GTID to replay to (base at {base_gtid:?})"
+                    )
+                    .into(),
                 );
                 return None;
             }
@@ -762,20 +769,21 @@ impl VerifyService {
                 let _ = self.pitr.remove(&job.id).await;
                 None
             }
-            (Some(_), Some(e)) => {
+            (Some(restore), Some(e)) => {
                 let position = j["error_position"].as_str().map(str::to_string);
-                Self::phase(report, "binlog verification", |p| {
-                    p.seconds = j["replay_seconds"].as_f64().unwrap_or(0.0)
-                });
+                // A failed job has no replay_seconds: its run time less the restore.
+                let ran =
+                    j["finished_at"].as_i64().unwrap_or(0) - j["created_at"].as_i64().unwrap_or(0);
+                let replay = j["replay_seconds"]
+                    .as_f64()
+                    .unwrap_or((ran as f64 - restore).max(0.0));
                 Self::fail(
                     report,
                     "binlog verification",
                     Instant::now(),
                     Fail { error: e, position },
                 );
-                Self::phase(report, "binlog verification", |p| {
-                    p.seconds = j["replay_seconds"].as_f64().unwrap_or(0.0)
-                });
+                Self::phase(report, "binlog verification", |p| p.seconds = replay);
                 let _ = self.pitr.remove(&job.id).await;
                 None
             }
@@ -824,9 +832,12 @@ impl VerifyService {
             p.outcome = Outcome::Running;
             p.started_at = Some(unix_now());
         });
-        let mut primary = connect(&src.verify.check_url)
-            .await
-            .map_err(|e| format!("connect to the primary {}: {e}", src.verify.check_url.redacted()))?;
+        let mut primary = connect(&src.verify.check_url).await.map_err(|e| {
+            format!(
+                "connect to the primary {}: {e}",
+                src.verify.check_url.redacted()
+            )
+        })?;
         if !primary.server_version().contains("MariaDB") {
             let why = format!(
                 "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
@@ -870,7 +881,11 @@ impl VerifyService {
                 .await
                 .map_err(|e| format!("SHOW SLAVE STATUS: {e}"))?;
             let f = |c: &str| st.get(0, c).unwrap_or_default().to_string();
-            let pos = format!("{}:{}", f("Relay_Master_Log_File"), f("Exec_Master_Log_Pos"));
+            let pos = format!(
+                "{}:{}",
+                f("Relay_Master_Log_File"),
+                f("Exec_Master_Log_Pos")
+            );
             for (errno, err, what) in [
                 ("Last_SQL_Errno", "Last_SQL_Error", "SQL"),
                 ("Last_IO_Errno", "Last_IO_Error", "IO"),
@@ -916,9 +931,12 @@ impl VerifyService {
         report: &Arc<Mutex<Report>>,
     ) -> Result<String, Fail> {
         q(replica, "STOP SLAVE", "STOP SLAVE").await?;
-        let mut primary = connect(&src.verify.check_url)
-            .await
-            .map_err(|e| format!("connect to the primary {}: {e}", src.verify.check_url.redacted()))?;
+        let mut primary = connect(&src.verify.check_url).await.map_err(|e| {
+            format!(
+                "connect to the primary {}: {e}",
+                src.verify.check_url.redacted()
+            )
+        })?;
         let tables = primary
             .query(
                 "SELECT table_schema, table_name, engine FROM information_schema.tables \
@@ -941,7 +959,11 @@ impl VerifyService {
                     ))
                     .await
                     .map_err(|e| format!("columns of {db}.{t}: {e}"))?;
-                let cols: Vec<String> = cols.rows.iter().filter_map(|r| r.first().cloned().flatten()).collect();
+                let cols: Vec<String> = cols
+                    .rows
+                    .iter()
+                    .filter_map(|r| r.first().cloned().flatten())
+                    .collect();
                 list.push((db.clone(), t.clone(), engine, cols));
             }
         }
@@ -957,10 +979,19 @@ impl VerifyService {
             } else {
                 format!("COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {vals}, CONCAT({nulls})))), 0)")
             };
-            format!("SELECT COUNT(*) AS n, {expr} AS c FROM {}.{}", ident(db), ident(t))
+            format!(
+                "SELECT COUNT(*) AS n, {expr} AS c FROM {}.{}",
+                ident(db),
+                ident(t)
+            )
         };
         // The primary, inside one consistent snapshot.
-        q(&mut primary, "START TRANSACTION WITH CONSISTENT SNAPSHOT", "the snapshot").await?;
+        q(
+            &mut primary,
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+            "the snapshot",
+        )
+        .await?;
         let st = primary
             .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
@@ -985,17 +1016,28 @@ impl VerifyService {
                     .map_err(|e| format!("checksum {db}.{t} on the primary: {e}"))?;
                 on_primary.insert(
                     format!("`{db}`.`{t}`"),
-                    (rs.get(0, "n").unwrap_or("").to_string(), rs.get(0, "c").unwrap_or("").to_string()),
+                    (
+                        rs.get(0, "n").unwrap_or("").to_string(),
+                        rs.get(0, "c").unwrap_or("").to_string(),
+                    ),
                 );
             }
         }
         q(&mut primary, "COMMIT", "end the snapshot").await?;
         if snap_file.is_empty() || snap_pos.is_empty() {
-            return Err("the primary reports no Binlog_snapshot_file/position (is its binlog on?)".to_string().into());
+            return Err(
+                "the primary reports no Binlog_snapshot_file/position (is its binlog on?)"
+                    .to_string()
+                    .into(),
+            );
         }
         let x = value(
             &mut primary,
-            &format!("SELECT BINLOG_GTID_POS({}, {})", lit(&snap_file), snap_pos.parse::<u64>().unwrap_or(0)),
+            &format!(
+                "SELECT BINLOG_GTID_POS({}, {})",
+                lit(&snap_file),
+                snap_pos.parse::<u64>().unwrap_or(0)
+            ),
         )
         .await?;
         Self::set(report, |r| r.compared_at_gtid = Some(x.clone()));
@@ -1018,8 +1060,15 @@ impl VerifyService {
                 let n = f("Last_SQL_Errno");
                 if !n.is_empty() && n != "0" {
                     return Err(Fail {
-                        error: format!("the replica's SQL thread stopped: error {n}: {}", f("Last_SQL_Error")),
-                        position: Some(format!("{}:{}", f("Relay_Master_Log_File"), f("Exec_Master_Log_Pos"))),
+                        error: format!(
+                            "the replica's SQL thread stopped: error {n}: {}",
+                            f("Last_SQL_Error")
+                        ),
+                        position: Some(format!(
+                            "{}:{}",
+                            f("Relay_Master_Log_File"),
+                            f("Exec_Master_Log_Pos")
+                        )),
                     });
                 }
                 if f("Slave_SQL_Running") != "Yes" {
@@ -1039,13 +1088,18 @@ impl VerifyService {
         let mut checks = Vec::new();
         for (db, t, engine, cols) in &list {
             let name = format!("`{db}`.`{t}`");
-            let ct = replica.query(&format!("CHECK TABLE {}.{}", ident(db), ident(t))).await;
+            let ct = replica
+                .query(&format!("CHECK TABLE {}.{}", ident(db), ident(t)))
+                .await;
             let (ok, text) = match ct {
                 Ok(rs) => {
                     let last = rs.rows.len().saturating_sub(1);
                     let ty = rs.get(last, "Msg_type").unwrap_or("").to_string();
                     let txt = rs.get(last, "Msg_text").unwrap_or("").to_string();
-                    (ty.eq_ignore_ascii_case("status") && txt == "OK", format!("{ty}: {txt}"))
+                    (
+                        ty.eq_ignore_ascii_case("status") && txt == "OK",
+                        format!("{ty}: {txt}"),
+                    )
                 }
                 Err(e) => (false, e.to_string()),
             };
@@ -1069,14 +1123,21 @@ impl VerifyService {
                 continue;
             };
             let (rn, rc) = match replica.query(&sum_sql(db, t, cols)).await {
-                Ok(rs) => (rs.get(0, "n").unwrap_or("").to_string(), rs.get(0, "c").unwrap_or("").to_string()),
+                Ok(rs) => (
+                    rs.get(0, "n").unwrap_or("").to_string(),
+                    rs.get(0, "c").unwrap_or("").to_string(),
+                ),
                 Err(e) => (String::new(), format!("error: {e}")),
             };
             for (kind, p, r) in [("rows", pn, rn), ("checksum", pc, rc)] {
                 checks.push(Check {
                     kind: kind.into(),
                     table: name.clone(),
-                    outcome: if *p == r { Outcome::Passed } else { Outcome::Failed },
+                    outcome: if *p == r {
+                        Outcome::Passed
+                    } else {
+                        Outcome::Failed
+                    },
                     primary: Some(p.clone()),
                     restored: Some(r.clone()),
                     detail: String::new(),
@@ -1097,7 +1158,10 @@ impl VerifyService {
             ))
         } else {
             Err(Fail {
-                error: format!("the restored data differ from the primary's at GTID {x}: {}", failed.join(", ")),
+                error: format!(
+                    "the restored data differ from the primary's at GTID {x}: {}",
+                    failed.join(", ")
+                ),
                 position: None,
             })
         }
@@ -1114,7 +1178,9 @@ impl VerifyService {
                 p.outcome = Outcome::Passed;
                 p.seconds = t.elapsed().as_secs_f64();
                 p.detail = match pitr_job {
-                    Some(j) => format!("the scratch instance of PITR job {j} was stopped and removed"),
+                    Some(j) => {
+                        format!("the scratch instance of PITR job {j} was stopped and removed")
+                    }
                     None => "nothing to clean up".into(),
                 };
             });

@@ -153,7 +153,13 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
     assert_eq!(r["outcome"], "passed", "{r:#}");
     assert_eq!(r["base"]["id"], bid.as_str(), "{r:#}");
     assert!(r["rto_seconds"].as_f64().unwrap_or(0.0) > 0.0, "{r:#}");
-    for name in ["restore", "binlog verification", "chain verification", "data checks", "clean-up"] {
+    for name in [
+        "restore",
+        "binlog verification",
+        "chain verification",
+        "data checks",
+        "clean-up",
+    ] {
         let p = phase(&r, name);
         assert_eq!(p["outcome"], "passed", "phase {name}: {r:#}");
     }
@@ -163,7 +169,10 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
             "phase {name} has no time: {r:#}"
         );
     }
-    assert!(r["range"]["transactions"].as_u64().unwrap_or(0) >= 650, "{r:#}");
+    assert!(
+        r["range"]["transactions"].as_u64().unwrap_or(0) >= 650,
+        "{r:#}"
+    );
     let checks = r["checks"].as_array().context("checks")?;
     let compared: Vec<&Value> = checks
         .iter()
@@ -194,7 +203,10 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
     assert!(page.contains("PASSED") && page.contains(&bid), "{page}");
     let (code, summary) = server.get_text("/v1/verifications/summary.html")?;
     assert_eq!(code, 200);
-    assert!(summary.contains("db1") && summary.contains("1 passed"), "{summary}");
+    assert!(
+        summary.contains("db1") && summary.contains("1 passed"),
+        "{summary}"
+    );
     let metrics = server.get_text("/metrics")?.1;
     assert!(
         metrics.contains("binlog_server_verification_last_result{source=\"db1\"} 1"),
@@ -202,14 +214,46 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
     );
     assert!(metrics.contains("binlog_server_verification_last_rto_seconds{source=\"db1\"}"));
 
+    // keep_instance: the scratch instance stays up (reachable on its socket) until its
+    // PITR job is deleted. A second run of the same source meanwhile is refused (409).
+    let (code, r) = server.post_json(
+        "/v1/sources/db1/verifications",
+        &json!({"keep_instance": true}),
+    )?;
+    assert_eq!(code, 202, "{r:#}");
+    let kid = r["id"].as_str().context("id")?.to_string();
+    let (code, busy) = server.post_json("/v1/sources/db1/verifications", &json!({}))?;
+    assert_eq!(code, 409, "{busy:#}");
+    let r = wait_for("kept verification", Duration::from_secs(600), || {
+        let r = server.get_json(&format!("/v1/verifications/{kid}"))?;
+        Ok((r["outcome"] != "running").then_some(r))
+    })?;
+    assert_eq!(r["outcome"], "passed", "{r:#}");
+    assert_eq!(phase(&r, "clean-up")["outcome"], "skipped", "{r:#}");
+    let socket = r["instance"]["socket"].as_str().context("kept socket")?;
+    assert_eq!(
+        sql_socket(socket, "SELECT COUNT(*) FROM test.t2")?,
+        vec![vec!["10".to_string()]]
+    );
+    assert_eq!(scratch_entries(work.path()).len(), 1);
+    let job = r["instance"]["pitr_job"].as_str().context("pitr_job")?;
+    let (code, _) = server.delete(&format!("/v1/pitr/{job}"))?;
+    assert_eq!(code, 200);
+    assert!(scratch_entries(work.path()).is_empty());
+
     // The primary's data drift from what the base plus the binlogs give (a write that
     // bypassed the binlog): the data checks fail and name the table.
-    primary.sql("SET sql_log_bin = 0; UPDATE test.t2 SET n = n + 1000 WHERE id = 3; SET sql_log_bin = 1;")?;
+    primary.sql(
+        "SET sql_log_bin = 0; UPDATE test.t2 SET n = n + 1000 WHERE id = 3; SET sql_log_bin = 1;",
+    )?;
     let r = api_run(&server)?;
     assert_eq!(r["outcome"], "failed", "{r:#}");
     assert_eq!(phase(&r, "data checks")["outcome"], "failed", "{r:#}");
     assert!(
-        r["error"].as_str().unwrap_or_default().contains("`test`.`t2` checksum"),
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`test`.`t2` checksum"),
         "{r:#}"
     );
     assert!(
@@ -217,7 +261,9 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
         "{:?} {r:#}",
         scratch_entries(work.path())
     );
-    primary.sql("SET sql_log_bin = 0; UPDATE test.t2 SET n = n - 1000 WHERE id = 3; SET sql_log_bin = 1;")?;
+    primary.sql(
+        "SET sql_log_bin = 0; UPDATE test.t2 SET n = n - 1000 WHERE id = 3; SET sql_log_bin = 1;",
+    )?;
 
     let files = primary.binlog_files()?;
     let n = files.len();
@@ -231,7 +277,11 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
     std::fs::remove_file(&gone)?;
     let r = api_run(&server)?;
     assert_eq!(r["outcome"], "failed", "{r:#}");
-    assert_eq!(phase(&r, "binlog verification")["outcome"], "failed", "{r:#}");
+    assert_eq!(
+        phase(&r, "binlog verification")["outcome"],
+        "failed",
+        "{r:#}"
+    );
     assert!(
         r["error"].as_str().unwrap_or_default().contains("missing"),
         "{r:#}"
@@ -252,7 +302,11 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
     let r = api_run(&server)?;
     assert_eq!(r["outcome"], "failed", "{r:#}");
     assert_eq!(phase(&r, "restore")["outcome"], "passed", "{r:#}");
-    assert_eq!(phase(&r, "binlog verification")["outcome"], "failed", "{r:#}");
+    assert_eq!(
+        phase(&r, "binlog verification")["outcome"],
+        "failed",
+        "{r:#}"
+    );
     let err = r["error"].as_str().unwrap_or_default();
     assert!(err.contains(&victim), "{r:#}");
     assert!(
@@ -262,15 +316,19 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
             .starts_with(&victim),
         "{r:#}"
     );
-    wait_for("the damaged file to be FAIL", Duration::from_secs(60), || {
-        let b = server.get_json("/v1/sources/db1/binlogs")?;
-        let st = b["files"].as_array().and_then(|a| {
-            a.iter()
-                .find(|f| f["name"] == victim.as_str())
-                .map(|f| f["state"].clone())
-        });
-        Ok((st == Some(json!("FAIL"))).then_some(()))
-    })?;
+    wait_for(
+        "the damaged file to be FAIL",
+        Duration::from_secs(60),
+        || {
+            let b = server.get_json("/v1/sources/db1/binlogs")?;
+            let st = b["files"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|f| f["name"] == victim.as_str())
+                    .map(|f| f["state"].clone())
+            });
+            Ok((st == Some(json!("FAIL"))).then_some(()))
+        },
+    )?;
     assert!(scratch_entries(work.path()).is_empty());
 
     // Every run is listed, newest first, and the failures show on the summary page.
@@ -281,7 +339,10 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
         .iter()
         .filter_map(|v| v["outcome"].as_str())
         .collect();
-    assert_eq!(outcomes, ["failed", "failed", "failed", "passed", "no_base"]);
+    assert_eq!(
+        outcomes,
+        ["failed", "failed", "failed", "passed", "passed", "no_base"]
+    );
     let (_, summary) = server.get_text("/v1/verifications/summary.html")?;
     assert!(summary.contains("3 failed"), "{summary}");
     Ok(())

@@ -54,7 +54,11 @@ fn bytes(n: u64) -> String {
 
 fn secs(s: f64) -> String {
     if s >= 3600.0 {
-        format!("{}h {:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h {:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     } else if s >= 60.0 {
         format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
@@ -92,7 +96,10 @@ pub fn report_page(r: &Report, now: i64) -> String {
         r.finished_at.map(time).unwrap_or_else(|| "—".into()),
         secs(r.duration(now) as f64),
         r.rto_seconds
-            .map(|s| format!("<b>{}</b> (start to a usable instance caught up with the primary)", secs(s)))
+            .map(|s| format!(
+                "<b>{}</b> (start to a usable instance caught up with the primary)",
+                secs(s)
+            ))
             .unwrap_or_else(|| "—".into()),
     );
     if let Some(b) = &r.base {
@@ -134,9 +141,9 @@ pub fn report_page(r: &Report, now: i64) -> String {
     }
     h.push_str("</table>\n");
     if let Some(e) = &r.error {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<div class=\"err\"><b>{}</b>{}</div>\n",
+            "<div class=\"err\"><b>{}</b>{}</div>",
             escape(e),
             r.error_position
                 .as_deref()
@@ -152,7 +159,11 @@ pub fn report_page(r: &Report, now: i64) -> String {
             escape(&p.name),
             badge(p.outcome),
             secs(p.seconds),
-            if p.bytes > 0 { bytes(p.bytes) } else { "—".into() },
+            if p.bytes > 0 {
+                bytes(p.bytes)
+            } else {
+                "—".into()
+            },
             escape(&p.detail)
         );
     }
@@ -178,9 +189,9 @@ pub fn report_page(r: &Report, now: i64) -> String {
         }
         h.push_str("</table>\n");
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "<p class=\"muted\">JSON: <a href=\"{0}\">{0}</a> · <a href=\"summary.html\">weekly summary</a></p></body></html>\n",
+        "<p class=\"muted\">JSON: <a href=\"{0}\">{0}</a> · <a href=\"summary.html\">weekly summary</a></p></body></html>",
         escape(&r.id)
     );
     h

@@ -275,7 +275,9 @@ mod tests {
             base_id: Some("c".into()),
             started_at: now - 6 * DAY,
         };
-        assert!(matches!(decide(now, &bases, Some(&r)), Decision::Skip { running, .. } if running == "r1"));
+        assert!(
+            matches!(decide(now, &bases, Some(&r)), Decision::Skip { running, .. } if running == "r1")
+        );
     }
 
     #[test]

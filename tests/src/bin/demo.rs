@@ -232,11 +232,26 @@ fn main() -> Result<()> {
         let (code, _) = server.delete(&format!("/v1/pitr/{id}"))?;
         println!("== DELETE /v1/pitr/{id} -> {code} (restored instance stopped and removed)");
     }
-    // The weekly restore verification, run once now.
+    // The weekly restore verification, run once now, after a few more writes so that
+    // it has archived transactions to replay on top of the newest base.
+    let mut more = String::from("CREATE TABLE IF NOT EXISTS test.after_bases (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(32));");
+    for i in 0..300 {
+        more.push_str(&format!(
+            "INSERT INTO test.after_bases (v) VALUES ('row {i}');"
+        ));
+    }
+    db.sql(&more)?;
+    wait_caught_up(&server, &db, "sandbox", Duration::from_secs(60))?;
     let verifier = bin.with_file_name("verifier");
     println!("== verifier run --source sandbox (newest base of the week -> scratch instance -> archive replay -> chain to the primary -> data checks)");
     let out = std::process::Command::new(&verifier)
-        .args(["run", "--config", cfg.to_str().unwrap_or_default(), "--source", "sandbox"])
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+            "--source",
+            "sandbox",
+        ])
         .output()?;
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     for p in rep["phases"].as_array().cloned().unwrap_or_default() {
@@ -253,7 +268,10 @@ fn main() -> Result<()> {
         rep["outcome"].as_str().unwrap_or("?"),
         rep["base"]["id"].as_str().unwrap_or("-"),
         rep["rto_seconds"].as_f64().unwrap_or(0.0),
-        rep["error"].as_str().map(|e| format!(", {e}")).unwrap_or_default()
+        rep["error"]
+            .as_str()
+            .map(|e| format!(", {e}"))
+            .unwrap_or_default()
     );
     let id = rep["id"].as_str().unwrap_or_default();
     println!(
