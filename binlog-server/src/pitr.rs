@@ -894,7 +894,10 @@ impl PitrService {
                 }
             }
         }
-        if rep["destination"] == "scratch" {
+        // The job's directory: a scratch instance's everything, or for an existing
+        // destination only the service's own files (socket, logs, and the symlink to
+        // the caller's datadir, which remove_dir_all does not follow).
+        {
             let dir = self.work_dir.join(id);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
@@ -1222,11 +1225,21 @@ impl PitrService {
                     return Err((msg, inst));
                 }
                 let io_errno = field("Last_IO_Errno");
-                if io_errno == "1236" {
-                    let served = lock(&listener.stats.last_error).clone();
+                // 1236 is the fake primary refusing to serve; any other error with the IO
+                // thread stopped (not "Connecting", which retries) is definite too, e.g.
+                // equal server ids or a refused account.
+                let io_stopped =
+                    field("Slave_IO_Running") == "No" && !io_errno.is_empty() && io_errno != "0";
+                if io_errno == "1236" || io_stopped {
+                    let served = lock(&listener.stats.last_error)
+                        .clone()
+                        .filter(|_| io_errno == "1236");
                     let msg = format!(
                         "the replica's IO thread stopped: {}",
-                        served.unwrap_or_else(|| field("Last_IO_Error"))
+                        served.unwrap_or_else(|| format!(
+                            "error {io_errno}: {}",
+                            field("Last_IO_Error")
+                        ))
                     );
                     self.set(job, |r| {
                         r.error_position = Some(format!(

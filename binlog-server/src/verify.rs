@@ -886,12 +886,19 @@ impl VerifyService {
                 f("Relay_Master_Log_File"),
                 f("Exec_Master_Log_Pos")
             );
-            for (errno, err, what) in [
-                ("Last_SQL_Errno", "Last_SQL_Error", "SQL"),
-                ("Last_IO_Errno", "Last_IO_Error", "IO"),
+            // An IO thread still "Connecting" retries by itself (the primary may be
+            // restarting); stopped with an error, it is definite.
+            for (errno, err, what, running) in [
+                (
+                    "Last_SQL_Errno",
+                    "Last_SQL_Error",
+                    "SQL",
+                    "Slave_SQL_Running",
+                ),
+                ("Last_IO_Errno", "Last_IO_Error", "IO", "Slave_IO_Running"),
             ] {
                 let n = f(errno);
-                if !n.is_empty() && n != "0" {
+                if !n.is_empty() && n != "0" && f(running) == "No" {
                     return Err(Fail {
                         error: format!(
                             "the replica's {what} thread stopped on the primary's stream: error {n}: {}",

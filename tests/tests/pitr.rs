@@ -301,6 +301,40 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
     )?;
     verify_job(&server, &id, &gtid_cp)?;
 
+    // An existing destination: an empty datadir the service restores the physical base
+    // into and starts on the URL's port. A datadir that is not empty is refused (400).
+    let port = free_port();
+    let dest = work.path().join("dest-datadir");
+    let id = start_job(
+        &server,
+        json!({"target_gtid": gtid_cp.gtid, "url": format!("mysql://root@127.0.0.1:{port}"), "datadir": dest}),
+    )?;
+    let j = wait_job(&server, &id)?;
+    assert_eq!(j["phase"], "done", "{j:#}");
+    assert_eq!(
+        j["restored"]["address"],
+        format!("127.0.0.1:{port}"),
+        "{j:#}"
+    );
+    assert!(dest.join("ibdata1").exists(), "{j:#}");
+    verify_job(&server, &id, &gtid_cp)?;
+    assert!(
+        dest.join("ibdata1").exists(),
+        "DELETE removed the caller's datadir"
+    );
+    let (code, v) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &json!({"target_gtid": gtid_cp.gtid, "url": format!("mysql://root@127.0.0.1:{port}"), "datadir": dest}),
+    )?;
+    assert_eq!(code, 400, "{v:#}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not empty"),
+        "{v:#}"
+    );
+
     // The CLI twin, with its progress bar (hidden: stderr is not a terminal).
     let out = Command::new(server_bin())
         .args([
@@ -429,5 +463,80 @@ fn pitr_restores_times_and_gtids_through_the_fake_primary() -> Result<()> {
         "{v:#}"
     );
     drop(server);
+    Ok(())
+}
+
+/// A logical base restored into an existing, running, empty instance given by URL (no
+/// datadir), then replayed to a GTID; the instance keeps running where it was.
+#[test]
+fn pitr_into_an_existing_instance_from_a_logical_base() -> Result<()> {
+    let primary = MariaDb::start(MariaDbOptions::default())?;
+    primary.sql(
+        "CREATE DATABASE app; \
+         CREATE TABLE app.t1 (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
+         CREATE TABLE app.t2 (id INT PRIMARY KEY, n INT); \
+         INSERT INTO app.t2 VALUES (1, 0), (2, 0), (3, 0);",
+    )?;
+    let work = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let extra = format!(
+        "[backup]\nstore = \"file://{}\"\n",
+        work.path().join("bases").display()
+    );
+    let cfg = write_config(
+        work.path(),
+        &http,
+        &[("db1", &primary.repl_url(), 4242)],
+        &extra,
+    )?;
+    let mut text = std::fs::read_to_string(&cfg)?;
+    text.push_str(&format!(
+        "[source.backup]\nurl = {}\nmethod = \"logical\"\ndatabases = \"app\"\n",
+        toml_string(&primary.admin_url())
+    ));
+    std::fs::write(&cfg, text)?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    wait_caught_up(&server, &primary, "db1", Duration::from_secs(60))?;
+    let (code, r) = server.post_json("/v1/sources/db1/backups", &json!({}))?;
+    assert_eq!(code, 202, "{r:#}");
+    let bid = r["job_id"].as_str().context("job_id")?.to_string();
+    let job = wait_for("base", Duration::from_secs(180), || {
+        let j = server.get_json(&format!("/v1/jobs/{bid}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let mut sql = String::new();
+    for i in 0..200 {
+        sql.push_str(&format!(
+            "BEGIN; INSERT INTO app.t1 (v) VALUES ('r{i}'); UPDATE app.t2 SET n = n + 1 WHERE id = {}; COMMIT;",
+            i % 3 + 1
+        ));
+    }
+    primary.sql(&sql)?;
+    let gtid = primary.gtid_binlog_pos()?;
+    let want = primary.table_checksums(&["app"])?;
+    primary.sql("INSERT INTO app.t1 (v) VALUES ('after the target')")?;
+    wait_caught_up(&server, &primary, "db1", Duration::from_secs(60))?;
+
+    let dest = MariaDb::start(MariaDbOptions {
+        server_id: 2,
+        ..Default::default()
+    })?;
+    let (code, v) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &json!({"target_gtid": gtid, "url": dest.admin_url()}),
+    )?;
+    assert_eq!(code, 202, "{v:#}");
+    let id = v["id"].as_str().context("id")?.to_string();
+    let j = wait_job(&server, &id)?;
+    assert_eq!(j["phase"], "done", "{j:#}");
+    assert_eq!(j["plan"]["base"]["method"], "logical", "{j:#}");
+    assert_eq!(dest.table_checksums(&["app"])?, want, "{j:#}");
+    assert_eq!(dest.sql_value("SELECT @@GLOBAL.gtid_slave_pos")?, gtid);
+    // The job does not stop an instance it did not start.
+    let (code, _) = server.delete(&format!("/v1/pitr/{id}"))?;
+    assert_eq!(code, 200);
+    assert!(dest.is_running());
+    assert_eq!(dest.sql_value("SELECT COUNT(*) FROM app.t1")?, "200");
     Ok(())
 }
