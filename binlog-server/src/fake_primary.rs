@@ -69,7 +69,7 @@ use crate::event::{
     HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
 };
 use crate::index::Index;
-use crate::mysql::packet::{caps, put_lenenc_int, Reader, MAX_PHYSICAL_PAYLOAD};
+use crate::mysql::packet::{caps, frame, put_lenenc_int, Reader, MAX_PHYSICAL_PAYLOAD};
 use crate::status::StatusCell;
 use crate::store::binlog_order;
 
@@ -367,23 +367,6 @@ impl Wire {
 
     async fn err(&mut self, code: u16, msg: &str) -> anyhow::Result<()> {
         self.write(&err_packet(code, msg)).await
-    }
-}
-
-/// Appends `payload` as one logical packet (split at 16 MiB) to `out`.
-fn frame(out: &mut Vec<u8>, seq: &mut u8, payload: &[u8]) {
-    let mut rest = payload;
-    loop {
-        let n = rest.len().min(MAX_PHYSICAL_PAYLOAD);
-        let l = n as u32;
-        out.extend_from_slice(&l.to_le_bytes()[..3]);
-        out.push(*seq);
-        *seq = seq.wrapping_add(1);
-        out.extend_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        if n < MAX_PHYSICAL_PAYLOAD {
-            break;
-        }
     }
 }
 
@@ -1378,7 +1361,7 @@ impl DumpCtx {
                 if let Some(n) = next {
                     break n;
                 }
-                if !self.idle(&file, pos, out, done) {
+                if !self.idle(&file, pos, alg, out, done) {
                     return Ok(());
                 }
             };
@@ -1394,19 +1377,28 @@ impl DumpCtx {
     }
 
     /// Waits one poll interval, sending a heartbeat when due. False when the replica left.
-    fn idle(&self, file: &str, pos: u64, out: &mut Out<'_>, done: &CancellationToken) -> bool {
+    /// Flushes, sends a heartbeat when the line was quiet for the heartbeat period (with
+    /// a CRC32 when the file's events carry one), waits a moment. False when the replica
+    /// left or the dump is cancelled.
+    fn idle(
+        &self,
+        file: &str,
+        pos: u64,
+        alg: ChecksumAlg,
+        out: &mut Out<'_>,
+        done: &CancellationToken,
+    ) -> bool {
         if !out.flush() || done.is_cancelled() {
             return false;
         }
         if out.last_sent.elapsed() >= self.heartbeat {
-            let crc = true;
             let hb = build_event(
                 event_type::HEARTBEAT,
                 self.server_id,
                 u32::try_from(pos).unwrap_or(u32::MAX),
                 LOG_EVENT_ARTIFICIAL_F,
                 file.as_bytes(),
-                crc && self.heartbeat_crc(file),
+                alg == ChecksumAlg::Crc32,
             );
             out.event(&hb);
             if !out.flush() {
@@ -1415,13 +1407,6 @@ impl DumpCtx {
         }
         std::thread::sleep(POLL);
         true
-    }
-
-    fn heartbeat_crc(&self, file: &str) -> bool {
-        read_fde_event(&self.archive.dir.join(file))
-            .ok()
-            .flatten()
-            .is_none_or(|(_, f)| f.checksum_alg == ChecksumAlg::Crc32)
     }
 
     fn stopped(&self, file: &str, pos: u64) -> bool {
@@ -1451,7 +1436,7 @@ impl DumpCtx {
         loop {
             if self.stopped(file, *pos) {
                 self.stats.reached_stop.store(true, Ordering::Relaxed);
-                while self.idle(file, *pos, out, done) {}
+                while self.idle(file, *pos, alg, out, done) {}
                 return Ok(Next::Done);
             }
             // How far this file may be read: the durable length while it is the ACTIVE
@@ -1480,7 +1465,7 @@ impl DumpCtx {
             if closed {
                 return Ok(Next::Continue);
             }
-            if !self.idle(file, *pos, out, done) {
+            if !self.idle(file, *pos, alg, out, done) {
                 return Ok(Next::Done);
             }
         }

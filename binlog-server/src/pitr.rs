@@ -926,15 +926,8 @@ impl PitrService {
         let t0 = Instant::now();
         let chain = snapshotter::restore::chain(&self.catalog, &plan.base.id).await?;
         let base = chain.last().cloned().ok_or("empty base chain")?;
-        let mariadbd = self.tools.find("mariadbd").or_else(|_| {
-            ["/usr/sbin/mariadbd", "/usr/bin/mariadbd"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .ok_or_else(|| {
-                    "mariadbd not found: install mariadb-server (scripts/setup.sh)".to_string()
-                })
-        })?;
+        // Tools::find looks in PATH, /usr/sbin and /usr/bin and names the package.
+        let mariadbd = self.tools.find("mariadbd")?;
         let dir = self.work_dir.join(&id);
         let (port, datadir_override, url) = match &dest {
             Destination::Scratch => (instance::free_port()?, None, None),
@@ -1043,19 +1036,6 @@ impl PitrService {
             let install = self
                 .tools
                 .find("mariadb-install-db")
-                .or_else(|_| {
-                    [
-                        "/usr/bin/mariadb-install-db",
-                        "/usr/sbin/mariadb-install-db",
-                    ]
-                    .iter()
-                    .map(PathBuf::from)
-                    .find(|p| p.exists())
-                    .ok_or_else(|| {
-                        "mariadb-install-db not found: install mariadb-server (scripts/setup.sh)"
-                            .to_string()
-                    })
-                })
                 .map_err(|e| (e, None))?;
             instance::install_db(&install, spec)
                 .await

@@ -39,26 +39,9 @@ fn wait_past(t: u64) {
     }
 }
 
+/// `t` as "YYYY-MM-DDTHH:MM:SSZ" (the service's own formatter).
 fn iso(t: u64) -> String {
-    let days = t / 86400;
-    let secs = t % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    binlog_server::pitr::fmt_time(i64::try_from(t).unwrap_or(i64::MAX))
 }
 
 struct Checkpoint {

@@ -389,22 +389,7 @@ impl Conn {
     /// Writes one logical packet, splitting it at 16 MiB, with the current sequence id.
     pub async fn write_packet(&mut self, payload: &[u8]) -> Result<(), ConnError> {
         let mut out = Vec::with_capacity(payload.len() + 8);
-        let mut chunks = payload.chunks(MAX_PHYSICAL_PAYLOAD).peekable();
-        if payload.is_empty() {
-            out.extend_from_slice(&[0, 0, 0, self.seq]);
-            self.seq = self.seq.wrapping_add(1);
-        }
-        while let Some(c) = chunks.next() {
-            let l = c.len() as u32;
-            out.extend_from_slice(&l.to_le_bytes()[..3]);
-            out.push(self.seq);
-            self.seq = self.seq.wrapping_add(1);
-            out.extend_from_slice(c);
-            if chunks.peek().is_none() && c.len() == MAX_PHYSICAL_PAYLOAD {
-                out.extend_from_slice(&[0, 0, 0, self.seq]);
-                self.seq = self.seq.wrapping_add(1);
-            }
-        }
+        packet::frame(&mut out, &mut self.seq, payload);
         self.io
             .write_all(&out)
             .await

@@ -11,6 +11,27 @@ use thiserror::Error;
 /// Largest single physical packet payload (16 MiB - 1 bytes).
 pub const MAX_PHYSICAL_PAYLOAD: usize = 0xFF_FFFF;
 
+/// Appends `payload` to `out` as one logical packet: physical packets of at most
+/// [`MAX_PHYSICAL_PAYLOAD`] bytes, each with a 3-byte little-endian length and the
+/// sequence id `seq` (incremented per physical packet). A payload that is a multiple of
+/// 16 MiB (or empty) ends with an empty packet, as the protocol requires
+/// (MySQL Internals: "Sending More Than 16Mb").
+pub fn frame(out: &mut Vec<u8>, seq: &mut u8, payload: &[u8]) {
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_PHYSICAL_PAYLOAD);
+        let l = n as u32;
+        out.extend_from_slice(&l.to_le_bytes()[..3]);
+        out.push(*seq);
+        *seq = seq.wrapping_add(1);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if n < MAX_PHYSICAL_PAYLOAD {
+            break;
+        }
+    }
+}
+
 /// Largest logical payload we accept (bytes): a binlog event is at most 1 GiB
 /// (`max_allowed_packet` caps it on the server), plus the 1-byte OK marker and some slack.
 pub const MAX_LOGICAL_PAYLOAD: usize = (1 << 30) + 64 * 1024;
@@ -394,6 +415,23 @@ pub fn com_binlog_dump_gtid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_splits_at_16_mib_and_ends_full_packets_with_an_empty_one() {
+        let mut out = Vec::new();
+        let mut seq = 3;
+        frame(&mut out, &mut seq, b"");
+        assert_eq!(out, [0, 0, 0, 3]);
+        assert_eq!(seq, 4);
+        let big = vec![7u8; MAX_PHYSICAL_PAYLOAD];
+        let mut out = Vec::new();
+        let mut seq = 0;
+        frame(&mut out, &mut seq, &big);
+        assert_eq!(out.len(), 4 + MAX_PHYSICAL_PAYLOAD + 4);
+        assert_eq!(&out[..4], &[0xFF, 0xFF, 0xFF, 0]);
+        assert_eq!(&out[out.len() - 4..], &[0, 0, 0, 1]);
+        assert_eq!(seq, 2);
+    }
 
     #[test]
     fn lenenc_round_trip() {
