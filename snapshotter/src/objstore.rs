@@ -316,6 +316,10 @@ impl BaseStore {
         let mut stream = got.into_stream();
         let mut hasher = Sha256::new();
         let mut total = 0u64;
+        // When the consumer fails (a tool that choked on damaged input closes its pipe),
+        // the rest is still read and hashed: a damaged object is reported as damaged,
+        // not as the consumer's broken pipe.
+        let mut write_err: Option<std::io::Error> = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|source| StoreError::Object {
                 op: "read",
@@ -325,23 +329,29 @@ impl BaseStore {
             hasher.update(&chunk);
             total += chunk.len() as u64;
             progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            out.write_all(&chunk)
-                .await
-                .map_err(|source| StoreError::Io {
-                    what: format!("write the data of {}", obj.key),
-                    source,
-                })?;
+            if write_err.is_none() {
+                if let Err(e) = out.write_all(&chunk).await {
+                    write_err = Some(e);
+                }
+            }
         }
-        out.flush().await.map_err(|source| StoreError::Io {
-            what: format!("write the data of {}", obj.key),
-            source,
-        })?;
+        if write_err.is_none() {
+            if let Err(e) = out.flush().await {
+                write_err = Some(e);
+            }
+        }
         let sha = hex::encode(hasher.finalize());
         if total != obj.bytes || sha != obj.sha256 {
             return Err(StoreError::Damaged {
                 key: obj.key.clone(),
                 expected: format!("{} bytes, sha256 {}", obj.bytes, obj.sha256),
                 actual: format!("{total} bytes, sha256 {sha}"),
+            });
+        }
+        if let Some(source) = write_err {
+            return Err(StoreError::Io {
+                what: format!("write the data of {}", obj.key),
+                source,
             });
         }
         Ok(())
@@ -424,6 +434,11 @@ mod tests {
             .get_to(&obj, &mut Vec::new(), &AtomicU64::new(0))
             .await;
         assert!(matches!(r, Err(StoreError::Damaged { .. })), "{r:?}");
+        // Even when the consumer gives up first (a tool closing its pipe on bad input),
+        // the damage is what is reported.
+        let mut failing = FailingWriter;
+        let r = store.get_to(&obj, &mut failing, &AtomicU64::new(0)).await;
+        assert!(matches!(r, Err(StoreError::Damaged { .. })), "{r:?}");
 
         assert_eq!(
             store.list("db1").await.unwrap(),
@@ -432,5 +447,30 @@ mod tests {
         store.delete(&obj.key).await.unwrap();
         store.delete(&obj.key).await.unwrap();
         assert!(!store.exists(&obj.key).await.unwrap());
+    }
+
+    /// A writer whose every write fails like a closed pipe.
+    struct FailingWriter;
+
+    impl tokio::io::AsyncWrite for FailingWriter {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
     }
 }

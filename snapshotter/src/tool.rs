@@ -288,7 +288,17 @@ pub async fn run_fed(
     drop(stdin);
     if let Err(e) = fed {
         let _ = child.kill().await;
-        return Err(format!("read {} from the store: {e}", obj.key));
+        let tail = err_tail.await.unwrap_or_default();
+        let tail = tail.trim();
+        return Err(if tail.is_empty() {
+            format!("read {} from the store: {e}", obj.key)
+        } else {
+            format!(
+                "read {} from the store: {e}; {} said:\n{tail}",
+                obj.key,
+                program.display()
+            )
+        });
     }
     let status = child
         .wait()

@@ -1,6 +1,7 @@
 //! Restore verification against a real MariaDB primary, `binlog-server serve` as a
-//! child process and the `verifier` command: a good archive passes every phase; a base
-//! whose data no longer match the primary fails the data checks; a damaged archived
+//! child process and the `verifier` command: a good archive passes every phase; when the
+//! primary's data no longer match base + binlogs (a write that bypassed the binlog) the
+//! data checks fail; a base altered after it was taken fails the restore (SHA-256); a damaged archived
 //! binlog fails binlog verification with its position and ends FAIL in the archive; a
 //! missing one fails it with the file's name; no base → "no base to verify". Scratch
 //! instances are gone after each run. The schedule's rules are unit-tested in
@@ -265,6 +266,37 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
         "SET sql_log_bin = 0; UPDATE test.t2 SET n = n - 1000 WHERE id = 3; SET sql_log_bin = 1;",
     )?;
 
+    // A base altered after it was taken (a stored object changed): the restore refuses
+    // it, since every object's size and SHA-256 are checked on download.
+    let mut objects = Vec::new();
+    let mut dirs = vec![work.path().join("bases")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                dirs.push(e.path());
+            } else {
+                objects.push((e.metadata()?.len(), e.path()));
+            }
+        }
+    }
+    objects.sort();
+    let (_, object) = objects.last().cloned().context("no stored base object")?;
+    let original = std::fs::read(&object)?;
+    let mut altered = original.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 0x01;
+    std::fs::write(&object, &altered)?;
+    let r = api_run(&server)?;
+    assert_eq!(r["outcome"], "failed", "{r:#}");
+    assert_eq!(phase(&r, "restore")["outcome"], "failed", "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap_or_default().contains("sha256"),
+        "{r:#}"
+    );
+    assert!(scratch_entries(work.path()).is_empty());
+    std::fs::write(&object, &original)?;
+
     let files = primary.binlog_files()?;
     let n = files.len();
     assert!(n >= 4, "{files:?}");
@@ -341,9 +373,9 @@ fn verification_passes_on_a_good_archive_and_fails_on_each_kind_of_damage() -> R
         .collect();
     assert_eq!(
         outcomes,
-        ["failed", "failed", "failed", "passed", "passed", "no_base"]
+        ["failed", "failed", "failed", "failed", "passed", "passed", "no_base"]
     );
     let (_, summary) = server.get_text("/v1/verifications/summary.html")?;
-    assert!(summary.contains("3 failed"), "{summary}");
+    assert!(summary.contains("4 failed"), "{summary}");
     Ok(())
 }
