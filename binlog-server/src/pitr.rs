@@ -686,7 +686,8 @@ impl PitrService {
             let path = archive.dir.join(f);
             if !path.is_file() {
                 return Err(PlanError::NoPlan(format!(
-                    "binlog {f} in the range is missing from the archive ({} does not exist);                      this target cannot be restored until it is back",
+                    "binlog {f} in the range is missing from the archive ({} does not exist); \
+                     this target cannot be restored until it is back",
                     path.display()
                 )));
             }
