@@ -36,7 +36,8 @@
 //! Runs are rows of the catalog's `verifications` table with the JSON report; a run left
 //! "running" by a stopped process is marked cancelled at start. MariaDB primaries only:
 //! the scratch instance is a mariadbd, which cannot chain to a MySQL 8 primary; for a
-//! MySQL source the chain and data phases are reported skipped with that reason.
+//! MySQL source, and for an archive-only source (`capture = false`, no live primary), the
+//! chain and data phases are reported skipped with that reason.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -828,6 +829,21 @@ impl VerifyService {
         deadline: Option<chrono::DateTime<chrono::Utc>>,
         t: Instant,
     ) -> Result<Option<String>, Fail> {
+        let skip = |why: String| {
+            for name in ["chain verification", "data checks"] {
+                Self::phase(report, name, |p| {
+                    p.outcome = Outcome::Skipped;
+                    p.detail = why.clone();
+                });
+            }
+        };
+        if !src.capture {
+            skip(
+                "skipped: an archive-only source (capture = false) has no live primary to chain to"
+                    .into(),
+            );
+            return Ok(None);
+        }
         Self::phase(report, "chain verification", |p| {
             p.outcome = Outcome::Running;
             p.started_at = Some(unix_now());
@@ -839,16 +855,10 @@ impl VerifyService {
             )
         })?;
         if !primary.server_version().contains("MariaDB") {
-            let why = format!(
+            skip(format!(
                 "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
                 primary.server_version()
-            );
-            for name in ["chain verification", "data checks"] {
-                Self::phase(report, name, |p| {
-                    p.outcome = Outcome::Skipped;
-                    p.detail = why.clone();
-                });
-            }
+            ));
             return Ok(None);
         }
         let u = &src.url;
