@@ -498,6 +498,9 @@ impl VerifyService {
     ) {
         let t0 = Instant::now();
         let Some(src) = self.sources.get(source).cloned() else {
+            Self::set(report, |r| {
+                r.error = Some(format!("no source named {source:?} in the configuration"))
+            });
             return;
         };
         // The base: the one the schedule chose, or the newest COMPLETED base of the week.
@@ -1300,6 +1303,171 @@ mod tests {
             Some("mysql-bin.000004")
         );
         assert_eq!(file_in("no COMPLETED base before 12:00"), None);
+    }
+
+    /// The service's scheduler on a given clock: no base → a recorded "no base to
+    /// verify"; a base → a run; a young run on that base → skipped; a week-old one →
+    /// stopped and replaced; the base a week later → "no base" and the run stopped.
+    #[tokio::test]
+    async fn the_scheduler_acts_on_the_rules_with_a_given_clock() {
+        use catalog::backups::{BackupResult, NewBackup};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "data_dir = {:?}\n[backup]\nstore = \"file://{}\"\n[[source]]\nname = \"db1\"\n\
+             url = \"mysql://repl:pw@127.0.0.1:9\"\nserver_id = 4242\n\
+             [source.verify]\nday = \"mon\"\nstart = \"01:00\"\n",
+            dir.path().display().to_string(),
+            dir.path().join("bases").display()
+        );
+        let settings = crate::config::Config::parse(&text)
+            .expect("config")
+            .validate()
+            .expect("valid config");
+        let catalog = Arc::new(Catalog::open("sqlite::memory:").await.expect("catalog"));
+        let index = Arc::new(Index::open(&dir.path().join("index")).expect("index"));
+        let cancel = CancellationToken::new();
+        let pitr = PitrService::open(
+            catalog.clone(),
+            index.clone(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            &settings.store,
+            settings.tools.clone(),
+            settings.pitr.clone(),
+            cancel.clone(),
+        )
+        .await
+        .expect("pitr");
+        let svc = VerifyService::open(
+            catalog.clone(),
+            index,
+            pitr,
+            Arc::new(Metrics::new()),
+            &settings.sources,
+            cancel.clone(),
+        )
+        .await
+        .expect("verify service");
+        let sched = settings.sources[0]
+            .verify
+            .schedule
+            .clone()
+            .expect("schedule");
+        let ended = |n: usize| {
+            let svc = svc.clone();
+            async move {
+                for _ in 0..200 {
+                    let runs = svc.list(Some("db1"), 0, 100).await.expect("list");
+                    if runs.len() == n && runs.iter().all(|r| r.outcome != Outcome::Running) {
+                        return runs;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("runs did not end");
+            }
+        };
+        let now = unix_now();
+
+        // No base: a run that records the finding.
+        let d = svc.scheduled("db1", &sched, now).await;
+        assert_eq!(d, Decision::NoBase { stop: None });
+        let runs = ended(1).await;
+        assert_eq!(runs[0].outcome, Outcome::NoBase);
+        assert_eq!(runs[0].trigger, "schedule");
+
+        // A COMPLETED base: a run on it.
+        catalog
+            .begin_backup(&NewBackup {
+                id: "b1".into(),
+                source: "db1".into(),
+                method: "physical".into(),
+                tool: "mariabackup".into(),
+                incremental: false,
+                parent_id: None,
+                server_version: None,
+                tool_version: None,
+                command: None,
+                db_list: None,
+                store_url: None,
+                from_lsn: None,
+            })
+            .await
+            .expect("begin");
+        catalog
+            .complete_backup(
+                "b1",
+                &BackupResult {
+                    gtid_pos: Some("0-1-5".into()),
+                    binlog_file: Some("mysql-bin.000001".into()),
+                    binlog_pos: Some(4),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("complete");
+        let d = svc.scheduled("db1", &sched, now).await;
+        assert_eq!(
+            d,
+            Decision::Run {
+                base_id: "b1".into(),
+                stop: None
+            }
+        );
+        let runs = ended(2).await;
+        assert_eq!(runs[0].base.as_ref().map(|b| b.id.as_str()), Some("b1"));
+
+        // A run still going on that base.
+        let fake = |started_at: i64| {
+            let cancel = CancellationToken::new();
+            let done = Arc::new(tokio::sync::Notify::new());
+            let (c, d) = (cancel.clone(), done.clone());
+            tokio::spawn(async move {
+                c.cancelled().await;
+                d.notify_waiters();
+            });
+            RunHandle {
+                id: format!("fake-{started_at}"),
+                base_id: Some("b1".into()),
+                started_at,
+                cancel,
+                report: Arc::new(Mutex::new(Report::new(
+                    "fake", "db1", "schedule", started_at,
+                ))),
+                done,
+            }
+        };
+        let young = fake(now - 86_400);
+        let young_cancel = young.cancel.clone();
+        lock(&svc.running).insert("db1".into(), young);
+        let d = svc.scheduled("db1", &sched, now).await;
+        assert!(matches!(d, Decision::Skip { .. }), "{d:?}");
+        assert!(!young_cancel.is_cancelled());
+        assert_eq!(svc.list(Some("db1"), 0, 100).await.expect("list").len(), 2);
+
+        // The same run, a week old: stopped, and a new run starts.
+        let stale = fake(now - 8 * 86_400);
+        let stale_cancel = stale.cancel.clone();
+        let stale_id = stale.id.clone();
+        lock(&svc.running).insert("db1".into(), stale);
+        let d = svc.scheduled("db1", &sched, now).await;
+        assert_eq!(
+            d,
+            Decision::Run {
+                base_id: "b1".into(),
+                stop: Some(stale_id)
+            }
+        );
+        assert!(stale_cancel.is_cancelled());
+        ended(3).await;
+
+        // A week later the base is too old: "no base", and a run still going is stopped.
+        let later = fake(now);
+        let later_cancel = later.cancel.clone();
+        lock(&svc.running).insert("db1".into(), later);
+        let d = svc.scheduled("db1", &sched, now + 8 * 86_400).await;
+        assert!(matches!(d, Decision::NoBase { stop: Some(_) }), "{d:?}");
+        assert!(later_cancel.is_cancelled());
+        cancel.cancel();
     }
 
     #[test]
