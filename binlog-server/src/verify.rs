@@ -78,6 +78,17 @@ impl std::fmt::Display for VerifyError {
     }
 }
 
+/// Which base a run verifies.
+#[derive(Debug, Clone)]
+enum Pick {
+    /// The newest COMPLETED full base of the last week, found when the run starts.
+    Newest,
+    /// The one the schedule chose.
+    Base(String),
+    /// The schedule found none: the run records "no base to verify".
+    NoBase,
+}
+
 struct RunHandle {
     id: String,
     base_id: Option<String>,
@@ -205,24 +216,22 @@ impl VerifyService {
             .sources
             .get(source)
             .ok_or_else(|| VerifyError::NotFound(format!("no source named {source:?}")))?;
-        if let Some(r) = lock(&self.running).get(source) {
-            return Err(VerifyError::Busy(format!(
-                "verification {} of {source} is still running",
-                r.id
-            )));
-        }
         let keep = keep.unwrap_or(src.verify.keep_instance);
-        Ok(self.launch(source, "manual", None, keep, None))
+        self.launch(source, "manual", Pick::Newest, keep, None)
     }
 
     fn launch(
         self: &Arc<Self>,
         source: &str,
         trigger: &str,
-        base_id: Option<String>,
+        pick: Pick,
         keep: bool,
         deadline: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Report {
+    ) -> Result<Report, VerifyError> {
+        let base_id = match &pick {
+            Pick::Base(id) => Some(id.clone()),
+            Pick::Newest | Pick::NoBase => None,
+        };
         let started_at = unix_now();
         let id = format!(
             "verify-{source}-{}-{:04x}",
@@ -232,23 +241,33 @@ impl VerifyService {
         let report = Arc::new(Mutex::new(Report::new(&id, source, trigger, started_at)));
         let cancel = self.cancel.child_token();
         let done = Arc::new(tokio::sync::Notify::new());
-        lock(&self.running).insert(
-            source.to_string(),
-            RunHandle {
-                id: id.clone(),
-                base_id: base_id.clone(),
-                started_at,
-                cancel: cancel.clone(),
-                report: report.clone(),
-                done: done.clone(),
-            },
-        );
+        {
+            // Checked and taken under one lock, so that two requests cannot both start.
+            let mut running = lock(&self.running);
+            if let Some(r) = running.get(source) {
+                return Err(VerifyError::Busy(format!(
+                    "verification {} of {source} is still running",
+                    r.id
+                )));
+            }
+            running.insert(
+                source.to_string(),
+                RunHandle {
+                    id: id.clone(),
+                    base_id: base_id.clone(),
+                    started_at,
+                    cancel: cancel.clone(),
+                    report: report.clone(),
+                    done: done.clone(),
+                },
+            );
+        }
         let me = self.clone();
         let source = source.to_string();
         let initial = lock(&report).clone();
         tokio::spawn(async move {
             me.save(&report).await;
-            me.run(&source, &report, &cancel, base_id, keep, deadline)
+            me.run(&source, &report, &cancel, pick, keep, deadline)
                 .await;
             {
                 let mut r = lock(&report);
@@ -274,7 +293,7 @@ impl VerifyService {
             let r = lock(&report).clone();
             info!(run = %r.id, source = %r.source, outcome = r.outcome.as_str(), rto = ?r.rto_seconds, "verification ended");
         });
-        initial
+        Ok(initial)
     }
 
     fn record_metrics(&self, r: &Report) {
@@ -427,17 +446,18 @@ impl VerifyService {
         }
         let deadline = chrono::DateTime::from_timestamp(now, 0).and_then(|t| sched.deadline(t));
         match &d {
-            Decision::Run { base_id, .. } => {
-                self.launch(
-                    source,
-                    "schedule",
-                    Some(base_id.clone()),
-                    sched.keep_instance,
-                    deadline,
-                );
-            }
-            Decision::NoBase { .. } => {
-                self.launch(source, "schedule", None, sched.keep_instance, deadline);
+            // The stale run (if any) was stopped above and has left the table; a run
+            // that did not stop within 10 minutes, or one started by hand meanwhile,
+            // makes this one Busy: it is logged and skipped.
+            Decision::Run { .. } | Decision::NoBase { .. } => {
+                let base = match &d {
+                    Decision::Run { base_id, .. } => Pick::Base(base_id.clone()),
+                    _ => Pick::NoBase,
+                };
+                if let Err(e) = self.launch(source, "schedule", base, sched.keep_instance, deadline)
+                {
+                    warn!(source, error = %e, "scheduled verification not started");
+                }
             }
             Decision::Skip { .. } => {}
         }
@@ -492,7 +512,7 @@ impl VerifyService {
         source: &str,
         report: &Arc<Mutex<Report>>,
         cancel: &CancellationToken,
-        base_id: Option<String>,
+        pick: Pick,
         keep: bool,
         deadline: Option<chrono::DateTime<chrono::Utc>>,
     ) {
@@ -512,20 +532,24 @@ impl VerifyService {
             }
         };
         let now = unix_now();
-        let base_id = base_id.or_else(|| {
-            let c: Vec<Candidate> = backups
-                .iter()
-                .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
-                .map(|b| Candidate {
-                    id: b.id.clone(),
-                    completed_at: b.finished_at.unwrap_or(b.started_at),
-                })
-                .collect();
-            match schedule::decide(now, &c, None) {
-                Decision::Run { base_id, .. } => Some(base_id),
-                _ => None,
+        let base_id = match pick {
+            Pick::Base(id) => Some(id),
+            Pick::NoBase => None,
+            Pick::Newest => {
+                let c: Vec<Candidate> = backups
+                    .iter()
+                    .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
+                    .map(|b| Candidate {
+                        id: b.id.clone(),
+                        completed_at: b.finished_at.unwrap_or(b.started_at),
+                    })
+                    .collect();
+                match schedule::decide(now, &c, None) {
+                    Decision::Run { base_id, .. } => Some(base_id),
+                    _ => None,
+                }
             }
-        });
+        };
         let Some(base) = base_id.and_then(|id| backups.iter().find(|b| b.id == id).cloned()) else {
             let newest = backups
                 .iter()
@@ -1417,16 +1441,25 @@ mod tests {
         assert_eq!(runs[0].base.as_ref().map(|b| b.id.as_str()), Some("b1"));
 
         // A run still going on that base.
+        // A stand-in for a run: when cancelled it leaves the table and says it is done,
+        // as a real run does.
         let fake = |started_at: i64| {
             let cancel = CancellationToken::new();
             let done = Arc::new(tokio::sync::Notify::new());
-            let (c, d) = (cancel.clone(), done.clone());
+            let (c, d, me) = (cancel.clone(), done.clone(), svc.clone());
+            let id = format!("fake-{started_at}");
+            let my_id = id.clone();
             tokio::spawn(async move {
                 c.cancelled().await;
+                let mut running = lock(&me.running);
+                if running.get("db1").is_some_and(|h| h.id == my_id) {
+                    running.remove("db1");
+                }
+                drop(running);
                 d.notify_waiters();
             });
             RunHandle {
-                id: format!("fake-{started_at}"),
+                id,
                 base_id: Some("b1".into()),
                 started_at,
                 cancel,
@@ -1467,6 +1500,16 @@ mod tests {
         let d = svc.scheduled("db1", &sched, now + 8 * 86_400).await;
         assert!(matches!(d, Decision::NoBase { stop: Some(_) }), "{d:?}");
         assert!(later_cancel.is_cancelled());
+        let runs = ended(4).await;
+        assert_eq!(runs[0].outcome, Outcome::NoBase, "{:?}", runs[0]);
+
+        // A run started by hand is not replaced by a manual request: 409.
+        let manual = fake(now);
+        lock(&svc.running).insert("db1".into(), manual);
+        assert!(matches!(
+            svc.start("db1", None).await,
+            Err(VerifyError::Busy(_))
+        ));
         cancel.cancel();
     }
 
