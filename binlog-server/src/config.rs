@@ -95,6 +95,12 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The value of environment variable `var` (a `password_env` key), or an error naming
+/// `key` and the variable.
+fn env_password(key: String, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var).map_err(|_| invalid(key, format!("environment variable {var} is not set")))
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -668,13 +674,7 @@ impl Config {
             }
             let mut url = SourceUrl::parse(&s.url).map_err(|m| invalid(key("url"), m))?;
             if let Some(var) = &s.password_env {
-                let pw = std::env::var(var).map_err(|_| {
-                    invalid(
-                        key("password_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                url.password = Some(pw);
+                url.password = Some(env_password(key("password_env"), var)?);
             }
             if s.server_id == 0 {
                 return Err(invalid(
@@ -723,13 +723,7 @@ impl Config {
                 None => url.clone(),
             };
             if let Some(var) = &bcfg.password_env {
-                let pw = std::env::var(var).map_err(|_| {
-                    invalid(
-                        key("backup.password_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                })?;
-                backup_url.password = Some(pw);
+                backup_url.password = Some(env_password(key("backup.password_env"), var)?);
             }
             let replication = match &s.replication {
                 None => None,
@@ -741,9 +735,7 @@ impl Config {
                         )
                     })?;
                     let password = match (&r.password, &r.password_env) {
-                        (_, Some(var)) => std::env::var(var).map_err(|_| {
-                            invalid(key("replication.password_env"), format!("environment variable {var} is not set"))
-                        })?,
+                        (_, Some(var)) => env_password(key("replication.password_env"), var)?,
                         (Some(p), None) => p.clone(),
                         (None, None) => {
                             return Err(invalid(
@@ -790,12 +782,7 @@ impl Config {
                     None => backup_url.clone(),
                 };
                 if let Some(var) = v.and_then(|v| v.password_env.as_ref()) {
-                    check_url.password = Some(std::env::var(var).map_err(|_| {
-                        invalid(
-                            key("verify.password_env"),
-                            format!("environment variable {var} is not set"),
-                        )
-                    })?);
+                    check_url.password = Some(env_password(key("verify.password_env"), var)?);
                 }
                 let chain_timeout = v
                     .and_then(|v| v.chain_timeout)

@@ -24,7 +24,37 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::PitrConfig;
+use crate::config::{PitrConfig, SourceUrl, TlsMode};
+use crate::mysql::conn::{Conn, ConnectOptions};
+
+/// `root` over the Unix socket `socket`, no password: how the service reaches the
+/// instances it runs (privately with skip-grant-tables, or as root@localhost).
+pub fn socket_url(socket: &Path) -> SourceUrl {
+    SourceUrl {
+        host: socket.display().to_string(),
+        port: 0,
+        user: "root".into(),
+        password: None,
+        tls: TlsMode::Disabled,
+        ssl_ca: None,
+    }
+}
+
+/// An administrative session for restore and replication set-up: 30 s to connect,
+/// up to an hour per statement (a long CHECK TABLE or checksum).
+///
+/// # Errors
+///
+/// The connection error as text.
+pub async fn connect_admin(url: &SourceUrl) -> Result<Conn, String> {
+    Conn::connect(&ConnectOptions {
+        url: url.clone(),
+        connect_timeout: Duration::from_secs(30),
+        query_timeout: Duration::from_secs(3600),
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
 
 /// How an instance is started.
 #[derive(Debug, Clone)]

@@ -52,7 +52,6 @@ use crate::event::Gtid;
 use crate::fake_primary::{self, Archive, Credentials, StopAt};
 use crate::index::Index;
 use crate::instance::{self, Instance, InstanceSpec};
-use crate::mysql::conn::{Conn, ConnectOptions};
 use crate::status::{CaptureState, StatusCell};
 use crate::store::binlog_order;
 
@@ -1082,23 +1081,10 @@ impl PitrService {
 
         // 2. Connect and position.
         let admin_url = match (run_instance, url) {
-            (true, _) | (false, None) => {
-                SourceUrl::parse(&format!("mysql://root@127.0.0.1:{}", spec.port))
-                    .map(|mut u| {
-                        u.host = spec.socket().display().to_string();
-                        u
-                    })
-                    .map_err(|e| (e, inst.take()))?
-            }
+            (true, _) | (false, None) => instance::socket_url(&spec.socket()),
             (false, Some(u)) => u.clone(),
         };
-        let mut conn = match Conn::connect(&ConnectOptions {
-            url: admin_url,
-            connect_timeout: Duration::from_secs(30),
-            query_timeout: Duration::from_secs(3600),
-        })
-        .await
-        {
+        let mut conn = match instance::connect_admin(&admin_url).await {
             Ok(c) => c,
             Err(e) => return Err((format!("connect to the restored instance: {e}"), inst)),
         };

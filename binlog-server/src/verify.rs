@@ -51,9 +51,10 @@ use tracing::{info, warn};
 use verifier::report::{BaseInfo, Check, Outcome, RangeInfo, Report};
 use verifier::schedule::{self, Candidate, Decision, Running};
 
-use crate::config::{Source, SourceUrl, TlsMode};
+use crate::config::{Source, TlsMode};
 use crate::index::Index;
-use crate::mysql::conn::{Conn, ConnectOptions};
+use crate::instance;
+use crate::mysql::conn::Conn;
 use crate::pitr::{self, Destination, JobOptions, PitrService, PlanError, Target};
 use crate::status::Metrics;
 
@@ -416,18 +417,7 @@ impl VerifyService {
         sched: &schedule::Schedule,
         now: i64,
     ) -> Decision {
-        let bases: Vec<Candidate> = self
-            .catalog
-            .list_backups(source)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
-            .map(|b| Candidate {
-                id: b.id,
-                completed_at: b.finished_at.unwrap_or(b.started_at),
-            })
-            .collect();
+        let bases = candidates(&self.catalog.list_backups(source).await.unwrap_or_default());
         let running = lock(&self.running).get(source).map(|h| Running {
             id: h.id.clone(),
             base_id: h.base_id.clone(),
@@ -535,20 +525,10 @@ impl VerifyService {
         let base_id = match pick {
             Pick::Base(id) => Some(id),
             Pick::NoBase => None,
-            Pick::Newest => {
-                let c: Vec<Candidate> = backups
-                    .iter()
-                    .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
-                    .map(|b| Candidate {
-                        id: b.id.clone(),
-                        completed_at: b.finished_at.unwrap_or(b.started_at),
-                    })
-                    .collect();
-                match schedule::decide(now, &c, None) {
-                    Decision::Run { base_id, .. } => Some(base_id),
-                    _ => None,
-                }
-            }
+            Pick::Newest => match schedule::decide(now, &candidates(&backups), None) {
+                Decision::Run { base_id, .. } => Some(base_id),
+                _ => None,
+            },
         };
         let Some(base) = base_id.and_then(|id| backups.iter().find(|b| b.id == id).cloned()) else {
             let newest = backups
@@ -611,7 +591,7 @@ impl VerifyService {
             .chain(&src, &mut replica, report, cancel, deadline, t)
             .await;
         match chained {
-            Ok(Some(detail)) => {
+            Ok(Some((detail, mut primary))) => {
                 let rto = t0.elapsed().as_secs_f64();
                 Self::phase(report, "chain verification", |p| {
                     p.outcome = Outcome::Passed;
@@ -625,7 +605,7 @@ impl VerifyService {
                     p.outcome = Outcome::Running;
                     p.started_at = Some(unix_now());
                 });
-                match self.data_checks(&src, &mut replica, report).await {
+                match self.data_checks(&mut primary, &mut replica, report).await {
                     Ok(detail) => Self::phase(report, "data checks", |p| {
                         p.outcome = Outcome::Passed;
                         p.seconds = t.elapsed().as_secs_f64();
@@ -846,7 +826,8 @@ impl VerifyService {
         }
     }
 
-    /// Phase 3. `Ok(Some(detail))` caught up; `Ok(None)` skipped (MySQL primary).
+    /// Phase 3. `Ok(Some((detail, session on the primary)))` caught up, the session
+    /// kept for the data checks; `Ok(None)` skipped (MySQL primary, archive-only source).
     async fn chain(
         &self,
         src: &Source,
@@ -855,7 +836,7 @@ impl VerifyService {
         cancel: &CancellationToken,
         deadline: Option<chrono::DateTime<chrono::Utc>>,
         t: Instant,
-    ) -> Result<Option<String>, Fail> {
+    ) -> Result<Option<(String, Conn)>, Fail> {
         let skip = |why: String| {
             for name in ["chain verification", "data checks"] {
                 Self::phase(report, name, |p| {
@@ -875,12 +856,14 @@ impl VerifyService {
             p.outcome = Outcome::Running;
             p.started_at = Some(unix_now());
         });
-        let mut primary = connect(&src.verify.check_url).await.map_err(|e| {
-            format!(
-                "connect to the primary {}: {e}",
-                src.verify.check_url.redacted()
-            )
-        })?;
+        let mut primary = instance::connect_admin(&src.verify.check_url)
+            .await
+            .map_err(|e| {
+                format!(
+                    "connect to the primary {}: {e}",
+                    src.verify.check_url.redacted()
+                )
+            })?;
         if !primary.server_version().contains("MariaDB") {
             skip(format!(
                 "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
@@ -947,9 +930,10 @@ impl VerifyService {
             }
             let gpos = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
             if position_reached(&gpos, &target) && f("Seconds_Behind_Master") == "0" {
-                return Ok(Some(format!(
+                let detail = format!(
                     "chained to the primary by GTID and caught up: gtid_slave_pos {gpos} reached the primary's {target} (read when the chain started)"
-                )));
+                );
+                return Ok(Some((detail, primary)));
             }
             if t.elapsed() >= limit {
                 return Err(Fail {
@@ -970,17 +954,11 @@ impl VerifyService {
     /// Phase 4; see the module docs for why the comparison is sound.
     async fn data_checks(
         &self,
-        src: &Source,
+        primary: &mut Conn,
         replica: &mut Conn,
         report: &Arc<Mutex<Report>>,
     ) -> Result<String, Fail> {
         q(replica, "STOP SLAVE", "STOP SLAVE").await?;
-        let mut primary = connect(&src.verify.check_url).await.map_err(|e| {
-            format!(
-                "connect to the primary {}: {e}",
-                src.verify.check_url.redacted()
-            )
-        })?;
         let tables = primary
             .query(
                 "SELECT table_schema, table_name, engine FROM information_schema.tables \
@@ -1031,7 +1009,7 @@ impl VerifyService {
         };
         // The primary, inside one consistent snapshot.
         q(
-            &mut primary,
+            primary,
             "START TRANSACTION WITH CONSISTENT SNAPSHOT",
             "the snapshot",
         )
@@ -1067,21 +1045,20 @@ impl VerifyService {
                 );
             }
         }
-        q(&mut primary, "COMMIT", "end the snapshot").await?;
-        if snap_file.is_empty() || snap_pos.is_empty() {
-            return Err(
-                "the primary reports no Binlog_snapshot_file/position (is its binlog on?)"
-                    .to_string()
-                    .into(),
-            );
-        }
+        q(primary, "COMMIT", "end the snapshot").await?;
+        let snap_pos: u64 = match (snap_file.is_empty(), snap_pos.parse()) {
+            (false, Ok(p)) => p,
+            _ => {
+                return Err(format!(
+                    "the primary reports no usable Binlog_snapshot_file/position ({snap_file:?}, \
+                     {snap_pos:?}): is its binlog on?"
+                )
+                .into())
+            }
+        };
         let x = value(
-            &mut primary,
-            &format!(
-                "SELECT BINLOG_GTID_POS({}, {})",
-                lit(&snap_file),
-                snap_pos.parse::<u64>().unwrap_or(0)
-            ),
+            primary,
+            &format!("SELECT BINLOG_GTID_POS({}, {snap_pos})", lit(&snap_file)),
         )
         .await?;
         Self::set(report, |r| r.compared_at_gtid = Some(x.clone()));
@@ -1267,6 +1244,18 @@ impl VerifyService {
     }
 }
 
+/// The bases a run may verify: COMPLETED full bases, with their completion time.
+fn candidates(backups: &[catalog::backups::BackupRow]) -> Vec<Candidate> {
+    backups
+        .iter()
+        .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
+        .map(|b| Candidate {
+            id: b.id.clone(),
+            completed_at: b.finished_at.unwrap_or(b.started_at),
+        })
+        .collect()
+}
+
 fn rand_u16() -> u16 {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1275,21 +1264,9 @@ fn rand_u16() -> u16 {
     (n ^ std::process::id()) as u16
 }
 
-async fn connect(url: &SourceUrl) -> Result<Conn, String> {
-    Conn::connect(&ConnectOptions {
-        url: url.clone(),
-        connect_timeout: Duration::from_secs(30),
-        query_timeout: Duration::from_secs(3600),
-    })
-    .await
-    .map_err(|e| e.to_string())
-}
-
 /// Root over the private instance's socket (it runs with --skip-grant-tables).
 async fn connect_socket(socket: &str) -> Result<Conn, String> {
-    let mut url = SourceUrl::parse("mysql://root@127.0.0.1:3306")?;
-    url.host = socket.to_string();
-    connect(&url)
+    instance::connect_admin(&instance::socket_url(std::path::Path::new(socket)))
         .await
         .map_err(|e| format!("connect to the scratch instance at {socket}: {e}"))
 }
