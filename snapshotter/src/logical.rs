@@ -24,8 +24,8 @@ use catalog::{BackupObject, BackupResult, BackupRow};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
+use crate::method::{MethodOutput, Progress, Run};
 use crate::objstore::BaseStore;
-use crate::take::{MethodOutput, Progress, Run};
 use crate::tool::{self, write_defaults_file, Endpoint, Tools};
 
 fn regex_escape(s: &str) -> String {
@@ -40,7 +40,7 @@ fn regex_escape(s: &str) -> String {
 }
 
 pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String> {
-    let program = run.snap.tools.find("mydumper")?;
+    let program = run.tools.find("mydumper")?;
     let dump = run.workdir.join("dump");
     std::fs::create_dir_all(&dump).map_err(|e| format!("create {}: {e}", dump.display()))?;
     let regex = format!(
@@ -55,7 +55,7 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
         format!("--defaults-file={}", run.defaults_file.display()),
         format!("--outputdir={}", dump.display()),
         format!("--regex={regex}"),
-        format!("--threads={}", run.req.settings.threads),
+        format!("--threads={}", run.settings.threads),
         "--routines".into(),
         "--events".into(),
         "--triggers".into(),
@@ -70,10 +70,7 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
     let (binlog_file, binlog_pos, gtid_pos) = parse_mydumper_metadata(&meta);
     run.mark_uploading().await?;
     run.progress.set_phase("uploading the dump");
-    let objects = run
-        .snap
-        .upload_dir(&dump, &run.key("mydumper"), run.progress)
-        .await?;
+    let objects = run.upload_dir(&dump, &run.key("mydumper")).await?;
     Ok(MethodOutput {
         tool_version: tool::version(&program).await,
         command: Some(tool::redact(&program, &args)),
@@ -142,7 +139,7 @@ pub fn parse_mydumper_metadata(text: &str) -> (Option<String>, Option<u64>, Opti
 }
 
 pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String> {
-    let program = run.snap.tools.find("mysqldump")?;
+    let program = run.tools.find("mysqldump")?;
     let mut args = vec![
         format!("--defaults-extra-file={}", run.defaults_file.display()),
         "--single-transaction".to_string(),
@@ -173,7 +170,6 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
     let stdout = child.stdout.take().ok_or("mysqldump: no stdout pipe")?;
     let mut scanner = ScanReader::new(stdout);
     let upload = run
-        .snap
         .store
         .put_stream(&run.key("dump.sql"), &mut scanner, &run.progress.bytes)
         .await;

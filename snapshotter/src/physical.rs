@@ -20,15 +20,15 @@ use std::process::Stdio;
 use catalog::{BackupResult, BackupRow};
 use tokio::process::Command;
 
+use crate::method::{MethodOutput, Progress, Run};
 use crate::objstore::BaseStore;
-use crate::take::{MethodOutput, Progress, Run};
 use crate::tool::{self, Tools};
 
 /// Object name of the stream inside a base.
 pub const STREAM_OBJECT: &str = "backup.mbstream";
 
 pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
-    let tools = &run.snap.tools;
+    let tools = run.tools;
     let (name, format) = if run.facts.mariadb {
         ("mariabackup", "mbstream")
     } else {
@@ -46,7 +46,7 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
         format!("--stream={format}"),
         format!("--target-dir={}", tmpdir.display()),
         format!("--extra-lsndir={}", lsndir.display()),
-        format!("--parallel={}", run.req.settings.threads),
+        format!("--parallel={}", run.settings.threads),
     ];
     if !run.facts.datadir.is_empty() {
         args.push(format!("--datadir={}", run.facts.datadir));
@@ -71,7 +71,6 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
         .ok_or_else(|| format!("{name}: no stdout pipe"))?;
     let key = run.key(STREAM_OBJECT);
     let upload = run
-        .snap
         .store
         .put_stream(&key, stdout, &run.progress.bytes)
         .await;
@@ -104,8 +103,7 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
     let mut objects = vec![stream_obj];
     for f in ["xtrabackup_checkpoints", "xtrabackup_info"] {
         objects.push(
-            run.snap
-                .store
+            run.store
                 .put_file(
                     &run.key(&format!("meta/{f}")),
                     &lsndir.join(f),

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use catalog::{BackupRow, BackupState, Catalog};
 
+use crate::sql::quote_literal;
 use crate::{logical, physical};
 
 /// The bases to apply, in order, to restore `id`: the full first, then each incremental
@@ -66,19 +67,74 @@ pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, String
 /// restored server, with replication stopped): `gtid_slave_pos` always; with
 /// `binlog_enabled`, also `RESET MASTER` and `gtid_binlog_state` so that the restored
 /// server's `gtid_binlog_pos` equals the base's position. Empty when the base has no GTID.
+/// The position is quoted with [`quote_literal`]: whatever the catalog holds stays one
+/// string literal.
 pub fn position_statements(base: &BackupRow, binlog_enabled: bool) -> Vec<String> {
     let Some(g) = base.gtid_pos.as_deref().filter(|g| !g.is_empty()) else {
         return Vec::new();
     };
-    let q = g.replace('\'', "");
+    let q = quote_literal(g);
     let mut v = Vec::new();
     if binlog_enabled {
         v.push("RESET MASTER".to_string());
-        v.push(format!("SET GLOBAL gtid_binlog_state = '{q}'"));
+        v.push(format!("SET GLOBAL gtid_binlog_state = {q}"));
     }
-    v.push(format!("SET GLOBAL gtid_slave_pos = '{q}'"));
+    v.push(format!("SET GLOBAL gtid_slave_pos = {q}"));
     v
 }
 
 pub use logical::restore as restore_logical;
 pub use physical::restore as restore_physical;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(gtid: Option<&str>) -> BackupRow {
+        BackupRow {
+            id: "db1-1".into(),
+            source: "db1".into(),
+            method: "physical".into(),
+            tool: "mariabackup".into(),
+            incremental: false,
+            parent_id: None,
+            state: BackupState::Completed,
+            info: None,
+            started_at: 0,
+            finished_at: Some(0),
+            bytes: 1,
+            binlog_file: None,
+            binlog_pos: None,
+            gtid_pos: gtid.map(Into::into),
+            consistent_at: Some(0),
+            from_lsn: None,
+            to_lsn: None,
+            server_version: None,
+            tool_version: None,
+            command: None,
+            db_list: None,
+            store_url: None,
+            state_changed_at: 0,
+            objects: vec![],
+        }
+    }
+
+    #[test]
+    fn position_statements_quote_the_gtid() {
+        assert_eq!(
+            position_statements(&base(Some("0-1-7,1-2-9")), true),
+            vec![
+                "RESET MASTER",
+                "SET GLOBAL gtid_binlog_state = '0-1-7,1-2-9'",
+                "SET GLOBAL gtid_slave_pos = '0-1-7,1-2-9'",
+            ]
+        );
+        // A trailing backslash is escaped, so it cannot swallow the closing quote.
+        assert_eq!(
+            position_statements(&base(Some("0-1-7\\")), false),
+            vec![r"SET GLOBAL gtid_slave_pos = '0-1-7\\'"]
+        );
+        assert!(position_statements(&base(Some("")), true).is_empty());
+        assert!(position_statements(&base(None), true).is_empty());
+    }
+}

@@ -1,6 +1,8 @@
 //! The SQL the snapshotter needs of the target server (version, `read_only`, datadir,
 //! `SHOW DATABASES`, the clone statements), behind a small trait so that binlog-server
-//! supplies its own MySQL client and tests can supply a stand-in.
+//! supplies its own MySQL client and tests can supply a stand-in; [`run_query`] runs one
+//! statement and keeps what failed in a [`QueryError`]; [`quote_literal`] makes a string
+//! literal for a statement.
 
 use std::future::Future;
 
@@ -31,7 +33,9 @@ impl Rows {
 
 /// One open session on the server being backed up.
 pub trait Sql: Send {
-    /// Runs one statement; the error is the server's message (or the connection's).
+    /// Runs one statement; the error is the server's message (or the connection's), as
+    /// text for a person: the implementation (binlog-server's client) flattens its own
+    /// error type, and [`run_query`] keeps that text with the statement.
     fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send;
 }
 
@@ -39,6 +43,67 @@ impl<T: Sql> Sql for &mut T {
     fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send {
         (**self).query(sql)
     }
+}
+
+/// A statement the snapshotter ran on the server failed (the server refused it, or the
+/// session broke).
+///
+/// The caller does not retry: `take` records the [`Display`](std::fmt::Display) text
+/// (`<what>: <message>`) as the base's ERROR `info` and ends the base; the clone method
+/// does the same through its own message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct QueryError {
+    /// What the statement was for, e.g. "read the server's version, read_only and
+    /// datadir".
+    pub what: &'static str,
+    /// The statement as sent.
+    pub statement: String,
+    /// The [`Sql`] implementation's message (server error or connection failure).
+    pub message: String,
+}
+
+/// Runs `statement` on `sql`; `what` says what it is for (the start of the error text).
+///
+/// # Errors
+///
+/// [`QueryError`] with the statement and the session's message.
+pub async fn run_query<S: Sql>(
+    sql: &mut S,
+    what: &'static str,
+    statement: &str,
+) -> Result<Rows, QueryError> {
+    sql.query(statement).await.map_err(|message| QueryError {
+        what,
+        statement: statement.to_owned(),
+        message,
+    })
+}
+
+/// `s` as a single-quoted SQL string literal, for a value that cannot be a parameter
+/// (`CLONE LOCAL DATA DIRECTORY = '...'`, `SET GLOBAL gtid_slave_pos = '...'`).
+///
+/// `\` → `\\`, NUL → `\0`, newline → `\n`, carriage return → `\r`, Ctrl-Z → `\Z`
+/// (MySQL's and MariaDB's escapes), and `'` → `''`. The quote is doubled rather than
+/// backslash-escaped so that the literal also stays closed under
+/// `sql_mode=NO_BACKSLASH_ESCAPES` (where `\'` would end it); in that mode only the
+/// value of a string holding one of the escaped characters changes.
+pub fn quote_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\0' => out.push_str("\\0"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\u{1a}' => out.push_str("\\Z"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// What the snapshotter reads of the server before a base.
@@ -54,16 +119,18 @@ pub struct ServerFacts {
     pub datadir: String,
 }
 
-/// Reads [`ServerFacts`].
+/// Reads [`ServerFacts`]. A missing value reads as empty (`read_only` as OFF).
 ///
 /// # Errors
 ///
-/// The server's message.
-pub async fn server_facts<S: Sql>(sql: &mut S) -> Result<ServerFacts, String> {
-    let r = sql
-        .query("SELECT VERSION() AS v, @@GLOBAL.read_only AS ro, @@GLOBAL.datadir AS d")
-        .await
-        .map_err(|e| format!("read the server's version, read_only and datadir: {e}"))?;
+/// [`QueryError`] when the query fails.
+pub async fn server_facts<S: Sql>(sql: &mut S) -> Result<ServerFacts, QueryError> {
+    let r = run_query(
+        sql,
+        "read the server's version, read_only and datadir",
+        "SELECT VERSION() AS v, @@GLOBAL.read_only AS ro, @@GLOBAL.datadir AS d",
+    )
+    .await?;
     let version = r.get(0, "v").unwrap_or_default().to_owned();
     let ro = r.get(0, "ro").unwrap_or("0");
     Ok(ServerFacts {
@@ -82,4 +149,98 @@ pub fn version_triple(v: &str) -> Option<(u32, u32, u32)> {
         .collect();
     let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the string literal at the start of `sql` as the server's lexer does
+    /// (backslash escapes unless `no_backslash_escapes`, `''` for a quote): its value and
+    /// what follows it, or `None` if it is never closed.
+    fn lex_literal(sql: &str, no_backslash_escapes: bool) -> Option<(String, &str)> {
+        let rest = sql.strip_prefix('\'')?;
+        let mut value = String::new();
+        let mut it = rest.char_indices().peekable();
+        while let Some((i, c)) = it.next() {
+            match c {
+                '\\' if !no_backslash_escapes => {
+                    let (_, e) = it.next()?;
+                    value.push(match e {
+                        '0' => '\0',
+                        'n' => '\n',
+                        'r' => '\r',
+                        'Z' => '\u{1a}',
+                        other => other,
+                    });
+                }
+                '\'' if it.peek().is_some_and(|&(_, n)| n == '\'') => {
+                    it.next();
+                    value.push('\'');
+                }
+                '\'' => return Some((value, rest.get(i + 1..)?)),
+                c => value.push(c),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn trailing_backslash_stays_inside_the_literal() {
+        let gtid = "0-1-7\\";
+        let stmt = format!("SET GLOBAL gtid_slave_pos = {}", quote_literal(gtid));
+        assert_eq!(stmt, r"SET GLOBAL gtid_slave_pos = '0-1-7\\'");
+        let lit = stmt.strip_prefix("SET GLOBAL gtid_slave_pos = ").unwrap();
+        assert_eq!(lex_literal(lit, false), Some((gtid.to_owned(), "")));
+        // Merely dropping quotes (the old way) leaves the literal open: `\'` is a quote.
+        assert_eq!(lex_literal(&format!("'{gtid}'"), false), None);
+    }
+
+    #[test]
+    fn literal_round_trips_and_never_ends_early() {
+        for s in [
+            "",
+            "plain",
+            "it's",
+            "\\",
+            "\\'",
+            "a\\'; DROP TABLE t; -- ",
+            "nul\0byte",
+            "two\nlines\r\n",
+            "ctrl\u{1a}z",
+            "ünïcödé ''",
+        ] {
+            let lit = quote_literal(s);
+            assert_eq!(lex_literal(&lit, false), Some((s.to_owned(), "")), "{lit}");
+            // Under NO_BACKSLASH_ESCAPES the value may differ, but the literal still
+            // ends exactly at its last character.
+            let (_, rest) = lex_literal(&lit, true).unwrap();
+            assert_eq!(rest, "", "{lit}");
+        }
+        assert_eq!(quote_literal("a'b\\c\0\n"), r"'a''b\\c\0\n'");
+    }
+
+    struct Failing;
+
+    impl Sql for Failing {
+        async fn query(&mut self, _sql: &str) -> Result<Rows, String> {
+            Err("ERROR 1045 (28000): Access denied".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn query_error_keeps_the_statement_and_the_message() {
+        let e = server_facts(&mut Failing).await.unwrap_err();
+        assert_eq!(e.what, "read the server's version, read_only and datadir");
+        assert!(
+            e.statement.starts_with("SELECT VERSION()"),
+            "{}",
+            e.statement
+        );
+        assert_eq!(e.message, "ERROR 1045 (28000): Access denied");
+        assert_eq!(
+            e.to_string(),
+            "read the server's version, read_only and datadir: ERROR 1045 (28000): Access denied"
+        );
+    }
 }

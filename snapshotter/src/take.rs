@@ -18,16 +18,20 @@
 //! mydumper output) is removed at the end whatever happened.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use catalog::{BackupObject, BackupResult, BackupRow, BackupState, Catalog, NewBackup};
+use catalog::{BackupRow, BackupState, Catalog, NewBackup};
 
 use crate::config::{LogicalTool, Method, SourceBackupSettings};
+use crate::method::{MethodOutput, Run};
 use crate::objstore::BaseStore;
-use crate::sql::{server_facts, ServerFacts, Sql};
+use crate::sql::{run_query, server_facts, Sql};
 use crate::tool::{write_defaults_file, Endpoint, Tools};
 use crate::{clone, logical, physical};
+
+/// Kept here too so that `snapshotter::take::Progress` still names it.
+pub use crate::method::Progress;
 
 /// What the snapshotter needs to run: catalog, store, staging directory, tools.
 #[derive(Debug, Clone)]
@@ -57,34 +61,6 @@ pub struct TakeRequest {
     pub incremental: bool,
 }
 
-/// Live progress of a running base, shared with the API.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes uploaded (taking) or downloaded (restoring) so far.
-    pub bytes: AtomicU64,
-    /// What is happening now, e.g. "streaming mariabackup".
-    pub phase: Mutex<String>,
-}
-
-impl Progress {
-    /// Sets the phase text.
-    pub fn set_phase(&self, p: &str) {
-        if let Ok(mut g) = self.phase.lock() {
-            *g = p.to_owned();
-        }
-    }
-
-    /// The phase text.
-    pub fn phase(&self) -> String {
-        self.phase.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-
-    /// Bytes so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-}
-
 /// Why a base was not taken: the reason, and the base id when a row was written.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -93,50 +69,6 @@ pub struct TakeError {
     pub id: Option<String>,
     /// What went wrong and what to do.
     pub message: String,
-}
-
-/// What a method produced.
-#[derive(Debug, Default)]
-pub(crate) struct MethodOutput {
-    pub tool_version: Option<String>,
-    pub command: Option<String>,
-    pub objects: Vec<BackupObject>,
-    pub result: BackupResult,
-}
-
-/// Everything a method needs while it runs.
-pub(crate) struct Run<'a> {
-    pub snap: &'a Snapshotter,
-    pub req: &'a TakeRequest,
-    pub id: &'a str,
-    pub workdir: PathBuf,
-    pub defaults_file: PathBuf,
-    pub facts: ServerFacts,
-    pub progress: &'a Progress,
-    pub from_lsn: Option<u64>,
-    /// Databases selected by the filter (logical).
-    pub databases: Vec<String>,
-    /// The row has moved to UPLOADING.
-    pub uploading: std::sync::atomic::AtomicBool,
-}
-
-impl Run<'_> {
-    /// DOING → UPLOADING once the tool has finished and only uploads remain (idempotent).
-    pub async fn mark_uploading(&self) -> Result<(), String> {
-        if self.uploading.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
-        self.snap
-            .catalog
-            .set_uploading(self.id)
-            .await
-            .map_err(|e| format!("record UPLOADING: {e}"))
-    }
-
-    /// `<source>/<id>/<name>`.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}/{}/{}", self.req.source, self.id, name)
-    }
 }
 
 /// A new base id: `<source>-<yyyymmddThhmmssZ>-<8 hex>`.
@@ -324,7 +256,7 @@ impl Snapshotter {
         from_lsn: Option<u64>,
     ) -> Result<Outcome, String> {
         let mut sql = sql.map_err(|e| format!("connect to {:?}: {e}", req.endpoint))?;
-        let facts = server_facts(&mut sql).await?;
+        let facts = server_facts(&mut sql).await.map_err(|e| e.to_string())?;
         if req.settings.replica_only && !facts.read_only {
             return Ok(Outcome::Skipped(format!(
                 "replica_only is set and {:?} is a primary (read_only=OFF): no base taken on \
@@ -344,10 +276,9 @@ impl Snapshotter {
         write_defaults_file(&req.endpoint, &defaults_file)?;
         let mut databases = Vec::new();
         if req.method == Method::Logical {
-            let rows = sql
-                .query("SHOW DATABASES")
+            let rows = run_query(&mut sql, "SHOW DATABASES", "SHOW DATABASES")
                 .await
-                .map_err(|e| format!("SHOW DATABASES: {e}"))?;
+                .map_err(|e| e.to_string())?;
             let all: Vec<String> = rows
                 .rows
                 .iter()
@@ -366,8 +297,11 @@ impl Snapshotter {
             }
         }
         let run = Run {
-            snap: self,
-            req,
+            catalog: &self.catalog,
+            store: &self.store,
+            tools: &self.tools,
+            source: &req.source,
+            settings: &req.settings,
             id,
             workdir: workdir.to_owned(),
             defaults_file,
@@ -375,7 +309,7 @@ impl Snapshotter {
             progress,
             from_lsn,
             databases,
-            uploading: std::sync::atomic::AtomicBool::new(false),
+            uploading: AtomicBool::new(false),
         };
         let mut out = match (req.method, tool) {
             (Method::Physical, _) => physical::take(&run).await?,
@@ -426,30 +360,6 @@ impl Snapshotter {
         out.objects.push(m);
         Ok(Outcome::Done(out))
     }
-
-    /// Uploads every file under `dir` (recursively) as `<prefix>/<relative path>`, in
-    /// name order.
-    pub(crate) async fn upload_dir(
-        &self,
-        dir: &Path,
-        prefix: &str,
-        progress: &Progress,
-    ) -> Result<Vec<BackupObject>, String> {
-        let mut files = Vec::new();
-        collect_files(dir, dir, &mut files).map_err(|e| format!("list {}: {e}", dir.display()))?;
-        files.sort();
-        let mut out = Vec::with_capacity(files.len());
-        for rel in files {
-            let key = format!("{prefix}/{rel}");
-            let obj = self
-                .store
-                .put_file(&key, &dir.join(&rel), &progress.bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            out.push(obj);
-        }
-        Ok(out)
-    }
 }
 
 enum Outcome {
@@ -457,15 +367,224 @@ enum Outcome {
     Skipped(String),
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let p = entry.path();
-        if entry.file_type()?.is_dir() {
-            collect_files(root, &p, out)?;
-        } else if let Ok(rel) = p.strip_prefix(root) {
-            out.push(rel.to_string_lossy().into_owned());
+/// The flow (DOING → COMPLETED | ERROR | SKIPPED, the work directory removed, nothing
+/// left in the store after a failure), driven through the clone method against a
+/// stand-in server; they are the clone method's tests too.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use catalog::{BackupState, Catalog};
+    use object_store::memory::InMemory;
+
+    use super::{Progress, Snapshotter, TakeRequest};
+    use crate::config::{Method, SourceBackupConfig};
+    use crate::sql::{Rows, Sql};
+    use crate::tool::{Endpoint, Tools};
+    use crate::BaseStore;
+
+    /// A stand-in MySQL 8 that answers with the rows the MySQL manual documents and, on
+    /// CLONE LOCAL DATA DIRECTORY, writes a directory as the server would.
+    struct StandIn {
+        version: &'static str,
+        read_only: &'static str,
+        plugin: &'static str,
+        clone_state: &'static str,
+        statements: Vec<String>,
+    }
+
+    fn rows(cols: &[&str], vals: &[&str]) -> Rows {
+        Rows {
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            rows: vec![vals.iter().map(|v| Some(v.to_string())).collect()],
         }
     }
-    Ok(())
+
+    impl Sql for StandIn {
+        async fn query(&mut self, sql: &str) -> Result<Rows, String> {
+            self.statements.push(sql.to_owned());
+            if sql.starts_with("SELECT VERSION()") {
+                Ok(rows(
+                    &["v", "ro", "d"],
+                    &[self.version, self.read_only, "/var/lib/mysql/"],
+                ))
+            } else if sql.contains("information_schema.PLUGINS") {
+                Ok(rows(&["PLUGIN_STATUS"], &[self.plugin]))
+            } else if let Some(dir) = sql.strip_prefix("CLONE LOCAL DATA DIRECTORY = '") {
+                let dir = dir.trim_end_matches('\'');
+                std::fs::create_dir_all(format!("{dir}/mysql")).map_err(|e| e.to_string())?;
+                std::fs::write(format!("{dir}/ibdata1"), vec![7u8; 70_000])
+                    .map_err(|e| e.to_string())?;
+                std::fs::write(format!("{dir}/mysql/mysql.ibd"), b"dictionary")
+                    .map_err(|e| e.to_string())?;
+                Ok(Rows::default())
+            } else if sql.contains("performance_schema.clone_status") {
+                Ok(rows(
+                    &[
+                        "STATE",
+                        "ERROR_NO",
+                        "ERROR_MESSAGE",
+                        "BINLOG_FILE",
+                        "BINLOG_POSITION",
+                        "GTID_EXECUTED",
+                    ],
+                    &[
+                        self.clone_state,
+                        "0",
+                        "",
+                        "binlog.000007",
+                        "1234",
+                        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77",
+                    ],
+                ))
+            } else {
+                Err(format!("stand-in: unexpected statement {sql}"))
+            }
+        }
+    }
+
+    async fn setup() -> (Snapshotter, tempfile::TempDir) {
+        let staging = tempfile::tempdir().unwrap();
+        let catalog = Arc::new(Catalog::open("sqlite::memory:").await.unwrap());
+        let store = BaseStore::from_object_store(Arc::new(InMemory::new()), "memory://", 5 << 20);
+        (
+            Snapshotter {
+                catalog,
+                store,
+                staging_dir: staging.path().to_owned(),
+                tools: Tools::default(),
+            },
+            staging,
+        )
+    }
+
+    fn request(replica_only: bool) -> TakeRequest {
+        let cfg = SourceBackupConfig {
+            method: Method::Clone,
+            replica_only,
+            ..Default::default()
+        };
+        TakeRequest {
+            source: "m8".into(),
+            endpoint: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 3306,
+                user: "backup".into(),
+                password: Some("pw".into()),
+                tls: None,
+            },
+            settings: cfg.validate("source[0].backup").unwrap(),
+            method: Method::Clone,
+            incremental: false,
+        }
+    }
+
+    fn stand_in(version: &'static str) -> StandIn {
+        StandIn {
+            version,
+            read_only: "1",
+            plugin: "ACTIVE",
+            clone_state: "Completed",
+            statements: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn clone_flow_against_documented_rows() {
+        let (snap, staging) = setup().await;
+        let mut sql = stand_in("8.0.36");
+        let row = snap
+            .take(&request(false), "m8-1", Ok(&mut sql), &Progress::default())
+            .await
+            .unwrap();
+        assert_eq!(row.state, BackupState::Completed);
+        assert_eq!(row.tool, "clone");
+        assert_eq!(row.binlog_file.as_deref(), Some("binlog.000007"));
+        assert_eq!(row.binlog_pos, Some(1234));
+        assert_eq!(
+            row.gtid_pos.as_deref(),
+            Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77")
+        );
+        let keys: Vec<&str> = row.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "m8/m8-1/clone/ibdata1",
+                "m8/m8-1/clone/mysql/mysql.ibd",
+                "m8/m8-1/manifest.json"
+            ]
+        );
+        assert_eq!(row.bytes, row.objects.iter().map(|o| o.bytes).sum::<u64>());
+        // The statements, in order; the directory is inside the staging area.
+        assert_eq!(sql.statements.len(), 4, "{:?}", sql.statements);
+        assert!(sql.statements[2].starts_with(&format!(
+            "CLONE LOCAL DATA DIRECTORY = '{}",
+            staging.path().join("m8-1").display()
+        )));
+        // The work directory is gone.
+        assert!(!staging.path().join("m8-1").exists());
+    }
+
+    #[tokio::test]
+    async fn clone_refusals_and_failures_end_in_error() {
+        let (snap, _staging) = setup().await;
+        for (i, (mut sql, needle)) in [
+            (
+                stand_in("10.11.19-MariaDB-log"),
+                "MariaDB has no clone plugin",
+            ),
+            (stand_in("8.0.16"), "8.0.17 or later"),
+            (
+                StandIn {
+                    plugin: "DISABLED",
+                    ..stand_in("8.0.36")
+                },
+                "INSTALL PLUGIN clone",
+            ),
+            (
+                StandIn {
+                    clone_state: "Failed",
+                    ..stand_in("8.0.36")
+                },
+                "clone ended in state \"Failed\"",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("m8-err-{i}");
+            let e = snap
+                .take(&request(false), &id, Ok(&mut sql), &Progress::default())
+                .await
+                .unwrap_err();
+            assert!(e.message.contains(needle), "{}", e.message);
+            let row = snap.catalog.get_backup(&id).await.unwrap().unwrap();
+            assert_eq!(row.state, BackupState::Error);
+            assert!(row.info.unwrap_or_default().contains(needle));
+            assert!(row.objects.is_empty());
+        }
+        // Nothing was left in the store.
+        assert!(snap.store.list("m8").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn replica_only_skips_a_primary() {
+        let (snap, _staging) = setup().await;
+        let mut sql = StandIn {
+            read_only: "0",
+            ..stand_in("8.0.36")
+        };
+        let row = snap
+            .take(
+                &request(true),
+                "m8-skip",
+                Ok(&mut sql),
+                &Progress::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.state, BackupState::Skipped);
+        assert!(row.info.unwrap_or_default().contains("read_only=OFF"));
+        assert_eq!(sql.statements.len(), 1, "nothing but the facts query ran");
+    }
 }
