@@ -35,10 +35,10 @@ use catalog::Catalog;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::capture::{SourceCommand, SourceRuntime};
-use crate::event::Gtid;
-use crate::index::Index;
+use crate::archive::index::Index;
+use crate::source::context::{SourceCommand, SourceRuntime};
 use crate::status::Metrics;
+use binlog::Gtid;
 
 /// What the handlers share.
 pub struct ApiState {
@@ -53,9 +53,9 @@ pub struct ApiState {
     /// Base backups.
     pub backups: Arc<crate::backups::BackupService>,
     /// PITR jobs.
-    pub pitr: Arc<crate::pitr::PitrService>,
+    pub pitr: Arc<crate::replay::pitr::PitrService>,
     /// Restore verifications.
-    pub verify: Arc<crate::verify::VerifyService>,
+    pub verify: Arc<crate::verify::runner::VerifyService>,
 }
 
 /// A JSON error answer.
@@ -133,7 +133,7 @@ fn status_now(s: &SourceRuntime) -> crate::status::SourceStatus {
         .unwrap_or_default();
     let mut snap = s.status.snapshot();
     if !binlogs.is_empty() {
-        let (bytes, secs) = crate::checktask::lag(&s.status, &binlogs);
+        let (bytes, secs) = crate::source::poll::lag(&s.status, &binlogs);
         snap.bytes_behind = bytes;
         snap.seconds_behind = secs;
     }
@@ -377,8 +377,8 @@ pub struct PitrBody {
     pub base_id: Option<String>,
 }
 
-fn pitr_err(e: crate::pitr::PlanError) -> ApiError {
-    use crate::pitr::PlanError as P;
+fn pitr_err(e: crate::replay::pitr::PlanError) -> ApiError {
+    use crate::replay::pitr::PlanError as P;
     match e {
         P::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
         P::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
@@ -387,16 +387,16 @@ fn pitr_err(e: crate::pitr::PlanError) -> ApiError {
     }
 }
 
-fn pitr_target(b: &PitrBody) -> Result<crate::pitr::Target, ApiError> {
+fn pitr_target(b: &PitrBody) -> Result<crate::replay::pitr::Target, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     match (&b.target_time, &b.target_gtid) {
-        (Some(t), None) => crate::pitr::parse_time(t)
-            .map(crate::pitr::Target::Time)
+        (Some(t), None) => crate::replay::pitr::parse_time(t)
+            .map(crate::replay::pitr::Target::Time)
             .map_err(bad),
         (None, Some(g)) => g
             .trim()
             .parse::<Gtid>()
-            .map(crate::pitr::Target::Gtid)
+            .map(crate::replay::pitr::Target::Gtid)
             .map_err(|_| bad(format!("target_gtid {g:?} is not a GTID (D-S-N or uuid:n)"))),
         _ => Err(bad("give exactly one of target_time and target_gtid".into())),
     }
@@ -423,8 +423,8 @@ async fn pitr_start(
 ) -> Result<impl IntoResponse, ApiError> {
     let target = pitr_target(&body)?;
     let dest = match (body.scratch, &body.url) {
-        (true, None) => crate::pitr::Destination::Scratch,
-        (false, Some(u)) => crate::pitr::Destination::Existing {
+        (true, None) => crate::replay::pitr::Destination::Scratch,
+        (false, Some(u)) => crate::replay::pitr::Destination::Existing {
             url: crate::config::SourceUrl::parse(u)
                 .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("url: {m}")))?,
             datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
@@ -458,8 +458,8 @@ async fn pitr_remove(
     Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
 }
 
-fn verify_err(e: crate::verify::VerifyError) -> ApiError {
-    use crate::verify::VerifyError as V;
+fn verify_err(e: crate::verify::runner::VerifyError) -> ApiError {
+    use crate::verify::runner::VerifyError as V;
     match e {
         V::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
         V::Busy(m) => ApiError(StatusCode::CONFLICT, m),
@@ -516,7 +516,7 @@ async fn verify_get(
     let html =
         |page: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     if id == "summary" || id == "summary.html" {
-        let since = now - verifier::schedule::WEEK_SECS;
+        let since = now - crate::verify::schedule::WEEK_SECS;
         let runs = st
             .verify
             .list(None, since, 1000)
@@ -525,7 +525,7 @@ async fn verify_get(
         if id == "summary" {
             return Ok(Json(json!({ "since": since, "sources": st.verify.source_names(), "verifications": runs })).into_response());
         }
-        return Ok(html(verifier::html::summary_page(
+        return Ok(html(crate::verify::html::summary_page(
             &runs,
             &st.verify.source_names(),
             now,
@@ -533,7 +533,7 @@ async fn verify_get(
     }
     if let Some(id) = id.strip_suffix(".html") {
         let r = st.verify.get(id).await.map_err(verify_err)?;
-        return Ok(html(verifier::html::report_page(&r, now)));
+        return Ok(html(crate::verify::html::report_page(&r, now)));
     }
     Ok(Json(st.verify.get(&id).await.map_err(verify_err)?).into_response())
 }

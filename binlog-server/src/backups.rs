@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Settings, Source, SourceUrl, TlsMode};
-use crate::mysql::conn::{Conn, ConnectOptions};
+use mysql_wire::conn::{Conn, ConnectOptions};
 
 /// A session of our MySQL client, as the snapshotter's [`Sql`].
 pub struct ConnSql(pub Conn);

@@ -1,30 +1,35 @@
 //! binlog-server: a fake replica per MySQL/MariaDB primary that keeps a verified,
-//! byte-identical archive of every binlog, indexed by GTID and commit time.
+//! byte-identical archive of every binlog, indexed by GTID and commit time; base
+//! backups, point-in-time recovery through a fake primary, and weekly restore
+//! verification on top.
 //!
-//! Module map: [`config`] (TOML), [`mysql`] (wire protocol client), [`primary`] (replica
-//! session set-up per dialect), [`event`] (binlog event framing), [`checker`] (file
-//! checks), [`store`] (files on disk, durability, recovery), [`capture`] (stream loop and
-//! writer), [`checktask`] (poll, check, scrub, re-pull), [`index`] (RocksDB), [`status`]
-//! (state and metrics), [`api`] (HTTP), [`server`] (supervision), [`cli`].
+//! The binlog format lives in the `binlog` crate and the MySQL wire protocol (client
+//! side, and the packets a server writes) in `mysql_wire`; this crate is the service.
+//! Data flow: primary -> [`source`] (capture) -> [`archive`] (files, index) ->
+//! [`replay`] (fake primary, PITR) -> replica.
+//!
+//! # Module map
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`config`] | the TOML file, validated into [`config::Settings`] |
+//! | [`source`] | one source's capture: session with the primary, stream, writer, poll, file checks, re-pull, gaps |
+//! | [`archive`] | the binlog files on disk ([`archive::store`]) and the transaction index ([`archive::index`]) |
+//! | [`replay`] | serving the archive: the fake primary, PITR planning and jobs, scratch instances |
+//! | [`backups`] | base backups of the sources through the `snapshotter` crate: schedules, API glue |
+//! | [`verify`] | weekly restore verification: schedule, runner, reports and pages |
+//! | [`status`] | live per-source state and the Prometheus metrics |
+//! | [`api`] | the HTTP API (status codes are chosen here) |
+//! | [`server`] | `serve`: starts and supervises everything |
+//! | [`cli`] | the three binaries' command lines |
 
 pub mod api;
+pub mod archive;
 pub mod backups;
-pub mod capture;
-pub mod checker;
-pub mod checktask;
 pub mod cli;
 pub mod config;
-pub mod event;
-pub mod fake_primary;
-pub mod index;
-pub mod instance;
-pub mod mysql;
-pub mod pitr;
-pub mod pitr_cli;
-pub mod primary;
+pub mod replay;
 pub mod server;
-pub mod snapshot_cli;
+pub mod source;
 pub mod status;
-pub mod store;
 pub mod verify;
-pub mod verify_cli;

@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::api::{self, ApiState};
-use crate::capture::{spawn_source, Shared};
+use crate::archive::index::Index;
 use crate::config::Settings;
-use crate::fake_primary::{self, Archive};
-use crate::index::Index;
-use crate::pitr::PitrService;
+use crate::replay::fake_primary::{self, Archive};
+use crate::replay::pitr::PitrService;
+use crate::source::context::Shared;
+use crate::source::supervise::spawn_source;
 use crate::status::Metrics;
 
 /// Runs the daemon until `cancel` fires. Returns an error when start-up fails (catalog,
@@ -87,7 +88,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     )
     .await
     .context("start the PITR service")?;
-    let verify = crate::verify::VerifyService::open(
+    let verify = crate::verify::runner::VerifyService::open(
         catalog.clone(),
         index.clone(),
         pitr.clone(),

@@ -407,11 +407,18 @@ fn purged_binlogs_are_reported_never_silent() -> Result<()> {
     let gaps = v["gaps"].as_array().unwrap();
     assert_eq!(gaps.len(), 1, "{v}");
     assert_eq!(gaps[0]["before_file"], now_current.as_str());
-    // It stays failed (no hot retry loop) until the operator accepts the gap.
-    std::thread::sleep(Duration::from_secs(2));
-    let s = server.get_json("/v1/sources/db")?;
-    assert_eq!(s["state"], "failed");
-    assert_eq!(s["reconnects"], 0);
+    // It stays failed (no hot retry loop) until the operator accepts the gap: polled
+    // every 100 ms for 2 s, failing at the first answer that is not failed.
+    let watch = std::time::Instant::now();
+    loop {
+        let s = server.get_json("/v1/sources/db")?;
+        assert_eq!(s["state"], "failed", "after {:?}: {s}", watch.elapsed());
+        assert_eq!(s["reconnects"], 0, "after {:?}: {s}", watch.elapsed());
+        if watch.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, body) = server.post_json("/v1/sources/db/restart", &json!({"accept_gap": true}))?;
     assert_eq!(code, 202, "{body}");
     load(&db, 10)?;

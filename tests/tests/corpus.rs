@@ -13,8 +13,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use binlog_server::checker::{self, CheckOptions, CheckReport, ProblemKind};
-use binlog_server::event::{
+use binlog::check::{self, CheckOptions, CheckReport, ProblemKind};
+use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription, TxnRecord,
     TxnTracker,
 };
@@ -266,7 +266,7 @@ struct Walked {
     /// (offset, header)
     events: Vec<(u64, EventHeader)>,
     txns: Vec<TxnRecord>,
-    framing_error: Option<event::EventError>,
+    framing_error: Option<binlog::EventError>,
 }
 
 fn walk(data: &[u8]) -> Walked {
@@ -342,7 +342,7 @@ fn corpus_matches_readme() {
             require_terminal: false,
             expected_size: None,
         };
-        let report = checker::check_reader(&data[..], &lenient).expect("check_reader");
+        let report = check::check_reader(&data[..], &lenient).expect("check_reader");
         let walked = walk(&data);
 
         // Facts that hold for every file, good or bad.
@@ -460,7 +460,7 @@ fn corpus_matches_readme() {
                     require_terminal: *require_terminal,
                     expected_size: Some(data.len() as u64),
                 };
-                let r = checker::check_reader(&data[..], &opts).expect("check");
+                let r = check::check_reader(&data[..], &opts).expect("check");
                 if !r.is_ok() {
                     fail(format!("rejected: {}", r.info()));
                 }
@@ -480,7 +480,7 @@ fn corpus_matches_readme() {
                         require_terminal: true,
                         expected_size: None,
                     };
-                    let r = checker::check_reader(&data[..], &strict).expect("check");
+                    let r = check::check_reader(&data[..], &strict).expect("check");
                     let kinds: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
                     if kinds != [ProblemKind::NoTerminalEvent] {
                         fail(format!(
@@ -520,7 +520,7 @@ fn corpus_matches_readme() {
                     require_terminal: !report.in_use_flag,
                     expected_size: None,
                 };
-                let r = checker::check_reader(&data[..], &opts).expect("check");
+                let r = check::check_reader(&data[..], &opts).expect("check");
                 if r.is_ok() || !r.has_problem(*kind) {
                     fail(format!("expected a {kind:?} problem, got: {}", r.info()));
                 }
@@ -547,7 +547,7 @@ fn corpus_matches_readme() {
         // check_file agrees with check_reader on plain files; valid_prefix finds the
         // good prefix.
         if path.extension().is_none_or(|e| e != "gz") {
-            let r = checker::check_file(&path, &lenient).expect("check_file");
+            let r = check::check_file(&path, &lenient).expect("check_file");
             if r.sha256_hex != report.sha256_hex || r.problems != report.problems {
                 fail("check_file and check_reader differ".into());
             }
@@ -624,7 +624,7 @@ fn check_valid_prefix(
     exp: &Expect,
     fail: &mut impl FnMut(String),
 ) {
-    let v = match checker::valid_prefix(path, 4) {
+    let v = match check::valid_prefix(path, 4) {
         Ok(v) => v,
         Err(e) => return fail(format!("valid_prefix: {e}")),
     };
@@ -659,7 +659,7 @@ fn check_valid_prefix(
             // From other event boundaries as well (a dozen per file).
             let step = (w.events.len() / 12).max(1);
             for (off, _) in w.events.iter().step_by(step) {
-                match checker::valid_prefix(path, *off) {
+                match check::valid_prefix(path, *off) {
                     Ok(v2) if v2.len == v.len => {}
                     other => fail(format!("valid_prefix from {off}: {other:?}")),
                 }

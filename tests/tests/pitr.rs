@@ -41,7 +41,7 @@ fn wait_past(t: u64) {
 
 /// `t` as "YYYY-MM-DDTHH:MM:SSZ" (the service's own formatter).
 fn iso(t: u64) -> String {
-    binlog_server::pitr::fmt_time(i64::try_from(t).unwrap_or(i64::MAX))
+    binlog_server::replay::pitr::fmt_time(i64::try_from(t).unwrap_or(i64::MAX))
 }
 
 struct Checkpoint {
@@ -129,12 +129,11 @@ fn verify_job(server: &ServerProcess, id: &str, cp: &Checkpoint) -> Result<()> {
     let pid = j["restored"]["pid"].as_u64().context("pid")?;
     let (code, v) = server.delete(&format!("/v1/pitr/{id}"))?;
     assert_eq!(code, 200, "{v:#}");
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists() || {
-            std::thread::sleep(Duration::from_secs(2));
-            !Path::new(&format!("/proc/{pid}")).exists()
-        }
-    );
+    wait_for(
+        &format!("the restored mariadbd (pid {pid}) to be gone"),
+        Duration::from_secs(60),
+        || Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(())),
+    )?;
     Ok(())
 }
 

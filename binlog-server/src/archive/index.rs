@@ -31,8 +31,8 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::{EventReader, FormatDescription, Gtid, TxnRecord, TxnTracker};
-use crate::store::{binlog_order, SourceStore};
+use crate::archive::store::{binlog_order, SourceStore};
+use binlog::{EventReader, FormatDescription, Gtid, TxnRecord, TxnTracker};
 
 /// Index errors.
 #[derive(Debug, Error)]
@@ -416,7 +416,7 @@ pub fn read_fde(path: &Path, name: &str) -> Result<Option<FormatDescription>, In
             message: e.to_string(),
         })?;
     match r.next_event() {
-        Some(Ok((_, h, ev))) if h.type_code == crate::event::event_type::FORMAT_DESCRIPTION => {
+        Some(Ok((_, h, ev))) if h.type_code == binlog::event_type::FORMAT_DESCRIPTION => {
             FormatDescription::parse(ev)
                 .map(Some)
                 .map_err(|e| IndexError::Parse {

@@ -37,8 +37,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checker::{valid_prefix, ValidPrefix};
-use crate::event::{self, BINLOG_MAGIC};
+use binlog::check::{valid_prefix, ValidPrefix};
+use binlog::{self, BINLOG_MAGIC};
 
 /// Name of the control file inside a source directory.
 pub const CONTROL_FILE: &str = "binlog-server.state";
@@ -256,7 +256,7 @@ impl SourceStore {
             },
             true,
         )?;
-        if last_event_type == Some(event::event_type::ROTATE) {
+        if last_event_type == Some(binlog::event_type::ROTATE) {
             if let Some(r) = last_rotate {
                 if is_safe_file_name(&r.next_file) && r.next_file != last {
                     return Ok((
@@ -467,7 +467,7 @@ impl ActiveFile {
         }
         let mut b = [0u8; 1];
         self.file.read_exact_at(&mut b, IN_USE_FLAG_OFFSET)?;
-        b[0] |= event::LOG_EVENT_BINLOG_IN_USE_F as u8;
+        b[0] |= binlog::LOG_EVENT_BINLOG_IN_USE_F as u8;
         self.file.write_all_at(&b, IN_USE_FLAG_OFFSET)?;
         self.file.sync_data()?;
         if self.new_entry {

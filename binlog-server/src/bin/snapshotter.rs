@@ -1,5 +1,5 @@
-//! The `snapshotter` binary: runs [`binlog_server::snapshot_cli::main`].
+//! The `snapshotter` binary: runs [`binlog_server::cli::snapshot::main`].
 
 fn main() -> std::process::ExitCode {
-    binlog_server::snapshot_cli::main()
+    binlog_server::cli::snapshot::main()
 }

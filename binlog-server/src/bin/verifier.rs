@@ -1,5 +1,5 @@
-//! The `verifier` binary: runs [`binlog_server::verify_cli::main`].
+//! The `verifier` binary: runs [`binlog_server::cli::verify::main`].
 
 fn main() -> std::process::ExitCode {
-    binlog_server::verify_cli::main()
+    binlog_server::cli::verify::main()
 }

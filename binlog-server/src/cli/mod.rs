@@ -1,5 +1,18 @@
 //! The command line: `binlog-server serve --config FILE`, `binlog-server check FILE...`,
-//! `pitr`, `export`, `check-config`.
+//! `pitr`, `export`, `check-config`, and the other two binaries' commands.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | this file | `binlog-server`'s sub-commands and their dispatch |
+//! | [`common`] | tracing, config loading, the runtime, the HTTP call to the service |
+//! | [`pitr`] | `binlog-server pitr` and `export` (through the service's API) |
+//! | [`snapshot`] | the `snapshotter` binary (base backups on the shared config) |
+//! | [`verify`] | the `verifier` binary (restore verification through the API) |
+
+pub mod common;
+pub mod pitr;
+pub mod snapshot;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +20,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::checker::{check_file, CheckOptions};
 use crate::config::Config;
+use binlog::check::{check_file, CheckOptions};
+use common::{init_tracing, load_settings, runtime};
 
 /// Binlog log-server: archives MySQL/MariaDB binlogs byte-identically as a fake replica.
 #[derive(Debug, Parser)]
@@ -46,7 +60,7 @@ pub enum Command {
         config: PathBuf,
         /// Source and target.
         #[command(flatten)]
-        target: crate::pitr_cli::TargetArgs,
+        target: pitr::TargetArgs,
         /// Restore into an existing, empty instance: its administrator URL.
         #[arg(long = "target", conflicts_with = "scratch")]
         target_url: Option<String>,
@@ -68,7 +82,7 @@ pub enum Command {
         config: PathBuf,
         /// Source and target.
         #[command(flatten)]
-        target: crate::pitr_cli::TargetArgs,
+        target: pitr::TargetArgs,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -80,41 +94,6 @@ pub enum Command {
         #[arg(long, short = 'c')]
         config: PathBuf,
     },
-}
-
-/// Logs to stderr; `BINLOG_SERVER_LOG` overrides `default` (e.g. "info").
-pub(crate) fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOG_SERVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Loads and validates the config; on error prints `<prog>: <error>` and gives exit
-/// code 2.
-pub(crate) fn load_settings(
-    prog: &str,
-    config: &std::path::Path,
-) -> Result<crate::config::Settings, ExitCode> {
-    Config::load(config)
-        .and_then(|c| c.validate())
-        .map_err(|e| {
-            eprintln!("{prog}: {e}");
-            ExitCode::from(2)
-        })
-}
-
-/// A multi-threaded tokio runtime; on error prints it and gives exit code 1.
-pub(crate) fn runtime(prog: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("{prog}: start the runtime: {e}");
-            ExitCode::FAILURE
-        })
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -190,12 +169,12 @@ pub fn main() -> ExitCode {
             datadir,
             scratch,
             plan_only,
-        } => crate::pitr_cli::pitr(&config, &target, target_url, datadir, scratch, plan_only),
+        } => pitr::pitr(&config, &target, target_url, datadir, scratch, plan_only),
         Command::Export {
             config,
             target,
             out,
-        } => crate::pitr_cli::export(&config, &target, &out),
+        } => pitr::export(&config, &target, &out),
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
             Ok(s) => {
                 println!("data_dir = {}", s.data_dir.display());

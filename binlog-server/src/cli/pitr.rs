@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::event::{EventHeader, HEADER_LEN};
+use crate::cli::common::{api_base, call, load_settings, refused};
+use binlog::{EventHeader, HEADER_LEN};
 
 /// Where the target is.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,51 +44,6 @@ impl TargetArgs {
             b["base_id"] = json!(id);
         }
         b
-    }
-}
-
-pub(crate) fn api_base(config: &Path) -> Result<String, ExitCode> {
-    let s = crate::cli::load_settings("binlog-server", config)?;
-    Ok(format!("http://{}", s.http_listen))
-}
-
-pub(crate) fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let req = agent.request(method, url);
-    let r = match body {
-        Some(b) => req.send_json(b.clone()),
-        None => req.call(),
-    };
-    let resp = match r {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => {
-            return Err(format!(
-                "{method} {url}: {e} (is `binlog-server serve` running with this config?)"
-            ))
-        }
-    };
-    let code = resp.status();
-    let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
-    Ok((
-        code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
-
-fn no_plan(code: u16, v: &Value) -> ExitCode {
-    eprintln!(
-        "binlog-server: {} (HTTP {code})",
-        v["error"].as_str().unwrap_or("request refused")
-    );
-    if code == 422 {
-        ExitCode::from(3)
-    } else if code < 500 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::FAILURE
     }
 }
 
@@ -132,7 +88,7 @@ pub fn pitr(
         }
     };
     if !(200..300).contains(&code) {
-        return no_plan(code, &v);
+        return refused("binlog-server", code, &v, 3);
     }
     if plan_only {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -165,7 +121,7 @@ pub fn pitr(
         };
         if code != 200 {
             bar.abandon();
-            return no_plan(code, &j);
+            return refused("binlog-server", code, &j, 3);
         }
         let p = &j["progress"];
         bar.set_position(p["bytes_applied"].as_u64().unwrap_or(0));
@@ -216,7 +172,7 @@ pub fn pitr(
 /// cut to start at the base's position (magic + FORMAT_DESCRIPTION + the events from
 /// there) and the last cut at the stop point, for `mariadb-binlog FILES | mariadb`.
 pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
-    let settings = match crate::cli::load_settings("binlog-server", config) {
+    let settings = match load_settings("binlog-server", config) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -233,7 +189,7 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
         }
     };
     if code != 200 {
-        return no_plan(code, &plan);
+        return refused("binlog-server", code, &plan, 3);
     }
     match write_export(&settings.data_dir.join(&t.source), &plan, out) {
         Ok(files) => {
@@ -280,7 +236,7 @@ fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, Str
     let spos = plan["stop"]["pos"].as_u64().unwrap_or(0);
     let mut written = Vec::new();
     for name in &files {
-        if !crate::store::is_safe_file_name(name) {
+        if !crate::archive::store::is_safe_file_name(name) {
             return Err(format!("unsafe file name {name:?} in the plan"));
         }
         let src = dir.join(name);
@@ -303,7 +259,7 @@ fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, Str
         let mut fde = vec![0u8; fde_end as usize];
         f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         f.read_exact(&mut fde).map_err(|e| e.to_string())?;
-        fde[4 + 17] &= !(crate::event::LOG_EVENT_BINLOG_IN_USE_F as u8);
+        fde[4 + 17] &= !(binlog::LOG_EVENT_BINLOG_IN_USE_F as u8);
         let dst = out.join(name);
         let mut w = std::io::BufWriter::new(
             std::fs::File::create(&dst).map_err(|e| format!("create {}: {e}", dst.display()))?,

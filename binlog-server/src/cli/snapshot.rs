@@ -94,18 +94,18 @@ pub enum Command {
 /// Entry point of the `snapshotter` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::cli::init_tracing("warn");
+    crate::cli::common::init_tracing("warn");
     let config = match &cli.command {
         Command::Take { config, .. }
         | Command::List { config, .. }
         | Command::Restore { config, .. }
         | Command::Retention { config, .. } => config.clone(),
     };
-    let settings = match crate::cli::load_settings("snapshotter", &config) {
+    let settings = match crate::cli::common::load_settings("snapshotter", &config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rt = match crate::cli::runtime("snapshotter") {
+    let rt = match crate::cli::common::runtime("snapshotter") {
         Ok(rt) => rt,
         Err(code) => return code,
     };

@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::pitr_cli::{api_base, call};
+use crate::cli::common::{api_base, call, refused};
 
 /// Restore verification of the sources configured for binlog-server.
 #[derive(Debug, Parser)]
@@ -75,18 +75,6 @@ pub enum Command {
     },
 }
 
-fn refused(code: u16, v: &Value) -> ExitCode {
-    eprintln!(
-        "verifier: {} (HTTP {code})",
-        v["error"].as_str().unwrap_or("request refused")
-    );
-    if code < 500 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
 /// Entry point of the `verifier` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -115,7 +103,7 @@ pub fn main() -> ExitCode {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Ok((code, v)) => refused(code, &v),
+                Ok((code, v)) => refused("verifier", code, &v, 2),
                 Err(e) => {
                     eprintln!("verifier: {e}");
                     ExitCode::FAILURE
@@ -140,7 +128,7 @@ pub fn main() -> ExitCode {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Ok((code, v)) => refused(code, &v),
+                Ok((code, v)) => refused("verifier", code, &v, 2),
                 Err(e) => {
                     eprintln!("verifier: {e}");
                     ExitCode::FAILURE
@@ -172,7 +160,7 @@ fn run(config: &std::path::Path, source: &str, keep: bool) -> ExitCode {
         }
     };
     if code != 202 {
-        return refused(code, &v);
+        return refused("verifier", code, &v, 2);
     }
     let id = v["id"].as_str().unwrap_or_default().to_string();
     eprintln!("verification {id} of {source} started");
@@ -187,7 +175,7 @@ fn run(config: &std::path::Path, source: &str, keep: bool) -> ExitCode {
             }
         };
         if code != 200 {
-            return refused(code, &r);
+            return refused("verifier", code, &r, 2);
         }
         for p in r["phases"].as_array().into_iter().flatten() {
             let line = format!(

@@ -58,6 +58,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use mysql_wire::{SourceUrl, TlsMode};
+
 /// A configuration problem, with the key it concerns.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -212,7 +214,7 @@ pub struct VerifyConfig {
 #[derive(Clone, Debug)]
 pub struct Verify {
     /// The weekly schedule; `None` without `[source.verify]`.
-    pub schedule: Option<verifier::schedule::Schedule>,
+    pub schedule: Option<crate::verify::schedule::Schedule>,
     /// Keep scratch instances.
     pub keep_instance: bool,
     /// Longest chain verification without a `stop_at`.
@@ -227,7 +229,7 @@ pub struct Replication {
     /// Listen address.
     pub listen: SocketAddr,
     /// The account.
-    pub creds: crate::fake_primary::Credentials,
+    pub creds: crate::replay::fake_primary::Credentials,
 }
 
 impl std::fmt::Debug for Replication {
@@ -385,126 +387,6 @@ impl std::fmt::Debug for SourceConfig {
             .field("password_env", &self.password_env)
             .field("server_id", &self.server_id)
             .finish()
-    }
-}
-
-/// TLS mode of a source connection (MySQL `--ssl-mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// No TLS (default).
-    Disabled,
-    /// TLS when the server offers it, unauthenticated.
-    Preferred,
-    /// TLS or fail; the certificate is not checked.
-    Required,
-    /// TLS; the certificate must chain to ssl-ca.
-    VerifyCa,
-    /// TLS; chain and host name are checked.
-    VerifyIdentity,
-}
-
-/// A parsed source URL.
-#[derive(Clone)]
-pub struct SourceUrl {
-    /// Host name or IP address.
-    pub host: String,
-    /// TCP port (default 3306).
-    pub port: u16,
-    /// User name.
-    pub user: String,
-    /// Password; never printed.
-    pub password: Option<String>,
-    /// TLS mode.
-    pub tls: TlsMode,
-    /// CA file for VERIFY_CA / VERIFY_IDENTITY.
-    pub ssl_ca: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for SourceUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl SourceUrl {
-    /// The URL with the password replaced by `***` (for logs, the API and the catalog).
-    pub fn redacted(&self) -> String {
-        let pw = if self.password.is_some() { ":***" } else { "" };
-        let tls = match self.tls {
-            TlsMode::Disabled => "",
-            TlsMode::Preferred => "?ssl-mode=PREFERRED",
-            TlsMode::Required => "?ssl-mode=REQUIRED",
-            TlsMode::VerifyCa => "?ssl-mode=VERIFY_CA",
-            TlsMode::VerifyIdentity => "?ssl-mode=VERIFY_IDENTITY",
-        };
-        format!(
-            "mysql://{}{}@{}:{}{}",
-            self.user, pw, self.host, self.port, tls
-        )
-    }
-
-    /// Parses `mysql://user[:password]@host[:port][?ssl-mode=..&ssl-ca=..]`.
-    /// Percent-escapes in user and password are decoded.
-    pub fn parse(text: &str) -> Result<SourceUrl, String> {
-        let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-        if !matches!(u.scheme(), "mysql" | "mariadb") {
-            return Err(format!(
-                "scheme {:?}: use mysql://user:password@host:port",
-                u.scheme()
-            ));
-        }
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("no host")?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| "user or password is not valid UTF-8 after %-decoding".to_string())
-        };
-        let user = decode(u.username())?;
-        if user.is_empty() {
-            return Err("no user name (mysql://USER:password@host:port)".into());
-        }
-        let password = u.password().map(decode).transpose()?;
-        if u.path() != "" && u.path() != "/" {
-            return Err("a database path is not used; remove it".into());
-        }
-        let mut tls = TlsMode::Disabled;
-        let mut ssl_ca = None;
-        for (k, v) in u.query_pairs() {
-            match k.as_ref() {
-                "ssl-mode" | "ssl_mode" | "sslmode" => {
-                    tls = match v.to_ascii_uppercase().as_str() {
-                        "DISABLED" => TlsMode::Disabled,
-                        "PREFERRED" => TlsMode::Preferred,
-                        "REQUIRED" => TlsMode::Required,
-                        "VERIFY_CA" => TlsMode::VerifyCa,
-                        "VERIFY_IDENTITY" => TlsMode::VerifyIdentity,
-                        other => {
-                            return Err(format!(
-                                "ssl-mode {other:?}: use DISABLED, PREFERRED, REQUIRED, \
-                                 VERIFY_CA or VERIFY_IDENTITY"
-                            ))
-                        }
-                    }
-                }
-                "ssl-ca" | "ssl_ca" => ssl_ca = Some(PathBuf::from(v.as_ref())),
-                other => return Err(format!("unknown URL parameter {other:?}")),
-            }
-        }
-        Ok(SourceUrl {
-            host,
-            port: u.port().unwrap_or(3306),
-            user,
-            password,
-            tls,
-            ssl_ca,
-        })
     }
 }
 
@@ -749,7 +631,7 @@ impl Config {
                     }
                     Some(Replication {
                         listen,
-                        creds: crate::fake_primary::Credentials {
+                        creds: crate::replay::fake_primary::Credentials {
                             user: r.user.clone(),
                             password,
                         },
@@ -760,18 +642,18 @@ impl Config {
                 let v = s.verify.as_ref();
                 let schedule = match v {
                     None => None,
-                    Some(v) => Some(verifier::schedule::Schedule {
+                    Some(v) => Some(crate::verify::schedule::Schedule {
                         enabled: v.enabled,
-                        day: verifier::schedule::parse_day(v.day.as_deref().unwrap_or("mon"))
+                        day: crate::verify::schedule::parse_day(v.day.as_deref().unwrap_or("mon"))
                             .map_err(|m| invalid(key("verify.day"), m))?,
-                        start: verifier::schedule::parse_time_of_day(
+                        start: crate::verify::schedule::parse_time_of_day(
                             v.start.as_deref().unwrap_or("01:00"),
                         )
                         .map_err(|m| invalid(key("verify.start"), m))?,
                         stop_at: v
                             .stop_at
                             .as_deref()
-                            .map(verifier::schedule::parse_time_of_day)
+                            .map(crate::verify::schedule::parse_time_of_day)
                             .transpose()
                             .map_err(|m| invalid(key("verify.stop_at"), m))?,
                         keep_instance: v.keep_instance,

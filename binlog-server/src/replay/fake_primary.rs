@@ -64,14 +64,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::event::{
+use crate::archive::index::Index;
+use crate::archive::store::binlog_order;
+use crate::status::StatusCell;
+use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription, Gtid, CHECKSUM_LEN,
     HEADER_LEN, LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
 };
-use crate::index::Index;
-use crate::mysql::packet::{caps, frame, put_lenenc_int, Reader, MAX_PHYSICAL_PAYLOAD};
-use crate::status::StatusCell;
-use crate::store::binlog_order;
+use mysql_wire::packet::{frame, Reader, MAX_PHYSICAL_PAYLOAD};
+use mysql_wire::server;
 
 /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the replica stops its IO thread with this.
 pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
@@ -300,7 +301,9 @@ fn list_files(a: &Archive) -> anyhow::Result<Vec<(String, u64)>> {
     for ent in rd {
         let ent = ent?;
         let name = ent.file_name().to_string_lossy().into_owned();
-        if crate::store::binlog_seq(&name).is_none() || !crate::store::is_safe_file_name(&name) {
+        if crate::archive::store::binlog_seq(&name).is_none()
+            || !crate::archive::store::is_safe_file_name(&name)
+        {
             continue;
         }
         let md = ent.metadata()?;
@@ -362,24 +365,12 @@ impl Wire {
     }
 
     async fn ok(&mut self) -> anyhow::Result<()> {
-        self.write(&[0x00, 0, 0, 0x02, 0, 0, 0]).await
+        self.write(&server::ok_packet()).await
     }
 
     async fn err(&mut self, code: u16, msg: &str) -> anyhow::Result<()> {
-        self.write(&err_packet(code, msg)).await
+        self.write(&server::err_packet(code, msg)).await
     }
-}
-
-fn err_packet(code: u16, msg: &str) -> Vec<u8> {
-    let mut p = vec![0xFF];
-    p.extend_from_slice(&code.to_le_bytes());
-    p.extend_from_slice(b"#HY000");
-    p.extend_from_slice(msg.as_bytes());
-    p
-}
-
-fn eof_packet() -> [u8; 5] {
-    [0xFE, 0, 0, 0x02, 0]
 }
 
 /// A text result set: column names, rows of optional strings.
@@ -389,61 +380,9 @@ async fn result_set(
     rows: &[Vec<Option<String>>],
 ) -> anyhow::Result<()> {
     let mut out = Vec::new();
-    let mut p = Vec::new();
-    put_lenenc_int(&mut p, cols.len() as u64);
-    frame(&mut out, &mut w.seq, &p);
-    for c in cols {
-        let mut p = Vec::new();
-        for s in ["def", "", "", ""] {
-            put_lenenc_str(&mut p, s.as_bytes());
-        }
-        put_lenenc_str(&mut p, c.as_bytes());
-        put_lenenc_str(&mut p, c.as_bytes());
-        p.push(0x0c);
-        p.extend_from_slice(&33u16.to_le_bytes()); // utf8_general_ci
-        p.extend_from_slice(&1024u32.to_le_bytes());
-        p.push(0xFD); // VAR_STRING
-        p.extend_from_slice(&0u16.to_le_bytes());
-        p.push(0);
-        p.extend_from_slice(&[0, 0]);
-        frame(&mut out, &mut w.seq, &p);
-    }
-    frame(&mut out, &mut w.seq, &eof_packet());
-    for row in rows {
-        let mut p = Vec::new();
-        for v in row {
-            match v {
-                Some(s) => put_lenenc_str(&mut p, s.as_bytes()),
-                None => p.push(0xFB),
-            }
-        }
-        frame(&mut out, &mut w.seq, &p);
-    }
-    frame(&mut out, &mut w.seq, &eof_packet());
+    server::result_set(&mut out, &mut w.seq, cols, rows);
     w.w.write_all(&out).await?;
     Ok(())
-}
-
-fn put_lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
-    put_lenenc_int(out, s.len() as u64);
-    out.extend_from_slice(s);
-}
-
-fn scramble() -> [u8; 20] {
-    let mut raw = [0u8; 20];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
-    if ok.is_err() {
-        // Not secret-grade, but unique per connection: time and address entropy.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, b) in raw.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(37);
-        }
-    }
-    // Printable, non-NUL bytes as servers send (some clients treat NUL as the end).
-    raw.map(|b| 0x21 + (b % 0x5e))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -466,59 +405,43 @@ async fn session(
         seq: 0,
     };
     let conn_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let nonce = scramble();
+    let nonce = server::scramble();
     // HandshakeV10.
     let version = if facts.mariadb && !facts.version.starts_with("5.5.5-") {
         format!("5.5.5-{}", facts.version)
     } else {
         facts.version.clone()
     };
-    let capabilities: u32 = caps::LONG_PASSWORD
-        | caps::LONG_FLAG
-        | caps::PROTOCOL_41
-        | caps::TRANSACTIONS
-        | caps::SECURE_CONNECTION
-        | caps::MULTI_RESULTS
-        | caps::PLUGIN_AUTH
-        | 0x0000_0008 // CONNECT_WITH_DB
-        | 0x0000_0002; // FOUND_ROWS
-    let mut hs = vec![10u8];
-    hs.extend_from_slice(version.as_bytes());
-    hs.push(0);
-    hs.extend_from_slice(&conn_id.to_le_bytes());
-    hs.extend_from_slice(&nonce[..8]);
-    hs.push(0);
-    hs.extend_from_slice(&(capabilities as u16).to_le_bytes());
-    hs.push(33);
-    hs.extend_from_slice(&2u16.to_le_bytes());
-    hs.extend_from_slice(&((capabilities >> 16) as u16).to_le_bytes());
-    hs.push(21);
-    hs.extend_from_slice(&[0u8; 10]);
-    hs.extend_from_slice(&nonce[8..]);
-    hs.push(0);
-    hs.extend_from_slice(b"mysql_native_password\0");
     wire.seq = 0;
-    wire.write(&hs).await?;
+    wire.write(&server::handshake_v10(
+        &version,
+        conn_id,
+        &nonce,
+        server::SERVER_CAPABILITIES,
+    ))
+    .await?;
 
     // HandshakeResponse41.
     let resp = wire.read().await?;
-    let (user, mut token, client_plugin) = parse_handshake_response(&resp)?;
+    let server::HandshakeResponse {
+        user,
+        auth: mut token,
+        plugin: client_plugin,
+    } = server::HandshakeResponse::parse(&resp)?;
     if client_plugin
         .as_deref()
-        .is_some_and(|p| p != "mysql_native_password")
+        .is_some_and(|p| p != server::NATIVE_PASSWORD)
     {
-        let mut sw = vec![0xFE];
-        sw.extend_from_slice(b"mysql_native_password\0");
-        sw.extend_from_slice(&nonce);
-        sw.push(0);
-        wire.write(&sw).await?;
+        wire.write(&server::auth_switch_request(
+            server::NATIVE_PASSWORD,
+            &nonce,
+        ))
+        .await?;
         token = wire.read().await?;
     }
-    let expected =
-        mysql_common::scramble::scramble_native(&nonce, shared.creds.password.as_bytes())
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-    if user != shared.creds.user || token != expected {
+    if user != shared.creds.user
+        || !server::native_password_matches(&nonce, &shared.creds.password, &token)
+    {
         wire.err(
             ER_ACCESS_DENIED,
             &format!(
@@ -577,36 +500,6 @@ async fn session(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// (user, auth token, client plugin) from a HandshakeResponse41.
-fn parse_handshake_response(p: &[u8]) -> anyhow::Result<(String, Vec<u8>, Option<String>)> {
-    let mut r = Reader::new(p, "handshake response");
-    let cflags = r.u32()?;
-    if cflags & caps::PROTOCOL_41 == 0 {
-        anyhow::bail!("client does not speak protocol 4.1");
-    }
-    r.u32()?; // max packet
-    r.u8()?; // charset
-    r.take(23)?;
-    let user = String::from_utf8_lossy(r.nul_str()?).into_owned();
-    let token = if cflags & caps::PLUGIN_AUTH_LENENC_DATA != 0 {
-        r.lenenc_bytes()?.unwrap_or_default().to_vec()
-    } else if cflags & caps::SECURE_CONNECTION != 0 {
-        let n = r.u8()?;
-        r.take(usize::from(n))?.to_vec()
-    } else {
-        r.nul_str()?.to_vec()
-    };
-    if cflags & 0x8 != 0 && r.remaining() > 0 {
-        r.nul_str()?; // database
-    }
-    let plugin = if cflags & caps::PLUGIN_AUTH != 0 && r.remaining() > 0 {
-        Some(String::from_utf8_lossy(r.nul_str()?).into_owned())
-    } else {
-        None
-    };
-    Ok((user, token, plugin))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -925,7 +818,7 @@ pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, String> {
 /// (n_sids u64; per sid: uuid\[16\], n_intervals u64, (start u64, end u64)*).
 /// Source: mysql-server `sql/rpl_binlog_sender.cc`, `Gtid_set::add_gtid_encoding`.
 fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
-    let e = |e: crate::mysql::packet::PacketError| format!("malformed COM_BINLOG_DUMP_GTID: {e}");
+    let e = |e: mysql_wire::packet::PacketError| format!("malformed COM_BINLOG_DUMP_GTID: {e}");
     let mut r = Reader::new(body, "COM_BINLOG_DUMP_GTID");
     r.u16().map_err(e)?;
     r.u32().map_err(e)?;
@@ -1203,7 +1096,7 @@ fn build_event(
     ev.extend_from_slice(&h.to_bytes());
     ev.extend_from_slice(body);
     if crc {
-        let c = event::crc32(&ev);
+        let c = binlog::crc32(&ev);
         ev.extend_from_slice(&c.to_le_bytes());
     }
     ev
@@ -1221,7 +1114,7 @@ fn fde_for_send(ev: &[u8], alg: ChecksumAlg, log_pos: Option<u32>) -> Vec<u8> {
         v[13..17].copy_from_slice(&p.to_le_bytes());
         if alg == ChecksumAlg::Crc32 && v.len() >= HEADER_LEN + CHECKSUM_LEN {
             let n = v.len() - CHECKSUM_LEN;
-            let c = event::crc32(&v[..n]);
+            let c = binlog::crc32(&v[..n]);
             v[n..].copy_from_slice(&c.to_le_bytes());
         }
     }
@@ -1267,7 +1160,7 @@ impl DumpCtx {
                 frame(
                     &mut out.buf,
                     &mut seq,
-                    &err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg),
+                    &server::err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg),
                 );
                 out.flush();
             }
@@ -1500,7 +1393,7 @@ impl DumpCtx {
             if self.stopped(file, off) {
                 return Ok(());
             }
-            event::verify_checksum(ev, alg).map_err(|e| {
+            binlog::verify_checksum(ev, alg).map_err(|e| {
                 self.archive.report_damage(file);
                 format!(
                     "binlog {file} of {} fails its CRC32 check at offset {off} ({e}); not served",
@@ -1509,7 +1402,7 @@ impl DumpCtx {
             })?;
             let t = h.type_code;
             if event_type::is_gtid(t) {
-                *skipping = match event::parse_gtid(&h, ev, alg) {
+                *skipping = match binlog::parse_gtid(&h, ev, alg) {
                     Ok(Some(g)) => skip.skips(&g.gtid),
                     _ => false,
                 };
@@ -1639,14 +1532,14 @@ mod tests {
         let n = ev.len() - CHECKSUM_LEN;
         let mut clear = ev.clone();
         clear[17] = 0;
-        let c = event::crc32(&clear[..n]);
+        let c = binlog::crc32(&clear[..n]);
         ev[n..].copy_from_slice(&c.to_le_bytes());
         let sent = fde_for_send(&ev, ChecksumAlg::Crc32, Some(0));
         assert_eq!(&sent[13..17], &[0, 0, 0, 0]);
         assert_eq!(sent[17] & 1, 0);
-        event::verify_checksum(&sent, ChecksumAlg::Crc32).unwrap();
+        binlog::verify_checksum(&sent, ChecksumAlg::Crc32).unwrap();
         let same = fde_for_send(&ev, ChecksumAlg::Crc32, None);
-        event::verify_checksum(&same, ChecksumAlg::Crc32).unwrap();
+        binlog::verify_checksum(&same, ChecksumAlg::Crc32).unwrap();
         let rot = build_event(
             event_type::ROTATE,
             1,
@@ -1655,29 +1548,6 @@ mod tests {
             b"\x04\0\0\0\0\0\0\0f.1",
             true,
         );
-        event::verify_checksum(&rot, ChecksumAlg::Crc32).unwrap();
-    }
-
-    #[test]
-    fn handshake_response_parses_and_short_ones_fail() {
-        let mut p = Vec::new();
-        p.extend_from_slice(
-            &(caps::PROTOCOL_41 | caps::SECURE_CONNECTION | caps::PLUGIN_AUTH).to_le_bytes(),
-        );
-        p.extend_from_slice(&0u32.to_le_bytes());
-        p.push(33);
-        p.extend_from_slice(&[0; 23]);
-        p.extend_from_slice(b"repl\0");
-        p.push(20);
-        p.extend_from_slice(&[9; 20]);
-        p.extend_from_slice(b"mysql_native_password\0");
-        let (u, t, pl) = parse_handshake_response(&p).unwrap();
-        assert_eq!(
-            (u.as_str(), t.len(), pl.as_deref()),
-            ("repl", 20, Some("mysql_native_password"))
-        );
-        for n in 0..40 {
-            assert!(parse_handshake_response(&p[..n]).is_err());
-        }
+        binlog::verify_checksum(&rot, ChecksumAlg::Crc32).unwrap();
     }
 }

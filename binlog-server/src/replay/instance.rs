@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{PitrConfig, SourceUrl, TlsMode};
-use crate::mysql::conn::{Conn, ConnectOptions};
+use mysql_wire::conn::{Conn, ConnectOptions};
 
 /// `root` over the Unix socket `socket`, no password: how the service reaches the
 /// instances it runs (privately with skip-grant-tables, or as root@localhost).

@@ -24,7 +24,7 @@
 //! # Run
 //!
 //! Restore the base (physical: mariabackup prepare + incrementals + copy-back; logical:
-//! myloader / mysql into a fresh instance), start it privately (see [`crate::instance`]),
+//! myloader / mysql into a fresh instance), start it privately (see [`crate::replay::instance`]),
 //! set `gtid_slave_pos` to the base's GTID, point it with CHANGE MASTER at a fake primary
 //! listener of this job (one-time account, stop point = the cut), start the parallel
 //! applier, and wait until `gtid_slave_pos` holds the plan's last GTID and the relay log
@@ -47,13 +47,13 @@ use snapshotter::{Endpoint, Tools};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::archive::index::Index;
+use crate::archive::store::binlog_order;
 use crate::config::{PitrConfig, SourceUrl};
-use crate::event::Gtid;
-use crate::fake_primary::{self, Archive, Credentials, StopAt};
-use crate::index::Index;
-use crate::instance::{self, Instance, InstanceSpec};
+use crate::replay::fake_primary::{self, Archive, Credentials, StopAt};
+use crate::replay::instance::{self, Instance, InstanceSpec};
 use crate::status::{CaptureState, StatusCell};
-use crate::store::binlog_order;
+use binlog::Gtid;
 
 /// A restore target.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,19 +1,8 @@
-//! Per-source background work besides streaming: polling the primary's binlog list
-//! (lag, sizes), checking closed files (REPORTED -> SUCC | FAIL, seed 001), re-verifying
-//! SUCC files (scrub), and re-pulling FAIL files while the primary still has them.
-//!
-//! # Re-pull
-//!
-//! A FAIL file is fetched again on its own connection (server_id 0, no
-//! COM_REGISTER_SLAVE, BINLOG_DUMP_NON_BLOCK, so the live capture's registration is not
-//! disturbed) from position 4 into `<file>.repull`, up to its ROTATE or STOP or until the
-//! primary moves to the next file. The temporary file is fsynced and checked; only a good
-//! one is renamed over the bad file (then the directory is fsynced), and the file goes
-//! back to REPORTED, so the checker verifies it once more. A crash mid-way leaves only a
-//! `.repull` file, which the store deletes on start.
+//! The file checker of a source: closed files are checked (REPORTED -> SUCC | FAIL,
+//! seed 001), SUCC files re-verified (scrub), FAIL files re-pulled ([`super::repull`])
+//! while the primary still has them.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,130 +11,14 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::capture::{arrival_alg, classify_event, Action, PrimaryView, Shared, StreamState};
-use crate::checker::{check_file, CheckOptions, CheckReport};
+use super::context::{PrimaryView, Shared};
+use super::lowprio::low_priority;
+use super::repull::repull;
+use crate::archive::store::{self, SourceStore};
 use crate::config::Source;
-use crate::event::{self, EventHeader, BINLOG_MAGIC};
-use crate::primary;
 use crate::status::{Metrics, StatusCell};
-use crate::store::{self, SourceStore, REPULL_SUFFIX};
-
-/// Runs `f` on its own thread at nice level 10, so that checking (a full read, CRC walk
-/// and SHA-256 of a file) yields the CPU to capture, which must keep up with the primary.
-/// The error case means the thread panicked or could not be started.
-async fn low_priority<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("checker".into())
-        .spawn(move || {
-            // SAFETY: setpriority on the calling thread (tid from gettid) only changes
-            // its scheduling priority; failure is harmless and ignored.
-            unsafe {
-                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-                libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-            }
-            let _ = tx.send(f());
-        })
-        .map_err(|e| format!("start a checker thread: {e}"))?;
-    rx.await.map_err(|_| "the checker thread died".to_string())
-}
-
-/// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
-/// connection open; updates the lag in the status and the metrics. Cancellation-safe.
-pub async fn poll_primary(
-    shared: Shared,
-    src: Source,
-    status: StatusCell,
-    view: Arc<std::sync::Mutex<PrimaryView>>,
-    cancel: CancellationToken,
-) {
-    let label = Metrics::label(&src.name);
-    let mut session: Option<primary::Session> = None;
-    loop {
-        if session.is_none() {
-            session = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = primary::connect(&src, &shared.capture) => r.ok(),
-            };
-        }
-        if let Some(s) = session.as_mut() {
-            let r = async {
-                let logs = primary::show_binary_logs(&mut s.conn).await?;
-                let cur = primary::show_master_status(&mut s.conn).await?;
-                Ok::<_, crate::mysql::conn::ConnError>((logs, cur))
-            }
-            .await;
-            match r {
-                Ok((logs, cur)) => {
-                    let (behind, secs) = lag(&status, &logs);
-                    {
-                        let mut st = status.lock();
-                        st.primary_file = cur.as_ref().map(|c| c.0.clone());
-                        st.primary_pos = cur.as_ref().map(|c| c.1);
-                        st.bytes_behind = behind;
-                        st.seconds_behind = secs;
-                    }
-                    if let Some(b) = behind {
-                        shared
-                            .metrics
-                            .lag_bytes
-                            .get_or_create(&label)
-                            .set(i64::try_from(b).unwrap_or(i64::MAX));
-                    }
-                    if let Some(s) = secs {
-                        shared
-                            .metrics
-                            .lag_seconds
-                            .get_or_create(&label)
-                            .set(i64::try_from(s).unwrap_or(i64::MAX));
-                    }
-                    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-                    v.binlogs = logs;
-                    v.current = cur;
-                    v.at = Some(Instant::now());
-                }
-                Err(e) => {
-                    warn!(source = %src.name, error = %e, "polling the primary failed");
-                    session = None;
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(shared.capture.poll_interval) => {}
-        }
-    }
-}
-
-/// Bytes and seconds behind, from the primary's list and our durable position.
-pub(crate) fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, Option<u64>) {
-    let st = status.lock();
-    let (Some(file), Some(pos)) = (st.durable_file.clone(), st.durable_pos) else {
-        // Nothing archived yet: everything the primary lists is still to come.
-        return (Some(logs.iter().map(|(_, s)| s).sum()), None);
-    };
-    let mut behind = 0u64;
-    let mut seen = false;
-    for (name, size) in logs {
-        if *name == file {
-            seen = true;
-            behind += size.saturating_sub(pos);
-        } else if seen || store::binlog_order(name) > store::binlog_order(&file) {
-            behind += size;
-        }
-    }
-    let secs = if behind == 0 {
-        Some(0)
-    } else {
-        st.last_event_time.map(|t| {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            u64::try_from(now - i64::from(t)).unwrap_or(0)
-        })
-    };
-    (Some(behind), secs)
-}
+use binlog::check::{check_file, CheckOptions, CheckReport};
+use binlog::{self};
 
 /// Capture is "catching up" while more than this many bytes behind the primary.
 const CATCH_UP_BYTES: u64 = 64 << 20;
@@ -430,7 +303,7 @@ fn verdict(
     let missing_terminal_only = !r.problems.is_empty()
         && r.problems
             .iter()
-            .all(|p| p.kind == crate::checker::ProblemKind::NoTerminalEvent);
+            .all(|p| p.kind == binlog::check::ProblemKind::NoTerminalEvent);
     let size_note = match (expected, polled) {
         (Some(s), _) => format!("size {s} = primary's"),
         (None, true) => "size not compared: the primary no longer lists it".into(),
@@ -449,99 +322,4 @@ fn verdict(
         );
     }
     (FileState::Fail, r.info())
-}
-
-/// Fetches `file` again from position 4 into `<file>.repull`, checks it, and swaps it in.
-/// Returns the new size in bytes.
-async fn repull(
-    shared: &Shared,
-    src: &Source,
-    store: &Arc<SourceStore>,
-    file: &str,
-) -> Result<u64, String> {
-    let mut s = primary::connect(src, &shared.capture)
-        .await
-        .map_err(|e| e.to_string())?;
-    primary::prepare_dump(&mut s, shared.capture.heartbeat_period)
-        .await
-        .map_err(|e| e.to_string())?;
-    primary::start_dump(&mut s, 0, file, 4, false, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tmp = store.dir().join(format!("{file}{REPULL_SUFFIX}"));
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&tmp).map_err(|e| e.to_string())?,
-    );
-    out.write_all(&BINLOG_MAGIC).map_err(|e| e.to_string())?;
-    let mut st = StreamState::new(file, 4, s.checksum);
-    let mut last_type = None;
-    let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
-    loop {
-        let pkt = tokio::time::timeout(timeout, s.conn.read_binlog_packet())
-            .await
-            .map_err(|_| "timed out reading the re-pull stream".to_string())?
-            .map_err(|e| e.to_string())?;
-        let Some(ev) = pkt else { break };
-        let h = EventHeader::parse(&ev).map_err(|e| e.to_string())?;
-        let alg = arrival_alg(&h, &ev, st.alg())?;
-        event::verify_checksum(&ev, alg)
-            .map_err(|e| format!("CRC32 at {file}:{}: {e}", st.offset()))?;
-        match classify_event(&mut st, &h, &ev, alg) {
-            Ok(Action::Skip) => {}
-            // The primary moved on to the next file: this one is complete.
-            Ok(Action::Switch { .. }) => break,
-            Ok(Action::Store { then_switch }) => {
-                out.write_all(&ev).map_err(|e| e.to_string())?;
-                st.advance(ev.len() as u64);
-                last_type = Some(h.type_code);
-                if then_switch.is_some() {
-                    break;
-                }
-            }
-            Err(e) => return Err(e.message()),
-        }
-    }
-    let offset = st.offset();
-    drop(s);
-    let f = out.into_inner().map_err(|e| e.to_string())?;
-    if !matches!(
-        last_type,
-        Some(event::event_type::ROTATE | event::event_type::STOP)
-    ) && offset > store::IN_USE_FLAG_OFFSET
-    {
-        // Closed by a crash of the primary: its copy keeps the in-use flag (see
-        // ActiveFile::mark_in_use), so ours must too to stay identical.
-        use std::os::unix::fs::FileExt;
-        let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, store::IN_USE_FLAG_OFFSET)
-            .and_then(|_| {
-                b[0] |= event::LOG_EVENT_BINLOG_IN_USE_F as u8;
-                f.write_all_at(&b, store::IN_USE_FLAG_OFFSET)
-            })
-            .map_err(|e| e.to_string())?;
-    }
-    f.sync_all().map_err(|e| e.to_string())?;
-    drop(f);
-    let dst = store.path(file);
-    let tmp2 = tmp.clone();
-    let report = low_priority(move || {
-        check_file(
-            &tmp2,
-            &CheckOptions {
-                require_terminal: false,
-                expected_size: None,
-            },
-        )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
-    if !report.is_ok() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("the re-pulled copy is bad too: {}", report.info()));
-    }
-    std::fs::rename(&tmp, &dst).map_err(|e| e.to_string())?;
-    store::fsync_dir(store.dir()).map_err(|e| e.to_string())?;
-    Ok(offset)
 }

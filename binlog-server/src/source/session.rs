@@ -12,16 +12,16 @@
 //! `request_dump`): the same checksum and heartbeat variables, named `@source_...` from
 //! 8.0.26 (both names are set there), `@@GLOBAL.GTID_MODE` and `@@GLOBAL.SERVER_UUID`
 //! read, COM_REGISTER_SLAVE, then COM_BINLOG_DUMP with flags 0. COM_BINLOG_DUMP_GTID is
-//! built by [`crate::mysql::packet::com_binlog_dump_gtid`] for GTID resumption.
+//! built by [`mysql_wire::packet::com_binlog_dump_gtid`] for GTID resumption.
 //! No MySQL server can be installed on the development machines: the MySQL path is built
 //! from the protocol and checked against real MySQL binlog files only.
 
 use std::time::Duration;
 
 use crate::config::{CaptureConfig, Source};
-use crate::event::ChecksumAlg;
-use crate::mysql::conn::{Conn, ConnError, ConnectOptions};
-use crate::mysql::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+use binlog::ChecksumAlg;
+use mysql_wire::conn::{Conn, ConnError, ConnectOptions};
+use mysql_wire::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
 
 /// Which server family we talk to (from the handshake's version string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::report::{Outcome, Report};
+use crate::verify::report::{Outcome, Report};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -200,7 +200,7 @@ pub fn report_page(r: &Report, now: i64) -> String {
 /// The weekly summary: for each source, its runs of the last 7 days before `now`
 /// (newest first), the last result, the last success and the RTO trend.
 pub fn summary_page(reports: &[Report], sources: &[String], now: i64) -> String {
-    let since = now - crate::schedule::WEEK_SECS;
+    let since = now - crate::verify::schedule::WEEK_SECS;
     let mut by_source: BTreeMap<&str, Vec<&Report>> = BTreeMap::new();
     for s in sources {
         by_source.entry(s.as_str()).or_default();
@@ -271,7 +271,7 @@ pub fn summary_page(reports: &[Report], sources: &[String], now: i64) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Check, Report};
+    use crate::verify::report::{Check, Report};
 
     #[test]
     fn pages_escape_what_they_show() {

@@ -1,6 +1,6 @@
 //! The report of one verification run: stored as JSON in the catalog
 //! (`verifications.report`), served at `GET /v1/verifications/{id}`, rendered as HTML by
-//! [`crate::html`].
+//! [`crate::verify::html`].
 
 use serde::{Deserialize, Serialize};
 

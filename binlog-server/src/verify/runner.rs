@@ -43,20 +43,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::verify::report::{BaseInfo, Check, Outcome, RangeInfo, Report};
+use crate::verify::schedule::{self, Candidate, Decision, Running};
 use catalog::backups::BackupState;
 use catalog::verify::VerificationRow;
 use catalog::Catalog;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use verifier::report::{BaseInfo, Check, Outcome, RangeInfo, Report};
-use verifier::schedule::{self, Candidate, Decision, Running};
 
+use crate::archive::index::Index;
 use crate::config::{Source, TlsMode};
-use crate::index::Index;
-use crate::instance;
-use crate::mysql::conn::Conn;
-use crate::pitr::{self, Destination, JobOptions, PitrService, PlanError, Target};
+use crate::replay::instance;
+use crate::replay::pitr::{self, Destination, JobOptions, PitrService, PlanError, Target};
 use crate::status::Metrics;
+use mysql_wire::conn::Conn;
 
 /// Why a verification request was refused.
 #[derive(Debug)]
@@ -475,7 +475,7 @@ impl VerifyService {
     fn phase(
         report: &Arc<Mutex<Report>>,
         name: &str,
-        f: impl FnOnce(&mut verifier::report::Phase),
+        f: impl FnOnce(&mut crate::verify::report::Phase),
     ) {
         if let Some(p) = lock(report).phase_mut(name) {
             f(p);

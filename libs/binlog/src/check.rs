@@ -4,7 +4,7 @@
 //! # What a good file looks like
 //!
 //! A binlog file is the 4-byte magic `fe 62 69 6e` and then events framed by their 19-byte
-//! headers (see [`crate::event`]). The check walks the file once, in bounded memory
+//! headers (see the crate root). The check walks the file once, in bounded memory
 //! (a 1 MiB read buffer plus the largest event), computing the SHA-256 of all its bytes
 //! in the same pass, and verifies:
 //!
@@ -41,7 +41,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::event::{
+use crate::{
     event_type, parse_gtid, parse_rotate, read_full, stored_and_computed_crc, ChecksumAlg,
     EventError, EventHeader, EventReader, FormatDescription, Gtid, Rotate, TxnTracker,
     BINLOG_MAGIC,
@@ -126,7 +126,7 @@ pub struct CheckReport {
     pub first_gtid: Option<Gtid>,
     /// GTID of the last GTID event.
     pub last_gtid: Option<Gtid>,
-    /// Transactions completed in the file, as [`crate::event::TxnTracker`] counts them.
+    /// Transactions completed in the file, as [`crate::TxnTracker`] counts them.
     pub transactions: u64,
     /// Type of the last complete event.
     pub last_event_type: Option<u8>,
@@ -639,8 +639,8 @@ pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::{build_event, corpus_file, fde_event, mysql_gtid_body, query_body};
-    use crate::event::{EventHeader, LOG_EVENT_BINLOG_IN_USE_F};
+    use crate::tests::{build_event, corpus_file, fde_event, mysql_gtid_body, query_body};
+    use crate::{EventHeader, LOG_EVENT_BINLOG_IN_USE_F};
     use std::io::Write;
 
     fn strict() -> CheckOptions {
@@ -806,14 +806,14 @@ mod tests {
         let mut f = good_file();
         let mut ev = f[q_off..q_off + q_len].to_vec();
         ev[13] ^= 1;
-        crate::event::tests::fix_crc(&mut ev);
+        crate::tests::fix_crc(&mut ev);
         f[q_off..q_off + q_len].copy_from_slice(&ev);
         let r = check_reader(&f[..], &strict()).unwrap();
         assert_eq!(r.problems.len(), 1, "{}", r.info());
         assert_eq!(r.problems[0].kind, ProblemKind::PositionMismatch);
         // log_pos 0 is fine.
         ev[13..17].copy_from_slice(&[0, 0, 0, 0]);
-        crate::event::tests::fix_crc(&mut ev);
+        crate::tests::fix_crc(&mut ev);
         f[q_off..q_off + q_len].copy_from_slice(&ev);
         let r = check_reader(&f[..], &strict()).unwrap();
         assert!(r.is_ok(), "{}", r.info());
@@ -840,7 +840,7 @@ mod tests {
         let mut h = EventHeader::parse(&fde2).unwrap();
         h.log_pos = (off + u64::from(h.event_size)) as u32;
         fde2[..19].copy_from_slice(&h.to_bytes());
-        crate::event::tests::fix_crc(&mut fde2);
+        crate::tests::fix_crc(&mut fde2);
         f.extend_from_slice(&fde2);
         let r = check_reader(&f[..], &lenient()).unwrap();
         assert_eq!(r.problems.len(), 1, "{}", r.info());

@@ -20,11 +20,11 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::packet::{
+use crate::packet::{
     self, caps, is_eof, Handshake, PacketError, Reader, ServerError, MAX_LOGICAL_PAYLOAD,
     MAX_PHYSICAL_PAYLOAD,
 };
-use crate::config::{SourceUrl, TlsMode};
+use crate::url::{SourceUrl, TlsMode};
 
 /// Errors of a client connection, sorted by how the caller reacts.
 #[derive(Debug, Error)]
@@ -220,7 +220,7 @@ impl Conn {
     }
 
     async fn start_tls(&mut self, url: &SourceUrl) -> Result<(), ConnError> {
-        let config = super::tls::client_config(url).map_err(ConnError::Tls)?;
+        let config = crate::tls::client_config(url).map_err(ConnError::Tls)?;
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let name = rustls_pki_types::ServerName::try_from(url.host.clone())
             .map_err(|e| ConnError::Tls(format!("server name {:?}: {e}", url.host)))?;

@@ -19,7 +19,7 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 
-use crate::config::{SourceUrl, TlsMode};
+use crate::url::{SourceUrl, TlsMode};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -1,0 +1,65 @@
+//! What one source's tasks share: the process-wide services ([`Shared`]), the latest view
+//! of the primary's binlogs ([`PrimaryView`]), and the handles the API holds
+//! ([`SourceRuntime`], [`SourceCommand`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use catalog::Catalog;
+use tokio::sync::mpsc;
+
+use crate::archive::index::Index;
+use crate::config::CaptureConfig;
+use crate::status::{Metrics, StatusCell};
+
+/// Commands to a running source (from the API).
+#[derive(Debug)]
+pub enum SourceCommand {
+    /// Start again after a definite error. With `accept_gap`, capture continues from the
+    /// primary's oldest binlog even though files between the archive's end and it are
+    /// gone (the gap is recorded in the catalog).
+    Restart {
+        /// Continue past a gap.
+        accept_gap: bool,
+    },
+}
+
+/// Everything a source task shares with the rest of the process.
+#[derive(Clone)]
+pub struct Shared {
+    /// Catalog.
+    pub catalog: Arc<Catalog>,
+    /// Transaction index.
+    pub index: Arc<Index>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Capture tuning.
+    pub capture: CaptureConfig,
+    /// Archive root.
+    pub data_dir: std::path::PathBuf,
+}
+
+/// Latest view of the primary's binlogs (from the poller), shared with the checker.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryView {
+    /// SHOW BINARY LOGS.
+    pub binlogs: Vec<(String, u64)>,
+    /// SHOW MASTER STATUS.
+    pub current: Option<(String, u64)>,
+    /// When it was read.
+    pub at: Option<Instant>,
+}
+
+/// A source's running capture: handles for the API.
+pub struct SourceRuntime {
+    /// Source name.
+    pub name: String,
+    /// Live status.
+    pub status: StatusCell,
+    /// Commands (restart).
+    pub commands: mpsc::Sender<SourceCommand>,
+    /// Files to check now (even SUCC ones): re-verified, re-pulled if bad.
+    pub checks: mpsc::Sender<String>,
+    /// The primary's latest binlog list.
+    pub primary: Arc<std::sync::Mutex<PrimaryView>>,
+}

@@ -1,0 +1,38 @@
+//! One source's capture: the fake replica that streams a primary's binlogs into the
+//! archive.
+//!
+//! ```text
+//!  primary --COM_BINLOG_DUMP--> stream (frame, CRC32, classify) --batches--> writer thread
+//!     ^                                                                     (append, close)
+//!     | SHOW BINARY LOGS                                                         |
+//!   poll --PrimaryView--> check (REPORTED -> SUCC|FAIL, scrub) --FAIL--> repull   v
+//!                                                          syncer thread (fdatasync, control, index)
+//! ```
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`context`] | what a source's tasks share ([`context::Shared`], [`context::PrimaryView`]) and the API's handles |
+//! | [`supervise`] | starts a source's tasks, recovers its store, runs the reconnect loop |
+//! | [`session`] | the replica session with the primary: connect, dialect, dump start, SHOW BINARY LOGS |
+//! | [`stream`] | one connection's worth of streaming into the writer |
+//! | [`classify`] | which arriving events are stored, skipped, or switch files; contiguity |
+//! | [`error`] | why a streaming attempt ended ([`error::StreamEnd`]) |
+//! | [`writer`] | the writer and syncer threads: append, fdatasync, control file, index |
+//! | [`poll`] | the primary's binlog list and the lag |
+//! | [`check`] | the file checker: REPORTED -> SUCC/FAIL, scrub |
+//! | [`repull`] | fetching a FAIL file again |
+//! | [`gaps`] | after ERROR 1236: purge on the primary (gap) or refused position |
+//! | [`lowprio`] | CPU-heavy file work on a nice-10 thread |
+
+pub mod check;
+pub mod classify;
+pub mod context;
+pub mod error;
+pub mod gaps;
+pub mod lowprio;
+pub mod poll;
+pub mod repull;
+pub mod session;
+pub mod stream;
+pub mod supervise;
+pub mod writer;

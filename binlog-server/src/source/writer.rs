@@ -1,0 +1,548 @@
+//! The writer and syncer threads of a source: events arrive in batches from the stream
+//! task; the writer appends them to the ACTIVE file and closes files at ROTATE; the
+//! syncer makes appended bytes durable (fdatasync), then records the durable length in
+//! the control file, then indexes the transactions now durable, then tells the async
+//! side. A failed write or fdatasync is final for the source (see [`WriterNote::Failed`]).
+
+use std::time::Instant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use catalog::FileProgress;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use binlog::{self, event_type, EventHeader, FormatDescription, Gtid, TxnRecord, TxnTracker};
+
+use crate::archive::index::Index;
+use crate::archive::store::{self, ActiveFile, Control, SourceStore};
+use crate::status::Metrics;
+
+/// Messages from the reader to the writer thread.
+pub(crate) enum WriterMsg {
+    /// Switch to `file` at `pos` (closing the current file if it is another).
+    Open { file: String, pos: u64 },
+    /// Events for the current file, in order.
+    Events(Vec<(EventHeader, Bytes)>),
+    /// Flush and fsync; reply with the durable position.
+    Sync {
+        reply: oneshot::Sender<Result<Option<(String, u64)>, String>>,
+    },
+}
+
+/// What the writer tells the async side.
+#[derive(Debug)]
+pub enum WriterNote {
+    /// The durable position moved.
+    Durable {
+        /// File.
+        file: String,
+        /// Durable length.
+        len: u64,
+        /// Progress of the file so far.
+        progress: FileProgress,
+    },
+    /// A file was closed (the stream moved to the next file): it is REPORTED.
+    Closed(FileProgress),
+    /// The writer failed (disk error): definite for the source.
+    Failed(String),
+}
+
+/// Per-file progress kept by the writer.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    first_time: Option<u32>,
+    last_time: Option<u32>,
+    first_gtid: Option<Gtid>,
+    last_gtid: Option<Gtid>,
+}
+
+impl Progress {
+    fn to_file(&self, name: &str, size: u64) -> FileProgress {
+        FileProgress {
+            name: name.to_owned(),
+            size,
+            first_event_time: self.first_time.map(i64::from),
+            last_event_time: self.last_time.map(i64::from),
+            first_gtid: self.first_gtid.as_ref().map(|g| g.to_string()),
+            last_gtid: self.last_gtid.as_ref().map(|g| g.to_string()),
+        }
+    }
+}
+
+struct Writer {
+    source: String,
+    store: Arc<SourceStore>,
+    index: Arc<Index>,
+    notes: mpsc::UnboundedSender<WriterNote>,
+    active: Option<ActiveFile>,
+    fde: Option<FormatDescription>,
+    tracker: TxnTracker,
+    pending: Vec<TxnRecord>,
+    progress: Progress,
+    /// Type of the last event appended to the active file.
+    last_type: Option<u8>,
+    /// Set while closing a file: the control file is flushed too.
+    closing: bool,
+    /// The syncer thread's queue.
+    syncer: std::sync::mpsc::Sender<(SyncJob, SyncReply)>,
+    /// Result of the sync in flight.
+    inflight: Option<std::sync::mpsc::Receiver<Result<(String, u64), String>>>,
+}
+
+/// Where the syncer answers: the file and the length now durable, or the error.
+type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), String>>;
+
+/// One sync for the syncer thread.
+struct SyncJob {
+    ticket: crate::archive::store::SyncTicket,
+    name: String,
+    records: Vec<TxnRecord>,
+    upto: u64,
+    progress: FileProgress,
+    flush_control: bool,
+}
+
+/// The syncer thread: makes appended data durable (fdatasync), then records the durable
+/// length (control file), then indexes the transactions now durable, then tells the
+/// async side, in submission order. A failed fdatasync is final (fsyncgate: the page
+/// cache may have dropped the dirty pages), reported to the writer and the async side.
+struct Syncer {
+    source: String,
+    store: Arc<SourceStore>,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+    notes: mpsc::UnboundedSender<WriterNote>,
+    next_ordinal: u64,
+    /// Set after a failed index write: no later batch may move the index past it.
+    index_broken: bool,
+}
+
+impl Syncer {
+    fn run(mut self, jobs: std::sync::mpsc::Receiver<(SyncJob, SyncReply)>) {
+        let fsyncs = self
+            .metrics
+            .fsyncs
+            .get_or_create(&Metrics::label(&self.source))
+            .clone();
+        for (job, reply) in jobs {
+            let r = self.one(job, &fsyncs);
+            let failed = r.is_err();
+            if let Err(e) = &r {
+                let _ = self.notes.send(WriterNote::Failed(e.clone()));
+            }
+            let _ = reply.send(r);
+            if failed {
+                return;
+            }
+        }
+    }
+
+    fn one(
+        &mut self,
+        job: SyncJob,
+        fsyncs: &prometheus_client::metrics::counter::Counter,
+    ) -> Result<(String, u64), String> {
+        let t = &job.ticket;
+        t.file
+            .sync_data()
+            .map_err(|e| format!("fdatasync {}: {e}", job.name))?;
+        if t.new_entry {
+            store::fsync_dir(self.store.dir())
+                .map_err(|e| format!("fsync the directory of {}: {e}", job.name))?;
+        }
+        fsyncs.inc();
+        self.store
+            .write_control(
+                &Control {
+                    file: job.name.clone(),
+                    durable_len: t.len,
+                },
+                job.flush_control,
+            )
+            .map_err(|e| format!("write the control file: {e}"))?;
+        if !self.index_broken {
+            match self.index.commit(
+                &self.source,
+                &job.name,
+                &job.records,
+                job.upto,
+                self.next_ordinal,
+            ) {
+                Ok(pos) => self.next_ordinal = pos.next_ordinal,
+                Err(e) => {
+                    // Stop indexing for this process: the index position stays where the
+                    // last good batch left it, and catch_up fills the rest on restart.
+                    self.index_broken = true;
+                    warn!(source = %self.source, error = %e, "index write failed; indexing stops until restart, which re-indexes from the files")
+                }
+            }
+        }
+        let _ = self.notes.send(WriterNote::Durable {
+            file: job.name.clone(),
+            len: t.len,
+            progress: job.progress,
+        });
+        Ok((job.name, t.len))
+    }
+}
+
+impl Writer {
+    fn open(&mut self, file: &str, pos: u64) -> std::io::Result<()> {
+        if let Some(a) = &self.active {
+            if a.name == file && a.len == pos {
+                return Ok(());
+            }
+        }
+        self.close()?;
+        let a = ActiveFile::open(&self.store, file, pos)?;
+        self.fde = if pos > 4 {
+            crate::archive::index::read_fde(&self.store.path(file), file)
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        self.tracker = TxnTracker::new();
+        self.pending.clear();
+        self.progress = Progress::default();
+        self.last_type = None;
+        if pos > 4 {
+            // Continuing a file after a restart: the index was brought up to `pos` by
+            // catch_up before streaming started; learn the last event's type (whether
+            // the file is already closed by ROTATE/STOP) from the file itself.
+            self.last_type = binlog::check::valid_prefix(&self.store.path(file), 4)
+                .ok()
+                .filter(|v| v.len == pos)
+                .and_then(|v| v.last_event_type);
+            self.replay_open_transaction(file, pos);
+        }
+        self.active = Some(a);
+        Ok(())
+    }
+
+    /// After a restart mid-file, the index stops at the start of the transaction that was
+    /// open at `pos` (a transaction boundary); feed the events between there and `pos` to
+    /// the tracker so that transaction is indexed once it completes.
+    fn replay_open_transaction(&mut self, file: &str, pos: u64) {
+        use std::io::{Read, Seek};
+        let Some(fde) = self.fde.clone() else { return };
+        let Ok(Some(ipos)) = self.index.position(&self.source) else {
+            return;
+        };
+        if ipos.file != file || ipos.offset >= pos || ipos.offset < 4 {
+            return;
+        }
+        let Ok(mut f) = std::fs::File::open(self.store.path(file)) else {
+            return;
+        };
+        if f.seek(std::io::SeekFrom::Start(ipos.offset)).is_err() {
+            return;
+        }
+        let r = std::io::BufReader::new(f.take(pos - ipos.offset));
+        let mut reader = binlog::EventReader::new_at(r, ipos.offset);
+        while let Some(Ok((off, h, ev))) = reader.next_event() {
+            // Transactions completed before `pos` are already indexed.
+            let _ = self.tracker.observe(off, &h, ev, &fde);
+        }
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        if self.active.is_some() {
+            self.closing = true;
+            let r = self.sync();
+            self.closing = false;
+            r?;
+        }
+        let terminal = matches!(self.last_type, Some(event_type::ROTATE | event_type::STOP));
+        if let Some(a) = self.active.as_mut() {
+            if !terminal && a.len > 4 {
+                // The primary moved on without a ROTATE or STOP: it crashed with this file
+                // open, and its copy keeps the in-use flag.
+                a.mark_in_use(&self.store)?;
+            }
+        }
+        self.last_type = None;
+        if let Some(a) = self.active.take() {
+            let p = self.progress.to_file(&a.name, a.len);
+            let _ = self.notes.send(WriterNote::Closed(p));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, header: &EventHeader, ev: &[u8]) -> std::io::Result<()> {
+        let Some(a) = self.active.as_mut() else {
+            return Err(std::io::Error::other("event before any file was opened"));
+        };
+        let offset = a.len;
+        a.append(ev)?;
+        self.last_type = Some(header.type_code);
+        if header.type_code == event_type::FORMAT_DESCRIPTION && offset == 4 {
+            self.fde = FormatDescription::parse(ev).ok();
+        }
+        let p = &mut self.progress;
+        if header.timestamp != 0 {
+            p.first_time.get_or_insert(header.timestamp);
+            p.last_time = Some(header.timestamp);
+        }
+        if let Some(fde) = &self.fde {
+            if let Ok(Some(rec)) = self.tracker.observe(offset, header, ev, fde) {
+                if let Some(g) = &rec.gtid {
+                    if p.first_gtid.is_none() {
+                        p.first_gtid = Some(g.clone());
+                    }
+                    p.last_gtid = Some(g.clone());
+                }
+                self.pending.push(rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn dirty(&self) -> bool {
+        self.active.as_ref().is_some_and(|a| a.dirty())
+    }
+
+    /// Collects the result of the sync in flight, if any: `wait` blocks for it. Returns
+    /// false when one is still running (and `wait` is false).
+    fn collect_sync(&mut self, wait: bool) -> std::io::Result<bool> {
+        let Some(rx) = &self.inflight else {
+            return Ok(true);
+        };
+        let r = if wait {
+            rx.recv().map_err(|_| "the syncer thread died".to_string())
+        } else {
+            match rx.try_recv() {
+                Ok(r) => Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(false),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err("the syncer thread died".to_string())
+                }
+            }
+        };
+        self.inflight = None;
+        match r.and_then(|x| x) {
+            Ok((name, len)) => {
+                if let Some(a) = self.active.as_mut() {
+                    if a.name == name {
+                        a.mark_durable(len);
+                    }
+                }
+                Ok(true)
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Hands everything appended so far to the syncer thread (fdatasync, then the control
+    /// file, then the index, then the note to the async side), so appends go on while the
+    /// disk works. With `wait`, blocks until it is durable. Without, does nothing while a
+    /// previous sync is still running. Returns whether the data is now submitted.
+    fn request_sync(&mut self, wait: bool) -> std::io::Result<bool> {
+        if !self.collect_sync(wait)? {
+            return Ok(false);
+        }
+        let Some(a) = self.active.as_mut() else {
+            return Ok(true);
+        };
+        if !a.dirty() {
+            return Ok(true);
+        }
+        let ticket = a.prepare_sync()?;
+        let job = SyncJob {
+            upto: self.tracker.open_txn_start().unwrap_or(ticket.len),
+            name: a.name.clone(),
+            progress: self.progress.to_file(&a.name, ticket.len),
+            ticket,
+            records: std::mem::take(&mut self.pending),
+            flush_control: self.closing,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.syncer
+            .send((job, tx))
+            .map_err(|_| std::io::Error::other("the syncer thread died"))?;
+        self.inflight = Some(rx);
+        if wait {
+            self.collect_sync(true)?;
+        }
+        Ok(true)
+    }
+
+    /// Blocking sync of everything appended.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.request_sync(true).map(|_| ())
+    }
+
+    fn position(&self) -> Option<(String, u64)> {
+        self.active.as_ref().map(|a| (a.name.clone(), a.durable))
+    }
+
+    fn handle(&mut self, msg: WriterMsg) -> std::io::Result<()> {
+        match msg {
+            WriterMsg::Open { file, pos } => self.open(&file, pos),
+            WriterMsg::Events(evs) => {
+                for (h, ev) in evs {
+                    self.append(&h, &ev)?;
+                }
+                Ok(())
+            }
+            WriterMsg::Sync { reply } => {
+                let r = self
+                    .sync()
+                    .map(|_| self.position())
+                    .map_err(|e| e.to_string());
+                let failed = r.is_err();
+                let _ = reply.send(r);
+                if failed {
+                    return Err(std::io::Error::other("fsync failed"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The writer thread's loop. fsync policy: at most `interval` after the first
+    /// unsynced byte while data flows, and at once when no message has arrived for
+    /// [`IDLE_GRACE`] (the stream caught up or paused). An I/O error is final: after a
+    /// failed fsync the page cache state is unknown, so the source stops (a restart
+    /// recovers from the disk).
+    fn run(
+        mut self,
+        rt: tokio::runtime::Handle,
+        mut rx: mpsc::Receiver<WriterMsg>,
+        interval: Duration,
+    ) {
+        let mut first_dirty: Option<Instant> = None;
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => Some(Some(m)),
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let wait = match first_dirty {
+                        Some(t) => interval
+                            .saturating_sub(t.elapsed())
+                            .min(IDLE_GRACE)
+                            .max(Duration::from_millis(1)),
+                        None if self.inflight.is_some() => Duration::from_millis(1),
+                        None => Duration::from_secs(3600),
+                    };
+                    rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+                        .ok()
+                }
+            };
+            let res = match msg {
+                Some(Some(msg)) => self.handle(msg).and_then(|_| {
+                    if !self.dirty() {
+                        first_dirty = None;
+                        return self.collect_sync(false).map(|_| ());
+                    }
+                    let t = *first_dirty.get_or_insert_with(Instant::now);
+                    if t.elapsed() >= interval && self.request_sync(false)? {
+                        first_dirty = None;
+                    }
+                    Ok(())
+                }),
+                Some(None) => {
+                    self.closing = true;
+                    if let Err(e) = self.sync() {
+                        let _ = self
+                            .notes
+                            .send(WriterNote::Failed(format!("final fsync: {e}")));
+                    }
+                    return;
+                }
+                None => {
+                    // Idle (or the interval passed): sync now if no sync is running.
+                    self.request_sync(false).map(|submitted| {
+                        if submitted {
+                            first_dirty = None;
+                        }
+                    })
+                }
+            };
+            if let Err(e) = res {
+                let _ = self.notes.send(WriterNote::Failed(format!(
+                    "writing {}: {e}",
+                    self.active.as_ref().map(|a| a.name.as_str()).unwrap_or("?")
+                )));
+                return;
+            }
+        }
+    }
+}
+
+/// How long the writer waits for more data before it treats the stream as idle and
+/// syncs at once.
+const IDLE_GRACE: Duration = Duration::from_millis(2);
+
+/// The running writer and syncer threads of a source.
+pub(crate) struct Threads {
+    /// Messages to the writer (bounded: 256 batches).
+    pub tx: mpsc::Sender<WriterMsg>,
+    /// What the writer and syncer report.
+    pub notes: mpsc::UnboundedReceiver<WriterNote>,
+    /// The writer thread; it ends when `tx` is dropped.
+    pub writer: std::thread::JoinHandle<()>,
+    /// The syncer thread; it ends after the writer.
+    pub syncer: std::thread::JoinHandle<()>,
+}
+
+/// Starts the writer and syncer threads of source `name` on `store`; transactions get
+/// index ordinals from `next_ordinal` on; the writer syncs at least every
+/// `fsync_interval`. Must be called inside a tokio runtime (the writer sends notes
+/// through it).
+///
+/// # Errors
+///
+/// The thread could not be started (resource limits).
+pub(crate) fn start(
+    name: &str,
+    store: &Arc<SourceStore>,
+    index: &Arc<Index>,
+    metrics: &Arc<Metrics>,
+    next_ordinal: u64,
+    fsync_interval: Duration,
+) -> std::io::Result<Threads> {
+    let (tx, rx) = mpsc::channel::<WriterMsg>(256);
+    let (ntx, notes) = mpsc::unbounded_channel::<WriterNote>();
+    let (sync_tx, sync_rx) = std::sync::mpsc::channel();
+    let syncer = Syncer {
+        source: name.to_owned(),
+        store: store.clone(),
+        index: index.clone(),
+        metrics: metrics.clone(),
+        notes: ntx.clone(),
+        next_ordinal,
+        index_broken: false,
+    };
+    let syncer = std::thread::Builder::new()
+        .name(format!("syncer-{name}"))
+        .spawn(move || syncer.run(sync_rx))?;
+    let writer = Writer {
+        source: name.to_owned(),
+        store: store.clone(),
+        index: index.clone(),
+        notes: ntx,
+        active: None,
+        fde: None,
+        tracker: TxnTracker::new(),
+        pending: Vec::new(),
+        progress: Progress::default(),
+        last_type: None,
+        closing: false,
+        syncer: sync_tx,
+        inflight: None,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let writer = std::thread::Builder::new()
+        .name(format!("writer-{name}"))
+        .spawn(move || writer.run(handle, rx, fsync_interval))?;
+    Ok(Threads {
+        tx,
+        notes,
+        writer,
+        syncer,
+    })
+}

@@ -1,0 +1,21 @@
+//! `mysql-wire`: the MySQL/MariaDB client/server protocol as the log server speaks it.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`packet`] | packet framing and the packet shapes both sides parse (pure, never panics on input) |
+//! | [`conn`] | the client connection: handshake, auth, TLS upgrade, text queries, the binlog stream |
+//! | [`server`] | the packets a server writes (greeting, OK/ERR/EOF, result sets) and the handshake response it parses |
+//! | [`tls`] | the client's rustls configuration per [`TlsMode`] |
+//! | [`url`] | `mysql://` URLs ([`SourceUrl`]) |
+//!
+//! Sources: MySQL Internals "Client/Server Protocol", MariaDB KB "Clients & Connectors /
+//! MariaDB protocol".
+
+pub mod conn;
+pub mod packet;
+pub mod server;
+pub mod tls;
+pub mod url;
+
+pub use conn::{Conn, ConnError, ConnectOptions, ResultSet};
+pub use url::{SourceUrl, TlsMode};

@@ -1,0 +1,188 @@
+//! Small free-standing helpers: finding external tools ([`require_tool`],
+//! [`find_tool`]), a free loopback port, file hashing and tails, the shared binlog corpus
+//! directory, TOML quoting, and stopping child processes by PID (SIGTERM, a bounded wait,
+//! then SIGKILL), which `mariadb.rs` and `server.rs` use.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// The command that installs every external tool the tests need.
+pub const SETUP_HINT: &str =
+    "run `bash scripts/setup.sh` (installs mariadb-server mariadb-client mariadb-backup mydumper, \
+     and moto[server] for the S3 tests)";
+
+/// Finds an external tool on `PATH`, then in `/usr/sbin`, `/usr/bin` and
+/// `/usr/local/bin`.
+///
+/// # Panics
+/// When the tool is nowhere to be found, with a message naming `bash scripts/setup.sh`.
+pub fn require_tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| panic!("{name} not found: {SETUP_HINT}"))
+}
+
+/// Like [`require_tool`] but returns `None` instead of panicking.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read the
+/// port, drop the listener). Another process may take it before the caller binds it.
+///
+/// # Panics
+/// When binding 127.0.0.1:0 fails, which means the machine has no usable loopback.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a free port");
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// SHA-256 of a file's contents, as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Directory of the shared corpus of real binlog files (MySQL 8, MariaDB, ...):
+/// `$BINLOG_CORPUS_DIR` when set, else `<workspace>/../shared/fixtures/binlogs`.
+///
+/// # Panics
+/// When the directory does not exist, with a message saying where it was looked for.
+pub fn corpus_dir() -> PathBuf {
+    let (dir, origin) = match std::env::var_os("BINLOG_CORPUS_DIR") {
+        Some(d) => (PathBuf::from(d), "from $BINLOG_CORPUS_DIR"),
+        None => (
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/binlogs"),
+            "default <workspace>/../shared/fixtures/binlogs",
+        ),
+    };
+    if !dir.is_dir() {
+        panic!(
+            "binlog corpus directory {} ({origin}) does not exist: set BINLOG_CORPUS_DIR to \
+             the directory holding the fixture binlogs",
+            dir.display()
+        );
+    }
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// Last `lines` lines of a text file; an explanation instead when it cannot be read.
+pub fn file_tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Sends `signal` to `pid`. `ESRCH` (no such process) is not an error.
+fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is that of a child we
+    // spawned and have not reaped yet, so it cannot have been reused by another process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err).with_context(|| format!("kill({pid}, {signal})"));
+        }
+    }
+    Ok(())
+}
+
+/// Stops a child by its PID: SIGTERM, wait up to `timeout`, then SIGKILL and reap.
+/// Returns the exit status.
+pub(crate) fn terminate_child(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+) -> Result<ExitStatus> {
+    if let Some(status) = child.try_wait().with_context(|| format!("poll {what}"))? {
+        return Ok(status);
+    }
+    send_signal(child.id(), libc::SIGTERM).with_context(|| format!("SIGTERM {what}"))?;
+    let deadline = Instant::now() + timeout;
+    // At most timeout / 50 ms polls.
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().with_context(|| format!("poll {what}"))? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "harness: {what} (pid {}) still running {} s after SIGTERM: SIGKILL",
+        child.id(),
+        timeout.as_secs()
+    );
+    kill9_child(child, what)
+}
+
+/// SIGKILL a child by its PID and reap it.
+pub(crate) fn kill9_child(child: &mut Child, what: &str) -> Result<ExitStatus> {
+    if let Some(status) = child.try_wait().with_context(|| format!("poll {what}"))? {
+        return Ok(status);
+    }
+    send_signal(child.id(), libc::SIGKILL).with_context(|| format!("SIGKILL {what}"))?;
+    child.wait().with_context(|| format!("wait for {what}"))
+}
+
+pub(crate) fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Quotes a string as a TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
