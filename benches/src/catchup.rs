@@ -33,16 +33,7 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}; usage: catchup [--mb N]"),
         }
     }
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .join("binlog-server");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first (scripts/bench.sh does)",
-            bin.display()
-        );
-    }
+    let bin = server_binary()?;
     let mariadb_binlog = require_tool("mariadb-binlog");
 
     println!("== primary: generating about {mb} MB of binlogs");

@@ -22,7 +22,6 @@
 //! an UPDATE per transaction, one session), `--mb` MB of binlogs (default 750).
 //! Run: `bash scripts/bench.sh --pitr [--mb N] [--threads N]`.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -90,16 +89,7 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}; usage: pitr_replay [--mb N] [--threads N]"),
         }
     }
-    let bin: PathBuf = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .join("binlog-server");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first (scripts/bench.sh does)",
-            bin.display()
-        );
-    }
+    let bin = server_binary()?;
     let mariadb_binlog = require_tool("mariadb-binlog");
     let mariadb = require_tool("mariadb");
 

@@ -377,14 +377,33 @@ pub struct PitrBody {
     pub base_id: Option<String>,
 }
 
-fn pitr_err(e: crate::replay::pitr::PlanError) -> ApiError {
+/// The HTTP status of a PITR error: 400 bad request, 404 unknown source or job, 422 for
+/// every reason the archive has no plan, 500 internal. The one place it is chosen.
+fn plan_error_status(e: &crate::replay::pitr::PlanError) -> StatusCode {
     use crate::replay::pitr::PlanError as P;
     match e {
-        P::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
-        P::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
-        P::NoPlan(m) => ApiError(StatusCode::UNPROCESSABLE_ENTITY, m),
-        P::Internal(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+        P::BadRequest(_) => StatusCode::BAD_REQUEST,
+        P::NotFound(_) => StatusCode::NOT_FOUND,
+        P::TargetInFuture { .. }
+        | P::NothingArchived { .. }
+        | P::BeyondArchiveEnd { .. }
+        | P::GtidNotArchived { .. }
+        | P::BaseNotUsable { .. }
+        | P::NoBase { .. }
+        | P::BaseChain { .. }
+        | P::BaseFileNotArchived { .. }
+        | P::BasePositionNotArchived { .. }
+        | P::FileNotListed { .. }
+        | P::SequenceHole { .. }
+        | P::RecordedGap { .. }
+        | P::FileFailed { .. }
+        | P::FileMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        P::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn pitr_err(e: crate::replay::pitr::PlanError) -> ApiError {
+    ApiError(plan_error_status(&e), e.to_string())
 }
 
 fn pitr_target(b: &PitrBody) -> Result<crate::replay::pitr::Target, ApiError> {
@@ -499,7 +518,7 @@ async fn verify_list(
     Query(q): Query<VerifyQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let days = i64::from(q.days.unwrap_or(30).min(3660));
-    let since = chrono::Utc::now().timestamp() - days * 86_400;
+    let since = catalog::unix_now() - days * 86_400;
     let runs = st
         .verify
         .list(q.source.as_deref(), since, 1000)
@@ -512,7 +531,7 @@ async fn verify_get(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = chrono::Utc::now().timestamp();
+    let now = catalog::unix_now();
     let html =
         |page: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     if id == "summary" || id == "summary.html" {

@@ -17,26 +17,12 @@ use catalog::{BackupRow, BackupState, Catalog};
 use chrono::Utc;
 use serde::Serialize;
 use snapshotter::retention::{self, RetentionReport};
-use snapshotter::sql::{Rows, Sql};
 use snapshotter::{BaseStore, Endpoint, Method, Progress, Snapshotter, TakeError, TakeRequest};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::config::{Settings, Source, SourceUrl, TlsMode};
 use mysql_wire::conn::{Conn, ConnectOptions};
-
-/// A session of our MySQL client, as the snapshotter's [`Sql`].
-pub struct ConnSql(pub Conn);
-
-impl Sql for ConnSql {
-    async fn query(&mut self, sql: &str) -> Result<Rows, String> {
-        let rs = self.0.query(sql).await.map_err(|e| e.to_string())?;
-        Ok(Rows {
-            columns: rs.columns,
-            rows: rs.rows,
-        })
-    }
-}
 
 /// The tools' connection parameters from a source URL.
 pub fn endpoint(u: &SourceUrl) -> Endpoint {
@@ -54,16 +40,13 @@ pub fn endpoint(u: &SourceUrl) -> Endpoint {
 }
 
 /// Opens a SQL session with the backup account (long query timeout: CLONE can take hours).
-pub async fn connect_sql(src: &Source, connect_timeout: Duration) -> Result<ConnSql, String> {
+pub async fn connect_sql(src: &Source, connect_timeout: Duration) -> Result<Conn, String> {
     let opts = ConnectOptions {
         url: src.backup_url.clone(),
         connect_timeout,
         query_timeout: Duration::from_secs(24 * 3600),
     };
-    Conn::connect(&opts)
-        .await
-        .map(ConnSql)
-        .map_err(|e| e.to_string())
+    Conn::connect(&opts).await.map_err(|e| e.to_string())
 }
 
 /// State of a job.
@@ -136,10 +119,6 @@ pub struct BackupService {
 }
 
 const MAX_JOBS_KEPT: usize = 1000;
-
-fn unix_now() -> i64 {
-    Utc::now().timestamp()
-}
 
 impl BackupService {
     /// Opens the store; with `recover_interrupted` (the daemon, at start-up) marks bases
@@ -272,7 +251,7 @@ impl BackupService {
         let job = Arc::new(Job {
             source: source.to_owned(),
             progress: Arc::new(Progress::default()),
-            started_at: unix_now(),
+            started_at: catalog::unix_now(),
             end: Mutex::new(None),
         });
         {
@@ -294,6 +273,7 @@ impl BackupService {
         }
         let this = self.clone();
         let job_id = id.clone();
+        let span = tracing::info_span!("base_backup", source = %src.name, base = %job_id);
         tokio::spawn(async move {
             info!(source = %src.name, base = %job_id, method = req.method.as_str(), incremental, "base backup started");
             let sql = connect_sql(&src, this.connect_timeout).await;
@@ -316,13 +296,13 @@ impl BackupService {
                 warn!(source = %src.name, error = %e, "retention failed");
             }
             if let Ok(mut g) = job.end.lock() {
-                *g = Some((end.0, unix_now(), end.1));
+                *g = Some((end.0, catalog::unix_now(), end.1));
             }
             this.busy
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&src.name);
-        });
+        }.instrument(span));
         Ok(id)
     }
 
@@ -396,7 +376,7 @@ impl BackupService {
             source,
             src.backup.keep_days,
             src.backup.keep_min,
-            unix_now(),
+            catalog::unix_now(),
         )
         .await
     }
@@ -410,7 +390,8 @@ impl BackupService {
             let this = self.clone();
             let name = src.name.clone();
             let cancel = cancel.clone();
-            tokio::spawn(async move { this.schedule_loop(&name, cancel).await });
+            let span = tracing::info_span!("backup_schedule", source = %name);
+            tokio::spawn(async move { this.schedule_loop(&name, cancel).await }.instrument(span));
         }
     }
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 use crate::api::{self, ApiState};
 use crate::archive::index::Index;
 use crate::config::Settings;
 use crate::replay::fake_primary::{self, Archive};
-use crate::replay::pitr::PitrService;
+use crate::replay::pitr::{PitrDeps, PitrService};
 use crate::source::context::Shared;
 use crate::source::supervise::spawn_source;
 use crate::status::Metrics;
@@ -76,16 +76,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         sources.insert(name.clone(), rt);
         tasks.spawn(async move { (name, handle.await) });
     }
-    let pitr = PitrService::open(
-        catalog.clone(),
-        index.clone(),
+    let pitr = PitrService::open(PitrDeps {
+        catalog: catalog.clone(),
+        index: index.clone(),
         archives,
         statuses,
-        &settings.store,
-        settings.tools.clone(),
-        settings.pitr.clone(),
-        cancel.child_token(),
-    )
+        store: &settings.store,
+        tools: settings.tools.clone(),
+        cfg: settings.pitr.clone(),
+        cancel: cancel.child_token(),
+    })
     .await
     .context("start the PITR service")?;
     let verify = crate::verify::runner::VerifyService::open(
@@ -110,11 +110,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();
-    let mut http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-            .await
-    });
+    let mut http = tokio::spawn(
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_cancel.cancelled().await })
+                .await
+        }
+        .instrument(tracing::info_span!("http")),
+    );
 
     let mut failure = None;
     let mut http_done = false;

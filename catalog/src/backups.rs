@@ -24,7 +24,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
-use crate::{now, query_err, size_to_db, Catalog, CatalogError};
+use crate::{query_err, size_to_db, unix_now, Catalog, CatalogError};
 
 /// State of a base backup; stored as the upper-case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -310,7 +310,7 @@ impl Catalog {
     /// `i64::MAX`; [`CatalogError::Query`] if the statement fails.
     pub async fn begin_backup(&self, b: &NewBackup) -> Result<(), CatalogError> {
         const OP: &str = "begin_backup";
-        let ts = now();
+        let ts = unix_now();
         let r = sqlx::query(
             "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
@@ -403,7 +403,7 @@ impl Catalog {
         info: Option<&str>,
         finished: bool,
     ) -> Result<(), CatalogError> {
-        let ts = now();
+        let ts = unix_now();
         let list = from
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
@@ -556,7 +556,7 @@ impl Catalog {
             .await
             .map_err(query_err(OP))?;
         }
-        let ts = now();
+        let ts = unix_now();
         let updated = sqlx::query(
             "UPDATE base_backups SET bytes = ?, binlog_file = ?, binlog_pos = ?, gtid_pos = ?, \
              consistent_at = ?, to_lsn = ?, finished_at = ?, state_changed_at = ?, \

@@ -64,6 +64,12 @@ pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup}
 pub use error::CatalogError;
 pub use pitr::PitrJobRow;
 
+/// Now in the catalog's unit of time: whole seconds since the Unix epoch, UTC (every
+/// `*_at` column). The one clock of the service; tests that need another pass times in.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 /// The schema migrations, embedded at build time from `catalog/migrations/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -236,11 +242,6 @@ fn seq_column(name: &str) -> i64 {
     binlog_seq(name)
         .and_then(|s| i64::try_from(s).ok())
         .unwrap_or(-1)
-}
-
-/// Current time as unix seconds (UTC).
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Converts a size for storage in a BIGINT column.
@@ -469,7 +470,7 @@ impl Catalog {
     pub async fn upsert_source(&self, name: &str, url_redacted: &str) -> Result<(), CatalogError> {
         const OP: &str = "upsert_source";
         for _ in 0..2 {
-            let ts = now();
+            let ts = unix_now();
             let updated = sqlx::query("UPDATE sources SET url = ?, updated_at = ? WHERE name = ?")
                 .bind(url_redacted)
                 .bind(ts)
@@ -522,7 +523,7 @@ impl Catalog {
         )
         .bind(state)
         .bind(last_error)
-        .bind(now())
+        .bind(unix_now())
         .bind(name)
         .execute(&self.pool)
         .await
@@ -620,7 +621,7 @@ impl Catalog {
                 tracing::debug!(source, file = %file.name, size, "size of a closed file updated");
                 return Ok(());
             }
-            let ts = now();
+            let ts = unix_now();
             let inserted = self
                 .insert_file(source, file, size, FileState::Active, None, ts)
                 .await;
@@ -657,7 +658,7 @@ impl Catalog {
         const OP: &str = "mark_reported";
         let size = size_to_db(file.size)?;
         for _ in 0..2 {
-            let ts = now();
+            let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
             let updated = sqlx::query(
                 "UPDATE binlog_files SET size = ?, \
@@ -745,7 +746,7 @@ impl Catalog {
         }
         let size = size_to_db(size)?;
         for _ in 0..2 {
-            let ts = now();
+            let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
             let updated = sqlx::query(
                 "UPDATE binlog_files SET size = ?, info = ?, sha256 = ?, checked_at = ?, \
@@ -919,7 +920,7 @@ impl Catalog {
         .bind(after_file)
         .bind(before_file)
         .bind(reason)
-        .bind(now())
+        .bind(unix_now())
         .execute(&self.pool)
         .await
         .map_err(query_err(OP))?;

@@ -1,7 +1,7 @@
 //! PITR job rows (`pitr_jobs`, migration 0003): the service's report of each restore,
 //! stored as JSON so it survives restarts.
 
-use crate::{now, query_err, Catalog, CatalogError};
+use crate::{query_err, unix_now, Catalog, CatalogError};
 
 /// One stored PITR job.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -33,7 +33,7 @@ impl Catalog {
         state: &str,
         report: &str,
     ) -> Result<(), CatalogError> {
-        let ts = now();
+        let ts = unix_now();
         sqlx::query(
             "INSERT INTO pitr_jobs (id, source, state, report, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?) \

@@ -1,7 +1,7 @@
 //! Restore verification rows (`verifications`, migration 0004): one per run, with the
 //! run's report as JSON.
 
-use crate::{now, query_err, Catalog, CatalogError};
+use crate::{query_err, unix_now, Catalog, CatalogError};
 
 /// One stored verification run.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -121,7 +121,7 @@ impl Catalog {
              WHERE state = 'running'",
         )
         .bind(why)
-        .bind(now())
+        .bind(unix_now())
         .execute(&self.pool)
         .await
         .map_err(query_err("cancel_running_verifications"))?;

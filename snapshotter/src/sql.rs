@@ -6,42 +6,32 @@
 
 use std::future::Future;
 
-/// A text result set.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rows {
-    /// Column names.
-    pub columns: Vec<String>,
-    /// Rows of nullable strings, one entry per column.
-    pub rows: Vec<Vec<Option<String>>>,
-}
+/// A text result set: the project's one type, from the wire client.
+pub use mysql_wire::ResultSet as Rows;
 
-impl Rows {
-    /// Value of `column` (case-insensitive) in row `row`, when present and not NULL.
-    pub fn get(&self, row: usize, column: &str) -> Option<&str> {
-        let i = self
-            .columns
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(column))?;
-        self.rows.get(row)?.get(i)?.as_deref()
-    }
-
-    /// First column of the first row.
-    pub fn value(&self) -> Option<&str> {
-        self.rows.first()?.first()?.as_deref()
-    }
-}
+/// A failure of the session, kept whole as the cause of a [`QueryError`].
+pub type SessionFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// One open session on the server being backed up.
 pub trait Sql: Send {
-    /// Runs one statement; the error is the server's message (or the connection's), as
-    /// text for a person: the implementation (binlog-server's client) flattens its own
-    /// error type, and [`run_query`] keeps that text with the statement.
-    fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send;
+    /// Runs one statement. The error is the implementation's own (for the wire client,
+    /// [`mysql_wire::ConnError`] with the server's ERR packet); [`run_query`] keeps it
+    /// as the cause, with the statement.
+    fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, SessionFailure>> + Send;
 }
 
 impl<T: Sql> Sql for &mut T {
-    fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, String>> + Send {
+    fn query(&mut self, sql: &str) -> impl Future<Output = Result<Rows, SessionFailure>> + Send {
         (**self).query(sql)
+    }
+}
+
+/// The wire client is a session.
+impl Sql for mysql_wire::Conn {
+    async fn query(&mut self, sql: &str) -> Result<Rows, SessionFailure> {
+        mysql_wire::Conn::query(self, sql)
+            .await
+            .map_err(|e| Box::new(e) as SessionFailure)
     }
 }
 
@@ -51,16 +41,17 @@ impl<T: Sql> Sql for &mut T {
 /// The caller does not retry: `take` records the [`Display`](std::fmt::Display) text
 /// (`<what>: <message>`) as the base's ERROR `info` and ends the base; the clone method
 /// does the same through its own message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what}: {message}")]
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
 pub struct QueryError {
     /// What the statement was for, e.g. "read the server's version, read_only and
     /// datadir".
     pub what: &'static str,
     /// The statement as sent.
     pub statement: String,
-    /// The [`Sql`] implementation's message (server error or connection failure).
-    pub message: String,
+    /// The [`Sql`] implementation's error (server error or connection failure).
+    #[source]
+    pub source: SessionFailure,
 }
 
 /// Runs `statement` on `sql`; `what` says what it is for (the start of the error text).
@@ -73,10 +64,10 @@ pub async fn run_query<S: Sql>(
     what: &'static str,
     statement: &str,
 ) -> Result<Rows, QueryError> {
-    sql.query(statement).await.map_err(|message| QueryError {
+    sql.query(statement).await.map_err(|source| QueryError {
         what,
         statement: statement.to_owned(),
-        message,
+        source,
     })
 }
 
@@ -134,7 +125,7 @@ pub async fn server_facts<S: Sql>(sql: &mut S) -> Result<ServerFacts, QueryError
     let version = r.get(0, "v").unwrap_or_default().to_owned();
     let ro = r.get(0, "ro").unwrap_or("0");
     Ok(ServerFacts {
-        mariadb: version.contains("MariaDB"),
+        mariadb: binlog::is_mariadb_version(&version),
         read_only: ro == "1" || ro.eq_ignore_ascii_case("ON"),
         datadir: r.get(0, "d").unwrap_or_default().to_owned(),
         version,
@@ -223,7 +214,7 @@ mod tests {
     struct Failing;
 
     impl Sql for Failing {
-        async fn query(&mut self, _sql: &str) -> Result<Rows, String> {
+        async fn query(&mut self, _sql: &str) -> Result<Rows, SessionFailure> {
             Err("ERROR 1045 (28000): Access denied".into())
         }
     }
@@ -237,7 +228,7 @@ mod tests {
             "{}",
             e.statement
         );
-        assert_eq!(e.message, "ERROR 1045 (28000): Access denied");
+        assert_eq!(e.source.to_string(), "ERROR 1045 (28000): Access denied");
         assert_eq!(
             e.to_string(),
             "read the server's version, read_only and datadir: ERROR 1045 (28000): Access denied"

@@ -96,10 +96,6 @@ pub fn new_backup_id(source: &str) -> String {
 
 static COUNTER: AtomicU64 = AtomicU64::new(1);
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 impl Snapshotter {
     /// The tool a method uses on this server flavour.
     pub fn tool_for(
@@ -329,7 +325,7 @@ impl Snapshotter {
             .await
             .map_err(|e| format!("record the tool version: {e}"))?;
         if out.result.consistent_at.is_none() {
-            out.result.consistent_at = Some(unix_now());
+            out.result.consistent_at = Some(catalog::unix_now());
         }
         run.mark_uploading().await?;
         // The manifest goes last: a DBA without the catalog finds everything in it.
@@ -379,7 +375,7 @@ mod tests {
 
     use super::{Progress, Snapshotter, TakeRequest};
     use crate::config::{Method, SourceBackupConfig};
-    use crate::sql::{Rows, Sql};
+    use crate::sql::{Rows, SessionFailure, Sql};
     use crate::tool::{Endpoint, Tools};
     use crate::BaseStore;
 
@@ -401,7 +397,7 @@ mod tests {
     }
 
     impl Sql for StandIn {
-        async fn query(&mut self, sql: &str) -> Result<Rows, String> {
+        async fn query(&mut self, sql: &str) -> Result<Rows, SessionFailure> {
             self.statements.push(sql.to_owned());
             if sql.starts_with("SELECT VERSION()") {
                 Ok(rows(
@@ -438,7 +434,7 @@ mod tests {
                     ],
                 ))
             } else {
-                Err(format!("stand-in: unexpected statement {sql}"))
+                Err(format!("stand-in: unexpected statement {sql}").into())
             }
         }
     }

@@ -50,7 +50,6 @@
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
 //! appear in `Debug` output, logs, the API or the catalog ([`SourceUrl::redacted`]).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +58,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use mysql_wire::{SourceUrl, TlsMode};
+
+pub mod validate;
 
 /// A configuration problem, with the key it concerns.
 #[derive(Debug, Error)]
@@ -90,7 +91,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
@@ -99,7 +100,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 
 /// The value of environment variable `var` (a `password_env` key), or an error naming
 /// `key` and the variable.
-fn env_password(key: String, var: &str) -> Result<String, ConfigError> {
+pub(crate) fn env_password(key: String, var: &str) -> Result<String, ConfigError> {
     std::env::var(var).map_err(|_| invalid(key, format!("environment variable {var} is not set")))
 }
 
@@ -328,17 +329,17 @@ pub enum StartAt {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum StartRaw {
+pub(crate) enum StartRaw {
     Named(String),
     At(StartAtRaw),
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StartAtRaw {
-    file: String,
+pub(crate) struct StartAtRaw {
+    pub(crate) file: String,
     #[serde(default = "four")]
-    pos: u64,
+    pub(crate) pos: u64,
 }
 
 fn four() -> u64 {
@@ -359,7 +360,7 @@ pub struct SourceConfig {
     /// server_id this fake replica registers with; must differ from every real server's.
     pub server_id: u32,
     #[serde(default)]
-    start: Option<StartRaw>,
+    pub(crate) start: Option<StartRaw>,
     /// Base backups of this source (`[source.backup]`); defaults when absent.
     #[serde(default)]
     pub backup: Option<snapshotter::SourceBackupConfig>,
@@ -461,316 +462,14 @@ impl Config {
     }
 
     /// Checks every value, resolves passwords from the environment, and creates
-    /// `data_dir` if needed (refusing one that cannot be written).
+    /// `data_dir` if needed (refusing one that cannot be written). One function per
+    /// table does the work ([`validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first offending key.
     pub fn validate(self) -> Result<Settings, ConfigError> {
-        let http_listen: SocketAddr = self.http.listen.parse().map_err(|e| {
-            invalid(
-                "http.listen",
-                format!("{:?} is not host:port ({e})", self.http.listen),
-            )
-        })?;
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir", "must not be empty"));
-        }
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
-            invalid(
-                "data_dir",
-                format!("cannot create {}: {e}", self.data_dir.display()),
-            )
-        })?;
-        let probe = self.data_dir.join(".write-probe");
-        std::fs::write(&probe, b"probe").map_err(|e| {
-            invalid(
-                "data_dir",
-                format!("{} is not writable: {e}", self.data_dir.display()),
-            )
-        })?;
-        let _ = std::fs::remove_file(&probe);
-        let data_dir = self
-            .data_dir
-            .canonicalize()
-            .map_err(|e| invalid("data_dir", format!("{}: {e}", self.data_dir.display())))?;
-        let catalog_url = self
-            .catalog
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
-
-        let c = &self.capture;
-        for (k, d) in [
-            ("capture.fsync_interval", c.fsync_interval),
-            ("capture.heartbeat_period", c.heartbeat_period),
-            ("capture.poll_interval", c.poll_interval),
-            ("capture.reconnect_min_backoff", c.reconnect_min_backoff),
-            ("capture.reconnect_max_backoff", c.reconnect_max_backoff),
-            ("capture.connect_timeout", c.connect_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(k, "must be greater than 0"));
-            }
-        }
-        if c.heartbeat_period > Duration::from_secs(4_000_000) {
-            return Err(invalid(
-                "capture.heartbeat_period",
-                "must be at most 4000000s",
-            ));
-        }
-        if c.reconnect_min_backoff > c.reconnect_max_backoff {
-            return Err(invalid(
-                "capture.reconnect_min_backoff",
-                "must not exceed capture.reconnect_max_backoff",
-            ));
-        }
-
-        if self.sources.is_empty() {
-            return Err(invalid(
-                "source",
-                "no [[source]] configured: add at least one primary to archive",
-            ));
-        }
-        let mut names = HashSet::new();
-        let mut sources = Vec::new();
-        for (i, s) in self.sources.into_iter().enumerate() {
-            let key = |k: &str| format!("source[{i}].{k}");
-            if s.name.is_empty()
-                || s.name.len() > 64
-                || !s
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-                || s.name.starts_with('.')
-            {
-                return Err(invalid(
-                    key("name"),
-                    format!(
-                        "{:?}: use 1-64 characters from A-Z a-z 0-9 _ - . (not starting with .)",
-                        s.name
-                    ),
-                ));
-            }
-            if !names.insert(s.name.clone()) {
-                return Err(invalid(
-                    key("name"),
-                    format!("duplicate source name {:?}", s.name),
-                ));
-            }
-            let mut url = SourceUrl::parse(&s.url).map_err(|m| invalid(key("url"), m))?;
-            if let Some(var) = &s.password_env {
-                url.password = Some(env_password(key("password_env"), var)?);
-            }
-            if s.server_id == 0 {
-                return Err(invalid(
-                    key("server_id"),
-                    "must be non-zero (a primary refuses replicas with server_id 0)",
-                ));
-            }
-            let start = match s.start {
-                None => StartAt::Earliest,
-                Some(StartRaw::Named(n)) => match n.as_str() {
-                    "earliest" => StartAt::Earliest,
-                    "current" => StartAt::Current,
-                    other => {
-                        return Err(invalid(
-                            key("start"),
-                            format!(
-                                "{other:?}: use \"earliest\", \"current\" or \
-                                 {{ file = \"mysql-bin.000042\", pos = 4 }}"
-                            ),
-                        ))
-                    }
-                },
-                Some(StartRaw::At(a)) => {
-                    if a.pos != 4 {
-                        return Err(invalid(
-                            key("start.pos"),
-                            "must be 4: files are archived whole, from their first \
-                             event, so they stay byte-identical to the primary's",
-                        ));
-                    }
-                    if a.file.is_empty() || a.file.contains('/') || a.file.starts_with('.') {
-                        return Err(invalid(
-                            key("start.file"),
-                            format!("{:?} is not a binlog file name", a.file),
-                        ));
-                    }
-                    StartAt::File(a.file)
-                }
-            };
-            let bcfg = s.backup.clone().unwrap_or_default();
-            let backup = bcfg
-                .validate(&key("backup"))
-                .map_err(|(k, m)| invalid(k, m))?;
-            let mut backup_url = match &bcfg.url {
-                Some(u) => SourceUrl::parse(u).map_err(|m| invalid(key("backup.url"), m))?,
-                None => url.clone(),
-            };
-            if let Some(var) = &bcfg.password_env {
-                backup_url.password = Some(env_password(key("backup.password_env"), var)?);
-            }
-            let replication = match &s.replication {
-                None => None,
-                Some(r) => {
-                    let listen: SocketAddr = r.listen.parse().map_err(|e| {
-                        invalid(
-                            key("replication.listen"),
-                            format!("{:?} is not host:port ({e})", r.listen),
-                        )
-                    })?;
-                    let password = match (&r.password, &r.password_env) {
-                        (_, Some(var)) => env_password(key("replication.password_env"), var)?,
-                        (Some(p), None) => p.clone(),
-                        (None, None) => {
-                            return Err(invalid(
-                                key("replication.password"),
-                                "set password or password_env: the fake primary does not accept replicas without one",
-                            ))
-                        }
-                    };
-                    if r.user.is_empty() {
-                        return Err(invalid(key("replication.user"), "must not be empty"));
-                    }
-                    Some(Replication {
-                        listen,
-                        creds: crate::replay::fake_primary::Credentials {
-                            user: r.user.clone(),
-                            password,
-                        },
-                    })
-                }
-            };
-            let verify = {
-                let v = s.verify.as_ref();
-                let schedule = match v {
-                    None => None,
-                    Some(v) => Some(crate::verify::schedule::Schedule {
-                        enabled: v.enabled,
-                        day: crate::verify::schedule::parse_day(v.day.as_deref().unwrap_or("mon"))
-                            .map_err(|m| invalid(key("verify.day"), m))?,
-                        start: crate::verify::schedule::parse_time_of_day(
-                            v.start.as_deref().unwrap_or("01:00"),
-                        )
-                        .map_err(|m| invalid(key("verify.start"), m))?,
-                        stop_at: v
-                            .stop_at
-                            .as_deref()
-                            .map(crate::verify::schedule::parse_time_of_day)
-                            .transpose()
-                            .map_err(|m| invalid(key("verify.stop_at"), m))?,
-                        keep_instance: v.keep_instance,
-                    }),
-                };
-                let mut check_url = match v.and_then(|v| v.url.as_ref()) {
-                    Some(u) => SourceUrl::parse(u).map_err(|m| invalid(key("verify.url"), m))?,
-                    None => backup_url.clone(),
-                };
-                if let Some(var) = v.and_then(|v| v.password_env.as_ref()) {
-                    check_url.password = Some(env_password(key("verify.password_env"), var)?);
-                }
-                let chain_timeout = v
-                    .and_then(|v| v.chain_timeout)
-                    .unwrap_or(Duration::from_secs(3600));
-                if chain_timeout.is_zero() {
-                    return Err(invalid(key("verify.chain_timeout"), "must be more than 0s"));
-                }
-                Verify {
-                    schedule,
-                    keep_instance: v.is_some_and(|v| v.keep_instance),
-                    chain_timeout,
-                    check_url,
-                }
-            };
-            sources.push(Source {
-                name: s.name,
-                url,
-                server_id: s.server_id,
-                start,
-                backup,
-                backup_url,
-                capture: s.capture,
-                replication,
-                verify,
-            });
-        }
-        let mut listens = HashSet::from([http_listen]);
-        for s in &sources {
-            if let Some(r) = &s.replication {
-                if !listens.insert(r.listen) || (r.listen.port() == 0) {
-                    return Err(invalid(
-                        format!("source {}: replication.listen", s.name),
-                        format!("{} is used twice (or port 0): each source's fake primary needs its own port", r.listen),
-                    ));
-                }
-            }
-        }
-        let mut ids = HashSet::new();
-        for s in &sources {
-            if !ids.insert((s.url.host.clone(), s.url.port, s.server_id)) {
-                return Err(invalid(
-                    "source.server_id",
-                    format!(
-                        "two sources register server_id {} with {}:{}: the primary would \
-                         disconnect one of them",
-                        s.server_id, s.url.host, s.url.port
-                    ),
-                ));
-            }
-        }
-        let store = self
-            .backup
-            .validate(&data_dir)
-            .map_err(|(k, m)| invalid(k, m))?;
-        for (name, path) in &self.backup.tools {
-            if !snapshotter::tool::TOOL_NAMES.contains(&name.as_str()) {
-                return Err(invalid(
-                    format!("backup.tools.{name}"),
-                    format!(
-                        "unknown tool; known: {}",
-                        snapshotter::tool::TOOL_NAMES.join(", ")
-                    ),
-                ));
-            }
-            if !path.is_absolute() {
-                return Err(invalid(
-                    format!("backup.tools.{name}"),
-                    "must be an absolute path",
-                ));
-            }
-        }
-        let tools = snapshotter::Tools {
-            paths: self.backup.tools.clone(),
-        };
-        let mut pitr = self.pitr.clone();
-        if ![
-            "optimistic",
-            "conservative",
-            "aggressive",
-            "minimal",
-            "none",
-        ]
-        .contains(&pitr.parallel_mode.as_str())
-        {
-            return Err(invalid(
-                "pitr.parallel_mode",
-                format!(
-                    "{:?}: use optimistic, conservative, aggressive, minimal or none",
-                    pitr.parallel_mode
-                ),
-            ));
-        }
-        if pitr.parallel_threads > 256 {
-            return Err(invalid("pitr.parallel_threads", "must be at most 256"));
-        }
-        pitr.work_dir = Some(pitr.work_dir.unwrap_or_else(|| data_dir.join("pitr")));
-        Ok(Settings {
-            pitr,
-            data_dir,
-            http_listen,
-            catalog_url,
-            capture: self.capture,
-            store,
-            tools,
-            sources,
-        })
+        validate::settings(self)
     }
 }
 

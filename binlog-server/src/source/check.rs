@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use catalog::{FileProgress, FileState};
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::context::{PrimaryView, Shared};
+use super::context::{PrimaryView, SourceCtx};
 use super::lowprio::low_priority;
 use super::repull::repull;
 use crate::archive::store::{self, SourceStore};
-use crate::config::Source;
-use crate::status::{Metrics, StatusCell};
+use crate::status::Metrics;
 use binlog::check::{check_file, CheckOptions, CheckReport};
 use binlog::{self};
 
@@ -24,26 +22,27 @@ use binlog::{self};
 const CATCH_UP_BYTES: u64 = 64 << 20;
 
 /// Checks REPORTED files, re-pulls FAIL ones, scrubs SUCC ones. Woken by `wake` (a file
-/// was closed) and every few seconds; `on_demand` names files to check now.
-#[allow(clippy::too_many_arguments)]
+/// was closed) and every few seconds; `on_demand` names files to check now. Ends when
+/// the source is cancelled.
 pub async fn check_loop(
-    shared: Shared,
-    src: Source,
-    status: StatusCell,
+    ctx: SourceCtx,
     store: Arc<SourceStore>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     wake: Arc<Notify>,
     mut on_demand: mpsc::Receiver<String>,
-    cancel: CancellationToken,
 ) {
-    let name = src.name.clone();
-    let mut repulls: HashMap<String, u32> = HashMap::new();
-    let mut last_scrub = Instant::now();
+    let mut checker = Checker {
+        ctx,
+        store,
+        view,
+        repulls: HashMap::new(),
+        last_scrub: Instant::now(),
+    };
     let mut deferred_since: Option<Instant> = None;
     loop {
         let mut forced: Vec<String> = Vec::new();
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = checker.ctx.cancel.cancelled() => return,
             _ = wake.notified() => {}
             Some(f) = on_demand.recv() => forced.push(f),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -51,7 +50,9 @@ pub async fn check_loop(
         // While capture is far behind the primary (a catch-up), checks wait, up to 10
         // minutes, so that reading, hashing and walking files does not take CPU and disk
         // from capture on a small machine. Checks asked for by the API are not deferred.
-        let far_behind = status
+        let far_behind = checker
+            .ctx
+            .status
             .lock()
             .bytes_behind
             .is_some_and(|b| b > CATCH_UP_BYTES);
@@ -63,26 +64,49 @@ pub async fn check_loop(
         }
         deferred_since = None;
         // Give the first poll of the primary a moment so sizes can be compared.
-        if view.lock().map(|v| v.at.is_none()).unwrap_or(true) {
+        if checker.view.lock().map(|v| v.at.is_none()).unwrap_or(true) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let mut todo: Vec<String> = match shared
-            .catalog
-            .files_in_state(&name, FileState::Reported)
-            .await
-        {
+        let Some(todo) = checker.todo(forced).await else {
+            continue;
+        };
+        for file in todo {
+            if checker.ctx.cancel.is_cancelled() {
+                return;
+            }
+            checker.check_one(&file).await;
+        }
+    }
+}
+
+/// The checker's state: the source, its files, the primary's latest view, how often
+/// each FAIL file was re-pulled (at most 3 times per process), the last scrub pass.
+struct Checker {
+    ctx: SourceCtx,
+    store: Arc<SourceStore>,
+    view: Arc<std::sync::Mutex<PrimaryView>>,
+    repulls: HashMap<String, u32>,
+    last_scrub: Instant,
+}
+
+impl Checker {
+    /// The files to look at now, in binlog order: REPORTED ones, `forced` ones, SUCC ones
+    /// due for a scrub, FAIL ones with re-pulls left. None when the catalog cannot be read.
+    async fn todo(&mut self, forced: Vec<String>) -> Option<Vec<String>> {
+        let (catalog, name) = (&self.ctx.shared.catalog, &self.ctx.source.name);
+        let mut todo: Vec<String> = match catalog.files_in_state(name, FileState::Reported).await {
             Ok(v) => v.into_iter().map(|r| r.name).collect(),
             Err(e) => {
                 warn!(source = %name, error = %e, "catalog read failed");
-                continue;
+                return None;
             }
         };
         todo.extend(forced);
-        let scrub = shared.capture.scrub_interval;
-        if !scrub.is_zero() && last_scrub.elapsed() >= scrub.min(Duration::from_secs(3600)) {
-            last_scrub = Instant::now();
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            if let Ok(rows) = shared.catalog.files_in_state(&name, FileState::Succ).await {
+        let scrub = self.ctx.shared.capture.scrub_interval;
+        if !scrub.is_zero() && self.last_scrub.elapsed() >= scrub.min(Duration::from_secs(3600)) {
+            self.last_scrub = Instant::now();
+            let now = catalog::unix_now();
+            if let Ok(rows) = catalog.files_in_state(name, FileState::Succ).await {
                 for r in rows {
                     let due = r
                         .checked_at
@@ -93,21 +117,162 @@ pub async fn check_loop(
                 }
             }
         }
-        if let Ok(rows) = shared.catalog.files_in_state(&name, FileState::Fail).await {
+        if let Ok(rows) = catalog.files_in_state(name, FileState::Fail).await {
             for r in rows {
-                if repulls.get(&r.name).copied().unwrap_or(0) < 3 {
+                if self.repulls.get(&r.name).copied().unwrap_or(0) < 3 {
                     todo.push(r.name);
                 }
             }
         }
         todo.sort_by_key(|n| store::binlog_order(n));
         todo.dedup();
-        for file in todo {
-            if cancel.is_cancelled() {
-                return;
-            }
-            check_one(&shared, &src, &store, &view, &file, &mut repulls).await;
+        Some(todo)
+    }
+
+    /// One file: a FAIL file is re-pulled while the primary has it; a closed file is
+    /// checked once its final size is known; a SUCC file whose SHA-256 changed is FAIL.
+    async fn check_one(&mut self, file: &str) {
+        let (catalog, name) = (&self.ctx.shared.catalog, &self.ctx.source.name);
+        let row = match catalog.get_file(name, file).await {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        if row.state == FileState::Active {
+            return;
         }
+        if row.state == FileState::Fail {
+            return self.repull_fail(file, &row).await;
+        }
+        if size_not_final_yet(&self.view, file) {
+            return;
+        }
+        let previous_sha = if row.state == FileState::Succ {
+            row.sha256.clone()
+        } else {
+            None
+        };
+        let outcome = self.recheck(file, None).await;
+        if let (Some(prev), Some((state, sha))) = (previous_sha, outcome) {
+            if state == FileState::Succ && sha != prev {
+                let info = format!("SHA-256 changed since the last check (was {prev}, now {sha})");
+                let _ = catalog
+                    .set_checked(name, file, FileState::Fail, &info, Some(&sha), row.size)
+                    .await;
+            }
+        }
+    }
+
+    /// Fetches a FAIL file again while the primary lists it, then checks it once more;
+    /// a failed re-pull is added to the file's info.
+    async fn repull_fail(&mut self, file: &str, row: &catalog::BinlogFileRow) {
+        let (shared, src) = (&self.ctx.shared, &self.ctx.source);
+        let name = &src.name;
+        let (size, _, _) = listed_size(&self.view, file);
+        if size.is_none() {
+            return; // the primary no longer has it: stays FAIL with its info
+        }
+        *self.repulls.entry(file.to_owned()).or_insert(0) += 1;
+        match repull(shared, src, &self.store, file).await {
+            Ok(bytes) => {
+                info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
+                let p = FileProgress {
+                    name: file.to_owned(),
+                    size: bytes,
+                    ..Default::default()
+                };
+                let _ = shared.catalog.mark_reported(name, &p).await;
+                // Carry the first reason forward into the next check's info.
+                let reason = row
+                    .info
+                    .split(" (re-pulled")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                self.recheck(file, Some(&reason)).await;
+            }
+            Err(e) => {
+                warn!(source = %name, file, error = %e, "re-pull failed");
+                let info = format!("{}; re-pull failed: {e}", row.info);
+                let _ = shared
+                    .catalog
+                    .set_checked(
+                        name,
+                        file,
+                        FileState::Fail,
+                        &info,
+                        row.sha256.as_deref(),
+                        row.size,
+                    )
+                    .await;
+            }
+        }
+    }
+
+    /// Runs the file check and records SUCC or FAIL. Returns the state and SHA-256.
+    async fn recheck(
+        &self,
+        file: &str,
+        repaired_from: Option<&str>,
+    ) -> Option<(FileState, String)> {
+        let (shared, name) = (&self.ctx.shared, &self.ctx.source.name);
+        let (expected, polled, later) = listed_size(&self.view, file);
+        let path = self.store.path(file);
+        let opts = CheckOptions {
+            require_terminal: true,
+            expected_size: expected,
+        };
+        let report = match low_priority(move || check_file(&path, &opts)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!(source = %name, file, error = %e, "cannot read the file to check it");
+                let _ = shared
+                    .catalog
+                    .set_checked(
+                        name,
+                        file,
+                        FileState::Fail,
+                        &format!("cannot read the stored file: {e}"),
+                        None,
+                        0,
+                    )
+                    .await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let (state, mut info) = verdict(&report, expected, polled, later);
+        if let Some(prev) = repaired_from {
+            info = format!("{info} (re-pulled from the primary after FAIL: {prev})");
+        }
+        if state == FileState::Fail {
+            shared
+                .metrics
+                .check_failures
+                .get_or_create(&Metrics::label(name))
+                .inc();
+            warn!(source = %name, file, %info, "binlog file check failed");
+        }
+        let _ = shared
+            .catalog
+            .set_checked(
+                name,
+                file,
+                state,
+                &info,
+                Some(&report.sha256_hex),
+                report.size,
+            )
+            .await;
+        let p = FileProgress {
+            name: file.to_owned(),
+            size: report.size,
+            first_event_time: report.first_event_time.map(i64::from),
+            last_event_time: report.last_event_time.map(i64::from),
+            first_gtid: report.first_gtid.as_ref().map(|g| g.to_string()),
+            last_gtid: report.last_gtid.as_ref().map(|g| g.to_string()),
+        };
+        let _ = shared.catalog.record_active(name, &p).await;
+        Some((state, report.sha256_hex))
     }
 }
 
@@ -140,154 +305,6 @@ fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> 
         && v.binlogs
             .last()
             .is_some_and(|(n, _)| store::binlog_order(n) <= store::binlog_order(file))
-}
-
-async fn check_one(
-    shared: &Shared,
-    src: &Source,
-    store: &Arc<SourceStore>,
-    view: &Arc<std::sync::Mutex<PrimaryView>>,
-    file: &str,
-    repulls: &mut HashMap<String, u32>,
-) {
-    let name = &src.name;
-    let row = match shared.catalog.get_file(name, file).await {
-        Ok(Some(r)) => r,
-        _ => return,
-    };
-    if row.state == FileState::Active {
-        return;
-    }
-    if row.state == FileState::Fail {
-        let (size, _, _) = listed_size(view, file);
-        if size.is_none() {
-            return; // the primary no longer has it: stays FAIL with its info
-        }
-        *repulls.entry(file.to_owned()).or_insert(0) += 1;
-        match repull(shared, src, store, file).await {
-            Ok(bytes) => {
-                info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
-                let p = FileProgress {
-                    name: file.to_owned(),
-                    size: bytes,
-                    ..Default::default()
-                };
-                let _ = shared.catalog.mark_reported(name, &p).await;
-                // Carry the first reason forward into the next check's info.
-                let reason = row
-                    .info
-                    .split(" (re-pulled")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                recheck(shared, src, store, view, file, Some(&reason)).await;
-            }
-            Err(e) => {
-                warn!(source = %name, file, error = %e, "re-pull failed");
-                let info = format!("{}; re-pull failed: {e}", row.info);
-                let _ = shared
-                    .catalog
-                    .set_checked(
-                        name,
-                        file,
-                        FileState::Fail,
-                        &info,
-                        row.sha256.as_deref(),
-                        row.size,
-                    )
-                    .await;
-            }
-        }
-        return;
-    }
-    if size_not_final_yet(view, file) {
-        return;
-    }
-    let previous_sha = if row.state == FileState::Succ {
-        row.sha256.clone()
-    } else {
-        None
-    };
-    let outcome = recheck(shared, src, store, view, file, None).await;
-    if let (Some(prev), Some((state, sha))) = (previous_sha, outcome) {
-        if state == FileState::Succ && sha != prev {
-            let info = format!("SHA-256 changed since the last check (was {prev}, now {sha})");
-            let _ = shared
-                .catalog
-                .set_checked(name, file, FileState::Fail, &info, Some(&sha), row.size)
-                .await;
-        }
-    }
-}
-
-/// Runs the file check and records SUCC or FAIL. Returns the state and SHA-256.
-async fn recheck(
-    shared: &Shared,
-    src: &Source,
-    store: &Arc<SourceStore>,
-    view: &Arc<std::sync::Mutex<PrimaryView>>,
-    file: &str,
-    repaired_from: Option<&str>,
-) -> Option<(FileState, String)> {
-    let name = &src.name;
-    let (expected, polled, later) = listed_size(view, file);
-    let path = store.path(file);
-    let opts = CheckOptions {
-        require_terminal: true,
-        expected_size: expected,
-    };
-    let report = match low_priority(move || check_file(&path, &opts)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            warn!(source = %name, file, error = %e, "cannot read the file to check it");
-            let _ = shared
-                .catalog
-                .set_checked(
-                    name,
-                    file,
-                    FileState::Fail,
-                    &format!("cannot read the stored file: {e}"),
-                    None,
-                    0,
-                )
-                .await;
-            return None;
-        }
-        Err(_) => return None,
-    };
-    let (state, mut info) = verdict(&report, expected, polled, later);
-    if let Some(prev) = repaired_from {
-        info = format!("{info} (re-pulled from the primary after FAIL: {prev})");
-    }
-    if state == FileState::Fail {
-        shared
-            .metrics
-            .check_failures
-            .get_or_create(&Metrics::label(name))
-            .inc();
-        warn!(source = %name, file, %info, "binlog file check failed");
-    }
-    let _ = shared
-        .catalog
-        .set_checked(
-            name,
-            file,
-            state,
-            &info,
-            Some(&report.sha256_hex),
-            report.size,
-        )
-        .await;
-    let p = FileProgress {
-        name: file.to_owned(),
-        size: report.size,
-        first_event_time: report.first_event_time.map(i64::from),
-        last_event_time: report.last_event_time.map(i64::from),
-        first_gtid: report.first_gtid.as_ref().map(|g| g.to_string()),
-        last_gtid: report.last_gtid.as_ref().map(|g| g.to_string()),
-    };
-    let _ = shared.catalog.record_active(name, &p).await;
-    Some((state, report.sha256_hex))
 }
 
 /// SUCC or FAIL from a check report. A file that ends without ROTATE/STOP is still

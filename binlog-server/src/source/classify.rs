@@ -137,14 +137,18 @@ pub(crate) fn classify_event(
     }
     let end = st.offset + ev.len() as u64;
     if h.log_pos != 0 && u64::from(h.log_pos) != end && end <= u64::from(u32::MAX) {
-        return Err(StreamEnd::Definite(format!(
-            "the stream is not contiguous: a {} event of {} bytes at {}:{} says it ends at {}; the primary skipped data (for MariaDB, is @mariadb_slave_capability honoured?)",
-            event_type::name(t),
-            ev.len(),
-            st.file,
-            st.offset,
-            h.log_pos
-        )));
+        return Err(StreamEnd::NotContiguous {
+            file: st.file.clone(),
+            pos: st.offset,
+            message: format!(
+                "the stream is not contiguous: a {} event of {} bytes at {}:{} says it ends at {}; the primary skipped data (for MariaDB, is @mariadb_slave_capability honoured?)",
+                event_type::name(t),
+                ev.len(),
+                st.file,
+                st.offset,
+                h.log_pos
+            ),
+        });
     }
     if ev.len() < HEADER_LEN {
         return Err(StreamEnd::Transient("short event".into()));
@@ -278,8 +282,7 @@ mod tests {
                     out.extend_from_slice(ev);
                 }
                 Ok(Action::Switch { file, .. }) => panic!("unexpected switch to {file}"),
-                Err(StreamEnd::Definite(m)) | Err(StreamEnd::Transient(m)) => panic!("{name}: {m}"),
-                Err(_) => panic!("{name}: stream error"),
+                Err(e) => panic!("{name}: {e}"),
             }
         }
         out
@@ -382,7 +385,7 @@ mod tests {
         let h = EventHeader::parse(&ev).unwrap();
         assert!(matches!(
             classify_event(&mut st, &h, &ev, alg),
-            Err(StreamEnd::Definite(m)) if m.contains("not contiguous")
+            Err(StreamEnd::NotContiguous { file, pos: 100, .. }) if file == "b.000001"
         ));
         // A file name with a slash is never used as a path.
         let ev = fake_rotate("../../etc/passwd", 4, alg);

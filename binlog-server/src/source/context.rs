@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use catalog::Catalog;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::archive::index::Index;
-use crate::config::CaptureConfig;
+use crate::config::{CaptureConfig, Source};
 use crate::status::{Metrics, StatusCell};
 
 /// Commands to a running source (from the API).
@@ -62,4 +63,18 @@ pub struct SourceRuntime {
     pub checks: mpsc::Sender<String>,
     /// The primary's latest binlog list.
     pub primary: Arc<std::sync::Mutex<PrimaryView>>,
+}
+
+/// One source's context, handed to its tasks: the process-wide services, the source's
+/// settings, its live status, and the token that stops it.
+#[derive(Clone)]
+pub struct SourceCtx {
+    /// Process-wide services.
+    pub shared: Shared,
+    /// The source's validated settings (its name is `source.name`).
+    pub source: Source,
+    /// Its live status (API, metrics).
+    pub status: StatusCell,
+    /// Cancelled at shut-down.
+    pub cancel: CancellationToken,
 }

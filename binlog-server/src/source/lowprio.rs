@@ -8,9 +8,13 @@ pub(crate) async fn low_priority<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // Threads do not inherit the caller's span: enter it, so the check's log lines name
+    // the source.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name("checker".into())
         .spawn(move || {
+            let _entered = span.enter();
             // SAFETY: setpriority on the calling thread (tid from gettid) only changes
             // its scheduling priority; failure is harmless and ignored.
             unsafe {

@@ -8,22 +8,19 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::warn;
 
-use tokio_util::sync::CancellationToken;
-
-use super::context::{PrimaryView, Shared};
+use super::context::{PrimaryView, SourceCtx};
 use super::session;
-use crate::config::Source;
 use crate::status::{Metrics, StatusCell};
 
 /// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
 /// connection open; updates the lag in the status and the metrics. Cancellation-safe.
-pub async fn poll_primary(
-    shared: Shared,
-    src: Source,
-    status: StatusCell,
-    view: Arc<std::sync::Mutex<PrimaryView>>,
-    cancel: CancellationToken,
-) {
+pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView>>) {
+    let SourceCtx {
+        shared,
+        source: src,
+        status,
+        cancel,
+    } = ctx;
     let label = Metrics::label(&src.name);
     let mut session: Option<session::Session> = None;
     loop {
@@ -103,7 +100,7 @@ pub(crate) fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, 
         Some(0)
     } else {
         st.last_event_time.map(|t| {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = catalog::unix_now();
             u64::try_from(now - i64::from(t)).unwrap_or(0)
         })
     };

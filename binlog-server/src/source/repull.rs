@@ -72,7 +72,7 @@ pub(crate) async fn repull(
                     break;
                 }
             }
-            Err(e) => return Err(e.message()),
+            Err(e) => return Err(e.to_string()),
         }
     }
     let offset = st.offset();

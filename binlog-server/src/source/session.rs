@@ -39,7 +39,7 @@ impl Dialect {
     /// Detects the dialect from a server version string such as "10.11.19-MariaDB-0+deb12u1"
     /// or "8.0.36-log".
     pub fn detect(server_version: &str) -> Dialect {
-        if server_version.to_ascii_lowercase().contains("mariadb") {
+        if binlog::is_mariadb_version(server_version) {
             return Dialect::MariaDb;
         }
         let mut nums = server_version
@@ -69,15 +69,48 @@ impl Dialect {
     }
 }
 
-/// Why a session cannot be used, sorted by reaction.
+/// Why a session cannot be used. The caller reacts through [`SessionError::is_definite`]
+/// (stop the source with the reason, or retry with backoff) and
+/// [`SessionError::server_code`]; the cause is kept whole.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// Retry with backoff.
+    /// The connection or the server failed while doing `what`.
+    #[error("{what}: {source}")]
+    Conn {
+        /// What the session was doing ("connect", "SHOW BINARY LOGS", "binlog stream").
+        what: &'static str,
+        /// The connection error, with the server's ERR packet when there was one.
+        #[source]
+        source: ConnError,
+    },
+    /// The primary's settings make capture impossible (binary logging off, an unsupported
+    /// binlog_checksum, our server_id equal to the primary's, a position COM_BINLOG_DUMP
+    /// cannot express): definite, the message says what to change.
     #[error("{0}")]
-    Transient(String),
-    /// Stop the source and tell the operator.
-    #[error("{0}")]
-    Definite(String),
+    Unusable(String),
+}
+
+impl SessionError {
+    /// True when no retry can help: server errors of [`is_definite_server_error`],
+    /// authentication and TLS failures, and unusable settings.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            SessionError::Conn { source, .. } => match source {
+                ConnError::Server(se) => is_definite_server_error(se.code),
+                ConnError::Auth(_) | ConnError::Tls(_) => true,
+                _ => false,
+            },
+            SessionError::Unusable(_) => true,
+        }
+    }
+
+    /// The primary's error code, when it answered with an ERR packet.
+    pub fn server_code(&self) -> Option<u16> {
+        match self {
+            SessionError::Conn { source, .. } => source.server_code(),
+            SessionError::Unusable(_) => None,
+        }
+    }
 }
 
 /// Server error codes that no retry can fix.
@@ -95,15 +128,13 @@ pub fn is_definite_server_error(code: u16) -> bool {
     )
 }
 
-/// Classifies a connection error.
-pub fn classify(e: ConnError, what: &str) -> SessionError {
-    match &e {
-        ConnError::Server(se) if is_definite_server_error(se.code) => {
-            SessionError::Definite(format!("{what}: {e}"))
-        }
-        ConnError::Auth(_) | ConnError::Tls(_) => SessionError::Definite(format!("{what}: {e}")),
-        _ => SessionError::Transient(format!("{what}: {e}")),
-    }
+/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the primary cannot send the binlog asked for
+/// (purged, or a position past its end). mysql-server `include/mysqld_error.h`.
+pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
+
+/// Wraps a connection error with what the session was doing.
+pub fn classify(e: ConnError, what: &'static str) -> SessionError {
+    SessionError::Conn { what, source: e }
 }
 
 /// A connected, checked session on a primary.
@@ -149,7 +180,7 @@ pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, Sessi
     };
     let log_bin = v(0);
     if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
-        return Err(SessionError::Definite(format!(
+        return Err(SessionError::Unusable(format!(
             "the primary has binary logging off (log_bin={log_bin:?}): start it with --log-bin"
         )));
     }
@@ -157,7 +188,7 @@ pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, Sessi
         "CRC32" => ChecksumAlg::Crc32,
         "NONE" => {
             if !cap.allow_no_checksum {
-                return Err(SessionError::Definite(
+                return Err(SessionError::Unusable(
                     "the primary has binlog_checksum=NONE: events cannot be verified. Set \
                      binlog_checksum=CRC32 on the primary (SET GLOBAL binlog_checksum='CRC32'), \
                      or accept unverified capture with [capture] allow_no_checksum = true"
@@ -167,7 +198,7 @@ pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, Sessi
             ChecksumAlg::Off
         }
         other => {
-            return Err(SessionError::Definite(format!(
+            return Err(SessionError::Unusable(format!(
                 "the primary's binlog_checksum={other:?} is not supported (CRC32 or NONE)"
             )))
         }
@@ -175,7 +206,7 @@ pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, Sessi
     let binlog_format = v(2).to_ascii_uppercase();
     let primary_server_id = v(3).parse().unwrap_or(0);
     if primary_server_id == src.server_id {
-        return Err(SessionError::Definite(format!(
+        return Err(SessionError::Unusable(format!(
             "source {} uses server_id {} which is the primary's own server_id: choose another",
             src.name, src.server_id
         )));
@@ -235,7 +266,7 @@ pub async fn start_dump(
     non_blocking: bool,
 ) -> Result<(), SessionError> {
     let pos32 = u32::try_from(pos).map_err(|_| {
-        SessionError::Definite(format!(
+        SessionError::Unusable(format!(
             "position {pos} in {file} is beyond 4 GiB, which COM_BINLOG_DUMP cannot express"
         ))
     })?;

@@ -8,16 +8,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use binlog::{self, event_type, EventHeader};
+use binlog::{self, event_type, ChecksumAlg, EventHeader};
 
 use super::classify::{arrival_alg, classify_event, Action, StreamState};
-use super::context::Shared;
+use super::context::SourceCtx;
 use super::error::StreamEnd;
 use super::session;
 use super::writer::WriterMsg;
 use crate::archive::store::{self, SourceStore};
 use crate::config::{Source, StartAt};
-use crate::status::{CaptureState, StatusCell};
+use crate::status::{CaptureState, Metrics, StatusCell};
 
 /// Resolves where to start when the archive is empty (or a gap was accepted).
 pub(crate) async fn start_point(
@@ -95,24 +95,87 @@ pub(crate) async fn start_point(
     Ok((start, 4))
 }
 
-/// One connection's worth of streaming.
-#[allow(clippy::too_many_arguments)]
+/// What one streaming attempt works with: the source's context, the writer's channel,
+/// the store, and the token the note handler cancels when the writer fails.
+pub(crate) struct Attempt<'a> {
+    /// The source.
+    pub ctx: &'a SourceCtx,
+    /// Batches and file switches to the writer thread.
+    pub wtx: &'a mpsc::Sender<WriterMsg>,
+    /// The source's files.
+    pub store: &'a SourceStore,
+    /// Cancelled when the writer reported a failure.
+    pub writer_failed: &'a CancellationToken,
+}
+
+/// Batches of stored events on their way to the writer: sent at 256 KiB, before a file
+/// switch, and whenever the connection has no packet buffered (so idle streams are
+/// written at once).
+struct Batch {
+    events: Vec<(EventHeader, Bytes)>,
+    bytes: usize,
+}
+
+/// Bytes a batch collects before it is sent whatever the connection holds.
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl Batch {
+    /// Sends the collected events (if any) to the writer.
+    async fn flush(&mut self, wtx: &mpsc::Sender<WriterMsg>) -> Result<(), StreamEnd> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        wtx.send(WriterMsg::Events(std::mem::take(&mut self.events)))
+            .await
+            .map_err(|_| StreamEnd::WriterFailed(None))
+    }
+}
+
+/// Tells the writer to continue in `file` at `pos`.
+async fn open(wtx: &mpsc::Sender<WriterMsg>, file: String, pos: u64) -> Result<(), StreamEnd> {
+    wtx.send(WriterMsg::Open { file, pos })
+        .await
+        .map_err(|_| StreamEnd::WriterFailed(None))
+}
+
+/// One connection's worth of streaming from `resume` (or from the start point the
+/// source's `start` names when the archive is empty or `accept_gap` is set). Returns why
+/// it ended; it never ends without a reason.
 pub(crate) async fn stream_once(
-    shared: &Shared,
-    src: &Source,
-    status: &StatusCell,
-    wtx: &mpsc::Sender<WriterMsg>,
-    store: &SourceStore,
+    a: &Attempt<'_>,
     resume: &store::Resume,
     accept_gap: bool,
-    label: &crate::status::SourceLabel,
-    cancel: &CancellationToken,
-    writer_failed: &CancellationToken,
 ) -> StreamEnd {
-    let cap = &shared.capture;
+    let (mut s, file, pos) = match connect_and_dump(a, resume, accept_gap).await {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let mut st = StreamState::new(&file, pos, s.checksum);
+    if let store::Resume::At { .. } = resume {
+        // The writer owns the file being continued from the start, so that a stream that
+        // begins by moving to the next file (the primary stopped or crashed) closes it.
+        if let Err(e) = open(a.wtx, file.clone(), pos).await {
+            return e;
+        }
+        st.opened = true;
+    }
+    match read_events(a, &mut s, &mut st).await {
+        Ok(()) => StreamEnd::Cancelled,
+        Err(e) => e,
+    }
+}
+
+/// Connects, works out the start, and starts the dump: the session and `(file, pos)`.
+async fn connect_and_dump(
+    a: &Attempt<'_>,
+    resume: &store::Resume,
+    accept_gap: bool,
+) -> Result<(session::Session, String, u64), StreamEnd> {
+    let (src, status, cap) = (&a.ctx.source, &a.ctx.status, &a.ctx.shared.capture);
     let mut s = tokio::select! {
-        _ = cancel.cancelled() => return StreamEnd::Cancelled,
-        r = session::connect(src, cap) => match r { Ok(s) => s, Err(e) => return e.into() },
+        _ = a.ctx.cancel.cancelled() => return Err(StreamEnd::Cancelled),
+        r = session::connect(src, cap) => r?,
     };
     {
         let mut st = status.lock();
@@ -125,180 +188,151 @@ pub(crate) async fn stream_once(
     let (file, pos) = match resume {
         store::Resume::At { file, pos } => (file.clone(), *pos),
         store::Resume::Next { next, .. } => (next.clone(), 4),
-        store::Resume::Empty => match start_point(&mut s, src, status, accept_gap, store).await {
-            Ok(x) => x,
-            Err(e) => return e,
-        },
+        store::Resume::Empty => start_point(&mut s, src, status, accept_gap, a.store).await?,
     };
-    if let Err(e) = session::prepare_dump(&mut s, cap.heartbeat_period).await {
-        return e.into();
-    }
-    if let Err(e) = session::start_dump(&mut s, src.server_id, &file, pos, true, false).await {
-        return e.into();
-    }
+    session::prepare_dump(&mut s, cap.heartbeat_period).await?;
+    session::start_dump(&mut s, src.server_id, &file, pos, true, false).await?;
     info!(source = %src.name, %file, pos, dialect = s.dialect.name(), "streaming");
-    {
-        let mut st = status.lock();
-        st.state = CaptureState::Streaming;
-    }
-    let _ = shared
+    status.lock().state = CaptureState::Streaming;
+    let _ = a
+        .ctx
+        .shared
         .catalog
         .set_source_state(&src.name, "streaming", None)
         .await;
+    Ok((s, file, pos))
+}
 
-    let received_bytes = shared.metrics.received_bytes.get_or_create(label).clone();
-    let received_events = shared.metrics.received_events.get_or_create(label).clone();
-    let crc_failures = shared.metrics.crc_failures.get_or_create(label).clone();
-    let read_timeout = cap.heartbeat_period * 3 + Duration::from_secs(5);
-
-    let mut st = StreamState {
-        file: file.clone(),
-        offset: pos,
-        opened: false,
-        alg: s.checksum,
+/// Reads events until the stream ends (the error says why) or the source is cancelled
+/// (`Ok`): each is framed, CRC-checked, classified and stored in batches.
+async fn read_events(
+    a: &Attempt<'_>,
+    s: &mut session::Session,
+    st: &mut StreamState,
+) -> Result<(), StreamEnd> {
+    let label = Metrics::label(&a.ctx.source.name);
+    let metrics = &a.ctx.shared.metrics;
+    let received_bytes = metrics.received_bytes.get_or_create(&label).clone();
+    let received_events = metrics.received_events.get_or_create(&label).clone();
+    let crc_failures = metrics.crc_failures.get_or_create(&label).clone();
+    let read_timeout = a.ctx.shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
+    let mut batch = Batch {
+        events: Vec::new(),
+        bytes: 0,
     };
-    if let store::Resume::At { .. } = resume {
-        // The writer owns the file being continued from the start, so that a stream that
-        // begins by moving to the next file (the primary stopped or crashed) closes it.
-        if wtx
-            .send(WriterMsg::Open {
-                file: file.clone(),
-                pos,
-            })
-            .await
-            .is_err()
-        {
-            return StreamEnd::Definite("the writer stopped".into());
-        }
-        st.opened = true;
-    }
-    let mut batch: Vec<(EventHeader, Bytes)> = Vec::new();
-    let mut batch_bytes = 0usize;
     loop {
         let pkt = tokio::select! {
-            _ = cancel.cancelled() => return StreamEnd::Cancelled,
-            _ = writer_failed.cancelled() => return StreamEnd::Definite("the writer failed".into()),
+            _ = a.ctx.cancel.cancelled() => return Ok(()),
+            _ = a.writer_failed.cancelled() => return Err(StreamEnd::WriterFailed(None)),
             r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => r,
         };
         let ev = match pkt {
             Err(_) => {
-                return StreamEnd::Transient(format!(
+                return Err(StreamEnd::Transient(format!(
                     "no event or heartbeat for {read_timeout:?}: the connection is presumed dead"
-                ))
+                )))
             }
-            Ok(Err(e)) => return session::classify(e, "binlog stream").into(),
+            Ok(Err(e)) => return Err(session::classify(e, "binlog stream").into()),
             Ok(Ok(None)) => {
-                return StreamEnd::Transient("the primary ended the binlog stream (EOF)".into())
+                return Err(StreamEnd::Transient(
+                    "the primary ended the binlog stream (EOF)".into(),
+                ))
             }
             Ok(Ok(Some(ev))) => ev,
         };
-        let header = match EventHeader::parse(&ev) {
-            Ok(h) if h.event_size as usize == ev.len() => h,
-            Ok(h) => {
-                return StreamEnd::Transient(format!(
-                    "event size {} in its header differs from the packet's {} bytes at {}:{}",
-                    h.event_size,
-                    ev.len(),
-                    st.file,
-                    st.offset
-                ))
-            }
+        let (header, alg) = match check_arrival(st, &ev) {
+            Ok(x) => x,
             Err(e) => {
-                return StreamEnd::Transient(format!(
-                    "bad event header at {}:{}: {e}",
-                    st.file, st.offset
-                ))
+                if matches!(e, StreamEnd::Crc { .. }) {
+                    crc_failures.inc();
+                }
+                return Err(e);
             }
         };
-        let alg = match arrival_alg(&header, &ev, st.alg) {
-            Ok(a) => a,
-            Err(e) => return StreamEnd::Transient(format!("{e} at {}:{}", st.file, st.offset)),
-        };
-        if let Err(e) = binlog::verify_checksum(&ev, alg) {
-            crc_failures.inc();
-            return StreamEnd::Crc(
-                format!(
-                    "CRC32 check failed for a {} event at {}:{} ({e}); not stored",
-                    event_type::name(header.type_code),
-                    st.file,
-                    st.offset
-                ),
-                (st.file.clone(), st.offset),
-            );
-        }
         received_bytes.inc_by(ev.len() as u64);
         received_events.inc();
-        match classify_event(&mut st, &header, &ev, alg) {
-            Ok(Action::Skip) => {}
-            Ok(Action::Switch { file, pos }) => {
-                if let Some(e) = going_back(store, &file) {
-                    return e;
-                }
-                if !batch.is_empty() {
-                    if wtx
-                        .send(WriterMsg::Events(std::mem::take(&mut batch)))
-                        .await
-                        .is_err()
-                    {
-                        return StreamEnd::Definite("the writer stopped".into());
-                    }
-                    batch_bytes = 0;
-                }
-                if wtx.send(WriterMsg::Open { file, pos }).await.is_err() {
-                    return StreamEnd::Definite("the writer stopped".into());
-                }
-            }
-            Ok(Action::Store { then_switch }) => {
-                if !st.opened {
-                    st.opened = true;
-                    if wtx
-                        .send(WriterMsg::Open {
-                            file: st.file.clone(),
-                            pos: st.offset,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return StreamEnd::Definite("the writer stopped".into());
-                    }
-                }
-                batch_bytes += ev.len();
-                st.offset += ev.len() as u64;
-                batch.push((header, ev));
-                if let Some(next) = then_switch {
-                    if let Some(e) = going_back(store, &next) {
-                        return e;
-                    }
-                    if wtx
-                        .send(WriterMsg::Events(std::mem::take(&mut batch)))
-                        .await
-                        .is_err()
-                    {
-                        return StreamEnd::Definite("the writer stopped".into());
-                    }
-                    batch_bytes = 0;
-                    st.file = next.clone();
-                    st.offset = 4;
-                    if wtx
-                        .send(WriterMsg::Open { file: next, pos: 4 })
-                        .await
-                        .is_err()
-                    {
-                        return StreamEnd::Definite("the writer stopped".into());
-                    }
-                }
-            }
-            Err(end) => return end,
+        let action = classify_event(st, &header, &ev, alg)?;
+        store_event(a, st, &mut batch, action, header, ev).await?;
+        if batch.bytes >= BATCH_BYTES || !s.conn.has_buffered_packet() {
+            batch.flush(a.wtx).await?;
         }
-        if !batch.is_empty() && (batch_bytes >= 256 * 1024 || !s.conn.has_buffered_packet()) {
-            if wtx
-                .send(WriterMsg::Events(std::mem::take(&mut batch)))
-                .await
-                .is_err()
-            {
-                return StreamEnd::Definite("the writer stopped".into());
+    }
+}
+
+/// Frames an arriving event and checks its CRC32: its header and checksum algorithm.
+fn check_arrival(st: &StreamState, ev: &[u8]) -> Result<(EventHeader, ChecksumAlg), StreamEnd> {
+    let header = match EventHeader::parse(ev) {
+        Ok(h) if h.event_size as usize == ev.len() => h,
+        Ok(h) => {
+            return Err(StreamEnd::Transient(format!(
+                "event size {} in its header differs from the packet's {} bytes at {}:{}",
+                h.event_size,
+                ev.len(),
+                st.file,
+                st.offset
+            )))
+        }
+        Err(e) => {
+            return Err(StreamEnd::Transient(format!(
+                "bad event header at {}:{}: {e}",
+                st.file, st.offset
+            )))
+        }
+    };
+    let alg = arrival_alg(&header, ev, st.alg)
+        .map_err(|e| StreamEnd::Transient(format!("{e} at {}:{}", st.file, st.offset)))?;
+    if let Err(e) = binlog::verify_checksum(ev, alg) {
+        return Err(StreamEnd::Crc {
+            file: st.file.clone(),
+            pos: st.offset,
+            message: format!(
+                "CRC32 check failed for a {} event at {}:{} ({e}); not stored",
+                event_type::name(header.type_code),
+                st.file,
+                st.offset
+            ),
+        });
+    }
+    Ok((header, alg))
+}
+
+/// Carries out the classification of one event: skip it, switch files, or add it to the
+/// batch (then switch after a real ROTATE).
+async fn store_event(
+    a: &Attempt<'_>,
+    st: &mut StreamState,
+    batch: &mut Batch,
+    action: Action,
+    header: EventHeader,
+    ev: Bytes,
+) -> Result<(), StreamEnd> {
+    match action {
+        Action::Skip => Ok(()),
+        Action::Switch { file, pos } => {
+            if let Some(e) = going_back(a.store, &file) {
+                return Err(e);
             }
-            batch_bytes = 0;
+            batch.flush(a.wtx).await?;
+            open(a.wtx, file, pos).await
+        }
+        Action::Store { then_switch } => {
+            if !st.opened {
+                st.opened = true;
+                open(a.wtx, st.file.clone(), st.offset).await?;
+            }
+            batch.bytes += ev.len();
+            st.offset += ev.len() as u64;
+            batch.events.push((header, ev));
+            let Some(next) = then_switch else {
+                return Ok(());
+            };
+            if let Some(e) = going_back(a.store, &next) {
+                return Err(e);
+            }
+            batch.flush(a.wtx).await?;
+            st.file = next.clone();
+            st.offset = 4;
+            open(a.wtx, next, 4).await
         }
     }
 }

@@ -36,80 +36,184 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::check::check_loop;
-use super::context::{PrimaryView, Shared, SourceCommand, SourceRuntime};
+use super::context::{PrimaryView, Shared, SourceCommand, SourceCtx, SourceRuntime};
 use super::error::StreamEnd;
 use super::gaps::record_gap;
 use super::poll::poll_primary;
-use super::stream::stream_once;
-use super::writer::{self, WriterMsg, WriterNote};
+use super::session;
+use super::stream::{stream_once, Attempt};
+use super::writer::{self, WriterError, WriterMsg, WriterNote};
 use crate::archive::store::{self, SourceStore};
 use crate::config::Source;
 use crate::status::{CaptureState, Metrics, StatusCell};
 
 /// Starts the tasks of one source; returns the runtime handle and the supervised task
 /// (which ends only on cancellation, or with an error when the store cannot be opened).
+/// Every task of the source runs in a span `source{name}`.
 pub fn spawn_source(
     shared: Shared,
-    src: Source,
+    source: Source,
     cancel: CancellationToken,
 ) -> (SourceRuntime, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let status = StatusCell::new(crate::status::SourceStatus::new(
-        &src.name,
-        &src.url.redacted(),
+        &source.name,
+        &source.url.redacted(),
     ));
     let (tx, rx) = mpsc::channel(16);
     let (check_tx, check_rx) = mpsc::channel(64);
     let primary = Arc::new(std::sync::Mutex::new(PrimaryView::default()));
     let rt = SourceRuntime {
-        name: src.name.clone(),
+        name: source.name.clone(),
         status: status.clone(),
         commands: tx,
         checks: check_tx,
         primary: primary.clone(),
     };
-    let name = src.name.clone();
-    let task = tokio::spawn(async move {
-        let catalog = shared.catalog.clone();
-        let r = run_source(shared, src, status.clone(), rx, check_rx, primary, cancel).await;
-        if let Err(e) = &r {
-            let msg = format!("{e:#}");
-            {
-                let mut s = status.lock();
-                s.state = CaptureState::Failed;
-                s.last_error = Some(msg.clone());
+    let span = tracing::info_span!("source", source = %source.name);
+    let ctx = SourceCtx {
+        shared,
+        source,
+        status,
+        cancel,
+    };
+    let task = tokio::spawn(
+        async move {
+            let r = run_source(&ctx, rx, check_rx, primary).await;
+            if let Err(e) = &r {
+                let msg = format!("{e:#}");
+                {
+                    let mut s = ctx.status.lock();
+                    s.state = CaptureState::Failed;
+                    s.last_error = Some(msg.clone());
+                }
+                let _ = ctx
+                    .shared
+                    .catalog
+                    .set_source_state(&ctx.source.name, "failed", Some(&msg))
+                    .await;
             }
-            let _ = catalog.set_source_state(&name, "failed", Some(&msg)).await;
+            r
         }
-        r
-    });
+        .instrument(span),
+    );
     (rt, task)
 }
 
+/// What recovery found: the store, where capture resumes, and the next index ordinal.
+struct Recovered {
+    store: Arc<SourceStore>,
+    resume: store::Resume,
+    next_ordinal: u64,
+}
+
 async fn run_source(
-    shared: Shared,
-    src: Source,
-    status: StatusCell,
+    ctx: &SourceCtx,
     mut commands: mpsc::Receiver<SourceCommand>,
     check_rx: mpsc::Receiver<String>,
     primary_view: Arc<std::sync::Mutex<PrimaryView>>,
-    cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    let name = src.name.clone();
+    let (shared, name) = (&ctx.shared, &ctx.source.name);
     shared
         .catalog
-        .upsert_source(&name, &src.url.redacted())
+        .upsert_source(name, &ctx.source.url.redacted())
         .await
         .context("record the source in the catalog")?;
     shared
         .catalog
-        .set_source_state(&name, "starting", None)
+        .set_source_state(name, "starting", None)
         .await?;
 
     // 1. Store recovery and index catch-up (blocking I/O).
+    let Recovered {
+        store,
+        resume,
+        next_ordinal,
+    } = recover(ctx).await?;
+    if !ctx.source.capture {
+        ctx.status.lock().state = CaptureState::Stopped;
+        ctx.status
+            .note("archive only (capture = false): nothing connects to the primary");
+        shared
+            .catalog
+            .set_source_state(name, "archive-only", None)
+            .await?;
+        ctx.cancel.cancelled().await;
+        return Ok(());
+    }
+
+    // 2. The writer and syncer threads, and the note handler.
+    let writer::Threads {
+        tx: wtx,
+        notes,
+        writer: writer_thread,
+        syncer: syncer_thread,
+    } = writer::start(
+        name,
+        &store,
+        &shared.index,
+        &shared.metrics,
+        next_ordinal,
+        shared.capture.fsync_interval,
+    )
+    .context("start the writer threads")?;
+    let checker_wake = Arc::new(Notify::new());
+    let writer_failed = CancellationToken::new();
+    tokio::spawn(
+        handle_notes(
+            shared.catalog.clone(),
+            name.clone(),
+            ctx.status.clone(),
+            notes,
+            checker_wake.clone(),
+            writer_failed.clone(),
+        )
+        .in_current_span(),
+    );
+
+    // 3. Poller and checker.
+    tokio::spawn(
+        poll_primary(ctx.clone(), primary_view.clone()).instrument(tracing::info_span!("poll")),
+    );
+    tokio::spawn(
+        check_loop(
+            ctx.clone(),
+            store.clone(),
+            primary_view,
+            checker_wake.clone(),
+            check_rx,
+        )
+        .instrument(tracing::info_span!("check")),
+    );
+    checker_wake.notify_one();
+
+    // 4. The outer reconnect loop, then shut-down.
+    let attempt = Attempt {
+        ctx,
+        wtx: &wtx,
+        store: &store,
+        writer_failed: &writer_failed,
+    };
+    reconnect_loop(&attempt, &mut commands, resume).await;
+    drop(wtx);
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = writer_thread.join();
+        let _ = syncer_thread.join();
+    })
+    .await;
+    ctx.status.lock().state = CaptureState::Stopped;
+    let _ = shared.catalog.set_source_state(name, "stopped", None).await;
+    Ok(())
+}
+
+/// Opens the store (crash recovery), brings the index up to date with the files, and
+/// makes the status and the catalog agree with the disk.
+async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
+    use anyhow::Context;
+    let (shared, name, status) = (&ctx.shared, &ctx.source.name, &ctx.status);
     let data_dir = shared.data_dir.clone();
     let n2 = name.clone();
-    let (store, mut resume, note) =
+    let (store, resume, note) =
         tokio::task::spawn_blocking(move || SourceStore::open(&data_dir, &n2))
             .await?
             .with_context(|| format!("open the store of source {name}"))?;
@@ -150,202 +254,189 @@ async fn run_source(
         status.lock().durable_file = Some(f.clone());
         status.lock().durable_pos = Some(end_len);
     }
-    if let Ok(Some(last)) = shared.index.last(&name) {
+    if let Ok(Some(last)) = shared.index.last(name) {
         status.lock().last_gtid = last.gtid;
     }
-    reconcile_catalog(&shared.catalog, &name, &store, &resume).await?;
-    if !src.capture {
-        status.lock().state = CaptureState::Stopped;
-        status.note("archive only (capture = false): nothing connects to the primary");
-        shared
-            .catalog
-            .set_source_state(&name, "archive-only", None)
-            .await?;
-        cancel.cancelled().await;
-        return Ok(());
-    }
-
-    // 2. The writer and syncer threads, and the note handler.
-    let writer::Threads {
-        tx: wtx,
-        notes: nrx,
-        writer: writer_thread,
-        syncer: syncer_thread,
-    } = writer::start(
-        &name,
-        &store,
-        &shared.index,
-        &shared.metrics,
+    reconcile_catalog(&shared.catalog, name, &store, &resume).await?;
+    Ok(Recovered {
+        store,
+        resume,
         next_ordinal,
-        shared.capture.fsync_interval,
-    )
-    .context("start the writer threads")?;
-    let checker_wake = Arc::new(Notify::new());
-    let writer_failed = CancellationToken::new();
-    tokio::spawn(
-        handle_notes(
-            shared.catalog.clone(),
-            name.clone(),
-            status.clone(),
-            nrx,
-            checker_wake.clone(),
-            writer_failed.clone(),
-        )
-        .instrument(tracing::info_span!("notes", source = %name)),
-    );
+    })
+}
 
-    // 3. Poller and checker.
-    tokio::spawn(poll_primary(
-        shared.clone(),
-        src.clone(),
-        status.clone(),
-        primary_view.clone(),
-        cancel.clone(),
-    ));
-    tokio::spawn(check_loop(
-        shared.clone(),
-        src.clone(),
-        status.clone(),
-        store.clone(),
-        primary_view.clone(),
-        checker_wake.clone(),
-        check_rx,
-        cancel.clone(),
-    ));
-    checker_wake.notify_one();
+/// How many CRC failures in a row at the same position make the damage definite.
+const CRC_STRIKES: u32 = 5;
 
-    // 4. The outer reconnect loop.
-    let label = Metrics::label(&name);
-    let mut backoff = shared.capture.reconnect_min_backoff;
-    let mut crc_strikes: (Option<(String, u64)>, u32) = (None, 0);
-    let mut accept_gap = false;
+/// The reconnect loop's memory between attempts.
+struct Retry {
+    /// Delay before the next attempt (capped exponential).
+    backoff: Duration,
+    /// The position of the last CRC failure and how many attempts in a row failed there.
+    crc_strikes: (Option<(String, u64)>, u32),
+    /// The operator accepted a gap: the next attempt starts from the primary's oldest
+    /// binlog after the archive.
+    accept_gap: bool,
+}
+
+/// Streams, and after each attempt reacts to why it ended: a definite reason stops the
+/// source until a restart command (recording a gap after a purge), a transient one
+/// reconnects after the backoff. Always resumes from the writer's durable position.
+/// Returns on cancellation or when the writer is gone.
+async fn reconnect_loop(
+    a: &Attempt<'_>,
+    commands: &mut mpsc::Receiver<SourceCommand>,
+    mut resume: store::Resume,
+) {
+    let ctx = a.ctx;
+    let mut retry = Retry {
+        backoff: ctx.shared.capture.reconnect_min_backoff,
+        crc_strikes: (None, 0),
+        accept_gap: false,
+    };
     loop {
-        if writer_failed.is_cancelled() {
-            writer_gone(&shared, &name, &status, None, &cancel).await;
-            break;
+        if a.writer_failed.is_cancelled() {
+            writer_gone(ctx, None).await;
+            return;
         }
-        // Where to resume: the writer's durable position once it has drained.
-        let (rtx, rrx) = oneshot::channel();
-        let answer = match wtx.send(WriterMsg::Sync { reply: rtx }).await {
-            Ok(()) => rrx.await.ok(),
-            Err(_) => None,
-        };
-        match answer {
-            Some(Ok(Some((file, pos)))) => resume = store::Resume::At { file, pos },
-            Some(Ok(None)) => {}
-            other => {
-                let why = match other {
-                    Some(Err(e)) => Some(e),
-                    _ => None,
-                };
-                writer_gone(&shared, &name, &status, why, &cancel).await;
-                break;
+        match durable_position(a.wtx).await {
+            Ok(Some((file, pos))) => resume = store::Resume::At { file, pos },
+            Ok(None) => {}
+            Err(why) => {
+                writer_gone(ctx, why).await;
+                return;
             }
         }
-        if accept_gap {
+        if retry.accept_gap {
             resume = store::Resume::Empty;
         }
         let attempt_started = Instant::now();
-        let attempt = stream_once(
-            &shared,
-            &src,
-            &status,
-            &wtx,
-            &store,
-            &resume,
-            accept_gap,
-            &label,
-            &cancel,
-            &writer_failed,
-        )
-        .await;
-        let end = match attempt {
-            StreamEnd::Cancelled => break,
-            other => other,
-        };
-        accept_gap = false;
+        let end = stream_once(a, &resume, retry.accept_gap).await;
+        if matches!(end, StreamEnd::Cancelled) {
+            return;
+        }
+        retry.accept_gap = false;
         if attempt_started.elapsed() >= Duration::from_secs(10) {
             // The connection worked for a while: start the backoff over.
-            backoff = shared.capture.reconnect_min_backoff;
+            retry.backoff = ctx.shared.capture.reconnect_min_backoff;
         }
-        let (msg, definite) = match end {
-            StreamEnd::Transient(m) => (m, false),
-            StreamEnd::Definite(m) => (m, true),
-            StreamEnd::Crc(m, at) => {
-                if crc_strikes.0.as_ref() == Some(&at) {
-                    crc_strikes.1 += 1;
-                } else {
-                    crc_strikes = (Some(at.clone()), 1);
-                }
-                if crc_strikes.1 >= 5 {
-                    (
-                        format!("{m}; 5 attempts gave the same bad event: the primary's binlog is damaged at {}:{}", at.0, at.1),
-                        true,
-                    )
-                } else {
-                    (m, false)
-                }
-            }
-            StreamEnd::Cancelled => break,
-        };
+        let (msg, definite) = judge(&mut retry, &end);
         if definite {
-            let mut msg = msg;
-            if msg.contains("1236") {
-                let requested = match &resume {
-                    store::Resume::At { file, .. } => Some(file.clone()),
-                    store::Resume::Next { next, .. } => Some(next.clone()),
-                    store::Resume::Empty => None,
-                };
-                if let Some(extra) =
-                    record_gap(&shared, &src, &store, &name, requested.as_deref(), &msg).await
-                {
-                    msg = format!("{msg}; {extra}");
-                }
-            }
-            fail(&shared, &name, &status, &msg).await;
-            match wait_for_restart(&mut commands, &cancel).await {
-                None => break,
+            let msg = explain_definite(a, &resume, &end, msg).await;
+            fail(ctx, &msg).await;
+            match wait_for_restart(commands, &ctx.cancel).await {
+                None => return,
                 Some(gap) => {
-                    accept_gap = gap;
-                    backoff = shared.capture.reconnect_min_backoff;
-                    status.lock().last_error = None;
+                    retry.accept_gap = gap;
+                    retry.backoff = ctx.shared.capture.reconnect_min_backoff;
+                    ctx.status.lock().last_error = None;
                     continue;
                 }
             }
         }
-        warn!(source = %name, error = %msg, backoff = ?backoff, "capture interrupted; reconnecting");
-        {
-            let mut s = status.lock();
-            s.state = CaptureState::Reconnecting;
-            s.last_error = Some(msg.clone());
-            s.reconnects += 1;
+        if !back_off(ctx, &msg, retry.backoff).await {
+            return;
         }
-        shared.metrics.reconnects.get_or_create(&label).inc();
-        let _ = shared
-            .catalog
-            .set_source_state(&name, "reconnecting", Some(&msg))
-            .await;
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        if cancel.is_cancelled() {
-            break;
-        }
-        backoff = (backoff * 2).min(shared.capture.reconnect_max_backoff);
+        retry.backoff = (retry.backoff * 2).min(ctx.shared.capture.reconnect_max_backoff);
     }
-    drop(wtx);
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = writer_thread.join();
-        let _ = syncer_thread.join();
-    })
-    .await;
-    status.lock().state = CaptureState::Stopped;
-    let _ = shared
+}
+
+/// Where to resume: the writer's durable position once it has drained (None: nothing
+/// written yet). `Err` when the writer is gone, with its error when it said one.
+async fn durable_position(
+    wtx: &mpsc::Sender<WriterMsg>,
+) -> Result<Option<(String, u64)>, Option<WriterError>> {
+    let (rtx, rrx) = oneshot::channel();
+    if wtx.send(WriterMsg::Sync { reply: rtx }).await.is_err() {
+        return Err(None);
+    }
+    match rrx.await {
+        Ok(Ok(at)) => Ok(at),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(None),
+    }
+}
+
+/// The message and whether the end is definite; counts CRC strikes: the same bad event
+/// [`CRC_STRIKES`] times in a row means the primary's binlog is damaged there.
+fn judge(retry: &mut Retry, end: &StreamEnd) -> (String, bool) {
+    let msg = end.to_string();
+    let StreamEnd::Crc { file, pos, .. } = end else {
+        return (msg, end.is_definite());
+    };
+    let at = (file.clone(), *pos);
+    if retry.crc_strikes.0.as_ref() == Some(&at) {
+        retry.crc_strikes.1 += 1;
+    } else {
+        retry.crc_strikes = (Some(at), 1);
+    }
+    if retry.crc_strikes.1 >= CRC_STRIKES {
+        (
+            format!("{msg}; {CRC_STRIKES} attempts gave the same bad event: the primary's binlog is damaged at {file}:{pos}"),
+            true,
+        )
+    } else {
+        (msg, false)
+    }
+}
+
+/// For ERROR 1236 (the primary cannot send the binlog asked for), finds out whether it
+/// was purged (a gap, recorded) or the position refused, and adds that to the message.
+async fn explain_definite(
+    a: &Attempt<'_>,
+    resume: &store::Resume,
+    end: &StreamEnd,
+    msg: String,
+) -> String {
+    if end.server_code() != Some(session::ER_MASTER_FATAL_ERROR_READING_BINLOG) {
+        return msg;
+    }
+    let requested = match resume {
+        store::Resume::At { file, .. } => Some(file.clone()),
+        store::Resume::Next { next, .. } => Some(next.clone()),
+        store::Resume::Empty => None,
+    };
+    let ctx = a.ctx;
+    match record_gap(
+        &ctx.shared,
+        &ctx.source,
+        a.store,
+        &ctx.source.name,
+        requested.as_deref(),
+        &msg,
+    )
+    .await
+    {
+        Some(extra) => format!("{msg}; {extra}"),
+        None => msg,
+    }
+}
+
+/// Records a transient interruption and sleeps `backoff`; false when cancelled.
+async fn back_off(ctx: &SourceCtx, msg: &str, backoff: Duration) -> bool {
+    let name = &ctx.source.name;
+    warn!(source = %name, error = %msg, backoff = ?backoff, "capture interrupted; reconnecting");
+    {
+        let mut s = ctx.status.lock();
+        s.state = CaptureState::Reconnecting;
+        s.last_error = Some(msg.to_owned());
+        s.reconnects += 1;
+    }
+    ctx.shared
+        .metrics
+        .reconnects
+        .get_or_create(&Metrics::label(name))
+        .inc();
+    let _ = ctx
+        .shared
         .catalog
-        .set_source_state(&name, "stopped", None)
+        .set_source_state(name, "reconnecting", Some(msg))
         .await;
-    Ok(())
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => {}
+        _ = tokio::time::sleep(backoff) => {}
+    }
+    !ctx.cancel.is_cancelled()
 }
 
 /// Applies the writer's notes: the live status, the catalog rows of the active file
@@ -413,9 +504,9 @@ async fn handle_notes(
                 }
                 wake.notify_one();
             }
-            WriterNote::Failed(m) => {
-                warn!(source = %name, "{m}");
-                status.lock().last_error = Some(m);
+            WriterNote::Failed(e) => {
+                warn!(source = %name, error = %e, "the writer failed");
+                status.lock().last_error = Some(e.to_string());
                 failed.cancel();
             }
         }
@@ -425,36 +516,31 @@ async fn handle_notes(
 /// The writer thread is gone (an I/O error, or a panic): this source stops here and
 /// waits for shut-down; the others go on. The file state after a failed write or fsync
 /// is unknown, so only a process restart (with crash recovery) may continue.
-async fn writer_gone(
-    shared: &Shared,
-    name: &str,
-    status: &StatusCell,
-    why: Option<String>,
-    cancel: &CancellationToken,
-) {
+async fn writer_gone(ctx: &SourceCtx, why: Option<WriterError>) {
     let why = why
-        .or_else(|| status.lock().last_error.clone())
+        .map(|e| e.to_string())
+        .or_else(|| ctx.status.lock().last_error.clone())
         .unwrap_or_else(|| "the writer thread stopped".into());
     fail(
-        shared,
-        name,
-        status,
+        ctx,
         &format!("{why}: check the disk, then restart binlog-server"),
     )
     .await;
-    cancel.cancelled().await;
+    ctx.cancel.cancelled().await;
 }
 
-async fn fail(shared: &Shared, name: &str, status: &StatusCell, msg: &str) {
-    warn!(source = %name, error = %msg, "capture stopped by a definite error");
+/// Stops the source with `msg` in the status and the catalog.
+async fn fail(ctx: &SourceCtx, msg: &str) {
+    warn!(source = %ctx.source.name, error = %msg, "capture stopped by a definite error");
     {
-        let mut s = status.lock();
+        let mut s = ctx.status.lock();
         s.state = CaptureState::Failed;
         s.last_error = Some(msg.to_owned());
     }
-    let _ = shared
+    let _ = ctx
+        .shared
         .catalog
-        .set_source_state(name, "failed", Some(msg))
+        .set_source_state(&ctx.source.name, "failed", Some(msg))
         .await;
 }
 

@@ -28,8 +28,38 @@ pub(crate) enum WriterMsg {
     Events(Vec<(EventHeader, Bytes)>),
     /// Flush and fsync; reply with the durable position.
     Sync {
-        reply: oneshot::Sender<Result<Option<(String, u64)>, String>>,
+        reply: oneshot::Sender<Result<Option<(String, u64)>, WriterError>>,
     },
+}
+
+/// A failed write, fdatasync or control-file update, with its I/O error. Final for the
+/// source: after a failed fsync the page cache state is unknown (fsyncgate), so only a
+/// process restart, whose crash recovery trusts the disk alone, may continue.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct WriterError {
+    /// What failed ("fdatasync binlog.000007", "write the control file", ...).
+    pub what: String,
+    /// The I/O error (shared: the same failure goes to the reply and to the notes).
+    #[source]
+    pub source: Arc<std::io::Error>,
+}
+
+impl WriterError {
+    fn new(what: impl Into<String>, source: std::io::Error) -> Self {
+        WriterError {
+            what: what.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// The syncer thread is gone (it panicked, or ended after an earlier error).
+    fn syncer_gone() -> Self {
+        WriterError::new(
+            "the syncer thread died",
+            std::io::Error::other("channel to the syncer closed"),
+        )
+    }
 }
 
 /// What the writer tells the async side.
@@ -47,7 +77,7 @@ pub enum WriterNote {
     /// A file was closed (the stream moved to the next file): it is REPORTED.
     Closed(FileProgress),
     /// The writer failed (disk error): definite for the source.
-    Failed(String),
+    Failed(WriterError),
 }
 
 /// Per-file progress kept by the writer.
@@ -89,11 +119,11 @@ struct Writer {
     /// The syncer thread's queue.
     syncer: std::sync::mpsc::Sender<(SyncJob, SyncReply)>,
     /// Result of the sync in flight.
-    inflight: Option<std::sync::mpsc::Receiver<Result<(String, u64), String>>>,
+    inflight: Option<std::sync::mpsc::Receiver<Result<(String, u64), WriterError>>>,
 }
 
 /// Where the syncer answers: the file and the length now durable, or the error.
-type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), String>>;
+type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), WriterError>>;
 
 /// One sync for the syncer thread.
 struct SyncJob {
@@ -144,14 +174,14 @@ impl Syncer {
         &mut self,
         job: SyncJob,
         fsyncs: &prometheus_client::metrics::counter::Counter,
-    ) -> Result<(String, u64), String> {
+    ) -> Result<(String, u64), WriterError> {
         let t = &job.ticket;
         t.file
             .sync_data()
-            .map_err(|e| format!("fdatasync {}: {e}", job.name))?;
+            .map_err(|e| WriterError::new(format!("fdatasync {}", job.name), e))?;
         if t.new_entry {
             store::fsync_dir(self.store.dir())
-                .map_err(|e| format!("fsync the directory of {}: {e}", job.name))?;
+                .map_err(|e| WriterError::new(format!("fsync the directory of {}", job.name), e))?;
         }
         fsyncs.inc();
         self.store
@@ -162,7 +192,7 @@ impl Syncer {
                 },
                 job.flush_control,
             )
-            .map_err(|e| format!("write the control file: {e}"))?;
+            .map_err(|e| WriterError::new("write the control file", e))?;
         if !self.index_broken {
             match self.index.commit(
                 &self.source,
@@ -312,14 +342,12 @@ impl Writer {
             return Ok(true);
         };
         let r = if wait {
-            rx.recv().map_err(|_| "the syncer thread died".to_string())
+            rx.recv().map_err(|_| WriterError::syncer_gone())
         } else {
             match rx.try_recv() {
                 Ok(r) => Ok(r),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(false),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    Err("the syncer thread died".to_string())
-                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(WriterError::syncer_gone()),
             }
         };
         self.inflight = None;
@@ -332,7 +360,7 @@ impl Writer {
                 }
                 Ok(true)
             }
-            Err(e) => Err(std::io::Error::other(e)),
+            Err(e) => Err(std::io::Error::new(e.source.kind(), e)),
         }
     }
 
@@ -392,7 +420,7 @@ impl Writer {
                 let r = self
                     .sync()
                     .map(|_| self.position())
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| WriterError::new("fsync", e));
                 let failed = r.is_err();
                 let _ = reply.send(r);
                 if failed {
@@ -449,7 +477,7 @@ impl Writer {
                     if let Err(e) = self.sync() {
                         let _ = self
                             .notes
-                            .send(WriterNote::Failed(format!("final fsync: {e}")));
+                            .send(WriterNote::Failed(WriterError::new("final fsync", e)));
                     }
                     return;
                 }
@@ -463,10 +491,13 @@ impl Writer {
                 }
             };
             if let Err(e) = res {
-                let _ = self.notes.send(WriterNote::Failed(format!(
-                    "writing {}: {e}",
+                let what = format!(
+                    "writing {}",
                     self.active.as_ref().map(|a| a.name.as_str()).unwrap_or("?")
-                )));
+                );
+                let _ = self
+                    .notes
+                    .send(WriterNote::Failed(WriterError::new(what, e)));
                 return;
             }
         }
@@ -517,9 +548,10 @@ pub(crate) fn start(
         next_ordinal,
         index_broken: false,
     };
+    let span = tracing::info_span!("syncer", source = %name);
     let syncer = std::thread::Builder::new()
         .name(format!("syncer-{name}"))
-        .spawn(move || syncer.run(sync_rx))?;
+        .spawn(move || span.in_scope(|| syncer.run(sync_rx)))?;
     let writer = Writer {
         source: name.to_owned(),
         store: store.clone(),
@@ -536,9 +568,10 @@ pub(crate) fn start(
         inflight: None,
     };
     let handle = tokio::runtime::Handle::current();
+    let span = tracing::info_span!("writer", source = %name);
     let writer = std::thread::Builder::new()
         .name(format!("writer-{name}"))
-        .spawn(move || writer.run(handle, rx, fsync_interval))?;
+        .spawn(move || span.in_scope(|| writer.run(handle, rx, fsync_interval)))?;
     Ok(Threads {
         tx,
         notes,

@@ -54,7 +54,7 @@ use tracing::{info, warn};
 use crate::archive::index::Index;
 use crate::config::{Source, TlsMode};
 use crate::replay::instance;
-use crate::replay::pitr::{self, Destination, JobOptions, PitrService, PlanError, Target};
+use crate::replay::pitr::{self, Destination, JobOptions, PitrService, Target};
 use crate::status::Metrics;
 use mysql_wire::conn::Conn;
 
@@ -114,10 +114,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// A failed phase: what, where.
 struct Fail {
     error: String,
@@ -150,17 +146,6 @@ pub fn position_reached(have: &str, want: &str) -> bool {
         .map(str::trim)
         .filter(|g| !g.is_empty())
         .all(|g| pitr::gtid_reached(have, g))
-}
-
-/// The first binlog-like file name ("name.000123") in a message.
-fn file_in(msg: &str) -> Option<String> {
-    msg.split(|c: char| c.is_whitespace() || "\"'(),:;".contains(c))
-        .find(|w| {
-            w.rsplit_once('.').is_some_and(|(a, b)| {
-                !a.is_empty() && b.len() >= 6 && b.bytes().all(|c| c.is_ascii_digit())
-            })
-        })
-        .map(str::to_string)
 }
 
 impl VerifyService {
@@ -233,7 +218,7 @@ impl VerifyService {
             Pick::Base(id) => Some(id.clone()),
             Pick::Newest | Pick::NoBase => None,
         };
-        let started_at = unix_now();
+        let started_at = catalog::unix_now();
         let id = format!(
             "verify-{source}-{}-{:04x}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
@@ -272,7 +257,7 @@ impl VerifyService {
                 .await;
             {
                 let mut r = lock(&report);
-                r.finished_at = Some(unix_now());
+                r.finished_at = Some(catalog::unix_now());
                 if r.outcome == Outcome::Running {
                     r.outcome = if r.error.is_some() {
                         Outcome::Failed
@@ -310,7 +295,7 @@ impl VerifyService {
             self.metrics
                 .verify_last_success
                 .get_or_create(&l)
-                .set(r.finished_at.unwrap_or_else(unix_now));
+                .set(r.finished_at.unwrap_or_else(catalog::unix_now));
         }
         if let Some(rto) = r.rto_seconds {
             self.metrics.verify_last_rto.get_or_create(&l).set(rto);
@@ -403,7 +388,7 @@ impl VerifyService {
                         _ = me.cancel.cancelled() => return,
                         _ = tokio::time::sleep(wait) => {}
                     }
-                    me.scheduled(&name, &sched, unix_now()).await;
+                    me.scheduled(&name, &sched, catalog::unix_now()).await;
                 }
             });
         }
@@ -521,7 +506,7 @@ impl VerifyService {
                 return;
             }
         };
-        let now = unix_now();
+        let now = catalog::unix_now();
         let base_id = match pick {
             Pick::Base(id) => Some(id),
             Pick::NoBase => None,
@@ -603,7 +588,7 @@ impl VerifyService {
                 let t = Instant::now();
                 Self::phase(report, "data checks", |p| {
                     p.outcome = Outcome::Running;
-                    p.started_at = Some(unix_now());
+                    p.started_at = Some(catalog::unix_now());
                 });
                 match self.data_checks(&mut primary, &mut replica, report).await {
                     Ok(detail) => Self::phase(report, "data checks", |p| {
@@ -645,7 +630,7 @@ impl VerifyService {
     ) -> Option<(String, String)> {
         Self::phase(report, "restore", |p| {
             p.outcome = Outcome::Running;
-            p.started_at = Some(unix_now());
+            p.started_at = Some(catalog::unix_now());
         });
         // The archive's end: its last indexed transaction, or the base itself when
         // nothing was written after it.
@@ -688,12 +673,6 @@ impl VerifyService {
         let job = match started {
             Ok(j) => j,
             Err(e) => {
-                let msg = match &e {
-                    PlanError::NoPlan(m)
-                    | PlanError::BadRequest(m)
-                    | PlanError::NotFound(m)
-                    | PlanError::Internal(m) => m.clone(),
-                };
                 Self::phase(report, "restore", |p| {
                     p.outcome = Outcome::Skipped;
                     p.detail = "not started: no replay plan".into();
@@ -703,8 +682,8 @@ impl VerifyService {
                     "binlog verification",
                     t0,
                     Fail {
-                        position: file_in(&msg),
-                        error: msg,
+                        position: e.file().map(str::to_string),
+                        error: e.to_string(),
                     },
                 );
                 return None;
@@ -754,7 +733,7 @@ impl VerifyService {
         };
         let restore_secs = j["restore_seconds"].as_f64();
         Self::phase(report, "restore", |p| {
-            p.started_at.get_or_insert(unix_now());
+            p.started_at.get_or_insert(catalog::unix_now());
             if let Some(s) = restore_secs {
                 p.outcome = Outcome::Passed;
                 p.seconds = s;
@@ -799,7 +778,7 @@ impl VerifyService {
                 let replay = j["replay_seconds"].as_f64().unwrap_or(0.0);
                 Self::phase(report, "binlog verification", |p| {
                     p.outcome = Outcome::Passed;
-                    p.started_at = Some(unix_now() - replay as i64);
+                    p.started_at = Some(catalog::unix_now() - replay as i64);
                     p.seconds = replay;
                     p.bytes = plan.bytes;
                     p.detail = format!(
@@ -854,7 +833,7 @@ impl VerifyService {
         }
         Self::phase(report, "chain verification", |p| {
             p.outcome = Outcome::Running;
-            p.started_at = Some(unix_now());
+            p.started_at = Some(catalog::unix_now());
         });
         let mut primary = instance::connect_admin(&src.verify.check_url)
             .await
@@ -864,7 +843,7 @@ impl VerifyService {
                     src.verify.check_url.redacted()
                 )
             })?;
-        if !primary.server_version().contains("MariaDB") {
+        if !binlog::is_mariadb_version(primary.server_version()) {
             skip(format!(
                 "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
                 primary.server_version()
@@ -1191,7 +1170,9 @@ impl VerifyService {
     /// Phase 5.
     async fn cleanup(&self, report: &Arc<Mutex<Report>>, job: Option<(&str, &str)>, keep: bool) {
         let t = Instant::now();
-        Self::phase(report, "clean-up", |p| p.started_at = Some(unix_now()));
+        Self::phase(report, "clean-up", |p| {
+            p.started_at = Some(catalog::unix_now())
+        });
         let Some((job_id, socket)) = job else {
             // The PITR runner removes a failed job's scratch directory itself.
             let pitr_job = lock(report).pitr_job.clone();
@@ -1297,15 +1278,6 @@ mod tests {
         assert!(position_reached("0-1-8", ""));
     }
 
-    #[test]
-    fn file_names_are_found_in_messages() {
-        assert_eq!(
-            file_in("binlog mysql-bin.000004 of db1 is missing from the archive").as_deref(),
-            Some("mysql-bin.000004")
-        );
-        assert_eq!(file_in("no COMPLETED base before 12:00"), None);
-    }
-
     /// The service's scheduler on a given clock: no base → a recorded "no base to
     /// verify"; a base → a run; a young run on that base → skipped; a week-old one →
     /// stopped and replaced; the base a week later → "no base" and the run stopped.
@@ -1327,16 +1299,16 @@ mod tests {
         let catalog = Arc::new(Catalog::open("sqlite::memory:").await.expect("catalog"));
         let index = Arc::new(Index::open(&dir.path().join("index")).expect("index"));
         let cancel = CancellationToken::new();
-        let pitr = PitrService::open(
-            catalog.clone(),
-            index.clone(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-            &settings.store,
-            settings.tools.clone(),
-            settings.pitr.clone(),
-            cancel.clone(),
-        )
+        let pitr = PitrService::open(crate::replay::pitr::PitrDeps {
+            catalog: catalog.clone(),
+            index: index.clone(),
+            archives: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            store: &settings.store,
+            tools: settings.tools.clone(),
+            cfg: settings.pitr.clone(),
+            cancel: cancel.clone(),
+        })
         .await
         .expect("pitr");
         let svc = VerifyService::open(
@@ -1367,7 +1339,7 @@ mod tests {
                 panic!("runs did not end");
             }
         };
-        let now = unix_now();
+        let now = catalog::unix_now();
 
         // No base: a run that records the finding.
         let d = svc.scheduled("db1", &sched, now).await;

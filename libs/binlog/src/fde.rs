@@ -74,7 +74,8 @@ pub fn server_version_split(version: &str) -> [u8; 3] {
 }
 
 /// True when the server version string is MariaDB's (as MariaDB's own
-/// `do_server_version_split` decides: it contains "MariaDB" or "-maria-").
+/// `do_server_version_split` decides: it contains "MariaDB" or "-maria-"). The one
+/// MariaDB detection of the project: for FDEs, greetings and `SELECT VERSION()` alike.
 pub fn is_mariadb_version(version: &str) -> bool {
     version.contains("MariaDB") || version.contains("-maria-")
 }

@@ -79,8 +79,9 @@ pub struct ConnectOptions {
     pub query_timeout: Duration,
 }
 
-/// A text-protocol result set: column names and rows of nullable strings.
-#[derive(Debug, Clone, Default)]
+/// A text-protocol result set: column names and rows of nullable strings. The one
+/// result-set type of the project (the service's queries, the snapshotter's, tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResultSet {
     /// Column names in order.
     pub columns: Vec<String>,
@@ -96,6 +97,11 @@ impl ResultSet {
             .iter()
             .position(|c| c.eq_ignore_ascii_case(column))?;
         self.rows.get(row)?.get(i)?.as_deref()
+    }
+
+    /// First column of the first row, if present and not NULL.
+    pub fn value(&self) -> Option<&str> {
+        self.rows.first()?.first()?.as_deref()
     }
 }
 

@@ -1,0 +1,381 @@
+//! Validation of the TOML file into [`Settings`]: one function per table, each naming
+//! the offending key in its error ([`ConfigError::Invalid`]), then the checks across
+//! sources (unique listen ports, unique server_ids per primary).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    env_password, invalid, CaptureConfig, Config, ConfigError, HttpConfig, PitrConfig, Replication,
+    ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt, StartRaw, Verify,
+    VerifyConfig,
+};
+use crate::verify::schedule;
+
+/// The whole file: `[http]`, `data_dir`, `[catalog]`, `[capture]`, every `[[source]]`,
+/// `[backup]`, `[pitr]`.
+pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
+    let http_listen = http(&c.http)?;
+    let data_dir = data_dir(&c.data_dir)?;
+    let catalog_url = c
+        .catalog
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    capture(&c.capture)?;
+    if c.sources.is_empty() {
+        return Err(invalid(
+            "source",
+            "no [[source]] configured: add at least one primary to archive",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut sources = Vec::new();
+    for (i, s) in c.sources.into_iter().enumerate() {
+        source_name(&format!("source[{i}].name"), &s.name)?;
+        if !names.insert(s.name.clone()) {
+            return Err(invalid(
+                format!("source[{i}].name"),
+                format!("duplicate source name {:?}", s.name),
+            ));
+        }
+        sources.push(source(i, s)?);
+    }
+    unique_listens(&sources, http_listen)?;
+    unique_server_ids(&sources)?;
+    let store = c
+        .backup
+        .validate(&data_dir)
+        .map_err(|(k, m)| invalid(k, m))?;
+    let tools = backup_tools(&c.backup)?;
+    let pitr = pitr(c.pitr, &data_dir)?;
+    Ok(Settings {
+        pitr,
+        data_dir,
+        http_listen,
+        catalog_url,
+        capture: c.capture,
+        store,
+        tools,
+        sources,
+    })
+}
+
+/// `[http]`: the listen address.
+fn http(h: &HttpConfig) -> Result<SocketAddr, ConfigError> {
+    h.listen.parse().map_err(|e| {
+        invalid(
+            "http.listen",
+            format!("{:?} is not host:port ({e})", h.listen),
+        )
+    })
+}
+
+/// `data_dir`: created if missing, refused when not writable; returned canonical.
+fn data_dir(dir: &Path) -> Result<PathBuf, ConfigError> {
+    if dir.as_os_str().is_empty() {
+        return Err(invalid("data_dir", "must not be empty"));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| invalid("data_dir", format!("cannot create {}: {e}", dir.display())))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"probe").map_err(|e| {
+        invalid(
+            "data_dir",
+            format!("{} is not writable: {e}", dir.display()),
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    dir.canonicalize()
+        .map_err(|e| invalid("data_dir", format!("{}: {e}", dir.display())))
+}
+
+/// `[capture]`: durations non-zero, the heartbeat within what the protocol carries, the
+/// backoff range in order.
+fn capture(c: &CaptureConfig) -> Result<(), ConfigError> {
+    for (k, d) in [
+        ("capture.fsync_interval", c.fsync_interval),
+        ("capture.heartbeat_period", c.heartbeat_period),
+        ("capture.poll_interval", c.poll_interval),
+        ("capture.reconnect_min_backoff", c.reconnect_min_backoff),
+        ("capture.reconnect_max_backoff", c.reconnect_max_backoff),
+        ("capture.connect_timeout", c.connect_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(invalid(k, "must be greater than 0"));
+        }
+    }
+    if c.heartbeat_period > Duration::from_secs(4_000_000) {
+        return Err(invalid(
+            "capture.heartbeat_period",
+            "must be at most 4000000s",
+        ));
+    }
+    if c.reconnect_min_backoff > c.reconnect_max_backoff {
+        return Err(invalid(
+            "capture.reconnect_min_backoff",
+            "must not exceed capture.reconnect_max_backoff",
+        ));
+    }
+    Ok(())
+}
+
+/// One `[[source]]` (the `i`-th) with its `[source.backup]`, `[source.replication]` and
+/// `[source.verify]` tables.
+fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
+    let key = |k: &str| format!("source[{i}].{k}");
+    let mut url = SourceUrl::parse(&s.url).map_err(|m| invalid(key("url"), m))?;
+    if let Some(var) = &s.password_env {
+        url.password = Some(env_password(key("password_env"), var)?);
+    }
+    if s.server_id == 0 {
+        return Err(invalid(
+            key("server_id"),
+            "must be non-zero (a primary refuses replicas with server_id 0)",
+        ));
+    }
+    let start = start(&key("start"), s.start)?;
+    let bcfg = s.backup.clone().unwrap_or_default();
+    let backup = bcfg
+        .validate(&key("backup"))
+        .map_err(|(k, m)| invalid(k, m))?;
+    let mut backup_url = match &bcfg.url {
+        Some(u) => SourceUrl::parse(u).map_err(|m| invalid(key("backup.url"), m))?,
+        None => url.clone(),
+    };
+    if let Some(var) = &bcfg.password_env {
+        backup_url.password = Some(env_password(key("backup.password_env"), var)?);
+    }
+    let replication = s
+        .replication
+        .as_ref()
+        .map(|r| replication(&key("replication"), r))
+        .transpose()?;
+    let verify = verify(&key("verify"), s.verify.as_ref(), &backup_url)?;
+    Ok(Source {
+        name: s.name,
+        url,
+        server_id: s.server_id,
+        start,
+        backup,
+        backup_url,
+        capture: s.capture,
+        replication,
+        verify,
+    })
+}
+
+/// A source name: 1-64 characters from A-Z a-z 0-9 _ - ., not starting with `.` (it
+/// names a directory and appears in URLs).
+fn source_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{name:?}: use 1-64 characters from A-Z a-z 0-9 _ - . (not starting with .)"),
+        ))
+    }
+}
+
+/// `start`: "earliest" (default), "current", or `{ file, pos = 4 }`.
+fn start(key: &str, raw: Option<StartRaw>) -> Result<StartAt, ConfigError> {
+    match raw {
+        None => Ok(StartAt::Earliest),
+        Some(StartRaw::Named(n)) => match n.as_str() {
+            "earliest" => Ok(StartAt::Earliest),
+            "current" => Ok(StartAt::Current),
+            other => Err(invalid(
+                key,
+                format!(
+                    "{other:?}: use \"earliest\", \"current\" or \
+                     {{ file = \"mysql-bin.000042\", pos = 4 }}"
+                ),
+            )),
+        },
+        Some(StartRaw::At(a)) => {
+            if a.pos != 4 {
+                return Err(invalid(
+                    format!("{key}.pos"),
+                    "must be 4: files are archived whole, from their first \
+                     event, so they stay byte-identical to the primary's",
+                ));
+            }
+            if a.file.is_empty() || a.file.contains('/') || a.file.starts_with('.') {
+                return Err(invalid(
+                    format!("{key}.file"),
+                    format!("{:?} is not a binlog file name", a.file),
+                ));
+            }
+            Ok(StartAt::File(a.file))
+        }
+    }
+}
+
+/// `[source.replication]`: the fake primary's listen address and its one account.
+fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigError> {
+    let listen: SocketAddr = r.listen.parse().map_err(|e| {
+        invalid(
+            format!("{key}.listen"),
+            format!("{:?} is not host:port ({e})", r.listen),
+        )
+    })?;
+    let password = match (&r.password, &r.password_env) {
+        (_, Some(var)) => env_password(format!("{key}.password_env"), var)?,
+        (Some(p), None) => p.clone(),
+        (None, None) => return Err(invalid(
+            format!("{key}.password"),
+            "set password or password_env: the fake primary does not accept replicas without one",
+        )),
+    };
+    if r.user.is_empty() {
+        return Err(invalid(format!("{key}.user"), "must not be empty"));
+    }
+    Ok(Replication {
+        listen,
+        creds: crate::replay::fake_primary::Credentials {
+            user: r.user.clone(),
+            password,
+        },
+    })
+}
+
+/// `[source.verify]`: the weekly schedule, the chain timeout, and the data checks'
+/// account (default: the backup account `backup_url`).
+fn verify(
+    key: &str,
+    v: Option<&VerifyConfig>,
+    backup_url: &SourceUrl,
+) -> Result<Verify, ConfigError> {
+    let k = |name: &str| format!("{key}.{name}");
+    let schedule = match v {
+        None => None,
+        Some(v) => Some(schedule::Schedule {
+            enabled: v.enabled,
+            day: schedule::parse_day(v.day.as_deref().unwrap_or("mon"))
+                .map_err(|m| invalid(k("day"), m))?,
+            start: schedule::parse_time_of_day(v.start.as_deref().unwrap_or("01:00"))
+                .map_err(|m| invalid(k("start"), m))?,
+            stop_at: v
+                .stop_at
+                .as_deref()
+                .map(schedule::parse_time_of_day)
+                .transpose()
+                .map_err(|m| invalid(k("stop_at"), m))?,
+            keep_instance: v.keep_instance,
+        }),
+    };
+    let mut check_url = match v.and_then(|v| v.url.as_ref()) {
+        Some(u) => SourceUrl::parse(u).map_err(|m| invalid(k("url"), m))?,
+        None => backup_url.clone(),
+    };
+    if let Some(var) = v.and_then(|v| v.password_env.as_ref()) {
+        check_url.password = Some(env_password(k("password_env"), var)?);
+    }
+    let chain_timeout = v
+        .and_then(|v| v.chain_timeout)
+        .unwrap_or(Duration::from_secs(3600));
+    if chain_timeout.is_zero() {
+        return Err(invalid(k("chain_timeout"), "must be more than 0s"));
+    }
+    Ok(Verify {
+        schedule,
+        keep_instance: v.is_some_and(|v| v.keep_instance),
+        chain_timeout,
+        check_url,
+    })
+}
+
+/// Each fake primary needs its own port, distinct from the HTTP API's.
+fn unique_listens(sources: &[Source], http_listen: SocketAddr) -> Result<(), ConfigError> {
+    let mut listens = HashSet::from([http_listen]);
+    for s in sources {
+        if let Some(r) = &s.replication {
+            if !listens.insert(r.listen) || (r.listen.port() == 0) {
+                return Err(invalid(
+                    format!("source {}: replication.listen", s.name),
+                    format!("{} is used twice (or port 0): each source's fake primary needs its own port", r.listen),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two sources registering the same server_id with one primary would disconnect each
+/// other.
+fn unique_server_ids(sources: &[Source]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for s in sources {
+        if !ids.insert((s.url.host.clone(), s.url.port, s.server_id)) {
+            return Err(invalid(
+                "source.server_id",
+                format!(
+                    "two sources register server_id {} with {}:{}: the primary would \
+                     disconnect one of them",
+                    s.server_id, s.url.host, s.url.port
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[backup.tools]`: known tool names with absolute paths.
+fn backup_tools(b: &snapshotter::BackupConfig) -> Result<snapshotter::Tools, ConfigError> {
+    for (name, path) in &b.tools {
+        if !snapshotter::tool::TOOL_NAMES.contains(&name.as_str()) {
+            return Err(invalid(
+                format!("backup.tools.{name}"),
+                format!(
+                    "unknown tool; known: {}",
+                    snapshotter::tool::TOOL_NAMES.join(", ")
+                ),
+            ));
+        }
+        if !path.is_absolute() {
+            return Err(invalid(
+                format!("backup.tools.{name}"),
+                "must be an absolute path",
+            ));
+        }
+    }
+    Ok(snapshotter::Tools {
+        paths: b.tools.clone(),
+    })
+}
+
+/// `[pitr]`: a parallel mode MariaDB knows, at most 256 applier threads; `work_dir`
+/// defaults to `<data_dir>/pitr`.
+fn pitr(mut p: PitrConfig, data_dir: &Path) -> Result<PitrConfig, ConfigError> {
+    if ![
+        "optimistic",
+        "conservative",
+        "aggressive",
+        "minimal",
+        "none",
+    ]
+    .contains(&p.parallel_mode.as_str())
+    {
+        return Err(invalid(
+            "pitr.parallel_mode",
+            format!(
+                "{:?}: use optimistic, conservative, aggressive, minimal or none",
+                p.parallel_mode
+            ),
+        ));
+    }
+    if p.parallel_threads > 256 {
+        return Err(invalid("pitr.parallel_threads", "must be at most 256"));
+    }
+    p.work_dir = Some(p.work_dir.unwrap_or_else(|| data_dir.join("pitr")));
+    Ok(p)
+}

@@ -1,0 +1,236 @@
+//! The fake primary: a MySQL-protocol listener that real replicas connect to with
+//! CHANGE MASTER TO, serving one source's archived binlogs.
+//!
+//! # Which source, which dialect
+//!
+//! One listener serves one source: a per-source port (`[source.replication] listen`,
+//! with one replication account) or a PITR job's own listener on an ephemeral 127.0.0.1
+//! port with one-time credentials and a stop point. The handshake presents the version
+//! found in the archive's newest FORMAT_DESCRIPTION (MariaDB as "5.5.5-<version>"), so a
+//! replica sees the dialect it would see on the real primary.
+//!
+//! # Session (DESIGN.md "Fake primary -> real replica"; mysql-server `sql/rpl_replica.cc`,
+//! MariaDB `sql/slave.cc` `get_master_version_and_clock`)
+//!
+//! HandshakeV10 with `mysql_native_password` (an AuthSwitchRequest when the client starts
+//! with another plugin), then a command loop. Queries are answered tolerantly, not by
+//! exact string: `SET` stores user variables (`@master_binlog_checksum`,
+//! `@slave_connect_state`, `@master_heartbeat_period`, ...) and answers OK; `SELECT`
+//! evaluates each item (`UNIX_TIMESTAMP()`, `@@GLOBAL.x` from a small variable table,
+//! `@x`, literals) and unknown items are NULL; `SHOW VARIABLES LIKE`, `SHOW BINARY LOGS`
+//! and `SHOW MASTER STATUS` answer from the archive; other statements get OK.
+//! COM_REGISTER_SLAVE and COM_PING get OK.
+//!
+//! # Dump
+//!
+//! COM_BINLOG_DUMP (0x12) starts at a file and position, or, when the replica set
+//! `@slave_connect_state` (MariaDB GTID mode), at the earliest end of the connect state's
+//! GTIDs in the index, skipping event groups whose GTID the state already holds (as
+//! MariaDB's `mysql_binlog_send` does). COM_BINLOG_DUMP_GTID (0x1E) does the same with a
+//! MySQL GTID set. The stream is: an artificial ROTATE (timestamp 0,
+//! LOG_EVENT_ARTIFICIAL_F) naming the file; the file's FORMAT_DESCRIPTION with log_pos 0
+//! when starting past offset 4; then the stored events verbatim (the FORMAT_DESCRIPTION's
+//! in-use flag cleared, as servers send it). Every event's CRC32 is checked before it
+//! goes out: a bad event, a FAIL file, a missing file or a recorded gap ends the dump with
+//! ERROR 1236 and the reason, never with skipped bytes. The ACTIVE file is followed up to
+//! its durable (fsynced) length only. Idle streams get HEARTBEAT events (type 27) at the
+//! period the replica asked for (`@master_heartbeat_period`, nanoseconds; default 30 s).
+//!
+//! A stop point (file, offset) — always a transaction boundary from the PITR planner —
+//! ends sending: no event at or after it goes out; the connection stays open with
+//! heartbeats, so the replica idles instead of reconnecting.
+//!
+//! # Memory
+//!
+//! Each dump runs a reader thread that frames packets into 256 KiB chunks and a task that
+//! writes them; at most 8 chunks are in flight per replica (an event larger than a chunk
+//! is one chunk of its own size).
+//!
+//! Nothing here writes to the archive: a crash loses nothing; replicas reconnect and
+//! resume from their own position.
+//!
+//! # Files
+//!
+//! | file | its one job |
+//! |---|---|
+//! | `mod.rs` | the public types ([`StopAt`], [`Credentials`], [`ServeStats`], [`Listener`]) and [`spawn`]: bind, accept, one task per replica |
+//! | `archive.rs` | what a session reads of the archive: [`Archive`], the files on disk, the newest FORMAT_DESCRIPTION, the durable end |
+//! | `session.rs` | one replica connection: server-side framing, greeting, `mysql_native_password` login, command loop |
+//! | `query.rs` | the tolerant answers to a replica's `SET`, `SELECT` and `SHOW` statements |
+//! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader thread that checks and frames the events |
+
+mod archive;
+mod dump;
+mod query;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+pub use archive::Archive;
+pub use dump::parse_connect_state;
+
+/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the replica stops its IO thread with this.
+pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
+
+/// Where a dump stops: no event starting at or after `pos` in `file`, nor any event of a
+/// later file, is sent. Always a transaction boundary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StopAt {
+    /// Binlog file name.
+    pub file: String,
+    /// Offset in `file`, bytes.
+    pub pos: u64,
+}
+
+/// The one account a listener accepts.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password (never logged).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
+
+/// Live figures of a listener, for the API and PITR progress.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Replica connections accepted (authenticated).
+    pub connections: AtomicU64,
+    /// Dumps running now.
+    pub active_dumps: AtomicU64,
+    /// Event bytes sent (all dumps).
+    pub bytes_sent: AtomicU64,
+    /// Events sent (all dumps).
+    pub events_sent: AtomicU64,
+    /// True once a dump reached the stop point.
+    pub reached_stop: AtomicBool,
+    /// The last error sent to a replica (ERROR 1236 text), if any.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A running listener.
+pub struct Listener {
+    /// Bound address (the ephemeral port when bound to port 0).
+    pub addr: SocketAddr,
+    /// Figures.
+    pub stats: Arc<ServeStats>,
+    cancel: CancellationToken,
+}
+
+impl Listener {
+    /// Stops accepting and ends every session of this listener.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Binds `bind` and serves `archive` to replicas that log in with `creds`, stopping every
+/// dump at `stop` when given. Sessions end when the returned listener is stopped or
+/// dropped, or when `cancel` fires.
+///
+/// # Errors
+///
+/// The bind error, with the address.
+pub async fn spawn(
+    bind: SocketAddr,
+    archive: Arc<Archive>,
+    creds: Credentials,
+    stop: Option<StopAt>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Listener> {
+    let tcp = TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("fake primary: listen on {bind}: {e}"))?;
+    let addr = tcp.local_addr()?;
+    let stats = Arc::new(ServeStats::default());
+    let cancel = cancel.child_token();
+    let shared = Arc::new(Shared {
+        archive,
+        creds,
+        stop,
+        stats: stats.clone(),
+        next_id: AtomicU32::new(1),
+    });
+    info!(source = %shared.archive.source, %addr, "fake primary listening");
+    let span = tracing::info_span!("fake_primary", source = %shared.archive.source, %addr);
+    tokio::spawn(accept_loop(tcp, shared, cancel.clone()).instrument(span));
+    Ok(Listener {
+        addr,
+        stats,
+        cancel,
+    })
+}
+
+/// Accepts replicas until `cancel` fires; each connection runs [`session::session`] in a
+/// task of its own (span `fake_primary_session` with the source and the peer).
+async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "fake primary: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let c3 = cancel.clone();
+        let source = shared.archive.source.clone();
+        let span = tracing::info_span!("fake_primary_session", source = %source, %peer);
+        tokio::spawn(
+            async move {
+                let _ = sock.set_nodelay(true);
+                tokio::select! {
+                    _ = c3.cancelled() => {}
+                    r = session::session(shared, sock, c3.clone()) => {
+                        if let Err(e) = r {
+                            debug!(%source, %peer, error = %e, "replica session ended");
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// What the sessions of one listener share.
+struct Shared {
+    /// The archive served.
+    archive: Arc<Archive>,
+    /// The one account accepted.
+    creds: Credentials,
+    /// Where every dump stops.
+    stop: Option<StopAt>,
+    /// The listener's figures.
+    stats: Arc<ServeStats>,
+    /// Connection id of the next session (in the handshake).
+    next_id: AtomicU32,
+}
+
+/// `m`'s guard, also after a panic while it was held.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,245 @@
+//! One replica connection: server-side packet framing ([`Wire`]), the HandshakeV10
+//! greeting, the `mysql_native_password` login against the listener's one account, and
+//! the command loop that answers queries ([`super::query`]) or hands over to a dump
+//! ([`super::dump`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::archive::{archive_facts, ArchiveFacts};
+use super::dump::{dump, start_point};
+use super::query::answer_query;
+use super::{lock, Shared, ER_MASTER_FATAL_ERROR_READING_BINLOG};
+use binlog::ChecksumAlg;
+use mysql_wire::packet::{frame, MAX_PHYSICAL_PAYLOAD};
+use mysql_wire::server;
+
+/// ER_ACCESS_DENIED_ERROR.
+const ER_ACCESS_DENIED: u16 = 1045;
+/// ER_UNKNOWN_COM_ERROR.
+const ER_UNKNOWN_COM: u16 = 1047;
+/// Largest command packet accepted from a replica (bytes): a GTID set of thousands of
+/// UUIDs fits; anything larger is refused.
+const MAX_COMMAND: usize = 4 << 20;
+/// Heartbeat period when the replica asks for none (MariaDB's default is
+/// slave_net_timeout / 2 = 30 s).
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// A replica's connection, server side.
+pub(super) struct Wire {
+    /// Read half, buffered.
+    pub(super) r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    /// Write half.
+    pub(super) w: tokio::net::tcp::OwnedWriteHalf,
+    /// Sequence id of the next packet written.
+    pub(super) seq: u8,
+}
+
+impl Wire {
+    /// Reads one command packet (payload only) and sets the sequence id for the answer.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, and packets over `MAX_COMMAND` bytes.
+    pub(super) async fn read(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut hdr = [0u8; 4];
+        self.r.read_exact(&mut hdr).await?;
+        let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
+        self.seq = hdr[3].wrapping_add(1);
+        if len > MAX_COMMAND || len >= MAX_PHYSICAL_PAYLOAD {
+            anyhow::bail!("command packet of {len} bytes is too large");
+        }
+        let mut buf = vec![0u8; len];
+        self.r.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    /// Frames and writes one packet.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn write(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 8);
+        frame(&mut out, &mut self.seq, payload);
+        self.w.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Writes an OK packet.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn ok(&mut self) -> anyhow::Result<()> {
+        self.write(&server::ok_packet()).await
+    }
+
+    /// Writes an ERR packet with `code` and `msg`.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn err(&mut self, code: u16, msg: &str) -> anyhow::Result<()> {
+        self.write(&server::err_packet(code, msg)).await
+    }
+}
+
+/// A text result set: column names, rows of optional strings.
+///
+/// # Errors
+///
+/// I/O errors.
+pub(super) async fn result_set(
+    w: &mut Wire,
+    cols: &[&str],
+    rows: &[Vec<Option<String>>],
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    server::result_set(&mut out, &mut w.seq, cols, rows);
+    w.w.write_all(&out).await?;
+    Ok(())
+}
+
+/// Serves one replica connection: greeting, login, then commands until it quits, a dump
+/// ends, or the login fails.
+///
+/// # Errors
+///
+/// I/O and protocol errors, and a refused login (after the ERR packet is sent).
+pub(super) async fn session(
+    shared: Arc<Shared>,
+    sock: TcpStream,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let facts = {
+        let a = shared.archive.clone();
+        tokio::task::spawn_blocking(move || archive_facts(&a)).await??
+    };
+    let (r, w) = sock.into_split();
+    let mut wire = Wire {
+        r: BufReader::with_capacity(64 * 1024, r),
+        w,
+        seq: 0,
+    };
+    login(&mut wire, &shared, &facts).await?;
+    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let pkt = wire.read().await?;
+        let Some((&cmd, body)) = pkt.split_first() else {
+            anyhow::bail!("empty command packet");
+        };
+        match cmd {
+            0x01 => return Ok(()),
+            0x03 => {
+                let sql = String::from_utf8_lossy(body).into_owned();
+                answer_query(&mut wire, &sql, &mut vars, &facts, &shared.archive).await?;
+            }
+            0x02 | 0x0e | 0x15 => wire.ok().await?,
+            0x12 | 0x1e => {
+                return start_dump(shared, wire, facts, (cmd, body), &vars, cancel).await;
+            }
+            _ => wire.err(ER_UNKNOWN_COM, "Unknown command").await?,
+        }
+    }
+}
+
+/// HandshakeV10 (the archive's version, MariaDB as `5.5.5-<version>`), the
+/// HandshakeResponse41 (an AuthSwitchRequest to `mysql_native_password` when the client
+/// starts with another plugin), and the check against the listener's account: OK, or
+/// ERR 1045 and an error.
+async fn login(wire: &mut Wire, shared: &Shared, facts: &ArchiveFacts) -> anyhow::Result<()> {
+    let conn_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let nonce = server::scramble();
+    // HandshakeV10.
+    let version = if facts.mariadb && !facts.version.starts_with("5.5.5-") {
+        format!("5.5.5-{}", facts.version)
+    } else {
+        facts.version.clone()
+    };
+    wire.seq = 0;
+    wire.write(&server::handshake_v10(
+        &version,
+        conn_id,
+        &nonce,
+        server::SERVER_CAPABILITIES,
+    ))
+    .await?;
+
+    // HandshakeResponse41.
+    let resp = wire.read().await?;
+    let server::HandshakeResponse {
+        user,
+        auth: mut token,
+        plugin: client_plugin,
+    } = server::HandshakeResponse::parse(&resp)?;
+    if client_plugin
+        .as_deref()
+        .is_some_and(|p| p != server::NATIVE_PASSWORD)
+    {
+        wire.write(&server::auth_switch_request(
+            server::NATIVE_PASSWORD,
+            &nonce,
+        ))
+        .await?;
+        token = wire.read().await?;
+    }
+    if user != shared.creds.user
+        || !server::native_password_matches(&nonce, &shared.creds.password, &token)
+    {
+        wire.err(
+            ER_ACCESS_DENIED,
+            &format!(
+                "Access denied for user '{user}' (binlog-server fake primary of {})",
+                shared.archive.source
+            ),
+        )
+        .await?;
+        anyhow::bail!("access denied for {user:?}");
+    }
+    wire.ok().await
+}
+
+/// COM_BINLOG_DUMP (0x12) or COM_BINLOG_DUMP_GTID (0x1E) with its body: finds the start
+/// point, refuses a replica that cannot take the archive's checksums (both with ERROR
+/// 1236), and runs the dump with the heartbeat period the replica asked for.
+async fn start_dump(
+    shared: Arc<Shared>,
+    mut wire: Wire,
+    facts: ArchiveFacts,
+    (cmd, body): (u8, &[u8]),
+    vars: &BTreeMap<String, String>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let start = match start_point(cmd, body, vars, &facts, &shared.archive).await {
+        Ok(s) => s,
+        Err(msg) => {
+            *lock(&shared.stats.last_error) = Some(msg.clone());
+            wire.err(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg).await?;
+            return Ok(());
+        }
+    };
+    let crc_aware =
+        vars.contains_key("master_binlog_checksum") || vars.contains_key("source_binlog_checksum");
+    if facts.alg == ChecksumAlg::Crc32 && !crc_aware {
+        let msg = "Slave can not handle replication events with the checksum that master is configured to log (set @master_binlog_checksum first)";
+        wire.err(ER_MASTER_FATAL_ERROR_READING_BINLOG, msg).await?;
+        return Ok(());
+    }
+    let hb = vars
+        .get("master_heartbeat_period")
+        .or_else(|| vars.get("source_heartbeat_period"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ns| *ns >= 1e6)
+        .map(|ns| Duration::from_nanos(ns as u64))
+        .unwrap_or(DEFAULT_HEARTBEAT);
+    dump(shared, wire, facts, start, hb, cancel).await
+}
