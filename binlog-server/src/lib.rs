@@ -22,6 +22,7 @@
 //! | [`api`] | the HTTP API (status codes are chosen here) |
 //! | [`server`] | `serve`: starts and supervises everything |
 //! | [`cli`] | the three binaries' command lines |
+//! | [`util`] | small shared helpers ([`util::lock`]) |
 
 pub mod api;
 pub mod archive;
@@ -32,4 +33,5 @@ pub mod replay;
 pub mod server;
 pub mod source;
 pub mod status;
+pub mod util;
 pub mod verify;

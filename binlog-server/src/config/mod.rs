@@ -59,6 +59,7 @@ use thiserror::Error;
 
 pub use mysql_wire::{SourceUrl, TlsMode};
 
+pub mod schedule;
 pub mod validate;
 
 /// A configuration problem, with the key it concerns.
@@ -215,7 +216,7 @@ pub struct VerifyConfig {
 #[derive(Clone, Debug)]
 pub struct Verify {
     /// The weekly schedule; `None` without `[source.verify]`.
-    pub schedule: Option<crate::verify::schedule::Schedule>,
+    pub schedule: Option<schedule::Schedule>,
     /// Keep scratch instances.
     pub keep_instance: bool,
     /// Longest chain verification without a `stop_at`.
@@ -230,7 +231,7 @@ pub struct Replication {
     /// Listen address.
     pub listen: SocketAddr,
     /// The account.
-    pub creds: crate::replay::fake_primary::Credentials,
+    pub creds: Credentials,
 }
 
 impl std::fmt::Debug for Replication {
@@ -395,6 +396,21 @@ fn redact_url_text(text: &str) -> String {
     match SourceUrl::parse(text) {
         Ok(u) => u.redacted(),
         Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// The one account a listener accepts.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password (never logged).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
     }
 }
 

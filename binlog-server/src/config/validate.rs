@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::schedule;
 use super::{
     env_password, invalid, CaptureConfig, Config, ConfigError, HttpConfig, PitrConfig, Replication,
     ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt, StartRaw, Verify,
     VerifyConfig,
 };
-use crate::verify::schedule;
 
 /// The whole file: `[http]`, `data_dir`, `[catalog]`, `[capture]`, every `[[source]]`,
 /// `[backup]`, `[pitr]`.
@@ -241,7 +241,7 @@ fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigEr
     }
     Ok(Replication {
         listen,
-        creds: crate::replay::fake_primary::Credentials {
+        creds: super::Credentials {
             user: r.user.clone(),
             password,
         },

@@ -39,6 +39,7 @@
 //! MySQL source, and for an archive-only source (`capture = false`, no live primary), the
 //! chain and data phases are reported skipped with that reason.
 
+use crate::util::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -108,10 +109,6 @@ pub struct VerifyService {
     sources: BTreeMap<String, Source>,
     running: Mutex<HashMap<String, RunHandle>>,
     cancel: CancellationToken,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A failed phase: what, where.

@@ -12,47 +12,15 @@
 //! - any other run still going (an older base, or older than a week) is stale: it is
 //!   stopped and a new run starts.
 
-use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How far back a base may be to be verified, and how long a run may go on before the
 /// next scheduled run replaces it: one week, seconds.
 pub const WEEK_SECS: i64 = 7 * 24 * 3600;
 
-/// A weekly schedule (config `[source.verify]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Schedule {
-    /// Whether the service runs it.
-    pub enabled: bool,
-    /// Day of the week.
-    pub day: Weekday,
-    /// Start time of day, UTC.
-    pub start: NaiveTime,
-    /// Chain verification stops at this time of day (UTC) if not caught up by then.
-    pub stop_at: Option<NaiveTime>,
-    /// Keep the scratch instance running after the run (default: remove it).
-    pub keep_instance: bool,
-}
-
-/// Parses a weekday: "mon", "Monday", "MON"...
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_day(s: &str) -> Result<Weekday, String> {
-    s.trim()
-        .parse::<Weekday>()
-        .map_err(|_| format!("{s:?} is not a weekday (mon, tue, ..., sun, or the full name)"))
-}
-
-/// Parses a time of day "HH:MM" or "HH:MM:SS" (UTC).
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(s.trim(), "%H:%M:%S")
-        .or_else(|_| NaiveTime::parse_from_str(s.trim(), "%H:%M"))
-        .map_err(|_| format!("{s:?} is not a time of day (HH:MM or HH:MM:SS, UTC)"))
-}
+/// A weekly schedule: the validated `[source.verify]` times (its rules are here).
+pub use crate::config::schedule::{parse_day, parse_time_of_day, Schedule};
 
 impl Schedule {
     /// The first scheduled start strictly after `after`.
@@ -168,6 +136,7 @@ pub fn decide(now: i64, bases: &[Candidate], running: Option<&Running>) -> Decis
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Weekday;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s)

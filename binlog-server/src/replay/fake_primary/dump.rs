@@ -3,6 +3,7 @@
 //! thread ([`DumpCtx`]) that checks every event and frames the stream into chunks, and
 //! the task that writes them to the replica (see the module doc of [`super`]).
 
+use crate::util::lock;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::archive::{durable_end, list_files, read_fde_event, Archive, ArchiveFacts};
-use super::session::Wire;
-use super::{lock, ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
+use super::wire::Wire;
+use super::{ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use crate::archive::store::binlog_order;
 use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,

@@ -55,7 +55,8 @@
 //! |---|---|
 //! | `mod.rs` | the public types ([`StopAt`], [`Credentials`], [`ServeStats`], [`Listener`]) and [`spawn`]: bind, accept, one task per replica |
 //! | `archive.rs` | what a session reads of the archive: [`Archive`], the files on disk, the newest FORMAT_DESCRIPTION, the durable end |
-//! | `session.rs` | one replica connection: server-side framing, greeting, `mysql_native_password` login, command loop |
+//! | `wire.rs` | the server side of one connection: command packets in, OK/ERR/result sets out |
+//! | `session.rs` | one replica connection: greeting, `mysql_native_password` login, command loop |
 //! | `query.rs` | the tolerant answers to a replica's `SET`, `SELECT` and `SHOW` statements |
 //! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader thread that checks and frames the events |
 
@@ -63,6 +64,7 @@ mod archive;
 mod dump;
 mod query;
 mod session;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
@@ -89,20 +91,8 @@ pub struct StopAt {
     pub pos: u64,
 }
 
-/// The one account a listener accepts.
-#[derive(Clone)]
-pub struct Credentials {
-    /// User name.
-    pub user: String,
-    /// Password (never logged).
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:***", self.user)
-    }
-}
+/// The one account a listener accepts (`[source.replication]`, or a PITR job's).
+pub use crate::config::Credentials;
 
 /// Live figures of a listener, for the API and PITR progress.
 #[derive(Debug, Default)]
@@ -228,9 +218,4 @@ struct Shared {
     stats: Arc<ServeStats>,
     /// Connection id of the next session (in the handshake).
     next_id: AtomicU32,
-}
-
-/// `m`'s guard, also after a panic while it was held.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

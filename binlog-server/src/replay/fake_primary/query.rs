@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::archive::{durable_end, list_files, Archive, ArchiveFacts};
-use super::session::{result_set, Wire};
+use super::wire::{result_set, Wire};
 
 /// Splits at top-level commas (outside quotes and parentheses).
 fn split_top(s: &str) -> Vec<String> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use binlog::Gtid;
 
-use super::planner::fmt_time;
+use super::timefmt::fmt_time;
 
 /// Why there is no plan.
 ///

@@ -3,6 +3,7 @@
 //! ([`PitrService::start`]), reports them ([`PitrService::get`]), cancels and removes
 //! them; the job report types. Running a job is [`super::runner`].
 
+use crate::util::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
 
 use super::error::{internal, PlanError};
-use super::planner::{plan, unix_now, Plan, Target};
+use super::planner::{plan, Plan, Target};
 use crate::archive::index::Index;
 use crate::config::{PitrConfig, SourceUrl};
 use crate::replay::fake_primary::Archive;
@@ -168,11 +169,6 @@ pub struct PitrDeps<'a> {
     pub cfg: PitrConfig,
     /// Cancels every job when the service stops.
     pub cancel: CancellationToken,
-}
-
-/// `m`'s guard, also after a panic while it was held.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// `n` random bytes as lower-case hex (from /dev/urandom; the clock and PID if it
@@ -332,7 +328,7 @@ impl PitrService {
                 Destination::Scratch => "scratch".into(),
                 Destination::Existing { url, .. } => url.redacted(),
             },
-            created_at: unix_now(),
+            created_at: catalog::unix_now(),
             finished_at: None,
             restore_seconds: None,
             replay_seconds: None,

@@ -38,7 +38,8 @@
 //! | file | its one job |
 //! |---|---|
 //! | `mod.rs` | this map and the re-exports (every `crate::replay::pitr::X` path) |
-//! | `planner.rs` | [`Target`], [`Plan`], [`plan()`] and its steps (cut, base, checked range, counts); target time text ([`parse_time`], [`fmt_time`]); [`gtid_reached`] |
+//! | `planner.rs` | [`Target`], [`Plan`], [`plan()`] and its steps (cut, base, checked range, counts); [`gtid_reached`] |
+//! | `timefmt.rs` | target time text: [`parse_time`], [`fmt_time`] |
 //! | `error.rs` | [`PlanError`]: one variant per reason there is no plan, with its data and [`PlanError::file`] |
 //! | `job.rs` | [`PitrService`]: the job registry and the API-facing calls (plan, start, get, cancel, remove); the report types |
 //! | `runner.rs` | one job's run: restore the base, start the instance, CHANGE MASTER to the job's fake primary, wait, serve, record the end |
@@ -47,9 +48,11 @@ mod error;
 mod job;
 mod planner;
 mod runner;
+mod timefmt;
 
 pub use error::PlanError;
 pub use job::{
     Destination, JobOptions, JobReport, PitrDeps, PitrService, ReplayProgress, Restored,
 };
-pub use planner::{fmt_time, gtid_reached, parse_time, plan, Plan, PlanBase, Target};
+pub use planner::{gtid_reached, plan, Plan, PlanBase, Target};
+pub use timefmt::{fmt_time, parse_time};

@@ -8,6 +8,7 @@ use catalog::{BackupRow, BackupState, BinlogFileRow, Catalog, FileState, GapRow}
 use serde::Serialize;
 
 use super::error::{internal, PlanError};
+use super::timefmt::fmt_time;
 use crate::archive::index::{Index, TxnEntry};
 use crate::archive::store::binlog_order;
 use crate::replay::fake_primary::StopAt;
@@ -30,48 +31,6 @@ impl std::fmt::Display for Target {
             Target::Gtid(g) => write!(f, "GTID {g}"),
         }
     }
-}
-
-/// "2026-11-21T14:03:27Z".
-pub fn fmt_time(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| t.to_string())
-}
-
-/// Parses a target time: RFC 3339 ("2026-11-21T14:03:27Z", "...+02:00"), or
-/// "2026-11-21 14:03:27" / "2026-11-21T14:03:27" taken as UTC, optionally followed by an
-/// offset ("2026-11-21 14:03:27 +02:00"), or unix seconds ("@1790000000").
-///
-/// # Errors
-///
-/// A message with the accepted forms.
-pub fn parse_time(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if let Some(n) = s.strip_prefix('@') {
-        return n.parse().map_err(|_| format!("{s:?}: not unix seconds"));
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(d.timestamp());
-    }
-    for f in [
-        "%Y-%m-%d %H:%M:%S %:z",
-        "%Y-%m-%dT%H:%M:%S %:z",
-        "%Y-%m-%d %H:%M:%S%:z",
-    ] {
-        if let Ok(d) = chrono::DateTime::parse_from_str(s, f) {
-            return Ok(d.timestamp());
-        }
-    }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
-        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, f) {
-            return Ok(d.and_utc().timestamp());
-        }
-    }
-    Err(format!(
-        "{s:?} is not a time: use RFC 3339 (2026-11-21T14:03:27Z, 2026-11-21T16:03:27+02:00), \
-         \"2026-11-21 14:03:27\" (UTC) or \"@<unix seconds>\""
-    ))
 }
 
 /// The base a plan starts from.
@@ -127,10 +86,6 @@ pub struct Plan {
 }
 
 /// The service's clock, unix seconds.
-pub(super) fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// Plans the restore of `source` to `target`: the cut, the newest usable base at or
 /// before it (or `base_id`), the checked binlog range between them, and the counts.
 ///
@@ -259,7 +214,7 @@ async fn find_cut(
 /// The cut for a target time: before the first transaction committed after `t`, or the
 /// archive's end when none is, provided the capture is `live` (streaming, caught up).
 fn cut_at_time(idx: &Index, src: &str, t: i64, live: bool) -> Result<Cut, PlanError> {
-    let now = unix_now();
+    let now = catalog::unix_now();
     if t > now {
         return Err(PlanError::TargetInFuture { target: t, now });
     }
@@ -494,18 +449,6 @@ pub fn gtid_reached(gpos: &str, end: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn target_times_parse_in_utc_or_with_a_zone() {
-        let t = parse_time("2026-11-21T14:03:27Z").unwrap();
-        assert_eq!(parse_time("2026-11-21 14:03:27").unwrap(), t);
-        assert_eq!(parse_time("2026-11-21T16:03:27+02:00").unwrap(), t);
-        assert_eq!(parse_time("2026-11-21 16:03:27 +02:00").unwrap(), t);
-        assert_eq!(parse_time(&format!("@{t}")).unwrap(), t);
-        assert_eq!(fmt_time(t), "2026-11-21T14:03:27Z");
-        assert!(parse_time("yesterday").is_err());
-        assert!(parse_time("2026-13-40 00:00:00").is_err());
-    }
 
     #[test]
     fn gtid_positions_reach_their_end() {

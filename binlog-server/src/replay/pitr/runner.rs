@@ -4,6 +4,7 @@
 //! serving (or private) and record the end of the job (see the module doc of
 //! [`super`]).
 
+use crate::util::lock;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use snapshotter::sql::quote_literal;
 use snapshotter::Endpoint;
 use tracing::{info, warn};
 
-use super::job::{lock, random_hex, Destination, Job, JobReport, PitrService, Restored};
-use super::planner::{gtid_reached, unix_now, Plan};
+use super::job::{random_hex, Destination, Job, JobReport, PitrService, Restored};
+use super::planner::{gtid_reached, Plan};
 use crate::archive::store::binlog_order;
 use crate::config::SourceUrl;
 use crate::replay::fake_primary::{self, Credentials, Listener};
@@ -54,7 +55,7 @@ impl PitrService {
         let r = self.run(&job, dest, n).await;
         {
             let mut rep = lock(&job.report);
-            rep.finished_at = Some(unix_now());
+            rep.finished_at = Some(catalog::unix_now());
             match r {
                 Ok(()) => {
                     rep.phase = "done".into();

@@ -1,0 +1,87 @@
+//! The server side of one connection: command packets in, framed answers out (OK, ERR,
+//! text result sets), over a buffered TCP socket.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+use mysql_wire::packet::{frame, MAX_PHYSICAL_PAYLOAD};
+use mysql_wire::server;
+
+/// Largest command packet accepted from a replica (bytes): a GTID set of thousands of
+/// UUIDs fits; anything larger is refused.
+const MAX_COMMAND: usize = 4 << 20;
+
+/// A replica's connection, server side.
+pub(super) struct Wire {
+    /// Read half, buffered.
+    pub(super) r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    /// Write half.
+    pub(super) w: tokio::net::tcp::OwnedWriteHalf,
+    /// Sequence id of the next packet written.
+    pub(super) seq: u8,
+}
+
+impl Wire {
+    /// Reads one command packet (payload only) and sets the sequence id for the answer.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, and packets over `MAX_COMMAND` bytes.
+    pub(super) async fn read(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut hdr = [0u8; 4];
+        self.r.read_exact(&mut hdr).await?;
+        let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
+        self.seq = hdr[3].wrapping_add(1);
+        if len > MAX_COMMAND || len >= MAX_PHYSICAL_PAYLOAD {
+            anyhow::bail!("command packet of {len} bytes is too large");
+        }
+        let mut buf = vec![0u8; len];
+        self.r.read_exact(&mut buf).await?;
+        Ok(buf)
+    }
+
+    /// Frames and writes one packet.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn write(&mut self, payload: &[u8]) -> anyhow::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 8);
+        frame(&mut out, &mut self.seq, payload);
+        self.w.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Writes an OK packet.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn ok(&mut self) -> anyhow::Result<()> {
+        self.write(&server::ok_packet()).await
+    }
+
+    /// Writes an ERR packet with `code` and `msg`.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors.
+    pub(super) async fn err(&mut self, code: u16, msg: &str) -> anyhow::Result<()> {
+        self.write(&server::err_packet(code, msg)).await
+    }
+}
+
+/// A text result set: column names, rows of optional strings.
+///
+/// # Errors
+///
+/// I/O errors.
+pub(super) async fn result_set(
+    w: &mut Wire,
+    cols: &[&str],
+    rows: &[Vec<Option<String>>],
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    server::result_set(&mut out, &mut w.seq, cols, rows);
+    w.w.write_all(&out).await?;
+    Ok(())
+}
