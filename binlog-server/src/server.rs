@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
@@ -13,9 +14,9 @@ use crate::archive::index::Index;
 use crate::config::Settings;
 use crate::replay::fake_primary::{self, Archive};
 use crate::replay::pitr::{PitrDeps, PitrService};
-use crate::source::context::Shared;
+use crate::source::context::{Shared, SourceRuntime};
 use crate::source::supervise::spawn_source;
-use crate::status::Metrics;
+use crate::status::{Metrics, StatusCell};
 
 /// Runs the daemon until `cancel` fires. Returns an error when start-up fails (catalog,
 /// index, HTTP listener) or when a source task dies unexpectedly: the process then exits
@@ -46,41 +47,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
     info!(addr = %settings.http_listen, "HTTP API listening");
 
-    let mut sources = BTreeMap::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut archives = BTreeMap::new();
-    let mut statuses = BTreeMap::new();
-    let mut listeners = Vec::new();
-    for src in settings.sources.iter().cloned() {
-        let name = src.name.clone();
-        let capture = src.capture;
-        let replication = src.replication.clone();
-        let (rt, handle) = spawn_source(shared.clone(), src, cancel.child_token());
-        let archive = Arc::new(Archive {
-            source: name.clone(),
-            dir: settings.data_dir.join(&name),
-            status: capture.then(|| rt.status.clone()),
-            catalog: catalog.clone(),
-            index: index.clone(),
-            checks: Some(rt.checks.clone()),
-        });
-        if let Some(r) = replication {
-            listeners.push(
-                fake_primary::spawn(r.listen, archive.clone(), r.creds, None, &cancel)
-                    .await
-                    .with_context(|| format!("source {name}: [source.replication] listen"))?,
-            );
-        }
-        statuses.insert(name.clone(), rt.status.clone());
-        archives.insert(name.clone(), archive);
-        sources.insert(name.clone(), rt);
-        tasks.spawn(async move { (name, handle.await) });
-    }
+    let started = start_sources(&settings, &shared, &cancel).await?;
     let pitr = PitrService::open(PitrDeps {
         catalog: catalog.clone(),
         index: index.clone(),
-        archives,
-        statuses,
+        archives: started.archives,
+        statuses: started.statuses,
         store: &settings.store,
         tools: settings.tools.clone(),
         cfg: settings.pitr.clone(),
@@ -100,7 +72,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     .context("start the verification service")?;
     verify.spawn_schedulers();
     let state = Arc::new(ApiState {
-        sources,
+        sources: started.runtimes,
         catalog,
         index,
         metrics,
@@ -110,7 +82,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();
-    let mut http = tokio::spawn(
+    let http = tokio::spawn(
         async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_cancel.cancelled().await })
@@ -118,7 +90,77 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         }
         .instrument(tracing::info_span!("http")),
     );
+    let result = supervise(started.tasks, http, &cancel).await;
+    drop(started.listeners);
+    result
+}
 
+/// The source tasks and what the other services need of them.
+struct Started {
+    /// Each source's runtime handles, by name (for the API).
+    runtimes: BTreeMap<String, SourceRuntime>,
+    /// Each source's archive, by name (for PITR).
+    archives: BTreeMap<String, Arc<Archive>>,
+    /// Each source's live status, by name (for PITR).
+    statuses: BTreeMap<String, StatusCell>,
+    /// The fake primaries of `[source.replication]`; dropping one stops it.
+    listeners: Vec<fake_primary::Listener>,
+    /// The supervised source tasks: (name, result).
+    tasks: SourceTasks,
+}
+
+/// The supervised source tasks, each ending with its name and its result.
+type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::JoinError>)>;
+
+/// Starts every source's capture task and its `[source.replication]` fake primary.
+async fn start_sources(
+    settings: &Settings,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Started> {
+    let mut started = Started {
+        runtimes: BTreeMap::new(),
+        archives: BTreeMap::new(),
+        statuses: BTreeMap::new(),
+        listeners: Vec::new(),
+        tasks: JoinSet::new(),
+    };
+    for src in settings.sources.iter().cloned() {
+        let name = src.name.clone();
+        let capture = src.capture;
+        let replication = src.replication.clone();
+        let (rt, handle) = spawn_source(shared.clone(), src, cancel.child_token());
+        let archive = Arc::new(Archive {
+            source: name.clone(),
+            dir: settings.data_dir.join(&name),
+            status: capture.then(|| rt.status.clone()),
+            catalog: shared.catalog.clone(),
+            index: shared.index.clone(),
+            checks: Some(rt.checks.clone()),
+        });
+        if let Some(r) = replication {
+            started.listeners.push(
+                fake_primary::spawn(r.listen, archive.clone(), r.creds, None, cancel)
+                    .await
+                    .with_context(|| format!("source {name}: [source.replication] listen"))?,
+            );
+        }
+        started.statuses.insert(name.clone(), rt.status.clone());
+        started.archives.insert(name.clone(), archive);
+        started.runtimes.insert(name.clone(), rt);
+        started.tasks.spawn(async move { (name, handle.await) });
+    }
+    Ok(started)
+}
+
+/// Waits for shut-down, the HTTP server's end, or a source task's unexpected end (a
+/// source that could not start is failed in the API and the catalog, and the others go
+/// on); then stops everything and waits for the tasks.
+async fn supervise(
+    mut tasks: SourceTasks,
+    mut http: tokio::task::JoinHandle<std::io::Result<()>>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut failure = None;
     let mut http_done = false;
     loop {
@@ -136,8 +178,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
                 match done {
                     Ok((name, Ok(Ok(())))) if cancel.is_cancelled() => { let _ = name; }
                     Ok((name, Ok(Ok(())))) => { failure = Some(anyhow::anyhow!("source {name} stopped unexpectedly")); break; }
-                    // A source that could not start (its store or index) is failed in
-                    // the API and the catalog; the other sources go on.
                     Ok((name, Ok(Err(e)))) => { error!(source = %name, error = %format!("{e:#}"), "source failed"); }
                     Ok((name, Err(e))) => { failure = Some(anyhow::anyhow!("source {name} panicked: {e}")); break; }
                     Err(e) => { failure = Some(anyhow::anyhow!("a source task failed: {e}")); break; }
@@ -154,7 +194,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     if !http_done {
         let _ = http.await;
     }
-    drop(listeners);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -94,13 +94,27 @@ pub fn pitr(
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    let id = v["id"].as_str().unwrap_or_default().to_string();
-    let planned = v["plan"]["bytes"].as_u64().unwrap_or(0);
+    let report = match follow_job(&base, &v) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    print_outcome(&report)
+}
+
+/// Follows a started job (the POST's answer `started`) with a progress bar until it is
+/// done or failed: its final report. Err: the exit code after an error was printed.
+fn follow_job(base: &str, started: &Value) -> Result<Value, ExitCode> {
+    let id = started["id"].as_str().unwrap_or_default().to_string();
+    let planned = started["plan"]["bytes"].as_u64().unwrap_or(0);
     eprintln!(
         "PITR job {id}: base {} then {} transactions ({planned} bytes of binlog) to {}",
-        v["plan"]["base"]["id"].as_str().unwrap_or("?"),
-        v["plan"]["transactions"],
-        v["plan"]["target"].as_str().unwrap_or("?")
+        started["plan"]["base"]["id"].as_str().unwrap_or("?"),
+        started["plan"]["transactions"],
+        started["plan"]["target"].as_str().unwrap_or("?")
     );
     let bar = indicatif::ProgressBar::new(planned.max(1));
     bar.set_style(
@@ -109,19 +123,19 @@ pub fn pitr(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = loop {
+    loop {
         std::thread::sleep(Duration::from_millis(500));
         let (code, j) = match call("GET", &format!("{base}/v1/pitr/{id}"), None) {
             Ok(x) => x,
             Err(e) => {
                 bar.abandon();
                 eprintln!("binlog-server: {e}");
-                return ExitCode::FAILURE;
+                return Err(ExitCode::FAILURE);
             }
         };
         if code != 200 {
             bar.abandon();
-            return refused("binlog-server", code, &j, 3);
+            return Err(refused("binlog-server", code, &j, 3));
         }
         let p = &j["progress"];
         bar.set_position(p["bytes_applied"].as_u64().unwrap_or(0));
@@ -139,13 +153,13 @@ pub fn pitr(
         let phase = j["phase"].as_str().unwrap_or_default();
         if phase == "done" || phase == "failed" {
             bar.finish_and_clear();
-            break j;
+            return Ok(j);
         }
-    };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
+    }
+}
+
+/// Prints where the instance was restored (done) or why the job failed; the exit code.
+fn print_outcome(report: &Value) -> ExitCode {
     if report["phase"] == "done" {
         eprintln!(
             "restored to {}: {} (socket {}, datadir {})",

@@ -410,54 +410,74 @@ pub fn check_reader<R: Read>(r: R, opts: &CheckOptions) -> io::Result<CheckRepor
         count: 0,
     };
     let mut br = BufReader::with_capacity(READ_BUF, hashing);
-    let mut w = Walk {
-        report: CheckReport {
-            size: 0,
-            events: 0,
-            sha256_hex: String::new(),
-            server_version: None,
-            checksum_alg: None,
-            in_use_flag: false,
-            first_event_time: None,
-            last_event_time: None,
-            first_gtid: None,
-            last_gtid: None,
-            transactions: 0,
-            last_event_type: None,
-            crc_verified: 0,
-            relay_log: false,
-            problems: Vec::new(),
-        },
-        fde: None,
-        own_server_id: None,
-        prev_was_rotate_pos0: false,
-        last_event_offset: None,
-        tracker: TxnTracker::new(),
-    };
+    let mut w = Walk::new();
+    w.walk(&mut br)?;
+    // Hash what the walk did not consume (after a framing error or a bad magic).
+    io::copy(&mut br, &mut io::sink())?;
+    let hashing = br.into_inner();
+    w.report.size = hashing.count;
+    w.report.sha256_hex = hex::encode(hashing.hasher.finalize());
+    w.whole_file_checks(opts);
+    Ok(w.report)
+}
 
-    let mut magic = [0u8; 4];
-    let n = read_full(&mut br, &mut magic)?;
-    if n < magic.len() {
-        w.problem(
-            0,
-            ProblemKind::BadMagic,
-            format!("file is {n} bytes, shorter than the 4-byte binlog magic at offset 0"),
-        );
-    } else if magic != BINLOG_MAGIC {
-        w.problem(
-            0,
-            ProblemKind::BadMagic,
-            format!(
-                "not a binlog: offset 0 holds {} instead of the magic fe62696e",
-                hex::encode(magic)
-            ),
-        );
-    } else {
-        let mut reader = EventReader::new_at(&mut br, 4);
+impl Walk {
+    /// A walk before the first byte.
+    fn new() -> Walk {
+        Walk {
+            report: CheckReport {
+                size: 0,
+                events: 0,
+                sha256_hex: String::new(),
+                server_version: None,
+                checksum_alg: None,
+                in_use_flag: false,
+                first_event_time: None,
+                last_event_time: None,
+                first_gtid: None,
+                last_gtid: None,
+                transactions: 0,
+                last_event_type: None,
+                crc_verified: 0,
+                relay_log: false,
+                problems: Vec::new(),
+            },
+            fde: None,
+            own_server_id: None,
+            prev_was_rotate_pos0: false,
+            last_event_offset: None,
+            tracker: TxnTracker::new(),
+        }
+    }
+
+    /// The magic, then every event until the end or the first framing error.
+    fn walk<R: Read>(&mut self, br: &mut R) -> io::Result<()> {
+        let mut magic = [0u8; 4];
+        let n = read_full(br, &mut magic)?;
+        if n < magic.len() {
+            self.problem(
+                0,
+                ProblemKind::BadMagic,
+                format!("file is {n} bytes, shorter than the 4-byte binlog magic at offset 0"),
+            );
+            return Ok(());
+        }
+        if magic != BINLOG_MAGIC {
+            self.problem(
+                0,
+                ProblemKind::BadMagic,
+                format!(
+                    "not a binlog: offset 0 holds {} instead of the magic fe62696e",
+                    hex::encode(magic)
+                ),
+            );
+            return Ok(());
+        }
+        let mut reader = EventReader::new_at(br, 4);
         let mut framing_error = false;
         while let Some(item) = reader.next_event() {
             match item {
-                Ok((offset, h, ev)) => w.event(offset, &h, ev),
+                Ok((offset, h, ev)) => self.event(offset, &h, ev),
                 Err(e) => {
                     let e = io_error_of(e)?;
                     let offset = e.offset().unwrap_or(0);
@@ -466,52 +486,50 @@ pub fn check_reader<R: Read>(r: R, opts: &CheckOptions) -> io::Result<CheckRepor
                     } else {
                         ProblemKind::BadEventSize
                     };
-                    w.problem(offset, kind, e.to_string());
+                    self.problem(offset, kind, e.to_string());
                     framing_error = true;
                 }
             }
         }
-        if w.report.events == 0 && !framing_error {
-            w.problem(
+        if self.report.events == 0 && !framing_error {
+            self.problem(
                 4,
                 ProblemKind::NoFormatDescription,
                 "no event after the magic".to_owned(),
             );
         }
+        Ok(())
     }
 
-    // Hash what the walk did not consume (after a framing error or a bad magic).
-    io::copy(&mut br, &mut io::sink())?;
-    let hashing = br.into_inner();
-    w.report.size = hashing.count;
-    w.report.sha256_hex = hex::encode(hashing.hasher.finalize());
-
-    let last = w.report.last_event_type;
-    if opts.require_terminal
-        && w.report.events > 0
-        && !matches!(last, Some(event_type::ROTATE | event_type::STOP))
-    {
-        let offset = w.last_event_offset.unwrap_or(w.report.size);
-        w.problem(
-            offset,
-            ProblemKind::NoTerminalEvent,
-            format!(
-                "last event is {} at offset {offset}, not ROTATE or STOP",
-                last.map_or("nothing", event_type::name)
-            ),
-        );
-    }
-    if let Some(expected) = opts.expected_size {
-        let size = w.report.size;
-        if size != expected {
-            w.problem(
-                size.min(expected),
-                ProblemKind::SizeMismatch,
-                format!("size {size} differs from the primary's {expected}"),
+    /// The checks of the whole file, once its size is known: a terminal event when
+    /// required, the primary's size when given.
+    fn whole_file_checks(&mut self, opts: &CheckOptions) {
+        let last = self.report.last_event_type;
+        if opts.require_terminal
+            && self.report.events > 0
+            && !matches!(last, Some(event_type::ROTATE | event_type::STOP))
+        {
+            let offset = self.last_event_offset.unwrap_or(self.report.size);
+            self.problem(
+                offset,
+                ProblemKind::NoTerminalEvent,
+                format!(
+                    "last event is {} at offset {offset}, not ROTATE or STOP",
+                    last.map_or("nothing", event_type::name)
+                ),
             );
         }
+        if let Some(expected) = opts.expected_size {
+            let size = self.report.size;
+            if size != expected {
+                self.problem(
+                    size.min(expected),
+                    ProblemKind::SizeMismatch,
+                    format!("size {size} differs from the primary's {expected}"),
+                );
+            }
+        }
     }
-    Ok(w.report)
 }
 
 /// Result of [`valid_prefix`].

@@ -7,7 +7,7 @@ use crate::query::query_text;
 use crate::query::QueryKind;
 
 use crate::error::Result;
-use crate::{event_type, EventHeader, FormatDescription, Gtid};
+use crate::{event_type, EventHeader, FormatDescription, Gtid, GtidInfo};
 
 /// A transaction found by [`TxnTracker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,116 +76,40 @@ impl TxnTracker {
     ) -> Result<Option<TxnRecord>> {
         use event_type as t;
         let alg = fde.checksum_alg;
-        let end = offset.saturating_add(u64::from(header.event_size));
-        let done = |start: u64, gtid: Option<Gtid>| {
-            Some(TxnRecord {
-                gtid,
-                start,
-                end,
-                commit_timestamp: header.timestamp,
-            })
-        };
         let state = std::mem::take(&mut self.state);
-        let (next, record) = match header.type_code {
+        let step = match header.type_code {
             t::GTID | t::ANONYMOUS_GTID | t::GTID_TAGGED | t::MARIADB_GTID => {
-                let info = match parse_gtid(header, event, alg) {
-                    Ok(info) => info,
+                match parse_gtid(header, event, alg) {
+                    Ok(info) => after_gtid(header.type_code, offset, info),
                     Err(e) => {
                         self.state = state;
                         return Err(e.at(offset));
                     }
-                };
-                let standalone = info.as_ref().is_some_and(|i| i.standalone);
-                let gtid = info.map(|i| i.gtid);
-                let next = if header.type_code == t::MARIADB_GTID && !standalone {
-                    TxnState::Block {
-                        start: offset,
-                        gtid,
-                    }
-                } else {
-                    TxnState::AfterGtid {
-                        start: offset,
-                        gtid,
-                    }
-                };
-                (next, None)
-            }
-            t::QUERY => {
-                let kind = match query_text(event, alg, fde) {
-                    Ok(text) => classify_query(text),
-                    Err(e) => {
-                        self.state = state;
-                        return Err(e.at(offset));
-                    }
-                };
-                match (state, kind) {
-                    (TxnState::Idle, QueryKind::Begin) => (
-                        TxnState::Block {
-                            start: offset,
-                            gtid: None,
-                        },
-                        None,
-                    ),
-                    (TxnState::Idle, QueryKind::End) => (TxnState::Idle, None),
-                    (TxnState::Idle, QueryKind::Other) => (TxnState::Idle, done(offset, None)),
-                    (TxnState::Pending { start }, QueryKind::Begin) => {
-                        (TxnState::Block { start, gtid: None }, None)
-                    }
-                    (TxnState::Pending { start }, _) => (TxnState::Idle, done(start, None)),
-                    (TxnState::AfterGtid { start, gtid }, QueryKind::Begin) => {
-                        (TxnState::Block { start, gtid }, None)
-                    }
-                    (TxnState::AfterGtid { start, gtid }, _) => (TxnState::Idle, done(start, gtid)),
-                    (TxnState::Block { start, gtid }, QueryKind::End) => {
-                        (TxnState::Idle, done(start, gtid))
-                    }
-                    (s @ TxnState::Block { .. }, _) => (s, None),
                 }
             }
-            t::XID | t::XA_PREPARE => match state {
-                TxnState::Idle => (TxnState::Idle, None),
-                TxnState::Pending { start } => (TxnState::Idle, done(start, None)),
-                TxnState::AfterGtid { start, gtid } | TxnState::Block { start, gtid } => {
-                    (TxnState::Idle, done(start, gtid))
+            t::QUERY => match query_text(event, alg, fde) {
+                Ok(text) => after_query(state, classify_query(text), offset),
+                Err(e) => {
+                    self.state = state;
+                    return Err(e.at(offset));
                 }
             },
-            // Statements whose text we do not read: they end a transaction that waits for
-            // its statement, and are one on their own outside any.
-            t::TRANSACTION_PAYLOAD
-            | t::MARIADB_QUERY_COMPRESSED
-            | t::EXECUTE_LOAD_QUERY
-            | t::LOAD
-            | t::NEW_LOAD
-            | t::EXEC_LOAD => match state {
-                TxnState::Idle => (TxnState::Idle, done(offset, None)),
-                TxnState::Pending { start } => (TxnState::Idle, done(start, None)),
-                TxnState::AfterGtid { start, gtid } => (TxnState::Idle, done(start, gtid)),
-                s @ TxnState::Block { .. } => (s, None),
+            t::XID | t::XA_PREPARE => after_commit(state),
+            t if ends_unread_statement(t) => after_unread_statement(state, offset),
+            t if belongs_to_next_statement(t) => match state {
+                TxnState::Idle => (TxnState::Pending { start: offset }, None),
+                s => (s, None),
             },
-            // Events that belong to the statement or rows after them.
-            t::INTVAR
-            | t::RAND
-            | t::USER_VAR
-            | t::BEGIN_LOAD_QUERY
-            | t::APPEND_BLOCK
-            | t::CREATE_FILE
-            | t::DELETE_FILE
-            | t::TABLE_MAP
-            | t::ROWS_QUERY
-            | t::MARIADB_ANNOTATE_ROWS
-            | t::PRE_GA_WRITE_ROWS..=t::DELETE_ROWS_V1
-            | t::WRITE_ROWS..=t::DELETE_ROWS
-            | t::PARTIAL_UPDATE_ROWS
-            | t::MARIADB_WRITE_ROWS_COMPRESSED_V1..=t::MARIADB_DELETE_ROWS_COMPRESSED => {
-                match state {
-                    TxnState::Idle => (TxnState::Pending { start: offset }, None),
-                    s => (s, None),
-                }
-            }
             _ => (state, None),
         };
+        let (next, done) = step;
         self.state = next;
-        Ok(record)
+        Ok(done.map(|(start, gtid)| TxnRecord {
+            gtid,
+            start,
+            end: offset.saturating_add(u64::from(header.event_size)),
+            commit_timestamp: header.timestamp,
+        }))
     }
 
     /// Offset where the transaction in progress began, if one is open (used to resume
@@ -198,4 +122,110 @@ impl TxnTracker {
             | TxnState::Pending { start } => Some(start),
         }
     }
+}
+
+/// A transition: the next state, and the (start, GTID) of a transaction the event ended.
+type Step = (TxnState, Option<(u64, Option<Gtid>)>);
+
+/// After a GTID event: a MariaDB GTID that is not standalone opens a BEGIN...COMMIT
+/// block; any other GTID waits for its one statement or block.
+fn after_gtid(type_code: u8, offset: u64, info: Option<GtidInfo>) -> Step {
+    let standalone = info.as_ref().is_some_and(|i| i.standalone);
+    let gtid = info.map(|i| i.gtid);
+    let next = if type_code == event_type::MARIADB_GTID && !standalone {
+        TxnState::Block {
+            start: offset,
+            gtid,
+        }
+    } else {
+        TxnState::AfterGtid {
+            start: offset,
+            gtid,
+        }
+    };
+    (next, None)
+}
+
+/// After a QUERY event of `kind` (BEGIN, COMMIT/ROLLBACK, or another statement).
+fn after_query(state: TxnState, kind: QueryKind, offset: u64) -> Step {
+    match (state, kind) {
+        (TxnState::Idle, QueryKind::Begin) => (
+            TxnState::Block {
+                start: offset,
+                gtid: None,
+            },
+            None,
+        ),
+        (TxnState::Idle, QueryKind::End) => (TxnState::Idle, None),
+        (TxnState::Idle, QueryKind::Other) => (TxnState::Idle, Some((offset, None))),
+        (TxnState::Pending { start }, QueryKind::Begin) => {
+            (TxnState::Block { start, gtid: None }, None)
+        }
+        (TxnState::Pending { start }, _) => (TxnState::Idle, Some((start, None))),
+        (TxnState::AfterGtid { start, gtid }, QueryKind::Begin) => {
+            (TxnState::Block { start, gtid }, None)
+        }
+        (TxnState::AfterGtid { start, gtid }, _) => (TxnState::Idle, Some((start, gtid))),
+        (TxnState::Block { start, gtid }, QueryKind::End) => (TxnState::Idle, Some((start, gtid))),
+        (s @ TxnState::Block { .. }, _) => (s, None),
+    }
+}
+
+/// After XID or XA_PREPARE: whatever is open ends.
+fn after_commit(state: TxnState) -> Step {
+    match state {
+        TxnState::Idle => (TxnState::Idle, None),
+        TxnState::Pending { start } => (TxnState::Idle, Some((start, None))),
+        TxnState::AfterGtid { start, gtid } | TxnState::Block { start, gtid } => {
+            (TxnState::Idle, Some((start, gtid)))
+        }
+    }
+}
+
+/// Statements whose text is not read (compressed, payload, LOAD): they end a
+/// transaction that waits for its statement, and are one on their own outside any.
+fn ends_unread_statement(t: u8) -> bool {
+    use event_type as e;
+    matches!(
+        t,
+        e::TRANSACTION_PAYLOAD
+            | e::MARIADB_QUERY_COMPRESSED
+            | e::EXECUTE_LOAD_QUERY
+            | e::LOAD
+            | e::NEW_LOAD
+            | e::EXEC_LOAD
+    )
+}
+
+/// After a statement of [`ends_unread_statement`].
+fn after_unread_statement(state: TxnState, offset: u64) -> Step {
+    match state {
+        TxnState::Idle => (TxnState::Idle, Some((offset, None))),
+        TxnState::Pending { start } => (TxnState::Idle, Some((start, None))),
+        TxnState::AfterGtid { start, gtid } => (TxnState::Idle, Some((start, gtid))),
+        s @ TxnState::Block { .. } => (s, None),
+    }
+}
+
+/// Events that belong to the statement or rows after them (context, table maps, rows):
+/// outside a transaction they open a pending one.
+fn belongs_to_next_statement(t: u8) -> bool {
+    use event_type as e;
+    matches!(
+        t,
+        e::INTVAR
+            | e::RAND
+            | e::USER_VAR
+            | e::BEGIN_LOAD_QUERY
+            | e::APPEND_BLOCK
+            | e::CREATE_FILE
+            | e::DELETE_FILE
+            | e::TABLE_MAP
+            | e::ROWS_QUERY
+            | e::MARIADB_ANNOTATE_ROWS
+            | e::PRE_GA_WRITE_ROWS..=e::DELETE_ROWS_V1
+            | e::WRITE_ROWS..=e::DELETE_ROWS
+            | e::PARTIAL_UPDATE_ROWS
+            | e::MARIADB_WRITE_ROWS_COMPRESSED_V1..=e::MARIADB_DELETE_ROWS_COMPRESSED
+    )
 }
