@@ -125,11 +125,11 @@ async fn start_sources(
         listeners: Vec::new(),
         tasks: JoinSet::new(),
     };
-    for src in settings.sources.iter().cloned() {
-        let name = src.name.clone();
-        let capture = src.capture;
-        let replication = src.replication.clone();
-        let (rt, handle) = spawn_source(shared.clone(), src, cancel.child_token());
+    for source in settings.sources.iter().cloned() {
+        let name = source.name.clone();
+        let capture = source.capture;
+        let replication = source.replication.clone();
+        let (rt, handle) = spawn_source(shared.clone(), source, cancel.child_token());
         let archive = Arc::new(Archive {
             source: name.clone(),
             dir: settings.data_dir.join(&name),

@@ -165,14 +165,14 @@ impl Checker {
     /// Fetches a FAIL file again while the primary lists it, then checks it once more;
     /// a failed re-pull is added to the file's info.
     async fn repull_fail(&mut self, file: &str, row: &catalog::BinlogFileRow) {
-        let (shared, src) = (&self.ctx.shared, &self.ctx.source);
-        let name = &src.name;
+        let (shared, source) = (&self.ctx.shared, &self.ctx.source);
+        let name = &source.name;
         let (size, _, _) = listed_size(&self.view, file);
         if size.is_none() {
             return; // the primary no longer has it: stays FAIL with its info
         }
         *self.repulls.entry(file.to_owned()).or_insert(0) += 1;
-        match repull(shared, src, &self.store, file).await {
+        match repull(shared, source, &self.store, file).await {
             Ok(bytes) => {
                 info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
                 let p = FileProgress {

@@ -14,7 +14,7 @@ use crate::config::Source;
 /// recorded. Returns an explanation to add to the error.
 pub(crate) async fn record_gap(
     shared: &Shared,
-    src: &Source,
+    source: &Source,
     store: &SourceStore,
     name: &str,
     requested: Option<&str>,
@@ -24,7 +24,7 @@ pub(crate) async fn record_gap(
         .list()
         .ok()
         .and_then(|v| v.last().map(|(n, _)| n.clone()));
-    let listed = match session::connect(src, &shared.capture).await {
+    let listed = match session::connect(source, &shared.capture).await {
         Ok(mut s) => session::show_binary_logs(&mut s.conn).await.ok(),
         Err(_) => None,
     };

@@ -24,6 +24,11 @@
 //! | [`gaps`] | after ERROR 1236: purge on the primary (gap) or refused position |
 //! | [`lowprio`] | CPU-heavy file work on a nice-10 thread |
 
+//! Names: a source's validated settings are `source` ([`crate::config::Source`]), its
+//! name `source.name` (or `name` where only the name travels), its live state `status`
+//! ([`crate::status::StatusCell`]), and all three with the process-wide services travel
+//! together as `ctx` ([`context::SourceCtx`]).
+
 pub mod check;
 pub mod classify;
 pub mod context;

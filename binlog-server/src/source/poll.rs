@@ -17,17 +17,17 @@ use crate::status::{Metrics, StatusCell};
 pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView>>) {
     let SourceCtx {
         shared,
-        source: src,
+        source,
         status,
         cancel,
     } = ctx;
-    let label = Metrics::label(&src.name);
+    let label = Metrics::label(&source.name);
     let mut session: Option<session::Session> = None;
     loop {
         if session.is_none() {
             session = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = session::connect(&src, &shared.capture) => r.ok(),
+                r = session::connect(&source, &shared.capture) => r.ok(),
             };
         }
         if let Some(s) = session.as_mut() {
@@ -67,7 +67,7 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                     v.at = Some(Instant::now());
                 }
                 Err(e) => {
-                    warn!(source = %src.name, error = %e, "polling the primary failed");
+                    warn!(source = %source.name, error = %e, "polling the primary failed");
                     session = None;
                 }
             }

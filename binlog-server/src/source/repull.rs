@@ -28,11 +28,11 @@ use crate::config::Source;
 /// Returns the new size in bytes.
 pub(crate) async fn repull(
     shared: &Shared,
-    src: &Source,
+    source: &Source,
     store: &Arc<SourceStore>,
     file: &str,
 ) -> Result<u64, String> {
-    let mut s = session::connect(src, &shared.capture)
+    let mut s = session::connect(source, &shared.capture)
         .await
         .map_err(|e| e.to_string())?;
     session::prepare_dump(&mut s, shared.capture.heartbeat_period)

@@ -152,17 +152,17 @@ pub struct Session {
 }
 
 /// Connection options for a source.
-pub fn connect_options(src: &Source, cap: &CaptureConfig) -> ConnectOptions {
+pub fn connect_options(source: &Source, cap: &CaptureConfig) -> ConnectOptions {
     ConnectOptions {
-        url: src.url.clone(),
+        url: source.url.clone(),
         connect_timeout: cap.connect_timeout,
         query_timeout: cap.connect_timeout.max(Duration::from_secs(30)),
     }
 }
 
 /// Connects and reads the variables every use needs (no replication set-up).
-pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, SessionError> {
-    let mut conn = Conn::connect(&connect_options(src, cap))
+pub async fn connect(source: &Source, cap: &CaptureConfig) -> Result<Session, SessionError> {
+    let mut conn = Conn::connect(&connect_options(source, cap))
         .await
         .map_err(|e| classify(e, "connect"))?;
     let dialect = Dialect::detect(conn.server_version());
@@ -205,10 +205,10 @@ pub async fn connect(src: &Source, cap: &CaptureConfig) -> Result<Session, Sessi
     };
     let binlog_format = v(2).to_ascii_uppercase();
     let primary_server_id = v(3).parse().unwrap_or(0);
-    if primary_server_id == src.server_id {
+    if primary_server_id == source.server_id {
         return Err(SessionError::Unusable(format!(
             "source {} uses server_id {} which is the primary's own server_id: choose another",
-            src.name, src.server_id
+            source.name, source.server_id
         )));
     }
     Ok(Session {

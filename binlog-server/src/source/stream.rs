@@ -22,7 +22,7 @@ use crate::status::{CaptureState, Metrics, StatusCell};
 /// Resolves where to start when the archive is empty (or a gap was accepted).
 pub(crate) async fn start_point(
     s: &mut session::Session,
-    src: &Source,
+    source: &Source,
     status: &StatusCell,
     accept_gap: bool,
     store: &SourceStore,
@@ -60,7 +60,7 @@ pub(crate) async fn start_point(
         ));
         next
     } else {
-        match &src.start {
+        match &source.start {
             StartAt::Earliest => {
                 let purged = store::binlog_seq(&first).is_some_and(|n| n > 1);
                 status.note(if purged {
@@ -172,10 +172,10 @@ async fn connect_and_dump(
     resume: &store::Resume,
     accept_gap: bool,
 ) -> Result<(session::Session, String, u64), StreamEnd> {
-    let (src, status, cap) = (&a.ctx.source, &a.ctx.status, &a.ctx.shared.capture);
+    let (source, status, cap) = (&a.ctx.source, &a.ctx.status, &a.ctx.shared.capture);
     let mut s = tokio::select! {
         _ = a.ctx.cancel.cancelled() => return Err(StreamEnd::Cancelled),
-        r = session::connect(src, cap) => r?,
+        r = session::connect(source, cap) => r?,
     };
     {
         let mut st = status.lock();
@@ -188,17 +188,17 @@ async fn connect_and_dump(
     let (file, pos) = match resume {
         store::Resume::At { file, pos } => (file.clone(), *pos),
         store::Resume::Next { next, .. } => (next.clone(), 4),
-        store::Resume::Empty => start_point(&mut s, src, status, accept_gap, a.store).await?,
+        store::Resume::Empty => start_point(&mut s, source, status, accept_gap, a.store).await?,
     };
     session::prepare_dump(&mut s, cap.heartbeat_period).await?;
-    session::start_dump(&mut s, src.server_id, &file, pos, true, false).await?;
-    info!(source = %src.name, %file, pos, dialect = s.dialect.name(), "streaming");
+    session::start_dump(&mut s, source.server_id, &file, pos, true, false).await?;
+    info!(source = %source.name, %file, pos, dialect = s.dialect.name(), "streaming");
     status.lock().state = CaptureState::Streaming;
     let _ = a
         .ctx
         .shared
         .catalog
-        .set_source_state(&src.name, "streaming", None)
+        .set_source_state(&source.name, "streaming", None)
         .await;
     Ok((s, file, pos))
 }

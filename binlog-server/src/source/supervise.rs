@@ -211,10 +211,9 @@ async fn run_source(
 async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
     use anyhow::Context;
     let (shared, name, status) = (&ctx.shared, &ctx.source.name, &ctx.status);
-    let data_dir = shared.data_dir.clone();
-    let n2 = name.clone();
+    let (data_dir, moved_name) = (shared.data_dir.clone(), name.clone());
     let (store, resume, note) =
-        tokio::task::spawn_blocking(move || SourceStore::open(&data_dir, &n2))
+        tokio::task::spawn_blocking(move || SourceStore::open(&data_dir, &moved_name))
             .await?
             .with_context(|| format!("open the store of source {name}"))?;
     if let Some(n) = note {
@@ -236,17 +235,19 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
     if end_file.is_none() {
         // Nothing archived: entries left from an earlier archive of this source name
         // would collide with the new ordinals.
-        let (idx, n3) = (shared.index.clone(), name.clone());
-        tokio::task::spawn_blocking(move || idx.clear(&n3))
+        let (index, moved_name) = (shared.index.clone(), name.clone());
+        tokio::task::spawn_blocking(move || index.clear(&moved_name))
             .await?
             .context("clear the index of an empty archive")?;
     }
     if let Some(f) = &end_file {
-        let (idx, st, n3, f2) = (shared.index.clone(), store.clone(), name.clone(), f.clone());
-        let (pos, added) =
-            tokio::task::spawn_blocking(move || idx.catch_up(&n3, &st, &f2, end_len))
-                .await?
-                .context("bring the index up to date")?;
+        let (index, moved_store, moved_name, file) =
+            (shared.index.clone(), store.clone(), name.clone(), f.clone());
+        let (pos, added) = tokio::task::spawn_blocking(move || {
+            index.catch_up(&moved_name, &moved_store, &file, end_len)
+        })
+        .await?
+        .context("bring the index up to date")?;
         if added > 0 {
             info!(source = %name, added, "re-indexed transactions from the stored files");
         }
