@@ -16,6 +16,7 @@
 //! (sync(2)), so no run pays for the previous one's write-back. mariadb-binlog's copy is
 //! not synced by it (it never fsyncs); binlog-server's counts only once fdatasynced. Run: `bash scripts/bench.sh [--mb N]`.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,16 +24,38 @@ use anyhow::{bail, Context, Result};
 use binlog_benches::*;
 use binlog_tests::*;
 
+/// The timed `mariadb-binlog --raw` copy.
+struct RawRun {
+    /// Wall-clock seconds.
+    secs: f64,
+    /// CPU seconds of the primary during the copy.
+    db_cpu: f64,
+    /// CPU seconds of mariadb-binlog.
+    cpu: f64,
+    /// Bytes copied.
+    bytes: u64,
+}
+
+/// One timed binlog-server catch-up.
+struct ServerRun {
+    /// Which configuration.
+    label: &'static str,
+    /// Wall-clock seconds from process start until durable at the primary's end.
+    secs: f64,
+    /// Bytes in the archive.
+    bytes: u64,
+    /// CPU seconds of binlog-server.
+    cpu: f64,
+    /// CPU seconds of the primary during the run.
+    db_cpu: f64,
+    /// `binlog_server_fsyncs_total` at the end ("?" if absent).
+    fsyncs: String,
+    /// `file:end` of the last transaction in the index.
+    end: String,
+}
+
 fn main() -> Result<()> {
-    let mut mb: u64 = 1024;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--mb" => mb = args.next().context("--mb needs a number")?.parse()?,
-            "--bench" => {} // passed by `cargo bench`
-            other => bail!("unknown argument {other:?}; usage: catchup [--mb N]"),
-        }
-    }
+    let mb = parse_args()?;
     let bin = server_binary()?;
     let mariadb_binlog = require_tool("mariadb-binlog");
 
@@ -45,14 +68,57 @@ fn main() -> Result<()> {
     let (files, total, txns) = generate_sbtest(&db, mb)?;
     let work = tempfile::tempdir()?;
 
-    // mariadb-binlog --raw.
-    let raw_dir = work.path().join("raw");
+    let raw = run_raw(&mariadb_binlog, &db, &files, work.path())?;
+
+    // binlog-server: the measured run (defaults: fsync at most 500 ms after new data),
+    // then diagnostic runs with fsync every 50 ms and only when idle, to show what the
+    // disk's write-back costs.
+    let (last_file, last_pos) = db.master_status()?;
+    let mut runs = Vec::new();
+    for (label, extra) in [
+        ("default", ""),
+        ("fsync every 50ms", "[capture]\nfsync_interval = \"50ms\"\n"),
+        ("fsync when idle", "[capture]\nfsync_interval = \"1h\"\n"),
+    ] {
+        let cfg_dir = work.path().join(format!("bs-{}", runs.len()));
+        runs.push(run_server(
+            &bin, &db, &cfg_dir, label, extra, &last_file, last_pos,
+        )?);
+    }
+
+    print_report(&files, total, txns, &raw, &runs);
+    Ok(())
+}
+
+/// The command line: `--mb`.
+fn parse_args() -> Result<u64> {
+    let mut mb: u64 = 1024;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--mb" => mb = args.next().context("--mb needs a number")?.parse()?,
+            "--bench" => {} // passed by `cargo bench`
+            other => bail!("unknown argument {other:?}; usage: catchup [--mb N]"),
+        }
+    }
+    Ok(mb)
+}
+
+/// Times `mariadb-binlog --raw` copying every binlog into `<work>/raw`, checks the copy
+/// against the primary's closed files and deletes it.
+fn run_raw(
+    mariadb_binlog: &Path,
+    db: &MariaDb,
+    files: &[(String, u64)],
+    work: &Path,
+) -> Result<RawRun> {
+    let raw_dir = work.join("raw");
     std::fs::create_dir_all(&raw_dir)?;
     settle();
     let raw_db_cpu0 = cpu_secs(db.pid());
     let raw_cpu0 = children_cpu_secs();
     let t = Instant::now();
-    let out = Command::new(&mariadb_binlog)
+    let out = Command::new(mariadb_binlog)
         .args([
             "--read-from-remote-server",
             "--raw",
@@ -86,72 +152,91 @@ fn main() -> Result<()> {
     }
 
     std::fs::remove_dir_all(&raw_dir)?;
+    Ok(RawRun {
+        secs: raw_secs,
+        db_cpu: raw_db_cpu,
+        cpu: raw_cpu,
+        bytes: raw_bytes,
+    })
+}
 
-    // binlog-server: the measured run (defaults: fsync at most 500 ms after new data),
-    // then diagnostic runs with fsync every 50 ms and only when idle, to show what the
-    // disk's write-back costs.
-    let (last_file, last_pos) = db.master_status()?;
-    let mut runs = Vec::new();
-    for (label, extra) in [
-        ("default", ""),
-        ("fsync every 50ms", "[capture]\nfsync_interval = \"50ms\"\n"),
-        ("fsync when idle", "[capture]\nfsync_interval = \"1h\"\n"),
-    ] {
-        let http = format!("127.0.0.1:{}", free_port());
-        let cfg_dir = work.path().join(format!("bs-{}", runs.len()));
-        let cfg = write_config_sources(
-            &cfg_dir,
-            &http,
-            &[SourceSpec {
-                name: "db".into(),
-                url: db.repl_url(),
-                server_id: 4242,
-                start: "\"earliest\"".into(),
-            }],
-            extra,
-        )?;
-        settle();
-        let db_cpu0 = cpu_secs(db.pid());
-        let t = Instant::now();
-        let server = ServerProcess::start(&bin, &cfg, &http)?;
-        wait_for(
-            "binlog-server to catch up",
-            Duration::from_secs(600),
-            || {
-                let s = server.get_json("/v1/sources/db")?;
-                Ok((s["durable_file"].as_str() == Some(last_file.as_str())
-                    && s["durable_pos"].as_u64() == Some(last_pos))
-                .then_some(()))
-            },
-        )?;
-        let secs = t.elapsed().as_secs_f64();
-        let cpu = cpu_secs(server.pid());
-        let db_cpu = cpu_secs(db.pid()) - db_cpu0;
-        let archive = cfg_dir.join("data").join("db");
-        let bytes = dir_bytes(&archive)?;
-        let metrics = server.get_text("/metrics")?.1;
-        let fsyncs = metrics
-            .lines()
-            .find(|l| l.starts_with("binlog_server_fsyncs_total{"))
-            .and_then(|l| l.rsplit(' ').next())
-            .unwrap_or("?")
-            .to_string();
-        let indexed = server.get_json(&format!(
-            "/v1/sources/db/lookup?gtid={}",
-            db.gtid_binlog_pos()?
-        ))?;
-        assert_archive_identical(&db, &archive)?;
-        let end = format!(
-            "{}:{}",
-            indexed["transaction"]["file"].as_str().unwrap_or("?"),
-            indexed["transaction"]["end"]
-        );
-        runs.push((label, secs, bytes, cpu, db_cpu, fsyncs, end));
-        drop(server);
-        std::fs::remove_dir_all(&cfg_dir)?;
-    }
+/// Times one binlog-server run (config `extra` in `cfg_dir`) from process start until its
+/// durable position is the primary's end (`last_file`, `last_pos`), checks the archive
+/// and deletes it.
+fn run_server(
+    bin: &Path,
+    db: &MariaDb,
+    cfg_dir: &Path,
+    label: &'static str,
+    extra: &str,
+    last_file: &str,
+    last_pos: u64,
+) -> Result<ServerRun> {
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = write_config_sources(
+        cfg_dir,
+        &http,
+        &[SourceSpec {
+            name: "db".into(),
+            url: db.repl_url(),
+            server_id: 4242,
+            start: "\"earliest\"".into(),
+        }],
+        extra,
+    )?;
+    settle();
+    let db_cpu0 = cpu_secs(db.pid());
+    let t = Instant::now();
+    let server = ServerProcess::start(bin, &cfg, &http)?;
+    wait_for(
+        "binlog-server to catch up",
+        Duration::from_secs(600),
+        || {
+            let s = server.get_json("/v1/sources/db")?;
+            Ok((s["durable_file"].as_str() == Some(last_file)
+                && s["durable_pos"].as_u64() == Some(last_pos))
+            .then_some(()))
+        },
+    )?;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs(server.pid());
+    let db_cpu = cpu_secs(db.pid()) - db_cpu0;
+    let archive = cfg_dir.join("data").join("db");
+    let bytes = dir_bytes(&archive)?;
+    let metrics = server.get_text("/metrics")?.1;
+    let fsyncs = metrics
+        .lines()
+        .find(|l| l.starts_with("binlog_server_fsyncs_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let indexed = server.get_json(&format!(
+        "/v1/sources/db/lookup?gtid={}",
+        db.gtid_binlog_pos()?
+    ))?;
+    assert_archive_identical(db, &archive)?;
+    let end = format!(
+        "{}:{}",
+        indexed["transaction"]["file"].as_str().unwrap_or("?"),
+        indexed["transaction"]["end"]
+    );
+    drop(server);
+    std::fs::remove_dir_all(cfg_dir)?;
+    Ok(ServerRun {
+        label,
+        secs,
+        bytes,
+        cpu,
+        db_cpu,
+        fsyncs,
+        end,
+    })
+}
 
-    let raw_mbs = raw_bytes as f64 / 1e6 / raw_secs;
+/// Prints each run's time, MB/s and CPU, and binlog-server's ratio to mariadb-binlog.
+fn print_report(files: &[(String, u64)], total: u64, txns: u64, raw: &RawRun, runs: &[ServerRun]) {
+    let (raw_secs, raw_cpu, raw_db_cpu) = (raw.secs, raw.cpu, raw.db_cpu);
+    let raw_mbs = raw.bytes as f64 / 1e6 / raw_secs;
     println!(
         "== cold catch-up of {:.1} MB ({} files, {} transactions)",
         total as f64 / 1e6,
@@ -161,7 +246,16 @@ fn main() -> Result<()> {
     println!(
         "   mariadb-binlog --raw           : {raw_secs:>6.2} s {raw_mbs:>7.1} MB/s  cpu {raw_cpu:>5.2} s, primary cpu {raw_db_cpu:>5.2} s  (no CRC check, no fsync)"
     );
-    for (label, secs, bytes, cpu, db_cpu, fsyncs, end) in &runs {
+    for ServerRun {
+        label,
+        secs,
+        bytes,
+        cpu,
+        db_cpu,
+        fsyncs,
+        end,
+    } in runs
+    {
         let mbs = *bytes as f64 / 1e6 / secs;
         println!(
             "   binlog-server ({label:<16}): {secs:>6.2} s {mbs:>7.1} MB/s  cpu {cpu:>5.2} s, primary cpu {db_cpu:>5.2} s  ({fsyncs} fdatasyncs, CRC32 every event, index to {end})  ratio {:.2}x",
@@ -169,5 +263,4 @@ fn main() -> Result<()> {
         );
     }
     println!("   target: binlog-server (default) >= 3x mariadb-binlog");
-    Ok(())
 }

@@ -22,6 +22,7 @@
 //! an UPDATE per transaction, one session), `--mb` MB of binlogs (default 750).
 //! Run: `bash scripts/bench.sh --pitr [--mb N] [--threads N]`.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -77,7 +78,72 @@ fn one_value(socket: &str, sql: &str) -> Result<String> {
         .with_context(|| format!("{sql}: no row"))
 }
 
+/// `CHECKSUM TABLE` results keyed `db.table`, as the primary and the instances give them.
+type Checksums = std::collections::BTreeMap<String, String>;
+
+/// The programs the three replays run.
+struct Binaries {
+    /// binlog-server.
+    server: PathBuf,
+    /// `mariadb-binlog`.
+    mariadb_binlog: PathBuf,
+    /// `mariadb`.
+    mariadb: PathBuf,
+}
+
+/// The range replayed: from the base's GTID to the end of the load.
+struct Range {
+    /// The base's GTID position.
+    base_gtid: String,
+    /// The primary's GTID position after the load.
+    end_gtid: String,
+    /// Transactions in the plan.
+    txns: u64,
+    /// Binlog bytes in the plan.
+    bytes: u64,
+}
+
+/// One replay's time and whether it reproduced the primary's data.
+struct Replay {
+    /// Seconds the replay took.
+    secs: f64,
+    /// The instance's checksums equal the primary's.
+    ok: bool,
+}
+
 fn main() -> Result<()> {
+    let (mb, threads) = parse_args()?;
+    let bins = Binaries {
+        server: server_binary()?,
+        mariadb_binlog: require_tool("mariadb-binlog"),
+        mariadb: require_tool("mariadb"),
+    };
+    let db = start_primary()?;
+    let work = tempfile::tempdir()?;
+    let (cfg, server) = start_server(&bins.server, &db, work.path(), threads)?;
+    take_base(&server)?;
+    let range = generate_range(&db, &server, mb)?;
+    let want = db.table_checksums(&["test"])?;
+
+    let pipe = replay_pipe(&server, &bins, &cfg, work.path(), &range, &want)?;
+    let native = replay_native(&server, &db, &range, threads, &want)?;
+    let pitr = replay_pitr(&server, &range, &want)?;
+
+    print_report(&range, threads, &pipe, &native, &pitr);
+    if !(pipe.ok && native.ok && pitr.ok) {
+        bail!(
+            "a replay did not reproduce the primary's data (pipe {}, native {}, PITR {})",
+            pipe.ok,
+            native.ok,
+            pitr.ok
+        );
+    }
+    drop(server);
+    Ok(())
+}
+
+/// The command line: `(--mb, --threads)`.
+fn parse_args() -> Result<(u64, u32)> {
     let mut mb: u64 = 750;
     let mut threads: u32 = 4;
     let mut args = std::env::args().skip(1);
@@ -89,10 +155,11 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other:?}; usage: pitr_replay [--mb N] [--threads N]"),
         }
     }
-    let bin = server_binary()?;
-    let mariadb_binlog = require_tool("mariadb-binlog");
-    let mariadb = require_tool("mariadb");
+    Ok((mb, threads))
+}
 
+/// Starts the primary with the sbtest table and some data already in it.
+fn start_primary() -> Result<MariaDb> {
     let db = MariaDb::start(MariaDbOptions {
         max_binlog_size: 128 << 20,
         extra_args: vec!["--max-allowed-packet=64M".into()],
@@ -101,23 +168,36 @@ fn main() -> Result<()> {
     create_sbtest(&db)?;
     // Some data in the base, so that the replay updates existing rows too.
     db.sql("CALL test.gen(2000)")?;
+    Ok(db)
+}
 
-    let work = tempfile::tempdir()?;
+/// Writes the config (PITR applier settings, physical bases) and starts binlog-server,
+/// caught up with the primary. Returns (config path, server).
+fn start_server(
+    bin: &Path,
+    db: &MariaDb,
+    work: &Path,
+    threads: u32,
+) -> Result<(PathBuf, ServerProcess)> {
     let http = format!("127.0.0.1:{}", free_port());
     let extra = format!(
         "[pitr]\nparallel_threads = {threads}\nparallel_mode = \"optimistic\"\nbuffer_pool = \"1G\"\n[backup]\nstore = \"file://{}\"\n",
-        work.path().join("bases").display()
+        work.join("bases").display()
     );
-    let cfg = write_config(work.path(), &http, &[("db", &db.repl_url(), 4242)], &extra)?;
+    let cfg = write_config(work, &http, &[("db", &db.repl_url(), 4242)], &extra)?;
     let mut text = std::fs::read_to_string(&cfg)?;
     text.push_str(&format!(
         "[source.backup]\nurl = {}\nmethod = \"physical\"\n",
         toml_string(&db.admin_url())
     ));
     std::fs::write(&cfg, text)?;
-    let server = ServerProcess::start(&bin, &cfg, &http)?;
-    wait_caught_up(&server, &db, "db", Duration::from_secs(120))?;
+    let server = ServerProcess::start(bin, &cfg, &http)?;
+    wait_caught_up(&server, db, "db", Duration::from_secs(120))?;
+    Ok((cfg, server))
+}
 
+/// Takes a physical base through the API and waits for it to complete.
+fn take_base(server: &ServerProcess) -> Result<()> {
     println!("== base: a physical base through the API");
     let (code, r) = server.post_json("/v1/sources/db/backups", &json!({}))?;
     if code != 202 {
@@ -131,17 +211,22 @@ fn main() -> Result<()> {
     if job["state"] != "completed" {
         bail!("base failed: {job:#}");
     }
+    Ok(())
+}
 
+/// Generates about `mb` MB of binlogs after the base, waits for binlog-server to archive
+/// them and reads the PITR plan of the range.
+fn generate_range(db: &MariaDb, server: &ServerProcess, mb: u64) -> Result<Range> {
     println!("== primary: generating about {mb} MB of binlogs after the base");
     let t = Instant::now();
-    generate(&db, mb << 20, 10000)?;
+    generate(db, mb << 20, 10000)?;
     let end_gtid = db.gtid_binlog_pos()?;
     db.flush_binary_logs()?;
     println!(
         "   generated in {:.1} s; end GTID {end_gtid}",
         t.elapsed().as_secs_f64()
     );
-    wait_caught_up(&server, &db, "db", Duration::from_secs(900))?;
+    wait_caught_up(server, db, "db", Duration::from_secs(900))?;
     let (code, plan) = server.post_json(
         "/v1/sources/db/pitr/plan",
         &json!({"target_gtid": end_gtid}),
@@ -161,15 +246,30 @@ fn main() -> Result<()> {
         bytes as f64 / 1e6,
         plan["files"].as_array().map(|a| a.len()).unwrap_or(0)
     );
-    let want = db.table_checksums(&["test"])?;
+    Ok(Range {
+        base_gtid,
+        end_gtid,
+        txns,
+        bytes,
+    })
+}
 
-    // 1. The pipe.
-    let (pipe_job, socket) = instance_at_base(&server, &base_gtid)?;
-    let exp = work.path().join("export");
-    let out = Command::new(&bin)
+/// 1. The pipe: `binlog-server export`, then `mariadb-binlog FILES | mariadb` into an
+///    instance at the base, timed.
+fn replay_pipe(
+    server: &ServerProcess,
+    bins: &Binaries,
+    cfg: &Path,
+    work: &Path,
+    range: &Range,
+    want: &Checksums,
+) -> Result<Replay> {
+    let (pipe_job, socket) = instance_at_base(server, &range.base_gtid)?;
+    let exp = work.join("export");
+    let out = Command::new(&bins.server)
         .args(["export", "--config"])
-        .arg(&cfg)
-        .args(["--source", "db", "--gtid", &end_gtid, "--out"])
+        .arg(cfg)
+        .args(["--source", "db", "--gtid", &range.end_gtid, "--out"])
         .arg(&exp)
         .output()?;
     if !out.status.success() {
@@ -184,9 +284,9 @@ fn main() -> Result<()> {
         .collect();
     let pipe = format!(
         "{} --no-defaults --skip-gtid-strict-mode {} | {} --no-defaults --socket={socket} --user=root",
-        mariadb_binlog.display(),
+        bins.mariadb_binlog.display(),
         files.join(" "),
-        mariadb.display()
+        bins.mariadb.display()
     );
     settle();
     let t = Instant::now();
@@ -197,15 +297,29 @@ fn main() -> Result<()> {
     if !st.status.success() {
         bail!("{pipe}: {}", String::from_utf8_lossy(&st.stderr));
     }
-    let pipe_ok = checksums_socket(&socket)? == want;
+    let pipe_ok = checksums_socket(&socket)? == *want;
     server.delete(&format!("/v1/pitr/{pipe_job}"))?;
     let _ = std::fs::remove_dir_all(&exp);
     println!("   pipe: {pipe_secs:.1} s, data equal to the primary's: {pipe_ok}");
+    Ok(Replay {
+        secs: pipe_secs,
+        ok: pipe_ok,
+    })
+}
 
-    // 2. A native replica chained to the primary, same applier settings.
-    let (native_job, socket) = instance_at_base(&server, &base_gtid)?;
+/// 2. A native replica chained to the primary, same applier settings, timed from
+///    START SLAVE until it reaches the end GTID.
+fn replay_native(
+    server: &ServerProcess,
+    db: &MariaDb,
+    range: &Range,
+    threads: u32,
+    want: &Checksums,
+) -> Result<Replay> {
+    let (base_gtid, end_gtid) = (&range.base_gtid, &range.end_gtid);
+    let (native_job, socket) = instance_at_base(server, base_gtid)?;
     let pos = one_value(&socket, "SELECT @@GLOBAL.gtid_slave_pos")?;
-    if pos != base_gtid {
+    if pos != *base_gtid {
         bail!("the instance at the base has gtid_slave_pos {pos}, want {base_gtid}");
     }
     sql_socket(
@@ -228,21 +342,39 @@ fn main() -> Result<()> {
         bail!("the native replica did not reach {end_gtid}: {r:?}");
     }
     sql_socket(&socket, "STOP SLAVE")?;
-    let native_ok = checksums_socket(&socket)? == want;
+    let native_ok = checksums_socket(&socket)? == *want;
     server.delete(&format!("/v1/pitr/{native_job}"))?;
     println!("   native replica: {native_secs:.1} s, data equal to the primary's: {native_ok}");
+    Ok(Replay {
+        secs: native_secs,
+        ok: native_ok,
+    })
+}
 
-    // 3. PITR through the fake primary.
+/// 3. PITR through the fake primary; the figure is the job's `replay_seconds`.
+fn replay_pitr(server: &ServerProcess, range: &Range, want: &Checksums) -> Result<Replay> {
     settle();
-    let id = start_job(&server, json!({"target_gtid": end_gtid, "scratch": true}))?;
-    let j = wait_job(&server, &id)?;
+    let id = start_job(
+        server,
+        json!({"target_gtid": range.end_gtid, "scratch": true}),
+    )?;
+    let j = wait_job(server, &id)?;
     let pitr_secs = j["replay_seconds"].as_f64().context("replay_seconds")?;
     let restore_secs = j["restore_seconds"].as_f64().unwrap_or(0.0);
     let socket = j["restored"]["socket"].as_str().context("socket")?;
-    let pitr_ok = checksums_socket(socket)? == want;
+    let pitr_ok = checksums_socket(socket)? == *want;
     server.delete(&format!("/v1/pitr/{id}"))?;
     println!("   PITR: {pitr_secs:.1} s replay (+ {restore_secs:.1} s base restore), data equal to the primary's: {pitr_ok}");
+    Ok(Replay {
+        secs: pitr_secs,
+        ok: pitr_ok,
+    })
+}
 
+/// Prints the three replays' times, rates and ratios, and the targets.
+fn print_report(range: &Range, threads: u32, pipe: &Replay, native: &Replay, pitr: &Replay) {
+    let (txns, bytes) = (range.txns, range.bytes);
+    let (pipe_secs, native_secs, pitr_secs) = (pipe.secs, native.secs, pitr.secs);
     let rate = |s: f64| txns as f64 / s;
     println!(
         "== replay of {txns} transactions, {:.1} MB, from the same base ({threads} applier threads, optimistic)",
@@ -264,9 +396,4 @@ fn main() -> Result<()> {
         native_secs / pitr_secs
     );
     println!("   targets: PITR >= 5x the pipe, and not slower than the native replica");
-    if !(pipe_ok && native_ok && pitr_ok) {
-        bail!("a replay did not reproduce the primary's data (pipe {pipe_ok}, native {native_ok}, PITR {pitr_ok})");
-    }
-    drop(server);
-    Ok(())
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use catalog::{BackupRow, BackupState, Catalog, NewBackup};
+use catalog::{BackupObject, BackupRow, BackupState, Catalog, NewBackup};
 
 use crate::config::{LogicalTool, Method, SourceBackupSettings};
 use crate::method::{MethodOutput, Run};
@@ -133,12 +133,9 @@ impl Snapshotter {
         sql: Result<S, String>,
         progress: &Progress,
     ) -> Result<BackupRow, TakeError> {
-        let err = |message: String, written: bool| TakeError {
-            id: written.then(|| id.to_owned()),
-            message,
-        };
         if req.incremental && req.method != Method::Physical {
-            return Err(err(
+            return Err(take_error(
+                id,
                 format!(
                     "incremental bases exist only for the physical method, not {}",
                     req.method.as_str()
@@ -147,6 +144,35 @@ impl Snapshotter {
             ));
         }
         // 1. Parent of an incremental.
+        let (parent, note) = self.incremental_parent(req, id).await?;
+        let new = self.new_backup(req, id, parent.as_ref());
+        self.catalog
+            .begin_backup(&new)
+            .await
+            .map_err(|e| take_error(id, format!("record the base in the catalog: {e}"), false))?;
+        progress.set_phase("connecting");
+
+        let workdir = self.staging_dir.join(id);
+        let outcome = self
+            .run_method(req, id, sql, progress, &workdir, new.from_lsn)
+            .await;
+        let _ = tokio::fs::remove_dir_all(&workdir).await;
+        self.record_outcome(req, id, outcome, note).await?;
+        progress.set_phase("done");
+        self.catalog
+            .get_backup(id)
+            .await
+            .map_err(|e| take_error(id, format!("read the base back: {e}"), true))?
+            .ok_or_else(|| take_error(id, "the base vanished from the catalog".into(), true))
+    }
+
+    /// Step 1: the parent of an incremental (none for a full base), and the note saying
+    /// a full base is taken instead when an incremental has no parent.
+    async fn incremental_parent(
+        &self,
+        req: &TakeRequest,
+        id: &str,
+    ) -> Result<(Option<BackupRow>, Option<String>), TakeError> {
         let mut note = None;
         let mut parent: Option<BackupRow> = None;
         if req.incremental {
@@ -154,7 +180,7 @@ impl Snapshotter {
                 .catalog
                 .list_backups(&req.source)
                 .await
-                .map_err(|e| err(format!("read the catalog: {e}"), false))?;
+                .map_err(|e| take_error(id, format!("read the catalog: {e}"), false))?;
             parent = bases.into_iter().rev().find(|b| {
                 b.state == BackupState::Completed && b.method == "physical" && b.to_lsn.is_some()
             });
@@ -165,8 +191,12 @@ impl Snapshotter {
                 );
             }
         }
-        let incremental = parent.is_some();
-        let new = NewBackup {
+        Ok((parent, note))
+    }
+
+    /// Step 2: the catalog row to insert in DOING for this request and parent.
+    fn new_backup(&self, req: &TakeRequest, id: &str, parent: Option<&BackupRow>) -> NewBackup {
+        NewBackup {
             id: id.to_owned(),
             source: req.source.clone(),
             method: req.method.as_str().to_owned(),
@@ -175,31 +205,31 @@ impl Snapshotter {
                 Method::Logical => "logical".into(),
                 Method::Clone => "clone".into(),
             },
-            incremental,
-            parent_id: parent.as_ref().map(|p| p.id.clone()),
+            incremental: parent.is_some(),
+            parent_id: parent.map(|p| p.id.clone()),
             db_list: (req.method == Method::Logical)
                 .then(|| req.settings.databases.as_str().to_owned()),
             store_url: Some(self.store.url().to_owned()),
-            from_lsn: parent.as_ref().and_then(|p| p.to_lsn),
+            from_lsn: parent.and_then(|p| p.to_lsn),
             ..Default::default()
-        };
-        self.catalog
-            .begin_backup(&new)
-            .await
-            .map_err(|e| err(format!("record the base in the catalog: {e}"), false))?;
-        progress.set_phase("connecting");
+        }
+    }
 
-        let workdir = self.staging_dir.join(id);
-        let outcome = self
-            .run_method(req, id, sql, progress, &workdir, new.from_lsn)
-            .await;
-        let _ = tokio::fs::remove_dir_all(&workdir).await;
+    /// Step 5: moves the row to SKIPPED, COMPLETED or ERROR after the method's outcome
+    /// (cleaning the store after a failure); `note` is the incremental-fallback note.
+    async fn record_outcome(
+        &self,
+        req: &TakeRequest,
+        id: &str,
+        outcome: Result<Outcome, String>,
+        note: Option<String>,
+    ) -> Result<(), TakeError> {
         match outcome {
             Ok(Outcome::Skipped(reason)) => {
                 self.catalog
                     .skip_backup(id, &reason)
                     .await
-                    .map_err(|e| err(format!("record the skip: {e}"), true))?;
+                    .map_err(|e| take_error(id, format!("record the skip: {e}"), true))?;
             }
             Ok(Outcome::Done(out)) => {
                 let mut result = out.result;
@@ -207,7 +237,7 @@ impl Snapshotter {
                 if let Err(e) = self.catalog.complete_backup(id, &result).await {
                     let msg = format!("record the COMPLETED base in the catalog: {e}");
                     self.cleanup_failed(id, &req.source, &msg).await;
-                    return Err(err(msg, true));
+                    return Err(take_error(id, msg, true));
                 }
                 if let Some(n) = note {
                     tracing::warn!(base = id, "{n}");
@@ -219,15 +249,10 @@ impl Snapshotter {
                     None => msg,
                 };
                 self.cleanup_failed(id, &req.source, &msg).await;
-                return Err(err(msg, true));
+                return Err(take_error(id, msg, true));
             }
         }
-        progress.set_phase("done");
-        self.catalog
-            .get_backup(id)
-            .await
-            .map_err(|e| err(format!("read the base back: {e}"), true))?
-            .ok_or_else(|| err("the base vanished from the catalog".into(), true))
+        Ok(())
     }
 
     async fn cleanup_failed(&self, id: &str, source: &str, msg: &str) {
@@ -242,6 +267,7 @@ impl Snapshotter {
         }
     }
 
+    /// Steps 3–5 on the server: reads its facts, runs the method, uploads the manifest.
     async fn run_method<S: Sql>(
         &self,
         req: &TakeRequest,
@@ -265,33 +291,8 @@ impl Snapshotter {
             .set_backup_details(id, Some(tool), Some(&facts.version), None, None)
             .await
             .map_err(|e| format!("record the server version: {e}"))?;
-        tokio::fs::create_dir_all(workdir)
-            .await
-            .map_err(|e| format!("create the work directory {}: {e}", workdir.display()))?;
-        let defaults_file = workdir.join("client.cnf");
-        write_defaults_file(&req.endpoint, &defaults_file)?;
-        let mut databases = Vec::new();
-        if req.method == Method::Logical {
-            let rows = run_query(&mut sql, "SHOW DATABASES", "SHOW DATABASES")
-                .await
-                .map_err(|e| e.to_string())?;
-            let all: Vec<String> = rows
-                .rows
-                .iter()
-                .filter_map(|r| r.first().cloned().flatten())
-                .collect();
-            databases = req
-                .settings
-                .databases
-                .select(all.iter().map(String::as_str));
-            if databases.is_empty() {
-                return Err(format!(
-                    "the database filter {:?} selects no database on the server (it has: {})",
-                    req.settings.databases.as_str(),
-                    all.join(", ")
-                ));
-            }
-        }
+        let defaults_file = prepare_workdir(req, workdir).await?;
+        let databases = select_databases(req, &mut sql).await?;
         let run = Run {
             catalog: &self.catalog,
             store: &self.store,
@@ -314,6 +315,20 @@ impl Snapshotter {
             (Method::Clone, _) => clone::take(&run, &mut sql).await?,
         };
         drop(sql);
+        self.record_tool_details(id, &out).await?;
+        if out.result.consistent_at.is_none() {
+            out.result.consistent_at = Some(catalog::unix_now());
+        }
+        run.mark_uploading().await?;
+        // The manifest goes last: a DBA without the catalog finds everything in it.
+        progress.set_phase("writing manifest");
+        let m = self.upload_manifest(req, tool, &run, &out).await?;
+        out.objects.push(m);
+        Ok(Outcome::Done(out))
+    }
+
+    /// Records the tool's version and command line on the row once the method ran.
+    async fn record_tool_details(&self, id: &str, out: &MethodOutput) -> Result<(), String> {
         self.catalog
             .set_backup_details(
                 id,
@@ -323,21 +338,25 @@ impl Snapshotter {
                 out.command.as_deref(),
             )
             .await
-            .map_err(|e| format!("record the tool version: {e}"))?;
-        if out.result.consistent_at.is_none() {
-            out.result.consistent_at = Some(catalog::unix_now());
-        }
-        run.mark_uploading().await?;
-        // The manifest goes last: a DBA without the catalog finds everything in it.
-        progress.set_phase("writing manifest");
+            .map_err(|e| format!("record the tool version: {e}"))
+    }
+
+    /// Uploads `manifest.json` (what the catalog row will say) and returns its object.
+    async fn upload_manifest(
+        &self,
+        req: &TakeRequest,
+        tool: &str,
+        run: &Run<'_>,
+        out: &MethodOutput,
+    ) -> Result<BackupObject, String> {
         let manifest = serde_json::json!({
-            "id": id,
+            "id": run.id,
             "source": req.source,
             "method": req.method.as_str(),
             "tool": tool,
             "tool_version": out.tool_version,
             "server_version": run.facts.version,
-            "incremental_from_lsn": from_lsn,
+            "incremental_from_lsn": run.from_lsn,
             "databases": (req.method == Method::Logical).then_some(&run.databases),
             "binlog_file": out.result.binlog_file,
             "binlog_pos": out.result.binlog_pos,
@@ -348,14 +367,56 @@ impl Snapshotter {
             "objects": out.objects,
         });
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("manifest: {e}"))?;
-        let m = self
-            .store
+        self.store
             .put_bytes(&run.key("manifest.json"), &text)
             .await
-            .map_err(|e| e.to_string())?;
-        out.objects.push(m);
-        Ok(Outcome::Done(out))
+            .map_err(|e| e.to_string())
     }
+}
+
+/// A [`TakeError`] for base `id`, naming the id only when its row was `written`.
+fn take_error(id: &str, message: String, written: bool) -> TakeError {
+    TakeError {
+        id: written.then(|| id.to_owned()),
+        message,
+    }
+}
+
+/// Creates the work directory and writes the client defaults file in it; returns its path.
+async fn prepare_workdir(req: &TakeRequest, workdir: &Path) -> Result<PathBuf, String> {
+    tokio::fs::create_dir_all(workdir)
+        .await
+        .map_err(|e| format!("create the work directory {}: {e}", workdir.display()))?;
+    let defaults_file = workdir.join("client.cnf");
+    write_defaults_file(&req.endpoint, &defaults_file)?;
+    Ok(defaults_file)
+}
+
+/// Logical: the server's databases selected by the filter (an error if none); else empty.
+async fn select_databases<S: Sql>(req: &TakeRequest, sql: &mut S) -> Result<Vec<String>, String> {
+    let mut databases = Vec::new();
+    if req.method == Method::Logical {
+        let rows = run_query(sql, "SHOW DATABASES", "SHOW DATABASES")
+            .await
+            .map_err(|e| e.to_string())?;
+        let all: Vec<String> = rows
+            .rows
+            .iter()
+            .filter_map(|r| r.first().cloned().flatten())
+            .collect();
+        databases = req
+            .settings
+            .databases
+            .select(all.iter().map(String::as_str));
+        if databases.is_empty() {
+            return Err(format!(
+                "the database filter {:?} selects no database on the server (it has: {})",
+                req.settings.databases.as_str(),
+                all.join(", ")
+            ));
+        }
+    }
+    Ok(databases)
 }
 
 enum Outcome {

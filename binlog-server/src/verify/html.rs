@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::verify::report::{Outcome, Report};
+use crate::verify::report::{BaseInfo, Outcome, RangeInfo, Report};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -82,6 +82,20 @@ fn head(title: &str) -> String {
 /// The page of one run.
 pub fn report_page(r: &Report, now: i64) -> String {
     let mut h = head(&format!("Verification {} of {}", r.id, r.source));
+    overview_section(&mut h, r, now);
+    error_section(&mut h, r);
+    phases_section(&mut h, r);
+    checks_section(&mut h, r);
+    let _ = writeln!(
+        h,
+        "<p class=\"muted\">JSON: <a href=\"{0}\">{0}</a> · <a href=\"summary.html\">weekly summary</a></p></body></html>",
+        escape(&r.id)
+    );
+    h
+}
+
+/// The title and the table of the run: times, RTO, base, range replayed, kept instance.
+fn overview_section(h: &mut String, r: &Report, now: i64) {
     let _ = write!(
         h,
         "<h1>Restore verification of <code>{}</code> {}</h1>\n<table>\
@@ -103,34 +117,10 @@ pub fn report_page(r: &Report, now: i64) -> String {
             .unwrap_or_else(|| "—".into()),
     );
     if let Some(b) = &r.base {
-        let _ = write!(
-            h,
-            "<tr><th>Base</th><td><code>{}</code>, {}, {}, taken {}{}; GTID <code>{}</code>, binlog <code>{}</code></td></tr>",
-            escape(&b.id),
-            escape(&b.method),
-            bytes(b.bytes),
-            b.consistent_at.map(time).unwrap_or_else(|| "?".into()),
-            b.age_seconds
-                .map(|a| format!(" ({} old)", secs(a as f64)))
-                .unwrap_or_default(),
-            escape(b.gtid_pos.as_deref().unwrap_or("—")),
-            escape(b.binlog_position.as_deref().unwrap_or("—")),
-        );
+        base_row(h, b);
     }
     if let Some(g) = &r.range {
-        let files = match (g.files.first(), g.files.last()) {
-            (Some(a), Some(b)) if a != b => format!("{} … {} ({} files)", a, b, g.files.len()),
-            (Some(a), _) => a.clone(),
-            _ => "none".into(),
-        };
-        let _ = write!(
-            h,
-            "<tr><th>Archived binlogs replayed</th><td>{}, {}, {} transactions, to GTID <code>{}</code></td></tr>",
-            escape(&files),
-            bytes(g.bytes),
-            g.transactions,
-            escape(g.end_gtid.as_deref().unwrap_or("—"))
-        );
+        range_row(h, g);
     }
     if let Some(i) = &r.instance {
         let _ = write!(
@@ -140,6 +130,44 @@ pub fn report_page(r: &Report, now: i64) -> String {
         );
     }
     h.push_str("</table>\n");
+}
+
+/// The overview row of the base verified.
+fn base_row(h: &mut String, b: &BaseInfo) {
+    let _ = write!(
+        h,
+        "<tr><th>Base</th><td><code>{}</code>, {}, {}, taken {}{}; GTID <code>{}</code>, binlog <code>{}</code></td></tr>",
+        escape(&b.id),
+        escape(&b.method),
+        bytes(b.bytes),
+        b.consistent_at.map(time).unwrap_or_else(|| "?".into()),
+        b.age_seconds
+            .map(|a| format!(" ({} old)", secs(a as f64)))
+            .unwrap_or_default(),
+        escape(b.gtid_pos.as_deref().unwrap_or("—")),
+        escape(b.binlog_position.as_deref().unwrap_or("—")),
+    );
+}
+
+/// The overview row of the archived binlogs replayed.
+fn range_row(h: &mut String, g: &RangeInfo) {
+    let files = match (g.files.first(), g.files.last()) {
+        (Some(a), Some(b)) if a != b => format!("{} … {} ({} files)", a, b, g.files.len()),
+        (Some(a), _) => a.clone(),
+        _ => "none".into(),
+    };
+    let _ = write!(
+        h,
+        "<tr><th>Archived binlogs replayed</th><td>{}, {}, {} transactions, to GTID <code>{}</code></td></tr>",
+        escape(&files),
+        bytes(g.bytes),
+        g.transactions,
+        escape(g.end_gtid.as_deref().unwrap_or("—"))
+    );
+}
+
+/// The error box (what failed and where), if the run has an error.
+fn error_section(h: &mut String, r: &Report) {
     if let Some(e) = &r.error {
         let _ = writeln!(
             h,
@@ -151,6 +179,10 @@ pub fn report_page(r: &Report, now: i64) -> String {
                 .unwrap_or_default()
         );
     }
+}
+
+/// The table of the phases: result, time, bytes, detail.
+fn phases_section(h: &mut String, r: &Report) {
     h.push_str("<h2>Phases</h2>\n<table><tr><th>Phase</th><th>Result</th><th>Time</th><th>Bytes</th><th>Detail</th></tr>\n");
     for p in &r.phases {
         let _ = writeln!(
@@ -168,33 +200,32 @@ pub fn report_page(r: &Report, now: i64) -> String {
         );
     }
     h.push_str("</table>\n");
-    if !r.checks.is_empty() {
-        let _ = write!(
-            h,
-            "<h2>Data checks</h2><p class=\"muted\">Compared with the primary at GTID <code>{}</code>.</p>\n\
-             <table><tr><th>Table</th><th>Check</th><th>Result</th><th>Primary</th><th>Restored</th><th>Detail</th></tr>\n",
-            escape(r.compared_at_gtid.as_deref().unwrap_or("—"))
-        );
-        for c in &r.checks {
-            let _ = writeln!(
-                h,
-                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&c.table),
-                escape(&c.kind),
-                badge(c.outcome),
-                escape(c.primary.as_deref().unwrap_or("")),
-                escape(c.restored.as_deref().unwrap_or("")),
-                escape(&c.detail)
-            );
-        }
-        h.push_str("</table>\n");
+}
+
+/// The table of the data checks against the primary, if any ran.
+fn checks_section(h: &mut String, r: &Report) {
+    if r.checks.is_empty() {
+        return;
     }
-    let _ = writeln!(
+    let _ = write!(
         h,
-        "<p class=\"muted\">JSON: <a href=\"{0}\">{0}</a> · <a href=\"summary.html\">weekly summary</a></p></body></html>",
-        escape(&r.id)
+        "<h2>Data checks</h2><p class=\"muted\">Compared with the primary at GTID <code>{}</code>.</p>\n\
+         <table><tr><th>Table</th><th>Check</th><th>Result</th><th>Primary</th><th>Restored</th><th>Detail</th></tr>\n",
+        escape(r.compared_at_gtid.as_deref().unwrap_or("—"))
     );
-    h
+    for c in &r.checks {
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.table),
+            escape(&c.kind),
+            badge(c.outcome),
+            escape(c.primary.as_deref().unwrap_or("")),
+            escape(c.restored.as_deref().unwrap_or("")),
+            escape(&c.detail)
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 /// The weekly summary: for each source, its runs of the last 7 days before `now`
