@@ -284,7 +284,7 @@ impl SourceStore {
 /// Appends go through a 1 MiB buffer (one `write` per buffer, not per event).
 /// [`ActiveFile::prepare_sync`] flushes the buffer and hands out what a sync needs, so
 /// the fdatasync itself can run on another thread while appends go on
-/// ([`crate::capture`]'s syncer); [`ActiveFile::sync`] is the blocking form. `len`
+/// (the syncer of [`crate::source::writer`]); [`ActiveFile::sync`] is the blocking form. `len`
 /// counts bytes appended; `requested` bytes handed to a sync; `durable` bytes known to be
 /// on disk.
 #[derive(Debug)]

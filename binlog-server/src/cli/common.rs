@@ -94,3 +94,33 @@ pub(crate) fn refused(prog: &str, code: u16, v: &Value, on_422: u8) -> ExitCode 
         ExitCode::FAILURE
     }
 }
+
+/// One command's way of talking to the service: its name (the prefix of its error lines)
+/// and its exit code for 422 (see [`refused`]).
+pub(crate) struct Client {
+    /// "binlog-server" or "verifier".
+    pub prog: &'static str,
+    /// Exit code for HTTP 422.
+    pub on_422: u8,
+}
+
+impl Client {
+    /// `method url` with an optional JSON body: the answer's body for a 2xx status.
+    /// Otherwise the error is printed and `Err` carries the exit code (1 when the service
+    /// cannot be reached, else as [`refused`]).
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ExitCode> {
+        match call(method, url, body) {
+            Ok((code, v)) if (200..300).contains(&code) => Ok(v),
+            Ok((code, v)) => Err(refused(self.prog, code, &v, self.on_422)),
+            Err(e) => {
+                eprintln!("{}: {e}", self.prog);
+                Err(ExitCode::FAILURE)
+            }
+        }
+    }
+}

@@ -13,7 +13,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::common::{api_base, call, load_settings, refused};
+use crate::cli::common::{api_base, load_settings, Client};
+
+/// `binlog-server`'s requests: 422 (no plan) exits 3.
+const CLIENT: Client = Client {
+    prog: "binlog-server",
+    on_422: 3,
+};
 use binlog::{EventHeader, HEADER_LEN};
 
 /// Where the target is.
@@ -80,16 +86,10 @@ pub fn pitr(
         }
         format!("{base}/v1/sources/{}/pitr", t.source)
     };
-    let (code, v) = match call("POST", &path, Some(&body)) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("binlog-server: {e}");
-            return ExitCode::FAILURE;
-        }
+    let v = match CLIENT.request("POST", &path, Some(&body)) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    if !(200..300).contains(&code) {
-        return refused("binlog-server", code, &v, 3);
-    }
     if plan_only {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
@@ -125,18 +125,9 @@ fn follow_job(base: &str, started: &Value) -> Result<Value, ExitCode> {
     );
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let (code, j) = match call("GET", &format!("{base}/v1/pitr/{id}"), None) {
-            Ok(x) => x,
-            Err(e) => {
-                bar.abandon();
-                eprintln!("binlog-server: {e}");
-                return Err(ExitCode::FAILURE);
-            }
-        };
-        if code != 200 {
-            bar.abandon();
-            return Err(refused("binlog-server", code, &j, 3));
-        }
+        let j = CLIENT
+            .request("GET", &format!("{base}/v1/pitr/{id}"), None)
+            .inspect_err(|_| bar.abandon())?;
         let p = &j["progress"];
         bar.set_position(p["bytes_applied"].as_u64().unwrap_or(0));
         bar.set_message(format!(
@@ -191,20 +182,14 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
         Err(c) => return c,
     };
     let base = format!("http://{}", settings.http_listen);
-    let (code, plan) = match call(
+    let plan = match CLIENT.request(
         "POST",
         &format!("{base}/v1/sources/{}/pitr/plan", t.source),
         Some(&t.body()),
     ) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("binlog-server: {e}");
-            return ExitCode::FAILURE;
-        }
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    if code != 200 {
-        return refused("binlog-server", code, &plan, 3);
-    }
     match write_export(&settings.data_dir.join(&t.source), &plan, out) {
         Ok(files) => {
             let summary = json!({

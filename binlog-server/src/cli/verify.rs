@@ -19,7 +19,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cli::common::{api_base, call, refused};
+use crate::cli::common::{api_base, Client};
+
+/// `verifier`'s requests: every 4xx (409 busy, 404) exits 2.
+const CLIENT: Client = Client {
+    prog: "verifier",
+    on_422: 2,
+};
 
 /// Restore verification of the sources configured for binlog-server.
 #[derive(Debug, Parser)]
@@ -94,20 +100,16 @@ pub fn main() -> ExitCode {
             } else {
                 format!("{base}/v1/verifications/{id}")
             };
-            match call("GET", &path, None) {
-                Ok((200, Value::String(page))) => {
+            match CLIENT.request("GET", &path, None) {
+                Ok(Value::String(page)) => {
                     println!("{page}");
                     ExitCode::SUCCESS
                 }
-                Ok((200, v)) => {
+                Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Ok((code, v)) => refused("verifier", code, &v, 2),
-                Err(e) => {
-                    eprintln!("verifier: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(code) => code,
             }
         }
         Command::List {
@@ -123,16 +125,12 @@ pub fn main() -> ExitCode {
             if let Some(s) = source {
                 path.push_str(&format!("&source={s}"));
             }
-            match call("GET", &path, None) {
-                Ok((200, v)) => {
+            match CLIENT.request("GET", &path, None) {
+                Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
                 }
-                Ok((code, v)) => refused("verifier", code, &v, 2),
-                Err(e) => {
-                    eprintln!("verifier: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(code) => code,
             }
         }
     }
@@ -148,35 +146,23 @@ fn run(config: &std::path::Path, source: &str, keep: bool) -> ExitCode {
     } else {
         json!({})
     };
-    let (code, v) = match call(
+    let v = match CLIENT.request(
         "POST",
         &format!("{base}/v1/sources/{source}/verifications"),
         Some(&body),
     ) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("verifier: {e}");
-            return ExitCode::FAILURE;
-        }
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    if code != 202 {
-        return refused("verifier", code, &v, 2);
-    }
     let id = v["id"].as_str().unwrap_or_default().to_string();
     eprintln!("verification {id} of {source} started");
     let mut shown: Vec<String> = Vec::new();
     let report = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let (code, r) = match call("GET", &format!("{base}/v1/verifications/{id}"), None) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("verifier: {e}");
-                return ExitCode::FAILURE;
-            }
+        let r = match CLIENT.request("GET", &format!("{base}/v1/verifications/{id}"), None) {
+            Ok(r) => r,
+            Err(code) => return code,
         };
-        if code != 200 {
-            return refused("verifier", code, &r, 2);
-        }
         for p in r["phases"].as_array().into_iter().flatten() {
             let line = format!(
                 "  {:<20} {:<8} {:>8.1} s  {}",
