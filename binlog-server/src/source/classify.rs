@@ -91,19 +91,7 @@ pub(crate) fn classify_event(
     }
     let artificial = h.flags & binlog::LOG_EVENT_ARTIFICIAL_F != 0;
     if t == event_type::ROTATE && (artificial || h.log_pos == 0) {
-        // A CRC-valid ROTATE that does not parse will not parse after a reconnect either.
-        let r = binlog::parse_rotate(ev, alg).map_err(|e| {
-            StreamEnd::Definite(format!(
-                "the primary sent an unusable artificial ROTATE at {}:{}: {e}",
-                st.file, st.offset
-            ))
-        })?;
-        if !store::is_safe_file_name(&r.next_file) {
-            return Err(StreamEnd::Definite(format!(
-                "the primary announced an unusable binlog file name {:?}",
-                r.next_file
-            )));
-        }
+        let r = usable_rotate(st, ev, alg, "artificial ROTATE")?;
         if r.next_file == st.file && r.position == st.offset {
             return Ok(Action::Skip);
         }
@@ -154,23 +142,36 @@ pub(crate) fn classify_event(
         return Err(StreamEnd::Transient("short event".into()));
     }
     if t == event_type::ROTATE {
-        let r = binlog::parse_rotate(ev, alg).map_err(|e| {
-            StreamEnd::Definite(format!(
-                "the primary sent an unusable ROTATE at {}:{}: {e}",
-                st.file, st.offset
-            ))
-        })?;
-        if !store::is_safe_file_name(&r.next_file) {
-            return Err(StreamEnd::Definite(format!(
-                "the primary announced an unusable binlog file name {:?}",
-                r.next_file
-            )));
-        }
+        let r = usable_rotate(st, ev, alg, "ROTATE")?;
         return Ok(Action::Store {
             then_switch: Some(r.next_file),
         });
     }
     Ok(Action::Store { then_switch: None })
+}
+
+/// A ROTATE (`what`: "ROTATE" or "artificial ROTATE") whose next file name can be
+/// stored. Definite otherwise: a CRC-valid ROTATE that does not parse will not parse
+/// after a reconnect either, and a name with a slash is never used as a path.
+fn usable_rotate(
+    st: &StreamState,
+    ev: &[u8],
+    alg: ChecksumAlg,
+    what: &str,
+) -> Result<binlog::Rotate, StreamEnd> {
+    let r = binlog::parse_rotate(ev, alg).map_err(|e| {
+        StreamEnd::Definite(format!(
+            "the primary sent an unusable {what} at {}:{}: {e}",
+            st.file, st.offset
+        ))
+    })?;
+    if !store::is_safe_file_name(&r.next_file) {
+        return Err(StreamEnd::Definite(format!(
+            "the primary announced an unusable binlog file name {:?}",
+            r.next_file
+        )));
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
