@@ -477,13 +477,19 @@ async fn pitr_remove(
     Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
 }
 
-fn verify_err(e: crate::verify::runner::VerifyError) -> ApiError {
+/// The HTTP status of each [`VerifyError`](crate::verify::runner::VerifyError): the one
+/// place it is chosen.
+fn verify_error_status(e: &crate::verify::runner::VerifyError) -> StatusCode {
     use crate::verify::runner::VerifyError as V;
     match e {
-        V::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
-        V::Busy(m) => ApiError(StatusCode::CONFLICT, m),
-        V::Internal(m) => internal(m),
+        V::NotFound(_) => StatusCode::NOT_FOUND,
+        V::Busy(_) => StatusCode::CONFLICT,
+        V::Catalog(_) | V::Report(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn verify_err(e: crate::verify::runner::VerifyError) -> ApiError {
+    ApiError(verify_error_status(&e), e.to_string())
 }
 
 #[derive(Deserialize, Default)]

@@ -9,9 +9,19 @@
 //! | [`schedule`] | the weekly schedule and seed 001's skip/restart rules (pure, given clocks) |
 //! | [`report`] | the run report: phases, outcomes, figures |
 //! | [`html`] | self-contained HTML pages of a report and of the weekly summary |
-//! | [`runner`] | the service that runs verifications (reuses the PITR runner and fake primary) |
+//! | [`runner`] | the service that runs verifications: requests, schedules, the order of a run's phases; [`runner::VerifyError`] |
+//! | `phase` | what a run's phases share: the run context (report, source, clocks, cancel), phase bookkeeping, a phase's failure |
+//! | `restore` | phases 1, 2 and 5: the private PITR job that restores the base and replays the archive (reuses the PITR runner and fake primary), and clean-up |
+//! | `chain` | phase 3: chaining the scratch instance to the live primary by GTID until caught up (the RTO) |
+//! | `data` | phase 4: the primary's consistent snapshot, the replica brought to its GTID, CHECK TABLE and per-table rows and checksums compared |
+//! | `sql` | the SQL helpers of the phases: scratch-instance session, statements, `SHOW SLAVE STATUS`, backtick identifier quoting (`ident`) |
 
+mod chain;
+mod data;
 pub mod html;
+mod phase;
 pub mod report;
+mod restore;
 pub mod runner;
 pub mod schedule;
+mod sql;

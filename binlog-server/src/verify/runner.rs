@@ -5,7 +5,7 @@
 //! # A run
 //!
 //! 1. **restore**: the base is restored into a scratch instance by a PITR job to the
-//!    archive's last transaction ([`crate::pitr`]; private instance: socket only,
+//!    archive's last transaction ([`crate::replay::pitr`]; private instance: socket only,
 //!    `--skip-grant-tables`, in a 0700 directory);
 //! 2. **binlog verification**: that same job replays every archived transaction after
 //!    the base through a job-private fake primary, which re-checks each event's CRC32;
@@ -38,46 +38,50 @@
 //! the scratch instance is a mariadbd, which cannot chain to a MySQL 8 primary; for a
 //! MySQL source, and for an archive-only source (`capture = false`, no live primary), the
 //! chain and data phases are reported skipped with that reason.
+//!
+//! This module is the service: requests, schedules, and the order of the phases
+//! ([`VerifyService`]). The phases are the sibling modules `restore` (1, 2 and 5),
+//! `chain` (3) and `data` (4), on a shared run context (`phase`) and SQL helpers
+//! (`sql`).
 
 use crate::util::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::verify::report::{BaseInfo, Check, Outcome, RangeInfo, Report};
+use crate::verify::phase::{RunCtx, CHAIN, RESTORE};
+use crate::verify::report::{BaseInfo, Outcome, Report};
 use crate::verify::schedule::{self, Candidate, Decision, Running};
-use catalog::backups::BackupState;
+use crate::verify::sql::connect_socket;
+use catalog::backups::{BackupRow, BackupState};
 use catalog::verify::VerificationRow;
 use catalog::Catalog;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::archive::index::Index;
-use crate::config::{Source, TlsMode};
-use crate::replay::instance;
-use crate::replay::pitr::{self, Destination, JobOptions, PitrService, Target};
+use crate::config::Source;
+use crate::replay::pitr::{self, PitrService};
 use crate::status::Metrics;
-use mysql_wire::conn::Conn;
 
-/// Why a verification request was refused.
-#[derive(Debug)]
+/// Why a verification request was refused or could not be answered. `api` chooses the
+/// HTTP status of each variant (`verify_error_status`); the body's `error` is the
+/// [`Display`](std::fmt::Display) text.
+#[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// Unknown source or run (404).
+    /// Unknown source or run; the message, for people, names it (404).
+    #[error("{0}")]
     NotFound(String),
-    /// A run of that source is going on (409).
+    /// A run of that source is going on; the message, for people, names it (409).
+    #[error("{0}")]
     Busy(String),
-    /// Catalog failure (500).
-    Internal(String),
-}
-
-impl std::fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VerifyError::NotFound(m) | VerifyError::Busy(m) | VerifyError::Internal(m) => {
-                f.write_str(m)
-            }
-        }
-    }
+    /// The catalog failed to list or read runs (500). Displays as the catalog's error.
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    /// A run's stored report is not a [`Report`] in JSON (500). Displays as serde's
+    /// error.
+    #[error(transparent)]
+    Report(#[from] serde_json::Error),
 }
 
 /// Which base a run verifies.
@@ -109,31 +113,6 @@ pub struct VerifyService {
     sources: BTreeMap<String, Source>,
     running: Mutex<HashMap<String, RunHandle>>,
     cancel: CancellationToken,
-}
-
-/// A failed phase: what, where.
-struct Fail {
-    error: String,
-    position: Option<String>,
-}
-
-impl From<String> for Fail {
-    fn from(error: String) -> Fail {
-        Fail {
-            error,
-            position: None,
-        }
-    }
-}
-
-/// Single-quoted SQL string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Backquoted identifier.
-fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
 }
 
 /// True when MariaDB GTID position `have` ("0-1-5,1-2-9") has reached every domain's
@@ -203,6 +182,8 @@ impl VerifyService {
         self.launch(source, "manual", Pick::Newest, keep, None)
     }
 
+    /// Registers a run of `source` (Busy while one goes on) and starts it in a task.
+    /// Returns the initial report.
     fn launch(
         self: &Arc<Self>,
         source: &str,
@@ -252,31 +233,35 @@ impl VerifyService {
             me.save(&report).await;
             me.run(&source, &report, &cancel, pick, keep, deadline)
                 .await;
-            {
-                let mut r = lock(&report);
-                r.finished_at = Some(catalog::unix_now());
-                if r.outcome == Outcome::Running {
-                    r.outcome = if r.error.is_some() {
-                        Outcome::Failed
-                    } else {
-                        Outcome::Passed
-                    };
-                }
-            }
-            me.save(&report).await;
-            me.record_metrics(&lock(&report).clone());
-            let mut running = lock(&me.running);
-            if running
-                .get(&source)
-                .is_some_and(|h| h.id == lock(&report).id)
-            {
-                running.remove(&source);
-            }
-            done.notify_waiters();
-            let r = lock(&report).clone();
-            info!(run = %r.id, source = %r.source, outcome = r.outcome.as_str(), rto = ?r.rto_seconds, "verification ended");
+            me.finish(&source, &report, &done).await;
         });
         Ok(initial)
+    }
+
+    /// The end of a run of `source`: its outcome (failed when it recorded an error) and
+    /// end time, saved; its metrics; `source` free for the next run, and `done`
+    /// notified.
+    async fn finish(&self, source: &str, report: &Arc<Mutex<Report>>, done: &tokio::sync::Notify) {
+        {
+            let mut r = lock(report);
+            r.finished_at = Some(catalog::unix_now());
+            if r.outcome == Outcome::Running {
+                r.outcome = if r.error.is_some() {
+                    Outcome::Failed
+                } else {
+                    Outcome::Passed
+                };
+            }
+        }
+        self.save(report).await;
+        self.record_metrics(&lock(report).clone());
+        let mut running = lock(&self.running);
+        if running.get(source).is_some_and(|h| h.id == lock(report).id) {
+            running.remove(source);
+        }
+        done.notify_waiters();
+        let r = lock(report).clone();
+        info!(run = %r.id, source = %r.source, outcome = r.outcome.as_str(), rto = ?r.rto_seconds, "verification ended");
     }
 
     fn record_metrics(&self, r: &Report) {
@@ -322,7 +307,8 @@ impl VerifyService {
     ///
     /// # Errors
     ///
-    /// NotFound; Internal for catalog failures.
+    /// [`VerifyError::NotFound`] for an unknown run; [`VerifyError::Catalog`] when the
+    /// catalog fails; [`VerifyError::Report`] when the stored report does not parse.
     pub async fn get(&self, id: &str) -> Result<Report, VerifyError> {
         if let Some(h) = lock(&self.running).values().find(|h| h.id == id) {
             return Ok(lock(&h.report).clone());
@@ -330,10 +316,9 @@ impl VerifyService {
         let row = self
             .catalog
             .get_verification(id)
-            .await
-            .map_err(|e| VerifyError::Internal(e.to_string()))?
+            .await?
             .ok_or_else(|| VerifyError::NotFound(format!("no verification {id:?}")))?;
-        serde_json::from_str(&row.report).map_err(|e| VerifyError::Internal(e.to_string()))
+        Ok(serde_json::from_str(&row.report)?)
     }
 
     /// Reports of runs started at or after `since`, newest first (at most `limit`),
@@ -341,7 +326,8 @@ impl VerifyService {
     ///
     /// # Errors
     ///
-    /// Internal for catalog failures.
+    /// [`VerifyError::Catalog`] when the catalog fails. A stored report that does not
+    /// parse is left out.
     pub async fn list(
         &self,
         source: Option<&str>,
@@ -351,8 +337,7 @@ impl VerifyService {
         let rows = self
             .catalog
             .list_verifications(source, since, limit)
-            .await
-            .map_err(|e| VerifyError::Internal(e.to_string()))?;
+            .await?;
         let live: HashMap<String, Report> = lock(&self.running)
             .values()
             .map(|h| (h.id.clone(), lock(&h.report).clone()))
@@ -450,35 +435,8 @@ impl VerifyService {
         }
     }
 
-    fn set(report: &Arc<Mutex<Report>>, f: impl FnOnce(&mut Report)) {
-        f(&mut lock(report));
-    }
-
-    fn phase(
-        report: &Arc<Mutex<Report>>,
-        name: &str,
-        f: impl FnOnce(&mut crate::verify::report::Phase),
-    ) {
-        if let Some(p) = lock(report).phase_mut(name) {
-            f(p);
-        }
-    }
-
-    /// Ends the run as failed in `phase`.
-    fn fail(report: &Arc<Mutex<Report>>, phase: &str, t: Instant, f: Fail) {
-        Self::phase(report, phase, |p| {
-            p.outcome = Outcome::Failed;
-            p.seconds = t.elapsed().as_secs_f64();
-            p.detail = f.error.clone();
-        });
-        // The outcome stays "running" until clean-up is over; the run's end turns an
-        // error into "failed".
-        Self::set(report, |r| {
-            r.error = Some(format!("{phase}: {}", f.error));
-            r.error_position = f.position;
-        });
-    }
-
+    /// One run of `source` on the base `pick` says, its outcome written into `report`
+    /// as it goes (see the module docs for the phases).
     async fn run(
         &self,
         source: &str,
@@ -489,18 +447,53 @@ impl VerifyService {
         deadline: Option<chrono::DateTime<chrono::Utc>>,
     ) {
         let t0 = Instant::now();
-        let Some(src) = self.sources.get(source).cloned() else {
-            Self::set(report, |r| {
-                r.error = Some(format!("no source named {source:?} in the configuration"))
-            });
+        let Some(src) = self.sources.get(source) else {
+            lock(report).error = Some(format!("no source named {source:?} in the configuration"));
             return;
         };
-        // The base: the one the schedule chose, or the newest COMPLETED base of the week.
+        let ctx = RunCtx {
+            src,
+            report,
+            cancel,
+            t0,
+            deadline,
+            keep,
+            pitr: &self.pitr,
+            index: &self.index,
+        };
+        let Some(base) = self.choose_base(&ctx, pick).await else {
+            return;
+        };
+        // 1 + 2: restore and replay the archive to its end, as a private PITR job.
+        let Some(job) = ctx.restore_and_replay(&base).await else {
+            ctx.cleanup(None).await;
+            return;
+        };
+        // 3. Chain verification, then 4. data checks on the sessions it leaves.
+        let t = Instant::now();
+        match connect_socket(&job.socket).await {
+            Ok(mut replica) => {
+                if let Some(mut primary) = ctx.chain_phase(&mut replica, t).await {
+                    ctx.data_phase(&mut primary, &mut replica).await;
+                }
+            }
+            Err(e) => ctx.fail(CHAIN, t, e.into()),
+        }
+        // 5. Clean-up.
+        ctx.cleanup(Some(&job)).await;
+    }
+
+    /// The base the run verifies: the one the schedule chose, or the newest COMPLETED
+    /// base of the week; written into the report. `None` when there is none (the
+    /// report's outcome is "no base" with the reason) or the catalog failed (the run
+    /// failed in "restore").
+    async fn choose_base(&self, ctx: &RunCtx<'_>, pick: Pick) -> Option<BackupRow> {
+        let source = &ctx.src.name;
         let backups = match self.catalog.list_backups(source).await {
             Ok(b) => b,
             Err(e) => {
-                Self::fail(report, "restore", t0, format!("catalog: {e}").into());
-                return;
+                ctx.fail(RESTORE, ctx.t0, format!("catalog: {e}").into());
+                return None;
             }
         };
         let now = catalog::unix_now();
@@ -525,705 +518,35 @@ impl VerifyService {
                 ),
                 None => format!("no base to verify: {source} has no COMPLETED base"),
             };
-            Self::set(report, |r| {
+            ctx.set(|r| {
                 r.outcome = Outcome::NoBase;
                 r.error = Some(why);
             });
-            return;
-        };
-        Self::set(report, |r| {
-            r.base = Some(BaseInfo {
-                id: base.id.clone(),
-                method: base.method.clone(),
-                consistent_at: base.consistent_at,
-                age_seconds: base.consistent_at.map(|t| now - t),
-                gtid_pos: base.gtid_pos.clone(),
-                binlog_position: base
-                    .binlog_file
-                    .as_ref()
-                    .map(|f| format!("{f}:{}", base.binlog_pos.unwrap_or(0))),
-                bytes: base.bytes,
-            })
-        });
-
-        // 1 + 2: restore and replay the archive to its end, as a private PITR job.
-        let job = match self
-            .restore_and_replay(source, &base, report, cancel, t0)
-            .await
-        {
-            Some(j) => j,
-            None => {
-                self.cleanup(report, None, keep).await;
-                return;
-            }
-        };
-        let socket = job.1.clone();
-        let job_id = job.0.clone();
-        // 3. Chain verification.
-        let t = Instant::now();
-        let mut replica = match connect_socket(&socket).await {
-            Ok(c) => c,
-            Err(e) => {
-                Self::fail(report, "chain verification", t, e.into());
-                self.cleanup(report, Some((&job_id, &socket)), keep).await;
-                return;
-            }
-        };
-        let chained = self
-            .chain(&src, &mut replica, report, cancel, deadline, t)
-            .await;
-        match chained {
-            Ok(Some((detail, mut primary))) => {
-                let rto = t0.elapsed().as_secs_f64();
-                Self::phase(report, "chain verification", |p| {
-                    p.outcome = Outcome::Passed;
-                    p.seconds = t.elapsed().as_secs_f64();
-                    p.detail = detail;
-                });
-                Self::set(report, |r| r.rto_seconds = Some(rto));
-                // 4. Data checks.
-                let t = Instant::now();
-                Self::phase(report, "data checks", |p| {
-                    p.outcome = Outcome::Running;
-                    p.started_at = Some(catalog::unix_now());
-                });
-                match self.data_checks(&mut primary, &mut replica, report).await {
-                    Ok(detail) => Self::phase(report, "data checks", |p| {
-                        p.outcome = Outcome::Passed;
-                        p.seconds = t.elapsed().as_secs_f64();
-                        p.detail = detail;
-                    }),
-                    Err(f) => Self::fail(report, "data checks", t, f),
-                }
-            }
-            Ok(None) => {
-                // Skipped (MySQL primary): the RTO is the replayed instance.
-                let rto = t0.elapsed().as_secs_f64();
-                Self::set(report, |r| r.rto_seconds = Some(rto));
-            }
-            Err(f) => {
-                if cancel.is_cancelled() {
-                    Self::set(report, |r| {
-                        r.outcome = Outcome::Cancelled;
-                        r.error = Some(f.error.clone());
-                    });
-                } else {
-                    Self::fail(report, "chain verification", t, f);
-                }
-            }
-        }
-        drop(replica);
-        self.cleanup(report, Some((&job_id, &socket)), keep).await;
-    }
-
-    /// Phases 1 and 2. Returns (PITR job id, socket) when both passed.
-    async fn restore_and_replay(
-        &self,
-        source: &str,
-        base: &catalog::backups::BackupRow,
-        report: &Arc<Mutex<Report>>,
-        cancel: &CancellationToken,
-        t0: Instant,
-    ) -> Option<(String, String)> {
-        Self::phase(report, "restore", |p| {
-            p.outcome = Outcome::Running;
-            p.started_at = Some(catalog::unix_now());
-        });
-        // The archive's end: its last indexed transaction, or the base itself when
-        // nothing was written after it.
-        let last = self.index.last(source).ok().flatten().and_then(|t| t.gtid);
-        let base_gtid = base.gtid_pos.clone().unwrap_or_default();
-        let target_text = match last {
-            Some(g) if !position_reached(&base_gtid, &g) => g,
-            _ => base_gtid
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        };
-        let target = match target_text.parse() {
-            Ok(g) => Target::Gtid(g),
-            Err(_) => {
-                Self::fail(
-                    report,
-                    "restore",
-                    t0,
-                    format!(
-                        "the archive of {source} has no GTID to replay to (base at {base_gtid:?})"
-                    )
-                    .into(),
-                );
-                return None;
-            }
-        };
-        let started = self
-            .pitr
-            .start_with(
-                source,
-                &target,
-                Some(&base.id),
-                Destination::Scratch,
-                JobOptions { private: true },
-            )
-            .await;
-        let job = match started {
-            Ok(j) => j,
-            Err(e) => {
-                Self::phase(report, "restore", |p| {
-                    p.outcome = Outcome::Skipped;
-                    p.detail = "not started: no replay plan".into();
-                });
-                Self::fail(
-                    report,
-                    "binlog verification",
-                    t0,
-                    Fail {
-                        position: e.file().map(str::to_string),
-                        error: e.to_string(),
-                    },
-                );
-                return None;
-            }
-        };
-        let plan = job.plan.clone();
-        Self::set(report, |r| {
-            r.pitr_job = Some(job.id.clone());
-            r.range = Some(RangeInfo {
-                files: plan.files.clone(),
-                bytes: plan.bytes,
-                transactions: plan.transactions,
-                end_gtid: plan.end_gtid.clone(),
-            });
-        });
-        let mut cancelled = false;
-        let j = loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if cancel.is_cancelled() && !cancelled {
-                let _ = self.pitr.cancel(&job.id);
-                cancelled = true;
-            }
-            let Ok(j) = self.pitr.get(&job.id).await else {
-                continue;
-            };
-            let phase = j["phase"].as_str().unwrap_or_default().to_string();
-            if phase == "replaying" {
-                Self::phase(report, "restore", |p| {
-                    if p.outcome == Outcome::Running {
-                        p.outcome = Outcome::Passed;
-                        p.seconds = j["restore_seconds"].as_f64().unwrap_or(0.0);
-                        p.bytes = base.bytes;
-                        p.detail = format!("base {} restored ({})", base.id, base.method);
-                    }
-                });
-                Self::phase(report, "binlog verification", |p| {
-                    p.outcome = Outcome::Running;
-                    p.detail = format!(
-                        "{} of {} transactions applied",
-                        j["progress"]["transactions_applied"], plan.transactions
-                    );
-                });
-            }
-            if phase == "done" || phase == "failed" {
-                break j;
-            }
-        };
-        let restore_secs = j["restore_seconds"].as_f64();
-        Self::phase(report, "restore", |p| {
-            p.started_at.get_or_insert(catalog::unix_now());
-            if let Some(s) = restore_secs {
-                p.outcome = Outcome::Passed;
-                p.seconds = s;
-                p.bytes = base.bytes;
-                p.detail = format!("base {} restored ({})", base.id, base.method);
-            }
-        });
-        let error = j["error"].as_str().map(str::to_string);
-        if cancelled {
-            Self::set(report, |r| {
-                r.outcome = Outcome::Cancelled;
-                r.error = Some("stopped: a newer run replaced it".into());
-            });
-            let _ = self.pitr.remove(&job.id).await;
             return None;
-        }
-        match (restore_secs, error) {
-            (None, Some(e)) => {
-                Self::fail(report, "restore", t0, e.into());
-                let _ = self.pitr.remove(&job.id).await;
-                None
-            }
-            (Some(restore), Some(e)) => {
-                let position = j["error_position"].as_str().map(str::to_string);
-                // A failed job has no replay_seconds: its run time less the restore.
-                let ran =
-                    j["finished_at"].as_i64().unwrap_or(0) - j["created_at"].as_i64().unwrap_or(0);
-                let replay = j["replay_seconds"]
-                    .as_f64()
-                    .unwrap_or((ran as f64 - restore).max(0.0));
-                Self::fail(
-                    report,
-                    "binlog verification",
-                    Instant::now(),
-                    Fail { error: e, position },
-                );
-                Self::phase(report, "binlog verification", |p| p.seconds = replay);
-                let _ = self.pitr.remove(&job.id).await;
-                None
-            }
-            _ => {
-                let replay = j["replay_seconds"].as_f64().unwrap_or(0.0);
-                Self::phase(report, "binlog verification", |p| {
-                    p.outcome = Outcome::Passed;
-                    p.started_at = Some(catalog::unix_now() - replay as i64);
-                    p.seconds = replay;
-                    p.bytes = plan.bytes;
-                    p.detail = format!(
-                        "{} transactions ({} files) replayed from the archive through the fake primary, every event's CRC32 re-checked; gtid_slave_pos {}",
-                        plan.transactions,
-                        plan.files.len(),
-                        j["restored"]["gtid_slave_pos"].as_str().unwrap_or("?")
-                    );
-                });
-                let socket = j["restored"]["socket"].as_str().map(str::to_string);
-                match socket {
-                    Some(s) => Some((job.id.clone(), s)),
-                    None => {
-                        Self::fail(
-                            report,
-                            "binlog verification",
-                            Instant::now(),
-                            "the PITR job reported no socket".to_string().into(),
-                        );
-                        None
-                    }
-                }
-            }
-        }
+        };
+        ctx.set(|r| r.base = Some(base_info(&base, now)));
+        Some(base)
     }
+}
 
-    /// Phase 3. `Ok(Some((detail, session on the primary)))` caught up, the session
-    /// kept for the data checks; `Ok(None)` skipped (MySQL primary, archive-only source).
-    async fn chain(
-        &self,
-        src: &Source,
-        replica: &mut Conn,
-        report: &Arc<Mutex<Report>>,
-        cancel: &CancellationToken,
-        deadline: Option<chrono::DateTime<chrono::Utc>>,
-        t: Instant,
-    ) -> Result<Option<(String, Conn)>, Fail> {
-        let skip = |why: String| {
-            for name in ["chain verification", "data checks"] {
-                Self::phase(report, name, |p| {
-                    p.outcome = Outcome::Skipped;
-                    p.detail = why.clone();
-                });
-            }
-        };
-        if !src.capture {
-            skip(
-                "skipped: an archive-only source (capture = false) has no live primary to chain to"
-                    .into(),
-            );
-            return Ok(None);
-        }
-        Self::phase(report, "chain verification", |p| {
-            p.outcome = Outcome::Running;
-            p.started_at = Some(catalog::unix_now());
-        });
-        let mut primary = instance::connect_admin(&src.verify.check_url)
-            .await
-            .map_err(|e| {
-                format!(
-                    "connect to the primary {}: {e}",
-                    src.verify.check_url.redacted()
-                )
-            })?;
-        if !binlog::is_mariadb_version(primary.server_version()) {
-            skip(format!(
-                "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
-                primary.server_version()
-            ));
-            return Ok(None);
-        }
-        let u = &src.url;
-        let ssl = if u.tls == TlsMode::Disabled {
-            String::new()
-        } else {
-            ", MASTER_SSL = 1".into()
-        };
-        let sql = format!(
-            "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, \
-             MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1{ssl}",
-            lit(&u.host),
-            u.port,
-            lit(&u.user),
-            lit(u.password.as_deref().unwrap_or(""))
-        );
-        q(replica, &sql, "CHANGE MASTER TO the primary").await?;
-        q(replica, "START SLAVE", "START SLAVE").await?;
-        let target = value(&mut primary, "SELECT @@GLOBAL.gtid_binlog_pos").await?;
-        let limit = match deadline {
-            Some(d) => (d - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            None => src.verify.chain_timeout,
-        };
-        loop {
-            if cancel.is_cancelled() {
-                return Err("stopped: a newer run replaced it".to_string().into());
-            }
-            let st = replica
-                .query("SHOW SLAVE STATUS")
-                .await
-                .map_err(|e| format!("SHOW SLAVE STATUS: {e}"))?;
-            let f = |c: &str| st.get(0, c).unwrap_or_default().to_string();
-            let pos = format!(
-                "{}:{}",
-                f("Relay_Master_Log_File"),
-                f("Exec_Master_Log_Pos")
-            );
-            // An IO thread still "Connecting" retries by itself (the primary may be
-            // restarting); stopped with an error, it is definite.
-            for (errno, err, what, running) in [
-                (
-                    "Last_SQL_Errno",
-                    "Last_SQL_Error",
-                    "SQL",
-                    "Slave_SQL_Running",
-                ),
-                ("Last_IO_Errno", "Last_IO_Error", "IO", "Slave_IO_Running"),
-            ] {
-                let n = f(errno);
-                if !n.is_empty() && n != "0" && f(running) == "No" {
-                    return Err(Fail {
-                        error: format!(
-                            "the replica's {what} thread stopped on the primary's stream: error {n}: {}",
-                            f(err)
-                        ),
-                        position: Some(pos),
-                    });
-                }
-            }
-            let gpos = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
-            if position_reached(&gpos, &target) && f("Seconds_Behind_Master") == "0" {
-                let detail = format!(
-                    "chained to the primary by GTID and caught up: gtid_slave_pos {gpos} reached the primary's {target} (read when the chain started)"
-                );
-                return Ok(Some((detail, primary)));
-            }
-            if t.elapsed() >= limit {
-                return Err(Fail {
-                    error: format!(
-                        "not caught up with the primary by {}: gtid_slave_pos {gpos}, primary at {target}, Seconds_Behind_Master {}",
-                        deadline
-                            .map(|d| format!("stop_at {d}"))
-                            .unwrap_or_else(|| format!("chain_timeout ({} s)", limit.as_secs())),
-                        f("Seconds_Behind_Master")
-                    ),
-                    position: Some(pos),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    /// Phase 4; see the module docs for why the comparison is sound.
-    async fn data_checks(
-        &self,
-        primary: &mut Conn,
-        replica: &mut Conn,
-        report: &Arc<Mutex<Report>>,
-    ) -> Result<String, Fail> {
-        q(replica, "STOP SLAVE", "STOP SLAVE").await?;
-        let tables = primary
-            .query(
-                "SELECT table_schema, table_name, engine FROM information_schema.tables \
-                 WHERE table_type = 'BASE TABLE' AND table_schema NOT IN \
-                 ('mysql', 'information_schema', 'performance_schema', 'sys') \
-                 ORDER BY table_schema, table_name",
-            )
-            .await
-            .map_err(|e| format!("list the primary's tables: {e}"))?;
-        let mut list = Vec::new();
-        for row in &tables.rows {
-            if let [Some(db), Some(t), engine] = row.as_slice() {
-                let engine = engine.clone().unwrap_or_default();
-                let cols = primary
-                    .query(&format!(
-                        "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
-                         AND table_name = {} ORDER BY ordinal_position",
-                        lit(db),
-                        lit(t)
-                    ))
-                    .await
-                    .map_err(|e| format!("columns of {db}.{t}: {e}"))?;
-                let cols: Vec<String> = cols
-                    .rows
-                    .iter()
-                    .filter_map(|r| r.first().cloned().flatten())
-                    .collect();
-                list.push((db.clone(), t.clone(), engine, cols));
-            }
-        }
-        let sum_sql = |db: &str, t: &str, cols: &[String]| {
-            let vals = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-            let nulls = cols
-                .iter()
-                .map(|c| format!("ISNULL({})", ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let expr = if cols.is_empty() {
-                "0".to_string()
-            } else {
-                format!("COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {vals}, CONCAT({nulls})))), 0)")
-            };
-            format!(
-                "SELECT COUNT(*) AS n, {expr} AS c FROM {}.{}",
-                ident(db),
-                ident(t)
-            )
-        };
-        // The primary, inside one consistent snapshot.
-        q(
-            primary,
-            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-            "the snapshot",
-        )
-        .await?;
-        let st = primary
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(|e| format!("SHOW STATUS LIKE 'binlog_snapshot_%': {e}"))?;
-        let mut snap_file = String::new();
-        let mut snap_pos = String::new();
-        for r in &st.rows {
-            if let [Some(k), Some(v)] = r.as_slice() {
-                match k.to_ascii_lowercase().as_str() {
-                    "binlog_snapshot_file" => snap_file = v.clone(),
-                    "binlog_snapshot_position" => snap_pos = v.clone(),
-                    _ => {}
-                }
-            }
-        }
-        let mut on_primary = BTreeMap::new();
-        for (db, t, engine, cols) in &list {
-            if engine.eq_ignore_ascii_case("InnoDB") {
-                let rs = primary
-                    .query(&sum_sql(db, t, cols))
-                    .await
-                    .map_err(|e| format!("checksum {db}.{t} on the primary: {e}"))?;
-                on_primary.insert(
-                    format!("`{db}`.`{t}`"),
-                    (
-                        rs.get(0, "n").unwrap_or("").to_string(),
-                        rs.get(0, "c").unwrap_or("").to_string(),
-                    ),
-                );
-            }
-        }
-        q(primary, "COMMIT", "end the snapshot").await?;
-        let snap_pos: u64 = match (snap_file.is_empty(), snap_pos.parse()) {
-            (false, Ok(p)) => p,
-            _ => {
-                return Err(format!(
-                    "the primary reports no usable Binlog_snapshot_file/position ({snap_file:?}, \
-                     {snap_pos:?}): is its binlog on?"
-                )
-                .into())
-            }
-        };
-        let x = value(
-            primary,
-            &format!("SELECT BINLOG_GTID_POS({}, {snap_pos})", lit(&snap_file)),
-        )
-        .await?;
-        Self::set(report, |r| r.compared_at_gtid = Some(x.clone()));
-        // The replica, brought to exactly X.
-        let have = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
-        if !position_reached(&have, &x) {
-            q(
-                replica,
-                &format!("START SLAVE UNTIL master_gtid_pos = {}", lit(&x)),
-                "START SLAVE UNTIL",
-            )
-            .await?;
-            let t = Instant::now();
-            loop {
-                let st = replica
-                    .query("SHOW SLAVE STATUS")
-                    .await
-                    .map_err(|e| format!("SHOW SLAVE STATUS: {e}"))?;
-                let f = |c: &str| st.get(0, c).unwrap_or_default().to_string();
-                let n = f("Last_SQL_Errno");
-                if !n.is_empty() && n != "0" {
-                    return Err(Fail {
-                        error: format!(
-                            "the replica's SQL thread stopped: error {n}: {}",
-                            f("Last_SQL_Error")
-                        ),
-                        position: Some(format!(
-                            "{}:{}",
-                            f("Relay_Master_Log_File"),
-                            f("Exec_Master_Log_Pos")
-                        )),
-                    });
-                }
-                if f("Slave_SQL_Running") != "Yes" {
-                    break;
-                }
-                if t.elapsed() > Duration::from_secs(600) {
-                    return Err(format!("the replica did not reach {x} within 10 minutes").into());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            q(replica, "STOP SLAVE", "STOP SLAVE").await?;
-        }
-        let have = value(replica, "SELECT @@GLOBAL.gtid_slave_pos").await?;
-        if !position_reached(&have, &x) {
-            return Err(format!("the replica stopped at {have}, short of {x}").into());
-        }
-        let mut checks = Vec::new();
-        for (db, t, engine, cols) in &list {
-            let name = format!("`{db}`.`{t}`");
-            let ct = replica
-                .query(&format!("CHECK TABLE {}.{}", ident(db), ident(t)))
-                .await;
-            let (ok, text) = match ct {
-                Ok(rs) => {
-                    let last = rs.rows.len().saturating_sub(1);
-                    let ty = rs.get(last, "Msg_type").unwrap_or("").to_string();
-                    let txt = rs.get(last, "Msg_text").unwrap_or("").to_string();
-                    (
-                        ty.eq_ignore_ascii_case("status") && txt == "OK",
-                        format!("{ty}: {txt}"),
-                    )
-                }
-                Err(e) => (false, e.to_string()),
-            };
-            checks.push(Check {
-                kind: "check table".into(),
-                table: name.clone(),
-                outcome: if ok { Outcome::Passed } else { Outcome::Failed },
-                primary: None,
-                restored: None,
-                detail: text,
-            });
-            let Some((pn, pc)) = on_primary.get(&name) else {
-                checks.push(Check {
-                    kind: "checksum".into(),
-                    table: name.clone(),
-                    outcome: Outcome::Skipped,
-                    primary: None,
-                    restored: None,
-                    detail: format!("not compared: {engine} is not transactional, the primary's snapshot cannot fix its contents"),
-                });
-                continue;
-            };
-            let (rn, rc) = match replica.query(&sum_sql(db, t, cols)).await {
-                Ok(rs) => (
-                    rs.get(0, "n").unwrap_or("").to_string(),
-                    rs.get(0, "c").unwrap_or("").to_string(),
-                ),
-                Err(e) => (String::new(), format!("error: {e}")),
-            };
-            for (kind, p, r) in [("rows", pn, rn), ("checksum", pc, rc)] {
-                checks.push(Check {
-                    kind: kind.into(),
-                    table: name.clone(),
-                    outcome: if *p == r {
-                        Outcome::Passed
-                    } else {
-                        Outcome::Failed
-                    },
-                    primary: Some(p.clone()),
-                    restored: Some(r.clone()),
-                    detail: String::new(),
-                });
-            }
-        }
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|c| c.outcome == Outcome::Failed)
-            .map(|c| format!("{} {}", c.table, c.kind))
-            .collect();
-        let n_tables = list.len();
-        let n_compared = on_primary.len();
-        Self::set(report, |r| r.checks = checks);
-        if failed.is_empty() {
-            Ok(format!(
-                "{n_tables} tables pass CHECK TABLE; rows and checksums of {n_compared} InnoDB tables equal the primary's at GTID {x}"
-            ))
-        } else {
-            Err(Fail {
-                error: format!(
-                    "the restored data differ from the primary's at GTID {x}: {}",
-                    failed.join(", ")
-                ),
-                position: None,
-            })
-        }
-    }
-
-    /// Phase 5.
-    async fn cleanup(&self, report: &Arc<Mutex<Report>>, job: Option<(&str, &str)>, keep: bool) {
-        let t = Instant::now();
-        Self::phase(report, "clean-up", |p| {
-            p.started_at = Some(catalog::unix_now())
-        });
-        let Some((job_id, socket)) = job else {
-            // The PITR runner removes a failed job's scratch directory itself.
-            let pitr_job = lock(report).pitr_job.clone();
-            Self::phase(report, "clean-up", |p| {
-                p.outcome = Outcome::Passed;
-                p.seconds = t.elapsed().as_secs_f64();
-                p.detail = match pitr_job {
-                    Some(j) => {
-                        format!("the scratch instance of PITR job {j} was stopped and removed")
-                    }
-                    None => "nothing to clean up".into(),
-                };
-            });
-            return;
-        };
-        if let Ok(mut c) = connect_socket(socket).await {
-            let _ = c.query("STOP SLAVE").await;
-            let _ = c.query("RESET SLAVE ALL").await;
-        }
-        if keep {
-            let j = self.pitr.get(job_id).await.unwrap_or_default();
-            Self::set(report, |r| {
-                r.instance = Some(serde_json::json!({
-                    "pitr_job": job_id,
-                    "socket": j["restored"]["socket"],
-                    "datadir": j["restored"]["datadir"],
-                    "pid": j["restored"]["pid"],
-                    "note": "kept: runs with --skip-grant-tables --skip-networking, reachable through its socket only; DELETE /v1/pitr/{pitr_job} removes it"
-                }))
-            });
-            Self::phase(report, "clean-up", |p| {
-                p.outcome = Outcome::Skipped;
-                p.seconds = t.elapsed().as_secs_f64();
-                p.detail = "keep_instance: the scratch instance is kept".into();
-            });
-            return;
-        }
-        match self.pitr.remove(job_id).await {
-            Ok(_) => Self::phase(report, "clean-up", |p| {
-                p.outcome = Outcome::Passed;
-                p.seconds = t.elapsed().as_secs_f64();
-                p.detail = "replication configuration removed, scratch instance stopped and its files deleted".into();
-            }),
-            Err(e) => Self::phase(report, "clean-up", |p| {
-                p.outcome = Outcome::Failed;
-                p.seconds = t.elapsed().as_secs_f64();
-                p.detail = format!("could not remove the scratch instance: {e:?}");
-            }),
-        }
+/// What the report says of `base`, at `now` (unix seconds).
+fn base_info(base: &BackupRow, now: i64) -> BaseInfo {
+    BaseInfo {
+        id: base.id.clone(),
+        method: base.method.clone(),
+        consistent_at: base.consistent_at,
+        age_seconds: base.consistent_at.map(|t| now - t),
+        gtid_pos: base.gtid_pos.clone(),
+        binlog_position: base
+            .binlog_file
+            .as_ref()
+            .map(|f| format!("{f}:{}", base.binlog_pos.unwrap_or(0))),
+        bytes: base.bytes,
     }
 }
 
 /// The bases a run may verify: COMPLETED full bases, with their completion time.
-fn candidates(backups: &[catalog::backups::BackupRow]) -> Vec<Candidate> {
+fn candidates(backups: &[BackupRow]) -> Vec<Candidate> {
     backups
         .iter()
         .filter(|b| b.state == BackupState::Completed && b.parent_id.is_none())
@@ -1240,27 +563,6 @@ fn rand_u16() -> u16 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     (n ^ std::process::id()) as u16
-}
-
-/// Root over the private instance's socket (it runs with --skip-grant-tables).
-async fn connect_socket(socket: &str) -> Result<Conn, String> {
-    instance::connect_admin(&instance::socket_url(std::path::Path::new(socket)))
-        .await
-        .map_err(|e| format!("connect to the scratch instance at {socket}: {e}"))
-}
-
-async fn q(c: &mut Conn, sql: &str, what: &str) -> Result<(), Fail> {
-    c.query(sql)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{what}: {e}").into())
-}
-
-async fn value(c: &mut Conn, sql: &str) -> Result<String, Fail> {
-    c.query_value(sql)
-        .await
-        .map(|v| v.unwrap_or_default())
-        .map_err(|e| format!("{sql}: {e}").into())
 }
 
 #[cfg(test)]
@@ -1375,6 +677,9 @@ mod tests {
             )
             .await
             .expect("complete");
+        // The clock from here on: b1 completed at or before it (the first run may have
+        // taken the clock past the second read above).
+        let now = catalog::unix_now();
         let d = svc.scheduled("db1", &sched, now).await;
         assert_eq!(
             d,
@@ -1463,11 +768,5 @@ mod tests {
             Err(VerifyError::Busy(_))
         ));
         cancel.cancel();
-    }
-
-    #[test]
-    fn sql_quoting() {
-        assert_eq!(lit("a'b\\c"), "'a''b\\\\c'");
-        assert_eq!(ident("we`ird"), "`we``ird`");
     }
 }
