@@ -476,17 +476,6 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
-
-    /// Checks every value, resolves passwords from the environment, and creates
-    /// `data_dir` if needed (refusing one that cannot be written). One function per
-    /// table does the work ([`validate`]).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Invalid`] naming the first offending key.
-    pub fn validate(self) -> Result<Settings, ConfigError> {
-        validate::settings(self)
-    }
 }
 
 #[cfg(test)]

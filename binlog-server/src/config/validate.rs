@@ -14,6 +14,19 @@ use super::{
     VerifyConfig,
 };
 
+impl Config {
+    /// Checks every value, resolves passwords from the environment, and creates
+    /// `data_dir` if needed (refusing one that cannot be written). One function per
+    /// table does the work (this module).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the first offending key.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        settings(self)
+    }
+}
+
 /// The whole file: `[http]`, `data_dir`, `[catalog]`, `[capture]`, every `[[source]]`,
 /// `[backup]`, `[pitr]`.
 pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {

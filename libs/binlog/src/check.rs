@@ -41,11 +41,14 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::{
-    event_type, parse_gtid, parse_rotate, read_full, stored_and_computed_crc, ChecksumAlg,
-    EventError, EventHeader, EventReader, FormatDescription, Gtid, Rotate, TxnTracker,
-    BINLOG_MAGIC,
-};
+use crate::error::EventError;
+use crate::fde::FormatDescription;
+use crate::format::{event_type, BINLOG_MAGIC};
+use crate::gtid::{parse_gtid, Gtid};
+use crate::header::{stored_and_computed_crc, ChecksumAlg, EventHeader};
+use crate::reader::{read_full, EventReader};
+use crate::rotate::{parse_rotate, Rotate};
+use crate::txn::TxnTracker;
 
 /// Read buffer of the walk, bytes.
 const READ_BUF: usize = 1 << 20;

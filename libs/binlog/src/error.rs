@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::{event_type, HEADER_LEN, MAX_EVENT_SIZE};
+use crate::format::{event_type, HEADER_LEN, MAX_EVENT_SIZE};
 
 /// Everything that can be wrong with binlog bytes.
 ///

@@ -1,12 +1,9 @@
 //! FORMAT_DESCRIPTION (type 15): the event that opens every binlog file and announces
 //! the server version, post-header lengths and the checksum algorithm.
 
-use crate::header::event_type;
-use crate::header::framed_header;
-use crate::header::CHECKSUM_LEN;
-
-use crate::error::{field, le_u16, le_u32, le_u8, Result};
-use crate::{ChecksumAlg, EventError, HEADER_LEN};
+use crate::error::{field, le_u16, le_u32, le_u8, EventError, Result};
+use crate::format::{event_type, CHECKSUM_LEN, HEADER_LEN};
+use crate::header::{framed_header, ChecksumAlg};
 
 /// First server versions whose FORMAT_DESCRIPTION carries the checksum-algorithm byte
 /// (`checksum_version_split` in mysql-server `sql/log_event.cc`, and

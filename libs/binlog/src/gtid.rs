@@ -1,13 +1,12 @@
 //! GTIDs of both dialects: the [`Gtid`] type and the GTID events (MySQL GTID /
 //! ANONYMOUS_GTID / GTID_TAGGED, MariaDB GTID) decoded into [`GtidInfo`].
 
-use crate::error::le_uint;
-
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{field, le_u32, le_u64, le_u8, Result};
-use crate::{body, event_type, ChecksumAlg, EventError, EventHeader};
+use crate::error::{field, le_u32, le_u64, le_u8, le_uint, EventError, Result};
+use crate::format::event_type;
+use crate::header::{body, ChecksumAlg, EventHeader};
 
 /// A global transaction identifier of either dialect.
 ///

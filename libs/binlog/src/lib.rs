@@ -38,7 +38,8 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `header` | the file magic, the 19-byte common header, type codes ([`event_type`]), flags, the CRC32 trailer |
+//! | `format` | the constants: file magic, header and checksum lengths, flags, type codes ([`event_type`]) |
+//! | `header` | the 19-byte common header ([`EventHeader`]), [`ChecksumAlg`], the CRC32 trailer |
 //! | `error` | [`EventError`] and the bounds-checked field readers |
 //! | `fde` | FORMAT_DESCRIPTION ([`FormatDescription`]) and server-version helpers |
 //! | `rotate` | ROTATE ([`parse_rotate`]) and binlog file-name rules |
@@ -50,6 +51,7 @@
 
 mod error;
 mod fde;
+mod format;
 mod gtid;
 mod header;
 mod query;
@@ -61,6 +63,7 @@ pub mod check;
 
 pub use error::EventError;
 pub use fde::*;
+pub use format::*;
 pub use gtid::*;
 pub use header::*;
 pub use query::*;

@@ -1,12 +1,10 @@
 //! QUERY (type 2): the SQL text of statement events, and the few statement kinds that
 //! decide transaction boundaries (BEGIN, COMMIT, ROLLBACK, XA, DDL).
 
-use crate::error::le_u16;
+use crate::error::{field, le_u16, le_u8, EventError, Result};
 use crate::fde::FormatDescription;
-use crate::header::framed_header;
-
-use crate::error::{field, le_u8, Result};
-use crate::{body, event_type, ChecksumAlg, EventError};
+use crate::format::event_type;
+use crate::header::{body, framed_header, ChecksumAlg};
 
 /// QUERY post-header length of binlog v4 (thread_id 4, exec_time 4, db_len 1,
 /// error_code 2, status_vars_len 2): mysql-server `statement_events.h` `Query_event`.

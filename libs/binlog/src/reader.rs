@@ -3,8 +3,9 @@
 
 use std::io::{self, Read};
 
-use crate::error::Result;
-use crate::{EventError, EventHeader, BINLOG_MAGIC, HEADER_LEN};
+use crate::error::{EventError, Result};
+use crate::format::{BINLOG_MAGIC, HEADER_LEN};
+use crate::header::EventHeader;
 
 /// Reads into `buf` until it is full or the reader is at end of data; returns the number
 /// of bytes read. Retries on `Interrupted`.

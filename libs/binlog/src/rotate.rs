@@ -1,10 +1,9 @@
 //! ROTATE (type 4): where the stream or the file continues, and the binlog file-name
 //! rules a name read from a primary must satisfy.
 
-use crate::header::framed_header;
-
-use crate::error::{le_u64, Result};
-use crate::{body, event_type, ChecksumAlg, EventError};
+use crate::error::{le_u64, EventError, Result};
+use crate::format::event_type;
+use crate::header::{body, framed_header, ChecksumAlg};
 
 /// A decoded ROTATE event (type 4): where the stream or the file continues.
 /// Source: mysql-server `control_events.h` `Rotate_event`; MariaDB KB "Rotate Event".

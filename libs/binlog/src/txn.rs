@@ -1,13 +1,12 @@
 //! Transaction grouping: [`TxnTracker`] turns a file's events into [`TxnRecord`]s (GTID,
 //! offsets, commit time), the unit the index and PITR count in.
 
-use crate::gtid::parse_gtid;
-use crate::query::classify_query;
-use crate::query::query_text;
-use crate::query::QueryKind;
-
 use crate::error::Result;
-use crate::{event_type, EventHeader, FormatDescription, Gtid, GtidInfo};
+use crate::fde::FormatDescription;
+use crate::format::event_type;
+use crate::gtid::{parse_gtid, Gtid, GtidInfo};
+use crate::header::EventHeader;
+use crate::query::{classify_query, query_text, QueryKind};
 
 /// A transaction found by [`TxnTracker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
