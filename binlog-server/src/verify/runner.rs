@@ -57,7 +57,7 @@ use catalog::backups::{BackupRow, BackupState};
 use catalog::verify::VerificationRow;
 use catalog::Catalog;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::archive::index::Index;
 use crate::config::Source;
@@ -229,12 +229,16 @@ impl VerifyService {
         let me = self.clone();
         let source = source.to_string();
         let initial = lock(&report).clone();
-        tokio::spawn(async move {
-            me.save(&report).await;
-            me.run(&source, &report, &cancel, pick, keep, deadline)
-                .await;
-            me.finish(&source, &report, &done).await;
-        });
+        let span = tracing::info_span!("verification", source = %source, run = %id);
+        tokio::spawn(
+            async move {
+                me.save(&report).await;
+                me.run(&source, &report, &cancel, pick, keep, deadline)
+                    .await;
+                me.finish(&source, &report, &done).await;
+            }
+            .instrument(span),
+        );
         Ok(initial)
     }
 
@@ -360,19 +364,23 @@ impl VerifyService {
             };
             let me = self.clone();
             let name = name.clone();
-            tokio::spawn(async move {
-                loop {
-                    let now = chrono::Utc::now();
-                    let next = sched.next_start(now);
-                    info!(source = %name, next = %next, "next scheduled verification");
-                    let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
-                    tokio::select! {
-                        _ = me.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
+            let span = tracing::info_span!("verify_schedule", source = %name);
+            tokio::spawn(
+                async move {
+                    loop {
+                        let now = chrono::Utc::now();
+                        let next = sched.next_start(now);
+                        info!(source = %name, next = %next, "next scheduled verification");
+                        let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
+                        tokio::select! {
+                            _ = me.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        me.scheduled(&name, &sched, catalog::unix_now()).await;
                     }
-                    me.scheduled(&name, &sched, catalog::unix_now()).await;
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 
