@@ -8,6 +8,7 @@
 //! At start-up, bases left DOING/UPLOADING by a previous process are set to ERROR
 //! ([`catalog::Catalog::fail_interrupted_backups`]); retention then removes their objects.
 
+use crate::util::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,9 +41,9 @@ pub fn endpoint(u: &SourceUrl) -> Endpoint {
 }
 
 /// Opens a SQL session with the backup account (long query timeout: CLONE can take hours).
-pub async fn connect_sql(src: &Source, connect_timeout: Duration) -> Result<Conn, String> {
+pub async fn connect_sql(source: &Source, connect_timeout: Duration) -> Result<Conn, String> {
     let opts = ConnectOptions {
-        url: src.backup_url.clone(),
+        url: source.backup_url.clone(),
         connect_timeout,
         query_timeout: Duration::from_secs(24 * 3600),
     };
@@ -174,11 +175,11 @@ impl BackupService {
 
     fn request(
         &self,
-        src: &Source,
+        source: &Source,
         method: Option<Method>,
         incremental: bool,
     ) -> Result<TakeRequest, StartError> {
-        let method = method.unwrap_or(src.backup.method);
+        let method = method.unwrap_or(source.backup.method);
         if incremental && method != Method::Physical {
             return Err(StartError::Invalid(format!(
                 "incremental bases exist only for the physical method, not {}",
@@ -186,9 +187,9 @@ impl BackupService {
             )));
         }
         Ok(TakeRequest {
-            source: src.name.clone(),
-            endpoint: endpoint(&src.backup_url),
-            settings: src.backup.clone(),
+            source: source.name.clone(),
+            endpoint: endpoint(&source.backup_url),
+            settings: source.backup.clone(),
             method,
             incremental,
         })
@@ -201,24 +202,24 @@ impl BackupService {
     /// [`TakeError`] (the base row, if written, is ERROR).
     pub async fn take_now(
         &self,
-        source: &str,
+        name: &str,
         method: Option<Method>,
         incremental: bool,
         progress: &Progress,
     ) -> Result<BackupRow, TakeError> {
         let terr = |message: String| TakeError { id: None, message };
-        let src = self
+        let source = self
             .sources
-            .get(source)
-            .ok_or_else(|| terr(format!("no source named {source:?} in the config")))?;
+            .get(name)
+            .ok_or_else(|| terr(format!("no source named {name:?} in the config")))?;
         let req = self
-            .request(src, method, incremental)
+            .request(source, method, incremental)
             .map_err(|e| terr(e.to_string()))?;
-        let id = snapshotter::new_backup_id(source);
-        let sql = connect_sql(src, self.connect_timeout).await;
+        let id = snapshotter::new_backup_id(name);
+        let sql = connect_sql(source, self.connect_timeout).await;
         let r = self.snap.take(&req, &id, sql, progress).await;
-        if let Err(e) = self.retention(source).await {
-            warn!(source, error = %e, "retention failed");
+        if let Err(e) = self.retention(name).await {
+            warn!(source = name, error = %e, "retention failed");
         }
         r
     }
@@ -230,32 +231,32 @@ impl BackupService {
     /// [`StartError`].
     pub fn start(
         self: &Arc<Self>,
-        source: &str,
+        name: &str,
         method: Option<Method>,
         incremental: bool,
     ) -> Result<String, StartError> {
-        let src = self
+        let source = self
             .sources
-            .get(source)
-            .ok_or_else(|| StartError::UnknownSource(source.to_owned()))?
+            .get(name)
+            .ok_or_else(|| StartError::UnknownSource(name.to_owned()))?
             .clone();
-        let req = self.request(&src, method, incremental)?;
-        let id = snapshotter::new_backup_id(source);
+        let req = self.request(&source, method, incremental)?;
+        let id = snapshotter::new_backup_id(name);
         {
-            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(running) = busy.get(source) {
-                return Err(StartError::Busy(source.to_owned(), running.clone()));
+            let mut busy = lock(&self.busy);
+            if let Some(running) = busy.get(name) {
+                return Err(StartError::Busy(name.to_owned(), running.clone()));
             }
-            busy.insert(source.to_owned(), id.clone());
+            busy.insert(name.to_owned(), id.clone());
         }
         let job = Arc::new(Job {
-            source: source.to_owned(),
+            source: name.to_owned(),
             progress: Arc::new(Progress::default()),
             started_at: catalog::unix_now(),
             end: Mutex::new(None),
         });
         {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut jobs = lock(&self.jobs);
             jobs.insert(id.clone(), job.clone());
             while jobs.len() > MAX_JOBS_KEPT {
                 let oldest = jobs
@@ -273,27 +274,27 @@ impl BackupService {
         }
         let this = self.clone();
         let job_id = id.clone();
-        let span = tracing::info_span!("base_backup", source = %src.name, base = %job_id);
+        let span = tracing::info_span!("base_backup", source = %source.name, base = %job_id);
         tokio::spawn(async move {
-            info!(source = %src.name, base = %job_id, method = req.method.as_str(), incremental, "base backup started");
-            let sql = connect_sql(&src, this.connect_timeout).await;
+            info!(source = %source.name, base = %job_id, method = req.method.as_str(), incremental, "base backup started");
+            let sql = connect_sql(&source, this.connect_timeout).await;
             let r = this.snap.take(&req, &job_id, sql, &job.progress).await;
             let end = match &r {
                 Ok(row) if row.state == BackupState::Skipped => {
-                    warn!(source = %src.name, base = %job_id, reason = row.info.as_deref().unwrap_or(""), "base skipped");
+                    warn!(source = %source.name, base = %job_id, reason = row.info.as_deref().unwrap_or(""), "base skipped");
                     (JobState::Skipped, row.info.clone())
                 }
                 Ok(row) => {
-                    info!(source = %src.name, base = %job_id, bytes = row.bytes, gtid = row.gtid_pos.as_deref().unwrap_or(""), "base completed");
+                    info!(source = %source.name, base = %job_id, bytes = row.bytes, gtid = row.gtid_pos.as_deref().unwrap_or(""), "base completed");
                     (JobState::Completed, None)
                 }
                 Err(e) => {
-                    error!(source = %src.name, base = %job_id, error = %e.message, "base failed");
+                    error!(source = %source.name, base = %job_id, error = %e.message, "base failed");
                     (JobState::Failed, Some(e.message.clone()))
                 }
             };
-            if let Err(e) = this.retention(&src.name).await {
-                warn!(source = %src.name, error = %e, "retention failed");
+            if let Err(e) = this.retention(&source.name).await {
+                warn!(source = %source.name, error = %e, "retention failed");
             }
             if let Ok(mut g) = job.end.lock() {
                 *g = Some((end.0, catalog::unix_now(), end.1));
@@ -301,7 +302,7 @@ impl BackupService {
             this.busy
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&src.name);
+                .remove(&source.name);
         }.instrument(span));
         Ok(id)
     }
@@ -365,17 +366,17 @@ impl BackupService {
     /// # Errors
     ///
     /// Unknown source; catalog or store failures.
-    pub async fn retention(&self, source: &str) -> Result<RetentionReport, String> {
-        let src = self
+    pub async fn retention(&self, name: &str) -> Result<RetentionReport, String> {
+        let source = self
             .sources
-            .get(source)
-            .ok_or_else(|| format!("no source named {source:?}"))?;
+            .get(name)
+            .ok_or_else(|| format!("no source named {name:?}"))?;
         retention::apply(
             &self.snap.catalog,
             &self.snap.store,
-            source,
-            src.backup.keep_days,
-            src.backup.keep_min,
+            name,
+            source.backup.keep_days,
+            source.backup.keep_min,
             catalog::unix_now(),
         )
         .await
@@ -383,12 +384,13 @@ impl BackupService {
 
     /// Starts one scheduler task per source with a schedule; they end with `cancel`.
     pub fn spawn_schedulers(self: &Arc<Self>, cancel: CancellationToken) {
-        for src in self.sources.values() {
-            if src.backup.full_schedule.is_none() && src.backup.incremental_schedule.is_none() {
+        for source in self.sources.values() {
+            if source.backup.full_schedule.is_none() && source.backup.incremental_schedule.is_none()
+            {
                 continue;
             }
             let this = self.clone();
-            let name = src.name.clone();
+            let name = source.name.clone();
             let cancel = cancel.clone();
             let span = tracing::info_span!("backup_schedule", source = %name);
             tokio::spawn(async move { this.schedule_loop(&name, cancel).await }.instrument(span));
@@ -396,17 +398,17 @@ impl BackupService {
     }
 
     async fn schedule_loop(self: Arc<Self>, name: &str, cancel: CancellationToken) {
-        let Some(src) = self.sources.get(name).cloned() else {
+        let Some(source) = self.sources.get(name).cloned() else {
             return;
         };
         let mut after = Utc::now();
         loop {
-            let full = src
+            let full = source
                 .backup
                 .full_schedule
                 .as_ref()
                 .and_then(|s| s.next_after(after));
-            let inc = src
+            let inc = source
                 .backup
                 .incremental_schedule
                 .as_ref()

@@ -3,6 +3,7 @@
 //! Metric names follow `binlog_server_{what}_{unit}` with one bounded label, `source`
 //! (the configured source names).
 
+use crate::util::lock;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -103,7 +104,7 @@ impl StatusCell {
 
     /// Locks the status (a poisoned lock is recovered: the data is plain values).
     pub fn lock(&self) -> MutexGuard<'_, SourceStatus> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0)
     }
 
     /// A copy for the API.

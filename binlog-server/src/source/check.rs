@@ -2,6 +2,7 @@
 //! seed 001), SUCC files re-verified (scrub), FAIL files re-pulled ([`super::repull`])
 //! while the primary still has them.
 
+use crate::util::lock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -280,7 +281,7 @@ impl Checker {
 /// whether it lists later files). A size read while `file` was still the primary's last
 /// (active) file is not final and is not returned.
 fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option<u64>, bool, bool) {
-    let v = view.lock().unwrap_or_else(|p| p.into_inner());
+    let v = lock(view);
     let later = v
         .binlogs
         .iter()
@@ -299,7 +300,7 @@ fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option
 /// The check then waits for the next poll, unless the view is stale (primary unreachable
 /// for over a minute), in which case the file is checked without the size comparison.
 fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> bool {
-    let v = view.lock().unwrap_or_else(|p| p.into_inner());
+    let v = lock(view);
     let fresh = v.at.is_some_and(|t| t.elapsed() < Duration::from_secs(60));
     fresh
         && v.binlogs

@@ -3,6 +3,7 @@
 //! status and the metrics.
 
 use crate::archive::store;
+use crate::util::lock;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +62,7 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                             .get_or_create(&label)
                             .set(i64::try_from(s).unwrap_or(i64::MAX));
                     }
-                    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut v = lock(&view);
                     v.binlogs = logs;
                     v.current = cur;
                     v.at = Some(Instant::now());
