@@ -11,6 +11,8 @@
 //!   to a long-running `mariadb` CLI child.
 //! - [`ServerProcess`]: the binlog-server daemon as a real child process, with small
 //!   HTTP helpers for its API.
+//! - [`Sandbox`]: a primary, a binlog-server config for it and the running server, in
+//!   one builder; [`SharedFixture`] shares one across the scenario tests of a binary.
 //! - Helpers: [`require_tool`], [`free_port`], [`sha256_file`], [`corpus_dir`],
 //!   [`wait_for`], [`write_config`].
 //!
@@ -45,6 +47,12 @@
 //!   [`write_config_sources`], [`SourceSpec`]) and [`grep_file`] for logs.
 //! - `harness/archive.rs`: comparing the archive with the primary's binlogs
 //!   ([`assert_archive_identical`]).
+//! - `harness/sandbox.rs`: the usual whole set-up in one builder ([`Sandbox`],
+//!   [`SandboxBuilder`]): a primary, a config written for it, the running server, bases
+//!   through the API; and [`PitrJobs`], which deletes a test's PITR jobs.
+//! - `harness/shared.rs`: [`SharedFixture`], one expensive fixture (e.g. a [`Sandbox`]
+//!   with data and a base) set up once per test binary, handed to its scenario tests one
+//!   at a time and stopped at process exit.
 
 #![warn(missing_docs)]
 
@@ -57,9 +65,14 @@ pub use harness::mariadb::{
     checksums_socket, sql_socket, MariaDb, MariaDbOptions, ADMIN_PASSWORD, ADMIN_USER,
     MARIADB_START_TIMEOUT, MARIADB_STOP_TIMEOUT, REPL_PASSWORD, REPL_USER,
 };
+pub use harness::sandbox::{
+    BaseJob, PitrJobs, Sandbox, SandboxBuilder, SandboxPrimary, SourceBackup, BASE_TIMEOUT,
+    CAUGHT_UP_TIMEOUT,
+};
 pub use harness::server::{
     run_snapshotter, ServerProcess, SERVER_START_TIMEOUT, SERVER_STOP_TIMEOUT,
 };
+pub use harness::shared::{FixtureGuard, SharedFixture};
 pub use harness::tools::{
     corpus_dir, file_tail, find_tool, free_port, require_tool, sha256_file, toml_string, SETUP_HINT,
 };

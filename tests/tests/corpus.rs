@@ -7,11 +7,16 @@
 //!
 //! The corpus directory comes from `BINLOG_CORPUS_DIR`, else `../../shared/fixtures/binlogs`
 //! next to the workspace. A missing corpus is a failure, never a skip.
+//!
+//! The corpus is read, checked leniently and walked once per test binary ([`corpus`]);
+//! each kind of comparison is its own test over every file, collecting every
+//! disagreement of its kind before it fails, so that one kind failing hides no other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use binlog::check::{self, CheckOptions, CheckReport, ProblemKind};
 use binlog::{
@@ -311,45 +316,104 @@ fn count_kind(r: &CheckReport, kind: ProblemKind) -> usize {
     r.problems.iter().filter(|p| p.kind == kind).count()
 }
 
+/// One corpus file with what every scenario starts from: its README row, its bytes as a
+/// reader sees them, the lenient check of them and the EventReader / TxnTracker walk.
+struct CorpusFile {
+    row: Row,
+    path: PathBuf,
+    data: Vec<u8>,
+    /// `check_reader` with `require_terminal = false`, no expected size.
+    report: CheckReport,
+    walked: Walked,
+}
+
+/// The corpus as the scenarios share it (read, checked and walked once per test
+/// binary; read-only afterwards, so the scenarios run in parallel).
+struct Corpus {
+    dir: PathBuf,
+    files: Vec<CorpusFile>,
+}
+
+static CORPUS: OnceLock<Corpus> = OnceLock::new();
+
+fn lenient() -> CheckOptions {
+    CheckOptions {
+        require_terminal: false,
+        expected_size: None,
+    }
+}
+
+fn corpus() -> &'static Corpus {
+    CORPUS.get_or_init(|| {
+        let dir = corpus_dir();
+        let files = parse_readme(&dir)
+            .into_iter()
+            .map(|row| {
+                let path = dir.join(&row.file);
+                let data = load(&path);
+                let report = check::check_reader(&data[..], &lenient()).expect("check_reader");
+                let walked = walk(&data);
+                CorpusFile {
+                    row,
+                    path,
+                    data,
+                    report,
+                    walked,
+                }
+            })
+            .collect();
+        Corpus { dir, files }
+    })
+}
+
+/// Runs `each` on every corpus file, collecting the disagreements it reports (prefixed
+/// with the file's name), and fails with all of them at the end.
+fn for_each_file(what: &str, mut each: impl FnMut(&CorpusFile, &mut dyn FnMut(String))) {
+    let mut failures: Vec<String> = Vec::new();
+    for f in &corpus().files {
+        let mut fail = |msg: String| failures.push(format!("{}: {msg}", f.row.file));
+        each(f, &mut fail);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} corpus disagreements ({what}):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[test]
-fn corpus_matches_readme() {
-    let dir = corpus_dir();
-    let rows = parse_readme(&dir);
+fn corpus_files_are_the_readme_table() {
+    let c = corpus();
     let mut on_disk = Vec::new();
-    list_files(&dir, &dir, &mut on_disk);
+    list_files(&c.dir, &c.dir, &mut on_disk);
     on_disk.sort();
-    let mut listed: Vec<String> = rows.iter().map(|r| r.file.clone()).collect();
+    let mut listed: Vec<String> = c.files.iter().map(|f| f.row.file.clone()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "corpus files and README table differ");
+}
 
-    let mut good = 0;
-    let mut bad = 0;
-    let mut failures: Vec<String> = Vec::new();
-    let mut summary: HashMap<&str, usize> = HashMap::new();
-    for row in &rows {
-        let path = dir.join(&row.file);
-        let data = load(&path);
-        let mut fail = |msg: String| failures.push(format!("{}: {msg}", row.file));
-
+#[test]
+fn file_sizes_match_the_readme() {
+    for f in &corpus().files {
         assert_eq!(
-            fs::metadata(&path).expect("stat").len(),
-            row.bytes,
+            fs::metadata(&f.path).expect("stat").len(),
+            f.row.bytes,
             "{}: size differs from the README",
-            row.file
+            f.row.file
         );
+    }
+}
 
-        let lenient = CheckOptions {
-            require_terminal: false,
-            expected_size: None,
-        };
-        let report = check::check_reader(&data[..], &lenient).expect("check_reader");
-        let walked = walk(&data);
-
-        // Facts that hold for every file, good or bad.
+/// Facts that hold for every file, good or bad.
+#[test]
+fn checker_and_reader_facts_match_the_readme() {
+    for_each_file("facts", |f, fail| {
+        let (row, data, report, walked) = (&f.row, &f.data, &f.report, &f.walked);
         if report.size != data.len() as u64 {
             fail(format!("size {} != {}", report.size, data.len()));
         }
-        let sha = hex::encode(Sha256::digest(&data));
+        let sha = hex::encode(Sha256::digest(data));
         if report.sha256_hex != sha {
             fail("sha256 differs".into());
         }
@@ -378,7 +442,7 @@ fn corpus_matches_readme() {
                 report.crc_verified, row.crc_ok
             ));
         }
-        let crc_bad = count_kind(&report, ProblemKind::ChecksumMismatch) as u64;
+        let crc_bad = count_kind(report, ProblemKind::ChecksumMismatch) as u64;
         if crc_bad != row.crc_bad {
             fail(format!(
                 "{crc_bad} CRC mismatches, README says {}",
@@ -417,8 +481,14 @@ fn corpus_matches_readme() {
                 report.relay_log
             ));
         }
+    });
+}
 
-        // Transactions: the checker counts what TxnTracker finds.
+/// Transactions: the checker counts what TxnTracker finds.
+#[test]
+fn transactions_match_the_events() {
+    for_each_file("transactions", |f, fail| {
+        let (row, data, report, walked) = (&f.row, &f.data, &f.report, &f.walked);
         let n = |t: u8| row.types.get(&t).copied().unwrap_or(0);
         let xids = n(event_type::XID) + n(event_type::XA_PREPARE);
         let gtids = n(event_type::GTID)
@@ -442,16 +512,26 @@ fn corpus_matches_readme() {
             if gtids > 0 && !(txns == gtids || txns + 1 == gtids) {
                 fail(format!("{txns} transactions for {gtids} GTID events"));
             }
-            let open = tracker_open(&data);
+            let open = tracker_open(data);
             if gtids > 0 && (txns + 1 == gtids) != open.is_some() {
                 fail(format!(
                     "{txns} transactions for {gtids} GTIDs but open txn {open:?}"
                 ));
             }
         }
-        check_txn_records(&walked, &mut fail);
+        check_txn_records(walked, fail);
+    });
+}
 
-        // Expected verdict.
+/// Expected verdict: good files are accepted, every known-bad one is flagged with its
+/// problem.
+#[test]
+fn good_files_are_accepted_and_bad_files_flagged() {
+    let mut good = 0;
+    let mut bad = 0;
+    let mut summary: HashMap<&str, usize> = HashMap::new();
+    for_each_file("verdicts", |f, fail| {
+        let (row, data, report) = (&f.row, &f.data, &f.report);
         let exp = expectation(row, report.in_use_flag);
         match &exp {
             Expect::Good { require_terminal } => {
@@ -543,31 +623,32 @@ fn corpus_matches_readme() {
                 }
             }
         }
-
-        // check_file agrees with check_reader on plain files; valid_prefix finds the
-        // good prefix.
-        if path.extension().is_none_or(|e| e != "gz") {
-            let r = check::check_file(&path, &lenient).expect("check_file");
-            if r.sha256_hex != report.sha256_hex || r.problems != report.problems {
-                fail("check_file and check_reader differ".into());
-            }
-            if data.len() >= 4 && row.walk != "NOT_BINLOG" {
-                check_valid_prefix(&path, &data, &walked, &report, &exp, &mut fail);
-            }
-        }
-    }
+    });
     let mut summary: Vec<_> = summary.into_iter().collect();
     summary.sort();
     eprintln!(
         "corpus: {} files, {good} accepted, {bad} flagged as expected; {summary:?}",
-        rows.len()
+        corpus().files.len()
     );
-    assert!(
-        failures.is_empty(),
-        "{} corpus disagreements:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+}
+
+/// check_file agrees with check_reader on plain files; valid_prefix finds the good
+/// prefix.
+#[test]
+fn check_file_agrees_and_valid_prefix_finds_the_good_prefix() {
+    for_each_file("check_file / valid_prefix", |f, fail| {
+        let (row, path, data, report, walked) = (&f.row, &f.path, &f.data, &f.report, &f.walked);
+        if path.extension().is_none_or(|e| e != "gz") {
+            let r = check::check_file(path, &lenient()).expect("check_file");
+            if r.sha256_hex != report.sha256_hex || r.problems != report.problems {
+                fail("check_file and check_reader differ".into());
+            }
+            if data.len() >= 4 && row.walk != "NOT_BINLOG" {
+                let exp = expectation(row, report.in_use_flag);
+                check_valid_prefix(path, data, walked, report, &exp, fail);
+            }
+        }
+    });
 }
 
 fn tracker_open(data: &[u8]) -> Option<u64> {
@@ -587,7 +668,7 @@ fn tracker_open(data: &[u8]) -> Option<u64> {
 
 /// Transactions are ordered, disjoint, start and end on event boundaries, and a record
 /// with a GTID starts at a GTID event.
-fn check_txn_records(w: &Walked, fail: &mut impl FnMut(String)) {
+fn check_txn_records(w: &Walked, fail: &mut dyn FnMut(String)) {
     let starts: HashMap<u64, u8> = w.events.iter().map(|(o, h)| (*o, h.type_code)).collect();
     let ends: std::collections::HashSet<u64> = w
         .events
@@ -622,7 +703,7 @@ fn check_valid_prefix(
     w: &Walked,
     report: &CheckReport,
     exp: &Expect,
-    fail: &mut impl FnMut(String),
+    fail: &mut dyn FnMut(String),
 ) {
     let v = match check::valid_prefix(path, 4) {
         Ok(v) => v,

@@ -38,44 +38,37 @@ fn main() -> Result<()> {
             bin.display()
         );
     }
-    let tmp = tempfile::tempdir()?;
-    let dir = keep_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-
     println!("== starting a sandbox MariaDB primary (binlog_format=ROW, binlog_checksum=CRC32, max_binlog_size=256K)");
-    let db = MariaDb::start(MariaDbOptions::default())?;
+    // Base backups of the sandbox: an account with backup privileges, physical by
+    // default, kept in the local store under <dir>/data/backups.
+    let mut builder = Sandbox::builder(&bin)
+        .source("sandbox", 4242)
+        .extra_toml("[capture]\npoll_interval = \"1s\"\n")
+        .source_backup(
+            SourceBackup::physical()
+                .logical_tool("mydumper")
+                .databases("%"),
+        )
+        .wait_caught_up_at_start(false);
+    if let Some(d) = &keep_dir {
+        builder = builder.dir(d);
+    }
+    let staged = builder.start_primary()?;
+    let db = staged.primary();
     println!(
         "   primary on 127.0.0.1:{} (datadir {})",
         db.port(),
         db.datadir().display()
     );
     let load = WriteLoad::start(
-        &db,
+        db,
         WriteLoadOptions {
             max_duration: Duration::from_secs(seconds),
             row_bytes: 400,
             ..Default::default()
         },
     )?;
-    let http = format!("127.0.0.1:{}", free_port());
-    let cfg = write_config_sources(
-        &dir,
-        &http,
-        &[SourceSpec {
-            name: "sandbox".into(),
-            url: db.repl_url(),
-            server_id: 4242,
-            start: "\"earliest\"".into(),
-        }],
-        "[capture]\npoll_interval = \"1s\"\n",
-    )?;
-    // Base backups of the sandbox: an account with backup privileges, physical by
-    // default, kept in the local store under <dir>/data/backups.
-    let mut text = std::fs::read_to_string(&cfg)?;
-    text.push_str(&format!(
-        "[source.backup]\nurl = {}\nmethod = \"physical\"\nlogical_tool = \"mydumper\"\ndatabases = \"%\"\n",
-        toml_string(&db.admin_url())
-    ));
-    std::fs::write(&cfg, text)?;
+    let cfg = staged.config_path().to_path_buf();
     println!(
         "== config {}:\n{}",
         cfg.display(),
@@ -83,7 +76,8 @@ fn main() -> Result<()> {
             .replace(REPL_PASSWORD, "***")
             .replace(ADMIN_PASSWORD, "***")
     );
-    let server = ServerProcess::start(&bin, &cfg, &http)?;
+    let sb = staged.start_server()?;
+    let (db, server, http) = (sb.primary(), sb.server(), sb.http_addr());
     println!(
         "== binlog-server running (pid {:?}), API on http://{http}",
         server.pid()
@@ -151,8 +145,8 @@ fn main() -> Result<()> {
         }
     );
     db.flush_binary_logs()?;
-    wait_caught_up(&server, &db, "sandbox", Duration::from_secs(60))?;
-    let files = wait_all_succ(&server, "sandbox", Duration::from_secs(60))?;
+    wait_caught_up(server, db, "sandbox", Duration::from_secs(60))?;
+    let files = wait_all_succ(server, "sandbox", Duration::from_secs(60))?;
     println!(
         "== GET /v1/sources\n{}",
         serde_json::to_string_pretty(&server.get_json("/v1/sources")?)?
@@ -241,7 +235,7 @@ fn main() -> Result<()> {
         ));
     }
     db.sql(&more)?;
-    wait_caught_up(&server, &db, "sandbox", Duration::from_secs(60))?;
+    wait_caught_up(server, db, "sandbox", Duration::from_secs(60))?;
     let verifier = bin.with_file_name("verifier");
     println!("== verifier run --source sandbox (newest base of the week -> scratch instance -> archive replay -> chain to the primary -> data checks)");
     let out = std::process::Command::new(&verifier)
@@ -284,10 +278,10 @@ fn main() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let closed = assert_archive_identical(&db, &dir.join("data").join("sandbox"))?;
+    let closed = assert_archive_identical(db, &sb.archive_dir("sandbox"))?;
     println!("== {closed} closed binlogs are SHA-256-identical to the primary's; the active one is a prefix");
     if keep_dir.is_some() {
-        println!("== archive kept in {}", dir.display());
+        println!("== archive kept in {}", sb.dir().display());
     }
     Ok(())
 }

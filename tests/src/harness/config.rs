@@ -64,17 +64,23 @@ pub fn write_config_sources(
     }
     text.push_str(&format!("\n[http]\nlisten = {}\n", toml_string(http_addr)));
     for s in sources {
-        text.push_str(&format!(
-            "\n[[source]]\nname = {}\nurl = {}\nserver_id = {}\nstart = {}\n",
-            toml_string(&s.name),
-            toml_string(&s.url),
-            s.server_id,
-            s.start.trim()
-        ));
+        text.push_str(&source_table(s));
     }
     let path = dir.join("binlog-server.toml");
     fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+/// One `[[source]]` table as [`write_config_sources`] writes it (with its leading blank
+/// line); `sandbox.rs` follows each with the source's own sub-tables.
+pub(crate) fn source_table(s: &SourceSpec) -> String {
+    format!(
+        "\n[[source]]\nname = {}\nurl = {}\nserver_id = {}\nstart = {}\n",
+        toml_string(&s.name),
+        toml_string(&s.url),
+        s.server_id,
+        s.start.trim()
+    )
 }
 
 /// Reads a file line by line (for logs): the lines that contain `needle`.

@@ -6,6 +6,8 @@ pub(crate) mod archive;
 pub(crate) mod config;
 pub(crate) mod load;
 pub(crate) mod mariadb;
+pub(crate) mod sandbox;
 pub(crate) mod server;
+pub(crate) mod shared;
 pub(crate) mod tools;
 pub(crate) mod wait;
