@@ -56,20 +56,20 @@ impl RunCtx<'_> {
     /// Phase 3. `Ok(Some(_))` caught up; `Ok(None)` skipped (MySQL primary,
     /// archive-only source), the report's phases 3 and 4 saying why.
     async fn chain(&self, replica: &mut Conn, t: Instant) -> Result<Option<Chained>, Fail> {
-        let src = self.src;
-        if !src.capture {
+        let source = self.source;
+        if !source.capture {
             self.skip_live_phases(
                 "skipped: an archive-only source (capture = false) has no live primary to chain to",
             );
             return Ok(None);
         }
         self.begin(CHAIN);
-        let mut primary = instance::connect_admin(&src.verify.check_url)
+        let mut primary = instance::connect_admin(&source.verify.check_url)
             .await
             .map_err(|e| {
                 format!(
                     "connect to the primary {}: {e}",
-                    src.verify.check_url.redacted()
+                    source.verify.check_url.redacted()
                 )
             })?;
         if !binlog::is_mariadb_version(primary.server_version()) {
@@ -79,7 +79,7 @@ impl RunCtx<'_> {
             ));
             return Ok(None);
         }
-        let sql = change_master_sql(&src.url);
+        let sql = change_master_sql(&source.url);
         q(replica, &sql, "CHANGE MASTER TO the primary").await?;
         q(replica, "START SLAVE", "START SLAVE").await?;
         let target = value(&mut primary, "SELECT @@GLOBAL.gtid_binlog_pos").await?;
@@ -109,7 +109,7 @@ impl RunCtx<'_> {
     ) -> Result<String, Fail> {
         let limit = match self.deadline {
             Some(d) => (d - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
-            None => self.src.verify.chain_timeout,
+            None => self.source.verify.chain_timeout,
         };
         loop {
             if self.cancel.is_cancelled() {

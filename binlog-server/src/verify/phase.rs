@@ -30,7 +30,7 @@ pub(super) const STOPPED: &str = "stopped: a newer run replaced it";
 /// One run's state, handed to every phase.
 pub(super) struct RunCtx<'a> {
     /// The source's configuration.
-    pub(super) src: &'a Source,
+    pub(super) source: &'a Source,
     /// The run's report, updated as it goes (readers clone it under the lock).
     pub(super) report: &'a Arc<Mutex<Report>>,
     /// Cancelled when a newer run replaces this one or the service stops.

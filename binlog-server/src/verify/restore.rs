@@ -62,8 +62,8 @@ impl RunCtx<'_> {
     /// The archive's end: its last indexed transaction, or the base itself when nothing
     /// was written after it.
     fn replay_target(&self, base: &BackupRow) -> Result<Target, Fail> {
-        let source = &self.src.name;
-        let last = self.index.last(source).ok().flatten().and_then(|t| t.gtid);
+        let name = &self.source.name;
+        let last = self.index.last(name).ok().flatten().and_then(|t| t.gtid);
         let base_gtid = base.gtid_pos.clone().unwrap_or_default();
         let target_text = match last {
             Some(g) if !position_reached(&base_gtid, &g) => g,
@@ -75,8 +75,7 @@ impl RunCtx<'_> {
                 .to_string(),
         };
         target_text.parse().map(Target::Gtid).map_err(|_| {
-            format!("the archive of {source} has no GTID to replay to (base at {base_gtid:?})")
-                .into()
+            format!("the archive of {name} has no GTID to replay to (base at {base_gtid:?})").into()
         })
     }
 
@@ -87,7 +86,7 @@ impl RunCtx<'_> {
         let started = self
             .pitr
             .start_with(
-                &self.src.name,
+                &self.source.name,
                 target,
                 Some(&base.id),
                 Destination::Scratch,

@@ -163,7 +163,7 @@ impl VerifyService {
         self.sources.keys().cloned().collect()
     }
 
-    /// Starts a run of `source` now ("manual"); `keep` overrides `keep_instance`.
+    /// Starts a run of `name` now ("manual"); `keep` overrides `keep_instance`.
     /// Returns the initial report.
     ///
     /// # Errors
@@ -171,22 +171,22 @@ impl VerifyService {
     /// NotFound for an unknown source; Busy while a run of it goes on.
     pub async fn start(
         self: &Arc<Self>,
-        source: &str,
+        name: &str,
         keep: Option<bool>,
     ) -> Result<Report, VerifyError> {
-        let src = self
+        let settings = self
             .sources
-            .get(source)
-            .ok_or_else(|| VerifyError::NotFound(format!("no source named {source:?}")))?;
-        let keep = keep.unwrap_or(src.verify.keep_instance);
-        self.launch(source, "manual", Pick::Newest, keep, None)
+            .get(name)
+            .ok_or_else(|| VerifyError::NotFound(format!("no source named {name:?}")))?;
+        let keep = keep.unwrap_or(settings.verify.keep_instance);
+        self.launch(name, "manual", Pick::Newest, keep, None)
     }
 
-    /// Registers a run of `source` (Busy while one goes on) and starts it in a task.
+    /// Registers a run of `name` (Busy while one goes on) and starts it in a task.
     /// Returns the initial report.
     fn launch(
         self: &Arc<Self>,
-        source: &str,
+        name: &str,
         trigger: &str,
         pick: Pick,
         keep: bool,
@@ -198,24 +198,24 @@ impl VerifyService {
         };
         let started_at = catalog::unix_now();
         let id = format!(
-            "verify-{source}-{}-{:04x}",
+            "verify-{name}-{}-{:04x}",
             chrono::Utc::now().format("%Y%m%dT%H%M%S"),
             rand_u16()
         );
-        let report = Arc::new(Mutex::new(Report::new(&id, source, trigger, started_at)));
+        let report = Arc::new(Mutex::new(Report::new(&id, name, trigger, started_at)));
         let cancel = self.cancel.child_token();
         let done = Arc::new(tokio::sync::Notify::new());
         {
             // Checked and taken under one lock, so that two requests cannot both start.
             let mut running = lock(&self.running);
-            if let Some(r) = running.get(source) {
+            if let Some(r) = running.get(name) {
                 return Err(VerifyError::Busy(format!(
-                    "verification {} of {source} is still running",
+                    "verification {} of {name} is still running",
                     r.id
                 )));
             }
             running.insert(
-                source.to_string(),
+                name.to_string(),
                 RunHandle {
                     id: id.clone(),
                     base_id: base_id.clone(),
@@ -227,25 +227,24 @@ impl VerifyService {
             );
         }
         let me = self.clone();
-        let source = source.to_string();
+        let name = name.to_string();
         let initial = lock(&report).clone();
-        let span = tracing::info_span!("verification", source = %source, run = %id);
+        let span = tracing::info_span!("verification", source = %name, run = %id);
         tokio::spawn(
             async move {
                 me.save(&report).await;
-                me.run(&source, &report, &cancel, pick, keep, deadline)
-                    .await;
-                me.finish(&source, &report, &done).await;
+                me.run(&name, &report, &cancel, pick, keep, deadline).await;
+                me.finish(&name, &report, &done).await;
             }
             .instrument(span),
         );
         Ok(initial)
     }
 
-    /// The end of a run of `source`: its outcome (failed when it recorded an error) and
-    /// end time, saved; its metrics; `source` free for the next run, and `done`
+    /// The end of a run of `name`: its outcome (failed when it recorded an error) and
+    /// end time, saved; its metrics; `name` free for the next run, and `done`
     /// notified.
-    async fn finish(&self, source: &str, report: &Arc<Mutex<Report>>, done: &tokio::sync::Notify) {
+    async fn finish(&self, name: &str, report: &Arc<Mutex<Report>>, done: &tokio::sync::Notify) {
         {
             let mut r = lock(report);
             r.finished_at = Some(catalog::unix_now());
@@ -260,8 +259,8 @@ impl VerifyService {
         self.save(report).await;
         self.record_metrics(&lock(report).clone());
         let mut running = lock(&self.running);
-        if running.get(source).is_some_and(|h| h.id == lock(report).id) {
-            running.remove(source);
+        if running.get(name).is_some_and(|h| h.id == lock(report).id) {
+            running.remove(name);
         }
         done.notify_waiters();
         let r = lock(report).clone();
@@ -334,14 +333,11 @@ impl VerifyService {
     /// parse is left out.
     pub async fn list(
         &self,
-        source: Option<&str>,
+        name: Option<&str>,
         since: i64,
         limit: u32,
     ) -> Result<Vec<Report>, VerifyError> {
-        let rows = self
-            .catalog
-            .list_verifications(source, since, limit)
-            .await?;
+        let rows = self.catalog.list_verifications(name, since, limit).await?;
         let live: HashMap<String, Report> = lock(&self.running)
             .values()
             .map(|h| (h.id.clone(), lock(&h.report).clone()))
@@ -358,8 +354,8 @@ impl VerifyService {
 
     /// Starts one scheduler task per source whose `[source.verify]` is enabled.
     pub fn spawn_schedulers(self: &Arc<Self>) {
-        for (name, src) in &self.sources {
-            let Some(sched) = src.verify.schedule.clone().filter(|s| s.enabled) else {
+        for (name, settings) in &self.sources {
+            let Some(sched) = settings.verify.schedule.clone().filter(|s| s.enabled) else {
                 continue;
             };
             let me = self.clone();
@@ -384,16 +380,16 @@ impl VerifyService {
         }
     }
 
-    /// What the schedule does at `now` for `source`: applies seed 001's rules
+    /// What the schedule does at `now` for `name`: applies seed 001's rules
     /// ([`schedule::decide`]) and acts on them. Returns the decision.
     pub async fn scheduled(
         self: &Arc<Self>,
-        source: &str,
+        name: &str,
         sched: &schedule::Schedule,
         now: i64,
     ) -> Decision {
-        let bases = candidates(&self.catalog.list_backups(source).await.unwrap_or_default());
-        let running = lock(&self.running).get(source).map(|h| Running {
+        let bases = candidates(&self.catalog.list_backups(name).await.unwrap_or_default());
+        let running = lock(&self.running).get(name).map(|h| Running {
             id: h.id.clone(),
             base_id: h.base_id.clone(),
             started_at: h.started_at,
@@ -402,12 +398,12 @@ impl VerifyService {
         let stop = match &d {
             Decision::NoBase { stop } | Decision::Run { stop, .. } => stop.clone(),
             Decision::Skip { reason, .. } => {
-                info!(source, reason = %reason, "scheduled verification skipped");
+                info!(source = %name, reason = %reason, "scheduled verification skipped");
                 None
             }
         };
         if let Some(id) = stop {
-            self.stop_run(source, &id).await;
+            self.stop_run(name, &id).await;
         }
         let deadline = chrono::DateTime::from_timestamp(now, 0).and_then(|t| sched.deadline(t));
         match &d {
@@ -419,9 +415,8 @@ impl VerifyService {
                     Decision::Run { base_id, .. } => Pick::Base(base_id.clone()),
                     _ => Pick::NoBase,
                 };
-                if let Err(e) = self.launch(source, "schedule", base, sched.keep_instance, deadline)
-                {
-                    warn!(source, error = %e, "scheduled verification not started");
+                if let Err(e) = self.launch(name, "schedule", base, sched.keep_instance, deadline) {
+                    warn!(source = %name, error = %e, "scheduled verification not started");
                 }
             }
             Decision::Skip { .. } => {}
@@ -429,25 +424,25 @@ impl VerifyService {
         d
     }
 
-    /// Cancels run `id` of `source` and waits (up to 10 minutes) for it to end.
-    async fn stop_run(&self, source: &str, id: &str) {
+    /// Cancels run `id` of `name` and waits (up to 10 minutes) for it to end.
+    async fn stop_run(&self, name: &str, id: &str) {
         let handle = lock(&self.running)
-            .get(source)
+            .get(name)
             .filter(|h| h.id == id)
             .map(|h| (h.cancel.clone(), h.done.clone()));
         if let Some((cancel, done)) = handle {
-            warn!(source, run = id, "stopping a stale verification run");
+            warn!(source = %name, run = id, "stopping a stale verification run");
             let wait = done.notified();
             cancel.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(600), wait).await;
         }
     }
 
-    /// One run of `source` on the base `pick` says, its outcome written into `report`
+    /// One run of `name` on the base `pick` says, its outcome written into `report`
     /// as it goes (see the module docs for the phases).
     async fn run(
         &self,
-        source: &str,
+        name: &str,
         report: &Arc<Mutex<Report>>,
         cancel: &CancellationToken,
         pick: Pick,
@@ -455,12 +450,12 @@ impl VerifyService {
         deadline: Option<chrono::DateTime<chrono::Utc>>,
     ) {
         let t0 = Instant::now();
-        let Some(src) = self.sources.get(source) else {
-            lock(report).error = Some(format!("no source named {source:?} in the configuration"));
+        let Some(settings) = self.sources.get(name) else {
+            lock(report).error = Some(format!("no source named {name:?} in the configuration"));
             return;
         };
         let ctx = RunCtx {
-            src,
+            source: settings,
             report,
             cancel,
             t0,
@@ -496,8 +491,8 @@ impl VerifyService {
     /// report's outcome is "no base" with the reason) or the catalog failed (the run
     /// failed in "restore").
     async fn choose_base(&self, ctx: &RunCtx<'_>, pick: Pick) -> Option<BackupRow> {
-        let source = &ctx.src.name;
-        let backups = match self.catalog.list_backups(source).await {
+        let name = &ctx.source.name;
+        let backups = match self.catalog.list_backups(name).await {
             Ok(b) => b,
             Err(e) => {
                 ctx.fail(RESTORE, ctx.t0, format!("catalog: {e}").into());
@@ -521,10 +516,10 @@ impl VerifyService {
                 .max();
             let why = match newest {
                 Some(t) => format!(
-                    "no base to verify: the newest COMPLETED base of {source} is {:.1} days old (more than 7)",
+                    "no base to verify: the newest COMPLETED base of {name} is {:.1} days old (more than 7)",
                     (now - t) as f64 / 86400.0
                 ),
-                None => format!("no base to verify: {source} has no COMPLETED base"),
+                None => format!("no base to verify: {name} has no COMPLETED base"),
             };
             ctx.set(|r| {
                 r.outcome = Outcome::NoBase;
