@@ -244,8 +244,8 @@ async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u
     let mut best: Option<(String, u64)> = None;
     for g in lookups {
         let idx = a.index.clone();
-        let (src, g2) = (a.source.clone(), g.clone());
-        let found = tokio::task::spawn_blocking(move || idx.find_gtid(&src, &g2))
+        let (source, g2) = (a.source.clone(), g.clone());
+        let found = tokio::task::spawn_blocking(move || idx.find_gtid(&source, &g2))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
@@ -528,19 +528,19 @@ impl DumpCtx {
 
     fn file_state(&self, name: &str) -> Result<Option<(FileState, String)>, String> {
         let cat = self.archive.catalog.clone();
-        let (src, n) = (self.archive.source.clone(), name.to_string());
+        let (source, file) = (self.archive.source.clone(), name.to_string());
         self.rt
-            .block_on(async move { cat.get_file(&src, &n).await })
+            .block_on(async move { cat.get_file(&source, &file).await })
             .map(|r| r.map(|r| (r.state, r.info)))
             .map_err(|e| format!("catalog: {e}"))
     }
 
     fn gap_after(&self, name: &str) -> Result<Option<String>, String> {
         let cat = self.archive.catalog.clone();
-        let src = self.archive.source.clone();
+        let source = self.archive.source.clone();
         let gaps = self
             .rt
-            .block_on(async move { cat.list_gaps(&src).await })
+            .block_on(async move { cat.list_gaps(&source).await })
             .map_err(|e| format!("catalog: {e}"))?;
         Ok(gaps
             .into_iter()
@@ -556,7 +556,7 @@ impl DumpCtx {
         out: &mut Out<'_>,
         done: &CancellationToken,
     ) -> Result<(), String> {
-        let src = &self.archive.source;
+        let source = &self.archive.source;
         let mut skip = Skipping {
             rule: start.skip,
             active: false,
@@ -574,7 +574,7 @@ impl DumpCtx {
             };
             if let Some(reason) = self.gap_after(&cur.file)? {
                 return Err(format!(
-                    "binlog-server's archive of {src} has a gap after {} ({reason}): \
+                    "binlog-server's archive of {source} has a gap after {} ({reason}): \
                      serving {next} would skip transactions",
                     cur.file
                 ));
@@ -588,17 +588,17 @@ impl DumpCtx {
     /// FORMAT_DESCRIPTION, sends the artificial ROTATE and, past offset 4, the file's
     /// FORMAT_DESCRIPTION with log_pos 0.
     fn open_file(&self, file: String, pos: u64, out: &mut Out<'_>) -> Result<FileCursor, String> {
-        let src = &self.archive.source;
+        let source = &self.archive.source;
         if let Some((FileState::Fail, info)) = self.file_state(&file)? {
             return Err(format!(
-                "binlog {file} of {src} failed its check ({info}); binlog-server does not \
+                "binlog {file} of {source} failed its check ({info}); binlog-server does not \
                  serve it until a re-pull makes it good"
             ));
         }
         let path = self.archive.dir.join(&file);
         let Some((fh, fde)) = read_fde_event(&path).map_err(|e| e.to_string())? else {
             return Err(format!(
-                "binlog {file} of {src} has no readable FORMAT_DESCRIPTION"
+                "binlog {file} of {source} has no readable FORMAT_DESCRIPTION"
             ));
         };
         let alg = fde.checksum_alg;

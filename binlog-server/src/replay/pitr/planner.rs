@@ -195,7 +195,7 @@ async fn find_cut(
     target: &Target,
 ) -> Result<Cut, PlanError> {
     let idx = index.clone();
-    let src = source.to_string();
+    let name = source.to_string();
     let t2 = target.clone();
     let st = status.map(|s| s.snapshot());
     tokio::task::spawn_blocking(move || match &t2 {
@@ -203,9 +203,9 @@ async fn find_cut(
             let live = st
                 .as_ref()
                 .is_some_and(|s| s.state == CaptureState::Streaming && s.seconds_behind == Some(0));
-            cut_at_time(&idx, &src, *t, live)
+            cut_at_time(&idx, &name, *t, live)
         }
-        Target::Gtid(g) => cut_at_gtid(&idx, &src, g),
+        Target::Gtid(g) => cut_at_gtid(&idx, &name, g),
     })
     .await
     .map_err(internal)?
@@ -213,16 +213,16 @@ async fn find_cut(
 
 /// The cut for a target time: before the first transaction committed after `t`, or the
 /// archive's end when none is, provided the capture is `live` (streaming, caught up).
-fn cut_at_time(idx: &Index, src: &str, t: i64, live: bool) -> Result<Cut, PlanError> {
+fn cut_at_time(idx: &Index, name: &str, t: i64, live: bool) -> Result<Cut, PlanError> {
     let now = catalog::unix_now();
     if t > now {
         return Err(PlanError::TargetInFuture { target: t, now });
     }
     let t32 = u32::try_from(t)
         .map_err(|_| PlanError::BadRequest(format!("target time {t} is out of range")))?;
-    if let Some(e) = idx.first_after_time(src, t32).map_err(internal)? {
+    if let Some(e) = idx.first_after_time(name, t32).map_err(internal)? {
         let last = match e.ordinal.checked_sub(1) {
-            Some(o) => idx.by_ordinal(src, o).map_err(internal)?,
+            Some(o) => idx.by_ordinal(name, o).map_err(internal)?,
             None => None,
         };
         return Ok(Cut {
@@ -234,14 +234,14 @@ fn cut_at_time(idx: &Index, src: &str, t: i64, live: bool) -> Result<Cut, PlanEr
         });
     }
     let last = idx
-        .last(src)
+        .last(name)
         .map_err(internal)?
         .ok_or_else(|| PlanError::NothingArchived {
-            source_name: src.to_string(),
+            source_name: name.to_string(),
         })?;
     if !live {
         return Err(PlanError::BeyondArchiveEnd {
-            source_name: src.to_string(),
+            source_name: name.to_string(),
             target: t,
             newest_commit: i64::from(last.commit_timestamp),
         });
@@ -256,14 +256,14 @@ fn cut_at_time(idx: &Index, src: &str, t: i64, live: bool) -> Result<Cut, PlanEr
 }
 
 /// The cut for a target GTID: just after its transaction.
-fn cut_at_gtid(idx: &Index, src: &str, g: &Gtid) -> Result<Cut, PlanError> {
-    let e = idx
-        .find_gtid(src, g)
-        .map_err(internal)?
-        .ok_or_else(|| PlanError::GtidNotArchived {
-            source_name: src.to_string(),
-            gtid: g.clone(),
-        })?;
+fn cut_at_gtid(idx: &Index, name: &str, g: &Gtid) -> Result<Cut, PlanError> {
+    let e =
+        idx.find_gtid(name, g)
+            .map_err(internal)?
+            .ok_or_else(|| PlanError::GtidNotArchived {
+                source_name: name.to_string(),
+                gtid: g.clone(),
+            })?;
     Ok(Cut {
         stop: StopAt {
             file: e.file.clone(),
@@ -398,7 +398,7 @@ async fn first_ordinal(
     stop: &StopAt,
 ) -> Result<u64, PlanError> {
     let idx = index.clone();
-    let src = source.to_string();
+    let name = source.to_string();
     let (bf2, bpos, stop2) = (start.file.clone(), start.pos, stop.clone());
     tokio::task::spawn_blocking(move || -> Result<u64, PlanError> {
         let bgtid = base_gtid;
@@ -407,7 +407,7 @@ async fn first_ordinal(
             let g: Gtid = part
                 .parse()
                 .map_err(|_| PlanError::Internal(format!("base GTID {part:?} does not parse")))?;
-            if let Some(e) = idx.find_gtid(&src, &g).map_err(internal)? {
+            if let Some(e) = idx.find_gtid(&name, &g).map_err(internal)? {
                 if order_key(&e.file, e.end) <= order_key(&bf2, bpos) {
                     best = Some(best.map_or(e.ordinal, |b| b.max(e.ordinal)));
                 }
@@ -418,11 +418,11 @@ async fn first_ordinal(
             None => {
                 // No GTID of the base is archived: fine only when the base sits before
                 // the archive's first transaction.
-                match idx.by_ordinal(&src, 0).map_err(internal)? {
+                match idx.by_ordinal(&name, 0).map_err(internal)? {
                     Some(e) if order_key(&e.file, e.start) >= order_key(&bf2, bpos) => Ok(0),
                     None if order_key(&stop2.file, stop2.pos) <= order_key(&bf2, bpos) => Ok(0),
                     _ => Err(PlanError::BasePositionNotArchived {
-                        source_name: src,
+                        source_name: name,
                         file: bf2,
                         pos: bpos,
                         gtid: bgtid,
