@@ -24,7 +24,8 @@
 use catalog::BackupResult;
 
 use crate::method::{MethodOutput, Run};
-use crate::sql::{quote_literal, run_query, version_triple, Sql};
+use crate::sql::{run_query, version_triple, Sql};
+use mysql_wire::quote;
 
 pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOutput, String> {
     let v = &run.facts.version;
@@ -59,7 +60,7 @@ pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOut
     let dir_text = dir
         .to_str()
         .ok_or_else(|| format!("staging path {} is not UTF-8", dir.display()))?;
-    let clone_statement = format!("CLONE LOCAL DATA DIRECTORY = {}", quote_literal(dir_text));
+    let clone_statement = format!("CLONE LOCAL DATA DIRECTORY = {}", quote::literal(dir_text));
     run.progress.set_phase("cloning");
     run_query(sql, "CLONE LOCAL DATA DIRECTORY failed", &clone_statement)
         .await

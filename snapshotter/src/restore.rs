@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use catalog::{BackupRow, BackupState, Catalog};
 
-use crate::sql::quote_literal;
 use crate::{logical, physical};
+use mysql_wire::quote;
 
 /// The bases to apply, in order, to restore `id`: the full first, then each incremental
 /// up to `id`. Every one must be COMPLETED.
@@ -67,13 +67,13 @@ pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, String
 /// restored server, with replication stopped): `gtid_slave_pos` always; with
 /// `binlog_enabled`, also `RESET MASTER` and `gtid_binlog_state` so that the restored
 /// server's `gtid_binlog_pos` equals the base's position. Empty when the base has no GTID.
-/// The position is quoted with [`quote_literal`]: whatever the catalog holds stays one
+/// The position is quoted with [`quote::literal`]: whatever the catalog holds stays one
 /// string literal.
 pub fn position_statements(base: &BackupRow, binlog_enabled: bool) -> Vec<String> {
     let Some(g) = base.gtid_pos.as_deref().filter(|g| !g.is_empty()) else {
         return Vec::new();
     };
-    let q = quote_literal(g);
+    let q = quote::literal(g);
     let mut v = Vec::new();
     if binlog_enabled {
         v.push("RESET MASTER".to_string());

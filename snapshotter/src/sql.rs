@@ -1,8 +1,8 @@
 //! The SQL the snapshotter needs of the target server (version, `read_only`, datadir,
 //! `SHOW DATABASES`, the clone statements), behind a small trait so that binlog-server
 //! supplies its own MySQL client and tests can supply a stand-in; [`run_query`] runs one
-//! statement and keeps what failed in a [`QueryError`]; [`quote_literal`] makes a string
-//! literal for a statement.
+//! statement and keeps what failed in a [`QueryError`]; literals for a statement come from
+//! `mysql_wire::quote`.
 
 use std::future::Future;
 
@@ -71,32 +71,6 @@ pub async fn run_query<S: Sql>(
     })
 }
 
-/// `s` as a single-quoted SQL string literal, for a value that cannot be a parameter
-/// (`CLONE LOCAL DATA DIRECTORY = '...'`, `SET GLOBAL gtid_slave_pos = '...'`).
-///
-/// `\` → `\\`, NUL → `\0`, newline → `\n`, carriage return → `\r`, Ctrl-Z → `\Z`
-/// (MySQL's and MariaDB's escapes), and `'` → `''`. The quote is doubled rather than
-/// backslash-escaped so that the literal also stays closed under
-/// `sql_mode=NO_BACKSLASH_ESCAPES` (where `\'` would end it); in that mode only the
-/// value of a string holding one of the escaped characters changes.
-pub fn quote_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("''"),
-            '\0' => out.push_str("\\0"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\u{1a}' => out.push_str("\\Z"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
 /// What the snapshotter reads of the server before a base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFacts {
@@ -145,71 +119,6 @@ pub fn version_triple(v: &str) -> Option<(u32, u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reads the string literal at the start of `sql` as the server's lexer does
-    /// (backslash escapes unless `no_backslash_escapes`, `''` for a quote): its value and
-    /// what follows it, or `None` if it is never closed.
-    fn lex_literal(sql: &str, no_backslash_escapes: bool) -> Option<(String, &str)> {
-        let rest = sql.strip_prefix('\'')?;
-        let mut value = String::new();
-        let mut it = rest.char_indices().peekable();
-        while let Some((i, c)) = it.next() {
-            match c {
-                '\\' if !no_backslash_escapes => {
-                    let (_, e) = it.next()?;
-                    value.push(match e {
-                        '0' => '\0',
-                        'n' => '\n',
-                        'r' => '\r',
-                        'Z' => '\u{1a}',
-                        other => other,
-                    });
-                }
-                '\'' if it.peek().is_some_and(|&(_, n)| n == '\'') => {
-                    it.next();
-                    value.push('\'');
-                }
-                '\'' => return Some((value, rest.get(i + 1..)?)),
-                c => value.push(c),
-            }
-        }
-        None
-    }
-
-    #[test]
-    fn trailing_backslash_stays_inside_the_literal() {
-        let gtid = "0-1-7\\";
-        let stmt = format!("SET GLOBAL gtid_slave_pos = {}", quote_literal(gtid));
-        assert_eq!(stmt, r"SET GLOBAL gtid_slave_pos = '0-1-7\\'");
-        let lit = stmt.strip_prefix("SET GLOBAL gtid_slave_pos = ").unwrap();
-        assert_eq!(lex_literal(lit, false), Some((gtid.to_owned(), "")));
-        // Merely dropping quotes (the old way) leaves the literal open: `\'` is a quote.
-        assert_eq!(lex_literal(&format!("'{gtid}'"), false), None);
-    }
-
-    #[test]
-    fn literal_round_trips_and_never_ends_early() {
-        for s in [
-            "",
-            "plain",
-            "it's",
-            "\\",
-            "\\'",
-            "a\\'; DROP TABLE t; -- ",
-            "nul\0byte",
-            "two\nlines\r\n",
-            "ctrl\u{1a}z",
-            "ünïcödé ''",
-        ] {
-            let lit = quote_literal(s);
-            assert_eq!(lex_literal(&lit, false), Some((s.to_owned(), "")), "{lit}");
-            // Under NO_BACKSLASH_ESCAPES the value may differ, but the literal still
-            // ends exactly at its last character.
-            let (_, rest) = lex_literal(&lit, true).unwrap();
-            assert_eq!(rest, "", "{lit}");
-        }
-        assert_eq!(quote_literal("a'b\\c\0\n"), r"'a''b\\c\0\n'");
-    }
 
     struct Failing;
 

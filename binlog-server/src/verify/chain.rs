@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mysql_wire::conn::Conn;
-use snapshotter::sql::quote_literal;
+use mysql_wire::quote;
 
 use crate::config::{SourceUrl, TlsMode};
 use crate::replay::instance;
@@ -153,10 +153,10 @@ fn change_master_sql(u: &SourceUrl) -> String {
     format!(
         "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {}, MASTER_USER = {}, MASTER_PASSWORD = {}, \
          MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1{ssl}",
-        quote_literal(&u.host),
+        quote::literal(&u.host),
         u.port,
-        quote_literal(&u.user),
-        quote_literal(u.password.as_deref().unwrap_or(""))
+        quote::literal(&u.user),
+        quote::literal(u.password.as_deref().unwrap_or(""))
     )
 }
 

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mysql_wire::conn::Conn;
+use mysql_wire::quote;
 use mysql_wire::{ConnError, ResultSet};
-use snapshotter::sql::quote_literal;
 
 use crate::verify::phase::{Fail, RunCtx, DATA};
 use crate::verify::report::{Check, Outcome};
 use crate::verify::runner::position_reached;
-use crate::verify::sql::{ident, q, value, SlaveStatus};
+use crate::verify::sql::{q, value, SlaveStatus};
 
 /// A base table of the primary (outside the system schemas).
 struct Table {
@@ -48,17 +48,21 @@ impl Table {
 
     /// The quoted name for a statement.
     fn sql_name(&self) -> String {
-        format!("{}.{}", ident(&self.db), ident(&self.name))
+        format!("{}.{}", quote::ident(&self.db), quote::ident(&self.name))
     }
 
     /// Row count `n` and order-independent checksum `c` (`BIT_XOR(CRC32(CONCAT_WS('#',
     /// columns…, null flags)))`, the pt-table-checksum construction).
     fn sums_sql(&self) -> String {
         let cols = &self.columns;
-        let vals = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let vals = cols
+            .iter()
+            .map(|c| quote::ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
         let nulls = cols
             .iter()
-            .map(|c| format!("ISNULL({})", ident(c)))
+            .map(|c| format!("ISNULL({})", quote::ident(c)))
             .collect::<Vec<_>>()
             .join(", ");
         let expr = if cols.is_empty() {
@@ -140,8 +144,8 @@ async fn list_tables(primary: &mut Conn) -> Result<Vec<Table>, Fail> {
                 .query(&format!(
                     "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
                      AND table_name = {} ORDER BY ordinal_position",
-                    quote_literal(db),
-                    quote_literal(t)
+                    quote::literal(db),
+                    quote::literal(t)
                 ))
                 .await
                 .map_err(|e| format!("columns of {db}.{t}: {e}"))?;
@@ -197,7 +201,7 @@ async fn snapshot(primary: &mut Conn, tables: &[Table]) -> Result<Snapshot, Fail
     };
     let sql = format!(
         "SELECT BINLOG_GTID_POS({}, {snap_pos})",
-        quote_literal(&snap_file)
+        quote::literal(&snap_file)
     );
     let gtid = value(primary, &sql).await?;
     Ok(Snapshot { gtid, sums })
@@ -227,7 +231,7 @@ async fn bring_to(replica: &mut Conn, x: &str) -> Result<(), Fail> {
     if !position_reached(&have, x) {
         q(
             replica,
-            &format!("START SLAVE UNTIL master_gtid_pos = {}", quote_literal(x)),
+            &format!("START SLAVE UNTIL master_gtid_pos = {}", quote::literal(x)),
             "START SLAVE UNTIL",
         )
         .await?;

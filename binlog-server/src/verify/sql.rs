@@ -1,18 +1,12 @@
 //! The SQL the phases send: sessions on the scratch instance, statements whose failure
 //! ends a phase ([`q`], [`value`]), `SHOW SLAVE STATUS` ([`SlaveStatus`]) and quoting.
-//! String literals are [`snapshotter::sql::quote_literal`]'s; [`ident`] is the
-//! verifier's one backtick identifier quoting.
+//! Literals and identifiers are quoted by `mysql_wire::quote`.
 
 use mysql_wire::conn::Conn;
 use mysql_wire::ResultSet;
 
 use crate::replay::instance;
 use crate::verify::phase::Fail;
-
-/// Backquoted identifier (`` ` `` doubled).
-pub(super) fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
-}
 
 /// Root over the private instance's socket (it runs with --skip-grant-tables). The
 /// error is the report's message.
@@ -63,17 +57,5 @@ impl SlaveStatus {
             self.get("Relay_Master_Log_File"),
             self.get("Exec_Master_Log_Pos")
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use snapshotter::sql::quote_literal;
-
-    #[test]
-    fn sql_quoting() {
-        assert_eq!(quote_literal("a'b\\c"), "'a''b\\\\c'");
-        assert_eq!(ident("we`ird"), "`we``ird`");
     }
 }

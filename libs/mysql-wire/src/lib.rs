@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`packet`] | packet framing and the packet shapes both sides parse (pure, never panics on input) |
 //! | [`conn`] | the client connection: handshake, auth, TLS upgrade, text queries, the binlog stream |
+//! | [`quote`] | SQL literals and identifiers for statements that cannot use parameters |
 //! | [`server`] | the packets a server writes (greeting, OK/ERR/EOF, result sets) and the handshake response it parses |
 //! | [`tls`] | the client's rustls configuration per [`TlsMode`] |
 //! | [`url`] | `mysql://` URLs ([`SourceUrl`]) |
@@ -13,6 +14,7 @@
 
 pub mod conn;
 pub mod packet;
+pub mod quote;
 pub mod server;
 pub mod tls;
 pub mod url;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use catalog::BackupRow;
 use mysql_wire::conn::{Conn, ResultSet};
-use snapshotter::sql::quote_literal;
+use mysql_wire::quote;
 use snapshotter::Endpoint;
 use tracing::{info, warn};
 
@@ -248,7 +248,7 @@ impl PitrService {
         query(&mut conn, "STOP SLAVE").await?;
         query(&mut conn, "RESET SLAVE ALL").await?;
         if let Some(g) = &cx.plan.base.gtid_pos {
-            let sql = format!("SET GLOBAL gtid_slave_pos = {}", quote_literal(g));
+            let sql = format!("SET GLOBAL gtid_slave_pos = {}", quote::literal(g));
             query(&mut conn, &sql).await?;
         }
         Ok(conn)
@@ -303,7 +303,7 @@ impl PitrService {
         } else {
             format!(
                 "MASTER_LOG_FILE = {}, MASTER_LOG_POS = {}, MASTER_USE_GTID = no",
-                quote_literal(&plan.base.binlog_file),
+                quote::literal(&plan.base.binlog_file),
                 plan.base.binlog_pos
             )
         };
@@ -311,8 +311,8 @@ impl PitrService {
             "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = {}, \
              MASTER_PASSWORD = {}, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1, {start}",
             listener.addr.port(),
-            quote_literal(&creds.user),
-            quote_literal(&creds.password)
+            quote::literal(&creds.user),
+            quote::literal(&creds.password)
         );
         query(conn, &sql).await?;
         query(conn, "START SLAVE").await?;
