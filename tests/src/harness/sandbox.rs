@@ -99,6 +99,7 @@ pub struct SandboxBuilder {
     local_store: bool,
     backup: Option<SourceBackup>,
     verify: Option<String>,
+    replication: Option<u16>,
     dir: Option<PathBuf>,
     wait_at_start: bool,
     setup: Vec<Setup>,
@@ -115,6 +116,7 @@ impl std::fmt::Debug for SandboxBuilder {
             .field("local_store", &self.local_store)
             .field("backup", &self.backup)
             .field("verify", &self.verify)
+            .field("replication", &self.replication)
             .field("dir", &self.dir)
             .field("wait_at_start", &self.wait_at_start)
             .field("setup", &self.setup.len())
@@ -147,6 +149,15 @@ impl SandboxBuilder {
     /// e.g. `[capture]`), as `extra` of [`write_config_sources`](crate::write_config_sources).
     pub fn extra_toml(mut self, text: &str) -> SandboxBuilder {
         self.extra.push_str(text);
+        self
+    }
+
+    /// `[source.replication]` of the first source: its fake primary on 127.0.0.1:`port`,
+    /// account [`REPL_USER`](crate::REPL_USER) / [`REPL_PASSWORD`](crate::REPL_PASSWORD)
+    /// (the primary's own replication account, so that a client's command line is the
+    /// same for both).
+    pub fn source_replication(mut self, port: u16) -> SandboxBuilder {
+        self.replication = Some(port);
         self
     }
 
@@ -238,6 +249,13 @@ impl SandboxBuilder {
             }
             if let Some(v) = &self.verify {
                 text.push_str(&format!("[source.verify]\n{}\n", v.trim()));
+            }
+            if let Some(port) = self.replication.filter(|_| *name == self.sources[0].0) {
+                text.push_str(&format!(
+                    "[source.replication]\nlisten = \"127.0.0.1:{port}\"\nuser = {}\npassword = {}\n",
+                    toml_string(crate::REPL_USER),
+                    toml_string(crate::REPL_PASSWORD)
+                ));
             }
         }
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
@@ -383,6 +401,7 @@ impl Sandbox {
             local_store: false,
             backup: None,
             verify: None,
+            replication: None,
             dir: None,
             wait_at_start: true,
             setup: Vec::new(),

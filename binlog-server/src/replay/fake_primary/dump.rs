@@ -73,6 +73,40 @@ pub(super) struct Start {
     file: String,
     pos: u64,
     skip: GtidSkip,
+    /// BINLOG_DUMP_NON_BLOCK: end the dump with an EOF packet at the end of the last
+    /// durable binlog instead of waiting for more.
+    non_blocking: bool,
+}
+
+/// The dump command's flag asking for an EOF packet at the end of the binlogs instead
+/// of waiting (`mysqlbinlog --read-from-remote-server` without `--stop-never`).
+/// Source: mysql-server `include/mysql_com.h` (`BINLOG_DUMP_NON_BLOCK`), MariaDB
+/// `sql/sql_repl.cc`.
+pub const BINLOG_DUMP_NON_BLOCK: u16 = 0x01;
+
+/// A file name from a dump command: trailing NUL bytes dropped (python-mysql-replication
+/// pads an empty name with NULs), so that a NUL-only name is empty ("the first binlog").
+fn dump_file_name(raw: &[u8]) -> String {
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// What the client announced in `@master_binlog_checksum` (or MySQL 8's
+/// `@source_binlog_checksum`): how the events the fake primary makes up (the artificial
+/// ROTATE, heartbeats) are framed for it. `None`: the client is not checksum-aware.
+/// 'NONE' (mysqlbinlog's choice) means no CRC32 on those events, whatever the binlog's
+/// own events carry; "CRC32" (a replica's `@@global.binlog_checksum`) means a CRC32.
+/// Source: MariaDB `sql/sql_repl.cc` `get_binlog_checksum_value_at_connect`,
+/// `fake_rotate_event`.
+pub(super) fn announced_checksum(vars: &BTreeMap<String, String>) -> Option<ChecksumAlg> {
+    let v = vars
+        .get("master_binlog_checksum")
+        .or_else(|| vars.get("source_binlog_checksum"))?;
+    if v.trim().eq_ignore_ascii_case("CRC32") {
+        Some(ChecksumAlg::Crc32)
+    } else {
+        Some(ChecksumAlg::Off)
+    }
 }
 
 /// Parses MariaDB's `@slave_connect_state` ("0-1-100,1-2-7"; empty = from the start).
@@ -101,7 +135,7 @@ fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
     r.u16().map_err(e)?;
     r.u32().map_err(e)?;
     let nl = r.u32().map_err(e)? as usize;
-    let name = String::from_utf8_lossy(r.take(nl).map_err(e)?).into_owned();
+    let name = dump_file_name(r.take(nl).map_err(e)?);
     let pos = r.u64().map_err(e)?;
     let mut set = Vec::new();
     if r.remaining() >= 4 {
@@ -154,14 +188,16 @@ pub(super) async fn start_point(
             .map(|(n, _)| n.clone())
             .ok_or_else(|| format!("binlog-server holds no binlog of {} yet", a.source))
     };
+    let non_blocking = dump_flags(cmd, body) & BINLOG_DUMP_NON_BLOCK != 0;
     // (gtids to look up, skip rule) for GTID starts; a plain position otherwise.
     let (lookups, skip) = match requested_start(cmd, body, vars, facts)? {
-        Requested::At(s) => return Ok(s),
+        Requested::At(s) => return Ok(Start { non_blocking, ..s }),
         Requested::First => {
             return Ok(Start {
                 file: first()?,
                 pos: 4,
                 skip: GtidSkip::None,
+                non_blocking,
             })
         }
         Requested::Gtids(lookups, skip) => (lookups, skip),
@@ -170,7 +206,23 @@ pub(super) async fn start_point(
         Some(b) => b,
         None => (first()?, 4),
     };
-    Ok(Start { file, pos, skip })
+    Ok(Start {
+        file,
+        pos,
+        skip,
+        non_blocking,
+    })
+}
+
+/// The flags of a dump command: COM_BINLOG_DUMP's u16 after the position,
+/// COM_BINLOG_DUMP_GTID's leading u16; 0 for a body too short to hold them (its parse
+/// reports the error).
+fn dump_flags(cmd: u8, body: &[u8]) -> u16 {
+    let at = if cmd == 0x1e { 0 } else { 4 };
+    match body.get(at..at + 2) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]),
+        None => 0,
+    }
 }
 
 /// What a dump command asks for, before the index is consulted.
@@ -216,7 +268,7 @@ fn requested_start(
     let pos = r.u32().map_err(|e| e.to_string())?;
     r.u16().map_err(|e| e.to_string())?;
     r.u32().map_err(|e| e.to_string())?;
-    let name = String::from_utf8_lossy(r.rest()).into_owned();
+    let name = dump_file_name(r.rest());
     match vars.get("slave_connect_state") {
         None => {
             if name.is_empty() {
@@ -289,6 +341,7 @@ fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, S
         file: name.to_string(),
         pos,
         skip: GtidSkip::None,
+        non_blocking: false,
     })
 }
 
@@ -305,7 +358,7 @@ pub(super) async fn dump(
     mut wire: Wire,
     facts: ArchiveFacts,
     start: Start,
-    heartbeat: Duration,
+    opts: DumpOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
@@ -314,7 +367,9 @@ pub(super) async fn dump(
         stop: shared.stop.clone(),
         stats: shared.stats.clone(),
         server_id: facts.server_id,
-        heartbeat,
+        heartbeat: opts.heartbeat,
+        made_up_crc: opts.checksum == Some(ChecksumAlg::Crc32),
+        non_blocking: start.non_blocking,
         rt: tokio::runtime::Handle::current(),
         seq: wire.seq,
     };
@@ -360,8 +415,22 @@ struct DumpCtx {
     stats: Arc<ServeStats>,
     server_id: u32,
     heartbeat: Duration,
+    /// Whether the events the fake primary makes up before the first FORMAT_DESCRIPTION
+    /// carry a CRC32 (what the client announced, see [`announced_checksum`]).
+    made_up_crc: bool,
+    /// End with an EOF packet at the end of the last durable binlog.
+    non_blocking: bool,
     rt: tokio::runtime::Handle,
     seq: u8,
+}
+
+/// How a dump is served beyond its start: the heartbeat period the client asked for and
+/// the checksum it announced.
+pub(super) struct DumpOptions {
+    /// Heartbeat period (`@master_heartbeat_period`, default 30 s).
+    pub heartbeat: Duration,
+    /// The client's `@master_binlog_checksum`, see [`announced_checksum`].
+    pub checksum: Option<ChecksumAlg>,
 }
 
 /// How [`DumpCtx::send_file`] ended.
@@ -398,6 +467,11 @@ struct Out<'a> {
     buf: Vec<u8>,
     seq: u8,
     last_sent: Instant,
+    /// Whether a made-up event (artificial ROTATE, heartbeat) gets a CRC32 now: what the
+    /// client announced until a FORMAT_DESCRIPTION was sent, then that event's algorithm,
+    /// which is what the client parses with from there on (MariaDB `sql/sql_repl.cc`
+    /// updates `current_checksum_alg` the same way).
+    made_up_crc: bool,
 }
 
 impl Out<'_> {
@@ -407,6 +481,12 @@ impl Out<'_> {
         p.push(0);
         p.extend_from_slice(ev);
         frame(&mut self.buf, &mut self.seq, &p);
+    }
+
+    /// Ends a non-blocking dump: an EOF packet after the last event, sent at once.
+    fn eof(&mut self) {
+        frame(&mut self.buf, &mut self.seq, &server::eof_packet());
+        self.flush();
     }
 
     /// Sends the buffered chunk; false when the replica is gone.
@@ -427,6 +507,21 @@ impl Out<'_> {
             true
         }
     }
+}
+
+/// The artificial ROTATE that names the file a dump continues in (`pos` in `file`),
+/// log_pos 0, with a CRC32 only when `crc` (see [`announced_checksum`]).
+fn artificial_rotate(file: &str, pos: u64, server_id: u32, crc: bool) -> Vec<u8> {
+    let mut body = pos.to_le_bytes().to_vec();
+    body.extend_from_slice(file.as_bytes());
+    build_event(
+        event_type::ROTATE,
+        server_id,
+        0,
+        LOG_EVENT_ARTIFICIAL_F,
+        &body,
+        crc,
+    )
 }
 
 /// An event of `type_code` with timestamp 0 (ROTATE, HEARTBEAT), with a CRC32 when
@@ -508,6 +603,7 @@ impl DumpCtx {
             buf: Vec::with_capacity(CHUNK + 64 * 1024),
             seq: self.seq,
             last_sent: Instant::now(),
+            made_up_crc: self.made_up_crc,
         };
         match self.stream(start, &mut out, done) {
             Ok(()) => {}
@@ -602,20 +698,16 @@ impl DumpCtx {
             ));
         };
         let alg = fde.checksum_alg;
-        let crc = alg == ChecksumAlg::Crc32;
-        let mut body = pos.to_le_bytes().to_vec();
-        body.extend_from_slice(file.as_bytes());
-        out.event(&build_event(
-            event_type::ROTATE,
+        out.event(&artificial_rotate(
+            &file,
+            pos,
             self.server_id,
-            0,
-            LOG_EVENT_ARTIFICIAL_F,
-            &body,
-            crc,
+            out.made_up_crc,
         ));
         if pos > 4 {
             let raw = read_at(&path, 4, fh.event_size as usize)?;
             out.event(&fde_for_send(&raw, alg, Some(0)));
+            out.made_up_crc = alg == ChecksumAlg::Crc32;
         }
         Ok(FileCursor {
             file,
@@ -642,24 +734,20 @@ impl DumpCtx {
             if next.is_some() {
                 return Ok(next);
             }
-            if !self.idle(&cur.file, cur.pos, cur.alg, out, done) {
+            if self.non_blocking {
+                out.eof();
+                return Ok(None);
+            }
+            if !self.idle(&cur.file, cur.pos, out, done) {
                 return Ok(None);
             }
         }
     }
 
-    /// Waits one poll interval, sending a heartbeat when due. False when the replica left.
-    /// Flushes, sends a heartbeat when the line was quiet for the heartbeat period (with
-    /// a CRC32 when the file's events carry one), waits a moment. False when the replica
-    /// left or the dump is cancelled.
-    fn idle(
-        &self,
-        file: &str,
-        pos: u64,
-        alg: ChecksumAlg,
-        out: &mut Out<'_>,
-        done: &CancellationToken,
-    ) -> bool {
+    /// Flushes, sends a heartbeat when the line was quiet for the heartbeat period (framed
+    /// as every made-up event, see `Out::made_up_crc`), waits one
+    /// poll interval. False when the replica left or the dump is cancelled.
+    fn idle(&self, file: &str, pos: u64, out: &mut Out<'_>, done: &CancellationToken) -> bool {
         if !out.flush() || done.is_cancelled() {
             return false;
         }
@@ -670,7 +758,7 @@ impl DumpCtx {
                 u32::try_from(pos).unwrap_or(u32::MAX),
                 LOG_EVENT_ARTIFICIAL_F,
                 file.as_bytes(),
-                alg == ChecksumAlg::Crc32,
+                out.made_up_crc,
             );
             out.event(&hb);
             if !out.flush() {
@@ -705,7 +793,7 @@ impl DumpCtx {
         loop {
             if self.stopped(&file, cur.pos) {
                 self.stats.reached_stop.store(true, Ordering::Relaxed);
-                while self.idle(&file, cur.pos, cur.alg, out, done) {}
+                while self.idle(&file, cur.pos, out, done) {}
                 return Ok(Next::Done);
             }
             // How far this file may be read: the durable length while it is the ACTIVE
@@ -735,7 +823,12 @@ impl DumpCtx {
             if closed {
                 return Ok(Next::Continue);
             }
-            if !self.idle(&file, cur.pos, cur.alg, out, done) {
+            if self.non_blocking {
+                // The end of the ACTIVE file's durable prefix is the end of the binlogs.
+                out.eof();
+                return Ok(Next::Done);
+            }
+            if !self.idle(&file, cur.pos, out, done) {
                 return Ok(Next::Done);
             }
         }
@@ -789,6 +882,7 @@ impl DumpCtx {
             if !skip.active {
                 if t == event_type::FORMAT_DESCRIPTION {
                     out.event(&fde_for_send(ev, alg, None));
+                    out.made_up_crc = alg == ChecksumAlg::Crc32;
                 } else {
                     out.event(ev);
                 }
@@ -822,6 +916,96 @@ fn read_at(path: &Path, off: u64, len: usize) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts() -> ArchiveFacts {
+        ArchiveFacts {
+            version: "10.11.6-MariaDB".into(),
+            mariadb: true,
+            server_id: 1,
+            alg: ChecksumAlg::Crc32,
+            files: vec![
+                ("mysql-bin.000001".into(), 1000),
+                ("mysql-bin.000002".into(), 500),
+            ],
+        }
+    }
+
+    /// COM_BINLOG_DUMP's body as clients send it: pos u32, flags u16, server_id u32, name.
+    fn dump_body(pos: u32, flags: u16, name: &[u8]) -> Vec<u8> {
+        let mut b = pos.to_le_bytes().to_vec();
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&77u32.to_le_bytes());
+        b.extend_from_slice(name);
+        b
+    }
+
+    #[test]
+    fn a_nul_padded_empty_name_means_the_first_binlog() {
+        // python-mysql-replication 1.x (MariaDB, no GTID, blocking=False): an empty name
+        // padded with NULs, its length cutting one off.
+        let body = dump_body(4, BINLOG_DUMP_NON_BLOCK, b"\0\0");
+        let vars = BTreeMap::new();
+        assert!(matches!(
+            requested_start(0x12, &body, &vars, &facts()),
+            Ok(Requested::First)
+        ));
+        assert_eq!(dump_flags(0x12, &body) & BINLOG_DUMP_NON_BLOCK, 1);
+        assert_eq!(dump_file_name(b"\0\0\0"), "");
+        assert_eq!(dump_file_name(b"mysql-bin.000002\0"), "mysql-bin.000002");
+        // With @slave_connect_state set, the empty name means the GTID position.
+        let mut vars = BTreeMap::new();
+        vars.insert("slave_connect_state".to_string(), "0-1-1".to_string());
+        assert!(matches!(
+            requested_start(0x12, &body, &vars, &facts()),
+            Ok(Requested::Gtids(..))
+        ));
+    }
+
+    #[test]
+    fn mysqlbinlog_non_block_dump_parses_with_its_flag() {
+        // mariadb-binlog --read-from-remote-server --to-last-log: flag 0x01, the name.
+        let body = dump_body(4, BINLOG_DUMP_NON_BLOCK, b"mysql-bin.000002");
+        match requested_start(0x12, &body, &BTreeMap::new(), &facts()) {
+            Ok(Requested::At(s)) => assert_eq!((s.file.as_str(), s.pos), ("mysql-bin.000002", 4)),
+            _ => panic!("a position start"),
+        }
+        assert_eq!(dump_flags(0x12, &body), BINLOG_DUMP_NON_BLOCK);
+        // A blocking replica (flags 0) and COM_BINLOG_DUMP_GTID's leading flags.
+        assert_eq!(dump_flags(0x12, &dump_body(4, 0, b"x")), 0);
+        assert_eq!(dump_flags(0x1e, &[1, 0, 0, 0]), BINLOG_DUMP_NON_BLOCK);
+        assert_eq!(dump_flags(0x12, &[4, 0]), 0);
+        // Trailing bytes after the name's NULs do not matter; an unknown name is 1236.
+        assert!(requested_start(
+            0x12,
+            &dump_body(4, 0, b"nope.000009"),
+            &BTreeMap::new(),
+            &facts()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn made_up_events_follow_the_announced_checksum() {
+        let mut vars = BTreeMap::new();
+        assert_eq!(announced_checksum(&vars), None);
+        vars.insert("master_binlog_checksum".to_string(), "NONE".to_string());
+        assert_eq!(announced_checksum(&vars), Some(ChecksumAlg::Off));
+        vars.insert("master_binlog_checksum".to_string(), "CRC32".to_string());
+        assert_eq!(announced_checksum(&vars), Some(ChecksumAlg::Crc32));
+        let mut mysql8 = BTreeMap::new();
+        mysql8.insert("source_binlog_checksum".to_string(), "crc32".to_string());
+        assert_eq!(announced_checksum(&mysql8), Some(ChecksumAlg::Crc32));
+        // mysqlbinlog announces 'NONE': the artificial ROTATE has no CRC32, so the name
+        // it reads is exactly the file's (no 4 bytes of CRC taken as part of it).
+        let plain = artificial_rotate("mysql-bin.000001", 4, 1, false);
+        assert_eq!(plain.len(), HEADER_LEN + 8 + "mysql-bin.000001".len());
+        let r = binlog::parse_rotate(&plain, ChecksumAlg::Off).unwrap();
+        assert_eq!((r.next_file.as_str(), r.position), ("mysql-bin.000001", 4));
+        let crc = artificial_rotate("mysql-bin.000001", 4, 1, true);
+        binlog::verify_checksum(&crc, ChecksumAlg::Crc32).unwrap();
+        let r = binlog::parse_rotate(&crc, ChecksumAlg::Crc32).unwrap();
+        assert_eq!(r.next_file, "mysql-bin.000001");
+    }
 
     #[test]
     fn connect_state_and_skips() {

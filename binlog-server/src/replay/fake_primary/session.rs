@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::archive::{archive_facts, ArchiveFacts};
-use super::dump::{dump, start_point};
+use super::dump::{announced_checksum, dump, start_point, DumpOptions};
 use super::query::answer_query;
 use super::wire::Wire;
 use super::{Shared, ER_MASTER_FATAL_ERROR_READING_BINLOG};
@@ -164,5 +164,9 @@ async fn start_dump(
         .filter(|ns| *ns >= 1e6)
         .map(|ns| Duration::from_nanos(ns as u64))
         .unwrap_or(DEFAULT_HEARTBEAT);
-    dump(shared, wire, facts, start, hb, cancel).await
+    let opts = DumpOptions {
+        heartbeat: hb,
+        checksum: announced_checksum(vars),
+    };
+    dump(shared, wire, facts, start, opts, cancel).await
 }

@@ -1,0 +1,216 @@
+//! Stock binlog clients against the real sandbox primary and against the fake primary
+//! serving the archive of that primary, with the results compared (not just "no
+//! error"). First case: `mariadb-binlog --read-from-remote-server --raw --to-last-log`,
+//! which sends BINLOG_DUMP_NON_BLOCK and announces `@master_binlog_checksum='NONE'`: the
+//! command must end by itself against both, and write the same files, under the same
+//! names, with the same bytes as the primary's binlogs.
+//!
+//! Run: `bash scripts/setup.sh && cargo test -p binlog-tests --test clients`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use binlog_tests::*;
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
+}
+
+/// How long a `--to-last-log` fetch of a few small binlogs may take before it counts as
+/// "never ends" (it ends in well under a second against the real primary).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `mariadb-binlog --read-from-remote-server --raw --to-last-log` from `first` on
+/// 127.0.0.1:`port` into `out`; an error when it fails or does not end within
+/// [`FETCH_TIMEOUT`] (it is killed then).
+fn fetch_raw(port: u16, first: &str, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let tool = require_tool("mariadb-binlog");
+    let mut child = Command::new(&tool)
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--user={REPL_USER}"),
+            &format!("--password={REPL_PASSWORD}"),
+            "--raw",
+            "--to-last-log",
+            &format!("--result-file={}/", out.display()),
+            first,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", tool.display()))?;
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            if !status.success() {
+                bail!("mariadb-binlog against port {port} failed ({status}): {err}");
+            }
+            return Ok(());
+        }
+        if t0.elapsed() > FETCH_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "mariadb-binlog --to-last-log against port {port} did not end within {FETCH_TIMEOUT:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `mariadb-binlog --read-from-remote-server --to-last-log` (text mode) from `first` on
+/// 127.0.0.1:`port`: its output without the `#` comment lines (they carry the server id
+/// and timestamps of made-up events, which legitimately differ); an error when it fails
+/// or does not end within [`FETCH_TIMEOUT`].
+fn fetch_text(port: u16, first: &str) -> Result<Vec<String>> {
+    let tool = require_tool("mariadb-binlog");
+    let work = tempfile::tempdir()?;
+    let out_path = work.path().join("out.sql");
+    let out = std::fs::File::create(&out_path)?;
+    let mut child = Command::new(&tool)
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--user={REPL_USER}"),
+            &format!("--password={REPL_PASSWORD}"),
+            "--to-last-log",
+            first,
+        ])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", tool.display()))?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if t0.elapsed() > FETCH_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("mariadb-binlog --to-last-log (text) against port {port} did not end within {FETCH_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("mariadb-binlog (text) against port {port} failed ({status}): {err}");
+    }
+    Ok(std::fs::read_to_string(&out_path)?
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The files in `dir`, by name, with their bytes.
+fn files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        v.push((name, std::fs::read(e.path())?));
+    }
+    v.sort();
+    Ok(v)
+}
+
+#[test]
+fn mariadb_binlog_raw_to_last_log_ends_with_the_primarys_files() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    for i in 0..3 {
+        db.sql(&format!("INSERT INTO c.t (v) VALUES ('a{i}'), ('b{i}')"))?;
+        db.flush_binary_logs()?;
+    }
+    db.sql("INSERT INTO c.t (v) VALUES ('last')")?;
+    sb.wait_caught_up()?;
+    let primary_files = db.binlog_files()?;
+    let first = primary_files
+        .first()
+        .context("the primary lists no binlog")?
+        .0
+        .clone();
+
+    let work = tempfile::tempdir()?;
+    let (real_dir, fake_dir) = (work.path().join("real"), work.path().join("fake"));
+    fetch_raw(db.port(), &first, &real_dir).context("against the real primary")?;
+    fetch_raw(fake_port, &first, &fake_dir).context("against the fake primary")?;
+
+    let real = files(&real_dir)?;
+    let fake = files(&fake_dir)?;
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let want: Vec<String> = primary_files.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        names(&real),
+        want,
+        "the real primary's stream names the files"
+    );
+    assert_eq!(
+        names(&fake),
+        want,
+        "the fake primary's stream names the files exactly (no CRC taken as part of a name)"
+    );
+    for ((name, r), (_, f)) in real.iter().zip(&fake) {
+        assert!(
+            r == f,
+            "{name}: {} bytes from the primary, {} from the fake primary, or different bytes",
+            r.len(),
+            f.len()
+        );
+    }
+    // The closed files are the primary's files, byte for byte.
+    for (name, bytes) in real.iter().take(real.len() - 1) {
+        let on_disk = std::fs::read(db.binlog_path(name))?;
+        assert!(&on_disk == bytes, "{name} differs from the primary's file");
+    }
+
+    // Text mode: the same statements, and the command ends against both.
+    let real_text = fetch_text(db.port(), &first).context("text mode, real primary")?;
+    let fake_text = fetch_text(fake_port, &first).context("text mode, fake primary")?;
+    assert!(
+        real_text.iter().any(|l| l.contains("CREATE TABLE c.t"))
+            && real_text.iter().any(|l| l.starts_with("BINLOG '")),
+        "the decoded output holds the DDL and the row events"
+    );
+    if real_text != fake_text {
+        let diff: Vec<String> = real_text
+            .iter()
+            .zip(&fake_text)
+            .filter(|(a, b)| a != b)
+            .take(5)
+            .map(|(a, b)| format!("primary: {a}\nfake:    {b}"))
+            .collect();
+        bail!(
+            "text output differs ({} vs {} lines):\n{}",
+            real_text.len(),
+            fake_text.len(),
+            diff.join("\n")
+        );
+    }
+    Ok(())
+}
