@@ -26,6 +26,11 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// 127.0.0.1:`port` into `out`; an error when it fails or does not end within
 /// [`FETCH_TIMEOUT`] (it is killed then).
 fn fetch_raw(port: u16, first: &str, out: &Path) -> Result<()> {
+    fetch_raw_with(port, first, out, &[])
+}
+
+/// [`fetch_raw`] with more options (`--start-position=N`).
+fn fetch_raw_with(port: u16, first: &str, out: &Path, extra: &[String]) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let tool = require_tool("mariadb-binlog");
     let mut child = Command::new(&tool)
@@ -38,8 +43,9 @@ fn fetch_raw(port: u16, first: &str, out: &Path) -> Result<()> {
             "--raw",
             "--to-last-log",
             &format!("--result-file={}/", out.display()),
-            first,
         ])
+        .args(extra)
+        .arg(first)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -212,5 +218,112 @@ fn mariadb_binlog_raw_to_last_log_ends_with_the_primarys_files() -> Result<()> {
             diff.join("\n")
         );
     }
+    Ok(())
+}
+
+/// A start position inside a file and `--stop-never`: the same bytes from both servers,
+/// and the fake primary's stream follows new writes until the client is stopped.
+#[test]
+fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
+            for i in 0..5 {
+                db.sql(&format!("INSERT INTO c.t (v) VALUES ('r{i}')"))?;
+            }
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    sb.wait_caught_up()?;
+    let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
+    // The start of the 6th event of the first file: inside the file, on an event boundary.
+    let events = db.sql_rows(&format!("SHOW BINLOG EVENTS IN '{first}'"))?;
+    let pos = events
+        .get(5)
+        .and_then(|r| r.get(1))
+        .context("the first binlog has fewer than 6 events")?
+        .clone();
+    let work = tempfile::tempdir()?;
+    let start = [format!("--start-position={pos}")];
+    let (real_dir, fake_dir) = (work.path().join("real"), work.path().join("fake"));
+    fetch_raw_with(db.port(), &first, &real_dir, &start).context("real primary")?;
+    fetch_raw_with(fake_port, &first, &fake_dir, &start).context("fake primary")?;
+    let (real, fake) = (files(&real_dir)?, files(&fake_dir)?);
+    assert!(!real.is_empty());
+    assert_eq!(real.len(), fake.len(), "the same files from position {pos}");
+    for ((rn, r), (fname, f)) in real.iter().zip(&fake) {
+        assert_eq!(rn, fname);
+        let at = r.iter().zip(f.iter()).position(|(a, b)| a != b);
+        assert!(
+            r == f,
+            "{rn} from position {pos}: {} vs {} bytes, first difference at {at:?}: {:02x?} vs {:02x?}",
+            r.len(),
+            f.len(),
+            at.map(|i| &r[i.saturating_sub(4)..(i + 8).min(r.len())]),
+            at.map(|i| &f[i.saturating_sub(4)..(i + 8).min(f.len())])
+        );
+    }
+
+    // --stop-never against the fake primary: new writes arrive, then the client is
+    // stopped (it never ends by itself).
+    let tool = require_tool("mariadb-binlog");
+    let follow_dir = work.path().join("follow");
+    std::fs::create_dir_all(&follow_dir)?;
+    let mut child = Command::new(&tool)
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={fake_port}"),
+            &format!("--user={REPL_USER}"),
+            &format!("--password={REPL_PASSWORD}"),
+            "--raw",
+            "--stop-never",
+            &format!("--result-file={}/", follow_dir.display()),
+            &first,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let followed = (|| -> Result<()> {
+        for i in 0..5 {
+            db.sql(&format!("INSERT INTO c.t (v) VALUES ('new{i}')"))?;
+        }
+        db.flush_binary_logs()?;
+        db.sql("INSERT INTO c.t (v) VALUES ('after rotation')")?;
+        sb.wait_caught_up()?;
+        let primary_files = db.binlog_files()?;
+        wait_for(
+            "the followed files reach the primary's",
+            Duration::from_secs(60),
+            || {
+                let got = files(&follow_dir)?;
+                let ok = primary_files
+                    .iter()
+                    .all(|(n, size)| got.iter().any(|(g, b)| g == n && b.len() as u64 == *size));
+                Ok(ok.then_some(()))
+            },
+        )?;
+        let active = primary_files.last().map(|(n, _)| n.clone());
+        for (name, bytes) in files(&follow_dir)? {
+            let on_disk = std::fs::read(db.binlog_path(&name))?;
+            // The primary's ACTIVE file has the in-use flag set in its FORMAT_DESCRIPTION;
+            // every server sends it cleared.
+            let same = on_disk.len() == bytes.len()
+                && on_disk.iter().zip(&bytes).enumerate().all(|(i, (a, b))| {
+                    a == b || (Some(&name) == active.as_ref() && i == IN_USE_FLAG_OFFSET)
+                });
+            assert!(same, "{name}: followed bytes differ from the primary's");
+        }
+        Ok(())
+    })();
+    let still_running = child.try_wait()?.is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    followed?;
+    assert!(still_running, "--stop-never ended by itself");
     Ok(())
 }

@@ -553,8 +553,15 @@ fn build_event(
     ev
 }
 
-/// Rewrites a FORMAT_DESCRIPTION for sending: in-use flag cleared, log_pos set to
-/// `log_pos`, CRC recomputed when the event carries one.
+/// Offset of the FORMAT_DESCRIPTION's `created` timestamp in the event: the header,
+/// binlog_version (2), server_version (50).
+const FDE_CREATED_OFFSET: usize = HEADER_LEN + 2 + 50;
+
+/// Rewrites a FORMAT_DESCRIPTION for sending: in-use flag cleared; for the FDE re-sent
+/// when a dump starts past offset 4 (`log_pos` given, 0), log_pos set and `created`
+/// zeroed, as MariaDB and MySQL do so that a replica does not take it for a server
+/// restart (which would drop its temporary tables), and the CRC recomputed when the
+/// event carries one. Source: MariaDB `sql/sql_repl.cc` `send_format_descriptor_event`.
 fn fde_for_send(ev: &[u8], alg: ChecksumAlg, log_pos: Option<u32>) -> Vec<u8> {
     let mut v = ev.to_vec();
     if v.len() < HEADER_LEN {
@@ -563,6 +570,9 @@ fn fde_for_send(ev: &[u8], alg: ChecksumAlg, log_pos: Option<u32>) -> Vec<u8> {
     v[17] &= !(LOG_EVENT_BINLOG_IN_USE_F as u8);
     if let Some(p) = log_pos {
         v[13..17].copy_from_slice(&p.to_le_bytes());
+        if let Some(created) = v.get_mut(FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4) {
+            created.copy_from_slice(&[0; 4]);
+        }
         if alg == ChecksumAlg::Crc32 && v.len() >= HEADER_LEN + CHECKSUM_LEN {
             let n = v.len() - CHECKSUM_LEN;
             let c = binlog::crc32(&v[..n]);
@@ -1083,8 +1093,18 @@ mod tests {
         let sent = fde_for_send(&ev, ChecksumAlg::Crc32, Some(0));
         assert_eq!(&sent[13..17], &[0, 0, 0, 0]);
         assert_eq!(sent[17] & 1, 0);
+        // `created` zeroed, as a real primary sends it (the bytes a client writes with
+        // mariadb-binlog --raw --start-position are then the same).
+        assert_eq!(
+            &sent[FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4],
+            &[0, 0, 0, 0]
+        );
         binlog::verify_checksum(&sent, ChecksumAlg::Crc32).unwrap();
         let same = fde_for_send(&ev, ChecksumAlg::Crc32, None);
+        assert_eq!(
+            &same[FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4],
+            &[7, 7, 7, 7]
+        );
         binlog::verify_checksum(&same, ChecksumAlg::Crc32).unwrap();
         let rot = build_event(
             event_type::ROTATE,
