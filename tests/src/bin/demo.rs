@@ -41,8 +41,11 @@ fn main() -> Result<()> {
     println!("== starting a sandbox MariaDB primary (binlog_format=ROW, binlog_checksum=CRC32, max_binlog_size=256K)");
     // Base backups of the sandbox: an account with backup privileges, physical by
     // default, kept in the local store under <dir>/data/backups.
+    // The source's own fake primary, for stock clients (mariadb-binlog at the end).
+    let fake_port = free_port();
     let mut builder = Sandbox::builder(&bin)
         .source("sandbox", 4242)
+        .source_replication(fake_port)
         .extra_toml("[capture]\npoll_interval = \"1s\"\n")
         .source_backup(
             SourceBackup::physical()
@@ -280,8 +283,77 @@ fn main() -> Result<()> {
     }
     let closed = assert_archive_identical(db, &sb.archive_dir("sandbox"))?;
     println!("== {closed} closed binlogs are SHA-256-identical to the primary's; the active one is a prefix");
+    fetch_from_fake_primary(db, fake_port, &sb)?;
     if keep_dir.is_some() {
         println!("== archive kept in {}", sb.dir().display());
     }
+    Ok(())
+}
+
+/// `mariadb-binlog --read-from-remote-server --raw --to-last-log` from the source's fake
+/// primary, as a DBA fetches binlogs from a log server: shows that the command ended by
+/// itself and that the files it wrote are the primary's (the active one with its in-use
+/// flag cleared, as every server sends it).
+fn fetch_from_fake_primary(db: &MariaDb, port: u16, sb: &Sandbox) -> Result<()> {
+    let primary_files = db.binlog_files()?;
+    let first = primary_files
+        .first()
+        .context("the primary lists no binlog")?
+        .0
+        .clone();
+    println!(
+        "== mariadb-binlog --read-from-remote-server --host=127.0.0.1 --port={port} --raw --to-last-log {first}   (binlog-server's fake primary)"
+    );
+    sb.wait_caught_up()?;
+    let out = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(require_tool("mariadb-binlog"))
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--user={REPL_USER}"),
+            &format!("--password={REPL_PASSWORD}"),
+            "--raw",
+            "--to-last-log",
+            &format!("--result-file={}/", out.path().display()),
+            &first,
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("start mariadb-binlog")?;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("mariadb-binlog --to-last-log did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        anyhow::bail!("mariadb-binlog failed: {status}");
+    }
+    let active = primary_files.last().map(|(n, _)| n.clone());
+    let mut same = 0;
+    for (name, _) in &primary_files {
+        let got = std::fs::read(out.path().join(name))
+            .with_context(|| format!("mariadb-binlog wrote no {name}"))?;
+        let want = std::fs::read(db.binlog_path(name))?;
+        let identical = want.len() == got.len()
+            && want.iter().zip(&got).enumerate().all(|(i, (a, b))| {
+                a == b || (Some(name) == active.as_ref() && i == IN_USE_FLAG_OFFSET)
+            });
+        if !identical {
+            anyhow::bail!("{name} fetched from the fake primary differs from the primary's");
+        }
+        same += 1;
+    }
+    println!(
+        "   the command ended by itself after {:.1} s; {same} files written, each identical to the primary's",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
