@@ -80,6 +80,11 @@ fn fetch_raw_with(port: u16, first: &str, out: &Path, extra: &[String]) -> Resul
 /// and timestamps of made-up events, which legitimately differ); an error when it fails
 /// or does not end within [`FETCH_TIMEOUT`].
 fn fetch_text(port: u16, first: &str) -> Result<Vec<String>> {
+    fetch_text_with(port, first, &[])
+}
+
+/// [`fetch_text`] with more options (`--start-datetime`, `--stop-datetime`), in UTC.
+fn fetch_text_with(port: u16, first: &str, extra: &[String]) -> Result<Vec<String>> {
     let tool = require_tool("mariadb-binlog");
     let work = tempfile::tempdir()?;
     let out_path = work.path().join("out.sql");
@@ -92,8 +97,10 @@ fn fetch_text(port: u16, first: &str) -> Result<Vec<String>> {
             &format!("--user={REPL_USER}"),
             &format!("--password={REPL_PASSWORD}"),
             "--to-last-log",
-            first,
         ])
+        .args(extra)
+        .arg(first)
+        .env("TZ", "UTC")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(Stdio::piped())
@@ -325,5 +332,58 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
     let _ = child.wait();
     followed?;
     assert!(still_running, "--stop-never ended by itself");
+    Ok(())
+}
+
+/// `--start-datetime` / `--stop-datetime` (text mode): the same window of events from
+/// both servers, holding the writes inside it and none outside.
+#[test]
+fn mariadb_binlog_datetime_window_is_the_same_from_both() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    let now = || -> Result<i64> { Ok(db.sql_value("SELECT UNIX_TIMESTAMP()")?.trim().parse()?) };
+    // Three batches in three distinct seconds: before, inside and after the window.
+    let wait_next_second = |t: i64| -> Result<()> {
+        wait_for("the next second", Duration::from_secs(5), || {
+            Ok((now()? > t).then_some(()))
+        })
+    };
+    db.sql("CREATE TABLE c.before_window (i INT)")?;
+    let t1 = now()?;
+    wait_next_second(t1)?;
+    let start = now()?;
+    db.sql("CREATE TABLE c.inside_window (i INT)")?;
+    wait_next_second(now()?)?;
+    let stop = now()?;
+    db.sql("CREATE TABLE c.after_window (i INT)")?;
+    db.sql("INSERT INTO c.t (v) VALUES ('x')")?;
+    sb.wait_caught_up()?;
+    let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
+    let fmt = |t: i64| -> Result<String> {
+        Ok(db.sql_value(&format!("SELECT DATE_FORMAT(CONVERT_TZ(FROM_UNIXTIME({t}), @@session.time_zone, '+00:00'), '%Y-%m-%d %H:%i:%s')"))?.trim().to_string())
+    };
+    let window = [
+        format!("--start-datetime={}", fmt(start)?),
+        format!("--stop-datetime={}", fmt(stop)?),
+    ];
+    let real = fetch_text_with(db.port(), &first, &window).context("real primary")?;
+    let fake = fetch_text_with(fake_port, &first, &window).context("fake primary")?;
+    let has = |v: &[String], what: &str| v.iter().any(|l| l.contains(what));
+    assert!(
+        has(&real, "inside_window"),
+        "the window holds its DDL: {real:?}"
+    );
+    assert!(!has(&real, "before_window") && !has(&real, "after_window"));
+    assert_eq!(
+        real, fake,
+        "the same window from the primary and the fake primary"
+    );
     Ok(())
 }
