@@ -387,3 +387,70 @@ fn mariadb_binlog_datetime_window_is_the_same_from_both() -> Result<()> {
     );
     Ok(())
 }
+
+/// MariaDB replicas of the fake primary, in the modes the PITR tests do not use:
+/// `MASTER_USE_GTID=current_pos`, and `slave_parallel_mode=conservative` with four
+/// applier threads. Each replays the archive to the primary's GTID position and ends with
+/// the primary's data (CHECKSUM TABLE).
+#[test]
+fn mariadb_replicas_with_current_pos_and_conservative_parallel_mode() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), n INT)")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    for i in 0..40 {
+        db.sql(&format!(
+            "INSERT INTO c.t (v, n) VALUES ('r{i}', {i}); UPDATE c.t SET n = n + 1 WHERE id % 3 = {};",
+            i % 3
+        ))?;
+        if i % 15 == 14 {
+            db.flush_binary_logs()?;
+        }
+    }
+    sb.wait_caught_up()?;
+    let target = db.gtid_binlog_pos()?;
+    let want = db.table_checksums(&["c.t"])?;
+    // A new replica's own binlog holds its set-up's GTIDs (0-<its server_id>-N): RESET
+    // MASTER clears them, as a DBA does before pointing a fresh replica at a primary in
+    // gtid_strict_mode.
+    let cases = [
+        ("current_pos", "RESET MASTER;"),
+        (
+            "slave_pos",
+            "RESET MASTER; SET GLOBAL slave_parallel_threads = 4; \
+             SET GLOBAL slave_parallel_mode = 'conservative';",
+        ),
+    ];
+    for (i, (use_gtid, prepare)) in cases.iter().enumerate() {
+        let replica = MariaDb::start(MariaDbOptions {
+            server_id: 100 + i as u32,
+            ..Default::default()
+        })?;
+        replica.sql(&format!(
+            "{prepare} CHANGE MASTER TO master_host='127.0.0.1', master_port={fake_port}, \
+             master_user='{REPL_USER}', master_password='{REPL_PASSWORD}', \
+             master_use_gtid={use_gtid}; START SLAVE;"
+        ))?;
+        wait_for(
+            &format!("the {use_gtid} replica reaches {target}"),
+            Duration::from_secs(120),
+            || {
+                let pos = replica.sql_value("SELECT @@gtid_slave_pos")?;
+                Ok((pos.trim() == target.trim()).then_some(()))
+            },
+        )
+        .with_context(|| replica.sql("SHOW SLAVE STATUS\\G").unwrap_or_default())?;
+        let got = replica.table_checksums(&["c.t"])?;
+        assert_eq!(
+            got, want,
+            "replica ({prepare} master_use_gtid={use_gtid}) has the primary's data"
+        );
+        replica.sql("STOP SLAVE")?;
+    }
+    Ok(())
+}
