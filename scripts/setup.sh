@@ -5,6 +5,8 @@
 #   - libclang-dev and librocksdb-dev (the RocksDB index is built against Debian's
 #     librocksdb; bindgen needs libclang);
 #   - moto[server] from PyPI (pip): a real S3-compatible server for the backup tests;
+#   - mysql-replication from PyPI (pip): python-mysql-replication, a client the fake
+#     primary is tested with;
 #   - a Rust toolchain is assumed (rustup); cargo-nextest is not required.
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
@@ -32,8 +34,18 @@ install_moto() {
   fi
 }
 
+install_pyrepl() {
+  # python-mysql-replication (and PyMySQL): a stock CDC client of the clients suite.
+  if ! python3 -c 'import pymysqlreplication' >/dev/null 2>&1; then
+    echo "setup: installing mysql-replication (pip)"
+    python3 -m pip install --quiet 'mysql-replication==1.0.17' \
+      || python3 -m pip install --quiet --break-system-packages 'mysql-replication==1.0.17'
+  fi
+}
+
 if [ ${#need[@]} -eq 0 ]; then
   install_moto
+  install_pyrepl
   echo "setup: everything is installed"
   exit 0
 fi
@@ -60,4 +72,5 @@ fi
 trap '[ $made_policy -eq 1 ] && $SUDO rm -f "$policy"' EXIT
 $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 install_moto
+install_pyrepl
 echo "setup: done"

@@ -133,6 +133,23 @@ fn fetch_text_with(port: u16, first: &str, extra: &[String]) -> Result<Vec<Strin
         .collect())
 }
 
+/// Waits until the primary's binlog end stays put for half a second (MariaDB writes its
+/// BINLOG_CHECKPOINT event a moment after a commit), then until the archive caught up:
+/// both servers then hold the same binlogs, and a comparison cannot race a late event.
+fn settle(sb: &Sandbox) -> Result<()> {
+    let db = sb.primary();
+    wait_for(
+        "the primary's binlog end to settle",
+        Duration::from_secs(30),
+        || {
+            let before = db.master_status()?;
+            std::thread::sleep(Duration::from_millis(500));
+            Ok((db.master_status()? == before).then_some(()))
+        },
+    )?;
+    sb.wait_caught_up()
+}
+
 /// The files in `dir`, by name, with their bytes.
 fn files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut v = Vec::new();
@@ -161,7 +178,7 @@ fn mariadb_binlog_raw_to_last_log_ends_with_the_primarys_files() -> Result<()> {
         db.flush_binary_logs()?;
     }
     db.sql("INSERT INTO c.t (v) VALUES ('last')")?;
-    sb.wait_caught_up()?;
+    settle(&sb)?;
     let primary_files = db.binlog_files()?;
     let first = primary_files
         .first()
@@ -244,7 +261,7 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
         })
         .start()?;
     let db = sb.primary();
-    sb.wait_caught_up()?;
+    settle(&sb)?;
     let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
     // The start of the 6th event of the first file: inside the file, on an event boundary.
     let events = db.sql_rows(&format!("SHOW BINLOG EVENTS IN '{first}'"))?;
@@ -301,7 +318,7 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
         }
         db.flush_binary_logs()?;
         db.sql("INSERT INTO c.t (v) VALUES ('after rotation')")?;
-        sb.wait_caught_up()?;
+        settle(&sb)?;
         let primary_files = db.binlog_files()?;
         wait_for(
             "the followed files reach the primary's",
@@ -364,7 +381,7 @@ fn mariadb_binlog_datetime_window_is_the_same_from_both() -> Result<()> {
     let stop = now()?;
     db.sql("CREATE TABLE c.after_window (i INT)")?;
     db.sql("INSERT INTO c.t (v) VALUES ('x')")?;
-    sb.wait_caught_up()?;
+    settle(&sb)?;
     let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
     let fmt = |t: i64| -> Result<String> {
         Ok(db.sql_value(&format!("SELECT DATE_FORMAT(CONVERT_TZ(FROM_UNIXTIME({t}), @@session.time_zone, '+00:00'), '%Y-%m-%d %H:%i:%s')"))?.trim().to_string())
@@ -412,7 +429,7 @@ fn mariadb_replicas_with_current_pos_and_conservative_parallel_mode() -> Result<
             db.flush_binary_logs()?;
         }
     }
-    sb.wait_caught_up()?;
+    settle(&sb)?;
     let target = db.gtid_binlog_pos()?;
     let want = db.table_checksums(&["c.t"])?;
     // A new replica's own binlog holds its set-up's GTIDs (0-<its server_id>-N): RESET
@@ -451,6 +468,121 @@ fn mariadb_replicas_with_current_pos_and_conservative_parallel_mode() -> Result<
             "replica ({prepare} master_use_gtid={use_gtid}) has the primary's data"
         );
         replica.sql("STOP SLAVE")?;
+    }
+    Ok(())
+}
+
+/// Runs `tests/clients/pyrepl_events.py` (python-mysql-replication) against
+/// 127.0.0.1:`port`: the events it read, one JSON line each. An error when the library is
+/// missing (with the set-up command), when it fails, or when it does not end within
+/// [`FETCH_TIMEOUT`] (`blocking=False` must end at the end of the binlogs).
+fn pyrepl(port: u16, server_id: u32, args: &[&str]) -> Result<Vec<serde_json::Value>> {
+    let python = require_tool("python3");
+    let probe = Command::new(&python)
+        .args(["-c", "import pymysqlreplication"])
+        .output()?;
+    if !probe.status.success() {
+        bail!("python-mysql-replication is missing: {SETUP_HINT}");
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pyrepl_events.py");
+    let work = tempfile::tempdir()?;
+    let out_path = work.path().join("events.jsonl");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(server_id.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > FETCH_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("python-mysql-replication {args:?} against port {port} did not end within {FETCH_TIMEOUT:?} (blocking=False)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("python-mysql-replication {args:?} against port {port} failed ({status}): {err}");
+    }
+    std::fs::read_to_string(&out_path)?
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("event line {l:?}")))
+        .collect()
+}
+
+/// python-mysql-replication (`is_mariadb=True`, `blocking=False`) by file/position, by
+/// MariaDB GTID `auto_position`, and with an `only_events` filter: the same events,
+/// row values and positions from the primary and from the fake primary, and it ends.
+#[test]
+fn python_mysql_replication_reads_the_same_events_from_both() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), n INT)")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    for i in 0..6 {
+        db.sql(&format!(
+            "INSERT INTO c.t (v, n) VALUES ('p{i}', {i}); UPDATE c.t SET n = n * 2 WHERE id = 1;"
+        ))?;
+        if i == 2 {
+            db.flush_binary_logs()?;
+        }
+    }
+    db.sql("DELETE FROM c.t WHERE id = 2")?;
+    settle(&sb)?;
+    let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
+    let cases: [Vec<&str>; 3] = [
+        vec!["position", first.as_str()],
+        vec!["gtid", "0-1-1"],
+        vec!["rows"],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        let id = 500 + i as u32;
+        let real =
+            pyrepl(db.port(), id, args).with_context(|| format!("{args:?}, real primary"))?;
+        let fake =
+            pyrepl(fake_port, id + 10, args).with_context(|| format!("{args:?}, fake primary"))?;
+        assert!(
+            real.iter().any(|e| e["type"] == "WriteRowsEvent"),
+            "{args:?}: the primary's stream has row events: {real:?}"
+        );
+        // A MariaDB GTID start: the real primary sends the file from offset 4 (its
+        // FORMAT_DESCRIPTION, GTID_LIST and BINLOG_CHECKPOINT) and then a GTID_LIST at the
+        // start position; the fake primary starts at that position (artificial ROTATE,
+        // the FORMAT_DESCRIPTION with log_pos 0). From the first transaction on, the
+        // streams must be the same (README "Clients": what differs).
+        let (real, fake) = if args[0] == "gtid" {
+            let from_first_txn = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
+                v.iter()
+                    .skip_while(|e| e["type"] != "MariadbGtidEvent")
+                    .cloned()
+                    .collect()
+            };
+            (from_first_txn(&real), from_first_txn(&fake))
+        } else {
+            (real, fake)
+        };
+        assert!(!real.is_empty(), "{args:?}: events after the start");
+        assert_eq!(
+            real, fake,
+            "{args:?}: the same events from the primary and the fake primary"
+        );
     }
     Ok(())
 }

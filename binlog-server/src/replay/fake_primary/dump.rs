@@ -25,7 +25,7 @@ use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,
     LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
 };
-use mysql_wire::packet::{frame, Reader};
+use mysql_wire::packet::{frame, Reader, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
 use mysql_wire::server;
 
 /// Packets are framed into chunks of about this many bytes before they are written.
@@ -76,6 +76,10 @@ pub(super) struct Start {
     /// BINLOG_DUMP_NON_BLOCK: end the dump with an EOF packet at the end of the last
     /// durable binlog instead of waiting for more.
     non_blocking: bool,
+    /// Leave MariaDB's ANNOTATE_ROWS events out: a COM_BINLOG_DUMP without
+    /// BINLOG_SEND_ANNOTATE_ROWS_EVENT, as a MariaDB primary does for such a client
+    /// (python-mysql-replication, a replica with `replicate_annotate_row_events=OFF`).
+    skip_annotate_rows: bool,
 }
 
 /// The dump command's flag asking for an EOF packet at the end of the binlogs instead
@@ -188,16 +192,25 @@ pub(super) async fn start_point(
             .map(|(n, _)| n.clone())
             .ok_or_else(|| format!("binlog-server holds no binlog of {} yet", a.source))
     };
-    let non_blocking = dump_flags(cmd, body) & BINLOG_DUMP_NON_BLOCK != 0;
+    let flags = dump_flags(cmd, body);
+    let non_blocking = flags & BINLOG_DUMP_NON_BLOCK != 0;
+    let skip_annotate_rows = cmd == 0x12 && flags & BINLOG_SEND_ANNOTATE_ROWS_EVENT == 0;
     // (gtids to look up, skip rule) for GTID starts; a plain position otherwise.
     let (lookups, skip) = match requested_start(cmd, body, vars, facts)? {
-        Requested::At(s) => return Ok(Start { non_blocking, ..s }),
+        Requested::At(s) => {
+            return Ok(Start {
+                non_blocking,
+                skip_annotate_rows,
+                ..s
+            })
+        }
         Requested::First => {
             return Ok(Start {
                 file: first()?,
                 pos: 4,
                 skip: GtidSkip::None,
                 non_blocking,
+                skip_annotate_rows,
             })
         }
         Requested::Gtids(lookups, skip) => (lookups, skip),
@@ -211,6 +224,7 @@ pub(super) async fn start_point(
         pos,
         skip,
         non_blocking,
+        skip_annotate_rows,
     })
 }
 
@@ -342,6 +356,7 @@ fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, S
         pos,
         skip: GtidSkip::None,
         non_blocking: false,
+        skip_annotate_rows: false,
     })
 }
 
@@ -370,6 +385,7 @@ pub(super) async fn dump(
         heartbeat: opts.heartbeat,
         made_up_crc: opts.checksum == Some(ChecksumAlg::Crc32),
         non_blocking: start.non_blocking,
+        skip_annotate_rows: start.skip_annotate_rows,
         rt: tokio::runtime::Handle::current(),
         seq: wire.seq,
     };
@@ -420,6 +436,8 @@ struct DumpCtx {
     made_up_crc: bool,
     /// End with an EOF packet at the end of the last durable binlog.
     non_blocking: bool,
+    /// Leave ANNOTATE_ROWS events out (see `Start::skip_annotate_rows`).
+    skip_annotate_rows: bool,
     rt: tokio::runtime::Handle,
     seq: u8,
 }
@@ -889,7 +907,8 @@ impl DumpCtx {
             } else if is_control(t) {
                 skip.active = false;
             }
-            if !skip.active {
+            let left_out = t == event_type::MARIADB_ANNOTATE_ROWS && self.skip_annotate_rows;
+            if !skip.active && !left_out {
                 if t == event_type::FORMAT_DESCRIPTION {
                     out.event(&fde_for_send(ev, alg, None));
                     out.made_up_crc = alg == ChecksumAlg::Crc32;
@@ -984,6 +1003,12 @@ mod tests {
         assert_eq!(dump_flags(0x12, &dump_body(4, 0, b"x")), 0);
         assert_eq!(dump_flags(0x1e, &[1, 0, 0, 0]), BINLOG_DUMP_NON_BLOCK);
         assert_eq!(dump_flags(0x12, &[4, 0]), 0);
+        // python-mysql-replication does not ask for ANNOTATE_ROWS (flag 0x02); a MariaDB
+        // replica and mariadb-binlog do.
+        assert_eq!(
+            dump_flags(0x12, &dump_body(4, 0x03, b"x")) & BINLOG_SEND_ANNOTATE_ROWS_EVENT,
+            2
+        );
         // Trailing bytes after the name's NULs do not matter; an unknown name is 1236.
         assert!(requested_start(
             0x12,
