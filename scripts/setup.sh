@@ -22,7 +22,9 @@ dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 
-command -v moto_server >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import pymysqlreplication' >/dev/null 2>&1; then
+  python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+fi
 
 install_moto() {
   # moto's standalone S3 server: the S3-compatible store of the base-backup tests.
