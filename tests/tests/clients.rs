@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use binlog_tests::*;
@@ -22,57 +22,14 @@ fn server_bin() -> PathBuf {
 /// "never ends" (it ends in well under a second against the real primary).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `mariadb-binlog --read-from-remote-server --raw --to-last-log` from `first` on
-/// 127.0.0.1:`port` into `out`; an error when it fails or does not end within
-/// [`FETCH_TIMEOUT`] (it is killed then).
+/// `mariadb-binlog --raw --to-last-log` from `first` on 127.0.0.1:`port` into `out`.
 fn fetch_raw(port: u16, first: &str, out: &Path) -> Result<()> {
     fetch_raw_with(port, first, out, &[])
 }
 
 /// [`fetch_raw`] with more options (`--start-position=N`).
 fn fetch_raw_with(port: u16, first: &str, out: &Path, extra: &[String]) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    let tool = require_tool("mariadb-binlog");
-    let mut child = Command::new(&tool)
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--user={REPL_USER}"),
-            &format!("--password={REPL_PASSWORD}"),
-            "--raw",
-            "--to-last-log",
-            &format!("--result-file={}/", out.display()),
-        ])
-        .args(extra)
-        .arg(first)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", tool.display()))?;
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut err);
-            }
-            if !status.success() {
-                bail!("mariadb-binlog against port {port} failed ({status}): {err}");
-            }
-            return Ok(());
-        }
-        if t0.elapsed() > FETCH_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "mariadb-binlog --to-last-log against port {port} did not end within {FETCH_TIMEOUT:?}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mariadb_binlog_raw(port, first, out, extra, FETCH_TIMEOUT)
 }
 
 /// `mariadb-binlog --read-from-remote-server --to-last-log` (text mode) from `first` on
@@ -85,47 +42,26 @@ fn fetch_text(port: u16, first: &str) -> Result<Vec<String>> {
 
 /// [`fetch_text`] with more options (`--start-datetime`, `--stop-datetime`), in UTC.
 fn fetch_text_with(port: u16, first: &str, extra: &[String]) -> Result<Vec<String>> {
-    let tool = require_tool("mariadb-binlog");
     let work = tempfile::tempdir()?;
     let out_path = work.path().join("out.sql");
-    let out = std::fs::File::create(&out_path)?;
-    let mut child = Command::new(&tool)
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--user={REPL_USER}"),
-            &format!("--password={REPL_PASSWORD}"),
-            "--to-last-log",
-        ])
-        .args(extra)
-        .arg(first)
-        .env("TZ", "UTC")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", tool.display()))?;
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if t0.elapsed() > FETCH_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("mariadb-binlog --to-last-log (text) against port {port} did not end within {FETCH_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        bail!("mariadb-binlog (text) against port {port} failed ({status}): {err}");
-    }
+    let mut cmd = Command::new(require_tool("mariadb-binlog"));
+    cmd.args([
+        "--read-from-remote-server",
+        "--host=127.0.0.1",
+        &format!("--port={port}"),
+        &format!("--user={REPL_USER}"),
+        &format!("--password={REPL_PASSWORD}"),
+        "--to-last-log",
+    ])
+    .args(extra)
+    .arg(first)
+    .env("TZ", "UTC")
+    .stdout(std::fs::File::create(&out_path)?);
+    run_bounded(
+        &mut cmd,
+        FETCH_TIMEOUT,
+        &format!("mariadb-binlog --to-last-log (text) against port {port}"),
+    )?;
     Ok(std::fs::read_to_string(&out_path)?
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -487,35 +423,17 @@ fn pyrepl(port: u16, server_id: u32, args: &[&str]) -> Result<Vec<serde_json::Va
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pyrepl_events.py");
     let work = tempfile::tempdir()?;
     let out_path = work.path().join("events.jsonl");
-    let mut child = Command::new(&python)
-        .arg(&script)
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
         .arg(port.to_string())
         .arg(server_id.to_string())
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if t0.elapsed() > FETCH_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("python-mysql-replication {args:?} against port {port} did not end within {FETCH_TIMEOUT:?} (blocking=False)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
-        bail!("python-mysql-replication {args:?} against port {port} failed ({status}): {err}");
-    }
+        .stdout(std::fs::File::create(&out_path)?);
+    run_bounded(
+        &mut cmd,
+        FETCH_TIMEOUT,
+        &format!("python-mysql-replication {args:?} (blocking=False) against port {port}"),
+    )?;
     std::fs::read_to_string(&out_path)?
         .lines()
         .map(|l| serde_json::from_str(l).with_context(|| format!("event line {l:?}")))

@@ -307,35 +307,7 @@ fn fetch_from_fake_primary(db: &MariaDb, port: u16, sb: &Sandbox) -> Result<()> 
     sb.wait_caught_up()?;
     let out = tempfile::tempdir()?;
     let t0 = Instant::now();
-    let mut child = std::process::Command::new(require_tool("mariadb-binlog"))
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--user={REPL_USER}"),
-            &format!("--password={REPL_PASSWORD}"),
-            "--raw",
-            "--to-last-log",
-            &format!("--result-file={}/", out.path().display()),
-            &first,
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .context("start mariadb-binlog")?;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("mariadb-binlog --to-last-log did not end within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        anyhow::bail!("mariadb-binlog failed: {status}");
-    }
+    mariadb_binlog_raw(port, &first, out.path(), &[], Duration::from_secs(120))?;
     let active = primary_files.last().map(|(n, _)| n.clone());
     let mut same = 0;
     for (name, _) in &primary_files {

@@ -186,3 +186,66 @@ pub fn toml_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Runs `cmd` (stdin closed, stderr captured; stdout as the caller set it) and waits for
+/// it at most `timeout`, killing it then. Errors: it cannot start, it exits non-zero
+/// (with its stderr), or it did not end in time; `what` names it in the message.
+pub fn run_bounded(cmd: &mut std::process::Command, timeout: Duration, what: &str) -> Result<()> {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {what}"))?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{what} did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        anyhow::bail!("{what} failed ({status}): {err}");
+    }
+    Ok(())
+}
+
+/// `mariadb-binlog --read-from-remote-server --raw --to-last-log` from `first` on
+/// 127.0.0.1:`port` as [`REPL_USER`](crate::REPL_USER), into the directory `out`
+/// (created), with `extra` options; at most `timeout` (it must end by itself).
+pub fn mariadb_binlog_raw(
+    port: u16,
+    first: &str,
+    out: &Path,
+    extra: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    fs::create_dir_all(out)?;
+    let mut cmd = std::process::Command::new(require_tool("mariadb-binlog"));
+    cmd.args([
+        "--read-from-remote-server",
+        "--host=127.0.0.1",
+        &format!("--port={port}"),
+        &format!("--user={}", crate::REPL_USER),
+        &format!("--password={}", crate::REPL_PASSWORD),
+        "--raw",
+        "--to-last-log",
+        &format!("--result-file={}/", out.display()),
+    ])
+    .args(extra)
+    .arg(first)
+    .stdout(std::process::Stdio::null());
+    run_bounded(
+        &mut cmd,
+        timeout,
+        &format!("mariadb-binlog --raw --to-last-log against port {port}"),
+    )
+}
