@@ -9,6 +9,7 @@ usage: pyrepl_events.py PORT SERVER_ID MODE [ARG]
   MODE position FILE   from FILE:4 (COM_BINLOG_DUMP), blocking=False
   MODE gtid GTID_POS   MariaDB GTID auto_position (@slave_connect_state), blocking=False
   MODE rows            only_events = the row events, from the first binlog, blocking=False
+  MODE follow FILE     from FILE:4, blocking=True (runs until it is stopped)
 """
 
 import json
@@ -31,6 +32,8 @@ def main():
         kw.update(log_file=sys.argv[4], log_pos=4, resume_stream=True)
     elif mode == "gtid":
         kw.update(auto_position=sys.argv[4])
+    elif mode == "follow":
+        kw.update(log_file=sys.argv[4], log_pos=4, resume_stream=True, blocking=True)
     elif mode == "rows":
         kw.update(only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent])
     else:

@@ -504,3 +504,71 @@ fn python_mysql_replication_reads_the_same_events_from_both() -> Result<()> {
     }
     Ok(())
 }
+
+/// python-mysql-replication with `blocking=True` against the fake primary follows new
+/// writes: stopped once it has read as far as the primary's end, it has read exactly what
+/// `blocking=False` reads from the primary.
+#[test]
+fn python_mysql_replication_blocking_follows_new_writes() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(|db| {
+            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    settle(&sb)?;
+    let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
+    let python = require_tool("python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pyrepl_events.py");
+    let work = tempfile::tempdir()?;
+    let out_path = work.path().join("follow.jsonl");
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .args([&fake_port.to_string(), "601", "follow", &first])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(Stdio::null())
+        .spawn()?;
+    let followed = (|| -> Result<Vec<serde_json::Value>> {
+        // Writes after the client connected, and a rotation.
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 0..4 {
+            db.sql(&format!("INSERT INTO c.t (v) VALUES ('f{i}')"))?;
+        }
+        db.flush_binary_logs()?;
+        db.sql("INSERT INTO c.t (v) VALUES ('after rotation')")?;
+        settle(&sb)?;
+        let want = pyrepl(db.port(), 602, &["position", first.as_str()])?;
+        wait_for(
+            "the blocking reader reaches the primary's end",
+            Duration::from_secs(60),
+            || {
+                let got: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)?
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                Ok((got.len() >= want.len()).then_some(()))
+            },
+        )?;
+        let got: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(
+            &got[..want.len()],
+            &want[..],
+            "blocking=True read what the primary holds"
+        );
+        Ok(got)
+    })();
+    let still_running = child.try_wait()?.is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let got = followed?;
+    assert!(got.iter().any(|e| e["type"] == "WriteRowsEvent"));
+    assert!(still_running, "blocking=True ended by itself");
+    Ok(())
+}
