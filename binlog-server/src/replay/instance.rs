@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{PitrConfig, SourceUrl, TlsMode};
-use mysql_wire::conn::{Conn, ConnectOptions};
+use mysql_wire::conn::{Conn, ConnError, ConnectOptions};
 
 /// `root` over the Unix socket `socket`, no password: how the service reaches the
 /// instances it runs (privately with skip-grant-tables, or as root@localhost).
@@ -45,15 +45,15 @@ pub fn socket_url(socket: &Path) -> SourceUrl {
 ///
 /// # Errors
 ///
-/// The connection error as text.
-pub async fn connect_admin(url: &SourceUrl) -> Result<Conn, String> {
+/// The [`ConnError`] (the server's ERR packet, TLS, authentication, I/O): the callers
+/// fail their phase or job with it.
+pub async fn connect_admin(url: &SourceUrl) -> Result<Conn, ConnError> {
     Conn::connect(&ConnectOptions {
         url: url.clone(),
         connect_timeout: Duration::from_secs(30),
         query_timeout: Duration::from_secs(3600),
     })
     .await
-    .map_err(|e| e.to_string())
 }
 
 /// How an instance is started.
