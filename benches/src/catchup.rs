@@ -56,7 +56,7 @@ struct ServerRun {
 
 fn main() -> Result<()> {
     let mb = parse_args()?;
-    let bin = server_binary()?;
+    let bin = server_binary("scripts/bench.sh")?;
     let mariadb_binlog = require_tool("mariadb-binlog");
 
     println!("== primary: generating about {mb} MB of binlogs");

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use binlog_tests::MariaDb;
 
 /// Creates `test.sbtest` (sysbench's shape with ~1 KB rows) and the procedure
@@ -122,24 +122,4 @@ pub fn children_cpu_secs() -> f64 {
     };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
-}
-
-/// The release `binlog-server` binary next to the running bench binary (both built by
-/// `scripts/bench.sh`).
-///
-/// # Errors
-///
-/// The binary is missing: the message says to build it first.
-pub fn server_binary() -> Result<std::path::PathBuf> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .join("binlog-server");
-    if !bin.exists() {
-        anyhow::bail!(
-            "{} is missing: build it first (scripts/bench.sh does)",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }

@@ -114,7 +114,7 @@ struct Replay {
 fn main() -> Result<()> {
     let (mb, threads) = parse_args()?;
     let bins = Binaries {
-        server: server_binary()?,
+        server: server_binary("scripts/bench.sh")?,
         mariadb_binlog: require_tool("mariadb-binlog"),
         mariadb: require_tool("mariadb"),
     };

@@ -75,6 +75,6 @@ pub use harness::server::{
 pub use harness::shared::{FixtureGuard, SharedFixture};
 pub use harness::tools::{
     corpus_dir, file_tail, find_tool, free_port, mariadb_binlog_raw, require_tool, run_bounded,
-    sha256_file, toml_string, SETUP_HINT,
+    server_binary, sha256_file, toml_string, SETUP_HINT,
 };
 pub use harness::wait::{wait_all_succ, wait_caught_up, wait_for};

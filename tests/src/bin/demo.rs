@@ -28,16 +28,7 @@ fn main() -> Result<()> {
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    let bin = std::env::current_exe()?
-        .parent()
-        .context("binary directory")?
-        .join("binlog-server");
-    if !bin.exists() {
-        anyhow::bail!(
-            "{} is missing: run `cargo build -p binlog-server` first (scripts/demo.sh does)",
-            bin.display()
-        );
-    }
+    let bin = server_binary("scripts/demo.sh")?;
     println!("== starting a sandbox MariaDB primary (binlog_format=ROW, binlog_checksum=CRC32, max_binlog_size=256K)");
     // Base backups of the sandbox: an account with backup privileges, physical by
     // default, kept in the local store under <dir>/data/backups.

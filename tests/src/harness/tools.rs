@@ -249,3 +249,24 @@ pub fn mariadb_binlog_raw(
         &format!("mariadb-binlog --raw --to-last-log against port {port}"),
     )
 }
+
+/// The `binlog-server` binary next to the running executable (a bench or the demo, built
+/// in the same target directory). `built_by` names the script that builds both, for the
+/// error.
+///
+/// # Errors
+///
+/// The binary is missing: the message says to build it first.
+pub fn server_binary(built_by: &str) -> Result<PathBuf> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .join("binlog-server");
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} is missing: run `cargo build -p binlog-server` first ({built_by} does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
