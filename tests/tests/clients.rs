@@ -18,6 +18,28 @@ fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
 }
 
+/// The table every case writes to.
+const SCHEMA: &str =
+    "CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))";
+
+/// [`SCHEMA`] with a counter column for updates.
+const SCHEMA_N: &str =
+    "CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), n INT)";
+
+/// A sandbox primary with `schema`, binlog-server capturing it, and the source's fake
+/// primary on a free port: `(sandbox, fake primary's port)`.
+fn sandbox(schema: &'static str) -> Result<(Sandbox, u16)> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .source_replication(fake_port)
+        .setup(move |db| {
+            db.sql(schema)?;
+            Ok(())
+        })
+        .start()?;
+    Ok((sb, fake_port))
+}
+
 /// How long a `--to-last-log` fetch of a few small binlogs may take before it counts as
 /// "never ends" (it ends in well under a second against the real primary).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,14 +122,7 @@ fn files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 
 #[test]
 fn mariadb_binlog_raw_to_last_log_ends_with_the_primarys_files() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA)?;
     let db = sb.primary();
     for i in 0..3 {
         db.sql(&format!("INSERT INTO c.t (v) VALUES ('a{i}'), ('b{i}')"))?;
@@ -185,17 +200,11 @@ fn mariadb_binlog_raw_to_last_log_ends_with_the_primarys_files() -> Result<()> {
 /// and the fake primary's stream follows new writes until the client is stopped.
 #[test]
 fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
-            for i in 0..5 {
-                db.sql(&format!("INSERT INTO c.t (v) VALUES ('r{i}')"))?;
-            }
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA)?;
+    for i in 0..5 {
+        sb.primary()
+            .sql(&format!("INSERT INTO c.t (v) VALUES ('r{i}')"))?;
+    }
     let db = sb.primary();
     settle(&sb)?;
     let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
@@ -292,14 +301,7 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
 /// both servers, holding the writes inside it and none outside.
 #[test]
 fn mariadb_binlog_datetime_window_is_the_same_from_both() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA)?;
     let db = sb.primary();
     let now = || -> Result<i64> { Ok(db.sql_value("SELECT UNIX_TIMESTAMP()")?.trim().parse()?) };
     // Three batches in three distinct seconds: before, inside and after the window.
@@ -347,14 +349,7 @@ fn mariadb_binlog_datetime_window_is_the_same_from_both() -> Result<()> {
 /// the primary's data (CHECKSUM TABLE).
 #[test]
 fn mariadb_replicas_with_current_pos_and_conservative_parallel_mode() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), n INT)")?;
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA_N)?;
     let db = sb.primary();
     for i in 0..40 {
         db.sql(&format!(
@@ -445,14 +440,7 @@ fn pyrepl(port: u16, server_id: u32, args: &[&str]) -> Result<Vec<serde_json::Va
 /// row values and positions from the primary and from the fake primary, and it ends.
 #[test]
 fn python_mysql_replication_reads_the_same_events_from_both() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), n INT)")?;
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA_N)?;
     let db = sb.primary();
     for i in 0..6 {
         db.sql(&format!(
@@ -510,14 +498,7 @@ fn python_mysql_replication_reads_the_same_events_from_both() -> Result<()> {
 /// `blocking=False` reads from the primary.
 #[test]
 fn python_mysql_replication_blocking_follows_new_writes() -> Result<()> {
-    let fake_port = free_port();
-    let sb = Sandbox::builder(server_bin())
-        .source_replication(fake_port)
-        .setup(|db| {
-            db.sql("CREATE DATABASE c; CREATE TABLE c.t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64))")?;
-            Ok(())
-        })
-        .start()?;
+    let (sb, fake_port) = sandbox(SCHEMA)?;
     let db = sb.primary();
     settle(&sb)?;
     let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
@@ -542,21 +523,21 @@ fn python_mysql_replication_blocking_follows_new_writes() -> Result<()> {
         db.sql("INSERT INTO c.t (v) VALUES ('after rotation')")?;
         settle(&sb)?;
         let want = pyrepl(db.port(), 602, &["position", first.as_str()])?;
-        wait_for(
+        // The complete lines so far (the last one may still be being written).
+        let read = || -> Result<Vec<serde_json::Value>> {
+            Ok(std::fs::read_to_string(&out_path)?
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect())
+        };
+        let got = wait_for(
             "the blocking reader reaches the primary's end",
             Duration::from_secs(60),
             || {
-                let got: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)?
-                    .lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect();
-                Ok((got.len() >= want.len()).then_some(()))
+                let got = read()?;
+                Ok((got.len() >= want.len()).then_some(got))
             },
         )?;
-        let got: Vec<serde_json::Value> = std::fs::read_to_string(&out_path)?
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
         assert_eq!(
             &got[..want.len()],
             &want[..],
