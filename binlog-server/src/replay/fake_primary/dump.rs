@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::archive::{durable_end, list_files, read_fde_event, Archive, ArchiveFacts};
+use super::compat::Compat;
 use super::wire::Wire;
 use super::{ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use crate::archive::store::binlog_order;
@@ -76,10 +77,11 @@ pub(super) struct Start {
     /// BINLOG_DUMP_NON_BLOCK: end the dump with an EOF packet at the end of the last
     /// durable binlog instead of waiting for more.
     non_blocking: bool,
-    /// Leave MariaDB's ANNOTATE_ROWS events out: a COM_BINLOG_DUMP without
-    /// BINLOG_SEND_ANNOTATE_ROWS_EVENT, as a MariaDB primary does for such a client
-    /// (python-mysql-replication, a replica with `replicate_annotate_row_events=OFF`).
-    skip_annotate_rows: bool,
+    /// The client asked for MariaDB's ANNOTATE_ROWS events: COM_BINLOG_DUMP with
+    /// BINLOG_SEND_ANNOTATE_ROWS_EVENT (a replica with `replicate_annotate_row_events`),
+    /// or COM_BINLOG_DUMP_GTID (no such flag). Without it they are left out or replaced,
+    /// see [`Compat`].
+    annotate_rows: bool,
 }
 
 /// The dump command's flag asking for an EOF packet at the end of the binlogs instead
@@ -98,18 +100,21 @@ fn dump_file_name(raw: &[u8]) -> String {
 /// What the client announced in `@master_binlog_checksum` (or MySQL 8's
 /// `@source_binlog_checksum`): how the events the fake primary makes up (the artificial
 /// ROTATE, heartbeats) are framed for it. `None`: the client is not checksum-aware.
-/// 'NONE' (mysqlbinlog's choice) means no CRC32 on those events, whatever the binlog's
-/// own events carry; "CRC32" (a replica's `@@global.binlog_checksum`) means a CRC32.
+/// 'NONE' (mysqlbinlog's choice, any case) means no CRC32 on those events, whatever the
+/// binlog's own events carry; any other value means a CRC32: "CRC32" (a replica's
+/// `@@global.binlog_checksum`), and also mysql_async's 'ALL' or an empty string, which
+/// the server's `find_type` does not know and turns into an algorithm that is neither
+/// OFF nor UNDEF (checked against MariaDB 10.11 for 'ALL', 'xyz' and '').
 /// Source: MariaDB `sql/sql_repl.cc` `get_binlog_checksum_value_at_connect`,
-/// `fake_rotate_event`.
+/// `fake_event_header`; mysql-server `sql/rpl_binlog_sender.cc` does the same.
 pub(super) fn announced_checksum(vars: &BTreeMap<String, String>) -> Option<ChecksumAlg> {
     let v = vars
         .get("master_binlog_checksum")
         .or_else(|| vars.get("source_binlog_checksum"))?;
-    if v.trim().eq_ignore_ascii_case("CRC32") {
-        Some(ChecksumAlg::Crc32)
-    } else {
+    if v.eq_ignore_ascii_case("NONE") {
         Some(ChecksumAlg::Off)
+    } else {
+        Some(ChecksumAlg::Crc32)
     }
 }
 
@@ -194,13 +199,13 @@ pub(super) async fn start_point(
     };
     let flags = dump_flags(cmd, body);
     let non_blocking = flags & BINLOG_DUMP_NON_BLOCK != 0;
-    let skip_annotate_rows = cmd == 0x12 && flags & BINLOG_SEND_ANNOTATE_ROWS_EVENT == 0;
+    let annotate_rows = cmd == 0x1e || flags & BINLOG_SEND_ANNOTATE_ROWS_EVENT != 0;
     // (gtids to look up, skip rule) for GTID starts; a plain position otherwise.
     let (lookups, skip) = match requested_start(cmd, body, vars, facts)? {
         Requested::At(s) => {
             return Ok(Start {
                 non_blocking,
-                skip_annotate_rows,
+                annotate_rows,
                 ..s
             })
         }
@@ -210,7 +215,7 @@ pub(super) async fn start_point(
                 pos: 4,
                 skip: GtidSkip::None,
                 non_blocking,
-                skip_annotate_rows,
+                annotate_rows,
             })
         }
         Requested::Gtids(lookups, skip) => (lookups, skip),
@@ -224,7 +229,7 @@ pub(super) async fn start_point(
         pos,
         skip,
         non_blocking,
-        skip_annotate_rows,
+        annotate_rows,
     })
 }
 
@@ -356,7 +361,7 @@ fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, S
         pos,
         skip: GtidSkip::None,
         non_blocking: false,
-        skip_annotate_rows: false,
+        annotate_rows: false,
     })
 }
 
@@ -385,7 +390,10 @@ pub(super) async fn dump(
         heartbeat: opts.heartbeat,
         made_up_crc: opts.checksum == Some(ChecksumAlg::Crc32),
         non_blocking: start.non_blocking,
-        skip_annotate_rows: start.skip_annotate_rows,
+        compat: Compat {
+            capability: opts.capability,
+            annotate_rows: start.annotate_rows,
+        },
         rt: tokio::runtime::Handle::current(),
         seq: wire.seq,
     };
@@ -436,8 +444,8 @@ struct DumpCtx {
     made_up_crc: bool,
     /// End with an EOF packet at the end of the last durable binlog.
     non_blocking: bool,
-    /// Leave ANNOTATE_ROWS events out (see `Start::skip_annotate_rows`).
-    skip_annotate_rows: bool,
+    /// How MariaDB-only events go to this client (`@mariadb_slave_capability`).
+    compat: Compat,
     rt: tokio::runtime::Handle,
     seq: u8,
 }
@@ -449,6 +457,9 @@ pub(super) struct DumpOptions {
     pub heartbeat: Duration,
     /// The client's `@master_binlog_checksum`, see [`announced_checksum`].
     pub checksum: Option<ChecksumAlg>,
+    /// The client's `@mariadb_slave_capability` for a MariaDB archive (`None` for a
+    /// MySQL one), see [`Compat::capability_of`].
+    pub capability: Option<u8>,
 }
 
 /// How [`DumpCtx::send_file`] ended.
@@ -907,18 +918,27 @@ impl DumpCtx {
             } else if is_control(t) {
                 skip.active = false;
             }
-            let left_out = t == event_type::MARIADB_ANNOTATE_ROWS && self.skip_annotate_rows;
-            if !skip.active && !left_out {
-                if t == event_type::FORMAT_DESCRIPTION {
+            if !skip.active {
+                let sent = if t == event_type::FORMAT_DESCRIPTION {
                     out.event(&fde_for_send(ev, alg, None));
                     out.made_up_crc = alg == ChecksumAlg::Crc32;
+                    true
                 } else {
-                    out.event(ev);
+                    // As stored, or as a MariaDB primary rewrites it for this client.
+                    match self.compat.apply(ev, alg)? {
+                        Some(e) => {
+                            out.event(&e);
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if sent {
+                    self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_sent
+                        .fetch_add(u64::from(h.event_size), Ordering::Relaxed);
                 }
-                self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .bytes_sent
-                    .fetch_add(u64::from(h.event_size), Ordering::Relaxed);
             }
             *pos = off + u64::from(h.event_size);
             if !out.flush_if_full() {
@@ -1030,6 +1050,17 @@ mod tests {
         let mut mysql8 = BTreeMap::new();
         mysql8.insert("source_binlog_checksum".to_string(), "crc32".to_string());
         assert_eq!(announced_checksum(&mysql8), Some(ChecksumAlg::Crc32));
+        // mysql_async announces 'ALL': unknown to the server, which then frames its
+        // made-up events with a CRC32 (MariaDB 10.11 sends a 47-byte artificial ROTATE
+        // for mysql-bin.000001); so does an empty value. 'none' is NONE.
+        for (v, want) in [
+            ("ALL", ChecksumAlg::Crc32),
+            ("", ChecksumAlg::Crc32),
+            ("none", ChecksumAlg::Off),
+        ] {
+            vars.insert("master_binlog_checksum".to_string(), v.to_string());
+            assert_eq!(announced_checksum(&vars), Some(want), "{v:?}");
+        }
         // mysqlbinlog announces 'NONE': the artificial ROTATE has no CRC32, so the name
         // it reads is exactly the file's (no 4 bytes of CRC taken as part of it).
         let plain = artificial_rotate("mysql-bin.000001", 4, 1, false);

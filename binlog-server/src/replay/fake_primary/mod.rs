@@ -30,7 +30,9 @@
 //! MySQL GTID set. The stream is: an artificial ROTATE (timestamp 0,
 //! LOG_EVENT_ARTIFICIAL_F) naming the file; the file's FORMAT_DESCRIPTION with log_pos 0
 //! when starting past offset 4; then the stored events verbatim (the FORMAT_DESCRIPTION's
-//! in-use flag cleared, as servers send it). Every event's CRC32 is checked before it
+//! in-use flag cleared, as servers send it), but for a MariaDB archive's own events,
+//! which go to a client by its `@mariadb_slave_capability` as a MariaDB primary sends
+//! them (left out, or replaced by a BEGIN or a dummy of the same size: `compat.rs`). Every event's CRC32 is checked before it
 //! goes out: a bad event, a FAIL file, a missing file or a recorded gap ends the dump with
 //! ERROR 1236 and the reason, never with skipped bytes. The ACTIVE file is followed up to
 //! its durable (fsynced) length only. Idle streams get HEARTBEAT events (type 27) at the
@@ -59,8 +61,10 @@
 //! | `session.rs` | one replica connection: greeting, `mysql_native_password` login, command loop |
 //! | `query.rs` | the tolerant answers to a replica's `SET`, `SELECT` and `SHOW` statements |
 //! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader thread that checks and frames the events |
+//! | `compat.rs` | what a MariaDB primary sends a client by its `@mariadb_slave_capability`: MariaDB's events left out, or replaced by BEGIN and dummy events of the same size |
 
 mod archive;
+mod compat;
 mod dump;
 mod query;
 mod session;

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::archive::{archive_facts, ArchiveFacts};
+use super::compat::Compat;
 use super::dump::{announced_checksum, dump, start_point, DumpOptions};
 use super::query::answer_query;
 use super::wire::Wire;
@@ -167,6 +168,10 @@ async fn start_dump(
     let opts = DumpOptions {
         heartbeat: hb,
         checksum: announced_checksum(vars),
+        capability: Compat::capability_of(
+            vars.get("mariadb_slave_capability").map(String::as_str),
+            facts.mariadb,
+        ),
     };
     dump(shared, wire, facts, start, opts, cancel).await
 }
