@@ -403,38 +403,6 @@ fn mariadb_replicas_with_current_pos_and_conservative_parallel_mode() -> Result<
     Ok(())
 }
 
-/// Runs `tests/clients/pyrepl_events.py` (python-mysql-replication) against
-/// 127.0.0.1:`port`: the events it read, one JSON line each. An error when the library is
-/// missing (with the set-up command), when it fails, or when it does not end within
-/// [`FETCH_TIMEOUT`] (`blocking=False` must end at the end of the binlogs).
-fn pyrepl(port: u16, server_id: u32, args: &[&str]) -> Result<Vec<serde_json::Value>> {
-    let python = require_tool("python3");
-    let probe = Command::new(&python)
-        .args(["-c", "import pymysqlreplication"])
-        .output()?;
-    if !probe.status.success() {
-        bail!("python-mysql-replication is missing: {SETUP_HINT}");
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/pyrepl_events.py");
-    let work = tempfile::tempdir()?;
-    let out_path = work.path().join("events.jsonl");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .arg(port.to_string())
-        .arg(server_id.to_string())
-        .args(args)
-        .stdout(std::fs::File::create(&out_path)?);
-    run_bounded(
-        &mut cmd,
-        FETCH_TIMEOUT,
-        &format!("python-mysql-replication {args:?} (blocking=False) against port {port}"),
-    )?;
-    std::fs::read_to_string(&out_path)?
-        .lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("event line {l:?}")))
-        .collect()
-}
-
 /// python-mysql-replication (`is_mariadb=True`, `blocking=False`) by file/position, by
 /// MariaDB GTID `auto_position`, and with an `only_events` filter: the same events,
 /// row values and positions from the primary and from the fake primary, and it ends.
@@ -551,5 +519,81 @@ fn python_mysql_replication_blocking_follows_new_writes() -> Result<()> {
     let got = followed?;
     assert!(got.iter().any(|e| e["type"] == "WriteRowsEvent"));
     assert!(still_running, "blocking=True ended by itself");
+    Ok(())
+}
+
+/// Each suite uses part of it.
+#[allow(dead_code)]
+#[path = "support/binlog_stream.rs"]
+mod binlog_stream;
+#[path = "support/pyrepl.rs"]
+mod pyrepl;
+use pyrepl::pyrepl;
+
+/// mysql_async's binlog stream (COM_BINLOG_DUMP, non-blocking) from the first binlog and
+/// from a position inside a later one: the same events, byte for byte, from the real
+/// primary and from the fake primary, the events a server makes up included. mysql_async
+/// sets no `@mariadb_slave_capability`, so both servers must send it MariaDB's GTID
+/// events as BEGIN queries and its GTID_LIST, BINLOG_CHECKPOINT and ANNOTATE_ROWS events
+/// as dummies of the same size; its `@master_binlog_checksum='ALL'` gets a CRC32 on the
+/// artificial ROTATE.
+#[test]
+fn mysql_async_reads_the_same_events_from_both() -> Result<()> {
+    let (sb, fake_port) = sandbox(SCHEMA_N)?;
+    let db = sb.primary();
+    for i in 0..4 {
+        db.sql(&format!(
+            "INSERT INTO c.t (v, n) VALUES ('m{i}', {i}); UPDATE c.t SET n = n + 1 WHERE id = 1;"
+        ))?;
+        if i == 1 {
+            db.flush_binary_logs()?;
+        }
+    }
+    db.sql("ALTER TABLE c.t ADD COLUMN w INT")?;
+    settle(&sb)?;
+    let files = db.binlog_files()?;
+    let first = files.first().context("no binlog")?.0.clone();
+    let second = files.get(1).context("a second binlog")?.0.clone();
+    // A position inside the second file: the start of its second transaction.
+    let second_events = binlog_stream::file_events(&db.binlog_path(&second))?;
+    let inside = second_events
+        .iter()
+        .filter(|e| e.type_code == 162)
+        .nth(1)
+        .context("two transactions in the second binlog")?
+        .offset;
+    let creds = (REPL_USER, REPL_PASSWORD);
+    for (what, file, pos) in [
+        ("from the first binlog", &first, 4),
+        ("inside the second", &second, inside),
+    ] {
+        let read = |port: u16, id: u32| {
+            binlog_stream::read(
+                port,
+                creds,
+                id,
+                binlog_stream::Request::Position { file, pos },
+                FETCH_TIMEOUT,
+            )
+        };
+        let real = read(db.port(), 701).with_context(|| format!("{what}, real primary"))?;
+        let fake = read(fake_port, 702).with_context(|| format!("{what}, fake primary"))?;
+        assert!(
+            real.iter()
+                .any(|e| matches!(e.type_code, 23..=25 | 30..=32)),
+            "{what}: the primary's stream has row events"
+        );
+        assert!(
+            !real.iter().any(|e| matches!(e.type_code, 160..=163)),
+            "{what}: the primary sent none of its own events to a capability-0 client"
+        );
+        assert_eq!(real.len(), fake.len(), "{what}: as many events from both");
+        for (i, (r, f)) in real.iter().zip(&fake).enumerate() {
+            assert!(
+                r == f,
+                "{what}: event {i} differs:\nprimary: {r:?}\nfake:    {f:?}"
+            );
+        }
+    }
     Ok(())
 }
