@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use catalog::{BackupRow, BackupState, Catalog};
 use chrono::Utc;
+use objstore::store::Store;
 use serde::Serialize;
 use snapshotter::retention::{self, RetentionReport};
-use snapshotter::{BaseStore, Endpoint, Method, Progress, Snapshotter, TakeError, TakeRequest};
+use snapshotter::{Endpoint, Method, Progress, Snapshotter, TakeError, TakeRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
@@ -134,7 +135,7 @@ impl BackupService {
         catalog: Arc<Catalog>,
         recover_interrupted: bool,
     ) -> anyhow::Result<Arc<Self>> {
-        let store = BaseStore::open(&settings.store)
+        let store = Store::open(&settings.store.options)
             .context("open the base-backup store ([backup] store)")?;
         if recover_interrupted {
             let failed = catalog

@@ -14,6 +14,8 @@
 //!   asked, between `after_file` and `before_file` (either may be NULL).
 //! - `base_backups`, `base_backup_objects` — base backups and their stored objects; see
 //!   the [`backups`] module for their states.
+//! - `archive_objects` — binlog files and chunks of open files in the archive store; see
+//!   the [`archive`] module.
 //!
 //! # File states
 //!
@@ -46,6 +48,7 @@
 //! retried. No `ON CONFLICT` / `INSERT IGNORE`, so the statements port as they are;
 //! only the `?` placeholders must become `$n` for PostgreSQL.
 
+pub mod archive;
 pub mod backups;
 mod error;
 pub mod pitr;
@@ -60,6 +63,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
+pub use archive::{ArchiveKind, ArchiveObjectRow};
 pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 pub use pitr::PitrJobRow;

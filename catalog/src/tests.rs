@@ -638,3 +638,61 @@ async fn concurrent_writers_on_one_file() {
     }
     assert_eq!(cat.list_sources().await.expect("sources").len(), 2);
 }
+
+#[tokio::test]
+async fn archive_objects_record_once_list_in_file_order_and_chunks_retire() {
+    use crate::{ArchiveKind, ArchiveObjectRow};
+    let cat = memory().await;
+    let row = |file: &str, kind, start, end| ArchiveObjectRow {
+        source: "db1".into(),
+        file: file.into(),
+        kind,
+        start_offset: start,
+        end_offset: end,
+        object_key: format!("db1/binlogs/{file}/{start}-{end}"),
+        sha256: "ab".repeat(32),
+        stored_bytes: 10,
+        stored_sha256: "cd".repeat(32),
+        codec: "zstd".into(),
+        key_id: None,
+        epoch: 0,
+        created_at: 0,
+        deleted_at: None,
+    };
+    cat.record_archive_object(&row("mysql-bin.000010", ArchiveKind::Chunk, 0, 100))
+        .await
+        .unwrap();
+    cat.record_archive_object(&row("mysql-bin.000010", ArchiveKind::Chunk, 100, 250))
+        .await
+        .unwrap();
+    cat.record_archive_object(&row("mysql-bin.000009", ArchiveKind::File, 0, 900))
+        .await
+        .unwrap();
+    // A retry after a crash records nothing new.
+    let mut again = row("mysql-bin.000009", ArchiveKind::File, 0, 900);
+    again.object_key = "other".into();
+    cat.record_archive_object(&again).await.unwrap();
+    let got = cat.list_archive_objects("db1").await.unwrap();
+    let keys: Vec<(&str, ArchiveKind, u64)> = got
+        .iter()
+        .map(|o| (o.file.as_str(), o.kind, o.end_offset))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("mysql-bin.000009", ArchiveKind::File, 900),
+            ("mysql-bin.000010", ArchiveKind::Chunk, 100),
+            ("mysql-bin.000010", ArchiveKind::Chunk, 250),
+        ]
+    );
+    assert_eq!(got[0].object_key, "db1/binlogs/mysql-bin.000009/0-900");
+    assert!(got[0].created_at > 0);
+    assert_eq!(
+        cat.mark_chunks_deleted("db1", "mysql-bin.000010")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(cat.list_archive_objects("db1").await.unwrap().len(), 1);
+    assert!(cat.list_archive_objects("db2").await.unwrap().is_empty());
+}

@@ -37,6 +37,7 @@
 
 use std::path::{Path, PathBuf};
 
+use objstore::store::StoreOptions;
 use serde::Deserialize;
 
 use crate::dbfilter::DbFilter;
@@ -87,22 +88,10 @@ impl Default for BackupConfig {
 /// Validated `[backup]`.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// Object store URL (no credentials in it).
-    pub url: String,
-    /// S3 endpoint.
-    pub s3_endpoint: Option<String>,
-    /// S3 region.
-    pub s3_region: String,
-    /// Allow plain http.
-    pub s3_allow_http: bool,
+    /// The object store of bases.
+    pub options: StoreOptions,
     /// Staging directory (created).
     pub staging_dir: PathBuf,
-    /// Part size, bytes.
-    pub part_size: usize,
-    /// Parts in flight.
-    pub upload_concurrency: usize,
-    /// Retries per request.
-    pub retries: usize,
 }
 
 impl BackupConfig {
@@ -112,32 +101,7 @@ impl BackupConfig {
             Some(u) => u.clone(),
             None => format!("file://{}", data_dir.join("backups").display()),
         };
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err((
-                    "backup.store".into(),
-                    format!("{url:?}: a file:// store needs an absolute path (file:///var/...)"),
-                ));
-            }
-            std::fs::create_dir_all(path).map_err(|e| {
-                (
-                    "backup.store".into(),
-                    format!("cannot create the store directory {path}: {e}"),
-                )
-            })?;
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            if rest.split('/').next().unwrap_or("").is_empty() {
-                return Err((
-                    "backup.store".into(),
-                    format!("{url:?}: no bucket (s3://bucket/prefix)"),
-                ));
-            }
-        } else {
-            return Err((
-                "backup.store".into(),
-                format!("{url:?}: use file:///abs/dir or s3://bucket/prefix"),
-            ));
-        }
+        objstore::store::check_url(&url, "backup.store")?;
         if self.part_size < 5 * 1024 * 1024 || self.part_size > 1024 * 1024 * 1024 {
             return Err((
                 "backup.part_size".into(),
@@ -164,14 +128,16 @@ impl BackupConfig {
             )
         })?;
         Ok(StoreSettings {
-            url,
-            s3_endpoint: self.s3_endpoint.clone(),
-            s3_region: self.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
-            s3_allow_http: self.s3_allow_http,
+            options: StoreOptions {
+                url,
+                s3_endpoint: self.s3_endpoint.clone(),
+                s3_region: self.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                s3_allow_http: self.s3_allow_http,
+                part_size: self.part_size as usize,
+                upload_concurrency: self.upload_concurrency,
+                retries: self.retries,
+            },
             staging_dir,
-            part_size: self.part_size as usize,
-            upload_concurrency: self.upload_concurrency,
-            retries: self.retries,
         })
     }
 }

@@ -22,8 +22,8 @@
 //!
 //! Keeping and using bases:
 //!
-//! - [`objstore`]: local directory or S3-compatible store via `object_store`; objects
-//!   never overwritten, multipart with bounded memory, SHA-256 of every object.
+//! - the object store itself is the `objstore` crate (shared with the binlog archive):
+//!   objects never overwritten, multipart with bounded memory, SHA-256 of every object.
 //! - [`retention`]: keep N days and at least M bases; EXPIRED before DELETED.
 //! - [`restore`]: the chain of a base, the method restores, and the position statements.
 //!
@@ -34,7 +34,7 @@
 //! - [`schedule`]: cron schedules of bases, in UTC.
 //!
 //! Dependencies between the taking modules point one way: [`take`] → the methods →
-//! `method`, [`sql`], [`tool`], [`objstore`]; no method names [`take`].
+//! `method`, [`sql`], [`tool`] and the `objstore` crate; no method names [`take`].
 //!
 //! The daemon side (schedules, the HTTP API, jobs) lives in binlog-server, which embeds
 //! this crate; so does the `snapshotter` command.
@@ -44,7 +44,6 @@ pub mod config;
 pub mod dbfilter;
 pub mod logical;
 mod method;
-pub mod objstore;
 pub mod physical;
 pub mod restore;
 pub mod retention;
@@ -57,6 +56,5 @@ pub use config::{
     BackupConfig, LogicalTool, Method, SourceBackupConfig, SourceBackupSettings, StoreSettings,
 };
 pub use method::Progress;
-pub use objstore::{BaseStore, StoreError};
 pub use take::{new_backup_id, Snapshotter, TakeError, TakeRequest};
 pub use tool::{Endpoint, Tools};

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
 use crate::method::{MethodOutput, Progress, Run};
-use crate::objstore::BaseStore;
 use crate::tool::{self, write_defaults_file, Endpoint, Tools};
+use objstore::store::Store;
 
 fn regex_escape(s: &str) -> String {
     let mut out = String::new();
@@ -332,7 +332,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for ScanReader<R> {
 ///
 /// A message naming the step and the tool's output tail.
 pub async fn restore(
-    store: &BaseStore,
+    store: &Store,
     tools: &Tools,
     base: &BackupRow,
     target: &Endpoint,
@@ -406,7 +406,7 @@ pub async fn restore(
 }
 
 async fn download(
-    store: &BaseStore,
+    store: &Store,
     obj: &BackupObject,
     dest: &Path,
     progress: &Progress,

@@ -15,9 +15,9 @@ use std::sync::Mutex;
 use catalog::{BackupObject, BackupResult, Catalog};
 
 use crate::config::SourceBackupSettings;
-use crate::objstore::BaseStore;
 use crate::sql::ServerFacts;
 use crate::tool::Tools;
+use objstore::store::Store;
 
 /// Live progress of a running base, shared with the API.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub(crate) struct Run<'a> {
     /// The catalog; methods touch it only through [`Run::mark_uploading`].
     pub catalog: &'a Catalog,
     /// The object store every object of the base goes to (under [`Run::key`]).
-    pub store: &'a BaseStore,
+    pub store: &'a Store,
     /// Where the tools are ([`Tools::find`]).
     pub tools: &'a Tools,
     /// The source's name: the first part of every key.

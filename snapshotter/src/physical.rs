@@ -21,8 +21,8 @@ use catalog::{BackupResult, BackupRow};
 use tokio::process::Command;
 
 use crate::method::{MethodOutput, Progress, Run};
-use crate::objstore::BaseStore;
 use crate::tool::{self, Tools};
+use objstore::store::Store;
 
 /// Object name of the stream inside a base.
 pub const STREAM_OBJECT: &str = "backup.mbstream";
@@ -168,7 +168,7 @@ pub fn parse_binlog_pos(v: &str) -> (Option<String>, Option<u64>, Option<String>
 /// A message naming the step (download, extract, prepare, move-back) and the tool's
 /// output tail.
 pub async fn restore(
-    store: &BaseStore,
+    store: &Store,
     tools: &Tools,
     chain: &[BackupRow],
     datadir: &Path,

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use catalog::{BackupRow, BackupState, Catalog};
 use serde::Serialize;
 
-use crate::objstore::BaseStore;
+use objstore::store::Store;
 
 /// What one retention pass did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn oldest_restorable(bases: &[BackupRow]) -> Option<RestorablePoint> {
 /// resumes: EXPIRED rows are deleted again).
 pub async fn apply(
     catalog: &Catalog,
-    store: &BaseStore,
+    store: &Store,
     source: &str,
     keep_days: u32,
     keep_min: u32,

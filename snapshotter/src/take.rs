@@ -25,10 +25,10 @@ use catalog::{BackupObject, BackupRow, BackupState, Catalog, NewBackup};
 
 use crate::config::{LogicalTool, Method, SourceBackupSettings};
 use crate::method::{MethodOutput, Run};
-use crate::objstore::BaseStore;
 use crate::sql::{run_query, server_facts, Sql};
 use crate::tool::{write_defaults_file, Endpoint, Tools};
 use crate::{clone, logical, physical};
+use objstore::store::Store;
 
 /// Kept here too so that `snapshotter::take::Progress` still names it.
 pub use crate::method::Progress;
@@ -39,7 +39,7 @@ pub struct Snapshotter {
     /// The catalog.
     pub catalog: Arc<Catalog>,
     /// The object store.
-    pub store: BaseStore,
+    pub store: Store,
     /// Local working directory.
     pub staging_dir: PathBuf,
     /// Tool paths.
@@ -438,7 +438,7 @@ mod tests {
     use crate::config::{Method, SourceBackupConfig};
     use crate::sql::{Rows, SessionFailure, Sql};
     use crate::tool::{Endpoint, Tools};
-    use crate::BaseStore;
+    use objstore::store::Store;
 
     /// A stand-in MySQL 8 that answers with the rows the MySQL manual documents and, on
     /// CLONE LOCAL DATA DIRECTORY, writes a directory as the server would.
@@ -503,7 +503,7 @@ mod tests {
     async fn setup() -> (Snapshotter, tempfile::TempDir) {
         let staging = tempfile::tempdir().unwrap();
         let catalog = Arc::new(Catalog::open("sqlite::memory:").await.unwrap());
-        let store = BaseStore::from_object_store(Arc::new(InMemory::new()), "memory://", 5 << 20);
+        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://", 5 << 20);
         (
             Snapshotter {
                 catalog,

@@ -263,7 +263,7 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
 ///
 /// "could not start", the store's error, or "exited with STATUS" plus the stderr tail.
 pub async fn run_fed(
-    store: &crate::objstore::BaseStore,
+    store: &objstore::store::Store,
     obj: &catalog::BackupObject,
     program: &Path,
     args: &[String],

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use catalog::Catalog;
+use objstore::store::Store;
 use serde::Serialize;
-use snapshotter::objstore::BaseStore;
 use snapshotter::take::Progress;
 use snapshotter::Tools;
 use tokio_util::sync::CancellationToken;
@@ -142,7 +142,7 @@ pub struct PitrService {
     pub(super) index: Arc<Index>,
     pub(super) archives: BTreeMap<String, Arc<Archive>>,
     pub(super) statuses: BTreeMap<String, StatusCell>,
-    pub(super) store: Arc<BaseStore>,
+    pub(super) store: Arc<Store>,
     pub(super) tools: Tools,
     pub(super) cfg: PitrConfig,
     pub(super) work_dir: PathBuf,
@@ -205,7 +205,7 @@ impl PitrService {
             cfg,
             cancel,
         } = deps;
-        let store = Arc::new(BaseStore::open(store)?);
+        let store = Arc::new(Store::open(&store.options)?);
         for row in catalog.unfinished_pitr_jobs().await? {
             if let Ok(mut rep) = serde_json::from_str::<serde_json::Value>(&row.report) {
                 rep["phase"] = "failed".into();

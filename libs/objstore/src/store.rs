@@ -1,20 +1,11 @@
-//! Where bases are kept: an `object_store` (local directory or S3-compatible) under a
-//! prefix.
-//!
-//! # Layout
-//!
-//! ```text
-//! <store prefix>/<source>/<base id>/backup.mbstream      physical (mariabackup --stream)
-//! <store prefix>/<source>/<base id>/dump.sql             mysqldump
-//! <store prefix>/<source>/<base id>/mydumper/<file>      mydumper, one object per file
-//! <store prefix>/<source>/<base id>/manifest.json        written last: what the catalog row says
-//! ```
+//! The object store: an `object_store` (local directory or S3-compatible) under a
+//! prefix, shared by base backups (layout: `snapshotter::take`) and the binlog archive
+//! (layout: binlog-server `archive::objects`).
 //!
 //! # Rules
 //!
-//! - Objects are never overwritten: every key holds the base id (unique: source, UTC time
-//!   to the second and 32 random bits), and [`BaseStore::put_stream`] refuses a key that
-//!   already exists.
+//! - Objects are never overwritten: every key is unique (base ids, binlog names with
+//!   offsets), and [`Store::put_stream`] refuses a key that already exists.
 //! - Uploads use bounded memory: multipart with `part_size` parts and at most
 //!   `upload_concurrency` parts in flight (about `part_size * (concurrency + 1)` bytes).
 //! - S3 requests are retried by `object_store`'s client with exponential backoff (100 ms
@@ -37,7 +28,61 @@ use object_store::{BackoffConfig, ObjectStore, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::config::StoreSettings;
+/// Where the store is and how it is written to (validated by the caller's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// `file:///abs/dir` or `s3://bucket/prefix` (no credentials in it).
+    pub url: String,
+    /// S3 endpoint (S3-compatible servers); `None` for AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
+    /// Allow plain http to the endpoint.
+    pub s3_allow_http: bool,
+    /// Multipart part size, bytes (5 MiB ..= 1 GiB).
+    pub part_size: usize,
+    /// Parts in flight per upload.
+    pub upload_concurrency: usize,
+    /// Retries per S3 request.
+    pub retries: usize,
+}
+
+/// Checks a store URL for the config key `key`, creating a `file://` directory.
+///
+/// # Errors
+///
+/// `(key, message)` for a relative `file://` path, an uncreatable directory, an `s3://`
+/// URL without a bucket, any other scheme.
+pub fn check_url(url: &str, key: &str) -> Result<(), (String, String)> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err((
+                key.into(),
+                format!("{url:?}: a file:// store needs an absolute path (file:///var/...)"),
+            ));
+        }
+        std::fs::create_dir_all(path).map_err(|e| {
+            (
+                key.into(),
+                format!("cannot create the store directory {path}: {e}"),
+            )
+        })?;
+        Ok(())
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().unwrap_or("").is_empty() {
+            return Err((
+                key.into(),
+                format!("{url:?}: no bucket (s3://bucket/prefix)"),
+            ));
+        }
+        Ok(())
+    } else {
+        Err((
+            key.into(),
+            format!("{url:?}: use file:///abs/dir or s3://bucket/prefix"),
+        ))
+    }
+}
 
 /// Errors of the object store.
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +132,16 @@ pub enum StoreError {
 
 /// An object store with the base-backup prefix applied.
 #[derive(Clone)]
-pub struct BaseStore {
+pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     part_size: usize,
     concurrency: usize,
 }
 
-impl std::fmt::Debug for BaseStore {
+impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BaseStore").field("url", &self.url).finish()
+        f.debug_struct("Store").field("url", &self.url).finish()
     }
 }
 
@@ -104,7 +149,7 @@ fn key_path(key: &str) -> ObjPath {
     ObjPath::from(key)
 }
 
-impl BaseStore {
+impl Store {
     /// Opens the store of validated settings. `file://` directories must exist (the config
     /// validation creates them); `s3://bucket/prefix` takes its credentials from the
     /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`).
@@ -112,7 +157,7 @@ impl BaseStore {
     /// # Errors
     ///
     /// [`StoreError::Open`] with the reason.
-    pub fn open(s: &StoreSettings) -> Result<BaseStore, StoreError> {
+    pub fn open(s: &StoreOptions) -> Result<Store, StoreError> {
         let open_err = |message: String| StoreError::Open {
             url: s.url.clone(),
             message,
@@ -151,7 +196,7 @@ impl BaseStore {
         } else {
             return Err(open_err("use file:///abs/dir or s3://bucket/prefix".into()));
         };
-        Ok(BaseStore {
+        Ok(Store {
             inner,
             url: s.url.clone(),
             part_size: s.part_size,
@@ -161,7 +206,7 @@ impl BaseStore {
 
     /// A store over any `object_store` (tests: `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str, part_size: usize) -> Self {
-        BaseStore {
+        Store {
             inner,
             url: url.to_owned(),
             part_size,
@@ -260,11 +305,11 @@ impl BaseStore {
         })
     }
 
-    /// Uploads a local file as `key` (see [`BaseStore::put_stream`]).
+    /// Uploads a local file as `key` (see [`Store::put_stream`]).
     ///
     /// # Errors
     ///
-    /// As [`BaseStore::put_stream`], plus opening the file.
+    /// As [`Store::put_stream`], plus opening the file.
     pub async fn put_file(
         &self,
         key: &str,
@@ -285,7 +330,7 @@ impl BaseStore {
     ///
     /// # Errors
     ///
-    /// As [`BaseStore::put_stream`].
+    /// As [`Store::put_stream`].
     pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<BackupObject, StoreError> {
         self.put_stream(key, data, &AtomicU64::new(0)).await
     }
@@ -403,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn put_get_roundtrip_refuses_overwrite_and_detects_damage() {
         let mem = Arc::new(InMemory::new());
-        let store = BaseStore::from_object_store(mem.clone(), "memory://", 5 * 1024 * 1024);
+        let store = Store::from_object_store(mem.clone(), "memory://", 5 * 1024 * 1024);
         // 12 MiB + 3 bytes: three parts.
         let data: Vec<u8> = (0..12 * 1024 * 1024 + 3)
             .map(|i| (i * 7 % 251) as u8)

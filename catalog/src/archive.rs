@@ -1,0 +1,215 @@
+//! Binlog objects in the archive store: table `archive_objects` (migration
+//! `0005_archive_objects.sql`). A row is written after its object is stored, so a row
+//! always points at data; a crash between the upload and the row leaves an object
+//! without a row, which the shipper finds again (the key exists) and checks before it
+//! records it.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use crate::{query_err, size_to_db, unix_now, Catalog, CatalogError};
+
+/// What an archive object holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    /// A closed, checked binlog file, whole.
+    File,
+    /// A range of a file's durable prefix, shipped while the file was open.
+    Chunk,
+}
+
+impl ArchiveKind {
+    /// The stored form: `"file"` or `"chunk"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveKind::File => "file",
+            ArchiveKind::Chunk => "chunk",
+        }
+    }
+}
+
+/// One archive object (see the migration for the columns' meaning). Offsets and sizes
+/// are bytes; times unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArchiveObjectRow {
+    /// Source name.
+    pub source: String,
+    /// Binlog file name.
+    pub file: String,
+    /// File or chunk.
+    pub kind: ArchiveKind,
+    /// First byte of the file the object holds.
+    pub start_offset: u64,
+    /// One past its last byte.
+    pub end_offset: u64,
+    /// Object key in the archive store.
+    pub object_key: String,
+    /// SHA-256 (hex) of the plaintext bytes `[start_offset, end_offset)`.
+    pub sha256: String,
+    /// Size of the object as stored.
+    pub stored_bytes: u64,
+    /// SHA-256 (hex) of the object as stored.
+    pub stored_sha256: String,
+    /// objstore codec descriptor.
+    pub codec: String,
+    /// Encryption key id, when encrypted.
+    pub key_id: Option<String>,
+    /// Writer's fencing epoch.
+    pub epoch: i64,
+    /// When the row was written.
+    pub created_at: i64,
+    /// When the object was removed from the store (chunks after their file object).
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct Raw {
+    source: String,
+    file: String,
+    kind: String,
+    start_offset: i64,
+    end_offset: i64,
+    object_key: String,
+    sha256: String,
+    stored_bytes: i64,
+    stored_sha256: String,
+    codec: String,
+    key_id: Option<String>,
+    epoch: i64,
+    created_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl TryFrom<Raw> for ArchiveObjectRow {
+    type Error = CatalogError;
+    fn try_from(r: Raw) -> Result<Self, CatalogError> {
+        let key = format!("{}/{}/{}/{}", r.source, r.file, r.kind, r.end_offset);
+        let corrupt = |column: &'static str, detail: String| CatalogError::Corrupt {
+            table: "archive_objects",
+            key: key.clone(),
+            column,
+            detail,
+        };
+        let kind = match r.kind.as_str() {
+            "file" => ArchiveKind::File,
+            "chunk" => ArchiveKind::Chunk,
+            other => return Err(corrupt("kind", format!("{other:?} is not file or chunk"))),
+        };
+        let u = |v: i64, column: &'static str| {
+            u64::try_from(v).map_err(|_| corrupt(column, format!("{v} is negative")))
+        };
+        Ok(ArchiveObjectRow {
+            start_offset: u(r.start_offset, "start_offset")?,
+            end_offset: u(r.end_offset, "end_offset")?,
+            stored_bytes: u(r.stored_bytes, "stored_bytes")?,
+            source: r.source,
+            file: r.file,
+            kind,
+            object_key: r.object_key,
+            sha256: r.sha256,
+            stored_sha256: r.stored_sha256,
+            codec: r.codec,
+            key_id: r.key_id,
+            epoch: r.epoch,
+            created_at: r.created_at,
+            deleted_at: r.deleted_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "source, file, kind, start_offset, end_offset, object_key, sha256, \
+    stored_bytes, stored_sha256, codec, key_id, epoch, created_at, deleted_at";
+
+impl Catalog {
+    /// Records an object that is in the store. Recording the same (source, file, kind,
+    /// end_offset) again is a no-op (a retry after a crash), whatever the other fields.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidArgument`] for offsets or sizes past i64; [`CatalogError::Query`].
+    pub async fn record_archive_object(&self, o: &ArchiveObjectRow) -> Result<(), CatalogError> {
+        let sql = format!(
+            "INSERT INTO archive_objects ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) \
+             ON CONFLICT (source, file, kind, end_offset) DO NOTHING"
+        );
+        sqlx::query(&sql)
+            .bind(&o.source)
+            .bind(&o.file)
+            .bind(o.kind.as_str())
+            .bind(size_to_db(o.start_offset)?)
+            .bind(size_to_db(o.end_offset)?)
+            .bind(&o.object_key)
+            .bind(&o.sha256)
+            .bind(size_to_db(o.stored_bytes)?)
+            .bind(&o.stored_sha256)
+            .bind(&o.codec)
+            .bind(&o.key_id)
+            .bind(o.epoch)
+            .bind(unix_now())
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("record_archive_object"))?;
+        Ok(())
+    }
+
+    /// The archive objects of `source` that are still in the store (not deleted),
+    /// ordered by file order (`seq` of the file name), kind and end offset.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`]; [`CatalogError::Corrupt`] for a row this build cannot read.
+    pub async fn list_archive_objects(
+        &self,
+        source: &str,
+    ) -> Result<Vec<ArchiveObjectRow>, CatalogError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM archive_objects WHERE source = ? AND deleted_at IS NULL \
+             ORDER BY file, kind, end_offset"
+        );
+        let raw = sqlx::query_as::<_, Raw>(&sql)
+            .bind(source)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("list_archive_objects"))?;
+        let mut rows = raw
+            .into_iter()
+            .map(ArchiveObjectRow::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by(|a, b| {
+            (
+                crate::binlog_seq(&a.file),
+                &a.file,
+                a.kind.as_str(),
+                a.end_offset,
+            )
+                .cmp(&(
+                    crate::binlog_seq(&b.file),
+                    &b.file,
+                    b.kind.as_str(),
+                    b.end_offset,
+                ))
+        });
+        Ok(rows)
+    }
+
+    /// Marks the chunk objects of `file` deleted (after they were removed from the
+    /// store, once the file's whole object is recorded). Returns how many rows changed.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn mark_chunks_deleted(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
+        let r = sqlx::query(
+            "UPDATE archive_objects SET deleted_at = ? \
+             WHERE source = ? AND file = ? AND kind = 'chunk' AND deleted_at IS NULL",
+        )
+        .bind(unix_now())
+        .bind(source)
+        .bind(file)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("mark_chunks_deleted"))?;
+        Ok(r.rows_affected())
+    }
+}
