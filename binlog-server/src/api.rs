@@ -6,7 +6,7 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | GET | `/v1/sources` | array of source status objects |
 //! | GET | `/v1/sources/{name}` | one source status |
-//! | GET | `/v1/sources/{name}/binlogs` | `{"source", "files": [...], "gaps": [...]}` |
+//! | GET | `/v1/sources/{name}/binlogs` | `{"source", "files": [...], "gaps": [...]}`; each file with `location` (`local`, `store`, `both`) and `archive` (`object_key`, `codec`, `stored_bytes`, `chunks`, `chunk_bytes`) |
 //! | POST | `/v1/sources/{name}/restart` | body `{"accept_gap": bool}` (optional); 202 |
 //! | POST | `/v1/sources/{name}/binlogs/{file}/check` | 202; the file is verified again |
 //! | GET | `/v1/sources/{name}/lookup?time=RFC3339` or `?gtid=D-S-N` / `?gtid=uuid:n` | index entry |
@@ -56,6 +56,8 @@ pub struct ApiState {
     pub pitr: Arc<crate::replay::pitr::PitrService>,
     /// Restore verifications.
     pub verify: Arc<crate::verify::runner::VerifyService>,
+    /// Archive root (`<data_dir>/<source>/<file>`).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A JSON error answer.
@@ -159,6 +161,41 @@ async fn list_binlogs(
     source(&st, &name)?;
     let files = st.catalog.list_files(&name).await.map_err(internal)?;
     let gaps = st.catalog.list_gaps(&name).await.map_err(internal)?;
+    let objects = st
+        .catalog
+        .list_archive_objects(&name)
+        .await
+        .map_err(internal)?;
+    let dir = st.data_dir.join(&name);
+    let files: Vec<serde_json::Value> = files
+        .into_iter()
+        .map(|f| {
+            let whole = objects
+                .iter()
+                .find(|o| o.file == f.name && o.kind == catalog::ArchiveKind::File);
+            let chunks: Vec<&catalog::ArchiveObjectRow> = objects
+                .iter()
+                .filter(|o| o.file == f.name && o.kind == catalog::ArchiveKind::Chunk)
+                .collect();
+            let local = dir.join(&f.name).exists();
+            let location = match (local, whole.is_some()) {
+                (true, true) => "both",
+                (true, false) => "local",
+                (false, true) => "store",
+                (false, false) => "missing",
+            };
+            let mut v = serde_json::to_value(&f).unwrap_or_default();
+            v["location"] = location.into();
+            v["archive"] = json!({
+                "object_key": whole.map(|o| o.object_key.clone()),
+                "codec": whole.map(|o| o.codec.clone()),
+                "stored_bytes": whole.map(|o| o.stored_bytes),
+                "chunks": chunks.len(),
+                "chunk_bytes": chunks.iter().map(|c| c.end_offset - c.start_offset).sum::<u64>(),
+            });
+            v
+        })
+        .collect();
     Ok(Json(
         json!({ "source": name, "files": files, "gaps": gaps }),
     ))

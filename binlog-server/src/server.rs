@@ -47,7 +47,29 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
     info!(addr = %settings.http_listen, "HTTP API listening");
 
-    let started = start_sources(&settings, &shared, &cancel).await?;
+    let mut started = start_sources(&settings, &shared, &cancel).await?;
+    if settings.archive.enabled {
+        let tier = Arc::new(
+            crate::archive::ship::ArchiveTier::open(settings.archive.clone())
+                .context("open the archive store ([archive] store)")?,
+        );
+        info!(store = %tier.store.url(), codec = tier.codec(), "shipping binlogs to the archive store");
+        for (name, rt) in &started.runtimes {
+            let h = crate::archive::ship::spawn(
+                name.clone(),
+                settings.data_dir.join(name),
+                catalog.clone(),
+                tier.clone(),
+                rt.status.clone(),
+                metrics.clone(),
+                cancel.child_token(),
+            );
+            let n = format!("{name} (archive shipping)");
+            started
+                .tasks
+                .spawn(async move { (n, h.await.map(|()| Ok(()))) });
+        }
+    }
     let pitr = PitrService::open(PitrDeps {
         catalog: catalog.clone(),
         index: index.clone(),
@@ -72,6 +94,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     .context("start the verification service")?;
     verify.spawn_schedulers();
     let state = Arc::new(ApiState {
+        data_dir: settings.data_dir.clone(),
         sources: started.runtimes,
         catalog,
         index,

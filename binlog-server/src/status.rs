@@ -66,6 +66,8 @@ pub struct SourceStatus {
     /// Noteworthy facts, e.g. "capture began at mysql-bin.000007, the oldest binlog the
     /// primary still had: earlier ones were purged before capture started".
     pub notes: Vec<String>,
+    /// Shipping to the archive store (`None` when `[archive]` is off).
+    pub archive: Option<crate::archive::ship::ArchiveStatus>,
 }
 
 impl SourceStatus {
@@ -88,6 +90,7 @@ impl SourceStatus {
             seconds_behind: None,
             reconnects: 0,
             notes: Vec::new(),
+            archive: None,
         }
     }
 }
@@ -156,6 +159,18 @@ pub struct Metrics {
     /// Result of the last restore verification: 1 passed, 0 failed, -1 no base to
     /// verify, -2 cancelled.
     pub verify_last_result: Family<SourceLabel, Gauge>,
+    /// Plaintext binlog bytes uploaded to the archive store (chunks and whole files).
+    pub archive_uploaded_bytes: Family<SourceLabel, Counter>,
+    /// Bytes uploaded to the archive store as stored (compressed, encrypted).
+    pub archive_stored_bytes: Family<SourceLabel, Counter>,
+    /// Durable local bytes the archive store does not hold yet.
+    pub archive_lag_bytes: Family<SourceLabel, Gauge>,
+    /// Age of the oldest of them, seconds.
+    pub archive_lag_seconds: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Plaintext bytes uploaded / binlog bytes shipped (at most 2).
+    pub archive_amplification: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Failed shipping passes (each retried).
+    pub archive_errors: Family<SourceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -180,6 +195,12 @@ impl Metrics {
             verify_last_success: Family::default(),
             verify_last_rto: Family::default(),
             verify_last_result: Family::default(),
+            archive_uploaded_bytes: Family::default(),
+            archive_stored_bytes: Family::default(),
+            archive_lag_bytes: Family::default(),
+            archive_lag_seconds: Family::default(),
+            archive_amplification: Family::default(),
+            archive_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -236,6 +257,36 @@ impl Metrics {
             "verification_last_result",
             "Last restore verification: 1 passed, 0 failed, -1 no base to verify, -2 cancelled",
             m.verify_last_result.clone(),
+        );
+        registry.register(
+            "archive_uploaded_bytes",
+            "Plaintext binlog bytes uploaded to the archive store (chunks and whole files)",
+            m.archive_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "archive_stored_bytes",
+            "Bytes uploaded to the archive store as stored (compressed, encrypted)",
+            m.archive_stored_bytes.clone(),
+        );
+        registry.register(
+            "archive_lag_bytes",
+            "Durable local binlog bytes the archive store does not hold yet",
+            m.archive_lag_bytes.clone(),
+        );
+        registry.register(
+            "archive_lag_seconds",
+            "How long the oldest binlog bytes not yet in the archive store have waited",
+            m.archive_lag_seconds.clone(),
+        );
+        registry.register(
+            "archive_upload_amplification",
+            "Plaintext bytes uploaded to the archive store per binlog byte shipped (at most 2)",
+            m.archive_amplification.clone(),
+        );
+        registry.register(
+            "archive_errors",
+            "Failed archive shipping passes (each is retried with backoff)",
+            m.archive_errors.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -118,6 +118,10 @@ impl TryFrom<Raw> for ArchiveObjectRow {
     }
 }
 
+/// One file's objects for [`Catalog::archive_upload_totals`]: the whole object's end,
+/// and the chunks' ranges.
+type FileObjects = (Option<u64>, Vec<(u64, u64)>);
+
 const COLUMNS: &str = "source, file, kind, start_offset, end_offset, object_key, sha256, \
     stored_bytes, stored_sha256, codec, key_id, epoch, created_at, deleted_at";
 
@@ -191,6 +195,53 @@ impl Catalog {
                 ))
         });
         Ok(rows)
+    }
+
+    /// Upload totals of `source` over its whole history (deleted chunks included):
+    /// `(plaintext bytes uploaded, binlog bytes the store holds or held)`, the second
+    /// counting each file once (its whole object's size, or its chunks' contiguous
+    /// coverage). Their ratio is the upload amplification.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn archive_upload_totals(&self, source: &str) -> Result<(u64, u64), CatalogError> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT file, kind, start_offset, end_offset FROM archive_objects WHERE source = ?",
+        )
+        .bind(source)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("archive_upload_totals"))?;
+        let mut uploaded = 0u64;
+        let mut per_file: std::collections::HashMap<String, FileObjects> = Default::default();
+        for (file, kind, start, end) in rows {
+            let (s, e) = (start.max(0) as u64, end.max(0) as u64);
+            uploaded += e.saturating_sub(s);
+            let entry = per_file.entry(file).or_default();
+            if kind == "file" {
+                entry.0 = Some(e);
+            } else {
+                entry.1.push((s, e));
+            }
+        }
+        let held = per_file
+            .into_values()
+            .map(|(whole, mut chunks)| {
+                whole.unwrap_or_else(|| {
+                    chunks.sort_unstable();
+                    let mut end = 0;
+                    for (s, e) in chunks {
+                        if s > end {
+                            break;
+                        }
+                        end = end.max(e);
+                    }
+                    end
+                })
+            })
+            .sum();
+        Ok((uploaded, held))
     }
 
     /// Marks the chunk objects of `file` deleted (after they were removed from the

@@ -45,6 +45,7 @@
 //!   ([`ServerProcess`], [`run_snapshotter`]).
 //! - `harness/config.rs`: binlog-server config files ([`write_config`],
 //!   [`write_config_sources`], [`SourceSpec`]) and [`grep_file`] for logs.
+//! - `harness/s3.rs`: moto's S3-compatible server ([`Moto`]).
 //! - `harness/archive.rs`: comparing the archive with the primary's binlogs
 //!   ([`assert_archive_identical`]).
 //! - `harness/sandbox.rs`: the usual whole set-up in one builder ([`Sandbox`],
@@ -65,6 +66,7 @@ pub use harness::mariadb::{
     checksums_socket, sql_socket, MariaDb, MariaDbOptions, ADMIN_PASSWORD, ADMIN_USER,
     MARIADB_START_TIMEOUT, MARIADB_STOP_TIMEOUT, REPL_PASSWORD, REPL_USER,
 };
+pub use harness::s3::{Moto, S3_TEST_ENV};
 pub use harness::sandbox::{
     BaseJob, PitrJobs, Sandbox, SandboxBuilder, SandboxPrimary, SourceBackup, BASE_TIMEOUT,
     CAUGHT_UP_TIMEOUT,

@@ -23,7 +23,7 @@
 //! Run: `bash scripts/setup.sh && cargo test -p binlog-tests --test backups`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -342,42 +342,6 @@ fn logical_mysqldump_with_wildcard_filter() -> Result<()> {
         "test,union\\\\_log\\\\_%",
         &["test", "union_log_ad_1", "union_log_ad_2"],
     )
-}
-
-/// moto's standalone S3 server on a free port, stopped by PID on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Result<Moto> {
-        // Fails the test (never skips it) when setup.sh has not installed moto.
-        let bin = require_tool("moto_server");
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start moto_server")?;
-        let m = Moto { child, port };
-        wait_for("moto_server answers", Duration::from_secs(30), || {
-            Ok(ureq::get(&format!("http://127.0.0.1:{port}/"))
-                .call()
-                .ok()
-                .map(|_| ()))
-        })?;
-        Ok(m)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -1,5 +1,10 @@
-//! The archive on this node: binlog files, their control files and crash recovery
-//! ([`store`]), and the RocksDB transaction index by GTID, time and ordinal ([`index`]).
+//! The archive: on this node, binlog files, their control files and crash recovery
+//! ([`store`]) and the RocksDB transaction index by GTID, time and ordinal ([`index`]);
+//! in the archive store, where binlogs live as objects ([`objects`]), the shipping that
+//! puts them there ([`ship`]) and the checked reading back ([`fetch`]).
 
+pub mod fetch;
 pub mod index;
+pub mod objects;
+pub mod ship;
 pub mod store;

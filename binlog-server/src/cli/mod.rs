@@ -5,10 +5,12 @@
 //! |---|---|
 //! | this file | `binlog-server`'s sub-commands and their dispatch |
 //! | [`common`] | tracing, config loading, the runtime, the HTTP call to the service |
+//! | [`archive`] | `binlog-server archive ls/get/decode`: the archive store by hand |
 //! | [`pitr`] | `binlog-server pitr` and `export` (through the service's API) |
 //! | [`snapshot`] | the `snapshotter` binary (base backups on the shared config) |
 //! | [`verify`] | the `verifier` binary (restore verification through the API) |
 
+pub mod archive;
 pub mod common;
 pub mod pitr;
 pub mod snapshot;
@@ -86,6 +88,13 @@ pub enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The archive store by hand: list a source's binlogs, fetch one decoded and
+    /// checked, or undo a codec (after `aws s3 cp`).
+    Archive {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: archive::ArchiveCmd,
     },
     /// Validate a configuration file and print the sources it defines (passwords
     /// redacted).
@@ -175,6 +184,7 @@ pub fn main() -> ExitCode {
             target,
             out,
         } => pitr::export(&config, &target, &out),
+        Command::Archive { cmd } => archive::run(cmd),
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
             Ok(s) => {
                 println!("data_dir = {}", s.data_dir.display());

@@ -45,6 +45,14 @@
 //! store = "file:///var/lib/binlog-server/backups"
 //! [backup.tools]                 # optional: explicit tool paths
 //! xtrabackup = "/opt/xtrabackup-8.0/bin/xtrabackup"
+//! [archive]                      # optional: every binlog in object storage; defaults shown
+//! enabled = true
+//! store = "s3://bucket/prefix"   # default: the [backup] store (and its s3_* keys)
+//! s3_endpoint = "http://127.0.0.1:9000"   # s3_region, s3_allow_http, retries as in [backup]
+//! ship_interval = "1s"           # the ACTIVE file's new durable bytes go out at most this late
+//! ship_bytes = 16777216          # ... or once this many are waiting, whichever first
+//! compression = "zstd"           # | "none"
+//! encryption_key_file = "/etc/binlog-server/archive.key"   # optional, see objstore::keyring
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -123,12 +131,80 @@ pub struct Config {
     /// Base backups: object store, staging directory, tool paths.
     #[serde(default)]
     pub backup: snapshotter::BackupConfig,
+    /// The binlog archive in object storage.
+    #[serde(default)]
+    pub archive: ArchiveConfig,
     /// The primaries to archive; at least one.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Point-in-time recovery: scratch instances and the replica that replays.
     #[serde(default)]
     pub pitr: PitrConfig,
+}
+
+/// `[archive]`: every binlog shipped to an object store (the `archive::ship` module).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// Ship binlogs (default true).
+    pub enabled: bool,
+    /// `file:///abs/dir` or `s3://bucket/prefix`; default: the `[backup]` store, with its
+    /// `s3_*` and `retries` keys.
+    pub store: Option<String>,
+    /// S3 endpoint of `store`.
+    pub s3_endpoint: Option<String>,
+    /// S3 region of `store` (default us-east-1).
+    pub s3_region: Option<String>,
+    /// Allow plain http to the endpoint.
+    pub s3_allow_http: Option<bool>,
+    /// Retries per S3 request.
+    pub retries: Option<usize>,
+    /// The ACTIVE file's new durable bytes are shipped at most this long after they
+    /// became durable (100ms ..= 1h). Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub ship_interval: Duration,
+    /// ... or as soon as this many bytes wait, whichever first (64 KiB ..= 1 GiB; also
+    /// the largest chunk object). Default 16 MiB.
+    pub ship_bytes: u64,
+    /// `"zstd"` (default) or `"none"`.
+    pub compression: String,
+    /// Key file that encrypts new objects and opens old ones (objstore::keyring);
+    /// none: objects are not encrypted.
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            enabled: true,
+            store: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_allow_http: None,
+            retries: None,
+            ship_interval: Duration::from_secs(1),
+            ship_bytes: 16 * 1024 * 1024,
+            compression: "zstd".into(),
+            encryption_key_file: None,
+        }
+    }
+}
+
+/// Validated `[archive]`.
+#[derive(Debug, Clone)]
+pub struct ArchiveSettings {
+    /// Shipping on.
+    pub enabled: bool,
+    /// The archive store.
+    pub store: objstore::store::StoreOptions,
+    /// See [`ArchiveConfig::ship_interval`].
+    pub ship_interval: Duration,
+    /// See [`ArchiveConfig::ship_bytes`], bytes.
+    pub ship_bytes: u64,
+    /// Compression of new objects.
+    pub compression: objstore::codec::Compression,
+    /// Keys (empty without a key file).
+    pub keyring: std::sync::Arc<objstore::keyring::Keyring>,
 }
 
 /// `[pitr]`: how restored instances are run while they replay the archive.
@@ -450,6 +526,8 @@ pub struct Settings {
     pub capture: CaptureConfig,
     /// Object store and staging directory of base backups.
     pub store: snapshotter::StoreSettings,
+    /// The binlog archive in object storage.
+    pub archive: ArchiveSettings,
     /// Backup tool paths (`[backup.tools]`).
     pub tools: snapshotter::Tools,
     /// Sources in file order.

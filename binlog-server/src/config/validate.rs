@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::schedule;
 use super::{
-    env_password, invalid, CaptureConfig, Config, ConfigError, HttpConfig, PitrConfig, Replication,
-    ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt, StartRaw, Verify,
-    VerifyConfig,
+    env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, Config, ConfigError,
+    HttpConfig, PitrConfig, Replication, ReplicationConfig, Settings, Source, SourceConfig,
+    SourceUrl, StartAt, StartRaw, Verify, VerifyConfig,
 };
 
 impl Config {
@@ -64,7 +64,9 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         .map_err(|(k, m)| invalid(k, m))?;
     let tools = backup_tools(&c.backup)?;
     let pitr = pitr(c.pitr, &data_dir)?;
+    let archive = archive(&c.archive, &store.options)?;
     Ok(Settings {
+        archive,
         pitr,
         data_dir,
         http_listen,
@@ -73,6 +75,75 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         store,
         tools,
         sources,
+    })
+}
+
+/// `[archive]`: its store (default: the base-backup store `backup`), shipping bounds,
+/// compression and key file.
+fn archive(
+    a: &ArchiveConfig,
+    backup: &objstore::store::StoreOptions,
+) -> Result<ArchiveSettings, ConfigError> {
+    let store = match &a.store {
+        None => objstore::store::StoreOptions {
+            retries: a.retries.unwrap_or(backup.retries),
+            ..backup.clone()
+        },
+        Some(url) => {
+            objstore::store::check_url(url, "archive.store").map_err(|(k, m)| invalid(k, m))?;
+            objstore::store::StoreOptions {
+                url: url.clone(),
+                s3_endpoint: a.s3_endpoint.clone(),
+                s3_region: a.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                s3_allow_http: a.s3_allow_http.unwrap_or(false),
+                part_size: backup.part_size,
+                upload_concurrency: backup.upload_concurrency,
+                retries: a.retries.unwrap_or(10),
+            }
+        }
+    };
+    if a.store.is_none()
+        && (a.s3_endpoint.is_some() || a.s3_region.is_some() || a.s3_allow_http.is_some())
+    {
+        return Err(invalid(
+            "archive.s3_endpoint",
+            "s3_endpoint, s3_region and s3_allow_http belong with archive.store (without it the [backup] store and its keys are used)",
+        ));
+    }
+    if a.ship_interval < Duration::from_millis(100) || a.ship_interval > Duration::from_secs(3600) {
+        return Err(invalid(
+            "archive.ship_interval",
+            "must be between 100ms and 1h",
+        ));
+    }
+    if !(64 * 1024..=1024 * 1024 * 1024).contains(&a.ship_bytes) {
+        return Err(invalid(
+            "archive.ship_bytes",
+            "must be between 65536 (64 KiB) and 1073741824 (1 GiB)",
+        ));
+    }
+    let compression = match a.compression.as_str() {
+        "zstd" => objstore::codec::Compression::Zstd,
+        "none" => objstore::codec::Compression::None,
+        other => {
+            return Err(invalid(
+                "archive.compression",
+                format!("{other:?}: use \"zstd\" or \"none\""),
+            ))
+        }
+    };
+    let keyring = match &a.encryption_key_file {
+        None => objstore::keyring::Keyring::none(),
+        Some(p) => objstore::keyring::Keyring::load(p)
+            .map_err(|e| invalid("archive.encryption_key_file", e.to_string()))?,
+    };
+    Ok(ArchiveSettings {
+        enabled: a.enabled,
+        store,
+        ship_interval: a.ship_interval,
+        ship_bytes: a.ship_bytes,
+        compression,
+        keyring: std::sync::Arc::new(keyring),
     })
 }
 

@@ -137,6 +137,8 @@ pub struct Store {
     url: String,
     part_size: usize,
     concurrency: usize,
+    /// The store keeps user metadata (S3's `x-amz-meta-*`); a local directory does not.
+    metadata: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -201,6 +203,7 @@ impl Store {
             url: s.url.clone(),
             part_size: s.part_size,
             concurrency: s.upload_concurrency,
+            metadata: s.url.starts_with("s3://"),
         })
     }
 
@@ -211,6 +214,7 @@ impl Store {
             url: url.to_owned(),
             part_size,
             concurrency: 2,
+            metadata: false,
         }
     }
 
@@ -247,8 +251,24 @@ impl Store {
     pub async fn put_stream<R: AsyncRead + Unpin>(
         &self,
         key: &str,
+        reader: R,
+        progress: &AtomicU64,
+    ) -> Result<BackupObject, StoreError> {
+        self.put_stream_with(key, reader, progress, &[]).await
+    }
+
+    /// [`Store::put_stream`] with user metadata (`x-amz-meta-<name>` on S3), kept where
+    /// the store can keep it ([`Store::keeps_metadata`]) and left out elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::put_stream`].
+    pub async fn put_stream_with<R: AsyncRead + Unpin>(
+        &self,
+        key: &str,
         mut reader: R,
         progress: &AtomicU64,
+        metadata: &[(&'static str, String)],
     ) -> Result<BackupObject, StoreError> {
         if self.exists(key).await? {
             return Err(StoreError::Exists(key.to_owned()));
@@ -259,9 +279,24 @@ impl Store {
             key: key.to_owned(),
             source,
         };
+        let mut attributes = object_store::Attributes::new();
+        if self.metadata {
+            for (k, v) in metadata {
+                attributes.insert(
+                    object_store::Attribute::Metadata((*k).into()),
+                    v.clone().into(),
+                );
+            }
+        }
         let upload = self
             .inner
-            .put_multipart(&path)
+            .put_multipart_opts(
+                &path,
+                object_store::PutMultipartOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(|e| obj_err("start upload", e))?;
         let mut wm = WriteMultipart::new_with_chunk_size(upload, self.part_size);
@@ -400,6 +435,88 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Whether user metadata given to [`Store::put_stream_with`] is kept (S3) or not
+    /// (a local directory).
+    pub fn keeps_metadata(&self) -> bool {
+        self.metadata
+    }
+
+    /// The user metadata of `key` (empty where the store keeps none).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`] (a missing key included).
+    pub async fn metadata_of(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let r = self
+            .inner
+            .get_opts(
+                &key_path(key),
+                object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|source| StoreError::Object {
+                op: "head",
+                key: key.to_owned(),
+                source,
+            })?;
+        Ok(r.attributes
+            .iter()
+            .filter_map(|(k, v)| match k {
+                object_store::Attribute::Metadata(n) => Some((n.to_string(), v.to_string())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The bytes of `key`, as stored, in pieces as they arrive (a whole object is not
+    /// held in memory). The caller checks what it reads.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`], at the start or for any piece.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        impl futures::Stream<Item = Result<bytes::Bytes, StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        let k = key.to_owned();
+        let got = self
+            .inner
+            .get(&key_path(key))
+            .await
+            .map_err(|source| StoreError::Object {
+                op: "get",
+                key: k.clone(),
+                source,
+            })?;
+        Ok(got.into_stream().map(move |r| {
+            r.map_err(|source| StoreError::Object {
+                op: "read",
+                key: k.clone(),
+                source,
+            })
+        }))
+    }
+
+    /// The whole object `key` in memory (small objects: chunks, manifests).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Object`].
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let mut s = Box::pin(self.get_stream(key).await?);
+        let mut out = Vec::new();
+        while let Some(piece) = s.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok(out)
     }
 
     /// Deletes `key`; a missing key is not an error.

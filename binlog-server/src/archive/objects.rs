@@ -1,0 +1,135 @@
+//! Where binlogs live in the archive store, and the manifest that describes each file.
+//!
+//! # Layout (under the store's prefix)
+//!
+//! ```text
+//! <source>/binlogs/<file>                              the closed, checked file, whole
+//! <source>/binlogs/<file>.manifest.json                written after it: what it holds, how it is encoded
+//! <source>/binlogs/<file>.chunks/<start>-<end>.e<epoch>.<codec>
+//!                                                      bytes [start, end) of the file's durable
+//!                                                      prefix, shipped while it was open; offsets
+//!                                                      zero-padded to 12 digits
+//! ```
+//!
+//! Base backups use `<source>/<base id>/...` beside it (base ids are UTC times, never
+//! `binlogs`).
+//!
+//! Every object is encoded with the codec named in its manifest (or, for chunks, at the
+//! end of its name): `none` (the bytes themselves: `aws s3 cp` gives the primary's file),
+//! `zstd`, `aes-256-gcm` or `zstd+aes-256-gcm` (see `objstore::codec`; `binlog-server
+//! archive decode` undoes it by hand).
+//!
+//! # What is durable when
+//!
+//! Objects are never overwritten. The data object is stored first; then the manifest
+//! (files only); then the catalog row. A file's chunks are deleted only after its whole
+//! object and manifest are stored and recorded. A crash at any point leaves at most an
+//! object without a manifest or row, which the next pass finds (the key exists), reads
+//! back and checks before recording it; it never leaves a record without data.
+
+use serde::{Deserialize, Serialize};
+
+/// The key of `file`'s whole object.
+pub fn file_key(source: &str, file: &str) -> String {
+    format!("{source}/binlogs/{file}")
+}
+
+/// The key of `file`'s manifest.
+pub fn manifest_key(source: &str, file: &str) -> String {
+    format!("{source}/binlogs/{file}.manifest.json")
+}
+
+/// The key of the chunk `[start, end)` of `file`, written in `epoch` with `codec`.
+pub fn chunk_key(
+    source: &str,
+    file: &str,
+    start: u64,
+    end: u64,
+    epoch: i64,
+    codec: &str,
+) -> String {
+    format!("{source}/binlogs/{file}.chunks/{start:012}-{end:012}.e{epoch}.{codec}")
+}
+
+/// The prefix of `file`'s chunks.
+pub fn chunks_prefix(source: &str, file: &str) -> String {
+    format!("{source}/binlogs/{file}.chunks")
+}
+
+/// A chunk key's parts: `(start, end, epoch, codec)`; `None` for other keys.
+pub fn parse_chunk_name(name: &str) -> Option<(u64, u64, i64, String)> {
+    let (range, rest) = name.split_once(".e")?;
+    let (start, end) = range.split_once('-')?;
+    let (epoch, codec) = rest.split_once('.')?;
+    Some((
+        start.parse().ok()?,
+        end.parse().ok()?,
+        epoch.parse().ok()?,
+        codec.to_string(),
+    ))
+}
+
+/// `<file>.manifest.json`: what a whole-file object holds. Written after the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format of this manifest (1).
+    pub version: u32,
+    /// Source name.
+    pub source: String,
+    /// Binlog file name (the primary's).
+    pub file: String,
+    /// Object key of the data.
+    pub object_key: String,
+    /// Plaintext size, bytes (the primary's file size).
+    pub size: u64,
+    /// SHA-256 (hex) of the plaintext file.
+    pub sha256: String,
+    /// Size of the object as stored, bytes.
+    pub stored_bytes: u64,
+    /// SHA-256 (hex) of the object as stored.
+    pub stored_sha256: String,
+    /// objstore codec descriptor.
+    pub codec: String,
+    /// Encryption key id, when encrypted.
+    pub key_id: Option<String>,
+    /// Writer's fencing epoch.
+    pub epoch: i64,
+    /// First and last GTID of the file, when it has any.
+    pub first_gtid: Option<String>,
+    /// See `first_gtid`.
+    pub last_gtid: Option<String>,
+    /// Unix seconds of the file's first and last events.
+    pub first_event_time: Option<i64>,
+    /// See `first_event_time`.
+    pub last_event_time: Option<i64>,
+    /// When the object was written, unix seconds.
+    pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_offset_and_chunk_names_parse_back() {
+        let a = chunk_key("db1", "mysql-bin.000007", 4, 1_048_580, 0, "zstd");
+        let b = chunk_key("db1", "mysql-bin.000007", 1_048_580, 20_000_000, 0, "zstd");
+        assert!(a < b, "zero-padded offsets sort as numbers");
+        assert!(a.starts_with(&chunks_prefix("db1", "mysql-bin.000007")));
+        let name = b.rsplit('/').next().unwrap();
+        assert_eq!(
+            parse_chunk_name(name),
+            Some((1_048_580, 20_000_000, 0, "zstd".to_string()))
+        );
+        let enc = chunk_key("db1", "f", 0, 9, 3, "zstd+aes-256-gcm");
+        assert_eq!(
+            parse_chunk_name(enc.rsplit('/').next().unwrap()),
+            Some((0, 9, 3, "zstd+aes-256-gcm".to_string()))
+        );
+        assert_eq!(parse_chunk_name("mysql-bin.000007.manifest.json"), None);
+        assert_eq!(
+            file_key("db1", "mysql-bin.000007"),
+            "db1/binlogs/mysql-bin.000007"
+        );
+    }
+}

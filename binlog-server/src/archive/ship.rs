@@ -1,0 +1,715 @@
+//! Shipping: every binlog of a source goes to the archive store (layout:
+//! [`super::objects`]), so the node's disk is no longer the only copy.
+//!
+//! Two loops per source, so a long whole-file upload never holds back the open file:
+//!
+//! - **Chunks** (every `ship_interval / 4`, at least every 250 ms): the durable bytes of
+//!   an ACTIVE or REPORTED file that the store does not hold yet go out as one chunk
+//!   object `[covered, durable)` once `ship_bytes` of them wait or the oldest has waited
+//!   `ship_interval`, whichever first (a chunk is at most `ship_bytes`). Only durable
+//!   bytes are read: the ACTIVE file up to the fsynced length the writer published, a
+//!   REPORTED file whole. Each byte goes out once as a chunk.
+//! - **Files** (oldest first): a SUCC file goes out whole, encoded while it streams
+//!   (bounded memory), its plaintext SHA-256 checked against the one the checker
+//!   recorded; then its manifest; then its catalog row; then its chunks are deleted.
+//!   Each byte goes out once more, so upload amplification (plaintext bytes uploaded /
+//!   binlog bytes) stays at most 2.
+//!
+//! # Errors and crashes
+//!
+//! A failed pass is retried with backoff (1 s doubling to 60 s; the store client retries
+//! each request first); capture goes on meanwhile and the backlog shows as the lag in
+//! the API and metrics. The record that points at data is written after the data (see
+//! [`super::objects`]): after a crash an object may exist without its row; the next
+//! pass gets "exists", reads the object back, and records it only when it decodes to the
+//! same plaintext SHA-256; otherwise the pass fails with both digests named (never
+//! overwritten, never silently adopted).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::{ArchiveKind, ArchiveObjectRow, BinlogFileRow, Catalog, FileState};
+use futures::StreamExt;
+use objstore::codec::{self, Decoder, Encoder};
+use objstore::store::{Store, StoreError};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::objects::{self, Manifest};
+use crate::config::ArchiveSettings;
+use crate::status::{Metrics, StatusCell};
+
+/// The fencing epoch of objects written by this build (leases come with the fleet).
+const EPOCH: i64 = 0;
+/// Longest wait between two passes of the chunk loop.
+const MAX_TICK: Duration = Duration::from_millis(250);
+/// Backoff after a failed pass: from 1 s, doubling, capped.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Plaintext read per step of a whole-file upload, bytes.
+const READ_STEP: usize = 1024 * 1024;
+
+/// Why a pass failed. Every variant is retried by the loops; `Mismatch` needs a person
+/// when it persists (the text names both digests).
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    /// The store failed (after its client's retries) or refused.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Encoding or decoding failed.
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    /// Reading the local file failed.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes do not match a record: the local file changed since its check, or an
+    /// object left by a crash holds other bytes than the ones to ship.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// The archive store and its settings, shared by every source's shipper.
+pub struct ArchiveTier {
+    /// The store.
+    pub store: Arc<Store>,
+    /// `[archive]`.
+    pub settings: ArchiveSettings,
+}
+
+impl ArchiveTier {
+    /// Opens the store of `settings`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`].
+    pub fn open(settings: ArchiveSettings) -> Result<ArchiveTier, StoreError> {
+        let store = Arc::new(Store::open(&settings.store)?);
+        Ok(ArchiveTier { store, settings })
+    }
+
+    /// The codec descriptor of new objects.
+    pub fn codec(&self) -> &'static str {
+        codec::descriptor(
+            self.settings.compression,
+            self.settings.keyring.current().is_some(),
+        )
+    }
+}
+
+/// Live shipping figures of one source (`GET /v1/sources/{name}`: `"archive"`). Counts
+/// are since the process started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveStatus {
+    /// Store URL.
+    pub store: String,
+    /// Durable local bytes the store does not hold yet.
+    pub lag_bytes: u64,
+    /// How long the oldest of them has waited, seconds.
+    pub lag_seconds: f64,
+    /// Plaintext bytes uploaded (chunks and whole files).
+    pub uploaded_bytes: u64,
+    /// Bytes uploaded as stored (compressed, encrypted).
+    pub stored_bytes: u64,
+    /// Binlog bytes newly held by the store (each byte counted once).
+    pub shipped_bytes: u64,
+    /// Upload amplification over the source's whole history in the catalog (every
+    /// restart included): plaintext bytes uploaded / binlog bytes the store holds or
+    /// held (at most 2).
+    pub amplification: Option<f64>,
+    /// Objects written.
+    pub objects: u64,
+    /// The last pass's error, cleared by the next good pass.
+    pub last_error: Option<String>,
+}
+
+/// One source's shipper.
+struct Shipper {
+    source: String,
+    dir: PathBuf,
+    catalog: Arc<Catalog>,
+    tier: Arc<ArchiveTier>,
+    status: StatusCell,
+    metrics: Arc<Metrics>,
+    /// Per file with durable bytes the store lacks: since when (the lag's age).
+    waiting: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+/// Starts the chunk and file loops of `source` (files in `dir`); they end when `cancel`
+/// fires.
+pub fn spawn(
+    source: String,
+    dir: PathBuf,
+    catalog: Arc<Catalog>,
+    tier: Arc<ArchiveTier>,
+    status: StatusCell,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    {
+        let mut s = status.lock();
+        s.archive = Some(ArchiveStatus {
+            store: tier.store.url().to_string(),
+            ..Default::default()
+        });
+    }
+    let sh = Arc::new(Shipper {
+        source,
+        dir,
+        catalog,
+        tier,
+        status,
+        metrics,
+        waiting: Default::default(),
+    });
+    let span = tracing::info_span!("archive", source = %sh.source);
+    let (a, b) = (sh.clone(), sh);
+    let c2 = cancel.clone();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            tokio::join!(a.chunk_loop(cancel), b.file_loop(c2));
+        },
+        span,
+    ))
+}
+
+/// Plaintext bytes `[start, end)` of `file` hold these objects' coverage: the end of the
+/// contiguous chunks from 0.
+fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
+    let mut v: Vec<(u64, u64)> = chunks
+        .iter()
+        .map(|c| (c.start_offset, c.end_offset))
+        .collect();
+    v.sort_unstable();
+    let mut end = 0;
+    for (s, e) in v {
+        if s > end {
+            break;
+        }
+        end = end.max(e);
+    }
+    end
+}
+
+impl Shipper {
+    /// Runs `pass` every `tick` until cancelled, backing off after failures.
+    async fn repeat<F, Fut>(&self, tick: Duration, cancel: &CancellationToken, mut pass: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ShipError>>,
+    {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match pass().await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    tick
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    warn!(error = %msg, retry_in = ?backoff, "archive shipping failed; retrying");
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_error = Some(msg);
+                    }
+                    self.metrics
+                        .archive_errors
+                        .get_or_create(&Metrics::label(&self.source))
+                        .inc();
+                    let w = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    w
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn chunk_loop(&self, cancel: CancellationToken) {
+        let tick = (self.tier.settings.ship_interval / 4).min(MAX_TICK);
+        self.repeat(tick, &cancel, || self.chunk_pass()).await;
+    }
+
+    async fn file_loop(&self, cancel: CancellationToken) {
+        let tick = self.tier.settings.ship_interval.min(Duration::from_secs(1));
+        self.repeat(tick, &cancel, || self.file_pass()).await;
+    }
+
+    /// The files and their objects.
+    async fn listing(&self) -> Result<(Vec<BinlogFileRow>, Vec<ArchiveObjectRow>), ShipError> {
+        let files = self.catalog.list_files(&self.source).await?;
+        let objs = self.catalog.list_archive_objects(&self.source).await?;
+        Ok((files, objs))
+    }
+
+    /// One pass of the chunk loop: publishes the lag, then ships what is due.
+    async fn chunk_pass(&self) -> Result<(), ShipError> {
+        let (files, objs) = self.listing().await?;
+        let (dfile, dpos) = {
+            let s = self.status.lock();
+            (s.durable_file.clone(), s.durable_pos)
+        };
+        let now = Instant::now();
+        let (due, lag_bytes, oldest) = {
+            let mut due = Vec::new();
+            let (mut lag_bytes, mut oldest) = (0u64, None::<Instant>);
+            let mut seen = Vec::new();
+            let mut since = crate::util::lock(&self.waiting);
+            for f in &files {
+                if f.state == FileState::Fail
+                    || objs
+                        .iter()
+                        .any(|o| o.file == f.name && o.kind == ArchiveKind::File)
+                {
+                    continue;
+                }
+                let chunks: Vec<&ArchiveObjectRow> = objs
+                    .iter()
+                    .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
+                    .collect();
+                let end = match (f.state, &dfile, dpos) {
+                    (FileState::Active, Some(df), Some(p)) if *df == f.name => p.max(f.size),
+                    _ => f.size,
+                };
+                let cov = covered(&chunks);
+                if end <= cov {
+                    continue;
+                }
+                seen.push(f.name.clone());
+                let t = *since.entry(f.name.clone()).or_insert(now);
+                lag_bytes += end - cov;
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                let open = matches!(f.state, FileState::Active | FileState::Reported);
+                if open
+                    && (end - cov >= self.tier.settings.ship_bytes
+                        || now.duration_since(t) >= self.tier.settings.ship_interval)
+                {
+                    due.push((f.name.clone(), cov, end));
+                }
+            }
+            since.retain(|k, _| seen.contains(k));
+            (due, lag_bytes, oldest)
+        };
+        self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        for (file, mut from, end) in due {
+            while from < end {
+                let to = end.min(from + self.tier.settings.ship_bytes);
+                self.ship_chunk(&file, from, to).await?;
+                from = to;
+            }
+            crate::util::lock(&self.waiting).remove(&file);
+        }
+        Ok(())
+    }
+
+    fn publish_lag(&self, bytes: u64, age: Option<Duration>) {
+        let secs = age.map_or(0.0, |d| d.as_secs_f64());
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.lag_bytes = bytes;
+            a.lag_seconds = secs;
+        }
+        let l = Metrics::label(&self.source);
+        self.metrics
+            .archive_lag_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics.archive_lag_seconds.get_or_create(&l).set(secs);
+    }
+
+    /// Counts one stored object: `plain` bytes uploaded, `stored` as stored, `new` binlog
+    /// bytes the store did not hold before.
+    fn count(&self, plain: u64, stored: u64, new: u64) {
+        let l = Metrics::label(&self.source);
+        self.metrics
+            .archive_uploaded_bytes
+            .get_or_create(&l)
+            .inc_by(plain);
+        self.metrics
+            .archive_stored_bytes
+            .get_or_create(&l)
+            .inc_by(stored);
+        let mut s = self.status.lock();
+        if let Some(a) = s.archive.as_mut() {
+            a.uploaded_bytes += plain;
+            a.stored_bytes += stored;
+            a.shipped_bytes += new;
+            a.objects += 1;
+            a.last_error = None;
+        }
+    }
+
+    /// Publishes the upload amplification from the catalog's totals.
+    async fn publish_amplification(&self) -> Result<(), ShipError> {
+        let (up, held) = self.catalog.archive_upload_totals(&self.source).await?;
+        if held == 0 {
+            return Ok(());
+        }
+        let x = up as f64 / held as f64;
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.amplification = Some(x);
+        }
+        self.metrics
+            .archive_amplification
+            .get_or_create(&Metrics::label(&self.source))
+            .set(x);
+        Ok(())
+    }
+
+    /// Reads `[from, to)` of `file` (durable bytes: the caller checked).
+    async fn read_range(&self, file: &str, from: u64, to: u64) -> Result<Vec<u8>, ShipError> {
+        let path = self.dir.join(file);
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let io = |source| ShipError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::File::open(&path).map_err(io)?;
+            f.seek(SeekFrom::Start(from)).map_err(io)?;
+            let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf).map_err(io)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?
+    }
+
+    /// Ships chunk `[from, to)` of `file` and records it.
+    async fn ship_chunk(&self, file: &str, from: u64, to: u64) -> Result<(), ShipError> {
+        let plain = self.read_range(file, from, to).await?;
+        let sha = hex::encode(Sha256::digest(&plain));
+        let desc = self.tier.codec();
+        let key = objects::chunk_key(&self.source, file, from, to, EPOCH, desc);
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        let stored =
+            tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
+                .await
+                .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))??;
+        let obj = match self.tier.store.put_bytes(&key, &stored).await {
+            Ok(o) => o,
+            Err(StoreError::Exists(_)) => self.adopt_small(&key, desc, &sha).await?,
+            Err(e) => return Err(e.into()),
+        };
+        self.catalog
+            .record_archive_object(&ArchiveObjectRow {
+                source: self.source.clone(),
+                file: file.to_string(),
+                kind: ArchiveKind::Chunk,
+                start_offset: from,
+                end_offset: to,
+                object_key: key,
+                sha256: sha,
+                stored_bytes: obj.bytes,
+                stored_sha256: obj.sha256,
+                codec: desc.to_string(),
+                key_id: self.key_id(),
+                epoch: EPOCH,
+                created_at: 0,
+                deleted_at: None,
+            })
+            .await?;
+        self.count(to - from, obj.bytes, to - from);
+        Ok(())
+    }
+
+    fn key_id(&self) -> Option<String> {
+        self.tier
+            .settings
+            .keyring
+            .current()
+            .map(|k| k.id().to_string())
+    }
+
+    /// An object left by a crash (the key exists): read back and decoded, adopted when
+    /// its plaintext has `sha`.
+    async fn adopt_small(
+        &self,
+        key: &str,
+        desc: &str,
+        sha: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let stored = self.tier.store.get_bytes(key).await?;
+        let plain = codec::decode(&stored, desc, self.tier.settings.keyring.clone())?;
+        let got = hex::encode(Sha256::digest(&plain));
+        if got != sha {
+            return Err(ShipError::Mismatch(format!(
+                "object {key} exists with other bytes (plaintext sha256 {got}, expected {sha}); \
+                 it is not overwritten: inspect it"
+            )));
+        }
+        info!(key, "adopted an object a crash left without its record");
+        Ok(catalog::BackupObject {
+            key: key.to_string(),
+            bytes: stored.len() as u64,
+            sha256: hex::encode(Sha256::digest(&stored)),
+        })
+    }
+
+    /// One pass of the file loop: ships the oldest SUCC file the store lacks (one per
+    /// pass, so a pass stays short), and retires the chunks of files the store holds
+    /// whole.
+    async fn file_pass(&self) -> Result<(), ShipError> {
+        self.publish_amplification().await?;
+        let (files, objs) = self.listing().await?;
+        for f in &files {
+            let whole = objs
+                .iter()
+                .any(|o| o.file == f.name && o.kind == ArchiveKind::File);
+            let chunks: Vec<&ArchiveObjectRow> = objs
+                .iter()
+                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
+                .collect();
+            if whole {
+                if !chunks.is_empty() {
+                    self.retire_chunks(&f.name, &chunks).await?;
+                }
+                continue;
+            }
+            if f.state != FileState::Succ {
+                continue;
+            }
+            let cov = covered(&chunks);
+            self.ship_file(f, f.size.saturating_sub(cov)).await?;
+            self.retire_chunks(&f.name, &chunks).await?;
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Deletes `chunks` of `file` from the store, then marks them deleted.
+    async fn retire_chunks(
+        &self,
+        file: &str,
+        chunks: &[&ArchiveObjectRow],
+    ) -> Result<(), ShipError> {
+        for c in chunks {
+            self.tier.store.delete(&c.object_key).await?;
+        }
+        self.catalog.mark_chunks_deleted(&self.source, file).await?;
+        Ok(())
+    }
+
+    /// Ships SUCC file `f` whole (`new` of its bytes were not in the store as chunks),
+    /// then its manifest, then its row.
+    async fn ship_file(&self, f: &BinlogFileRow, new: u64) -> Result<(), ShipError> {
+        let Some(want) = f.sha256.clone() else {
+            return Err(ShipError::Mismatch(format!(
+                "{} is SUCC without a recorded SHA-256; not shipped",
+                f.name
+            )));
+        };
+        let key = objects::file_key(&self.source, &f.name);
+        let desc = self.tier.codec();
+        let path = self.dir.join(&f.name);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), ShipError> {
+            use std::io::Read;
+            let io = |source| ShipError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            let mut enc = Encoder::new(comp, ring.current())?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; READ_STEP];
+            let mut total = 0u64;
+            let mut out = Vec::with_capacity(READ_STEP);
+            loop {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                let piece = buf.get(..n).unwrap_or_default();
+                h.update(piece);
+                total += n as u64;
+                enc.write(piece, &mut out)?;
+                if !out.is_empty()
+                    && tx
+                        .blocking_send(Ok(std::mem::take(&mut out).into()))
+                        .is_err()
+                {
+                    return Err(ShipError::Mismatch("the upload stopped".into()));
+                }
+            }
+            enc.finish(&mut out)?;
+            if !out.is_empty() {
+                let _ = tx.blocking_send(Ok(out.into()));
+            }
+            Ok((hex::encode(h.finalize()), total))
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let body = tokio_util::io::StreamReader::new(Box::pin(stream));
+        let meta = [
+            ("sha256", want.clone()),
+            ("codec", desc.to_string()),
+            ("size", f.size.to_string()),
+        ];
+        let put = self
+            .tier
+            .store
+            .put_stream_with(&key, body, &AtomicU64::new(0), &meta)
+            .await;
+        let read = reader
+            .await
+            .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?;
+        let obj = match put {
+            Ok(o) => {
+                let (sha, len) = read?;
+                if sha != want || len != f.size {
+                    self.tier.store.delete(&key).await?;
+                    return Err(ShipError::Mismatch(format!(
+                        "{} changed since its check ({len} bytes, sha256 {sha}; recorded {} bytes, {want}); \
+                         its object was removed again",
+                        f.name, f.size
+                    )));
+                }
+                o
+            }
+            Err(StoreError::Exists(_)) => self.adopt_file(&key, desc, &want).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let manifest = Manifest {
+            version: 1,
+            source: self.source.clone(),
+            file: f.name.clone(),
+            object_key: key.clone(),
+            size: f.size,
+            sha256: want.clone(),
+            stored_bytes: obj.bytes,
+            stored_sha256: obj.sha256.clone(),
+            codec: desc.to_string(),
+            key_id: self.key_id(),
+            epoch: EPOCH,
+            first_gtid: f.first_gtid.clone(),
+            last_gtid: f.last_gtid.clone(),
+            first_event_time: f.first_event_time,
+            last_event_time: f.last_event_time,
+            created_at: catalog::unix_now(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ShipError::Mismatch(format!("manifest: {e}")))?;
+        match self
+            .tier
+            .store
+            .put_bytes(&objects::manifest_key(&self.source, &f.name), &json)
+            .await
+        {
+            Ok(_) | Err(StoreError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.catalog
+            .record_archive_object(&ArchiveObjectRow {
+                source: self.source.clone(),
+                file: f.name.clone(),
+                kind: ArchiveKind::File,
+                start_offset: 0,
+                end_offset: f.size,
+                object_key: key,
+                sha256: want,
+                stored_bytes: obj.bytes,
+                stored_sha256: obj.sha256,
+                codec: desc.to_string(),
+                key_id: self.key_id(),
+                epoch: EPOCH,
+                created_at: 0,
+                deleted_at: None,
+            })
+            .await?;
+        self.count(f.size, obj.bytes, new);
+        info!(file = %f.name, bytes = f.size, stored = obj.bytes, "binlog shipped whole to the archive store");
+        Ok(())
+    }
+
+    /// A whole-file object left by a crash: streamed back and decoded, adopted when its
+    /// plaintext has `sha`.
+    async fn adopt_file(
+        &self,
+        key: &str,
+        desc: &str,
+        sha: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let mut s = Box::pin(self.tier.store.get_stream(key).await?);
+        let mut dec = Decoder::new(desc, self.tier.settings.keyring.clone())?;
+        let (mut hp, mut hs, mut stored) = (Sha256::new(), Sha256::new(), 0u64);
+        let mut out = Vec::new();
+        while let Some(piece) = s.next().await {
+            let piece = piece?;
+            hs.update(&piece);
+            stored += piece.len() as u64;
+            dec.write(&piece, &mut out)?;
+            hp.update(&out);
+            out.clear();
+        }
+        dec.finish(&mut out)?;
+        hp.update(&out);
+        let got = hex::encode(hp.finalize());
+        if got != sha {
+            return Err(ShipError::Mismatch(format!(
+                "object {key} exists with other bytes (plaintext sha256 {got}, expected {sha}); \
+                 it is not overwritten: inspect it"
+            )));
+        }
+        info!(key, "adopted an object a crash left without its record");
+        Ok(catalog::BackupObject {
+            key: key.to_string(),
+            bytes: stored,
+            sha256: hex::encode(hs.finalize()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(start: u64, end: u64) -> ArchiveObjectRow {
+        ArchiveObjectRow {
+            source: "s".into(),
+            file: "f".into(),
+            kind: ArchiveKind::Chunk,
+            start_offset: start,
+            end_offset: end,
+            object_key: String::new(),
+            sha256: String::new(),
+            stored_bytes: 0,
+            stored_sha256: String::new(),
+            codec: "none".into(),
+            key_id: None,
+            epoch: 0,
+            created_at: 0,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn coverage_is_the_contiguous_prefix() {
+        let (a, b, c) = (chunk(0, 100), chunk(100, 250), chunk(300, 400));
+        assert_eq!(covered(&[]), 0);
+        assert_eq!(covered(&[&b, &a]), 250);
+        assert_eq!(covered(&[&a, &c]), 100, "a hole stops the prefix");
+        assert_eq!(covered(&[&b]), 0, "nothing from offset 0");
+    }
+}

@@ -1,0 +1,225 @@
+//! `binlog-server archive ls|get|decode`: the archive store by hand, without the daemon
+//! (the store and key file come from the config's `[archive]`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::common::{load_settings, runtime};
+use crate::archive::{fetch, objects};
+
+/// `binlog-server archive` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCmd {
+    /// List the binlog files of a source in the archive store, with sizes and codecs.
+    Ls {
+        /// TOML configuration file (its `[archive]` store).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Source name.
+        source: String,
+    },
+    /// Fetch one binlog file from the archive store, decoded and checked against its
+    /// manifest (size, SHA-256), into OUT (a file, or a directory to put it in).
+    Get {
+        /// TOML configuration file (its `[archive]` store and key file).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Source name.
+        source: String,
+        /// Binlog file name, e.g. mysql-bin.000042.
+        file: String,
+        /// Where to write it.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Undo an object's codec by hand (after `aws s3 cp`): read IN (default stdin),
+    /// write the plaintext to OUT (default stdout). Exit 1 means the output is not to be
+    /// trusted (wrong key, damaged or cut-off object): delete it.
+    Decode {
+        /// The codec from the object's manifest or chunk name: none, zstd, aes-256-gcm,
+        /// zstd+aes-256-gcm.
+        #[arg(long)]
+        codec: String,
+        /// Key file for encrypted objects.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Input file (default stdin).
+        input: Option<PathBuf>,
+        /// Output file (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs an `archive` sub-command; exit 0 done, 1 failed, 2 bad config or arguments.
+pub fn run(cmd: ArchiveCmd) -> ExitCode {
+    match cmd {
+        ArchiveCmd::Ls { config, source } => ls(&config, &source),
+        ArchiveCmd::Get {
+            config,
+            source,
+            file,
+            out,
+        } => get(&config, &source, &file, &out),
+        ArchiveCmd::Decode {
+            codec,
+            key_file,
+            input,
+            out,
+        } => decode(
+            &codec,
+            key_file.as_deref(),
+            input.as_deref(),
+            out.as_deref(),
+        ),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("binlog-server archive: {msg}");
+    ExitCode::FAILURE
+}
+
+fn ls(config: &Path, source: &str) -> ExitCode {
+    let s = match load_settings("binlog-server archive", config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let rt = match runtime("binlog-server archive") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    rt.block_on(async {
+        let store = match objstore::store::Store::open(&s.archive.store) {
+            Ok(st) => st,
+            Err(e) => return fail(e),
+        };
+        let keys = match store.list(&format!("{source}/binlogs")).await {
+            Ok(k) => k,
+            Err(e) => return fail(e),
+        };
+        for (key, _) in keys.iter().filter(|(k, _)| k.ends_with(".manifest.json")) {
+            let file = key
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".manifest.json");
+            match fetch::manifest(&store, source, file).await {
+                Ok(m) => println!(
+                    "{}\t{} bytes\t{} stored\t{}\tsha256 {}",
+                    m.file, m.size, m.stored_bytes, m.codec, m.sha256
+                ),
+                Err(e) => println!("{file}\t(unreadable manifest: {e})"),
+            }
+        }
+        for (key, size) in keys.iter().filter(|(k, _)| k.contains(".chunks/")) {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            if let Some((a, b, _, codec)) = objects::parse_chunk_name(name) {
+                println!(
+                    "{key}\tbytes [{a}, {b})\t{size} stored\t{codec}\t(chunk of an open file)"
+                );
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+fn get(config: &Path, source: &str, file: &str, out: &Path) -> ExitCode {
+    let s = match load_settings("binlog-server archive", config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let rt = match runtime("binlog-server archive") {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    let target = if out.is_dir() {
+        out.join(file)
+    } else {
+        out.to_path_buf()
+    };
+    rt.block_on(async {
+        let store = match objstore::store::Store::open(&s.archive.store) {
+            Ok(st) => st,
+            Err(e) => return fail(e),
+        };
+        match fetch::fetch_file(&store, s.archive.keyring.clone(), source, file, &target).await {
+            Ok(m) => {
+                println!(
+                    "{}\t{} bytes\tsha256 {}",
+                    target.display(),
+                    m.size,
+                    m.sha256
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        }
+    })
+}
+
+fn decode(
+    codec: &str,
+    key_file: Option<&Path>,
+    input: Option<&Path>,
+    out: Option<&Path>,
+) -> ExitCode {
+    let keyring = match key_file {
+        None => objstore::keyring::Keyring::none(),
+        Some(p) => match objstore::keyring::Keyring::load(p) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("binlog-server archive: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut dec = match objstore::codec::Decoder::new(codec, Arc::new(keyring)) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("binlog-server archive: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut r: Box<dyn Read> = match input {
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        },
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        },
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let mut plain = Vec::new();
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return fail(format!("read: {e}")),
+        };
+        if let Err(e) = dec.write(buf.get(..n).unwrap_or_default(), &mut plain) {
+            return fail(e);
+        }
+        if let Err(e) = w.write_all(&plain) {
+            return fail(format!("write: {e}"));
+        }
+        plain.clear();
+    }
+    if let Err(e) = dec.finish(&mut plain) {
+        return fail(e);
+    }
+    if let Err(e) = w.write_all(&plain).and_then(|()| w.flush()) {
+        return fail(format!("write: {e}"));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,319 @@
+//! The archive tier against a real MariaDB primary: every binlog shipped to the archive
+//! store (a local directory, and moto's S3-compatible server), compressed, encrypted
+//! when a key file is configured, and read back byte-identical with `binlog-server
+//! archive get`.
+//!
+//! Run: `bash scripts/setup.sh && cargo test -p binlog-tests --test archive`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use binlog_tests::*;
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
+}
+
+/// `binlog-server archive <args>` with `env`: (exit ok, stdout, stderr).
+fn archive_cmd(args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String, String)> {
+    let out = Command::new(server_bin())
+        .arg("archive")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .context("run binlog-server archive")?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Waits until every closed file of the primary is in the store whole (`location` both)
+/// and the archive lag is 0; returns the source's `archive` status.
+fn wait_shipped(sb: &Sandbox) -> Result<serde_json::Value> {
+    let db = sb.primary();
+    let files = db.binlog_files()?;
+    let closed: Vec<String> = files
+        .iter()
+        .take(files.len().saturating_sub(1))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let src = sb.source().to_string();
+    wait_for(
+        "every closed binlog in the archive store, lag 0",
+        Duration::from_secs(90),
+        || {
+            let b = sb
+                .server()
+                .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+            let whole = |name: &str| {
+                b["files"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|f| f["name"] == name && f["location"] == "both")
+                })
+            };
+            let st = sb.server().get_json(&format!("/v1/sources/{src}"))?;
+            let lag = st["archive"]["lag_bytes"].as_u64();
+            Ok((closed.iter().all(|n| whole(n)) && lag == Some(0)).then_some(st))
+        },
+    )
+    .with_context(|| sb.server().log_tail(30))
+    .map(|st| st["archive"].clone())
+}
+
+/// Fetches every closed file with `archive get` and compares it with the primary's.
+fn assert_closed_files_identical(sb: &Sandbox, env: &[(&str, &str)]) -> Result<usize> {
+    let db = sb.primary();
+    let files = db.binlog_files()?;
+    let out = tempfile::tempdir()?;
+    let cfg = sb.config_path().to_str().context("utf-8")?.to_string();
+    let mut n = 0;
+    for (name, _) in files.iter().take(files.len() - 1) {
+        let (ok, stdout, stderr) = archive_cmd(
+            &[
+                "get",
+                "--config",
+                &cfg,
+                sb.source(),
+                name,
+                "--out",
+                out.path().to_str().context("utf-8")?,
+            ],
+            env,
+        )?;
+        if !ok {
+            bail!("archive get {name}: {stderr}");
+        }
+        assert!(stdout.contains(name), "{stdout}");
+        let got = std::fs::read(out.path().join(name))?;
+        let want = std::fs::read(db.binlog_path(name))?;
+        assert!(
+            got == want,
+            "{name}: {} bytes from the store, {} in the primary's file, or other bytes",
+            got.len(),
+            want.len()
+        );
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The chunks of the primary's active file in a local store under `bases`, decoded in
+/// order: a prefix of the primary's active file (its in-use flag aside), as long as the
+/// archive's durable length.
+fn assert_active_chunks_are_a_prefix(sb: &Sandbox, bases: &Path) -> Result<()> {
+    let db = sb.primary();
+    let (active, _) = db.master_status()?;
+    let dir = bases
+        .join(sb.source())
+        .join("binlogs")
+        .join(format!("{active}.chunks"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{} (the active file's chunks)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let ring = Arc::new(objstore::keyring::Keyring::none());
+    let mut prefix = Vec::new();
+    for n in &names {
+        let codec = n
+            .rsplit_once('.')
+            .map(|(_, c)| c)
+            .context("codec in name")?;
+        let (range, _) = n.split_once(".e").context("range in name")?;
+        let (a, b) = range.split_once('-').context("range")?;
+        let (a, b): (usize, usize) = (a.parse()?, b.parse()?);
+        assert_eq!(a, prefix.len(), "chunk {n} starts where the previous ended");
+        let plain = objstore::codec::decode(&std::fs::read(dir.join(n))?, codec, ring.clone())?;
+        assert_eq!(plain.len(), b - a, "chunk {n} holds its range");
+        prefix.extend_from_slice(&plain);
+    }
+    let primary = std::fs::read(db.binlog_path(&active))?;
+    assert!(!prefix.is_empty(), "the active file has chunks");
+    assert!(prefix.len() <= primary.len());
+    let durable = std::fs::metadata(sb.archive_dir(sb.source()).join(&active))?.len() as usize;
+    assert_eq!(
+        prefix.len(),
+        durable,
+        "the chunks cover the durable length (lag 0)"
+    );
+    for (i, (a, b)) in prefix.iter().zip(&primary).enumerate() {
+        assert!(
+            a == b || i == IN_USE_FLAG_OFFSET,
+            "{active}: chunk byte {i} differs from the primary's file"
+        );
+    }
+    Ok(())
+}
+
+/// Under a write load with rotations and `kill -9` of binlog-server in between, every
+/// closed binlog reaches the local store whole (zstd) and decodes to the primary's
+/// bytes; the active file's chunks are a prefix of it; upload amplification at most 2.
+#[test]
+fn every_binlog_reaches_a_local_store_byte_identical_across_kill9() -> Result<()> {
+    let mut sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .extra_toml("[archive]\nship_interval = \"200ms\"\n")
+        .start()?;
+    let writes = WriteLoad::start(
+        sb.primary(),
+        WriteLoadOptions {
+            max_duration: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )?;
+    for round in 0..4u64 {
+        std::thread::sleep(Duration::from_millis(1200 + 300 * (round % 2)));
+        if round % 2 == 0 {
+            sb.primary().flush_binary_logs()?;
+        }
+        sb.server_mut().kill9()?;
+        std::thread::sleep(Duration::from_millis(200));
+        let s = ServerProcess::start(&server_bin(), sb.config_path(), sb.http_addr())?;
+        *sb.server_mut() = s;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let n = writes.stop()?;
+    assert!(n > 50, "the load wrote only {n} transactions");
+    sb.primary().flush_binary_logs()?;
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(90))?;
+    let st = wait_shipped(&sb)?;
+    let closed = assert_closed_files_identical(&sb, &[])?;
+    assert!(closed >= 3, "{closed} closed files");
+    let bases = sb.bases_dir().context("local base store")?.to_path_buf();
+    assert_active_chunks_are_a_prefix(&sb, &bases)?;
+    // The closed files' chunks are gone once their whole objects are recorded.
+    for (name, _) in sb.primary().binlog_files()?.iter().take(closed) {
+        let chunks = bases
+            .join(sb.source())
+            .join("binlogs")
+            .join(format!("{name}.chunks"));
+        let left = std::fs::read_dir(&chunks).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left, 0, "{name}: chunks left after the whole object");
+    }
+    // This process's figures (the last start): at most 2 uploads per binlog byte.
+    if let Some(a) = st["amplification"].as_f64() {
+        assert!(a <= 2.0 + 1e-9, "upload amplification {a}: {st}");
+    }
+    assert!(
+        st["stored_bytes"].as_u64() <= st["uploaded_bytes"].as_u64(),
+        "zstd never grows: {st}"
+    );
+    let metrics = sb.server().get_text("/metrics")?.1;
+    assert!(
+        metrics.contains("binlog_server_archive_lag_bytes"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+/// An S3-compatible store with zstd and encryption: a known string written on the
+/// primary is in no object of the bucket; `archive get` with the key gives the primary's
+/// files; with another key file it fails naming the object's key id; the whole-file
+/// objects carry their plaintext SHA-256 as metadata.
+#[test]
+fn an_encrypted_s3_archive_hides_the_data_and_names_a_wrong_key() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let moto = Moto::start()?;
+    moto.create_bucket("arch")?;
+    for (k, v) in S3_TEST_ENV {
+        std::env::set_var(k, v);
+    }
+    let keys = tempfile::tempdir()?;
+    let key_file = keys.path().join("archive.key");
+    std::fs::write(&key_file, format!("2026-12 {}\n", "5a".repeat(32)))?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    let archive = format!(
+        "[archive]\nstore = \"s3://arch/pre\"\ns3_endpoint = {}\ns3_allow_http = true\n\
+         ship_interval = \"200ms\"\nencryption_key_file = {}\n",
+        toml_string(&moto.endpoint()),
+        toml_string(key_file.to_str().context("utf-8")?)
+    );
+    let secret = "archive-secret-7f3a9c";
+    let sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .extra_toml(&archive)
+        .setup(move |db| {
+            db.sql(
+                "CREATE DATABASE s; CREATE TABLE s.t (id INT PRIMARY KEY AUTO_INCREMENT, v TEXT)",
+            )?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    for i in 0..30 {
+        db.sql(&format!("INSERT INTO s.t (v) VALUES ('{secret} {i}')"))?;
+        if i % 10 == 9 {
+            db.flush_binary_logs()?;
+        }
+    }
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+    // Nothing in the bucket shows the string, in any object (files, chunks, manifests).
+    let keys_in_bucket = moto.list("arch", "pre/")?;
+    assert!(
+        keys_in_bucket.iter().any(|k| k.ends_with(".manifest.json")),
+        "{keys_in_bucket:?}"
+    );
+    for k in &keys_in_bucket {
+        let bytes = moto.get("arch", k)?;
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{k} holds the plaintext"
+        );
+    }
+    // Whole-file objects carry their plaintext SHA-256.
+    let files = db.binlog_files()?;
+    let first = &files[0].0;
+    let meta = moto.metadata(
+        "arch",
+        &format!("pre/{}/binlogs/{first}", sb.source()),
+        "sha256",
+    )?;
+    assert_eq!(
+        meta.as_deref(),
+        Some(sha256_file(&db.binlog_path(first))?.as_str())
+    );
+    // Read back with the key: the primary's bytes.
+    let closed = assert_closed_files_identical(&sb, &S3_TEST_ENV)?;
+    assert!(closed >= 3);
+    // With another key file: a clear error naming the key id, no file written.
+    let other = keys.path().join("other.key");
+    std::fs::write(&other, format!("2027-01 {}\n", "6b".repeat(32)))?;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600))?;
+    let cfg = std::fs::read_to_string(sb.config_path())?.replace(
+        key_file.to_str().context("utf-8")?,
+        other.to_str().context("utf-8")?,
+    );
+    let wrong_cfg = keys.path().join("wrong.toml");
+    std::fs::write(&wrong_cfg, cfg)?;
+    let out = tempfile::tempdir()?;
+    let (ok, _, stderr) = archive_cmd(
+        &[
+            "get",
+            "--config",
+            wrong_cfg.to_str().context("utf-8")?,
+            sb.source(),
+            first,
+            "--out",
+            out.path().to_str().context("utf-8")?,
+        ],
+        &S3_TEST_ENV,
+    )?;
+    assert!(!ok, "a wrong key must fail");
+    assert!(
+        stderr.contains("\"2026-12\""),
+        "names the object's key id: {stderr}"
+    );
+    assert!(
+        !out.path().join(first).exists(),
+        "nothing written with a wrong key"
+    );
+    Ok(())
+}
