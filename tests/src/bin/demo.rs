@@ -148,10 +148,11 @@ fn main() -> Result<()> {
     println!("== GET /v1/sources/sandbox/binlogs");
     for f in files["files"].as_array().cloned().unwrap_or_default() {
         println!(
-            "   {:<18} {:>8} bytes  {:<8} sha256={}  {}",
+            "   {:<18} {:>8} bytes  {:<8} {:<5} sha256={}  {}",
             f["name"].as_str().unwrap_or("?"),
             f["size"],
             f["state"].as_str().unwrap_or("?"),
+            f["location"].as_str().unwrap_or("?"),
             f["sha256"]
                 .as_str()
                 .map(|s| &s[..12.min(s.len())])
@@ -159,6 +160,17 @@ fn main() -> Result<()> {
             f["info"].as_str().unwrap_or("")
         );
     }
+    let a = &server.get_json("/v1/sources/sandbox")?["archive"];
+    println!(
+        "== archive store {}: lag {} bytes / {:.1} s, {} objects, {} bytes uploaded as {} stored (zstd), amplification {}",
+        a["store"].as_str().unwrap_or("?"),
+        a["lag_bytes"],
+        a["lag_seconds"].as_f64().unwrap_or(0.0),
+        a["objects"],
+        a["uploaded_bytes"],
+        a["stored_bytes"],
+        a["amplification"]
+    );
     println!("== GET /v1/sources/sandbox/backups");
     let bases = server.get_json("/v1/sources/sandbox/backups")?;
     for b in bases["backups"].as_array().cloned().unwrap_or_default() {
