@@ -47,21 +47,32 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
     info!(addr = %settings.http_listen, "HTTP API listening");
 
-    let mut started = start_sources(&settings, &shared, &cancel).await?;
-    if settings.archive.enabled {
-        let tier = Arc::new(
+    let tier = match settings.archive.enabled {
+        true => Some(Arc::new(
             crate::archive::ship::ArchiveTier::open(settings.archive.clone())
                 .context("open the archive store ([archive] store)")?,
-        );
+        )),
+        false => None,
+    };
+    let mut started = start_sources(&settings, &shared, tier.clone(), &cancel).await?;
+    if let Some(tier) = &tier {
         info!(store = %tier.store.url(), codec = tier.codec(), "shipping binlogs to the archive store");
         for (name, rt) in &started.runtimes {
+            let evicted = started
+                .archives
+                .get(name)
+                .map(|a| a.evicted.clone())
+                .unwrap_or_default();
             let h = crate::archive::ship::spawn(
-                name.clone(),
-                settings.data_dir.join(name),
-                catalog.clone(),
-                tier.clone(),
-                rt.status.clone(),
-                metrics.clone(),
+                crate::archive::ship::ShipperCtx {
+                    source: name.clone(),
+                    dir: settings.data_dir.join(name),
+                    catalog: catalog.clone(),
+                    tier: tier.clone(),
+                    status: rt.status.clone(),
+                    metrics: metrics.clone(),
+                    evicted,
+                },
                 cancel.child_token(),
             );
             let n = format!("{name} (archive shipping)");
@@ -139,8 +150,10 @@ type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::Join
 async fn start_sources(
     settings: &Settings,
     shared: &Shared,
+    tier: Option<Arc<crate::archive::ship::ArchiveTier>>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Started> {
+    let reader = tier.map(|t| Arc::new(crate::archive::cache::ArchiveReader::new(t)));
     let mut started = Started {
         runtimes: BTreeMap::new(),
         archives: BTreeMap::new(),
@@ -153,7 +166,24 @@ async fn start_sources(
         let capture = source.capture;
         let replication = source.replication.clone();
         let (rt, handle) = spawn_source(shared.clone(), source, cancel.child_token());
+        let dir = settings.data_dir.join(&name);
+        let evicted = crate::archive::cache::Evicted::default();
+        if reader.is_some() {
+            // Files the store holds whole and the disk no longer does.
+            for o in shared
+                .catalog
+                .list_archive_objects(&name)
+                .await
+                .unwrap_or_default()
+            {
+                if o.kind == catalog::ArchiveKind::File && !dir.join(&o.file).exists() {
+                    evicted.insert(&o.file, o.end_offset);
+                }
+            }
+        }
         let archive = Arc::new(Archive {
+            evicted,
+            reader: reader.clone(),
             source: name.clone(),
             dir: settings.data_dir.join(&name),
             status: capture.then(|| rt.status.clone()),

@@ -317,3 +317,135 @@ fn an_encrypted_s3_archive_hides_the_data_and_names_a_wrong_key() -> Result<()> 
     );
     Ok(())
 }
+
+/// With `local_retention = "0s"`, closed binlogs leave the local disk once the store holds
+/// them; then a PITR into a scratch instance, a restore verification and
+/// `mariadb-binlog --raw --to-last-log` through the fake primary all read them back from
+/// the store, without knowing where they came from: the checkpoint's table checksums,
+/// a passed verification, and the primary's files byte for byte.
+#[test]
+fn evicted_binlogs_are_read_back_for_pitr_verification_and_replicas() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .source_backup(SourceBackup::physical())
+        .source_replication(fake_port)
+        .source_verify("day = \"sun\"\nstart = \"03:00\"\nchain_timeout = \"5m\"")
+        .extra_toml("[archive]\nship_interval = \"200ms\"\nlocal_retention = \"0s\"\n")
+        .setup(|db| {
+            db.sql(
+                "CREATE TABLE test.t1 (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
+                 CREATE TABLE test.t2 (id INT PRIMARY KEY, n INT)",
+            )?;
+            db.sql("INSERT INTO test.t2 VALUES (1, 0), (2, 0)")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    let base = sb.take_base(sb.source())?;
+    let burst = |tag: &str, n: usize| -> Result<()> {
+        let mut sql = String::new();
+        for i in 0..n {
+            sql.push_str(&format!(
+                "BEGIN; INSERT INTO test.t1 (v) VALUES ('{tag}-{i}'); UPDATE test.t2 SET n = n + 1 WHERE id = {}; COMMIT;\n",
+                1 + i % 2
+            ));
+        }
+        db.sql(&sql).map(|_| ())
+    };
+    for round in 0..4 {
+        burst(&format!("r{round}"), 100)?;
+        db.flush_binary_logs()?;
+    }
+    burst("checkpoint", 20)?;
+    let gtid = db.gtid_binlog_pos()?;
+    let sums = db.table_checksums(&["test"])?;
+    db.flush_binary_logs()?;
+    burst("after", 10)?;
+    db.flush_binary_logs()?;
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    // Every closed file but the two newest leaves the disk.
+    let src = sb.source().to_string();
+    let evicted = wait_for("closed binlogs evicted", Duration::from_secs(60), || {
+        let b = sb
+            .server()
+            .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+        let n = b["files"]
+            .as_array()
+            .map(|a| a.iter().filter(|f| f["location"] == "store").count())
+            .unwrap_or(0);
+        Ok((n >= 4).then_some(n))
+    })
+    .with_context(|| sb.server().log_tail(30))?;
+    for (name, _) in db.binlog_files()?.iter().take(evicted) {
+        assert!(
+            !sb.archive_dir(&src).join(name).exists(),
+            "{name} is still on the local disk"
+        );
+    }
+    eprintln!("{evicted} binlogs evicted; base {}", base.id);
+
+    // PITR into a scratch instance, to the checkpoint's GTID.
+    let mut jobs = PitrJobs::new(sb.server());
+    let (code, v) = sb.server().post_json(
+        &format!("/v1/sources/{src}/pitr"),
+        &serde_json::json!({"target_gtid": gtid, "scratch": true}),
+    )?;
+    assert_eq!(code, 202, "{v:#}");
+    let id = v["id"].as_str().context("job id")?.to_string();
+    jobs.add(&id);
+    let j = wait_for("PITR job", Duration::from_secs(600), || {
+        let j = sb.server().get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    assert_eq!(j["phase"], "done", "{j:#}");
+    let socket = j["restored"]["socket"].as_str().context("socket")?;
+    assert_eq!(checksums_socket(socket)?, sums, "the checkpoint's tables");
+    let (code, _) = jobs.delete(&id)?;
+    assert_eq!(code, 200);
+
+    // A restore verification over the evicted range.
+    let (code, r) = sb.server().post_json(
+        &format!("/v1/sources/{src}/verifications"),
+        &serde_json::json!({}),
+    )?;
+    assert_eq!(code, 202, "{r:#}");
+    let vid = r["id"].as_str().context("id")?.to_string();
+    let r = wait_for("verification", Duration::from_secs(600), || {
+        let r = sb.server().get_json(&format!("/v1/verifications/{vid}"))?;
+        Ok((r["outcome"] != "running").then_some(r))
+    })?;
+    assert_eq!(r["outcome"], "passed", "{r:#}");
+
+    // A stock client through the fake primary: every file, evicted ones included.
+    let files = db.binlog_files()?;
+    let out = tempfile::tempdir()?;
+    mariadb_binlog_raw(
+        fake_port,
+        &files[0].0,
+        out.path(),
+        &[],
+        Duration::from_secs(120),
+    )?;
+    let active = files.last().map(|(n, _)| n.clone());
+    for (name, _) in &files {
+        let got = std::fs::read(out.path().join(name)).with_context(|| format!("no {name}"))?;
+        let want = std::fs::read(db.binlog_path(name))?;
+        let same = got.len() == want.len()
+            && got.iter().zip(&want).enumerate().all(|(i, (a, b))| {
+                a == b || (Some(name) == active.as_ref() && i == IN_USE_FLAG_OFFSET)
+            });
+        assert!(
+            same,
+            "{name} through the fake primary differs from the primary's"
+        );
+    }
+    let cached = std::fs::read_dir(sb.data_dir().join("cache").join(&src))?.count();
+    assert!(
+        cached >= 1,
+        "evicted files were read back through the cache"
+    );
+    Ok(())
+}

@@ -1,8 +1,10 @@
 //! The archive: on this node, binlog files, their control files and crash recovery
 //! ([`store`]) and the RocksDB transaction index by GTID, time and ordinal ([`index`]);
 //! in the archive store, where binlogs live as objects ([`objects`]), the shipping that
-//! puts them there ([`ship`]) and the checked reading back ([`fetch`]).
+//! puts them there ([`ship`]), the checked reading back ([`fetch`]) and the local tier
+//! as a cache of the store ([`cache`]).
 
+pub mod cache;
 pub mod fetch;
 pub mod index;
 pub mod objects;

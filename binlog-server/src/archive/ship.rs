@@ -40,6 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::cache::Evicted;
 use super::objects::{self, Manifest};
 use crate::config::ArchiveSettings;
 use crate::status::{Metrics, StatusCell};
@@ -145,33 +146,45 @@ struct Shipper {
     metrics: Arc<Metrics>,
     /// Per file with durable bytes the store lacks: since when (the lag's age).
     waiting: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Files only in the store.
+    evicted: Evicted,
 }
 
-/// Starts the chunk and file loops of `source` (files in `dir`); they end when `cancel`
-/// fires.
-pub fn spawn(
-    source: String,
-    dir: PathBuf,
-    catalog: Arc<Catalog>,
-    tier: Arc<ArchiveTier>,
-    status: StatusCell,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+/// What one source's shipper works with.
+pub struct ShipperCtx {
+    /// Source name.
+    pub source: String,
+    /// Its local directory (`<data_dir>/<source>`).
+    pub dir: PathBuf,
+    /// Catalog.
+    pub catalog: Arc<Catalog>,
+    /// The archive store.
+    pub tier: Arc<ArchiveTier>,
+    /// Its live status (durable end in; archive figures out).
+    pub status: StatusCell,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Files only in the store (the evictor adds to it; the fake primary lists it).
+    pub evicted: Evicted,
+}
+
+/// Starts the chunk and file loops of a source; they end when `cancel` fires.
+pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
     {
-        let mut s = status.lock();
+        let mut s = ctx.status.lock();
         s.archive = Some(ArchiveStatus {
-            store: tier.store.url().to_string(),
+            store: ctx.tier.store.url().to_string(),
             ..Default::default()
         });
     }
     let sh = Arc::new(Shipper {
-        source,
-        dir,
-        catalog,
-        tier,
-        status,
-        metrics,
+        source: ctx.source,
+        dir: ctx.dir,
+        catalog: ctx.catalog,
+        tier: ctx.tier,
+        status: ctx.status,
+        metrics: ctx.metrics,
+        evicted: ctx.evicted,
         waiting: Default::default(),
     });
     let span = tracing::info_span!("archive", source = %sh.source);
@@ -469,6 +482,7 @@ impl Shipper {
     async fn file_pass(&self) -> Result<(), ShipError> {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
+        self.evict(&files, &objs).await?;
         for f in &files {
             let whole = objs
                 .iter()
@@ -494,7 +508,53 @@ impl Shipper {
         Ok(())
     }
 
-    /// Deletes `chunks` of `file` from the store, then marks them deleted.
+    /// `[archive] local_retention`: removes from the local disk the SUCC files the store
+    /// holds whole (checked with a HEAD first) whose last event is older than the
+    /// retention, never the two newest files.
+    async fn evict(
+        &self,
+        files: &[BinlogFileRow],
+        objs: &[ArchiveObjectRow],
+    ) -> Result<(), ShipError> {
+        let Some(keep) = self.tier.settings.local_retention else {
+            return Ok(());
+        };
+        let now = catalog::unix_now();
+        let keep_s = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
+        for f in files.iter().take(files.len().saturating_sub(2)) {
+            if f.state != FileState::Succ {
+                continue;
+            }
+            let Some(o) = objs
+                .iter()
+                .find(|o| o.file == f.name && o.kind == ArchiveKind::File)
+            else {
+                continue;
+            };
+            let age = now - f.last_event_time.unwrap_or(f.state_changed_at);
+            let path = self.dir.join(&f.name);
+            if age < keep_s || !path.exists() {
+                continue;
+            }
+            if !self.tier.store.exists(&o.object_key).await? {
+                return Err(ShipError::Mismatch(format!(
+                    "{} is recorded in the store as {} but the store does not have it; kept locally",
+                    f.name, o.object_key
+                )));
+            }
+            self.evicted.insert(&f.name, f.size);
+            std::fs::remove_file(&path).map_err(|source| ShipError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            info!(file = %f.name, age_s = age, "evicted from the local disk: the archive store holds it");
+        }
+        Ok(())
+    }
+
+    /// Deletes `chunks` of `file` from the store, and every other object under the
+    /// file's chunk prefix (a chunk a crash left without its row), then marks the rows
+    /// deleted.
     async fn retire_chunks(
         &self,
         file: &str,
@@ -502,6 +562,10 @@ impl Shipper {
     ) -> Result<(), ShipError> {
         for c in chunks {
             self.tier.store.delete(&c.object_key).await?;
+        }
+        let prefix = objects::chunks_prefix(&self.source, file);
+        for (key, _) in self.tier.store.list(&prefix).await? {
+            self.tier.store.delete(&key).await?;
         }
         self.catalog.mark_chunks_deleted(&self.source, file).await?;
         Ok(())

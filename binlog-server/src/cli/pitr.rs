@@ -190,7 +190,9 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
         Ok(v) => v,
         Err(code) => return code,
     };
-    match write_export(&settings.data_dir.join(&t.source), &plan, out) {
+    let dir = settings.data_dir.join(&t.source);
+    let locate = |name: &str| locate_binlog(&settings, &t.source, &dir, name);
+    match write_export(&locate, &plan, out) {
         Ok(files) => {
             let summary = json!({
                 "source": t.source,
@@ -219,7 +221,53 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
     }
 }
 
-fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, String> {
+/// Where binlog `name` of `source` is: the local file, the cached copy, or (evicted) a
+/// checked copy fetched from the archive store into the cache now.
+fn locate_binlog(
+    settings: &crate::config::Settings,
+    source: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<std::path::PathBuf, String> {
+    let local = dir.join(name);
+    if local.exists() || !settings.archive.enabled {
+        return Ok(local);
+    }
+    let cdir = settings.archive.cache_dir.join(source);
+    let cached = cdir.join(name);
+    if cached.exists() {
+        return Ok(cached);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start a runtime: {e}"))?;
+    rt.block_on(async {
+        std::fs::create_dir_all(&cdir).map_err(|e| format!("create {}: {e}", cdir.display()))?;
+        let store =
+            objstore::store::Store::open(&settings.archive.store).map_err(|e| e.to_string())?;
+        crate::archive::fetch::fetch_file(
+            &store,
+            settings.archive.keyring.clone(),
+            source,
+            name,
+            &cached,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "{name} is not on this node's disk and cannot be read from the archive store: {e}"
+            )
+        })
+    })?;
+    Ok(cached)
+}
+
+fn write_export(
+    locate: &dyn Fn(&str) -> Result<std::path::PathBuf, String>,
+    plan: &Value,
+    out: &Path,
+) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
     let files: Vec<String> = plan["files"]
         .as_array()
@@ -238,7 +286,7 @@ fn write_export(dir: &Path, plan: &Value, out: &Path) -> Result<Vec<String>, Str
         if !crate::archive::store::is_safe_file_name(name) {
             return Err(format!("unsafe file name {name:?} in the plan"));
         }
-        let src = dir.join(name);
+        let src = locate(name)?;
         let mut f =
             std::fs::File::open(&src).map_err(|e| format!("open {}: {e}", src.display()))?;
         let size = f.metadata().map_err(|e| e.to_string())?.len();

@@ -53,6 +53,9 @@
 //! ship_bytes = 16777216          # ... or once this many are waiting, whichever first
 //! compression = "zstd"           # | "none"
 //! encryption_key_file = "/etc/binlog-server/archive.key"   # optional, see objstore::keyring
+//! local_retention = "7d"         # optional: confirmed SUCC files older than this leave the local disk
+//! cache_dir = "<data_dir>/cache" # files read back from the store
+//! cache_bytes = 8589934592
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -171,6 +174,16 @@ pub struct ArchiveConfig {
     /// Key file that encrypts new objects and opens old ones (objstore::keyring);
     /// none: objects are not encrypted.
     pub encryption_key_file: Option<PathBuf>,
+    /// SUCC files confirmed in the store whose last event is older than this are removed
+    /// from the local disk (the two newest files never are); they are read back from the
+    /// store when needed. None (default): every file stays local.
+    #[serde(with = "humantime_serde")]
+    pub local_retention: Option<Duration>,
+    /// Where files read back from the store are kept. Default `<data_dir>/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache directory holds (least recently used files go first; the
+    /// file being fetched may exceed it). Default 8 GiB.
+    pub cache_bytes: u64,
 }
 
 impl Default for ArchiveConfig {
@@ -186,6 +199,9 @@ impl Default for ArchiveConfig {
             ship_bytes: 16 * 1024 * 1024,
             compression: "zstd".into(),
             encryption_key_file: None,
+            local_retention: None,
+            cache_dir: None,
+            cache_bytes: 8 << 30,
         }
     }
 }
@@ -205,6 +221,12 @@ pub struct ArchiveSettings {
     pub compression: objstore::codec::Compression,
     /// Keys (empty without a key file).
     pub keyring: std::sync::Arc<objstore::keyring::Keyring>,
+    /// See [`ArchiveConfig::local_retention`].
+    pub local_retention: Option<Duration>,
+    /// Cache of files read back from the store (created).
+    pub cache_dir: PathBuf,
+    /// Its size bound, bytes.
+    pub cache_bytes: u64,
 }
 
 /// `[pitr]`: how restored instances are run while they replay the archive.

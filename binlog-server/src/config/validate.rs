@@ -64,7 +64,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         .map_err(|(k, m)| invalid(k, m))?;
     let tools = backup_tools(&c.backup)?;
     let pitr = pitr(c.pitr, &data_dir)?;
-    let archive = archive(&c.archive, &store.options)?;
+    let archive = archive(&c.archive, &store.options, &data_dir)?;
     Ok(Settings {
         archive,
         pitr,
@@ -83,6 +83,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
 fn archive(
     a: &ArchiveConfig,
     backup: &objstore::store::StoreOptions,
+    data_dir: &Path,
 ) -> Result<ArchiveSettings, ConfigError> {
     let store = match &a.store {
         None => objstore::store::StoreOptions {
@@ -137,7 +138,32 @@ fn archive(
         Some(p) => objstore::keyring::Keyring::load(p)
             .map_err(|e| invalid("archive.encryption_key_file", e.to_string()))?,
     };
+    let cache_dir = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("cache"));
+    std::fs::create_dir_all(&cache_dir).map_err(|e| {
+        invalid(
+            "archive.cache_dir",
+            format!("cannot create {}: {e}", cache_dir.display()),
+        )
+    })?;
+    if a.local_retention.is_some() && !a.enabled {
+        return Err(invalid(
+            "archive.local_retention",
+            "needs enabled = true: files only leave the local disk once they are in the store",
+        ));
+    }
+    if a.cache_bytes < 64 << 20 {
+        return Err(invalid(
+            "archive.cache_bytes",
+            "must be at least 67108864 (64 MiB)",
+        ));
+    }
     Ok(ArchiveSettings {
+        local_retention: a.local_retention,
+        cache_dir,
+        cache_bytes: a.cache_bytes,
         enabled: a.enabled,
         store,
         ship_interval: a.ship_interval,

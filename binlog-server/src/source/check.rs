@@ -112,7 +112,9 @@ impl Checker {
                     let due = r
                         .checked_at
                         .is_none_or(|t| now - t >= scrub.as_secs() as i64);
-                    if due {
+                    // An evicted file is not on this disk to scrub (the store's copy
+                    // was checked when it was written).
+                    if due && self.store.dir().join(&r.name).exists() {
                         todo.push(r.name);
                     }
                 }
@@ -139,6 +141,11 @@ impl Checker {
             _ => return,
         };
         if row.state == FileState::Active {
+            return;
+        }
+        if row.state == FileState::Succ && !self.store.dir().join(file).exists() {
+            // Evicted: the archive store holds it (checked when written); nothing here
+            // to read.
             return;
         }
         if row.state == FileState::Fail {

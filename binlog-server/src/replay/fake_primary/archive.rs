@@ -28,6 +28,10 @@ pub struct Archive {
     /// the archive's own state for it becomes FAIL (and it is re-pulled while the
     /// primary still has it). `None` when no checker runs.
     pub checks: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Files only in the archive store (evicted from `dir`).
+    pub evicted: crate::archive::cache::Evicted,
+    /// Reads evicted files back from the store; `None` without `[archive]`.
+    pub reader: Option<Arc<crate::archive::cache::ArchiveReader>>,
 }
 
 impl Archive {
@@ -36,6 +40,23 @@ impl Archive {
     pub(super) fn report_damage(&self, file: &str) {
         if let Some(tx) = &self.checks {
             let _ = tx.try_send(file.to_string());
+        }
+    }
+
+    /// Where `file`'s bytes are: the local file, or (evicted) a checked copy fetched
+    /// from the archive store into the cache.
+    ///
+    /// # Errors
+    ///
+    /// The message for ERROR 1236: not local and cannot be fetched.
+    pub async fn path_of(&self, file: &str) -> Result<PathBuf, String> {
+        let local = self.dir.join(file);
+        match &self.reader {
+            Some(r) if !local.exists() => r
+                .path(&self.source, &self.dir, file)
+                .await
+                .map_err(|e| format!("binlog {file} of {} is not on this node's disk and cannot be read from the archive store: {e}", self.source)),
+            _ => Ok(local),
         }
     }
 }
@@ -82,7 +103,8 @@ pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
 }
 
 /// The archive's binlog files in order with their sizes on disk (the ACTIVE file's size
-/// may include bytes not yet durable). Empty when the directory does not exist.
+/// may include bytes not yet durable), and the evicted ones (only in the archive store)
+/// with their sizes. Empty when there are none.
 ///
 /// # Errors
 ///
@@ -105,6 +127,11 @@ pub(super) fn list_files(a: &Archive) -> anyhow::Result<Vec<(String, u64)>> {
         let md = ent.metadata()?;
         if md.is_file() {
             v.push((name, md.len()));
+        }
+    }
+    for (name, size) in a.evicted.snapshot() {
+        if !v.iter().any(|(n, _)| *n == name) {
+            v.push((name, size));
         }
     }
     v.sort_by_key(|(n, _)| binlog_order(n));

@@ -258,10 +258,10 @@ impl PitrService {
             base_id,
         )
         .await?;
-        // A file the catalog lists but the disk lost.
+        // A file the catalog lists but the disk lost (and the archive store does not hold).
         for f in &p.files {
             let path = archive.dir.join(f);
-            if !path.is_file() {
+            if !path.is_file() && !archive.evicted.contains(f) {
                 return Err(PlanError::FileMissing {
                     file: f.clone(),
                     path,
