@@ -1,7 +1,8 @@
 //! Shipping: every binlog of a source goes to the archive store (layout:
 //! [`super::objects`]), so the node's disk is no longer the only copy.
 //!
-//! Two loops per source, so a long whole-file upload never holds back the open file:
+//! Two loops per source, so a long whole-file upload never holds back the open file
+//! (and a third that publishes the lag every second, whatever the store does):
 //!
 //! - **Chunks** (every `ship_interval / 4`, at least every 250 ms): the durable bytes of
 //!   an ACTIVE or REPORTED file that the store does not hold yet go out as one chunk
@@ -9,7 +10,8 @@
 //!   `ship_interval`, whichever first (a chunk is at most `ship_bytes`). Only durable
 //!   bytes are read: the ACTIVE file up to the fsynced length the writer published, a
 //!   REPORTED file whole. Each byte goes out once as a chunk.
-//! - **Files** (oldest first): a SUCC file goes out whole, encoded while it streams
+//! - **Files** (oldest first, up to 4 at once; up to 8 MiB in one request, larger ones
+//!   multipart): a SUCC file goes out whole, encoded while it streams
 //!   (bounded memory), its plaintext SHA-256 checked against the one the checker
 //!   recorded; then its manifest; then its catalog row; then its chunks are deleted.
 //!   Each byte goes out once more, so upload amplification (plaintext bytes uploaded /
@@ -51,6 +53,10 @@ const EPOCH: i64 = 0;
 const MAX_TICK: Duration = Duration::from_millis(250);
 /// Backoff after a failed pass: from 1 s, doubling, capped.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Files up to this size go out in one request, bytes.
+const SMALL_FILE: u64 = 8 * 1024 * 1024;
+/// Whole files shipped at once.
+const FILES_IN_FLIGHT: usize = 4;
 /// Plaintext read per step of a whole-file upload, bytes.
 const READ_STEP: usize = 1024 * 1024;
 
@@ -188,11 +194,11 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         waiting: Default::default(),
     });
     let span = tracing::info_span!("archive", source = %sh.source);
-    let (a, b) = (sh.clone(), sh);
-    let c2 = cancel.clone();
+    let (a, b, c) = (sh.clone(), sh.clone(), sh);
+    let (c2, c3) = (cancel.clone(), cancel.clone());
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            tokio::join!(a.chunk_loop(cancel), b.file_loop(c2));
+            tokio::join!(a.chunk_loop(cancel), b.file_loop(c2), c.lag_loop(c3));
         },
         span,
     ))
@@ -257,6 +263,11 @@ impl Shipper {
         self.repeat(tick, &cancel, || self.chunk_pass()).await;
     }
 
+    async fn lag_loop(&self, cancel: CancellationToken) {
+        self.repeat(Duration::from_secs(1), &cancel, || self.lag_pass())
+            .await;
+    }
+
     async fn file_loop(&self, cancel: CancellationToken) {
         let tick = self.tier.settings.ship_interval.min(Duration::from_secs(1));
         self.repeat(tick, &cancel, || self.file_pass()).await;
@@ -272,51 +283,8 @@ impl Shipper {
     /// One pass of the chunk loop: publishes the lag, then ships what is due.
     async fn chunk_pass(&self) -> Result<(), ShipError> {
         let (files, objs) = self.listing().await?;
-        let (dfile, dpos) = {
-            let s = self.status.lock();
-            (s.durable_file.clone(), s.durable_pos)
-        };
         let now = Instant::now();
-        let (due, lag_bytes, oldest) = {
-            let mut due = Vec::new();
-            let (mut lag_bytes, mut oldest) = (0u64, None::<Instant>);
-            let mut seen = Vec::new();
-            let mut since = crate::util::lock(&self.waiting);
-            for f in &files {
-                if f.state == FileState::Fail
-                    || objs
-                        .iter()
-                        .any(|o| o.file == f.name && o.kind == ArchiveKind::File)
-                {
-                    continue;
-                }
-                let chunks: Vec<&ArchiveObjectRow> = objs
-                    .iter()
-                    .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
-                    .collect();
-                let end = match (f.state, &dfile, dpos) {
-                    (FileState::Active, Some(df), Some(p)) if *df == f.name => p.max(f.size),
-                    _ => f.size,
-                };
-                let cov = covered(&chunks);
-                if end <= cov {
-                    continue;
-                }
-                seen.push(f.name.clone());
-                let t = *since.entry(f.name.clone()).or_insert(now);
-                lag_bytes += end - cov;
-                oldest = Some(oldest.map_or(t, |o| o.min(t)));
-                let open = matches!(f.state, FileState::Active | FileState::Reported);
-                if open
-                    && (end - cov >= self.tier.settings.ship_bytes
-                        || now.duration_since(t) >= self.tier.settings.ship_interval)
-                {
-                    due.push((f.name.clone(), cov, end));
-                }
-            }
-            since.retain(|k, _| seen.contains(k));
-            (due, lag_bytes, oldest)
-        };
+        let (due, lag_bytes, oldest) = self.backlog(&files, &objs, now);
         self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
         for (file, mut from, end) in due {
             while from < end {
@@ -327,6 +295,68 @@ impl Shipper {
             crate::util::lock(&self.waiting).remove(&file);
         }
         Ok(())
+    }
+
+    /// The lag loop's pass: publishes the backlog even while the other loops wait on a
+    /// slow or unreachable store.
+    async fn lag_pass(&self) -> Result<(), ShipError> {
+        let (files, objs) = self.listing().await?;
+        let now = Instant::now();
+        let (_, lag_bytes, oldest) = self.backlog(&files, &objs, now);
+        self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        Ok(())
+    }
+
+    /// The durable bytes the store lacks: the chunks due now `(file, from, to)`, the
+    /// lag in bytes, and since when the oldest of them waits.
+    fn backlog(
+        &self,
+        files: &[BinlogFileRow],
+        objs: &[ArchiveObjectRow],
+        now: Instant,
+    ) -> (Vec<(String, u64, u64)>, u64, Option<Instant>) {
+        let (dfile, dpos) = {
+            let s = self.status.lock();
+            (s.durable_file.clone(), s.durable_pos)
+        };
+        let mut due = Vec::new();
+        let (mut lag_bytes, mut oldest) = (0u64, None::<Instant>);
+        let mut seen = Vec::new();
+        let mut since = crate::util::lock(&self.waiting);
+        for f in files {
+            if f.state == FileState::Fail
+                || objs
+                    .iter()
+                    .any(|o| o.file == f.name && o.kind == ArchiveKind::File)
+            {
+                continue;
+            }
+            let chunks: Vec<&ArchiveObjectRow> = objs
+                .iter()
+                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
+                .collect();
+            let end = match (f.state, &dfile, dpos) {
+                (FileState::Active, Some(df), Some(p)) if *df == f.name => p.max(f.size),
+                _ => f.size,
+            };
+            let cov = covered(&chunks);
+            if end <= cov {
+                continue;
+            }
+            seen.push(f.name.clone());
+            let t = *since.entry(f.name.clone()).or_insert(now);
+            lag_bytes += end - cov;
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            let open = matches!(f.state, FileState::Active | FileState::Reported);
+            if open
+                && (end - cov >= self.tier.settings.ship_bytes
+                    || now.duration_since(t) >= self.tier.settings.ship_interval)
+            {
+                due.push((f.name.clone(), cov, end));
+            }
+        }
+        since.retain(|k, _| seen.contains(k));
+        (due, lag_bytes, oldest)
     }
 
     fn publish_lag(&self, bytes: u64, age: Option<Duration>) {
@@ -483,6 +513,7 @@ impl Shipper {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
         self.evict(&files, &objs).await?;
+        let mut todo = Vec::new();
         for f in &files {
             let whole = objs
                 .iter()
@@ -497,14 +528,19 @@ impl Shipper {
                 }
                 continue;
             }
-            if f.state != FileState::Succ {
-                continue;
+            if f.state == FileState::Succ && todo.len() < FILES_IN_FLIGHT {
+                todo.push((f, chunks));
             }
+        }
+        // The oldest SUCC files the store lacks, a few at once (each ships, then its
+        // chunks go); the first failure is the pass's.
+        let done = futures::future::join_all(todo.into_iter().map(|(f, chunks)| async move {
             let cov = covered(&chunks);
             self.ship_file(f, f.size.saturating_sub(cov)).await?;
-            self.retire_chunks(&f.name, &chunks).await?;
-            return Ok(());
-        }
+            self.retire_chunks(&f.name, &chunks).await
+        }))
+        .await;
+        done.into_iter().collect::<Result<Vec<()>, ShipError>>()?;
         Ok(())
     }
 
@@ -582,78 +618,10 @@ impl Shipper {
         };
         let key = objects::file_key(&self.source, &f.name);
         let desc = self.tier.codec();
-        let path = self.dir.join(&f.name);
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-        let (comp, ring) = (
-            self.tier.settings.compression,
-            self.tier.settings.keyring.clone(),
-        );
-        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), ShipError> {
-            use std::io::Read;
-            let io = |source| ShipError::Read {
-                path: path.clone(),
-                source,
-            };
-            let mut file = std::fs::File::open(&path).map_err(io)?;
-            let mut enc = Encoder::new(comp, ring.current())?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; READ_STEP];
-            let mut total = 0u64;
-            let mut out = Vec::with_capacity(READ_STEP);
-            loop {
-                let n = file.read(&mut buf).map_err(io)?;
-                if n == 0 {
-                    break;
-                }
-                let piece = buf.get(..n).unwrap_or_default();
-                h.update(piece);
-                total += n as u64;
-                enc.write(piece, &mut out)?;
-                if !out.is_empty()
-                    && tx
-                        .blocking_send(Ok(std::mem::take(&mut out).into()))
-                        .is_err()
-                {
-                    return Err(ShipError::Mismatch("the upload stopped".into()));
-                }
-            }
-            enc.finish(&mut out)?;
-            if !out.is_empty() {
-                let _ = tx.blocking_send(Ok(out.into()));
-            }
-            Ok((hex::encode(h.finalize()), total))
-        });
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        let body = tokio_util::io::StreamReader::new(Box::pin(stream));
-        let meta = [
-            ("sha256", want.clone()),
-            ("codec", desc.to_string()),
-            ("size", f.size.to_string()),
-        ];
-        let put = self
-            .tier
-            .store
-            .put_stream_with(&key, body, &AtomicU64::new(0), &meta)
-            .await;
-        let read = reader
-            .await
-            .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?;
-        let obj = match put {
-            Ok(o) => {
-                let (sha, len) = read?;
-                if sha != want || len != f.size {
-                    self.tier.store.delete(&key).await?;
-                    return Err(ShipError::Mismatch(format!(
-                        "{} changed since its check ({len} bytes, sha256 {sha}; recorded {} bytes, {want}); \
-                         its object was removed again",
-                        f.name, f.size
-                    )));
-                }
-                o
-            }
-            Err(StoreError::Exists(_)) => self.adopt_file(&key, desc, &want).await?,
-            Err(e) => return Err(e.into()),
+        let obj = if f.size <= SMALL_FILE {
+            self.upload_small(f, &key, desc, &want).await?
+        } else {
+            self.upload_streamed(f, &key, desc, &want).await?
         };
         let manifest = Manifest {
             version: 1,
@@ -705,6 +673,129 @@ impl Shipper {
         self.count(f.size, obj.bytes, new);
         info!(file = %f.name, bytes = f.size, stored = obj.bytes, "binlog shipped whole to the archive store");
         Ok(())
+    }
+
+    /// Uploads `f` streamed through the encoder (multipart, bounded memory); the
+    /// plaintext SHA-256 is checked against `want` at the end (a mismatch removes the
+    /// object again).
+    async fn upload_streamed(
+        &self,
+        f: &BinlogFileRow,
+        key: &str,
+        desc: &'static str,
+        want: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let path = self.dir.join(&f.name);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), ShipError> {
+            use std::io::Read;
+            let io = |source| ShipError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            let mut enc = Encoder::new(comp, ring.current())?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; READ_STEP];
+            let mut total = 0u64;
+            let mut out = Vec::with_capacity(READ_STEP);
+            loop {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                let piece = buf.get(..n).unwrap_or_default();
+                h.update(piece);
+                total += n as u64;
+                enc.write(piece, &mut out)?;
+                if !out.is_empty()
+                    && tx
+                        .blocking_send(Ok(std::mem::take(&mut out).into()))
+                        .is_err()
+                {
+                    return Err(ShipError::Mismatch("the upload stopped".into()));
+                }
+            }
+            enc.finish(&mut out)?;
+            if !out.is_empty() {
+                let _ = tx.blocking_send(Ok(out.into()));
+            }
+            Ok((hex::encode(h.finalize()), total))
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let body = tokio_util::io::StreamReader::new(Box::pin(stream));
+        let meta = [
+            ("sha256", want.to_string()),
+            ("codec", desc.to_string()),
+            ("size", f.size.to_string()),
+        ];
+        let put = self
+            .tier
+            .store
+            .put_stream_with(key, body, &AtomicU64::new(0), &meta)
+            .await;
+        let read = reader
+            .await
+            .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?;
+        let obj = match put {
+            Ok(o) => {
+                let (sha, len) = read?;
+                if sha != want || len != f.size {
+                    self.tier.store.delete(key).await?;
+                    return Err(ShipError::Mismatch(format!(
+                        "{} changed since its check ({len} bytes, sha256 {sha}; recorded {} bytes, {want}); \
+                         its object was removed again",
+                        f.name, f.size
+                    )));
+                }
+                o
+            }
+            Err(StoreError::Exists(_)) => self.adopt_file(key, desc, want).await?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(obj)
+    }
+
+    /// Uploads a file of at most [`SMALL_FILE`] bytes in one request, its plaintext
+    /// SHA-256 checked against `want` first.
+    async fn upload_small(
+        &self,
+        f: &BinlogFileRow,
+        key: &str,
+        desc: &'static str,
+        want: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let plain = self.read_range(&f.name, 0, f.size).await?;
+        let sha = hex::encode(Sha256::digest(&plain));
+        if sha != want {
+            return Err(ShipError::Mismatch(format!(
+                "{} changed since its check (sha256 {sha}; recorded {want}); not shipped",
+                f.name
+            )));
+        }
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        let stored =
+            tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
+                .await
+                .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))??;
+        let meta = [
+            ("sha256", want.to_string()),
+            ("codec", desc.to_string()),
+            ("size", f.size.to_string()),
+        ];
+        match self.tier.store.put_bytes_with(key, &stored, &meta).await {
+            Ok(o) => Ok(o),
+            Err(StoreError::Exists(_)) => self.adopt_small(key, desc, want).await,
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A whole-file object left by a crash: streamed back and decoded, adopted when its

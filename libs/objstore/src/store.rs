@@ -361,13 +361,58 @@ impl Store {
             .await
     }
 
-    /// Uploads a small object from memory.
+    /// Uploads a small object from memory in one request (no multipart).
     ///
     /// # Errors
     ///
     /// As [`Store::put_stream`].
     pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<BackupObject, StoreError> {
-        self.put_stream(key, data, &AtomicU64::new(0)).await
+        self.put_bytes_with(key, data, &[]).await
+    }
+
+    /// [`Store::put_bytes`] with user metadata (see [`Store::put_stream_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::put_stream`].
+    pub async fn put_bytes_with(
+        &self,
+        key: &str,
+        data: &[u8],
+        metadata: &[(&'static str, String)],
+    ) -> Result<BackupObject, StoreError> {
+        if self.exists(key).await? {
+            return Err(StoreError::Exists(key.to_owned()));
+        }
+        let mut attributes = object_store::Attributes::new();
+        if self.metadata {
+            for (k, v) in metadata {
+                attributes.insert(
+                    object_store::Attribute::Metadata((*k).into()),
+                    v.clone().into(),
+                );
+            }
+        }
+        self.inner
+            .put_opts(
+                &key_path(key),
+                bytes::Bytes::copy_from_slice(data).into(),
+                object_store::PutOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|source| StoreError::Object {
+                op: "put",
+                key: key.to_owned(),
+                source,
+            })?;
+        Ok(BackupObject {
+            key: key.to_owned(),
+            bytes: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        })
     }
 
     /// Streams object `obj` into `out`, checking its size and SHA-256 against the record;

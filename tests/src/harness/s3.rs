@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::tools::{free_port, require_tool};
+use super::tools::{free_port, require_tool, send_signal};
 use super::wait::wait_for;
 
 /// The credentials moto accepts (any), as `(name, value)` environment pairs for the
@@ -59,38 +59,25 @@ impl Moto {
         Ok(())
     }
 
-    /// The keys under `prefix` in `bucket` (ListObjectsV2, first 1000).
-    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let xml = ureq::get(&format!(
-            "{}/{bucket}?list-type=2&prefix={prefix}",
-            self.endpoint()
-        ))
-        .call()?
-        .into_string()?;
-        Ok(xml
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|p| p.split_once("</Key>").map(|(k, _)| k.to_string()))
-            .collect())
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel and never
+    /// answered, as a store that hangs. [`Moto::resume`] (or drop) undoes it.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
     }
 
-    /// The bytes of `key` in `bucket`.
-    pub fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
-        let r = ureq::get(&format!("{}/{bucket}/{key}", self.endpoint())).call()?;
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut r.into_reader(), &mut v)?;
-        Ok(v)
+    /// Lets a paused server go on (SIGCONT); the requests that waited are answered.
+    pub fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
     }
 
-    /// The `x-amz-meta-<name>` header of `key` in `bucket`.
-    pub fn metadata(&self, bucket: &str, key: &str, name: &str) -> Result<Option<String>> {
-        let r = ureq::head(&format!("{}/{bucket}/{key}", self.endpoint())).call()?;
-        Ok(r.header(&format!("x-amz-meta-{name}")).map(str::to_string))
+    fn signal(&self, sig: libc::c_int) -> Result<()> {
+        send_signal(self.child.id(), sig)
     }
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        let _ = self.signal(libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

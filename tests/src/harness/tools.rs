@@ -111,7 +111,7 @@ pub fn file_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Sends `signal` to `pid`. `ESRCH` (no such process) is not an error.
-fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
+pub(crate) fn send_signal(pid: u32, signal: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is that of a child we
     // spawned and have not reaped yet, so it cannot have been reused by another process.
