@@ -114,6 +114,9 @@ pub enum StartError {
 /// The daemon's base-backup service.
 pub struct BackupService {
     snap: Snapshotter,
+    /// Archive retention: the archive store, `keep_days`, the data directory; `None`
+    /// without `[archive] keep_days`.
+    binlog_retention: Option<(Store, u32, std::path::PathBuf)>,
     sources: BTreeMap<String, Source>,
     connect_timeout: Duration,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
@@ -121,6 +124,18 @@ pub struct BackupService {
 }
 
 const MAX_JOBS_KEPT: usize = 1000;
+
+/// What a retention pass did: the bases (fields at the top level, as before archive
+/// retention existed) and, with `[archive] keep_days`, the binlogs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RetentionOutcome {
+    /// Base retention.
+    #[serde(flatten)]
+    pub bases: RetentionReport,
+    /// Archive retention (`None` without `keep_days`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binlogs: Option<crate::archive::retention::BinlogRetentionReport>,
+}
 
 impl BackupService {
     /// Opens the store; with `recover_interrupted` (the daemon, at start-up) marks bases
@@ -146,7 +161,17 @@ impl BackupService {
                 warn!(base = %id, "base interrupted by a previous stop: now ERROR");
             }
         }
+        let binlog_retention = match (settings.archive.enabled, settings.archive.keep_days) {
+            (true, Some(days)) => Some((
+                Store::open(&settings.archive.store)
+                    .context("open the archive store ([archive] store)")?,
+                days,
+                settings.data_dir.clone(),
+            )),
+            _ => None,
+        };
         Ok(Arc::new(BackupService {
+            binlog_retention,
             snap: Snapshotter {
                 catalog,
                 store,
@@ -367,12 +392,12 @@ impl BackupService {
     /// # Errors
     ///
     /// Unknown source; catalog or store failures.
-    pub async fn retention(&self, name: &str) -> Result<RetentionReport, String> {
+    pub async fn retention(&self, name: &str) -> Result<RetentionOutcome, String> {
         let source = self
             .sources
             .get(name)
             .ok_or_else(|| format!("no source named {name:?}"))?;
-        retention::apply(
+        let bases = retention::apply(
             &self.snap.catalog,
             &self.snap.store,
             name,
@@ -380,7 +405,32 @@ impl BackupService {
             source.backup.keep_min,
             catalog::unix_now(),
         )
-        .await
+        .await?;
+        let binlogs = match &self.binlog_retention {
+            None => None,
+            Some((store, days, data_dir)) => {
+                let rows = self
+                    .snap
+                    .catalog
+                    .list_backups(name)
+                    .await
+                    .map_err(|e| format!("list the bases of {name}: {e}"))?;
+                let oldest = retention::oldest_restorable(&rows);
+                Some(
+                    crate::archive::retention::apply(
+                        &self.snap.catalog,
+                        store,
+                        &data_dir.join(name),
+                        name,
+                        *days,
+                        catalog::unix_now(),
+                        oldest.as_ref(),
+                    )
+                    .await?,
+                )
+            }
+        };
+        Ok(RetentionOutcome { bases, binlogs })
     }
 
     /// Starts one scheduler task per source with a schedule; they end with `cancel`.

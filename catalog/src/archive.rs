@@ -244,6 +244,32 @@ impl Catalog {
         Ok((uploaded, held))
     }
 
+    /// Forgets `file` of `source` entirely (archive retention, after its bytes were
+    /// deleted everywhere): its `binlog_files` row and its `archive_objects` rows, in
+    /// one transaction. Forgetting an unknown file is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn forget_file(&self, source: &str, file: &str) -> Result<(), CatalogError> {
+        const OP: &str = "forget_file";
+        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        sqlx::query("DELETE FROM archive_objects WHERE source = ? AND file = ?")
+            .bind(source)
+            .bind(file)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err(OP))?;
+        sqlx::query("DELETE FROM binlog_files WHERE source = ? AND name = ?")
+            .bind(source)
+            .bind(file)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err(OP))?;
+        tx.commit().await.map_err(query_err(OP))?;
+        Ok(())
+    }
+
     /// Marks the chunk objects of `file` deleted (after they were removed from the
     /// store, once the file's whole object is recorded). Returns how many rows changed.
     ///

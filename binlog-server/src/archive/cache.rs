@@ -49,6 +49,12 @@ impl Evicted {
         lock(&self.0).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
+    /// Keeps only the files `keep` says yes to (the others are gone from the store too,
+    /// by archive retention).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        lock(&self.0).retain(|k, _| keep(k));
+    }
+
     /// Whether `file` is only in the store.
     pub fn contains(&self, file: &str) -> bool {
         lock(&self.0).contains_key(file)

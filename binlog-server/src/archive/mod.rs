@@ -1,12 +1,13 @@
 //! The archive: on this node, binlog files, their control files and crash recovery
 //! ([`store`]) and the RocksDB transaction index by GTID, time and ordinal ([`index`]);
 //! in the archive store, where binlogs live as objects ([`objects`]), the shipping that
-//! puts them there ([`ship`]), the checked reading back ([`fetch`]) and the local tier
-//! as a cache of the store ([`cache`]).
+//! puts them there ([`ship`]), the checked reading back ([`fetch`]) the local tier as
+//! a cache of the store ([`cache`]) and archive retention ([`retention`]).
 
 pub mod cache;
 pub mod fetch;
 pub mod index;
 pub mod objects;
+pub mod retention;
 pub mod ship;
 pub mod store;

@@ -552,6 +552,11 @@ impl Shipper {
         files: &[BinlogFileRow],
         objs: &[ArchiveObjectRow],
     ) -> Result<(), ShipError> {
+        // Files archive retention deleted are no longer in the store either.
+        self.evicted.retain(|name| {
+            objs.iter()
+                .any(|o| o.file == name && o.kind == ArchiveKind::File)
+        });
         let Some(keep) = self.tier.settings.local_retention else {
             return Ok(());
         };

@@ -56,6 +56,7 @@
 //! local_retention = "7d"         # optional: confirmed SUCC files older than this leave the local disk
 //! cache_dir = "<data_dir>/cache" # files read back from the store
 //! cache_bytes = 8589934592
+//! keep_days = 30                 # optional: archive retention (never what a restorable base needs)
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -184,6 +185,10 @@ pub struct ArchiveConfig {
     /// Most bytes the cache directory holds (least recently used files go first; the
     /// file being fetched may exceed it). Default 8 GiB.
     pub cache_bytes: u64,
+    /// Archive retention, applied after base retention: binlogs older than this many days
+    /// **and** entirely before the oldest restorable base's position are deleted from the
+    /// store, the local disk and the catalog. None (default): binlogs are kept forever.
+    pub keep_days: Option<u32>,
 }
 
 impl Default for ArchiveConfig {
@@ -202,6 +207,7 @@ impl Default for ArchiveConfig {
             local_retention: None,
             cache_dir: None,
             cache_bytes: 8 << 30,
+            keep_days: None,
         }
     }
 }
@@ -227,6 +233,8 @@ pub struct ArchiveSettings {
     pub cache_dir: PathBuf,
     /// Its size bound, bytes.
     pub cache_bytes: u64,
+    /// See [`ArchiveConfig::keep_days`].
+    pub keep_days: Option<u32>,
 }
 
 /// `[pitr]`: how restored instances are run while they replay the archive.

@@ -160,7 +160,14 @@ fn archive(
             "must be at least 67108864 (64 MiB)",
         ));
     }
+    if a.keep_days.is_some() && !a.enabled {
+        return Err(invalid(
+            "archive.keep_days",
+            "needs enabled = true (archive retention deletes from the archive store)",
+        ));
+    }
     Ok(ArchiveSettings {
+        keep_days: a.keep_days,
         local_retention: a.local_retention,
         cache_dir,
         cache_bytes: a.cache_bytes,
