@@ -204,6 +204,19 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
     ))
 }
 
+/// Whether an object a crash left (`key`, decoded to plaintext SHA-256 `got`) is the one
+/// to record (`want`); logs the adoption.
+fn adopted(key: &str, got: &str, want: &str) -> Result<(), ShipError> {
+    if got != want {
+        return Err(ShipError::Mismatch(format!(
+            "object {key} exists with other bytes (plaintext sha256 {got}, expected {want}); \
+             it is not overwritten: inspect it"
+        )));
+    }
+    info!(key, "adopted an object a crash left without its record");
+    Ok(())
+}
+
 /// Plaintext bytes `[start, end)` of `file` hold these objects' coverage: the end of the
 /// contiguous chunks from 0.
 fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
@@ -438,27 +451,37 @@ impl Shipper {
         let sha = hex::encode(Sha256::digest(&plain));
         let desc = self.tier.codec();
         let key = objects::chunk_key(&self.source, file, from, to, EPOCH, desc);
-        let (comp, ring) = (
-            self.tier.settings.compression,
-            self.tier.settings.keyring.clone(),
-        );
-        let stored =
-            tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
-                .await
-                .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))??;
+        let stored = self.encode(plain).await?;
         let obj = match self.tier.store.put_bytes(&key, &stored).await {
             Ok(o) => o,
             Err(StoreError::Exists(_)) => self.adopt_small(&key, desc, &sha).await?,
             Err(e) => return Err(e.into()),
         };
+        let stored = obj.bytes;
+        self.record(file, ArchiveKind::Chunk, (from, to), sha, obj, desc)
+            .await?;
+        self.count(to - from, stored, to - from);
+        Ok(())
+    }
+
+    /// Records the stored object `obj` holding plaintext `range` (sha256 `sha`) of `file`.
+    async fn record(
+        &self,
+        file: &str,
+        kind: ArchiveKind,
+        (start, end): (u64, u64),
+        sha: String,
+        obj: catalog::BackupObject,
+        desc: &str,
+    ) -> Result<(), ShipError> {
         self.catalog
             .record_archive_object(&ArchiveObjectRow {
                 source: self.source.clone(),
                 file: file.to_string(),
-                kind: ArchiveKind::Chunk,
-                start_offset: from,
-                end_offset: to,
-                object_key: key,
+                kind,
+                start_offset: start,
+                end_offset: end,
+                object_key: obj.key,
                 sha256: sha,
                 stored_bytes: obj.bytes,
                 stored_sha256: obj.sha256,
@@ -469,8 +492,19 @@ impl Shipper {
                 deleted_at: None,
             })
             .await?;
-        self.count(to - from, obj.bytes, to - from);
         Ok(())
+    }
+
+    /// `plain` encoded with the configured codec (on a blocking thread).
+    async fn encode(&self, plain: Vec<u8>) -> Result<Vec<u8>, ShipError> {
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
+            .await
+            .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))?
+            .map_err(ShipError::from)
     }
 
     fn key_id(&self) -> Option<String> {
@@ -492,13 +526,7 @@ impl Shipper {
         let stored = self.tier.store.get_bytes(key).await?;
         let plain = codec::decode(&stored, desc, self.tier.settings.keyring.clone())?;
         let got = hex::encode(Sha256::digest(&plain));
-        if got != sha {
-            return Err(ShipError::Mismatch(format!(
-                "object {key} exists with other bytes (plaintext sha256 {got}, expected {sha}); \
-                 it is not overwritten: inspect it"
-            )));
-        }
-        info!(key, "adopted an object a crash left without its record");
+        adopted(key, &got, sha)?;
         Ok(catalog::BackupObject {
             key: key.to_string(),
             bytes: stored.len() as u64,
@@ -657,26 +685,11 @@ impl Shipper {
             Ok(_) | Err(StoreError::Exists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        self.catalog
-            .record_archive_object(&ArchiveObjectRow {
-                source: self.source.clone(),
-                file: f.name.clone(),
-                kind: ArchiveKind::File,
-                start_offset: 0,
-                end_offset: f.size,
-                object_key: key,
-                sha256: want,
-                stored_bytes: obj.bytes,
-                stored_sha256: obj.sha256,
-                codec: desc.to_string(),
-                key_id: self.key_id(),
-                epoch: EPOCH,
-                created_at: 0,
-                deleted_at: None,
-            })
+        let stored = obj.bytes;
+        self.record(&f.name, ArchiveKind::File, (0, f.size), want, obj, desc)
             .await?;
-        self.count(f.size, obj.bytes, new);
-        info!(file = %f.name, bytes = f.size, stored = obj.bytes, "binlog shipped whole to the archive store");
+        self.count(f.size, stored, new);
+        info!(file = %f.name, bytes = f.size, stored, "binlog shipped whole to the archive store");
         Ok(())
     }
 
@@ -783,14 +796,7 @@ impl Shipper {
                 f.name
             )));
         }
-        let (comp, ring) = (
-            self.tier.settings.compression,
-            self.tier.settings.keyring.clone(),
-        );
-        let stored =
-            tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
-                .await
-                .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))??;
+        let stored = self.encode(plain).await?;
         let meta = [
             ("sha256", want.to_string()),
             ("codec", desc.to_string()),
@@ -826,13 +832,7 @@ impl Shipper {
         dec.finish(&mut out)?;
         hp.update(&out);
         let got = hex::encode(hp.finalize());
-        if got != sha {
-            return Err(ShipError::Mismatch(format!(
-                "object {key} exists with other bytes (plaintext sha256 {got}, expected {sha}); \
-                 it is not overwritten: inspect it"
-            )));
-        }
-        info!(key, "adopted an object a crash left without its record");
+        adopted(key, &got, sha)?;
         Ok(catalog::BackupObject {
             key: key.to_string(),
             bytes: stored,

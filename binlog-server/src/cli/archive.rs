@@ -84,20 +84,29 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The config's settings, a runtime and its archive store; the exit code on failure.
+fn open(
+    config: &Path,
+) -> Result<
+    (
+        crate::config::Settings,
+        tokio::runtime::Runtime,
+        objstore::store::Store,
+    ),
+    ExitCode,
+> {
+    let s = load_settings("binlog-server archive", config)?;
+    let rt = runtime("binlog-server archive")?;
+    let store = objstore::store::Store::open(&s.archive.store).map_err(fail)?;
+    Ok((s, rt, store))
+}
+
 fn ls(config: &Path, source: &str) -> ExitCode {
-    let s = match load_settings("binlog-server archive", config) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let rt = match runtime("binlog-server archive") {
-        Ok(r) => r,
+    let (_, rt, store) = match open(config) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     rt.block_on(async {
-        let store = match objstore::store::Store::open(&s.archive.store) {
-            Ok(st) => st,
-            Err(e) => return fail(e),
-        };
         let keys = match store.list(&format!("{source}/binlogs")).await {
             Ok(k) => k,
             Err(e) => return fail(e),
@@ -129,12 +138,8 @@ fn ls(config: &Path, source: &str) -> ExitCode {
 }
 
 fn get(config: &Path, source: &str, file: &str, out: &Path) -> ExitCode {
-    let s = match load_settings("binlog-server archive", config) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let rt = match runtime("binlog-server archive") {
-        Ok(r) => r,
+    let (s, rt, store) = match open(config) {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let target = if out.is_dir() {
@@ -143,10 +148,6 @@ fn get(config: &Path, source: &str, file: &str, out: &Path) -> ExitCode {
         out.to_path_buf()
     };
     rt.block_on(async {
-        let store = match objstore::store::Store::open(&s.archive.store) {
-            Ok(st) => st,
-            Err(e) => return fail(e),
-        };
         match fetch::fetch_file(&store, s.archive.keyring.clone(), source, file, &target).await {
             Ok(m) => {
                 println!(

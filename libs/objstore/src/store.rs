@@ -279,15 +279,7 @@ impl Store {
             key: key.to_owned(),
             source,
         };
-        let mut attributes = object_store::Attributes::new();
-        if self.metadata {
-            for (k, v) in metadata {
-                attributes.insert(
-                    object_store::Attribute::Metadata((*k).into()),
-                    v.clone().into(),
-                );
-            }
-        }
+        let attributes = self.attributes(metadata);
         let upload = self
             .inner
             .put_multipart_opts(
@@ -384,15 +376,7 @@ impl Store {
         if self.exists(key).await? {
             return Err(StoreError::Exists(key.to_owned()));
         }
-        let mut attributes = object_store::Attributes::new();
-        if self.metadata {
-            for (k, v) in metadata {
-                attributes.insert(
-                    object_store::Attribute::Metadata((*k).into()),
-                    v.clone().into(),
-                );
-            }
-        }
+        let attributes = self.attributes(metadata);
         self.inner
             .put_opts(
                 &key_path(key),
@@ -480,6 +464,20 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// `metadata` as object attributes where the store keeps them (none elsewhere).
+    fn attributes(&self, metadata: &[(&'static str, String)]) -> object_store::Attributes {
+        let mut attributes = object_store::Attributes::new();
+        if self.metadata {
+            for (k, v) in metadata {
+                attributes.insert(
+                    object_store::Attribute::Metadata((*k).into()),
+                    v.clone().into(),
+                );
+            }
+        }
+        attributes
     }
 
     /// Whether user metadata given to [`Store::put_stream_with`] is kept (S3) or not
