@@ -426,7 +426,8 @@ impl BackupService {
                         catalog::unix_now(),
                         oldest.as_ref(),
                     )
-                    .await?,
+                    .await
+                    .map_err(|e| e.to_string())?,
                 )
             }
         };

@@ -118,6 +118,21 @@ impl TryFrom<Raw> for ArchiveObjectRow {
     }
 }
 
+/// The end of the contiguous coverage from offset 0 of byte ranges `[start, end)`, in
+/// any order (a hole stops it): how much of a file's prefix its chunks hold.
+pub fn contiguous_end(ranges: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    let mut v: Vec<(u64, u64)> = ranges.into_iter().collect();
+    v.sort_unstable();
+    let mut end = 0;
+    for (s, e) in v {
+        if s > end {
+            break;
+        }
+        end = end.max(e);
+    }
+    end
+}
+
 /// One file's objects for [`Catalog::archive_upload_totals`]: the whole object's end,
 /// and the chunks' ranges.
 type FileObjects = (Option<u64>, Vec<(u64, u64)>);
@@ -227,19 +242,7 @@ impl Catalog {
         }
         let held = per_file
             .into_values()
-            .map(|(whole, mut chunks)| {
-                whole.unwrap_or_else(|| {
-                    chunks.sort_unstable();
-                    let mut end = 0;
-                    for (s, e) in chunks {
-                        if s > end {
-                            break;
-                        }
-                        end = end.max(e);
-                    }
-                    end
-                })
-            })
+            .map(|(whole, chunks)| whole.unwrap_or_else(|| contiguous_end(chunks)))
             .sum();
         Ok((uploaded, held))
     }

@@ -63,7 +63,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqlitePool};
 
-pub use archive::{ArchiveKind, ArchiveObjectRow};
+pub use archive::{contiguous_end, ArchiveKind, ArchiveObjectRow};
 pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 pub use pitr::PitrJobRow;

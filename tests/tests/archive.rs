@@ -277,7 +277,7 @@ fn an_encrypted_s3_archive_hides_the_data_and_names_a_wrong_key() -> Result<()> 
         "{keys_in_bucket:?}"
     );
     for (k, _) in &keys_in_bucket {
-        let bytes = rt.block_on(bucket.get_bytes(k))?;
+        let bytes = rt.block_on(bucket.get_bytes(k, 256 << 20))?;
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "{k} holds the plaintext"

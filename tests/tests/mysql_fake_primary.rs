@@ -390,6 +390,12 @@ fn stock_mysql_clients_read_the_mysql8_fixtures_through_the_fake_primary() -> Re
 
         // By MySQL GTID set: everything after the set's last transaction.
         let Some((gtid_set, next)) = middle_gtid_set(&evs) else {
+            // 8.0.31's set has anonymous GTIDs only: nothing to ask by GTID.
+            assert_eq!(
+                set.name, "m831",
+                "{}: no GTID events in the fixture",
+                set.name
+            );
             continue;
         };
         gtid_sets.push(gtid_set.clone());

@@ -19,6 +19,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::objects::{self, Manifest};
 
+/// Largest manifest read, bytes (they are under 1 KiB).
+const MANIFEST_MAX: usize = 1 << 20;
+
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -74,7 +77,7 @@ pub enum FetchError {
 /// [`FetchError::Store`] (missing included), [`FetchError::Manifest`].
 pub async fn manifest(store: &Store, source: &str, file: &str) -> Result<Manifest, FetchError> {
     let key = objects::manifest_key(source, file);
-    let raw = store.get_bytes(&key).await?;
+    let raw = store.get_bytes(&key, MANIFEST_MAX).await?;
     serde_json::from_slice(&raw).map_err(|e| FetchError::Manifest {
         key,
         message: e.to_string(),

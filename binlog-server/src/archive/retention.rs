@@ -11,13 +11,87 @@
 
 use std::path::Path;
 
-use catalog::{BinlogFileRow, Catalog, FileState};
-use objstore::store::Store;
+use catalog::{BinlogFileRow, Catalog, CatalogError, FileState};
+use objstore::store::{Store, StoreError};
 use serde::Serialize;
 use snapshotter::retention::RestorablePoint;
 
 use super::objects;
 use super::store::binlog_order;
+
+/// Why a retention pass stopped. Every variant is retried by the next pass (what was
+/// deleted before stays deleted).
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    /// The catalog failed.
+    #[error("archive retention of {source_name}: catalog: {cause}")]
+    Catalog {
+        /// Source.
+        source_name: String,
+        /// Cause.
+        #[source]
+        cause: CatalogError,
+    },
+    /// Deleting an object from the store failed.
+    #[error("archive retention: {0}")]
+    Store(#[from] StoreError),
+    /// Removing the local file failed.
+    #[error("archive retention: remove {path}: {cause}")]
+    Remove {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        cause: std::io::Error,
+    },
+}
+
+/// Why a binlog is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keep {
+    /// No base is restorable: every binlog may be needed.
+    NoBase,
+    /// The oldest restorable base has no binlog position.
+    BaseWithoutPosition {
+        /// The base.
+        base: String,
+    },
+    /// At or after the oldest restorable base's position.
+    NeededByBase {
+        /// The base.
+        base: String,
+        /// Its binlog file.
+        file: String,
+        /// Its position in it, bytes.
+        pos: u64,
+    },
+    /// Not SUCC: only checked files are deleted.
+    NotChecked(FileState),
+    /// Its last event is younger than keep_days.
+    TooYoung {
+        /// keep_days.
+        keep_days: u32,
+    },
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keep::NoBase => write!(f, "no restorable base: every binlog may be needed"),
+            Keep::BaseWithoutPosition { base } => {
+                write!(
+                    f,
+                    "the oldest restorable base {base} has no binlog position"
+                )
+            }
+            Keep::NeededByBase { base, file, pos } => {
+                write!(f, "needed to restore from base {base} ({file}:{pos})")
+            }
+            Keep::NotChecked(s) => write!(f, "{} (only checked files are deleted)", s.as_str()),
+            Keep::TooYoung { keep_days } => write!(f, "younger than keep_days = {keep_days}"),
+        }
+    }
+}
 
 /// What a pass did, file by file.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -41,40 +115,38 @@ pub struct Kept {
     pub reason: String,
 }
 
-/// The decision for each file (in order): `Ok(())` to delete, `Err(reason)` to keep.
+/// The decision for each file (in order): `None` to delete, `Some(why)` to keep.
 pub fn decide(
     files: &[BinlogFileRow],
     keep_days: u32,
     now: i64,
     oldest: Option<&RestorablePoint>,
-) -> Vec<(String, Result<(), String>)> {
+) -> Vec<(String, Option<Keep>)> {
     let cutoff = now - i64::from(keep_days) * 86_400;
-    let base_file = oldest.and_then(|p| p.binlog_file.clone());
     files
         .iter()
         .map(|f| {
-            let verdict = match (&base_file, oldest) {
-                (_, None) => Err("no restorable base: every binlog may be needed".to_string()),
-                (None, Some(p)) => Err(format!(
-                    "the oldest restorable base {} has no binlog position",
-                    p.backup_id
-                )),
-                (Some(bf), Some(p)) if binlog_order(&f.name) >= binlog_order(bf) => Err(format!(
-                    "needed to restore from base {} ({}:{})",
-                    p.backup_id,
-                    bf,
-                    p.binlog_pos.unwrap_or(4)
-                )),
-                _ if f.state != FileState::Succ => Err(format!(
-                    "{} (only checked files are deleted)",
-                    f.state.as_str()
-                )),
-                _ if f.last_event_time.unwrap_or(f.state_changed_at) > cutoff => {
-                    Err(format!("younger than keep_days = {keep_days}"))
-                }
-                _ => Ok(()),
+            let keep = match oldest {
+                None => Some(Keep::NoBase),
+                Some(p) => match &p.binlog_file {
+                    None => Some(Keep::BaseWithoutPosition {
+                        base: p.backup_id.clone(),
+                    }),
+                    Some(bf) if binlog_order(&f.name) >= binlog_order(bf) => {
+                        Some(Keep::NeededByBase {
+                            base: p.backup_id.clone(),
+                            file: bf.clone(),
+                            pos: p.binlog_pos.unwrap_or(4),
+                        })
+                    }
+                    Some(_) if f.state != FileState::Succ => Some(Keep::NotChecked(f.state)),
+                    Some(_) if f.last_event_time.unwrap_or(f.state_changed_at) > cutoff => {
+                        Some(Keep::TooYoung { keep_days })
+                    }
+                    Some(_) => None,
+                },
             };
-            (f.name.clone(), verdict)
+            (f.name.clone(), keep)
         })
         .collect()
 }
@@ -93,15 +165,13 @@ pub async fn apply(
     keep_days: u32,
     now: i64,
     oldest: Option<&RestorablePoint>,
-) -> Result<BinlogRetentionReport, String> {
-    let files = catalog
-        .list_files(source)
-        .await
-        .map_err(|e| format!("list the binlogs of {source}: {e}"))?;
-    let objs = catalog
-        .list_archive_objects(source)
-        .await
-        .map_err(|e| format!("list the archive objects of {source}: {e}"))?;
+) -> Result<BinlogRetentionReport, RetentionError> {
+    let cat = |cause| RetentionError::Catalog {
+        source_name: source.to_string(),
+        cause,
+    };
+    let files = catalog.list_files(source).await.map_err(cat)?;
+    let objs = catalog.list_archive_objects(source).await.map_err(cat)?;
     let mut report = BinlogRetentionReport {
         keep_days,
         oldest_restorable: oldest.and_then(|p| {
@@ -111,43 +181,33 @@ pub async fn apply(
         }),
         ..Default::default()
     };
-    for (file, verdict) in decide(&files, keep_days, now, oldest) {
-        if let Err(reason) = verdict {
-            report.kept.push(Kept { file, reason });
+    for (file, keep) in decide(&files, keep_days, now, oldest) {
+        if let Some(why) = keep {
+            report.kept.push(Kept {
+                file,
+                reason: why.to_string(),
+            });
             continue;
         }
         for o in objs.iter().filter(|o| o.file == file) {
-            store
-                .delete(&o.object_key)
-                .await
-                .map_err(|e| format!("delete {}: {e}", o.object_key))?;
+            store.delete(&o.object_key).await?;
         }
         for key in [
             objects::file_key(source, &file),
             objects::manifest_key(source, &file),
         ] {
-            store
-                .delete(&key)
-                .await
-                .map_err(|e| format!("delete {key}: {e}"))?;
+            store.delete(&key).await?;
         }
-        if let Ok(chunks) = store.list(&objects::chunks_prefix(source, &file)).await {
-            for (k, _) in chunks {
-                store
-                    .delete(&k)
-                    .await
-                    .map_err(|e| format!("delete {k}: {e}"))?;
-            }
+        for (k, _) in store.list(&objects::chunks_prefix(source, &file)).await? {
+            store.delete(&k).await?;
         }
-        match std::fs::remove_file(dir.join(&file)) {
+        let path = dir.join(&file);
+        match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("remove {}: {e}", dir.join(&file).display())),
+            Err(cause) => return Err(RetentionError::Remove { path, cause }),
         }
-        catalog
-            .forget_file(source, &file)
-            .await
-            .map_err(|e| format!("forget {file}: {e}"))?;
+        catalog.forget_file(source, &file).await.map_err(cat)?;
         tracing::info!(source, file = %file, keep_days, "binlog deleted by archive retention");
         report.deleted.push(file);
     }
@@ -199,20 +259,23 @@ mod tests {
         let d = decide(&files, 7, now, Some(&base));
         let deleted: Vec<&str> = d
             .iter()
-            .filter(|(_, v)| v.is_ok())
+            .filter(|(_, v)| v.is_none())
             .map(|(f, _)| f.as_str())
             .collect();
         assert_eq!(deleted, vec!["mysql-bin.000008"]);
-        assert!(d[1].1.as_ref().unwrap_err().contains("FAIL"));
-        assert!(d[2].1.as_ref().unwrap_err().contains("younger"));
+        assert_eq!(d[1].1, Some(Keep::NotChecked(FileState::Fail)));
+        assert_eq!(d[2].1, Some(Keep::TooYoung { keep_days: 7 }));
         // The base's own file and later ones are needed, however old.
-        assert!(d[3]
-            .1
-            .as_ref()
-            .unwrap_err()
-            .contains("needed to restore from base b1"));
-        assert!(d[4].1.is_err());
+        let needed = Some(Keep::NeededByBase {
+            base: "b1".into(),
+            file: "mysql-bin.000011".into(),
+            pos: 1234,
+        });
+        assert_eq!(d[3].1, needed);
+        assert_eq!(d[4].1, needed);
         // No restorable base: nothing goes, whatever keep_days says.
-        assert!(decide(&files, 0, now, None).iter().all(|(_, v)| v.is_err()));
+        assert!(decide(&files, 0, now, None)
+            .iter()
+            .all(|(_, v)| *v == Some(Keep::NoBase)));
     }
 }

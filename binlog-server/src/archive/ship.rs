@@ -220,19 +220,7 @@ fn adopted(key: &str, got: &str, want: &str) -> Result<(), ShipError> {
 /// Plaintext bytes `[start, end)` of `file` hold these objects' coverage: the end of the
 /// contiguous chunks from 0.
 fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
-    let mut v: Vec<(u64, u64)> = chunks
-        .iter()
-        .map(|c| (c.start_offset, c.end_offset))
-        .collect();
-    v.sort_unstable();
-    let mut end = 0;
-    for (s, e) in v {
-        if s > end {
-            break;
-        }
-        end = end.max(e);
-    }
-    end
+    catalog::contiguous_end(chunks.iter().map(|c| (c.start_offset, c.end_offset)))
 }
 
 impl Shipper {
@@ -523,7 +511,12 @@ impl Shipper {
         desc: &str,
         sha: &str,
     ) -> Result<catalog::BackupObject, ShipError> {
-        let stored = self.tier.store.get_bytes(key).await?;
+        // A chunk is at most ship_bytes of plaintext; its encoding adds little.
+        let max = usize::try_from(self.tier.settings.ship_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
+        let stored = self.tier.store.get_bytes(key, max).await?;
         let plain = codec::decode(&stored, desc, self.tier.settings.keyring.clone())?;
         let got = hex::encode(Sha256::digest(&plain));
         adopted(key, &got, sha)?;

@@ -118,6 +118,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// An object read into memory is larger than the caller allows (not the object it
+    /// expects there). Stop: inspect the object.
+    #[error("object {key} is larger than the {max} bytes expected there")]
+    TooLarge {
+        /// Key.
+        key: String,
+        /// The limit, bytes.
+        max: usize,
+    },
     /// An object read back does not have the recorded SHA-256 (or size).
     #[error("object {key} is damaged: expected {expected}, read {actual}")]
     Damaged {
@@ -548,16 +557,24 @@ impl Store {
         }))
     }
 
-    /// The whole object `key` in memory (small objects: chunks, manifests).
+    /// The whole object `key` in memory (small objects: chunks, manifests), at most `max`
+    /// bytes.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Object`].
-    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+    /// [`StoreError::Object`]; [`StoreError::TooLarge`] past `max` (reading stops there).
+    pub async fn get_bytes(&self, key: &str, max: usize) -> Result<Vec<u8>, StoreError> {
         let mut s = Box::pin(self.get_stream(key).await?);
         let mut out = Vec::new();
         while let Some(piece) = s.next().await {
-            out.extend_from_slice(&piece?);
+            let piece = piece?;
+            if out.len() + piece.len() > max {
+                return Err(StoreError::TooLarge {
+                    key: key.to_owned(),
+                    max,
+                });
+            }
+            out.extend_from_slice(&piece);
         }
         Ok(out)
     }

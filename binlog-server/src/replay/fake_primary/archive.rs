@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use catalog::Catalog;
 
+use crate::archive::fetch::FetchError;
 use crate::archive::index::Index;
 use crate::archive::store::binlog_order;
 use crate::status::StatusCell;
@@ -48,14 +49,11 @@ impl Archive {
     ///
     /// # Errors
     ///
-    /// The message for ERROR 1236: not local and cannot be fetched.
-    pub async fn path_of(&self, file: &str) -> Result<PathBuf, String> {
+    /// [`FetchError`] when it is not local and cannot be fetched.
+    pub async fn path_of(&self, file: &str) -> Result<PathBuf, FetchError> {
         let local = self.dir.join(file);
         match &self.reader {
-            Some(r) if !local.exists() => r
-                .path(&self.source, &self.dir, file)
-                .await
-                .map_err(|e| format!("binlog {file} of {} is not on this node's disk and cannot be read from the archive store: {e}", self.source)),
+            Some(r) if !local.exists() => r.path(&self.source, &self.dir, file).await,
             _ => Ok(local),
         }
     }

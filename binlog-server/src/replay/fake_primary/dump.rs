@@ -730,7 +730,11 @@ impl DumpCtx {
                  serve it until a re-pull makes it good"
             ));
         }
-        let path = self.rt.block_on(self.archive.path_of(&file))?;
+        let path = self.rt.block_on(self.archive.path_of(&file)).map_err(|e| {
+            format!(
+                "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
+            )
+        })?;
         let Some((fh, fde)) = read_fde_event(&path).map_err(|e| e.to_string())? else {
             return Err(format!(
                 "binlog {file} of {source} has no readable FORMAT_DESCRIPTION"
