@@ -54,7 +54,20 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         )),
         false => None,
     };
-    let mut started = start_sources(&settings, &shared, tier.clone(), &cancel).await?;
+    let reader = tier
+        .clone()
+        .map(|t| Arc::new(crate::archive::cache::ArchiveReader::new(t)));
+    let rebuilt = match (&tier, &reader) {
+        (Some(t), Some(r)) => {
+            crate::archive::rebuild::rebuild_lost(&settings, &catalog, &index, t, r, None)
+                .await?
+                .into_iter()
+                .filter_map(|(name, r)| r.map(|r| (name, r.summary())))
+                .collect()
+        }
+        _ => BTreeMap::new(),
+    };
+    let mut started = start_sources(&settings, &shared, reader, &rebuilt, &cancel).await?;
     if let Some(tier) = &tier {
         info!(store = %tier.store.url(), codec = tier.codec(), "shipping binlogs to the archive store");
         for (name, rt) in &started.runtimes {
@@ -150,10 +163,10 @@ type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::Join
 async fn start_sources(
     settings: &Settings,
     shared: &Shared,
-    tier: Option<Arc<crate::archive::ship::ArchiveTier>>,
+    reader: Option<Arc<crate::archive::cache::ArchiveReader>>,
+    rebuilt: &BTreeMap<String, String>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Started> {
-    let reader = tier.map(|t| Arc::new(crate::archive::cache::ArchiveReader::new(t)));
     let mut started = Started {
         runtimes: BTreeMap::new(),
         archives: BTreeMap::new(),
@@ -166,6 +179,9 @@ async fn start_sources(
         let capture = source.capture;
         let replication = source.replication.clone();
         let (rt, handle) = spawn_source(shared.clone(), source, cancel.child_token());
+        if let Some(summary) = rebuilt.get(&name) {
+            rt.status.note(summary.clone());
+        }
         let dir = settings.data_dir.join(&name);
         let evicted = crate::archive::cache::Evicted::default();
         if reader.is_some() {

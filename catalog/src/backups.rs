@@ -614,6 +614,70 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Inserts a COMPLETED base as described elsewhere (a rebuild from the base's
+    /// `manifest.json` in the store), with its own times and objects, in one transaction.
+    /// Returns `false` (and writes nothing) when a base with that id exists already.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidArgument`] for a size or LSN above `i64::MAX`;
+    /// [`CatalogError::Query`] if a statement fails (nothing is written).
+    pub async fn import_backup(&self, b: &BackupRow) -> Result<bool, CatalogError> {
+        const OP: &str = "import_backup";
+        if self.get_backup(&b.id).await?.is_some() {
+            return Ok(false);
+        }
+        let total: u64 = b.objects.iter().map(|o| o.bytes).sum();
+        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        sqlx::query(
+            "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
+             info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
+             consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
+             store_url, state_changed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'COMPLETED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.source)
+        .bind(&b.method)
+        .bind(&b.tool)
+        .bind(i64::from(b.incremental))
+        .bind(b.parent_id.as_deref())
+        .bind(b.info.as_deref())
+        .bind(b.started_at)
+        .bind(b.finished_at)
+        .bind(size_to_db(total)?)
+        .bind(b.binlog_file.as_deref())
+        .bind(opt_to_db("binlog_pos", b.binlog_pos)?)
+        .bind(b.gtid_pos.as_deref())
+        .bind(b.consistent_at)
+        .bind(opt_to_db("from_lsn", b.from_lsn)?)
+        .bind(opt_to_db("to_lsn", b.to_lsn)?)
+        .bind(b.server_version.as_deref())
+        .bind(b.tool_version.as_deref())
+        .bind(b.command.as_deref())
+        .bind(b.db_list.as_deref())
+        .bind(b.store_url.as_deref())
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err(OP))?;
+        for o in &b.objects {
+            sqlx::query(
+                "INSERT INTO base_backup_objects (backup_id, object_key, bytes, sha256) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&b.id)
+            .bind(&o.key)
+            .bind(size_to_db(o.bytes)?)
+            .bind(&o.sha256)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err(OP))?;
+        }
+        tx.commit().await.map_err(query_err(OP))?;
+        Ok(true)
+    }
+
     /// One base with its objects.
     ///
     /// # Errors

@@ -349,11 +349,25 @@ impl Snapshotter {
         run: &Run<'_>,
         out: &MethodOutput,
     ) -> Result<BackupObject, String> {
+        // What the row says already (parent, start, filter, store): a rebuild from the
+        // store (`binlog-server rebuild`) recreates the row from this manifest alone.
+        let row = self
+            .catalog
+            .get_backup(run.id)
+            .await
+            .map_err(|e| format!("read the base's row: {e}"))?;
         let manifest = serde_json::json!({
+            "version": 2,
             "id": run.id,
             "source": req.source,
             "method": req.method.as_str(),
             "tool": tool,
+            "incremental": row.as_ref().is_some_and(|r| r.incremental),
+            "parent_id": row.as_ref().and_then(|r| r.parent_id.clone()),
+            "started_at": row.as_ref().map(|r| r.started_at),
+            "finished_at": catalog::unix_now(),
+            "db_list": row.as_ref().and_then(|r| r.db_list.clone()),
+            "store_url": row.as_ref().and_then(|r| r.store_url.clone()),
             "tool_version": out.tool_version,
             "server_version": run.facts.version,
             "incremental_from_lsn": run.from_lsn,

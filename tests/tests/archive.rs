@@ -32,7 +32,8 @@ fn archive_cmd(args: &[&str], env: &[(&str, &str)]) -> Result<(bool, String, Str
     ))
 }
 
-/// Waits until every closed file of the primary is in the store whole (`location` both)
+/// Waits until every closed file of the primary is in the store whole (`location` both,
+/// or store once evicted)
 /// and the archive lag is 0; returns the source's `archive` status.
 fn wait_shipped(sb: &Sandbox) -> Result<serde_json::Value> {
     let db = sb.primary();
@@ -52,8 +53,9 @@ fn wait_shipped(sb: &Sandbox) -> Result<serde_json::Value> {
                 .get_json(&format!("/v1/sources/{src}/binlogs"))?;
             let whole = |name: &str| {
                 b["files"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|f| f["name"] == name && f["location"] == "both")
+                    a.iter().any(|f| {
+                        f["name"] == name && (f["location"] == "both" || f["location"] == "store")
+                    })
                 })
             };
             let st = sb.server().get_json(&format!("/v1/sources/{src}"))?;
@@ -631,5 +633,150 @@ fn archive_retention_deletes_only_what_no_restorable_base_needs() -> Result<()> 
         &serde_json::json!({"target_gtid": db.gtid_binlog_pos()?}),
     )?;
     assert_eq!(code, 200, "{plan:#}");
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Node loss: the server is killed, its whole `data_dir` (binlogs, catalog, index,
+/// cache) deleted, and a fresh one started against the same store. It rebuilds by itself
+/// (bases and binlogs from their manifests, the index from the files, the active file's
+/// prefix from its chunks), resumes capture at that exact byte, and ends with every
+/// binlog of the primary, byte-identical, nothing missing or twice; files from before the
+/// loss stay in the store (not pulled again); a PITR to a time before the loss gives the
+/// checkpoint's tables.
+#[test]
+fn a_lost_node_is_rebuilt_from_the_store_and_resumes() -> Result<()> {
+    let mut sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .source_backup(SourceBackup::physical())
+        .extra_toml("[archive]\nship_interval = \"200ms\"\n")
+        .setup(|db| {
+            db.sql(
+                "CREATE TABLE test.t1 (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
+                 CREATE TABLE test.t2 (id INT PRIMARY KEY, n INT)",
+            )?;
+            db.sql("INSERT INTO test.t2 VALUES (1, 0), (2, 0)")?;
+            Ok(())
+        })
+        .start()?;
+    let base = sb.take_base(sb.source())?;
+    let db = sb.primary();
+    let burst = |db: &MariaDb, tag: &str, n: usize| -> Result<()> {
+        let mut sql = String::new();
+        for i in 0..n {
+            sql.push_str(&format!(
+                "BEGIN; INSERT INTO test.t1 (v) VALUES ('{tag}-{i}'); UPDATE test.t2 SET n = n + 1 WHERE id = {}; COMMIT;\n",
+                1 + i % 2
+            ));
+        }
+        db.sql(&sql).map(|_| ())
+    };
+    for round in 0..3 {
+        burst(db, &format!("r{round}"), 100)?;
+        db.flush_binary_logs()?;
+    }
+    burst(db, "checkpoint", 20)?;
+    let t_cp = unix_now();
+    let sums = db.table_checksums(&["test"])?;
+    while unix_now() <= t_cp + 1 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    burst(db, "after", 50)?;
+    db.flush_binary_logs()?;
+    // The active file at the loss holds transactions only its chunks have in the store.
+    burst(db, "active", 40)?;
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+    let before: Vec<String> = db.binlog_files()?.into_iter().map(|(n, _)| n).collect();
+
+    // The node is lost: process, binlogs, catalog, index, cache.
+    sb.server_mut().kill9()?;
+    std::fs::remove_dir_all(sb.data_dir()).context("delete data_dir")?;
+    let db = sb.primary();
+    burst(db, "while-down", 30)?;
+    let s = ServerProcess::start(&server_bin(), sb.config_path(), sb.http_addr())?;
+    *sb.server_mut() = s;
+    let src = sb.source().to_string();
+    let status = wait_for("the rebuild note", Duration::from_secs(120), || {
+        let st = sb.server().get_json(&format!("/v1/sources/{src}"))?;
+        let noted = st["notes"].as_array().is_some_and(|a| {
+            a.iter().any(|n| {
+                n.as_str()
+                    .is_some_and(|n| n.contains("rebuilt from the archive store"))
+            })
+        });
+        Ok(noted.then_some(st))
+    })
+    .with_context(|| sb.server().log_tail(40))?;
+    eprintln!("{:#}", status["notes"]);
+    let db = sb.primary();
+    burst(db, "after-rebuild", 30)?;
+    db.flush_binary_logs()?;
+    burst(db, "tail", 10)?;
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+
+    // Every file of the primary, once, with its size; the closed ones from before the
+    // loss served from the store (never pulled again).
+    let files = db.binlog_files()?;
+    let listed = sb
+        .server()
+        .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+    let listed = listed["files"].as_array().context("files")?.clone();
+    let names: Vec<&str> = listed.iter().filter_map(|f| f["name"].as_str()).collect();
+    let want: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names, want,
+        "the archive lists the primary's files, each once"
+    );
+    for (f, (name, size)) in listed.iter().zip(&files) {
+        assert_eq!(f["size"].as_u64(), Some(*size), "{name}: size");
+    }
+    let in_store_only = listed.iter().filter(|f| f["location"] == "store").count();
+    assert!(
+        in_store_only + 2 >= before.len(),
+        "files from before the loss stay in the store: {listed:#?}"
+    );
+    let n = assert_closed_files_identical(&sb, &[])?;
+    assert_eq!(n, files.len() - 1);
+    let bases = sb
+        .server()
+        .get_json(&format!("/v1/sources/{src}/backups"))?;
+    assert!(
+        bases.to_string().contains(&base.id),
+        "base {} rebuilt from its manifest: {bases:#}",
+        base.id
+    );
+
+    // PITR to a time before the loss.
+    let mut jobs = PitrJobs::new(sb.server());
+    let (code, v) = sb.server().post_json(
+        &format!("/v1/sources/{src}/pitr"),
+        &serde_json::json!({
+            "target_time": binlog_server::replay::pitr::fmt_time(t_cp as i64),
+            "scratch": true
+        }),
+    )?;
+    assert_eq!(code, 202, "{v:#}");
+    let id = v["id"].as_str().context("job id")?.to_string();
+    jobs.add(&id);
+    let j = wait_for("PITR job", Duration::from_secs(600), || {
+        let j = sb.server().get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    assert_eq!(j["phase"], "done", "{j:#}");
+    let socket = j["restored"]["socket"].as_str().context("socket")?;
+    assert_eq!(checksums_socket(socket)?, sums, "the checkpoint's tables");
+    let (code, _) = jobs.delete(&id)?;
+    assert_eq!(code, 200);
     Ok(())
 }

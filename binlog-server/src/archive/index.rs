@@ -336,6 +336,33 @@ impl Index {
         }
     }
 
+    /// Indexes closed file `name` (at `path`, `size` bytes) after what is indexed of
+    /// `source`: from the index position when it is inside `name`, else from offset 4
+    /// with the next ordinal. Used by a rebuild from the archive store, file by file in
+    /// binlog order, for files that are not in the local store. Returns the position
+    /// reached and the number of transactions added.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] (reading or parsing the file, the database).
+    pub fn index_file(
+        &self,
+        source: &str,
+        name: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(IndexPos, u64), IndexError> {
+        let pos = self.position(source)?;
+        let (from, next) = match &pos {
+            Some(p) if p.file == name => (p.offset, p.next_ordinal),
+            Some(p) => (4, p.next_ordinal),
+            None => (4, 0),
+        };
+        let (records, upto) = scan_file(path, name, from, size)?;
+        let added = records.len() as u64;
+        Ok((self.commit(source, name, &records, upto, next)?, added))
+    }
+
     /// Deletes everything indexed for `source`.
     pub fn clear(&self, source: &str) -> Result<(), IndexError> {
         let p = prefix(source);

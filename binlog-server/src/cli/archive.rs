@@ -1,5 +1,5 @@
 //! `binlog-server archive ls|get|decode`: the archive store by hand, without the daemon
-//! (the store and key file come from the config's `[archive]`).
+//! (the store and key file come from the config's `[archive]`); `binlog-server rebuild`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,72 @@ fn open(
     let rt = runtime("binlog-server archive")?;
     let store = objstore::store::Store::open(&s.archive.store).map_err(fail)?;
     Ok((s, rt, store))
+}
+
+/// `binlog-server rebuild`: the service's start-up rebuild, offline, with its report.
+/// Exit 0 when every source looked at is rebuilt or had nothing to rebuild, 1 on a
+/// failure (the message names the source, the object and what to do), 2 bad config.
+pub fn rebuild(config: &Path, only: Option<&str>) -> ExitCode {
+    let s = match load_settings("binlog-server rebuild", config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if let Some(o) = only {
+        if !s.sources.iter().any(|x| x.name == o) {
+            eprintln!(
+                "binlog-server rebuild: no source {o:?} in {}",
+                config.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    if !s.archive.enabled {
+        eprintln!("binlog-server rebuild: [archive] enabled = false: there is no archive store to rebuild from");
+        return ExitCode::from(2);
+    }
+    let rt = match runtime("binlog-server rebuild") {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    let result = rt.block_on(async {
+        use anyhow::Context;
+        let catalog = catalog::Catalog::open(&s.catalog_url)
+            .await
+            .context("open the catalog ([catalog] url)")?;
+        let index_path = s.data_dir.join("index.rocksdb");
+        let index = Arc::new(
+            crate::archive::index::Index::open(&index_path).with_context(|| {
+                format!(
+                    "open the index at {} (is the service running? stop it first)",
+                    index_path.display()
+                )
+            })?,
+        );
+        let tier = Arc::new(
+            crate::archive::ship::ArchiveTier::open(s.archive.clone())
+                .context("open the archive store ([archive] store)")?,
+        );
+        let reader = crate::archive::cache::ArchiveReader::new(tier.clone());
+        crate::archive::rebuild::rebuild_lost(&s, &catalog, &index, &tier, &reader, only).await
+    });
+    match result {
+        Ok(reports) => {
+            for (name, r) in reports {
+                match r {
+                    Some(r) => println!("{name}: {}", r.summary()),
+                    None => println!(
+                        "{name}: nothing to rebuild (its directory holds binlogs, the catalog \
+                         has rows the store does not back, or the store holds nothing for it)"
+                    ),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("binlog-server rebuild: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn ls(config: &Path, source: &str) -> ExitCode {

@@ -96,6 +96,20 @@ pub enum Command {
         #[command(subcommand)]
         cmd: archive::ArchiveCmd,
     },
+    /// Rebuild a lost node from the archive store, offline (the service does the same
+    /// by itself at start): for each source whose local binlogs and catalog rows are
+    /// gone while the `[archive]` store holds its archive, recreate the catalog rows of
+    /// its bases and binlogs from their manifests, the index from the files, and the
+    /// active file's prefix from its chunks; then `serve` resumes capture there. Run
+    /// it while the service is stopped (the index is locked otherwise).
+    Rebuild {
+        /// TOML configuration file (the same `[archive]` and `[backup]` stores).
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Validate a configuration file and print the sources it defines (passwords
     /// redacted).
     CheckConfig {
@@ -185,6 +199,7 @@ pub fn main() -> ExitCode {
             out,
         } => pitr::export(&config, &target, &out),
         Command::Archive { cmd } => archive::run(cmd),
+        Command::Rebuild { config, source } => archive::rebuild(&config, source.as_deref()),
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
             Ok(s) => {
                 println!("data_dir = {}", s.data_dir.display());

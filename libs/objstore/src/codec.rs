@@ -58,6 +58,17 @@ const HKDF_INFO: &[u8] = b"binlog-server object v1";
 /// The zstd level of new objects (zstd's default).
 const ZSTD_LEVEL: i32 = 3;
 
+/// The key id in the header of an encrypted object's first bytes `stored`; `None` for
+/// an object that is not encrypted (no `BSRVENC1` magic) or a header cut short.
+pub fn key_id_of(stored: &[u8]) -> Option<String> {
+    if stored.get(..8)? != ENC_MAGIC {
+        return None;
+    }
+    let id_len = usize::from(*stored.get(9)?);
+    let id = stored.get(10..10 + id_len)?;
+    Some(String::from_utf8_lossy(id).into_owned())
+}
+
 /// Errors of encoding or decoding an object.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

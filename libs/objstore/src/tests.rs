@@ -76,6 +76,10 @@ fn compression_shrinks_and_encryption_hides_the_plaintext() {
     // Two encryptions of the same payload differ (a salt, so a key, per object).
     let e2 = codec::encode(&data, Compression::None, keys.current()).unwrap();
     assert_ne!(e, e2);
+    // The key id is readable from the header without the key.
+    assert_eq!(codec::key_id_of(&e).as_deref(), Some("k1"));
+    assert_eq!(codec::key_id_of(&z), None);
+    assert_eq!(codec::key_id_of(&e[..10]), None, "a header cut short");
 }
 
 #[test]
