@@ -9,6 +9,7 @@
 //! | GET | `/v1/sources/{name}/binlogs` | `{"source", "files": [...], "gaps": [...]}`; each file with `location` (`local`, `store`, `both`) and `archive` (`object_key`, `codec`, `stored_bytes`, `chunks`, `chunk_bytes`) |
 //! | POST | `/v1/sources/{name}/restart` | body `{"accept_gap": bool}` (optional); 202 |
 //! | POST | `/v1/sources/{name}/binlogs/{file}/check` | 202; the file is verified again |
+//! | POST | `/v1/sources/{name}/archive/scrub` | 202; every object of the source in the archive store is read back and checked, damaged ones replaced; the report shows as `archive.last_scrub` in the source's status; 409 without `[archive]` |
 //! | GET | `/v1/sources/{name}/lookup?time=RFC3339` or `?gtid=D-S-N` / `?gtid=uuid:n` | index entry |
 //! | GET | `/v1/sources/{name}/backups` | `{"source", "oldest_restorable", "backups": [...]}` |
 //! | POST | `/v1/sources/{name}/backups` | body `{"method": "physical"\|"logical"\|"clone", "incremental": bool}` (optional); 202 `{"job_id", "backup_id"}`; 409 if one is running |
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub verify: Arc<crate::verify::runner::VerifyService>,
     /// Archive root (`<data_dir>/<source>/<file>`).
     pub data_dir: std::path::PathBuf,
+    /// The archive store, when `[archive]` is enabled.
+    pub archive: Option<Arc<crate::archive::ship::ArchiveTier>>,
 }
 
 /// A JSON error answer.
@@ -87,6 +90,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sources/{name}/binlogs", get(list_binlogs))
         .route("/v1/sources/{name}/restart", post(restart))
         .route("/v1/sources/{name}/binlogs/{file}/check", post(check_file))
+        .route("/v1/sources/{name}/archive/scrub", post(scrub_archive))
         .route("/v1/sources/{name}/lookup", get(lookup))
         .route(
             "/v1/sources/{name}/backups",
@@ -263,6 +267,24 @@ async fn check_file(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"source": name, "file": file, "check": "queued"})),
+    ))
+}
+
+async fn scrub_archive(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    source(&st, &name)?;
+    let Some(tier) = &st.archive else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "[archive] is not enabled: there is no archive store to scrub".into(),
+        ));
+    };
+    tier.request_scrub(&name);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"source": name, "scrub": "queued"})),
     ))
 }
 

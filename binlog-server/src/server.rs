@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
                     status: rt.status.clone(),
                     metrics: metrics.clone(),
                     evicted,
+                    primary: rt.primary.clone(),
                 },
                 cancel.child_token(),
             );
@@ -126,6 +127,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         backups,
         pitr,
         verify,
+        archive: tier,
     });
     let app = api::router(state);
     let http_cancel = cancel.clone();

@@ -273,6 +273,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets the whole-file object row of `file` (a damaged object being replaced:
+    /// the shipper then ships the file again). The file's own row and its chunk rows
+    /// stay. Forgetting a missing row is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn forget_file_object(&self, source: &str, file: &str) -> Result<(), CatalogError> {
+        sqlx::query("DELETE FROM archive_objects WHERE source = ? AND file = ? AND kind = 'file'")
+            .bind(source)
+            .bind(file)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("forget_file_object"))?;
+        Ok(())
+    }
+
     /// Marks the chunk objects of `file` deleted (after they were removed from the
     /// store, once the file's whole object is recorded). Returns how many rows changed.
     ///

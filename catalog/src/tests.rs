@@ -695,4 +695,65 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire() {
     );
     assert_eq!(cat.list_archive_objects("db1").await.unwrap().len(), 1);
     assert!(cat.list_archive_objects("db2").await.unwrap().is_empty());
+    // A damaged whole object is forgotten (to be shipped again); a new one records.
+    cat.forget_file_object("db1", "mysql-bin.000009")
+        .await
+        .unwrap();
+    assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
+    cat.record_archive_object(&again).await.unwrap();
+    assert_eq!(
+        cat.list_archive_objects("db1").await.unwrap()[0].object_key,
+        "other"
+    );
+}
+
+#[tokio::test]
+async fn an_imported_base_keeps_its_times_and_objects_and_imports_once() {
+    use crate::{BackupObject, BackupRow, BackupState};
+    let cat = memory().await;
+    let row = BackupRow {
+        id: "db1-20261201T000000Z-abcd".into(),
+        source: "db1".into(),
+        method: "physical".into(),
+        tool: "mariabackup".into(),
+        incremental: false,
+        parent_id: None,
+        state: BackupState::Completed,
+        info: Some("rebuilt".into()),
+        started_at: 1_000,
+        finished_at: Some(1_100),
+        bytes: 0,
+        binlog_file: Some("mysql-bin.000003".into()),
+        binlog_pos: Some(4_567),
+        gtid_pos: Some("0-1-42".into()),
+        consistent_at: Some(1_090),
+        from_lsn: None,
+        to_lsn: Some(99),
+        server_version: None,
+        tool_version: None,
+        command: None,
+        db_list: None,
+        store_url: Some("file:///b".into()),
+        state_changed_at: 1_100,
+        objects: vec![
+            BackupObject {
+                key: "db1/x/a".into(),
+                bytes: 10,
+                sha256: "ab".repeat(32),
+            },
+            BackupObject {
+                key: "db1/x/manifest.json".into(),
+                bytes: 5,
+                sha256: "cd".repeat(32),
+            },
+        ],
+    };
+    assert!(cat.import_backup(&row).await.unwrap());
+    assert!(!cat.import_backup(&row).await.unwrap(), "imported once");
+    let got = cat.get_backup(&row.id).await.unwrap().unwrap();
+    assert_eq!(got.state, BackupState::Completed);
+    assert_eq!((got.started_at, got.finished_at), (1_000, Some(1_100)));
+    assert_eq!(got.bytes, 15, "the sum of the objects");
+    assert_eq!(got.objects.len(), 2);
+    assert_eq!(got.binlog_pos, Some(4_567));
 }

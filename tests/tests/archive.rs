@@ -780,3 +780,162 @@ fn a_lost_node_is_rebuilt_from_the_store_and_resumes() -> Result<()> {
     assert_eq!(code, 200);
     Ok(())
 }
+
+/// Flips one byte in the middle of the object at `path` (a local store's file).
+fn damage(path: &Path) -> Result<()> {
+    let mut b = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let i = b.len() / 2;
+    b[i] ^= 0x5a;
+    std::fs::write(path, &b).with_context(|| format!("write {}", path.display()))
+}
+
+/// The source's last store scrub once it has `trigger` and covers `file`.
+fn wait_scrub(sb: &Sandbox, trigger: &str, file: &str) -> Result<serde_json::Value> {
+    let src = sb.source().to_string();
+    wait_for(
+        &format!("a {trigger} scrub that found {file}"),
+        Duration::from_secs(90),
+        || {
+            let st = sb.server().get_json(&format!("/v1/sources/{src}"))?;
+            let r = st["archive"]["last_scrub"].clone();
+            let found = r["trigger"] == trigger
+                && r["damaged"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x["file"] == file));
+            Ok(found.then_some(r))
+        },
+    )
+    .with_context(|| sb.server().log_tail(30))
+}
+
+/// Damaged objects in the store: a scrub (asked through the API) finds a flipped byte in
+/// a file's object whose local copy is still on disk and in one that was evicted; the
+/// first is shipped again from the local copy, the second pulled again from the primary;
+/// the damaged bytes are kept aside. A read through the fake primary that meets a
+/// damaged evicted object fails, and that read alone gets the object repaired. In the
+/// end every closed file decodes from the store to the primary's bytes.
+#[test]
+fn damaged_objects_are_found_and_replaced_from_a_good_copy() -> Result<()> {
+    let fake_port = free_port();
+    let sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .source_replication(fake_port)
+        .extra_toml("[archive]\nship_interval = \"200ms\"\nlocal_retention = \"0s\"\n")
+        .setup(|db| {
+            db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(200))")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    for round in 0..5 {
+        let mut sql = String::new();
+        for i in 0..100 {
+            sql.push_str(&format!(
+                "INSERT INTO test.t (v) VALUES (REPEAT('r{round}-{i}', 10));\n"
+            ));
+        }
+        db.sql(&sql)?;
+        db.flush_binary_logs()?;
+    }
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+    let src = sb.source().to_string();
+    let files = db.binlog_files()?;
+    let name = |i: usize| files[i].0.clone();
+    let (evicted_a, evicted_b, local) = (name(0), name(1), name(files.len() - 2));
+    wait_for("the older files evicted", Duration::from_secs(60), || {
+        let b = sb
+            .server()
+            .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+        let loc = |n: &str| {
+            b["files"]
+                .as_array()
+                .and_then(|a| a.iter().find(|f| f["name"] == n))
+                .map(|f| f["location"].clone())
+        };
+        Ok((loc(&evicted_a) == Some("store".into())
+            && loc(&evicted_b) == Some("store".into())
+            && loc(&local) == Some("both".into()))
+        .then_some(()))
+    })?;
+    let objects = sb
+        .bases_dir()
+        .context("local store")?
+        .join(&src)
+        .join("binlogs");
+
+    // A scrub finds both and repairs them from the local copy and from the primary.
+    damage(&objects.join(&local))?;
+    damage(&objects.join(&evicted_b))?;
+    let (code, v) = sb.server().post_json(
+        &format!("/v1/sources/{src}/archive/scrub"),
+        &serde_json::json!({}),
+    )?;
+    assert_eq!(code, 202, "{v:#}");
+    let r = wait_scrub(&sb, "request", &local)?;
+    eprintln!("{r:#}");
+    let damaged = r["damaged"].as_array().context("damaged")?;
+    let repair = |f: &str| {
+        damaged
+            .iter()
+            .find(|d| d["file"] == f)
+            .map(|d| d["repair"].clone())
+    };
+    assert_eq!(repair(&local), Some("local copy".into()), "{r:#}");
+    assert_eq!(repair(&evicted_b), Some("primary".into()), "{r:#}");
+    assert_eq!(damaged.len(), 2, "nothing else is damaged: {r:#}");
+    for d in damaged {
+        let kept = d["kept_as"].as_str().context("kept_as")?;
+        assert!(
+            sb.bases_dir().context("store")?.join(kept).exists(),
+            "the damaged bytes are kept aside as {kept}"
+        );
+    }
+    wait_shipped(&sb)?;
+    assert_closed_files_identical(&sb, &[])?;
+    let row = sb
+        .server()
+        .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+    let info = row["files"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == evicted_b.as_str()))
+        .map(|f| f["info"].to_string())
+        .unwrap_or_default();
+    assert!(info.contains("pulled again"), "{evicted_b}: {info}");
+
+    // A read that meets a damaged object fails, and gets it repaired.
+    damage(&objects.join(&evicted_a))?;
+    let out = tempfile::tempdir()?;
+    let first = mariadb_binlog_raw(
+        fake_port,
+        &evicted_a,
+        out.path(),
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(
+        first.is_err()
+            || std::fs::read(out.path().join(&evicted_a)).ok()
+                != std::fs::read(db.binlog_path(&evicted_a)).ok(),
+        "a damaged object is never served as the file"
+    );
+    let r = wait_scrub(&sb, "damaged read", &evicted_a)?;
+    assert_eq!(r["damaged"][0]["repair"], "primary", "{r:#}");
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+    assert_closed_files_identical(&sb, &[])?;
+    let out = tempfile::tempdir()?;
+    mariadb_binlog_raw(
+        fake_port,
+        &evicted_a,
+        out.path(),
+        &[],
+        Duration::from_secs(60),
+    )?;
+    assert!(
+        std::fs::read(out.path().join(&evicted_a))? == std::fs::read(db.binlog_path(&evicted_a))?,
+        "{evicted_a} through the fake primary after the repair"
+    );
+    Ok(())
+}

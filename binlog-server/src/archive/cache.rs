@@ -106,14 +106,24 @@ impl ArchiveReader {
                 path: cdir.clone(),
                 source,
             })?;
-        let m = fetch::fetch_file(
+        let m = match fetch::fetch_file(
             &self.tier.store,
             self.tier.settings.keyring.clone(),
             source,
             file,
             &cached,
         )
-        .await?;
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                if matches!(e, FetchError::Damaged { .. }) {
+                    // The shipper checks the object and replaces it from a good copy.
+                    self.tier.report_damaged(source, file);
+                }
+                return Err(e);
+            }
+        };
         info!(
             source,
             file,

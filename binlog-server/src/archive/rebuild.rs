@@ -488,7 +488,7 @@ async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildError> {
             path: dst.clone(),
             source,
         };
-        let part = dst.with_extension("rebuild.part");
+        let part = PathBuf::from(format!("{}.tmp", dst.display()));
         std::fs::copy(&src, &part).map_err(werr)?;
         std::fs::File::open(&part)
             .and_then(|f| f.sync_all())
@@ -586,7 +586,7 @@ async fn rebuild_active(
     }
     let (p, d) = (path.clone(), dir.to_path_buf());
     let len = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let part = p.with_extension("rebuild.part");
+        let part = PathBuf::from(format!("{}.tmp", p.display()));
         std::fs::write(&part, &bytes)?;
         let v = binlog::check::valid_prefix(&part, 4)?;
         let f = std::fs::OpenOptions::new().write(true).open(&part)?;

@@ -45,6 +45,7 @@ use tracing::{info, warn};
 use super::cache::Evicted;
 use super::objects::{self, Manifest};
 use crate::config::ArchiveSettings;
+use crate::source::context::PrimaryView;
 use crate::status::{Metrics, StatusCell};
 
 /// The fencing epoch of objects written by this build (leases come with the fleet).
@@ -94,6 +95,18 @@ pub struct ArchiveTier {
     pub store: Arc<Store>,
     /// `[archive]`.
     pub settings: ArchiveSettings,
+    /// Scrubs asked for (by the API) and files a read found damaged, by source; each
+    /// source's shipper takes its own.
+    scrub_asks: std::sync::Mutex<HashMap<String, ScrubAsk>>,
+}
+
+/// What a source's scrub loop is asked to do.
+#[derive(Debug, Default)]
+struct ScrubAsk {
+    /// A whole scrub now.
+    all: bool,
+    /// Files a read found damaged.
+    files: Vec<String>,
 }
 
 impl ArchiveTier {
@@ -104,7 +117,38 @@ impl ArchiveTier {
     /// [`StoreError::Open`].
     pub fn open(settings: ArchiveSettings) -> Result<ArchiveTier, StoreError> {
         let store = Arc::new(Store::open(&settings.store)?);
-        Ok(ArchiveTier { store, settings })
+        Ok(ArchiveTier {
+            store,
+            settings,
+            scrub_asks: Default::default(),
+        })
+    }
+
+    /// Asks `source`'s shipper to scrub the whole store now (`POST
+    /// /v1/sources/{name}/archive/scrub`); the result shows in its status.
+    pub fn request_scrub(&self, source: &str) {
+        crate::util::lock(&self.scrub_asks)
+            .entry(source.to_string())
+            .or_default()
+            .all = true;
+    }
+
+    /// Reports that reading `file` of `source` back found its object damaged: the
+    /// shipper checks it and repairs it (see [`super::scrub`]).
+    pub fn report_damaged(&self, source: &str, file: &str) {
+        crate::util::lock(&self.scrub_asks)
+            .entry(source.to_string())
+            .or_default()
+            .files
+            .push(file.to_string());
+    }
+
+    /// Takes what `source` was asked: (whole scrub, damaged files).
+    fn take_scrub_ask(&self, source: &str) -> (bool, Vec<String>) {
+        match crate::util::lock(&self.scrub_asks).remove(source) {
+            Some(a) => (a.all, a.files),
+            None => (false, Vec::new()),
+        }
     }
 
     /// The codec descriptor of new objects.
@@ -140,6 +184,10 @@ pub struct ArchiveStatus {
     pub objects: u64,
     /// The last pass's error, cleared by the next good pass.
     pub last_error: Option<String>,
+    /// A scrub of the store is running.
+    pub scrubbing: bool,
+    /// The last scrub of the store (since the process started).
+    pub last_scrub: Option<super::scrub::ScrubReport>,
 }
 
 /// One source's shipper.
@@ -154,6 +202,8 @@ struct Shipper {
     waiting: std::sync::Mutex<HashMap<String, Instant>>,
     /// Files only in the store.
     evicted: Evicted,
+    /// The primary's binlog list (a damaged object is pulled again while it has it).
+    primary: Arc<std::sync::Mutex<PrimaryView>>,
 }
 
 /// What one source's shipper works with.
@@ -172,6 +222,8 @@ pub struct ShipperCtx {
     pub metrics: Arc<Metrics>,
     /// Files only in the store (the evictor adds to it; the fake primary lists it).
     pub evicted: Evicted,
+    /// The primary's binlog list, from the source's poller.
+    pub primary: Arc<std::sync::Mutex<PrimaryView>>,
 }
 
 /// Starts the chunk and file loops of a source; they end when `cancel` fires.
@@ -191,14 +243,20 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         status: ctx.status,
         metrics: ctx.metrics,
         evicted: ctx.evicted,
+        primary: ctx.primary,
         waiting: Default::default(),
     });
     let span = tracing::info_span!("archive", source = %sh.source);
-    let (a, b, c) = (sh.clone(), sh.clone(), sh);
-    let (c2, c3) = (cancel.clone(), cancel.clone());
+    let (a, b, c, d) = (sh.clone(), sh.clone(), sh.clone(), sh);
+    let (c2, c3, c4) = (cancel.clone(), cancel.clone(), cancel.clone());
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            tokio::join!(a.chunk_loop(cancel), b.file_loop(c2), c.lag_loop(c3));
+            tokio::join!(
+                a.chunk_loop(cancel),
+                b.file_loop(c2),
+                c.lag_loop(c3),
+                d.scrub_loop(c4)
+            );
         },
         span,
     ))
@@ -272,6 +330,77 @@ impl Shipper {
     async fn file_loop(&self, cancel: CancellationToken) {
         let tick = self.tier.settings.ship_interval.min(Duration::from_secs(1));
         self.repeat(tick, &cancel, || self.file_pass()).await;
+    }
+
+    /// Scrubs the store when asked, when a read found an object damaged, and every
+    /// `scrub_interval` (the first one a full interval after start).
+    async fn scrub_loop(&self, cancel: CancellationToken) {
+        let mut last = Instant::now();
+        let (mut all, mut files) = (false, Vec::<String>::new());
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let (a, f) = self.tier.take_scrub_ask(&self.source);
+            all |= a;
+            files.extend(f);
+            let every = self.tier.settings.scrub_interval;
+            let due = !every.is_zero() && last.elapsed() >= every;
+            if !all && !due && files.is_empty() {
+                continue;
+            }
+            let trigger = match (all, due) {
+                (true, _) => "request",
+                (false, true) => "schedule",
+                _ => "damaged read",
+            };
+            files.sort();
+            files.dedup();
+            let ctx = super::scrub::ScrubCtx {
+                source: &self.source,
+                dir: &self.dir,
+                catalog: &self.catalog,
+                tier: &self.tier,
+                evicted: &self.evicted,
+                primary: &self.primary,
+            };
+            self.set_scrubbing(true);
+            let only = (!all && !due).then_some(files.as_slice());
+            let r = super::scrub::scrub(&ctx, only, trigger).await;
+            self.set_scrubbing(false);
+            match r {
+                Ok(report) => {
+                    if only.is_none() {
+                        last = Instant::now();
+                    }
+                    (all, backoff) = (false, Duration::from_secs(1));
+                    files.clear();
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_scrub = Some(report);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("scrub of the archive store: {e}");
+                    warn!(error = %msg, retry_in = ?backoff, "archive scrub failed; retrying");
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_error = Some(msg);
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn set_scrubbing(&self, on: bool) {
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.scrubbing = on;
+        }
     }
 
     /// The files and their objects.

@@ -57,6 +57,7 @@
 //! cache_dir = "<data_dir>/cache" # files read back from the store
 //! cache_bytes = 8589934592
 //! keep_days = 30                 # optional: archive retention (never what a restorable base needs)
+//! scrub_interval = "7d"          # every object re-read and checked this often; "0s" = never
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -189,6 +190,12 @@ pub struct ArchiveConfig {
     /// **and** entirely before the oldest restorable base's position are deleted from the
     /// store, the local disk and the catalog. None (default): binlogs are kept forever.
     pub keep_days: Option<u32>,
+    /// Every whole-file object of the store is read back and checked (SHA-256 of the
+    /// stored bytes, its manifest) this often; a damaged one is replaced from the local
+    /// copy or pulled again from the primary. `0s`: only on request (`POST
+    /// /v1/sources/{name}/archive/scrub`). Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub scrub_interval: Duration,
 }
 
 impl Default for ArchiveConfig {
@@ -208,6 +215,7 @@ impl Default for ArchiveConfig {
             cache_dir: None,
             cache_bytes: 8 << 30,
             keep_days: None,
+            scrub_interval: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -235,6 +243,8 @@ pub struct ArchiveSettings {
     pub cache_bytes: u64,
     /// See [`ArchiveConfig::keep_days`].
     pub keep_days: Option<u32>,
+    /// See [`ArchiveConfig::scrub_interval`]; zero: only on request.
+    pub scrub_interval: Duration,
 }
 
 /// `[pitr]`: how restored instances are run while they replay the archive.

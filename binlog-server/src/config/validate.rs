@@ -168,6 +168,7 @@ fn archive(
     }
     Ok(ArchiveSettings {
         keep_days: a.keep_days,
+        scrub_interval: a.scrub_interval,
         local_retention: a.local_retention,
         cache_dir,
         cache_bytes: a.cache_bytes,

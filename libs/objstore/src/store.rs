@@ -139,6 +139,19 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the object was not there (a missing key, not a failing store).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Object {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// An object store with the base-backup prefix applied.
 #[derive(Clone)]
 pub struct Store {
@@ -230,6 +243,27 @@ impl Store {
     /// The store URL (no credentials).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Copies object `from` to the new key `to` inside the store (server-side where the
+    /// store can; `to` must not exist: keys are never reused). Used to keep a damaged
+    /// object aside before it is replaced.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Exists`] when `to` exists; [`StoreError::Object`] otherwise.
+    pub async fn copy_to(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        if self.exists(to).await? {
+            return Err(StoreError::Exists(to.to_owned()));
+        }
+        self.inner
+            .copy(&key_path(from), &key_path(to))
+            .await
+            .map_err(|source| StoreError::Object {
+                op: "copy",
+                key: from.to_owned(),
+                source,
+            })
     }
 
     /// Whether `key` exists.
