@@ -150,7 +150,9 @@ impl BackupService {
         catalog: Arc<Catalog>,
         recover_interrupted: bool,
     ) -> anyhow::Result<Arc<Self>> {
-        let store = Store::open(&settings.store.options)
+        let store = settings
+            .store
+            .open()
             .context("open the base-backup store ([backup] store)")?;
         if recover_interrupted {
             let failed = catalog

@@ -67,6 +67,12 @@ pub struct BackupConfig {
     /// Explicit tool paths (`[backup.tools]`, e.g. `xtrabackup = "/opt/.../xtrabackup"`);
     /// names from [`crate::tool::TOOL_NAMES`].
     pub tools: std::collections::BTreeMap<String, PathBuf>,
+    /// Compression of new base objects: `"zstd"` (default) or `"none"` (objstore::codec;
+    /// an encoded object's key ends in `.zstd.bsrv` and the like). Manifests stay plain.
+    pub compression: String,
+    /// Key file that encrypts new base objects and opens old ones (objstore::keyring,
+    /// the same format as `[archive] encryption_key_file`); none: not encrypted.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 impl Default for BackupConfig {
@@ -81,6 +87,8 @@ impl Default for BackupConfig {
             upload_concurrency: 2,
             retries: 10,
             tools: Default::default(),
+            compression: "zstd".into(),
+            encryption_key_file: None,
         }
     }
 }
@@ -92,6 +100,22 @@ pub struct StoreSettings {
     pub options: StoreOptions,
     /// Staging directory (created).
     pub staging_dir: PathBuf,
+    /// Compression of new base objects.
+    pub compression: objstore::codec::Compression,
+    /// Keys of base objects (empty without a key file).
+    pub keyring: std::sync::Arc<objstore::keyring::Keyring>,
+}
+
+impl StoreSettings {
+    /// Opens the base store with its codec (new objects encoded, old ones opened).
+    ///
+    /// # Errors
+    ///
+    /// [`objstore::store::StoreError::Open`].
+    pub fn open(&self) -> Result<objstore::store::Store, objstore::store::StoreError> {
+        Ok(objstore::store::Store::open(&self.options)?
+            .with_codec(self.compression, self.keyring.clone()))
+    }
 }
 
 impl BackupConfig {
@@ -127,7 +151,24 @@ impl BackupConfig {
                 format!("cannot create {}: {e}", staging_dir.display()),
             )
         })?;
+        let compression = match self.compression.as_str() {
+            "zstd" => objstore::codec::Compression::Zstd,
+            "none" => objstore::codec::Compression::None,
+            other => {
+                return Err((
+                    "backup.compression".into(),
+                    format!("{other:?}: use \"zstd\" or \"none\""),
+                ))
+            }
+        };
+        let keyring = match &self.encryption_key_file {
+            None => objstore::keyring::Keyring::none(),
+            Some(p) => objstore::keyring::Keyring::load(p)
+                .map_err(|e| ("backup.encryption_key_file".to_string(), e.to_string()))?,
+        };
         Ok(StoreSettings {
+            compression,
+            keyring: std::sync::Arc::new(keyring),
             options: StoreOptions {
                 url,
                 s3_endpoint: self.s3_endpoint.clone(),

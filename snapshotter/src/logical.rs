@@ -352,7 +352,9 @@ pub async fn restore(
             let prefix = format!("{}/{}/mydumper/", base.source, base.id);
             progress.set_phase("downloading the dump");
             for obj in &base.objects {
-                let Some(rel) = obj.key.strip_prefix(&prefix) else {
+                // The name mydumper wrote (without the codec suffix of an encoded object).
+                let (_, plain) = objstore::store::split_codec_suffix(&obj.key);
+                let Some(rel) = plain.strip_prefix(&prefix) else {
                     continue;
                 };
                 if rel.contains("..") || rel.starts_with('/') {
@@ -382,7 +384,11 @@ pub async fn restore(
             let obj = base
                 .objects
                 .iter()
-                .find(|o| o.key.ends_with("/dump.sql"))
+                .find(|o| {
+                    objstore::store::split_codec_suffix(&o.key)
+                        .1
+                        .ends_with("/dump.sql")
+                })
                 .ok_or_else(|| format!("base {} has no dump.sql object", base.id))?;
             progress.set_phase("loading dump.sql");
             tool::run_fed(

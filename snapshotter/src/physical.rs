@@ -207,7 +207,11 @@ pub async fn restore(
         let obj = base
             .objects
             .iter()
-            .find(|o| o.key.ends_with(&format!("/{STREAM_OBJECT}")))
+            .find(|o| {
+                objstore::store::split_codec_suffix(&o.key)
+                    .1
+                    .ends_with(&format!("/{STREAM_OBJECT}"))
+            })
             .ok_or_else(|| format!("base {} has no {STREAM_OBJECT} object", base.id))?;
         let dir = workdir.join(format!("{i:03}-{}", base.id));
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;

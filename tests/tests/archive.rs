@@ -652,10 +652,21 @@ fn unix_now() -> u64 {
 /// checkpoint's tables.
 #[test]
 fn a_lost_node_is_rebuilt_from_the_store_and_resumes() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // Bases and binlogs compressed and encrypted; the key file lives off the node.
+    let keys = tempfile::tempdir()?;
+    let key_file = keys.path().join("archive.key");
+    std::fs::write(&key_file, format!("k1 {}\n", "3c".repeat(32)))?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
+    let key_line = format!(
+        "encryption_key_file = {}\n",
+        toml_string(key_file.to_str().context("utf-8")?)
+    );
     let mut sb = Sandbox::builder(server_bin())
         .local_base_store()
+        .backup_toml(&key_line)
         .source_backup(SourceBackup::physical())
-        .extra_toml("[archive]\nship_interval = \"200ms\"\n")
+        .extra_toml(&format!("[archive]\nship_interval = \"200ms\"\n{key_line}"))
         .setup(|db| {
             db.sql(
                 "CREATE TABLE test.t1 (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64)); \
@@ -666,6 +677,18 @@ fn a_lost_node_is_rebuilt_from_the_store_and_resumes() -> Result<()> {
         })
         .start()?;
     let base = sb.take_base(sb.source())?;
+    let encoded: Vec<String> = base.job["backup"]["objects"]
+        .as_array()
+        .context("objects")?
+        .iter()
+        .filter_map(|o| o["key"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        encoded
+            .iter()
+            .any(|k| k.ends_with(".zstd_aes-256-gcm.bsrv")),
+        "base objects are compressed and encrypted: {encoded:?}"
+    );
     let db = sb.primary();
     let burst = |db: &MariaDb, tag: &str, n: usize| -> Result<()> {
         let mut sql = String::new();

@@ -243,8 +243,10 @@ pub async fn rebuild_lost(
     only: Option<&str>,
 ) -> anyhow::Result<Vec<(String, Option<RebuildReport>)>> {
     use anyhow::Context;
-    let bases =
-        Store::open(&settings.store.options).context("open the base store ([backup] store)")?;
+    let bases = settings
+        .store
+        .open()
+        .context("open the base store ([backup] store)")?;
     let mut out = Vec::new();
     for source in settings
         .sources

@@ -127,6 +127,17 @@ pub enum StoreError {
         /// The limit, bytes.
         max: usize,
     },
+    /// Encoding or decoding an object failed (a missing or wrong key, a damaged
+    /// object): the message names the object and the key id. Stop: the bytes read are
+    /// not to be used.
+    #[error("object {key}: {source}")]
+    Codec {
+        /// Key.
+        key: String,
+        /// Cause.
+        #[source]
+        source: crate::codec::CodecError,
+    },
     /// An object read back does not have the recorded SHA-256 (or size).
     #[error("object {key} is damaged: expected {expected}, read {actual}")]
     Damaged {
@@ -161,6 +172,34 @@ pub struct Store {
     concurrency: usize,
     /// The store keeps user metadata (S3's `x-amz-meta-*`); a local directory does not.
     metadata: bool,
+    /// How [`Store::put_stream`] / [`Store::put_file`] encode new objects (none: as
+    /// they are).
+    encode: Option<crate::codec::Compression>,
+    /// Keys: the first seals new objects when `encode` is set; all open old ones.
+    keyring: Arc<crate::keyring::Keyring>,
+}
+
+/// Suffix added to the key of an object [`Store::put_stream`] encoded (descriptor `desc`
+/// with `+` as `_`), so that [`Store::get_to`] knows how to decode it and `aws s3 ls`
+/// shows it: `.zstd.bsrv`, `.aes-256-gcm.bsrv`, `.zstd_aes-256-gcm.bsrv`.
+pub fn codec_suffix(desc: &str) -> String {
+    if desc == "none" {
+        String::new()
+    } else {
+        format!(".{}.bsrv", desc.replace('+', "_"))
+    }
+}
+
+/// The codec descriptor of an encoded object's key, and the key without its suffix
+/// (the name the tool wrote); `("none", key)` for a key without one.
+pub fn split_codec_suffix(key: &str) -> (&'static str, &str) {
+    for desc in ["zstd+aes-256-gcm", "zstd", "aes-256-gcm"] {
+        let suffix = codec_suffix(desc);
+        if let Some(plain) = key.strip_suffix(suffix.as_str()) {
+            return (desc, plain);
+        }
+    }
+    ("none", key)
 }
 
 impl std::fmt::Debug for Store {
@@ -226,7 +265,32 @@ impl Store {
             part_size: s.part_size,
             concurrency: s.upload_concurrency,
             metadata: s.url.starts_with("s3://"),
+            encode: None,
+            keyring: Arc::new(crate::keyring::Keyring::none()),
         })
+    }
+
+    /// This store, encoding what [`Store::put_stream`] and [`Store::put_file`] write with
+    /// `compression` and, when `keyring` has a key, encryption (objstore::codec; the key
+    /// gets [`codec_suffix`]), and opening encoded objects in [`Store::get_to`] with
+    /// `keyring`. `put_bytes` (manifests, binlog objects the caller encoded) is never
+    /// encoded.
+    pub fn with_codec(
+        mut self,
+        compression: crate::codec::Compression,
+        keyring: Arc<crate::keyring::Keyring>,
+    ) -> Store {
+        self.encode = Some(compression);
+        self.keyring = keyring;
+        self
+    }
+
+    /// The descriptor new objects of [`Store::put_stream`] get.
+    pub fn codec(&self) -> &'static str {
+        match self.encode {
+            None => "none",
+            Some(c) => crate::codec::descriptor(c, self.keyring.current().is_some()),
+        }
     }
 
     /// A store over any `object_store` (tests: `InMemory`).
@@ -237,6 +301,8 @@ impl Store {
             part_size,
             concurrency: 2,
             metadata: false,
+            encode: None,
+            keyring: Arc::new(crate::keyring::Keyring::none()),
         }
     }
 
@@ -313,6 +379,20 @@ impl Store {
         progress: &AtomicU64,
         metadata: &[(&'static str, String)],
     ) -> Result<BackupObject, StoreError> {
+        let desc = self.codec();
+        let encoded_key = format!("{key}{}", codec_suffix(desc));
+        let key = encoded_key.as_str();
+        let mut enc = match self.encode {
+            Some(c) if desc != "none" => Some(
+                crate::codec::Encoder::new(c, self.keyring.current()).map_err(|source| {
+                    StoreError::Codec {
+                        key: key.to_owned(),
+                        source,
+                    }
+                })?,
+            ),
+            _ => None,
+        };
         if self.exists(key).await? {
             return Err(StoreError::Exists(key.to_owned()));
         }
@@ -338,6 +418,7 @@ impl Store {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut buf = vec![0u8; 1024 * 1024];
+        let mut encoded = Vec::new();
         let result: Result<(), StoreError> = async {
             loop {
                 let n = reader
@@ -347,16 +428,36 @@ impl Store {
                         what: format!("read the data of {key}"),
                         source,
                     })?;
+                let chunk = buf.get(..n).unwrap_or_default();
+                let codec_err = |source| StoreError::Codec {
+                    key: key.to_owned(),
+                    source,
+                };
+                let stored: &[u8] = match enc.as_mut() {
+                    None => chunk,
+                    Some(e) => {
+                        encoded.clear();
+                        if n == 0 {
+                            if let Some(e) = enc.take() {
+                                e.finish(&mut encoded).map_err(codec_err)?;
+                            }
+                        } else {
+                            e.write(chunk, &mut encoded).map_err(codec_err)?;
+                        }
+                        &encoded
+                    }
+                };
+                if !stored.is_empty() {
+                    hasher.update(stored);
+                    wm.wait_for_capacity(self.concurrency)
+                        .await
+                        .map_err(|e| obj_err("upload part", e))?;
+                    wm.write(stored);
+                    total += stored.len() as u64;
+                }
                 if n == 0 {
                     return Ok(());
                 }
-                let chunk = buf.get(..n).unwrap_or_default();
-                hasher.update(chunk);
-                wm.wait_for_capacity(self.concurrency)
-                    .await
-                    .map_err(|e| obj_err("upload part", e))?;
-                wm.write(chunk);
-                total += n as u64;
                 progress.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
@@ -472,6 +573,17 @@ impl Store {
         // the rest is still read and hashed: a damaged object is reported as damaged,
         // not as the consumer's broken pipe.
         let mut write_err: Option<std::io::Error> = None;
+        let codec_err = |source| StoreError::Codec {
+            key: obj.key.clone(),
+            source,
+        };
+        let (desc, _) = split_codec_suffix(&obj.key);
+        let mut dec = match desc {
+            "none" => None,
+            d => Some(crate::codec::Decoder::new(d, self.keyring.clone()).map_err(codec_err)?),
+        };
+        let mut plain = Vec::new();
+        let mut codec_failure = None;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|source| StoreError::Object {
                 op: "read",
@@ -481,10 +593,35 @@ impl Store {
             hasher.update(&chunk);
             total += chunk.len() as u64;
             progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if write_err.is_none() {
-                if let Err(e) = out.write_all(&chunk).await {
+            let data: &[u8] = match dec.as_mut() {
+                None => &chunk,
+                Some(d) => {
+                    plain.clear();
+                    if codec_failure.is_none() {
+                        if let Err(e) = d.write(&chunk, &mut plain) {
+                            codec_failure = Some(e);
+                        }
+                    }
+                    &plain
+                }
+            };
+            if write_err.is_none() && codec_failure.is_none() {
+                if let Err(e) = out.write_all(data).await {
                     write_err = Some(e);
                 }
+            }
+        }
+        if let (Some(d), None) = (dec.take(), &codec_failure) {
+            plain.clear();
+            match d.finish(&mut plain) {
+                Ok(()) => {
+                    if write_err.is_none() {
+                        if let Err(e) = out.write_all(&plain).await {
+                            write_err = Some(e);
+                        }
+                    }
+                }
+                Err(e) => codec_failure = Some(e),
             }
         }
         if write_err.is_none() {
@@ -499,6 +636,9 @@ impl Store {
                 expected: format!("{} bytes, sha256 {}", obj.bytes, obj.sha256),
                 actual: format!("{total} bytes, sha256 {sha}"),
             });
+        }
+        if let Some(e) = codec_failure {
+            return Err(codec_err(e));
         }
         if let Some(source) = write_err {
             return Err(StoreError::Io {
@@ -655,6 +795,64 @@ impl Store {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn an_encoding_store_seals_streams_under_a_suffixed_key_and_opens_them() {
+        use crate::codec::Compression;
+        use crate::keyring::{Key, Keyring};
+        let mem = Arc::new(InMemory::new());
+        let ring = Arc::new(Keyring::from_keys(vec![Key::new(
+            Some("k1".into()),
+            [7u8; 32],
+        )]));
+        let store = Store::from_object_store(mem.clone(), "memory://", 5 * 1024 * 1024)
+            .with_codec(Compression::Zstd, ring.clone());
+        assert_eq!(store.codec(), "zstd+aes-256-gcm");
+        let mut data = b"a secret row ".repeat(200_000);
+        data.extend_from_slice(b"tail");
+        let progress = AtomicU64::new(0);
+        let obj = store
+            .put_stream("db1/b1/backup.mbstream", &data[..], &progress)
+            .await
+            .unwrap();
+        assert_eq!(obj.key, "db1/b1/backup.mbstream.zstd_aes-256-gcm.bsrv");
+        assert_eq!(
+            split_codec_suffix(&obj.key),
+            ("zstd+aes-256-gcm", "db1/b1/backup.mbstream")
+        );
+        assert_eq!(
+            progress.load(Ordering::Relaxed),
+            data.len() as u64,
+            "plaintext progress"
+        );
+        assert!(
+            obj.bytes * 10 < data.len() as u64,
+            "compressed: {}",
+            obj.bytes
+        );
+        let raw = store.get_bytes(&obj.key, 1 << 30).await.unwrap();
+        assert!(!raw.windows(12).any(|w| w == b"a secret row"), "encrypted");
+        assert_eq!(raw.len() as u64, obj.bytes);
+        let mut out = Vec::new();
+        store
+            .get_to(&obj, &mut out, &AtomicU64::new(0))
+            .await
+            .unwrap();
+        assert_eq!(out, data);
+        // Without the key: a named error, never garbage.
+        let plain = Store::from_object_store(mem, "memory://", 5 * 1024 * 1024);
+        let r = plain
+            .get_to(&obj, &mut Vec::new(), &AtomicU64::new(0))
+            .await;
+        match r {
+            Err(StoreError::Codec { key, source }) => {
+                assert_eq!(key, obj.key);
+                assert!(source.to_string().contains("k1"), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(split_codec_suffix("a/t.sql.zst"), ("none", "a/t.sql.zst"));
+    }
 
     #[tokio::test]
     async fn put_get_roundtrip_refuses_overwrite_and_detects_damage() {

@@ -97,6 +97,8 @@ pub struct SandboxBuilder {
     extra: String,
     pitr_parallel_threads: Option<u32>,
     local_store: bool,
+    /// More key lines of the local store's `[backup]` table.
+    backup_extra: String,
     backup: Option<SourceBackup>,
     verify: Option<String>,
     replication: Option<u16>,
@@ -174,6 +176,13 @@ impl SandboxBuilder {
         self
     }
 
+    /// More key lines for the local store's `[backup]` table (with
+    /// [`SandboxBuilder::local_base_store`]), e.g. `encryption_key_file = "..."\n`.
+    pub fn backup_toml(mut self, lines: &str) -> SandboxBuilder {
+        self.backup_extra.push_str(lines);
+        self
+    }
+
     /// Every source's `[source.backup]` table (url: the primary's admin account).
     pub fn source_backup(mut self, backup: SourceBackup) -> SandboxBuilder {
         self.backup = Some(backup);
@@ -230,8 +239,9 @@ impl SandboxBuilder {
         }
         if let Some(b) = &bases {
             extra.push_str(&format!(
-                "[backup]\nstore = {}\n",
-                toml_string(&format!("file://{}", b.display()))
+                "[backup]\nstore = {}\n{}",
+                toml_string(&format!("file://{}", b.display())),
+                self.backup_extra
             ));
         }
         let config = write_config_sources(dir.path(), &http, &[], &extra)?;
@@ -399,6 +409,7 @@ impl Sandbox {
             extra: String::new(),
             pitr_parallel_threads: None,
             local_store: false,
+            backup_extra: String::new(),
             backup: None,
             verify: None,
             replication: None,

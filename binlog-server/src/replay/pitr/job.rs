@@ -205,7 +205,7 @@ impl PitrService {
             cfg,
             cancel,
         } = deps;
-        let store = Arc::new(Store::open(&store.options)?);
+        let store = Arc::new(store.open()?);
         for row in catalog.unfinished_pitr_jobs().await? {
             if let Ok(mut rep) = serde_json::from_str::<serde_json::Value>(&row.report) {
                 rep["phase"] = "failed".into();
