@@ -6,15 +6,23 @@
 //!    sysbench-like transactions of 3 INSERTs of ~1 KB rows plus an UPDATE.
 //! 2. Times `mariadb-binlog --read-from-remote-server --raw --to-last-log` copying all of
 //!    them into an empty directory.
-//! 3. Times binlog-server (CRC32 check of every event, fdatasync every 50 ms, RocksDB
-//!    index on) from process start until its durable position equals the primary's end.
-//! 4. Checks both copies against the primary by SHA-256, prints MB/s of each and the
-//!    ratio.
+//! 3. Times binlog-server (CRC32 check of every event, fdatasync, RocksDB index on) from
+//!    process start until its durable position equals the primary's end, twice: with the
+//!    archive tier off, and with every binlog shipped to an S3-compatible store on
+//!    loopback (moto_server) compressed (zstd) and encrypted (AES-256-GCM). For the
+//!    second it also times how long after the end of the catch-up the archive lag is 0
+//!    with every closed file whole in the store, and reads the upload amplification and
+//!    the compression ratio from the API.
+//! 4. Checks every copy against the primary by SHA-256, and prints medians over
+//!    `--rounds` (default 3) interleaved rounds of the three, MB/s and the ratios.
 //!
 //! The primary's files are in the page cache for every run (they were just written);
 //! "cold" means an empty archive. Before each run all dirty pages are written back
 //! (sync(2)), so no run pays for the previous one's write-back. mariadb-binlog's copy is
-//! not synced by it (it never fsyncs); binlog-server's counts only once fdatasynced. Run: `bash scripts/bench.sh [--mb N]`.
+//! not synced by it (it never fsyncs); binlog-server's counts only once fdatasynced. Run:
+//! `bash scripts/bench.sh [--mb N] [--rounds N]`. The generated rows repeat an MD5 string,
+//! so they compress far better than most production data: read the compression ratio as
+//! this load's, not a promise.
 
 use std::path::Path;
 use std::process::Command;
@@ -39,7 +47,7 @@ struct RawRun {
 /// One timed binlog-server catch-up.
 struct ServerRun {
     /// Which configuration.
-    label: &'static str,
+    label: String,
     /// Wall-clock seconds from process start until durable at the primary's end.
     secs: f64,
     /// Bytes in the archive.
@@ -52,10 +60,14 @@ struct ServerRun {
     fsyncs: String,
     /// `file:end` of the last transaction in the index.
     end: String,
+    /// With the archive on: seconds from the end of the catch-up until the lag is 0 and
+    /// every closed file is whole in the store; upload amplification; plaintext bytes
+    /// uploaded / bytes stored.
+    archive: Option<(f64, f64, f64)>,
 }
 
 fn main() -> Result<()> {
-    let mb = parse_args()?;
+    let (mb, rounds) = parse_args()?;
     let bin = server_binary("scripts/bench.sh")?;
     let mariadb_binlog = require_tool("mariadb-binlog");
 
@@ -68,40 +80,74 @@ fn main() -> Result<()> {
     let (files, total, txns) = generate_sbtest(&db, mb)?;
     let work = tempfile::tempdir()?;
 
-    let raw = run_raw(&mariadb_binlog, &db, &files, work.path())?;
-
-    // binlog-server: the measured run (defaults: fsync at most 500 ms after new data),
-    // then diagnostic runs with fsync every 50 ms and only when idle, to show what the
-    // disk's write-back costs.
-    let (last_file, last_pos) = db.master_status()?;
-    let mut runs = Vec::new();
-    for (label, extra) in [
-        ("default", ""),
-        ("fsync every 50ms", "[capture]\nfsync_interval = \"50ms\"\n"),
-        ("fsync when idle", "[capture]\nfsync_interval = \"1h\"\n"),
-    ] {
-        let cfg_dir = work.path().join(format!("bs-{}", runs.len()));
-        runs.push(run_server(
-            &bin, &db, &cfg_dir, label, extra, &last_file, last_pos,
-        )?);
+    // The S3-compatible store on loopback, and a key file.
+    let moto = Moto::start()?;
+    moto.create_bucket("bench")?;
+    for (k, v) in S3_TEST_ENV {
+        std::env::set_var(k, v);
+    }
+    let key_file = work.path().join("archive.key");
+    std::fs::write(&key_file, format!("bench {}\n", "6b".repeat(32)))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))?;
     }
 
-    print_report(&files, total, txns, &raw, &runs);
+    let (last_file, last_pos) = db.master_status()?;
+    let mut raws = Vec::new();
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    for round in 0..rounds {
+        println!("== round {} of {rounds}", round + 1);
+        raws.push(run_raw(&mariadb_binlog, &db, &files, work.path())?);
+        let cfg_dir = work.path().join(format!("off-{round}"));
+        off.push(run_server(
+            &bin,
+            &db,
+            &cfg_dir,
+            "archive off",
+            "[archive]\nenabled = false\n",
+            &last_file,
+            last_pos,
+        )?);
+        let extra = format!(
+            "[archive]\nstore = \"s3://bench/r{round}\"\ns3_endpoint = {}\ns3_allow_http = true\n\
+             encryption_key_file = {}\n",
+            toml_string(&moto.endpoint()),
+            toml_string(key_file.to_str().context("utf-8")?)
+        );
+        let cfg_dir = work.path().join(format!("on-{round}"));
+        on.push(run_server(
+            &bin,
+            &db,
+            &cfg_dir,
+            "archive on: S3 zstd+AES",
+            &extra,
+            &last_file,
+            last_pos,
+        )?);
+    }
+    print_report(&files, total, txns, &raws, &off, &on);
     Ok(())
 }
 
-/// The command line: `--mb`.
-fn parse_args() -> Result<u64> {
+/// The command line: `--mb`, `--rounds`.
+fn parse_args() -> Result<(u64, usize)> {
     let mut mb: u64 = 1024;
+    let mut rounds = 3;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--mb" => mb = args.next().context("--mb needs a number")?.parse()?,
+            "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse()?,
             "--bench" => {} // passed by `cargo bench`
-            other => bail!("unknown argument {other:?}; usage: catchup [--mb N]"),
+            other => bail!("unknown argument {other:?}; usage: catchup [--mb N] [--rounds N]"),
         }
     }
-    Ok(mb)
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    Ok((mb, rounds))
 }
 
 /// Times `mariadb-binlog --raw` copying every binlog into `<work>/raw`, checks the copy
@@ -167,7 +213,7 @@ fn run_server(
     bin: &Path,
     db: &MariaDb,
     cfg_dir: &Path,
-    label: &'static str,
+    label: &str,
     extra: &str,
     last_file: &str,
     last_pos: u64,
@@ -201,6 +247,42 @@ fn run_server(
     let secs = t.elapsed().as_secs_f64();
     let cpu = cpu_secs(server.pid());
     let db_cpu = cpu_secs(db.pid()) - db_cpu0;
+    let shipped = if extra.contains("enabled = false") {
+        None
+    } else {
+        let t_end = Instant::now();
+        let closed: Vec<String> = db
+            .binlog_files()?
+            .iter()
+            .rev()
+            .skip(1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let st = wait_for(
+            "the archive lag back to 0, every closed file in the store",
+            Duration::from_secs(900),
+            || {
+                let st = server.get_json("/v1/sources/db")?;
+                let b = server.get_json("/v1/sources/db/binlogs")?;
+                let whole = closed.iter().all(|n| {
+                    b["files"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|f| f["name"] == n.as_str() && f["location"] == "both")
+                    })
+                });
+                Ok((whole && st["archive"]["lag_bytes"].as_u64() == Some(0)).then_some(st))
+            },
+        )?;
+        let a = &st["archive"];
+        let lag_secs = t_end.elapsed().as_secs_f64();
+        let up = a["uploaded_bytes"].as_f64().unwrap_or(0.0);
+        let stored = a["stored_bytes"].as_f64().unwrap_or(0.0).max(1.0);
+        Some((
+            lag_secs,
+            a["amplification"].as_f64().unwrap_or(0.0),
+            up / stored,
+        ))
+    };
     let archive = cfg_dir.join("data").join("db");
     let bytes = dir_bytes(&archive)?;
     let metrics = server.get_text("/metrics")?.1;
@@ -223,7 +305,8 @@ fn run_server(
     drop(server);
     std::fs::remove_dir_all(cfg_dir)?;
     Ok(ServerRun {
-        label,
+        label: label.to_string(),
+        archive: shipped,
         secs,
         bytes,
         cpu,
@@ -233,34 +316,84 @@ fn run_server(
     })
 }
 
-/// Prints each run's time, MB/s and CPU, and binlog-server's ratio to mariadb-binlog.
-fn print_report(files: &[(String, u64)], total: u64, txns: u64, raw: &RawRun, runs: &[ServerRun]) {
-    let (raw_secs, raw_cpu, raw_db_cpu) = (raw.secs, raw.cpu, raw.db_cpu);
-    let raw_mbs = raw.bytes as f64 / 1e6 / raw_secs;
+/// The median of `v` (by `f`).
+fn median<T>(v: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(f).collect();
+    x.sort_by(|a, b| a.total_cmp(b));
+    match x.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => x[n / 2],
+        n => (x[n / 2 - 1] + x[n / 2]) / 2.0,
+    }
+}
+
+/// Prints every run, then the medians, MB/s, CPU per GB and the ratios.
+fn print_report(
+    files: &[(String, u64)],
+    total: u64,
+    txns: u64,
+    raws: &[RawRun],
+    off: &[ServerRun],
+    on: &[ServerRun],
+) {
     println!(
-        "== cold catch-up of {:.1} MB ({} files, {} transactions)",
+        "== cold catch-up of {:.1} MB ({} files, {} transactions), {} interleaved rounds",
         total as f64 / 1e6,
         files.len(),
-        txns
+        txns,
+        raws.len()
     );
-    println!(
-        "   mariadb-binlog --raw           : {raw_secs:>6.2} s {raw_mbs:>7.1} MB/s  cpu {raw_cpu:>5.2} s, primary cpu {raw_db_cpu:>5.2} s  (no CRC check, no fsync)"
-    );
-    for ServerRun {
-        label,
-        secs,
-        bytes,
-        cpu,
-        db_cpu,
-        fsyncs,
-        end,
-    } in runs
-    {
-        let mbs = *bytes as f64 / 1e6 / secs;
+    for (i, r) in raws.iter().enumerate() {
         println!(
-            "   binlog-server ({label:<16}): {secs:>6.2} s {mbs:>7.1} MB/s  cpu {cpu:>5.2} s, primary cpu {db_cpu:>5.2} s  ({fsyncs} fdatasyncs, CRC32 every event, index to {end})  ratio {:.2}x",
-            mbs / raw_mbs
+            "   round {}: mariadb-binlog --raw {:>6.2} s cpu {:>5.2} s (primary {:>5.2} s)",
+            i + 1,
+            r.secs,
+            r.cpu,
+            r.db_cpu
         );
     }
-    println!("   target: binlog-server (default) >= 3x mariadb-binlog");
+    for r in off.iter().chain(on) {
+        let lag = r
+            .archive
+            .map(|(l, a, c)| {
+                format!(", lag 0 after {l:.1} s, amplification {a:.2}, compression {c:.1}x")
+            })
+            .unwrap_or_default();
+        println!(
+            "   {:<24}: {:>6.2} s cpu {:>5.2} s (primary {:>5.2} s), {} fdatasyncs, index to {}{lag}",
+            r.label, r.secs, r.cpu, r.db_cpu, r.fsyncs, r.end
+        );
+    }
+    let gb = total as f64 / 1e9;
+    let raw_s = median(raws, |r| r.secs);
+    let raw_mbs = median(raws, |r| r.bytes as f64) / 1e6 / raw_s;
+    let raw_cpu = median(raws, |r| r.cpu);
+    println!("== medians");
+    println!(
+        "   mariadb-binlog --raw     : {raw_s:>6.2} s {raw_mbs:>7.1} MB/s  cpu {:>5.2} s/GB  (no CRC check, no fsync)",
+        raw_cpu / gb
+    );
+    let line = |runs: &[ServerRun]| -> f64 {
+        let s = median(runs, |r| r.secs);
+        let mbs = median(runs, |r| r.bytes as f64) / 1e6 / s;
+        println!(
+            "   {:<24} : {s:>6.2} s {mbs:>7.1} MB/s  cpu {:>5.2} s/GB  ratio to mariadb-binlog {:.2}x",
+            runs.first().map(|r| r.label.as_str()).unwrap_or("?"),
+            median(runs, |r| r.cpu) / gb,
+            mbs / raw_mbs
+        );
+        mbs
+    };
+    let off_mbs = line(off);
+    let on_mbs = line(on);
+    println!(
+        "   shipping on / off: {:.2}x (target >= 0.90)",
+        on_mbs / off_mbs
+    );
+    println!(
+        "   archive lag back to 0 after the catch-up: {:.1} s (target <= 5 s); upload amplification {:.2} (<= 2); compression {:.1}x (plaintext / stored)",
+        median(on, |r| r.archive.map_or(0.0, |a| a.0)),
+        median(on, |r| r.archive.map_or(0.0, |a| a.1)),
+        median(on, |r| r.archive.map_or(0.0, |a| a.2)),
+    );
 }

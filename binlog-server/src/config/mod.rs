@@ -43,6 +43,7 @@
 //! mariadbd_args = []
 //! [backup]                       # optional: object store, staging dir, see snapshotter::config
 //! store = "file:///var/lib/binlog-server/backups"
+//! compression = "zstd"           # | "none"; encryption_key_file as in [archive]
 //! [backup.tools]                 # optional: explicit tool paths
 //! xtrabackup = "/opt/xtrabackup-8.0/bin/xtrabackup"
 //! [archive]                      # optional: every binlog in object storage; defaults shown

@@ -1,6 +1,7 @@
 //! The README's first command (`bash scripts/demo.sh` runs this after the set-up): a
 //! sandbox MariaDB primary with a write load, binlog-server capturing it, and what the
-//! API shows while files go from ACTIVE to SUCC.
+//! API shows while files go from ACTIVE to SUCC and into the archive store; at the end
+//! the closed files leave the local disk and a PITR reads them back from the store.
 //!
 //! Everything lives under a temporary directory (or `--dir DIR`, kept afterwards) and is
 //! stopped by PID at the end. Bounded: the load runs for `--seconds` (default 30).
@@ -70,7 +71,7 @@ fn main() -> Result<()> {
             .replace(REPL_PASSWORD, "***")
             .replace(ADMIN_PASSWORD, "***")
     );
-    let sb = staged.start_server()?;
+    let mut sb = staged.start_server()?;
     let (db, server, http) = (sb.primary(), sb.server(), sb.http_addr());
     println!(
         "== binlog-server running (pid {:?}), API on http://{http}",
@@ -287,9 +288,77 @@ fn main() -> Result<()> {
     let closed = assert_archive_identical(db, &sb.archive_dir("sandbox"))?;
     println!("== {closed} closed binlogs are SHA-256-identical to the primary's; the active one is a prefix");
     fetch_from_fake_primary(db, fake_port, &sb)?;
+    if let Some(t0) = base_at {
+        evict_then_pitr(&mut sb, &bin, &cfg, t0 + (seconds as i64 / 4).clamp(1, 5))?;
+    }
     if keep_dir.is_some() {
         println!("== archive kept in {}", sb.dir().display());
     }
+    Ok(())
+}
+
+/// The local disk as a cache of the archive store: restarts binlog-server with
+/// `[archive] local_retention = "0s"`, shows the closed files leaving the local disk
+/// (location `store`), then a PITR to `target` that reads them back from the store.
+fn evict_then_pitr(
+    sb: &mut Sandbox,
+    bin: &std::path::Path,
+    cfg: &std::path::Path,
+    target: i64,
+) -> Result<()> {
+    println!("== restart with [archive] local_retention = \"0s\": closed files confirmed in the store leave the local disk (the two newest stay)");
+    sb.server_mut().stop()?;
+    let mut text = std::fs::read_to_string(cfg)?;
+    text.push_str("\n[archive]\nlocal_retention = \"0s\"\n");
+    std::fs::write(cfg, text)?;
+    let s = ServerProcess::start(bin, cfg, sb.http_addr())?;
+    *sb.server_mut() = s;
+    let server = sb.server();
+    let files = wait_for("closed binlogs evicted", Duration::from_secs(60), || {
+        let b = server.get_json("/v1/sources/sandbox/binlogs")?;
+        let n = b["files"]
+            .as_array()
+            .map(|a| a.iter().filter(|f| f["location"] == "store").count())
+            .unwrap_or(0);
+        Ok((n >= 1).then_some(b))
+    })?;
+    for f in files["files"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "   {:<18} {:>8} bytes  {:<5} {}",
+            f["name"].as_str().unwrap_or("?"),
+            f["size"],
+            f["location"].as_str().unwrap_or("?"),
+            f["archive"]["object_key"].as_str().unwrap_or("")
+        );
+    }
+    println!("== binlog-server pitr --source sandbox --to @{target} --scratch (its binlogs now come from the archive store)");
+    let out = std::process::Command::new(bin)
+        .args(["pitr", "--config", cfg.to_str().unwrap_or_default()])
+        .args([
+            "--source",
+            "sandbox",
+            "--to",
+            &format!("@{target}"),
+            "--scratch",
+        ])
+        .output()?;
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if !out.status.success() {
+        anyhow::bail!("pitr failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let cached = std::fs::read_dir(sb.data_dir().join("cache").join("sandbox"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    println!(
+        "   phase={} applied {} transactions ({} bytes) in {:.1} s replay; {cached} file(s) read back from the store into the cache",
+        rep["phase"],
+        rep["progress"]["transactions_applied"],
+        rep["progress"]["bytes_applied"],
+        rep["replay_seconds"].as_f64().unwrap_or(0.0),
+    );
+    let id = rep["id"].as_str().unwrap_or_default();
+    let (code, _) = server.delete(&format!("/v1/pitr/{id}"))?;
+    println!("== DELETE /v1/pitr/{id} -> {code}");
     Ok(())
 }
 
