@@ -13,7 +13,12 @@
 //!    replica has applied the plan's last GTID and drained its relay log; the base
 //!    restore is reported separately).
 //!
-//! All three start from the same physical base, taken by binlog-server through its API
+//! 4. **PITR from the store**: binlog-server restarted with `[archive] local_retention =
+//!    "0s"`, so every closed file of the range but the two newest has left the local
+//!    disk (it is in the archive store, a local directory here), the cache emptied;
+//!    the same PITR, its files read back from the store as the replica reaches them.
+//!
+//! All of them start from the same physical base, taken by binlog-server through its API
 //! before the load: for the pipe and the native replica it is restored by a PITR to the
 //! base's own GTID (no transaction replayed), which leaves an instance at exactly the
 //! base. The three results are compared by `CHECKSUM TABLE` with the primary's.
@@ -128,18 +133,60 @@ fn main() -> Result<()> {
     let pipe = replay_pipe(&server, &bins, &cfg, work.path(), &range, &want)?;
     let native = replay_native(&server, &db, &range, threads, &want)?;
     let pitr = replay_pitr(&server, &range, &want)?;
+    let (server, evicted) = evict_all(server, &bins.server, &cfg, &db, work.path())?;
+    println!("   {evicted} files evicted to the store");
+    let stored = replay_pitr(&server, &range, &want)?;
 
     print_report(&range, threads, &pipe, &native, &pitr);
-    if !(pipe.ok && native.ok && pitr.ok) {
+    println!(
+        "   PITR, {evicted} files from the store: {:>7.1} s {:>8.0} trx/s  {:.2}x the pipe, {:.2}x the native replica, {:.2}x PITR from local files",
+        stored.secs,
+        range.txns as f64 / stored.secs,
+        pipe.secs / stored.secs,
+        native.secs / stored.secs,
+        pitr.secs / stored.secs
+    );
+    if !(pipe.ok && native.ok && pitr.ok && stored.ok) {
         bail!(
-            "a replay did not reproduce the primary's data (pipe {}, native {}, PITR {})",
+            "a replay did not reproduce the primary's data (pipe {}, native {}, PITR {}, PITR from the store {})",
             pipe.ok,
             native.ok,
-            pitr.ok
+            pitr.ok,
+            stored.ok
         );
     }
     drop(server);
     Ok(())
+}
+
+/// Restarts binlog-server with `[archive] local_retention = "0s"` and waits until every
+/// closed file but the two newest is only in the store; empties the cache. Returns the
+/// new server and how many files left the local disk.
+fn evict_all(
+    mut server: ServerProcess,
+    bin: &Path,
+    cfg: &Path,
+    db: &MariaDb,
+    work: &Path,
+) -> Result<(ServerProcess, usize)> {
+    server.stop()?;
+    let http = server.base_url().trim_start_matches("http://").to_string();
+    let mut text = std::fs::read_to_string(cfg)?;
+    text.push_str("\n[archive]\nlocal_retention = \"0s\"\n");
+    std::fs::write(cfg, text)?;
+    let server = ServerProcess::start(bin, cfg, &http)?;
+    wait_caught_up(&server, db, "db", Duration::from_secs(120))?;
+    let want = db.binlog_files()?.len().saturating_sub(2);
+    let n = wait_for("closed files evicted", Duration::from_secs(600), || {
+        let b = server.get_json("/v1/sources/db/binlogs")?;
+        let n = b["files"]
+            .as_array()
+            .map(|a| a.iter().filter(|f| f["location"] == "store").count())
+            .unwrap_or(0);
+        Ok((n >= want).then_some(n))
+    })?;
+    let _ = std::fs::remove_dir_all(work.join("data").join("cache").join("db"));
+    Ok((server, n))
 }
 
 /// The command line: `(--mb, --threads)`.

@@ -139,6 +139,32 @@ impl ArchiveReader {
     }
 }
 
+/// Removes every cached copy under `root` (all sources; low disk space). Returns the
+/// bytes freed. A copy being read keeps its open handle: removal only unlinks it.
+pub fn empty(root: &Path) -> u64 {
+    let mut freed = 0;
+    let Ok(sources) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    for s in sources.flatten() {
+        let Ok(rd) = std::fs::read_dir(s.path()) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
+            if e.file_name().to_string_lossy().ends_with(".part") {
+                continue;
+            }
+            if let Ok(md) = e.metadata() {
+                if md.is_file() && std::fs::remove_file(e.path()).is_ok() {
+                    freed += md.len();
+                }
+            }
+        }
+    }
+    freed
+}
+
 /// Marks `p` as just used (its mtime orders the cache).
 fn touch(p: &Path) {
     if let Ok(f) = std::fs::File::options().append(true).open(p) {

@@ -204,6 +204,8 @@ struct Shipper {
     evicted: Evicted,
     /// The primary's binlog list (a damaged object is pulled again while it has it).
     primary: Arc<std::sync::Mutex<PrimaryView>>,
+    /// Files whose chunk prefix was looked at for crash leftovers in this process.
+    swept: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What one source's shipper works with.
@@ -244,6 +246,7 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         metrics: ctx.metrics,
         evicted: ctx.evicted,
         primary: ctx.primary,
+        swept: Default::default(),
         waiting: Default::default(),
     });
     let span = tracing::info_span!("archive", source = %sh.source);
@@ -260,6 +263,19 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         },
         span,
     ))
+}
+
+/// Free bytes (for unprivileged users) on the file system holding `dir`; `None` when
+/// it cannot be read.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a zeroed statvfs that the call fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    #[allow(clippy::useless_conversion)] // fsblkcnt_t and c_ulong are not u64 on every target
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    (r == 0).then_some(free)
 }
 
 /// Whether an object a crash left (`key`, decoded to plaintext SHA-256 `got`) is the one
@@ -675,6 +691,11 @@ impl Shipper {
             if whole {
                 if !chunks.is_empty() {
                     self.retire_chunks(&f.name, &chunks).await?;
+                } else if self.needs_sweep(f) {
+                    // A chunk a crash left without its row, for a file shipped whole since:
+                    // looked for once per process, for files checked in the last day.
+                    self.retire_chunks(&f.name, &[]).await?;
+                    crate::util::lock(&self.swept).insert(f.name.clone());
                 }
                 continue;
             }
@@ -694,9 +715,18 @@ impl Shipper {
         Ok(())
     }
 
-    /// `[archive] local_retention`: removes from the local disk the SUCC files the store
-    /// holds whole (checked with a HEAD first) whose last event is older than the
-    /// retention, never the two newest files.
+    /// Whether `f`'s chunk prefix is still to be looked at for crash leftovers: not yet
+    /// in this process, and its state changed in the last day.
+    fn needs_sweep(&self, f: &BinlogFileRow) -> bool {
+        catalog::unix_now() - f.state_changed_at < 86_400
+            && !crate::util::lock(&self.swept).contains(&f.name)
+    }
+
+    /// The local tier as a cache: removes from the local disk SUCC files the store holds
+    /// whole (checked with a HEAD first), oldest first, never the two newest files,
+    /// when `local_retention` says they are old enough, while the source's files hold
+    /// more than `local_bytes`, or while the file system has less than `min_free_bytes`
+    /// free (then the cache of read-back copies is emptied first).
     async fn evict(
         &self,
         files: &[BinlogFileRow],
@@ -707,11 +737,31 @@ impl Shipper {
             objs.iter()
                 .any(|o| o.file == name && o.kind == ArchiveKind::File)
         });
-        let Some(keep) = self.tier.settings.local_retention else {
+        let s = &self.tier.settings;
+        let min_free = s.min_free_bytes;
+        let low =
+            |dir: &std::path::Path| min_free > 0 && free_bytes(dir).is_some_and(|f| f < min_free);
+        if low(&self.dir) {
+            let freed = super::cache::empty(&s.cache_dir);
+            if freed > 0 {
+                warn!(
+                    freed,
+                    "low on disk space: emptied the cache of files read back from the store"
+                );
+            }
+        }
+        if s.local_retention.is_none() && s.local_bytes.is_none() && !low(&self.dir) {
             return Ok(());
-        };
+        }
         let now = catalog::unix_now();
-        let keep_s = i64::try_from(keep.as_secs()).unwrap_or(i64::MAX);
+        let keep_s = s
+            .local_retention
+            .map(|k| i64::try_from(k.as_secs()).unwrap_or(i64::MAX));
+        let mut local_total: u64 = files
+            .iter()
+            .filter(|f| self.dir.join(&f.name).exists())
+            .map(|f| f.size)
+            .sum();
         for f in files.iter().take(files.len().saturating_sub(2)) {
             if f.state != FileState::Succ {
                 continue;
@@ -722,11 +772,20 @@ impl Shipper {
             else {
                 continue;
             };
-            let age = now - f.last_event_time.unwrap_or(f.state_changed_at);
             let path = self.dir.join(&f.name);
-            if age < keep_s || !path.exists() {
+            if !path.exists() {
                 continue;
             }
+            let age = now - f.last_event_time.unwrap_or(f.state_changed_at);
+            let why = if keep_s.is_some_and(|k| age >= k) {
+                "older than local_retention"
+            } else if s.local_bytes.is_some_and(|b| local_total > b) {
+                "over local_bytes"
+            } else if low(&self.dir) {
+                "less than min_free_bytes free"
+            } else {
+                continue;
+            };
             if !self.tier.store.exists(&o.object_key).await? {
                 return Err(ShipError::Mismatch(format!(
                     "{} is recorded in the store as {} but the store does not have it; kept locally",
@@ -738,7 +797,8 @@ impl Shipper {
                 path: path.clone(),
                 source,
             })?;
-            info!(file = %f.name, age_s = age, "evicted from the local disk: the archive store holds it");
+            local_total = local_total.saturating_sub(f.size);
+            info!(file = %f.name, age_s = age, why, "evicted from the local disk: the archive store holds it");
         }
         Ok(())
     }

@@ -55,6 +55,8 @@
 //! compression = "zstd"           # | "none"
 //! encryption_key_file = "/etc/binlog-server/archive.key"   # optional, see objstore::keyring
 //! local_retention = "7d"         # optional: confirmed SUCC files older than this leave the local disk
+//! local_bytes = 107374182400     # optional: ... and the oldest while a source's files hold more
+//! min_free_bytes = 1073741824    # below this much free space: the cache, then confirmed files go
 //! cache_dir = "<data_dir>/cache" # files read back from the store
 //! cache_bytes = 8589934592
 //! keep_days = 30                 # optional: archive retention (never what a restorable base needs)
@@ -182,6 +184,15 @@ pub struct ArchiveConfig {
     /// store when needed. None (default): every file stays local.
     #[serde(with = "humantime_serde")]
     pub local_retention: Option<Duration>,
+    /// A byte budget for each source's local files: while they hold more, the oldest SUCC
+    /// files confirmed in the store leave the local disk (the two newest never do),
+    /// whatever their age. None (default): no budget.
+    pub local_bytes: Option<u64>,
+    /// Free space the file system of `data_dir` keeps: below it, the cache is emptied
+    /// first, then SUCC files confirmed in the store leave the local disk oldest first
+    /// (whatever `local_retention` says); when nothing is left to free, capture stops
+    /// with the disk's error once the disk is full. Default 1 GiB; 0: off.
+    pub min_free_bytes: u64,
     /// Where files read back from the store are kept. Default `<data_dir>/cache`.
     pub cache_dir: Option<PathBuf>,
     /// Most bytes the cache directory holds (least recently used files go first; the
@@ -213,6 +224,8 @@ impl Default for ArchiveConfig {
             compression: "zstd".into(),
             encryption_key_file: None,
             local_retention: None,
+            local_bytes: None,
+            min_free_bytes: 1 << 30,
             cache_dir: None,
             cache_bytes: 8 << 30,
             keep_days: None,
@@ -238,6 +251,10 @@ pub struct ArchiveSettings {
     pub keyring: std::sync::Arc<objstore::keyring::Keyring>,
     /// See [`ArchiveConfig::local_retention`].
     pub local_retention: Option<Duration>,
+    /// See [`ArchiveConfig::local_bytes`], bytes.
+    pub local_bytes: Option<u64>,
+    /// See [`ArchiveConfig::min_free_bytes`], bytes (0: off).
+    pub min_free_bytes: u64,
     /// Cache of files read back from the store (created).
     pub cache_dir: PathBuf,
     /// Its size bound, bytes.

@@ -154,6 +154,12 @@ fn archive(
             "needs enabled = true: files only leave the local disk once they are in the store",
         ));
     }
+    if a.local_bytes.is_some() && !a.enabled {
+        return Err(invalid(
+            "archive.local_bytes",
+            "needs enabled = true: files only leave the local disk once they are in the store",
+        ));
+    }
     if a.cache_bytes < 64 << 20 {
         return Err(invalid(
             "archive.cache_bytes",
@@ -170,6 +176,8 @@ fn archive(
         keep_days: a.keep_days,
         scrub_interval: a.scrub_interval,
         local_retention: a.local_retention,
+        local_bytes: a.local_bytes,
+        min_free_bytes: a.min_free_bytes,
         cache_dir,
         cache_bytes: a.cache_bytes,
         enabled: a.enabled,
