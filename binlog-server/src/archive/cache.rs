@@ -16,6 +16,9 @@
 //!   renamed into place ([`super::fetch`]), so a cached file is always a checked copy.
 //! - The cache holds at most `cache_bytes`: after each fetch the least recently used
 //!   files go (a file being read keeps its open handle: removal only unlinks it).
+//! - [`ArchiveReader::prefetch`]: when the fake primary opens a file, the next evicted
+//!   one is fetched in the background, so a replica (a PITR) does not wait for each
+//!   download in turn.
 //! - [`Evicted`] is the set of a source's files that are only in the store, kept in
 //!   memory (from the catalog at start, then by the evictor) for listings (SHOW BINARY
 //!   LOGS, the next file of a dump).
@@ -136,6 +139,30 @@ impl ArchiveReader {
             &cached,
         );
         Ok(cached)
+    }
+}
+
+impl ArchiveReader {
+    /// Starts fetching `file` of `source` into the cache in the background when it is
+    /// neither local nor cached: a dump that will reach it next finds it ready. A failed
+    /// prefetch is only logged (the read that needs the file fetches it again and gets
+    /// the error); a damaged object is reported for repair as by any read.
+    pub fn prefetch(self: &Arc<Self>, source: &str, dir: &Path, file: &str) {
+        let cached = self.tier.settings.cache_dir.join(source).join(file);
+        if dir.join(file).exists() || cached.exists() {
+            return;
+        }
+        let (me, s, d, f) = (
+            self.clone(),
+            source.to_string(),
+            dir.to_path_buf(),
+            file.to_string(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = me.path(&s, &d, &f).await {
+                tracing::debug!(source = %s, file = %f, error = %e, "prefetch from the archive store failed");
+            }
+        });
     }
 }
 

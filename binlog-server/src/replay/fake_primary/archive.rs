@@ -52,10 +52,24 @@ impl Archive {
     /// [`FetchError`] when it is not local and cannot be fetched.
     pub async fn path_of(&self, file: &str) -> Result<PathBuf, FetchError> {
         let local = self.dir.join(file);
-        match &self.reader {
-            Some(r) if !local.exists() => r.path(&self.source, &self.dir, file).await,
-            _ => Ok(local),
+        let Some(r) = &self.reader else {
+            return Ok(local);
+        };
+        // The next evicted file starts downloading while this one is read.
+        let order = crate::archive::store::binlog_order(file);
+        if let Some((next, _)) = self
+            .evicted
+            .snapshot()
+            .into_iter()
+            .filter(|(n, _)| crate::archive::store::binlog_order(n) > order)
+            .min_by_key(|(n, _)| crate::archive::store::binlog_order(n))
+        {
+            r.prefetch(&self.source, &self.dir, &next);
         }
+        if local.exists() {
+            return Ok(local);
+        }
+        r.path(&self.source, &self.dir, file).await
     }
 }
 
