@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks (release build), each against the stock tools in the same run:
-#   bash scripts/bench.sh [--mb N]           capture: binlog-server (CRC checks, fsync, index)
-#                                            against `mariadb-binlog --raw` (default 1024 MB)
+#   bash scripts/bench.sh [--mb N] [--rounds N]
+#                                            capture: binlog-server (CRC checks, fsync, index)
+#                                            with the archive off and shipping to S3 (moto,
+#                                            zstd + AES) against `mariadb-binlog --raw`
+#                                            (default 1024 MB, 3 interleaved rounds)
 #   bash scripts/bench.sh --pitr [--mb N] [--threads N]
 #                                            PITR replay through the fake primary against
 #                                            `mariadb-binlog | mariadb` and a native replica
-#                                            of the primary (default 750 MB, 4 threads)
+#                                            of the primary (default 750 MB, 4 threads), and
+#                                            once more from files evicted to the store
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
