@@ -679,6 +679,21 @@ impl Shipper {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
         self.evict(&files, &objs).await?;
+        // A backlog of closed files (many small ones after a catch-up) goes out batch
+        // after batch without waiting for the next tick; at most 64 batches per pass,
+        // so eviction and the figures stay current.
+        for _ in 0..64 {
+            if self.ship_batch().await? < FILES_IN_FLIGHT {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ships up to [`FILES_IN_FLIGHT`] of the oldest SUCC files the store lacks, and
+    /// retires the chunks of files it holds whole. Returns how many files it shipped.
+    async fn ship_batch(&self) -> Result<usize, ShipError> {
+        let (files, objs) = self.listing().await?;
         let mut todo = Vec::new();
         for f in &files {
             let whole = objs
@@ -705,6 +720,7 @@ impl Shipper {
         }
         // The oldest SUCC files the store lacks, a few at once (each ships, then its
         // chunks go); the first failure is the pass's.
+        let n = todo.len();
         let done = futures::future::join_all(todo.into_iter().map(|(f, chunks)| async move {
             let cov = covered(&chunks);
             self.ship_file(f, f.size.saturating_sub(cov)).await?;
@@ -712,7 +728,7 @@ impl Shipper {
         }))
         .await;
         done.into_iter().collect::<Result<Vec<()>, ShipError>>()?;
-        Ok(())
+        Ok(n)
     }
 
     /// Whether `f`'s chunk prefix is still to be looked at for crash leftovers: not yet

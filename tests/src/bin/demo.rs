@@ -314,15 +314,29 @@ fn evict_then_pitr(
     let s = ServerProcess::start(bin, cfg, sb.http_addr())?;
     *sb.server_mut() = s;
     let server = sb.server();
-    let files = wait_for("closed binlogs evicted", Duration::from_secs(60), || {
-        let b = server.get_json("/v1/sources/sandbox/binlogs")?;
-        let n = b["files"]
-            .as_array()
-            .map(|a| a.iter().filter(|f| f["location"] == "store").count())
-            .unwrap_or(0);
-        Ok((n >= 1).then_some(b))
-    })?;
-    for f in files["files"].as_array().cloned().unwrap_or_default() {
+    let files = wait_for(
+        "every closed binlog but the two newest evicted",
+        Duration::from_secs(300),
+        || {
+            let b = server.get_json("/v1/sources/sandbox/binlogs")?;
+            let a = b["files"].as_array().cloned().unwrap_or_default();
+            let n = a.iter().filter(|f| f["location"] == "store").count();
+            Ok((n + 2 >= a.len()).then_some(b))
+        },
+    )?;
+    let all = files["files"].as_array().cloned().unwrap_or_default();
+    println!(
+        "   {} of {} files are only in the store now; the oldest and the newest:",
+        all.iter().filter(|f| f["location"] == "store").count(),
+        all.len()
+    );
+    let shown: Vec<serde_json::Value> = all
+        .iter()
+        .take(3)
+        .chain(all.iter().skip(all.len().saturating_sub(3)))
+        .cloned()
+        .collect();
+    for f in shown {
         println!(
             "   {:<18} {:>8} bytes  {:<5} {}",
             f["name"].as_str().unwrap_or("?"),

@@ -163,14 +163,19 @@ pub(super) fn read_fde_event(
         Ok(f) => f,
         Err(e) => anyhow::bail!("open {}: {e}", path.display()),
     };
+    Ok(fde_of(f))
+}
+
+/// The FORMAT_DESCRIPTION at offset 4 of the open file `f` (read from its start).
+pub(super) fn fde_of(f: std::fs::File) -> Option<(EventHeader, FormatDescription)> {
     let Ok(mut r) = EventReader::new_at_start(std::io::BufReader::new(f)) else {
-        return Ok(None);
+        return None;
     };
     match r.next_event() {
         Some(Ok((_, h, ev))) if h.type_code == event_type::FORMAT_DESCRIPTION => {
-            Ok(FormatDescription::parse(ev).ok().map(|f| (h, f)))
+            FormatDescription::parse(ev).ok().map(|f| (h, f))
         }
-        _ => Ok(None),
+        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::archive::{durable_end, list_files, read_fde_event, Archive, ArchiveFacts};
+use super::archive::{durable_end, fde_of, list_files, Archive, ArchiveFacts};
 use super::compat::Compat;
 use super::wire::Wire;
 use super::{ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
@@ -474,8 +474,11 @@ enum Next {
 struct FileCursor {
     /// Binlog file name.
     file: String,
-    /// Its path in the archive.
+    /// Its path in the archive (for messages).
     path: PathBuf,
+    /// The file, open: it stays readable when the file leaves the local disk or the
+    /// cache (eviction, cache trimming) while it is being sent.
+    fh: std::fs::File,
     /// Its checksum algorithm (from its FORMAT_DESCRIPTION).
     alg: ChecksumAlg,
     /// Offset of the next event to send, bytes.
@@ -730,12 +733,11 @@ impl DumpCtx {
                  serve it until a re-pull makes it good"
             ));
         }
-        let path = self.rt.block_on(self.archive.path_of(&file)).map_err(|e| {
-            format!(
-                "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
-            )
-        })?;
-        let Some((fh, fde)) = read_fde_event(&path).map_err(|e| e.to_string())? else {
+        let (path, handle) = self.open_handle(&file)?;
+        let dup = handle
+            .try_clone()
+            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        let Some((fh, fde)) = fde_of(dup) else {
             return Err(format!(
                 "binlog {file} of {source} has no readable FORMAT_DESCRIPTION"
             ));
@@ -748,16 +750,37 @@ impl DumpCtx {
             out.made_up_crc,
         ));
         if pos > 4 {
-            let raw = read_at(&path, 4, fh.event_size as usize)?;
+            let raw = read_at(&handle, &path, 4, fh.event_size as usize)?;
             out.event(&fde_for_send(&raw, alg, Some(0)));
             out.made_up_crc = alg == ChecksumAlg::Crc32;
         }
         Ok(FileCursor {
             file,
             path,
+            fh: handle,
             alg,
             pos,
         })
+    }
+
+    /// The path of `file` (local, cached or fetched) and the file opened. When the local
+    /// file leaves the disk between the two (evicted meanwhile), it is looked up again,
+    /// now in the store.
+    fn open_handle(&self, file: &str) -> Result<(PathBuf, std::fs::File), String> {
+        let source = &self.archive.source;
+        let mut tries = 0;
+        loop {
+            let path = self.rt.block_on(self.archive.path_of(file)).map_err(|e| {
+                format!(
+                    "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
+                )
+            })?;
+            match std::fs::File::open(&path) {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
+                Err(e) => return Err(format!("open {}: {e}", path.display())),
+            }
+        }
     }
 
     /// The file after `cur`'s, idling (with heartbeats) until one appears; `None` when the
@@ -842,7 +865,9 @@ impl DumpCtx {
             // How far this file may be read: the durable length while it is the ACTIVE
             // file, its size once a later file exists.
             let live = durable_end(&self.archive);
-            let size = std::fs::metadata(&cur.path)
+            let size = cur
+                .fh
+                .metadata()
                 .map(|m| m.len())
                 .map_err(|e| format!("{}: {e}", cur.path.display()))?;
             let (limit, closed) = match &live {
@@ -890,7 +915,8 @@ impl DumpCtx {
         let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
         let pos = &mut cur.pos;
         let io = |e: std::io::Error| format!("read {}: {e}", path.display());
-        let mut f = std::fs::File::open(path).map_err(io)?;
+        // A second handle on the open file (it shares the offset: set here, read only here).
+        let mut f = cur.fh.try_clone().map_err(io)?;
         f.seek(SeekFrom::Start(*pos)).map_err(io)?;
         let br = std::io::BufReader::with_capacity(1 << 20, f.take(limit - *pos));
         let mut r = EventReader::new_at(br, *pos);
@@ -954,9 +980,9 @@ impl DumpCtx {
 }
 
 /// `len` bytes of `path` at `off`.
-fn read_at(path: &Path, off: u64, len: usize) -> Result<Vec<u8>, String> {
+fn read_at(fh: &std::fs::File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, String> {
     let io = |e: std::io::Error| format!("read {}: {e}", path.display());
-    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut f = fh.try_clone().map_err(io)?;
     f.seek(SeekFrom::Start(off)).map_err(io)?;
     let mut v = Vec::new();
     f.take(len as u64).read_to_end(&mut v).map_err(io)?;
