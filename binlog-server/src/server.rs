@@ -54,6 +54,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         )),
         false => None,
     };
+    if let Some(t) = &tier {
+        // Cached copies are not fsynced: after a crash one could be torn.
+        let freed = crate::archive::cache::empty(&t.settings.cache_dir);
+        if freed > 0 {
+            info!(
+                freed,
+                "emptied the cache of files read back from the archive store"
+            );
+        }
+    }
     let reader = tier
         .clone()
         .map(|t| Arc::new(crate::archive::cache::ArchiveReader::new(t)));

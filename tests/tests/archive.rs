@@ -325,6 +325,10 @@ fn an_encrypted_s3_archive_hides_the_data_and_names_a_wrong_key() -> Result<()> 
         Some(sha256_file(&db.binlog_path(first))?.as_str()),
         "{meta:?}"
     );
+    assert!(
+        meta.iter().any(|(k, v)| k == "key-id" && v == "2026-12"),
+        "the key id in the object's metadata: {meta:?}"
+    );
     // Read back with the key: the primary's bytes.
     let closed = assert_closed_files_identical(&sb, &S3_TEST_ENV)?;
     assert!(closed >= 3);

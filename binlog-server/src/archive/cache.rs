@@ -24,6 +24,9 @@
 //!   LOGS, the next file of a dump).
 //!
 //! Nothing here is the only copy of anything: a crash loses at most a cached copy.
+//! Copies are not fsynced (a fetch is decoded, checked and renamed into place in the
+//! page cache); `serve` empties the cache at start, so a copy torn by a machine crash is
+//! never read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +112,7 @@ impl ArchiveReader {
                 path: cdir.clone(),
                 source,
             })?;
-        let m = match fetch::fetch_file(
+        let m = match fetch::fetch_file_unsynced(
             &self.tier.store,
             self.tier.settings.keyring.clone(),
             source,

@@ -640,6 +640,20 @@ impl Shipper {
             .map_err(ShipError::from)
     }
 
+    /// User metadata of a whole-file object (`x-amz-meta-*` on S3): plaintext SHA-256,
+    /// codec, plaintext size, and the key id when encrypted.
+    fn object_metadata(&self, sha: &str, desc: &str, size: u64) -> Vec<(&'static str, String)> {
+        let mut meta = vec![
+            ("sha256", sha.to_string()),
+            ("codec", desc.to_string()),
+            ("size", size.to_string()),
+        ];
+        if let Some(id) = self.key_id() {
+            meta.push(("key-id", id));
+        }
+        meta
+    }
+
     fn key_id(&self) -> Option<String> {
         self.tier
             .settings
@@ -945,11 +959,7 @@ impl Shipper {
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
         let body = tokio_util::io::StreamReader::new(Box::pin(stream));
-        let meta = [
-            ("sha256", want.to_string()),
-            ("codec", desc.to_string()),
-            ("size", f.size.to_string()),
-        ];
+        let meta = self.object_metadata(want, desc, f.size);
         let put = self
             .tier
             .store
@@ -995,11 +1005,7 @@ impl Shipper {
             )));
         }
         let stored = self.encode(plain).await?;
-        let meta = [
-            ("sha256", want.to_string()),
-            ("codec", desc.to_string()),
-            ("size", f.size.to_string()),
-        ];
+        let meta = self.object_metadata(want, desc, f.size);
         match self.tier.store.put_bytes_with(key, &stored, &meta).await {
             Ok(o) => Ok(o),
             Err(StoreError::Exists(_)) => self.adopt_small(key, desc, want).await,

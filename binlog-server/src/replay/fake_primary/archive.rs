@@ -55,16 +55,19 @@ impl Archive {
         let Some(r) = &self.reader else {
             return Ok(local);
         };
-        // The next evicted file starts downloading while this one is read.
+        // The next two evicted files start downloading (one after the other) while this
+        // one is read.
         let order = crate::archive::store::binlog_order(file);
-        if let Some((next, _)) = self
+        let mut next: Vec<String> = self
             .evicted
             .snapshot()
             .into_iter()
-            .filter(|(n, _)| crate::archive::store::binlog_order(n) > order)
-            .min_by_key(|(n, _)| crate::archive::store::binlog_order(n))
-        {
-            r.prefetch(&self.source, &self.dir, &next);
+            .map(|(n, _)| n)
+            .filter(|n| crate::archive::store::binlog_order(n) > order)
+            .collect();
+        next.sort_by_key(|n| crate::archive::store::binlog_order(n));
+        for n in next.iter().take(2) {
+            r.prefetch(&self.source, &self.dir, n);
         }
         if local.exists() {
             return Ok(local);
