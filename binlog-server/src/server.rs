@@ -1,5 +1,7 @@
-//! `binlog-server serve`: opens the catalog and the index, starts one capture task per
-//! source and the HTTP API, and supervises them until SIGINT/SIGTERM.
+//! `binlog-server serve`: opens the catalog and the index, rebuilds from the archive
+//! store any source whose local archive was lost (`archive::rebuild`), starts one
+//! capture task per source, its shipper and the HTTP API, and supervises them until
+//! SIGINT/SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
