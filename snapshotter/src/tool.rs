@@ -121,50 +121,62 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Writes a client defaults file (mode 0600) for `ep` at `path`.
+/// Writes a client defaults file (mode 0600) for `ep` at `path`. Every value is written
+/// double-quoted (`\\` and `"` escaped), and a value holding a control character (a
+/// newline decoded from `%0A` in a URL, say) is refused: the file never holds a line
+/// the caller did not put there (`plugin-dir`, `default-auth`, ...).
 ///
 /// # Errors
 ///
-/// The I/O error, with the path.
+/// A value with a control character or an `ssl-ca` path that is not UTF-8 (naming the
+/// option, not its value); the I/O error, with the path.
 pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let quote = |s: &str| {
+    let quote = |option: &str, s: &str| -> Result<String, String> {
+        if s.chars().any(char::is_control) {
+            return Err(format!(
+                "the {option} value holds a control character; refused (it would end the \
+                 line of the client's defaults file)"
+            ));
+        }
         let mut out = String::from("\"");
         for c in s.chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
                 '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
                 c => out.push(c),
             }
         }
         out.push('"');
-        out
+        Ok(out)
     };
     // A host that is an absolute path is the server's Unix socket.
     let mut text = if ep.host.starts_with('/') {
         format!(
             "[client]\nuser={}\nsocket={}\n",
-            quote(&ep.user),
-            quote(&ep.host)
+            quote("user", &ep.user)?,
+            quote("socket", &ep.host)?
         )
     } else {
         format!(
             "[client]\nuser={}\nhost={}\nport={}\n",
-            quote(&ep.user),
-            quote(&ep.host),
+            quote("user", &ep.user)?,
+            quote("host", &ep.host)?,
             ep.port
         )
     };
     if let Some(pw) = &ep.password {
-        text.push_str(&format!("password={}\n", quote(pw)));
+        text.push_str(&format!("password={}\n", quote("password", pw)?));
     }
     if let Some(ca) = &ep.tls {
         text.push_str("ssl\n");
         if let Some(ca) = ca {
+            let ca = ca
+                .to_str()
+                .ok_or_else(|| "the ssl-ca path is not UTF-8".to_string())?;
             text.push_str(&format!(
                 "ssl-ca={}\nssl-verify-server-cert\n",
-                ca.display()
+                quote("ssl-ca", ca)?
             ));
         }
     }
@@ -372,6 +384,56 @@ pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_defaults_file_holds_only_the_lines_it_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let ep = |host: &str, ca: &str| Endpoint {
+            host: host.into(),
+            port: 3306,
+            user: "repl".into(),
+            password: Some("p\"w\\x".into()),
+            tls: Some(Some(PathBuf::from(ca))),
+        };
+        let good = d.path().join("good.cnf");
+        write_defaults_file(&ep("127.0.0.1", "/etc/ca.pem"), &good).unwrap();
+        let text = std::fs::read_to_string(&good).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .map(|l| l.split('=').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "[client]",
+                "user",
+                "host",
+                "port",
+                "password",
+                "ssl",
+                "ssl-ca",
+                "ssl-verify-server-cert"
+            ]
+        );
+        assert!(text.contains("ssl-ca=\"/etc/ca.pem\""), "{text}");
+        assert!(text.contains(r#"password="p\"w\\x""#), "{text}");
+        // A newline (from %0A in a URL) in any value is refused, and no file is left.
+        for (i, e) in [
+            ep("127.0.0.1", "/tmp/ca\nplugin-dir=/tmp/evil"),
+            ep("h\ndefault-auth=evil", "/etc/ca.pem"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let p = d.path().join(format!("bad{i}.cnf"));
+            let r = write_defaults_file(e, &p);
+            assert!(
+                r.as_ref().is_err_and(|m| m.contains("control character")),
+                "{r:?}"
+            );
+            assert!(!p.exists());
+        }
+    }
 
     #[test]
     fn defaults_file_is_private_and_quoted() {

@@ -146,14 +146,24 @@ pub async fn install_db(install_db: &Path, spec: &InstanceSpec) -> Result<(), St
     if !out.status.success() {
         let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
         msg.push_str(&String::from_utf8_lossy(&out.stdout));
-        let keep = msg.len().saturating_sub(4000);
         return Err(format!(
             "mariadb-install-db failed ({}): {}",
             out.status,
-            &msg[keep..]
+            last_bytes(&msg, 4000)
         ));
     }
     Ok(())
+}
+
+/// The end of `s`, at most `max` bytes, starting on a character boundary (a tool's
+/// output decoded lossily holds 3-byte U+FFFD characters: a byte offset may fall inside
+/// one).
+fn last_bytes(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s.get(start..).unwrap_or_default()
 }
 
 /// Creates `dir` with mode 0700.
@@ -319,4 +329,24 @@ fn log_since(path: &Path, from: u64) -> String {
     }
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_lossily_decoded_message_is_cut_on_a_character_boundary() {
+        let bad = String::from_utf8_lossy(&[b'a', 0xff, 0xfe, b'b']).into_owned();
+        assert_eq!(bad, "a\u{fffd}\u{fffd}b");
+        for max in 0..=bad.len() + 1 {
+            let t = last_bytes(&bad, max);
+            assert!(bad.ends_with(t) && t.len() <= max, "{max}: {t:?}");
+        }
+        assert_eq!(
+            last_bytes(&bad, 2),
+            "b",
+            "a cut inside U+FFFD moves forward"
+        );
+    }
 }

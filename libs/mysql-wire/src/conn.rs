@@ -207,7 +207,7 @@ impl Conn {
 
         let plugin = conn.handshake.auth_plugin.clone();
         let nonce = conn.handshake.nonce.clone();
-        let auth = auth_response(&plugin, &nonce, url.password.as_deref())?;
+        let auth = auth_response(&plugin, &nonce, url.password.as_deref(), use_tls)?;
         let mut resp = Vec::with_capacity(128);
         resp.extend_from_slice(&client_caps.to_le_bytes());
         resp.extend_from_slice(&(MAX_PHYSICAL_PAYLOAD as u32).to_le_bytes());
@@ -270,14 +270,7 @@ impl Conn {
                     plugin = String::from_utf8_lossy(r.nul_str()?).into_owned();
                     let data = r.rest();
                     let data = data.strip_suffix(&[0]).unwrap_or(data);
-                    if plugin == "mysql_clear_password" && !tls {
-                        return Err(ConnError::Auth(
-                            "the server asked for mysql_clear_password, which would send the \
-                             password in clear: use TLS (ssl-mode=REQUIRED) for this user"
-                                .into(),
-                        ));
-                    }
-                    let resp = auth_response(&plugin, data, password)?;
+                    let resp = auth_response(&plugin, data, password, tls)?;
                     self.write_packet(&resp).await?;
                 }
                 Some(0x01) if plugin == "caching_sha2_password" => match p.get(1) {
@@ -539,8 +532,16 @@ fn frame_header(buf: &[u8]) -> Option<(usize, u8)> {
     Some((len, h[3]))
 }
 
-/// The first authentication response for `plugin` given the server's nonce.
-fn auth_response(plugin: &str, nonce: &[u8], password: Option<&str>) -> Result<Vec<u8>, ConnError> {
+/// The authentication response for `plugin` given the server's nonce, for the first
+/// response and for an auth switch alike. `mysql_clear_password` is refused unless the
+/// connection is TLS (`tls`): whatever a greeting (a spoofed primary, a restore
+/// destination) names, the password never goes out in clear.
+fn auth_response(
+    plugin: &str,
+    nonce: &[u8],
+    password: Option<&str>,
+    tls: bool,
+) -> Result<Vec<u8>, ConnError> {
     let pw = password.unwrap_or("").as_bytes();
     // Nonces are 20 bytes; some servers append a NUL.
     let nonce = nonce.get(..20).unwrap_or(nonce);
@@ -551,6 +552,11 @@ fn auth_response(plugin: &str, nonce: &[u8], password: Option<&str>) -> Result<V
         "caching_sha2_password" => Ok(mysql_common::scramble::scramble_sha256(nonce, pw)
             .map(|s| s.to_vec())
             .unwrap_or_default()),
+        "mysql_clear_password" if !tls => Err(ConnError::Auth(
+            "the server asked for mysql_clear_password, which would send the password in \
+             clear: use TLS (ssl-mode=REQUIRED) for this user"
+                .into(),
+        )),
         "mysql_clear_password" => {
             let mut v = pw.to_vec();
             v.push(0);
@@ -560,5 +566,100 @@ fn auth_response(plugin: &str, nonce: &[u8], password: Option<&str>) -> Result<V
             "authentication plugin {other:?} is not supported; give the replication user \
              mysql_native_password (MariaDB) or caching_sha2_password (MySQL 8)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod clear_password_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One framed packet: 3-byte length, sequence id, payload.
+    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len() as u32;
+        let mut v = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        v.extend_from_slice(payload);
+        v
+    }
+
+    /// A greeting naming `plugin` (no TLS offered).
+    fn greeting(plugin: &str) -> Vec<u8> {
+        let nonce = [7u8; 20];
+        let caps = caps::LONG_PASSWORD
+            | caps::PROTOCOL_41
+            | caps::SECURE_CONNECTION
+            | caps::PLUGIN_AUTH
+            | caps::PLUGIN_AUTH_LENENC_DATA;
+        let mut g = crate::server::handshake_v10("10.11.6-MariaDB", 1, &nonce, caps);
+        let native = format!("{}\0", crate::server::NATIVE_PASSWORD);
+        g.truncate(g.len() - native.len());
+        g.extend_from_slice(plugin.as_bytes());
+        g.push(0);
+        g
+    }
+
+    /// A listener that greets with `plugin`, answers the first response with an auth
+    /// switch to `switch_to` when given, and returns every byte the client sent.
+    async fn listener(
+        plugin: &'static str,
+        switch_to: Option<&'static str>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(&frame(0, &greeting(plugin))).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut switched = false;
+            loop {
+                let n = match tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => n,
+                    _ => break,
+                };
+                got.extend_from_slice(&buf[..n]);
+                if let (Some(p), false) = (switch_to, switched) {
+                    switched = true;
+                    let sw = crate::server::auth_switch_request(p, &[9u8; 20]);
+                    let _ = s.write_all(&frame(2, &sw)).await;
+                }
+            }
+            got
+        });
+        (port, h)
+    }
+
+    async fn connect(port: u16) -> Result<Conn, ConnError> {
+        Conn::connect(&ConnectOptions {
+            url: SourceUrl::parse(&format!("mysql://repl:s3cret-pw@127.0.0.1:{port}")).unwrap(),
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_greeting_naming_mysql_clear_password_gets_no_password_without_tls() {
+        let (port, h) = listener("mysql_clear_password", None).await;
+        let r = connect(port).await;
+        assert!(matches!(r, Err(ConnError::Auth(_))), "{:?}", r.err());
+        let sent = h.await.unwrap();
+        assert!(
+            !sent.windows(9).any(|w| w == b"s3cret-pw"),
+            "the password went out in clear"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_auth_switch_to_mysql_clear_password_gets_no_password_without_tls() {
+        let (port, h) = listener("mysql_native_password", Some("mysql_clear_password")).await;
+        let r = connect(port).await;
+        assert!(matches!(r, Err(ConnError::Auth(_))), "{:?}", r.err());
+        let sent = h.await.unwrap();
+        assert!(!sent.is_empty(), "the first response was sent");
+        assert!(
+            !sent.windows(9).any(|w| w == b"s3cret-pw"),
+            "the password went out in clear"
+        );
     }
 }
