@@ -611,3 +611,59 @@ fn mysql_async_reads_the_same_events_from_both() -> Result<()> {
     }
     Ok(())
 }
+
+/// One packet's payload read from `s` (3-byte length, sequence id, payload).
+fn read_packet(s: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h)?;
+    let n = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+    let mut p = vec![0u8; n];
+    s.read_exact(&mut p)?;
+    Ok(p)
+}
+
+/// The fake primary's limits: at most 64 sessions at once (the 65th connection gets
+/// ERROR 1040 instead of the greeting), and 10 s from the greeting to a login (idle
+/// handshakes are closed, which frees their slots). About 1,000 idle sockets used to
+/// exhaust the process's file descriptors.
+#[test]
+fn the_fake_primary_caps_sessions_and_closes_idle_handshakes() -> Result<()> {
+    use std::io::Read;
+    let port = free_port();
+    let _sb = Sandbox::builder(server_bin())
+        .source_replication(port)
+        .start()?;
+    let mut idle = Vec::new();
+    for i in 0..64 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let g = read_packet(&mut s).with_context(|| format!("greeting {i}"))?;
+        assert_eq!(g.first(), Some(&10u8), "connection {i} is greeted");
+        idle.push(s);
+    }
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    extra.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let e = read_packet(&mut extra)?;
+    assert_eq!(
+        e.first(),
+        Some(&0xFFu8),
+        "the 65th gets an error packet: {e:?}"
+    );
+    assert_eq!(e.get(1..3), Some(&1040u16.to_le_bytes()[..]), "ERROR 1040");
+    // The idle handshakes are closed after 10 s.
+    std::thread::sleep(Duration::from_secs(11));
+    for (i, s) in idle.iter_mut().enumerate() {
+        let mut b = [0u8; 1];
+        let n = s.read(&mut b).unwrap_or(0);
+        assert_eq!(n, 0, "idle handshake {i} was closed");
+    }
+    let mut again = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    again.set_read_timeout(Some(Duration::from_secs(10)))?;
+    assert_eq!(
+        read_packet(&mut again)?.first(),
+        Some(&10u8),
+        "a slot is free again"
+    );
+    Ok(())
+}

@@ -21,6 +21,11 @@
 //! and `SHOW MASTER STATUS` answer from the archive; other statements get OK.
 //! COM_REGISTER_SLAVE and COM_PING get OK.
 //!
+//! Limits: at most [`MAX_SESSIONS`] sessions per listener (beyond it a connection gets
+//! ERROR 1040 "Too many connections" instead of the greeting, as a server at
+//! max_connections), and `session::HANDSHAKE_TIMEOUT` (10 s) from the greeting to a
+//! complete login, after which the connection is closed.
+//!
 //! # Dump
 //!
 //! COM_BINLOG_DUMP (0x12) starts at a file and position, or, when the replica set
@@ -71,7 +76,7 @@ mod session;
 mod wire;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,6 +163,7 @@ pub async fn spawn(
     let stats = Arc::new(ServeStats::default());
     let cancel = cancel.child_token();
     let shared = Arc::new(Shared {
+        sessions: Default::default(),
         archive,
         creds,
         stop,
@@ -189,12 +195,29 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
                 }
             },
         };
+        if shared.sessions.load(Ordering::Relaxed) >= MAX_SESSIONS {
+            // As a server at max_connections: ERROR 1040 instead of the greeting.
+            warn!(%peer, max = MAX_SESSIONS, "fake primary: too many sessions; refused");
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut sock = sock;
+                let err = mysql_wire::server::err_packet(1040, "Too many connections");
+                let mut pkt = Vec::with_capacity(err.len() + 4);
+                let n = err.len() as u32;
+                pkt.extend_from_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8, 0]);
+                pkt.extend_from_slice(&err);
+                let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&pkt)).await;
+            });
+            continue;
+        }
+        let guard = SessionGuard::new(shared.clone());
         let shared = shared.clone();
         let c3 = cancel.clone();
         let source = shared.archive.source.clone();
         let span = tracing::info_span!("fake_primary_session", source = %source, %peer);
         tokio::spawn(
             async move {
+                let _guard = guard;
                 let _ = sock.set_nodelay(true);
                 tokio::select! {
                     _ = c3.cancelled() => {}
@@ -210,8 +233,29 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
     }
 }
 
+/// Most sessions one listener serves at once; beyond it a connection gets ERROR 1040.
+pub const MAX_SESSIONS: usize = 64;
+
+/// Counts a session of a listener while it lives.
+struct SessionGuard(Arc<Shared>);
+
+impl SessionGuard {
+    fn new(shared: Arc<Shared>) -> SessionGuard {
+        shared.sessions.fetch_add(1, Ordering::Relaxed);
+        SessionGuard(shared)
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What the sessions of one listener share.
 struct Shared {
+    /// Sessions open now (greeting sent, not yet ended).
+    sessions: std::sync::atomic::AtomicUsize,
     /// The archive served.
     archive: Arc<Archive>,
     /// The one account accepted.

@@ -27,6 +27,10 @@ use mysql_wire::server;
 const ER_ACCESS_DENIED: u16 = 1045;
 /// ER_UNKNOWN_COM_ERROR.
 const ER_UNKNOWN_COM: u16 = 1047;
+/// Time a client has from the greeting to a complete login (MariaDB's connect_timeout
+/// is 10 s too).
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Heartbeat period when the replica asks for none (MariaDB's default is
 /// slave_net_timeout / 2 = 30 s).
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -52,7 +56,10 @@ pub(super) async fn session(
         w,
         seq: 0,
     };
-    login(&mut wire, &shared, &facts).await?;
+    // A client that does not finish the handshake in time holds no session.
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, login(&mut wire, &shared, &facts))
+        .await
+        .map_err(|_| anyhow::anyhow!("no login within {HANDSHAKE_TIMEOUT:?}; closed"))??;
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
 
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
