@@ -400,10 +400,10 @@ async fn run_retention(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if st.backups.source(&name).is_none() {
-        return Err(not_found(format!("no source named {name:?}")));
-    }
-    let r = st.backups.retention(&name).await.map_err(internal)?;
+    let r = st.backups.retention(&name).await.map_err(|e| match e {
+        crate::backups::RetentionFailed::UnknownSource(_) => not_found(e.to_string()),
+        e => internal(e),
+    })?;
     Ok(Json(r))
 }
 

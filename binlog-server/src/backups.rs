@@ -125,6 +125,23 @@ pub struct BackupService {
 
 const MAX_JOBS_KEPT: usize = 1000;
 
+/// Why [`BackupService::retention`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionFailed {
+    /// No source of that name is configured.
+    #[error("no source named {0:?}")]
+    UnknownSource(String),
+    /// Base retention failed (snapshotter's message: the catalog or the store).
+    #[error("base retention: {0}")]
+    Bases(String),
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    /// Archive retention failed.
+    #[error("archive retention: {0}")]
+    Binlogs(#[from] crate::archive::retention::RetentionError),
+}
+
 /// What a retention pass did: the bases (fields at the top level, as before archive
 /// retention existed) and, with `[archive] keep_days`, the binlogs.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -393,12 +410,13 @@ impl BackupService {
     ///
     /// # Errors
     ///
-    /// Unknown source; catalog or store failures.
-    pub async fn retention(&self, name: &str) -> Result<RetentionOutcome, String> {
+    /// [`RetentionFailed`]: an unknown source (a 404 for the API), or base retention,
+    /// the catalog or archive retention failing (retried at the next base or request).
+    pub async fn retention(&self, name: &str) -> Result<RetentionOutcome, RetentionFailed> {
         let source = self
             .sources
             .get(name)
-            .ok_or_else(|| format!("no source named {name:?}"))?;
+            .ok_or_else(|| RetentionFailed::UnknownSource(name.to_string()))?;
         let bases = retention::apply(
             &self.snap.catalog,
             &self.snap.store,
@@ -407,16 +425,12 @@ impl BackupService {
             source.backup.keep_min,
             catalog::unix_now(),
         )
-        .await?;
+        .await
+        .map_err(RetentionFailed::Bases)?;
         let binlogs = match &self.binlog_retention {
             None => None,
             Some((store, days, data_dir)) => {
-                let rows = self
-                    .snap
-                    .catalog
-                    .list_backups(name)
-                    .await
-                    .map_err(|e| format!("list the bases of {name}: {e}"))?;
+                let rows = self.snap.catalog.list_backups(name).await?;
                 let oldest = retention::oldest_restorable(&rows);
                 Some(
                     crate::archive::retention::apply(
@@ -428,8 +442,7 @@ impl BackupService {
                         catalog::unix_now(),
                         oldest.as_ref(),
                     )
-                    .await
-                    .map_err(|e| e.to_string())?,
+                    .await?,
                 )
             }
         };

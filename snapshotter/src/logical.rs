@@ -343,7 +343,7 @@ pub async fn restore(
     std::fs::create_dir_all(workdir).map_err(|e| format!("create {}: {e}", workdir.display()))?;
     let cnf = workdir.join("target.cnf");
     let _ = std::fs::remove_file(&cnf);
-    write_defaults_file(target, &cnf)?;
+    write_defaults_file(target, &cnf).map_err(|e| e.to_string())?;
     match base.tool.as_str() {
         "mydumper" => {
             let program = tools.find("myloader")?;

@@ -402,7 +402,7 @@ async fn prepare_workdir(req: &TakeRequest, workdir: &Path) -> Result<PathBuf, S
         .await
         .map_err(|e| format!("create the work directory {}: {e}", workdir.display()))?;
     let defaults_file = workdir.join("client.cnf");
-    write_defaults_file(&req.endpoint, &defaults_file)?;
+    write_defaults_file(&req.endpoint, &defaults_file).map_err(|e| e.to_string())?;
     Ok(defaults_file)
 }
 

@@ -121,6 +121,27 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Why a client defaults file was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultsFileError {
+    /// A value holds a control character (a newline decoded from `%0A`, say): refused,
+    /// it would end its line of the file.
+    #[error("the {0} value holds a control character; refused (it would end the line of the client's defaults file)")]
+    ControlCharacter(&'static str),
+    /// A path value is not UTF-8.
+    #[error("the {0} path is not UTF-8")]
+    NotUtf8(&'static str),
+    /// Creating or writing the file failed.
+    #[error("write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Writes a client defaults file (mode 0600) for `ep` at `path`. Every value is written
 /// double-quoted (`\\` and `"` escaped), and a value holding a control character (a
 /// newline decoded from `%0A` in a URL, say) is refused: the file never holds a line
@@ -128,16 +149,14 @@ fn is_executable(p: &Path) -> bool {
 ///
 /// # Errors
 ///
-/// A value with a control character or an `ssl-ca` path that is not UTF-8 (naming the
-/// option, not its value); the I/O error, with the path.
-pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), String> {
+/// [`DefaultsFileError`]: a value with a control character or an `ssl-ca` path that is
+/// not UTF-8 (naming the option, not its value: a definite refusal of the input), or
+/// the I/O error, with the path.
+pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), DefaultsFileError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let quote = |option: &str, s: &str| -> Result<String, String> {
+    let quote = |option: &'static str, s: &str| -> Result<String, DefaultsFileError> {
         if s.chars().any(char::is_control) {
-            return Err(format!(
-                "the {option} value holds a control character; refused (it would end the \
-                 line of the client's defaults file)"
-            ));
+            return Err(DefaultsFileError::ControlCharacter(option));
         }
         let mut out = String::from("\"");
         for c in s.chars() {
@@ -171,24 +190,26 @@ pub fn write_defaults_file(ep: &Endpoint, path: &Path) -> Result<(), String> {
     if let Some(ca) = &ep.tls {
         text.push_str("ssl\n");
         if let Some(ca) = ca {
-            let ca = ca
-                .to_str()
-                .ok_or_else(|| "the ssl-ca path is not UTF-8".to_string())?;
+            let ca = ca.to_str().ok_or(DefaultsFileError::NotUtf8("ssl-ca"))?;
             text.push_str(&format!(
                 "ssl-ca={}\nssl-verify-server-cert\n",
                 quote("ssl-ca", ca)?
             ));
         }
     }
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("create {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("write {}: {e}", path.display()))
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|source| DefaultsFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The command line as recorded: program and arguments, with any `password=...`,
@@ -428,7 +449,7 @@ mod tests {
             let p = d.path().join(format!("bad{i}.cnf"));
             let r = write_defaults_file(e, &p);
             assert!(
-                r.as_ref().is_err_and(|m| m.contains("control character")),
+                matches!(r, Err(DefaultsFileError::ControlCharacter(_))),
                 "{r:?}"
             );
             assert!(!p.exists());

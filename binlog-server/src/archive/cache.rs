@@ -112,12 +112,13 @@ impl ArchiveReader {
                 path: cdir.clone(),
                 source,
             })?;
-        let m = match fetch::fetch_file_unsynced(
+        let m = match fetch::fetch_file(
             &self.tier.store,
             self.tier.settings.keyring.clone(),
             source,
             file,
             &cached,
+            fetch::Flush::PageCache,
         )
         .await
         {

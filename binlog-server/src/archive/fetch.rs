@@ -84,8 +84,19 @@ pub async fn manifest(store: &Store, source: &str, file: &str) -> Result<Manifes
     })
 }
 
-/// Fetches `file` of `source` into `out` (decoded, checked, fsynced, renamed into
-/// place); returns its manifest.
+/// How a fetched file is made durable before it is renamed into place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// fsynced (a file a person asked for: `archive get`, `export`).
+    Fsync,
+    /// Left in the page cache: the cache of read-back copies, which `serve` empties at
+    /// start (a crash can leave a copy whose bytes never reached the disk; it is never
+    /// used).
+    PageCache,
+}
+
+/// Fetches `file` of `source` into `out` (decoded, checked, flushed as `flush` says,
+/// renamed into place); returns its manifest.
 ///
 /// # Errors
 ///
@@ -96,35 +107,9 @@ pub async fn fetch_file(
     source: &str,
     file: &str,
     out: &Path,
+    flush: Flush,
 ) -> Result<Manifest, FetchError> {
-    fetch(store, keyring, source, file, out, true).await
-}
-
-/// [`fetch_file`] without the fsync: for the cache of read-back copies, which `serve`
-/// empties at start (a crash can leave a copy whose bytes never reached the disk; it is
-/// never used).
-///
-/// # Errors
-///
-/// As [`fetch_file`].
-pub async fn fetch_file_unsynced(
-    store: &Store,
-    keyring: Arc<Keyring>,
-    source: &str,
-    file: &str,
-    out: &Path,
-) -> Result<Manifest, FetchError> {
-    fetch(store, keyring, source, file, out, false).await
-}
-
-async fn fetch(
-    store: &Store,
-    keyring: Arc<Keyring>,
-    source: &str,
-    file: &str,
-    out: &Path,
-    sync: bool,
-) -> Result<Manifest, FetchError> {
+    let sync = flush == Flush::Fsync;
     let m = manifest(store, source, file).await?;
     let part = out.with_extension(match out.extension() {
         Some(e) => format!("{}.part", e.to_string_lossy()),

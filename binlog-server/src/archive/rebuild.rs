@@ -518,7 +518,7 @@ async fn rebuild_active(
     chunks: &[(u64, u64, String, String, u64)],
 ) -> Result<Option<u64>, RebuildError> {
     let path = dir.join(file);
-    let werr = |source| RebuildError::Write {
+    let werr = |source: std::io::Error| RebuildError::Write {
         path: path.clone(),
         source,
     };
@@ -528,17 +528,17 @@ async fn rebuild_active(
         .unwrap_or(usize::MAX / 4)
         .saturating_mul(2)
         .max(1 << 20);
-    let mut bytes: Vec<u8> = Vec::new();
+    // The chunks go to `<file>.tmp` one at a time (memory: one chunk), then the valid
+    // prefix is renamed into place.
+    let part = PathBuf::from(format!("{}.tmp", path.display()));
+    let mut out = tokio::fs::File::create(&part).await.map_err(werr)?;
+    let mut pos = 0u64;
     let mut taken: Vec<ArchiveObjectRow> = Vec::new();
-    loop {
-        let pos = bytes.len() as u64;
-        let Some((start, end, codec, key, _)) = chunks
-            .iter()
-            .filter(|c| c.0 <= pos && c.1 > pos)
-            .max_by_key(|c| c.1)
-        else {
-            break;
-        };
+    while let Some((start, end, codec, key, _)) = chunks
+        .iter()
+        .filter(|c| c.0 <= pos && c.1 > pos)
+        .max_by_key(|c| c.1)
+    {
         let stored = ctx.tier.store.get_bytes(key, max).await?;
         let stored_sha = hex::encode(Sha256::digest(&stored));
         let plain = objstore::codec::decode(&stored, codec, ctx.tier.settings.keyring.clone())
@@ -559,7 +559,17 @@ async fn rebuild_active(
         let Some(new) = plain.get(from..) else {
             break;
         };
-        bytes.extend_from_slice(new);
+        if pos == 0 && !new.starts_with(&binlog::BINLOG_MAGIC) {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(RebuildError::Invalid {
+                key: key.clone(),
+                message: "the first chunk does not start with the binlog magic".into(),
+            });
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut out, new)
+            .await
+            .map_err(werr)?;
+        pos += new.len() as u64;
         taken.push(ArchiveObjectRow {
             source: ctx.source.to_string(),
             file: file.to_string(),
@@ -577,19 +587,16 @@ async fn rebuild_active(
             deleted_at: None,
         });
     }
-    if bytes.is_empty() {
+    tokio::io::AsyncWriteExt::flush(&mut out)
+        .await
+        .map_err(werr)?;
+    drop(out);
+    if pos == 0 {
+        let _ = tokio::fs::remove_file(&part).await;
         return Ok(None);
-    }
-    if !bytes.starts_with(&binlog::BINLOG_MAGIC) {
-        return Err(RebuildError::Invalid {
-            key: objects::chunks_prefix(ctx.source, file),
-            message: "the first chunk does not start with the binlog magic".into(),
-        });
     }
     let (p, d) = (path.clone(), dir.to_path_buf());
     let len = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let part = PathBuf::from(format!("{}.tmp", p.display()));
-        std::fs::write(&part, &bytes)?;
         let v = binlog::check::valid_prefix(&part, 4)?;
         let f = std::fs::OpenOptions::new().write(true).open(&part)?;
         f.set_len(v.len)?;

@@ -213,10 +213,9 @@ async fn repair(
         repair: "none".into(),
         kept_as: None,
     };
-    let want = ctx
-        .catalog
-        .get_file(source, file)
-        .await?
+    let file_row = ctx.catalog.get_file(source, file).await?;
+    let size = file_row.as_ref().map_or(row.end_offset, |f| f.size);
+    let want = file_row
         .and_then(|f| f.sha256)
         .unwrap_or_else(|| row.sha256.clone());
     let local = ctx.dir.join(file);
@@ -249,20 +248,7 @@ async fn repair(
         .store
         .delete(&super::objects::manifest_key(source, file))
         .await?;
-    if from_local {
-        ctx.catalog.forget_file_object(source, file).await?;
-        ctx.evicted.retain(|n| n != file);
-        d.repair = "local copy".into();
-        info!(
-            source,
-            file, "damaged object removed; the local copy ships again"
-        );
-    } else {
-        let size = ctx
-            .catalog
-            .get_file(source, file)
-            .await?
-            .map_or(row.end_offset, |f| f.size);
+    if !from_local {
         ctx.catalog
             .set_checked(
                 source,
@@ -276,14 +262,11 @@ async fn repair(
                 size,
             )
             .await?;
-        ctx.catalog.forget_file_object(source, file).await?;
-        ctx.evicted.retain(|n| n != file);
-        d.repair = "primary".into();
-        info!(
-            source,
-            file, "damaged object removed; the file is pulled again from the primary"
-        );
     }
+    ctx.catalog.forget_file_object(source, file).await?;
+    ctx.evicted.retain(|n| n != file);
+    d.repair = if from_local { "local copy" } else { "primary" }.into();
+    info!(source, file, repair = %d.repair, "damaged object removed; the file ships again from a good copy");
     Ok(d)
 }
 

@@ -214,7 +214,16 @@ fn get(config: &Path, source: &str, file: &str, out: &Path) -> ExitCode {
         out.to_path_buf()
     };
     rt.block_on(async {
-        match fetch::fetch_file(&store, s.archive.keyring.clone(), source, file, &target).await {
+        match fetch::fetch_file(
+            &store,
+            s.archive.keyring.clone(),
+            source,
+            file,
+            &target,
+            fetch::Flush::Fsync,
+        )
+        .await
+        {
             Ok(m) => {
                 println!(
                     "{}\t{} bytes\tsha256 {}",

@@ -252,6 +252,7 @@ fn locate_binlog(
             source,
             name,
             &cached,
+            crate::archive::fetch::Flush::Fsync,
         )
         .await
         .map_err(|e| {

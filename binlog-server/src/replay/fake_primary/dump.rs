@@ -485,6 +485,23 @@ struct FileCursor {
     pos: u64,
 }
 
+/// Why a file to send could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// Not local, and the archive store could not give it.
+    #[error("{0}")]
+    Fetch(#[from] crate::archive::fetch::FetchError),
+    /// Opening the local or cached copy failed.
+    #[error("open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The GTID start's skip rule and whether the current event group is being skipped.
 struct Skipping {
     /// Which groups to skip.
@@ -733,7 +750,12 @@ impl DumpCtx {
                  serve it until a re-pull makes it good"
             ));
         }
-        let (path, handle) = self.open_handle(&file)?;
+        let (path, handle) = self.open_handle(&file).map_err(|e| match e {
+            OpenError::Fetch(e) => format!(
+                "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
+            ),
+            e => e.to_string(),
+        })?;
         let dup = handle
             .try_clone()
             .map_err(|e| format!("read {}: {e}", path.display()))?;
@@ -766,19 +788,14 @@ impl DumpCtx {
     /// The path of `file` (local, cached or fetched) and the file opened. When the local
     /// file leaves the disk between the two (evicted meanwhile), it is looked up again,
     /// now in the store.
-    fn open_handle(&self, file: &str) -> Result<(PathBuf, std::fs::File), String> {
-        let source = &self.archive.source;
+    fn open_handle(&self, file: &str) -> Result<(PathBuf, std::fs::File), OpenError> {
         let mut tries = 0;
         loop {
-            let path = self.rt.block_on(self.archive.path_of(file)).map_err(|e| {
-                format!(
-                    "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
-                )
-            })?;
+            let path = self.rt.block_on(self.archive.path_of(file))?;
             match std::fs::File::open(&path) {
                 Ok(f) => return Ok((path, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
-                Err(e) => return Err(format!("open {}: {e}", path.display())),
+                Err(source) => return Err(OpenError::Open { path, source }),
             }
         }
     }
