@@ -1,4 +1,7 @@
 //! The HTTP API (axum). Every error is JSON `{"error": "..."}` with a fitting status.
+//! Every route passes [`crate::http::auth::guard`] first (Host/Origin, token and role,
+//! `Content-Type: application/json` on POST and DELETE); the role each needs is in
+//! [`crate::http::auth::required_role`] and the README's API section.
 //!
 //! | method | path | answer |
 //! |---|---|---|
@@ -31,12 +34,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use catalog::Catalog;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::archive::index::Index;
+use crate::http::auth::{Caller, Role};
+use crate::http::JsonBody;
 use crate::source::context::{SourceCommand, SourceRuntime};
 use crate::status::Metrics;
 use binlog::Gtid;
@@ -80,8 +85,8 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Builds the router.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// Builds the router: the routes below, each behind `guard`, every error as JSON.
+pub fn router(state: Arc<ApiState>, guard: Arc<crate::http::auth::Guard>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
@@ -104,12 +109,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/sources/{name}/verifications", post(verify_start))
         .route("/v1/verifications", get(verify_list))
         .route("/v1/verifications/{id}", get(verify_get))
+        .route_layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::http::auth::guard,
+        ))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such endpoint; see the README's API section".into(),
             )
         })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::http::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(crate::http::json_errors))
         .with_state(state)
 }
 
@@ -215,10 +228,10 @@ struct RestartBody {
 async fn restart(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    body: Option<Json<RestartBody>>,
+    JsonBody(body): JsonBody<RestartBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let s = source(&st, &name)?;
-    let accept_gap = body.map(|b| b.0.accept_gap).unwrap_or(false);
+    let accept_gap = body.accept_gap;
     if s.status.snapshot().state != crate::status::CaptureState::Failed {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -375,9 +388,8 @@ struct BackupBody {
 async fn start_backup(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    body: Option<Json<BackupBody>>,
+    JsonBody(body): JsonBody<BackupBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map(|b| b.0).unwrap_or_default();
     let method = body
         .method
         .as_deref()
@@ -436,13 +448,14 @@ pub struct PitrBody {
     pub base_id: Option<String>,
 }
 
-/// The HTTP status of a PITR error: 400 bad request, 404 unknown source or job, 422 for
+/// The HTTP status of a PITR error: 400 bad request, 403 a destination not allowed, 404 unknown source or job, 422 for
 /// every reason the archive has no plan, 500 internal. The one place it is chosen.
 fn plan_error_status(e: &crate::replay::pitr::PlanError) -> StatusCode {
     use crate::replay::pitr::PlanError as P;
     match e {
         P::BadRequest(_) => StatusCode::BAD_REQUEST,
         P::NotFound(_) => StatusCode::NOT_FOUND,
+        P::Forbidden(_) => StatusCode::FORBIDDEN,
         P::TargetInFuture { .. }
         | P::NothingArchived { .. }
         | P::BeyondArchiveEnd { .. }
@@ -483,7 +496,7 @@ fn pitr_target(b: &PitrBody) -> Result<crate::replay::pitr::Target, ApiError> {
 async fn pitr_plan(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    Json(body): Json<PitrBody>,
+    JsonBody(body): JsonBody<PitrBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let target = pitr_target(&body)?;
     let plan = st
@@ -497,16 +510,36 @@ async fn pitr_plan(
 async fn pitr_start(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    Json(body): Json<PitrBody>,
+    caller: Option<Extension<Caller>>,
+    JsonBody(body): JsonBody<PitrBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let target = pitr_target(&body)?;
+    if body.url.is_some() {
+        let role = caller.map(|Extension(c)| c.role).unwrap_or(Role::Read);
+        if role < Role::Admin {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("a PITR into an existing instance (\"url\") needs the admin role; this token has {role}"),
+            ));
+        }
+    }
     let dest = match (body.scratch, &body.url) {
         (true, None) => crate::replay::pitr::Destination::Scratch,
-        (false, Some(u)) => crate::replay::pitr::Destination::Existing {
-            url: crate::config::SourceUrl::parse(u)
-                .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("url: {m}")))?,
-            datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
-        },
+        (false, Some(u)) => {
+            let url = crate::config::SourceUrl::parse(u)
+                .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("url: {m}")))?;
+            if url.ssl_ca.is_some() {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "url: ssl-ca is not taken from a request; set [pitr] destination_ssl_ca"
+                        .into(),
+                ));
+            }
+            crate::replay::pitr::Destination::Existing {
+                url,
+                datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
+            }
+        }
         _ => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -560,9 +593,8 @@ struct VerifyBody {
 async fn verify_start(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
-    body: Option<Json<VerifyBody>>,
+    JsonBody(body): JsonBody<VerifyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
     let r = st
         .verify
         .start(&name, body.keep_instance)
@@ -580,8 +612,9 @@ struct VerifyQuery {
 
 async fn verify_list(
     State(st): State<Arc<ApiState>>,
-    Query(q): Query<VerifyQuery>,
+    q: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let days = i64::from(q.days.unwrap_or(30).min(3660));
     let since = catalog::unix_now() - days * 86_400;
     let runs = st

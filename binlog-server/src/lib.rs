@@ -20,6 +20,7 @@
 //! | [`verify`] | weekly restore verification: schedule, runner, reports and pages |
 //! | [`status`] | live per-source state and the Prometheus metrics |
 //! | [`api`] | the HTTP API (status codes are chosen here) |
+//! | [`http`] | the API's listener (TLS, limits, JSON rejections) and its tokens and roles |
 //! | [`server`] | `serve`: starts and supervises everything |
 //! | [`cli`] | the three binaries' command lines |
 //! | [`util`] | small shared helpers ([`util::lock`]) |
@@ -29,6 +30,7 @@ pub mod archive;
 pub mod backups;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod replay;
 pub mod server;
 pub mod source;

@@ -47,7 +47,19 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
-    info!(addr = %settings.http_listen, "HTTP API listening");
+    let guard =
+        Arc::new(crate::http::auth::Guard::new(&settings.http).context("[http] tokens_file")?);
+    let scheme = if settings.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if guard.authenticated() {
+        info!(addr = %settings.http_listen, scheme, "HTTP API listening; bearer tokens required");
+    } else {
+        tracing::warn!(addr = %settings.http_listen, scheme,
+            "HTTP API listening UNAUTHENTICATED (no [http] tokens_file): every local user and process can call every endpoint");
+    }
 
     let tier = match settings.archive.enabled {
         true => Some(Arc::new(
@@ -141,15 +153,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         verify,
         archive: tier,
     });
-    let app = api::router(state);
+    let app = api::router(state, guard);
     let http_cancel = cancel.clone();
+    let http_settings = settings.http.clone();
     let http = tokio::spawn(
-        async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_cancel.cancelled().await })
-                .await
-        }
-        .instrument(tracing::info_span!("http")),
+        async move { crate::http::serve(listener, app, &http_settings, http_cancel).await }
+            .instrument(tracing::info_span!("http")),
     );
     let result = supervise(started.tasks, http, &cancel).await;
     drop(started.listeners);
@@ -223,9 +232,19 @@ async fn start_sources(
         });
         if let Some(r) = replication {
             started.listeners.push(
-                fake_primary::spawn(r.listen, archive.clone(), r.creds, None, cancel)
-                    .await
-                    .with_context(|| format!("source {name}: [source.replication] listen"))?,
+                fake_primary::spawn(
+                    r.listen,
+                    archive.clone(),
+                    r.creds,
+                    None,
+                    fake_primary::ListenerOptions {
+                        tls: r.tls,
+                        max_sessions: r.max_sessions,
+                    },
+                    cancel,
+                )
+                .await
+                .with_context(|| format!("source {name}: [source.replication] listen"))?,
             );
         }
         started.statuses.insert(name.clone(), rt.status.clone());

@@ -72,7 +72,8 @@ pub use harness::sandbox::{
     CAUGHT_UP_TIMEOUT,
 };
 pub use harness::server::{
-    run_snapshotter, ServerProcess, SERVER_START_TIMEOUT, SERVER_STOP_TIMEOUT,
+    agent_trusting, run_snapshotter, ApiAccess, ServerProcess, SERVER_START_TIMEOUT,
+    SERVER_STOP_TIMEOUT,
 };
 pub use harness::shared::{FixtureGuard, SharedFixture};
 pub use harness::tools::{

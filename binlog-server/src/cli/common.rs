@@ -44,23 +44,110 @@ pub(crate) fn runtime(prog: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-/// `http://LISTEN` of the service that `config` configures (its `[http] listen`).
-pub(crate) fn api_base(config: &Path) -> Result<String, ExitCode> {
+/// Environment variable with the API token the commands send (`Authorization: Bearer`).
+pub const TOKEN_ENV: &str = "BINLOG_SERVER_TOKEN";
+/// Environment variable naming a file that holds the token (first line), instead.
+pub const TOKEN_FILE_ENV: &str = "BINLOG_SERVER_TOKEN_FILE";
+
+/// How the commands reach the running service: its base URL (`http://LISTEN`, or
+/// `https://` when `[http] tls_cert` is set: that certificate is trusted besides the
+/// Mozilla roots), the token from [`TOKEN_ENV`] or [`TOKEN_FILE_ENV`], and the agent.
+/// `Display` prints the base URL.
+pub(crate) struct Api {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.base)
+    }
+}
+
+/// The rustls client configuration that trusts `cert` (a PEM file) and the Mozilla roots.
+fn trusting(cert: &Path) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("read {}: {e}", cert.display()))?
+    {
+        let c = c.map_err(|e| format!("parse {}: {e}", cert.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("trust {}: {e}", cert.display()))?;
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The token the commands send: [`TOKEN_ENV`], else the first line of [`TOKEN_FILE_ENV`].
+fn token_from_env() -> Result<Option<String>, String> {
+    if let Ok(t) = std::env::var(TOKEN_ENV) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match std::env::var_os(TOKEN_FILE_ENV) {
+        None => Ok(None),
+        Some(p) => std::fs::read_to_string(&p)
+            .map(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .map_err(|e| format!("{TOKEN_FILE_ENV}={}: {e}", Path::new(&p).display())),
+    }
+}
+
+/// The service that `config` configures (its `[http]` table); see [`Api`].
+pub(crate) fn api_base(config: &Path) -> Result<Api, ExitCode> {
     let s = load_settings("binlog-server", config)?;
-    Ok(format!("http://{}", s.http_listen))
+    let fail = |m: String| {
+        eprintln!("binlog-server: {m}");
+        ExitCode::from(2)
+    };
+    let token = token_from_env().map_err(fail)?;
+    if s.http.tokens_file.is_some() && token.is_none() {
+        return Err(fail(format!(
+            "the service needs an API token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV})"
+        )));
+    }
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
+    let scheme = match &s.http.tls_cert {
+        Some(cert) => {
+            agent = agent.tls_config(std::sync::Arc::new(trusting(cert).map_err(fail)?));
+            "https"
+        }
+        None => "http",
+    };
+    Ok(Api {
+        base: format!("{scheme}://{}", s.http_listen),
+        token,
+        agent: agent.build(),
+    })
 }
 
 /// One HTTP request to the service with an optional JSON body: `(status, body)`, the
-/// body parsed as JSON or kept as a JSON string. Errors: the service cannot be reached
-/// (the message says to check that `serve` runs with this config).
-pub(crate) fn call(method: &str, url: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let req = agent.request(method, url);
+/// body parsed as JSON or kept as a JSON string. Every request carries `Content-Type:
+/// application/json` (the service requires it of POST and DELETE). Errors: the service
+/// cannot be reached (the message says to check that `serve` runs with this config).
+pub(crate) fn call(
+    api: &Api,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let mut req = api
+        .agent
+        .request(method, url)
+        .set("Content-Type", "application/json");
+    if let Some(t) = &api.token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
     let r = match body {
         Some(b) => req.send_json(b.clone()),
-        None => req.call(),
+        None if method == "GET" => req.call(),
+        None => req.send_string(""),
     };
     let resp = match r {
         Ok(r) => r,
@@ -110,11 +197,12 @@ impl Client {
     /// cannot be reached, else as [`refused`]).
     pub(crate) fn request(
         &self,
+        api: &Api,
         method: &str,
         url: &str,
         body: Option<&Value>,
     ) -> Result<Value, ExitCode> {
-        match call(method, url, body) {
+        match call(api, method, url, body) {
             Ok((code, v)) if (200..300).contains(&code) => Ok(v),
             Ok((code, v)) => Err(refused(self.prog, code, &v, self.on_422)),
             Err(e) => {

@@ -6,6 +6,7 @@
 //! | this file | `binlog-server`'s sub-commands and their dispatch |
 //! | [`common`] | tracing, config loading, the runtime, the HTTP call to the service |
 //! | [`archive`] | `binlog-server archive ls/get/decode`: the archive store by hand |
+//! | [`security`] | `binlog-server token add` and `tls self-signed` |
 //! | [`pitr`] | `binlog-server pitr` and `export` (through the service's API) |
 //! | [`snapshot`] | the `snapshotter` binary (base backups on the shared config) |
 //! | [`verify`] | the `verifier` binary (restore verification through the API) |
@@ -13,6 +14,7 @@
 pub mod archive;
 pub mod common;
 pub mod pitr;
+pub mod security;
 pub mod snapshot;
 pub mod verify;
 
@@ -110,6 +112,18 @@ pub enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// API tokens: `token add --file F --name N --role read|operate|admin`.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: security::TokenCmd,
+    },
+    /// TLS material: `tls self-signed --cert F --key F [--name N]...`.
+    Tls {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: security::TlsCmd,
+    },
     /// Validate a configuration file and print the sources it defines (passwords
     /// redacted).
     CheckConfig {
@@ -199,6 +213,8 @@ pub fn main() -> ExitCode {
             out,
         } => pitr::export(&config, &target, &out),
         Command::Archive { cmd } => archive::run(cmd),
+        Command::Token { cmd } => security::token(cmd),
+        Command::Tls { cmd } => security::tls(cmd),
         Command::Rebuild { config, source } => archive::rebuild(&config, source.as_deref()),
         Command::CheckConfig { config } => match Config::load(&config).and_then(|c| c.validate()) {
             Ok(s) => {

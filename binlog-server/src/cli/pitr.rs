@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::common::{api_base, load_settings, Client};
+use crate::cli::common::{api_base, load_settings, Api, Client};
 
 /// `binlog-server`'s requests: 422 (no plan) exits 3.
 const CLIENT: Client = Client {
@@ -86,7 +86,7 @@ pub fn pitr(
         }
         format!("{base}/v1/sources/{}/pitr", t.source)
     };
-    let v = match CLIENT.request("POST", &path, Some(&body)) {
+    let v = match CLIENT.request(&base, "POST", &path, Some(&body)) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -107,7 +107,7 @@ pub fn pitr(
 
 /// Follows a started job (the POST's answer `started`) with a progress bar until it is
 /// done or failed: its final report. Err: the exit code after an error was printed.
-fn follow_job(base: &str, started: &Value) -> Result<Value, ExitCode> {
+fn follow_job(base: &Api, started: &Value) -> Result<Value, ExitCode> {
     let id = started["id"].as_str().unwrap_or_default().to_string();
     let planned = started["plan"]["bytes"].as_u64().unwrap_or(0);
     eprintln!(
@@ -126,7 +126,7 @@ fn follow_job(base: &str, started: &Value) -> Result<Value, ExitCode> {
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let j = CLIENT
-            .request("GET", &format!("{base}/v1/pitr/{id}"), None)
+            .request(base, "GET", &format!("{base}/v1/pitr/{id}"), None)
             .inspect_err(|_| bar.abandon())?;
         let p = &j["progress"];
         bar.set_position(p["bytes_applied"].as_u64().unwrap_or(0));
@@ -181,8 +181,12 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let base = format!("http://{}", settings.http_listen);
+    let base = match api_base(config) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
     let plan = match CLIENT.request(
+        &base,
         "POST",
         &format!("{base}/v1/sources/{}/pitr/plan", t.source),
         Some(&t.body()),

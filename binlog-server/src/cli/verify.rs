@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
             } else {
                 format!("{base}/v1/verifications/{id}")
             };
-            match CLIENT.request("GET", &path, None) {
+            match CLIENT.request(&base, "GET", &path, None) {
                 Ok(Value::String(page)) => {
                     println!("{page}");
                     ExitCode::SUCCESS
@@ -125,7 +125,7 @@ pub fn main() -> ExitCode {
             if let Some(s) = source {
                 path.push_str(&format!("&source={s}"));
             }
-            match CLIENT.request("GET", &path, None) {
+            match CLIENT.request(&base, "GET", &path, None) {
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                     ExitCode::SUCCESS
@@ -147,6 +147,7 @@ fn run(config: &std::path::Path, source: &str, keep: bool) -> ExitCode {
         json!({})
     };
     let v = match CLIENT.request(
+        &base,
         "POST",
         &format!("{base}/v1/sources/{source}/verifications"),
         Some(&body),
@@ -159,7 +160,7 @@ fn run(config: &std::path::Path, source: &str, keep: bool) -> ExitCode {
     let mut shown: Vec<String> = Vec::new();
     let report = loop {
         std::thread::sleep(Duration::from_millis(500));
-        let r = match CLIENT.request("GET", &format!("{base}/v1/verifications/{id}"), None) {
+        let r = match CLIENT.request(&base, "GET", &format!("{base}/v1/verifications/{id}"), None) {
             Ok(r) => r,
             Err(code) => return code,
         };

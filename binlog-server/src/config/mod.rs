@@ -3,7 +3,14 @@
 //! ```toml
 //! data_dir = "/var/lib/binlog-server"   # binlogs at <data_dir>/<source name>/<primary's file name>
 //! [http]
-//! listen = "127.0.0.1:7480"
+//! listen = "127.0.0.1:7480"      # loopback only unless tokens_file is set
+//! tokens_file = "/etc/binlog-server/tokens"   # bearer tokens with roles (binlog-server token add)
+//! tls_cert = "/etc/binlog-server/api.pem"     # with tls_key: HTTPS only
+//! tls_key = "/etc/binlog-server/api.key"
+//! hostnames = ["binlog.example.com"]          # Host names besides IPs and localhost
+//! metrics_open = false           # /metrics without a token
+//! max_connections = 256
+//! header_timeout = "10s"
 //! [catalog]
 //! url = "sqlite:///var/lib/binlog-server/catalog.db"   # optional; default: <data_dir>/catalog.db
 //! [capture]                      # optional; defaults shown
@@ -27,7 +34,11 @@
 //! [source.replication]           # optional: this source's fake primary for real replicas
 //! listen = "127.0.0.1:3307"
 //! user = "repl"
-//! password_env = "DB1_REPL_PASSWORD"   # or password = "..."
+//! password_env = "DB1_REPL_PASSWORD"   # or password = "..." (never empty)
+//! tls_cert = "/etc/binlog-server/repl.pem"   # with tls_key: replicas need MASTER_SSL=1
+//! tls_key = "/etc/binlog-server/repl.key"
+//! allow_plaintext = false        # a non-loopback listen needs TLS or this
+//! max_sessions = 64              # beyond: ERROR 1040
 //! [source.verify]                # optional: weekly restore verification (times UTC)
 //! day = "mon"
 //! start = "01:00"
@@ -41,6 +52,9 @@
 //! parallel_mode = "optimistic"
 //! buffer_pool = "256M"
 //! mariadbd_args = []
+//! allowed_destinations = []      # existing instances a PITR may restore into: "10.0.0.0/8:3306", "db9.example.com:*"
+//! allowed_datadir_roots = []     # where their datadirs may be (physical bases): "/var/lib/restore"
+//! destination_ssl_ca = "/etc/ssl/restore-ca.pem"   # optional: ssl-ca of those connections
 //! [backup]                       # optional: object store, staging dir, see snapshotter::config
 //! store = "file:///var/lib/binlog-server/backups"
 //! compression = "zstd"           # | "none"; encryption_key_file as in [archive]
@@ -284,6 +298,16 @@ pub struct PitrConfig {
     /// First server_id given to replaying instances (job n gets this + n); must differ
     /// from every server_id in the sources' binlogs. Default 3_000_000_000.
     pub server_id_base: u32,
+    /// Existing instances a PITR may restore into, `HOST:PORT` rules (IP, network such
+    /// as `10.0.0.0/8`, or host name; port or `*`): see [`crate::replay::pitr::allow`].
+    /// Default empty: scratch instances only.
+    pub allowed_destinations: Vec<String>,
+    /// Directories below which a PITR's `datadir` may be (physical bases). Default
+    /// empty: no datadir is accepted.
+    pub allowed_datadir_roots: Vec<PathBuf>,
+    /// CA file the connections to existing destinations verify against (`ssl-ca` of
+    /// their URLs, which requests may not name).
+    pub destination_ssl_ca: Option<PathBuf>,
 }
 
 impl Default for PitrConfig {
@@ -295,6 +319,9 @@ impl Default for PitrConfig {
             buffer_pool: "256M".into(),
             mariadbd_args: Vec::new(),
             server_id_base: 3_000_000_000,
+            allowed_destinations: Vec::new(),
+            allowed_datadir_roots: Vec::new(),
+            destination_ssl_ca: None,
         }
     }
 }
@@ -304,7 +331,8 @@ impl Default for PitrConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
-    /// host:port to listen on, e.g. "127.0.0.1:3307".
+    /// host:port to listen on, e.g. "127.0.0.1:3307", or a bare port ("3307") for
+    /// 127.0.0.1. A non-loopback address needs TLS or `allow_plaintext = true`.
     pub listen: String,
     /// Replication user name replicas log in with.
     pub user: String,
@@ -312,6 +340,16 @@ pub struct ReplicationConfig {
     pub password: Option<String>,
     /// Environment variable holding the password.
     pub password_env: Option<String>,
+    /// PEM certificate chain: replicas must connect with TLS (MASTER_SSL=1).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve a non-loopback `listen` without TLS (binlogs cross the network in clear).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Most sessions served at once (logged in or logging in); beyond, ERROR 1040.
+    /// Default 64.
+    pub max_sessions: Option<usize>,
 }
 
 /// `[source.verify]`: the weekly restore verification of this source (issue 5; see
@@ -366,6 +404,10 @@ pub struct Replication {
     pub listen: SocketAddr,
     /// The account.
     pub creds: Credentials,
+    /// TLS, required of every replica when set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Most sessions at once.
+    pub max_sessions: usize,
 }
 
 impl std::fmt::Debug for Replication {
@@ -374,24 +416,80 @@ impl std::fmt::Debug for Replication {
     }
 }
 
-/// `[http]`.
+/// `[http]`: the API listener, its tokens and TLS, and its limits.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Listen address of the HTTP API, default 127.0.0.1:7480.
-    #[serde(default = "default_listen")]
+    /// Listen address of the HTTP API, default 127.0.0.1:7480. Without `tokens_file` it
+    /// must be a loopback address.
     pub listen: String,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:7480".into()
+    /// Bearer tokens and their roles (see [`crate::http::auth`] for the format; made by
+    /// `binlog-server token add`). Without it the API is unauthenticated, loopback only.
+    pub tokens_file: Option<PathBuf>,
+    /// `/metrics` without a token (default false: it takes the `read` role).
+    pub metrics_open: bool,
+    /// Host names clients use to reach the API (the `Host` header), besides IP
+    /// literals and `localhost`; any other name is refused (DNS rebinding).
+    pub hostnames: Vec<String>,
+    /// PEM certificate chain: the API serves HTTPS only (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Most connections served at once; more are closed at once. Default 256.
+    pub max_connections: usize,
+    /// Longest time a client may take to send a request's headers (and the TLS
+    /// handshake), default "10s".
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: default_listen(),
+            listen: "127.0.0.1:7480".into(),
+            tokens_file: None,
+            metrics_open: false,
+            hostnames: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// A validated `[http]`.
+#[derive(Clone)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The tokens file, loaded once at validation (and again when it changes).
+    pub tokens_file: Option<PathBuf>,
+    /// See [`HttpConfig::metrics_open`].
+    pub metrics_open: bool,
+    /// See [`HttpConfig::hostnames`] (lower case).
+    pub hostnames: Vec<String>,
+    /// rustls configuration when `tls_cert`/`tls_key` are set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `tls_cert` (the CLI trusts it when it calls the service).
+    pub tls_cert: Option<PathBuf>,
+    /// See [`HttpConfig::max_connections`].
+    pub max_connections: usize,
+    /// See [`HttpConfig::header_timeout`].
+    pub header_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("listen", &self.listen)
+            .field("tokens_file", &self.tokens_file)
+            .field("metrics_open", &self.metrics_open)
+            .field("hostnames", &self.hostnames)
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .finish()
     }
 }
 
@@ -576,8 +674,10 @@ pub struct Source {
 pub struct Settings {
     /// Archive root (exists and is writable).
     pub data_dir: PathBuf,
-    /// HTTP listen address.
+    /// HTTP listen address (= `http.listen`).
     pub http_listen: SocketAddr,
+    /// `[http]`.
+    pub http: HttpSettings,
     /// Catalog URL.
     pub catalog_url: String,
     /// Capture tuning.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::schedule;
 use super::{
     env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, Config, ConfigError,
-    HttpConfig, PitrConfig, Replication, ReplicationConfig, Settings, Source, SourceConfig,
-    SourceUrl, StartAt, StartRaw, Verify, VerifyConfig,
+    HttpConfig, HttpSettings, PitrConfig, Replication, ReplicationConfig, Settings, Source,
+    SourceConfig, SourceUrl, StartAt, StartRaw, Verify, VerifyConfig,
 };
 
 impl Config {
@@ -30,7 +30,8 @@ impl Config {
 /// The whole file: `[http]`, `data_dir`, `[catalog]`, `[capture]`, every `[[source]]`,
 /// `[backup]`, `[pitr]`.
 pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
-    let http_listen = http(&c.http)?;
+    let http = http(&c.http)?;
+    let http_listen = http.listen;
     let data_dir = data_dir(&c.data_dir)?;
     let catalog_url = c
         .catalog
@@ -70,6 +71,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         pitr,
         data_dir,
         http_listen,
+        http,
         catalog_url,
         capture: c.capture,
         store,
@@ -189,13 +191,66 @@ fn archive(
     })
 }
 
-/// `[http]`: the listen address.
-fn http(h: &HttpConfig) -> Result<SocketAddr, ConfigError> {
-    h.listen.parse().map_err(|e| {
+/// `[http]`: the listen address; a non-loopback one needs `tokens_file`; the tokens file
+/// must load; `tls_cert` and `tls_key` come together and must form a usable pair.
+fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
+    let listen: SocketAddr = h.listen.parse().map_err(|e| {
         invalid(
             "http.listen",
             format!("{:?} is not host:port ({e})", h.listen),
         )
+    })?;
+    match &h.tokens_file {
+        Some(path) => {
+            crate::http::auth::Tokens::load(path)
+                .map_err(|e| invalid("http.tokens_file", e.to_string()))?;
+        }
+        None if !listen.ip().is_loopback() => {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{listen} is not a loopback address and there is no http.tokens_file: \
+                     an unauthenticated API is served on loopback only (make tokens with \
+                     `binlog-server token add`)"
+                ),
+            ))
+        }
+        None => {}
+    }
+    let tls = match (&h.tls_cert, &h.tls_key) {
+        (Some(c), Some(k)) => {
+            Some(mysql_wire::tls::server_config(c, k).map_err(|m| invalid("http.tls_cert", m))?)
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("http.tls_key", "tls_cert needs tls_key")),
+        (None, Some(_)) => return Err(invalid("http.tls_cert", "tls_key needs tls_cert")),
+    };
+    if h.max_connections == 0 {
+        return Err(invalid("http.max_connections", "must be at least 1"));
+    }
+    if h.header_timeout.is_zero() {
+        return Err(invalid("http.header_timeout", "must be greater than 0"));
+    }
+    let mut hostnames = Vec::new();
+    for (i, n) in h.hostnames.iter().enumerate() {
+        let n = n.trim().to_ascii_lowercase();
+        if n.is_empty() || n.contains([':', '/', ' ']) {
+            return Err(invalid(
+                format!("http.hostnames[{i}]"),
+                format!("{n:?} is not a host name (no port, no scheme)"),
+            ));
+        }
+        hostnames.push(n);
+    }
+    Ok(HttpSettings {
+        listen,
+        tokens_file: h.tokens_file.clone(),
+        metrics_open: h.metrics_open,
+        hostnames,
+        tls,
+        tls_cert: h.tls_cert.clone(),
+        max_connections: h.max_connections,
+        header_timeout: h.header_timeout,
     })
 }
 
@@ -348,10 +403,15 @@ fn start(key: &str, raw: Option<StartRaw>) -> Result<StartAt, ConfigError> {
 
 /// `[source.replication]`: the fake primary's listen address and its one account.
 fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigError> {
-    let listen: SocketAddr = r.listen.parse().map_err(|e| {
+    let text = if r.listen.bytes().all(|b| b.is_ascii_digit()) {
+        format!("127.0.0.1:{}", r.listen)
+    } else {
+        r.listen.clone()
+    };
+    let listen: SocketAddr = text.parse().map_err(|e| {
         invalid(
             format!("{key}.listen"),
-            format!("{:?} is not host:port ({e})", r.listen),
+            format!("{:?} is not host:port or a port ({e})", r.listen),
         )
     })?;
     let password = match (&r.password, &r.password_env) {
@@ -362,8 +422,38 @@ fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigEr
             "set password or password_env: the fake primary does not accept replicas without one",
         )),
     };
+    if password.is_empty() {
+        return Err(invalid(
+            format!("{key}.password"),
+            "is empty: an empty password lets anyone replicate the archive",
+        ));
+    }
     if r.user.is_empty() {
         return Err(invalid(format!("{key}.user"), "must not be empty"));
+    }
+    let tls = match (&r.tls_cert, &r.tls_key) {
+        (Some(c), Some(k)) => Some(
+            mysql_wire::tls::server_config(c, k)
+                .map_err(|m| invalid(format!("{key}.tls_cert"), m))?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid(format!("{key}.tls_key"), "tls_cert needs tls_key")),
+        (None, Some(_)) => {
+            return Err(invalid(format!("{key}.tls_cert"), "tls_key needs tls_cert"))
+        }
+    };
+    if tls.is_none() && !listen.ip().is_loopback() && !r.allow_plaintext {
+        return Err(invalid(
+            format!("{key}.listen"),
+            format!(
+                "{listen} is not a loopback address: set tls_cert and tls_key, or \
+                 allow_plaintext = true to send binlogs over the network in clear"
+            ),
+        ));
+    }
+    let max_sessions = r.max_sessions.unwrap_or(64);
+    if max_sessions == 0 {
+        return Err(invalid(format!("{key}.max_sessions"), "must be at least 1"));
     }
     Ok(Replication {
         listen,
@@ -371,6 +461,8 @@ fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigEr
             user: r.user.clone(),
             password,
         },
+        tls,
+        max_sessions,
     })
 }
 
@@ -501,6 +593,26 @@ fn pitr(mut p: PitrConfig, data_dir: &Path) -> Result<PitrConfig, ConfigError> {
     }
     if p.parallel_threads > 256 {
         return Err(invalid("pitr.parallel_threads", "must be at most 256"));
+    }
+    for (i, r) in p.allowed_destinations.iter().enumerate() {
+        r.parse::<crate::replay::pitr::allow::DestinationRule>()
+            .map_err(|m| invalid(format!("pitr.allowed_destinations[{i}]"), m))?;
+    }
+    for (i, r) in p.allowed_datadir_roots.iter().enumerate() {
+        if !r.is_absolute() || !r.is_dir() {
+            return Err(invalid(
+                format!("pitr.allowed_datadir_roots[{i}]"),
+                format!("{} must be an existing absolute directory", r.display()),
+            ));
+        }
+    }
+    if let Some(ca) = &p.destination_ssl_ca {
+        if !ca.is_file() {
+            return Err(invalid(
+                "pitr.destination_ssl_ca",
+                format!("{} is not a file", ca.display()),
+            ));
+        }
     }
     p.work_dir = Some(p.work_dir.unwrap_or_else(|| data_dir.join("pitr")));
     Ok(p)

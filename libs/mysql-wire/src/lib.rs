@@ -6,7 +6,7 @@
 //! | [`conn`] | the client connection: handshake, auth, TLS upgrade, text queries, the binlog stream |
 //! | [`quote`] | SQL literals and identifiers for statements that cannot use parameters |
 //! | [`server`] | the packets a server writes (greeting, OK/ERR/EOF, result sets) and the handshake response it parses |
-//! | [`tls`] | the client's rustls configuration per [`TlsMode`] |
+//! | [`tls`] | rustls configurations: the client's per [`TlsMode`], a listener's from PEM files ([`tls::server_config`]) |
 //! | [`url`] | `mysql://` URLs ([`SourceUrl`]) |
 //!
 //! Sources: MySQL Internals "Client/Server Protocol", MariaDB KB "Clients & Connectors /

@@ -60,7 +60,9 @@ impl SourceUrl {
     }
 
     /// Parses `mysql://user[:password]@host[:port][?ssl-mode=..&ssl-ca=..]`.
-    /// Percent-escapes in user and password are decoded.
+    /// Percent-escapes in user and password are decoded. A control character in any
+    /// part after decoding (a `%0A` in a password or `ssl-ca`) is refused: the values
+    /// end up in client option files.
     pub fn parse(text: &str) -> Result<SourceUrl, String> {
         let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
         if !matches!(u.scheme(), "mysql" | "mariadb") {
@@ -112,6 +114,18 @@ impl SourceUrl {
                 "ssl-ca" | "ssl_ca" => ssl_ca = Some(PathBuf::from(v.as_ref())),
                 other => return Err(format!("unknown URL parameter {other:?}")),
             }
+        }
+        let control = |s: &str| s.chars().any(char::is_control);
+        if control(&host)
+            || control(&user)
+            || password.as_deref().is_some_and(control)
+            || u.query_pairs().any(|(k, v)| control(&k) || control(&v))
+        {
+            return Err(
+                "a control character (such as %0A) in the URL: refused, it could add lines \
+                 to a client option file"
+                    .into(),
+            );
         }
         Ok(SourceUrl {
             host,

@@ -96,6 +96,7 @@ pub struct SandboxBuilder {
     sources: Vec<(String, u32)>,
     extra: String,
     pitr_parallel_threads: Option<u32>,
+    replication_extra: String,
     local_store: bool,
     /// More key lines of the local store's `[backup]` table.
     backup_extra: String,
@@ -163,7 +164,15 @@ impl SandboxBuilder {
         self
     }
 
-    /// `[pitr] parallel_threads = <n>`.
+    /// More `[source.replication]` lines (e.g. `tls_cert = ...`), with
+    /// [`SandboxBuilder::source_replication`].
+    pub fn replication_toml(mut self, lines: &str) -> SandboxBuilder {
+        self.replication_extra.push_str(lines);
+        self
+    }
+
+    /// `[pitr] parallel_threads = <n>` (the `[pitr]` table always allows loopback
+    /// destinations and datadirs below the sandbox directory).
     pub fn pitr_parallel_threads(mut self, n: u32) -> SandboxBuilder {
         self.pitr_parallel_threads = Some(n);
         self
@@ -234,8 +243,14 @@ impl SandboxBuilder {
         let http = format!("127.0.0.1:{}", free_port());
         let bases = self.local_store.then(|| dir.path().join("bases"));
         let mut extra = self.extra.clone();
+        // Tests restore into instances they start on loopback, datadirs below the
+        // sandbox directory.
+        extra.push_str(&format!(
+            "[pitr]\nallowed_destinations = [\"127.0.0.1:*\"]\nallowed_datadir_roots = [{}]\n",
+            toml_string(&dir.path().display().to_string())
+        ));
         if let Some(n) = self.pitr_parallel_threads {
-            extra.push_str(&format!("[pitr]\nparallel_threads = {n}\n"));
+            extra.push_str(&format!("parallel_threads = {n}\n"));
         }
         if let Some(b) = &bases {
             extra.push_str(&format!(
@@ -266,6 +281,7 @@ impl SandboxBuilder {
                     toml_string(crate::REPL_USER),
                     toml_string(crate::REPL_PASSWORD)
                 ));
+                text.push_str(&self.replication_extra);
             }
         }
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
@@ -408,6 +424,7 @@ impl Sandbox {
             sources: vec![("db1".to_string(), 4242)],
             extra: String::new(),
             pitr_parallel_threads: None,
+            replication_extra: String::new(),
             local_store: false,
             backup_extra: String::new(),
             backup: None,

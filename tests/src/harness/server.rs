@@ -25,6 +25,39 @@ pub struct ServerProcess {
     base_url: String,
     log_path: PathBuf,
     agent: ureq::Agent,
+    token: Option<String>,
+}
+
+/// How a test reaches a secured API: the bearer token its requests carry and the
+/// certificate (PEM) an `https://` base URL is verified against.
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// `Authorization: Bearer <token>` on every request but `/healthz`.
+    pub token: Option<String>,
+    /// The server's self-signed certificate, trusted for `https://`.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A ureq agent whose TLS trusts `ca` (a PEM file) only.
+pub fn agent_trusting(ca: &Path, timeout: Duration) -> Result<ureq::Agent> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("read {}", ca.display()))?
+    {
+        roots.add(c.with_context(|| format!("parse {}", ca.display()))?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(timeout)
+        .tls_config(std::sync::Arc::new(config))
+        .build())
 }
 
 impl std::fmt::Debug for ServerProcess {
@@ -43,6 +76,17 @@ impl ServerProcess {
     /// `env!("CARGO_BIN_EXE_binlog-server-under-test")`; `http_addr` is the `[http]
     /// listen` address of the config, e.g. `127.0.0.1:8080`.
     pub fn start(bin: &Path, config: &Path, http_addr: &str) -> Result<ServerProcess> {
+        ServerProcess::start_with(bin, config, http_addr, ApiAccess::default())
+    }
+
+    /// As [`ServerProcess::start`], for an API with tokens and/or TLS: `http_addr` may
+    /// be a full `https://host:port` base URL.
+    pub fn start_with(
+        bin: &Path,
+        config: &Path,
+        http_addr: &str,
+        access: ApiAccess,
+    ) -> Result<ServerProcess> {
         if !is_executable(bin) {
             bail!(
                 "binlog-server binary {} is missing or not executable",
@@ -80,15 +124,19 @@ impl ServerProcess {
         } else {
             format!("http://{http_addr}")
         };
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .build();
+        let agent = match &access.ca_cert {
+            Some(ca) => agent_trusting(ca, Duration::from_secs(120))?,
+            None => ureq::AgentBuilder::new()
+                .timeout_connect(Duration::from_secs(5))
+                .timeout(Duration::from_secs(120))
+                .build(),
+        };
         let mut server = ServerProcess {
             child: Some(child),
             base_url,
             log_path,
             agent,
+            token: access.token,
         };
         if let Err(e) = server.wait_healthy() {
             let tail = server.log_tail(60);
@@ -106,9 +154,7 @@ impl ServerProcess {
         let deadline = Instant::now() + SERVER_START_TIMEOUT;
         let max_polls = SERVER_START_TIMEOUT.as_millis() / 100 + 1;
         let url = self.url("/healthz");
-        let probe = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(2))
-            .build();
+        let probe = self.agent.clone();
         let mut last = String::from("never polled");
         for _ in 0..max_polls {
             if let Some(child) = self.child.as_mut() {
@@ -158,6 +204,18 @@ impl ServerProcess {
         }
     }
 
+    /// A request with the token (if any) and `Content-Type: application/json`.
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let r = self
+            .agent
+            .request(method, url)
+            .set("Content-Type", "application/json");
+        match &self.token {
+            Some(t) => r.set("Authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         if path.starts_with('/') {
             format!("{}{path}", self.base_url)
@@ -179,7 +237,7 @@ impl ServerProcess {
     /// GET `path`: status and body as text. A non-2xx status is not an error here.
     pub fn get_text(&self, path: &str) -> Result<(u16, String)> {
         let url = self.url(path);
-        let resp = match self.agent.get(&url).call() {
+        let resp = match self.request("GET", &url).call() {
             Ok(resp) => resp,
             Err(ureq::Error::Status(_, resp)) => resp,
             Err(e) => {
@@ -203,7 +261,7 @@ impl ServerProcess {
         body: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value)> {
         let url = self.url(path);
-        let resp = match self.agent.post(&url).send_json(body) {
+        let resp = match self.request("POST", &url).send_json(body) {
             Ok(resp) => resp,
             Err(ureq::Error::Status(_, resp)) => resp,
             Err(e) => {
@@ -226,7 +284,7 @@ impl ServerProcess {
     /// DELETE `path`: status and the JSON body (non-2xx is not an error here).
     pub fn delete(&self, path: &str) -> Result<(u16, serde_json::Value)> {
         let url = self.url(path);
-        let resp = match self.agent.delete(&url).call() {
+        let resp = match self.request("DELETE", &url).call() {
             Ok(resp) => resp,
             Err(ureq::Error::Status(_, resp)) => resp,
             Err(e) => return Err(anyhow!(e)).with_context(|| format!("DELETE {url}")),

@@ -21,10 +21,18 @@
 //! and `SHOW MASTER STATUS` answer from the archive; other statements get OK.
 //! COM_REGISTER_SLAVE and COM_PING get OK.
 //!
-//! Limits: at most [`MAX_SESSIONS`] sessions per listener (beyond it a connection gets
-//! ERROR 1040 "Too many connections" instead of the greeting, as a server at
-//! max_connections), and `session::HANDSHAKE_TIMEOUT` (10 s) from the greeting to a
-//! complete login, after which the connection is closed.
+//! # Before the login
+//!
+//! What an unauthenticated client can make the listener do is bounded: at most
+//! `max_sessions` sessions per listener ([`DEFAULT_MAX_SESSIONS`], `[source.replication]
+//! max_sessions`; beyond it a connection gets ERROR 1040 "Too many connections" instead
+//! of the greeting, as a server at max_connections); 10 s (`session::HANDSHAKE_TIMEOUT`)
+//! from the accept to a complete login, after which the connection is closed; after 3
+//! failed logins from an address its connections wait before the greeting, 50 ms
+//! doubling per failure up to 2 s; nothing of the archive is read (the greeting's
+//! version is read once at start and refreshed after each login). With TLS
+//! (`tls_cert`/`tls_key`) the greeting offers CLIENT_SSL, the client's SSLRequest
+//! upgrades the socket (rustls), and a client that logs in without TLS gets ERROR 3159.
 //!
 //! # Dump
 //!
@@ -142,6 +150,24 @@ impl Drop for Listener {
     }
 }
 
+/// How a listener serves, besides its archive and account.
+#[derive(Clone)]
+pub struct ListenerOptions {
+    /// TLS, required of every client when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            tls: None,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+        }
+    }
+}
+
 /// Binds `bind` and serves `archive` to replicas that log in with `creds`, stopping every
 /// dump at `stop` when given. Sessions end when the returned listener is stopped or
 /// dropped, or when `cancel` fires.
@@ -154,6 +180,7 @@ pub async fn spawn(
     archive: Arc<Archive>,
     creds: Credentials,
     stop: Option<StopAt>,
+    opts: ListenerOptions,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Listener> {
     let tcp = TcpListener::bind(bind)
@@ -162,6 +189,15 @@ pub async fn spawn(
     let addr = tcp.local_addr()?;
     let stats = Arc::new(ServeStats::default());
     let cancel = cancel.child_token();
+    let greeting = {
+        let a = archive.clone();
+        tokio::task::spawn_blocking(move || archive::archive_facts(&a))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|f| greeting_version(&f))
+            .unwrap_or_else(|| DEFAULT_GREETING.to_string())
+    };
     let shared = Arc::new(Shared {
         sessions: Default::default(),
         archive,
@@ -169,6 +205,10 @@ pub async fn spawn(
         stop,
         stats: stats.clone(),
         next_id: AtomicU32::new(1),
+        tls: opts.tls.map(tokio_rustls::TlsAcceptor::from),
+        max_sessions: opts.max_sessions,
+        logins: Default::default(),
+        greeting: Mutex::new(greeting),
     });
     info!(source = %shared.archive.source, %addr, "fake primary listening");
     let span = tracing::info_span!("fake_primary", source = %shared.archive.source, %addr);
@@ -195,9 +235,9 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
                 }
             },
         };
-        if shared.sessions.load(Ordering::Relaxed) >= MAX_SESSIONS {
+        if shared.sessions.load(Ordering::Relaxed) >= shared.max_sessions {
             // As a server at max_connections: ERROR 1040 instead of the greeting.
-            warn!(%peer, max = MAX_SESSIONS, "fake primary: too many sessions; refused");
+            debug!(%peer, max = shared.max_sessions, "fake primary: too many sessions; refused");
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let mut sock = sock;
@@ -221,7 +261,7 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
                 let _ = sock.set_nodelay(true);
                 tokio::select! {
                     _ = c3.cancelled() => {}
-                    r = session::session(shared, sock, c3.clone()) => {
+                    r = session::session(shared, sock, peer.ip(), c3.clone()) => {
                         if let Err(e) = r {
                             debug!(%source, %peer, error = %e, "replica session ended");
                         }
@@ -233,8 +273,21 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
     }
 }
 
-/// Most sessions one listener serves at once; beyond it a connection gets ERROR 1040.
-pub const MAX_SESSIONS: usize = 64;
+/// Most sessions one listener serves at once unless configured; beyond it a connection
+/// gets ERROR 1040.
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+
+/// The greeting's version while the archive holds no readable file.
+const DEFAULT_GREETING: &str = "5.5.5-10.11.0-MariaDB-binlog-server";
+
+/// The version a greeting presents for an archive (MariaDB as `5.5.5-<version>`).
+fn greeting_version(f: &archive::ArchiveFacts) -> String {
+    if f.mariadb && !f.version.starts_with("5.5.5-") {
+        format!("5.5.5-{}", f.version)
+    } else {
+        f.version.clone()
+    }
+}
 
 /// Counts a session of a listener while it lives.
 struct SessionGuard(Arc<Shared>);
@@ -266,4 +319,22 @@ struct Shared {
     stats: Arc<ServeStats>,
     /// Connection id of the next session (in the handshake).
     next_id: AtomicU32,
+    /// TLS, required when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Most sessions at once.
+    max_sessions: usize,
+    /// Failed logins per client address.
+    logins: session::Logins,
+    /// The version the greeting presents (refreshed after each login).
+    greeting: Mutex<String>,
+}
+
+impl Shared {
+    fn greeting_version(&self) -> String {
+        crate::util::lock(&self.greeting).clone()
+    }
+
+    fn set_greeting(&self, f: &archive::ArchiveFacts) {
+        *crate::util::lock(&self.greeting) = greeting_version(f);
+    }
 }

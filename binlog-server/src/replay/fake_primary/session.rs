@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -35,8 +34,72 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// slave_net_timeout / 2 = 30 s).
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// Serves one replica connection: greeting, login, then commands until it quits, a dump
-/// ends, or the login fails.
+/// ER_SECURE_TRANSPORT_REQUIRED (MySQL 5.7+): a plain connection where TLS is required.
+const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+
+/// Failed logins from one address before its connections are delayed.
+const FREE_FAILURES: u32 = 3;
+/// The delay after [`FREE_FAILURES`] failures, doubled with each further failure...
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+/// ... up to this.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+/// An address's failures are forgotten this long after its last one, or at a login.
+const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered at most (the oldest are dropped beyond).
+const MAX_TRACKED: usize = 10_000;
+
+/// Failed logins per client address: each connection from an address with more than
+/// [`FREE_FAILURES`] recent failures waits before its greeting, 50 ms doubling per
+/// failure up to 2 s (as MySQL's connection_control plugin delays, faster to recover).
+#[derive(Default)]
+pub(super) struct Logins {
+    by_addr:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl Logins {
+    /// How long a new connection from `ip` waits before its greeting.
+    pub(super) fn delay(&self, ip: std::net::IpAddr) -> Duration {
+        let m = lock(&self.by_addr);
+        match m.get(&ip) {
+            Some(&(n, last)) if n >= FREE_FAILURES && last.elapsed() < FORGET_AFTER => {
+                let shift = (n - FREE_FAILURES).min(16);
+                (FIRST_DELAY * (1u32 << shift)).min(MAX_DELAY)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Records a failed login from `ip`; returns the failures in a row.
+    pub(super) fn failed(&self, ip: std::net::IpAddr) -> u32 {
+        let mut m = lock(&self.by_addr);
+        if m.len() >= MAX_TRACKED {
+            m.retain(|_, (_, last)| last.elapsed() < FORGET_AFTER);
+            if m.len() >= MAX_TRACKED {
+                if let Some(oldest) = m.iter().min_by_key(|(_, (_, last))| *last).map(|(k, _)| *k) {
+                    m.remove(&oldest);
+                }
+            }
+        }
+        let e = m.entry(ip).or_insert((0, std::time::Instant::now()));
+        if e.1.elapsed() >= FORGET_AFTER {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = std::time::Instant::now();
+        e.0
+    }
+
+    /// A login from `ip` succeeded: its failures are forgotten.
+    pub(super) fn succeeded(&self, ip: std::net::IpAddr) {
+        lock(&self.by_addr).remove(&ip);
+    }
+}
+
+/// Serves one replica connection: (a delay after failed logins from `peer`), greeting,
+/// TLS when the listener has it, login, then commands until it quits, a dump ends, or
+/// the login fails. Nothing of the archive is read before the login succeeds (the
+/// greeting's version is the listener's cached one).
 ///
 /// # Errors
 ///
@@ -44,22 +107,33 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 pub(super) async fn session(
     shared: Arc<Shared>,
     sock: TcpStream,
+    peer: std::net::IpAddr,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let delay = shared.logins.delay(peer);
+    // A client that does not finish the handshake in time holds no session.
+    let login = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        tokio::time::sleep(delay).await;
+        login(sock, &shared).await
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no login within {HANDSHAKE_TIMEOUT:?}; closed"))??;
+    let mut wire = match login {
+        Ok(w) => {
+            shared.logins.succeeded(peer);
+            w
+        }
+        Err(user) => {
+            let n = shared.logins.failed(peer);
+            tracing::warn!(%peer, user, failures = n, "fake primary: login refused");
+            anyhow::bail!("access denied for {user:?}");
+        }
+    };
     let facts = {
         let a = shared.archive.clone();
         tokio::task::spawn_blocking(move || archive_facts(&a)).await??
     };
-    let (r, w) = sock.into_split();
-    let mut wire = Wire {
-        r: BufReader::with_capacity(64 * 1024, r),
-        w,
-        seq: 0,
-    };
-    // A client that does not finish the handshake in time holds no session.
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, login(&mut wire, &shared, &facts))
-        .await
-        .map_err(|_| anyhow::anyhow!("no login within {HANDSHAKE_TIMEOUT:?}; closed"))??;
+    shared.set_greeting(&facts);
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
 
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -83,30 +157,76 @@ pub(super) async fn session(
     }
 }
 
-/// HandshakeV10 (the archive's version, MariaDB as `5.5.5-<version>`), the
-/// HandshakeResponse41 (an AuthSwitchRequest to `mysql_native_password` when the client
-/// starts with another plugin), and the check against the listener's account: OK, or
-/// ERR 1045 and an error.
-async fn login(wire: &mut Wire, shared: &Shared, facts: &ArchiveFacts) -> anyhow::Result<()> {
+/// Largest handshake packet read before TLS (an SSLRequest is 32 bytes, a
+/// HandshakeResponse41 a few hundred).
+const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+
+/// One packet read straight from the socket, without a buffer (after an SSLRequest the
+/// client's TLS hello follows at once and must stay in the socket): payload and the
+/// sequence id for the answer.
+async fn read_unbuffered(sock: &mut TcpStream) -> anyhow::Result<(Vec<u8>, u8)> {
+    use tokio::io::AsyncReadExt;
+    let mut hdr = [0u8; 4];
+    sock.read_exact(&mut hdr).await?;
+    let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
+    if len > MAX_HANDSHAKE_PACKET {
+        anyhow::bail!("handshake packet of {len} bytes is too large");
+    }
+    let mut buf = vec![0u8; len];
+    sock.read_exact(&mut buf).await?;
+    Ok((buf, hdr[3].wrapping_add(1)))
+}
+
+/// HandshakeV10 (the listener's cached version, MariaDB as `5.5.5-<version>`; CLIENT_SSL
+/// when the listener has TLS), the TLS upgrade on an SSLRequest (required when the
+/// listener has TLS: a plain login gets ERROR 3159), the HandshakeResponse41 (an
+/// AuthSwitchRequest to `mysql_native_password` when the client starts with another
+/// plugin), and the check against the listener's account: `Ok(wire)` after OK, or
+/// `Err(user)` after ERR 1045.
+async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Result<Wire, String>> {
+    use tokio::io::AsyncWriteExt;
     let conn_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let nonce = server::scramble();
-    // HandshakeV10.
-    let version = if facts.mariadb && !facts.version.starts_with("5.5.5-") {
-        format!("5.5.5-{}", facts.version)
+    let version = shared.greeting_version();
+    let mut caps = server::SERVER_CAPABILITIES;
+    if shared.tls.is_some() {
+        caps |= mysql_wire::packet::caps::SSL;
+    }
+    let mut seq = 0u8;
+    let mut out = Vec::new();
+    mysql_wire::packet::frame(
+        &mut out,
+        &mut seq,
+        &server::handshake_v10(&version, conn_id, &nonce, caps),
+    );
+    sock.write_all(&out).await?;
+    let (first, next_seq) = read_unbuffered(&mut sock).await?;
+    let client_caps = first
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0);
+    let (mut wire, resp) = if client_caps & mysql_wire::packet::caps::SSL != 0 {
+        let Some(acceptor) = &shared.tls else {
+            anyhow::bail!("the client asked for TLS, which this listener does not offer");
+        };
+        let tls = acceptor.accept(sock).await?;
+        let mut wire = Wire::new(tokio_util::either::Either::Right(tls), 0);
+        let resp = wire.read().await?;
+        (wire, resp)
     } else {
-        facts.version.clone()
+        let mut wire = Wire::new(tokio_util::either::Either::Left(sock), next_seq);
+        if shared.tls.is_some() {
+            wire.err(
+                ER_SECURE_TRANSPORT_REQUIRED,
+                "Connections using insecure transport are prohibited: this fake primary needs MASTER_SSL=1",
+            )
+            .await?;
+            anyhow::bail!("a plain login where TLS is required");
+        }
+        (wire, first)
     };
-    wire.seq = 0;
-    wire.write(&server::handshake_v10(
-        &version,
-        conn_id,
-        &nonce,
-        server::SERVER_CAPABILITIES,
-    ))
-    .await?;
 
     // HandshakeResponse41.
-    let resp = wire.read().await?;
     let server::HandshakeResponse {
         user,
         auth: mut token,
@@ -124,6 +244,7 @@ async fn login(wire: &mut Wire, shared: &Shared, facts: &ArchiveFacts) -> anyhow
         token = wire.read().await?;
     }
     if user != shared.creds.user
+        || shared.creds.password.is_empty()
         || !server::native_password_matches(&nonce, &shared.creds.password, &token)
     {
         wire.err(
@@ -134,9 +255,10 @@ async fn login(wire: &mut Wire, shared: &Shared, facts: &ArchiveFacts) -> anyhow
             ),
         )
         .await?;
-        anyhow::bail!("access denied for {user:?}");
+        return Ok(Err(user));
     }
-    wire.ok().await
+    wire.ok().await?;
+    Ok(Ok(wire))
 }
 
 /// COM_BINLOG_DUMP (0x12) or COM_BINLOG_DUMP_GTID (0x1E) with its body: finds the start

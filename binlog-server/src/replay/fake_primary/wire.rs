@@ -1,7 +1,8 @@
 //! The server side of one connection: command packets in, framed answers out (OK, ERR,
-//! text result sets), over a buffered TCP socket.
+//! text result sets), over a buffered TCP socket, plain or TLS.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
 
 use mysql_wire::packet::{frame, MAX_PHYSICAL_PAYLOAD};
 use mysql_wire::server;
@@ -10,17 +11,31 @@ use mysql_wire::server;
 /// UUIDs fits; anything larger is refused.
 const MAX_COMMAND: usize = 4 << 20;
 
+/// A replica's socket: plain TCP, or TLS after an SSLRequest.
+pub(super) type Stream =
+    tokio_util::either::Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+
 /// A replica's connection, server side.
 pub(super) struct Wire {
     /// Read half, buffered.
-    pub(super) r: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    pub(super) r: BufReader<ReadHalf<Stream>>,
     /// Write half.
-    pub(super) w: tokio::net::tcp::OwnedWriteHalf,
+    pub(super) w: WriteHalf<Stream>,
     /// Sequence id of the next packet written.
     pub(super) seq: u8,
 }
 
 impl Wire {
+    /// The connection over `stream`; the next packet written has sequence id `seq`.
+    pub(super) fn new(stream: Stream, seq: u8) -> Wire {
+        let (r, w) = tokio::io::split(stream);
+        Wire {
+            r: BufReader::with_capacity(64 * 1024, r),
+            w,
+            seq,
+        }
+    }
+
     /// Reads one command packet (payload only) and sets the sequence id for the answer.
     ///
     /// # Errors

@@ -21,6 +21,10 @@ pub enum PlanError {
     /// Unknown source or job (HTTP 404).
     #[error("{0}")]
     NotFound(String),
+    /// A destination outside `[pitr] allowed_destinations` / `allowed_datadir_roots`
+    /// (HTTP 403; the message names the lists).
+    #[error("{0}")]
+    Forbidden(String),
     /// The target time is later than now.
     #[error("target {} is in the future (now {})", fmt_time(*.target), fmt_time(*.now))]
     TargetInFuture {
@@ -193,6 +197,7 @@ impl PlanError {
             }
             PlanError::BadRequest(_)
             | PlanError::NotFound(_)
+            | PlanError::Forbidden(_)
             | PlanError::TargetInFuture { .. }
             | PlanError::NothingArchived { .. }
             | PlanError::BeyondArchiveEnd { .. }

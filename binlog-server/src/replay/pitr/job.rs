@@ -305,6 +305,7 @@ impl PitrService {
                 "a private instance needs a scratch destination".into(),
             ));
         }
+        let dest = super::allow::check(&self.cfg, dest)?;
         let plan = self.plan(source, target, base_id).await?;
         check_destination(&dest, &plan)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);

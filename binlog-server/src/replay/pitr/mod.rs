@@ -42,8 +42,10 @@
 //! | `timefmt.rs` | target time text: [`parse_time`], [`fmt_time`] |
 //! | `error.rs` | [`PlanError`]: one variant per reason there is no plan, with its data and [`PlanError::file`] |
 //! | `job.rs` | [`PitrService`]: the job registry and the API-facing calls (plan, start, get, cancel, remove); the report types |
+//! | `allow.rs` | which existing instances and datadirs a restore may write to (`[pitr] allowed_destinations`, `allowed_datadir_roots`) |
 //! | `runner.rs` | one job's run: restore the base, start the instance, CHANGE MASTER to the job's fake primary, wait, serve, record the end |
 
+pub mod allow;
 mod error;
 mod job;
 mod planner;

@@ -294,6 +294,7 @@ impl PitrService {
             archive,
             creds.clone(),
             Some(plan.stop.clone()),
+            fake_primary::ListenerOptions::default(),
             &self.cancel,
         )
         .await

@@ -1,0 +1,573 @@
+//! Who may call what: bearer tokens with roles, and the request checks every route
+//! passes before its handler runs (MaxScale's REST API users with admin/basic roles are
+//! the model; the roles here are finer).
+//!
+//! # The tokens file (`[http] tokens_file`)
+//!
+//! One token per line, `<role> <name> sha256:<64 hex digits>`; `#` starts a comment.
+//!
+//! ```text
+//! # role   name         SHA-256 of the token (binlog-server token add prints the token once)
+//! admin    alice        sha256:5f8c...
+//! read     prometheus   sha256:0a1b...
+//! ```
+//!
+//! Only the SHA-256 of each token is stored: a token is 32 random bytes (`bls_` and 64
+//! hex digits), so a fast hash is as good as a slow one and a leaked file gives nothing
+//! to replay. A presented token is hashed and compared with every entry in constant
+//! time (`subtle`). The file is re-read when its size or modification time changes
+//! (checked at most once per [`RELOAD_CHECK`]): a token is added or revoked without a
+//! restart; a file that no longer parses leaves the previous set in force (logged).
+//! Tokens are never logged; a caller is logged by its name.
+//!
+//! # Roles
+//!
+//! | role | may |
+//! |---|---|
+//! | `read` | every GET (status, binlogs, lookups, backups, jobs, PITR jobs, reports, `/metrics`), and PITR plans |
+//! | `operate` | `read`, and backups, file checks, scrubs, restarts, verifications, PITR into scratch instances |
+//! | `admin` | `operate`, and PITR into an existing instance (`"url"`), retention, every DELETE |
+//!
+//! `/healthz` is open; `/metrics` is open with `[http] metrics_open = true`. Without a
+//! tokens file every caller is `admin`, and the listener must be loopback (checked at
+//! start).
+//!
+//! # The checks, in order ([`guard`])
+//!
+//! 1. `Host` is an IP literal, `localhost`, or one of `[http] hostnames` (else 403: a
+//!    DNS-rebinding page names its own domain);
+//! 2. an `Origin` header, when present, names this very host and port, and
+//!    `Sec-Fetch-Site` is not `cross-site` (else 403: no cross-site request);
+//! 3. the route's role ([`required_role`]) against the caller's token: no or unknown
+//!    token 401 (with `WWW-Authenticate: Bearer`), too small a role 403;
+//! 4. POST, PUT, PATCH and DELETE carry `Content-Type: application/json`, even with an
+//!    empty body (else 415): a browser cannot send that cross-site without a CORS
+//!    preflight, which this API never answers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tracing::warn;
+
+/// How often a request may look whether the tokens file changed.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// What a token may do; ordered: `Read < Operate < Admin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// GET requests and PITR plans.
+    Read,
+    /// Starting backups, checks, verifications, scratch PITRs, restarts.
+    Operate,
+    /// PITR into existing instances, retention, DELETE.
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "read" => Ok(Role::Read),
+            "operate" => Ok(Role::Operate),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("{other:?} is not a role (read, operate or admin)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// A tokens file that cannot be used.
+#[derive(Debug, Error)]
+pub enum TokensError {
+    /// The file could not be read.
+    #[error("read tokens file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not `<role> <name> sha256:<64 hex>`.
+    #[error("tokens file line {line}: {message}")]
+    Line {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One token: its caller's name, role and the SHA-256 of the token.
+#[derive(Clone)]
+struct Entry {
+    name: String,
+    role: Role,
+    hash: [u8; 32],
+}
+
+/// The parsed tokens file.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| (&e.name, e.role)))
+            .finish()
+    }
+}
+
+/// The prefix of every token this service makes (so a secret scanner can find them).
+pub const TOKEN_PREFIX: &str = "bls_";
+
+/// A new random token: `bls_` and 64 hex digits (32 bytes from the OS).
+///
+/// # Errors
+///
+/// The OS random source failed.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b)?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(b)))
+}
+
+/// The tokens-file line for `token`: `<role> <name> sha256:<hex>`.
+pub fn file_line(role: Role, name: &str, token: &str) -> String {
+    format!(
+        "{role} {name} sha256:{}",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    )
+}
+
+impl Tokens {
+    /// Reads and parses a tokens file.
+    ///
+    /// # Errors
+    ///
+    /// [`TokensError::Read`] or the first bad line; an empty file is an error too (it
+    /// would lock every caller out).
+    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Tokens::parse(&text)
+    }
+
+    /// Parses the text of a tokens file (see the module doc).
+    pub fn parse(text: &str) -> Result<Tokens, TokensError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |message: String| TokensError::Line {
+                line: i + 1,
+                message,
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [role, name, hash] = fields[..] else {
+                return Err(bad("expected `<role> <name> sha256:<64 hex digits>`".into()));
+            };
+            let role: Role = role.parse().map_err(bad)?;
+            let hex_part = hash
+                .strip_prefix("sha256:")
+                .ok_or_else(|| bad("the hash must start with `sha256:`".into()))?;
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_part, &mut digest)
+                .map_err(|_| bad("the hash must be 64 hex digits after `sha256:`".into()))?;
+            if entries.iter().any(|e: &Entry| e.name == name) {
+                return Err(bad(format!("the name {name:?} is used twice")));
+            }
+            entries.push(Entry {
+                name: name.to_string(),
+                role,
+                hash: digest,
+            });
+        }
+        if entries.is_empty() {
+            return Err(TokensError::Line {
+                line: 0,
+                message: "the file holds no token (add one with `binlog-server token add`)".into(),
+            });
+        }
+        Ok(Tokens { entries })
+    }
+
+    /// The caller a presented token belongs to, compared in constant time against every
+    /// entry (the time does not tell which entry, or how much of a hash, matched).
+    pub fn check(&self, presented: &str) -> Option<Caller> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found: Option<&Entry> = None;
+        for e in &self.entries {
+            if bool::from(e.hash.ct_eq(&digest)) {
+                found = Some(e);
+            }
+        }
+        found.map(|e| Caller {
+            name: e.name.clone(),
+            role: e.role,
+        })
+    }
+}
+
+/// Who made a request (in the request's extensions once [`guard`] let it through).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name ("local" without a tokens file).
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// The tokens file and what was last read from it.
+struct Loaded {
+    tokens: Tokens,
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+}
+
+/// How callers are authenticated.
+enum Mode {
+    /// No tokens file: loopback only, everyone is admin.
+    Open,
+    /// Bearer tokens from this file.
+    Tokens {
+        path: PathBuf,
+        loaded: Mutex<Loaded>,
+    },
+}
+
+/// The request checks' settings (built from [`crate::config::HttpSettings`]).
+pub struct Guard {
+    mode: Mode,
+    metrics_open: bool,
+    hostnames: Vec<String>,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Guard {
+    /// The checks for `[http]`.
+    ///
+    /// # Errors
+    ///
+    /// The tokens file cannot be read or parsed.
+    pub fn new(http: &crate::config::HttpSettings) -> Result<Guard, TokensError> {
+        let mode = match &http.tokens_file {
+            None => Mode::Open,
+            Some(path) => Mode::Tokens {
+                loaded: Mutex::new(Loaded {
+                    tokens: Tokens::load(path)?,
+                    stamp: stamp(path),
+                    checked: Instant::now(),
+                }),
+                path: path.clone(),
+            },
+        };
+        Ok(Guard {
+            mode,
+            metrics_open: http.metrics_open,
+            hostnames: http.hostnames.clone(),
+        })
+    }
+
+    /// Whether callers need a token.
+    pub fn authenticated(&self) -> bool {
+        matches!(self.mode, Mode::Tokens { .. })
+    }
+
+    /// The caller a bearer token belongs to; the file is re-read first if it changed.
+    fn caller(&self, token: &str) -> Option<Caller> {
+        match &self.mode {
+            Mode::Open => Some(Caller {
+                name: "local".into(),
+                role: Role::Admin,
+            }),
+            Mode::Tokens { path, loaded } => {
+                let mut l = crate::util::lock(loaded);
+                if l.checked.elapsed() >= RELOAD_CHECK {
+                    l.checked = Instant::now();
+                    let now = stamp(path);
+                    if now != l.stamp {
+                        match Tokens::load(path) {
+                            Ok(t) => {
+                                tracing::info!(path = %path.display(), tokens = t.entries.len(), "tokens file re-read");
+                                l.tokens = t;
+                                l.stamp = now;
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "tokens file changed but cannot be used; the previous tokens stay in force");
+                                l.stamp = now;
+                            }
+                        }
+                    }
+                }
+                l.tokens.check(token)
+            }
+        }
+    }
+}
+
+/// The role a route needs, by method and matched route pattern; `None`: open to all.
+/// The one table of who may do what (the PITR handler asks [`Role::Admin`] on top for a
+/// `"url"` destination).
+pub fn required_role(method: &Method, route: &str, metrics_open: bool) -> Option<Role> {
+    match (method.as_str(), route) {
+        (_, "/healthz") => None,
+        (_, "/metrics") if metrics_open => None,
+        ("GET" | "HEAD", _) => Some(Role::Read),
+        ("POST", "/v1/sources/{name}/pitr/plan") => Some(Role::Read),
+        ("POST", "/v1/sources/{name}/backups/retention") => Some(Role::Admin),
+        ("POST", _) => Some(Role::Operate),
+        ("DELETE", _) => Some(Role::Admin),
+        _ => Some(Role::Admin),
+    }
+}
+
+/// A refusal with the API's JSON error body.
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = (status, Json(json!({ "error": message.into() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"binlog-server\""),
+        );
+    }
+    r
+}
+
+/// The host part of a `Host` header value (`[v6]:port`, `name:port`, `name`), lower case.
+fn host_part(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a)
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Checks 1 and 2 of the module doc: `Ok` or the reason for a 403.
+fn check_host_and_origin(headers: &HeaderMap, hostnames: &[String]) -> Result<(), String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = host_part(host);
+    let ip_literal = name.parse::<std::net::IpAddr>().is_ok();
+    if !(ip_literal || name == "localhost" || hostnames.contains(&name)) {
+        return Err(format!(
+            "Host {host:?} is not a name of this service (an IP address, localhost or [http] hostnames)"
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or("");
+        if !authority.eq_ignore_ascii_case(host) {
+            return Err(format!(
+                "cross-origin request refused: Origin {origin:?} is not this service ({host})"
+            ));
+        }
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return Err("cross-site request refused (Sec-Fetch-Site: cross-site)".into());
+    }
+    Ok(())
+}
+
+/// Whether a request changes state (and so must carry `Content-Type: application/json`).
+fn changes_state(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The middleware of every route (see the module doc for the checks and their order).
+/// On success the request carries its [`Caller`].
+pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    let method = req.method().clone();
+    let Some(need) = required_role(&method, &route, g.metrics_open) else {
+        return next.run(req).await;
+    };
+    if let Err(m) = check_host_and_origin(req.headers(), &g.hostnames) {
+        return refuse(StatusCode::FORBIDDEN, m);
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let caller = match (&g.mode, token) {
+        (Mode::Open, _) => g.caller(""),
+        (Mode::Tokens { .. }, None) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "this API needs a token: send `Authorization: Bearer <token>`",
+            )
+        }
+        (Mode::Tokens { .. }, Some(t)) => g.caller(t),
+    };
+    let Some(caller) = caller else {
+        warn!(method = %method, route, "request with an unknown token refused");
+        return refuse(StatusCode::UNAUTHORIZED, "unknown or revoked token");
+    };
+    if caller.role < need {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{method} {route} needs the {need} role; token {:?} has {}",
+                caller.name, caller.role
+            ),
+        );
+    }
+    if changes_state(&method) && !is_json(req.headers()) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `Content-Type: application/json` (an empty body is fine)",
+        );
+    }
+    if changes_state(&method) {
+        tracing::info!(caller = %caller.name, role = %caller.role, method = %method, path = %req.uri().path(), "API call");
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_found_by_its_hash_only() {
+        let t = new_token().unwrap();
+        assert!(t.starts_with(TOKEN_PREFIX) && t.len() == 68);
+        let text = format!(
+            "# comment\n\n{}\n{}  # trailing comment\n",
+            file_line(Role::Read, "prom", "bls_other"),
+            file_line(Role::Admin, "alice", &t)
+        );
+        assert!(!text.contains(&t), "the file must not hold the token");
+        let tokens = Tokens::parse(&text).unwrap();
+        assert_eq!(
+            tokens.check(&t),
+            Some(Caller {
+                name: "alice".into(),
+                role: Role::Admin
+            })
+        );
+        assert_eq!(tokens.check("bls_other").unwrap().role, Role::Read);
+        assert_eq!(tokens.check(&t[..67]), None);
+        assert_eq!(tokens.check(""), None);
+    }
+
+    #[test]
+    fn bad_tokens_files_are_refused_with_the_line() {
+        for (text, line) in [
+            ("admin alice\n", 1),
+            ("\nroot alice sha256:00\n", 2),
+            ("admin alice md5:00\n", 1),
+            ("admin alice sha256:zz\n", 1),
+            (
+                "read a sha256:0000000000000000000000000000000000000000000000000000000000000000\nread a sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+                2,
+            ),
+            ("# nothing\n", 0),
+        ] {
+            match Tokens::parse(text) {
+                Err(TokensError::Line { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn roles_by_route() {
+        let r = |m: Method, p: &str| required_role(&m, p, false);
+        assert_eq!(r(Method::GET, "/healthz"), None);
+        assert_eq!(r(Method::GET, "/metrics"), Some(Role::Read));
+        assert_eq!(required_role(&Method::GET, "/metrics", true), None);
+        assert_eq!(r(Method::GET, "/v1/sources"), Some(Role::Read));
+        assert_eq!(
+            r(Method::POST, "/v1/sources/{name}/pitr/plan"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/sources/{name}/backups"),
+            Some(Role::Operate)
+        );
+        assert_eq!(
+            r(Method::POST, "/v1/sources/{name}/backups/retention"),
+            Some(Role::Admin)
+        );
+        assert_eq!(r(Method::DELETE, "/v1/pitr/{id}"), Some(Role::Admin));
+    }
+
+    #[test]
+    fn host_and_origin() {
+        let h = |host: &str, origin: Option<&str>| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, host.parse().unwrap());
+            if let Some(o) = origin {
+                m.insert(header::ORIGIN, o.parse().unwrap());
+            }
+            check_host_and_origin(&m, &["binlog.example.com".into()])
+        };
+        assert!(h("127.0.0.1:7480", None).is_ok());
+        assert!(h("[::1]:7480", None).is_ok());
+        assert!(h("localhost:7480", None).is_ok());
+        assert!(h("binlog.example.com", None).is_ok());
+        assert!(h("evil.example.net:7480", None).is_err());
+        assert!(h("127.0.0.1:7480", Some("http://127.0.0.1:7480")).is_ok());
+        assert!(h("127.0.0.1:7480", Some("https://evil.example.net")).is_err());
+        assert!(h("127.0.0.1:7480", Some("null")).is_err());
+    }
+}
