@@ -23,6 +23,7 @@
 //! | [`http`] | the API's listener (TLS, limits, JSON rejections) and its tokens and roles |
 //! | [`server`] | `serve`: starts and supervises everything |
 //! | [`cli`] | the three binaries' command lines |
+//! | [`fuzzing`] | one entry per fuzz target (`fuzz/`), replayed over the corpora by `cargo test` |
 //! | [`util`] | small shared helpers ([`util::lock`]) |
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod archive;
 pub mod backups;
 pub mod cli;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod replay;
 pub mod server;

@@ -5,6 +5,7 @@
 //! [http]
 //! listen = "127.0.0.1:7480"      # loopback only unless tokens_file is set
 //! tokens_file = "/etc/binlog-server/tokens"   # bearer tokens with roles (binlog-server token add)
+//! tokens_env = "BINLOG_SERVER_TOKENS"         # or: the same lines from this variable (";" separates)
 //! tls_cert = "/etc/binlog-server/api.pem"     # with tls_key: HTTPS only
 //! tls_key = "/etc/binlog-server/api.key"
 //! hostnames = ["binlog.example.com"]          # Host names besides IPs and localhost
@@ -426,6 +427,9 @@ pub struct HttpConfig {
     /// Bearer tokens and their roles (see [`crate::http::auth`] for the format; made by
     /// `binlog-server token add`). Without it the API is unauthenticated, loopback only.
     pub tokens_file: Option<PathBuf>,
+    /// Or: the name of an environment variable holding the tokens file's text (lines
+    /// separated by newlines or `;`), read once at start.
+    pub tokens_env: Option<String>,
     /// `/metrics` without a token (default false: it takes the `read` role).
     pub metrics_open: bool,
     /// Host names clients use to reach the API (the `Host` header), besides IP
@@ -448,6 +452,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:7480".into(),
             tokens_file: None,
+            tokens_env: None,
             metrics_open: false,
             hostnames: Vec::new(),
             tls_cert: None,
@@ -465,6 +470,8 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// The tokens file, loaded once at validation (and again when it changes).
     pub tokens_file: Option<PathBuf>,
+    /// Tokens from `tokens_env` (parsed at validation), when there is no file.
+    pub tokens_from_env: Option<crate::http::auth::Tokens>,
     /// See [`HttpConfig::metrics_open`].
     pub metrics_open: bool,
     /// See [`HttpConfig::hostnames`] (lower case).
@@ -484,6 +491,7 @@ impl std::fmt::Debug for HttpSettings {
         f.debug_struct("HttpSettings")
             .field("listen", &self.listen)
             .field("tokens_file", &self.tokens_file)
+            .field("tokens_from_env", &self.tokens_from_env)
             .field("metrics_open", &self.metrics_open)
             .field("hostnames", &self.hostnames)
             .field("tls", &self.tls.is_some())
@@ -723,6 +731,35 @@ mod tests {
             "data_dir = {:?}\n[[source]]\nname = \"db1\"\nurl = \"mysql://repl:s3cret@127.0.0.1:3306\"\nserver_id = 4242\n",
             dir.display().to_string()
         )
+    }
+
+    #[test]
+    fn an_api_off_loopback_needs_tokens_from_a_file_or_the_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let open = format!("{}[http]\nlisten = \"0.0.0.0:7480\"\n", base(d.path()));
+        let e = Config::parse(&open).unwrap().validate().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "http.listen"),
+            "{e}"
+        );
+        let line = crate::http::auth::file_line(crate::http::auth::Role::Read, "p", "bls_x");
+        std::env::set_var("BINLOG_SERVER_TEST_TOKENS", format!("{line};"));
+        let env = format!(
+            "{}[http]\nlisten = \"0.0.0.0:7480\"\ntokens_env = \"BINLOG_SERVER_TEST_TOKENS\"\n",
+            base(d.path())
+        );
+        let s = Config::parse(&env).unwrap().validate().unwrap();
+        let t = s.http.tokens_from_env.expect("tokens from the environment");
+        assert_eq!(
+            t.check("bls_x").map(|c| c.role),
+            Some(crate::http::auth::Role::Read)
+        );
+        let missing = env.replace("BINLOG_SERVER_TEST_TOKENS", "BINLOG_SERVER_TEST_NO_SUCH");
+        let e = Config::parse(&missing).unwrap().validate().unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "http.tokens_env"),
+            "{e}"
+        );
     }
 
     #[test]

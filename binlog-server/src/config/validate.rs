@@ -200,12 +200,31 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
             format!("{:?} is not host:port ({e})", h.listen),
         )
     })?;
-    match &h.tokens_file {
-        Some(path) => {
+    let mut tokens_from_env = None;
+    match (&h.tokens_file, &h.tokens_env) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "http.tokens_env",
+                "give tokens_file or tokens_env, not both",
+            ))
+        }
+        (Some(path), None) => {
             crate::http::auth::Tokens::load(path)
                 .map_err(|e| invalid("http.tokens_file", e.to_string()))?;
         }
-        None if !listen.ip().is_loopback() => {
+        (None, Some(var)) => {
+            let text = std::env::var(var).map_err(|_| {
+                invalid(
+                    "http.tokens_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            tokens_from_env = Some(
+                crate::http::auth::Tokens::parse(&text.replace(';', "\n"))
+                    .map_err(|e| invalid("http.tokens_env", format!("{var}: {e}")))?,
+            );
+        }
+        (None, None) if !listen.ip().is_loopback() => {
             return Err(invalid(
                 "http.listen",
                 format!(
@@ -215,7 +234,7 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
                 ),
             ))
         }
-        None => {}
+        (None, None) => {}
     }
     let tls = match (&h.tls_cert, &h.tls_key) {
         (Some(c), Some(k)) => {
@@ -245,6 +264,7 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
     Ok(HttpSettings {
         listen,
         tokens_file: h.tokens_file.clone(),
+        tokens_from_env,
         metrics_open: h.metrics_open,
         hostnames,
         tls,

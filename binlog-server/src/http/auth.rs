@@ -12,6 +12,9 @@
 //! read     prometheus   sha256:0a1b...
 //! ```
 //!
+//! `[http] tokens_env` names an environment variable holding the same lines instead
+//! (`;` may separate them), read once at start.
+//!
 //! Only the SHA-256 of each token is stored: a token is 32 random bytes (`bls_` and 64
 //! hex digits), so a fast hash is as good as a slow one and a leaked file gives nothing
 //! to replay. A presented token is hashed and compared with every entry in constant
@@ -260,6 +263,8 @@ enum Mode {
         path: PathBuf,
         loaded: Mutex<Loaded>,
     },
+    /// Bearer tokens from `[http] tokens_env`, fixed for the process's life.
+    Fixed(Tokens),
 }
 
 /// The request checks' settings (built from [`crate::config::HttpSettings`]).
@@ -281,9 +286,10 @@ impl Guard {
     ///
     /// The tokens file cannot be read or parsed.
     pub fn new(http: &crate::config::HttpSettings) -> Result<Guard, TokensError> {
-        let mode = match &http.tokens_file {
-            None => Mode::Open,
-            Some(path) => Mode::Tokens {
+        let mode = match (&http.tokens_file, &http.tokens_from_env) {
+            (None, None) => Mode::Open,
+            (None, Some(t)) => Mode::Fixed(t.clone()),
+            (Some(path), _) => Mode::Tokens {
                 loaded: Mutex::new(Loaded {
                     tokens: Tokens::load(path)?,
                     stamp: stamp(path),
@@ -301,7 +307,7 @@ impl Guard {
 
     /// Whether callers need a token.
     pub fn authenticated(&self) -> bool {
-        matches!(self.mode, Mode::Tokens { .. })
+        !matches!(self.mode, Mode::Open)
     }
 
     /// The caller a bearer token belongs to; the file is re-read first if it changed.
@@ -332,6 +338,7 @@ impl Guard {
                 }
                 l.tokens.check(token)
             }
+            Mode::Fixed(t) => t.check(token),
         }
     }
 }
@@ -448,13 +455,13 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
         .map(str::trim);
     let caller = match (&g.mode, token) {
         (Mode::Open, _) => g.caller(""),
-        (Mode::Tokens { .. }, None) => {
+        (Mode::Tokens { .. } | Mode::Fixed(_), None) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 "this API needs a token: send `Authorization: Bearer <token>`",
             )
         }
-        (Mode::Tokens { .. }, Some(t)) => g.caller(t),
+        (Mode::Tokens { .. } | Mode::Fixed(_), Some(t)) => g.caller(t),
     };
     let Some(caller) = caller else {
         warn!(method = %method, route, "request with an unknown token refused");

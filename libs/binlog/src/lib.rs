@@ -72,4 +72,6 @@ pub use rotate::*;
 pub use txn::*;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 pub(crate) mod tests;

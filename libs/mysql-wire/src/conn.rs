@@ -663,3 +663,72 @@ mod clear_password_tests {
         );
     }
 }
+
+/// Property tests (proptest) of the packet framing the reader undoes and of the field
+/// reader every packet parser uses.
+#[cfg(test)]
+mod proptests {
+    use super::frame_header;
+    use crate::packet::{frame, put_lenenc_int, Reader};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Framed packets read back as the same payloads with consecutive sequence ids.
+        #[test]
+        fn framed_packets_read_back(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..5000), 0..8),
+            seq0 in any::<u8>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut seq = seq0;
+            for p in &payloads {
+                frame(&mut wire, &mut seq, p);
+            }
+            let mut at = 0;
+            let mut expect_seq = seq0;
+            for p in &payloads {
+                let (len, s) = frame_header(&wire[at..]).expect("a header");
+                prop_assert_eq!(s, expect_seq);
+                expect_seq = expect_seq.wrapping_add(1);
+                prop_assert_eq!(&wire[at + 4..at + 4 + len], p.as_slice());
+                at += 4 + len;
+            }
+            prop_assert_eq!(at, wire.len());
+        }
+
+        /// The field reader never panics and never reads past its input.
+        #[test]
+        fn the_field_reader_stays_in_bounds(data in proptest::collection::vec(any::<u8>(), 0..512), ops in proptest::collection::vec(0u8..8, 0..64)) {
+            let mut r = Reader::new(&data, "proptest");
+            let mut used = 0usize;
+            for op in ops {
+                let before = r.remaining();
+                let ok = match op {
+                    0 => r.u8().is_ok(),
+                    1 => r.u16().is_ok(),
+                    2 => r.u24().is_ok(),
+                    3 => r.u32().is_ok(),
+                    4 => r.u64().is_ok(),
+                    5 => r.nul_str().is_ok(),
+                    6 => r.lenenc_int().is_ok(),
+                    _ => r.lenenc_bytes().is_ok(),
+                };
+                prop_assert!(r.remaining() <= before);
+                if ok { used += before - r.remaining(); }
+                prop_assert!(used <= data.len());
+            }
+        }
+
+        /// A length-encoded integer reads back as written.
+        #[test]
+        fn lenenc_ints_read_back(n in any::<u64>()) {
+            let mut b = Vec::new();
+            put_lenenc_int(&mut b, n);
+            let mut r = Reader::new(&b, "proptest");
+            prop_assert_eq!(r.lenenc_int().unwrap(), Some(n));
+            prop_assert_eq!(r.remaining(), 0);
+        }
+    }
+}

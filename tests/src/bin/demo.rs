@@ -39,6 +39,7 @@ fn main() -> Result<()> {
         .source("sandbox", 4242)
         .source_replication(fake_port)
         .extra_toml("[capture]\npoll_interval = \"1s\"\n")
+        .secure_api()
         .source_backup(
             SourceBackup::physical()
                 .logical_tool("mydumper")
@@ -73,9 +74,31 @@ fn main() -> Result<()> {
     );
     let mut sb = staged.start_server()?;
     let (db, server, http) = (sb.primary(), sb.server(), sb.http_addr());
+    let access = sb.api_access().clone();
+    let token = access.token.clone().unwrap_or_default();
+    let ca = access.ca_cert.clone().unwrap_or_default();
     println!(
-        "== binlog-server running (pid {:?}), API on http://{http}",
+        "== binlog-server running (pid {:?}), API on {http} (TLS with a self-signed certificate, bearer tokens)",
         server.pid()
+    );
+    println!(
+        "   made with: binlog-server tls self-signed --cert {} --key ...; binlog-server token add --file {} --name sandbox-admin --role admin",
+        ca.display(),
+        sb.dir().join("tokens").display()
+    );
+    println!(
+        "   every call below is: curl --cacert {} -H 'Authorization: Bearer {}...' -H 'Content-Type: application/json' {http}/v1/...",
+        ca.display(),
+        token.get(..12).unwrap_or_default()
+    );
+    let curl = std::process::Command::new(require_tool("curl"))
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{http}/v1/sources"))
+        .output()?;
+    println!(
+        "   the same without a token: HTTP {}",
+        String::from_utf8_lossy(&curl.stdout)
     );
     let start = Instant::now();
     let mut base_job: Option<String> = None;
@@ -201,6 +224,7 @@ fn main() -> Result<()> {
                 &format!("@{target}"),
                 "--scratch",
             ])
+            .env("BINLOG_SERVER_TOKEN", &token)
             .output()?;
         let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         if !out.status.success() {
@@ -253,6 +277,7 @@ fn main() -> Result<()> {
             "--source",
             "sandbox",
         ])
+        .env("BINLOG_SERVER_TOKEN", &token)
         .output()?;
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     for p in rep["phases"].as_array().cloned().unwrap_or_default() {
@@ -311,7 +336,7 @@ fn evict_then_pitr(
     let mut text = std::fs::read_to_string(cfg)?;
     text.push_str("\n[archive]\nlocal_retention = \"0s\"\n");
     std::fs::write(cfg, text)?;
-    let s = ServerProcess::start(bin, cfg, sb.http_addr())?;
+    let s = ServerProcess::start_with(bin, cfg, sb.http_addr(), sb.api_access().clone())?;
     *sb.server_mut() = s;
     let server = sb.server();
     let files = wait_for(
@@ -355,6 +380,10 @@ fn evict_then_pitr(
             &format!("@{target}"),
             "--scratch",
         ])
+        .env(
+            "BINLOG_SERVER_TOKEN",
+            sb.api_access().token.clone().unwrap_or_default(),
+        )
         .output()?;
     let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     if !out.status.success() {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::config::{source_table, write_config_sources, SourceSpec};
 use super::mariadb::{MariaDb, MariaDbOptions};
-use super::server::ServerProcess;
+use super::server::{ApiAccess, ServerProcess};
 use super::tools::{free_port, toml_string};
 use super::wait::{wait_caught_up, wait_for};
 
@@ -105,6 +105,7 @@ pub struct SandboxBuilder {
     replication: Option<u16>,
     dir: Option<PathBuf>,
     wait_at_start: bool,
+    secure_api: bool,
     setup: Vec<Setup>,
 }
 
@@ -161,6 +162,15 @@ impl SandboxBuilder {
     /// same for both).
     pub fn source_replication(mut self, port: u16) -> SandboxBuilder {
         self.replication = Some(port);
+        self
+    }
+
+    /// The API over HTTPS with a token: a self-signed certificate (`binlog-server tls
+    /// self-signed`) and an admin token (`binlog-server token add`) in the sandbox
+    /// directory, `[http] tokens_file`/`tls_cert`/`tls_key` in the config; the server
+    /// helpers and [`Sandbox::api_access`] use them.
+    pub fn secure_api(mut self) -> SandboxBuilder {
+        self.secure_api = true;
         self
     }
 
@@ -284,12 +294,21 @@ impl SandboxBuilder {
                 text.push_str(&self.replication_extra);
             }
         }
+        let (http, access) = if self.secure_api {
+            let (lines, access) = secure_api_files(&self.server_bin, dir.path())?;
+            let listen_line = format!("\n[http]\nlisten = {}\n", toml_string(&http));
+            text = text.replacen(&listen_line, &format!("{listen_line}{lines}"), 1);
+            (format!("https://{http}"), access)
+        } else {
+            (http, ApiAccess::default())
+        };
         std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
         Ok(SandboxPrimary {
             primary,
             server_bin: self.server_bin,
             config,
             http,
+            access,
             sources: self.sources.into_iter().map(|(n, _)| n).collect(),
             bases,
             wait_at_start: self.wait_at_start,
@@ -324,6 +343,7 @@ pub struct SandboxPrimary {
     server_bin: PathBuf,
     config: PathBuf,
     http: String,
+    access: ApiAccess,
     sources: Vec<String>,
     bases: Option<PathBuf>,
     wait_at_start: bool,
@@ -360,12 +380,18 @@ impl SandboxPrimary {
     /// Starts `binlog-server serve` on the config and, unless told otherwise, waits until
     /// every source has caught up with the primary.
     pub fn start_server(self) -> Result<Sandbox> {
-        let server = ServerProcess::start(&self.server_bin, &self.config, &self.http)?;
+        let server = ServerProcess::start_with(
+            &self.server_bin,
+            &self.config,
+            &self.http,
+            self.access.clone(),
+        )?;
         let sb = Sandbox {
             server,
             primary: self.primary,
             config: self.config,
             http: self.http,
+            access: self.access,
             sources: self.sources,
             bases: self.bases,
             dir: self.dir,
@@ -394,6 +420,7 @@ pub struct Sandbox {
     primary: MariaDb,
     config: PathBuf,
     http: String,
+    access: ApiAccess,
     sources: Vec<String>,
     bases: Option<PathBuf>,
     // Declared last: removed after the server and the primary have been stopped.
@@ -432,6 +459,7 @@ impl Sandbox {
             replication: None,
             dir: None,
             wait_at_start: true,
+            secure_api: false,
             setup: Vec::new(),
         }
     }
@@ -464,6 +492,12 @@ impl Sandbox {
     /// The `[http] listen` address, `127.0.0.1:<port>`.
     pub fn http_addr(&self) -> &str {
         &self.http
+    }
+
+    /// The token and certificate of a [`SandboxBuilder::secure_api`] sandbox (empty
+    /// otherwise), for [`ServerProcess::start_with`] and the CLI's environment.
+    pub fn api_access(&self) -> &ApiAccess {
+        &self.access
     }
 
     /// The sandbox's directory (config, server log, data, bases).
@@ -604,4 +638,58 @@ impl Drop for PitrJobs<'_> {
             }
         }
     }
+}
+
+/// The certificate, key and tokens file of a secured API in `dir`, made with the server
+/// binary's own commands: the `[http]` lines and the access (an admin token).
+fn secure_api_files(server_bin: &Path, dir: &Path) -> Result<(String, ApiAccess)> {
+    let run = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(server_bin)
+            .args(args)
+            .output()
+            .with_context(|| format!("run {}", server_bin.display()))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "binlog-server {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let utf8 = |p: &Path| p.to_str().map(str::to_string).context("path is not UTF-8");
+    let cert = dir.join("api-cert.pem");
+    let key = dir.join("api-key.pem");
+    let tokens = dir.join("tokens");
+    run(&[
+        "tls",
+        "self-signed",
+        "--cert",
+        &utf8(&cert)?,
+        "--key",
+        &utf8(&key)?,
+    ])?;
+    let token = run(&[
+        "token",
+        "add",
+        "--file",
+        &utf8(&tokens)?,
+        "--name",
+        "sandbox-admin",
+        "--role",
+        "admin",
+    ])?;
+    let lines = format!(
+        "tokens_file = {}\ntls_cert = {}\ntls_key = {}\n",
+        toml_string(&utf8(&tokens)?),
+        toml_string(&utf8(&cert)?),
+        toml_string(&utf8(&key)?)
+    );
+    Ok((
+        lines,
+        ApiAccess {
+            token: Some(token),
+            ca_cert: Some(cert),
+        },
+    ))
 }

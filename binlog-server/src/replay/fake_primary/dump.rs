@@ -233,6 +233,36 @@ pub(super) async fn start_point(
     })
 }
 
+/// Fuzzing entry: a dump command's body through every parser it reaches before the
+/// index (flags, file and position against a two-file archive, the GTID set, a
+/// `@slave_connect_state` made of the same bytes). Never panics.
+pub(super) fn parse_dump_command(data: &[u8]) -> usize {
+    let facts = ArchiveFacts {
+        version: "10.11.6-MariaDB".into(),
+        mariadb: true,
+        server_id: 1,
+        alg: ChecksumAlg::Crc32,
+        files: vec![
+            ("mysql-bin.000001".into(), 4096),
+            ("mysql-bin.000002".into(), 256),
+        ],
+    };
+    let mut vars = BTreeMap::new();
+    let mut n = usize::from(dump_flags(0x12, data)) + usize::from(dump_flags(0x1e, data));
+    n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
+    n += requested_start(0x1e, data, &vars, &facts).is_ok() as usize;
+    vars.insert(
+        "slave_connect_state".to_string(),
+        String::from_utf8_lossy(data).into_owned(),
+    );
+    vars.insert(
+        "master_binlog_checksum".to_string(),
+        String::from_utf8_lossy(data).into_owned(),
+    );
+    n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
+    n + announced_checksum(&vars).is_some() as usize
+}
+
 /// The flags of a dump command: COM_BINLOG_DUMP's u16 after the position,
 /// COM_BINLOG_DUMP_GTID's leading u16; 0 for a body too short to hold them (its parse
 /// reports the error).

@@ -108,6 +108,18 @@ pub struct StopAt {
     pub pos: u64,
 }
 
+/// Fuzzing entry (target `replica_input`; its corpus is replayed by `cargo test`):
+/// every parser what a replica sends reaches before the archive is read: the
+/// HandshakeResponse41, a query's text (SET, SELECT, SHOW ... LIKE), a dump command's
+/// body and `@slave_connect_state`. Returns a figure so the work is not optimised away.
+pub fn parse_replica_input(data: &[u8]) -> usize {
+    let mut n = mysql_wire::server::HandshakeResponse::parse(data).is_ok() as usize;
+    let text = String::from_utf8_lossy(data);
+    n += query::parse_only(&text);
+    n += parse_connect_state(&text).map(|v| v.len()).unwrap_or(0);
+    n + dump::parse_dump_command(data)
+}
+
 /// The one account a listener accepts (`[source.replication]`, or a PITR job's).
 pub use crate::config::Credentials;
 

@@ -217,21 +217,28 @@ fn set_vars(
     facts: &ArchiveFacts,
     a: &Archive,
 ) {
-    for asg in split_top(assignments) {
-        let Some((k, v)) = asg.split_once('=') else {
-            continue;
-        };
-        let k = k.trim().to_ascii_lowercase();
-        let v = v.trim();
+    for (name, v) in set_assignments(assignments) {
         let value = if let Some(var) = v.to_ascii_lowercase().strip_prefix("@@") {
             server_var(var, facts, a).unwrap_or_default()
         } else {
-            unquote(v)
+            unquote(&v)
         };
-        if let Some(name) = k.strip_prefix('@').filter(|n| !n.starts_with('@')) {
-            vars.insert(name.to_string(), value);
-        }
+        vars.insert(name, value);
     }
+}
+
+/// The user-variable assignments of a `SET` (after the keyword): `(name` lower case
+/// without `@`, `raw value)`; `@@` assignments and items without `=` are left out.
+fn set_assignments(assignments: &str) -> Vec<(String, String)> {
+    split_top(assignments)
+        .iter()
+        .filter_map(|asg| {
+            let (k, v) = asg.split_once('=')?;
+            let k = k.trim().to_ascii_lowercase();
+            let name = k.strip_prefix('@').filter(|n| !n.starts_with('@'))?;
+            Some((name.to_string(), v.trim().to_string()))
+        })
+        .collect()
 }
 
 /// `SELECT` (after the keyword, any `FROM` ignored): the column names (an `AS` alias or
@@ -242,23 +249,52 @@ fn select_row(
     facts: &ArchiveFacts,
     a: &Archive,
 ) -> (Vec<String>, Vec<Option<String>>) {
+    select_items(select)
+        .into_iter()
+        .map(|(expr, alias)| (alias, eval_select_item(&expr, vars, facts, a)))
+        .unzip()
+}
+
+/// The items of a `SELECT` (after the keyword, any `FROM` ignored): `(expression,
+/// column name)`, the name an `AS` alias or the item's text.
+fn select_items(select: &str) -> Vec<(String, String)> {
     let body = select.trim();
     let body = match body.to_ascii_lowercase().find(" from ") {
-        Some(i) => &body[..i],
+        Some(i) => body.get(..i).unwrap_or(body),
         None => body,
     };
-    let items = split_top(body);
-    let mut cols = Vec::new();
-    let mut row = Vec::new();
-    for it in &items {
-        let (expr, alias) = match it.to_ascii_lowercase().rfind(" as ") {
-            Some(i) => (&it[..i], it[i + 4..].trim().trim_matches('`').to_string()),
-            None => (it.as_str(), it.clone()),
-        };
-        cols.push(alias);
-        row.push(eval_select_item(expr, vars, facts, a));
+    split_top(body)
+        .into_iter()
+        .map(|it| match it.to_ascii_lowercase().rfind(" as ") {
+            Some(i) => (
+                it.get(..i).unwrap_or_default().to_string(),
+                it.get(i + 4..)
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_matches('`')
+                    .to_string(),
+            ),
+            None => (it.clone(), it),
+        })
+        .collect()
+}
+
+/// What a replica's query text parses into, without answering it (fuzzing: every
+/// parser a query reaches before the archive is asked). Never panics.
+pub(super) fn parse_only(sql: &str) -> usize {
+    let s = sql.trim().trim_end_matches(';').trim();
+    let lower = s.to_ascii_lowercase();
+    let mut n = lower.split_whitespace().count();
+    if let Some(rest) = s.get(3..) {
+        n += set_assignments(rest).len();
     }
-    (cols, row)
+    if let Some(rest) = s.get(6..) {
+        n += select_items(rest).len();
+    }
+    if let Some((_, p)) = lower.rsplit_once(" like ") {
+        n += unquote(p).len();
+    }
+    n
 }
 
 /// `SHOW BINARY LOGS` rows: each file with its size (the ACTIVE file's durable length).
