@@ -87,9 +87,8 @@ fn main() -> Result<()> {
         sb.dir().join("tokens").display()
     );
     println!(
-        "   every call below is: curl --cacert {} -H 'Authorization: Bearer {}...' -H 'Content-Type: application/json' {http}/v1/...",
-        ca.display(),
-        token.get(..12).unwrap_or_default()
+        "   every call below is: curl --cacert {} -H \"Authorization: Bearer $BINLOG_SERVER_TOKEN\" -H 'Content-Type: application/json' {http}/v1/... (the token that token add printed; the CLI commands get it in BINLOG_SERVER_TOKEN)",
+        ca.display()
     );
     let curl = std::process::Command::new(require_tool("curl"))
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
