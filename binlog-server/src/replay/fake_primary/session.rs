@@ -125,7 +125,9 @@ pub(super) async fn session(
         }
         Err(user) => {
             let n = shared.logins.failed(peer);
-            tracing::warn!(%peer, user, failures = n, "fake primary: login refused");
+            // The name is the client's: escaped and cut, so it cannot forge log lines.
+            let shown: String = user.chars().take(64).collect();
+            tracing::warn!(%peer, user = ?shown, failures = n, "fake primary: login refused");
             anyhow::bail!("access denied for {user:?}");
         }
     };
