@@ -120,8 +120,16 @@ pub(crate) fn api_base(config: &Path) -> Result<Api, ExitCode> {
         }
         None => "http",
     };
+    // A wildcard listen is reached on loopback (where the certificate names 127.0.0.1).
+    let mut addr = s.http_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     Ok(Api {
-        base: format!("{scheme}://{}", s.http_listen),
+        base: format!("{scheme}://{addr}"),
         token,
         agent: agent.build(),
     })
