@@ -47,8 +47,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
-    let guard =
-        Arc::new(crate::http::auth::Guard::new(&settings.http).context("[http] tokens_file")?);
+    let guard = Arc::new(crate::http::auth::Guard::new(&settings.http));
     let scheme = if settings.http.tls.is_some() {
         "https"
     } else {

@@ -107,7 +107,7 @@ pub(crate) fn api_base(config: &Path) -> Result<Api, ExitCode> {
         ExitCode::from(2)
     };
     let token = token_from_env().map_err(fail)?;
-    if (s.http.tokens_file.is_some() || s.http.tokens_from_env.is_some()) && token.is_none() {
+    if s.http.tokens.is_some() && token.is_none() {
         return Err(fail(format!(
             "the service needs an API token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV})"
         )));

@@ -468,10 +468,11 @@ impl Default for HttpConfig {
 pub struct HttpSettings {
     /// Listen address.
     pub listen: SocketAddr,
-    /// The tokens file, loaded once at validation (and again when it changes).
+    /// The tokens file (re-read by the API when it changes).
     pub tokens_file: Option<PathBuf>,
-    /// Tokens from `tokens_env` (parsed at validation), when there is no file.
-    pub tokens_from_env: Option<crate::http::auth::Tokens>,
+    /// The tokens read at validation, from `tokens_file` or `tokens_env`; `None`: the
+    /// API is unauthenticated (loopback only).
+    pub tokens: Option<crate::http::auth::Tokens>,
     /// See [`HttpConfig::metrics_open`].
     pub metrics_open: bool,
     /// See [`HttpConfig::hostnames`] (lower case).
@@ -491,7 +492,7 @@ impl std::fmt::Debug for HttpSettings {
         f.debug_struct("HttpSettings")
             .field("listen", &self.listen)
             .field("tokens_file", &self.tokens_file)
-            .field("tokens_from_env", &self.tokens_from_env)
+            .field("tokens", &self.tokens)
             .field("metrics_open", &self.metrics_open)
             .field("hostnames", &self.hostnames)
             .field("tls", &self.tls.is_some())
@@ -749,7 +750,7 @@ mod tests {
             base(d.path())
         );
         let s = Config::parse(&env).unwrap().validate().unwrap();
-        let t = s.http.tokens_from_env.expect("tokens from the environment");
+        let t = s.http.tokens.expect("tokens from the environment");
         assert_eq!(
             t.check("bls_x").map(|c| c.role),
             Some(crate::http::auth::Role::Read)

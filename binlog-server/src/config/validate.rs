@@ -200,18 +200,17 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
             format!("{:?} is not host:port ({e})", h.listen),
         )
     })?;
-    let mut tokens_from_env = None;
-    match (&h.tokens_file, &h.tokens_env) {
+    let tokens = match (&h.tokens_file, &h.tokens_env) {
         (Some(_), Some(_)) => {
             return Err(invalid(
                 "http.tokens_env",
                 "give tokens_file or tokens_env, not both",
             ))
         }
-        (Some(path), None) => {
+        (Some(path), None) => Some(
             crate::http::auth::Tokens::load(path)
-                .map_err(|e| invalid("http.tokens_file", e.to_string()))?;
-        }
+                .map_err(|e| invalid("http.tokens_file", e.to_string()))?,
+        ),
         (None, Some(var)) => {
             let text = std::env::var(var).map_err(|_| {
                 invalid(
@@ -219,10 +218,10 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
                     format!("environment variable {var} is not set"),
                 )
             })?;
-            tokens_from_env = Some(
+            Some(
                 crate::http::auth::Tokens::parse(&text.replace(';', "\n"))
                     .map_err(|e| invalid("http.tokens_env", format!("{var}: {e}")))?,
-            );
+            )
         }
         (None, None) if !listen.ip().is_loopback() => {
             return Err(invalid(
@@ -234,12 +233,13 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
                 ),
             ))
         }
-        (None, None) => {}
-    }
+        (None, None) => None,
+    };
     let tls = match (&h.tls_cert, &h.tls_key) {
-        (Some(c), Some(k)) => {
-            Some(mysql_wire::tls::server_config(c, k).map_err(|m| invalid("http.tls_cert", m))?)
-        }
+        (Some(c), Some(k)) => Some(
+            mysql_wire::tls::server_config(c, k)
+                .map_err(|e| invalid("http.tls_cert", e.to_string()))?,
+        ),
         (None, None) => None,
         (Some(_), None) => return Err(invalid("http.tls_key", "tls_cert needs tls_key")),
         (None, Some(_)) => return Err(invalid("http.tls_cert", "tls_key needs tls_cert")),
@@ -264,7 +264,7 @@ fn http(h: &HttpConfig) -> Result<HttpSettings, ConfigError> {
     Ok(HttpSettings {
         listen,
         tokens_file: h.tokens_file.clone(),
-        tokens_from_env,
+        tokens,
         metrics_open: h.metrics_open,
         hostnames,
         tls,
@@ -454,7 +454,7 @@ fn replication(key: &str, r: &ReplicationConfig) -> Result<Replication, ConfigEr
     let tls = match (&r.tls_cert, &r.tls_key) {
         (Some(c), Some(k)) => Some(
             mysql_wire::tls::server_config(c, k)
-                .map_err(|m| invalid(format!("{key}.tls_cert"), m))?,
+                .map_err(|e| invalid(format!("{key}.tls_cert"), e.to_string()))?,
         ),
         (None, None) => None,
         (Some(_), None) => return Err(invalid(format!("{key}.tls_key"), "tls_cert needs tls_key")),

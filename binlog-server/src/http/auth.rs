@@ -280,29 +280,27 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 impl Guard {
-    /// The checks for `[http]`.
-    ///
-    /// # Errors
-    ///
-    /// The tokens file cannot be read or parsed.
-    pub fn new(http: &crate::config::HttpSettings) -> Result<Guard, TokensError> {
-        let mode = match (&http.tokens_file, &http.tokens_from_env) {
-            (None, None) => Mode::Open,
-            (None, Some(t)) => Mode::Fixed(t.clone()),
-            (Some(path), _) => Mode::Tokens {
+    /// The checks for a validated `[http]`, with the tokens validation read.
+    pub fn new(http: &crate::config::HttpSettings) -> Guard {
+        let mode = match (&http.tokens, &http.tokens_file) {
+            (None, _) => Mode::Open,
+            (Some(t), None) => Mode::Fixed(t.clone()),
+            (Some(t), Some(path)) => Mode::Tokens {
                 loaded: Mutex::new(Loaded {
-                    tokens: Tokens::load(path)?,
-                    stamp: stamp(path),
+                    tokens: t.clone(),
+                    // Unknown: the first look (a second on) compares with the file as
+                    // it is then, so a change since validation is never missed.
+                    stamp: None,
                     checked: Instant::now(),
                 }),
                 path: path.clone(),
             },
         };
-        Ok(Guard {
+        Guard {
             mode,
             metrics_open: http.metrics_open,
             hostnames: http.hostnames.clone(),
-        })
+        }
     }
 
     /// Whether callers need a token.
@@ -382,8 +380,29 @@ fn host_part(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-/// Checks 1 and 2 of the module doc: `Ok` or the reason for a 403.
-fn check_host_and_origin(headers: &HeaderMap, hostnames: &[String]) -> Result<(), String> {
+/// Why checks 1 and 2 of the module doc refused a request (each a 403).
+#[derive(Debug, Error, PartialEq, Eq)]
+enum NotThisSite {
+    /// `Host` names something else (DNS rebinding).
+    #[error(
+        "Host {0:?} is not a name of this service (an IP address, localhost or [http] hostnames)"
+    )]
+    Host(String),
+    /// `Origin` is another site.
+    #[error("cross-origin request refused: Origin {origin:?} is not this service ({host})")]
+    Origin {
+        /// The request's Origin.
+        origin: String,
+        /// The request's Host.
+        host: String,
+    },
+    /// `Sec-Fetch-Site: cross-site`.
+    #[error("cross-site request refused (Sec-Fetch-Site: cross-site)")]
+    CrossSite,
+}
+
+/// Checks 1 and 2 of the module doc.
+fn check_host_and_origin(headers: &HeaderMap, hostnames: &[String]) -> Result<(), NotThisSite> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -391,9 +410,7 @@ fn check_host_and_origin(headers: &HeaderMap, hostnames: &[String]) -> Result<()
     let name = host_part(host);
     let ip_literal = name.parse::<std::net::IpAddr>().is_ok();
     if !(ip_literal || name == "localhost" || hostnames.contains(&name)) {
-        return Err(format!(
-            "Host {host:?} is not a name of this service (an IP address, localhost or [http] hostnames)"
-        ));
+        return Err(NotThisSite::Host(host.to_string()));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -402,16 +419,17 @@ fn check_host_and_origin(headers: &HeaderMap, hostnames: &[String]) -> Result<()
             .or_else(|| origin.strip_prefix("http://"))
             .unwrap_or("");
         if !authority.eq_ignore_ascii_case(host) {
-            return Err(format!(
-                "cross-origin request refused: Origin {origin:?} is not this service ({host})"
-            ));
+            return Err(NotThisSite::Origin {
+                origin: origin.to_string(),
+                host: host.to_string(),
+            });
         }
     }
     if headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site")
     {
-        return Err("cross-site request refused (Sec-Fetch-Site: cross-site)".into());
+        return Err(NotThisSite::CrossSite);
     }
     Ok(())
 }
@@ -444,8 +462,8 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
     let Some(need) = required_role(&method, &route, g.metrics_open) else {
         return next.run(req).await;
     };
-    if let Err(m) = check_host_and_origin(req.headers(), &g.hostnames) {
-        return refuse(StatusCode::FORBIDDEN, m);
+    if let Err(e) = check_host_and_origin(req.headers(), &g.hostnames) {
+        return refuse(StatusCode::FORBIDDEN, e.to_string());
     }
     let token = req
         .headers()
@@ -572,9 +590,15 @@ mod tests {
         assert!(h("[::1]:7480", None).is_ok());
         assert!(h("localhost:7480", None).is_ok());
         assert!(h("binlog.example.com", None).is_ok());
-        assert!(h("evil.example.net:7480", None).is_err());
+        assert!(matches!(
+            h("evil.example.net:7480", None),
+            Err(NotThisSite::Host(_))
+        ));
         assert!(h("127.0.0.1:7480", Some("http://127.0.0.1:7480")).is_ok());
-        assert!(h("127.0.0.1:7480", Some("https://evil.example.net")).is_err());
+        assert!(matches!(
+            h("127.0.0.1:7480", Some("https://evil.example.net")),
+            Err(NotThisSite::Origin { .. })
+        ));
         assert!(h("127.0.0.1:7480", Some("null")).is_err());
     }
 }
