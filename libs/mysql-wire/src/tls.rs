@@ -166,35 +166,83 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+/// Why a listener's certificate and key cannot be used (each names its file).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerTlsError {
+    /// The certificate file cannot be read or holds a bad PEM block.
+    #[error("certificate {path}: {source}")]
+    Certificate {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The PEM reader's error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(std::path::PathBuf),
+    /// The key file cannot be read or holds no usable private key.
+    #[error("private key {path}: {source}")]
+    Key {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The PEM reader's error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// rustls refused the pair (the key does not match, an unsupported algorithm).
+    #[error("certificate {cert} and key {key} do not form a usable pair: {source}")]
+    Pair {
+        /// The certificate file.
+        cert: std::path::PathBuf,
+        /// The key file.
+        key: std::path::PathBuf,
+        /// rustls' error.
+        #[source]
+        source: TlsError,
+    },
+}
+
 /// A server's certificate chain and key, loaded from PEM files for a listener (the HTTP
-/// API, the fake primary). Errors name the file and what is wrong with it.
+/// API, the fake primary).
 ///
 /// `cert` holds the leaf first, then intermediates; `key` one PKCS#8, PKCS#1 or SEC1
 /// private key. TLS 1.2 and 1.3 with rustls' safe defaults; no client certificates.
+///
+/// # Errors
+///
+/// [`ServerTlsError`], naming the file: the caller (config validation) refuses to start.
 pub fn server_config(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<Arc<rustls::ServerConfig>, ServerTlsError> {
+    let bad_cert = |source| ServerTlsError::Certificate {
+        path: cert.to_owned(),
+        source,
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("read certificate {}: {e}", cert.display()))?
+        .map_err(bad_cert)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("parse certificate {}: {e}", cert.display()))?;
+        .map_err(bad_cert)?;
     if chain.is_empty() {
-        return Err(format!("{} holds no PEM certificate", cert.display()));
+        return Err(ServerTlsError::NoCertificate(cert.to_owned()));
     }
-    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("read private key {}: {e}", key.display()))?;
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|source| {
+        ServerTlsError::Key {
+            path: key.to_owned(),
+            source,
+        }
+    })?;
+    let pair = |source| ServerTlsError::Pair {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    };
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(pair)?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            format!(
-                "certificate {} and key {} do not form a usable pair: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
+        .map_err(pair)?;
     Ok(Arc::new(config))
 }
