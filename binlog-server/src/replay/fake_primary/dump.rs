@@ -237,16 +237,7 @@ pub(super) async fn start_point(
 /// index (flags, file and position against a two-file archive, the GTID set, a
 /// `@slave_connect_state` made of the same bytes). Never panics.
 pub(super) fn parse_dump_command(data: &[u8]) -> usize {
-    let facts = ArchiveFacts {
-        version: "10.11.6-MariaDB".into(),
-        mariadb: true,
-        server_id: 1,
-        alg: ChecksumAlg::Crc32,
-        files: vec![
-            ("mysql-bin.000001".into(), 4096),
-            ("mysql-bin.000002".into(), 256),
-        ],
-    };
+    let facts = two_file_facts(4096, 256);
     let mut vars = BTreeMap::new();
     let mut n = usize::from(dump_flags(0x12, data)) + usize::from(dump_flags(0x1e, data));
     n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
@@ -261,6 +252,21 @@ pub(super) fn parse_dump_command(data: &[u8]) -> usize {
     );
     n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
     n + announced_checksum(&vars).is_some() as usize
+}
+
+/// A MariaDB 10.11 CRC32 archive of `mysql-bin.000001` and `.000002` with these sizes
+/// (the fuzz entry's and the tests' archive).
+fn two_file_facts(first: u64, second: u64) -> ArchiveFacts {
+    ArchiveFacts {
+        version: "10.11.6-MariaDB".into(),
+        mariadb: true,
+        server_id: 1,
+        alg: ChecksumAlg::Crc32,
+        files: vec![
+            ("mysql-bin.000001".into(), first),
+            ("mysql-bin.000002".into(), second),
+        ],
+    }
 }
 
 /// The flags of a dump command: COM_BINLOG_DUMP's u16 after the position,
@@ -1044,16 +1050,7 @@ mod tests {
     use super::*;
 
     fn facts() -> ArchiveFacts {
-        ArchiveFacts {
-            version: "10.11.6-MariaDB".into(),
-            mariadb: true,
-            server_id: 1,
-            alg: ChecksumAlg::Crc32,
-            files: vec![
-                ("mysql-bin.000001".into(), 1000),
-                ("mysql-bin.000002".into(), 500),
-            ],
-        }
+        two_file_facts(1000, 500)
     }
 
     /// COM_BINLOG_DUMP's body as clients send it: pos u32, flags u16, server_id u32, name.

@@ -253,11 +253,12 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 let mut sock = sock;
-                let err = mysql_wire::server::err_packet(1040, "Too many connections");
-                let mut pkt = Vec::with_capacity(err.len() + 4);
-                let n = err.len() as u32;
-                pkt.extend_from_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8, 0]);
-                pkt.extend_from_slice(&err);
+                let mut pkt = Vec::new();
+                mysql_wire::packet::frame(
+                    &mut pkt,
+                    &mut 0,
+                    &mysql_wire::server::err_packet(1040, "Too many connections"),
+                );
                 let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&pkt)).await;
             });
             continue;

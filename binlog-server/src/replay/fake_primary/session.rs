@@ -16,7 +16,7 @@ use super::archive::{archive_facts, ArchiveFacts};
 use super::compat::Compat;
 use super::dump::{announced_checksum, dump, start_point, DumpOptions};
 use super::query::answer_query;
-use super::wire::Wire;
+use super::wire::{read_packet, Wire};
 use super::{Shared, ER_MASTER_FATAL_ERROR_READING_BINLOG};
 use binlog::ChecksumAlg;
 
@@ -119,11 +119,11 @@ pub(super) async fn session(
     .await
     .map_err(|_| anyhow::anyhow!("no login within {HANDSHAKE_TIMEOUT:?}; closed"))??;
     let mut wire = match login {
-        Ok(w) => {
+        Login::Accepted(w) => {
             shared.logins.succeeded(peer);
             w
         }
-        Err(user) => {
+        Login::Denied { user } => {
             let n = shared.logins.failed(peer);
             // The name is the client's: escaped and cut, so it cannot forge log lines.
             let shown: String = user.chars().take(64).collect();
@@ -159,33 +159,27 @@ pub(super) async fn session(
     }
 }
 
+/// How a login ended that was answered (I/O and protocol failures are errors).
+enum Login {
+    /// OK was sent: the session goes on over this connection.
+    Accepted(Wire),
+    /// ERR 1045 was sent for this user name (the client's, lossily decoded).
+    Denied {
+        /// The name the client gave.
+        user: String,
+    },
+}
+
 /// Largest handshake packet read before TLS (an SSLRequest is 32 bytes, a
 /// HandshakeResponse41 a few hundred).
 const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
-
-/// One packet read straight from the socket, without a buffer (after an SSLRequest the
-/// client's TLS hello follows at once and must stay in the socket): payload and the
-/// sequence id for the answer.
-async fn read_unbuffered(sock: &mut TcpStream) -> anyhow::Result<(Vec<u8>, u8)> {
-    use tokio::io::AsyncReadExt;
-    let mut hdr = [0u8; 4];
-    sock.read_exact(&mut hdr).await?;
-    let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
-    if len > MAX_HANDSHAKE_PACKET {
-        anyhow::bail!("handshake packet of {len} bytes is too large");
-    }
-    let mut buf = vec![0u8; len];
-    sock.read_exact(&mut buf).await?;
-    Ok((buf, hdr[3].wrapping_add(1)))
-}
 
 /// HandshakeV10 (the listener's cached version, MariaDB as `5.5.5-<version>`; CLIENT_SSL
 /// when the listener has TLS), the TLS upgrade on an SSLRequest (required when the
 /// listener has TLS: a plain login gets ERROR 3159), the HandshakeResponse41 (an
 /// AuthSwitchRequest to `mysql_native_password` when the client starts with another
-/// plugin), and the check against the listener's account: `Ok(wire)` after OK, or
-/// `Err(user)` after ERR 1045.
-async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Result<Wire, String>> {
+/// plugin), and the check against the listener's account.
+async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Login> {
     use tokio::io::AsyncWriteExt;
     let conn_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let nonce = server::scramble();
@@ -202,7 +196,9 @@ async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Result<Wi
         &server::handshake_v10(&version, conn_id, &nonce, caps),
     );
     sock.write_all(&out).await?;
-    let (first, next_seq) = read_unbuffered(&mut sock).await?;
+    // Straight from the socket, without a buffer: after an SSLRequest the client's TLS
+    // hello follows at once and must stay in the socket.
+    let (first, next_seq) = read_packet(&mut sock, MAX_HANDSHAKE_PACKET).await?;
     let client_caps = first
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -257,10 +253,10 @@ async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Result<Wi
             ),
         )
         .await?;
-        return Ok(Err(user));
+        return Ok(Login::Denied { user });
     }
     wire.ok().await?;
-    Ok(Ok(wire))
+    Ok(Login::Accepted(wire))
 }
 
 /// COM_BINLOG_DUMP (0x12) or COM_BINLOG_DUMP_GTID (0x1E) with its body: finds the start

@@ -42,15 +42,8 @@ impl Wire {
     ///
     /// I/O errors, and packets over `MAX_COMMAND` bytes.
     pub(super) async fn read(&mut self) -> anyhow::Result<Vec<u8>> {
-        let mut hdr = [0u8; 4];
-        self.r.read_exact(&mut hdr).await?;
-        let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
-        self.seq = hdr[3].wrapping_add(1);
-        if len > MAX_COMMAND || len >= MAX_PHYSICAL_PAYLOAD {
-            anyhow::bail!("command packet of {len} bytes is too large");
-        }
-        let mut buf = vec![0u8; len];
-        self.r.read_exact(&mut buf).await?;
+        let (buf, seq) = read_packet(&mut self.r, MAX_COMMAND).await?;
+        self.seq = seq;
         Ok(buf)
     }
 
@@ -83,6 +76,27 @@ impl Wire {
     pub(super) async fn err(&mut self, code: u16, msg: &str) -> anyhow::Result<()> {
         self.write(&server::err_packet(code, msg)).await
     }
+}
+
+/// One packet read from `r`: its payload (at most `max` bytes, and never a 16 MiB
+/// continuation: commands from a replica are small) and the sequence id for the answer.
+///
+/// # Errors
+///
+/// I/O errors, and a packet over the limit (before anything is allocated for it).
+pub(super) async fn read_packet<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> anyhow::Result<(Vec<u8>, u8)> {
+    let mut hdr = [0u8; 4];
+    r.read_exact(&mut hdr).await?;
+    let len = usize::from(hdr[0]) | usize::from(hdr[1]) << 8 | usize::from(hdr[2]) << 16;
+    if len > max || len >= MAX_PHYSICAL_PAYLOAD {
+        anyhow::bail!("a client packet of {len} bytes is too large");
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok((buf, hdr[3].wrapping_add(1)))
 }
 
 /// A text result set: column names, rows of optional strings.
