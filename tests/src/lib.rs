@@ -68,8 +68,8 @@ pub use harness::mariadb::{
 };
 pub use harness::s3::{Moto, S3_TEST_ENV};
 pub use harness::sandbox::{
-    BaseJob, PitrJobs, Sandbox, SandboxBuilder, SandboxPrimary, SourceBackup, BASE_TIMEOUT,
-    CAUGHT_UP_TIMEOUT,
+    add_api_token, tls_self_signed, BaseJob, PitrJobs, Sandbox, SandboxBuilder, SandboxPrimary,
+    SourceBackup, BASE_TIMEOUT, CAUGHT_UP_TIMEOUT,
 };
 pub use harness::server::{
     agent_trusting, run_snapshotter, ApiAccess, ServerProcess, SERVER_START_TIMEOUT,

@@ -640,50 +640,74 @@ impl Drop for PitrJobs<'_> {
     }
 }
 
-/// The certificate, key and tokens file of a secured API in `dir`, made with the server
-/// binary's own commands: the `[http]` lines and the access (an admin token).
+/// `<server_bin> <args>`: its stdout, trimmed; an error with its stderr when it fails.
+fn run_server_cli(server_bin: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(server_bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", server_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "binlog-server {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn utf8(p: &Path) -> Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// A self-signed certificate and key (`cert.pem`, `key.pem` in `dir`) made by
+/// `binlog-server tls self-signed`.
+pub fn tls_self_signed(server_bin: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    run_server_cli(
+        server_bin,
+        &[
+            "tls",
+            "self-signed",
+            "--cert",
+            utf8(&cert)?,
+            "--key",
+            utf8(&key)?,
+        ],
+    )?;
+    Ok((cert, key))
+}
+
+/// A new API token of `role` for `name`, appended to `file` by `binlog-server token add`.
+pub fn add_api_token(server_bin: &Path, file: &Path, name: &str, role: &str) -> Result<String> {
+    run_server_cli(
+        server_bin,
+        &[
+            "token",
+            "add",
+            "--file",
+            utf8(file)?,
+            "--name",
+            name,
+            "--role",
+            role,
+        ],
+    )
+}
+
+/// The certificate, key and tokens file of a secured API in `dir`: the `[http]` lines and
+/// the access (an admin token).
 fn secure_api_files(server_bin: &Path, dir: &Path) -> Result<(String, ApiAccess)> {
-    let run = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(server_bin)
-            .args(args)
-            .output()
-            .with_context(|| format!("run {}", server_bin.display()))?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "binlog-server {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let utf8 = |p: &Path| p.to_str().map(str::to_string).context("path is not UTF-8");
-    let cert = dir.join("api-cert.pem");
-    let key = dir.join("api-key.pem");
+    let (cert, key) = tls_self_signed(server_bin, dir)?;
     let tokens = dir.join("tokens");
-    run(&[
-        "tls",
-        "self-signed",
-        "--cert",
-        &utf8(&cert)?,
-        "--key",
-        &utf8(&key)?,
-    ])?;
-    let token = run(&[
-        "token",
-        "add",
-        "--file",
-        &utf8(&tokens)?,
-        "--name",
-        "sandbox-admin",
-        "--role",
-        "admin",
-    ])?;
+    let token = add_api_token(server_bin, &tokens, "sandbox-admin", "admin")?;
     let lines = format!(
         "tokens_file = {}\ntls_cert = {}\ntls_key = {}\n",
-        toml_string(&utf8(&tokens)?),
-        toml_string(&utf8(&cert)?),
-        toml_string(&utf8(&key)?)
+        toml_string(utf8(&tokens)?),
+        toml_string(utf8(&cert)?),
+        toml_string(utf8(&key)?)
     );
     Ok((
         lines,
