@@ -39,12 +39,12 @@ use catalog::Catalog;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::archive::index::Index;
-use crate::http::auth::{Caller, Role};
 use crate::http::JsonBody;
 use crate::source::context::{SourceCommand, SourceRuntime};
-use crate::status::Metrics;
+use archive::index::Index;
 use binlog::Gtid;
+use node::status::Metrics;
+use node::tokens::{Caller, Role};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -59,13 +59,13 @@ pub struct ApiState {
     /// Base backups.
     pub backups: Arc<crate::backups::BackupService>,
     /// PITR jobs.
-    pub pitr: Arc<crate::replay::pitr::PitrService>,
+    pub pitr: Arc<replay::pitr::PitrService>,
     /// Restore verifications.
-    pub verify: Arc<crate::verify::runner::VerifyService>,
+    pub verify: Arc<verifier::runner::VerifyService>,
     /// Archive root (`<data_dir>/<source>/<file>`).
     pub data_dir: std::path::PathBuf,
     /// The archive store, when `[archive]` is enabled.
-    pub archive: Option<Arc<crate::archive::ship::ArchiveTier>>,
+    pub archive: Option<Arc<archive::tier::ArchiveTier>>,
 }
 
 /// A JSON error answer.
@@ -144,7 +144,7 @@ fn source<'a>(st: &'a ApiState, name: &str) -> Result<&'a SourceRuntime, ApiErro
 
 /// The status with the lag recomputed from the last poll of the primary and the current
 /// durable position (the poll's own figure is as old as the poll).
-fn status_now(s: &SourceRuntime) -> crate::status::SourceStatus {
+fn status_now(s: &SourceRuntime) -> node::status::SourceStatus {
     let binlogs = s
         .primary
         .lock()
@@ -232,7 +232,7 @@ async fn restart(
 ) -> Result<impl IntoResponse, ApiError> {
     let s = source(&st, &name)?;
     let accept_gap = body.accept_gap;
-    if s.status.snapshot().state != crate::status::CaptureState::Failed {
+    if s.status.snapshot().state != node::status::CaptureState::Failed {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("source {name:?} is not failed: nothing to restart"),
@@ -450,8 +450,8 @@ pub struct PitrBody {
 
 /// The HTTP status of a PITR error: 400 bad request, 403 a destination not allowed, 404 unknown source or job, 422 for
 /// every reason the archive has no plan, 500 internal. The one place it is chosen.
-fn plan_error_status(e: &crate::replay::pitr::PlanError) -> StatusCode {
-    use crate::replay::pitr::PlanError as P;
+fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
+    use replay::pitr::PlanError as P;
     match e {
         P::BadRequest(_) => StatusCode::BAD_REQUEST,
         P::NotFound(_) => StatusCode::NOT_FOUND,
@@ -474,20 +474,20 @@ fn plan_error_status(e: &crate::replay::pitr::PlanError) -> StatusCode {
     }
 }
 
-fn pitr_err(e: crate::replay::pitr::PlanError) -> ApiError {
+fn pitr_err(e: replay::pitr::PlanError) -> ApiError {
     ApiError(plan_error_status(&e), e.to_string())
 }
 
-fn pitr_target(b: &PitrBody) -> Result<crate::replay::pitr::Target, ApiError> {
+fn pitr_target(b: &PitrBody) -> Result<replay::pitr::Target, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     match (&b.target_time, &b.target_gtid) {
-        (Some(t), None) => crate::replay::pitr::parse_time(t)
-            .map(crate::replay::pitr::Target::Time)
+        (Some(t), None) => replay::pitr::parse_time(t)
+            .map(replay::pitr::Target::Time)
             .map_err(bad),
         (None, Some(g)) => g
             .trim()
             .parse::<Gtid>()
-            .map(crate::replay::pitr::Target::Gtid)
+            .map(replay::pitr::Target::Gtid)
             .map_err(|_| bad(format!("target_gtid {g:?} is not a GTID (D-S-N or uuid:n)"))),
         _ => Err(bad("give exactly one of target_time and target_gtid".into())),
     }
@@ -524,9 +524,9 @@ async fn pitr_start(
         }
     }
     let dest = match (body.scratch, &body.url) {
-        (true, None) => crate::replay::pitr::Destination::Scratch,
+        (true, None) => replay::pitr::Destination::Scratch,
         (false, Some(u)) => {
-            let url = crate::config::SourceUrl::parse(u)
+            let url = node::config::SourceUrl::parse(u)
                 .map_err(|m| ApiError(StatusCode::BAD_REQUEST, format!("url: {m}")))?;
             if url.ssl_ca.is_some() {
                 return Err(ApiError(
@@ -535,7 +535,7 @@ async fn pitr_start(
                         .into(),
                 ));
             }
-            crate::replay::pitr::Destination::Existing {
+            replay::pitr::Destination::Existing {
                 url,
                 datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
             }
@@ -569,10 +569,10 @@ async fn pitr_remove(
     Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
 }
 
-/// The HTTP status of each [`VerifyError`](crate::verify::runner::VerifyError): the one
+/// The HTTP status of each [`VerifyError`](verifier::runner::VerifyError): the one
 /// place it is chosen.
-fn verify_error_status(e: &crate::verify::runner::VerifyError) -> StatusCode {
-    use crate::verify::runner::VerifyError as V;
+fn verify_error_status(e: &verifier::runner::VerifyError) -> StatusCode {
+    use verifier::runner::VerifyError as V;
     match e {
         V::NotFound(_) => StatusCode::NOT_FOUND,
         V::Busy(_) => StatusCode::CONFLICT,
@@ -580,7 +580,7 @@ fn verify_error_status(e: &crate::verify::runner::VerifyError) -> StatusCode {
     }
 }
 
-fn verify_err(e: crate::verify::runner::VerifyError) -> ApiError {
+fn verify_err(e: verifier::runner::VerifyError) -> ApiError {
     ApiError(verify_error_status(&e), e.to_string())
 }
 
@@ -633,7 +633,7 @@ async fn verify_get(
     let html =
         |page: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     if id == "summary" || id == "summary.html" {
-        let since = now - crate::verify::schedule::WEEK_SECS;
+        let since = now - verifier::schedule::WEEK_SECS;
         let runs = st
             .verify
             .list(None, since, 1000)
@@ -642,7 +642,7 @@ async fn verify_get(
         if id == "summary" {
             return Ok(Json(json!({ "since": since, "sources": st.verify.source_names(), "verifications": runs })).into_response());
         }
-        return Ok(html(crate::verify::html::summary_page(
+        return Ok(html(verifier::html::summary_page(
             &runs,
             &st.verify.source_names(),
             now,
@@ -650,7 +650,7 @@ async fn verify_get(
     }
     if let Some(id) = id.strip_suffix(".html") {
         let r = st.verify.get(id).await.map_err(verify_err)?;
-        return Ok(html(crate::verify::html::report_page(&r, now)));
+        return Ok(html(verifier::html::report_page(&r, now)));
     }
     Ok(Json(st.verify.get(&id).await.map_err(verify_err)?).into_response())
 }

@@ -8,7 +8,7 @@
 //! At start-up, bases left DOING/UPLOADING by a previous process are set to ERROR
 //! ([`catalog::Catalog::fail_interrupted_backups`]); retention then removes their objects.
 
-use crate::util::lock;
+use node::util::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,27 +19,12 @@ use chrono::Utc;
 use objstore::store::Store;
 use serde::Serialize;
 use snapshotter::retention::{self, RetentionReport};
-use snapshotter::{Endpoint, Method, Progress, Snapshotter, TakeError, TakeRequest};
+use snapshotter::{Method, Progress, Snapshotter, TakeError, TakeRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{Settings, Source, SourceUrl, TlsMode};
 use mysql_wire::conn::{Conn, ConnectOptions};
-
-/// The tools' connection parameters from a source URL.
-pub fn endpoint(u: &SourceUrl) -> Endpoint {
-    Endpoint {
-        host: u.host.clone(),
-        port: u.port,
-        user: u.user.clone(),
-        password: u.password.clone(),
-        tls: match u.tls {
-            TlsMode::Disabled | TlsMode::Preferred => None,
-            TlsMode::Required => Some(None),
-            TlsMode::VerifyCa | TlsMode::VerifyIdentity => Some(u.ssl_ca.clone()),
-        },
-    }
-}
+use node::config::{Settings, Source};
 
 /// Opens a SQL session with the backup account (long query timeout: CLONE can take hours).
 pub async fn connect_sql(source: &Source, connect_timeout: Duration) -> Result<Conn, String> {
@@ -139,7 +124,7 @@ pub enum RetentionFailed {
     Catalog(#[from] catalog::CatalogError),
     /// Archive retention failed.
     #[error("archive retention: {0}")]
-    Binlogs(#[from] crate::archive::retention::RetentionError),
+    Binlogs(#[from] archive::retention::RetentionError),
 }
 
 /// What a retention pass did: the bases (fields at the top level, as before archive
@@ -151,7 +136,7 @@ pub struct RetentionOutcome {
     pub bases: RetentionReport,
     /// Archive retention (`None` without `keep_days`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub binlogs: Option<crate::archive::retention::BinlogRetentionReport>,
+    pub binlogs: Option<archive::retention::BinlogRetentionReport>,
 }
 
 impl BackupService {
@@ -233,7 +218,7 @@ impl BackupService {
         }
         Ok(TakeRequest {
             source: source.name.clone(),
-            endpoint: endpoint(&source.backup_url),
+            endpoint: node::config::tool_endpoint(&source.backup_url),
             settings: source.backup.clone(),
             method,
             incremental,
@@ -433,7 +418,7 @@ impl BackupService {
                 let rows = self.snap.catalog.list_backups(name).await?;
                 let oldest = retention::oldest_restorable(&rows);
                 Some(
-                    crate::archive::retention::apply(
+                    archive::retention::apply(
                         &self.snap.catalog,
                         store,
                         &data_dir.join(name),

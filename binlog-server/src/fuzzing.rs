@@ -103,9 +103,9 @@ pub fn wire_packets(data: &[u8]) {
 }
 
 /// What a replica sends the fake primary (see
-/// [`crate::replay::fake_primary::parse_replica_input`]).
+/// [`replay::fake_primary::parse_replica_input`]).
 pub fn replica_input(data: &[u8]) {
-    let _ = crate::replay::fake_primary::parse_replica_input(data);
+    let _ = replay::fake_primary::parse_replica_input(data);
 }
 
 /// GTID text: a GTID that parses prints back to the same GTID; GTID lists, UUIDs.
@@ -119,33 +119,33 @@ pub fn gtid_text(data: &[u8]) {
         assert_eq!(again, g, "a GTID prints back to itself");
     }
     let _ = binlog::parse_uuid(&text);
-    let _ = crate::replay::fake_primary::parse_connect_state(&text);
+    let _ = replay::fake_primary::parse_connect_state(&text);
 }
 
 /// A PITR request body as the API receives it: JSON, the target's time or GTID, the
 /// destination URL and its allow-list check (a loopback rule and a datadir root).
 pub fn pitr_request(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = crate::replay::pitr::parse_time(&text);
+    let _ = replay::pitr::parse_time(&text);
     let Ok(body) = serde_json::from_slice::<crate::api::PitrBody>(data) else {
         return;
     };
     if let Some(t) = &body.target_time {
-        let _ = crate::replay::pitr::parse_time(t);
+        let _ = replay::pitr::parse_time(t);
     }
     if let Some(g) = &body.target_gtid {
         let _ = g.trim().parse::<Gtid>();
     }
     if let Some(u) = &body.url {
-        if let Ok(url) = crate::config::SourceUrl::parse(u) {
-            let cfg = crate::config::PitrConfig {
+        if let Ok(url) = node::config::SourceUrl::parse(u) {
+            let cfg = node::config::PitrConfig {
                 allowed_destinations: vec!["127.0.0.1:*".into(), "10.0.0.0/8:3306".into()],
                 allowed_datadir_roots: vec![std::env::temp_dir()],
                 ..Default::default()
             };
-            let _ = crate::replay::pitr::allow::check(
+            let _ = replay::pitr::allow::check(
                 &cfg,
-                crate::replay::pitr::Destination::Existing {
+                replay::pitr::Destination::Existing {
                     url,
                     datadir: body.datadir.as_ref().map(std::path::PathBuf::from),
                 },
@@ -159,14 +159,14 @@ pub fn pitr_request(data: &[u8]) {
 /// and the whole text as a tokens file.
 pub fn config_text(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = crate::config::Config::parse(&text);
-    let _ = crate::http::auth::Tokens::parse(&text);
+    let _ = node::config::Config::parse(&text);
+    let _ = node::tokens::Tokens::parse(&text);
     for line in text.lines().take(64) {
-        let _ = crate::config::SourceUrl::parse(line);
-        let _ = line.parse::<crate::replay::pitr::allow::DestinationRule>();
-        let _ = crate::config::schedule::parse_day(line);
-        let _ = crate::config::schedule::parse_time_of_day(line);
-        let _ = crate::archive::objects::parse_chunk_name(line);
+        let _ = node::config::SourceUrl::parse(line);
+        let _ = line.parse::<node::config::DestinationRule>();
+        let _ = node::config::schedule::parse_day(line);
+        let _ = node::config::schedule::parse_time_of_day(line);
+        let _ = archive::objects::parse_chunk_name(line);
     }
 }
 

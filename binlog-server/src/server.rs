@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
 use crate::api::{self, ApiState};
-use crate::archive::index::Index;
-use crate::config::Settings;
-use crate::replay::fake_primary::{self, Archive};
-use crate::replay::pitr::{PitrDeps, PitrService};
 use crate::source::context::{Shared, SourceRuntime};
 use crate::source::supervise::spawn_source;
-use crate::status::{Metrics, StatusCell};
+use archive::index::Index;
+use node::config::Settings;
+use node::status::{Metrics, StatusCell};
+use replay::fake_primary::{self, Archive};
+use replay::pitr::{PitrDeps, PitrService};
 
 /// Runs the daemon until `cancel` fires. Returns an error when start-up fails (catalog,
 /// index, HTTP listener) or when a source task dies unexpectedly: the process then exits
@@ -62,14 +62,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
 
     let tier = match settings.archive.enabled {
         true => Some(Arc::new(
-            crate::archive::ship::ArchiveTier::open(settings.archive.clone())
+            archive::tier::ArchiveTier::open(settings.archive.clone())
                 .context("open the archive store ([archive] store)")?,
         )),
         false => None,
     };
     if let Some(t) = &tier {
         // Cached copies are not fsynced: after a crash one could be torn.
-        let freed = crate::archive::cache::empty(&t.settings.cache_dir);
+        let freed = archive::cache::empty(&t.settings.cache_dir);
         if freed > 0 {
             info!(
                 freed,
@@ -79,10 +79,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     }
     let reader = tier
         .clone()
-        .map(|t| Arc::new(crate::archive::cache::ArchiveReader::new(t)));
+        .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
     let rebuilt = match (&tier, &reader) {
         (Some(t), Some(r)) => {
-            crate::archive::rebuild::rebuild_lost(&settings, &catalog, &index, t, r, None)
+            archive::rebuild::rebuild_lost(&settings, &catalog, &index, t, r, None)
                 .await?
                 .into_iter()
                 .filter_map(|(name, r)| r.map(|r| (name, r.summary())))
@@ -99,8 +99,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
                 .get(name)
                 .map(|a| a.evicted.clone())
                 .unwrap_or_default();
-            let h = crate::archive::ship::spawn(
-                crate::archive::ship::ShipperCtx {
+            let h = archive::ship::spawn(
+                archive::ship::ShipperCtx {
                     source: name.clone(),
                     dir: settings.data_dir.join(name),
                     catalog: catalog.clone(),
@@ -130,7 +130,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     })
     .await
     .context("start the PITR service")?;
-    let verify = crate::verify::runner::VerifyService::open(
+    let verify = verifier::runner::VerifyService::open(
         catalog.clone(),
         index.clone(),
         pitr.clone(),
@@ -185,7 +185,7 @@ type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::Join
 async fn start_sources(
     settings: &Settings,
     shared: &Shared,
-    reader: Option<Arc<crate::archive::cache::ArchiveReader>>,
+    reader: Option<Arc<archive::cache::ArchiveReader>>,
     rebuilt: &BTreeMap<String, String>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Started> {
@@ -205,7 +205,7 @@ async fn start_sources(
             rt.status.note(summary.clone());
         }
         let dir = settings.data_dir.join(&name);
-        let evicted = crate::archive::cache::Evicted::default();
+        let evicted = archive::cache::Evicted::default();
         if reader.is_some() {
             // Files the store holds whole and the disk no longer does.
             for o in shared

@@ -815,7 +815,7 @@ fn a_lost_node_is_rebuilt_from_the_store_and_resumes() -> Result<()> {
     let (code, v) = sb.server().post_json(
         &format!("/v1/sources/{src}/pitr"),
         &serde_json::json!({
-            "target_time": binlog_server::replay::pitr::fmt_time(t_cp as i64),
+            "target_time": replay::pitr::fmt_time(t_cp as i64),
             "scratch": true
         }),
     )?;

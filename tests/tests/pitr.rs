@@ -53,7 +53,7 @@ fn wait_past(t: u64) {
 
 /// `t` as "YYYY-MM-DDTHH:MM:SSZ" (the service's own formatter).
 fn iso(t: u64) -> String {
-    binlog_server::replay::pitr::fmt_time(i64::try_from(t).unwrap_or(i64::MAX))
+    replay::pitr::fmt_time(i64::try_from(t).unwrap_or(i64::MAX))
 }
 
 struct Checkpoint {

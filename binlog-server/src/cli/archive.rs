@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use super::common::{load_settings, runtime};
-use crate::archive::{fetch, objects};
+use archive::{fetch, objects};
+use node::cli::{load_settings, runtime};
 
 /// `binlog-server archive` sub-commands.
 #[derive(Debug, Subcommand)]
@@ -89,7 +89,7 @@ fn open(
     config: &Path,
 ) -> Result<
     (
-        crate::config::Settings,
+        node::config::Settings,
         tokio::runtime::Runtime,
         objstore::store::Store,
     ),
@@ -132,20 +132,18 @@ pub fn rebuild(config: &Path, only: Option<&str>) -> ExitCode {
             .await
             .context("open the catalog ([catalog] url)")?;
         let index_path = s.data_dir.join("index.rocksdb");
-        let index = Arc::new(
-            crate::archive::index::Index::open(&index_path).with_context(|| {
-                format!(
-                    "open the index at {} (is the service running? stop it first)",
-                    index_path.display()
-                )
-            })?,
-        );
+        let index = Arc::new(archive::index::Index::open(&index_path).with_context(|| {
+            format!(
+                "open the index at {} (is the service running? stop it first)",
+                index_path.display()
+            )
+        })?);
         let tier = Arc::new(
-            crate::archive::ship::ArchiveTier::open(s.archive.clone())
+            archive::tier::ArchiveTier::open(s.archive.clone())
                 .context("open the archive store ([archive] store)")?,
         );
-        let reader = crate::archive::cache::ArchiveReader::new(tier.clone());
-        crate::archive::rebuild::rebuild_lost(&s, &catalog, &index, &tier, &reader, only).await
+        let reader = archive::cache::ArchiveReader::new(tier.clone());
+        archive::rebuild::rebuild_lost(&s, &catalog, &index, &tier, &reader, only).await
     });
     match result {
         Ok(reports) => {

@@ -4,19 +4,15 @@
 //! | module | its one job |
 //! |---|---|
 //! | this file | `binlog-server`'s sub-commands and their dispatch |
-//! | [`common`] | tracing, config loading, the runtime, the HTTP call to the service |
 //! | [`archive`] | `binlog-server archive ls/get/decode`: the archive store by hand |
 //! | [`security`] | `binlog-server token add` and `tls self-signed` |
 //! | [`pitr`] | `binlog-server pitr` and `export` (through the service's API) |
 //! | [`snapshot`] | the `snapshotter` binary (base backups on the shared config) |
-//! | [`verify`] | the `verifier` binary (restore verification through the API) |
 
 pub mod archive;
-pub mod common;
 pub mod pitr;
 pub mod security;
 pub mod snapshot;
-pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,9 +20,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use binlog::check::{check_file, CheckOptions};
-use common::{init_tracing, load_settings, runtime};
+use node::cli::{init_tracing, load_settings, runtime};
+use node::config::Config;
 
 /// Binlog log-server: archives MySQL/MariaDB binlogs byte-identically as a fake replica.
 #[derive(Debug, Parser)]

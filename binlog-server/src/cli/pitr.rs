@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::common::{api_base, load_settings, Api, Client};
+use node::cli::{api_base, load_settings, Api, Client};
 
 /// `binlog-server`'s requests: 422 (no plan) exits 3.
 const CLIENT: Client = Client {
@@ -228,7 +228,7 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
 /// Where binlog `name` of `source` is: the local file, the cached copy, or (evicted) a
 /// checked copy fetched from the archive store into the cache now.
 fn locate_binlog(
-    settings: &crate::config::Settings,
+    settings: &node::config::Settings,
     source: &str,
     dir: &Path,
     name: &str,
@@ -250,13 +250,13 @@ fn locate_binlog(
         std::fs::create_dir_all(&cdir).map_err(|e| format!("create {}: {e}", cdir.display()))?;
         let store =
             objstore::store::Store::open(&settings.archive.store).map_err(|e| e.to_string())?;
-        crate::archive::fetch::fetch_file(
+        archive::fetch::fetch_file(
             &store,
             settings.archive.keyring.clone(),
             source,
             name,
             &cached,
-            crate::archive::fetch::Flush::Fsync,
+            archive::fetch::Flush::Fsync,
         )
         .await
         .map_err(|e| {
@@ -288,7 +288,7 @@ fn write_export(
     let spos = plan["stop"]["pos"].as_u64().unwrap_or(0);
     let mut written = Vec::new();
     for name in &files {
-        if !crate::archive::store::is_safe_file_name(name) {
+        if !archive::local::is_safe_file_name(name) {
             return Err(format!("unsafe file name {name:?} in the plan"));
         }
         let src = locate(name)?;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::http::auth::{file_line, new_token, Role, Tokens};
+use node::tokens::{file_line, new_token, Role, Tokens};
 
 /// `binlog-server token ...`.
 #[derive(Debug, Subcommand)]
@@ -26,19 +26,6 @@ pub enum TokenCmd {
         #[arg(long)]
         role: Role,
     },
-}
-
-impl clap::ValueEnum for Role {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Role::Read, Role::Operate, Role::Admin]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(match self {
-            Role::Read => "read",
-            Role::Operate => "operate",
-            Role::Admin => "admin",
-        }))
-    }
 }
 
 /// `binlog-server tls ...`.

@@ -21,8 +21,8 @@ use clap::{Parser, Subcommand};
 use snapshotter::restore::{chain, position_statements, restore_logical, restore_physical};
 use snapshotter::{Method, Progress};
 
-use crate::backups::{endpoint, BackupService};
-use crate::config::SourceUrl;
+use crate::backups::BackupService;
+use node::config::SourceUrl;
 
 /// Base backups of the configured sources (see `binlog-server serve` for schedules).
 #[derive(Debug, Parser)]
@@ -94,18 +94,18 @@ pub enum Command {
 /// Entry point of the `snapshotter` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::cli::common::init_tracing("warn");
+    node::cli::init_tracing("warn");
     let config = match &cli.command {
         Command::Take { config, .. }
         | Command::List { config, .. }
         | Command::Restore { config, .. }
         | Command::Retention { config, .. } => config.clone(),
     };
-    let settings = match crate::cli::common::load_settings("snapshotter", &config) {
+    let settings = match node::cli::load_settings("snapshotter", &config) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let rt = match crate::cli::common::runtime("snapshotter") {
+    let rt = match node::cli::runtime("snapshotter") {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -293,7 +293,7 @@ async fn restore(
                         &snap.store,
                         &snap.tools,
                         &last,
-                        &endpoint(&u),
+                        &node::config::tool_endpoint(&u),
                         work.path(),
                         4,
                         &progress,

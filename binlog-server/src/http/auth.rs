@@ -2,26 +2,11 @@
 //! passes before its handler runs (MaxScale's REST API users with admin/basic roles are
 //! the model; the roles here are finer).
 //!
-//! # The tokens file (`[http] tokens_file`)
-//!
-//! One token per line, `<role> <name> sha256:<64 hex digits>`; `#` starts a comment.
-//!
-//! ```text
-//! # role   name         SHA-256 of the token (binlog-server token add prints the token once)
-//! admin    alice        sha256:5f8c...
-//! read     prometheus   sha256:0a1b...
-//! ```
-//!
-//! `[http] tokens_env` names an environment variable holding the same lines instead
-//! (`;` may separate them), read once at start.
-//!
-//! Only the SHA-256 of each token is stored: a token is 32 random bytes (`bls_` and 64
-//! hex digits), so a fast hash is as good as a slow one and a leaked file gives nothing
-//! to replay. A presented token is hashed and compared with every entry in constant
-//! time (`subtle`). The file is re-read when its size or modification time changes
-//! (checked at most once per [`RELOAD_CHECK`]): a token is added or revoked without a
-//! restart; a file that no longer parses leaves the previous set in force (logged).
-//! Tokens are never logged; a caller is logged by its name.
+//! The tokens file's format and parser are [`node::tokens`]; here, the file is re-read
+//! when its size or modification time changes (checked at most once per
+//! [`RELOAD_CHECK`]): a token is added or revoked without a restart; a file that no
+//! longer parses leaves the previous set in force (logged). Tokens are never logged; a
+//! caller is logged by its name.
 //!
 //! # Roles
 //!
@@ -57,195 +42,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use thiserror::Error;
+
+use node::tokens::{Caller, Role, Tokens};
 use tracing::warn;
 
 /// How often a request may look whether the tokens file changed.
 pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
-
-/// What a token may do; ordered: `Read < Operate < Admin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// GET requests and PITR plans.
-    Read,
-    /// Starting backups, checks, verifications, scratch PITRs, restarts.
-    Operate,
-    /// PITR into existing instances, retention, DELETE.
-    Admin,
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "read" => Ok(Role::Read),
-            "operate" => Ok(Role::Operate),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!("{other:?} is not a role (read, operate or admin)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Read => "read",
-            Role::Operate => "operate",
-            Role::Admin => "admin",
-        })
-    }
-}
-
-/// A tokens file that cannot be used.
-#[derive(Debug, Error)]
-pub enum TokensError {
-    /// The file could not be read.
-    #[error("read tokens file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line is not `<role> <name> sha256:<64 hex>`.
-    #[error("tokens file line {line}: {message}")]
-    Line {
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-/// One token: its caller's name, role and the SHA-256 of the token.
-#[derive(Clone)]
-struct Entry {
-    name: String,
-    role: Role,
-    hash: [u8; 32],
-}
-
-/// The parsed tokens file.
-#[derive(Clone, Default)]
-pub struct Tokens {
-    entries: Vec<Entry>,
-}
-
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.entries.iter().map(|e| (&e.name, e.role)))
-            .finish()
-    }
-}
-
-/// The prefix of every token this service makes (so a secret scanner can find them).
-pub const TOKEN_PREFIX: &str = "bls_";
-
-/// A new random token: `bls_` and 64 hex digits (32 bytes from the OS).
-///
-/// # Errors
-///
-/// The OS random source failed.
-pub fn new_token() -> Result<String, getrandom::Error> {
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b)?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(b)))
-}
-
-/// The tokens-file line for `token`: `<role> <name> sha256:<hex>`.
-pub fn file_line(role: Role, name: &str, token: &str) -> String {
-    format!(
-        "{role} {name} sha256:{}",
-        hex::encode(Sha256::digest(token.as_bytes()))
-    )
-}
-
-impl Tokens {
-    /// Reads and parses a tokens file.
-    ///
-    /// # Errors
-    ///
-    /// [`TokensError::Read`] or the first bad line; an empty file is an error too (it
-    /// would lock every caller out).
-    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Tokens::parse(&text)
-    }
-
-    /// Parses the text of a tokens file (see the module doc).
-    pub fn parse(text: &str) -> Result<Tokens, TokensError> {
-        let mut entries = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let bad = |message: String| TokensError::Line {
-                line: i + 1,
-                message,
-            };
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [role, name, hash] = fields[..] else {
-                return Err(bad("expected `<role> <name> sha256:<64 hex digits>`".into()));
-            };
-            let role: Role = role.parse().map_err(bad)?;
-            let hex_part = hash
-                .strip_prefix("sha256:")
-                .ok_or_else(|| bad("the hash must start with `sha256:`".into()))?;
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(hex_part, &mut digest)
-                .map_err(|_| bad("the hash must be 64 hex digits after `sha256:`".into()))?;
-            if entries.iter().any(|e: &Entry| e.name == name) {
-                return Err(bad(format!("the name {name:?} is used twice")));
-            }
-            entries.push(Entry {
-                name: name.to_string(),
-                role,
-                hash: digest,
-            });
-        }
-        if entries.is_empty() {
-            return Err(TokensError::Line {
-                line: 0,
-                message: "the file holds no token (add one with `binlog-server token add`)".into(),
-            });
-        }
-        Ok(Tokens { entries })
-    }
-
-    /// The caller a presented token belongs to, compared in constant time against every
-    /// entry (the time does not tell which entry, or how much of a hash, matched).
-    pub fn check(&self, presented: &str) -> Option<Caller> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found: Option<&Entry> = None;
-        for e in &self.entries {
-            if bool::from(e.hash.ct_eq(&digest)) {
-                found = Some(e);
-            }
-        }
-        found.map(|e| Caller {
-            name: e.name.clone(),
-            role: e.role,
-        })
-    }
-}
-
-/// Who made a request (in the request's extensions once [`guard`] let it through).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's name ("local" without a tokens file).
-    pub name: String,
-    /// Its role.
-    pub role: Role,
-}
 
 /// The tokens file and what was last read from it.
 struct Loaded {
@@ -267,7 +70,7 @@ enum Mode {
     Fixed(Tokens),
 }
 
-/// The request checks' settings (built from [`crate::config::HttpSettings`]).
+/// The request checks' settings (built from [`node::config::HttpSettings`]).
 pub struct Guard {
     mode: Mode,
     metrics_open: bool,
@@ -281,7 +84,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 impl Guard {
     /// The checks for a validated `[http]`, with the tokens validation read.
-    pub fn new(http: &crate::config::HttpSettings) -> Guard {
+    pub fn new(http: &node::config::HttpSettings) -> Guard {
         let mode = match (&http.tokens, &http.tokens_file) {
             (None, _) => Mode::Open,
             (Some(t), None) => Mode::Fixed(t.clone()),
@@ -316,14 +119,14 @@ impl Guard {
                 role: Role::Admin,
             }),
             Mode::Tokens { path, loaded } => {
-                let mut l = crate::util::lock(loaded);
+                let mut l = node::util::lock(loaded);
                 if l.checked.elapsed() >= RELOAD_CHECK {
                     l.checked = Instant::now();
                     let now = stamp(path);
                     if now != l.stamp {
                         match Tokens::load(path) {
                             Ok(t) => {
-                                tracing::info!(path = %path.display(), tokens = t.entries.len(), "tokens file re-read");
+                                tracing::info!(path = %path.display(), tokens = t.len(), "tokens file re-read");
                                 l.tokens = t;
                                 l.stamp = now;
                             }
@@ -510,49 +313,6 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_token_is_found_by_its_hash_only() {
-        let t = new_token().unwrap();
-        assert!(t.starts_with(TOKEN_PREFIX) && t.len() == 68);
-        let text = format!(
-            "# comment\n\n{}\n{}  # trailing comment\n",
-            file_line(Role::Read, "prom", "bls_other"),
-            file_line(Role::Admin, "alice", &t)
-        );
-        assert!(!text.contains(&t), "the file must not hold the token");
-        let tokens = Tokens::parse(&text).unwrap();
-        assert_eq!(
-            tokens.check(&t),
-            Some(Caller {
-                name: "alice".into(),
-                role: Role::Admin
-            })
-        );
-        assert_eq!(tokens.check("bls_other").unwrap().role, Role::Read);
-        assert_eq!(tokens.check(&t[..67]), None);
-        assert_eq!(tokens.check(""), None);
-    }
-
-    #[test]
-    fn bad_tokens_files_are_refused_with_the_line() {
-        for (text, line) in [
-            ("admin alice\n", 1),
-            ("\nroot alice sha256:00\n", 2),
-            ("admin alice md5:00\n", 1),
-            ("admin alice sha256:zz\n", 1),
-            (
-                "read a sha256:0000000000000000000000000000000000000000000000000000000000000000\nread a sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
-                2,
-            ),
-            ("# nothing\n", 0),
-        ] {
-            match Tokens::parse(text) {
-                Err(TokensError::Line { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
-                other => panic!("{text:?}: {other:?}"),
-            }
-        }
-    }
 
     #[test]
     fn roles_by_route() {

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::config::HttpSettings;
+use node::config::HttpSettings;
 
 /// Largest request body accepted, bytes (every body here is a small JSON object).
 pub const MAX_BODY_BYTES: usize = 1 << 20;

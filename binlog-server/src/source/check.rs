@@ -2,7 +2,7 @@
 //! seed 001), SUCC files re-verified (scrub), FAIL files re-pulled ([`super::repull`])
 //! while the primary still has them.
 
-use crate::util::lock;
+use node::util::lock;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +11,14 @@ use catalog::{FileProgress, FileState};
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
-use super::context::{PrimaryView, SourceCtx};
+use super::context::SourceCtx;
 use super::lowprio::low_priority;
 use super::repull::repull;
-use crate::archive::store::{self, SourceStore};
-use crate::status::Metrics;
+use archive::local::{self, LocalFiles};
 use binlog::check::{check_file, CheckOptions, CheckReport};
 use binlog::{self};
+use node::status::Metrics;
+use node::status::PrimaryView;
 
 /// Capture is "catching up" while more than this many bytes behind the primary.
 const CATCH_UP_BYTES: u64 = 64 << 20;
@@ -27,7 +28,7 @@ const CATCH_UP_BYTES: u64 = 64 << 20;
 /// the source is cancelled.
 pub async fn check_loop(
     ctx: SourceCtx,
-    store: Arc<SourceStore>,
+    store: Arc<LocalFiles>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     wake: Arc<Notify>,
     mut on_demand: mpsc::Receiver<String>,
@@ -84,7 +85,7 @@ pub async fn check_loop(
 /// each FAIL file was re-pulled (at most 3 times per process), the last scrub pass.
 struct Checker {
     ctx: SourceCtx,
-    store: Arc<SourceStore>,
+    store: Arc<LocalFiles>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     repulls: HashMap<String, u32>,
     last_scrub: Instant,
@@ -127,7 +128,7 @@ impl Checker {
                 }
             }
         }
-        todo.sort_by_key(|n| store::binlog_order(n));
+        todo.sort_by_key(|n| local::binlog_order(n));
         todo.dedup();
         Some(todo)
     }
@@ -292,7 +293,7 @@ fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option
     let later = v
         .binlogs
         .iter()
-        .any(|(n, _)| store::binlog_order(n) > store::binlog_order(file));
+        .any(|(n, _)| local::binlog_order(n) > local::binlog_order(file));
     let size = v
         .binlogs
         .iter()
@@ -312,7 +313,7 @@ fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> 
     fresh
         && v.binlogs
             .last()
-            .is_some_and(|(n, _)| store::binlog_order(n) <= store::binlog_order(file))
+            .is_some_and(|(n, _)| local::binlog_order(n) <= local::binlog_order(file))
 }
 
 /// SUCC or FAIL from a check report. A file that ends without ROTATE/STOP is still

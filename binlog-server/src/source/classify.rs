@@ -3,7 +3,7 @@
 //! stream moves to another file; contiguity and file-name checks. Shared by capture and
 //! re-pull.
 
-use crate::archive::store;
+use archive::local;
 use binlog::HEADER_LEN;
 
 use binlog::{self, event_type, ChecksumAlg, EventHeader, FormatDescription};
@@ -165,7 +165,7 @@ fn usable_rotate(
             st.file, st.offset
         ))
     })?;
-    if !store::is_safe_file_name(&r.next_file) {
+    if !local::is_safe_file_name(&r.next_file) {
         return Err(StreamEnd::Definite(format!(
             "the primary announced an unusable binlog file name {:?}",
             r.next_file
@@ -181,8 +181,8 @@ mod tests {
     //! them: the only way to exercise the MySQL dialect's events here, since no MySQL
     //! server can be installed. The stored bytes must equal the file's.
     use super::*;
-    use crate::archive::store::SourceStore;
     use crate::source::stream::going_back;
+    use archive::local::LocalFiles;
     use binlog::{EventReader, BINLOG_MAGIC, LOG_EVENT_BINLOG_IN_USE_F};
     use std::path::PathBuf;
 
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn archived_files_are_never_reopened() {
         let d = tempfile::tempdir().unwrap();
-        let (store, _, _) = SourceStore::open(d.path(), "db").unwrap();
+        let (store, _, _) = LocalFiles::open(d.path(), "db").unwrap();
         for n in ["b.000001", "b.000002", "b.index"] {
             std::fs::write(store.path(n), BINLOG_MAGIC).unwrap();
         }

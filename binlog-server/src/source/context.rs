@@ -3,15 +3,14 @@
 //! ([`SourceRuntime`], [`SourceCommand`]).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use catalog::Catalog;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::index::Index;
-use crate::config::{CaptureConfig, Source};
-use crate::status::{Metrics, StatusCell};
+use archive::index::Index;
+use node::config::{CaptureConfig, Source};
+use node::status::{Metrics, PrimaryView, StatusCell};
 
 /// Commands to a running source (from the API).
 #[derive(Debug)]
@@ -38,17 +37,6 @@ pub struct Shared {
     pub capture: CaptureConfig,
     /// Archive root.
     pub data_dir: std::path::PathBuf,
-}
-
-/// Latest view of the primary's binlogs (from the poller), shared with the checker.
-#[derive(Debug, Clone, Default)]
-pub struct PrimaryView {
-    /// SHOW BINARY LOGS.
-    pub binlogs: Vec<(String, u64)>,
-    /// SHOW MASTER STATUS.
-    pub current: Option<(String, u64)>,
-    /// When it was read.
-    pub at: Option<Instant>,
 }
 
 /// A source's running capture: handles for the API.

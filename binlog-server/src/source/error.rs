@@ -1,4 +1,4 @@
-//! Why one streaming attempt ended ([`StreamEnd`]): the reconnect loop reacts to the
+//! Why one streaming attempt ended (`StreamEnd`): the reconnect loop reacts to the
 //! variant (retry with backoff, count CRC strikes, record a gap, or stop with the
 //! reason), never to the text.
 

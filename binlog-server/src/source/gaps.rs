@@ -3,8 +3,8 @@
 
 use super::context::Shared;
 use super::session;
-use crate::archive::store::SourceStore;
-use crate::config::Source;
+use archive::local::LocalFiles;
+use node::config::Source;
 
 /// After ERROR 1236: when the binlog capture asked for is no longer on the primary,
 /// records the hole (from the archive's last file to the primary's oldest) in the
@@ -15,7 +15,7 @@ use crate::config::Source;
 pub(crate) async fn record_gap(
     shared: &Shared,
     source: &Source,
-    store: &SourceStore,
+    store: &LocalFiles,
     name: &str,
     requested: Option<&str>,
     msg: &str,

@@ -1,4 +1,4 @@
-//! [`low_priority`]: CPU-heavy file work (checks, SHA-256) on a thread at nice 10, so
+//! `low_priority`: CPU-heavy file work (checks, SHA-256) on a thread at nice 10, so
 //! capture keeps up with the primary.
 
 /// Runs `f` on its own thread at nice level 10, so that checking (a full read, CRC walk

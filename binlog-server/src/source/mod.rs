@@ -11,12 +11,12 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`context`] | what a source's tasks share ([`context::Shared`], [`context::PrimaryView`]) and the API's handles |
+//! | [`context`] | what a source's tasks share ([`context::Shared`], [`node::status::PrimaryView`]) and the API's handles |
 //! | [`supervise`] | starts a source's tasks, recovers its store, runs the reconnect loop |
 //! | [`session`] | the replica session with the primary: connect, dialect, dump start, SHOW BINARY LOGS |
 //! | [`stream`] | one connection's worth of streaming into the writer |
 //! | [`classify`] | which arriving events are stored, skipped, or switch files; contiguity |
-//! | [`error`] | why a streaming attempt ended ([`error::StreamEnd`]) |
+//! | [`error`] | why a streaming attempt ended (`StreamEnd`) |
 //! | [`writer`] | the writer and syncer threads: append, fdatasync, control file, index |
 //! | [`poll`] | the primary's binlog list and the lag |
 //! | [`check`] | the file checker: REPORTED -> SUCC/FAIL, scrub |
@@ -24,9 +24,9 @@
 //! | [`gaps`] | after ERROR 1236: purge on the primary (gap) or refused position |
 //! | [`lowprio`] | CPU-heavy file work on a nice-10 thread |
 
-//! Names: a source's validated settings are `source` ([`crate::config::Source`]), its
+//! Names: a source's validated settings are `source` ([`node::config::Source`]), its
 //! name `source.name` (or `name` where only the name travels), its live state `status`
-//! ([`crate::status::StatusCell`]), and all three with the process-wide services travel
+//! ([`node::status::StatusCell`]), and all three with the process-wide services travel
 //! together as `ctx` ([`context::SourceCtx`]).
 
 pub mod check;

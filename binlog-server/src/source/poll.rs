@@ -2,16 +2,17 @@
 //! kept in the [`PrimaryView`] the checker reads, and the lag (bytes, seconds) for the
 //! status and the metrics.
 
-use crate::archive::store;
-use crate::util::lock;
+use archive::local;
+use node::util::lock;
 
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::warn;
 
-use super::context::{PrimaryView, SourceCtx};
+use super::context::SourceCtx;
 use super::session;
-use crate::status::{Metrics, StatusCell};
+use node::status::PrimaryView;
+use node::status::{Metrics, StatusCell};
 
 /// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
 /// connection open; updates the lag in the status and the metrics. Cancellation-safe.
@@ -93,7 +94,7 @@ pub(crate) fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, 
         if *name == file {
             seen = true;
             behind += size.saturating_sub(pos);
-        } else if seen || store::binlog_order(name) > store::binlog_order(&file) {
+        } else if seen || local::binlog_order(name) > local::binlog_order(&file) {
             behind += size;
         }
     }

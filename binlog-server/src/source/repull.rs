@@ -21,15 +21,15 @@ use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::Shared;
 use super::lowprio::low_priority;
 use super::session;
-use crate::archive::store::{self, SourceStore, REPULL_SUFFIX};
-use crate::config::Source;
+use archive::local::{self, LocalFiles, REPULL_SUFFIX};
+use node::config::Source;
 
 /// Fetches `file` again from position 4 into `<file>.repull`, checks it, and swaps it in.
 /// Returns the new size in bytes.
 pub(crate) async fn repull(
     shared: &Shared,
     source: &Source,
-    store: &Arc<SourceStore>,
+    store: &Arc<LocalFiles>,
     file: &str,
 ) -> Result<u64, String> {
     let mut s = session::connect(source, &shared.capture)
@@ -81,16 +81,16 @@ pub(crate) async fn repull(
     if !matches!(
         last_type,
         Some(binlog::event_type::ROTATE | binlog::event_type::STOP)
-    ) && offset > store::IN_USE_FLAG_OFFSET
+    ) && offset > local::IN_USE_FLAG_OFFSET
     {
         // Closed by a crash of the primary: its copy keeps the in-use flag (see
         // ActiveFile::mark_in_use), so ours must too to stay identical.
         use std::os::unix::fs::FileExt;
         let mut b = [0u8; 1];
-        f.read_exact_at(&mut b, store::IN_USE_FLAG_OFFSET)
+        f.read_exact_at(&mut b, local::IN_USE_FLAG_OFFSET)
             .and_then(|_| {
                 b[0] |= binlog::LOG_EVENT_BINLOG_IN_USE_F as u8;
-                f.write_all_at(&b, store::IN_USE_FLAG_OFFSET)
+                f.write_all_at(&b, local::IN_USE_FLAG_OFFSET)
             })
             .map_err(|e| e.to_string())?;
     }
@@ -115,6 +115,6 @@ pub(crate) async fn repull(
         return Err(format!("the re-pulled copy is bad too: {}", report.info()));
     }
     std::fs::rename(&tmp, &dst).map_err(|e| e.to_string())?;
-    store::fsync_dir(store.dir()).map_err(|e| e.to_string())?;
+    local::fsync_dir(store.dir()).map_err(|e| e.to_string())?;
     Ok(offset)
 }

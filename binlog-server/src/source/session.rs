@@ -18,10 +18,10 @@
 
 use std::time::Duration;
 
-use crate::config::{CaptureConfig, Source};
 use binlog::ChecksumAlg;
 use mysql_wire::conn::{Conn, ConnError, ConnectOptions};
 use mysql_wire::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+use node::config::{CaptureConfig, Source};
 
 /// Which server family we talk to (from the handshake's version string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

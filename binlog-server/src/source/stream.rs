@@ -15,9 +15,9 @@ use super::context::SourceCtx;
 use super::error::StreamEnd;
 use super::session;
 use super::writer::WriterMsg;
-use crate::archive::store::{self, SourceStore};
-use crate::config::{Source, StartAt};
-use crate::status::{CaptureState, Metrics, StatusCell};
+use archive::local::{self, LocalFiles};
+use node::config::{Source, StartAt};
+use node::status::{CaptureState, Metrics, StatusCell};
 
 /// Resolves where to start when the archive is empty (or a gap was accepted).
 pub(crate) async fn start_point(
@@ -25,7 +25,7 @@ pub(crate) async fn start_point(
     source: &Source,
     status: &StatusCell,
     accept_gap: bool,
-    store: &SourceStore,
+    store: &LocalFiles,
 ) -> Result<(String, u64), StreamEnd> {
     let logs = session::show_binary_logs(&mut s.conn)
         .await
@@ -47,7 +47,7 @@ pub(crate) async fn start_point(
             .find(|(n, _)| {
                 archived_last
                     .as_ref()
-                    .is_none_or(|l| store::binlog_order(n) > store::binlog_order(l))
+                    .is_none_or(|l| local::binlog_order(n) > local::binlog_order(l))
             })
             .cloned()
         else {
@@ -62,7 +62,7 @@ pub(crate) async fn start_point(
     } else {
         match &source.start {
             StartAt::Earliest => {
-                let purged = store::binlog_seq(&first).is_some_and(|n| n > 1);
+                let purged = local::binlog_seq(&first).is_some_and(|n| n > 1);
                 status.note(if purged {
                     format!("capture began at {first}, the oldest binlog the primary still had: earlier binlogs had been purged on the primary and are not in the archive")
                 } else {
@@ -103,7 +103,7 @@ pub(crate) struct Attempt<'a> {
     /// Batches and file switches to the writer thread.
     pub wtx: &'a mpsc::Sender<WriterMsg>,
     /// The source's files.
-    pub store: &'a SourceStore,
+    pub store: &'a LocalFiles,
     /// Cancelled when the writer reported a failure.
     pub writer_failed: &'a CancellationToken,
 }
@@ -144,7 +144,7 @@ async fn open(wtx: &mpsc::Sender<WriterMsg>, file: String, pos: u64) -> Result<(
 /// it ended; it never ends without a reason.
 pub(crate) async fn stream_once(
     a: &Attempt<'_>,
-    resume: &store::Resume,
+    resume: &local::Resume,
     accept_gap: bool,
 ) -> StreamEnd {
     let (mut s, file, pos) = match connect_and_dump(a, resume, accept_gap).await {
@@ -152,7 +152,7 @@ pub(crate) async fn stream_once(
         Err(e) => return e,
     };
     let mut st = StreamState::new(&file, pos, s.checksum);
-    if let store::Resume::At { .. } = resume {
+    if let local::Resume::At { .. } = resume {
         // The writer owns the file being continued from the start, so that a stream that
         // begins by moving to the next file (the primary stopped or crashed) closes it.
         if let Err(e) = open(a.wtx, file.clone(), pos).await {
@@ -169,7 +169,7 @@ pub(crate) async fn stream_once(
 /// Connects, works out the start, and starts the dump: the session and `(file, pos)`.
 async fn connect_and_dump(
     a: &Attempt<'_>,
-    resume: &store::Resume,
+    resume: &local::Resume,
     accept_gap: bool,
 ) -> Result<(session::Session, String, u64), StreamEnd> {
     let (source, status, cap) = (&a.ctx.source, &a.ctx.status, &a.ctx.shared.capture);
@@ -186,9 +186,9 @@ async fn connect_and_dump(
         status.note("the primary uses binlog_format=STATEMENT: archived and replayable, but non-deterministic statements may replay differently; ROW is recommended");
     }
     let (file, pos) = match resume {
-        store::Resume::At { file, pos } => (file.clone(), *pos),
-        store::Resume::Next { next, .. } => (next.clone(), 4),
-        store::Resume::Empty => start_point(&mut s, source, status, accept_gap, a.store).await?,
+        local::Resume::At { file, pos } => (file.clone(), *pos),
+        local::Resume::Next { next, .. } => (next.clone(), 4),
+        local::Resume::Empty => start_point(&mut s, source, status, accept_gap, a.store).await?,
     };
     session::prepare_dump(&mut s, cap.heartbeat_period).await?;
     session::start_dump(&mut s, source.server_id, &file, pos, true, false).await?;
@@ -340,10 +340,10 @@ async fn store_event(
 /// A switch to `file` that is already archived and older than the archive's newest file
 /// would overwrite a closed file: the primary went back in its history (RESET MASTER, or
 /// another server answering at that address). Stop rather than damage the archive.
-pub(crate) fn going_back(store: &SourceStore, file: &str) -> Option<StreamEnd> {
+pub(crate) fn going_back(store: &LocalFiles, file: &str) -> Option<StreamEnd> {
     let files = store.list().ok()?;
     let (last, _) = files.last()?;
-    (store::binlog_order(file) < store::binlog_order(last) && files.iter().any(|(n, _)| n == file))
+    (local::binlog_order(file) < local::binlog_order(last) && files.iter().any(|(n, _)| n == file))
         .then(|| {
             StreamEnd::Definite(format!(
                 "the primary moved to {file}, which is already archived and older than {last}: \

@@ -36,16 +36,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::check::check_loop;
-use super::context::{PrimaryView, Shared, SourceCommand, SourceCtx, SourceRuntime};
+use super::context::{Shared, SourceCommand, SourceCtx, SourceRuntime};
 use super::error::StreamEnd;
 use super::gaps::record_gap;
 use super::poll::poll_primary;
 use super::session;
 use super::stream::{stream_once, Attempt};
 use super::writer::{self, WriterError, WriterMsg, WriterNote};
-use crate::archive::store::{self, SourceStore};
-use crate::config::Source;
-use crate::status::{CaptureState, Metrics, StatusCell};
+use archive::local::{self, LocalFiles};
+use node::config::Source;
+use node::status::PrimaryView;
+use node::status::{CaptureState, Metrics, StatusCell};
 
 /// Starts the tasks of one source; returns the runtime handle and the supervised task
 /// (which ends only on cancellation, or with an error when the store cannot be opened).
@@ -55,7 +56,7 @@ pub fn spawn_source(
     source: Source,
     cancel: CancellationToken,
 ) -> (SourceRuntime, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let status = StatusCell::new(crate::status::SourceStatus::new(
+    let status = StatusCell::new(node::status::SourceStatus::new(
         &source.name,
         &source.url.redacted(),
     ));
@@ -101,8 +102,8 @@ pub fn spawn_source(
 
 /// What recovery found: the store, where capture resumes, and the next index ordinal.
 struct Recovered {
-    store: Arc<SourceStore>,
-    resume: store::Resume,
+    store: Arc<LocalFiles>,
+    resume: local::Resume,
     next_ordinal: u64,
 }
 
@@ -213,7 +214,7 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
     let (shared, name, status) = (&ctx.shared, &ctx.source.name, &ctx.status);
     let (data_dir, moved_name) = (shared.data_dir.clone(), name.clone());
     let (store, resume, note) =
-        tokio::task::spawn_blocking(move || SourceStore::open(&data_dir, &moved_name))
+        tokio::task::spawn_blocking(move || LocalFiles::open(&data_dir, &moved_name))
             .await?
             .with_context(|| format!("open the store of source {name}"))?;
     if let Some(n) = note {
@@ -222,9 +223,9 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
     }
     let store = Arc::new(store);
     let (end_file, end_len) = match &resume {
-        store::Resume::Empty => (None, 0),
-        store::Resume::At { file, pos } => (Some(file.clone()), *pos),
-        store::Resume::Next { closed, .. } => {
+        local::Resume::Empty => (None, 0),
+        local::Resume::At { file, pos } => (Some(file.clone()), *pos),
+        local::Resume::Next { closed, .. } => {
             let len = std::fs::metadata(store.path(closed))
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -287,7 +288,7 @@ struct Retry {
 async fn reconnect_loop(
     a: &Attempt<'_>,
     commands: &mut mpsc::Receiver<SourceCommand>,
-    mut resume: store::Resume,
+    mut resume: local::Resume,
 ) {
     let ctx = a.ctx;
     let mut retry = Retry {
@@ -301,7 +302,7 @@ async fn reconnect_loop(
             return;
         }
         match durable_position(a.wtx).await {
-            Ok(Some((file, pos))) => resume = store::Resume::At { file, pos },
+            Ok(Some((file, pos))) => resume = local::Resume::At { file, pos },
             Ok(None) => {}
             Err(why) => {
                 writer_gone(ctx, why).await;
@@ -309,7 +310,7 @@ async fn reconnect_loop(
             }
         }
         if retry.accept_gap {
-            resume = store::Resume::Empty;
+            resume = local::Resume::Empty;
         }
         let attempt_started = Instant::now();
         let end = stream_once(a, &resume, retry.accept_gap).await;
@@ -385,7 +386,7 @@ fn judge(retry: &mut Retry, end: &StreamEnd) -> (String, bool) {
 /// was purged (a gap, recorded) or the position refused, and adds that to the message.
 async fn explain_definite(
     a: &Attempt<'_>,
-    resume: &store::Resume,
+    resume: &local::Resume,
     end: &StreamEnd,
     msg: String,
 ) -> String {
@@ -393,9 +394,9 @@ async fn explain_definite(
         return msg;
     }
     let requested = match resume {
-        store::Resume::At { file, .. } => Some(file.clone()),
-        store::Resume::Next { next, .. } => Some(next.clone()),
-        store::Resume::Empty => None,
+        local::Resume::At { file, .. } => Some(file.clone()),
+        local::Resume::Next { next, .. } => Some(next.clone()),
+        local::Resume::Empty => None,
     };
     let ctx = a.ctx;
     match record_gap(
@@ -559,12 +560,12 @@ async fn wait_for_restart(
 async fn reconcile_catalog(
     catalog: &Catalog,
     name: &str,
-    store: &SourceStore,
-    resume: &store::Resume,
+    store: &LocalFiles,
+    resume: &local::Resume,
 ) -> anyhow::Result<()> {
     let files = store.list()?;
     let active = match resume {
-        store::Resume::At { file, .. } => Some(file.as_str()),
+        local::Resume::At { file, .. } => Some(file.as_str()),
         _ => None,
     };
     for (f, size) in &files {

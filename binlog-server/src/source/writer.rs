@@ -16,9 +16,9 @@ use tracing::warn;
 
 use binlog::{self, event_type, EventHeader, FormatDescription, Gtid, TxnRecord, TxnTracker};
 
-use crate::archive::index::Index;
-use crate::archive::store::{self, ActiveFile, Control, SourceStore};
-use crate::status::Metrics;
+use archive::index::Index;
+use archive::local::{self, ActiveFile, Control, LocalFiles};
+use node::status::Metrics;
 
 /// Messages from the reader to the writer thread.
 pub(crate) enum WriterMsg {
@@ -104,7 +104,7 @@ impl Progress {
 
 struct Writer {
     source: String,
-    store: Arc<SourceStore>,
+    store: Arc<LocalFiles>,
     index: Arc<Index>,
     notes: mpsc::UnboundedSender<WriterNote>,
     active: Option<ActiveFile>,
@@ -127,7 +127,7 @@ type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), WriterError>>;
 
 /// One sync for the syncer thread.
 struct SyncJob {
-    ticket: crate::archive::store::SyncTicket,
+    ticket: archive::local::SyncTicket,
     name: String,
     records: Vec<TxnRecord>,
     upto: u64,
@@ -141,7 +141,7 @@ struct SyncJob {
 /// cache may have dropped the dirty pages), reported to the writer and the async side.
 struct Syncer {
     source: String,
-    store: Arc<SourceStore>,
+    store: Arc<LocalFiles>,
     index: Arc<Index>,
     metrics: Arc<Metrics>,
     notes: mpsc::UnboundedSender<WriterNote>,
@@ -180,7 +180,7 @@ impl Syncer {
             .sync_data()
             .map_err(|e| WriterError::new(format!("fdatasync {}", job.name), e))?;
         if t.new_entry {
-            store::fsync_dir(self.store.dir())
+            local::fsync_dir(self.store.dir())
                 .map_err(|e| WriterError::new(format!("fsync the directory of {}", job.name), e))?;
         }
         fsyncs.inc();
@@ -229,7 +229,7 @@ impl Writer {
         self.close()?;
         let a = ActiveFile::open(&self.store, file, pos)?;
         self.fde = if pos > 4 {
-            crate::archive::index::read_fde(&self.store.path(file), file)
+            archive::index::read_fde(&self.store.path(file), file)
                 .ok()
                 .flatten()
         } else {
@@ -530,7 +530,7 @@ pub(crate) struct Threads {
 /// The thread could not be started (resource limits).
 pub(crate) fn start(
     name: &str,
-    store: &Arc<SourceStore>,
+    store: &Arc<LocalFiles>,
     index: &Arc<Index>,
     metrics: &Arc<Metrics>,
     next_ordinal: u64,

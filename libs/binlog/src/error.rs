@@ -24,7 +24,7 @@ pub enum EventError {
         /// Bytes that were present.
         available: u64,
     },
-    /// The first 4 bytes are not [`BINLOG_MAGIC`].
+    /// The first 4 bytes are not [`crate::format::BINLOG_MAGIC`].
     #[error("not a binlog: starts with {} instead of fe62696e", hex::encode(found))]
     BadMagic {
         /// The bytes found.

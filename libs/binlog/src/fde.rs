@@ -95,7 +95,7 @@ impl FormatDescription {
     /// version (MySQL >= 5.6.1, MariaDB >= 5.3: `checksum_version_split` in mysql-server /
     /// MariaDB `sql/log_event.cc`); older servers give [`ChecksumAlg::Off`]. Algorithm
     /// byte 0 = off, 1 = CRC32, anything else is an error. The CRC itself is not checked
-    /// here (see [`verify_checksum`]).
+    /// here (see [`crate::header::verify_checksum`]).
     pub fn parse(event: &[u8]) -> Result<FormatDescription> {
         let h = framed_header(event)?;
         if h.type_code != event_type::FORMAT_DESCRIPTION {

@@ -27,7 +27,7 @@ pub(crate) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize>
 
 /// Iterates the events of a binlog byte stream read from any [`std::io::Read`] (a file,
 /// best wrapped in a `BufReader`), with their file offsets, reading each event into one
-/// reusable buffer (memory: the largest event, at most [`MAX_EVENT_SIZE`], grown only as
+/// reusable buffer (memory: the largest event, at most [`crate::format::MAX_EVENT_SIZE`], grown only as
 /// bytes actually arrive).
 ///
 /// Yields `Err` once on a framing problem (short read = [`EventError::Truncated`], bad

@@ -374,7 +374,7 @@ pub struct GtidInterval {
 
 /// Builds a COM_BINLOG_DUMP_GTID (0x1E) payload (mysql-server `sql/rpl_replica.cc`
 /// `request_dump`): flags u16, server_id u32, name_len u32, name, pos u64, data_len u32,
-/// then the encoded GTID set (n_sids u64; per sid: uuid[16], n_intervals u64, then
+/// then the encoded GTID set (n_sids u64; per sid: `uuid[16]`, n_intervals u64, then
 /// (start i64, end i64) pairs). Intervals of one UUID must be adjacent in `set`.
 pub fn com_binlog_dump_gtid(
     flags: u16,

@@ -7,8 +7,6 @@
 //! returns a payload (no 4-byte header) except [`result_set`], which frames a whole
 //! result set into `out` because its packets share one sequence.
 
-use std::io::Read;
-
 use crate::packet::{caps, frame, put_lenenc_int, PacketError, Reader};
 
 /// Capabilities the fake primary announces: protocol 4.1, secure connection,
@@ -185,20 +183,10 @@ pub fn result_set(out: &mut Vec<u8>, seq: &mut u8, cols: &[&str], rows: &[Vec<Op
     frame(out, seq, &eof_packet());
 }
 
-/// A 20-byte auth nonce of printable, non-NUL bytes (some clients treat NUL as the end),
-/// from /dev/urandom; unique but not secret-grade when /dev/urandom cannot be read.
-pub fn scramble() -> [u8; 20] {
-    let mut raw = [0u8; 20];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
-    if ok.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for (i, b) in raw.iter_mut().enumerate() {
-            *b = (t >> ((i % 16) * 8)) as u8 ^ (i as u8).wrapping_mul(37);
-        }
-    }
+/// A 20-byte auth nonce of printable, non-NUL bytes (some clients treat NUL as the end)
+/// made from 20 random bytes `raw` (the caller's random source: the service's
+/// `node::random`).
+pub fn scramble(raw: [u8; 20]) -> [u8; 20] {
     raw.map(|b| 0x21 + (b % 0x5e))
 }
 

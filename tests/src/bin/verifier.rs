@@ -1,5 +1,5 @@
 //! `verifier` built for the integration tests (`CARGO_BIN_EXE_verifier-under-test`).
 
 fn main() -> std::process::ExitCode {
-    binlog_server::cli::verify::main()
+    verifier::cli::main()
 }

@@ -1,0 +1,264 @@
+//! The local tier as a cache: files that left the local disk (`[archive]
+//! local_retention`) are read back from the store through one reader, so a replica, a
+//! PITR or a verification that needs them gets them without knowing where they came
+//! from.
+//!
+//! # Layout and rules
+//!
+//! ```text
+//! <cache_dir>/<source>/<file>         a file fetched from the store, checked (size, SHA-256)
+//! <cache_dir>/<source>/<file>.part    a fetch in progress (removed when it fails)
+//! ```
+//!
+//! - [`ArchiveReader::path`] is the one way to a binlog's bytes: the local file when the
+//!   archive still holds it, else the cached copy, else a fetch into the cache first.
+//! - A file is fetched whole, decoded and checked against its manifest before it is
+//!   renamed into place ([`super::fetch`]), so a cached file is always a checked copy.
+//! - The cache holds at most `cache_bytes`: after each fetch the least recently used
+//!   files go (a file being read keeps its open handle: removal only unlinks it).
+//! - [`ArchiveReader::prefetch`]: when the fake primary opens a file, the next evicted
+//!   one is fetched in the background, so a replica (a PITR) does not wait for each
+//!   download in turn.
+//! - [`Evicted`] is the set of a source's files that are only in the store, kept in
+//!   memory (from the catalog at start, then by the evictor) for listings (SHOW BINARY
+//!   LOGS, the next file of a dump).
+//!
+//! Nothing here is the only copy of anything: a crash loses at most a cached copy.
+//! Copies are not fsynced (a fetch is decoded, checked and renamed into place in the
+//! page cache); `serve` empties the cache at start, so a copy torn by a machine crash is
+//! never read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Mutex as AsyncMutex;
+use tracing::info;
+
+use super::fetch::{self, FetchError};
+use super::tier::ArchiveTier;
+use node::util::lock;
+
+/// A source's files that are only in the store: name -> size, bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Evicted(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Evicted {
+    /// Records that `file` (of `size` bytes) left the local disk.
+    pub fn insert(&self, file: &str, size: u64) {
+        lock(&self.0).insert(file.to_string(), size);
+    }
+
+    /// The evicted files and sizes.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        lock(&self.0).iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Keeps only the files `keep` says yes to (the others are gone from the store too,
+    /// by archive retention).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        lock(&self.0).retain(|k, _| keep(k));
+    }
+
+    /// Whether `file` is only in the store.
+    pub fn contains(&self, file: &str) -> bool {
+        lock(&self.0).contains_key(file)
+    }
+}
+
+/// The one reader of binlog files, local or in the store.
+pub struct ArchiveReader {
+    tier: Arc<ArchiveTier>,
+    /// One fetch at a time (two readers of one evicted file wait for one download).
+    fetching: AsyncMutex<()>,
+}
+
+impl ArchiveReader {
+    /// A reader over `tier`'s store and cache directory.
+    pub fn new(tier: Arc<ArchiveTier>) -> ArchiveReader {
+        ArchiveReader {
+            tier,
+            fetching: AsyncMutex::new(()),
+        }
+    }
+
+    /// The path of `file` of `source` whose local directory is `dir`: the local file, the
+    /// cached copy, or a fresh fetch into the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError`] when it is neither local nor cached and the fetch fails (the store,
+    /// the key, or a damaged object: the message names it).
+    pub async fn path(&self, source: &str, dir: &Path, file: &str) -> Result<PathBuf, FetchError> {
+        let local = dir.join(file);
+        if local.exists() {
+            return Ok(local);
+        }
+        let cdir = self.tier.settings.cache_dir.join(source);
+        let cached = cdir.join(file);
+        if cached.exists() {
+            touch(&cached);
+            return Ok(cached);
+        }
+        let _one = self.fetching.lock().await;
+        if cached.exists() {
+            touch(&cached);
+            return Ok(cached);
+        }
+        tokio::fs::create_dir_all(&cdir)
+            .await
+            .map_err(|source| FetchError::Write {
+                path: cdir.clone(),
+                source,
+            })?;
+        let m = match fetch::fetch_file(
+            &self.tier.store,
+            self.tier.settings.keyring.clone(),
+            source,
+            file,
+            &cached,
+            fetch::Flush::PageCache,
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                if matches!(e, FetchError::Damaged { .. }) {
+                    // The shipper checks the object and replaces it from a good copy.
+                    self.tier.report_damaged(source, file);
+                }
+                return Err(e);
+            }
+        };
+        info!(
+            source,
+            file,
+            bytes = m.size,
+            "read an evicted binlog back from the archive store"
+        );
+        trim(
+            &self.tier.settings.cache_dir,
+            self.tier.settings.cache_bytes,
+            &cached,
+        );
+        Ok(cached)
+    }
+}
+
+impl ArchiveReader {
+    /// Starts fetching `file` of `source` into the cache in the background when it is
+    /// neither local nor cached: a dump that will reach it next finds it ready. A failed
+    /// prefetch is only logged (the read that needs the file fetches it again and gets
+    /// the error); a damaged object is reported for repair as by any read.
+    pub fn prefetch(self: &Arc<Self>, source: &str, dir: &Path, file: &str) {
+        let cached = self.tier.settings.cache_dir.join(source).join(file);
+        if dir.join(file).exists() || cached.exists() {
+            return;
+        }
+        let (me, s, d, f) = (
+            self.clone(),
+            source.to_string(),
+            dir.to_path_buf(),
+            file.to_string(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = me.path(&s, &d, &f).await {
+                tracing::debug!(source = %s, file = %f, error = %e, "prefetch from the archive store failed");
+            }
+        });
+    }
+}
+
+/// Removes every cached copy under `root` (all sources; low disk space). Returns the
+/// bytes freed. A copy being read keeps its open handle: removal only unlinks it.
+pub fn empty(root: &Path) -> u64 {
+    let mut freed = 0;
+    let Ok(sources) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    for s in sources.flatten() {
+        let Ok(rd) = std::fs::read_dir(s.path()) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
+            if e.file_name().to_string_lossy().ends_with(".part") {
+                continue;
+            }
+            if let Ok(md) = e.metadata() {
+                if md.is_file() && std::fs::remove_file(e.path()).is_ok() {
+                    freed += md.len();
+                }
+            }
+        }
+    }
+    freed
+}
+
+/// Marks `p` as just used (its mtime orders the cache).
+fn touch(p: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(p) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+/// Removes the least recently used files under `root` (every source's directory) until
+/// the total is at most `budget` bytes, never `keep`.
+fn trim(root: &Path, budget: u64, keep: &Path) {
+    let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    let Ok(sources) = std::fs::read_dir(root) else {
+        return;
+    };
+    for s in sources.flatten() {
+        let Ok(rd) = std::fs::read_dir(s.path()) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if let Ok(md) = e.metadata() {
+                if md.is_file() {
+                    let t = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    files.push((t, md.len(), e.path()));
+                }
+            }
+        }
+    }
+    let mut total: u64 = files.iter().map(|(_, l, _)| l).sum();
+    files.sort();
+    for (_, len, p) in files {
+        if total <= budget {
+            break;
+        }
+        if p == keep {
+            continue;
+        }
+        if std::fs::remove_file(&p).is_ok() {
+            total = total.saturating_sub(len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_removes_least_recently_used_first_and_keeps_the_new_one() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("db1");
+        std::fs::create_dir_all(&s).unwrap();
+        let t0 = SystemTime::now() - std::time::Duration::from_secs(100);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let p = s.join(name);
+            std::fs::write(&p, vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i as u64 * 10))
+                .unwrap();
+        }
+        // "a" is the oldest but in use as `keep`: "b" goes, then the budget holds.
+        trim(d.path(), 200, &s.join("a"));
+        assert!(s.join("a").exists());
+        assert!(!s.join("b").exists());
+        assert!(s.join("c").exists());
+    }
+}

@@ -1,0 +1,23 @@
+//! The archive: on this node, a source's binlog files, their control files and crash
+//! recovery ([`local`]) and the RocksDB transaction index by GTID, time and ordinal
+//! ([`index`]); in the archive store (the object tier), its handle ([`tier`]), where
+//! binlogs live as objects ([`objects`]), the shipping that puts them there ([`ship`]),
+//! the checked reading back ([`fetch`]), the local tier as a cache of the store
+//! ([`cache`]), archive retention ([`retention`]), the rebuild of a lost node from the
+//! store ([`rebuild`]) and the scrub of the store with the repair of damaged objects
+//! ([`scrub`]).
+//!
+//! Names: "local files" are the node's disk ([`local::LocalFiles`], one per source),
+//! "the object store" is `objstore::store::Store`, and "the archive tier"
+//! ([`tier::ArchiveTier`]) is the object store with the `[archive]` settings.
+
+pub mod cache;
+pub mod fetch;
+pub mod index;
+pub mod local;
+pub mod objects;
+pub mod rebuild;
+pub mod retention;
+pub mod scrub;
+pub mod ship;
+pub mod tier;

@@ -1,0 +1,977 @@
+//! Shipping: every binlog of a source goes to the archive store (layout:
+//! [`super::objects`]), so the node's disk is no longer the only copy.
+//!
+//! Two loops per source, so a long whole-file upload never holds back the open file
+//! (and a third that publishes the lag every second, whatever the store does):
+//!
+//! - **Chunks** (every `ship_interval / 4`, at least every 250 ms): the durable bytes of
+//!   an ACTIVE or REPORTED file that the store does not hold yet go out as one chunk
+//!   object `[covered, durable)` once `ship_bytes` of them wait or the oldest has waited
+//!   `ship_interval`, whichever first (a chunk is at most `ship_bytes`). Only durable
+//!   bytes are read: the ACTIVE file up to the fsynced length the writer published, a
+//!   REPORTED file whole. Each byte goes out once as a chunk.
+//! - **Files** (oldest first, up to 4 at once; up to 8 MiB in one request, larger ones
+//!   multipart): a SUCC file goes out whole, encoded while it streams
+//!   (bounded memory), its plaintext SHA-256 checked against the one the checker
+//!   recorded; then its manifest; then its catalog row; then its chunks are deleted.
+//!   Each byte goes out once more, so upload amplification (plaintext bytes uploaded /
+//!   binlog bytes) stays at most 2.
+//!
+//! # Errors and crashes
+//!
+//! A failed pass is retried with backoff (1 s doubling to 60 s; the store client retries
+//! each request first); capture goes on meanwhile and the backlog shows as the lag in
+//! the API and metrics. The record that points at data is written after the data (see
+//! [`super::objects`]): after a crash an object may exist without its row; the next
+//! pass gets "exists", reads the object back, and records it only when it decodes to the
+//! same plaintext SHA-256; otherwise the pass fails with both digests named (never
+//! overwritten, never silently adopted).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::{ArchiveKind, ArchiveObjectRow, BinlogFileRow, Catalog, FileState};
+use futures::StreamExt;
+use objstore::codec::{self, Decoder, Encoder};
+use objstore::store::StoreError;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::cache::Evicted;
+use super::objects::{self, Manifest};
+use super::tier::ArchiveTier;
+use node::status::PrimaryView;
+use node::status::{ArchiveStatus, Metrics, StatusCell};
+
+/// The fencing epoch of objects written by this build (leases come with the fleet).
+const EPOCH: i64 = 0;
+/// Longest wait between two passes of the chunk loop.
+const MAX_TICK: Duration = Duration::from_millis(250);
+/// Backoff after a failed pass: from 1 s, doubling, capped.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Files up to this size go out in one request, bytes.
+const SMALL_FILE: u64 = 8 * 1024 * 1024;
+/// Whole files shipped at once.
+const FILES_IN_FLIGHT: usize = 4;
+/// Plaintext read per step of a whole-file upload, bytes.
+const READ_STEP: usize = 1024 * 1024;
+
+/// Why a pass failed. Every variant is retried by the loops; `Mismatch` needs a person
+/// when it persists (the text names both digests).
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    /// The store failed (after its client's retries) or refused.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Encoding or decoding failed.
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    /// Reading the local file failed.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes do not match a record: the local file changed since its check, or an
+    /// object left by a crash holds other bytes than the ones to ship.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// One source's shipper.
+struct Shipper {
+    source: String,
+    dir: PathBuf,
+    catalog: Arc<Catalog>,
+    tier: Arc<ArchiveTier>,
+    status: StatusCell,
+    metrics: Arc<Metrics>,
+    /// Per file with durable bytes the store lacks: since when (the lag's age).
+    waiting: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Files only in the store.
+    evicted: Evicted,
+    /// The primary's binlog list (a damaged object is pulled again while it has it).
+    primary: Arc<std::sync::Mutex<PrimaryView>>,
+    /// Files whose chunk prefix was looked at for crash leftovers in this process.
+    swept: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// What one source's shipper works with.
+pub struct ShipperCtx {
+    /// Source name.
+    pub source: String,
+    /// Its local directory (`<data_dir>/<source>`).
+    pub dir: PathBuf,
+    /// Catalog.
+    pub catalog: Arc<Catalog>,
+    /// The archive store.
+    pub tier: Arc<ArchiveTier>,
+    /// Its live status (durable end in; archive figures out).
+    pub status: StatusCell,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Files only in the store (the evictor adds to it; the fake primary lists it).
+    pub evicted: Evicted,
+    /// The primary's binlog list, from the source's poller.
+    pub primary: Arc<std::sync::Mutex<PrimaryView>>,
+}
+
+/// Starts the chunk and file loops of a source; they end when `cancel` fires.
+pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    {
+        let mut s = ctx.status.lock();
+        s.archive = Some(ArchiveStatus {
+            store: ctx.tier.store.url().to_string(),
+            ..Default::default()
+        });
+    }
+    let sh = Arc::new(Shipper {
+        source: ctx.source,
+        dir: ctx.dir,
+        catalog: ctx.catalog,
+        tier: ctx.tier,
+        status: ctx.status,
+        metrics: ctx.metrics,
+        evicted: ctx.evicted,
+        primary: ctx.primary,
+        swept: Default::default(),
+        waiting: Default::default(),
+    });
+    let span = tracing::info_span!("archive", source = %sh.source);
+    let (a, b, c, d) = (sh.clone(), sh.clone(), sh.clone(), sh);
+    let (c2, c3, c4) = (cancel.clone(), cancel.clone(), cancel.clone());
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            tokio::join!(
+                a.chunk_loop(cancel),
+                b.file_loop(c2),
+                c.lag_loop(c3),
+                d.scrub_loop(c4)
+            );
+        },
+        span,
+    ))
+}
+
+/// Free bytes (for unprivileged users) on the file system holding `dir`; `None` when
+/// it cannot be read.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a zeroed statvfs that the call fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    #[allow(clippy::useless_conversion)] // fsblkcnt_t and c_ulong are not u64 on every target
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    (r == 0).then_some(free)
+}
+
+/// Whether an object a crash left (`key`, decoded to plaintext SHA-256 `got`) is the one
+/// to record (`want`); logs the adoption.
+fn adopted(key: &str, got: &str, want: &str) -> Result<(), ShipError> {
+    if got != want {
+        return Err(ShipError::Mismatch(format!(
+            "object {key} exists with other bytes (plaintext sha256 {got}, expected {want}); \
+             it is not overwritten: inspect it"
+        )));
+    }
+    info!(key, "adopted an object a crash left without its record");
+    Ok(())
+}
+
+/// Plaintext bytes `[start, end)` of `file` hold these objects' coverage: the end of the
+/// contiguous chunks from 0.
+fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
+    catalog::contiguous_end(chunks.iter().map(|c| (c.start_offset, c.end_offset)))
+}
+
+impl Shipper {
+    /// Runs `pass` every `tick` until cancelled, backing off after failures.
+    async fn repeat<F, Fut>(&self, tick: Duration, cancel: &CancellationToken, mut pass: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ShipError>>,
+    {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match pass().await {
+                Ok(()) => {
+                    backoff = Duration::from_secs(1);
+                    tick
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    warn!(error = %msg, retry_in = ?backoff, "archive shipping failed; retrying");
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_error = Some(msg);
+                    }
+                    self.metrics
+                        .archive_errors
+                        .get_or_create(&Metrics::label(&self.source))
+                        .inc();
+                    let w = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    w
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn chunk_loop(&self, cancel: CancellationToken) {
+        let tick = (self.tier.settings.ship_interval / 4).min(MAX_TICK);
+        self.repeat(tick, &cancel, || self.chunk_pass()).await;
+    }
+
+    async fn lag_loop(&self, cancel: CancellationToken) {
+        self.repeat(Duration::from_secs(1), &cancel, || self.lag_pass())
+            .await;
+    }
+
+    async fn file_loop(&self, cancel: CancellationToken) {
+        let tick = self.tier.settings.ship_interval.min(Duration::from_secs(1));
+        self.repeat(tick, &cancel, || self.file_pass()).await;
+    }
+
+    /// Scrubs the store when asked, when a read found an object damaged, and every
+    /// `scrub_interval` (the first one a full interval after start).
+    async fn scrub_loop(&self, cancel: CancellationToken) {
+        let mut last = Instant::now();
+        let (mut all, mut files) = (false, Vec::<String>::new());
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let (a, f) = self.tier.take_scrub_ask(&self.source);
+            all |= a;
+            files.extend(f);
+            let every = self.tier.settings.scrub_interval;
+            let due = !every.is_zero() && last.elapsed() >= every;
+            if !all && !due && files.is_empty() {
+                continue;
+            }
+            let trigger = match (all, due) {
+                (true, _) => "request",
+                (false, true) => "schedule",
+                _ => "damaged read",
+            };
+            files.sort();
+            files.dedup();
+            let ctx = super::scrub::ScrubCtx {
+                source: &self.source,
+                dir: &self.dir,
+                catalog: &self.catalog,
+                tier: &self.tier,
+                evicted: &self.evicted,
+                primary: &self.primary,
+            };
+            self.set_scrubbing(true);
+            let only = (!all && !due).then_some(files.as_slice());
+            let r = super::scrub::scrub(&ctx, only, trigger).await;
+            self.set_scrubbing(false);
+            match r {
+                Ok(report) => {
+                    if only.is_none() {
+                        last = Instant::now();
+                    }
+                    (all, backoff) = (false, Duration::from_secs(1));
+                    files.clear();
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_scrub = Some(report);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("scrub of the archive store: {e}");
+                    warn!(error = %msg, retry_in = ?backoff, "archive scrub failed; retrying");
+                    if let Some(a) = self.status.lock().archive.as_mut() {
+                        a.last_error = Some(msg);
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn set_scrubbing(&self, on: bool) {
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.scrubbing = on;
+        }
+    }
+
+    /// The files and their objects.
+    async fn listing(&self) -> Result<(Vec<BinlogFileRow>, Vec<ArchiveObjectRow>), ShipError> {
+        let files = self.catalog.list_files(&self.source).await?;
+        let objs = self.catalog.list_archive_objects(&self.source).await?;
+        Ok((files, objs))
+    }
+
+    /// One pass of the chunk loop: publishes the lag, then ships what is due.
+    async fn chunk_pass(&self) -> Result<(), ShipError> {
+        let (files, objs) = self.listing().await?;
+        let now = Instant::now();
+        let (due, lag_bytes, oldest) = self.backlog(&files, &objs, now);
+        self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        for (file, mut from, end) in due {
+            while from < end {
+                let to = end.min(from + self.tier.settings.ship_bytes);
+                self.ship_chunk(&file, from, to).await?;
+                from = to;
+            }
+            node::util::lock(&self.waiting).remove(&file);
+        }
+        Ok(())
+    }
+
+    /// The lag loop's pass: publishes the backlog even while the other loops wait on a
+    /// slow or unreachable store.
+    async fn lag_pass(&self) -> Result<(), ShipError> {
+        let (files, objs) = self.listing().await?;
+        let now = Instant::now();
+        let (_, lag_bytes, oldest) = self.backlog(&files, &objs, now);
+        self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        Ok(())
+    }
+
+    /// The durable bytes the store lacks: the chunks due now `(file, from, to)`, the
+    /// lag in bytes, and since when the oldest of them waits.
+    fn backlog(
+        &self,
+        files: &[BinlogFileRow],
+        objs: &[ArchiveObjectRow],
+        now: Instant,
+    ) -> (Vec<(String, u64, u64)>, u64, Option<Instant>) {
+        let (dfile, dpos) = {
+            let s = self.status.lock();
+            (s.durable_file.clone(), s.durable_pos)
+        };
+        let mut due = Vec::new();
+        let (mut lag_bytes, mut oldest) = (0u64, None::<Instant>);
+        let mut seen = Vec::new();
+        let mut since = node::util::lock(&self.waiting);
+        for f in files {
+            if f.state == FileState::Fail
+                || objs
+                    .iter()
+                    .any(|o| o.file == f.name && o.kind == ArchiveKind::File)
+            {
+                continue;
+            }
+            let chunks: Vec<&ArchiveObjectRow> = objs
+                .iter()
+                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
+                .collect();
+            let end = match (f.state, &dfile, dpos) {
+                (FileState::Active, Some(df), Some(p)) if *df == f.name => p.max(f.size),
+                _ => f.size,
+            };
+            let cov = covered(&chunks);
+            if end <= cov {
+                continue;
+            }
+            seen.push(f.name.clone());
+            let t = *since.entry(f.name.clone()).or_insert(now);
+            lag_bytes += end - cov;
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            let open = matches!(f.state, FileState::Active | FileState::Reported);
+            if open
+                && (end - cov >= self.tier.settings.ship_bytes
+                    || now.duration_since(t) >= self.tier.settings.ship_interval)
+            {
+                due.push((f.name.clone(), cov, end));
+            }
+        }
+        since.retain(|k, _| seen.contains(k));
+        (due, lag_bytes, oldest)
+    }
+
+    fn publish_lag(&self, bytes: u64, age: Option<Duration>) {
+        let secs = age.map_or(0.0, |d| d.as_secs_f64());
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.lag_bytes = bytes;
+            a.lag_seconds = secs;
+        }
+        let l = Metrics::label(&self.source);
+        self.metrics
+            .archive_lag_bytes
+            .get_or_create(&l)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics.archive_lag_seconds.get_or_create(&l).set(secs);
+    }
+
+    /// Counts one stored object: `plain` bytes uploaded, `stored` as stored, `new` binlog
+    /// bytes the store did not hold before.
+    fn count(&self, plain: u64, stored: u64, new: u64) {
+        let l = Metrics::label(&self.source);
+        self.metrics
+            .archive_uploaded_bytes
+            .get_or_create(&l)
+            .inc_by(plain);
+        self.metrics
+            .archive_stored_bytes
+            .get_or_create(&l)
+            .inc_by(stored);
+        let mut s = self.status.lock();
+        if let Some(a) = s.archive.as_mut() {
+            a.uploaded_bytes += plain;
+            a.stored_bytes += stored;
+            a.shipped_bytes += new;
+            a.objects += 1;
+            a.last_error = None;
+        }
+    }
+
+    /// Publishes the upload amplification from the catalog's totals.
+    async fn publish_amplification(&self) -> Result<(), ShipError> {
+        let (up, held) = self.catalog.archive_upload_totals(&self.source).await?;
+        if held == 0 {
+            return Ok(());
+        }
+        let x = up as f64 / held as f64;
+        if let Some(a) = self.status.lock().archive.as_mut() {
+            a.amplification = Some(x);
+        }
+        self.metrics
+            .archive_amplification
+            .get_or_create(&Metrics::label(&self.source))
+            .set(x);
+        Ok(())
+    }
+
+    /// Reads `[from, to)` of `file` (durable bytes: the caller checked).
+    async fn read_range(&self, file: &str, from: u64, to: u64) -> Result<Vec<u8>, ShipError> {
+        let path = self.dir.join(file);
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let io = |source| ShipError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::File::open(&path).map_err(io)?;
+            f.seek(SeekFrom::Start(from)).map_err(io)?;
+            let len = usize::try_from(to - from).unwrap_or(usize::MAX);
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf).map_err(io)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?
+    }
+
+    /// Ships chunk `[from, to)` of `file` and records it.
+    async fn ship_chunk(&self, file: &str, from: u64, to: u64) -> Result<(), ShipError> {
+        let plain = self.read_range(file, from, to).await?;
+        let sha = hex::encode(Sha256::digest(&plain));
+        let desc = self.tier.codec();
+        let key = objects::chunk_key(&self.source, file, from, to, EPOCH, desc);
+        let stored = self.encode(plain).await?;
+        let obj = match self.tier.store.put_bytes(&key, &stored).await {
+            Ok(o) => o,
+            Err(StoreError::Exists(_)) => self.adopt_small(&key, desc, &sha).await?,
+            Err(e) => return Err(e.into()),
+        };
+        let stored = obj.bytes;
+        self.record(file, ArchiveKind::Chunk, (from, to), sha, obj, desc)
+            .await?;
+        self.count(to - from, stored, to - from);
+        Ok(())
+    }
+
+    /// Records the stored object `obj` holding plaintext `range` (sha256 `sha`) of `file`.
+    async fn record(
+        &self,
+        file: &str,
+        kind: ArchiveKind,
+        (start, end): (u64, u64),
+        sha: String,
+        obj: catalog::BackupObject,
+        desc: &str,
+    ) -> Result<(), ShipError> {
+        self.catalog
+            .record_archive_object(&ArchiveObjectRow {
+                source: self.source.clone(),
+                file: file.to_string(),
+                kind,
+                start_offset: start,
+                end_offset: end,
+                object_key: obj.key,
+                sha256: sha,
+                stored_bytes: obj.bytes,
+                stored_sha256: obj.sha256,
+                codec: desc.to_string(),
+                key_id: self.key_id(),
+                epoch: EPOCH,
+                created_at: 0,
+                deleted_at: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `plain` encoded with the configured codec (on a blocking thread).
+    async fn encode(&self, plain: Vec<u8>) -> Result<Vec<u8>, ShipError> {
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
+            .await
+            .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))?
+            .map_err(ShipError::from)
+    }
+
+    /// User metadata of a whole-file object (`x-amz-meta-*` on S3): plaintext SHA-256,
+    /// codec, plaintext size, and the key id when encrypted.
+    fn object_metadata(&self, sha: &str, desc: &str, size: u64) -> Vec<(&'static str, String)> {
+        let mut meta = vec![
+            ("sha256", sha.to_string()),
+            ("codec", desc.to_string()),
+            ("size", size.to_string()),
+        ];
+        if let Some(id) = self.key_id() {
+            meta.push(("key-id", id));
+        }
+        meta
+    }
+
+    fn key_id(&self) -> Option<String> {
+        self.tier
+            .settings
+            .keyring
+            .current()
+            .map(|k| k.id().to_string())
+    }
+
+    /// An object left by a crash (the key exists): read back and decoded, adopted when
+    /// its plaintext has `sha`.
+    async fn adopt_small(
+        &self,
+        key: &str,
+        desc: &str,
+        sha: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        // A chunk is at most ship_bytes of plaintext; its encoding adds little.
+        let max = usize::try_from(self.tier.settings.ship_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(2)
+            .saturating_add(1 << 20);
+        let stored = self.tier.store.get_bytes(key, max).await?;
+        let plain = codec::decode(&stored, desc, self.tier.settings.keyring.clone())?;
+        let got = hex::encode(Sha256::digest(&plain));
+        adopted(key, &got, sha)?;
+        Ok(catalog::BackupObject {
+            key: key.to_string(),
+            bytes: stored.len() as u64,
+            sha256: hex::encode(Sha256::digest(&stored)),
+        })
+    }
+
+    /// One pass of the file loop: ships the oldest SUCC file the store lacks (one per
+    /// pass, so a pass stays short), and retires the chunks of files the store holds
+    /// whole.
+    async fn file_pass(&self) -> Result<(), ShipError> {
+        self.publish_amplification().await?;
+        let (files, objs) = self.listing().await?;
+        self.evict(&files, &objs).await?;
+        // A backlog of closed files (many small ones after a catch-up) goes out batch
+        // after batch without waiting for the next tick; at most 64 batches per pass,
+        // so eviction and the figures stay current.
+        for _ in 0..64 {
+            if self.ship_batch().await? < FILES_IN_FLIGHT {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ships up to [`FILES_IN_FLIGHT`] of the oldest SUCC files the store lacks, and
+    /// retires the chunks of files it holds whole. Returns how many files it shipped.
+    async fn ship_batch(&self) -> Result<usize, ShipError> {
+        let (files, objs) = self.listing().await?;
+        let mut todo = Vec::new();
+        for f in &files {
+            let whole = objs
+                .iter()
+                .any(|o| o.file == f.name && o.kind == ArchiveKind::File);
+            let chunks: Vec<&ArchiveObjectRow> = objs
+                .iter()
+                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
+                .collect();
+            if whole {
+                if !chunks.is_empty() {
+                    self.retire_chunks(&f.name, &chunks).await?;
+                } else if self.needs_sweep(f) {
+                    // A chunk a crash left without its row, for a file shipped whole since:
+                    // looked for once per process, for files checked in the last day.
+                    self.retire_chunks(&f.name, &[]).await?;
+                    node::util::lock(&self.swept).insert(f.name.clone());
+                }
+                continue;
+            }
+            if f.state == FileState::Succ && todo.len() < FILES_IN_FLIGHT {
+                todo.push((f, chunks));
+            }
+        }
+        // The oldest SUCC files the store lacks, a few at once (each ships, then its
+        // chunks go); the first failure is the pass's.
+        let n = todo.len();
+        let done = futures::future::join_all(todo.into_iter().map(|(f, chunks)| async move {
+            let cov = covered(&chunks);
+            self.ship_file(f, f.size.saturating_sub(cov)).await?;
+            self.retire_chunks(&f.name, &chunks).await
+        }))
+        .await;
+        done.into_iter().collect::<Result<Vec<()>, ShipError>>()?;
+        Ok(n)
+    }
+
+    /// Whether `f`'s chunk prefix is still to be looked at for crash leftovers: not yet
+    /// in this process, and its state changed in the last day.
+    fn needs_sweep(&self, f: &BinlogFileRow) -> bool {
+        catalog::unix_now() - f.state_changed_at < 86_400
+            && !node::util::lock(&self.swept).contains(&f.name)
+    }
+
+    /// The local tier as a cache: removes from the local disk SUCC files the store holds
+    /// whole (checked with a HEAD first), oldest first, never the two newest files,
+    /// when `local_retention` says they are old enough, while the source's files hold
+    /// more than `local_bytes`, or while the file system has less than `min_free_bytes`
+    /// free (then the cache of read-back copies is emptied first).
+    async fn evict(
+        &self,
+        files: &[BinlogFileRow],
+        objs: &[ArchiveObjectRow],
+    ) -> Result<(), ShipError> {
+        // Files archive retention deleted are no longer in the store either.
+        self.evicted.retain(|name| {
+            objs.iter()
+                .any(|o| o.file == name && o.kind == ArchiveKind::File)
+        });
+        let s = &self.tier.settings;
+        let min_free = s.min_free_bytes;
+        let low =
+            |dir: &std::path::Path| min_free > 0 && free_bytes(dir).is_some_and(|f| f < min_free);
+        if low(&self.dir) {
+            let freed = super::cache::empty(&s.cache_dir);
+            if freed > 0 {
+                warn!(
+                    freed,
+                    "low on disk space: emptied the cache of files read back from the store"
+                );
+            }
+        }
+        if s.local_retention.is_none() && s.local_bytes.is_none() && !low(&self.dir) {
+            return Ok(());
+        }
+        let now = catalog::unix_now();
+        let keep_s = s
+            .local_retention
+            .map(|k| i64::try_from(k.as_secs()).unwrap_or(i64::MAX));
+        let mut local_total: u64 = files
+            .iter()
+            .filter(|f| self.dir.join(&f.name).exists())
+            .map(|f| f.size)
+            .sum();
+        for f in files.iter().take(files.len().saturating_sub(2)) {
+            if f.state != FileState::Succ {
+                continue;
+            }
+            let Some(o) = objs
+                .iter()
+                .find(|o| o.file == f.name && o.kind == ArchiveKind::File)
+            else {
+                continue;
+            };
+            let path = self.dir.join(&f.name);
+            if !path.exists() {
+                continue;
+            }
+            let age = now - f.last_event_time.unwrap_or(f.state_changed_at);
+            let why = if keep_s.is_some_and(|k| age >= k) {
+                "older than local_retention"
+            } else if s.local_bytes.is_some_and(|b| local_total > b) {
+                "over local_bytes"
+            } else if low(&self.dir) {
+                "less than min_free_bytes free"
+            } else {
+                continue;
+            };
+            if !self.tier.store.exists(&o.object_key).await? {
+                return Err(ShipError::Mismatch(format!(
+                    "{} is recorded in the store as {} but the store does not have it; kept locally",
+                    f.name, o.object_key
+                )));
+            }
+            self.evicted.insert(&f.name, f.size);
+            std::fs::remove_file(&path).map_err(|source| ShipError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            local_total = local_total.saturating_sub(f.size);
+            info!(file = %f.name, age_s = age, why, "evicted from the local disk: the archive store holds it");
+        }
+        Ok(())
+    }
+
+    /// Deletes `chunks` of `file` from the store, and every other object under the
+    /// file's chunk prefix (a chunk a crash left without its row), then marks the rows
+    /// deleted.
+    async fn retire_chunks(
+        &self,
+        file: &str,
+        chunks: &[&ArchiveObjectRow],
+    ) -> Result<(), ShipError> {
+        for c in chunks {
+            self.tier.store.delete(&c.object_key).await?;
+        }
+        let prefix = objects::chunks_prefix(&self.source, file);
+        for (key, _) in self.tier.store.list(&prefix).await? {
+            self.tier.store.delete(&key).await?;
+        }
+        self.catalog.mark_chunks_deleted(&self.source, file).await?;
+        Ok(())
+    }
+
+    /// Ships SUCC file `f` whole (`new` of its bytes were not in the store as chunks),
+    /// then its manifest, then its row.
+    async fn ship_file(&self, f: &BinlogFileRow, new: u64) -> Result<(), ShipError> {
+        let Some(want) = f.sha256.clone() else {
+            return Err(ShipError::Mismatch(format!(
+                "{} is SUCC without a recorded SHA-256; not shipped",
+                f.name
+            )));
+        };
+        let key = objects::file_key(&self.source, &f.name);
+        let desc = self.tier.codec();
+        let obj = if f.size <= SMALL_FILE {
+            self.upload_small(f, &key, desc, &want).await?
+        } else {
+            self.upload_streamed(f, &key, desc, &want).await?
+        };
+        let manifest = Manifest {
+            version: 1,
+            source: self.source.clone(),
+            file: f.name.clone(),
+            object_key: key.clone(),
+            size: f.size,
+            sha256: want.clone(),
+            stored_bytes: obj.bytes,
+            stored_sha256: obj.sha256.clone(),
+            codec: desc.to_string(),
+            key_id: self.key_id(),
+            epoch: EPOCH,
+            first_gtid: f.first_gtid.clone(),
+            last_gtid: f.last_gtid.clone(),
+            first_event_time: f.first_event_time,
+            last_event_time: f.last_event_time,
+            created_at: catalog::unix_now(),
+        };
+        let json = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| ShipError::Mismatch(format!("manifest: {e}")))?;
+        match self
+            .tier
+            .store
+            .put_bytes(&objects::manifest_key(&self.source, &f.name), &json)
+            .await
+        {
+            Ok(_) | Err(StoreError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let stored = obj.bytes;
+        self.record(&f.name, ArchiveKind::File, (0, f.size), want, obj, desc)
+            .await?;
+        self.count(f.size, stored, new);
+        info!(file = %f.name, bytes = f.size, stored, "binlog shipped whole to the archive store");
+        Ok(())
+    }
+
+    /// Uploads `f` streamed through the encoder (multipart, bounded memory); the
+    /// plaintext SHA-256 is checked against `want` at the end (a mismatch removes the
+    /// object again).
+    async fn upload_streamed(
+        &self,
+        f: &BinlogFileRow,
+        key: &str,
+        desc: &'static str,
+        want: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let path = self.dir.join(&f.name);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+        let (comp, ring) = (
+            self.tier.settings.compression,
+            self.tier.settings.keyring.clone(),
+        );
+        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), ShipError> {
+            use std::io::Read;
+            let io = |source| ShipError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            let mut enc = Encoder::new(comp, ring.current())?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; READ_STEP];
+            let mut total = 0u64;
+            let mut out = Vec::with_capacity(READ_STEP);
+            loop {
+                let n = file.read(&mut buf).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                let piece = buf.get(..n).unwrap_or_default();
+                h.update(piece);
+                total += n as u64;
+                enc.write(piece, &mut out)?;
+                if !out.is_empty()
+                    && tx
+                        .blocking_send(Ok(std::mem::take(&mut out).into()))
+                        .is_err()
+                {
+                    return Err(ShipError::Mismatch("the upload stopped".into()));
+                }
+            }
+            enc.finish(&mut out)?;
+            if !out.is_empty() {
+                let _ = tx.blocking_send(Ok(out.into()));
+            }
+            Ok((hex::encode(h.finalize()), total))
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        let body = tokio_util::io::StreamReader::new(Box::pin(stream));
+        let meta = self.object_metadata(want, desc, f.size);
+        let put = self
+            .tier
+            .store
+            .put_stream_with(key, body, &AtomicU64::new(0), &meta)
+            .await;
+        let read = reader
+            .await
+            .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?;
+        let obj = match put {
+            Ok(o) => {
+                let (sha, len) = read?;
+                if sha != want || len != f.size {
+                    self.tier.store.delete(key).await?;
+                    return Err(ShipError::Mismatch(format!(
+                        "{} changed since its check ({len} bytes, sha256 {sha}; recorded {} bytes, {want}); \
+                         its object was removed again",
+                        f.name, f.size
+                    )));
+                }
+                o
+            }
+            Err(StoreError::Exists(_)) => self.adopt_file(key, desc, want).await?,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(obj)
+    }
+
+    /// Uploads a file of at most [`SMALL_FILE`] bytes in one request, its plaintext
+    /// SHA-256 checked against `want` first.
+    async fn upload_small(
+        &self,
+        f: &BinlogFileRow,
+        key: &str,
+        desc: &'static str,
+        want: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let plain = self.read_range(&f.name, 0, f.size).await?;
+        let sha = hex::encode(Sha256::digest(&plain));
+        if sha != want {
+            return Err(ShipError::Mismatch(format!(
+                "{} changed since its check (sha256 {sha}; recorded {want}); not shipped",
+                f.name
+            )));
+        }
+        let stored = self.encode(plain).await?;
+        let meta = self.object_metadata(want, desc, f.size);
+        match self.tier.store.put_bytes_with(key, &stored, &meta).await {
+            Ok(o) => Ok(o),
+            Err(StoreError::Exists(_)) => self.adopt_small(key, desc, want).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A whole-file object left by a crash: streamed back and decoded, adopted when its
+    /// plaintext has `sha`.
+    async fn adopt_file(
+        &self,
+        key: &str,
+        desc: &str,
+        sha: &str,
+    ) -> Result<catalog::BackupObject, ShipError> {
+        let mut s = Box::pin(self.tier.store.get_stream(key).await?);
+        let mut dec = Decoder::new(desc, self.tier.settings.keyring.clone())?;
+        let (mut hp, mut hs, mut stored) = (Sha256::new(), Sha256::new(), 0u64);
+        let mut out = Vec::new();
+        while let Some(piece) = s.next().await {
+            let piece = piece?;
+            hs.update(&piece);
+            stored += piece.len() as u64;
+            dec.write(&piece, &mut out)?;
+            hp.update(&out);
+            out.clear();
+        }
+        dec.finish(&mut out)?;
+        hp.update(&out);
+        let got = hex::encode(hp.finalize());
+        adopted(key, &got, sha)?;
+        Ok(catalog::BackupObject {
+            key: key.to_string(),
+            bytes: stored,
+            sha256: hex::encode(hs.finalize()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(start: u64, end: u64) -> ArchiveObjectRow {
+        ArchiveObjectRow {
+            source: "s".into(),
+            file: "f".into(),
+            kind: ArchiveKind::Chunk,
+            start_offset: start,
+            end_offset: end,
+            object_key: String::new(),
+            sha256: String::new(),
+            stored_bytes: 0,
+            stored_sha256: String::new(),
+            codec: "none".into(),
+            key_id: None,
+            epoch: 0,
+            created_at: 0,
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn coverage_is_the_contiguous_prefix() {
+        let (a, b, c) = (chunk(0, 100), chunk(100, 250), chunk(300, 400));
+        assert_eq!(covered(&[]), 0);
+        assert_eq!(covered(&[&b, &a]), 250);
+        assert_eq!(covered(&[&a, &c]), 100, "a hole stops the prefix");
+        assert_eq!(covered(&[&b]), 0, "nothing from offset 0");
+    }
+}

@@ -1,0 +1,219 @@
+//! What every sub-command shares: tracing set-up, config loading, the runtime, and the
+//! one HTTP call to the running service with its error printing.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+
+/// Logs to stderr; `BINLOG_SERVER_LOG` overrides `default` (e.g. "info").
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINLOG_SERVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loads and validates the config; on error prints `<prog>: <error>` and gives exit
+/// code 2.
+pub fn load_settings(prog: &str, config: &Path) -> Result<crate::config::Settings, ExitCode> {
+    Config::load(config)
+        .and_then(|c| c.validate())
+        .map_err(|e| {
+            eprintln!("{prog}: {e}");
+            ExitCode::from(2)
+        })
+}
+
+/// A multi-threaded tokio runtime; on error prints it and gives exit code 1.
+pub fn runtime(prog: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{prog}: start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Environment variable with the API token the commands send (`Authorization: Bearer`).
+pub const TOKEN_ENV: &str = "BINLOG_SERVER_TOKEN";
+/// Environment variable naming a file that holds the token (first line), instead.
+pub const TOKEN_FILE_ENV: &str = "BINLOG_SERVER_TOKEN_FILE";
+
+/// How the commands reach the running service: its base URL (`http://LISTEN`, or
+/// `https://` when `[http] tls_cert` is set: that certificate is trusted besides the
+/// Mozilla roots), the token from [`TOKEN_ENV`] or [`TOKEN_FILE_ENV`], and the agent.
+/// `Display` prints the base URL.
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.base)
+    }
+}
+
+/// The rustls client configuration that trusts `cert` (a PEM file) and the Mozilla roots.
+fn trusting(cert: &Path) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("read {}: {e}", cert.display()))?
+    {
+        let c = c.map_err(|e| format!("parse {}: {e}", cert.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("trust {}: {e}", cert.display()))?;
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The token the commands send: [`TOKEN_ENV`], else the first line of [`TOKEN_FILE_ENV`].
+fn token_from_env() -> Result<Option<String>, String> {
+    if let Ok(t) = std::env::var(TOKEN_ENV) {
+        return Ok(Some(t.trim().to_string()));
+    }
+    match std::env::var_os(TOKEN_FILE_ENV) {
+        None => Ok(None),
+        Some(p) => std::fs::read_to_string(&p)
+            .map(|t| t.lines().next().map(|l| l.trim().to_string()))
+            .map_err(|e| format!("{TOKEN_FILE_ENV}={}: {e}", Path::new(&p).display())),
+    }
+}
+
+/// The service that `config` configures (its `[http]` table); see [`Api`].
+pub fn api_base(config: &Path) -> Result<Api, ExitCode> {
+    let s = load_settings("binlog-server", config)?;
+    let fail = |m: String| {
+        eprintln!("binlog-server: {m}");
+        ExitCode::from(2)
+    };
+    let token = token_from_env().map_err(fail)?;
+    if s.http.tokens.is_some() && token.is_none() {
+        return Err(fail(format!(
+            "the service needs an API token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV})"
+        )));
+    }
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
+    let scheme = match &s.http.tls_cert {
+        Some(cert) => {
+            agent = agent.tls_config(std::sync::Arc::new(trusting(cert).map_err(fail)?));
+            "https"
+        }
+        None => "http",
+    };
+    // A wildcard listen is reached on loopback (where the certificate names 127.0.0.1).
+    let mut addr = s.http_listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(Api {
+        base: format!("{scheme}://{addr}"),
+        token,
+        agent: agent.build(),
+    })
+}
+
+/// One HTTP request to the service with an optional JSON body: `(status, body)`, the
+/// body parsed as JSON or kept as a JSON string. Every request carries `Content-Type:
+/// application/json` (the service requires it of POST and DELETE). Errors: the service
+/// cannot be reached (the message says to check that `serve` runs with this config).
+pub fn call(
+    api: &Api,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let mut req = api
+        .agent
+        .request(method, url)
+        .set("Content-Type", "application/json");
+    if let Some(t) = &api.token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let r = match body {
+        Some(b) => req.send_json(b.clone()),
+        None if method == "GET" => req.call(),
+        None => req.send_string(""),
+    };
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => {
+            return Err(format!(
+                "{method} {url}: {e} (is `binlog-server serve` running with this config?)"
+            ))
+        }
+    };
+    let code = resp.status();
+    let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
+    Ok((
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Prints the service's refusal as `<prog>: <error> (HTTP <code>)` and gives the exit
+/// code: `on_422` for 422 (no plan, no base), 2 for other 4xx (bad usage, 409), 1 for 5xx.
+pub fn refused(prog: &str, code: u16, v: &Value, on_422: u8) -> ExitCode {
+    eprintln!(
+        "{prog}: {} (HTTP {code})",
+        v["error"].as_str().unwrap_or("request refused")
+    );
+    if code == 422 {
+        ExitCode::from(on_422)
+    } else if code < 500 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One command's way of talking to the service: its name (the prefix of its error lines)
+/// and its exit code for 422 (see [`refused`]).
+pub struct Client {
+    /// "binlog-server" or "verifier".
+    pub prog: &'static str,
+    /// Exit code for HTTP 422.
+    pub on_422: u8,
+}
+
+impl Client {
+    /// `method url` with an optional JSON body: the answer's body for a 2xx status.
+    /// Otherwise the error is printed and `Err` carries the exit code (1 when the service
+    /// cannot be reached, else as [`refused`]).
+    pub fn request(
+        &self,
+        api: &Api,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ExitCode> {
+        match call(api, method, url, body) {
+            Ok((code, v)) if (200..300).contains(&code) => Ok(v),
+            Ok((code, v)) => Err(refused(self.prog, code, &v, self.on_422)),
+            Err(e) => {
+                eprintln!("{}: {e}", self.prog);
+                Err(ExitCode::FAILURE)
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Live state of each source (what `GET /v1/sources` shows: capture, the primary's
+//! binlog list ([`PrimaryView`]), the archive tier ([`ArchiveStatus`])) and the
+//! Prometheus metrics.
+//!
+//! Metric names follow `binlog_server_{what}_{unit}` with one bounded label, `source`
+//! (the configured source names).
+
+use crate::util::lock;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// Capture state of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureState {
+    /// Opening the store, recovering, re-indexing.
+    Starting,
+    /// Connected and receiving events.
+    Streaming,
+    /// A transient error happened; waiting to reconnect (backoff).
+    Reconnecting,
+    /// A definite error stopped the source; `last_error` says why and what to do.
+    Failed,
+    /// Shut down.
+    Stopped,
+}
+
+/// What the API reports about a source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// Source name.
+    pub name: String,
+    /// Primary URL with the password redacted.
+    pub url: String,
+    /// Capture state.
+    pub state: CaptureState,
+    /// The last error (transient or definite), with what to do.
+    pub last_error: Option<String>,
+    /// "mariadb" or "mysql", once connected.
+    pub dialect: Option<String>,
+    /// The primary's version string, once connected.
+    pub server_version: Option<String>,
+    /// Active file of the archive.
+    pub durable_file: Option<String>,
+    /// Durable (fsynced) length of `durable_file`, bytes.
+    pub durable_pos: Option<u64>,
+    /// GTID of the newest durable transaction.
+    pub last_gtid: Option<String>,
+    /// Timestamp (unix seconds) of the newest durable event.
+    pub last_event_time: Option<u32>,
+    /// The primary's current binlog file (last poll).
+    pub primary_file: Option<String>,
+    /// The primary's current binlog position (last poll), bytes.
+    pub primary_pos: Option<u64>,
+    /// Bytes the archive is behind the primary (last poll), when known.
+    pub bytes_behind: Option<u64>,
+    /// Seconds between the primary's clock and the newest durable event while behind;
+    /// 0 when caught up; unknown before the first poll.
+    pub seconds_behind: Option<u64>,
+    /// Reconnects since start.
+    pub reconnects: u64,
+    /// Noteworthy facts, e.g. "capture began at mysql-bin.000007, the oldest binlog the
+    /// primary still had: earlier ones were purged before capture started".
+    pub notes: Vec<String>,
+    /// Shipping to the archive store (`None` when `[archive]` is off).
+    pub archive: Option<crate::status::ArchiveStatus>,
+}
+
+impl SourceStatus {
+    /// A fresh status in state Starting.
+    pub fn new(name: &str, url: &str) -> Self {
+        SourceStatus {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            state: CaptureState::Starting,
+            last_error: None,
+            dialect: None,
+            server_version: None,
+            durable_file: None,
+            durable_pos: None,
+            last_gtid: None,
+            last_event_time: None,
+            primary_file: None,
+            primary_pos: None,
+            bytes_behind: None,
+            seconds_behind: None,
+            reconnects: 0,
+            notes: Vec::new(),
+            archive: None,
+        }
+    }
+}
+
+/// Shared, lock-protected status of one source.
+#[derive(Debug, Clone)]
+pub struct StatusCell(Arc<Mutex<SourceStatus>>);
+
+impl StatusCell {
+    /// Wraps a status.
+    pub fn new(s: SourceStatus) -> Self {
+        StatusCell(Arc::new(Mutex::new(s)))
+    }
+
+    /// Locks the status (a poisoned lock is recovered: the data is plain values).
+    pub fn lock(&self) -> MutexGuard<'_, SourceStatus> {
+        lock(&self.0)
+    }
+
+    /// A copy for the API.
+    pub fn snapshot(&self) -> SourceStatus {
+        self.lock().clone()
+    }
+
+    /// Adds a note (kept to the last 20).
+    pub fn note(&self, text: impl Into<String>) {
+        let mut s = self.lock();
+        s.notes.push(text.into());
+        let n = s.notes.len();
+        if n > 20 {
+            s.notes.drain(..n - 20);
+        }
+    }
+}
+
+/// Label set of per-source metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Source name.
+    pub source: String,
+}
+
+/// The process's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Bytes of events received from primaries (after CRC check).
+    pub received_bytes: Family<SourceLabel, Counter>,
+    /// Events received.
+    pub received_events: Family<SourceLabel, Counter>,
+    /// Events whose CRC32 did not verify on arrival (never stored).
+    pub crc_failures: Family<SourceLabel, Counter>,
+    /// Reconnects after transient errors.
+    pub reconnects: Family<SourceLabel, Counter>,
+    /// fdatasync calls on active files.
+    pub fsyncs: Family<SourceLabel, Counter>,
+    /// Bytes behind the primary (last poll).
+    pub lag_bytes: Family<SourceLabel, Gauge>,
+    /// Seconds behind the primary (last poll).
+    pub lag_seconds: Family<SourceLabel, Gauge>,
+    /// Files that failed their check (FAIL) at the last check run.
+    pub check_failures: Family<SourceLabel, Counter>,
+    /// End of the last passed restore verification, unix seconds.
+    pub verify_last_success: Family<SourceLabel, Gauge>,
+    /// RTO of the last restore verification that reached a caught-up instance, seconds.
+    pub verify_last_rto: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Result of the last restore verification: 1 passed, 0 failed, -1 no base to
+    /// verify, -2 cancelled.
+    pub verify_last_result: Family<SourceLabel, Gauge>,
+    /// Plaintext binlog bytes uploaded to the archive store (chunks and whole files).
+    pub archive_uploaded_bytes: Family<SourceLabel, Counter>,
+    /// Bytes uploaded to the archive store as stored (compressed, encrypted).
+    pub archive_stored_bytes: Family<SourceLabel, Counter>,
+    /// Durable local bytes the archive store does not hold yet.
+    pub archive_lag_bytes: Family<SourceLabel, Gauge>,
+    /// Age of the oldest of them, seconds.
+    pub archive_lag_seconds: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Plaintext bytes uploaded / binlog bytes shipped (at most 2).
+    pub archive_amplification: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Failed shipping passes (each retried).
+    pub archive_errors: Family<SourceLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("binlog_server");
+        let m = Metrics {
+            received_bytes: Family::default(),
+            received_events: Family::default(),
+            crc_failures: Family::default(),
+            reconnects: Family::default(),
+            fsyncs: Family::default(),
+            lag_bytes: Family::default(),
+            lag_seconds: Family::default(),
+            check_failures: Family::default(),
+            verify_last_success: Family::default(),
+            verify_last_rto: Family::default(),
+            verify_last_result: Family::default(),
+            archive_uploaded_bytes: Family::default(),
+            archive_stored_bytes: Family::default(),
+            archive_lag_bytes: Family::default(),
+            archive_lag_seconds: Family::default(),
+            archive_amplification: Family::default(),
+            archive_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "received_bytes",
+            "Bytes of binlog events received and CRC-checked",
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "received_events",
+            "Binlog events received and CRC-checked",
+            m.received_events.clone(),
+        );
+        registry.register(
+            "crc_failures",
+            "Events whose CRC32 failed on arrival (never stored)",
+            m.crc_failures.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Reconnects to the primary after transient errors",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "fsyncs",
+            "fdatasync calls on active binlog files",
+            m.fsyncs.clone(),
+        );
+        registry.register(
+            "lag_bytes",
+            "Bytes the archive is behind the primary",
+            m.lag_bytes.clone(),
+        );
+        registry.register(
+            "lag_seconds",
+            "Seconds the archive is behind the primary",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "check_failures",
+            "Binlog file checks that ended in FAIL",
+            m.check_failures.clone(),
+        );
+        registry.register(
+            "verification_last_success_timestamp_seconds",
+            "End of the last passed restore verification (unix seconds)",
+            m.verify_last_success.clone(),
+        );
+        registry.register(
+            "verification_last_rto_seconds",
+            "RTO of the last restore verification: start to a usable instance caught up with the primary",
+            m.verify_last_rto.clone(),
+        );
+        registry.register(
+            "verification_last_result",
+            "Last restore verification: 1 passed, 0 failed, -1 no base to verify, -2 cancelled",
+            m.verify_last_result.clone(),
+        );
+        registry.register(
+            "archive_uploaded_bytes",
+            "Plaintext binlog bytes uploaded to the archive store (chunks and whole files)",
+            m.archive_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "archive_stored_bytes",
+            "Bytes uploaded to the archive store as stored (compressed, encrypted)",
+            m.archive_stored_bytes.clone(),
+        );
+        registry.register(
+            "archive_lag_bytes",
+            "Durable local binlog bytes the archive store does not hold yet",
+            m.archive_lag_bytes.clone(),
+        );
+        registry.register(
+            "archive_lag_seconds",
+            "How long the oldest binlog bytes not yet in the archive store have waited",
+            m.archive_lag_seconds.clone(),
+        );
+        registry.register(
+            "archive_upload_amplification",
+            "Plaintext bytes uploaded to the archive store per binlog byte shipped (at most 2)",
+            m.archive_amplification.clone(),
+        );
+        registry.register(
+            "archive_errors",
+            "Failed archive shipping passes (each is retried with backoff)",
+            m.archive_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The label of `source`.
+    pub fn label(source: &str) -> SourceLabel {
+        SourceLabel {
+            source: source.to_owned(),
+        }
+    }
+
+    /// Prometheus text exposition (format 0.0.4 compatible / OpenMetrics text).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Latest view of the primary's binlogs (from the poller), shared with the checker.
+#[derive(Debug, Clone, Default)]
+pub struct PrimaryView {
+    /// SHOW BINARY LOGS.
+    pub binlogs: Vec<(String, u64)>,
+    /// SHOW MASTER STATUS.
+    pub current: Option<(String, u64)>,
+    /// When it was read.
+    pub at: Option<Instant>,
+}
+
+/// Live shipping figures of one source (`GET /v1/sources/{name}`: `"archive"`). Counts
+/// are since the process started.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveStatus {
+    /// Store URL.
+    pub store: String,
+    /// Durable local bytes the store does not hold yet.
+    pub lag_bytes: u64,
+    /// How long the oldest of them has waited, seconds.
+    pub lag_seconds: f64,
+    /// Plaintext bytes uploaded (chunks and whole files).
+    pub uploaded_bytes: u64,
+    /// Bytes uploaded as stored (compressed, encrypted).
+    pub stored_bytes: u64,
+    /// Binlog bytes newly held by the store (each byte counted once).
+    pub shipped_bytes: u64,
+    /// Upload amplification over the source's whole history in the catalog (every
+    /// restart included): plaintext bytes uploaded / binlog bytes the store holds or
+    /// held (at most 2).
+    pub amplification: Option<f64>,
+    /// Objects written.
+    pub objects: u64,
+    /// The last pass's error, cleared by the next good pass.
+    pub last_error: Option<String>,
+    /// A scrub of the store is running.
+    pub scrubbing: bool,
+    /// The last scrub of the store (since the process started).
+    pub last_scrub: Option<ScrubReport>,
+}
+
+/// One scrub pass's result (`GET /v1/sources/{name}`: `archive.last_scrub`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScrubReport {
+    /// Why it ran: `"schedule"`, `"request"` or `"damaged read"`.
+    pub trigger: String,
+    /// Start and end, unix seconds.
+    pub started_at: i64,
+    /// See `started_at`.
+    pub finished_at: i64,
+    /// Whole-file objects checked.
+    pub objects: u64,
+    /// Their stored bytes read.
+    pub bytes: u64,
+    /// The damaged ones and what was done.
+    pub damaged: Vec<Damage>,
+}
+
+/// A damaged object and its repair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damage {
+    /// Binlog file.
+    pub file: String,
+    /// Object key.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// `"local copy"`, `"primary"` or `"none"` (cannot be repaired: no good copy left).
+    pub repair: String,
+    /// Where the damaged object was kept aside, when it was.
+    pub kept_as: Option<String>,
+}

@@ -1,0 +1,188 @@
+//! What a session reads of the archive it serves: the files on disk, the newest
+//! FORMAT_DESCRIPTION (the dialect the handshake presents) and the capture's durable end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use catalog::Catalog;
+
+use archive::fetch::FetchError;
+use archive::index::Index;
+use archive::local::binlog_order;
+use binlog::{event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription};
+use node::status::StatusCell;
+
+/// The archive one listener serves.
+pub struct Archive {
+    /// Source name.
+    pub source: String,
+    /// `<data_dir>/<source>`.
+    pub dir: PathBuf,
+    /// Live capture status (durable end of the ACTIVE file); `None` when nothing captures
+    /// into this archive: every file is then served whole.
+    pub status: Option<StatusCell>,
+    /// Catalog (file states and gaps).
+    pub catalog: Arc<Catalog>,
+    /// Transaction index (GTID starts).
+    pub index: Arc<Index>,
+    /// The source's checker queue: a file found damaged while serving is sent here so
+    /// the archive's own state for it becomes FAIL (and it is re-pulled while the
+    /// primary still has it). `None` when no checker runs.
+    pub checks: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Files only in the archive store (evicted from `dir`).
+    pub evicted: archive::cache::Evicted,
+    /// Reads evicted files back from the store; `None` without `[archive]`.
+    pub reader: Option<Arc<archive::cache::ArchiveReader>>,
+}
+
+impl Archive {
+    /// Queues `file` for a check by the source's checker (best effort: a full queue
+    /// drops the request; the periodic scrub finds the damage later).
+    pub(super) fn report_damage(&self, file: &str) {
+        if let Some(tx) = &self.checks {
+            let _ = tx.try_send(file.to_string());
+        }
+    }
+
+    /// Where `file`'s bytes are: the local file, or (evicted) a checked copy fetched
+    /// from the archive store into the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError`] when it is not local and cannot be fetched.
+    pub async fn path_of(&self, file: &str) -> Result<PathBuf, FetchError> {
+        let local = self.dir.join(file);
+        let Some(r) = &self.reader else {
+            return Ok(local);
+        };
+        // The next two evicted files start downloading (one after the other) while this
+        // one is read.
+        let order = archive::local::binlog_order(file);
+        let mut next: Vec<String> = self
+            .evicted
+            .snapshot()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| archive::local::binlog_order(n) > order)
+            .collect();
+        next.sort_by_key(|n| archive::local::binlog_order(n));
+        for n in next.iter().take(2) {
+            r.prefetch(&self.source, &self.dir, n);
+        }
+        if local.exists() {
+            return Ok(local);
+        }
+        r.path(&self.source, &self.dir, file).await
+    }
+}
+
+/// Facts about the archive a session needs (read at connect time).
+#[derive(Debug, Clone)]
+pub(super) struct ArchiveFacts {
+    /// Server version from the newest file's FORMAT_DESCRIPTION (without "5.5.5-").
+    pub(super) version: String,
+    /// The binlogs are MariaDB's.
+    pub(super) mariadb: bool,
+    /// The primary's server_id (from that event's header).
+    pub(super) server_id: u32,
+    /// The checksum algorithm of the newest file.
+    pub(super) alg: ChecksumAlg,
+    /// The files on disk with their sizes, as [`list_files`] returns them.
+    pub(super) files: Vec<(String, u64)>,
+}
+
+/// Reads [`ArchiveFacts`]; defaults (MariaDB 10.11, server_id 1, CRC32) while the archive
+/// holds no readable file.
+///
+/// # Errors
+///
+/// Listing the directory or opening the newest file fails.
+pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
+    let files = list_files(a)?;
+    let mut out = ArchiveFacts {
+        version: "10.11.0-MariaDB-binlog-server".into(),
+        mariadb: true,
+        server_id: 1,
+        alg: ChecksumAlg::Crc32,
+        files: files.clone(),
+    };
+    if let Some((name, _)) = files.last() {
+        if let Some((h, fde)) = read_fde_event(&a.dir.join(name))? {
+            out.version = fde.server_version.clone();
+            out.mariadb = fde.is_mariadb;
+            out.server_id = h.server_id;
+            out.alg = fde.checksum_alg;
+        }
+    }
+    Ok(out)
+}
+
+/// The archive's binlog files in order with their sizes on disk (the ACTIVE file's size
+/// may include bytes not yet durable), and the evicted ones (only in the archive store)
+/// with their sizes. Empty when there are none.
+///
+/// # Errors
+///
+/// The directory cannot be read.
+pub(super) fn list_files(a: &Archive) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut v = Vec::new();
+    let rd = match std::fs::read_dir(&a.dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => anyhow::bail!("list {}: {e}", a.dir.display()),
+    };
+    for ent in rd {
+        let ent = ent?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if archive::local::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name)
+        {
+            continue;
+        }
+        let md = ent.metadata()?;
+        if md.is_file() {
+            v.push((name, md.len()));
+        }
+    }
+    for (name, size) in a.evicted.snapshot() {
+        if !v.iter().any(|(n, _)| *n == name) {
+            v.push((name, size));
+        }
+    }
+    v.sort_by_key(|(n, _)| binlog_order(n));
+    Ok(v)
+}
+
+/// The FORMAT_DESCRIPTION at offset 4 of `path` with its header; `None` when the file
+/// does not start with a readable one.
+///
+/// # Errors
+///
+/// The file cannot be opened.
+pub(super) fn read_fde_event(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<(EventHeader, FormatDescription)>> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => anyhow::bail!("open {}: {e}", path.display()),
+    };
+    Ok(fde_of(f))
+}
+
+/// The FORMAT_DESCRIPTION at offset 4 of the open file `f` (read from its start).
+pub(super) fn fde_of(f: std::fs::File) -> Option<(EventHeader, FormatDescription)> {
+    let Ok(mut r) = EventReader::new_at_start(std::io::BufReader::new(f)) else {
+        return None;
+    };
+    match r.next_event() {
+        Some(Ok((_, h, ev))) if h.type_code == event_type::FORMAT_DESCRIPTION => {
+            FormatDescription::parse(ev).ok().map(|f| (h, f))
+        }
+        _ => None,
+    }
+}
+
+/// The live capture's durable end (ACTIVE file, fsynced length), when a capture runs.
+pub(super) fn durable_end(a: &Archive) -> Option<(String, u64)> {
+    let s = a.status.as_ref()?.lock();
+    Some((s.durable_file.clone()?, s.durable_pos?))
+}

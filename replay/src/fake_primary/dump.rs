@@ -1,0 +1,1249 @@
+//! COM_BINLOG_DUMP and COM_BINLOG_DUMP_GTID: where a dump starts (a file and position,
+//! MariaDB's `@slave_connect_state`, or a MySQL GTID set), and the dump itself: a reader
+//! thread ([`DumpCtx`]) that checks every event and frames the stream into chunks, and
+//! the task that writes them to the replica (see the module doc of [`super`]).
+
+use node::util::lock;
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog::FileState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::archive::{durable_end, fde_of, list_files, Archive, ArchiveFacts};
+use super::compat::Compat;
+use super::wire::Wire;
+use super::{ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
+use archive::local::binlog_order;
+use binlog::{
+    self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,
+    LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
+};
+use mysql_wire::packet::{frame, Reader, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+use mysql_wire::server;
+
+/// Packets are framed into chunks of about this many bytes before they are written.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight per replica.
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// How often an idle dump looks for new durable bytes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A MySQL GTID set as COM_BINLOG_DUMP_GTID sends it: per server UUID, the intervals
+/// `[start, end)` of transaction numbers.
+type GtidSet = Vec<([u8; 16], Vec<(u64, u64)>)>;
+
+/// Which event groups a GTID start skips.
+#[derive(Debug, Clone, Default)]
+enum GtidSkip {
+    /// A position start: nothing is skipped.
+    #[default]
+    None,
+    /// MariaDB: per domain, sequence numbers up to this are applied already.
+    MariaDb(BTreeMap<u32, u64>),
+    /// MySQL: per server UUID, the intervals `[start, end)` applied already.
+    MySql(GtidSet),
+}
+
+impl GtidSkip {
+    /// True when the group of `g` is applied on the replica already.
+    fn skips(&self, g: &Gtid) -> bool {
+        match (self, g) {
+            (GtidSkip::MariaDb(m), Gtid::MariaDb { domain, seq, .. }) => {
+                m.get(domain).is_some_and(|s| seq <= s)
+            }
+            (GtidSkip::MySql(v), Gtid::MySql { uuid, gno }) => v
+                .iter()
+                .filter(|(u, _)| u == uuid)
+                .any(|(_, iv)| iv.iter().any(|(s, e)| gno >= s && gno < e)),
+            _ => false,
+        }
+    }
+}
+
+/// Where a dump starts and which event groups it skips.
+#[derive(Debug, Clone)]
+pub(super) struct Start {
+    file: String,
+    pos: u64,
+    skip: GtidSkip,
+    /// BINLOG_DUMP_NON_BLOCK: end the dump with an EOF packet at the end of the last
+    /// durable binlog instead of waiting for more.
+    non_blocking: bool,
+    /// The client asked for MariaDB's ANNOTATE_ROWS events: COM_BINLOG_DUMP with
+    /// BINLOG_SEND_ANNOTATE_ROWS_EVENT (a replica with `replicate_annotate_row_events`),
+    /// or COM_BINLOG_DUMP_GTID (no such flag). Without it they are left out or replaced,
+    /// see [`Compat`].
+    annotate_rows: bool,
+}
+
+/// The dump command's flag asking for an EOF packet at the end of the binlogs instead
+/// of waiting (`mysqlbinlog --read-from-remote-server` without `--stop-never`).
+/// Source: mysql-server `include/mysql_com.h` (`BINLOG_DUMP_NON_BLOCK`), MariaDB
+/// `sql/sql_repl.cc`.
+pub const BINLOG_DUMP_NON_BLOCK: u16 = 0x01;
+
+/// A file name from a dump command: trailing NUL bytes dropped (python-mysql-replication
+/// pads an empty name with NULs), so that a NUL-only name is empty ("the first binlog").
+fn dump_file_name(raw: &[u8]) -> String {
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// What the client announced in `@master_binlog_checksum` (or MySQL 8's
+/// `@source_binlog_checksum`): how the events the fake primary makes up (the artificial
+/// ROTATE, heartbeats) are framed for it. `None`: the client is not checksum-aware.
+/// 'NONE' (mysqlbinlog's choice, any case) means no CRC32 on those events, whatever the
+/// binlog's own events carry; any other value means a CRC32: "CRC32" (a replica's
+/// `@@global.binlog_checksum`), and also mysql_async's 'ALL' or an empty string, which
+/// the server's `find_type` does not know and turns into an algorithm that is neither
+/// OFF nor UNDEF (checked against MariaDB 10.11 for 'ALL', 'xyz' and '').
+/// Source: MariaDB `sql/sql_repl.cc` `get_binlog_checksum_value_at_connect`,
+/// `fake_event_header`; mysql-server `sql/rpl_binlog_sender.cc` does the same.
+pub(super) fn announced_checksum(vars: &BTreeMap<String, String>) -> Option<ChecksumAlg> {
+    let v = vars
+        .get("master_binlog_checksum")
+        .or_else(|| vars.get("source_binlog_checksum"))?;
+    if v.eq_ignore_ascii_case("NONE") {
+        Some(ChecksumAlg::Off)
+    } else {
+        Some(ChecksumAlg::Crc32)
+    }
+}
+
+/// Parses MariaDB's `@slave_connect_state` ("0-1-100,1-2-7"; empty = from the start).
+///
+/// # Errors
+///
+/// A message naming the GTID that does not parse.
+pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<Gtid>()
+                .map_err(|_| format!("bad GTID {p:?} in @slave_connect_state"))
+        })
+        .collect()
+}
+
+/// Parses COM_BINLOG_DUMP_GTID's body (after the command byte): flags u16, server_id
+/// u32, name_len u32, name, pos u64, data_len u32, then the encoded GTID set
+/// (n_sids u64; per sid: uuid\[16\], n_intervals u64, (start u64, end u64)*).
+/// Source: mysql-server `sql/rpl_binlog_sender.cc`, `Gtid_set::add_gtid_encoding`.
+fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
+    let e = |e: mysql_wire::packet::PacketError| format!("malformed COM_BINLOG_DUMP_GTID: {e}");
+    let mut r = Reader::new(body, "COM_BINLOG_DUMP_GTID");
+    r.u16().map_err(e)?;
+    r.u32().map_err(e)?;
+    let nl = r.u32().map_err(e)? as usize;
+    let name = dump_file_name(r.take(nl).map_err(e)?);
+    let pos = r.u64().map_err(e)?;
+    let mut set = Vec::new();
+    if r.remaining() >= 4 {
+        let dl = r.u32().map_err(e)? as usize;
+        if dl >= 8 {
+            let n = r.u64().map_err(e)?;
+            if n > 100_000 {
+                return Err(format!("GTID set with {n} UUIDs is not plausible"));
+            }
+            for _ in 0..n {
+                let uuid: [u8; 16] = r
+                    .take(16)
+                    .map_err(e)?
+                    .try_into()
+                    .map_err(|_| "uuid".to_string())?;
+                let k = r.u64().map_err(e)?;
+                if k > 1_000_000 {
+                    return Err(format!("GTID set with {k} intervals is not plausible"));
+                }
+                let mut iv = Vec::new();
+                for _ in 0..k {
+                    iv.push((r.u64().map_err(e)?, r.u64().map_err(e)?));
+                }
+                set.push((uuid, iv));
+            }
+        }
+    }
+    Ok((name, pos, set))
+}
+
+/// The start of a dump asked for with command `cmd` (0x12 or 0x1E) and its `body`: a
+/// file and position, or the earliest end in the index of the GTIDs the replica holds
+/// (`@slave_connect_state` in `vars`, or the COM_BINLOG_DUMP_GTID set).
+///
+/// # Errors
+///
+/// The text for ERROR 1236: a malformed packet, an unknown file or impossible position,
+/// a MariaDB GTID the archive does not hold, an empty archive, an index failure.
+pub(super) async fn start_point(
+    cmd: u8,
+    body: &[u8],
+    vars: &BTreeMap<String, String>,
+    facts: &ArchiveFacts,
+    a: &Archive,
+) -> Result<Start, String> {
+    let first = || {
+        facts
+            .files
+            .first()
+            .map(|(n, _)| n.clone())
+            .ok_or_else(|| format!("binlog-server holds no binlog of {} yet", a.source))
+    };
+    let flags = dump_flags(cmd, body);
+    let non_blocking = flags & BINLOG_DUMP_NON_BLOCK != 0;
+    let annotate_rows = cmd == 0x1e || flags & BINLOG_SEND_ANNOTATE_ROWS_EVENT != 0;
+    // (gtids to look up, skip rule) for GTID starts; a plain position otherwise.
+    let (lookups, skip) = match requested_start(cmd, body, vars, facts)? {
+        Requested::At(s) => {
+            return Ok(Start {
+                non_blocking,
+                annotate_rows,
+                ..s
+            })
+        }
+        Requested::First => {
+            return Ok(Start {
+                file: first()?,
+                pos: 4,
+                skip: GtidSkip::None,
+                non_blocking,
+                annotate_rows,
+            })
+        }
+        Requested::Gtids(lookups, skip) => (lookups, skip),
+    };
+    let (file, pos) = match earliest_end(&lookups, a).await? {
+        Some(b) => b,
+        None => (first()?, 4),
+    };
+    Ok(Start {
+        file,
+        pos,
+        skip,
+        non_blocking,
+        annotate_rows,
+    })
+}
+
+/// Fuzzing entry: a dump command's body through every parser it reaches before the
+/// index (flags, file and position against a two-file archive, the GTID set, a
+/// `@slave_connect_state` made of the same bytes). Never panics.
+pub(super) fn parse_dump_command(data: &[u8]) -> usize {
+    let facts = two_file_facts(4096, 256);
+    let mut vars = BTreeMap::new();
+    let mut n = usize::from(dump_flags(0x12, data)) + usize::from(dump_flags(0x1e, data));
+    n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
+    n += requested_start(0x1e, data, &vars, &facts).is_ok() as usize;
+    vars.insert(
+        "slave_connect_state".to_string(),
+        String::from_utf8_lossy(data).into_owned(),
+    );
+    vars.insert(
+        "master_binlog_checksum".to_string(),
+        String::from_utf8_lossy(data).into_owned(),
+    );
+    n += requested_start(0x12, data, &vars, &facts).is_ok() as usize;
+    n + announced_checksum(&vars).is_some() as usize
+}
+
+/// A MariaDB 10.11 CRC32 archive of `mysql-bin.000001` and `.000002` with these sizes
+/// (the fuzz entry's and the tests' archive).
+fn two_file_facts(first: u64, second: u64) -> ArchiveFacts {
+    ArchiveFacts {
+        version: "10.11.6-MariaDB".into(),
+        mariadb: true,
+        server_id: 1,
+        alg: ChecksumAlg::Crc32,
+        files: vec![
+            ("mysql-bin.000001".into(), first),
+            ("mysql-bin.000002".into(), second),
+        ],
+    }
+}
+
+/// The flags of a dump command: COM_BINLOG_DUMP's u16 after the position,
+/// COM_BINLOG_DUMP_GTID's leading u16; 0 for a body too short to hold them (its parse
+/// reports the error).
+fn dump_flags(cmd: u8, body: &[u8]) -> u16 {
+    let at = if cmd == 0x1e { 0 } else { 4 };
+    match body.get(at..at + 2) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+/// What a dump command asks for, before the index is consulted.
+enum Requested {
+    /// A file and position (checked against the archive's files).
+    At(Start),
+    /// The start of the archive's first file.
+    First,
+    /// After these GTIDs, skipping the groups the rule names.
+    Gtids(Vec<Gtid>, GtidSkip),
+}
+
+/// Parses the dump command: COM_BINLOG_DUMP_GTID's set (a file and position when the set
+/// is empty), or COM_BINLOG_DUMP's file and position unless the replica set
+/// `@slave_connect_state`.
+fn requested_start(
+    cmd: u8,
+    body: &[u8],
+    vars: &BTreeMap<String, String>,
+    facts: &ArchiveFacts,
+) -> Result<Requested, String> {
+    if cmd == 0x1e {
+        let (name, pos, set) = parse_dump_gtid(body)?;
+        if set.is_empty() && !name.is_empty() {
+            return position_start(&name, pos, facts).map(Requested::At);
+        }
+        let lookups: Vec<Gtid> = set
+            .iter()
+            .filter_map(|(u, iv)| {
+                iv.iter()
+                    .map(|(_, e)| *e)
+                    .max()
+                    .filter(|e| *e > 1)
+                    .map(|e| Gtid::MySql {
+                        uuid: *u,
+                        gno: e - 1,
+                    })
+            })
+            .collect();
+        return Ok(Requested::Gtids(lookups, GtidSkip::MySql(set)));
+    }
+    let mut r = Reader::new(body, "COM_BINLOG_DUMP");
+    let pos = r.u32().map_err(|e| e.to_string())?;
+    r.u16().map_err(|e| e.to_string())?;
+    r.u32().map_err(|e| e.to_string())?;
+    let name = dump_file_name(r.rest());
+    match vars.get("slave_connect_state") {
+        None => {
+            if name.is_empty() {
+                return Ok(Requested::First);
+            }
+            position_start(&name, u64::from(pos), facts).map(Requested::At)
+        }
+        Some(state) => {
+            let gtids = parse_connect_state(state)?;
+            let mut m = BTreeMap::new();
+            for g in &gtids {
+                if let Gtid::MariaDb { domain, seq, .. } = g {
+                    m.insert(*domain, *seq);
+                }
+            }
+            Ok(Requested::Gtids(gtids, GtidSkip::MariaDb(m)))
+        }
+    }
+}
+
+/// The earliest (file, end offset) of `lookups`' transactions in the index; `None` when
+/// none is found (or there are none). A MySQL GTID the index lacks is ignored (a
+/// replica's set names other servers too); a MariaDB one is an error.
+async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u64)>, String> {
+    let mut best: Option<(String, u64)> = None;
+    for g in lookups {
+        let idx = a.index.clone();
+        let (source, g2) = (a.source.clone(), g.clone());
+        let found = tokio::task::spawn_blocking(move || idx.find_gtid(&source, &g2))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        match found {
+            Some(e) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|(f, p)| (binlog_order(&e.file), e.end) < (binlog_order(f), *p))
+                {
+                    best = Some((e.file, e.end));
+                }
+            }
+            // A MySQL replica's set names its own and other servers' UUIDs too.
+            None if matches!(g, Gtid::MySql { .. }) => {}
+            None => {
+                return Err(format!(
+                    "binlog-server's archive of {} does not hold GTID {g} (the replica's \
+                     position): it is older than the archive or was never written by this \
+                     primary",
+                    a.source
+                ))
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// A start at `pos` of `name`, checked against the archive's files (4 ..= size).
+fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, String> {
+    let Some((_, size)) = facts.files.iter().find(|(n, _)| n == name) else {
+        return Err(format!(
+            "Could not find first log file name in binary log index file: binlog-server does not hold {name:?}"
+        ));
+    };
+    if pos < 4 || pos > *size {
+        return Err(format!(
+            "Client requested master to start replication from impossible position {pos} in {name} (size {size})"
+        ));
+    }
+    Ok(Start {
+        file: name.to_string(),
+        pos,
+        skip: GtidSkip::None,
+        non_blocking: false,
+        annotate_rows: false,
+    })
+}
+
+/// Runs a dump from `start` until the replica leaves, the listener stops (`cancel`) or the
+/// archive cannot be served (ERROR 1236 sent): the reader thread (span
+/// `fake_primary_dump` with the source, under the session's) frames the events, this task
+/// writes the chunks.
+///
+/// # Errors
+///
+/// Writing to the replica fails, or the reader thread cannot be started.
+pub(super) async fn dump(
+    shared: Arc<Shared>,
+    mut wire: Wire,
+    facts: ArchiveFacts,
+    start: Start,
+    opts: DumpOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let ctx = DumpCtx {
+        archive: shared.archive.clone(),
+        stop: shared.stop.clone(),
+        stats: shared.stats.clone(),
+        server_id: facts.server_id,
+        heartbeat: opts.heartbeat,
+        made_up_crc: opts.checksum == Some(ChecksumAlg::Crc32),
+        non_blocking: start.non_blocking,
+        compat: Compat {
+            capability: opts.capability,
+            annotate_rows: start.annotate_rows,
+        },
+        rt: tokio::runtime::Handle::current(),
+        seq: wire.seq,
+    };
+    info!(source = %shared.archive.source, file = %start.file, pos = start.pos, "replica dump starts");
+    shared.stats.active_dumps.fetch_add(1, Ordering::Relaxed);
+    let done = cancel.child_token();
+    let d2 = done.clone();
+    let span = tracing::info_span!("fake_primary_dump", source = %shared.archive.source);
+    let reader = std::thread::Builder::new()
+        .name("fake-primary-dump".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            let _ = ctx.run(start, &tx, &d2);
+        })?;
+    let mut probe = [0u8; 64];
+    let r = loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(c) => if let Err(e) = wire.w.write_all(&c).await { break Err(e.into()) },
+                None => break Ok(()),
+            },
+            // The replica sends nothing during a dump (no semi-sync here): a read returns
+            // only when it closes the connection.
+            n = wire.r.read(&mut probe) => match n {
+                Ok(0) | Err(_) => break Ok(()),
+                Ok(_) => {}
+            },
+            _ = cancel.cancelled() => break Ok(()),
+        }
+    };
+    done.cancel();
+    drop(rx);
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    shared.stats.active_dumps.fetch_sub(1, Ordering::Relaxed);
+    r
+}
+
+/// What the reader thread of one dump needs (it runs outside the runtime and reaches the
+/// catalog through `rt`).
+struct DumpCtx {
+    archive: Arc<Archive>,
+    stop: Option<StopAt>,
+    stats: Arc<ServeStats>,
+    server_id: u32,
+    heartbeat: Duration,
+    /// Whether the events the fake primary makes up before the first FORMAT_DESCRIPTION
+    /// carry a CRC32 (what the client announced, see [`announced_checksum`]).
+    made_up_crc: bool,
+    /// End with an EOF packet at the end of the last durable binlog.
+    non_blocking: bool,
+    /// How MariaDB-only events go to this client (`@mariadb_slave_capability`).
+    compat: Compat,
+    rt: tokio::runtime::Handle,
+    seq: u8,
+}
+
+/// How a dump is served beyond its start: the heartbeat period the client asked for and
+/// the checksum it announced.
+pub(super) struct DumpOptions {
+    /// Heartbeat period (`@master_heartbeat_period`, default 30 s).
+    pub heartbeat: Duration,
+    /// The client's `@master_binlog_checksum`, see [`announced_checksum`].
+    pub checksum: Option<ChecksumAlg>,
+    /// The client's `@mariadb_slave_capability` for a MariaDB archive (`None` for a
+    /// MySQL one), see [`Compat::capability_of`].
+    pub capability: Option<u8>,
+}
+
+/// How [`DumpCtx::send_file`] ended.
+enum Next {
+    /// The file is closed and sent whole: go on with the next one.
+    Continue,
+    /// The replica left (or the stop point was reached and it then left).
+    Done,
+}
+
+/// The file a dump is sending and how far it got.
+struct FileCursor {
+    /// Binlog file name.
+    file: String,
+    /// Its path in the archive (for messages).
+    path: PathBuf,
+    /// The file, open: it stays readable when the file leaves the local disk or the
+    /// cache (eviction, cache trimming) while it is being sent.
+    fh: std::fs::File,
+    /// Its checksum algorithm (from its FORMAT_DESCRIPTION).
+    alg: ChecksumAlg,
+    /// Offset of the next event to send, bytes.
+    pos: u64,
+}
+
+/// Why a file to send could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// Not local, and the archive store could not give it.
+    #[error("{0}")]
+    Fetch(#[from] archive::fetch::FetchError),
+    /// Opening the local or cached copy failed.
+    #[error("open {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The GTID start's skip rule and whether the current event group is being skipped.
+struct Skipping {
+    /// Which groups to skip.
+    rule: GtidSkip,
+    /// Inside a skipped group.
+    active: bool,
+}
+
+/// The reader thread's output: packets framed into chunks for the writer task.
+struct Out<'a> {
+    tx: &'a mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    seq: u8,
+    last_sent: Instant,
+    /// Whether a made-up event (artificial ROTATE, heartbeat) gets a CRC32 now: what the
+    /// client announced until a FORMAT_DESCRIPTION was sent, then that event's algorithm,
+    /// which is what the client parses with from there on (MariaDB `sql/sql_repl.cc`
+    /// updates `current_checksum_alg` the same way).
+    made_up_crc: bool,
+}
+
+impl Out<'_> {
+    fn event(&mut self, ev: &[u8]) {
+        // Packet = 0x00 + event; frame() splits at 16 MiB.
+        let mut p = Vec::with_capacity(ev.len() + 1);
+        p.push(0);
+        p.extend_from_slice(ev);
+        frame(&mut self.buf, &mut self.seq, &p);
+    }
+
+    /// Ends a non-blocking dump: an EOF packet after the last event, sent at once.
+    fn eof(&mut self) {
+        frame(&mut self.buf, &mut self.seq, &server::eof_packet());
+        self.flush();
+    }
+
+    /// Sends the buffered chunk; false when the replica is gone.
+    fn flush(&mut self) -> bool {
+        if self.buf.is_empty() {
+            return !self.tx.is_closed();
+        }
+        let b = std::mem::take(&mut self.buf);
+        self.last_sent = Instant::now();
+        self.tx.blocking_send(b).is_ok()
+    }
+
+    /// Sends the buffer once it holds a chunk; false when the replica is gone.
+    fn flush_if_full(&mut self) -> bool {
+        if self.buf.len() >= CHUNK {
+            self.flush()
+        } else {
+            true
+        }
+    }
+}
+
+/// The artificial ROTATE that names the file a dump continues in (`pos` in `file`),
+/// log_pos 0, with a CRC32 only when `crc` (see [`announced_checksum`]).
+fn artificial_rotate(file: &str, pos: u64, server_id: u32, crc: bool) -> Vec<u8> {
+    let mut body = pos.to_le_bytes().to_vec();
+    body.extend_from_slice(file.as_bytes());
+    build_event(
+        event_type::ROTATE,
+        server_id,
+        0,
+        LOG_EVENT_ARTIFICIAL_F,
+        &body,
+        crc,
+    )
+}
+
+/// An event of `type_code` with timestamp 0 (ROTATE, HEARTBEAT), with a CRC32 when
+/// `crc`.
+fn build_event(
+    type_code: u8,
+    server_id: u32,
+    log_pos: u32,
+    flags: u16,
+    body: &[u8],
+    crc: bool,
+) -> Vec<u8> {
+    let size = HEADER_LEN + body.len() + if crc { CHECKSUM_LEN } else { 0 };
+    let h = EventHeader {
+        timestamp: 0,
+        type_code,
+        server_id,
+        event_size: size as u32,
+        log_pos,
+        flags,
+    };
+    let mut ev = Vec::with_capacity(size);
+    ev.extend_from_slice(&h.to_bytes());
+    ev.extend_from_slice(body);
+    if crc {
+        let c = binlog::crc32(&ev);
+        ev.extend_from_slice(&c.to_le_bytes());
+    }
+    ev
+}
+
+/// Offset of the FORMAT_DESCRIPTION's `created` timestamp in the event: the header,
+/// binlog_version (2), server_version (50).
+const FDE_CREATED_OFFSET: usize = HEADER_LEN + 2 + 50;
+
+/// Rewrites a FORMAT_DESCRIPTION for sending: in-use flag cleared; for the FDE re-sent
+/// when a dump starts past offset 4 (`log_pos` given, 0), log_pos set and `created`
+/// zeroed, as MariaDB and MySQL do so that a replica does not take it for a server
+/// restart (which would drop its temporary tables), and the CRC recomputed when the
+/// event carries one. Source: MariaDB `sql/sql_repl.cc` `send_format_descriptor_event`.
+fn fde_for_send(ev: &[u8], alg: ChecksumAlg, log_pos: Option<u32>) -> Vec<u8> {
+    let mut v = ev.to_vec();
+    if v.len() < HEADER_LEN {
+        return v;
+    }
+    v[17] &= !(LOG_EVENT_BINLOG_IN_USE_F as u8);
+    if let Some(p) = log_pos {
+        v[13..17].copy_from_slice(&p.to_le_bytes());
+        if let Some(created) = v.get_mut(FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4) {
+            created.copy_from_slice(&[0; 4]);
+        }
+        if alg == ChecksumAlg::Crc32 && v.len() >= HEADER_LEN + CHECKSUM_LEN {
+            let n = v.len() - CHECKSUM_LEN;
+            let c = binlog::crc32(&v[..n]);
+            v[n..].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// Event types that are never part of a transaction's group (not skipped by a GTID
+/// start, and they end a skipped group).
+fn is_control(t: u8) -> bool {
+    matches!(
+        t,
+        event_type::ROTATE
+            | event_type::FORMAT_DESCRIPTION
+            | event_type::STOP
+            | event_type::PREVIOUS_GTIDS
+            | event_type::MARIADB_GTID_LIST
+            | event_type::MARIADB_BINLOG_CHECKPOINT
+            | event_type::MARIADB_START_ENCRYPTION
+            | event_type::INCIDENT
+            | event_type::HEARTBEAT
+    )
+}
+
+impl DumpCtx {
+    /// Streams from `start` into `tx` until `done`; an archive that cannot be served ends
+    /// the stream with ERROR 1236 (and the message is kept in the stats).
+    fn run(
+        &self,
+        start: Start,
+        tx: &mpsc::Sender<Vec<u8>>,
+        done: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut out = Out {
+            tx,
+            buf: Vec::with_capacity(CHUNK + 64 * 1024),
+            seq: self.seq,
+            last_sent: Instant::now(),
+            made_up_crc: self.made_up_crc,
+        };
+        match self.stream(start, &mut out, done) {
+            Ok(()) => {}
+            Err(msg) => {
+                warn!(source = %self.archive.source, error = %msg, "fake primary: dump ends with an error");
+                *lock(&self.stats.last_error) = Some(msg.clone());
+                let mut seq = out.seq;
+                frame(
+                    &mut out.buf,
+                    &mut seq,
+                    &server::err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg),
+                );
+                out.flush();
+            }
+        }
+        Ok(())
+    }
+
+    fn file_state(&self, name: &str) -> Result<Option<(FileState, String)>, String> {
+        let cat = self.archive.catalog.clone();
+        let (source, file) = (self.archive.source.clone(), name.to_string());
+        self.rt
+            .block_on(async move { cat.get_file(&source, &file).await })
+            .map(|r| r.map(|r| (r.state, r.info)))
+            .map_err(|e| format!("catalog: {e}"))
+    }
+
+    fn gap_after(&self, name: &str) -> Result<Option<String>, String> {
+        let cat = self.archive.catalog.clone();
+        let source = self.archive.source.clone();
+        let gaps = self
+            .rt
+            .block_on(async move { cat.list_gaps(&source).await })
+            .map_err(|e| format!("catalog: {e}"))?;
+        Ok(gaps
+            .into_iter()
+            .find(|g| g.after_file.as_deref() == Some(name))
+            .map(|g| g.reason))
+    }
+
+    /// Streams until the replica leaves (Ok) or the archive cannot be served (Err with
+    /// the message for ERROR 1236).
+    fn stream(
+        &self,
+        start: Start,
+        out: &mut Out<'_>,
+        done: &CancellationToken,
+    ) -> Result<(), String> {
+        let source = &self.archive.source;
+        let mut skip = Skipping {
+            rule: start.skip,
+            active: false,
+        };
+        let (mut file, mut pos) = (start.file, start.pos);
+        loop {
+            let mut cur = self.open_file(file, pos, out)?;
+            match self.send_file(&mut cur, &mut skip, out, done)? {
+                Next::Done => return Ok(()),
+                Next::Continue => {}
+            }
+            // The file is closed and fully sent: on to the next one.
+            let Some(next) = self.next_file(&cur, out, done)? else {
+                return Ok(());
+            };
+            if let Some(reason) = self.gap_after(&cur.file)? {
+                return Err(format!(
+                    "binlog-server's archive of {source} has a gap after {} ({reason}): \
+                     serving {next} would skip transactions",
+                    cur.file
+                ));
+            }
+            file = next;
+            pos = 4;
+        }
+    }
+
+    /// Starts sending `file` at `pos`: refuses a FAIL file or one without a readable
+    /// FORMAT_DESCRIPTION, sends the artificial ROTATE and, past offset 4, the file's
+    /// FORMAT_DESCRIPTION with log_pos 0.
+    fn open_file(&self, file: String, pos: u64, out: &mut Out<'_>) -> Result<FileCursor, String> {
+        let source = &self.archive.source;
+        if let Some((FileState::Fail, info)) = self.file_state(&file)? {
+            return Err(format!(
+                "binlog {file} of {source} failed its check ({info}); binlog-server does not \
+                 serve it until a re-pull makes it good"
+            ));
+        }
+        let (path, handle) = self.open_handle(&file).map_err(|e| match e {
+            OpenError::Fetch(e) => format!(
+                "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
+            ),
+            e => e.to_string(),
+        })?;
+        let dup = handle
+            .try_clone()
+            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        let Some((fh, fde)) = fde_of(dup) else {
+            return Err(format!(
+                "binlog {file} of {source} has no readable FORMAT_DESCRIPTION"
+            ));
+        };
+        let alg = fde.checksum_alg;
+        out.event(&artificial_rotate(
+            &file,
+            pos,
+            self.server_id,
+            out.made_up_crc,
+        ));
+        if pos > 4 {
+            let raw = read_at(&handle, &path, 4, fh.event_size as usize)?;
+            out.event(&fde_for_send(&raw, alg, Some(0)));
+            out.made_up_crc = alg == ChecksumAlg::Crc32;
+        }
+        Ok(FileCursor {
+            file,
+            path,
+            fh: handle,
+            alg,
+            pos,
+        })
+    }
+
+    /// The path of `file` (local, cached or fetched) and the file opened. When the local
+    /// file leaves the disk between the two (evicted meanwhile), it is looked up again,
+    /// now in the store.
+    fn open_handle(&self, file: &str) -> Result<(PathBuf, std::fs::File), OpenError> {
+        let mut tries = 0;
+        loop {
+            let path = self.rt.block_on(self.archive.path_of(file))?;
+            match std::fs::File::open(&path) {
+                Ok(f) => return Ok((path, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
+                Err(source) => return Err(OpenError::Open { path, source }),
+            }
+        }
+    }
+
+    /// The file after `cur`'s, idling (with heartbeats) until one appears; `None` when the
+    /// replica left meanwhile.
+    fn next_file(
+        &self,
+        cur: &FileCursor,
+        out: &mut Out<'_>,
+        done: &CancellationToken,
+    ) -> Result<Option<String>, String> {
+        loop {
+            let files = list_files(&self.archive).map_err(|e| e.to_string())?;
+            let next = files
+                .iter()
+                .find(|(n, _)| binlog_order(n) > binlog_order(&cur.file))
+                .map(|(n, _)| n.clone());
+            if next.is_some() {
+                return Ok(next);
+            }
+            if self.non_blocking {
+                out.eof();
+                return Ok(None);
+            }
+            if !self.idle(&cur.file, cur.pos, out, done) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Flushes, sends a heartbeat when the line was quiet for the heartbeat period (framed
+    /// as every made-up event, see `Out::made_up_crc`), waits one
+    /// poll interval. False when the replica left or the dump is cancelled.
+    fn idle(&self, file: &str, pos: u64, out: &mut Out<'_>, done: &CancellationToken) -> bool {
+        if !out.flush() || done.is_cancelled() {
+            return false;
+        }
+        if out.last_sent.elapsed() >= self.heartbeat {
+            let hb = build_event(
+                event_type::HEARTBEAT,
+                self.server_id,
+                u32::try_from(pos).unwrap_or(u32::MAX),
+                LOG_EVENT_ARTIFICIAL_F,
+                file.as_bytes(),
+                out.made_up_crc,
+            );
+            out.event(&hb);
+            if !out.flush() {
+                return false;
+            }
+        }
+        std::thread::sleep(POLL);
+        true
+    }
+
+    fn stopped(&self, file: &str, pos: u64) -> bool {
+        match &self.stop {
+            None => false,
+            Some(s) => {
+                let (a, b) = (binlog_order(file), binlog_order(&s.file));
+                a > b || (a == b && pos >= s.pos)
+            }
+        }
+    }
+
+    /// Sends `cur`'s file from `cur.pos` to its end (closed file) or follows it while it
+    /// is the ACTIVE file. Returns Done when the replica left or the stop point was
+    /// reached and the replica then left.
+    fn send_file(
+        &self,
+        cur: &mut FileCursor,
+        skip: &mut Skipping,
+        out: &mut Out<'_>,
+        done: &CancellationToken,
+    ) -> Result<Next, String> {
+        let file = cur.file.clone();
+        loop {
+            if self.stopped(&file, cur.pos) {
+                self.stats.reached_stop.store(true, Ordering::Relaxed);
+                while self.idle(&file, cur.pos, out, done) {}
+                return Ok(Next::Done);
+            }
+            // How far this file may be read: the durable length while it is the ACTIVE
+            // file, its size once a later file exists.
+            let live = durable_end(&self.archive);
+            let size = cur
+                .fh
+                .metadata()
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", cur.path.display()))?;
+            let (limit, closed) = match &live {
+                Some((f, p)) if *f == file => (*p, false),
+                Some((f, _)) if binlog_order(f) < binlog_order(&file) => (0, false),
+                _ => (size, true),
+            };
+            if cur.pos < limit {
+                self.send_range(cur, limit, skip, out)?;
+                if !out.flush_if_full() {
+                    return Ok(Next::Done);
+                }
+                if cur.pos < limit && !self.stopped(&file, cur.pos) {
+                    return Err(format!(
+                        "binlog {file}: stopped inside the readable range at {}",
+                        cur.pos
+                    ));
+                }
+                continue;
+            }
+            if closed {
+                return Ok(Next::Continue);
+            }
+            if self.non_blocking {
+                // The end of the ACTIVE file's durable prefix is the end of the binlogs.
+                out.eof();
+                return Ok(Next::Done);
+            }
+            if !self.idle(&file, cur.pos, out, done) {
+                return Ok(Next::Done);
+            }
+        }
+    }
+
+    /// Sends the events of `cur`'s file from `cur.pos` up to `limit` (or the stop point),
+    /// each CRC-checked first, skipping the groups `skip` names; advances `cur.pos`.
+    /// A damaged event is reported to the source's checker and ends the dump.
+    fn send_range(
+        &self,
+        cur: &mut FileCursor,
+        limit: u64,
+        skip: &mut Skipping,
+        out: &mut Out<'_>,
+    ) -> Result<(), String> {
+        let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
+        let pos = &mut cur.pos;
+        let io = |e: std::io::Error| format!("read {}: {e}", path.display());
+        // A second handle on the open file (it shares the offset: set here, read only here).
+        let mut f = cur.fh.try_clone().map_err(io)?;
+        f.seek(SeekFrom::Start(*pos)).map_err(io)?;
+        let br = std::io::BufReader::with_capacity(1 << 20, f.take(limit - *pos));
+        let mut r = EventReader::new_at(br, *pos);
+        while let Some(item) = r.next_event() {
+            let (off, h, ev) = item.map_err(|e| {
+                self.archive.report_damage(file);
+                format!(
+                    "binlog {file} of {} is damaged at offset {}: {e}; not served",
+                    self.archive.source,
+                    e.offset().unwrap_or(*pos)
+                )
+            })?;
+            if self.stopped(file, off) {
+                return Ok(());
+            }
+            binlog::verify_checksum(ev, alg).map_err(|e| {
+                self.archive.report_damage(file);
+                format!(
+                    "binlog {file} of {} fails its CRC32 check at offset {off} ({e}); not served",
+                    self.archive.source
+                )
+            })?;
+            let t = h.type_code;
+            if event_type::is_gtid(t) {
+                skip.active = match binlog::parse_gtid(&h, ev, alg) {
+                    Ok(Some(g)) => skip.rule.skips(&g.gtid),
+                    _ => false,
+                };
+            } else if is_control(t) {
+                skip.active = false;
+            }
+            if !skip.active {
+                let sent = if t == event_type::FORMAT_DESCRIPTION {
+                    out.event(&fde_for_send(ev, alg, None));
+                    out.made_up_crc = alg == ChecksumAlg::Crc32;
+                    true
+                } else {
+                    // As stored, or as a MariaDB primary rewrites it for this client.
+                    match self.compat.apply(ev, alg)? {
+                        Some(e) => {
+                            out.event(&e);
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                if sent {
+                    self.stats.events_sent.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .bytes_sent
+                        .fetch_add(u64::from(h.event_size), Ordering::Relaxed);
+                }
+            }
+            *pos = off + u64::from(h.event_size);
+            if !out.flush_if_full() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `len` bytes of `path` at `off`.
+fn read_at(fh: &std::fs::File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| format!("read {}: {e}", path.display());
+    let mut f = fh.try_clone().map_err(io)?;
+    f.seek(SeekFrom::Start(off)).map_err(io)?;
+    let mut v = Vec::new();
+    f.take(len as u64).read_to_end(&mut v).map_err(io)?;
+    if v.len() != len {
+        return Err(format!("{}: short read at {off}", path.display()));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ArchiveFacts {
+        two_file_facts(1000, 500)
+    }
+
+    /// COM_BINLOG_DUMP's body as clients send it: pos u32, flags u16, server_id u32, name.
+    fn dump_body(pos: u32, flags: u16, name: &[u8]) -> Vec<u8> {
+        let mut b = pos.to_le_bytes().to_vec();
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&77u32.to_le_bytes());
+        b.extend_from_slice(name);
+        b
+    }
+
+    #[test]
+    fn a_nul_padded_empty_name_means_the_first_binlog() {
+        // python-mysql-replication 1.x (MariaDB, no GTID, blocking=False): an empty name
+        // padded with NULs, its length cutting one off.
+        let body = dump_body(4, BINLOG_DUMP_NON_BLOCK, b"\0\0");
+        let vars = BTreeMap::new();
+        assert!(matches!(
+            requested_start(0x12, &body, &vars, &facts()),
+            Ok(Requested::First)
+        ));
+        assert_eq!(dump_flags(0x12, &body) & BINLOG_DUMP_NON_BLOCK, 1);
+        assert_eq!(dump_file_name(b"\0\0\0"), "");
+        assert_eq!(dump_file_name(b"mysql-bin.000002\0"), "mysql-bin.000002");
+        // With @slave_connect_state set, the empty name means the GTID position.
+        let mut vars = BTreeMap::new();
+        vars.insert("slave_connect_state".to_string(), "0-1-1".to_string());
+        assert!(matches!(
+            requested_start(0x12, &body, &vars, &facts()),
+            Ok(Requested::Gtids(..))
+        ));
+    }
+
+    #[test]
+    fn mysqlbinlog_non_block_dump_parses_with_its_flag() {
+        // mariadb-binlog --read-from-remote-server --to-last-log: flag 0x01, the name.
+        let body = dump_body(4, BINLOG_DUMP_NON_BLOCK, b"mysql-bin.000002");
+        match requested_start(0x12, &body, &BTreeMap::new(), &facts()) {
+            Ok(Requested::At(s)) => assert_eq!((s.file.as_str(), s.pos), ("mysql-bin.000002", 4)),
+            _ => panic!("a position start"),
+        }
+        assert_eq!(dump_flags(0x12, &body), BINLOG_DUMP_NON_BLOCK);
+        // A blocking replica (flags 0) and COM_BINLOG_DUMP_GTID's leading flags.
+        assert_eq!(dump_flags(0x12, &dump_body(4, 0, b"x")), 0);
+        assert_eq!(dump_flags(0x1e, &[1, 0, 0, 0]), BINLOG_DUMP_NON_BLOCK);
+        assert_eq!(dump_flags(0x12, &[4, 0]), 0);
+        // python-mysql-replication does not ask for ANNOTATE_ROWS (flag 0x02); a MariaDB
+        // replica and mariadb-binlog do.
+        assert_eq!(
+            dump_flags(0x12, &dump_body(4, 0x03, b"x")) & BINLOG_SEND_ANNOTATE_ROWS_EVENT,
+            2
+        );
+        // Trailing bytes after the name's NULs do not matter; an unknown name is 1236.
+        assert!(requested_start(
+            0x12,
+            &dump_body(4, 0, b"nope.000009"),
+            &BTreeMap::new(),
+            &facts()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn made_up_events_follow_the_announced_checksum() {
+        let mut vars = BTreeMap::new();
+        assert_eq!(announced_checksum(&vars), None);
+        vars.insert("master_binlog_checksum".to_string(), "NONE".to_string());
+        assert_eq!(announced_checksum(&vars), Some(ChecksumAlg::Off));
+        vars.insert("master_binlog_checksum".to_string(), "CRC32".to_string());
+        assert_eq!(announced_checksum(&vars), Some(ChecksumAlg::Crc32));
+        let mut mysql8 = BTreeMap::new();
+        mysql8.insert("source_binlog_checksum".to_string(), "crc32".to_string());
+        assert_eq!(announced_checksum(&mysql8), Some(ChecksumAlg::Crc32));
+        // mysql_async announces 'ALL': unknown to the server, which then frames its
+        // made-up events with a CRC32 (MariaDB 10.11 sends a 47-byte artificial ROTATE
+        // for mysql-bin.000001); so does an empty value. 'none' is NONE.
+        for (v, want) in [
+            ("ALL", ChecksumAlg::Crc32),
+            ("", ChecksumAlg::Crc32),
+            ("none", ChecksumAlg::Off),
+        ] {
+            vars.insert("master_binlog_checksum".to_string(), v.to_string());
+            assert_eq!(announced_checksum(&vars), Some(want), "{v:?}");
+        }
+        // mysqlbinlog announces 'NONE': the artificial ROTATE has no CRC32, so the name
+        // it reads is exactly the file's (no 4 bytes of CRC taken as part of it).
+        let plain = artificial_rotate("mysql-bin.000001", 4, 1, false);
+        assert_eq!(plain.len(), HEADER_LEN + 8 + "mysql-bin.000001".len());
+        let r = binlog::parse_rotate(&plain, ChecksumAlg::Off).unwrap();
+        assert_eq!((r.next_file.as_str(), r.position), ("mysql-bin.000001", 4));
+        let crc = artificial_rotate("mysql-bin.000001", 4, 1, true);
+        binlog::verify_checksum(&crc, ChecksumAlg::Crc32).unwrap();
+        let r = binlog::parse_rotate(&crc, ChecksumAlg::Crc32).unwrap();
+        assert_eq!(r.next_file, "mysql-bin.000001");
+    }
+
+    #[test]
+    fn connect_state_and_skips() {
+        let g = parse_connect_state("0-1-100, 2-5-7").unwrap();
+        assert_eq!(g.len(), 2);
+        assert!(parse_connect_state("").unwrap().is_empty());
+        assert!(parse_connect_state("0-1-x").is_err());
+        let mut m = BTreeMap::new();
+        m.insert(0u32, 100u64);
+        let skip = GtidSkip::MariaDb(m);
+        let gt = |d, s| Gtid::MariaDb {
+            domain: d,
+            server_id: 1,
+            seq: s,
+        };
+        assert!(skip.skips(&gt(0, 100)));
+        assert!(!skip.skips(&gt(0, 101)));
+        assert!(
+            !skip.skips(&gt(1, 5)),
+            "a domain the replica does not name is sent"
+        );
+    }
+
+    #[test]
+    fn dump_gtid_packet_parses_and_rejects_garbage() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&4u16.to_le_bytes());
+        b.extend_from_slice(&7u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&4u64.to_le_bytes());
+        let mut set = Vec::new();
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&[0xAB; 16]);
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&1u64.to_le_bytes());
+        set.extend_from_slice(&43u64.to_le_bytes());
+        b.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        b.extend_from_slice(&set);
+        let (name, pos, s) = parse_dump_gtid(&b).unwrap();
+        assert_eq!((name.as_str(), pos), ("", 4));
+        assert_eq!(s, vec![([0xAB; 16], vec![(1, 43)])]);
+        let skip = GtidSkip::MySql(s);
+        assert!(skip.skips(&Gtid::MySql {
+            uuid: [0xAB; 16],
+            gno: 42
+        }));
+        assert!(!skip.skips(&Gtid::MySql {
+            uuid: [0xAB; 16],
+            gno: 43
+        }));
+        // Truncated: an error, not a panic.
+        for n in 0..b.len() {
+            let _ = parse_dump_gtid(&b[..n]);
+        }
+        assert!(parse_dump_gtid(&b[..b.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn resent_format_description_has_log_pos_zero_and_a_valid_crc() {
+        let body = vec![7u8; 80];
+        let mut ev = build_event(
+            event_type::FORMAT_DESCRIPTION,
+            1,
+            123,
+            LOG_EVENT_BINLOG_IN_USE_F,
+            &body,
+            true,
+        );
+        // A stored FDE's CRC is computed with the in-use flag cleared.
+        let n = ev.len() - CHECKSUM_LEN;
+        let mut clear = ev.clone();
+        clear[17] = 0;
+        let c = binlog::crc32(&clear[..n]);
+        ev[n..].copy_from_slice(&c.to_le_bytes());
+        let sent = fde_for_send(&ev, ChecksumAlg::Crc32, Some(0));
+        assert_eq!(&sent[13..17], &[0, 0, 0, 0]);
+        assert_eq!(sent[17] & 1, 0);
+        // `created` zeroed, as a real primary sends it (the bytes a client writes with
+        // mariadb-binlog --raw --start-position are then the same).
+        assert_eq!(
+            &sent[FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4],
+            &[0, 0, 0, 0]
+        );
+        binlog::verify_checksum(&sent, ChecksumAlg::Crc32).unwrap();
+        let same = fde_for_send(&ev, ChecksumAlg::Crc32, None);
+        assert_eq!(
+            &same[FDE_CREATED_OFFSET..FDE_CREATED_OFFSET + 4],
+            &[7, 7, 7, 7]
+        );
+        binlog::verify_checksum(&same, ChecksumAlg::Crc32).unwrap();
+        let rot = build_event(
+            event_type::ROTATE,
+            1,
+            0,
+            LOG_EVENT_ARTIFICIAL_F,
+            b"\x04\0\0\0\0\0\0\0f.1",
+            true,
+        );
+        binlog::verify_checksum(&rot, ChecksumAlg::Crc32).unwrap();
+    }
+}

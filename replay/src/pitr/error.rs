@@ -1,0 +1,310 @@
+//! [`PlanError`]: why a target has no plan (or a job request is refused), one variant per
+//! cause with its data. The messages (`Display`) are the API's error texts; the HTTP
+//! status of each variant is chosen in `binlog_server::api`.
+
+use std::path::PathBuf;
+
+use binlog::Gtid;
+
+use super::timefmt::fmt_time;
+
+/// Why there is no plan.
+///
+/// `BadRequest` and `NotFound` are the caller's mistakes, `Internal` the service's; every
+/// other variant is a reason the archive cannot restore the target (HTTP 422), with the
+/// data that says why.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// Bad input (HTTP 400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown source or job (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A destination outside `[pitr] allowed_destinations` / `allowed_datadir_roots`
+    /// (HTTP 403; the message names the lists).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The target time is later than now.
+    #[error("target {} is in the future (now {})", fmt_time(*.target), fmt_time(*.now))]
+    TargetInFuture {
+        /// Target, unix seconds.
+        target: i64,
+        /// The service's clock when planning, unix seconds.
+        now: i64,
+    },
+    /// The index holds no transaction of the source.
+    #[error("nothing of {source_name} is archived yet")]
+    NothingArchived {
+        /// Source name.
+        source_name: String,
+    },
+    /// The target time is after the newest archived transaction and the capture is not
+    /// streaming and caught up, so later transactions may be missing.
+    #[error(
+        "target {} is beyond the archive's end: the newest archived \
+         transaction of {source_name} committed at {} and the capture is not \
+         streaming and caught up, so later transactions may be missing",
+        fmt_time(*.target),
+        fmt_time(*.newest_commit)
+    )]
+    BeyondArchiveEnd {
+        /// Source name.
+        source_name: String,
+        /// Target, unix seconds.
+        target: i64,
+        /// Commit time of the newest archived transaction, unix seconds.
+        newest_commit: i64,
+    },
+    /// The target GTID is not in the index.
+    #[error(
+        "GTID {gtid} is not in the archive of {source_name} (not written yet, older than \
+         the archive, or from another primary)"
+    )]
+    GtidNotArchived {
+        /// Source name.
+        source_name: String,
+        /// The target.
+        gtid: Gtid,
+    },
+    /// The base the caller named is not usable for this target.
+    #[error(
+        "base {base_id} is not a COMPLETED physical or logical base of {source_name} at or before the target"
+    )]
+    BaseNotUsable {
+        /// Source name.
+        source_name: String,
+        /// The base asked for.
+        base_id: String,
+    },
+    /// No COMPLETED base lies before the target.
+    #[error(
+        "no COMPLETED base of {source_name} lies before the target{}: take one with POST \
+         /v1/sources/{source_name}/backups (or `snapshotter take`)",
+        oldest_suffix(*.oldest)
+    )]
+    NoBase {
+        /// Source name.
+        source_name: String,
+        /// Consistency time of the oldest COMPLETED base, unix seconds, if there is one.
+        oldest: Option<i64>,
+    },
+    /// The base's chain (an incremental's parents up to its full base) cannot be
+    /// restored; `reason` is the snapshotter's message.
+    #[error("{reason}")]
+    BaseChain {
+        /// The base whose chain was read.
+        base_id: String,
+        /// Why the chain is unusable (a parent missing, a base not COMPLETED, ...).
+        reason: String,
+    },
+    /// The archive does not reach back to the base: the file the base starts in is not
+    /// in the catalog.
+    #[error(
+        "the archive of {source_name} does not hold {file}, where base {base_id} starts: the archive \
+         begins later than the base"
+    )]
+    BaseFileNotArchived {
+        /// Source name.
+        source_name: String,
+        /// The binlog file of the base's position.
+        file: String,
+        /// The base.
+        base_id: String,
+    },
+    /// The archive does not reach back to the base: none of the base's GTIDs is in the
+    /// index and the index starts after the base's position.
+    #[error(
+        "the archive of {source_name} does not reach back to the base's position \
+         ({file}:{pos}, GTID {gtid:?})"
+    )]
+    BasePositionNotArchived {
+        /// Source name.
+        source_name: String,
+        /// The base's binlog file.
+        file: String,
+        /// The base's position in it, bytes.
+        pos: u64,
+        /// The base's GTID position ("" when it has none).
+        gtid: String,
+    },
+    /// The file the cut falls in is not in the catalog.
+    #[error("the archive of {source_name} does not list {file} in its catalog")]
+    FileNotListed {
+        /// Source name.
+        source_name: String,
+        /// The binlog file of the stop point.
+        file: String,
+    },
+    /// Two consecutive files of the range do not have consecutive sequence numbers.
+    #[error("the binlog range crosses a gap: {before} is followed by {after} in the archive")]
+    SequenceHole {
+        /// The file before the hole.
+        before: String,
+        /// The file after it.
+        after: String,
+    },
+    /// The catalog records a gap after a file of the range.
+    #[error("the binlog range crosses a gap after {before}: {reason}")]
+    RecordedGap {
+        /// The file the gap follows.
+        before: String,
+        /// The next file of the range.
+        after: String,
+        /// The gap's recorded reason.
+        reason: String,
+    },
+    /// A file of the range failed its check.
+    #[error(
+        "binlog {file} in the range is FAIL ({info}): it is re-pulled while the primary has \
+         it; until then this target cannot be restored"
+    )]
+    FileFailed {
+        /// The binlog file.
+        file: String,
+        /// The check's finding.
+        info: String,
+    },
+    /// A file of the range is in the catalog but not on disk.
+    #[error(
+        "binlog {file} in the range is missing from the archive ({} does not exist); \
+         this target cannot be restored until it is back",
+        .path.display()
+    )]
+    FileMissing {
+        /// The binlog file.
+        file: String,
+        /// Where it should be.
+        path: PathBuf,
+    },
+    /// Catalog or index failure (HTTP 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl PlanError {
+    /// The binlog file the error is about, when there is one: the FAIL, missing or
+    /// unlisted file, the file before a gap, or the base's file the archive lacks.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            PlanError::BaseFileNotArchived { file, .. }
+            | PlanError::BasePositionNotArchived { file, .. }
+            | PlanError::FileNotListed { file, .. }
+            | PlanError::FileFailed { file, .. }
+            | PlanError::FileMissing { file, .. } => Some(file),
+            PlanError::SequenceHole { before, .. } | PlanError::RecordedGap { before, .. } => {
+                Some(before)
+            }
+            PlanError::BadRequest(_)
+            | PlanError::NotFound(_)
+            | PlanError::Forbidden(_)
+            | PlanError::TargetInFuture { .. }
+            | PlanError::NothingArchived { .. }
+            | PlanError::BeyondArchiveEnd { .. }
+            | PlanError::GtidNotArchived { .. }
+            | PlanError::BaseNotUsable { .. }
+            | PlanError::NoBase { .. }
+            | PlanError::BaseChain { .. }
+            | PlanError::Internal(_) => None,
+        }
+    }
+}
+
+/// " (the oldest is from <time>)", or "" without a base.
+fn oldest_suffix(oldest: Option<i64>) -> String {
+    oldest
+        .map(|t| format!(" (the oldest is from {})", fmt_time(t)))
+        .unwrap_or_default()
+}
+
+/// Any failure of the catalog, the index or a blocking task, as [`PlanError::Internal`].
+pub(super) fn internal(e: impl std::fmt::Display) -> PlanError {
+    PlanError::Internal(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_errors_name_their_file_and_keep_their_messages() {
+        let fail = PlanError::FileFailed {
+            file: "mysql-bin.000004".into(),
+            info: "CRC32 mismatch at 1234".into(),
+        };
+        assert_eq!(fail.file(), Some("mysql-bin.000004"));
+        assert_eq!(
+            fail.to_string(),
+            "binlog mysql-bin.000004 in the range is FAIL (CRC32 mismatch at 1234): it is \
+             re-pulled while the primary has it; until then this target cannot be restored"
+        );
+        let missing = PlanError::FileMissing {
+            file: "mysql-bin.000007".into(),
+            path: PathBuf::from("/data/db1/mysql-bin.000007"),
+        };
+        assert_eq!(missing.file(), Some("mysql-bin.000007"));
+        assert_eq!(
+            missing.to_string(),
+            "binlog mysql-bin.000007 in the range is missing from the archive \
+             (/data/db1/mysql-bin.000007 does not exist); this target cannot be restored \
+             until it is back"
+        );
+        let gap = PlanError::RecordedGap {
+            before: "mysql-bin.000002".into(),
+            after: "mysql-bin.000003".into(),
+            reason: "primary purged".into(),
+        };
+        assert_eq!(gap.file(), Some("mysql-bin.000002"));
+        assert_eq!(
+            gap.to_string(),
+            "the binlog range crosses a gap after mysql-bin.000002: primary purged"
+        );
+        let hole = PlanError::SequenceHole {
+            before: "mysql-bin.000002".into(),
+            after: "mysql-bin.000005".into(),
+        };
+        assert_eq!(hole.file(), Some("mysql-bin.000002"));
+        let reach = PlanError::BasePositionNotArchived {
+            source_name: "db1".into(),
+            file: "mysql-bin.000001".into(),
+            pos: 4,
+            gtid: "0-1-5".into(),
+        };
+        assert_eq!(reach.file(), Some("mysql-bin.000001"));
+        assert_eq!(
+            reach.to_string(),
+            "the archive of db1 does not reach back to the base's position \
+             (mysql-bin.000001:4, GTID \"0-1-5\")"
+        );
+
+        let no_base = PlanError::NoBase {
+            source_name: "db1".into(),
+            oldest: Some(1_790_000_000),
+        };
+        assert_eq!(no_base.file(), None);
+        assert_eq!(
+            no_base.to_string(),
+            "no COMPLETED base of db1 lies before the target (the oldest is from \
+             2026-09-21T14:13:20Z): take one with POST /v1/sources/db1/backups (or \
+             `snapshotter take`)"
+        );
+        let none_at_all = PlanError::NoBase {
+            source_name: "db1".into(),
+            oldest: None,
+        };
+        assert!(none_at_all
+            .to_string()
+            .starts_with("no COMPLETED base of db1 lies before the target: take one"));
+        let future = PlanError::TargetInFuture {
+            target: 1_790_000_060,
+            now: 1_790_000_000,
+        };
+        assert_eq!(future.file(), None);
+        assert_eq!(
+            future.to_string(),
+            "target 2026-09-21T14:14:20Z is in the future (now 2026-09-21T14:13:20Z)"
+        );
+        assert_eq!(PlanError::NotFound("no source".into()).file(), None);
+        assert_eq!(PlanError::Internal("mysql-bin.000001".into()).file(), None);
+    }
+}

@@ -1,0 +1,461 @@
+//! The planner: a [`Target`] (time or GTID) becomes a [`Plan`] (base, binlog range, stop
+//! point, counts) or a [`PlanError`] that says why not; target time text and GTID
+//! positions.
+
+use std::sync::Arc;
+
+use catalog::{BackupRow, BackupState, BinlogFileRow, Catalog, FileState, GapRow};
+use serde::Serialize;
+
+use super::error::{internal, PlanError};
+use super::timefmt::fmt_time;
+use crate::fake_primary::StopAt;
+use archive::index::{Index, TxnEntry};
+use archive::local::binlog_order;
+use binlog::Gtid;
+use node::status::{CaptureState, StatusCell};
+
+/// A restore target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Unix seconds (UTC).
+    Time(i64),
+    /// A GTID.
+    Gtid(Gtid),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Time(t) => write!(f, "time {}", fmt_time(*t)),
+            Target::Gtid(g) => write!(f, "GTID {g}"),
+        }
+    }
+}
+
+/// The base a plan starts from.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanBase {
+    /// Base id (the newest of its chain).
+    pub id: String,
+    /// physical | logical.
+    pub method: String,
+    /// Tool.
+    pub tool: String,
+    /// Ids to apply in order (full first).
+    pub chain: Vec<String>,
+    /// Consistency time, unix seconds.
+    pub consistent_at: Option<i64>,
+    /// Binlog file at the consistency point.
+    pub binlog_file: String,
+    /// Position, bytes.
+    pub binlog_pos: u64,
+    /// GTID position.
+    pub gtid_pos: Option<String>,
+}
+
+/// A PITR plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Source name.
+    pub source: String,
+    /// Target as text.
+    pub target: String,
+    /// Target time, unix seconds.
+    pub target_time: Option<i64>,
+    /// Target GTID.
+    pub target_gtid: Option<String>,
+    /// The base.
+    pub base: PlanBase,
+    /// Where replay stops (a transaction boundary; nothing at or after it is applied).
+    pub stop: StopAt,
+    /// GTID of the last transaction applied (`None` when nothing is applied or the
+    /// binlogs have no GTIDs).
+    pub end_gtid: Option<String>,
+    /// Commit time of that transaction, unix seconds.
+    pub end_commit_time: Option<u32>,
+    /// Transactions to apply.
+    pub transactions: u64,
+    /// Binlog bytes to apply (from the base's position to the stop).
+    pub bytes: u64,
+    /// Binlog files in the range.
+    pub files: Vec<String>,
+    /// Index ordinal of the first transaction to apply (for progress).
+    #[serde(skip)]
+    pub first_ordinal: u64,
+}
+
+/// The service's clock, unix seconds.
+/// Plans the restore of `source` to `target`: the cut, the newest usable base at or
+/// before it (or `base_id`), the checked binlog range between them, and the counts.
+///
+/// # Errors
+///
+/// A no-plan variant of [`PlanError`] with the reason when the archive cannot do it;
+/// BadRequest for a target time out of range; Internal for catalog and index failures.
+pub async fn plan(
+    catalog: &Catalog,
+    index: &Arc<Index>,
+    status: Option<&StatusCell>,
+    source: &str,
+    target: &Target,
+    base_id: Option<&str>,
+) -> Result<Plan, PlanError> {
+    // 1. The cut: (file, pos) and the last transaction applied.
+    let cut = find_cut(index, status, source, target).await?;
+    // 2. The newest usable base at or before the cut.
+    let base = choose_base(catalog, source, &cut.stop, base_id).await?;
+    let chain = snapshotter::restore::chain(catalog, &base.id)
+        .await
+        .map_err(|reason| PlanError::BaseChain {
+            base_id: base.id.clone(),
+            reason,
+        })?;
+    let start = BasePos {
+        file: base.binlog_file.clone().unwrap_or_default(),
+        pos: base.binlog_pos.unwrap_or(4),
+    };
+    // 3. The files in the range: present, not FAIL, no hole.
+    let range = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
+    // 4. Counts: transactions by ordinal, bytes by position.
+    let base_gtid = base.gtid_pos.clone().unwrap_or_default();
+    let first_ordinal = first_ordinal(index, source, base_gtid, &start, &cut.stop).await?;
+    let transactions = match &cut.last {
+        Some(l) => (l.ordinal + 1).saturating_sub(first_ordinal),
+        None => 0,
+    };
+    let mut bytes = 0u64;
+    for f in &range {
+        let from = if f.name == start.file { start.pos } else { 0 };
+        let to = if f.name == cut.stop.file {
+            cut.stop.pos
+        } else {
+            f.size
+        };
+        bytes += to.saturating_sub(from);
+    }
+    let (end_gtid, end_commit_time) = match (&cut.last, transactions) {
+        (Some(l), n) if n > 0 => (l.gtid.clone(), Some(l.commit_timestamp)),
+        _ => (None, None),
+    };
+    Ok(Plan {
+        source: source.to_string(),
+        target: target.to_string(),
+        target_time: match target {
+            Target::Time(t) => Some(*t),
+            _ => None,
+        },
+        target_gtid: match target {
+            Target::Gtid(g) => Some(g.to_string()),
+            _ => None,
+        },
+        base: PlanBase {
+            id: base.id.clone(),
+            method: base.method.clone(),
+            tool: base.tool.clone(),
+            chain: chain.iter().map(|b| b.id.clone()).collect(),
+            consistent_at: base.consistent_at,
+            binlog_file: start.file,
+            binlog_pos: start.pos,
+            gtid_pos: base.gtid_pos.clone().filter(|g| !g.is_empty()),
+        },
+        stop: cut.stop,
+        end_gtid,
+        end_commit_time,
+        transactions,
+        bytes,
+        files: range.iter().map(|f| f.name.clone()).collect(),
+        first_ordinal,
+    })
+}
+
+/// Where replay stops and the last transaction applied before it (`None` when the cut
+/// precedes the archive's first transaction).
+struct Cut {
+    stop: StopAt,
+    last: Option<TxnEntry>,
+}
+
+/// A base's binlog position: where replay starts.
+struct BasePos {
+    file: String,
+    pos: u64,
+}
+
+/// Binlog order of a position: by file sequence, then offset.
+fn order_key(file: &str, pos: u64) -> ((u64, String), u64) {
+    (binlog_order(file), pos)
+}
+
+/// Finds the cut for `target` in the index (on a blocking thread).
+async fn find_cut(
+    index: &Arc<Index>,
+    status: Option<&StatusCell>,
+    source: &str,
+    target: &Target,
+) -> Result<Cut, PlanError> {
+    let idx = index.clone();
+    let name = source.to_string();
+    let t2 = target.clone();
+    let st = status.map(|s| s.snapshot());
+    tokio::task::spawn_blocking(move || match &t2 {
+        Target::Time(t) => {
+            let live = st
+                .as_ref()
+                .is_some_and(|s| s.state == CaptureState::Streaming && s.seconds_behind == Some(0));
+            cut_at_time(&idx, &name, *t, live)
+        }
+        Target::Gtid(g) => cut_at_gtid(&idx, &name, g),
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// The cut for a target time: before the first transaction committed after `t`, or the
+/// archive's end when none is, provided the capture is `live` (streaming, caught up).
+fn cut_at_time(idx: &Index, name: &str, t: i64, live: bool) -> Result<Cut, PlanError> {
+    let now = catalog::unix_now();
+    if t > now {
+        return Err(PlanError::TargetInFuture { target: t, now });
+    }
+    let t32 = u32::try_from(t)
+        .map_err(|_| PlanError::BadRequest(format!("target time {t} is out of range")))?;
+    if let Some(e) = idx.first_after_time(name, t32).map_err(internal)? {
+        let last = match e.ordinal.checked_sub(1) {
+            Some(o) => idx.by_ordinal(name, o).map_err(internal)?,
+            None => None,
+        };
+        return Ok(Cut {
+            stop: StopAt {
+                file: e.file,
+                pos: e.start,
+            },
+            last,
+        });
+    }
+    let last = idx
+        .last(name)
+        .map_err(internal)?
+        .ok_or_else(|| PlanError::NothingArchived {
+            source_name: name.to_string(),
+        })?;
+    if !live {
+        return Err(PlanError::BeyondArchiveEnd {
+            source_name: name.to_string(),
+            target: t,
+            newest_commit: i64::from(last.commit_timestamp),
+        });
+    }
+    Ok(Cut {
+        stop: StopAt {
+            file: last.file.clone(),
+            pos: last.end,
+        },
+        last: Some(last),
+    })
+}
+
+/// The cut for a target GTID: just after its transaction.
+fn cut_at_gtid(idx: &Index, name: &str, g: &Gtid) -> Result<Cut, PlanError> {
+    let e =
+        idx.find_gtid(name, g)
+            .map_err(internal)?
+            .ok_or_else(|| PlanError::GtidNotArchived {
+                source_name: name.to_string(),
+                gtid: g.clone(),
+            })?;
+    Ok(Cut {
+        stop: StopAt {
+            file: e.file.clone(),
+            pos: e.end,
+        },
+        last: Some(e),
+    })
+}
+
+/// The newest COMPLETED physical or logical base (only `base_id`, when given) whose
+/// binlog position is at or before `stop`.
+async fn choose_base(
+    catalog: &Catalog,
+    source: &str,
+    stop: &StopAt,
+    base_id: Option<&str>,
+) -> Result<BackupRow, PlanError> {
+    let stop_key = order_key(&stop.file, stop.pos);
+    let bases = catalog.list_backups(source).await.map_err(internal)?;
+    let mut candidates: Vec<&BackupRow> = bases
+        .iter()
+        .filter(|b| b.state == BackupState::Completed)
+        .filter(|b| b.method == "physical" || b.method == "logical")
+        .filter(|b| base_id.is_none_or(|id| b.id == id))
+        .filter(|b| matches!((&b.binlog_file, b.binlog_pos), (Some(f), Some(p)) if order_key(f, p) <= stop_key))
+        .collect();
+    candidates.sort_by_key(|b| {
+        (
+            b.binlog_file.as_deref().map(binlog_order),
+            b.binlog_pos,
+            b.started_at,
+        )
+    });
+    if let (Some(id), None) = (base_id, candidates.last()) {
+        return Err(PlanError::BaseNotUsable {
+            source_name: source.to_string(),
+            base_id: id.to_string(),
+        });
+    }
+    let Some(base) = candidates.last().copied() else {
+        let oldest = bases
+            .iter()
+            .filter(|b| b.state == BackupState::Completed)
+            .filter_map(|b| b.consistent_at)
+            .min();
+        return Err(PlanError::NoBase {
+            source_name: source.to_string(),
+            oldest,
+        });
+    };
+    Ok(base.clone())
+}
+
+/// The catalog's files from the base's file to the stop's, in order, checked: the range
+/// starts at the base's file and ends at the stop's, has no sequence hole or recorded
+/// gap, and no file in it is FAIL.
+async fn checked_range(
+    catalog: &Catalog,
+    source: &str,
+    base_id: &str,
+    start: &BasePos,
+    stop: &StopAt,
+) -> Result<Vec<BinlogFileRow>, PlanError> {
+    let files = catalog.list_files(source).await.map_err(internal)?;
+    let mut range = Vec::new();
+    for f in &files {
+        let o = binlog_order(&f.name);
+        if o >= binlog_order(&start.file) && o <= binlog_order(&stop.file) {
+            range.push(f.clone());
+        }
+    }
+    range.sort_by_key(|f| binlog_order(&f.name));
+    if range.first().map(|f| f.name.as_str()) != Some(start.file.as_str()) {
+        return Err(PlanError::BaseFileNotArchived {
+            source_name: source.to_string(),
+            file: start.file.clone(),
+            base_id: base_id.to_string(),
+        });
+    }
+    if range.last().map(|f| f.name.as_str()) != Some(stop.file.as_str()) {
+        return Err(PlanError::FileNotListed {
+            source_name: source.to_string(),
+            file: stop.file.clone(),
+        });
+    }
+    let gaps = catalog.list_gaps(source).await.map_err(internal)?;
+    check_continuity(&range, &gaps)?;
+    for f in &range {
+        if f.state == FileState::Fail {
+            return Err(PlanError::FileFailed {
+                file: f.name.clone(),
+                info: f.info.clone(),
+            });
+        }
+    }
+    Ok(range)
+}
+
+/// Consecutive files of `range` have consecutive sequence numbers and no recorded gap
+/// lies between them.
+fn check_continuity(range: &[BinlogFileRow], gaps: &[GapRow]) -> Result<(), PlanError> {
+    for w in range.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if b.seq != a.seq + 1 && a.seq >= 0 {
+            return Err(PlanError::SequenceHole {
+                before: a.name.clone(),
+                after: b.name.clone(),
+            });
+        }
+        if let Some(g) = gaps
+            .iter()
+            .find(|g| g.after_file.as_deref() == Some(a.name.as_str()))
+        {
+            return Err(PlanError::RecordedGap {
+                before: a.name.clone(),
+                after: b.name.clone(),
+                reason: g.reason.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Index ordinal of the first transaction to apply: after the newest of the base's GTIDs
+/// (`base_gtid`, "0-1-5,1-2-9") that the index holds at or before the base's position;
+/// 0 when the base sits before the archive's first transaction (on a blocking thread).
+async fn first_ordinal(
+    index: &Arc<Index>,
+    source: &str,
+    base_gtid: String,
+    start: &BasePos,
+    stop: &StopAt,
+) -> Result<u64, PlanError> {
+    let idx = index.clone();
+    let name = source.to_string();
+    let (bf2, bpos, stop2) = (start.file.clone(), start.pos, stop.clone());
+    tokio::task::spawn_blocking(move || -> Result<u64, PlanError> {
+        let bgtid = base_gtid;
+        let mut best: Option<u64> = None;
+        for part in bgtid.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let g: Gtid = part
+                .parse()
+                .map_err(|_| PlanError::Internal(format!("base GTID {part:?} does not parse")))?;
+            if let Some(e) = idx.find_gtid(&name, &g).map_err(internal)? {
+                if order_key(&e.file, e.end) <= order_key(&bf2, bpos) {
+                    best = Some(best.map_or(e.ordinal, |b| b.max(e.ordinal)));
+                }
+            }
+        }
+        match best {
+            Some(o) => Ok(o + 1),
+            None => {
+                // No GTID of the base is archived: fine only when the base sits before
+                // the archive's first transaction.
+                match idx.by_ordinal(&name, 0).map_err(internal)? {
+                    Some(e) if order_key(&e.file, e.start) >= order_key(&bf2, bpos) => Ok(0),
+                    None if order_key(&stop2.file, stop2.pos) <= order_key(&bf2, bpos) => Ok(0),
+                    _ => Err(PlanError::BasePositionNotArchived {
+                        source_name: name,
+                        file: bf2,
+                        pos: bpos,
+                        gtid: bgtid,
+                    }),
+                }
+            }
+        }
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// True when the GTID position `gpos` ("0-1-100,1-2-5") includes `end` (same domain,
+/// sequence at least `end`'s).
+pub fn gtid_reached(gpos: &str, end: &str) -> bool {
+    let Ok(Gtid::MariaDb { domain, seq, .. }) = end.parse::<Gtid>() else {
+        return false;
+    };
+    gpos.split(',')
+        .filter_map(|p| p.trim().parse::<Gtid>().ok())
+        .any(|g| matches!(g, Gtid::MariaDb { domain: d, seq: s, .. } if d == domain && s >= seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtid_positions_reach_their_end() {
+        assert!(gtid_reached("0-1-100", "0-1-100"));
+        assert!(gtid_reached("1-2-3,0-1-101", "0-1-100"));
+        assert!(!gtid_reached("0-1-99", "0-1-100"));
+        assert!(!gtid_reached("1-1-500", "0-1-100"));
+        assert!(!gtid_reached("", "0-1-1"));
+    }
+}
