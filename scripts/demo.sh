@@ -11,5 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
-cargo build -p binlog-server -p binlog-tests --bins
+cargo build -p binlog-server -p verifier -p binlog-tests --bins
 exec "$CARGO_TARGET_DIR/debug/demo" "$@"
