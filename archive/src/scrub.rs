@@ -40,8 +40,8 @@ use tracing::{info, warn};
 
 use super::cache::Evicted;
 use super::fetch::{self, FetchError};
-use super::ship::ShipError;
 use super::tier::ArchiveTier;
+use super::tier::TierError;
 use node::status::{Damage, PrimaryView, ScrubReport};
 
 /// What a scrub works with (the shipper's parts).
@@ -65,13 +65,13 @@ pub struct ScrubCtx<'a> {
 ///
 /// # Errors
 ///
-/// [`ShipError`] when the catalog or the store fails (not for damage, which is the
+/// [`TierError`] when the catalog or the store fails (not for damage, which is the
 /// report's): the pass is retried by the caller.
 pub async fn scrub(
     ctx: &ScrubCtx<'_>,
     only: Option<&[String]>,
     trigger: &str,
-) -> Result<ScrubReport, ShipError> {
+) -> Result<ScrubReport, TierError> {
     let mut report = ScrubReport {
         trigger: trigger.to_string(),
         started_at: catalog::unix_now(),
@@ -110,7 +110,7 @@ pub async fn scrub(
 async fn check(
     ctx: &ScrubCtx<'_>,
     row: &ArchiveObjectRow,
-) -> Result<(Option<String>, u64), ShipError> {
+) -> Result<(Option<String>, u64), TierError> {
     let store = &ctx.tier.store;
     let mut s = match store.get_stream(&row.object_key).await {
         Ok(s) => Box::pin(s),
@@ -172,7 +172,7 @@ async fn repair(
     ctx: &ScrubCtx<'_>,
     row: &ArchiveObjectRow,
     problem: String,
-) -> Result<Damage, ShipError> {
+) -> Result<Damage, TierError> {
     let (source, file) = (ctx.source, row.file.as_str());
     let mut d = Damage {
         file: file.to_string(),
@@ -239,7 +239,7 @@ async fn repair(
 }
 
 /// Copies the checked cached copy `src` into the source directory as `dst` (fsynced).
-async fn copy_in(src: &Path, dst: &Path) -> Result<(), ShipError> {
+async fn copy_in(src: &Path, dst: &Path) -> Result<(), TierError> {
     let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let part = PathBuf::from(format!("{}.tmp", dst.display()));
@@ -250,8 +250,11 @@ async fn copy_in(src: &Path, dst: &Path) -> Result<(), ShipError> {
                 Some(d) => super::local::fsync_dir(d),
                 None => Ok(()),
             });
-        r.map_err(|source| ShipError::Read { path: dst, source })
+        r.map_err(|source| TierError::Read { path: dst, source })
     })
     .await
-    .map_err(|e| ShipError::Mismatch(format!("copy task failed: {e}")))?
+    .map_err(|source| TierError::Task {
+        what: "copy",
+        source,
+    })?
 }

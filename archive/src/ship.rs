@@ -43,7 +43,7 @@ use tracing::{info, warn};
 
 use super::cache::Evicted;
 use super::objects::{self, Manifest};
-use super::tier::ArchiveTier;
+use super::tier::{ArchiveTier, TierError};
 use node::status::PrimaryView;
 use node::status::{ArchiveStatus, Metrics, StatusCell};
 
@@ -59,34 +59,6 @@ const SMALL_FILE: u64 = 8 * 1024 * 1024;
 const FILES_IN_FLIGHT: usize = 4;
 /// Plaintext read per step of a whole-file upload, bytes.
 const READ_STEP: usize = 1024 * 1024;
-
-/// Why a pass failed. Every variant is retried by the loops; `Mismatch` needs a person
-/// when it persists (the text names both digests).
-#[derive(Debug, thiserror::Error)]
-pub enum ShipError {
-    /// The catalog failed.
-    #[error("catalog: {0}")]
-    Catalog(#[from] catalog::CatalogError),
-    /// The store failed (after its client's retries) or refused.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    /// Encoding or decoding failed.
-    #[error("{0}")]
-    Codec(#[from] codec::CodecError),
-    /// Reading the local file failed.
-    #[error("read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Bytes do not match a record: the local file changed since its check, or an
-    /// object left by a crash holds other bytes than the ones to ship.
-    #[error("{0}")]
-    Mismatch(String),
-}
 
 /// One source's shipper.
 struct Shipper {
@@ -178,12 +150,13 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
 
 /// Whether an object a crash left (`key`, decoded to plaintext SHA-256 `got`) is the one
 /// to record (`want`); logs the adoption.
-fn adopted(key: &str, got: &str, want: &str) -> Result<(), ShipError> {
+fn adopted(key: &str, got: &str, want: &str) -> Result<(), TierError> {
     if got != want {
-        return Err(ShipError::Mismatch(format!(
-            "object {key} exists with other bytes (plaintext sha256 {got}, expected {want}); \
-             it is not overwritten: inspect it"
-        )));
+        return Err(TierError::OtherBytes {
+            key: key.to_owned(),
+            got: got.to_owned(),
+            want: want.to_owned(),
+        });
     }
     info!(key, "adopted an object a crash left without its record");
     Ok(())
@@ -200,7 +173,7 @@ impl Shipper {
     async fn repeat<F, Fut>(&self, tick: Duration, cancel: &CancellationToken, mut pass: F)
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<(), ShipError>>,
+        Fut: std::future::Future<Output = Result<(), TierError>>,
     {
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -318,14 +291,14 @@ impl Shipper {
     }
 
     /// The files and their objects.
-    async fn listing(&self) -> Result<(Vec<BinlogFileRow>, Vec<ArchiveObjectRow>), ShipError> {
+    async fn listing(&self) -> Result<(Vec<BinlogFileRow>, Vec<ArchiveObjectRow>), TierError> {
         let files = self.catalog.list_files(&self.source).await?;
         let objs = self.catalog.list_archive_objects(&self.source).await?;
         Ok((files, objs))
     }
 
     /// One pass of the chunk loop: publishes the lag, then ships what is due.
-    async fn chunk_pass(&self) -> Result<(), ShipError> {
+    async fn chunk_pass(&self) -> Result<(), TierError> {
         let (files, objs) = self.listing().await?;
         let now = Instant::now();
         let (due, lag_bytes, oldest) = self.backlog(&files, &objs, now);
@@ -343,7 +316,7 @@ impl Shipper {
 
     /// The lag loop's pass: publishes the backlog even while the other loops wait on a
     /// slow or unreachable store.
-    async fn lag_pass(&self) -> Result<(), ShipError> {
+    async fn lag_pass(&self) -> Result<(), TierError> {
         let (files, objs) = self.listing().await?;
         let now = Instant::now();
         let (_, lag_bytes, oldest) = self.backlog(&files, &objs, now);
@@ -440,7 +413,7 @@ impl Shipper {
     }
 
     /// Publishes the upload amplification from the catalog's totals.
-    async fn publish_amplification(&self) -> Result<(), ShipError> {
+    async fn publish_amplification(&self) -> Result<(), TierError> {
         let (up, held) = self.catalog.archive_upload_totals(&self.source).await?;
         if held == 0 {
             return Ok(());
@@ -457,11 +430,11 @@ impl Shipper {
     }
 
     /// Reads `[from, to)` of `file` (durable bytes: the caller checked).
-    async fn read_range(&self, file: &str, from: u64, to: u64) -> Result<Vec<u8>, ShipError> {
+    async fn read_range(&self, file: &str, from: u64, to: u64) -> Result<Vec<u8>, TierError> {
         let path = self.dir.join(file);
         tokio::task::spawn_blocking(move || {
             use std::io::{Read, Seek, SeekFrom};
-            let io = |source| ShipError::Read {
+            let io = |source| TierError::Read {
                 path: path.clone(),
                 source,
             };
@@ -473,11 +446,14 @@ impl Shipper {
             Ok(buf)
         })
         .await
-        .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?
+        .map_err(|source| TierError::Task {
+            what: "read",
+            source,
+        })?
     }
 
     /// Ships chunk `[from, to)` of `file` and records it.
-    async fn ship_chunk(&self, file: &str, from: u64, to: u64) -> Result<(), ShipError> {
+    async fn ship_chunk(&self, file: &str, from: u64, to: u64) -> Result<(), TierError> {
         let plain = self.read_range(file, from, to).await?;
         let sha = hex::encode(Sha256::digest(&plain));
         let desc = self.tier.codec();
@@ -504,7 +480,7 @@ impl Shipper {
         sha: String,
         obj: catalog::BackupObject,
         desc: &str,
-    ) -> Result<(), ShipError> {
+    ) -> Result<(), TierError> {
         self.catalog
             .record_archive_object(&ArchiveObjectRow {
                 source: self.source.clone(),
@@ -527,15 +503,18 @@ impl Shipper {
     }
 
     /// `plain` encoded with the configured codec (on a blocking thread).
-    async fn encode(&self, plain: Vec<u8>) -> Result<Vec<u8>, ShipError> {
+    async fn encode(&self, plain: Vec<u8>) -> Result<Vec<u8>, TierError> {
         let (comp, ring) = (
             self.tier.settings.compression,
             self.tier.settings.keyring.clone(),
         );
         tokio::task::spawn_blocking(move || codec::encode(&plain, comp, ring.current()))
             .await
-            .map_err(|e| ShipError::Mismatch(format!("encode task failed: {e}")))?
-            .map_err(ShipError::from)
+            .map_err(|source| TierError::Task {
+                what: "encode",
+                source,
+            })?
+            .map_err(TierError::from)
     }
 
     /// User metadata of a whole-file object (`x-amz-meta-*` on S3): plaintext SHA-256,
@@ -567,7 +546,7 @@ impl Shipper {
         key: &str,
         desc: &str,
         sha: &str,
-    ) -> Result<catalog::BackupObject, ShipError> {
+    ) -> Result<catalog::BackupObject, TierError> {
         // A chunk is at most ship_bytes of plaintext; its encoding adds little.
         let max = usize::try_from(self.tier.settings.ship_bytes)
             .unwrap_or(usize::MAX)
@@ -587,7 +566,7 @@ impl Shipper {
     /// One pass of the file loop: ships the oldest SUCC file the store lacks (one per
     /// pass, so a pass stays short), and retires the chunks of files the store holds
     /// whole.
-    async fn file_pass(&self) -> Result<(), ShipError> {
+    async fn file_pass(&self) -> Result<(), TierError> {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
         self.evict(&files, &objs).await?;
@@ -604,7 +583,7 @@ impl Shipper {
 
     /// Ships up to [`FILES_IN_FLIGHT`] of the oldest SUCC files the store lacks, and
     /// retires the chunks of files it holds whole. Returns how many files it shipped.
-    async fn ship_batch(&self) -> Result<usize, ShipError> {
+    async fn ship_batch(&self) -> Result<usize, TierError> {
         let (files, objs) = self.listing().await?;
         let mut todo = Vec::new();
         for f in &files {
@@ -639,7 +618,7 @@ impl Shipper {
             self.retire_chunks(&f.name, &chunks).await
         }))
         .await;
-        done.into_iter().collect::<Result<Vec<()>, ShipError>>()?;
+        done.into_iter().collect::<Result<Vec<()>, TierError>>()?;
         Ok(n)
     }
 
@@ -659,7 +638,7 @@ impl Shipper {
         &self,
         files: &[BinlogFileRow],
         objs: &[ArchiveObjectRow],
-    ) -> Result<(), ShipError> {
+    ) -> Result<(), TierError> {
         // Files archive retention deleted are no longer in the store either.
         self.evicted.retain(|name| {
             objs.iter()
@@ -715,13 +694,13 @@ impl Shipper {
                 continue;
             };
             if !self.tier.store.exists(&o.object_key).await? {
-                return Err(ShipError::Mismatch(format!(
-                    "{} is recorded in the store as {} but the store does not have it; kept locally",
-                    f.name, o.object_key
-                )));
+                return Err(TierError::ObjectMissing {
+                    file: f.name.clone(),
+                    key: o.object_key.clone(),
+                });
             }
             self.evicted.insert(&f.name, f.size);
-            std::fs::remove_file(&path).map_err(|source| ShipError::Read {
+            std::fs::remove_file(&path).map_err(|source| TierError::Read {
                 path: path.clone(),
                 source,
             })?;
@@ -738,7 +717,7 @@ impl Shipper {
         &self,
         file: &str,
         chunks: &[&ArchiveObjectRow],
-    ) -> Result<(), ShipError> {
+    ) -> Result<(), TierError> {
         for c in chunks {
             self.tier.store.delete(&c.object_key).await?;
         }
@@ -752,12 +731,11 @@ impl Shipper {
 
     /// Ships SUCC file `f` whole (`new` of its bytes were not in the store as chunks),
     /// then its manifest, then its row.
-    async fn ship_file(&self, f: &BinlogFileRow, new: u64) -> Result<(), ShipError> {
+    async fn ship_file(&self, f: &BinlogFileRow, new: u64) -> Result<(), TierError> {
         let Some(want) = f.sha256.clone() else {
-            return Err(ShipError::Mismatch(format!(
-                "{} is SUCC without a recorded SHA-256; not shipped",
-                f.name
-            )));
+            return Err(TierError::NoChecksum {
+                file: f.name.clone(),
+            });
         };
         let key = objects::file_key(&self.source, &f.name);
         let desc = self.tier.codec();
@@ -784,8 +762,7 @@ impl Shipper {
             last_event_time: f.last_event_time,
             created_at: catalog::unix_now(),
         };
-        let json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| ShipError::Mismatch(format!("manifest: {e}")))?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(TierError::Manifest)?;
         match self
             .tier
             .store
@@ -812,16 +789,16 @@ impl Shipper {
         key: &str,
         desc: &'static str,
         want: &str,
-    ) -> Result<catalog::BackupObject, ShipError> {
+    ) -> Result<catalog::BackupObject, TierError> {
         let path = self.dir.join(&f.name);
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let (comp, ring) = (
             self.tier.settings.compression,
             self.tier.settings.keyring.clone(),
         );
-        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), ShipError> {
+        let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), TierError> {
             use std::io::Read;
-            let io = |source| ShipError::Read {
+            let io = |source| TierError::Read {
                 path: path.clone(),
                 source,
             };
@@ -845,7 +822,7 @@ impl Shipper {
                         .blocking_send(Ok(std::mem::take(&mut out).into()))
                         .is_err()
                 {
-                    return Err(ShipError::Mismatch("the upload stopped".into()));
+                    return Err(TierError::UploadStopped);
                 }
             }
             enc.finish(&mut out)?;
@@ -863,19 +840,22 @@ impl Shipper {
             .store
             .put_stream_with(key, body, &AtomicU64::new(0), &meta)
             .await;
-        let read = reader
-            .await
-            .map_err(|e| ShipError::Mismatch(format!("read task failed: {e}")))?;
+        let read = reader.await.map_err(|source| TierError::Task {
+            what: "read",
+            source,
+        })?;
         let obj = match put {
             Ok(o) => {
                 let (sha, len) = read?;
                 if sha != want || len != f.size {
                     self.tier.store.delete(key).await?;
-                    return Err(ShipError::Mismatch(format!(
-                        "{} changed since its check ({len} bytes, sha256 {sha}; recorded {} bytes, {want}); \
-                         its object was removed again",
-                        f.name, f.size
-                    )));
+                    return Err(TierError::Changed {
+                        file: f.name.clone(),
+                        size: len,
+                        sha256: sha,
+                        recorded_size: f.size,
+                        recorded: want.to_owned(),
+                    });
                 }
                 o
             }
@@ -893,14 +873,17 @@ impl Shipper {
         key: &str,
         desc: &'static str,
         want: &str,
-    ) -> Result<catalog::BackupObject, ShipError> {
+    ) -> Result<catalog::BackupObject, TierError> {
         let plain = self.read_range(&f.name, 0, f.size).await?;
         let sha = hex::encode(Sha256::digest(&plain));
         if sha != want {
-            return Err(ShipError::Mismatch(format!(
-                "{} changed since its check (sha256 {sha}; recorded {want}); not shipped",
-                f.name
-            )));
+            return Err(TierError::Changed {
+                file: f.name.clone(),
+                size: plain.len() as u64,
+                sha256: sha,
+                recorded_size: f.size,
+                recorded: want.to_owned(),
+            });
         }
         let stored = self.encode(plain).await?;
         let meta = self.object_metadata(want, desc, f.size);
@@ -918,7 +901,7 @@ impl Shipper {
         key: &str,
         desc: &str,
         sha: &str,
-    ) -> Result<catalog::BackupObject, ShipError> {
+    ) -> Result<catalog::BackupObject, TierError> {
         let mut s = Box::pin(self.tier.store.get_stream(key).await?);
         let mut dec = Decoder::new(desc, self.tier.settings.keyring.clone())?;
         let (mut hp, mut hs, mut stored) = (Sha256::new(), Sha256::new(), 0u64);

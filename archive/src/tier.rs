@@ -9,6 +9,7 @@ use std::sync::Arc;
 use node::config::ArchiveSettings;
 use objstore::codec;
 use objstore::store::{Store, StoreError};
+use thiserror::Error;
 
 /// The archive store and its settings, shared by every source's shipper.
 pub struct ArchiveTier {
@@ -79,4 +80,88 @@ impl ArchiveTier {
             self.settings.keyring.current().is_some(),
         )
     }
+}
+
+/// Why work on the archive store (shipping, eviction, scrub) failed. Every variant is
+/// retried by the loop that met it after its backoff; the ones that name damage or a
+/// changed file stay failing (and visible in the source's archive status) until an
+/// operator looks.
+#[derive(Debug, Error)]
+pub enum TierError {
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] catalog::CatalogError),
+    /// The store failed (after its client's retries) or refused.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Encoding or decoding failed.
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    /// Reading or writing a local file failed.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An object left by a crash holds other bytes than the ones to ship (plaintext
+    /// SHA-256s, hex); it is never overwritten.
+    #[error("object {key} exists with other bytes (plaintext sha256 {got}, expected {want}); it is not overwritten: inspect it")]
+    OtherBytes {
+        /// The object's key.
+        key: String,
+        /// Its plaintext SHA-256.
+        got: String,
+        /// The SHA-256 to ship.
+        want: String,
+    },
+    /// A file recorded as stored whose object the store does not have; the local copy
+    /// is kept.
+    #[error(
+        "{file} is recorded in the store as {key} but the store does not have it; kept locally"
+    )]
+    ObjectMissing {
+        /// The binlog file.
+        file: String,
+        /// The recorded key.
+        key: String,
+    },
+    /// A SUCC file without a recorded SHA-256 (not shipped).
+    #[error("{file} is SUCC without a recorded SHA-256; not shipped")]
+    NoChecksum {
+        /// The binlog file.
+        file: String,
+    },
+    /// The local file's bytes are not the ones its check recorded (not shipped; an
+    /// object already written is removed again).
+    #[error("{file} changed since its check ({size} bytes, sha256 {sha256}; recorded {recorded_size} bytes, {recorded}); not shipped")]
+    Changed {
+        /// The binlog file.
+        file: String,
+        /// Its size now, bytes.
+        size: u64,
+        /// Its SHA-256 now, hex.
+        sha256: String,
+        /// The recorded size, bytes.
+        recorded_size: u64,
+        /// The recorded SHA-256, hex.
+        recorded: String,
+    },
+    /// A blocking task (`what`: read, encode, copy) panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A manifest could not be serialized.
+    #[error("manifest: {0}")]
+    Manifest(#[source] serde_json::Error),
+    /// The upload stopped taking bytes before the file was read to its end.
+    #[error("the upload stopped")]
+    UploadStopped,
 }
