@@ -46,10 +46,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use catalog::{
-    ArchiveKind, ArchiveObjectRow, BackupObject, BackupRow, BackupState, Catalog, CatalogError,
-    FileProgress, FileState,
+    ArchiveKind, ArchiveObjectRow, BackupRow, BackupState, Catalog, CatalogError, FileProgress,
+    FileState,
 };
-use objstore::store::{Store, StoreError};
+use objstore::store::{Store, StoreError, StoredObject};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -677,7 +677,7 @@ struct BaseManifest {
     consistent_at: Option<i64>,
     #[serde(default)]
     command: Option<String>,
-    objects: Vec<BackupObject>,
+    objects: Vec<StoredObject>,
 }
 
 /// Step 1: the bases of the source from their manifests in the `[backup]` store.
@@ -687,7 +687,7 @@ async fn rebuild_bases(
 ) -> Result<(), RebuildError> {
     let prefix = format!("{}/", ctx.source);
     let listing: BTreeMap<String, u64> = ctx.bases.list(&prefix).await?.into_iter().collect();
-    let mut manifests: Vec<(BaseManifest, BackupObject)> = Vec::new();
+    let mut manifests: Vec<(BaseManifest, StoredObject)> = Vec::new();
     for (key, size) in &listing {
         let Some(id) = key
             .strip_prefix(&prefix)
@@ -723,7 +723,7 @@ async fn rebuild_bases(
             ));
             continue;
         }
-        let own = BackupObject {
+        let own = StoredObject {
             key: key.clone(),
             bytes: *size,
             sha256: hex::encode(Sha256::digest(&raw)),

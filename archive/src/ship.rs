@@ -478,7 +478,7 @@ impl Shipper {
         kind: ArchiveKind,
         (start, end): (u64, u64),
         sha: String,
-        obj: catalog::BackupObject,
+        obj: objstore::store::StoredObject,
         desc: &str,
     ) -> Result<(), TierError> {
         self.catalog
@@ -546,7 +546,7 @@ impl Shipper {
         key: &str,
         desc: &str,
         sha: &str,
-    ) -> Result<catalog::BackupObject, TierError> {
+    ) -> Result<objstore::store::StoredObject, TierError> {
         // A chunk is at most ship_bytes of plaintext; its encoding adds little.
         let max = usize::try_from(self.tier.settings.ship_bytes)
             .unwrap_or(usize::MAX)
@@ -556,7 +556,7 @@ impl Shipper {
         let plain = codec::decode(&stored, desc, self.tier.settings.keyring.clone())?;
         let got = hex::encode(Sha256::digest(&plain));
         adopted(key, &got, sha)?;
-        Ok(catalog::BackupObject {
+        Ok(objstore::store::StoredObject {
             key: key.to_string(),
             bytes: stored.len() as u64,
             sha256: hex::encode(Sha256::digest(&stored)),
@@ -789,7 +789,7 @@ impl Shipper {
         key: &str,
         desc: &'static str,
         want: &str,
-    ) -> Result<catalog::BackupObject, TierError> {
+    ) -> Result<objstore::store::StoredObject, TierError> {
         let path = self.dir.join(&f.name);
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
         let (comp, ring) = (
@@ -873,7 +873,7 @@ impl Shipper {
         key: &str,
         desc: &'static str,
         want: &str,
-    ) -> Result<catalog::BackupObject, TierError> {
+    ) -> Result<objstore::store::StoredObject, TierError> {
         let plain = self.read_range(&f.name, 0, f.size).await?;
         let sha = hex::encode(Sha256::digest(&plain));
         if sha != want {
@@ -901,7 +901,7 @@ impl Shipper {
         key: &str,
         desc: &str,
         sha: &str,
-    ) -> Result<catalog::BackupObject, TierError> {
+    ) -> Result<objstore::store::StoredObject, TierError> {
         let mut s = Box::pin(self.tier.store.get_stream(key).await?);
         let mut dec = Decoder::new(desc, self.tier.settings.keyring.clone())?;
         let (mut hp, mut hs, mut stored) = (Sha256::new(), Sha256::new(), 0u64);
@@ -918,7 +918,7 @@ impl Shipper {
         hp.update(&out);
         let got = hex::encode(hp.finalize());
         adopted(key, &got, sha)?;
-        Ok(catalog::BackupObject {
+        Ok(objstore::store::StoredObject {
             key: key.to_string(),
             bytes: stored,
             sha256: hex::encode(hs.finalize()),

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 
 use crate::{query_err, size_to_db, unix_now, Catalog, CatalogError};
+use objstore::store::StoredObject;
 
 /// State of a base backup; stored as the upper-case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,18 +132,7 @@ pub struct BackupResult {
     /// InnoDB LSN at the end (physical), the next incremental's `from_lsn`.
     pub to_lsn: Option<u64>,
     /// The objects, all uploaded.
-    pub objects: Vec<BackupObject>,
-}
-
-/// One stored object of a base.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupObject {
-    /// Key inside the store (relative to the store's prefix).
-    pub key: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// SHA-256 of the object's bytes, lower-case hex.
-    pub sha256: String,
+    pub objects: Vec<StoredObject>,
 }
 
 /// One row of `base_backups`, with its objects.
@@ -195,7 +185,7 @@ pub struct BackupRow {
     /// When `state` last changed, unix seconds.
     pub state_changed_at: i64,
     /// Objects (empty unless COMPLETED, EXPIRED or DELETED).
-    pub objects: Vec<BackupObject>,
+    pub objects: Vec<StoredObject>,
 }
 
 #[derive(FromRow)]
@@ -264,7 +254,7 @@ fn opt_to_db(field: &'static str, v: Option<u64>) -> Result<Option<i64>, Catalog
 }
 
 impl BackupRaw {
-    fn into_row(self, objects: Vec<BackupObject>) -> Result<BackupRow, CatalogError> {
+    fn into_row(self, objects: Vec<StoredObject>) -> Result<BackupRow, CatalogError> {
         let id = self.id;
         let state = self
             .state
@@ -707,7 +697,7 @@ impl Catalog {
         &self,
         filter: &str,
         key: &str,
-    ) -> Result<HashMap<String, Vec<BackupObject>>, CatalogError> {
+    ) -> Result<HashMap<String, Vec<StoredObject>>, CatalogError> {
         let raw: Vec<ObjectRaw> = sqlx::query_as(&format!(
             "SELECT backup_id, object_key, bytes, sha256 FROM base_backup_objects \
              WHERE {filter} ORDER BY backup_id, object_key"
@@ -716,7 +706,7 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("read base backup objects"))?;
-        let mut out: HashMap<String, Vec<BackupObject>> = HashMap::new();
+        let mut out: HashMap<String, Vec<StoredObject>> = HashMap::new();
         for o in raw {
             let bytes = u64::try_from(o.bytes).map_err(|_| CatalogError::Corrupt {
                 table: "base_backup_objects",
@@ -724,7 +714,7 @@ impl Catalog {
                 column: "bytes",
                 detail: format!("{} is negative", o.bytes),
             })?;
-            out.entry(o.backup_id).or_default().push(BackupObject {
+            out.entry(o.backup_id).or_default().push(StoredObject {
                 key: o.object_key,
                 bytes,
                 sha256: o.sha256,
@@ -776,8 +766,8 @@ mod tests {
         }
     }
 
-    fn obj(key: &str) -> BackupObject {
-        BackupObject {
+    fn obj(key: &str) -> StoredObject {
+        StoredObject {
             key: key.into(),
             bytes: 10,
             sha256: "a".repeat(64),

@@ -64,7 +64,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, SqlitePool};
 
 pub use archive::{contiguous_end, ArchiveKind, ArchiveObjectRow};
-pub use backups::{BackupObject, BackupResult, BackupRow, BackupState, NewBackup};
+pub use backups::{BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 pub use pitr::PitrJobRow;
 

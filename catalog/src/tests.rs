@@ -709,7 +709,8 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire() {
 
 #[tokio::test]
 async fn an_imported_base_keeps_its_times_and_objects_and_imports_once() {
-    use crate::{BackupObject, BackupRow, BackupState};
+    use crate::{BackupRow, BackupState};
+    use objstore::store::StoredObject;
     let cat = memory().await;
     let row = BackupRow {
         id: "db1-20261201T000000Z-abcd".into(),
@@ -736,12 +737,12 @@ async fn an_imported_base_keeps_its_times_and_objects_and_imports_once() {
         store_url: Some("file:///b".into()),
         state_changed_at: 1_100,
         objects: vec![
-            BackupObject {
+            StoredObject {
                 key: "db1/x/a".into(),
                 bytes: 10,
                 sha256: "ab".repeat(32),
             },
-            BackupObject {
+            StoredObject {
                 key: "db1/x/manifest.json".into(),
                 bytes: 5,
                 sha256: "cd".repeat(32),

@@ -20,7 +20,8 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use catalog::{BackupObject, BackupResult, BackupRow};
+use catalog::{BackupResult, BackupRow};
+use objstore::store::StoredObject;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
@@ -413,7 +414,7 @@ pub async fn restore(
 
 async fn download(
     store: &Store,
-    obj: &BackupObject,
+    obj: &StoredObject,
     dest: &Path,
     progress: &Progress,
 ) -> Result<(), String> {

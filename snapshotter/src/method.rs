@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use catalog::{BackupObject, BackupResult, Catalog};
+use catalog::{BackupResult, Catalog};
+use objstore::store::StoredObject;
 
 use crate::config::SourceBackupSettings;
 use crate::sql::ServerFacts;
@@ -55,7 +56,7 @@ pub(crate) struct MethodOutput {
     /// The command line (or statement) that made the base, free of secrets.
     pub command: Option<String>,
     /// Every object uploaded, in order (`take` appends `manifest.json`).
-    pub objects: Vec<BackupObject>,
+    pub objects: Vec<StoredObject>,
     /// The consistency point and LSNs (`objects` is left empty: `take` fills it).
     pub result: BackupResult,
 }
@@ -119,7 +120,7 @@ impl Run<'_> {
     /// # Errors
     ///
     /// The listing's or the store's error, as the message for the base's `info`.
-    pub async fn upload_dir(&self, dir: &Path, prefix: &str) -> Result<Vec<BackupObject>, String> {
+    pub async fn upload_dir(&self, dir: &Path, prefix: &str) -> Result<Vec<StoredObject>, String> {
         let mut files = Vec::new();
         collect_files(dir, dir, &mut files).map_err(|e| format!("list {}: {e}", dir.display()))?;
         files.sort();

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use catalog::{BackupObject, BackupRow, BackupState, Catalog, NewBackup};
+use catalog::{BackupRow, BackupState, Catalog, NewBackup};
+use objstore::store::StoredObject;
 
 use crate::config::{LogicalTool, Method, SourceBackupSettings};
 use crate::method::{MethodOutput, Run};
@@ -348,7 +349,7 @@ impl Snapshotter {
         tool: &str,
         run: &Run<'_>,
         out: &MethodOutput,
-    ) -> Result<BackupObject, String> {
+    ) -> Result<StoredObject, String> {
         // What the row says already (parent, start, filter, store): a rebuild from the
         // store (`binlog-server rebuild`) recreates the row from this manifest alone.
         let row = self

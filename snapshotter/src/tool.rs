@@ -297,7 +297,7 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
 /// "could not start", the store's error, or "exited with STATUS" plus the stderr tail.
 pub async fn run_fed(
     store: &objstore::store::Store,
-    obj: &catalog::BackupObject,
+    obj: &objstore::store::StoredObject,
     program: &Path,
     args: &[String],
     progress: &std::sync::atomic::AtomicU64,

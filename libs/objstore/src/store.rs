@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use catalog::BackupObject;
 use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -27,6 +26,19 @@ use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// One object as stored: its key (relative to the store's prefix), its size in bytes
+/// and the SHA-256 of its stored bytes (lower-case hex). What a put returns and what the
+/// catalog records of a base's or a binlog's objects.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredObject {
+    /// Key inside the store (relative to the store's prefix).
+    pub key: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the object's bytes, lower-case hex.
+    pub sha256: String,
+}
 
 /// Where the store is and how it is written to (validated by the caller's config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,7 +374,7 @@ impl Store {
         key: &str,
         reader: R,
         progress: &AtomicU64,
-    ) -> Result<BackupObject, StoreError> {
+    ) -> Result<StoredObject, StoreError> {
         self.put_stream_with(key, reader, progress, &[]).await
     }
 
@@ -378,7 +390,7 @@ impl Store {
         mut reader: R,
         progress: &AtomicU64,
         metadata: &[(&'static str, String)],
-    ) -> Result<BackupObject, StoreError> {
+    ) -> Result<StoredObject, StoreError> {
         let desc = self.codec();
         let encoded_key = format!("{key}{}", codec_suffix(desc));
         let key = encoded_key.as_str();
@@ -469,7 +481,7 @@ impl Store {
         wm.finish()
             .await
             .map_err(|e| obj_err("complete upload", e))?;
-        Ok(BackupObject {
+        Ok(StoredObject {
             key: key.to_owned(),
             bytes: total,
             sha256: hex::encode(hasher.finalize()),
@@ -486,7 +498,7 @@ impl Store {
         key: &str,
         path: &std::path::Path,
         progress: &AtomicU64,
-    ) -> Result<BackupObject, StoreError> {
+    ) -> Result<StoredObject, StoreError> {
         let f = tokio::fs::File::open(path)
             .await
             .map_err(|source| StoreError::Io {
@@ -502,7 +514,7 @@ impl Store {
     /// # Errors
     ///
     /// As [`Store::put_stream`].
-    pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<BackupObject, StoreError> {
+    pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<StoredObject, StoreError> {
         self.put_bytes_with(key, data, &[]).await
     }
 
@@ -516,7 +528,7 @@ impl Store {
         key: &str,
         data: &[u8],
         metadata: &[(&'static str, String)],
-    ) -> Result<BackupObject, StoreError> {
+    ) -> Result<StoredObject, StoreError> {
         if self.exists(key).await? {
             return Err(StoreError::Exists(key.to_owned()));
         }
@@ -536,7 +548,7 @@ impl Store {
                 key: key.to_owned(),
                 source,
             })?;
-        Ok(BackupObject {
+        Ok(StoredObject {
             key: key.to_owned(),
             bytes: data.len() as u64,
             sha256: hex::encode(Sha256::digest(data)),
@@ -553,7 +565,7 @@ impl Store {
     /// [`StoreError::Io`] if `out` fails.
     pub async fn get_to<W: AsyncWrite + Unpin>(
         &self,
-        obj: &BackupObject,
+        obj: &StoredObject,
         out: &mut W,
         progress: &AtomicU64,
     ) -> Result<(), StoreError> {
