@@ -20,6 +20,12 @@ use std::time::Duration;
 
 use binlog::ChecksumAlg;
 use mysql_wire::conn::{Conn, ConnError, ConnectOptions};
+use mysql_wire::errcode::{
+    ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR, ER_COLUMNACCESS_DENIED_ERROR,
+    ER_DBACCESS_DENIED_ERROR, ER_HOST_NOT_PRIVILEGED, ER_MASTER_FATAL_ERROR_READING_BINLOG,
+    ER_MUST_CHANGE_PASSWORD, ER_MUST_CHANGE_PASSWORD_LOGIN, ER_PARSE_ERROR,
+    ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR,
+};
 use mysql_wire::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
 use node::config::{CaptureConfig, Source};
 
@@ -117,20 +123,18 @@ impl SessionError {
 pub fn is_definite_server_error(code: u16) -> bool {
     matches!(
         code,
-        1236 // ER_MASTER_FATAL_ERROR_READING_BINLOG: binlog purged / unreadable
-            | 1045 // access denied
-            | 1044 // access denied to database
-            | 1227 // missing privilege (REPLICATION SLAVE)
-            | 1142 | 1143 // command denied
-            | 1698 // access denied (unix socket plugin)
-            | 1130 // host not allowed to connect
-            | 1820 | 1862 // password expired
+        ER_MASTER_FATAL_ERROR_READING_BINLOG // binlog purged / unreadable
+            | ER_ACCESS_DENIED_ERROR
+            | ER_DBACCESS_DENIED_ERROR
+            | ER_SPECIFIC_ACCESS_DENIED_ERROR // e.g. REPLICATION SLAVE
+            | ER_TABLEACCESS_DENIED_ERROR
+            | ER_COLUMNACCESS_DENIED_ERROR
+            | ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+            | ER_HOST_NOT_PRIVILEGED
+            | ER_MUST_CHANGE_PASSWORD
+            | ER_MUST_CHANGE_PASSWORD_LOGIN
     )
 }
-
-/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the primary cannot send the binlog asked for
-/// (purged, or a position past its end). mysql-server `include/mysqld_error.h`.
-pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
 
 /// Wraps a connection error with what the session was doing.
 pub fn classify(e: ConnError, what: &'static str) -> SessionError {
@@ -317,7 +321,9 @@ pub async fn show_binary_logs(conn: &mut Conn) -> Result<Vec<(String, u64)>, Con
 pub async fn show_master_status(conn: &mut Conn) -> Result<Option<(String, u64)>, ConnError> {
     let rs = match conn.query("SHOW MASTER STATUS").await {
         Ok(rs) => rs,
-        Err(ConnError::Server(e)) if e.code == 1064 => conn.query("SHOW BINARY LOG STATUS").await?,
+        Err(ConnError::Server(e)) if e.code == ER_PARSE_ERROR => {
+            conn.query("SHOW BINARY LOG STATUS").await?
+        }
         Err(e) => return Err(e),
     };
     Ok(rs.get(0, "File").and_then(|f| {
@@ -329,6 +335,7 @@ pub async fn show_master_status(conn: &mut Conn) -> Result<Option<(String, u64)>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mysql_wire::errcode::ER_CON_COUNT_ERROR;
 
     #[test]
     fn dialects() {
@@ -350,9 +357,11 @@ mod tests {
 
     #[test]
     fn definite_codes() {
-        assert!(is_definite_server_error(1236));
-        assert!(is_definite_server_error(1045));
-        assert!(!is_definite_server_error(1040));
+        assert!(is_definite_server_error(
+            ER_MASTER_FATAL_ERROR_READING_BINLOG
+        ));
+        assert!(is_definite_server_error(ER_ACCESS_DENIED_ERROR));
+        assert!(!is_definite_server_error(ER_CON_COUNT_ERROR));
         assert!(!is_definite_server_error(1053));
     }
 }

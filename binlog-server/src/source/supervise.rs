@@ -40,7 +40,6 @@ use super::context::{Shared, SourceCommand, SourceCtx, SourceRuntime};
 use super::error::StreamEnd;
 use super::gaps::record_gap;
 use super::poll::poll_primary;
-use super::session;
 use super::stream::{stream_once, Attempt};
 use super::writer::{self, WriterError, WriterMsg, WriterNote};
 use archive::local::{self, LocalFiles};
@@ -390,7 +389,7 @@ async fn explain_definite(
     end: &StreamEnd,
     msg: String,
 ) -> String {
-    if end.server_code() != Some(session::ER_MASTER_FATAL_ERROR_READING_BINLOG) {
+    if end.server_code() != Some(mysql_wire::errcode::ER_MASTER_FATAL_ERROR_READING_BINLOG) {
         return msg;
     }
     let requested = match resume {

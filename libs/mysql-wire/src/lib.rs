@@ -3,6 +3,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | [`packet`] | packet framing and the packet shapes both sides parse (pure, never panics on input) |
+//! | [`errcode`] | the server error codes sent or matched, by their `mysqld_error.h` names |
 //! | [`conn`] | the client connection: handshake, auth, TLS upgrade, text queries, the binlog stream |
 //! | [`quote`] | SQL literals and identifiers for statements that cannot use parameters |
 //! | [`server`] | the packets a server writes (greeting, OK/ERR/EOF, result sets) and the handshake response it parses |
@@ -13,6 +14,7 @@
 //! MariaDB protocol".
 
 pub mod conn;
+pub mod errcode;
 pub mod packet;
 pub mod quote;
 pub mod server;

@@ -20,12 +20,13 @@ use tracing::{info, warn};
 use super::archive::{durable_end, fde_of, list_files, Archive, ArchiveFacts};
 use super::compat::Compat;
 use super::wire::Wire;
-use super::{ServeStats, Shared, StopAt, ER_MASTER_FATAL_ERROR_READING_BINLOG};
+use super::{ServeStats, Shared, StopAt};
 use archive::local::binlog_order;
 use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,
     LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,
 };
+use mysql_wire::errcode::ER_MASTER_FATAL_ERROR_READING_BINLOG;
 use mysql_wire::packet::{frame, Reader, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
 use mysql_wire::server;
 

@@ -88,15 +88,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mysql_wire::errcode::ER_CON_COUNT_ERROR;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 pub use archive::Archive;
 pub use dump::parse_connect_state;
-
-/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the replica stops its IO thread with this.
-pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
 
 /// Where a dump stops: no event starting at or after `pos` in `file`, nor any event of a
 /// later file, is sent. Always a transaction boundary.
@@ -257,7 +255,7 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, cancel: Cancellation
                 mysql_wire::packet::frame(
                     &mut pkt,
                     &mut 0,
-                    &mysql_wire::server::err_packet(1040, "Too many connections"),
+                    &mysql_wire::server::err_packet(ER_CON_COUNT_ERROR, "Too many connections"),
                 );
                 let _ = tokio::time::timeout(Duration::from_secs(5), sock.write_all(&pkt)).await;
             });

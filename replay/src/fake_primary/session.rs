@@ -17,15 +17,15 @@ use super::compat::Compat;
 use super::dump::{announced_checksum, dump, start_point, DumpOptions};
 use super::query::answer_query;
 use super::wire::{read_packet, Wire};
-use super::{Shared, ER_MASTER_FATAL_ERROR_READING_BINLOG};
+use super::Shared;
 use binlog::ChecksumAlg;
+use mysql_wire::errcode::{
+    ER_ACCESS_DENIED_ERROR, ER_MASTER_FATAL_ERROR_READING_BINLOG, ER_SECURE_TRANSPORT_REQUIRED,
+    ER_UNKNOWN_COM_ERROR,
+};
 
 use mysql_wire::server;
 
-/// ER_ACCESS_DENIED_ERROR.
-const ER_ACCESS_DENIED: u16 = 1045;
-/// ER_UNKNOWN_COM_ERROR.
-const ER_UNKNOWN_COM: u16 = 1047;
 /// Time a client has from the greeting to a complete login (MariaDB's connect_timeout
 /// is 10 s too).
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,9 +33,6 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat period when the replica asks for none (MariaDB's default is
 /// slave_net_timeout / 2 = 30 s).
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
-
-/// ER_SECURE_TRANSPORT_REQUIRED (MySQL 5.7+): a plain connection where TLS is required.
-const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 
 /// Failed logins from one address before its connections are delayed.
 const FREE_FAILURES: u32 = 3;
@@ -154,7 +151,7 @@ pub(super) async fn session(
             0x12 | 0x1e => {
                 return start_dump(shared, wire, facts, (cmd, body), &vars, cancel).await;
             }
-            _ => wire.err(ER_UNKNOWN_COM, "Unknown command").await?,
+            _ => wire.err(ER_UNKNOWN_COM_ERROR, "Unknown command").await?,
         }
     }
 }
@@ -246,7 +243,7 @@ async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Login> {
         || !server::native_password_matches(&nonce, &shared.creds.password, &token)
     {
         wire.err(
-            ER_ACCESS_DENIED,
+            ER_ACCESS_DENIED_ERROR,
             &format!(
                 "Access denied for user '{user}' (binlog-server fake primary of {})",
                 shared.archive.source
