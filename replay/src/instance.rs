@@ -26,6 +26,75 @@ use std::time::{Duration, Instant};
 
 use mysql_wire::conn::{Conn, ConnError, ConnectOptions};
 use node::config::{PitrConfig, SourceUrl, TlsMode};
+use thiserror::Error;
+
+/// Why a scratch instance could not be prepared, started or stopped. None is retried
+/// here: the PITR job that met it fails with it (the texts name the path, the exit
+/// status and the error log's tail, for the operator).
+#[derive(Debug, Error)]
+pub enum InstanceError {
+    /// A file-system step (`what`: "create", "chmod 0700", "run", "start") failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// The step.
+        what: &'static str,
+        /// The directory or program.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No port could be bound on 127.0.0.1.
+    #[error("find a free port: {0}")]
+    NoFreePort(#[source] std::io::Error),
+    /// `mariadb-install-db` exited with an error; its output's tail (≤ 4000 bytes).
+    #[error("mariadb-install-db failed ({status}): {output}")]
+    InstallDb {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of its stderr and stdout.
+        output: String,
+    },
+    /// mariadbd exited before it accepted connections.
+    #[error("mariadbd exited at start ({status}); error log {}:\n{tail}", log.display())]
+    Exited {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The error log.
+        log: PathBuf,
+        /// The error log's last lines written by this start (≤ 30).
+        tail: String,
+    },
+    /// mariadbd did not accept connections in time (it was killed).
+    #[error("mariadbd did not accept connections within {timeout:?}; error log:\n{tail}")]
+    NoAnswer {
+        /// The time it had.
+        timeout: Duration,
+        /// The error log's last lines written by this start (≤ 30).
+        tail: String,
+    },
+    /// A PID that is not a process id.
+    #[error("bad pid {0}")]
+    BadPid(u32),
+    /// SIGTERM could not be sent (other than "no such process").
+    #[error("signal mariadbd {pid}: {source}")]
+    Signal {
+        /// The process.
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the stopped process failed.
+    #[error("wait for mariadbd {pid}: {source}")]
+    Wait {
+        /// The process.
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// `root` over the Unix socket `socket`, no password: how the service reaches the
 /// instances it runs (privately with skip-grant-tables, or as root@localhost).
@@ -108,12 +177,11 @@ fn is_root() -> bool {
 /// # Errors
 ///
 /// When no port can be bound.
-pub fn free_port() -> Result<u16, String> {
-    let l =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
+pub fn free_port() -> Result<u16, InstanceError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(InstanceError::NoFreePort)?;
     l.local_addr()
         .map(|a| a.port())
-        .map_err(|e| format!("find a free port: {e}"))
+        .map_err(InstanceError::NoFreePort)
 }
 
 /// The last `n` lines of a file ("" when unreadable).
@@ -129,7 +197,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// # Errors
 ///
 /// The tool's failure with its output tail.
-pub async fn install_db(install_db: &Path, spec: &InstanceSpec) -> Result<(), String> {
+pub async fn install_db(install_db: &Path, spec: &InstanceSpec) -> Result<(), InstanceError> {
     prepare_dir(&spec.dir)?;
     let mut cmd = tokio::process::Command::new(install_db);
     cmd.arg("--no-defaults")
@@ -139,18 +207,18 @@ pub async fn install_db(install_db: &Path, spec: &InstanceSpec) -> Result<(), St
     if is_root() {
         cmd.arg("--user=root");
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("run {}: {e}", install_db.display()))?;
+    let out = cmd.output().await.map_err(|source| InstanceError::Io {
+        what: "run",
+        path: install_db.to_path_buf(),
+        source,
+    })?;
     if !out.status.success() {
         let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
         msg.push_str(&String::from_utf8_lossy(&out.stdout));
-        return Err(format!(
-            "mariadb-install-db failed ({}): {}",
-            out.status,
-            last_bytes(&msg, 4000)
-        ));
+        return Err(InstanceError::InstallDb {
+            status: out.status,
+            output: last_bytes(&msg, 4000).to_owned(),
+        });
     }
     Ok(())
 }
@@ -171,11 +239,17 @@ fn last_bytes(s: &str, max: usize) -> &str {
 /// # Errors
 ///
 /// The I/O error with the path.
-pub fn prepare_dir(dir: &Path) -> Result<(), String> {
+pub fn prepare_dir(dir: &Path) -> Result<(), InstanceError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("chmod 0700 {}: {e}", dir.display()))
+    let io = |what| {
+        move |source| InstanceError::Io {
+            what,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io("create"))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod 0700"))
 }
 
 impl Instance {
@@ -191,7 +265,7 @@ impl Instance {
         spec: &InstanceSpec,
         private: bool,
         timeout: Duration,
-    ) -> Result<Instance, String> {
+    ) -> Result<Instance, InstanceError> {
         let p = &spec.pitr;
         let mut args = vec![
             "--no-defaults".to_string(),
@@ -229,16 +303,20 @@ impl Instance {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| format!("start {}: {e}", spec.mariadbd.display()))?;
+            .map_err(|source| InstanceError::Io {
+                what: "start",
+                path: spec.mariadbd.clone(),
+                source,
+            })?;
         let pid = child.id().unwrap_or(0);
         let t0 = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "mariadbd exited at start ({status}); error log {}:\n{}",
-                    spec.error_log().display(),
-                    log_since(&spec.error_log(), log_start)
-                ));
+                return Err(InstanceError::Exited {
+                    status,
+                    log: spec.error_log(),
+                    tail: log_since(&spec.error_log(), log_start),
+                });
             }
             if tokio::net::UnixStream::connect(spec.socket()).await.is_ok() {
                 return Ok(Instance {
@@ -250,10 +328,10 @@ impl Instance {
             if t0.elapsed() > timeout {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return Err(format!(
-                    "mariadbd did not accept connections within {timeout:?}; error log:\n{}",
-                    log_since(&spec.error_log(), log_start)
-                ));
+                return Err(InstanceError::NoAnswer {
+                    timeout,
+                    tail: log_since(&spec.error_log(), log_start),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -264,21 +342,19 @@ impl Instance {
     /// # Errors
     ///
     /// When it cannot be signalled or waited for.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), InstanceError> {
         stop_pid(self.pid)?;
-        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
-            Ok(r) => r
-                .map(|_| ())
-                .map_err(|e| format!("wait for mariadbd {}: {e}", self.pid)),
+        let pid = self.pid;
+        let waited = match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
+            Ok(r) => r,
             Err(_) => {
                 let _ = self.child.start_kill();
-                self.child
-                    .wait()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("wait for mariadbd {}: {e}", self.pid))
+                self.child.wait().await
             }
-        }
+        };
+        waited
+            .map(|_| ())
+            .map_err(|source| InstanceError::Wait { pid, source })
     }
 
     /// Leaves the process running (its PID is reported) and forgets it.
@@ -292,17 +368,17 @@ impl Instance {
 /// # Errors
 ///
 /// When the signal cannot be sent (other than "no such process").
-pub fn stop_pid(pid: u32) -> Result<(), String> {
+pub fn stop_pid(pid: u32) -> Result<(), InstanceError> {
     if pid == 0 {
         return Ok(());
     }
-    let pid_t = libc::pid_t::try_from(pid).map_err(|_| format!("bad pid {pid}"))?;
+    let pid_t = libc::pid_t::try_from(pid).map_err(|_| InstanceError::BadPid(pid))?;
     // SAFETY: kill has no memory preconditions; pid was checked to be a positive pid_t.
     let r = unsafe { libc::kill(pid_t, libc::SIGTERM) };
     if r != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::ESRCH) {
-            return Err(format!("signal mariadbd {pid}: {e}"));
+            return Err(InstanceError::Signal { pid, source: e });
         }
     }
     Ok(())

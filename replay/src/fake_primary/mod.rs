@@ -178,13 +178,25 @@ impl Default for ListenerOptions {
     }
 }
 
+/// The fake primary could not listen on `addr` (in use, no permission, bad address): a
+/// definite stop of whatever asked for the listener; fix the address or free the port.
+#[derive(Debug, thiserror::Error)]
+#[error("fake primary: listen on {addr}: {source}")]
+pub struct ListenError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds `bind` and serves `archive` to replicas that log in with `creds`, stopping every
 /// dump at `stop` when given. Sessions end when the returned listener is stopped or
 /// dropped, or when `cancel` fires.
 ///
 /// # Errors
 ///
-/// The bind error, with the address.
+/// [`ListenError`]: the bind error, with the address.
 pub async fn spawn(
     bind: SocketAddr,
     archive: Arc<Archive>,
@@ -192,11 +204,13 @@ pub async fn spawn(
     stop: Option<StopAt>,
     opts: ListenerOptions,
     cancel: &CancellationToken,
-) -> anyhow::Result<Listener> {
+) -> Result<Listener, ListenError> {
     let tcp = TcpListener::bind(bind)
         .await
-        .map_err(|e| anyhow::anyhow!("fake primary: listen on {bind}: {e}"))?;
-    let addr = tcp.local_addr()?;
+        .map_err(|source| ListenError { addr: bind, source })?;
+    let addr = tcp
+        .local_addr()
+        .map_err(|source| ListenError { addr: bind, source })?;
     let stats = Arc::new(ServeStats::default());
     let cancel = cancel.child_token();
     let greeting = {

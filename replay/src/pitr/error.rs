@@ -1,10 +1,18 @@
-//! [`PlanError`]: why a target has no plan (or a job request is refused), one variant per
-//! cause with its data. The messages (`Display`) are the API's error texts; the HTTP
-//! status of each variant is chosen in `binlog_server::api`.
+//! The two errors of PITR, one variant per cause with its data:
+//!
+//! - [`PlanError`]: why a target has no plan (or a job request is refused). The messages
+//!   (`Display`) are the API's error texts; the HTTP status of each variant is chosen in
+//!   `binlog_server::api`.
+//! - [`RunError`]: why a running job failed. Its text is the job report's `error`, its
+//!   [`RunError::kind`] the report's `error_kind`, its [`RunError::position`] the
+//!   report's `error_position`.
 
 use std::path::PathBuf;
 
 use binlog::Gtid;
+use mysql_wire::conn::ConnError;
+
+use crate::instance::InstanceError;
 
 use super::timefmt::fmt_time;
 
@@ -222,6 +230,158 @@ pub(super) fn internal(e: impl std::fmt::Display) -> PlanError {
     PlanError::Internal(e.to_string())
 }
 
+/// Why a running PITR job failed. Every variant is a definite stop of the job: the
+/// caller (the job's task) records it in the report and removes the scratch instance; a
+/// retry is a new job.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The base's chain (an incremental's parents) could not be read from the catalog.
+    #[error("{reason}")]
+    BaseChain {
+        /// The snapshotter's message (a parent missing, a base not COMPLETED, ...).
+        reason: String,
+    },
+    /// The catalog returned an empty chain for the plan's base.
+    #[error("the base's chain is empty")]
+    EmptyChain,
+    /// A tool (mariadbd, mariadb-install-db) is not installed; the message names the
+    /// package.
+    #[error("{reason}")]
+    Tool {
+        /// The snapshotter's message, naming the tool and its package.
+        reason: String,
+    },
+    /// The scratch instance could not be prepared, started or stopped.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    /// Logging in to the restored instance failed.
+    #[error("connect to the restored instance: {0}")]
+    Connect(#[source] ConnError),
+    /// A statement on the restored instance failed.
+    #[error("on the restored instance, {sql}: {source}")]
+    Query {
+        /// The statement, its password redacted.
+        sql: String,
+        /// The server's or the connection's error.
+        #[source]
+        source: ConnError,
+    },
+    /// Restoring the base (physical copy-back or logical load) failed.
+    #[error("restore base {base}: {reason}")]
+    Restore {
+        /// The base's id.
+        base: String,
+        /// The snapshotter's message.
+        reason: String,
+    },
+    /// The job was cancelled while its base was restored.
+    #[error("cancelled after the base was restored")]
+    CancelledAfterBase,
+    /// The job was cancelled while it replayed.
+    #[error("cancelled")]
+    Cancelled,
+    /// binlog-server is shutting down.
+    #[error("binlog-server is stopping")]
+    Stopping,
+    /// The plan's source has no archive on this node.
+    #[error("source {source_name} has no archive")]
+    NoArchive {
+        /// Source name.
+        source_name: String,
+    },
+    /// No random bytes for the job's one-time replication account.
+    #[error(transparent)]
+    Random(#[from] node::random::RandomError),
+    /// The job's fake primary could not listen.
+    #[error(transparent)]
+    Listen(#[from] crate::fake_primary::ListenError),
+    /// The replica's SQL thread stopped with an error while applying.
+    #[error("the replica's SQL thread stopped: error {code}: {message}")]
+    ReplicaSqlStopped {
+        /// `Last_SQL_Errno`.
+        code: u16,
+        /// `Last_SQL_Error`.
+        message: String,
+        /// "file:pos" of the event it stopped at, in the source's binlogs.
+        position: String,
+    },
+    /// The replica's IO thread stopped with an error.
+    #[error("the replica's IO thread stopped: error {code}: {message}")]
+    ReplicaIoStopped {
+        /// `Last_IO_Errno`.
+        code: u16,
+        /// `Last_IO_Error`.
+        message: String,
+        /// "file:pos" the replica had read to.
+        position: String,
+    },
+    /// The job's fake primary refused to serve (ERROR 1236); its own message.
+    #[error("the replica's IO thread stopped: {message}")]
+    Refused {
+        /// The fake primary's error text.
+        message: String,
+        /// "file:pos" the replica had read to.
+        position: String,
+    },
+    /// The caller's datadir could not be created.
+    #[error("create {}: {source}", .path.display())]
+    CreateDatadir {
+        /// The datadir.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The instance's datadir link to the caller's datadir could not be made.
+    #[error("link {} to {}: {source}", .link.display(), .target.display())]
+    LinkDatadir {
+        /// `<job dir>/data`.
+        link: PathBuf,
+        /// The caller's datadir.
+        target: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    /// A stable snake_case name of the cause, for the report's `error_kind` and for
+    /// alerting (a job the service's restart interrupted has `interrupted`): `base_chain`, `tool_missing`, `instance`, `connect`, `query`,
+    /// `restore`, `cancelled`, `stopping`, `no_archive`, `random`, `listen`,
+    /// `replica_sql_stopped`, `replica_io_stopped`, `refused`, `datadir`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::BaseChain { .. } | RunError::EmptyChain => "base_chain",
+            RunError::Tool { .. } => "tool_missing",
+            RunError::Instance(_) => "instance",
+            RunError::Connect(_) => "connect",
+            RunError::Query { .. } => "query",
+            RunError::Restore { .. } => "restore",
+            RunError::CancelledAfterBase | RunError::Cancelled => "cancelled",
+            RunError::Stopping => "stopping",
+            RunError::NoArchive { .. } => "no_archive",
+            RunError::Random(_) => "random",
+            RunError::Listen(_) => "listen",
+            RunError::ReplicaSqlStopped { .. } => "replica_sql_stopped",
+            RunError::ReplicaIoStopped { .. } => "replica_io_stopped",
+            RunError::Refused { .. } => "refused",
+            RunError::CreateDatadir { .. } | RunError::LinkDatadir { .. } => "datadir",
+        }
+    }
+
+    /// The "file:pos" in the source's binlogs where the replica stopped, for the
+    /// replica's own failures.
+    pub fn position(&self) -> Option<&str> {
+        match self {
+            RunError::ReplicaSqlStopped { position, .. }
+            | RunError::ReplicaIoStopped { position, .. }
+            | RunError::Refused { position, .. } => Some(position),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +466,43 @@ mod tests {
         );
         assert_eq!(PlanError::NotFound("no source".into()).file(), None);
         assert_eq!(PlanError::Internal("mysql-bin.000001".into()).file(), None);
+    }
+
+    #[test]
+    fn run_errors_keep_their_texts_and_name_their_kind_and_position() {
+        let sql = RunError::ReplicaSqlStopped {
+            code: 1062,
+            message: "Duplicate entry '1' for key 'PRIMARY'".into(),
+            position: "mysql-bin.000002:1234".into(),
+        };
+        assert_eq!(
+            sql.to_string(),
+            "the replica's SQL thread stopped: error 1062: Duplicate entry '1' for key 'PRIMARY'"
+        );
+        assert_eq!(sql.kind(), "replica_sql_stopped");
+        assert_eq!(sql.position(), Some("mysql-bin.000002:1234"));
+        let refused = RunError::Refused {
+            message: "binlog mysql-bin.000003 is FAIL".into(),
+            position: "mysql-bin.000003:4".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "the replica's IO thread stopped: binlog mysql-bin.000003 is FAIL"
+        );
+        assert_eq!(refused.kind(), "refused");
+        let restore = RunError::Restore {
+            base: "b-1".into(),
+            reason: "mariabackup --prepare failed".into(),
+        };
+        assert_eq!(
+            restore.to_string(),
+            "restore base b-1: mariabackup --prepare failed"
+        );
+        assert_eq!(restore.position(), None);
+        assert_eq!(
+            RunError::Cancelled.kind(),
+            RunError::CancelledAfterBase.kind()
+        );
+        assert_eq!(RunError::Stopping.to_string(), "binlog-server is stopping");
     }
 }

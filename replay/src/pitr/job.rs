@@ -94,6 +94,10 @@ pub struct JobReport {
     pub restored: Option<Restored>,
     /// What failed.
     pub error: Option<String>,
+    /// The failure's stable snake_case kind ([`super::RunError::kind`], e.g.
+    /// `replica_sql_stopped`, `restore`, `cancelled`), for alerting without reading the
+    /// text.
+    pub error_kind: Option<String>,
     /// Where in the source's binlogs the replica failed ("file:pos").
     pub error_position: Option<String>,
 }
@@ -179,6 +183,7 @@ impl PitrService {
             if let Ok(mut rep) = serde_json::from_str::<serde_json::Value>(&row.report) {
                 rep["phase"] = "failed".into();
                 rep["error"] = "interrupted: binlog-server stopped while the job ran".into();
+                rep["error_kind"] = "interrupted".into();
                 catalog
                     .save_pitr_job(&row.id, &row.source, "failed", &rep.to_string())
                     .await?;
@@ -304,6 +309,7 @@ impl PitrService {
             replay_seconds: None,
             restored: None,
             error: None,
+            error_kind: None,
             error_position: None,
         };
         let job = Arc::new(Job {
@@ -316,7 +322,7 @@ impl PitrService {
         lock(&self.jobs).insert(id.clone(), job.clone());
         self.save(&job).await;
         let span = tracing::info_span!("pitr_job", source = %source, job = %id);
-        tokio::spawn(self.clone().execute(job, dest, n).instrument(span));
+        tokio::spawn(super::runner::execute(self.clone(), job, dest, n).instrument(span));
         Ok(report)
     }
 
@@ -393,7 +399,7 @@ impl PitrService {
         let datadir = rep["restored"]["datadir"].as_str().map(PathBuf::from);
         if let (Some(pid), Some(d)) = (pid, &datadir) {
             if instance::is_our_mariadbd(pid, d) {
-                instance::stop_pid(pid).map_err(PlanError::Internal)?;
+                instance::stop_pid(pid).map_err(internal)?;
                 for _ in 0..1200 {
                     if !instance::is_our_mariadbd(pid, d) {
                         break;

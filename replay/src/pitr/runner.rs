@@ -2,7 +2,9 @@
 //! start it privately, set `gtid_slave_pos`, CHANGE MASTER to the job's own fake primary
 //! listener, wait until the replica has applied the plan, then leave the instance
 //! serving (or private) and record the end of the job (see the module doc of
-//! [`super`]).
+//! [`super`]). A run is a [`Run`]: the job, its plan and instance, and the service it
+//! reports to ([`PitrService`] itself lives in `job.rs`); a failed step is a
+//! [`RunError`].
 
 use node::util::lock;
 use std::path::Path;
@@ -12,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use catalog::BackupRow;
 use mysql_wire::conn::{Conn, ResultSet};
+use mysql_wire::errcode::ER_MASTER_FATAL_ERROR_READING_BINLOG;
 use mysql_wire::quote;
 use snapshotter::Endpoint;
 use tracing::{info, warn};
 
 use super::allow::Destination;
+use super::error::RunError;
 use super::job::{Job, JobReport, PitrService, Restored};
 use super::planner::{gtid_reached, Plan};
 use crate::fake_primary::{self, Credentials, Listener};
@@ -28,8 +32,10 @@ use node::config::SourceUrl;
 /// How long a restored instance may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// What the steps of one run share.
-struct RunCtx<'a> {
+/// One job's run: what its steps share.
+struct Run<'a> {
+    /// The service the run reports to (catalog, store, tools, archives, settings).
+    svc: &'a PitrService,
     /// The job (report, progress, cancellation).
     job: &'a Arc<Job>,
     /// Its plan.
@@ -49,140 +55,139 @@ struct RunCtx<'a> {
     t0: Instant,
 }
 
-impl PitrService {
-    /// Runs the job to its end and records it: phase "done", or "failed" with the error;
-    /// `finished_at`; the report saved. The body of the job's task.
-    pub(super) async fn execute(self: Arc<Self>, job: Arc<Job>, dest: Destination, n: u32) {
-        let r = self.run(&job, dest, n).await;
-        {
-            let mut rep = lock(&job.report);
-            rep.finished_at = Some(catalog::unix_now());
-            match r {
-                Ok(()) => {
-                    rep.phase = "done".into();
-                    rep.step = String::new();
-                }
-                Err(e) => {
-                    rep.phase = "failed".into();
-                    rep.error = Some(e);
-                }
-            }
-        }
-        self.save(&job).await;
-    }
-
-    /// Prepares the job's directory and instance spec (job number `n` picks the
-    /// server_id), runs the restore and replay, and cleans up: a finished instance is
-    /// detached (its PID reported), a failed one stopped and a scratch directory removed.
-    async fn run(&self, job: &Arc<Job>, dest: Destination, n: u32) -> Result<(), String> {
-        let plan = lock(&job.report).plan.clone();
-        let id = lock(&job.report).id.clone();
-        let t0 = Instant::now();
-        let chain = snapshotter::restore::chain(&self.catalog, &plan.base.id).await?;
-        let base = chain.last().cloned().ok_or("empty base chain")?;
-        // Tools::find looks in PATH, /usr/sbin and /usr/bin and names the package.
-        let mariadbd = self.tools.find("mariadbd")?;
-        let dir = self.work_dir.join(&id);
-        let (port, datadir_override, url) = match &dest {
-            Destination::Scratch => (instance::free_port()?, None, None),
-            Destination::Existing { url, datadir } => {
-                (url.port, datadir.clone(), Some(url.clone()))
-            }
-        };
-        let spec = InstanceSpec {
-            dir: dir.clone(),
-            port,
-            server_id: self.cfg.server_id_base.wrapping_add(n),
-            pitr: self.cfg.clone(),
-            mariadbd,
-        };
-        instance::prepare_dir(&dir)?;
-        *lock(&job.instance_dir) = Some(dir.clone());
-        if let Some(d) = &datadir_override {
-            link_datadir(d, &spec)?;
-        }
-        let cx = RunCtx {
-            job,
-            plan: &plan,
-            chain: &chain,
-            base: &base,
-            spec: &spec,
-            url: url.as_ref(),
-            run_instance: plan.base.method == "physical" || url.is_none(),
-            t0,
-        };
-        let mut inst = None;
-        match self.restore_and_replay(&cx, &mut inst).await {
+/// Runs the job to its end and records it: phase "done", or "failed" with the error
+/// (its text and its kind, [`RunError::kind`]); `finished_at`; the report saved. The
+/// body of the job's task.
+pub(super) async fn execute(svc: Arc<PitrService>, job: Arc<Job>, dest: Destination, n: u32) {
+    let r = run(&svc, &job, dest, n).await;
+    {
+        let mut rep = lock(&job.report);
+        rep.finished_at = Some(catalog::unix_now());
+        match r {
             Ok(()) => {
-                if let Some(inst) = inst {
-                    let pid = inst.detach();
-                    self.set(job, |r| {
-                        if let Some(x) = r.restored.as_mut() {
-                            x.pid = Some(pid);
-                        }
-                    });
-                }
-                info!(job = %id, "PITR done");
-                Ok(())
+                rep.phase = "done".into();
+                rep.step = String::new();
             }
             Err(e) => {
-                if let Some(inst) = inst {
-                    let _ = inst.stop().await;
-                }
-                if datadir_override.is_none() && url.is_none() {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                warn!(job = %id, error = %e, "PITR failed");
-                Err(e)
+                rep.phase = "failed".into();
+                rep.error = Some(e.to_string());
+                rep.error_kind = Some(e.kind().to_string());
             }
         }
+    }
+    svc.save(&job).await;
+}
+
+/// Prepares the job's directory and instance spec (job number `n` picks the server_id),
+/// runs the restore and replay, and cleans up: a finished instance is detached (its PID
+/// reported), a failed one stopped and a scratch directory removed.
+async fn run(svc: &PitrService, job: &Arc<Job>, dest: Destination, n: u32) -> Result<(), RunError> {
+    let plan = lock(&job.report).plan.clone();
+    let id = lock(&job.report).id.clone();
+    let t0 = Instant::now();
+    let chain = snapshotter::restore::chain(&svc.catalog, &plan.base.id)
+        .await
+        .map_err(|reason| RunError::BaseChain { reason })?;
+    let base = chain.last().cloned().ok_or(RunError::EmptyChain)?;
+    // Tools::find looks in PATH, /usr/sbin and /usr/bin and names the package.
+    let mariadbd = svc
+        .tools
+        .find("mariadbd")
+        .map_err(|reason| RunError::Tool { reason })?;
+    let dir = svc.work_dir.join(&id);
+    let (port, datadir_override, url) = match &dest {
+        Destination::Scratch => (instance::free_port()?, None, None),
+        Destination::Existing { url, datadir } => (url.port, datadir.clone(), Some(url.clone())),
+    };
+    let spec = InstanceSpec {
+        dir: dir.clone(),
+        port,
+        server_id: svc.cfg.server_id_base.wrapping_add(n),
+        pitr: svc.cfg.clone(),
+        mariadbd,
+    };
+    instance::prepare_dir(&dir)?;
+    *lock(&job.instance_dir) = Some(dir.clone());
+    if let Some(d) = &datadir_override {
+        link_datadir(d, &spec)?;
+    }
+    let run = Run {
+        svc,
+        job,
+        plan: &plan,
+        chain: &chain,
+        base: &base,
+        spec: &spec,
+        url: url.as_ref(),
+        run_instance: plan.base.method == "physical" || url.is_none(),
+        t0,
+    };
+    let mut inst = None;
+    match run.restore_and_replay(&mut inst).await {
+        Ok(()) => {
+            if let Some(inst) = inst {
+                let pid = inst.detach();
+                svc.set(job, |r| {
+                    if let Some(x) = r.restored.as_mut() {
+                        x.pid = Some(pid);
+                    }
+                });
+            }
+            info!(job = %id, "PITR done");
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(inst) = inst {
+                let _ = inst.stop().await;
+            }
+            if datadir_override.is_none() && url.is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            warn!(job = %id, error = %e, kind = e.kind(), "PITR failed");
+            Err(e)
+        }
+    }
+}
+
+impl Run<'_> {
+    /// Sets fields of the job's report.
+    fn set(&self, f: impl FnOnce(&mut JobReport)) {
+        self.svc.set(self.job, f);
     }
 
     /// The four steps; `inst` holds the instance the service runs at any moment, so that
     /// a failure stops it.
-    async fn restore_and_replay(
-        &self,
-        cx: &RunCtx<'_>,
-        inst: &mut Option<Instance>,
-    ) -> Result<(), String> {
+    async fn restore_and_replay(&self, inst: &mut Option<Instance>) -> Result<(), RunError> {
         // 1. The base.
-        self.restore_base(cx, inst).await?;
+        self.restore_base(inst).await?;
         // 2. Connect and position.
-        let mut conn = self.connect_and_position(cx).await?;
+        let mut conn = self.connect_and_position().await?;
         // 3. Replay.
         let t1 = Instant::now();
-        if cx.plan.transactions > 0 {
-            self.replay(cx, &mut conn, t1).await?;
+        if self.plan.transactions > 0 {
+            self.replay(&mut conn, t1).await?;
         }
         let replay_secs = t1.elapsed().as_secs_f64();
         // 4. Serve it.
-        self.serve(cx, conn, inst, replay_secs).await
+        self.serve(conn, inst, replay_secs).await
     }
 
     /// Restores the base: physical into the datadir and starts it privately; logical
     /// into a fresh private instance, or into the destination server as it runs.
     /// Records the restore time and bytes.
-    async fn restore_base(
-        &self,
-        cx: &RunCtx<'_>,
-        inst: &mut Option<Instance>,
-    ) -> Result<(), String> {
-        let (job, spec, base) = (cx.job, cx.spec, cx.base);
+    async fn restore_base(&self, inst: &mut Option<Instance>) -> Result<(), RunError> {
+        let (job, spec, base, svc) = (self.job, self.spec, self.base, self.svc);
         let workdir = spec.dir.join("restore-work");
         let progress = job.progress.clone();
-        let socket_ep = Endpoint {
-            host: spec.socket().display().to_string(),
-            port: 0,
-            user: "root".into(),
-            password: None,
-            tls: None,
+        let failed = |reason| RunError::Restore {
+            base: base.id.clone(),
+            reason,
         };
-        let failed = |e: String| format!("restore base {}: {e}", base.id);
-        if cx.plan.base.method == "physical" {
+        if self.plan.base.method == "physical" {
             snapshotter::restore::restore_physical(
-                &self.store,
-                &self.tools,
-                cx.chain,
+                &svc.store,
+                &svc.tools,
+                self.chain,
                 &spec.datadir(),
                 &workdir,
                 &progress,
@@ -190,43 +195,34 @@ impl PitrService {
             .await
             .map_err(failed)?;
             let _ = std::fs::remove_dir_all(&workdir);
-            self.set(job, |r| r.step = "starting the restored instance".into());
+            self.set(|r| r.step = "starting the restored instance".into());
             *inst = Some(Instance::start(spec, true, START_TIMEOUT).await?);
-        } else if cx.run_instance {
-            self.set(job, |r| r.step = "creating an empty instance".into());
-            let install = self.tools.find("mariadb-install-db")?;
-            instance::install_db(&install, spec).await?;
-            *inst = Some(Instance::start(spec, true, START_TIMEOUT).await?);
+        } else {
+            let endpoint = match self.url {
+                Some(u) if !self.run_instance => node::config::tool_endpoint(u),
+                _ => {
+                    self.set(|r| r.step = "creating an empty instance".into());
+                    let install = svc
+                        .tools
+                        .find("mariadb-install-db")
+                        .map_err(|reason| RunError::Tool { reason })?;
+                    instance::install_db(&install, spec).await?;
+                    *inst = Some(Instance::start(spec, true, START_TIMEOUT).await?);
+                    socket_endpoint(spec)
+                }
+            };
             snapshotter::restore::restore_logical(
-                &self.store,
-                &self.tools,
-                base,
-                &socket_ep,
-                &workdir,
-                4,
-                &progress,
-            )
-            .await
-            .map_err(failed)?;
-        } else if let Some(u) = cx.url {
-            snapshotter::restore::restore_logical(
-                &self.store,
-                &self.tools,
-                base,
-                &node::config::tool_endpoint(u),
-                &workdir,
-                4,
-                &progress,
+                &svc.store, &svc.tools, base, &endpoint, &workdir, 4, &progress,
             )
             .await
             .map_err(failed)?;
         }
         let _ = std::fs::remove_dir_all(&workdir);
         if job.cancel.is_cancelled() {
-            return Err("cancelled after the base was restored".into());
+            return Err(RunError::CancelledAfterBase);
         }
-        let restore_secs = cx.t0.elapsed().as_secs_f64();
-        self.set(job, |r| {
+        let restore_secs = self.t0.elapsed().as_secs_f64();
+        self.set(|r| {
             r.restore_seconds = Some(restore_secs);
             r.progress.base_bytes_restored = progress.bytes();
         });
@@ -235,20 +231,20 @@ impl PitrService {
 
     /// Logs in to the restored instance (through its socket when the service runs it),
     /// clears any replication set-up and sets `gtid_slave_pos` to the base's GTID.
-    async fn connect_and_position(&self, cx: &RunCtx<'_>) -> Result<Conn, String> {
-        let admin_url = match (cx.run_instance, cx.url) {
-            (true, _) | (false, None) => instance::socket_url(&cx.spec.socket()),
+    async fn connect_and_position(&self) -> Result<Conn, RunError> {
+        let admin_url = match (self.run_instance, self.url) {
+            (true, _) | (false, None) => instance::socket_url(&self.spec.socket()),
             (false, Some(u)) => u.clone(),
         };
         let mut conn = instance::connect_admin(&admin_url)
             .await
-            .map_err(|e| format!("connect to the restored instance: {e}"))?;
-        if cx.run_instance {
+            .map_err(RunError::Connect)?;
+        if self.run_instance {
             query(&mut conn, "FLUSH PRIVILEGES").await?;
         }
         query(&mut conn, "STOP SLAVE").await?;
         query(&mut conn, "RESET SLAVE ALL").await?;
-        if let Some(g) = &cx.plan.base.gtid_pos {
+        if let Some(g) = &self.plan.base.gtid_pos {
             let sql = format!("SET GLOBAL gtid_slave_pos = {}", quote::literal(g));
             query(&mut conn, &sql).await?;
         }
@@ -257,20 +253,20 @@ impl PitrService {
 
     /// Replays the plan's range from the job's fake primary and waits until it is
     /// applied; then STOP SLAVE, RESET SLAVE ALL, and the progress set to the plan.
-    async fn replay(&self, cx: &RunCtx<'_>, conn: &mut Conn, t1: Instant) -> Result<(), String> {
-        let (job, plan) = (cx.job, cx.plan);
-        self.set(job, |r| {
+    async fn replay(&self, conn: &mut Conn, t1: Instant) -> Result<(), RunError> {
+        let plan = self.plan;
+        self.set(|r| {
             r.phase = "replaying".into();
             r.step = "replica starting".into();
         });
-        self.save(job).await;
-        let listener = self.start_replica(plan, conn).await?;
-        self.set(job, |r| r.step = "applying".into());
-        self.wait_applied(cx, conn, &listener, t1).await?;
+        self.svc.save(self.job).await;
+        let listener = self.start_replica(conn).await?;
+        self.set(|r| r.step = "applying".into());
+        self.wait_applied(conn, &listener, t1).await?;
         query(conn, "STOP SLAVE").await?;
         query(conn, "RESET SLAVE ALL").await?;
         listener.stop();
-        self.set(job, |r| {
+        self.set(|r| {
             r.progress.transactions_applied = plan.transactions;
             r.progress.bytes_applied = plan.bytes;
             r.progress.eta_seconds = Some(0.0);
@@ -282,13 +278,16 @@ impl PitrService {
     /// stop point = the plan's cut) and points the instance at it: CHANGE MASTER (by
     /// GTID when the base has one, else from the base's file and position) and START
     /// SLAVE. The listener's span nests under the job's.
-    async fn start_replica(&self, plan: &Plan, conn: &mut Conn) -> Result<Listener, String> {
-        let Some(archive) = self.archives.get(&plan.source).cloned() else {
-            return Err(format!("source {} has no archive", plan.source));
+    async fn start_replica(&self, conn: &mut Conn) -> Result<Listener, RunError> {
+        let plan = self.plan;
+        let Some(archive) = self.svc.archives.get(&plan.source).cloned() else {
+            return Err(RunError::NoArchive {
+                source_name: plan.source.clone(),
+            });
         };
         let creds = Credentials {
-            user: format!("pitr_{}", node::random::hex(4).map_err(|e| e.to_string())?),
-            password: node::random::hex(16).map_err(|e| e.to_string())?,
+            user: format!("pitr_{}", node::random::hex(4)?),
+            password: node::random::hex(16)?,
         };
         let listener = fake_primary::spawn(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -296,10 +295,9 @@ impl PitrService {
             creds.clone(),
             Some(plan.stop.clone()),
             fake_primary::ListenerOptions::default(),
-            &self.cancel,
+            &self.svc.cancel,
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let start = if plan.base.gtid_pos.is_some() {
             "MASTER_USE_GTID = slave_pos".to_string()
         } else {
@@ -328,21 +326,19 @@ impl PitrService {
     /// gets the binlog position).
     async fn wait_applied(
         &self,
-        cx: &RunCtx<'_>,
         conn: &mut Conn,
         listener: &Listener,
         t1: Instant,
-    ) -> Result<(), String> {
-        let job = cx.job;
+    ) -> Result<(), RunError> {
+        let job = self.job;
         let mut last_save = Instant::now();
         loop {
             if job.cancel.is_cancelled() {
-                let why = if self.cancel.is_cancelled() {
-                    "binlog-server is stopping"
+                return Err(if self.svc.cancel.is_cancelled() {
+                    RunError::Stopping
                 } else {
-                    "cancelled"
-                };
-                return Err(why.into());
+                    RunError::Cancelled
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
             let st = query(conn, "SHOW SLAVE STATUS").await?;
@@ -351,16 +347,18 @@ impl PitrService {
                 .get(0, "p")
                 .unwrap_or_default()
                 .to_string();
-            if let Some((msg, pos)) = replica_failure(&st, listener) {
-                self.set(job, |r| r.error_position = Some(pos));
-                return Err(msg);
+            if let Some(e) = replica_failure(&st, listener) {
+                if let Some(pos) = e.position() {
+                    self.set(|r| r.error_position = Some(pos.to_string()));
+                }
+                return Err(e);
             }
-            let reached = self.record_progress(cx, &st, &gpos, t1).await;
+            let reached = self.record_progress(&st, &gpos, t1).await;
             if reached && listener.stats.reached_stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             if last_save.elapsed() > Duration::from_secs(10) {
-                self.save(job).await;
+                self.svc.save(job).await;
                 last_save = Instant::now();
             }
         }
@@ -368,21 +366,15 @@ impl PitrService {
 
     /// Updates the job's progress from one SHOW SLAVE STATUS (`st`) and `gtid_slave_pos`
     /// (`gpos`); true when the plan's end is applied and the replica is idle.
-    async fn record_progress(
-        &self,
-        cx: &RunCtx<'_>,
-        st: &ResultSet,
-        gpos: &str,
-        t1: Instant,
-    ) -> bool {
-        let plan = cx.plan;
+    async fn record_progress(&self, st: &ResultSet, gpos: &str, t1: Instant) -> bool {
+        let plan = self.plan;
         let use_gtid = plan.base.gtid_pos.is_some();
         let field = |c: &str| st.get(0, c).unwrap_or_default().to_string();
         let exec_file = field("Relay_Master_Log_File");
         let exec_pos: u64 = field("Exec_Master_Log_Pos").parse().unwrap_or(0);
-        let applied_bytes = bytes_between(plan, &exec_file, exec_pos, self).await;
+        let applied_bytes = bytes_between(plan, &exec_file, exec_pos, self.svc).await;
         let applied_txns = match (&plan.end_gtid, use_gtid) {
-            (Some(end), true) => self.applied_by_gtid(plan, end, gpos).await,
+            (Some(end), true) => applied_by_gtid(self.svc, plan, end, gpos).await,
             _ => 0,
         };
         let secs = t1.elapsed().as_secs_f64().max(0.001);
@@ -393,7 +385,7 @@ impl PitrService {
             (Some(end), true) => gtid_reached(gpos, end),
             _ => exec_file == plan.stop.file && exec_pos >= plan.stop.pos,
         };
-        self.set(cx.job, |r| {
+        self.set(|r| {
             let p = &mut r.progress;
             p.bytes_applied = applied_bytes.min(plan.bytes);
             p.transactions_applied = applied_txns.min(plan.transactions);
@@ -411,18 +403,17 @@ impl PitrService {
     /// server as it is.
     async fn serve(
         &self,
-        cx: &RunCtx<'_>,
         mut conn: Conn,
         inst: &mut Option<Instance>,
         replay_secs: f64,
-    ) -> Result<(), String> {
-        let (job, spec) = (cx.job, cx.spec);
+    ) -> Result<(), RunError> {
+        let spec = self.spec;
         let gpos = query(&mut conn, "SELECT @@GLOBAL.gtid_slave_pos AS p")
             .await?
             .get(0, "p")
             .map(str::to_string);
-        let restored = if cx.run_instance && job.private {
-            self.set(job, |r| r.step = String::new());
+        let restored = if self.run_instance && self.job.private {
+            self.set(|r| r.step = String::new());
             Restored {
                 address: String::new(),
                 socket: Some(spec.socket().display().to_string()),
@@ -430,10 +421,8 @@ impl PitrService {
                 pid: inst.as_ref().map(|i| i.pid),
                 gtid_slave_pos: gpos,
             }
-        } else if cx.run_instance {
-            self.set(job, |r| {
-                r.step = "restarting the instance on its port".into()
-            });
+        } else if self.run_instance {
+            self.set(|r| r.step = "restarting the instance on its port".into());
             let _ = conn.query("SHUTDOWN").await;
             drop(conn);
             if let Some(i) = inst.take() {
@@ -450,9 +439,9 @@ impl PitrService {
             *inst = Some(i);
             r
         } else {
-            let u = cx.url.cloned();
             Restored {
-                address: u
+                address: self
+                    .url
                     .map(|u| format!("{}:{}", u.host, u.port))
                     .unwrap_or_default(),
                 socket: None,
@@ -461,88 +450,109 @@ impl PitrService {
                 gtid_slave_pos: gpos,
             }
         };
-        self.set(job, |r: &mut JobReport| {
+        self.set(|r: &mut JobReport| {
             r.replay_seconds = Some(replay_secs);
             r.restored = Some(restored);
         });
         Ok(())
     }
+}
 
-    /// Transactions of the plan applied once `gpos` holds the GTID (in `end`'s domain)
-    /// of the index entry with that ordinal; 0 when it cannot be told.
-    async fn applied_by_gtid(&self, plan: &Plan, end: &str, gpos: &str) -> u64 {
-        let Ok(Gtid::MariaDb { domain, .. }) = end.parse::<Gtid>() else {
-            return 0;
-        };
-        let cur = gpos
-            .split(',')
-            .filter_map(|p| p.trim().parse::<Gtid>().ok())
-            .find(|g| matches!(g, Gtid::MariaDb { domain: d, .. } if *d == domain));
-        let Some(cur) = cur else { return 0 };
-        let (idx, src) = (self.index.clone(), plan.source.clone());
-        let e = tokio::task::spawn_blocking(move || idx.find_gtid(&src, &cur)).await;
-        match e {
-            Ok(Ok(Some(e))) => (e.ordinal + 1).saturating_sub(plan.first_ordinal),
-            _ => 0,
-        }
+/// root over the socket of the instance the service runs: where a logical base is
+/// loaded.
+fn socket_endpoint(spec: &InstanceSpec) -> Endpoint {
+    Endpoint {
+        host: spec.socket().display().to_string(),
+        port: 0,
+        user: "root".into(),
+        password: None,
+        tls: None,
+    }
+}
+
+/// Transactions of the plan applied once `gpos` holds the GTID (in `end`'s domain)
+/// of the index entry with that ordinal; 0 when it cannot be told.
+async fn applied_by_gtid(svc: &PitrService, plan: &Plan, end: &str, gpos: &str) -> u64 {
+    let Ok(Gtid::MariaDb { domain, .. }) = end.parse::<Gtid>() else {
+        return 0;
+    };
+    let cur = gpos
+        .split(',')
+        .filter_map(|p| p.trim().parse::<Gtid>().ok())
+        .find(|g| matches!(g, Gtid::MariaDb { domain: d, .. } if *d == domain));
+    let Some(cur) = cur else { return 0 };
+    let (idx, src) = (svc.index.clone(), plan.source.clone());
+    let e = tokio::task::spawn_blocking(move || idx.find_gtid(&src, &cur)).await;
+    match e {
+        Ok(Ok(Some(e))) => (e.ordinal + 1).saturating_sub(plan.first_ordinal),
+        _ => 0,
     }
 }
 
 /// The caller's datadir `d` (created if needed) becomes the instance's: `<dir>/data` is a
 /// symlink to it.
-fn link_datadir(d: &Path, spec: &InstanceSpec) -> Result<(), String> {
-    std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
-    std::os::unix::fs::symlink(d, spec.datadir())
-        .map_err(|e| format!("link {} to {}: {e}", spec.datadir().display(), d.display()))
+fn link_datadir(d: &Path, spec: &InstanceSpec) -> Result<(), RunError> {
+    std::fs::create_dir_all(d).map_err(|source| RunError::CreateDatadir {
+        path: d.to_path_buf(),
+        source,
+    })?;
+    std::os::unix::fs::symlink(d, spec.datadir()).map_err(|source| RunError::LinkDatadir {
+        link: spec.datadir(),
+        target: d.to_path_buf(),
+        source,
+    })
 }
 
 /// Runs `sql` on the restored instance; the error names the statement (password
 /// redacted).
-async fn query(conn: &mut Conn, sql: &str) -> Result<ResultSet, String> {
-    conn.query(sql)
-        .await
-        .map_err(|e| format!("on the restored instance, {}: {e}", redact_sql(sql)))
+async fn query(conn: &mut Conn, sql: &str) -> Result<ResultSet, RunError> {
+    conn.query(sql).await.map_err(|source| RunError::Query {
+        sql: redact_sql(sql),
+        source,
+    })
 }
 
-/// The replica's failure in one SHOW SLAVE STATUS, as (message, "file:pos" in the
-/// source's binlogs): the SQL thread stopped with an error, or the IO thread did (the
-/// fake primary's own ERROR 1236 text when it refused to serve).
-fn replica_failure(st: &ResultSet, listener: &Listener) -> Option<(String, String)> {
+/// The replica's failure in one SHOW SLAVE STATUS: the SQL thread stopped with an
+/// error, or the IO thread did (the fake primary's own ERROR 1236 text when it refused
+/// to serve); each with its "file:pos" in the source's binlogs.
+fn replica_failure(st: &ResultSet, listener: &Listener) -> Option<RunError> {
     let field = |c: &str| st.get(0, c).unwrap_or_default().to_string();
-    let sql_errno = field("Last_SQL_Errno");
-    if !sql_errno.is_empty() && sql_errno != "0" {
-        let pos = format!(
-            "{}:{}",
-            field("Relay_Master_Log_File"),
-            field("Exec_Master_Log_Pos").parse::<u64>().unwrap_or(0)
-        );
-        let msg = format!(
-            "the replica's SQL thread stopped: error {sql_errno}: {}",
-            field("Last_SQL_Error")
-        );
-        return Some((msg, pos));
+    let code = |c: &str| field(c).parse::<u16>().unwrap_or(0);
+    let sql_errno = code("Last_SQL_Errno");
+    if sql_errno != 0 {
+        return Some(RunError::ReplicaSqlStopped {
+            code: sql_errno,
+            message: field("Last_SQL_Error"),
+            position: format!(
+                "{}:{}",
+                field("Relay_Master_Log_File"),
+                field("Exec_Master_Log_Pos").parse::<u64>().unwrap_or(0)
+            ),
+        });
     }
-    let io_errno = field("Last_IO_Errno");
+    let io_errno = code("Last_IO_Errno");
     // 1236 is the fake primary refusing to serve; any other error with the IO
     // thread stopped (not "Connecting", which retries) is definite too, e.g.
     // equal server ids or a refused account.
-    let io_stopped = field("Slave_IO_Running") == "No" && !io_errno.is_empty() && io_errno != "0";
-    if io_errno == "1236" || io_stopped {
-        let served = lock(&listener.stats.last_error)
-            .clone()
-            .filter(|_| io_errno == "1236");
-        let msg = format!(
-            "the replica's IO thread stopped: {}",
-            served.unwrap_or_else(|| format!("error {io_errno}: {}", field("Last_IO_Error")))
-        );
-        let pos = format!(
-            "{}:{}",
-            field("Master_Log_File"),
-            field("Read_Master_Log_Pos")
-        );
-        return Some((msg, pos));
+    let refused = io_errno == ER_MASTER_FATAL_ERROR_READING_BINLOG;
+    let io_stopped = field("Slave_IO_Running") == "No" && io_errno != 0;
+    if !refused && !io_stopped {
+        return None;
     }
-    None
+    let position = format!(
+        "{}:{}",
+        field("Master_Log_File"),
+        field("Read_Master_Log_Pos")
+    );
+    let served = lock(&listener.stats.last_error).clone().filter(|_| refused);
+    Some(match served {
+        Some(message) => RunError::Refused { message, position },
+        None => RunError::ReplicaIoStopped {
+            code: io_errno,
+            message: field("Last_IO_Error"),
+            position,
+        },
+    })
 }
 
 /// Binlog bytes of the plan applied when the replica has executed up to `file`:`pos`
