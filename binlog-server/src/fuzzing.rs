@@ -42,6 +42,7 @@ pub fn binlog_file(data: &[u8]) {
         &CheckOptions {
             require_terminal: data.len().is_multiple_of(2),
             expected_size: Some(data.len() as u64),
+            expected_format: None,
         },
     );
     let Ok(mut r) = EventReader::new_at_start(Cursor::new(data)) else {

@@ -320,6 +320,34 @@ pub struct PrimaryView {
     pub current: Option<(String, u64)>,
     /// When it was read.
     pub at: Option<Instant>,
+    /// The FORMAT_DESCRIPTION the primary streamed at offset 4 of each of the last
+    /// [`FORMATS_KEPT`] files this process captured (from the wire, before the disk):
+    /// the check's [`binlog::check::CheckOptions::expected_format`].
+    pub formats: std::collections::VecDeque<(String, binlog::check::ExpectedFormat)>,
+}
+
+/// How many files' streamed FORMAT_DESCRIPTIONs a [`PrimaryView`] keeps (the newest).
+pub const FORMATS_KEPT: usize = 16;
+
+impl PrimaryView {
+    /// Records the FORMAT_DESCRIPTION the primary streamed for `file`, forgetting the
+    /// oldest beyond [`FORMATS_KEPT`].
+    pub fn record_format(&mut self, file: &str, format: binlog::check::ExpectedFormat) {
+        self.formats.retain(|(f, _)| f != file);
+        self.formats.push_back((file.to_owned(), format));
+        while self.formats.len() > FORMATS_KEPT {
+            self.formats.pop_front();
+        }
+    }
+
+    /// What the primary streamed as `file`'s FORMAT_DESCRIPTION, when this process
+    /// captured the file's start recently.
+    pub fn format_of(&self, file: &str) -> Option<binlog::check::ExpectedFormat> {
+        self.formats
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, x)| x.clone())
+    }
 }
 
 /// Live shipping figures of one source (`GET /v1/sources/{name}`: `"archive"`). Counts

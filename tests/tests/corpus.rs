@@ -340,6 +340,7 @@ fn lenient() -> CheckOptions {
     CheckOptions {
         require_terminal: false,
         expected_size: None,
+        expected_format: None,
     }
 }
 
@@ -539,6 +540,7 @@ fn good_files_are_accepted_and_bad_files_flagged() {
                 let opts = CheckOptions {
                     require_terminal: *require_terminal,
                     expected_size: Some(data.len() as u64),
+                    expected_format: None,
                 };
                 let r = check::check_reader(&data[..], &opts).expect("check");
                 if !r.is_ok() {
@@ -559,6 +561,7 @@ fn good_files_are_accepted_and_bad_files_flagged() {
                     let strict = CheckOptions {
                         require_terminal: true,
                         expected_size: None,
+                        expected_format: None,
                     };
                     let r = check::check_reader(&data[..], &strict).expect("check");
                     let kinds: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
@@ -599,6 +602,7 @@ fn good_files_are_accepted_and_bad_files_flagged() {
                 let opts = CheckOptions {
                     require_terminal: !report.in_use_flag,
                     expected_size: None,
+                    expected_format: None,
                 };
                 let r = check::check_reader(&data[..], &opts).expect("check");
                 if r.is_ok() || !r.has_problem(*kind) {
@@ -649,6 +653,104 @@ fn check_file_agrees_and_valid_prefix_finds_the_good_prefix() {
             }
         }
     });
+}
+
+/// Every single-bit flip in the FORMAT_DESCRIPTION of every clean CRC32 file of the
+/// corpus is found by the check (one flipped bit in the version string used to turn the
+/// CRC checks off). Each file is cut after its first few events, so that the flips are
+/// tried over real FDEs and the real events that follow them; the in-use flag (the one
+/// FDE bit outside its CRC, by the servers' design) counts as found when the report's
+/// `in_use_flag` changes with it.
+///
+/// Two ways, as the archive meets them: from the file's own bytes alone, whenever an
+/// event follows the FDE (a file that is only an FDE has nothing that could contradict
+/// a version flipped to an older server's); and with what capture saw of the primary
+/// ([`CheckOptions::expected_format`]), for every file.
+#[test]
+fn every_bit_flip_in_a_crc32_format_description_is_found() {
+    let mut tried = 0usize;
+    for_each_file("FORMAT_DESCRIPTION bit flips", |f, fail| {
+        let clean_crc32 = f.report.is_ok()
+            && f.report.checksum_alg == Some(ChecksumAlg::Crc32)
+            && !f.report.relay_log;
+        let Some((prefix, fde_len, events)) =
+            clean_crc32.then(|| first_events(&f.data, 5)).flatten()
+        else {
+            return;
+        };
+        let known = CheckOptions {
+            expected_format: Some(check::ExpectedFormat {
+                checksum_alg: ChecksumAlg::Crc32,
+                server_version: f.report.server_version.clone().unwrap_or_default(),
+            }),
+            ..lenient()
+        };
+        let mut modes = vec![("with the primary's format", known)];
+        if events > 1 {
+            modes.push(("from the file alone", lenient()));
+        }
+        tried += 1;
+        for (mode, opts) in modes {
+            let missed = unnoticed_fde_flips(&prefix, fde_len, &opts, fail);
+            if !missed.is_empty() {
+                fail(format!(
+                    "{mode}: FDE flips (byte, bit) unnoticed: {missed:?}"
+                ));
+            }
+        }
+    });
+    assert!(tried >= 20, "only {tried} clean CRC32 files in the corpus");
+}
+
+/// The (byte, bit) of every single-bit flip in the FDE (at offset 4, `fde_len` bytes)
+/// of `file` that leaves the check clean with the in-use flag unchanged.
+fn unnoticed_fde_flips(
+    file: &[u8],
+    fde_len: usize,
+    opts: &CheckOptions,
+    fail: &mut dyn FnMut(String),
+) -> Vec<(usize, u8)> {
+    let clean = check::check_reader(file, opts).expect("check_reader");
+    if !clean.is_ok() {
+        fail(format!(
+            "the first events alone do not check clean: {}",
+            clean.info()
+        ));
+        return Vec::new();
+    }
+    let mut missed = Vec::new();
+    for i in 4..4 + fde_len {
+        for bit in 0..8u8 {
+            let mut bad = file.to_vec();
+            bad[i] ^= 1 << bit;
+            let r = check::check_reader(&bad[..], opts).expect("check_reader");
+            if r.is_ok() && r.in_use_flag == clean.in_use_flag {
+                missed.push((i, bit));
+            }
+        }
+    }
+    missed
+}
+
+/// The file cut after its first `n` events, its first event's (the FDE's) length, and
+/// how many events the cut keeps.
+fn first_events(data: &[u8], n: usize) -> Option<(Vec<u8>, usize, usize)> {
+    let mut rd = EventReader::new_at_start(data).ok()?;
+    let mut end = 4u64;
+    let mut fde_len = None;
+    let mut events = 0;
+    for _ in 0..n {
+        match rd.next_event() {
+            Some(Ok((off, h, ev))) => {
+                fde_len.get_or_insert(ev.len());
+                end = off + u64::from(h.event_size);
+                events += 1;
+            }
+            _ => break,
+        }
+    }
+    let end = usize::try_from(end).ok()?;
+    Some((data.get(..end)?.to_vec(), fde_len?, events))
 }
 
 fn tracker_open(data: &[u8]) -> Option<u64> {

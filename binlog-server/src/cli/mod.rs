@@ -176,6 +176,7 @@ pub fn main() -> ExitCode {
                 let opts = CheckOptions {
                     require_terminal: !allow_open,
                     expected_size: None,
+                    expected_format: None,
                 };
                 match check_file(&f, &opts) {
                     Ok(r) => {

@@ -229,6 +229,7 @@ impl Checker {
         let opts = CheckOptions {
             require_terminal: true,
             expected_size: expected,
+            expected_format: lock(&self.view).format_of(file),
         };
         let report = match low_priority(move || check_file(&path, &opts)).await {
             Ok(Ok(r)) => r,

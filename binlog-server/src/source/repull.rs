@@ -104,6 +104,7 @@ pub(crate) async fn repull(
             &CheckOptions {
                 require_terminal: false,
                 expected_size: None,
+                expected_format: None,
             },
         )
     })

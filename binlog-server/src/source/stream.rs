@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use binlog::{self, event_type, ChecksumAlg, EventHeader};
+use binlog::check::ExpectedFormat;
+use binlog::{self, event_type, ChecksumAlg, EventHeader, FormatDescription};
 
 use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::SourceCtx;
@@ -17,7 +18,8 @@ use super::session;
 use super::writer::WriterMsg;
 use archive::local::{self, LocalFiles};
 use node::config::{Source, StartAt};
-use node::status::{CaptureState, Metrics, StatusCell};
+use node::status::{CaptureState, Metrics, PrimaryView, StatusCell};
+use node::util::lock;
 
 /// Resolves where to start when the archive is empty (or a gap was accepted).
 pub(crate) async fn start_point(
@@ -106,6 +108,9 @@ pub(crate) struct Attempt<'a> {
     pub store: &'a LocalFiles,
     /// Cancelled when the writer reported a failure.
     pub writer_failed: &'a CancellationToken,
+    /// The primary's view, shared with the checker: gets each file's streamed
+    /// FORMAT_DESCRIPTION.
+    pub primary: &'a std::sync::Mutex<PrimaryView>,
 }
 
 /// Batches of stored events on their way to the writer: sent at 256 KiB, before a file
@@ -320,6 +325,9 @@ async fn store_event(
                 st.opened = true;
                 open(a.wtx, st.file.clone(), st.offset).await?;
             }
+            if header.type_code == event_type::FORMAT_DESCRIPTION && st.offset == 4 {
+                record_format(a.primary, &st.file, &ev);
+            }
             batch.bytes += ev.len();
             st.offset += ev.len() as u64;
             batch.events.push((header, ev));
@@ -334,6 +342,18 @@ async fn store_event(
             st.offset = 4;
             open(a.wtx, next, 4).await
         }
+    }
+}
+
+/// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check
+/// (an FDE that does not parse was refused on arrival already).
+fn record_format(primary: &std::sync::Mutex<PrimaryView>, file: &str, ev: &[u8]) {
+    if let Ok(f) = FormatDescription::parse(ev) {
+        let format = ExpectedFormat {
+            checksum_alg: f.checksum_alg,
+            server_version: f.server_version,
+        };
+        lock(primary).record_format(file, format);
     }
 }
 

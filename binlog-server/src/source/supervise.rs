@@ -179,7 +179,7 @@ async fn run_source(
         check_loop(
             ctx.clone(),
             store.clone(),
-            primary_view,
+            primary_view.clone(),
             checker_wake.clone(),
             check_rx,
         )
@@ -193,6 +193,7 @@ async fn run_source(
         wtx: &wtx,
         store: &store,
         writer_failed: &writer_failed,
+        primary: &primary_view,
     };
     reconnect_loop(&attempt, &mut commands, resume).await;
     drop(wtx);

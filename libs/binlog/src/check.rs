@@ -9,6 +9,12 @@
 //! in the same pass, and verifies:
 //!
 //! - the magic, and that the first event is a FORMAT_DESCRIPTION (FDE);
+//! - that the FDE's own bytes cannot switch the CRC checks off: whether it carries a
+//!   checksum is read from its own CRC32 first (see [`FormatDescription::parse`]), a
+//!   version that does not parse is damage, an FDE announcing no checksums is
+//!   contradicted by a valid CRC32 on the event after it, and, where capture saw the
+//!   primary stream the file, the FDE must name the same algorithm and version
+//!   ([`CheckOptions::expected_format`]);
 //! - every event's CRC32 when the FDE announces CRC32 (mysql-server
 //!   `Log_event_footer::event_checksum_test`); the FDE's own CRC whenever the server
 //!   version writes one (MySQL >= 5.6.1, MariaDB >= 5.3), computed with
@@ -63,6 +69,20 @@ pub struct CheckOptions {
     pub require_terminal: bool,
     /// The primary's `SHOW BINARY LOGS` size of the file in bytes, while it still lists it.
     pub expected_size: Option<u64>,
+    /// What the capture saw of the primary when it wrote the file (its
+    /// FORMAT_DESCRIPTION as streamed, before it reached the disk); the stored file's
+    /// first FORMAT_DESCRIPTION must agree with it.
+    pub expected_format: Option<ExpectedFormat>,
+}
+
+/// The primary's binlog format as capture saw it: `binlog_checksum` and the server
+/// version of the file's FORMAT_DESCRIPTION as it came off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedFormat {
+    /// The checksum algorithm of the file's events.
+    pub checksum_alg: ChecksumAlg,
+    /// The FORMAT_DESCRIPTION's server version string, e.g. "10.11.6-MariaDB-log".
+    pub server_version: String,
 }
 
 /// Kind of a [`Problem`], for callers and tests that react to specific failures.
@@ -88,6 +108,10 @@ pub enum ProblemKind {
     NoTerminalEvent,
     /// The size differs from [`CheckOptions::expected_size`].
     SizeMismatch,
+    /// The FORMAT_DESCRIPTION announces no checksums while the event after it carries a
+    /// valid CRC32, or it disagrees with what the capture knew of the primary
+    /// ([`CheckOptions::expected_format`]): the FORMAT_DESCRIPTION is damaged.
+    FormatMismatch,
     /// More than [`MAX_PROBLEMS`] problems; the rest are not listed.
     TooManyProblems,
 }
@@ -214,6 +238,11 @@ struct Walk {
     prev_was_rotate_pos0: bool,
     last_event_offset: Option<u64>,
     tracker: TxnTracker,
+    /// Offset of an FDE that announced no checksums, until the event after it showed
+    /// whether it carries a CRC32 anyway.
+    off_fde_unconfirmed: Option<u64>,
+    /// [`CheckOptions::expected_format`].
+    expected_format: Option<ExpectedFormat>,
 }
 
 impl Walk {
@@ -299,6 +328,8 @@ impl Walk {
             }
             if self.fde.as_ref().map(|f| f.checksum_alg) == Some(ChecksumAlg::Crc32) {
                 crc_ok = self.verify_crc(offset, h, ev, false);
+            } else if let Some(fde_offset) = self.off_fde_unconfirmed.take() {
+                self.confirm_no_checksums(fde_offset, offset, h, ev);
             }
         }
 
@@ -344,7 +375,11 @@ impl Walk {
         // CRC ("(A) == 0, (V) == 0" in mysql-server log_event.cc).
         let crc_ok = !fde.has_checksum_field()
             || self.verify_crc(offset, h, ev, fde.checksum_alg == ChecksumAlg::Off);
+        self.off_fde_unconfirmed = (fde.checksum_alg == ChecksumAlg::Off).then_some(offset);
         if self.own_server_id.is_none() {
+            if let Some(want) = self.expected_format.take() {
+                self.compare_expected(offset, &fde, &want);
+            }
             let r = &mut self.report;
             r.server_version = Some(fde.server_version.clone());
             r.checksum_alg = Some(fde.checksum_alg);
@@ -363,6 +398,48 @@ impl Walk {
         }
         self.fde = Some(fde);
         crc_ok
+    }
+
+    /// The first event after an FDE that announced no checksums: if its last 4 bytes are
+    /// its CRC32 anyway (2^-32 by chance), the FDE lied, most likely a damaged version
+    /// string or algorithm byte, and the events' CRCs would go unchecked.
+    fn confirm_no_checksums(&mut self, fde_offset: u64, offset: u64, h: &EventHeader, ev: &[u8]) {
+        if let Ok((s, c)) = stored_and_computed_crc(h, ev) {
+            if s == c {
+                self.problem(
+                    fde_offset,
+                    ProblemKind::FormatMismatch,
+                    format!(
+                        "FORMAT_DESCRIPTION at offset {fde_offset} announces no checksums, but the {} event at offset {offset} carries a valid CRC32: the FORMAT_DESCRIPTION is damaged",
+                        event_type::name(h.type_code)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The file's first FDE against what capture saw of the primary.
+    fn compare_expected(&mut self, offset: u64, fde: &FormatDescription, want: &ExpectedFormat) {
+        if fde.checksum_alg != want.checksum_alg {
+            self.problem(
+                offset,
+                ProblemKind::FormatMismatch,
+                format!(
+                    "FORMAT_DESCRIPTION at offset {offset} announces checksum {:?}, but the primary streamed this file with {:?}",
+                    fde.checksum_alg, want.checksum_alg
+                ),
+            );
+        }
+        if fde.server_version != want.server_version {
+            self.problem(
+                offset,
+                ProblemKind::FormatMismatch,
+                format!(
+                    "FORMAT_DESCRIPTION at offset {offset} names server version {:?}, but the primary streamed this file as {:?}",
+                    fde.server_version, want.server_version
+                ),
+            );
+        }
     }
 
     fn bodies(&mut self, offset: u64, h: &EventHeader, ev: &[u8], fde: &FormatDescription) {
@@ -413,7 +490,7 @@ pub fn check_reader<R: Read>(r: R, opts: &CheckOptions) -> io::Result<CheckRepor
         count: 0,
     };
     let mut br = BufReader::with_capacity(READ_BUF, hashing);
-    let mut w = Walk::new();
+    let mut w = Walk::new(opts.expected_format.clone());
     w.walk(&mut br)?;
     // Hash what the walk did not consume (after a framing error or a bad magic).
     io::copy(&mut br, &mut io::sink())?;
@@ -426,7 +503,7 @@ pub fn check_reader<R: Read>(r: R, opts: &CheckOptions) -> io::Result<CheckRepor
 
 impl Walk {
     /// A walk before the first byte.
-    fn new() -> Walk {
+    fn new(expected_format: Option<ExpectedFormat>) -> Walk {
         Walk {
             report: CheckReport {
                 size: 0,
@@ -450,6 +527,8 @@ impl Walk {
             prev_was_rotate_pos0: false,
             last_event_offset: None,
             tracker: TxnTracker::new(),
+            off_fde_unconfirmed: None,
+            expected_format,
         }
     }
 
@@ -560,6 +639,21 @@ fn fde_crc_ok(h: &EventHeader, ev: &[u8], fde: &FormatDescription) -> bool {
     }
 }
 
+/// True when the event after the FDE at offset 4 (which announced no checksums) ends
+/// with its own valid CRC32: the FDE is then damaged (see `Walk::confirm_no_checksums`).
+/// False at the end of the file or on a framing error there (the walk finds those).
+fn events_carry_crc(file: &mut File) -> io::Result<bool> {
+    file.seek(SeekFrom::Start(4))?;
+    let mut rd = EventReader::new_at(BufReader::new(&mut *file), 4);
+    if rd.next_event().is_none() {
+        return Ok(false);
+    }
+    Ok(match rd.next_event() {
+        Some(Ok((_, h, ev))) => matches!(stored_and_computed_crc(&h, ev), Ok((s, c)) if s == c),
+        _ => false,
+    })
+}
+
 /// Crash-recovery helper: from `start` (a known event boundary, >= 4), returns the end
 /// offset of the last complete event whose header is sane, whose CRC32 verifies (alg from
 /// the file's FDE at offset 4, or from a later FDE walked over) and whose log_pos, when
@@ -613,6 +707,10 @@ pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
     let Some(mut current) = fde else {
         return Ok(out);
     };
+    if current.checksum_alg == ChecksumAlg::Off && events_carry_crc(&mut file)? {
+        out.fde = None;
+        return Ok(out);
+    }
     file.seek(SeekFrom::Start(start))?;
     let mut rd = EventReader::new_at(BufReader::with_capacity(READ_BUF, &mut file), start);
     let mut tracker = TxnTracker::new();
@@ -668,6 +766,7 @@ mod tests {
         CheckOptions {
             require_terminal: true,
             expected_size: None,
+            expected_format: None,
         }
     }
 
@@ -675,6 +774,7 @@ mod tests {
         CheckOptions {
             require_terminal: false,
             expected_size: None,
+            expected_format: None,
         }
     }
 
@@ -729,6 +829,7 @@ mod tests {
             &CheckOptions {
                 require_terminal: true,
                 expected_size: Some(f.len() as u64 + 1),
+                expected_format: None,
             },
         )
         .unwrap();

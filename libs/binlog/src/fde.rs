@@ -3,7 +3,7 @@
 
 use crate::error::{field, le_u16, le_u32, le_u8, EventError, Result};
 use crate::format::{event_type, CHECKSUM_LEN, HEADER_LEN};
-use crate::header::{framed_header, ChecksumAlg};
+use crate::header::{framed_header, stored_and_computed_crc, ChecksumAlg, EventHeader};
 
 /// First server versions whose FORMAT_DESCRIPTION carries the checksum-algorithm byte
 /// (`checksum_version_split` in mysql-server `sql/log_event.cc`, and
@@ -42,6 +42,9 @@ pub struct FormatDescription {
     pub checksum_alg: ChecksumAlg,
     /// True when the server version names MariaDB ("MariaDB" or "-maria-" in it).
     pub is_mariadb: bool,
+    /// True when the event ends with the algorithm byte and its own CRC32 (see
+    /// [`FormatDescription::parse`] for how that is decided).
+    pub checksum_field: bool,
 }
 
 /// Splits "5.7.25-28-log" into [5, 7, 25] the way `do_server_version_split` in
@@ -91,11 +94,23 @@ pub fn version_has_checksum_field(version: &str) -> bool {
 
 impl FormatDescription {
     /// Parses a whole FORMAT_DESCRIPTION event (header included, trailing checksum
-    /// included when present). Whether the algorithm byte exists depends on the server
-    /// version (MySQL >= 5.6.1, MariaDB >= 5.3: `checksum_version_split` in mysql-server /
-    /// MariaDB `sql/log_event.cc`); older servers give [`ChecksumAlg::Off`]. Algorithm
-    /// byte 0 = off, 1 = CRC32, anything else is an error. The CRC itself is not checked
-    /// here (see [`crate::header::verify_checksum`]).
+    /// included when present). Algorithm byte 0 = off, 1 = CRC32, anything else is an
+    /// error.
+    ///
+    /// Whether the event carries the algorithm byte and its own CRC32 is decided from
+    /// bytes that are verified first, never from an unverified string alone:
+    ///
+    /// 1. when the last 4 bytes are the CRC32 of the rest (in-use flag cleared) and the
+    ///    byte before them is 0 or 1, the event has them, whatever its version says;
+    /// 2. otherwise the server version decides (MySQL >= 5.6.1, MariaDB >= 5.3:
+    ///    `checksum_version_split` in mysql-server / MariaDB `sql/log_event.cc`); the
+    ///    caller's CRC check then fails on a damaged checksum-aware event;
+    /// 3. a version that does not parse as `N.N.N` ([`server_version_split`] gives
+    ///    [0, 0, 0]) with no verifying CRC is damage: [`EventError::Invalid`].
+    ///
+    /// So one flipped bit in the version can no longer turn a CRC32 file's checks off
+    /// here; a version flipped to an older server's still parses as "no checksums", and
+    /// [`crate::check`] then finds the CRC32 on the events that follow.
     pub fn parse(event: &[u8]) -> Result<FormatDescription> {
         let h = framed_header(event)?;
         if h.type_code != event_type::FORMAT_DESCRIPTION {
@@ -123,28 +138,9 @@ impl FormatDescription {
             )));
         }
         let rest = body.get(FDE_FIXED_LEN..).unwrap_or(&[]);
-        let (post_header_lens, checksum_alg) = if version_has_checksum_field(&server_version) {
-            let trailer = 1 + CHECKSUM_LEN;
-            let split = rest
-                .len()
-                .checked_sub(trailer)
-                .ok_or(EventError::TooShort {
-                    what: "FORMAT_DESCRIPTION checksum algorithm",
-                    needed: FDE_FIXED_LEN + trailer,
-                    available: body.len(),
-                })?;
-            let (lens, tail) = rest.split_at(split);
-            let alg = match tail.first().copied() {
-                Some(0) => ChecksumAlg::Off,
-                Some(1) => ChecksumAlg::Crc32,
-                other => {
-                    return Err(EventError::Invalid {
-                        what: "checksum algorithm",
-                        detail: format!("{other:?} (0 = off, 1 = CRC32)"),
-                    })
-                }
-            };
-            (lens.to_vec(), alg)
+        let checksum_field = checksum_field(&h, event, rest, &server_version)?;
+        let (post_header_lens, checksum_alg) = if checksum_field {
+            split_trailer(rest, body.len())?
         } else {
             (rest.to_vec(), ChecksumAlg::Off)
         };
@@ -165,6 +161,7 @@ impl FormatDescription {
             header_len,
             post_header_lens,
             checksum_alg,
+            checksum_field,
         })
     }
 
@@ -175,10 +172,61 @@ impl FormatDescription {
     }
 
     /// True when the FDE event itself carries the algorithm byte and a 4-byte checksum
-    /// (MySQL >= 5.6.1, MariaDB >= 5.3), even when `checksum_alg` is Off: such servers
+    /// (its own CRC32 verifies, or MySQL >= 5.6.1, MariaDB >= 5.3), even when
+    /// `checksum_alg` is Off: such servers
     /// always write the FDE's CRC32 ("FD of checksum-aware server is always
     /// checksum-equipped", mysql-server `sql/log_event.cc`), except tools that leave it 0.
     pub fn has_checksum_field(&self) -> bool {
-        version_has_checksum_field(&self.server_version)
+        self.checksum_field
     }
+}
+
+/// Step 1-3 of [`FormatDescription::parse`]: whether the event ends with the algorithm
+/// byte and its own CRC32. `rest` is the body after the fixed part.
+fn checksum_field(h: &EventHeader, event: &[u8], rest: &[u8], version: &str) -> Result<bool> {
+    let alg_byte = rest
+        .len()
+        .checked_sub(1 + CHECKSUM_LEN)
+        .and_then(|i| rest.get(i).copied());
+    let own_crc_verifies = matches!(alg_byte, Some(0 | 1))
+        && matches!(stored_and_computed_crc(h, event), Ok((s, c)) if s == c);
+    if own_crc_verifies {
+        return Ok(true);
+    }
+    if server_version_split(version) == [0, 0, 0] {
+        return Err(EventError::Invalid {
+            what: "FORMAT_DESCRIPTION server version",
+            detail: format!(
+                "{version:?} is not a server version and the event's own CRC32 does not \
+                 verify: the event is damaged"
+            ),
+        });
+    }
+    Ok(version_has_checksum_field(version))
+}
+
+/// Splits the body after the fixed part into the post-header lengths and the algorithm
+/// byte (the 4-byte CRC32 after it is dropped). `body_len` is for the error.
+fn split_trailer(rest: &[u8], body_len: usize) -> Result<(Vec<u8>, ChecksumAlg)> {
+    let trailer = 1 + CHECKSUM_LEN;
+    let split = rest
+        .len()
+        .checked_sub(trailer)
+        .ok_or(EventError::TooShort {
+            what: "FORMAT_DESCRIPTION checksum algorithm",
+            needed: FDE_FIXED_LEN + trailer,
+            available: body_len,
+        })?;
+    let (lens, tail) = rest.split_at(split);
+    let alg = match tail.first().copied() {
+        Some(0) => ChecksumAlg::Off,
+        Some(1) => ChecksumAlg::Crc32,
+        other => {
+            return Err(EventError::Invalid {
+                what: "checksum algorithm",
+                detail: format!("{other:?} (0 = off, 1 = CRC32)"),
+            })
+        }
+    };
+    Ok((lens.to_vec(), alg))
 }
