@@ -306,61 +306,8 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     };
     info!(source, store = %ctx.tier.store.url(), "rebuilding the source from the archive store");
     rebuild_bases(ctx, &mut report).await?;
-
-    // What the store holds, by file.
-    let prefix = format!("{source}/binlogs/");
-    let mut held: BTreeMap<(u64, String), Held> = BTreeMap::new();
-    for (key, size) in ctx.tier.store.list(&prefix).await? {
-        let Some(rest) = key.strip_prefix(&prefix) else {
-            continue;
-        };
-        if let Some((file, chunk)) = rest.split_once(".chunks/") {
-            if let Some((start, end, _epoch, codec)) = objects::parse_chunk_name(chunk) {
-                held.entry(binlog_order(file)).or_default().chunks.push((
-                    start,
-                    end,
-                    codec,
-                    key.clone(),
-                    size,
-                ));
-            }
-        } else if let Some(file) = rest.strip_suffix(".manifest.json") {
-            held.entry(binlog_order(file)).or_default().manifest = true;
-        } else if !rest.contains('/') {
-            held.entry(binlog_order(rest)).or_default().object = Some(size);
-        }
-    }
-
-    // 2. Closed files: rows from their manifests.
-    let mut closed: Vec<Manifest> = Vec::new();
-    for ((_, file), h) in &held {
-        if !h.manifest {
-            continue;
-        }
-        let m = fetch::manifest(&ctx.tier.store, source, file).await?;
-        if m.file != *file || m.object_key != objects::file_key(source, file) {
-            return Err(RebuildError::Invalid {
-                key: objects::manifest_key(source, file),
-                message: format!(
-                    "names file {:?} at {:?}, not {file:?}: the store was changed by hand",
-                    m.file, m.object_key
-                ),
-            });
-        }
-        if h.object != Some(m.stored_bytes) {
-            report.skipped.push(format!(
-                "{file}: its object is {} (the manifest says {} bytes)",
-                h.object
-                    .map_or("missing".to_string(), |b| format!("{b} bytes")),
-                m.stored_bytes
-            ));
-            continue;
-        }
-        record_closed(ctx, &m).await?;
-        report.file_bytes += m.size;
-        report.files.push(file.clone());
-        closed.push(m);
-    }
+    let held = list_held(ctx).await?;
+    let closed = record_closed_files(ctx, &held, &mut report).await?;
     let newest = closed.last().map(|m| binlog_order(&m.file));
     // Files only in chunks before the newest whole file: never SUCC (a FAIL file, say).
     for ((seq, file), h) in &held {
@@ -374,37 +321,10 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
             ));
         }
     }
-
-    // 3. The index, from scratch, file by file through the bounded cache.
-    {
-        let index = ctx.index.clone();
-        let s = source.to_string();
-        tokio::task::spawn_blocking(move || index.clear(&s))
-            .await
-            .map_err(|e| RebuildError::Invalid {
-                key: source.to_string(),
-                message: format!("index task failed: {e}"),
-            })??;
-    }
-    let dir = ctx.data_dir.join(source);
-    for m in &closed {
-        let path = ctx.reader.path(source, &dir, &m.file).await?;
-        let (index, s, f, size) = (
-            ctx.index.clone(),
-            source.to_string(),
-            m.file.clone(),
-            m.size,
-        );
-        let (_, added) = tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
-            .await
-            .map_err(|e| RebuildError::Invalid {
-                key: m.file.clone(),
-                message: format!("index task failed: {e}"),
-            })??;
-        report.transactions += added;
-    }
+    reindex(ctx, &closed, &mut report).await?;
 
     // 4. Local files, last: the newest closed file, then the active prefix.
+    let dir = ctx.data_dir.join(source);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| RebuildError::Write {
@@ -435,6 +355,111 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     }
     info!(source, "{}", report.summary());
     Ok(report)
+}
+
+/// Step 1: what the store holds under `<source>/binlogs/`, by file in binlog order:
+/// whole objects, manifests and chunks.
+async fn list_held(ctx: &RebuildCtx<'_>) -> Result<BTreeMap<(u64, String), Held>, RebuildError> {
+    let prefix = format!("{}/binlogs/", ctx.source);
+    let mut held: BTreeMap<(u64, String), Held> = BTreeMap::new();
+    for (key, size) in ctx.tier.store.list(&prefix).await? {
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Some((file, chunk)) = rest.split_once(".chunks/") {
+            if let Some((start, end, _epoch, codec)) = objects::parse_chunk_name(chunk) {
+                held.entry(binlog_order(file)).or_default().chunks.push((
+                    start,
+                    end,
+                    codec,
+                    key.clone(),
+                    size,
+                ));
+            }
+        } else if let Some(file) = rest.strip_suffix(".manifest.json") {
+            held.entry(binlog_order(file)).or_default().manifest = true;
+        } else if !rest.contains('/') {
+            held.entry(binlog_order(rest)).or_default().object = Some(size);
+        }
+    }
+    Ok(held)
+}
+
+/// Step 2: the closed files' catalog rows from their manifests (a manifest whose object
+/// is missing or of another size is skipped and reported); the manifests, in order.
+async fn record_closed_files(
+    ctx: &RebuildCtx<'_>,
+    held: &BTreeMap<(u64, String), Held>,
+    report: &mut RebuildReport,
+) -> Result<Vec<Manifest>, RebuildError> {
+    let source = ctx.source;
+    let mut closed: Vec<Manifest> = Vec::new();
+    for ((_, file), h) in held {
+        if !h.manifest {
+            continue;
+        }
+        let m = fetch::manifest(&ctx.tier.store, source, file).await?;
+        if m.file != *file || m.object_key != objects::file_key(source, file) {
+            return Err(RebuildError::Invalid {
+                key: objects::manifest_key(source, file),
+                message: format!(
+                    "names file {:?} at {:?}, not {file:?}: the store was changed by hand",
+                    m.file, m.object_key
+                ),
+            });
+        }
+        if h.object != Some(m.stored_bytes) {
+            report.skipped.push(format!(
+                "{file}: its object is {} (the manifest says {} bytes)",
+                h.object
+                    .map_or("missing".to_string(), |b| format!("{b} bytes")),
+                m.stored_bytes
+            ));
+            continue;
+        }
+        record_closed(ctx, &m).await?;
+        report.file_bytes += m.size;
+        report.files.push(file.clone());
+        closed.push(m);
+    }
+    Ok(closed)
+}
+
+/// Step 3: the source's index from scratch, file by file through the bounded cache.
+async fn reindex(
+    ctx: &RebuildCtx<'_>,
+    closed: &[Manifest],
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let source = ctx.source;
+    {
+        let index = ctx.index.clone();
+        let s = source.to_string();
+        tokio::task::spawn_blocking(move || index.clear(&s))
+            .await
+            .map_err(|e| RebuildError::Invalid {
+                key: source.to_string(),
+                message: format!("index task failed: {e}"),
+            })??;
+    }
+    let dir = ctx.data_dir.join(source);
+    for m in closed {
+        let path = ctx.reader.path(source, &dir, &m.file).await?;
+        let (index, s, f, size) = (
+            ctx.index.clone(),
+            source.to_string(),
+            m.file.clone(),
+            m.size,
+        );
+        let (_, added) = tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
+            .await
+            .map_err(|e| RebuildError::Invalid {
+                key: m.file.clone(),
+                message: format!("index task failed: {e}"),
+            })??;
+        report.transactions += added;
+    }
+    Ok(())
 }
 
 /// The catalog rows of closed file `m`: SUCC with the manifest's facts, and its object.
@@ -539,22 +564,8 @@ async fn rebuild_active(
         .filter(|c| c.0 <= pos && c.1 > pos)
         .max_by_key(|c| c.1)
     {
-        let stored = ctx.tier.store.get_bytes(key, max).await?;
+        let (stored, plain) = fetch_chunk(ctx, key, codec, *start, *end, max).await?;
         let stored_sha = hex::encode(Sha256::digest(&stored));
-        let plain = objstore::codec::decode(&stored, codec, ctx.tier.settings.keyring.clone())
-            .map_err(|source| RebuildError::Codec {
-                key: key.clone(),
-                source,
-            })?;
-        if plain.len() as u64 != end - start {
-            return Err(RebuildError::Invalid {
-                key: key.clone(),
-                message: format!(
-                    "decodes to {} bytes, its name says [{start}, {end})",
-                    plain.len()
-                ),
-            });
-        }
         let from = usize::try_from(pos - start).unwrap_or(usize::MAX);
         let Some(new) = plain.get(from..) else {
             break;
@@ -596,33 +607,13 @@ async fn rebuild_active(
         return Ok(None);
     }
     let (p, d) = (path.clone(), dir.to_path_buf());
-    let len = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let v = binlog::check::valid_prefix(&part, 4)?;
-        let f = std::fs::OpenOptions::new().write(true).open(&part)?;
-        f.set_len(v.len)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&part, &p)?;
-        super::local::write_atomic(
-            &d.join(CONTROL_FILE),
-            &serde_json::to_vec(&Control {
-                file: p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                durable_len: v.len,
-            })
-            .map_err(std::io::Error::other)?,
-        )?;
-        fsync_dir(&d)?;
-        Ok(v.len)
-    })
-    .await
-    .map_err(|e| RebuildError::Invalid {
-        key: file.to_string(),
-        message: format!("write task failed: {e}"),
-    })?
-    .map_err(werr)?;
+    let len = tokio::task::spawn_blocking(move || install_valid_prefix(&part, &p, &d))
+        .await
+        .map_err(|e| RebuildError::Invalid {
+            key: file.to_string(),
+            message: format!("write task failed: {e}"),
+        })?
+        .map_err(werr)?;
     for row in taken.iter().filter(|r| r.end_offset <= len) {
         ctx.catalog.record_archive_object(row).await?;
     }
@@ -635,6 +626,60 @@ async fn rebuild_active(
         );
     }
     Ok(Some(len))
+}
+
+/// One chunk of the active file read back and decoded: (stored bytes, plaintext).
+/// Errors: the store's, the codec's, or a plaintext whose length is not the
+/// `[start, end)` of the chunk's name.
+async fn fetch_chunk(
+    ctx: &RebuildCtx<'_>,
+    key: &str,
+    codec: &str,
+    start: u64,
+    end: u64,
+    max: usize,
+) -> Result<(Vec<u8>, Vec<u8>), RebuildError> {
+    let stored = ctx.tier.store.get_bytes(key, max).await?;
+    let plain = objstore::codec::decode(&stored, codec, ctx.tier.settings.keyring.clone())
+        .map_err(|source| RebuildError::Codec {
+            key: key.to_string(),
+            source,
+        })?;
+    if plain.len() as u64 != end - start {
+        return Err(RebuildError::Invalid {
+            key: key.to_string(),
+            message: format!(
+                "decodes to {} bytes, its name says [{start}, {end})",
+                plain.len()
+            ),
+        });
+    }
+    Ok((stored, plain))
+}
+
+/// Cuts `part` to its valid prefix, fsyncs it, renames it to `path` and records it as
+/// the active file in `dir`'s control file (written atomically, directory fsynced).
+/// Returns the prefix's length, bytes. Blocking.
+fn install_valid_prefix(part: &Path, path: &Path, dir: &Path) -> std::io::Result<u64> {
+    let v = binlog::check::valid_prefix(part, 4)?;
+    let f = std::fs::OpenOptions::new().write(true).open(part)?;
+    f.set_len(v.len)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(part, path)?;
+    super::local::write_atomic(
+        &dir.join(CONTROL_FILE),
+        &serde_json::to_vec(&Control {
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            durable_len: v.len,
+        })
+        .map_err(std::io::Error::other)?,
+    )?;
+    fsync_dir(dir)?;
+    Ok(v.len)
 }
 
 /// The fields of a base's `manifest.json` (snapshotter `take.rs`) a row needs. Fields

@@ -44,39 +44,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         capture: settings.capture.clone(),
         data_dir: settings.data_dir.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(settings.http_listen)
-        .await
-        .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
-    let guard = Arc::new(crate::http::auth::Guard::new(&settings.http));
-    let scheme = if settings.http.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    if guard.authenticated() {
-        info!(addr = %settings.http_listen, scheme, "HTTP API listening; bearer tokens required");
-    } else {
-        tracing::warn!(addr = %settings.http_listen, scheme,
-            "HTTP API listening UNAUTHENTICATED (no [http] tokens_file): every local user and process can call every endpoint");
-    }
-
-    let tier = match settings.archive.enabled {
-        true => Some(Arc::new(
-            archive::tier::ArchiveTier::open(settings.archive.clone())
-                .context("open the archive store ([archive] store)")?,
-        )),
-        false => None,
-    };
-    if let Some(t) = &tier {
-        // Cached copies are not fsynced: after a crash one could be torn.
-        let freed = archive::cache::empty(&t.settings.cache_dir);
-        if freed > 0 {
-            info!(
-                freed,
-                "emptied the cache of files read back from the archive store"
-            );
-        }
-    }
+    let (listener, guard) = bind_http(&settings).await?;
+    let tier = open_tier(&settings)?;
     let reader = tier
         .clone()
         .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
@@ -92,37 +61,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     };
     let mut started = start_sources(&settings, &shared, reader, &rebuilt, &cancel).await?;
     if let Some(tier) = &tier {
-        info!(store = %tier.store.url(), codec = tier.codec(), "shipping binlogs to the archive store");
-        for (name, rt) in &started.runtimes {
-            let evicted = started
-                .archives
-                .get(name)
-                .map(|a| a.evicted.clone())
-                .unwrap_or_default();
-            let h = archive::ship::spawn(
-                archive::ship::ShipperCtx {
-                    source: name.clone(),
-                    dir: settings.data_dir.join(name),
-                    catalog: catalog.clone(),
-                    tier: tier.clone(),
-                    status: rt.status.clone(),
-                    metrics: metrics.clone(),
-                    evicted,
-                    primary: rt.primary.clone(),
-                },
-                cancel.child_token(),
-            );
-            let n = format!("{name} (archive shipping)");
-            started
-                .tasks
-                .spawn(async move { (n, h.await.map(|()| Ok(()))) });
-        }
+        spawn_shippers(&settings, &shared, tier, &mut started, &cancel);
     }
     let pitr = PitrService::open(PitrDeps {
         catalog: catalog.clone(),
         index: index.clone(),
-        archives: started.archives,
-        statuses: started.statuses,
+        archives: std::mem::take(&mut started.archives),
+        statuses: std::mem::take(&mut started.statuses),
         store: &settings.store,
         tools: settings.tools.clone(),
         cfg: settings.pitr.clone(),
@@ -143,7 +88,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     verify.spawn_schedulers();
     let state = Arc::new(ApiState {
         data_dir: settings.data_dir.clone(),
-        sources: started.runtimes,
+        sources: std::mem::take(&mut started.runtimes),
         catalog,
         index,
         metrics,
@@ -162,6 +107,84 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let result = supervise(started.tasks, http, &cancel).await;
     drop(started.listeners);
     result
+}
+
+/// Binds the API's address (`[http] listen`) and builds its token guard; says whether
+/// the API is authenticated. Errors: the bind error, with the address.
+async fn bind_http(
+    settings: &Settings,
+) -> anyhow::Result<(tokio::net::TcpListener, Arc<crate::http::auth::Guard>)> {
+    let listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
+    let guard = Arc::new(crate::http::auth::Guard::new(&settings.http));
+    let scheme = if settings.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if guard.authenticated() {
+        info!(addr = %settings.http_listen, scheme, "HTTP API listening; bearer tokens required");
+    } else {
+        tracing::warn!(addr = %settings.http_listen, scheme,
+            "HTTP API listening UNAUTHENTICATED (no [http] tokens_file): every local user and process can call every endpoint");
+    }
+    Ok((listener, guard))
+}
+
+/// Opens the archive store when `[archive] enabled`, and empties the cache of files read
+/// back from it (cached copies are not fsynced: after a crash one could be torn).
+fn open_tier(settings: &Settings) -> anyhow::Result<Option<Arc<archive::tier::ArchiveTier>>> {
+    if !settings.archive.enabled {
+        return Ok(None);
+    }
+    let tier = Arc::new(
+        archive::tier::ArchiveTier::open(settings.archive.clone())
+            .context("open the archive store ([archive] store)")?,
+    );
+    let freed = archive::cache::empty(&tier.settings.cache_dir);
+    if freed > 0 {
+        info!(
+            freed,
+            "emptied the cache of files read back from the archive store"
+        );
+    }
+    Ok(Some(tier))
+}
+
+/// Starts one shipping task per source, supervised with the source tasks.
+fn spawn_shippers(
+    settings: &Settings,
+    shared: &Shared,
+    tier: &Arc<archive::tier::ArchiveTier>,
+    started: &mut Started,
+    cancel: &CancellationToken,
+) {
+    info!(store = %tier.store.url(), codec = tier.codec(), "shipping binlogs to the archive store");
+    for (name, rt) in &started.runtimes {
+        let evicted = started
+            .archives
+            .get(name)
+            .map(|a| a.evicted.clone())
+            .unwrap_or_default();
+        let h = archive::ship::spawn(
+            archive::ship::ShipperCtx {
+                source: name.clone(),
+                dir: settings.data_dir.join(name),
+                catalog: shared.catalog.clone(),
+                tier: tier.clone(),
+                status: rt.status.clone(),
+                metrics: shared.metrics.clone(),
+                evicted,
+                primary: rt.primary.clone(),
+            },
+            cancel.child_token(),
+        );
+        let n = format!("{name} (archive shipping)");
+        started
+            .tasks
+            .spawn(async move { (n, h.await.map(|()| Ok(()))) });
+    }
 }
 
 /// The source tasks and what the other services need of them.

@@ -206,92 +206,107 @@ impl Metrics {
             archive_errors: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
+        m.register_capture(&mut registry);
+        m.register_verification(&mut registry);
+        m.register_archive(&mut registry);
+        Metrics { registry, ..m }
+    }
+
+    /// Registers the capture metrics (received, CRC, reconnects, fsyncs, lag, checks).
+    fn register_capture(&self, r: &mut Registry) {
+        r.register(
             "received_bytes",
             "Bytes of binlog events received and CRC-checked",
-            m.received_bytes.clone(),
+            self.received_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "received_events",
             "Binlog events received and CRC-checked",
-            m.received_events.clone(),
+            self.received_events.clone(),
         );
-        registry.register(
+        r.register(
             "crc_failures",
             "Events whose CRC32 failed on arrival (never stored)",
-            m.crc_failures.clone(),
+            self.crc_failures.clone(),
         );
-        registry.register(
+        r.register(
             "reconnects",
             "Reconnects to the primary after transient errors",
-            m.reconnects.clone(),
+            self.reconnects.clone(),
         );
-        registry.register(
+        r.register(
             "fsyncs",
             "fdatasync calls on active binlog files",
-            m.fsyncs.clone(),
+            self.fsyncs.clone(),
         );
-        registry.register(
+        r.register(
             "lag_bytes",
             "Bytes the archive is behind the primary",
-            m.lag_bytes.clone(),
+            self.lag_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "lag_seconds",
             "Seconds the archive is behind the primary",
-            m.lag_seconds.clone(),
+            self.lag_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "check_failures",
             "Binlog file checks that ended in FAIL",
-            m.check_failures.clone(),
+            self.check_failures.clone(),
         );
-        registry.register(
+    }
+
+    /// Registers the restore-verification metrics.
+    fn register_verification(&self, r: &mut Registry) {
+        r.register(
             "verification_last_success_timestamp_seconds",
             "End of the last passed restore verification (unix seconds)",
-            m.verify_last_success.clone(),
+            self.verify_last_success.clone(),
         );
-        registry.register(
+        r.register(
             "verification_last_rto_seconds",
             "RTO of the last restore verification: start to a usable instance caught up with the primary",
-            m.verify_last_rto.clone(),
+            self.verify_last_rto.clone(),
         );
-        registry.register(
+        r.register(
             "verification_last_result",
             "Last restore verification: 1 passed, 0 failed, -1 no base to verify, -2 cancelled",
-            m.verify_last_result.clone(),
+            self.verify_last_result.clone(),
         );
-        registry.register(
+    }
+
+    /// Registers the archive store's shipping metrics.
+    fn register_archive(&self, r: &mut Registry) {
+        r.register(
             "archive_uploaded_bytes",
             "Plaintext binlog bytes uploaded to the archive store (chunks and whole files)",
-            m.archive_uploaded_bytes.clone(),
+            self.archive_uploaded_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "archive_stored_bytes",
             "Bytes uploaded to the archive store as stored (compressed, encrypted)",
-            m.archive_stored_bytes.clone(),
+            self.archive_stored_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "archive_lag_bytes",
             "Durable local binlog bytes the archive store does not hold yet",
-            m.archive_lag_bytes.clone(),
+            self.archive_lag_bytes.clone(),
         );
-        registry.register(
+        r.register(
             "archive_lag_seconds",
             "How long the oldest binlog bytes not yet in the archive store have waited",
-            m.archive_lag_seconds.clone(),
+            self.archive_lag_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "archive_upload_amplification",
             "Plaintext bytes uploaded to the archive store per binlog byte shipped (at most 2)",
-            m.archive_amplification.clone(),
+            self.archive_amplification.clone(),
         );
-        registry.register(
+        r.register(
             "archive_errors",
             "Failed archive shipping passes (each is retried with backoff)",
-            m.archive_errors.clone(),
+            self.archive_errors.clone(),
         );
-        Metrics { registry, ..m }
     }
 
     /// The label of `source`.

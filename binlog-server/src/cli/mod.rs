@@ -133,69 +133,8 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
-            init_tracing("info");
-            let settings = match load_settings("binlog-server", &config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let rt = match runtime("binlog-server") {
-                Ok(rt) => rt,
-                Err(code) => return code,
-            };
-            rt.block_on(async move {
-                let cancel = CancellationToken::new();
-                let c2 = cancel.clone();
-                tokio::spawn(async move {
-                    let mut term = match tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    ) {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                    tracing::info!("shutting down");
-                    c2.cancel();
-                });
-                match crate::server::run(settings, cancel).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        eprintln!("binlog-server: {e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
-        }
-        Command::Check { allow_open, files } => {
-            let mut bad = false;
-            for f in files {
-                let opts = CheckOptions {
-                    require_terminal: !allow_open,
-                    expected_size: None,
-                    expected_format: None,
-                };
-                match check_file(&f, &opts) {
-                    Ok(r) => {
-                        let verdict = if r.is_ok() { "SUCC" } else { "FAIL" };
-                        bad |= !r.is_ok();
-                        println!("{verdict}\t{}\t{}\t{}", f.display(), r.sha256_hex, r.info());
-                    }
-                    Err(e) => {
-                        bad = true;
-                        println!("FAIL\t{}\t-\tcannot read: {e}", f.display());
-                    }
-                }
-            }
-            if bad {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+        Command::Serve { config } => serve(&config),
+        Command::Check { allow_open, files } => check(allow_open, &files),
         Command::Pitr {
             config,
             target,
@@ -233,5 +172,72 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `binlog-server serve`: loads the config, runs the service until SIGTERM or Ctrl-C.
+fn serve(config: &std::path::Path) -> ExitCode {
+    init_tracing("info");
+    let settings = match load_settings("binlog-server", config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime("binlog-server") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+            c2.cancel();
+        });
+        match crate::server::run(settings, cancel).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("binlog-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `binlog-server check`: one line per file, SUCC or FAIL with the SHA-256 and the
+/// check's findings; exit 1 when any is FAIL.
+fn check(allow_open: bool, files: &[std::path::PathBuf]) -> ExitCode {
+    let mut bad = false;
+    for f in files {
+        let opts = CheckOptions {
+            require_terminal: !allow_open,
+            expected_size: None,
+            expected_format: None,
+        };
+        match check_file(f, &opts) {
+            Ok(r) => {
+                let verdict = if r.is_ok() { "SUCC" } else { "FAIL" };
+                bad |= !r.is_ok();
+                println!("{verdict}\t{}\t{}\t{}", f.display(), r.sha256_hex, r.info());
+            }
+            Err(e) => {
+                bad = true;
+                println!("FAIL\t{}\t-\tcannot read: {e}", f.display());
+            }
+        }
+    }
+    if bad {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -378,6 +378,20 @@ impl Store {
         self.put_stream_with(key, reader, progress, &[]).await
     }
 
+    /// The streaming encoder of this store's codec `desc` for an upload to `key`, or
+    /// None when objects are stored as they are.
+    fn encoder(&self, desc: &str, key: &str) -> Result<Option<crate::codec::Encoder>, StoreError> {
+        match self.encode {
+            Some(c) if desc != "none" => crate::codec::Encoder::new(c, self.keyring.current())
+                .map(Some)
+                .map_err(|source| StoreError::Codec {
+                    key: key.to_owned(),
+                    source,
+                }),
+            _ => Ok(None),
+        }
+    }
+
     /// [`Store::put_stream`] with user metadata (`x-amz-meta-<name>` on S3), kept where
     /// the store can keep it ([`Store::keeps_metadata`]) and left out elsewhere.
     ///
@@ -394,17 +408,7 @@ impl Store {
         let desc = self.codec();
         let encoded_key = format!("{key}{}", codec_suffix(desc));
         let key = encoded_key.as_str();
-        let mut enc = match self.encode {
-            Some(c) if desc != "none" => Some(
-                crate::codec::Encoder::new(c, self.keyring.current()).map_err(|source| {
-                    StoreError::Codec {
-                        key: key.to_owned(),
-                        source,
-                    }
-                })?,
-            ),
-            _ => None,
-        };
+        let mut enc = self.encoder(desc, key)?;
         if self.exists(key).await? {
             return Err(StoreError::Exists(key.to_owned()));
         }

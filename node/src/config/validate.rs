@@ -87,32 +87,7 @@ fn archive(
     backup: &objstore::store::StoreOptions,
     data_dir: &Path,
 ) -> Result<ArchiveSettings, ConfigError> {
-    let store = match &a.store {
-        None => objstore::store::StoreOptions {
-            retries: a.retries.unwrap_or(backup.retries),
-            ..backup.clone()
-        },
-        Some(url) => {
-            objstore::store::check_url(url, "archive.store").map_err(|(k, m)| invalid(k, m))?;
-            objstore::store::StoreOptions {
-                url: url.clone(),
-                s3_endpoint: a.s3_endpoint.clone(),
-                s3_region: a.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
-                s3_allow_http: a.s3_allow_http.unwrap_or(false),
-                part_size: backup.part_size,
-                upload_concurrency: backup.upload_concurrency,
-                retries: a.retries.unwrap_or(10),
-            }
-        }
-    };
-    if a.store.is_none()
-        && (a.s3_endpoint.is_some() || a.s3_region.is_some() || a.s3_allow_http.is_some())
-    {
-        return Err(invalid(
-            "archive.s3_endpoint",
-            "s3_endpoint, s3_region and s3_allow_http belong with archive.store (without it the [backup] store and its keys are used)",
-        ));
-    }
+    let store = archive_store(a, backup)?;
     if a.ship_interval < Duration::from_millis(100) || a.ship_interval > Duration::from_secs(3600) {
         return Err(invalid(
             "archive.ship_interval",
@@ -150,6 +125,62 @@ fn archive(
             format!("cannot create {}: {e}", cache_dir.display()),
         )
     })?;
+    archive_needs_enabled(a)?;
+    Ok(ArchiveSettings {
+        keep_days: a.keep_days,
+        scrub_interval: a.scrub_interval,
+        local_retention: a.local_retention,
+        local_bytes: a.local_bytes,
+        min_free_bytes: a.min_free_bytes,
+        cache_dir,
+        cache_bytes: a.cache_bytes,
+        enabled: a.enabled,
+        store,
+        ship_interval: a.ship_interval,
+        ship_bytes: a.ship_bytes,
+        compression,
+        keyring: std::sync::Arc::new(keyring),
+    })
+}
+
+/// `[archive] store` and its S3 options (without `store`, the `[backup]` store is used
+/// and the S3 options must not be set).
+fn archive_store(
+    a: &ArchiveConfig,
+    backup: &objstore::store::StoreOptions,
+) -> Result<objstore::store::StoreOptions, ConfigError> {
+    let store = match &a.store {
+        None => objstore::store::StoreOptions {
+            retries: a.retries.unwrap_or(backup.retries),
+            ..backup.clone()
+        },
+        Some(url) => {
+            objstore::store::check_url(url, "archive.store").map_err(|(k, m)| invalid(k, m))?;
+            objstore::store::StoreOptions {
+                url: url.clone(),
+                s3_endpoint: a.s3_endpoint.clone(),
+                s3_region: a.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+                s3_allow_http: a.s3_allow_http.unwrap_or(false),
+                part_size: backup.part_size,
+                upload_concurrency: backup.upload_concurrency,
+                retries: a.retries.unwrap_or(10),
+            }
+        }
+    };
+    if a.store.is_none()
+        && (a.s3_endpoint.is_some() || a.s3_region.is_some() || a.s3_allow_http.is_some())
+    {
+        return Err(invalid(
+            "archive.s3_endpoint",
+            "s3_endpoint, s3_region and s3_allow_http belong with archive.store (without it the [backup] store and its keys are used)",
+        ));
+    }
+    Ok(store)
+}
+
+/// The `[archive]` settings that only make sense with `enabled = true`, and the cache's
+/// minimum size.
+fn archive_needs_enabled(a: &ArchiveConfig) -> Result<(), ConfigError> {
     if a.local_retention.is_some() && !a.enabled {
         return Err(invalid(
             "archive.local_retention",
@@ -174,21 +205,7 @@ fn archive(
             "needs enabled = true (archive retention deletes from the archive store)",
         ));
     }
-    Ok(ArchiveSettings {
-        keep_days: a.keep_days,
-        scrub_interval: a.scrub_interval,
-        local_retention: a.local_retention,
-        local_bytes: a.local_bytes,
-        min_free_bytes: a.min_free_bytes,
-        cache_dir,
-        cache_bytes: a.cache_bytes,
-        enabled: a.enabled,
-        store,
-        ship_interval: a.ship_interval,
-        ship_bytes: a.ship_bytes,
-        compression,
-        keyring: std::sync::Arc::new(keyring),
-    })
+    Ok(())
 }
 
 /// `[http]`: the listen address; a non-loopback one needs `tokens_file`; the tokens file
