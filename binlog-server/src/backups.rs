@@ -19,7 +19,8 @@ use chrono::Utc;
 use objstore::store::Store;
 use serde::Serialize;
 use snapshotter::retention::{self, RetentionReport};
-use snapshotter::{Method, Progress, Snapshotter, TakeError, TakeRequest};
+use snapshotter::sql::SessionFailure;
+use snapshotter::{BaseError, Method, Progress, Snapshotter, TakeError, TakeRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
@@ -27,13 +28,23 @@ use mysql_wire::conn::{Conn, ConnectOptions};
 use node::config::{Settings, Source};
 
 /// Opens a SQL session with the backup account (long query timeout: CLONE can take hours).
-pub async fn connect_sql(source: &Source, connect_timeout: Duration) -> Result<Conn, String> {
+///
+/// # Errors
+///
+/// The client's error, boxed as the snapshotter's [`SessionFailure`] (a base records it
+/// as its ERROR).
+pub async fn connect_sql(
+    source: &Source,
+    connect_timeout: Duration,
+) -> Result<Conn, SessionFailure> {
     let opts = ConnectOptions {
         url: source.backup_url.clone(),
         connect_timeout,
         query_timeout: Duration::from_secs(24 * 3600),
     };
-    Conn::connect(&opts).await.map_err(|e| e.to_string())
+    Conn::connect(&opts)
+        .await
+        .map_err(|e| Box::new(e) as SessionFailure)
 }
 
 /// State of a job.
@@ -116,9 +127,9 @@ pub enum RetentionFailed {
     /// No source of that name is configured.
     #[error("no source named {0:?}")]
     UnknownSource(String),
-    /// Base retention failed (snapshotter's message: the catalog or the store).
+    /// Base retention failed (the catalog or the store).
     #[error("base retention: {0}")]
-    Bases(String),
+    Bases(#[source] snapshotter::BaseError),
     /// The catalog failed.
     #[error("catalog: {0}")]
     Catalog(#[from] catalog::CatalogError),
@@ -237,7 +248,11 @@ impl BackupService {
         incremental: bool,
         progress: &Progress,
     ) -> Result<BackupRow, TakeError> {
-        let terr = |message: String| TakeError { id: None, message };
+        let terr = |message: String| TakeError {
+            id: None,
+            cause: BaseError::Unusable(message),
+            note: None,
+        };
         let source = self
             .sources
             .get(name)
@@ -319,8 +334,8 @@ impl BackupService {
                     (JobState::Completed, None)
                 }
                 Err(e) => {
-                    error!(source = %source.name, base = %job_id, error = %e.message, "base failed");
-                    (JobState::Failed, Some(e.message.clone()))
+                    error!(source = %source.name, base = %job_id, error = %e, "base failed");
+                    (JobState::Failed, Some(e.to_string()))
                 }
             };
             if let Err(e) = this.retention(&source.name).await {
@@ -342,19 +357,14 @@ impl BackupService {
     /// # Errors
     ///
     /// The catalog fails.
-    pub async fn job(&self, id: &str) -> Result<Option<JobView>, String> {
+    pub async fn job(&self, id: &str) -> Result<Option<JobView>, catalog::CatalogError> {
         let live = self
             .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned();
-        let row = self
-            .snap
-            .catalog
-            .get_backup(id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let row = self.snap.catalog.get_backup(id).await?;
         if let Some(job) = live {
             let end = job.end.lock().ok().and_then(|g| g.clone());
             return Ok(Some(JobView {
@@ -504,13 +514,8 @@ impl BackupService {
     pub async fn list(
         &self,
         source: &str,
-    ) -> Result<(Vec<BackupRow>, Option<retention::RestorablePoint>), String> {
-        let rows = self
-            .snap
-            .catalog
-            .list_backups(source)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(Vec<BackupRow>, Option<retention::RestorablePoint>), catalog::CatalogError> {
+        let rows = self.snap.catalog.list_backups(source).await?;
         let oldest = retention::oldest_restorable(&rows);
         Ok((rows, oldest))
     }

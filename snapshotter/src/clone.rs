@@ -23,63 +23,60 @@
 
 use catalog::BackupResult;
 
+use crate::error::BaseError;
 use crate::method::{MethodOutput, Run};
 use crate::sql::{run_query, version_triple, Sql};
 use mysql_wire::quote;
 
-pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOutput, String> {
+pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOutput, BaseError> {
     let v = &run.facts.version;
     if run.facts.mariadb {
-        return Err(format!(
+        return Err(BaseError::Unusable(format!(
             "the clone method needs MySQL 8.0.17 or later (CLONE LOCAL DATA DIRECTORY); this \
              server is {v}, and MariaDB has no clone plugin: use method = \"physical\" \
              (mariabackup) instead"
-        ));
+        )));
     }
     if version_triple(v).is_none_or(|t| t < (8, 0, 17)) {
-        return Err(format!(
+        return Err(BaseError::Unusable(format!(
             "the clone method needs MySQL 8.0.17 or later; this server is {v}: use method = \
              \"physical\" (xtrabackup)"
-        ));
+        )));
     }
     let status = run_query(
         sql,
         "read the clone plugin's status",
         "SELECT PLUGIN_STATUS FROM information_schema.PLUGINS WHERE PLUGIN_NAME = 'clone'",
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     if status.value() != Some("ACTIVE") {
-        return Err(format!(
+        return Err(BaseError::Unusable(format!(
             "the clone plugin is not active (PLUGIN_STATUS = {:?}): run INSTALL PLUGIN clone \
              SONAME 'mysql_clone.so' on the server (or plugin-load-add=mysql_clone.so)",
             status.value()
-        ));
+        )));
     }
     let dir = run.workdir.join("clone");
-    let dir_text = dir
-        .to_str()
-        .ok_or_else(|| format!("staging path {} is not UTF-8", dir.display()))?;
+    let dir_text = dir.to_str().ok_or_else(|| {
+        BaseError::Unusable(format!("staging path {} is not UTF-8", dir.display()))
+    })?;
     let clone_statement = format!("CLONE LOCAL DATA DIRECTORY = {}", quote::literal(dir_text));
     run.progress.set_phase("cloning");
-    run_query(sql, "CLONE LOCAL DATA DIRECTORY failed", &clone_statement)
-        .await
-        .map_err(|e| e.to_string())?;
+    run_query(sql, "CLONE LOCAL DATA DIRECTORY failed", &clone_statement).await?;
     let st = run_query(
         sql,
         "read performance_schema.clone_status",
         "SELECT STATE, ERROR_NO, ERROR_MESSAGE, BINLOG_FILE, BINLOG_POSITION, GTID_EXECUTED \
          FROM performance_schema.clone_status",
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let state = st.get(0, "STATE").unwrap_or("");
     if state != "Completed" {
-        return Err(format!(
+        return Err(BaseError::Unusable(format!(
             "clone ended in state {state:?}: error {} {}",
             st.get(0, "ERROR_NO").unwrap_or("?"),
             st.get(0, "ERROR_MESSAGE").unwrap_or("")
-        ));
+        )));
     }
     let result = BackupResult {
         binlog_file: st
@@ -97,7 +94,10 @@ pub(crate) async fn take<S: Sql>(run: &Run<'_>, sql: &mut S) -> Result<MethodOut
     run.progress.set_phase("uploading the clone");
     let objects = run.upload_dir(&dir, &run.key("clone")).await?;
     if objects.is_empty() {
-        return Err(format!("the clone directory {} is empty", dir.display()));
+        return Err(BaseError::Unusable(format!(
+            "the clone directory {} is empty",
+            dir.display()
+        )));
     }
     Ok(MethodOutput {
         tool_version: Some(format!("clone plugin of {v}")),

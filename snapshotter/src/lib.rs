@@ -19,6 +19,7 @@
 //! - [`sql`]: the SQL session on the server ([`sql::Sql`]), the facts read from it, its
 //!   error type, and string literal quoting.
 //! - [`tool`]: finding and running the external tools, with secret-free command lines.
+//! - [`error`]: [`ToolError`] and [`BaseError`], why a tool, a base or a restore failed.
 //!
 //! Keeping and using bases:
 //!
@@ -42,6 +43,7 @@
 pub mod clone;
 pub mod config;
 pub mod dbfilter;
+pub mod error;
 pub mod logical;
 mod method;
 pub mod physical;
@@ -55,6 +57,7 @@ pub mod tool;
 pub use config::{
     BackupConfig, LogicalTool, Method, SourceBackupConfig, SourceBackupSettings, StoreSettings,
 };
+pub use error::{BaseError, ToolError};
 pub use method::Progress;
 pub use take::{new_backup_id, Snapshotter, TakeError, TakeRequest};
 pub use tool::{Endpoint, Tools};

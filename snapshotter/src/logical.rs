@@ -25,6 +25,7 @@ use objstore::store::StoredObject;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::process::Command;
 
+use crate::error::{BaseError, ToolError};
 use crate::method::{MethodOutput, Progress, Run};
 use crate::tool::{self, write_defaults_file, Endpoint, Tools};
 use objstore::store::Store;
@@ -40,10 +41,10 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String> {
+pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, BaseError> {
     let program = run.tools.find("mydumper")?;
     let dump = run.workdir.join("dump");
-    std::fs::create_dir_all(&dump).map_err(|e| format!("create {}: {e}", dump.display()))?;
+    std::fs::create_dir_all(&dump).map_err(BaseError::io("create", &dump))?;
     let regex = format!(
         "^({})\\.",
         run.databases
@@ -65,9 +66,12 @@ pub(crate) async fn take_mydumper(run: &Run<'_>) -> Result<MethodOutput, String>
     run.progress.set_phase("dumping with mydumper");
     tool::run(&program, &args, None)
         .await
-        .map_err(|e| format!("mydumper failed: {e}"))?;
-    let meta = std::fs::read_to_string(dump.join("metadata"))
-        .map_err(|e| format!("mydumper wrote no metadata file: {e}"))?;
+        .map_err(BaseError::tool("mydumper failed"))?;
+    let meta_path = dump.join("metadata");
+    let meta = std::fs::read_to_string(&meta_path).map_err(BaseError::io(
+        "mydumper wrote no metadata file: read",
+        meta_path,
+    ))?;
     let (binlog_file, binlog_pos, gtid_pos) = parse_mydumper_metadata(&meta);
     run.mark_uploading().await?;
     run.progress.set_phase("uploading the dump");
@@ -139,7 +143,7 @@ pub fn parse_mydumper_metadata(text: &str) -> (Option<String>, Option<u64>, Opti
     (file, pos, gtid)
 }
 
-pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String> {
+pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, BaseError> {
     let program = run.tools.find("mysqldump")?;
     let mut args = vec![
         format!("--defaults-extra-file={}", run.defaults_file.display()),
@@ -166,9 +170,15 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+        .map_err(|source| ToolError::Start {
+            program: program.clone(),
+            source,
+        })?;
     let err_tail = tool::stderr_tail(&mut child);
-    let stdout = child.stdout.take().ok_or("mysqldump: no stdout pipe")?;
+    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
+        program: program.clone(),
+        pipe: "stdout",
+    })?;
     let mut scanner = ScanReader::new(stdout);
     let upload = run
         .store
@@ -177,22 +187,26 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, String
     if upload.is_err() {
         let _ = child.kill().await;
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("wait for mysqldump: {e}"))?;
-    let err_text = err_tail.await.unwrap_or_default();
+    let status = child.wait().await.map_err(|source| ToolError::Wait {
+        program: program.clone(),
+        source,
+    })?;
+    let output = err_tail.await.unwrap_or_default();
     if !status.success() {
-        return Err(format!(
-            "{} failed ({status}):\n{err_text}",
-            program.display()
-        ));
+        return Err(ToolError::Exited {
+            program,
+            status,
+            output,
+        }
+        .into());
     }
-    let obj = upload.map_err(|e| format!("upload the dump: {e}"))?;
+    let obj = upload.map_err(BaseError::store("upload the dump"))?;
     run.mark_uploading().await?;
     let s = scanner.scan;
     if !s.completed {
-        return Err("the dump has no final \"-- Dump completed\" line: it is truncated".into());
+        return Err(BaseError::Unusable(
+            "the dump has no final \"-- Dump completed\" line: it is truncated".into(),
+        ));
     }
     Ok(MethodOutput {
         tool_version: tool::version(&program).await,
@@ -331,7 +345,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for ScanReader<R> {
 ///
 /// # Errors
 ///
-/// A message naming the step and the tool's output tail.
+/// [`BaseError`]: the step with the tool's output tail, a missing object, or a base not
+/// made by a logical tool.
 pub async fn restore(
     store: &Store,
     tools: &Tools,
@@ -340,16 +355,16 @@ pub async fn restore(
     workdir: &Path,
     threads: u32,
     progress: &Progress,
-) -> Result<(), String> {
-    std::fs::create_dir_all(workdir).map_err(|e| format!("create {}: {e}", workdir.display()))?;
+) -> Result<(), BaseError> {
+    std::fs::create_dir_all(workdir).map_err(BaseError::io("create", workdir))?;
     let cnf = workdir.join("target.cnf");
     let _ = std::fs::remove_file(&cnf);
-    write_defaults_file(target, &cnf).map_err(|e| e.to_string())?;
+    write_defaults_file(target, &cnf)?;
     match base.tool.as_str() {
         "mydumper" => {
             let program = tools.find("myloader")?;
             let dir = workdir.join("dump");
-            std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir).map_err(BaseError::io("create", &dir))?;
             let prefix = format!("{}/{}/mydumper/", base.source, base.id);
             progress.set_phase("downloading the dump");
             for obj in &base.objects {
@@ -359,7 +374,10 @@ pub async fn restore(
                     continue;
                 };
                 if rel.contains("..") || rel.starts_with('/') {
-                    return Err(format!("object key {} escapes the dump directory", obj.key));
+                    return Err(BaseError::Unusable(format!(
+                        "object key {} escapes the dump directory",
+                        obj.key
+                    )));
                 }
                 download(store, obj, &dir.join(rel), progress).await?;
             }
@@ -378,7 +396,7 @@ pub async fn restore(
             }
             tool::run(&program, &args, None)
                 .await
-                .map_err(|e| format!("myloader failed: {e}"))
+                .map_err(BaseError::tool("myloader failed"))
         }
         "mysqldump" => {
             let program = tools.find("mysql")?;
@@ -390,7 +408,10 @@ pub async fn restore(
                         .1
                         .ends_with("/dump.sql")
                 })
-                .ok_or_else(|| format!("base {} has no dump.sql object", base.id))?;
+                .ok_or_else(|| BaseError::MissingObject {
+                    base: base.id.clone(),
+                    object: "dump.sql",
+                })?;
             progress.set_phase("loading dump.sql");
             tool::run_fed(
                 store,
@@ -403,12 +424,12 @@ pub async fn restore(
                 &progress.bytes,
             )
             .await
-            .map_err(|e| format!("loading dump.sql failed: {e}"))
+            .map_err(BaseError::tool("loading dump.sql failed"))
         }
-        other => Err(format!(
+        other => Err(BaseError::Unusable(format!(
             "base {} was made by {other}, not a logical tool",
             base.id
-        )),
+        ))),
     }
 }
 
@@ -417,19 +438,16 @@ async fn download(
     obj: &StoredObject,
     dest: &Path,
     progress: &Progress,
-) -> Result<(), String> {
+) -> Result<(), BaseError> {
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| format!("create {}: {e}", parent.display()))?;
+            .map_err(BaseError::io("create", parent))?;
     }
     let mut f = tokio::fs::File::create(dest)
         .await
-        .map_err(|e| format!("create {}: {e}", dest.display()))?;
-    store
-        .get_to(obj, &mut f, &progress.bytes)
-        .await
-        .map_err(|e| e.to_string())
+        .map_err(BaseError::io("create", dest))?;
+    Ok(store.get_to(obj, &mut f, &progress.bytes).await?)
 }
 
 #[cfg(test)]

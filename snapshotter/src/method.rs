@@ -8,6 +8,7 @@
 //! this module (and `sql`, `tool`, `objstore`); this module uses neither `take` nor a
 //! method.
 
+use crate::error::BaseError;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -98,15 +99,15 @@ impl Run<'_> {
     ///
     /// # Errors
     ///
-    /// The catalog's error, as the message for the base's `info`.
-    pub async fn mark_uploading(&self) -> Result<(), String> {
+    /// [`BaseError::Catalog`].
+    pub async fn mark_uploading(&self) -> Result<(), BaseError> {
         if self.uploading.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
         self.catalog
             .set_uploading(self.id)
             .await
-            .map_err(|e| format!("record UPLOADING: {e}"))
+            .map_err(BaseError::catalog("record UPLOADING"))
     }
 
     /// `<source>/<id>/<name>`.
@@ -119,10 +120,14 @@ impl Run<'_> {
     ///
     /// # Errors
     ///
-    /// The listing's or the store's error, as the message for the base's `info`.
-    pub async fn upload_dir(&self, dir: &Path, prefix: &str) -> Result<Vec<StoredObject>, String> {
+    /// The listing's error ([`BaseError::Io`]) or the store's.
+    pub async fn upload_dir(
+        &self,
+        dir: &Path,
+        prefix: &str,
+    ) -> Result<Vec<StoredObject>, BaseError> {
         let mut files = Vec::new();
-        collect_files(dir, dir, &mut files).map_err(|e| format!("list {}: {e}", dir.display()))?;
+        collect_files(dir, dir, &mut files).map_err(BaseError::io("list", dir))?;
         files.sort();
         let mut out = Vec::with_capacity(files.len());
         for rel in files {
@@ -130,8 +135,7 @@ impl Run<'_> {
             let obj = self
                 .store
                 .put_file(&key, &dir.join(&rel), &self.progress.bytes)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             out.push(obj);
         }
         Ok(out)

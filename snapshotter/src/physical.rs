@@ -20,14 +20,15 @@ use std::process::Stdio;
 use catalog::{BackupResult, BackupRow};
 use tokio::process::Command;
 
+use crate::error::{BaseError, ToolError};
 use crate::method::{MethodOutput, Progress, Run};
 use crate::tool::{self, Tools};
-use objstore::store::Store;
+use objstore::store::{Store, StoredObject};
 
 /// Object name of the stream inside a base.
 pub const STREAM_OBJECT: &str = "backup.mbstream";
 
-pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
+pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, BaseError> {
     let tools = run.tools;
     let (name, format) = if run.facts.mariadb {
         ("mariabackup", "mbstream")
@@ -38,7 +39,7 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
     let lsndir = run.workdir.join("lsn");
     let tmpdir = run.workdir.join("tmp");
     for d in [&lsndir, &tmpdir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(BaseError::io("create", d))?;
     }
     let mut args = vec![
         format!("--defaults-extra-file={}", run.defaults_file.display()),
@@ -63,44 +64,63 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+        .map_err(|source| ToolError::Start {
+            program: program.clone(),
+            source,
+        })?;
     let err_tail = tool::stderr_tail(&mut child);
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| format!("{name}: no stdout pipe"))?;
+    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
+        program: program.clone(),
+        pipe: "stdout",
+    })?;
     let key = run.key(STREAM_OBJECT);
     let upload = run
         .store
         .put_stream(&key, stdout, &run.progress.bytes)
         .await;
-    let status = match &upload {
-        Ok(_) => child
-            .wait()
-            .await
-            .map_err(|e| format!("wait for {name}: {e}"))?,
-        Err(_) => {
-            let _ = child.kill().await;
-            child
-                .wait()
-                .await
-                .map_err(|e| format!("wait for {name}: {e}"))?
-        }
-    };
-    let err_text = err_tail.await.unwrap_or_default();
-    if !status.success() {
-        return Err(format!("{name} failed ({status}):\n{err_text}"));
+    if upload.is_err() {
+        let _ = child.kill().await;
     }
-    let stream_obj = upload.map_err(|e| format!("upload the {name} stream: {e}"))?;
+    let status = child.wait().await.map_err(|source| ToolError::Wait {
+        program: program.clone(),
+        source,
+    })?;
+    let output = err_tail.await.unwrap_or_default();
+    if !status.success() {
+        return Err(ToolError::Exited {
+            program,
+            status,
+            output,
+        }
+        .into());
+    }
+    let stream_obj = upload.map_err(BaseError::store(format!("upload the {name} stream")))?;
     run.mark_uploading().await?;
     run.progress.set_phase("uploading metadata");
+    let (meta, result) = read_and_upload_meta(run, &lsndir).await?;
+    let mut objects = vec![stream_obj];
+    objects.extend(meta);
+    Ok(MethodOutput {
+        tool_version: tool::version(&program).await,
+        command: Some(command),
+        objects,
+        result,
+    })
+}
+
+/// Reads the end LSN and the consistency point from `xtrabackup_checkpoints` and
+/// `xtrabackup_info` in `lsndir`, and stores both files as `meta/<name>` objects.
+async fn read_and_upload_meta(
+    run: &Run<'_>,
+    lsndir: &Path,
+) -> Result<(Vec<StoredObject>, BackupResult), BaseError> {
     let checkpoints = read(&lsndir.join("xtrabackup_checkpoints"))?;
     let info = read(&lsndir.join("xtrabackup_info"))?;
     let to_lsn = kv(&checkpoints, "to_lsn").and_then(|v| v.parse().ok());
     let (binlog_file, binlog_pos, gtid_pos) = kv(&info, "binlog_pos")
         .map(|v| parse_binlog_pos(&v))
         .unwrap_or_default();
-    let mut objects = vec![stream_obj];
+    let mut objects = Vec::new();
     for f in ["xtrabackup_checkpoints", "xtrabackup_info"] {
         objects.push(
             run.store
@@ -109,27 +129,22 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, String> {
                     &lsndir.join(f),
                     &run.progress.bytes,
                 )
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
         );
     }
-    Ok(MethodOutput {
-        tool_version: tool::version(&program).await,
-        command: Some(command),
-        objects,
-        result: BackupResult {
-            binlog_file,
-            binlog_pos,
-            gtid_pos,
-            consistent_at: None,
-            to_lsn,
-            objects: Vec::new(),
-        },
-    })
+    let result = BackupResult {
+        binlog_file,
+        binlog_pos,
+        gtid_pos,
+        consistent_at: None,
+        to_lsn,
+        objects: Vec::new(),
+    };
+    Ok((objects, result))
 }
 
-fn read(p: &Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("read {}: {e}", p.display()))
+fn read(p: &Path) -> Result<String, BaseError> {
+    std::fs::read_to_string(p).map_err(BaseError::io("read", p))
 }
 
 /// Value of `key = value` in an xtrabackup metadata file.
@@ -165,8 +180,8 @@ pub fn parse_binlog_pos(v: &str) -> (Option<String>, Option<u64>, Option<String>
 ///
 /// # Errors
 ///
-/// A message naming the step (download, extract, prepare, move-back) and the tool's
-/// output tail.
+/// [`BaseError`]: the step (extract, prepare, apply, move-back) with the tool's output
+/// tail, a missing object, a non-empty datadir.
 pub async fn restore(
     store: &Store,
     tools: &Tools,
@@ -174,13 +189,13 @@ pub async fn restore(
     datadir: &Path,
     workdir: &Path,
     progress: &Progress,
-) -> Result<(), String> {
-    let first = chain.first().ok_or("empty base chain")?;
+) -> Result<(), BaseError> {
+    let first = chain.first().ok_or(BaseError::EmptyChain)?;
     if first.incremental {
-        return Err(format!(
+        return Err(BaseError::Unusable(format!(
             "base {} is an incremental: a chain starts with a full base",
             first.id
-        ));
+        )));
     }
     let tool_name = if first.tool == "xtrabackup" {
         "xtrabackup"
@@ -196,38 +211,14 @@ pub async fn restore(
     let extractor = tools.find(stream_name)?;
     if datadir.exists()
         && std::fs::read_dir(datadir)
-            .map_err(|e| format!("read {}: {e}", datadir.display()))?
+            .map_err(BaseError::io("read", datadir))?
             .next()
             .is_some()
     {
-        return Err(format!("target datadir {} is not empty", datadir.display()));
+        return Err(BaseError::DatadirNotEmpty(datadir.to_owned()));
     }
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (i, base) in chain.iter().enumerate() {
-        let obj = base
-            .objects
-            .iter()
-            .find(|o| {
-                objstore::store::split_codec_suffix(&o.key)
-                    .1
-                    .ends_with(&format!("/{STREAM_OBJECT}"))
-            })
-            .ok_or_else(|| format!("base {} has no {STREAM_OBJECT} object", base.id))?;
-        let dir = workdir.join(format!("{i:03}-{}", base.id));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        progress.set_phase(&format!("downloading and extracting {}", base.id));
-        tool::run_fed(
-            store,
-            obj,
-            &extractor,
-            &["-x".into(), "-C".into(), dir.display().to_string()],
-            &progress.bytes,
-        )
-        .await
-        .map_err(|e| format!("extract {}: {e}", base.id))?;
-        dirs.push(dir);
-    }
-    let full = dirs.first().ok_or("empty base chain")?;
+    let dirs = extract_chain(store, &extractor, chain, workdir, progress).await?;
+    let full = dirs.first().ok_or(BaseError::EmptyChain)?;
     progress.set_phase("preparing the full base");
     tool::run(
         &program,
@@ -238,7 +229,7 @@ pub async fn restore(
         None,
     )
     .await
-    .map_err(|e| format!("prepare {}: {e}", first.id))?;
+    .map_err(BaseError::tool(format!("prepare {}", first.id)))?;
     for (dir, base) in dirs.iter().zip(chain).skip(1) {
         progress.set_phase(&format!("applying incremental {}", base.id));
         tool::run(
@@ -251,10 +242,10 @@ pub async fn restore(
             None,
         )
         .await
-        .map_err(|e| format!("apply incremental {}: {e}", base.id))?;
+        .map_err(BaseError::tool(format!("apply incremental {}", base.id)))?;
     }
     progress.set_phase("moving files into the datadir");
-    std::fs::create_dir_all(datadir).map_err(|e| format!("create {}: {e}", datadir.display()))?;
+    std::fs::create_dir_all(datadir).map_err(BaseError::io("create", datadir))?;
     tool::run(
         &program,
         &[
@@ -265,8 +256,51 @@ pub async fn restore(
         None,
     )
     .await
-    .map_err(|e| format!("move-back into {}: {e}", datadir.display()))?;
+    .map_err(BaseError::tool(format!(
+        "move-back into {}",
+        datadir.display()
+    )))?;
     Ok(())
+}
+
+/// Streams each base's [`STREAM_OBJECT`] through `extractor -x` into its own directory
+/// `<workdir>/<i>-<id>`; returns the directories in chain order.
+async fn extract_chain(
+    store: &Store,
+    extractor: &Path,
+    chain: &[BackupRow],
+    workdir: &Path,
+    progress: &Progress,
+) -> Result<Vec<PathBuf>, BaseError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (i, base) in chain.iter().enumerate() {
+        let obj = base
+            .objects
+            .iter()
+            .find(|o| {
+                objstore::store::split_codec_suffix(&o.key)
+                    .1
+                    .ends_with(&format!("/{STREAM_OBJECT}"))
+            })
+            .ok_or_else(|| BaseError::MissingObject {
+                base: base.id.clone(),
+                object: STREAM_OBJECT,
+            })?;
+        let dir = workdir.join(format!("{i:03}-{}", base.id));
+        std::fs::create_dir_all(&dir).map_err(BaseError::io("create", &dir))?;
+        progress.set_phase(&format!("downloading and extracting {}", base.id));
+        tool::run_fed(
+            store,
+            obj,
+            extractor,
+            &["-x".into(), "-C".into(), dir.display().to_string()],
+            &progress.bytes,
+        )
+        .await
+        .map_err(BaseError::tool(format!("extract {}", base.id)))?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! GTID, and `gtid_binlog_state` when the restored server writes a binlog, so its
 //! `gtid_binlog_pos` continues from the base).
 
+use crate::error::BaseError;
 use std::collections::HashMap;
 
 use catalog::{BackupRow, BackupState, Catalog};
@@ -18,33 +19,32 @@ use mysql_wire::quote;
 ///
 /// # Errors
 ///
-/// A message naming the missing or unusable base.
-pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, String> {
+/// [`BaseError`] naming the missing or unusable base.
+pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, BaseError> {
     let target = catalog
         .get_backup(id)
         .await
-        .map_err(|e| format!("read base {id}: {e}"))?
-        .ok_or_else(|| format!("base {id} is not in the catalog"))?;
+        .map_err(BaseError::catalog(format!("read base {id}")))?
+        .ok_or_else(|| BaseError::NotInCatalog(id.to_owned()))?;
     let all: HashMap<String, BackupRow> = catalog
         .list_backups(&target.source)
         .await
-        .map_err(|e| format!("list the bases of {}: {e}", target.source))?
+        .map_err(BaseError::catalog(format!(
+            "list the bases of {}",
+            target.source
+        )))?
         .into_iter()
         .map(|b| (b.id.clone(), b))
         .collect();
     let mut out = vec![target];
     for _ in 0..10_000 {
-        let cur = out.last().ok_or("empty chain")?;
+        let cur = out.last().ok_or(BaseError::EmptyChain)?;
         if cur.state != BackupState::Completed {
-            return Err(format!(
-                "base {} is {}, not COMPLETED: it cannot be restored{}",
-                cur.id,
-                cur.state,
-                cur.info
-                    .as_deref()
-                    .map(|i| format!(" ({i})"))
-                    .unwrap_or_default()
-            ));
+            return Err(BaseError::NotCompleted {
+                id: cur.id.clone(),
+                state: cur.state,
+                info: cur.info.clone(),
+            });
         }
         if !cur.incremental {
             out.reverse();
@@ -53,14 +53,17 @@ pub async fn chain(catalog: &Catalog, id: &str) -> Result<Vec<BackupRow>, String
         let pid = cur
             .parent_id
             .clone()
-            .ok_or_else(|| format!("incremental base {} has no parent recorded", cur.id))?;
+            .ok_or_else(|| BaseError::NoParent(cur.id.clone()))?;
         let parent = all
             .get(&pid)
             .cloned()
-            .ok_or_else(|| format!("parent base {pid} of {} is not in the catalog", cur.id))?;
+            .ok_or_else(|| BaseError::ParentMissing {
+                parent: pid.clone(),
+                id: cur.id.clone(),
+            })?;
         out.push(parent);
     }
-    Err(format!("the parent chain of {id} does not end"))
+    Err(BaseError::ChainDoesNotEnd(id.to_owned()))
 }
 
 /// SQL that records a restored MariaDB server's position (run as an administrator on the

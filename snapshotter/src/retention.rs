@@ -18,6 +18,7 @@
 //! [`oldest_restorable`] is the consistency point of the oldest kept full: binlogs before
 //! it are not needed by any restore (purge nothing newer).
 
+use crate::error::BaseError;
 use std::collections::{HashMap, HashSet};
 
 use catalog::{BackupRow, BackupState, Catalog};
@@ -127,7 +128,7 @@ pub fn oldest_restorable(bases: &[BackupRow]) -> Option<RestorablePoint> {
 ///
 /// # Errors
 ///
-/// The first catalog or store failure (what was done before it stays done; the next pass
+/// [`BaseError`]: the first catalog or store failure (what was done before it stays done; the next pass
 /// resumes: EXPIRED rows are deleted again).
 pub async fn apply(
     catalog: &Catalog,
@@ -136,11 +137,11 @@ pub async fn apply(
     keep_days: u32,
     keep_min: u32,
     now: i64,
-) -> Result<RetentionReport, String> {
+) -> Result<RetentionReport, BaseError> {
     let bases = catalog
         .list_backups(source)
         .await
-        .map_err(|e| format!("list the bases of {source}: {e}"))?;
+        .map_err(BaseError::catalog(format!("list the bases of {source}")))?;
     let keep = decide(&bases, keep_days, keep_min, now);
     let mut report = RetentionReport::default();
     // One listing of the source's objects per pass, grouped by base id (keys are
@@ -152,7 +153,7 @@ pub async fn apply(
     });
     let mut stored: HashMap<String, Vec<String>> = HashMap::new();
     if needs_listing {
-        for (k, _) in store.list(source).await.map_err(|e| e.to_string())? {
+        for (k, _) in store.list(source).await? {
             if let Some(id) = k.split('/').nth(1) {
                 stored.entry(id.to_owned()).or_default().push(k);
             }
@@ -170,7 +171,7 @@ pub async fn apply(
                         ),
                     )
                     .await
-                    .map_err(|e| format!("mark {} EXPIRED: {e}", b.id))?;
+                    .map_err(BaseError::catalog(format!("mark {} EXPIRED", b.id)))?;
                 report.expired.push(b.id.clone());
                 true
             }
@@ -185,7 +186,7 @@ pub async fn apply(
             BackupState::Error => {
                 if !leftovers.is_empty() {
                     for k in &leftovers {
-                        store.delete(k).await.map_err(|e| e.to_string())?;
+                        store.delete(k).await?;
                         report.objects_deleted += 1;
                     }
                     report.collected.push(b.id.clone());
@@ -204,13 +205,13 @@ pub async fn apply(
             }
         }
         for k in &keys {
-            store.delete(k).await.map_err(|e| e.to_string())?;
+            store.delete(k).await?;
             report.objects_deleted += 1;
         }
         catalog
             .mark_deleted(&b.id)
             .await
-            .map_err(|e| format!("mark {} DELETED: {e}", b.id))?;
+            .map_err(BaseError::catalog(format!("mark {} DELETED", b.id)))?;
         tracing::info!(source, base = %b.id, objects = keys.len(), state = %b.state, "retention removed a base");
     }
     Ok(report)

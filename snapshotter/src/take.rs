@@ -25,8 +25,9 @@ use catalog::{BackupRow, BackupState, Catalog, NewBackup};
 use objstore::store::StoredObject;
 
 use crate::config::{LogicalTool, Method, SourceBackupSettings};
+use crate::error::BaseError;
 use crate::method::{MethodOutput, Run};
-use crate::sql::{run_query, server_facts, Sql};
+use crate::sql::{run_query, server_facts, SessionFailure, Sql};
 use crate::tool::{write_defaults_file, Endpoint, Tools};
 use crate::{clone, logical, physical};
 use objstore::store::Store;
@@ -63,13 +64,33 @@ pub struct TakeRequest {
 }
 
 /// Why a base was not taken: the reason, and the base id when a row was written.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+///
+/// `Display` is the cause's text (what the row's `info` says), with the incremental
+/// fallback note on a second line when there is one.
+#[derive(Debug)]
 pub struct TakeError {
     /// The catalog row (ERROR) if one was written.
     pub id: Option<String>,
-    /// What went wrong and what to do.
-    pub message: String,
+    /// What went wrong.
+    pub cause: BaseError,
+    /// "no COMPLETED physical base to build an incremental on: took a full base
+    /// instead", when that happened before the failure.
+    pub note: Option<String>,
+}
+
+impl std::fmt::Display for TakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.note {
+            Some(n) => write!(f, "{}\n({n})", self.cause),
+            None => write!(f, "{}", self.cause),
+        }
+    }
+}
+
+impl std::error::Error for TakeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 /// A new base id: `<source>-<yyyymmddThhmmssZ>-<8 hex>`.
@@ -131,26 +152,29 @@ impl Snapshotter {
         &self,
         req: &TakeRequest,
         id: &str,
-        sql: Result<S, String>,
+        sql: Result<S, SessionFailure>,
         progress: &Progress,
     ) -> Result<BackupRow, TakeError> {
         if req.incremental && req.method != Method::Physical {
             return Err(take_error(
                 id,
-                format!(
+                BaseError::Unusable(format!(
                     "incremental bases exist only for the physical method, not {}",
                     req.method.as_str()
-                ),
+                )),
                 false,
             ));
         }
         // 1. Parent of an incremental.
         let (parent, note) = self.incremental_parent(req, id).await?;
         let new = self.new_backup(req, id, parent.as_ref());
-        self.catalog
-            .begin_backup(&new)
-            .await
-            .map_err(|e| take_error(id, format!("record the base in the catalog: {e}"), false))?;
+        self.catalog.begin_backup(&new).await.map_err(|e| {
+            take_error(
+                id,
+                BaseError::catalog("record the base in the catalog")(e),
+                false,
+            )
+        })?;
         progress.set_phase("connecting");
 
         let workdir = self.staging_dir.join(id);
@@ -163,8 +187,8 @@ impl Snapshotter {
         self.catalog
             .get_backup(id)
             .await
-            .map_err(|e| take_error(id, format!("read the base back: {e}"), true))?
-            .ok_or_else(|| take_error(id, "the base vanished from the catalog".into(), true))
+            .map_err(|e| take_error(id, BaseError::catalog("read the base back")(e), true))?
+            .ok_or_else(|| take_error(id, BaseError::NotInCatalog(id.to_owned()), true))
     }
 
     /// Step 1: the parent of an incremental (none for a full base), and the note saying
@@ -177,11 +201,10 @@ impl Snapshotter {
         let mut note = None;
         let mut parent: Option<BackupRow> = None;
         if req.incremental {
-            let bases = self
-                .catalog
-                .list_backups(&req.source)
-                .await
-                .map_err(|e| take_error(id, format!("read the catalog: {e}"), false))?;
+            let bases =
+                self.catalog.list_backups(&req.source).await.map_err(|e| {
+                    take_error(id, BaseError::catalog("read the catalog")(e), false)
+                })?;
             parent = bases.into_iter().rev().find(|b| {
                 b.state == BackupState::Completed && b.method == "physical" && b.to_lsn.is_some()
             });
@@ -222,7 +245,7 @@ impl Snapshotter {
         &self,
         req: &TakeRequest,
         id: &str,
-        outcome: Result<Outcome, String>,
+        outcome: Result<Outcome, BaseError>,
         note: Option<String>,
     ) -> Result<(), TakeError> {
         match outcome {
@@ -230,27 +253,27 @@ impl Snapshotter {
                 self.catalog
                     .skip_backup(id, &reason)
                     .await
-                    .map_err(|e| take_error(id, format!("record the skip: {e}"), true))?;
+                    .map_err(|e| take_error(id, BaseError::catalog("record the skip")(e), true))?;
             }
             Ok(Outcome::Done(out)) => {
                 let mut result = out.result;
                 result.objects = out.objects;
                 if let Err(e) = self.catalog.complete_backup(id, &result).await {
-                    let msg = format!("record the COMPLETED base in the catalog: {e}");
-                    self.cleanup_failed(id, &req.source, &msg).await;
-                    return Err(take_error(id, msg, true));
+                    let e = BaseError::catalog("record the COMPLETED base in the catalog")(e);
+                    self.cleanup_failed(id, &req.source, &e.to_string()).await;
+                    return Err(take_error(id, e, true));
                 }
                 if let Some(n) = note {
                     tracing::warn!(base = id, "{n}");
                 }
             }
-            Err(msg) => {
-                let msg = match note {
-                    Some(n) => format!("{msg}\n({n})"),
-                    None => msg,
+            Err(cause) => {
+                let e = TakeError {
+                    note,
+                    ..take_error(id, cause, true)
                 };
-                self.cleanup_failed(id, &req.source, &msg).await;
-                return Err(take_error(id, msg, true));
+                self.cleanup_failed(id, &req.source, &e.to_string()).await;
+                return Err(e);
             }
         }
         Ok(())
@@ -273,13 +296,16 @@ impl Snapshotter {
         &self,
         req: &TakeRequest,
         id: &str,
-        sql: Result<S, String>,
+        sql: Result<S, SessionFailure>,
         progress: &Progress,
         workdir: &Path,
         from_lsn: Option<u64>,
-    ) -> Result<Outcome, String> {
-        let mut sql = sql.map_err(|e| format!("connect to {:?}: {e}", req.endpoint))?;
-        let facts = server_facts(&mut sql).await.map_err(|e| e.to_string())?;
+    ) -> Result<Outcome, BaseError> {
+        let mut sql = sql.map_err(|source| BaseError::Connect {
+            endpoint: format!("{:?}", req.endpoint),
+            source,
+        })?;
+        let facts = server_facts(&mut sql).await?;
         if req.settings.replica_only && !facts.read_only {
             return Ok(Outcome::Skipped(format!(
                 "replica_only is set and {:?} is a primary (read_only=OFF): no base taken on \
@@ -291,7 +317,7 @@ impl Snapshotter {
         self.catalog
             .set_backup_details(id, Some(tool), Some(&facts.version), None, None)
             .await
-            .map_err(|e| format!("record the server version: {e}"))?;
+            .map_err(BaseError::catalog("record the server version"))?;
         let defaults_file = prepare_workdir(req, workdir).await?;
         let databases = select_databases(req, &mut sql).await?;
         let run = Run {
@@ -329,7 +355,7 @@ impl Snapshotter {
     }
 
     /// Records the tool's version and command line on the row once the method ran.
-    async fn record_tool_details(&self, id: &str, out: &MethodOutput) -> Result<(), String> {
+    async fn record_tool_details(&self, id: &str, out: &MethodOutput) -> Result<(), BaseError> {
         self.catalog
             .set_backup_details(
                 id,
@@ -339,7 +365,7 @@ impl Snapshotter {
                 out.command.as_deref(),
             )
             .await
-            .map_err(|e| format!("record the tool version: {e}"))
+            .map_err(BaseError::catalog("record the tool version"))
     }
 
     /// Uploads `manifest.json` (what the catalog row will say) and returns its object.
@@ -349,14 +375,14 @@ impl Snapshotter {
         tool: &str,
         run: &Run<'_>,
         out: &MethodOutput,
-    ) -> Result<StoredObject, String> {
+    ) -> Result<StoredObject, BaseError> {
         // What the row says already (parent, start, filter, store): a rebuild from the
         // store (`binlog-server rebuild`) recreates the row from this manifest alone.
         let row = self
             .catalog
             .get_backup(run.id)
             .await
-            .map_err(|e| format!("read the base's row: {e}"))?;
+            .map_err(BaseError::catalog("read the base's row"))?;
         let manifest = serde_json::json!({
             "version": 2,
             "id": run.id,
@@ -381,39 +407,41 @@ impl Snapshotter {
             "command": out.command,
             "objects": out.objects,
         });
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| format!("manifest: {e}"))?;
-        self.store
+        let text = serde_json::to_vec_pretty(&manifest).map_err(BaseError::Manifest)?;
+        Ok(self
+            .store
             .put_bytes(&run.key("manifest.json"), &text)
-            .await
-            .map_err(|e| e.to_string())
+            .await?)
     }
 }
 
 /// A [`TakeError`] for base `id`, naming the id only when its row was `written`.
-fn take_error(id: &str, message: String, written: bool) -> TakeError {
+fn take_error(id: &str, cause: BaseError, written: bool) -> TakeError {
     TakeError {
         id: written.then(|| id.to_owned()),
-        message,
+        cause,
+        note: None,
     }
 }
 
 /// Creates the work directory and writes the client defaults file in it; returns its path.
-async fn prepare_workdir(req: &TakeRequest, workdir: &Path) -> Result<PathBuf, String> {
+async fn prepare_workdir(req: &TakeRequest, workdir: &Path) -> Result<PathBuf, BaseError> {
     tokio::fs::create_dir_all(workdir)
         .await
-        .map_err(|e| format!("create the work directory {}: {e}", workdir.display()))?;
+        .map_err(BaseError::io("create the work directory", workdir))?;
     let defaults_file = workdir.join("client.cnf");
-    write_defaults_file(&req.endpoint, &defaults_file).map_err(|e| e.to_string())?;
+    write_defaults_file(&req.endpoint, &defaults_file)?;
     Ok(defaults_file)
 }
 
 /// Logical: the server's databases selected by the filter (an error if none); else empty.
-async fn select_databases<S: Sql>(req: &TakeRequest, sql: &mut S) -> Result<Vec<String>, String> {
+async fn select_databases<S: Sql>(
+    req: &TakeRequest,
+    sql: &mut S,
+) -> Result<Vec<String>, BaseError> {
     let mut databases = Vec::new();
     if req.method == Method::Logical {
-        let rows = run_query(sql, "SHOW DATABASES", "SHOW DATABASES")
-            .await
-            .map_err(|e| e.to_string())?;
+        let rows = run_query(sql, "SHOW DATABASES", "SHOW DATABASES").await?;
         let all: Vec<String> = rows
             .rows
             .iter()
@@ -424,11 +452,11 @@ async fn select_databases<S: Sql>(req: &TakeRequest, sql: &mut S) -> Result<Vec<
             .databases
             .select(all.iter().map(String::as_str));
         if databases.is_empty() {
-            return Err(format!(
+            return Err(BaseError::Unusable(format!(
                 "the database filter {:?} selects no database on the server (it has: {})",
                 req.settings.databases.as_str(),
                 all.join(", ")
-            ));
+            )));
         }
     }
     Ok(databases)
@@ -629,7 +657,7 @@ mod tests {
                 .take(&request(false), &id, Ok(&mut sql), &Progress::default())
                 .await
                 .unwrap_err();
-            assert!(e.message.contains(needle), "{}", e.message);
+            assert!(e.to_string().contains(needle), "{e}");
             let row = snap.catalog.get_backup(&id).await.unwrap().unwrap();
             assert_eq!(row.state, BackupState::Error);
             assert!(row.info.unwrap_or_default().contains(needle));

@@ -6,6 +6,7 @@
 //! tool's first option (`--defaults-extra-file=` or mydumper's `--defaults-file=`). The
 //! recorded command line is therefore free of secrets; [`redact`] is applied anyway.
 
+use crate::error::ToolError;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -68,16 +69,17 @@ impl Tools {
     ///
     /// # Errors
     ///
-    /// A message naming the tool, where it was looked for and the package to install.
-    pub fn find(&self, name: &str) -> Result<PathBuf, String> {
+    /// [`ToolError::NotExecutable`], [`ToolError::Unknown`], or
+    /// [`ToolError::NotInstalled`] naming where it was looked for and the package.
+    pub fn find(&self, name: &str) -> Result<PathBuf, ToolError> {
         if let Some(p) = self.paths.get(name) {
             if is_executable(p) {
                 return Ok(p.clone());
             }
-            return Err(format!(
-                "{name}: {} (from [backup.tools]) is not an executable file",
-                p.display()
-            ));
+            return Err(ToolError::NotExecutable {
+                name: name.to_owned(),
+                path: p.clone(),
+            });
         }
         let candidates: Vec<&str> = match name {
             "mariabackup" => vec!["mariabackup", "mariadb-backup"],
@@ -85,7 +87,7 @@ impl Tools {
             "mysql" => vec!["mariadb", "mysql"],
             "mariadbd" => vec!["mariadbd", "mysqld"],
             n if TOOL_NAMES.contains(&n) => vec![n],
-            _ => return Err(format!("unknown tool {name:?}")),
+            _ => return Err(ToolError::Unknown(name.to_owned())),
         };
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
@@ -106,11 +108,11 @@ impl Tools {
             "mariadbd" | "mariadb-install-db" => "mariadb-server",
             _ => "mariadb-client",
         };
-        Err(format!(
-            "{name} not found (looked for {} in PATH): install the {package} package \
-             (bash scripts/setup.sh) or set its path in [backup.tools]",
-            candidates.join(" / ")
-        ))
+        Err(ToolError::NotInstalled {
+            name: name.to_owned(),
+            looked: candidates.join(" / "),
+            package,
+        })
     }
 }
 
@@ -294,14 +296,15 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
 ///
 /// # Errors
 ///
-/// "could not start", the store's error, or "exited with STATUS" plus the stderr tail.
+/// [`ToolError`]: could not start, the store's error ([`ToolError::Feed`]), or exited
+/// with an error plus the stderr tail.
 pub async fn run_fed(
     store: &objstore::store::Store,
     obj: &objstore::store::StoredObject,
     program: &Path,
     args: &[String],
     progress: &std::sync::atomic::AtomicU64,
-) -> Result<(), String> {
+) -> Result<(), ToolError> {
     use tokio::io::AsyncWriteExt;
     let mut child = Command::new(program)
         .args(args)
@@ -310,41 +313,40 @@ pub async fn run_fed(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+        .map_err(|source| ToolError::Start {
+            program: program.to_owned(),
+            source,
+        })?;
     let err_tail = stderr_tail(&mut child);
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| format!("{}: no stdin pipe", program.display()))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| ToolError::NoPipe {
+        program: program.to_owned(),
+        pipe: "stdin",
+    })?;
     let fed = store.get_to(obj, &mut stdin, progress).await;
     let _ = stdin.shutdown().await;
     drop(stdin);
-    if let Err(e) = fed {
+    if let Err(source) = fed {
         let _ = child.kill().await;
-        let tail = err_tail.await.unwrap_or_default();
-        let tail = tail.trim();
-        return Err(if tail.is_empty() {
-            format!("read {} from the store: {e}", obj.key)
-        } else {
-            format!(
-                "read {} from the store: {e}; {} said:\n{tail}",
-                obj.key,
-                program.display()
-            )
+        return Err(ToolError::Feed {
+            key: obj.key.clone(),
+            program: program.to_owned(),
+            output: err_tail.await.unwrap_or_default(),
+            source: Box::new(source),
         });
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("wait for {}: {e}", program.display()))?;
-    let err_text = err_tail.await.unwrap_or_default();
+    let status = child.wait().await.map_err(|source| ToolError::Wait {
+        program: program.to_owned(),
+        source,
+    })?;
+    let output = err_tail.await.unwrap_or_default();
     if status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{} exited with {status}:\n{err_text}",
-            program.display()
-        ))
+        Err(ToolError::Exited {
+            program: program.to_owned(),
+            status,
+            output,
+        })
     }
 }
 
@@ -353,8 +355,8 @@ pub async fn run_fed(
 ///
 /// # Errors
 ///
-/// "could not start" or "exited with STATUS" plus the tail of its output.
-pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<(), String> {
+/// [`ToolError`]: could not start, or exited with an error plus the tail of its output.
+pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<(), ToolError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -364,9 +366,10 @@ pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+    let mut child = cmd.spawn().map_err(|source| ToolError::Start {
+        program: program.to_owned(),
+        source,
+    })?;
     let out = child.stdout.take();
     let err = child.stderr.take();
     let (out, err) = tokio::join!(
@@ -383,22 +386,23 @@ pub async fn run(program: &Path, args: &[String], cwd: Option<&Path>) -> Result<
             }
         }
     );
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("wait for {}: {e}", program.display()))?;
+    let status = child.wait().await.map_err(|source| ToolError::Wait {
+        program: program.to_owned(),
+        source,
+    })?;
     if status.success() {
         Ok(())
     } else {
-        let text = [err, out]
+        let output = [err, out]
             .into_iter()
             .filter(|t| !t.is_empty())
             .collect::<Vec<_>>()
             .join("\n");
-        Err(format!(
-            "{} exited with {status}:\n{text}",
-            program.display()
-        ))
+        Err(ToolError::Exited {
+            program: program.to_owned(),
+            status,
+            output,
+        })
     }
 }
 
@@ -498,6 +502,10 @@ mod tests {
         t.paths
             .insert("mydumper".into(), "/nonexistent/mydumper".into());
         let e = t.find("mydumper").unwrap_err();
-        assert!(e.contains("/nonexistent/mydumper"), "{e}");
+        assert!(
+            matches!(&e, ToolError::NotExecutable { path, .. } if path.ends_with("mydumper")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/nonexistent/mydumper"), "{e}");
     }
 }

@@ -11,6 +11,7 @@
 //! Exit status: 0 done (take: COMPLETED), 3 take SKIPPED (replica-only on a primary),
 //! 1 failed (reason on stderr; a failed take leaves an ERROR row), 2 bad config or usage.
 
+use snapshotter::BaseError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -227,11 +228,8 @@ async fn take(
         }
         Err(e) => {
             match &e.id {
-                Some(id) => eprintln!(
-                    "snapshotter: base {id} failed (recorded as ERROR): {}",
-                    e.message
-                ),
-                None => eprintln!("snapshotter: {}", e.message),
+                Some(id) => eprintln!("snapshotter: base {id} failed (recorded as ERROR): {e}"),
+                None => eprintln!("snapshotter: {e}"),
             }
             ExitCode::FAILURE
         }
@@ -301,17 +299,17 @@ async fn restore(
                 )
                 .await
             }
-            Err(e) => Err(format!("--target: {e}")),
+            Err(e) => Err(BaseError::Unusable(format!("--target: {e}"))),
         },
-        ("physical", _, _) => {
-            Err("a physical base is restored with --datadir DIR (empty or absent)".into())
-        }
-        ("logical", _, _) => {
-            Err("a logical base is restored with --target mysql://user:password@host:port".into())
-        }
-        (m, _, _) => Err(format!(
-            "restoring a {m} base is not supported by this command yet"
+        ("physical", _, _) => Err(BaseError::Unusable(
+            "a physical base is restored with --datadir DIR (empty or absent)".into(),
         )),
+        ("logical", _, _) => Err(BaseError::Unusable(
+            "a logical base is restored with --target mysql://user:password@host:port".into(),
+        )),
+        (m, _, _) => Err(BaseError::Unusable(format!(
+            "restoring a {m} base is not supported by this command yet"
+        ))),
     };
     match r {
         Ok(()) => {

@@ -98,13 +98,15 @@ pub enum PlanError {
         oldest: Option<i64>,
     },
     /// The base's chain (an incremental's parents up to its full base) cannot be
-    /// restored; `reason` is the snapshotter's message.
-    #[error("{reason}")]
+    /// restored.
+    #[error("{source}")]
     BaseChain {
         /// The base whose chain was read.
         base_id: String,
-        /// Why the chain is unusable (a parent missing, a base not COMPLETED, ...).
-        reason: String,
+        /// Why the chain is unusable (a parent missing, a base not COMPLETED, ...);
+        /// boxed, as it is large.
+        #[source]
+        source: Box<snapshotter::BaseError>,
     },
     /// The archive does not reach back to the base: the file the base starts in is not
     /// in the catalog.
@@ -236,21 +238,15 @@ pub(super) fn internal(e: impl std::fmt::Display) -> PlanError {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The base's chain (an incremental's parents) could not be read from the catalog.
-    #[error("{reason}")]
-    BaseChain {
-        /// The snapshotter's message (a parent missing, a base not COMPLETED, ...).
-        reason: String,
-    },
+    #[error("{0}")]
+    BaseChain(#[source] Box<snapshotter::BaseError>),
     /// The catalog returned an empty chain for the plan's base.
     #[error("the base's chain is empty")]
     EmptyChain,
     /// A tool (mariadbd, mariadb-install-db) is not installed; the message names the
     /// package.
-    #[error("{reason}")]
-    Tool {
-        /// The snapshotter's message, naming the tool and its package.
-        reason: String,
-    },
+    #[error("{0}")]
+    Tool(#[source] snapshotter::ToolError),
     /// The scratch instance could not be prepared, started or stopped.
     #[error(transparent)]
     Instance(#[from] InstanceError),
@@ -267,12 +263,13 @@ pub enum RunError {
         source: ConnError,
     },
     /// Restoring the base (physical copy-back or logical load) failed.
-    #[error("restore base {base}: {reason}")]
+    #[error("restore base {base}: {source}")]
     Restore {
         /// The base's id.
         base: String,
-        /// The snapshotter's message.
-        reason: String,
+        /// The snapshotter's error (a tool's output tail, a missing object, ...).
+        #[source]
+        source: Box<snapshotter::BaseError>,
     },
     /// The job was cancelled while its base was restored.
     #[error("cancelled after the base was restored")]
@@ -352,8 +349,8 @@ impl RunError {
     /// `replica_sql_stopped`, `replica_io_stopped`, `refused`, `datadir`.
     pub fn kind(&self) -> &'static str {
         match self {
-            RunError::BaseChain { .. } | RunError::EmptyChain => "base_chain",
-            RunError::Tool { .. } => "tool_missing",
+            RunError::BaseChain(_) | RunError::EmptyChain => "base_chain",
+            RunError::Tool(_) => "tool_missing",
             RunError::Instance(_) => "instance",
             RunError::Connect(_) => "connect",
             RunError::Query { .. } => "query",
@@ -492,11 +489,14 @@ mod tests {
         assert_eq!(refused.kind(), "refused");
         let restore = RunError::Restore {
             base: "b-1".into(),
-            reason: "mariabackup --prepare failed".into(),
+            source: Box::new(snapshotter::BaseError::MissingObject {
+                base: "b-1".into(),
+                object: "dump.sql",
+            }),
         };
         assert_eq!(
             restore.to_string(),
-            "restore base b-1: mariabackup --prepare failed"
+            "restore base b-1: base b-1 has no dump.sql object"
         );
         assert_eq!(restore.position(), None);
         assert_eq!(

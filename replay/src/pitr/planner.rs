@@ -107,9 +107,9 @@ pub async fn plan(
     let base = choose_base(catalog, source, &cut.stop, base_id).await?;
     let chain = snapshotter::restore::chain(catalog, &base.id)
         .await
-        .map_err(|reason| PlanError::BaseChain {
+        .map_err(|source| PlanError::BaseChain {
             base_id: base.id.clone(),
-            reason,
+            source: Box::new(source),
         })?;
     let start = BasePos {
         file: base.binlog_file.clone().unwrap_or_default(),

@@ -87,13 +87,10 @@ async fn run(svc: &PitrService, job: &Arc<Job>, dest: Destination, n: u32) -> Re
     let t0 = Instant::now();
     let chain = snapshotter::restore::chain(&svc.catalog, &plan.base.id)
         .await
-        .map_err(|reason| RunError::BaseChain { reason })?;
+        .map_err(|e| RunError::BaseChain(Box::new(e)))?;
     let base = chain.last().cloned().ok_or(RunError::EmptyChain)?;
     // Tools::find looks in PATH, /usr/sbin and /usr/bin and names the package.
-    let mariadbd = svc
-        .tools
-        .find("mariadbd")
-        .map_err(|reason| RunError::Tool { reason })?;
+    let mariadbd = svc.tools.find("mariadbd").map_err(RunError::Tool)?;
     let dir = svc.work_dir.join(&id);
     let (port, datadir_override, url) = match &dest {
         Destination::Scratch => (instance::free_port()?, None, None),
@@ -179,9 +176,9 @@ impl Run<'_> {
         let (job, spec, base, svc) = (self.job, self.spec, self.base, self.svc);
         let workdir = spec.dir.join("restore-work");
         let progress = job.progress.clone();
-        let failed = |reason| RunError::Restore {
+        let failed = |source| RunError::Restore {
             base: base.id.clone(),
-            reason,
+            source: Box::new(source),
         };
         if self.plan.base.method == "physical" {
             snapshotter::restore::restore_physical(
@@ -205,7 +202,7 @@ impl Run<'_> {
                     let install = svc
                         .tools
                         .find("mariadb-install-db")
-                        .map_err(|reason| RunError::Tool { reason })?;
+                        .map_err(RunError::Tool)?;
                     instance::install_db(&install, spec).await?;
                     *inst = Some(Instance::start(spec, true, START_TIMEOUT).await?);
                     socket_endpoint(spec)
