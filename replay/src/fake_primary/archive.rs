@@ -1,6 +1,7 @@
 //! What a session reads of the archive it serves: the files on disk, the newest
 //! FORMAT_DESCRIPTION (the dialect the handshake presents) and the capture's durable end.
 
+use super::error::DumpError;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -123,22 +124,23 @@ pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
 ///
 /// # Errors
 ///
-/// The directory cannot be read.
-pub(super) fn list_files(a: &Archive) -> anyhow::Result<Vec<(String, u64)>> {
+/// [`DumpError::Io`]: the directory cannot be read.
+pub(super) fn list_files(a: &Archive) -> Result<Vec<(String, u64)>, DumpError> {
     let mut v = Vec::new();
+    let list = || DumpError::io("list", &a.dir);
     let rd = match std::fs::read_dir(&a.dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-        Err(e) => anyhow::bail!("list {}: {e}", a.dir.display()),
+        Err(e) => return Err(list()(e)),
     };
     for ent in rd {
-        let ent = ent?;
+        let ent = ent.map_err(list())?;
         let name = ent.file_name().to_string_lossy().into_owned();
         if archive::local::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name)
         {
             continue;
         }
-        let md = ent.metadata()?;
+        let md = ent.metadata().map_err(list())?;
         if md.is_file() {
             v.push((name, md.len()));
         }

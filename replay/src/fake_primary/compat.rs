@@ -84,14 +84,14 @@ impl Compat {
     ///
     /// # Errors
     ///
-    /// The message for ERROR 1236 when the event cannot be rewritten (too short for a
+    /// [`CompatError`], the message for ERROR 1236, when the event cannot be rewritten (too short for a
     /// dummy, or a GTID event of a size `begin_event` does not know), as MariaDB ends the
     /// dump then.
     pub fn apply<'a>(
         &self,
         ev: &'a [u8],
         alg: ChecksumAlg,
-    ) -> Result<Option<Cow<'a, [u8]>>, String> {
+    ) -> Result<Option<Cow<'a, [u8]>>, CompatError> {
         let t = ev.get(4).copied().unwrap_or(0);
         let Some(cap) = self.capability else {
             return Ok(Some(Cow::Borrowed(ev)));
@@ -105,29 +105,19 @@ impl Compat {
                 } else {
                     dummy_event(ev, alg)
                         .map(|e| Some(Cow::Owned(e)))
-                        .ok_or_else(|| {
-                            "Failed to replace row annotate event with dummy: too small event."
-                                .to_string()
-                        })
+                        .ok_or(CompatError::AnnotateTooSmall)
                 }
             }
             event_type::MARIADB_GTID if cap < CAP_GTID => {
-                let bad = || {
-                    "Failed to replace GTID event with backwards-compatible event: currupt event."
-                        .to_string()
-                };
-                let flags2 = *ev.get(HEADER_LEN + 12).ok_or_else(bad)?;
+                let bad = CompatError::GtidCorrupt;
+                let flags2 = *ev.get(HEADER_LEN + 12).ok_or(bad)?;
                 if flags2 & binlog::mariadb_gtid_flags::FL_STANDALONE != 0 {
                     if cap >= CAP_TOLERATE_HOLES {
                         return Ok(None);
                     }
-                    return dummy_event(ev, alg)
-                        .map(|e| Some(Cow::Owned(e)))
-                        .ok_or_else(bad);
+                    return dummy_event(ev, alg).map(|e| Some(Cow::Owned(e))).ok_or(bad);
                 }
-                begin_event(ev, alg)
-                    .map(|e| Some(Cow::Owned(e)))
-                    .ok_or_else(bad)
+                begin_event(ev, alg).map(|e| Some(Cow::Owned(e))).ok_or(bad)
             }
             event_type::MARIADB_BINLOG_CHECKPOINT if cap < CAP_BINLOG_CHECKPOINT => {
                 self.hole_or_dummy(ev, alg, cap)
@@ -144,15 +134,29 @@ impl Compat {
         ev: &'a [u8],
         alg: ChecksumAlg,
         cap: u8,
-    ) -> Result<Option<Cow<'a, [u8]>>, String> {
+    ) -> Result<Option<Cow<'a, [u8]>>, CompatError> {
         if cap >= CAP_TOLERATE_HOLES {
             return Ok(None);
         }
-        dummy_event(ev, alg).map(|e| Some(Cow::Owned(e))).ok_or_else(|| {
-            "Failed to replace binlog checkpoint or gtid list event with dummy: too small event."
-                .to_string()
-        })
+        dummy_event(ev, alg)
+            .map(|e| Some(Cow::Owned(e)))
+            .ok_or(CompatError::CheckpointTooSmall)
     }
+}
+
+/// An event that cannot be rewritten for the replica's capability, as MariaDB ends the
+/// dump then; the texts are MariaDB's own (`sql/sql_repl.cc`, typo included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CompatError {
+    /// An ANNOTATE_ROWS event too short to become a dummy.
+    #[error("Failed to replace row annotate event with dummy: too small event.")]
+    AnnotateTooSmall,
+    /// A GTID event of a size `begin_event` does not know, or too short.
+    #[error("Failed to replace GTID event with backwards-compatible event: currupt event.")]
+    GtidCorrupt,
+    /// A BINLOG_CHECKPOINT or GTID_LIST event too short to become a dummy.
+    #[error("Failed to replace binlog checkpoint or gtid list event with dummy: too small event.")]
+    CheckpointTooSmall,
 }
 
 /// The event's length without its CRC, and whether it has one.

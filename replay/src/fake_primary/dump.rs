@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::archive::{durable_end, fde_of, list_files, Archive, ArchiveFacts};
 use super::compat::Compat;
+use super::error::DumpError;
 use super::wire::Wire;
 use super::{ServeStats, Shared, StopAt};
 use archive::local::binlog_order;
@@ -123,14 +124,14 @@ pub(super) fn announced_checksum(vars: &BTreeMap<String, String>) -> Option<Chec
 ///
 /// # Errors
 ///
-/// A message naming the GTID that does not parse.
-pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, String> {
+/// [`DumpError::BadConnectState`] naming the GTID that does not parse.
+pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, DumpError> {
     s.split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| {
             p.parse::<Gtid>()
-                .map_err(|_| format!("bad GTID {p:?} in @slave_connect_state"))
+                .map_err(|_| DumpError::BadConnectState { gtid: p.to_owned() })
         })
         .collect()
 }
@@ -139,8 +140,8 @@ pub fn parse_connect_state(s: &str) -> Result<Vec<Gtid>, String> {
 /// u32, name_len u32, name, pos u64, data_len u32, then the encoded GTID set
 /// (n_sids u64; per sid: uuid\[16\], n_intervals u64, (start u64, end u64)*).
 /// Source: mysql-server `sql/rpl_binlog_sender.cc`, `Gtid_set::add_gtid_encoding`.
-fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
-    let e = |e: mysql_wire::packet::PacketError| format!("malformed COM_BINLOG_DUMP_GTID: {e}");
+fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), DumpError> {
+    let e = DumpError::MalformedDumpGtid;
     let mut r = Reader::new(body, "COM_BINLOG_DUMP_GTID");
     r.u16().map_err(e)?;
     r.u32().map_err(e)?;
@@ -153,17 +154,20 @@ fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
         if dl >= 8 {
             let n = r.u64().map_err(e)?;
             if n > 100_000 {
-                return Err(format!("GTID set with {n} UUIDs is not plausible"));
+                return Err(DumpError::ImplausibleGtidSet {
+                    count: n,
+                    what: "UUIDs",
+                });
             }
             for _ in 0..n {
-                let uuid: [u8; 16] = r
-                    .take(16)
-                    .map_err(e)?
-                    .try_into()
-                    .map_err(|_| "uuid".to_string())?;
+                let mut uuid = [0u8; 16];
+                uuid.copy_from_slice(r.take(16).map_err(e)?);
                 let k = r.u64().map_err(e)?;
                 if k > 1_000_000 {
-                    return Err(format!("GTID set with {k} intervals is not plausible"));
+                    return Err(DumpError::ImplausibleGtidSet {
+                        count: k,
+                        what: "intervals",
+                    });
                 }
                 let mut iv = Vec::new();
                 for _ in 0..k {
@@ -182,21 +186,24 @@ fn parse_dump_gtid(body: &[u8]) -> Result<(String, u64, GtidSet), String> {
 ///
 /// # Errors
 ///
-/// The text for ERROR 1236: a malformed packet, an unknown file or impossible position,
-/// a MariaDB GTID the archive does not hold, an empty archive, an index failure.
+/// [`DumpError`], the text for ERROR 1236: a malformed packet, an unknown file or
+/// impossible position, a MariaDB GTID the archive does not hold, an empty archive, an
+/// index failure.
 pub(super) async fn start_point(
     cmd: u8,
     body: &[u8],
     vars: &BTreeMap<String, String>,
     facts: &ArchiveFacts,
     a: &Archive,
-) -> Result<Start, String> {
+) -> Result<Start, DumpError> {
     let first = || {
         facts
             .files
             .first()
             .map(|(n, _)| n.clone())
-            .ok_or_else(|| format!("binlog-server holds no binlog of {} yet", a.source))
+            .ok_or_else(|| DumpError::NothingArchived {
+                source_name: a.source.clone(),
+            })
     };
     let flags = dump_flags(cmd, body);
     let non_blocking = flags & BINLOG_DUMP_NON_BLOCK != 0;
@@ -299,7 +306,7 @@ fn requested_start(
     body: &[u8],
     vars: &BTreeMap<String, String>,
     facts: &ArchiveFacts,
-) -> Result<Requested, String> {
+) -> Result<Requested, DumpError> {
     if cmd == 0x1e {
         let (name, pos, set) = parse_dump_gtid(body)?;
         if set.is_empty() && !name.is_empty() {
@@ -321,9 +328,9 @@ fn requested_start(
         return Ok(Requested::Gtids(lookups, GtidSkip::MySql(set)));
     }
     let mut r = Reader::new(body, "COM_BINLOG_DUMP");
-    let pos = r.u32().map_err(|e| e.to_string())?;
-    r.u16().map_err(|e| e.to_string())?;
-    r.u32().map_err(|e| e.to_string())?;
+    let pos = r.u32()?;
+    r.u16()?;
+    r.u32()?;
     let name = dump_file_name(r.rest());
     match vars.get("slave_connect_state") {
         None => {
@@ -348,15 +355,12 @@ fn requested_start(
 /// The earliest (file, end offset) of `lookups`' transactions in the index; `None` when
 /// none is found (or there are none). A MySQL GTID the index lacks is ignored (a
 /// replica's set names other servers too); a MariaDB one is an error.
-async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u64)>, String> {
+async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u64)>, DumpError> {
     let mut best: Option<(String, u64)> = None;
     for g in lookups {
         let idx = a.index.clone();
         let (source, g2) = (a.source.clone(), g.clone());
-        let found = tokio::task::spawn_blocking(move || idx.find_gtid(&source, &g2))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let found = tokio::task::spawn_blocking(move || idx.find_gtid(&source, &g2)).await??;
         match found {
             Some(e) => {
                 if best
@@ -369,12 +373,10 @@ async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u
             // A MySQL replica's set names its own and other servers' UUIDs too.
             None if matches!(g, Gtid::MySql { .. }) => {}
             None => {
-                return Err(format!(
-                    "binlog-server's archive of {} does not hold GTID {g} (the replica's \
-                     position): it is older than the archive or was never written by this \
-                     primary",
-                    a.source
-                ))
+                return Err(DumpError::GtidNotArchived {
+                    source_name: a.source.clone(),
+                    gtid: g.clone(),
+                })
             }
         }
     }
@@ -382,16 +384,18 @@ async fn earliest_end(lookups: &[Gtid], a: &Archive) -> Result<Option<(String, u
 }
 
 /// A start at `pos` of `name`, checked against the archive's files (4 ..= size).
-fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, String> {
+fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, DumpError> {
     let Some((_, size)) = facts.files.iter().find(|(n, _)| n == name) else {
-        return Err(format!(
-            "Could not find first log file name in binary log index file: binlog-server does not hold {name:?}"
-        ));
+        return Err(DumpError::UnknownFile {
+            file: name.to_owned(),
+        });
     };
     if pos < 4 || pos > *size {
-        return Err(format!(
-            "Client requested master to start replication from impossible position {pos} in {name} (size {size})"
-        ));
+        return Err(DumpError::ImpossiblePosition {
+            pos,
+            file: name.to_owned(),
+            size: *size,
+        });
     }
     Ok(Start {
         file: name.to_string(),
@@ -703,7 +707,8 @@ impl DumpCtx {
         };
         match self.stream(start, &mut out, done) {
             Ok(()) => {}
-            Err(msg) => {
+            Err(e) => {
+                let msg = e.to_string();
                 warn!(source = %self.archive.source, error = %msg, "fake primary: dump ends with an error");
                 *lock(&self.stats.last_error) = Some(msg.clone());
                 let mut seq = out.seq;
@@ -718,22 +723,21 @@ impl DumpCtx {
         Ok(())
     }
 
-    fn file_state(&self, name: &str) -> Result<Option<(FileState, String)>, String> {
+    fn file_state(&self, name: &str) -> Result<Option<(FileState, String)>, DumpError> {
         let cat = self.archive.catalog.clone();
         let (source, file) = (self.archive.source.clone(), name.to_string());
         self.rt
             .block_on(async move { cat.get_file(&source, &file).await })
             .map(|r| r.map(|r| (r.state, r.info)))
-            .map_err(|e| format!("catalog: {e}"))
+            .map_err(DumpError::Catalog)
     }
 
-    fn gap_after(&self, name: &str) -> Result<Option<String>, String> {
+    fn gap_after(&self, name: &str) -> Result<Option<String>, DumpError> {
         let cat = self.archive.catalog.clone();
         let source = self.archive.source.clone();
         let gaps = self
             .rt
-            .block_on(async move { cat.list_gaps(&source).await })
-            .map_err(|e| format!("catalog: {e}"))?;
+            .block_on(async move { cat.list_gaps(&source).await })?;
         Ok(gaps
             .into_iter()
             .find(|g| g.after_file.as_deref() == Some(name))
@@ -747,8 +751,7 @@ impl DumpCtx {
         start: Start,
         out: &mut Out<'_>,
         done: &CancellationToken,
-    ) -> Result<(), String> {
-        let source = &self.archive.source;
+    ) -> Result<(), DumpError> {
         let mut skip = Skipping {
             rule: start.skip,
             active: false,
@@ -765,11 +768,12 @@ impl DumpCtx {
                 return Ok(());
             };
             if let Some(reason) = self.gap_after(&cur.file)? {
-                return Err(format!(
-                    "binlog-server's archive of {source} has a gap after {} ({reason}): \
-                     serving {next} would skip transactions",
-                    cur.file
-                ));
+                return Err(DumpError::Gap {
+                    source_name: self.archive.source.clone(),
+                    after: cur.file.clone(),
+                    next,
+                    reason,
+                });
             }
             file = next;
             pos = 4;
@@ -779,27 +783,40 @@ impl DumpCtx {
     /// Starts sending `file` at `pos`: refuses a FAIL file or one without a readable
     /// FORMAT_DESCRIPTION, sends the artificial ROTATE and, past offset 4, the file's
     /// FORMAT_DESCRIPTION with log_pos 0.
-    fn open_file(&self, file: String, pos: u64, out: &mut Out<'_>) -> Result<FileCursor, String> {
-        let source = &self.archive.source;
+    fn open_file(
+        &self,
+        file: String,
+        pos: u64,
+        out: &mut Out<'_>,
+    ) -> Result<FileCursor, DumpError> {
+        let source_name = self.archive.source.clone();
         if let Some((FileState::Fail, info)) = self.file_state(&file)? {
-            return Err(format!(
-                "binlog {file} of {source} failed its check ({info}); binlog-server does not \
-                 serve it until a re-pull makes it good"
-            ));
+            return Err(DumpError::FileFailed {
+                file,
+                source_name,
+                info,
+            });
         }
-        let (path, handle) = self.open_handle(&file).map_err(|e| match e {
-            OpenError::Fetch(e) => format!(
-                "binlog {file} of {source} is not on this node's disk and cannot be read from the archive store: {e}"
-            ),
-            e => e.to_string(),
-        })?;
-        let dup = handle
-            .try_clone()
-            .map_err(|e| format!("read {}: {e}", path.display()))?;
+        let (path, handle) = match self.open_handle(&file) {
+            Ok(x) => x,
+            Err(OpenError::Fetch(source)) => {
+                return Err(DumpError::NotInStore {
+                    file,
+                    source_name,
+                    source: Box::new(source),
+                })
+            }
+            Err(OpenError::Open { path, source }) => {
+                return Err(DumpError::Io {
+                    what: "open",
+                    path,
+                    source,
+                })
+            }
+        };
+        let dup = handle.try_clone().map_err(DumpError::io("read", &path))?;
         let Some((fh, fde)) = fde_of(dup) else {
-            return Err(format!(
-                "binlog {file} of {source} has no readable FORMAT_DESCRIPTION"
-            ));
+            return Err(DumpError::NoFormatDescription { file, source_name });
         };
         let alg = fde.checksum_alg;
         out.event(&artificial_rotate(
@@ -844,9 +861,9 @@ impl DumpCtx {
         cur: &FileCursor,
         out: &mut Out<'_>,
         done: &CancellationToken,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, DumpError> {
         loop {
-            let files = list_files(&self.archive).map_err(|e| e.to_string())?;
+            let files = list_files(&self.archive)?;
             let next = files
                 .iter()
                 .find(|(n, _)| binlog_order(n) > binlog_order(&cur.file))
@@ -908,7 +925,7 @@ impl DumpCtx {
         skip: &mut Skipping,
         out: &mut Out<'_>,
         done: &CancellationToken,
-    ) -> Result<Next, String> {
+    ) -> Result<Next, DumpError> {
         let file = cur.file.clone();
         loop {
             if self.stopped(&file, cur.pos) {
@@ -923,7 +940,7 @@ impl DumpCtx {
                 .fh
                 .metadata()
                 .map(|m| m.len())
-                .map_err(|e| format!("{}: {e}", cur.path.display()))?;
+                .map_err(DumpError::io("stat", &cur.path))?;
             let (limit, closed) = match &live {
                 Some((f, p)) if *f == file => (*p, false),
                 Some((f, _)) if binlog_order(f) < binlog_order(&file) => (0, false),
@@ -935,10 +952,7 @@ impl DumpCtx {
                     return Ok(Next::Done);
                 }
                 if cur.pos < limit && !self.stopped(&file, cur.pos) {
-                    return Err(format!(
-                        "binlog {file}: stopped inside the readable range at {}",
-                        cur.pos
-                    ));
+                    return Err(DumpError::StoppedInside { file, pos: cur.pos });
                 }
                 continue;
             }
@@ -965,33 +979,36 @@ impl DumpCtx {
         limit: u64,
         skip: &mut Skipping,
         out: &mut Out<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DumpError> {
         let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
         let pos = &mut cur.pos;
-        let io = |e: std::io::Error| format!("read {}: {e}", path.display());
         // A second handle on the open file (it shares the offset: set here, read only here).
-        let mut f = cur.fh.try_clone().map_err(io)?;
-        f.seek(SeekFrom::Start(*pos)).map_err(io)?;
+        let mut f = cur.fh.try_clone().map_err(DumpError::io("read", path))?;
+        f.seek(SeekFrom::Start(*pos))
+            .map_err(DumpError::io("read", path))?;
         let br = std::io::BufReader::with_capacity(1 << 20, f.take(limit - *pos));
         let mut r = EventReader::new_at(br, *pos);
         while let Some(item) = r.next_event() {
-            let (off, h, ev) = item.map_err(|e| {
+            let (off, h, ev) = item.map_err(|source| {
                 self.archive.report_damage(file);
-                format!(
-                    "binlog {file} of {} is damaged at offset {}: {e}; not served",
-                    self.archive.source,
-                    e.offset().unwrap_or(*pos)
-                )
+                DumpError::Damaged {
+                    file: file.to_owned(),
+                    source_name: self.archive.source.clone(),
+                    offset: source.offset().unwrap_or(*pos),
+                    source,
+                }
             })?;
             if self.stopped(file, off) {
                 return Ok(());
             }
-            binlog::verify_checksum(ev, alg).map_err(|e| {
+            binlog::verify_checksum(ev, alg).map_err(|source| {
                 self.archive.report_damage(file);
-                format!(
-                    "binlog {file} of {} fails its CRC32 check at offset {off} ({e}); not served",
-                    self.archive.source
-                )
+                DumpError::CrcFailed {
+                    file: file.to_owned(),
+                    source_name: self.archive.source.clone(),
+                    offset: off,
+                    source,
+                }
             })?;
             let t = h.type_code;
             if event_type::is_gtid(t) {
@@ -1034,14 +1051,19 @@ impl DumpCtx {
 }
 
 /// `len` bytes of `path` at `off`.
-fn read_at(fh: &std::fs::File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, String> {
-    let io = |e: std::io::Error| format!("read {}: {e}", path.display());
-    let mut f = fh.try_clone().map_err(io)?;
-    f.seek(SeekFrom::Start(off)).map_err(io)?;
+fn read_at(fh: &std::fs::File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, DumpError> {
+    let mut f = fh.try_clone().map_err(DumpError::io("read", path))?;
+    f.seek(SeekFrom::Start(off))
+        .map_err(DumpError::io("read", path))?;
     let mut v = Vec::new();
-    f.take(len as u64).read_to_end(&mut v).map_err(io)?;
+    f.take(len as u64)
+        .read_to_end(&mut v)
+        .map_err(DumpError::io("read", path))?;
     if v.len() != len {
-        return Err(format!("{}: short read at {off}", path.display()));
+        return Err(DumpError::ShortRead {
+            path: path.to_owned(),
+            offset: off,
+        });
     }
     Ok(v)
 }

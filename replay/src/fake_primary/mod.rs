@@ -74,11 +74,13 @@
 //! | `session.rs` | one replica connection: greeting, `mysql_native_password` login, command loop |
 //! | `query.rs` | the tolerant answers to a replica's `SET`, `SELECT` and `SHOW` statements |
 //! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader thread that checks and frames the events |
+//! | `error.rs` | [`DumpError`]: why a dump ends with ERROR 1236, one variant per cause; its text is the ERR packet's |
 //! | `compat.rs` | what a MariaDB primary sends a client by its `@mariadb_slave_capability`: MariaDB's events left out, or replaced by BEGIN and dummy events of the same size |
 
 mod archive;
 mod compat;
 mod dump;
+mod error;
 mod query;
 mod session;
 mod wire;
@@ -95,6 +97,7 @@ use tracing::{debug, info, warn, Instrument};
 
 pub use archive::Archive;
 pub use dump::parse_connect_state;
+pub use error::DumpError;
 
 /// Where a dump stops: no event starting at or after `pos` in `file`, nor any event of a
 /// later file, is sent. Always a transaction boundary.

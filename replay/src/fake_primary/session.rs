@@ -269,7 +269,8 @@ async fn start_dump(
 ) -> anyhow::Result<()> {
     let start = match start_point(cmd, body, vars, &facts, &shared.archive).await {
         Ok(s) => s,
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             *lock(&shared.stats.last_error) = Some(msg.clone());
             wire.err(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg).await?;
             return Ok(());
