@@ -63,28 +63,91 @@ impl std::fmt::Display for Api {
 }
 
 /// The rustls client configuration that trusts `cert` (a PEM file) and the Mozilla roots.
-fn trusting(cert: &Path) -> Result<rustls::ClientConfig, String> {
+fn trusting(cert: &Path) -> Result<rustls::ClientConfig, CliError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("read {}: {e}", cert.display()))?
-    {
-        let c = c.map_err(|e| format!("parse {}: {e}", cert.display()))?;
-        roots
-            .add(c)
-            .map_err(|e| format!("trust {}: {e}", cert.display()))?;
+    let pem = |what: &'static str| {
+        move |source| CliError::Pem {
+            what,
+            path: cert.to_owned(),
+            source,
+        }
+    };
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).map_err(pem("read"))? {
+        let c = c.map_err(pem("parse"))?;
+        roots.add(c).map_err(|source| CliError::Trust {
+            path: cert.to_owned(),
+            source,
+        })?;
     }
     rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())
+    .map_err(CliError::Tls)
     .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
+/// Why a command could not talk to the service; it prints this and exits.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The service's certificate (`[http] tls_cert`) cannot be read or parsed.
+    #[error("{what} {}: {source}", .path.display())]
+    Pem {
+        /// "read" or "parse".
+        what: &'static str,
+        /// The PEM file.
+        path: std::path::PathBuf,
+        /// The PEM reader's error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate cannot be trusted (not a usable CA or leaf).
+    #[error("trust {}: {source}", .path.display())]
+    Trust {
+        /// The PEM file.
+        path: std::path::PathBuf,
+        /// rustls' error.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the protocol versions.
+    #[error("{0}")]
+    Tls(#[source] rustls::Error),
+    /// The token file ([`TOKEN_FILE_ENV`]) cannot be read.
+    #[error("{TOKEN_FILE_ENV}={}: {source}", .path.display())]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The service cannot be reached; check that `serve` runs with this config.
+    #[error("{method} {url}: {source} (is `binlog-server serve` running with this config?)")]
+    Unreachable {
+        /// The HTTP method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// The HTTP client's error (boxed: it is large).
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The answer's body could not be read.
+    #[error("{url}: {source}")]
+    Body {
+        /// The URL.
+        url: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The token the commands send: [`TOKEN_ENV`], else the first line of [`TOKEN_FILE_ENV`].
-fn token_from_env() -> Result<Option<String>, String> {
+fn token_from_env() -> Result<Option<String>, CliError> {
     if let Ok(t) = std::env::var(TOKEN_ENV) {
         return Ok(Some(t.trim().to_string()));
     }
@@ -92,7 +155,10 @@ fn token_from_env() -> Result<Option<String>, String> {
         None => Ok(None),
         Some(p) => std::fs::read_to_string(&p)
             .map(|t| t.lines().next().map(|l| l.trim().to_string()))
-            .map_err(|e| format!("{TOKEN_FILE_ENV}={}: {e}", Path::new(&p).display())),
+            .map_err(|source| CliError::TokenFile {
+                path: p.into(),
+                source,
+            }),
     }
 }
 
@@ -103,7 +169,7 @@ pub fn api_base(config: &Path) -> Result<Api, ExitCode> {
         eprintln!("binlog-server: {m}");
         ExitCode::from(2)
     };
-    let token = token_from_env().map_err(fail)?;
+    let token = token_from_env().map_err(|e| fail(e.to_string()))?;
     if s.http.tokens.is_some() && token.is_none() {
         return Err(fail(format!(
             "the service needs an API token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV})"
@@ -112,7 +178,8 @@ pub fn api_base(config: &Path) -> Result<Api, ExitCode> {
     let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
     let scheme = match &s.http.tls_cert {
         Some(cert) => {
-            agent = agent.tls_config(std::sync::Arc::new(trusting(cert).map_err(fail)?));
+            let tls = trusting(cert).map_err(|e| fail(e.to_string()))?;
+            agent = agent.tls_config(std::sync::Arc::new(tls));
             "https"
         }
         None => "http",
@@ -135,13 +202,13 @@ pub fn api_base(config: &Path) -> Result<Api, ExitCode> {
 /// One HTTP request to the service with an optional JSON body: `(status, body)`, the
 /// body parsed as JSON or kept as a JSON string. Every request carries `Content-Type:
 /// application/json` (the service requires it of POST and DELETE). Errors: the service
-/// cannot be reached (the message says to check that `serve` runs with this config).
+/// cannot be reached ([`CliError::Unreachable`]), or its answer cannot be read.
 pub fn call(
     api: &Api,
     method: &str,
     url: &str,
     body: Option<&Value>,
-) -> Result<(u16, Value), String> {
+) -> Result<(u16, Value), CliError> {
     let mut req = api
         .agent
         .request(method, url)
@@ -158,13 +225,18 @@ pub fn call(
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => {
-            return Err(format!(
-                "{method} {url}: {e} (is `binlog-server serve` running with this config?)"
-            ))
+            return Err(CliError::Unreachable {
+                method: method.to_owned(),
+                url: url.to_owned(),
+                source: Box::new(e),
+            })
         }
     };
     let code = resp.status();
-    let text = resp.into_string().map_err(|e| format!("{url}: {e}"))?;
+    let text = resp.into_string().map_err(|source| CliError::Body {
+        url: url.to_owned(),
+        source,
+    })?;
     Ok((
         code,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),

@@ -43,6 +43,8 @@ pub enum Role {
 
 impl std::str::FromStr for Role {
     type Err = String;
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     fn from_str(s: &str) -> Result<Role, String> {
         match s {
             "read" => Ok(Role::Read),

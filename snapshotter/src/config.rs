@@ -208,6 +208,8 @@ impl Method {
 
 impl std::str::FromStr for Method {
     type Err = String;
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "physical" => Ok(Method::Physical),

@@ -23,6 +23,8 @@ pub struct DbFilter {
 
 impl DbFilter {
     /// Parses the filter text. Errors say what is wrong (empty item, mixed `!`).
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     pub fn parse(text: &str) -> Result<DbFilter, String> {
         let items: Vec<&str> = text.split(',').map(str::trim).collect();
         if items.iter().any(|i| i.is_empty() || *i == "!") {

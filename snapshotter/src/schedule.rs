@@ -14,6 +14,8 @@ pub struct Schedule {
 
 impl Schedule {
     /// Parses a cron expression; the error names what is wrong.
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let cron: Cron = text.parse().map_err(|e| {
             format!("{text:?} is not a cron expression ({e}); e.g. \"0 2 * * *\" = 02:00 UTC daily")

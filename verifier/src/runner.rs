@@ -480,7 +480,7 @@ impl VerifyService {
                     ctx.data_phase(&mut primary, &mut replica).await;
                 }
             }
-            Err(e) => ctx.fail(CHAIN, t, e.into()),
+            Err(e) => ctx.fail(CHAIN, t, e.to_string().into()),
         }
         // 5. Clean-up.
         ctx.cleanup(Some(&job)).await;

@@ -8,12 +8,29 @@ use mysql_wire::ResultSet;
 use crate::phase::Fail;
 use replay::instance;
 
-/// Root over the private instance's socket (it runs with --skip-grant-tables). The
-/// error is the report's message.
-pub(super) async fn connect_socket(socket: &str) -> Result<Conn, String> {
+/// Root over the private instance's socket (it runs with --skip-grant-tables).
+///
+/// # Errors
+///
+/// [`ScratchConnectError`]; its text is the report's message.
+pub(super) async fn connect_socket(socket: &str) -> Result<Conn, ScratchConnectError> {
     instance::connect_admin(&instance::socket_url(std::path::Path::new(socket)))
         .await
-        .map_err(|e| format!("connect to the scratch instance at {socket}: {e}"))
+        .map_err(|source| ScratchConnectError {
+            socket: socket.to_owned(),
+            source,
+        })
+}
+
+/// The scratch instance does not answer on its socket: the phase fails with this text.
+#[derive(Debug, thiserror::Error)]
+#[error("connect to the scratch instance at {socket}: {source}")]
+pub(super) struct ScratchConnectError {
+    /// The socket path.
+    pub socket: String,
+    /// The client's error.
+    #[source]
+    pub source: mysql_wire::conn::ConnError,
 }
 
 /// Runs `sql`; a failure reads "`what`: the server's message".

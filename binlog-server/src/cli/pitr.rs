@@ -225,6 +225,61 @@ pub fn export(config: &Path, t: &TargetArgs, out: &Path) -> ExitCode {
     }
 }
 
+/// Why `binlog-server export` could not write the plan's files; the command prints it
+/// and exits 1.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    /// A local file could not be opened, read or written.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// "open", "read", "create", "write".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No async runtime for the store.
+    #[error("start a runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The archive store could not be opened.
+    #[error(transparent)]
+    Store(#[from] Box<objstore::store::StoreError>),
+    /// An evicted file could not be read back from the archive store.
+    #[error(
+        "{name} is not on this node's disk and cannot be read from the archive store: {source}"
+    )]
+    NotInStore {
+        /// The binlog file.
+        name: String,
+        /// The store tier's error.
+        #[source]
+        source: Box<archive::fetch::FetchError>,
+    },
+    /// The plan names a file that is not a plain binlog file name.
+    #[error("unsafe file name {0:?} in the plan")]
+    UnsafeName(String),
+    /// A file's FORMAT_DESCRIPTION header does not parse.
+    #[error("{name}: {source}")]
+    Event {
+        /// The binlog file.
+        name: String,
+        /// The parser's error.
+        #[source]
+        source: binlog::EventError,
+    },
+    /// A file's FORMAT_DESCRIPTION runs past its end.
+    #[error("{0}: FORMAT_DESCRIPTION runs past the file's end")]
+    FdePastEnd(String),
+}
+
+/// An [`ExportError::Io`] for `what` on `path`, for `map_err`.
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+    let path = path.to_owned();
+    move |source| ExportError::Io { what, path, source }
+}
+
 /// Where binlog `name` of `source` is: the local file, the cached copy, or (evicted) a
 /// checked copy fetched from the archive store into the cache now.
 fn locate_binlog(
@@ -232,7 +287,7 @@ fn locate_binlog(
     source: &str,
     dir: &Path,
     name: &str,
-) -> Result<std::path::PathBuf, String> {
+) -> Result<PathBuf, ExportError> {
     let local = dir.join(name);
     if local.exists() || !settings.archive.enabled {
         return Ok(local);
@@ -245,11 +300,10 @@ fn locate_binlog(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("start a runtime: {e}"))?;
+        .map_err(ExportError::Runtime)?;
     rt.block_on(async {
-        std::fs::create_dir_all(&cdir).map_err(|e| format!("create {}: {e}", cdir.display()))?;
-        let store =
-            objstore::store::Store::open(&settings.archive.store).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&cdir).map_err(io("create", &cdir))?;
+        let store = objstore::store::Store::open(&settings.archive.store).map_err(Box::new)?;
         archive::fetch::fetch_file(
             &store,
             settings.archive.keyring.clone(),
@@ -259,21 +313,20 @@ fn locate_binlog(
             archive::fetch::Flush::Fsync,
         )
         .await
-        .map_err(|e| {
-            format!(
-                "{name} is not on this node's disk and cannot be read from the archive store: {e}"
-            )
+        .map_err(|e| ExportError::NotInStore {
+            name: name.to_owned(),
+            source: Box::new(e),
         })
     })?;
     Ok(cached)
 }
 
 fn write_export(
-    locate: &dyn Fn(&str) -> Result<std::path::PathBuf, String>,
+    locate: &dyn Fn(&str) -> Result<PathBuf, ExportError>,
     plan: &Value,
     out: &Path,
-) -> Result<Vec<String>, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("create {}: {e}", out.display()))?;
+) -> Result<Vec<String>, ExportError> {
+    std::fs::create_dir_all(out).map_err(io("create", out))?;
     let files: Vec<String> = plan["files"]
         .as_array()
         .map(|a| {
@@ -289,41 +342,52 @@ fn write_export(
     let mut written = Vec::new();
     for name in &files {
         if !archive::local::is_safe_file_name(name) {
-            return Err(format!("unsafe file name {name:?} in the plan"));
+            return Err(ExportError::UnsafeName(name.clone()));
         }
         let src = locate(name)?;
-        let mut f =
-            std::fs::File::open(&src).map_err(|e| format!("open {}: {e}", src.display()))?;
-        let size = f.metadata().map_err(|e| e.to_string())?.len();
-        let end = if name == sfile { spos.min(size) } else { size };
+        let end_of = |size: u64| if name == sfile { spos.min(size) } else { size };
         let from = if name == bfile { bpos } else { 4 };
-        // Magic + FORMAT_DESCRIPTION (in-use flag cleared: the copy is a closed file).
-        let mut head = [0u8; 4 + HEADER_LEN];
-        f.read_exact(&mut head)
-            .map_err(|e| format!("read {}: {e}", src.display()))?;
-        let h = EventHeader::parse(&head[4..]).map_err(|e| format!("{name}: {e}"))?;
-        let fde_end = 4 + u64::from(h.event_size);
-        if fde_end > size {
-            return Err(format!(
-                "{name}: FORMAT_DESCRIPTION runs past the file's end"
-            ));
-        }
-        let mut fde = vec![0u8; fde_end as usize];
-        f.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-        f.read_exact(&mut fde).map_err(|e| e.to_string())?;
-        fde[4 + 17] &= !(binlog::LOG_EVENT_BINLOG_IN_USE_F as u8);
-        let dst = out.join(name);
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&dst).map_err(|e| format!("create {}: {e}", dst.display()))?,
-        );
-        w.write_all(&fde).map_err(|e| e.to_string())?;
-        let from = from.max(fde_end);
-        if end > from {
-            f.seek(SeekFrom::Start(from)).map_err(|e| e.to_string())?;
-            std::io::copy(&mut (&mut f).take(end - from), &mut w).map_err(|e| e.to_string())?;
-        }
-        w.flush().map_err(|e| e.to_string())?;
+        export_file(name, &src, &out.join(name), from, end_of)?;
         written.push(name.clone());
     }
     Ok(written)
+}
+
+/// Writes `dst`: `src`'s magic and FORMAT_DESCRIPTION (in-use flag cleared: the copy is
+/// a closed file), then its bytes from `from` to `end_of(size)`.
+fn export_file(
+    name: &str,
+    src: &Path,
+    dst: &Path,
+    from: u64,
+    end_of: impl Fn(u64) -> u64,
+) -> Result<(), ExportError> {
+    let mut f = std::fs::File::open(src).map_err(io("open", src))?;
+    let size = f.metadata().map_err(io("read", src))?.len();
+    let end = end_of(size);
+    let mut head = [0u8; 4 + HEADER_LEN];
+    f.read_exact(&mut head).map_err(io("read", src))?;
+    let h = EventHeader::parse(&head[4..]).map_err(|source| ExportError::Event {
+        name: name.to_owned(),
+        source,
+    })?;
+    let fde_end = 4 + u64::from(h.event_size);
+    if fde_end > size {
+        return Err(ExportError::FdePastEnd(name.to_owned()));
+    }
+    let mut fde = vec![0u8; fde_end as usize];
+    f.seek(SeekFrom::Start(0)).map_err(io("read", src))?;
+    f.read_exact(&mut fde).map_err(io("read", src))?;
+    if let Some(flags) = fde.get_mut(4 + 17) {
+        *flags &= !(binlog::LOG_EVENT_BINLOG_IN_USE_F as u8);
+    }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(dst).map_err(io("create", dst))?);
+    w.write_all(&fde).map_err(io("write", dst))?;
+    let from = from.max(fde_end);
+    if end > from {
+        f.seek(SeekFrom::Start(from)).map_err(io("read", src))?;
+        std::io::copy(&mut (&mut f).take(end - from), &mut w).map_err(io("write", dst))?;
+    }
+    w.flush().map_err(io("write", dst))?;
+    Ok(())
 }

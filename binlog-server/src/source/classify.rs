@@ -12,16 +12,15 @@ use super::error::StreamEnd;
 
 /// The checksum algorithm an arriving event is verified with: a FORMAT_DESCRIPTION
 /// carries its own; every other event follows the last FDE (or, before any, what was
-/// declared with `@master_binlog_checksum`).
+/// declared with `@master_binlog_checksum`). Errors: the FORMAT_DESCRIPTION does not
+/// parse.
 pub(crate) fn arrival_alg(
     header: &EventHeader,
     ev: &[u8],
     current: ChecksumAlg,
-) -> Result<ChecksumAlg, String> {
+) -> Result<ChecksumAlg, binlog::EventError> {
     if header.type_code == event_type::FORMAT_DESCRIPTION {
-        FormatDescription::parse(ev)
-            .map(|f| f.checksum_alg)
-            .map_err(|e| format!("bad FORMAT_DESCRIPTION: {e}"))
+        FormatDescription::parse(ev).map(|f| f.checksum_alg)
     } else {
         Ok(current)
     }

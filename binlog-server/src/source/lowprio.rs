@@ -6,7 +6,7 @@
 /// The error case means the thread panicked or could not be started.
 pub(crate) async fn low_priority<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, LowPriorityError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // Threads do not inherit the caller's span: enter it, so the check's log lines name
     // the source.
@@ -23,6 +23,18 @@ pub(crate) async fn low_priority<T: Send + 'static>(
             }
             let _ = tx.send(f());
         })
-        .map_err(|e| format!("start a checker thread: {e}"))?;
-    rx.await.map_err(|_| "the checker thread died".to_string())
+        .map_err(LowPriorityError::Start)?;
+    rx.await.map_err(|_| LowPriorityError::Died)
+}
+
+/// The low-priority thread could not run the work; the caller skips this check and
+/// the checker tries again on its next pass.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LowPriorityError {
+    /// The OS refused a new thread.
+    #[error("start a checker thread: {0}")]
+    Start(#[source] std::io::Error),
+    /// The thread ended without a result (it panicked).
+    #[error("the checker thread died")]
+    Died,
 }

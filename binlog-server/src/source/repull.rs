@@ -19,10 +19,60 @@ use binlog::{self, EventHeader, BINLOG_MAGIC};
 
 use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::Shared;
-use super::lowprio::low_priority;
-use super::session;
+use super::error::StreamEnd;
+use super::lowprio::{low_priority, LowPriorityError};
+use super::session::{self, SessionError};
 use archive::local::{self, LocalFiles, REPULL_SUFFIX};
 use node::config::Source;
+
+/// Why a re-pull failed; the file stays FAIL with this text added to its info, and the
+/// checker tries again on a later pass while the primary still lists the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RepullError {
+    /// Connecting or setting up the dump failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The stream broke.
+    #[error(transparent)]
+    Stream(#[from] mysql_wire::conn::ConnError),
+    /// No packet within three heartbeat periods.
+    #[error("timed out reading the re-pull stream")]
+    Timeout,
+    /// An event's header or FORMAT_DESCRIPTION does not parse.
+    #[error(transparent)]
+    Event(#[from] binlog::EventError),
+    /// An event failed its CRC32 on arrival.
+    #[error("CRC32 at {file}:{pos}: {source}")]
+    Crc {
+        /// The file.
+        file: String,
+        /// The event's offset, bytes.
+        pos: u64,
+        /// The check's error.
+        #[source]
+        source: binlog::EventError,
+    },
+    /// The stream does not follow on (classification failed).
+    #[error(transparent)]
+    Classify(#[from] StreamEnd),
+    /// Writing, syncing or renaming the copy failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// "create", "write", "sync", "rename".
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The check could not run.
+    #[error(transparent)]
+    LowPriority(#[from] LowPriorityError),
+    /// The new copy fails its check too.
+    #[error("the re-pulled copy is bad too: {0}")]
+    StillBad(String),
+}
 
 /// Fetches `file` again from position 4 into `<file>.repull`, checks it, and swaps it in.
 /// Returns the new size in bytes.
@@ -31,53 +81,55 @@ pub(crate) async fn repull(
     source: &Source,
     store: &Arc<LocalFiles>,
     file: &str,
-) -> Result<u64, String> {
-    let mut s = session::connect(source, &shared.capture)
-        .await
-        .map_err(|e| e.to_string())?;
-    session::prepare_dump(&mut s, shared.capture.heartbeat_period)
-        .await
-        .map_err(|e| e.to_string())?;
-    session::start_dump(&mut s, 0, file, 4, false, true)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<u64, RepullError> {
+    let mut s = session::connect(source, &shared.capture).await?;
+    session::prepare_dump(&mut s, shared.capture.heartbeat_period).await?;
+    session::start_dump(&mut s, 0, file, 4, false, true).await?;
     let tmp = store.dir().join(format!("{file}{REPULL_SUFFIX}"));
+    let io = |what: &'static str, path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| RepullError::Io { what, path, source }
+    };
     let mut out = std::io::BufWriter::with_capacity(
         1 << 20,
-        std::fs::File::create(&tmp).map_err(|e| e.to_string())?,
+        std::fs::File::create(&tmp).map_err(io("create", &tmp))?,
     );
-    out.write_all(&BINLOG_MAGIC).map_err(|e| e.to_string())?;
+    out.write_all(&BINLOG_MAGIC).map_err(io("write", &tmp))?;
     let mut st = StreamState::new(file, 4, s.checksum);
     let mut last_type = None;
     let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
     loop {
         let pkt = tokio::time::timeout(timeout, s.conn.read_binlog_packet())
             .await
-            .map_err(|_| "timed out reading the re-pull stream".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| RepullError::Timeout)??;
         let Some(ev) = pkt else { break };
-        let h = EventHeader::parse(&ev).map_err(|e| e.to_string())?;
+        let h = EventHeader::parse(&ev)?;
         let alg = arrival_alg(&h, &ev, st.alg())?;
-        binlog::verify_checksum(&ev, alg)
-            .map_err(|e| format!("CRC32 at {file}:{}: {e}", st.offset()))?;
+        binlog::verify_checksum(&ev, alg).map_err(|source| RepullError::Crc {
+            file: file.to_owned(),
+            pos: st.offset(),
+            source,
+        })?;
         match classify_event(&mut st, &h, &ev, alg) {
             Ok(Action::Skip) => {}
             // The primary moved on to the next file: this one is complete.
             Ok(Action::Switch { .. }) => break,
             Ok(Action::Store { then_switch }) => {
-                out.write_all(&ev).map_err(|e| e.to_string())?;
+                out.write_all(&ev).map_err(io("write", &tmp))?;
                 st.advance(ev.len() as u64);
                 last_type = Some(h.type_code);
                 if then_switch.is_some() {
                     break;
                 }
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
     let offset = st.offset();
     drop(s);
-    let f = out.into_inner().map_err(|e| e.to_string())?;
+    let f = out
+        .into_inner()
+        .map_err(|e| io("write", &tmp)(e.into_error()))?;
     if !matches!(
         last_type,
         Some(binlog::event_type::ROTATE | binlog::event_type::STOP)
@@ -92,9 +144,9 @@ pub(crate) async fn repull(
                 b[0] |= binlog::LOG_EVENT_BINLOG_IN_USE_F as u8;
                 f.write_all_at(&b, local::IN_USE_FLAG_OFFSET)
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(io("write", &tmp))?;
     }
-    f.sync_all().map_err(|e| e.to_string())?;
+    f.sync_all().map_err(io("sync", &tmp))?;
     drop(f);
     let dst = store.path(file);
     let tmp2 = tmp.clone();
@@ -108,14 +160,13 @@ pub(crate) async fn repull(
             },
         )
     })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .await?
+    .map_err(io("read", &tmp))?;
     if !report.is_ok() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("the re-pulled copy is bad too: {}", report.info()));
+        return Err(RepullError::StillBad(report.info()));
     }
-    std::fs::rename(&tmp, &dst).map_err(|e| e.to_string())?;
-    local::fsync_dir(store.dir()).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &dst).map_err(io("rename", &tmp))?;
+    local::fsync_dir(store.dir()).map_err(io("sync", store.dir()))?;
     Ok(offset)
 }

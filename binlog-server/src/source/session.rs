@@ -103,7 +103,7 @@ impl SessionError {
         match self {
             SessionError::Conn { source, .. } => match source {
                 ConnError::Server(se) => is_definite_server_error(se.code),
-                ConnError::Auth(_) | ConnError::Tls(_) => true,
+                ConnError::Auth(_) | ConnError::Tls(_) | ConnError::TlsConfig(_) => true,
                 _ => false,
             },
             SessionError::Unusable(_) => true,

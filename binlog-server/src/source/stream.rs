@@ -284,8 +284,12 @@ fn check_arrival(st: &StreamState, ev: &[u8]) -> Result<(EventHeader, ChecksumAl
             )))
         }
     };
-    let alg = arrival_alg(&header, ev, st.alg)
-        .map_err(|e| StreamEnd::Transient(format!("{e} at {}:{}", st.file, st.offset)))?;
+    let alg = arrival_alg(&header, ev, st.alg).map_err(|e| {
+        StreamEnd::Transient(format!(
+            "bad FORMAT_DESCRIPTION: {e} at {}:{}",
+            st.file, st.offset
+        ))
+    })?;
     if let Err(e) = binlog::verify_checksum(ev, alg) {
         return Err(StreamEnd::Crc {
             file: st.file.clone(),

@@ -50,6 +50,9 @@ pub enum ConnError {
     /// TLS set-up failed (bad CA file, server without TLS while required, handshake error).
     #[error("TLS: {0}")]
     Tls(String),
+    /// No TLS client configuration could be built (bad `ssl-ca`, unusable mode).
+    #[error("TLS: {0}")]
+    TlsConfig(#[from] crate::tls::TlsConfigError),
     /// Authentication cannot proceed (unsupported plugin, full auth without TLS).
     #[error("authentication: {0}")]
     Auth(String),
@@ -226,7 +229,7 @@ impl Conn {
     }
 
     async fn start_tls(&mut self, url: &SourceUrl) -> Result<(), ConnError> {
-        let config = crate::tls::client_config(url).map_err(ConnError::Tls)?;
+        let config = crate::tls::client_config(url)?;
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let name = rustls_pki_types::ServerName::try_from(url.host.clone())
             .map_err(|e| ConnError::Tls(format!("server name {:?}: {e}", url.host)))?;

@@ -25,20 +25,65 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn roots(url: &SourceUrl) -> Result<RootCertStore, String> {
+/// Why no TLS client configuration could be built for a source: a definite stop of the
+/// source until its `ssl-ca` or `ssl-mode` is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// `ssl-ca` cannot be read or parsed.
+    #[error("{what} ssl-ca {}: {source}", .path.display())]
+    Pem {
+        /// "read" or "parse".
+        what: &'static str,
+        /// The CA file.
+        path: std::path::PathBuf,
+        /// The PEM reader's error.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A certificate of `ssl-ca` is not usable as a root.
+    #[error("add ssl-ca {}: {source}", .path.display())]
+    Add {
+        /// The CA file.
+        path: std::path::PathBuf,
+        /// rustls' error.
+        #[source]
+        source: TlsError,
+    },
+    /// `ssl-ca` holds no certificate.
+    #[error("ssl-ca {} holds no certificate", .0.display())]
+    Empty(std::path::PathBuf),
+    /// `ssl-mode=DISABLED`.
+    #[error("TLS is disabled for this source")]
+    Disabled,
+    /// rustls refused the protocol versions.
+    #[error("{0}")]
+    Rustls(#[from] TlsError),
+    /// The certificate verifier could not be built from the roots.
+    #[error("{0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+}
+
+fn roots(url: &SourceUrl) -> Result<RootCertStore, TlsConfigError> {
     let mut store = RootCertStore::empty();
     match &url.ssl_ca {
         Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("read ssl-ca {}: {e}", path.display()))?;
+            let pem = |what: &'static str| {
+                move |source| TlsConfigError::Pem {
+                    what,
+                    path: path.clone(),
+                    source,
+                }
+            };
+            let certs = CertificateDer::pem_file_iter(path).map_err(pem("read"))?;
             for c in certs {
-                let c = c.map_err(|e| format!("parse ssl-ca {}: {e}", path.display()))?;
-                store
-                    .add(c)
-                    .map_err(|e| format!("add ssl-ca {}: {e}", path.display()))?;
+                let c = c.map_err(pem("parse"))?;
+                store.add(c).map_err(|source| TlsConfigError::Add {
+                    path: path.clone(),
+                    source,
+                })?;
             }
             if store.is_empty() {
-                return Err(format!("ssl-ca {} holds no certificate", path.display()));
+                return Err(TlsConfigError::Empty(path.clone()));
             }
         }
         None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -46,14 +91,13 @@ fn roots(url: &SourceUrl) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// Builds the rustls client configuration for `url.tls`. Errors are messages for the
-/// operator (bad CA file, unusable mode).
-pub fn client_config(url: &SourceUrl) -> Result<ClientConfig, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+/// Builds the rustls client configuration for `url.tls`. Errors: [`TlsConfigError`]
+/// (bad CA file, unusable mode), for the operator.
+pub fn client_config(url: &SourceUrl) -> Result<ClientConfig, TlsConfigError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match url.tls {
-        TlsMode::Disabled => return Err("TLS is disabled for this source".into()),
+        TlsMode::Disabled => return Err(TlsConfigError::Disabled),
         TlsMode::Preferred | TlsMode::Required => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
@@ -61,8 +105,7 @@ pub fn client_config(url: &SourceUrl) -> Result<ClientConfig, String> {
         TlsMode::VerifyCa => {
             let inner =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots(url)?), provider())
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                    .build()?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))

@@ -63,6 +63,8 @@ impl SourceUrl {
     /// Percent-escapes in user and password are decoded. A control character in any
     /// part after decoding (a `%0A` in a password or `ssl-ca`) is refused: the values
     /// end up in client option files.
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     pub fn parse(text: &str) -> Result<SourceUrl, String> {
         let u = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
         if !matches!(u.scheme(), "mysql" | "mariadb") {

@@ -24,6 +24,8 @@ enum HostRule {
 impl std::str::FromStr for DestinationRule {
     type Err = String;
     /// `HOST:PORT`, see the module doc.
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     fn from_str(text: &str) -> Result<DestinationRule, String> {
         let (host, port) = text
             .rsplit_once(':')

@@ -738,6 +738,8 @@ impl Config {
     }
 
     /// Parses TOML text.
+    // The text is the product: a parser's message to the person who wrote the input
+    // (config file, CLI flag or API field), shown as it is; no caller acts on it.
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }

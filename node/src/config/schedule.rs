@@ -24,6 +24,8 @@ pub struct Schedule {
 ///
 /// # Errors
 /// A message naming the accepted forms.
+// The text is the product: a parser's message to the person who wrote the input
+// (config file, CLI flag or API field), shown as it is; no caller acts on it.
 pub fn parse_day(s: &str) -> Result<Weekday, String> {
     s.trim()
         .parse::<Weekday>()
@@ -34,6 +36,8 @@ pub fn parse_day(s: &str) -> Result<Weekday, String> {
 ///
 /// # Errors
 /// A message naming the accepted forms.
+// The text is the product: a parser's message to the person who wrote the input
+// (config file, CLI flag or API field), shown as it is; no caller acts on it.
 pub fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
     NaiveTime::parse_from_str(s.trim(), "%H:%M:%S")
         .or_else(|_| NaiveTime::parse_from_str(s.trim(), "%H:%M"))

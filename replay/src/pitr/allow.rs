@@ -26,17 +26,34 @@ pub enum Destination {
     },
 }
 
+/// Why a caller's datadir is refused (HTTP 403 with this text).
+#[derive(Debug, thiserror::Error)]
+enum DatadirError {
+    /// Not an absolute path.
+    #[error("datadir {} is not an absolute path", .0.display())]
+    Relative(PathBuf),
+    /// Holds a `..` component.
+    #[error("datadir {} holds `..`", .0.display())]
+    ParentDir(PathBuf),
+    /// Its existing prefix could not be resolved.
+    #[error("datadir {}: {source}", .path.display())]
+    Resolve {
+        /// The datadir asked for.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// `path` made absolute without `..`, with its longest existing prefix resolved
 /// (symlinks included): the directory a restore would really write to.
-fn resolved(path: &Path) -> Result<PathBuf, String> {
+fn resolved(path: &Path) -> Result<PathBuf, DatadirError> {
     if !path.is_absolute() {
-        return Err(format!(
-            "datadir {} is not an absolute path",
-            path.display()
-        ));
+        return Err(DatadirError::Relative(path.to_owned()));
     }
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!("datadir {} holds `..`", path.display()));
+        return Err(DatadirError::ParentDir(path.to_owned()));
     }
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
@@ -51,7 +68,10 @@ fn resolved(path: &Path) -> Result<PathBuf, String> {
     }
     let mut out = existing
         .canonicalize()
-        .map_err(|e| format!("datadir {}: {e}", path.display()))?;
+        .map_err(|source| DatadirError::Resolve {
+            path: path.to_owned(),
+            source,
+        })?;
     for name in rest.into_iter().rev() {
         out.push(name);
     }
@@ -83,7 +103,7 @@ pub fn check(cfg: &PitrConfig, dest: Destination) -> Result<Destination, PlanErr
     let datadir = match datadir {
         None => None,
         Some(d) => {
-            let r = resolved(&d).map_err(PlanError::Forbidden)?;
+            let r = resolved(&d).map_err(|e| PlanError::Forbidden(e.to_string()))?;
             let inside = cfg.allowed_datadir_roots.iter().any(|root| {
                 root.canonicalize()
                     .is_ok_and(|root| r.starts_with(&root) && r != root)

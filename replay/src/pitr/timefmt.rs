@@ -15,6 +15,8 @@ pub fn fmt_time(t: i64) -> String {
 /// # Errors
 ///
 /// A message with the accepted forms.
+// The text is the product: a parser's message to the person who wrote the input
+// (config file, CLI flag or API field), shown as it is; no caller acts on it.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Some(n) = s.strip_prefix('@') {
