@@ -31,7 +31,8 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::local::{binlog_order, LocalFiles};
+use crate::local::LocalFiles;
+use binlog::binlog_order;
 use binlog::{EventReader, FormatDescription, Gtid, TxnRecord, TxnTracker};
 
 /// Index errors.

@@ -30,6 +30,7 @@
 //! then resumes from exactly that file and offset, so nothing is lost (the primary sends
 //! the tail again) and nothing is duplicated.
 
+use binlog::{binlog_order, binlog_seq};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -57,20 +58,6 @@ pub struct Control {
     pub file: String,
     /// Bytes of `file` known to be on disk (fsynced).
     pub durable_len: u64,
-}
-
-/// Numeric extension of a binlog file name ("mysql-bin.000042" -> 42).
-pub fn binlog_seq(name: &str) -> Option<u64> {
-    let (_, ext) = name.rsplit_once('.')?;
-    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    ext.parse().ok()
-}
-
-/// Sort key of binlog names: numeric extension, then the name.
-pub fn binlog_order(name: &str) -> (u64, String) {
-    (binlog_seq(name).unwrap_or(u64::MAX), name.to_owned())
 }
 
 /// True when `name` is a plausible binlog file name coming from a primary (used before

@@ -57,9 +57,10 @@ use tracing::{info, warn};
 use super::cache::ArchiveReader;
 use super::fetch::{self, FetchError};
 use super::index::{Index, IndexError};
-use super::local::{binlog_order, binlog_seq, fsync_dir, is_safe_file_name, Control, CONTROL_FILE};
+use super::local::{fsync_dir, is_safe_file_name, Control, CONTROL_FILE};
 use super::objects::{self, Manifest};
 use super::tier::ArchiveTier;
+use binlog::{binlog_order, binlog_seq};
 
 /// Largest base manifest read, bytes (a mydumper base lists one object per table file).
 const BASE_MANIFEST_MAX: usize = 64 << 20;

@@ -16,8 +16,8 @@ use objstore::store::{Store, StoreError};
 use serde::Serialize;
 use snapshotter::retention::RestorablePoint;
 
-use super::local::binlog_order;
 use super::objects;
+use binlog::binlog_order;
 
 /// Why a retention pass stopped. Every variant is retried by the next pass (what was
 /// deleted before stays deleted).
@@ -222,7 +222,7 @@ mod tests {
         BinlogFileRow {
             source: "db1".into(),
             name: name.into(),
-            seq: catalog::binlog_seq(name).map_or(-1, |s| s as i64),
+            seq: binlog::binlog_seq(name).map_or(-1, |s| s as i64),
             size: 100,
             state,
             info: String::new(),

@@ -221,7 +221,7 @@ async fn start_sources(
     };
     for source in settings.sources.iter().cloned() {
         let name = source.name.clone();
-        let capture = source.capture;
+        let capture = !source.archive_only;
         let replication = source.replication.clone();
         let (rt, handle) = spawn_source(shared.clone(), source, cancel.child_token());
         if let Some(summary) = rebuilt.get(&name) {

@@ -197,13 +197,13 @@ impl Catalog {
             .collect::<Result<Vec<_>, _>>()?;
         rows.sort_by(|a, b| {
             (
-                crate::binlog_seq(&a.file),
+                binlog::binlog_seq(&a.file),
                 &a.file,
                 a.kind.as_str(),
                 a.end_offset,
             )
                 .cmp(&(
-                    crate::binlog_seq(&b.file),
+                    binlog::binlog_seq(&b.file),
                     &b.file,
                     b.kind.as_str(),
                     b.end_offset,

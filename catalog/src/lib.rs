@@ -7,7 +7,7 @@
 //!   free-text `state` set by the stream task (`"new"` when first inserted, then e.g.
 //!   `"streaming"`, `"reconnecting"`, `"failed"`, `"stopped"`) and the `last_error`.
 //! - `binlog_files` — one row per archived binlog file, keyed by `(source, name)` where
-//!   `name` is the primary's file name. `seq` is [`binlog_seq`] of the name (or -1) and
+//!   `name` is the primary's file name. `seq` is [`binlog::binlog_seq`] of the name (or -1) and
 //!   orders the files; `size` in bytes; first/last event time (unix seconds, from the
 //!   events) and GTID; the verification `state`, `info` and SHA-256.
 //! - `binlog_gaps` — holes in the archive: binlogs the primary no longer had when we
@@ -54,6 +54,7 @@ mod error;
 pub mod pitr;
 pub mod verify;
 
+use binlog::binlog_seq;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -185,7 +186,7 @@ pub struct BinlogFileRow {
     pub source: String,
     /// The primary's file name.
     pub name: String,
-    /// [`binlog_seq`] of the name, or -1 if it has no numeric extension.
+    /// [`binlog::binlog_seq`] of the name, or -1 if it has no numeric extension.
     pub seq: i64,
     /// Size in bytes.
     pub size: u64,
@@ -228,20 +229,7 @@ pub struct GapRow {
     pub detected_at: i64,
 }
 
-/// Sequence number from a binlog file name's numeric extension
-/// (`"mysql-bin.000042"` → `Some(42)`).
-///
-/// Returns `None` if the name has no `.`, the part after the last `.` is empty or not
-/// all ASCII digits (`"mysql-bin.index"`), or the number does not fit in a `u64`.
-pub fn binlog_seq(name: &str) -> Option<u64> {
-    let (_, ext) = name.rsplit_once('.')?;
-    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    ext.parse().ok()
-}
-
-/// The `seq` column for a file name: [`binlog_seq`], or -1 if none or above `i64::MAX`.
+/// The `seq` column for a file name: [`binlog::binlog_seq`], or -1 if none or above `i64::MAX`.
 fn seq_column(name: &str) -> i64 {
     binlog_seq(name)
         .and_then(|s| i64::try_from(s).ok())

@@ -57,9 +57,9 @@ impl RunCtx<'_> {
     /// archive-only source), the report's phases 3 and 4 saying why.
     async fn chain(&self, replica: &mut Conn, t: Instant) -> Result<Option<Chained>, Fail> {
         let source = self.source;
-        if !source.capture {
+        if source.archive_only {
             self.skip_live_phases(
-                "skipped: an archive-only source (capture = false) has no live primary to chain to",
+                "skipped: an archive-only source (archive_only = true) has no live primary to chain to",
             );
             return Ok(None);
         }

@@ -36,7 +36,7 @@
 //! Runs are rows of the catalog's `verifications` table with the JSON report; a run left
 //! "running" by a stopped process is marked cancelled at start. MariaDB primaries only:
 //! the scratch instance is a mariadbd, which cannot chain to a MySQL 8 primary; for a
-//! MySQL source, and for an archive-only source (`capture = false`, no live primary), the
+//! MySQL source, and for an archive-only source (`archive_only = true`, no live primary), the
 //! chain and data phases are reported skipped with that reason.
 //!
 //! This module is the service: requests, schedules, and the order of the phases

@@ -1,5 +1,5 @@
 //! The file checker of a source: closed files are checked (REPORTED -> SUCC | FAIL,
-//! seed 001), SUCC files re-verified (scrub), FAIL files re-pulled ([`super::repull`])
+//! seed 001), SUCC files re-verified (recheck), FAIL files re-pulled ([`super::repull`])
 //! while the primary still has them.
 
 use node::util::lock;
@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::context::SourceCtx;
 use super::lowprio::low_priority;
 use super::repull::repull;
-use archive::local::{self, LocalFiles};
+use archive::local::LocalFiles;
 use binlog::check::{check_file, CheckOptions, CheckReport};
 use binlog::{self};
 use node::status::Metrics;
@@ -23,7 +23,7 @@ use node::status::PrimaryView;
 /// Capture is "catching up" while more than this many bytes behind the primary.
 const CATCH_UP_BYTES: u64 = 64 << 20;
 
-/// Checks REPORTED files, re-pulls FAIL ones, scrubs SUCC ones. Woken by `wake` (a file
+/// Checks REPORTED files, re-pulls FAIL ones, rechecks SUCC ones. Woken by `wake` (a file
 /// was closed) and every few seconds; `on_demand` names files to check now. Ends when
 /// the source is cancelled.
 pub async fn check_loop(
@@ -38,7 +38,7 @@ pub async fn check_loop(
         store,
         view,
         repulls: HashMap::new(),
-        last_scrub: Instant::now(),
+        last_recheck: Instant::now(),
     };
     let mut deferred_since: Option<Instant> = None;
     loop {
@@ -82,18 +82,18 @@ pub async fn check_loop(
 }
 
 /// The checker's state: the source, its files, the primary's latest view, how often
-/// each FAIL file was re-pulled (at most 3 times per process), the last scrub pass.
+/// each FAIL file was re-pulled (at most 3 times per process), the last recheck pass.
 struct Checker {
     ctx: SourceCtx,
     store: Arc<LocalFiles>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     repulls: HashMap<String, u32>,
-    last_scrub: Instant,
+    last_recheck: Instant,
 }
 
 impl Checker {
     /// The files to look at now, in binlog order: REPORTED ones, `forced` ones, SUCC ones
-    /// due for a scrub, FAIL ones with re-pulls left. None when the catalog cannot be read.
+    /// due for a recheck, FAIL ones with re-pulls left. None when the catalog cannot be read.
     async fn todo(&mut self, forced: Vec<String>) -> Option<Vec<String>> {
         let (catalog, name) = (&self.ctx.shared.catalog, &self.ctx.source.name);
         let mut todo: Vec<String> = match catalog.files_in_state(name, FileState::Reported).await {
@@ -104,16 +104,18 @@ impl Checker {
             }
         };
         todo.extend(forced);
-        let scrub = self.ctx.shared.capture.scrub_interval;
-        if !scrub.is_zero() && self.last_scrub.elapsed() >= scrub.min(Duration::from_secs(3600)) {
-            self.last_scrub = Instant::now();
+        let recheck = self.ctx.shared.capture.recheck_interval;
+        if !recheck.is_zero()
+            && self.last_recheck.elapsed() >= recheck.min(Duration::from_secs(3600))
+        {
+            self.last_recheck = Instant::now();
             let now = catalog::unix_now();
             if let Ok(rows) = catalog.files_in_state(name, FileState::Succ).await {
                 for r in rows {
                     let due = r
                         .checked_at
-                        .is_none_or(|t| now - t >= scrub.as_secs() as i64);
-                    // An evicted file is not on this disk to scrub (the store's copy
+                        .is_none_or(|t| now - t >= recheck.as_secs() as i64);
+                    // An evicted file is not on this disk to recheck (the store's copy
                     // was checked when it was written).
                     if due && self.store.dir().join(&r.name).exists() {
                         todo.push(r.name);
@@ -128,7 +130,7 @@ impl Checker {
                 }
             }
         }
-        todo.sort_by_key(|n| local::binlog_order(n));
+        todo.sort_by_key(|n| binlog::binlog_order(n));
         todo.dedup();
         Some(todo)
     }
@@ -294,7 +296,7 @@ fn listed_size(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> (Option
     let later = v
         .binlogs
         .iter()
-        .any(|(n, _)| local::binlog_order(n) > local::binlog_order(file));
+        .any(|(n, _)| binlog::binlog_order(n) > binlog::binlog_order(file));
     let size = v
         .binlogs
         .iter()
@@ -314,7 +316,7 @@ fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> 
     fresh
         && v.binlogs
             .last()
-            .is_some_and(|(n, _)| local::binlog_order(n) <= local::binlog_order(file))
+            .is_some_and(|(n, _)| binlog::binlog_order(n) <= binlog::binlog_order(file))
 }
 
 /// SUCC or FAIL from a check report. A file that ends without ROTATE/STOP is still

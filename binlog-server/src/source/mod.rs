@@ -5,7 +5,7 @@
 //!  primary --COM_BINLOG_DUMP--> stream (frame, CRC32, classify) --batches--> writer thread
 //!     ^                                                                     (append, close)
 //!     | SHOW BINARY LOGS                                                         |
-//!   poll --PrimaryView--> check (REPORTED -> SUCC|FAIL, scrub) --FAIL--> repull   v
+//!   poll --PrimaryView--> check (REPORTED -> SUCC|FAIL, recheck) --FAIL--> repull   v
 //!                                                          syncer thread (fdatasync, control, index)
 //! ```
 //!
@@ -19,7 +19,7 @@
 //! | [`error`] | why a streaming attempt ended (`StreamEnd`) |
 //! | [`writer`] | the writer and syncer threads: append, fdatasync, control file, index |
 //! | [`poll`] | the primary's binlog list and the lag |
-//! | [`check`] | the file checker: REPORTED -> SUCC/FAIL, scrub |
+//! | [`check`] | the file checker: REPORTED -> SUCC/FAIL, recheck of SUCC files |
 //! | [`repull`] | fetching a FAIL file again |
 //! | [`gaps`] | after ERROR 1236: purge on the primary (gap) or refused position |
 //! | [`lowprio`] | CPU-heavy file work on a nice-10 thread |

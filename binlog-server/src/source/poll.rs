@@ -2,7 +2,6 @@
 //! kept in the [`PrimaryView`] the checker reads, and the lag (bytes, seconds) for the
 //! status and the metrics.
 
-use archive::local;
 use node::util::lock;
 
 use std::sync::Arc;
@@ -94,7 +93,7 @@ pub(crate) fn lag(status: &StatusCell, logs: &[(String, u64)]) -> (Option<u64>, 
         if *name == file {
             seen = true;
             behind += size.saturating_sub(pos);
-        } else if seen || local::binlog_order(name) > local::binlog_order(&file) {
+        } else if seen || binlog::binlog_order(name) > binlog::binlog_order(&file) {
             behind += size;
         }
     }

@@ -49,7 +49,7 @@ pub(crate) async fn start_point(
             .find(|(n, _)| {
                 archived_last
                     .as_ref()
-                    .is_none_or(|l| local::binlog_order(n) > local::binlog_order(l))
+                    .is_none_or(|l| binlog::binlog_order(n) > binlog::binlog_order(l))
             })
             .cloned()
         else {
@@ -64,7 +64,7 @@ pub(crate) async fn start_point(
     } else {
         match &source.start {
             StartAt::Earliest => {
-                let purged = local::binlog_seq(&first).is_some_and(|n| n > 1);
+                let purged = binlog::binlog_seq(&first).is_some_and(|n| n > 1);
                 status.note(if purged {
                     format!("capture began at {first}, the oldest binlog the primary still had: earlier binlogs had been purged on the primary and are not in the archive")
                 } else {
@@ -367,12 +367,13 @@ fn record_format(primary: &std::sync::Mutex<PrimaryView>, file: &str, ev: &[u8])
 pub(crate) fn going_back(store: &LocalFiles, file: &str) -> Option<StreamEnd> {
     let files = store.list().ok()?;
     let (last, _) = files.last()?;
-    (local::binlog_order(file) < local::binlog_order(last) && files.iter().any(|(n, _)| n == file))
-        .then(|| {
-            StreamEnd::Definite(format!(
-                "the primary moved to {file}, which is already archived and older than {last}: \
+    (binlog::binlog_order(file) < binlog::binlog_order(last)
+        && files.iter().any(|(n, _)| n == file))
+    .then(|| {
+        StreamEnd::Definite(format!(
+            "the primary moved to {file}, which is already archived and older than {last}: \
                  was RESET MASTER run, or is another server answering at this address? \
                  Capture stopped so the archive is not overwritten"
-            ))
-        })
+        ))
+    })
 }

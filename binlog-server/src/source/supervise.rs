@@ -130,10 +130,10 @@ async fn run_source(
         resume,
         next_ordinal,
     } = recover(ctx).await?;
-    if !ctx.source.capture {
+    if ctx.source.archive_only {
         ctx.status.lock().state = CaptureState::Stopped;
         ctx.status
-            .note("archive only (capture = false): nothing connects to the primary");
+            .note("archive only (archive_only = true): nothing connects to the primary");
         shared
             .catalog
             .set_source_state(name, "archive-only", None)

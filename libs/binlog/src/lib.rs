@@ -43,6 +43,7 @@
 //! | `error` | [`EventError`] and the bounds-checked field readers |
 //! | `fde` | FORMAT_DESCRIPTION ([`FormatDescription`]) and server-version helpers |
 //! | `rotate` | ROTATE ([`parse_rotate`]) and binlog file-name rules |
+//! | `names` | binlog file-name order: [`binlog_seq`], [`binlog_order`] |
 //! | `gtid` | [`Gtid`] of both dialects and the GTID events ([`parse_gtid`]) |
 //! | `query` | the SQL text of QUERY events ([`query_text`]) |
 //! | `txn` | transaction grouping ([`TxnTracker`], [`TxnRecord`]) |
@@ -54,6 +55,7 @@ mod fde;
 mod format;
 mod gtid;
 mod header;
+mod names;
 mod query;
 mod reader;
 mod rotate;
@@ -66,6 +68,7 @@ pub use fde::*;
 pub use format::*;
 pub use gtid::*;
 pub use header::*;
+pub use names::*;
 pub use query::*;
 pub use reader::*;
 pub use rotate::*;

@@ -20,7 +20,7 @@
 //! poll_interval = "5s"           # SHOW BINARY LOGS / SHOW MASTER STATUS for lag and checks
 //! reconnect_min_backoff = "200ms"
 //! reconnect_max_backoff = "30s"
-//! scrub_interval = "24h"         # SUCC files are re-verified this often ("0s" = never)
+//! recheck_interval = "24h"       # SUCC files are re-verified this often ("0s" = never)
 //! allow_no_checksum = false      # accept binlog_checksum=NONE primaries (nothing to verify)
 //! [[source]]
 //! name = "db1"
@@ -28,10 +28,10 @@
 //! password_env = "DB1_PASSWORD"  # optional: take the password from this environment variable
 //! server_id = 4242
 //! start = "earliest"             # | "current" | { file = "mysql-bin.000042", pos = 4 }
+//! archive_only = false           # true = serve and restore what is stored, no capture (old: capture = false)
 //! [source.backup]                # optional: base backups, see snapshotter::config
 //! method = "physical"
 //! full_schedule = "0 2 * * *"
-//! capture = true                 # false = archive only (serve and restore what is stored)
 //! [source.replication]           # optional: this source's fake primary for real replicas
 //! listen = "127.0.0.1:3307"
 //! user = "repl"
@@ -552,9 +552,11 @@ pub struct CaptureConfig {
     /// Cap of the reconnect delay.
     #[serde(with = "humantime_serde")]
     pub reconnect_max_backoff: Duration,
-    /// How often SUCC files are verified again (CRC walk + SHA-256); 0 disables.
-    #[serde(with = "humantime_serde")]
-    pub scrub_interval: Duration,
+    /// How often SUCC files on this disk are checked again (CRC walk + SHA-256 against
+    /// the recorded one); 0 disables. The local recheck; the archive store's read-back
+    /// is `[archive] scrub_interval`. `scrub_interval` is accepted as its old name.
+    #[serde(with = "humantime_serde", alias = "scrub_interval")]
+    pub recheck_interval: Duration,
     /// Connect and query timeout towards primaries.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -570,7 +572,7 @@ impl Default for CaptureConfig {
             poll_interval: Duration::from_secs(5),
             reconnect_min_backoff: Duration::from_millis(200),
             reconnect_max_backoff: Duration::from_secs(30),
-            scrub_interval: Duration::from_secs(24 * 3600),
+            recheck_interval: Duration::from_secs(24 * 3600),
             connect_timeout: Duration::from_secs(10),
             allow_no_checksum: false,
         }
@@ -626,10 +628,14 @@ pub struct SourceConfig {
     /// Base backups of this source (`[source.backup]`); defaults when absent.
     #[serde(default)]
     pub backup: Option<snapshotter::SourceBackupConfig>,
-    /// false = archive only: nothing connects to the primary; what is stored is served,
-    /// checked and restored (a decommissioned primary). Default true.
-    #[serde(default = "yes")]
-    pub capture: bool,
+    /// true = archive only: nothing connects to the primary; what is stored is served,
+    /// checked and restored (a decommissioned primary). Default false.
+    #[serde(default)]
+    pub archive_only: Option<bool>,
+    /// The old name of `archive_only`, inverted (`capture = false` = `archive_only =
+    /// true`); still accepted. "capture" is the `[capture]` table's word.
+    #[serde(default)]
+    pub capture: Option<bool>,
     /// This source's fake primary listener (`[source.replication]`), optional.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
@@ -690,8 +696,9 @@ pub struct Source {
     pub backup: snapshotter::SourceBackupSettings,
     /// The account the backup tools connect with (`[source.backup] url`, else `url`).
     pub backup_url: SourceUrl,
-    /// False for an archive-only source (no capture task).
-    pub capture: bool,
+    /// An archive-only source (`archive_only = true`): no capture task, nothing
+    /// connects to the primary.
+    pub archive_only: bool,
     /// Fake primary listener of this source.
     pub replication: Option<Replication>,
     /// Restore verification.
@@ -754,6 +761,30 @@ mod tests {
             "data_dir = {:?}\n[[source]]\nname = \"db1\"\nurl = \"mysql://repl:s3cret@127.0.0.1:3306\"\nserver_id = 4242\n",
             dir.display().to_string()
         )
+    }
+
+    #[test]
+    fn archive_only_has_its_old_name_capture_and_refuses_both_contradicting() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |extra: &str| format!("{}{extra}", base(d.path()));
+        let only = |text: String| Config::parse(&text).unwrap().validate();
+        assert!(!only(with("")).unwrap().sources[0].archive_only);
+        assert!(only(with("archive_only = true\n")).unwrap().sources[0].archive_only);
+        assert!(only(with("capture = false\n")).unwrap().sources[0].archive_only);
+        assert!(
+            !only(with("capture = true\narchive_only = false\n"))
+                .unwrap()
+                .sources[0]
+                .archive_only
+        );
+        let e = only(with("capture = true\narchive_only = true\n")).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key.ends_with("archive_only")),
+            "{e}"
+        );
+        let old = format!("{}[capture]\nscrub_interval = \"1h\"\n", base(d.path()));
+        let s = Config::parse(&old).unwrap().validate().unwrap();
+        assert_eq!(s.capture.recheck_interval, Duration::from_secs(3600));
     }
 
     #[test]

@@ -372,6 +372,16 @@ fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
         .map(|r| replication(&key("replication"), r))
         .transpose()?;
     let verify = verify(&key("verify"), s.verify.as_ref(), &backup_url)?;
+    let archive_only = match (s.archive_only, s.capture) {
+        (Some(a), Some(c)) if a == c => {
+            return Err(invalid(
+                key("archive_only"),
+                "contradicts `capture` (its old, inverted name): keep only archive_only",
+            ))
+        }
+        (Some(a), _) => a,
+        (None, c) => !c.unwrap_or(true),
+    };
     Ok(Source {
         name: s.name,
         url,
@@ -379,7 +389,7 @@ fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
         start,
         backup,
         backup_url,
-        capture: s.capture,
+        archive_only,
         replication,
         verify,
     })

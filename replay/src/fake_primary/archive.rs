@@ -9,7 +9,7 @@ use catalog::Catalog;
 
 use archive::fetch::FetchError;
 use archive::index::Index;
-use archive::local::binlog_order;
+use binlog::binlog_order;
 use binlog::{event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription};
 use node::status::StatusCell;
 
@@ -58,15 +58,15 @@ impl Archive {
         };
         // The next two evicted files start downloading (one after the other) while this
         // one is read.
-        let order = archive::local::binlog_order(file);
+        let order = binlog::binlog_order(file);
         let mut next: Vec<String> = self
             .evicted
             .snapshot()
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| archive::local::binlog_order(n) > order)
+            .filter(|n| binlog::binlog_order(n) > order)
             .collect();
-        next.sort_by_key(|n| archive::local::binlog_order(n));
+        next.sort_by_key(|n| binlog::binlog_order(n));
         for n in next.iter().take(2) {
             r.prefetch(&self.source, &self.dir, n);
         }
@@ -136,8 +136,7 @@ pub(super) fn list_files(a: &Archive) -> Result<Vec<(String, u64)>, DumpError> {
     for ent in rd {
         let ent = ent.map_err(list())?;
         let name = ent.file_name().to_string_lossy().into_owned();
-        if archive::local::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name)
-        {
+        if binlog::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name) {
             continue;
         }
         let md = ent.metadata().map_err(list())?;

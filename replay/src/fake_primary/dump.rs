@@ -22,7 +22,7 @@ use super::compat::Compat;
 use super::error::DumpError;
 use super::wire::Wire;
 use super::{ServeStats, Shared, StopAt};
-use archive::local::binlog_order;
+use binlog::binlog_order;
 use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,
     LOG_EVENT_ARTIFICIAL_F, LOG_EVENT_BINLOG_IN_USE_F,

@@ -11,7 +11,7 @@ use super::error::{internal, PlanError};
 use super::timefmt::fmt_time;
 use crate::fake_primary::StopAt;
 use archive::index::{Index, TxnEntry};
-use archive::local::binlog_order;
+use binlog::binlog_order;
 use binlog::Gtid;
 use node::status::{CaptureState, StatusCell};
 

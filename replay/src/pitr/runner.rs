@@ -25,7 +25,7 @@ use super::job::{Job, JobReport, PitrService, Restored};
 use super::planner::{gtid_reached, Plan};
 use crate::fake_primary::{self, Credentials, Listener};
 use crate::instance::{self, Instance, InstanceSpec};
-use archive::local::binlog_order;
+use binlog::binlog_order;
 use binlog::Gtid;
 use node::config::SourceUrl;
 
