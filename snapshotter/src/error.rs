@@ -6,7 +6,9 @@
 //! - [`BaseError`]: why a base could not be taken, restored or expired: a tool, a
 //!   statement, the catalog, the store, the disk, or a reason the base or the server is
 //!   unusable;
-//! - [`crate::TakeError`] wraps a [`BaseError`] with the id of the base row it left in
+//! - [`DefaultsFileError`]: the client defaults file with the backup account was not
+//!   written;
+//! - `TakeError` (in `take`) wraps a [`BaseError`] with the id of the base row it left in
 //!   ERROR.
 //!
 //! Every one is a definite stop of the base or restore it happened in: the base's row
@@ -22,6 +24,27 @@ use objstore::store::StoreError;
 
 use crate::sql::{QueryError, SessionFailure};
 
+/// Why a client defaults file was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum DefaultsFileError {
+    /// A value holds a control character (a newline decoded from `%0A`, say): refused,
+    /// it would end its line of the file.
+    #[error("the {0} value holds a control character; refused (it would end the line of the client's defaults file)")]
+    ControlCharacter(&'static str),
+    /// A path value is not UTF-8.
+    #[error("the {0} path is not UTF-8")]
+    NotUtf8(&'static str),
+    /// Creating or writing the file failed.
+    #[error("write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A backup tool failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -33,7 +56,7 @@ pub enum ToolError {
         /// The configured path.
         path: PathBuf,
     },
-    /// Not one of [`crate::tool::TOOL_NAMES`].
+    /// Not one of the tools the snapshotter knows (`tool::TOOL_NAMES`).
     #[error("unknown tool {0:?}")]
     Unknown(String),
     /// The tool is not installed; install the package named.
@@ -82,7 +105,7 @@ pub enum ToolError {
         program: PathBuf,
         /// Its exit status.
         status: ExitStatus,
-        /// The last [`crate::tool::OUTPUT_TAIL`] bytes of its stderr (and stdout).
+        /// The last `tool::OUTPUT_TAIL` bytes of its stderr (and stdout).
         output: String,
     },
     /// Feeding the tool an object from the store failed (the tool was killed).
@@ -171,7 +194,7 @@ pub enum BaseError {
     },
     /// The client defaults file with the backup account could not be written.
     #[error(transparent)]
-    DefaultsFile(#[from] crate::tool::DefaultsFileError),
+    DefaultsFile(#[from] DefaultsFileError),
     /// The manifest could not be serialised.
     #[error("manifest: {0}")]
     Manifest(#[source] serde_json::Error),

@@ -6,7 +6,7 @@
 //! tool's first option (`--defaults-extra-file=` or mydumper's `--defaults-file=`). The
 //! recorded command line is therefore free of secrets; [`redact`] is applied anyway.
 
-use crate::error::ToolError;
+use crate::error::{DefaultsFileError, ToolError};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -121,27 +121,6 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-/// Why a client defaults file was not written.
-#[derive(Debug, thiserror::Error)]
-pub enum DefaultsFileError {
-    /// A value holds a control character (a newline decoded from `%0A`, say): refused,
-    /// it would end its line of the file.
-    #[error("the {0} value holds a control character; refused (it would end the line of the client's defaults file)")]
-    ControlCharacter(&'static str),
-    /// A path value is not UTF-8.
-    #[error("the {0} path is not UTF-8")]
-    NotUtf8(&'static str),
-    /// Creating or writing the file failed.
-    #[error("write {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// Writes a client defaults file (mode 0600) for `ep` at `path`. Every value is written

@@ -1,7 +1,7 @@
 //! The PITR job registry and the API-facing calls: [`PitrService`] plans
 //! ([`PitrService::plan`], which also checks the range's files on disk), starts jobs
 //! ([`PitrService::start`]), reports them ([`PitrService::get`]), cancels and removes
-//! them; the job report types. Running a job is [`super::runner`].
+//! them. The report types are [`super::report`]; running a job is [`super::runner`].
 
 use node::util::lock;
 use std::collections::{BTreeMap, HashMap};
@@ -12,109 +12,21 @@ use std::time::Duration;
 
 use catalog::Catalog;
 use objstore::store::Store;
-use serde::Serialize;
 use snapshotter::take::Progress;
 use snapshotter::Tools;
 use tokio_util::sync::CancellationToken;
-use tracing::{warn, Instrument};
+use tracing::Instrument;
 
 use super::allow::Destination;
 use super::error::{internal, PlanError};
 use super::planner::{plan, Plan, Target};
+use super::report::{Job, JobReport, ReplayProgress};
+use super::runner::{execute, RunDeps};
 use crate::fake_primary::Archive;
 use crate::instance;
 use archive::index::Index;
 use node::config::PitrConfig;
 use node::status::StatusCell;
-
-/// Replay progress.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReplayProgress {
-    /// Transactions applied so far.
-    pub transactions_applied: u64,
-    /// Planned.
-    pub transactions_planned: u64,
-    /// Binlog bytes applied so far.
-    pub bytes_applied: u64,
-    /// Planned.
-    pub bytes_planned: u64,
-    /// Bytes per second since replay started.
-    pub bytes_per_second: f64,
-    /// Transactions per second since replay started.
-    pub transactions_per_second: f64,
-    /// Estimated seconds left.
-    pub eta_seconds: Option<f64>,
-    /// Base bytes downloaded while restoring.
-    pub base_bytes_restored: u64,
-    /// The replica's position in the source's binlogs ("file:pos").
-    pub replica_position: Option<String>,
-}
-
-/// The restored instance.
-#[derive(Debug, Clone, Serialize)]
-pub struct Restored {
-    /// "127.0.0.1:PORT" (or the destination URL's host:port).
-    pub address: String,
-    /// Unix socket, when the service runs the instance.
-    pub socket: Option<String>,
-    /// Datadir.
-    pub datadir: Option<String>,
-    /// mariadbd PID, when the service runs the instance.
-    pub pid: Option<u32>,
-    /// The instance's `gtid_slave_pos` at the end.
-    pub gtid_slave_pos: Option<String>,
-}
-
-/// A PITR job's report (GET /v1/pitr/{id}).
-#[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
-    /// Job id.
-    pub id: String,
-    /// Source.
-    pub source: String,
-    /// "restoring base" | "replaying" | "done" | "failed" | "removed".
-    pub phase: String,
-    /// Detail of the phase (e.g. the tool step).
-    pub step: String,
-    /// The plan.
-    pub plan: Plan,
-    /// "scratch" or the destination URL (redacted).
-    pub destination: String,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds, when done or failed.
-    pub finished_at: Option<i64>,
-    /// Seconds spent restoring the base.
-    pub restore_seconds: Option<f64>,
-    /// Seconds spent replaying.
-    pub replay_seconds: Option<f64>,
-    /// Progress.
-    pub progress: ReplayProgress,
-    /// The result, when done.
-    pub restored: Option<Restored>,
-    /// What failed.
-    pub error: Option<String>,
-    /// The failure's stable snake_case kind ([`super::RunError::kind`], e.g.
-    /// `replica_sql_stopped`, `restore`, `cancelled`), for alerting without reading the
-    /// text.
-    pub error_kind: Option<String>,
-    /// Where in the source's binlogs the replica failed ("file:pos").
-    pub error_position: Option<String>,
-}
-
-/// One job of this process.
-pub(super) struct Job {
-    /// The live report (saved in the catalog on phase changes).
-    pub(super) report: Mutex<JobReport>,
-    /// The base restore's progress (bytes, tool step).
-    pub(super) progress: Arc<Progress>,
-    /// The job's directory under `work_dir`, once created.
-    pub(super) instance_dir: Mutex<Option<PathBuf>>,
-    /// Cancelled by [`PitrService::cancel`] or when the service stops.
-    pub(super) cancel: CancellationToken,
-    /// Leave a scratch instance running privately at the end (see [`JobOptions`]).
-    pub(super) private: bool,
-}
 
 /// How a job runs, beyond its target and destination.
 #[derive(Debug, Clone, Default)]
@@ -322,7 +234,7 @@ impl PitrService {
         lock(&self.jobs).insert(id.clone(), job.clone());
         self.save(&job).await;
         let span = tracing::info_span!("pitr_job", source = %source, job = %id);
-        tokio::spawn(super::runner::execute(self.clone(), job, dest, n).instrument(span));
+        tokio::spawn(execute(self.run_deps(), job, dest, n).instrument(span));
         Ok(report)
     }
 
@@ -343,15 +255,21 @@ impl PitrService {
     }
 
     /// Saves the job's report in the catalog (a failure is logged).
-    pub(super) async fn save(&self, job: &Job) {
-        let rep = lock(&job.report).clone();
-        let text = serde_json::to_string(&rep).unwrap_or_default();
-        if let Err(e) = self
-            .catalog
-            .save_pitr_job(&rep.id, &rep.source, &rep.phase, &text)
-            .await
-        {
-            warn!(job = %rep.id, error = %e, "could not save the PITR job in the catalog");
+    async fn save(&self, job: &Job) {
+        job.save(&self.catalog).await;
+    }
+
+    /// What a job's run needs of the service.
+    fn run_deps(&self) -> RunDeps {
+        RunDeps {
+            catalog: self.catalog.clone(),
+            index: self.index.clone(),
+            archives: self.archives.clone(),
+            store: self.store.clone(),
+            tools: self.tools.clone(),
+            cfg: self.cfg.clone(),
+            work_dir: self.work_dir.clone(),
+            cancel: self.cancel.clone(),
         }
     }
 
@@ -428,11 +346,6 @@ impl PitrService {
             lock(&job.report).phase = "removed".into();
         }
         Ok(rep)
-    }
-
-    /// Changes the job's live report.
-    pub(super) fn set(&self, job: &Job, f: impl FnOnce(&mut JobReport)) {
-        f(&mut lock(&job.report));
     }
 }
 

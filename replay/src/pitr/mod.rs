@@ -41,19 +41,22 @@
 //! | `planner.rs` | [`Target`], [`Plan`], [`plan()`] and its steps (cut, base, checked range, counts); [`gtid_reached`] |
 //! | `timefmt.rs` | target time text: [`parse_time`], [`fmt_time`] |
 //! | `error.rs` | [`PlanError`]: one variant per reason there is no plan, with its data and [`PlanError::file`]; [`RunError`]: why a running job failed, with [`RunError::kind`] |
-//! | `job.rs` | [`PitrService`]: the job registry and the API-facing calls (plan, start, get, cancel, remove); the report types |
+//! | `job.rs` | [`PitrService`]: the job registry and the API-facing calls (plan, start, get, cancel, remove) |
+//! | `report.rs` | the report types ([`JobReport`], [`ReplayProgress`], [`Restored`]) and the running job they belong to |
 //! | `allow.rs` | which existing instances and datadirs a restore may write to (`[pitr] allowed_destinations`, `allowed_datadir_roots`) |
-//! | `runner.rs` | one job's run: restore the base, start the instance, CHANGE MASTER to the job's fake primary, wait, serve, record the end |
+//! | `runner.rs` | one job's run, from what the service hands it (`RunDeps`): restore the base, start the instance, CHANGE MASTER to the job's fake primary, wait, serve, record the end |
 
 pub mod allow;
 mod error;
 mod job;
 mod planner;
+mod report;
 mod runner;
 mod timefmt;
 
 pub use allow::Destination;
 pub use error::{PlanError, RunError};
-pub use job::{JobOptions, JobReport, PitrDeps, PitrService, ReplayProgress, Restored};
+pub use job::{JobOptions, PitrDeps, PitrService};
 pub use planner::{gtid_reached, plan, Plan, PlanBase, Target};
+pub use report::{JobReport, ReplayProgress, Restored};
 pub use timefmt::{fmt_time, parse_time};

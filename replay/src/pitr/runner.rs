@@ -2,9 +2,9 @@
 //! start it privately, set `gtid_slave_pos`, CHANGE MASTER to the job's own fake primary
 //! listener, wait until the replica has applied the plan, then leave the instance
 //! serving (or private) and record the end of the job (see the module doc of
-//! [`super`]). A run is a [`Run`]: the job, its plan and instance, and the service it
-//! reports to ([`PitrService`] itself lives in `job.rs`); a failed step is a
-//! [`RunError`].
+//! [`super`]). A run is a [`Run`]: the job, its plan and instance, and what it needs of
+//! the service ([`RunDeps`], handed over by `job.rs` when the job starts; the runner
+//! never calls back into the registry); a failed step is a [`RunError`].
 
 use node::util::lock;
 use std::path::Path;
@@ -21,8 +21,8 @@ use tracing::{info, warn};
 
 use super::allow::Destination;
 use super::error::RunError;
-use super::job::{Job, JobReport, PitrService, Restored};
 use super::planner::{gtid_reached, Plan};
+use super::report::{Job, JobReport, Restored};
 use crate::fake_primary::{self, Credentials, Listener};
 use crate::instance::{self, Instance, InstanceSpec};
 use binlog::binlog_order;
@@ -32,10 +32,24 @@ use node::config::SourceUrl;
 /// How long a restored instance may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What a job's run needs of the PITR service: the catalog (chain, sizes, the saved
+/// report), the index, the archives its fake primary serves, the base store, the
+/// tools, `[pitr]`, the work directory and the service's cancellation.
+pub(super) struct RunDeps {
+    pub(super) catalog: Arc<catalog::Catalog>,
+    pub(super) index: Arc<archive::index::Index>,
+    pub(super) archives: std::collections::BTreeMap<String, Arc<crate::fake_primary::Archive>>,
+    pub(super) store: Arc<objstore::store::Store>,
+    pub(super) tools: snapshotter::Tools,
+    pub(super) cfg: node::config::PitrConfig,
+    pub(super) work_dir: std::path::PathBuf,
+    pub(super) cancel: tokio_util::sync::CancellationToken,
+}
+
 /// One job's run: what its steps share.
 struct Run<'a> {
-    /// The service the run reports to (catalog, store, tools, archives, settings).
-    svc: &'a PitrService,
+    /// What the run needs of the service (catalog, store, tools, archives, settings).
+    svc: &'a RunDeps,
     /// The job (report, progress, cancellation).
     job: &'a Arc<Job>,
     /// Its plan.
@@ -58,7 +72,7 @@ struct Run<'a> {
 /// Runs the job to its end and records it: phase "done", or "failed" with the error
 /// (its text and its kind, [`RunError::kind`]); `finished_at`; the report saved. The
 /// body of the job's task.
-pub(super) async fn execute(svc: Arc<PitrService>, job: Arc<Job>, dest: Destination, n: u32) {
+pub(super) async fn execute(svc: RunDeps, job: Arc<Job>, dest: Destination, n: u32) {
     let r = run(&svc, &job, dest, n).await;
     {
         let mut rep = lock(&job.report);
@@ -75,13 +89,13 @@ pub(super) async fn execute(svc: Arc<PitrService>, job: Arc<Job>, dest: Destinat
             }
         }
     }
-    svc.save(&job).await;
+    job.save(&svc.catalog).await;
 }
 
 /// Prepares the job's directory and instance spec (job number `n` picks the server_id),
 /// runs the restore and replay, and cleans up: a finished instance is detached (its PID
 /// reported), a failed one stopped and a scratch directory removed.
-async fn run(svc: &PitrService, job: &Arc<Job>, dest: Destination, n: u32) -> Result<(), RunError> {
+async fn run(svc: &RunDeps, job: &Arc<Job>, dest: Destination, n: u32) -> Result<(), RunError> {
     let plan = lock(&job.report).plan.clone();
     let id = lock(&job.report).id.clone();
     let t0 = Instant::now();
@@ -124,7 +138,7 @@ async fn run(svc: &PitrService, job: &Arc<Job>, dest: Destination, n: u32) -> Re
         Ok(()) => {
             if let Some(inst) = inst {
                 let pid = inst.detach();
-                svc.set(job, |r| {
+                job.set(|r| {
                     if let Some(x) = r.restored.as_mut() {
                         x.pid = Some(pid);
                     }
@@ -149,7 +163,7 @@ async fn run(svc: &PitrService, job: &Arc<Job>, dest: Destination, n: u32) -> Re
 impl Run<'_> {
     /// Sets fields of the job's report.
     fn set(&self, f: impl FnOnce(&mut JobReport)) {
-        self.svc.set(self.job, f);
+        self.job.set(f);
     }
 
     /// The four steps; `inst` holds the instance the service runs at any moment, so that
@@ -256,7 +270,7 @@ impl Run<'_> {
             r.phase = "replaying".into();
             r.step = "replica starting".into();
         });
-        self.svc.save(self.job).await;
+        self.job.save(&self.svc.catalog).await;
         let listener = self.start_replica(conn).await?;
         self.set(|r| r.step = "applying".into());
         self.wait_applied(conn, &listener, t1).await?;
@@ -355,7 +369,7 @@ impl Run<'_> {
                 return Ok(());
             }
             if last_save.elapsed() > Duration::from_secs(10) {
-                self.svc.save(job).await;
+                job.save(&self.svc.catalog).await;
                 last_save = Instant::now();
             }
         }
@@ -469,7 +483,7 @@ fn socket_endpoint(spec: &InstanceSpec) -> Endpoint {
 
 /// Transactions of the plan applied once `gpos` holds the GTID (in `end`'s domain)
 /// of the index entry with that ordinal; 0 when it cannot be told.
-async fn applied_by_gtid(svc: &PitrService, plan: &Plan, end: &str, gpos: &str) -> u64 {
+async fn applied_by_gtid(svc: &RunDeps, plan: &Plan, end: &str, gpos: &str) -> u64 {
     let Ok(Gtid::MariaDb { domain, .. }) = end.parse::<Gtid>() else {
         return 0;
     };
@@ -554,7 +568,7 @@ fn replica_failure(st: &ResultSet, listener: &Listener) -> Option<RunError> {
 
 /// Binlog bytes of the plan applied when the replica has executed up to `file`:`pos`
 /// (sizes from the catalog).
-async fn bytes_between(plan: &Plan, file: &str, pos: u64, svc: &PitrService) -> u64 {
+async fn bytes_between(plan: &Plan, file: &str, pos: u64, svc: &RunDeps) -> u64 {
     let mut total = 0u64;
     let files = svc
         .catalog
