@@ -187,9 +187,9 @@ pub enum PlanError {
         /// Where it should be.
         path: PathBuf,
     },
-    /// Catalog or index failure (HTTP 500).
-    #[error("{0}")]
-    Internal(String),
+    /// Catalog, index or task failure (HTTP 500), the cause kept.
+    #[error(transparent)]
+    Internal(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl PlanError {
@@ -227,9 +227,10 @@ fn oldest_suffix(oldest: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-/// Any failure of the catalog, the index or a blocking task, as [`PlanError::Internal`].
-pub(super) fn internal(e: impl std::fmt::Display) -> PlanError {
-    PlanError::Internal(e.to_string())
+/// Any failure of the catalog, the index or a blocking task, as [`PlanError::Internal`]
+/// with the failure as its cause.
+pub(super) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> PlanError {
+    PlanError::Internal(Box::new(e))
 }
 
 /// Why a running PITR job failed. Every variant is a definite stop of the job: the
@@ -463,6 +464,8 @@ mod tests {
         );
         assert_eq!(PlanError::NotFound("no source".into()).file(), None);
         assert_eq!(PlanError::Internal("mysql-bin.000001".into()).file(), None);
+        let io = internal(std::io::Error::other("disk gone"));
+        assert_eq!(io.to_string(), "disk gone");
     }
 
     #[test]

@@ -332,8 +332,9 @@ impl PitrService {
         {
             let dir = self.work_dir.join(id);
             if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| PlanError::Internal(format!("remove {}: {e}", dir.display())))?;
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    PlanError::Internal(format!("remove {}: {e}", dir.display()).into())
+                })?;
             }
         }
         rep["phase"] = "removed".into();

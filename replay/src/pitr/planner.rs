@@ -404,9 +404,9 @@ async fn first_ordinal(
         let bgtid = base_gtid;
         let mut best: Option<u64> = None;
         for part in bgtid.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let g: Gtid = part
-                .parse()
-                .map_err(|_| PlanError::Internal(format!("base GTID {part:?} does not parse")))?;
+            let g: Gtid = part.parse().map_err(|_| {
+                PlanError::Internal(format!("base GTID {part:?} does not parse").into())
+            })?;
             if let Some(e) = idx.find_gtid(&name, &g).map_err(internal)? {
                 if order_key(&e.file, e.end) <= order_key(&bf2, bpos) {
                     best = Some(best.map_or(e.ordinal, |b| b.max(e.ordinal)));
