@@ -18,14 +18,12 @@
 //! (myloader's default; `SET sql_log_bin=0` for the client).
 
 use std::path::Path;
-use std::process::Stdio;
 
 use catalog::{BackupResult, BackupRow};
 use objstore::store::StoredObject;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::process::Command;
 
-use crate::error::{BaseError, ToolError};
+use crate::error::BaseError;
 use crate::method::{MethodOutput, Progress, Run};
 use crate::tool::{self, write_defaults_file, Endpoint, Tools};
 use objstore::store::Store;
@@ -163,43 +161,13 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, BaseEr
     args.push("--databases".into());
     args.extend(run.databases.iter().cloned());
     run.progress.set_phase("streaming mysqldump");
-    let mut child = Command::new(&program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            program: program.clone(),
-            source,
-        })?;
-    let err_tail = tool::stderr_tail(&mut child);
-    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
-        program: program.clone(),
-        pipe: "stdout",
-    })?;
+    let (tool_run, stdout) = tool::spawn_streaming(&program, &args)?;
     let mut scanner = ScanReader::new(stdout);
     let upload = run
         .store
         .put_stream(&run.key("dump.sql"), &mut scanner, &run.progress.bytes)
         .await;
-    if upload.is_err() {
-        let _ = child.kill().await;
-    }
-    let status = child.wait().await.map_err(|source| ToolError::Wait {
-        program: program.clone(),
-        source,
-    })?;
-    let output = err_tail.await.unwrap_or_default();
-    if !status.success() {
-        return Err(ToolError::Exited {
-            program,
-            status,
-            output,
-        }
-        .into());
-    }
+    tool_run.finish(upload.is_err()).await?;
     let obj = upload.map_err(BaseError::store("upload the dump"))?;
     run.mark_uploading().await?;
     let s = scanner.scan;

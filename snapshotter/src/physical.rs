@@ -15,12 +15,10 @@
 //! with `--move-back`.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use catalog::{BackupResult, BackupRow};
-use tokio::process::Command;
 
-use crate::error::{BaseError, ToolError};
+use crate::error::BaseError;
 use crate::method::{MethodOutput, Progress, Run};
 use crate::tool::{self, Tools};
 use objstore::store::{Store, StoredObject};
@@ -57,43 +55,13 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, BaseError> {
     }
     let command = tool::redact(&program, &args);
     run.progress.set_phase(&format!("streaming {name}"));
-    let mut child = Command::new(&program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            program: program.clone(),
-            source,
-        })?;
-    let err_tail = tool::stderr_tail(&mut child);
-    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
-        program: program.clone(),
-        pipe: "stdout",
-    })?;
+    let (tool_run, stdout) = tool::spawn_streaming(&program, &args)?;
     let key = run.key(STREAM_OBJECT);
     let upload = run
         .store
         .put_stream(&key, stdout, &run.progress.bytes)
         .await;
-    if upload.is_err() {
-        let _ = child.kill().await;
-    }
-    let status = child.wait().await.map_err(|source| ToolError::Wait {
-        program: program.clone(),
-        source,
-    })?;
-    let output = err_tail.await.unwrap_or_default();
-    if !status.success() {
-        return Err(ToolError::Exited {
-            program,
-            status,
-            output,
-        }
-        .into());
-    }
+    tool_run.finish(upload.is_err()).await?;
     let stream_obj = upload.map_err(BaseError::store(format!("upload the {name} stream")))?;
     run.mark_uploading().await?;
     run.progress.set_phase("uploading metadata");

@@ -269,6 +269,76 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
     })
 }
 
+/// A tool whose stdout the caller streams somewhere (the object store): started by
+/// [`spawn_streaming`] with stdin closed and the tail of stderr kept, ended by
+/// [`Streaming::finish`].
+pub struct Streaming {
+    child: tokio::process::Child,
+    program: PathBuf,
+    err_tail: tokio::task::JoinHandle<String>,
+}
+
+/// Starts `program` with `args`, stdout piped to the caller.
+///
+/// # Errors
+///
+/// [`ToolError::Start`], or [`ToolError::NoPipe`].
+pub fn spawn_streaming(
+    program: &Path,
+    args: &[String],
+) -> Result<(Streaming, tokio::process::ChildStdout), ToolError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ToolError::Start {
+            program: program.to_owned(),
+            source,
+        })?;
+    let err_tail = stderr_tail(&mut child);
+    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
+        program: program.to_owned(),
+        pipe: "stdout",
+    })?;
+    let run = Streaming {
+        child,
+        program: program.to_owned(),
+        err_tail,
+    };
+    Ok((run, stdout))
+}
+
+impl Streaming {
+    /// Waits for the tool once its stdout was consumed; `kill` first when the consumer
+    /// stopped early (the store failed), so the tool does not block on a full pipe.
+    ///
+    /// # Errors
+    ///
+    /// [`ToolError::Wait`], or [`ToolError::Exited`] with the stderr tail.
+    pub async fn finish(mut self, kill: bool) -> Result<(), ToolError> {
+        if kill {
+            let _ = self.child.kill().await;
+        }
+        let status = self.child.wait().await.map_err(|source| ToolError::Wait {
+            program: self.program.clone(),
+            source,
+        })?;
+        let output = self.err_tail.await.unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(ToolError::Exited {
+                program: self.program,
+                status,
+                output,
+            })
+        }
+    }
+}
+
 /// Runs a tool with object `obj` of `store` as its stdin (read back with its size and
 /// SHA-256 checked, `progress` growing by the bytes read); stdout is discarded, the tail
 /// of stderr kept for the error. A read failure or a damaged object kills the tool.
