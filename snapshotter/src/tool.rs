@@ -269,8 +269,8 @@ pub fn stderr_tail(child: &mut tokio::process::Child) -> tokio::task::JoinHandle
     })
 }
 
-/// A tool whose stdout the caller streams somewhere (the object store): started by
-/// [`spawn_streaming`] with stdin closed and the tail of stderr kept, ended by
+/// A tool whose stdout the caller streams somewhere (the object store), or whose stdin
+/// it feeds ([`run_fed`]): started with the tail of stderr kept, ended by
 /// [`Streaming::finish`].
 pub struct Streaming {
     child: tokio::process::Child,
@@ -287,31 +287,41 @@ pub fn spawn_streaming(
     program: &Path,
     args: &[String],
 ) -> Result<(Streaming, tokio::process::ChildStdout), ToolError> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            program: program.to_owned(),
-            source,
-        })?;
-    let err_tail = stderr_tail(&mut child);
-    let stdout = child.stdout.take().ok_or_else(|| ToolError::NoPipe {
+    let mut run = Streaming::spawn(program, args, Stdio::null(), Stdio::piped())?;
+    let stdout = run.child.stdout.take().ok_or_else(|| ToolError::NoPipe {
         program: program.to_owned(),
         pipe: "stdout",
     })?;
-    let run = Streaming {
-        child,
-        program: program.to_owned(),
-        err_tail,
-    };
     Ok((run, stdout))
 }
 
 impl Streaming {
+    /// Starts `program` with the given stdin and stdout, stderr piped into the kept tail.
+    fn spawn(
+        program: &Path,
+        args: &[String],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<Streaming, ToolError> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| ToolError::Start {
+                program: program.to_owned(),
+                source,
+            })?;
+        let err_tail = stderr_tail(&mut child);
+        Ok(Streaming {
+            child,
+            program: program.to_owned(),
+            err_tail,
+        })
+    }
+
     /// Waits for the tool once its stdout was consumed; `kill` first when the consumer
     /// stopped early (the store failed), so the tool does not block on a full pipe.
     ///
@@ -355,19 +365,8 @@ pub async fn run_fed(
     progress: &std::sync::atomic::AtomicU64,
 ) -> Result<(), ToolError> {
     use tokio::io::AsyncWriteExt;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ToolError::Start {
-            program: program.to_owned(),
-            source,
-        })?;
-    let err_tail = stderr_tail(&mut child);
-    let mut stdin = child.stdin.take().ok_or_else(|| ToolError::NoPipe {
+    let mut run = Streaming::spawn(program, args, Stdio::piped(), Stdio::null())?;
+    let mut stdin = run.child.stdin.take().ok_or_else(|| ToolError::NoPipe {
         program: program.to_owned(),
         pipe: "stdin",
     })?;
@@ -375,28 +374,15 @@ pub async fn run_fed(
     let _ = stdin.shutdown().await;
     drop(stdin);
     if let Err(source) = fed {
-        let _ = child.kill().await;
+        let _ = run.child.kill().await;
         return Err(ToolError::Feed {
             key: obj.key.clone(),
             program: program.to_owned(),
-            output: err_tail.await.unwrap_or_default(),
+            output: run.err_tail.await.unwrap_or_default(),
             source: Box::new(source),
         });
     }
-    let status = child.wait().await.map_err(|source| ToolError::Wait {
-        program: program.to_owned(),
-        source,
-    })?;
-    let output = err_tail.await.unwrap_or_default();
-    if status.success() {
-        Ok(())
-    } else {
-        Err(ToolError::Exited {
-            program: program.to_owned(),
-            status,
-            output,
-        })
-    }
+    run.finish(false).await
 }
 
 /// Runs a tool to completion with stdin closed; stdout and stderr are kept in memory
