@@ -1104,3 +1104,50 @@ fn low_disk_space_and_a_byte_budget_evict_without_an_age() -> Result<()> {
     .with_context(|| sb.server().log_tail(20))?;
     Ok(())
 }
+
+/// Single PUTs are create-only on the S3-compatible server too (`If-None-Match: *`): of
+/// two writers racing for one key, exactly one wins and the object holds its bytes; a
+/// later PUT of the key is refused.
+#[test]
+fn racing_single_puts_to_s3_leave_one_winner() -> Result<()> {
+    for (k, v) in S3_TEST_ENV {
+        std::env::set_var(k, v);
+    }
+    let moto = Moto::start()?;
+    moto.create_bucket("race")?;
+    let store = objstore::store::Store::open(&objstore::store::StoreOptions {
+        url: "s3://race".into(),
+        s3_endpoint: Some(moto.endpoint()),
+        s3_region: "us-east-1".into(),
+        s3_allow_http: true,
+        part_size: 5 << 20,
+        upload_concurrency: 1,
+        retries: 2,
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for round in 0..10 {
+        let key = format!("db1/binlogs/m.{round:06}.manifest.json");
+        let (a, b) = rt.block_on(async {
+            tokio::join!(
+                store.put_bytes(&key, b"writer a"),
+                store.put_bytes(&key, b"writer b")
+            )
+        });
+        let exists = |r: &Result<_, objstore::store::StoreError>| matches!(r, Err(objstore::store::StoreError::Exists(k)) if *k == key);
+        let winner: &[u8] = match (a.is_ok(), b.is_ok()) {
+            (true, false) if exists(&b) => b"writer a",
+            (false, true) if exists(&a) => b"writer b",
+            _ => bail!("round {round}: {a:?} / {b:?}"),
+        };
+        assert_eq!(rt.block_on(store.get_bytes(&key, 64))?, winner);
+        let late = rt.block_on(store.put_bytes(&key, b"late"));
+        assert!(
+            matches!(late, Err(objstore::store::StoreError::Exists(_))),
+            "{late:?}"
+        );
+    }
+    Ok(())
+}

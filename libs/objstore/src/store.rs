@@ -5,7 +5,12 @@
 //! # Rules
 //!
 //! - Objects are never overwritten: every key is unique (base ids, binlog names with
-//!   offsets), and [`Store::put_stream`] refuses a key that already exists.
+//!   offsets). A single PUT ([`Store::put_bytes`]) is create-only in one request
+//!   (`If-None-Match: *` on S3, a no-clobber link on the local store), so of two racing
+//!   writers one gets [`StoreError::Exists`]. A multipart upload ([`Store::put_stream`])
+//!   is refused when the key exists at its start, but `object_store` 0.12 completes
+//!   multipart uploads in overwrite mode, so it is not race-free: with several writers
+//!   per source, keys must be unique per writer (the fleet's epochs).
 //! - Uploads use bounded memory: multipart with `part_size` parts and at most
 //!   `upload_concurrency` parts in flight (about `part_size * (concurrency + 1)` bytes).
 //! - S3 requests are retried by `object_store`'s client with exponential backoff (100 ms
@@ -513,11 +518,14 @@ impl Store {
             .await
     }
 
-    /// Uploads a small object from memory in one request (no multipart).
+    /// Uploads a small object from memory in one create-only request (no multipart):
+    /// an existing key is never overwritten, even by a concurrent writer (the store
+    /// must support conditional PUT: AWS S3 and MinIO do, and the S3-compatible test
+    /// server does).
     ///
     /// # Errors
     ///
-    /// As [`Store::put_stream`].
+    /// As [`Store::put_stream`]: [`StoreError::Exists`] when the key exists.
     pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<StoredObject, StoreError> {
         self.put_bytes_with(key, data, &[]).await
     }
@@ -533,24 +541,28 @@ impl Store {
         data: &[u8],
         metadata: &[(&'static str, String)],
     ) -> Result<StoredObject, StoreError> {
-        if self.exists(key).await? {
-            return Err(StoreError::Exists(key.to_owned()));
-        }
+        // Create-only in the one request (S3: `If-None-Match: *`; the local store: a
+        // link that fails on an existing name), so two writers racing for one key
+        // cannot both succeed, unlike a HEAD followed by a PUT.
         let attributes = self.attributes(metadata);
         self.inner
             .put_opts(
                 &key_path(key),
                 bytes::Bytes::copy_from_slice(data).into(),
                 object_store::PutOptions {
+                    mode: object_store::PutMode::Create,
                     attributes,
                     ..Default::default()
                 },
             )
             .await
-            .map_err(|source| StoreError::Object {
-                op: "put",
-                key: key.to_owned(),
-                source,
+            .map_err(|source| match source {
+                object_store::Error::AlreadyExists { .. } => StoreError::Exists(key.to_owned()),
+                source => StoreError::Object {
+                    op: "put",
+                    key: key.to_owned(),
+                    source,
+                },
             })?;
         Ok(StoredObject {
             key: key.to_owned(),
@@ -868,6 +880,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(split_codec_suffix("a/t.sql.zst"), ("none", "a/t.sql.zst"));
+    }
+
+    /// Two writers racing for one key with a single PUT: exactly one wins, the other gets
+    /// `Exists`, and the object holds the winner's bytes; on the memory and the local
+    /// directory stores (the S3 case runs against the S3-compatible server in
+    /// tests/tests/archive.rs).
+    #[tokio::test]
+    async fn racing_single_puts_of_one_key_leave_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let stores = [
+            Store::from_object_store(Arc::new(InMemory::new()), "memory://", 5 << 20),
+            Store::from_object_store(local, "file://", 5 << 20),
+        ];
+        for store in &stores {
+            for round in 0..20 {
+                let key = format!("db1/binlogs/m.{round:06}.manifest.json");
+                let (a, b) = tokio::join!(
+                    store.put_bytes(&key, b"writer a"),
+                    store.put_bytes(&key, b"writer b")
+                );
+                let winner: &[u8] = match (&a, &b) {
+                    (Ok(_), Err(StoreError::Exists(k))) if *k == key => b"writer a",
+                    (Err(StoreError::Exists(k)), Ok(_)) if *k == key => b"writer b",
+                    other => panic!("{} round {round}: {other:?}", store.url()),
+                };
+                assert_eq!(store.get_bytes(&key, 64).await.unwrap(), winner);
+                let again = store.put_bytes(&key, b"late").await;
+                assert!(matches!(again, Err(StoreError::Exists(_))), "{again:?}");
+            }
+        }
     }
 
     #[tokio::test]
