@@ -4,6 +4,8 @@
 #     the tests' primaries, base backups);
 #   - libclang-dev and librocksdb-dev (the RocksDB index is built against Debian's
 #     librocksdb; bindgen needs libclang);
+#   - PostgreSQL (Debian's postgresql: initdb, postgres, psql): the fleet's catalog in
+#     the tests, started by the harness as the unprivileged postgres user;
 #   - moto[server] from PyPI (pip): a real S3-compatible server for the backup tests;
 #   - mysql-replication from PyPI (pip): python-mysql-replication, a client the fake
 #     primary is tested with;
@@ -21,6 +23,9 @@ dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
 dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 
 if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import pymysqlreplication' >/dev/null 2>&1; then
   python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

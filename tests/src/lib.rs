@@ -46,6 +46,8 @@
 //! - `harness/config.rs`: binlog-server config files ([`write_config`],
 //!   [`write_config_sources`], [`SourceSpec`]) and [`grep_file`] for logs.
 //! - `harness/s3.rs`: moto's S3-compatible server ([`Moto`]).
+//! - `harness/postgres.rs`: a throw-away PostgreSQL server ([`Postgres`]), the fleet's
+//!   catalog, run as the unprivileged `postgres` user when the tests run as root.
 //! - `harness/archive.rs`: comparing the archive with the primary's binlogs
 //!   ([`assert_archive_identical`]).
 //! - `harness/sandbox.rs`: the usual whole set-up in one builder ([`Sandbox`],
@@ -66,6 +68,7 @@ pub use harness::mariadb::{
     checksums_socket, sql_socket, MariaDb, MariaDbOptions, ADMIN_PASSWORD, ADMIN_USER,
     MARIADB_START_TIMEOUT, MARIADB_STOP_TIMEOUT, REPL_PASSWORD, REPL_USER,
 };
+pub use harness::postgres::{require_pg_tool, Postgres, PG_USER};
 pub use harness::s3::{Moto, S3_TEST_ENV};
 pub use harness::sandbox::{
     add_api_token, tls_self_signed, BaseJob, PitrJobs, Sandbox, SandboxBuilder, SandboxPrimary,

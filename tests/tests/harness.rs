@@ -281,3 +281,46 @@ fn server_process_reports_an_early_exit_with_its_log() -> Result<()> {
     assert!(format!("{err:#}").contains("missing"));
     Ok(())
 }
+
+/// The PostgreSQL of the fleet tests: a fresh server answers over TCP, keeps what is
+/// written, is refused nothing as its superuser, and is gone (port closed, PID reaped)
+/// once stopped by its PID; two run side by side on their own ports.
+#[test]
+fn postgres_starts_answers_and_stops_by_pid() -> Result<()> {
+    let mut a = binlog_tests::Postgres::start()?;
+    let b = binlog_tests::Postgres::start()?;
+    assert_ne!(a.port, b.port);
+    a.sql(
+        "CREATE TABLE leases (source text PRIMARY KEY, owner text NOT NULL, epoch bigint NOT NULL)",
+    )?;
+    a.sql("INSERT INTO leases VALUES ('db1', 'node-a', 1)")?;
+    // One compare-and-set: only the row whose epoch matches changes.
+    a.sql(
+        "UPDATE leases SET owner = 'node-b', epoch = epoch + 1 WHERE source = 'db1' AND epoch = 1",
+    )?;
+    a.sql(
+        "UPDATE leases SET owner = 'node-c', epoch = epoch + 1 WHERE source = 'db1' AND epoch = 1",
+    )?;
+    assert_eq!(
+        a.sql("SELECT owner || '|' || epoch FROM leases")?,
+        "node-b|2"
+    );
+    assert!(
+        b.sql("SELECT count(*) FROM leases").is_err(),
+        "b has its own data directory"
+    );
+    assert_eq!(a.sql("SELECT current_user")?, binlog_tests::PG_USER);
+    let pid = a.pid().context("a runs")?;
+    let port = a.port;
+    a.stop()?;
+    assert!(a.pid().is_none());
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port {port} still open after postgres (pid {pid}) stopped"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "postgres pid {pid} still exists"
+    );
+    Ok(())
+}

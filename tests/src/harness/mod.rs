@@ -6,6 +6,7 @@ pub(crate) mod archive;
 pub(crate) mod config;
 pub(crate) mod load;
 pub(crate) mod mariadb;
+pub(crate) mod postgres;
 pub(crate) mod s3;
 pub(crate) mod sandbox;
 pub(crate) mod server;

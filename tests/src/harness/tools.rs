@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 /// The command that installs every external tool the tests need.
 pub const SETUP_HINT: &str =
     "run `bash scripts/setup.sh` (installs mariadb-server mariadb-client mariadb-backup mydumper, \
-     and moto[server] for the S3 tests)";
+     postgresql, and moto[server] for the S3 tests)";
 
 /// Finds an external tool on `PATH`, then in `/usr/sbin`, `/usr/bin` and
 /// `/usr/local/bin`.
