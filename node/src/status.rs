@@ -326,7 +326,8 @@ impl Metrics {
     }
 }
 
-/// Latest view of the primary's binlogs (from the poller), shared with the checker.
+/// Latest view of the primary's binlogs (from the poller), and the FORMAT_DESCRIPTIONs
+/// capture streamed (from the stream), shared with the checker.
 #[derive(Debug, Clone, Default)]
 pub struct PrimaryView {
     /// SHOW BINARY LOGS.
@@ -353,6 +354,12 @@ impl PrimaryView {
         while self.formats.len() > FORMATS_KEPT {
             self.formats.pop_front();
         }
+    }
+
+    /// Forgets `file`'s streamed FORMAT_DESCRIPTION (after a re-pull replaced the file:
+    /// the stored copy is then checked on its own).
+    pub fn forget_format(&mut self, file: &str) {
+        self.formats.retain(|(f, _)| f != file);
     }
 
     /// What the primary streamed as `file`'s FORMAT_DESCRIPTION, when this process

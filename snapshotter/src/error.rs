@@ -108,6 +108,17 @@ pub enum ToolError {
         /// The last `tool::OUTPUT_TAIL` bytes of its stderr (and stdout).
         output: String,
     },
+    /// A streamed tool (mariabackup, xtrabackup, mysqldump) exited with an error;
+    /// `output` is the tail of its stderr.
+    #[error("{name} failed ({status}):\n{output}")]
+    Failed {
+        /// The tool's name (or path).
+        name: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The last `tool::OUTPUT_TAIL` bytes of its stderr.
+        output: String,
+    },
     /// Feeding the tool an object from the store failed (the tool was killed).
     #[error("read {key} from the store: {source}{}", said(.program, .output))]
     Feed {
@@ -209,6 +220,9 @@ pub enum BaseError {
     /// The base is not in the catalog.
     #[error("base {0} is not in the catalog")]
     NotInCatalog(String),
+    /// The base's row disappeared between its completion and reading it back.
+    #[error("the base vanished from the catalog")]
+    Vanished,
     /// A base of the chain is not COMPLETED.
     #[error(
         "base {id} is {state}, not COMPLETED: it cannot be restored{}",

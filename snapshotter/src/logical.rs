@@ -161,14 +161,17 @@ pub(crate) async fn take_mysqldump(run: &Run<'_>) -> Result<MethodOutput, BaseEr
     args.push("--databases".into());
     args.extend(run.databases.iter().cloned());
     run.progress.set_phase("streaming mysqldump");
-    let (tool_run, stdout) = tool::spawn_streaming(&program, &args)?;
+    let name = program.display().to_string();
+    let (tool_run, stdout) = tool::spawn_streaming(&program, &name, &args)?;
     let mut scanner = ScanReader::new(stdout);
     let upload = run
         .store
         .put_stream(&run.key("dump.sql"), &mut scanner, &run.progress.bytes)
         .await;
-    tool_run.finish(upload.is_err()).await?;
+    // A failed upload kills the tool: its error, not the tool's, is the cause.
+    let finished = tool_run.finish(upload.is_err()).await;
     let obj = upload.map_err(BaseError::store("upload the dump"))?;
+    finished?;
     run.mark_uploading().await?;
     let s = scanner.scan;
     if !s.completed {

@@ -55,14 +55,16 @@ pub(crate) async fn take(run: &Run<'_>) -> Result<MethodOutput, BaseError> {
     }
     let command = tool::redact(&program, &args);
     run.progress.set_phase(&format!("streaming {name}"));
-    let (tool_run, stdout) = tool::spawn_streaming(&program, &args)?;
+    let (tool_run, stdout) = tool::spawn_streaming(&program, name, &args)?;
     let key = run.key(STREAM_OBJECT);
     let upload = run
         .store
         .put_stream(&key, stdout, &run.progress.bytes)
         .await;
-    tool_run.finish(upload.is_err()).await?;
+    // A failed upload kills the tool: its error, not the tool's, is the cause.
+    let finished = tool_run.finish(upload.is_err()).await;
     let stream_obj = upload.map_err(BaseError::store(format!("upload the {name} stream")))?;
+    finished?;
     run.mark_uploading().await?;
     run.progress.set_phase("uploading metadata");
     let (meta, result) = read_and_upload_meta(run, &lsndir).await?;

@@ -188,7 +188,7 @@ impl Snapshotter {
             .get_backup(id)
             .await
             .map_err(|e| take_error(id, BaseError::catalog("read the base back")(e), true))?
-            .ok_or_else(|| take_error(id, BaseError::NotInCatalog(id.to_owned()), true))
+            .ok_or_else(|| take_error(id, BaseError::Vanished, true))
     }
 
     /// Step 1: the parent of an incremental (none for a full base), and the note saying

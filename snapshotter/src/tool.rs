@@ -276,18 +276,24 @@ pub struct Streaming {
     child: tokio::process::Child,
     program: PathBuf,
     err_tail: tokio::task::JoinHandle<String>,
+    /// The name a failure is reported under ([`ToolError::Failed`]); `None`: the path
+    /// ([`ToolError::Exited`]).
+    name: Option<String>,
 }
 
-/// Starts `program` with `args`, stdout piped to the caller.
+/// Starts `program` with `args`, stdout piped to the caller; a failure is reported as
+/// `name` failed ([`ToolError::Failed`]).
 ///
 /// # Errors
 ///
 /// [`ToolError::Start`], or [`ToolError::NoPipe`].
 pub fn spawn_streaming(
     program: &Path,
+    name: &str,
     args: &[String],
 ) -> Result<(Streaming, tokio::process::ChildStdout), ToolError> {
     let mut run = Streaming::spawn(program, args, Stdio::null(), Stdio::piped())?;
+    run.name = Some(name.to_owned());
     let stdout = run.child.stdout.take().ok_or_else(|| ToolError::NoPipe {
         program: program.to_owned(),
         pipe: "stdout",
@@ -319,6 +325,7 @@ impl Streaming {
             child,
             program: program.to_owned(),
             err_tail,
+            name: None,
         })
     }
 
@@ -327,7 +334,8 @@ impl Streaming {
     ///
     /// # Errors
     ///
-    /// [`ToolError::Wait`], or [`ToolError::Exited`] with the stderr tail.
+    /// [`ToolError::Wait`], or [`ToolError::Failed`] / [`ToolError::Exited`] with the
+    /// stderr tail.
     pub async fn finish(mut self, kill: bool) -> Result<(), ToolError> {
         if kill {
             let _ = self.child.kill().await;
@@ -337,14 +345,18 @@ impl Streaming {
             source,
         })?;
         let output = self.err_tail.await.unwrap_or_default();
-        if status.success() {
-            Ok(())
-        } else {
-            Err(ToolError::Exited {
+        match self.name {
+            _ if status.success() => Ok(()),
+            Some(name) => Err(ToolError::Failed {
+                name,
+                status,
+                output,
+            }),
+            None => Err(ToolError::Exited {
                 program: self.program,
                 status,
                 output,
-            })
+            }),
         }
     }
 }

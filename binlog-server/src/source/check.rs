@@ -186,6 +186,8 @@ impl Checker {
         match repull(shared, source, &self.store, file).await {
             Ok(bytes) => {
                 info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
+                // The reference FDE was recorded from the stream that wrote the bad copy.
+                lock(&self.view).forget_format(file);
                 let p = FileProgress {
                     name: file.to_owned(),
                     size: bytes,

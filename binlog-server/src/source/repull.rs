@@ -38,9 +38,12 @@ pub(crate) enum RepullError {
     /// No packet within three heartbeat periods.
     #[error("timed out reading the re-pull stream")]
     Timeout,
-    /// An event's header or FORMAT_DESCRIPTION does not parse.
+    /// An event's header does not parse.
     #[error(transparent)]
     Event(#[from] binlog::EventError),
+    /// A FORMAT_DESCRIPTION does not parse.
+    #[error("bad FORMAT_DESCRIPTION: {0}")]
+    Fde(#[source] binlog::EventError),
     /// An event failed its CRC32 on arrival.
     #[error("CRC32 at {file}:{pos}: {source}")]
     Crc {
@@ -104,7 +107,7 @@ pub(crate) async fn repull(
             .map_err(|_| RepullError::Timeout)??;
         let Some(ev) = pkt else { break };
         let h = EventHeader::parse(&ev)?;
-        let alg = arrival_alg(&h, &ev, st.alg())?;
+        let alg = arrival_alg(&h, &ev, st.alg()).map_err(RepullError::Fde)?;
         binlog::verify_checksum(&ev, alg).map_err(|source| RepullError::Crc {
             file: file.to_owned(),
             pos: st.offset(),

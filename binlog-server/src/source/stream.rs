@@ -225,6 +225,9 @@ async fn read_events(
         events: Vec::new(),
         bytes: 0,
     };
+    // Where a FORMAT_DESCRIPTION announcing no checksums arrived, until the next event
+    // showed it carries none.
+    let mut off_fde_at: Option<u64> = None;
     loop {
         let pkt = tokio::select! {
             _ = a.ctx.cancel.cancelled() => return Ok(()),
@@ -256,12 +259,41 @@ async fn read_events(
         };
         received_bytes.inc_by(ev.len() as u64);
         received_events.inc();
+        off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
         store_event(a, st, &mut batch, action, header, ev).await?;
         if batch.bytes >= BATCH_BYTES || !s.conn.has_buffered_packet() {
             batch.flush(a.wtx).await?;
         }
     }
+}
+
+/// The arrival side of the file check's FORMAT_DESCRIPTION rule: after an FDE that
+/// announces no checksums (`off_fde_at` is where it arrived), an event that carries a
+/// valid CRC32 anyway shows the FDE was damaged in transit (a flipped version or
+/// algorithm byte): the connection is dropped and the file pulled again from there.
+/// Returns the new `off_fde_at`.
+fn unannounced_crc(
+    st: &StreamState,
+    off_fde_at: Option<u64>,
+    header: &EventHeader,
+    ev: &[u8],
+    alg: ChecksumAlg,
+) -> Result<Option<u64>, StreamEnd> {
+    if header.type_code == event_type::FORMAT_DESCRIPTION {
+        return Ok((alg == ChecksumAlg::Off).then_some(st.offset));
+    }
+    if let Some(at) = off_fde_at {
+        if matches!(binlog::stored_and_computed_crc(header, ev), Ok((s, c)) if s == c) {
+            return Err(StreamEnd::Transient(format!(
+                "the FORMAT_DESCRIPTION of {} (arrived at {at}) announces no checksums, but the \
+                 {} event after it carries a valid CRC32: damaged in transit; not stored",
+                st.file,
+                event_type::name(header.type_code)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Frames an arriving event and checks its CRC32: its header and checksum algorithm.
@@ -330,7 +362,7 @@ async fn store_event(
                 open(a.wtx, st.file.clone(), st.offset).await?;
             }
             if header.type_code == event_type::FORMAT_DESCRIPTION && st.offset == 4 {
-                record_format(a.primary, &st.file, &ev);
+                record_format(a.primary, &st.file, &header, &ev);
             }
             batch.bytes += ev.len();
             st.offset += ev.len() as u64;
@@ -349,10 +381,20 @@ async fn store_event(
     }
 }
 
-/// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check
-/// (an FDE that does not parse was refused on arrival already).
-fn record_format(primary: &std::sync::Mutex<PrimaryView>, file: &str, ev: &[u8]) {
-    if let Ok(f) = FormatDescription::parse(ev) {
+/// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check,
+/// when the FDE's own CRC32 vouches for it (an FDE without one, or damaged in transit,
+/// is not a reference to hold the stored copy against).
+fn record_format(
+    primary: &std::sync::Mutex<PrimaryView>,
+    file: &str,
+    header: &EventHeader,
+    ev: &[u8],
+) {
+    let own_crc_ok = matches!(binlog::stored_and_computed_crc(header, ev), Ok((s, c)) if s == c);
+    if let Some(f) = FormatDescription::parse(ev)
+        .ok()
+        .filter(|f| f.checksum_field && own_crc_ok)
+    {
         let format = ExpectedFormat {
             checksum_alg: f.checksum_alg,
             server_version: f.server_version,

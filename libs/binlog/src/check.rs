@@ -16,9 +16,9 @@
 //!   primary stream the file, the FDE must name the same algorithm and version
 //!   ([`CheckOptions::expected_format`]);
 //! - every event's CRC32 when the FDE announces CRC32 (mysql-server
-//!   `Log_event_footer::event_checksum_test`); the FDE's own CRC whenever the server
-//!   version writes one (MySQL >= 5.6.1, MariaDB >= 5.3), computed with
-//!   `LOG_EVENT_BINLOG_IN_USE_F` cleared;
+//!   `Log_event_footer::event_checksum_test`); the FDE's own CRC whenever it has one (its
+//!   trailing CRC32 verifies, or the server version writes one: MySQL >= 5.6.1, MariaDB
+//!   >= 5.3), computed with `LOG_EVENT_BINLOG_IN_USE_F` cleared;
 //! - framing: no event is cut off by the end of the file, no event_size is out of range;
 //! - positions are contiguous: each event's log_pos equals its end offset (modulo 2^32),
 //!   except log_pos 0, which MariaDB >= 11.4 writes inside transactions and servers write
@@ -639,6 +639,38 @@ fn fde_crc_ok(h: &EventHeader, ev: &[u8], fde: &FormatDescription) -> bool {
     }
 }
 
+/// The FORMAT_DESCRIPTION at offset 4 of `file`, when it can be trusted: it parses, its
+/// log_pos is 0 or its end, its own CRC32 verifies (when it has one), and, when it
+/// announces no checksums, the event after it does not carry a valid CRC32 anyway (a
+/// damaged version or algorithm byte would otherwise switch the CRC checks off). `None`
+/// otherwise. Used by crash recovery ([`valid_prefix`]) and by whoever serves a stored
+/// file (the fake primary). Errors: I/O only.
+pub fn trusted_format_description(file: &mut File) -> io::Result<Option<FormatDescription>> {
+    file.seek(SeekFrom::Start(4))?;
+    let mut fde = None;
+    {
+        let mut rd = EventReader::new_at(BufReader::new(&mut *file), 4);
+        match rd.next_event() {
+            Some(Ok((_, h, ev))) if h.type_code == event_type::FORMAT_DESCRIPTION => {
+                if let Ok(f) = FormatDescription::parse(ev) {
+                    let pos_ok = h.log_pos == 0 || h.log_pos == h.expected_log_pos(4);
+                    if fde_crc_ok(&h, ev, &f) && pos_ok {
+                        fde = Some(f);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                io_error_of(e)?;
+            }
+            _ => {}
+        }
+    }
+    match fde {
+        Some(f) if f.checksum_alg == ChecksumAlg::Off && events_carry_crc(file)? => Ok(None),
+        other => Ok(other),
+    }
+}
+
 /// True when the event after the FDE at offset 4 (which announced no checksums) ends
 /// with its own valid CRC32: the FDE is then damaged (see `Walk::confirm_no_checksums`).
 /// False at the end of the file or on a framing error there (the walk finds those).
@@ -663,8 +695,9 @@ fn events_carry_crc(file: &mut File) -> io::Result<bool> {
 ///
 /// Meant for our own stored copies of a primary's files (relay logs would stop at the
 /// primary's first event, whose log_pos counts in another file). When the FDE at offset 4
-/// is unreadable and `start` > 4, nothing after `start` can be vouched for: `len` is
-/// `start`. Errors: I/O, or `start` < 4 or beyond the end of the file (InvalidInput).
+/// cannot be trusted ([`trusted_format_description`]: unreadable, bad CRC, or "no
+/// checksums" contradicted by the next event) and `start` > 4, nothing after `start` can
+/// be vouched for: `len` is `start` and `fde` is `None`. Errors: I/O, or `start` < 4 or beyond the end of the file (InvalidInput).
 pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
     let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
@@ -677,26 +710,7 @@ pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
             ),
         ));
     }
-    // The file's FDE.
-    file.seek(SeekFrom::Start(4))?;
-    let mut fde = None;
-    {
-        let mut rd = EventReader::new_at(BufReader::new(&mut file), 4);
-        match rd.next_event() {
-            Some(Ok((_, h, ev))) if h.type_code == event_type::FORMAT_DESCRIPTION => {
-                if let Ok(f) = FormatDescription::parse(ev) {
-                    let pos_ok = h.log_pos == 0 || h.log_pos == h.expected_log_pos(4);
-                    if fde_crc_ok(&h, ev, &f) && pos_ok {
-                        fde = Some(f);
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                io_error_of(e)?;
-            }
-            _ => {}
-        }
-    }
+    let fde = trusted_format_description(&mut file)?;
     let mut out = ValidPrefix {
         len: start,
         last_event_type: None,
@@ -707,10 +721,6 @@ pub fn valid_prefix(path: &Path, start: u64) -> io::Result<ValidPrefix> {
     let Some(mut current) = fde else {
         return Ok(out);
     };
-    if current.checksum_alg == ChecksumAlg::Off && events_carry_crc(&mut file)? {
-        out.fde = None;
-        return Ok(out);
-    }
     file.seek(SeekFrom::Start(start))?;
     let mut rd = EventReader::new_at(BufReader::with_capacity(READ_BUF, &mut file), start);
     let mut tracker = TxnTracker::new();
@@ -1063,5 +1073,32 @@ mod tests {
         let r = check_file(t.path(), &strict()).unwrap();
         assert!(r.is_ok());
         assert!(check_file(Path::new("/nonexistent/binlog.000001"), &strict()).is_err());
+    }
+
+    #[test]
+    fn a_trusted_format_description_is_intact_and_not_contradicted() {
+        let d = tempfile::tempdir().unwrap();
+        let file = |name: &str, flip: Option<(usize, u8)>| {
+            let mut f = BINLOG_MAGIC.to_vec();
+            f.extend_from_slice(&fde_event("8.0.35", 1));
+            let at = f.len() as u64;
+            f.extend_from_slice(&build_event(19, 1, at, &[7u8; 30], ChecksumAlg::Crc32));
+            if let Some((i, bit)) = flip {
+                f[i] ^= 1 << bit;
+            }
+            let p = d.path().join(name);
+            std::fs::write(&p, &f).unwrap();
+            File::open(&p).unwrap()
+        };
+        let ok = trusted_format_description(&mut file("ok", None)).unwrap();
+        assert_eq!(ok.map(|f| f.checksum_alg), Some(ChecksumAlg::Crc32));
+        // "8.0.35" -> "0.0.35": reads as a server without checksums, which the CRC32 on
+        // the next event contradicts.
+        let flipped = trusted_format_description(&mut file("version", Some((4 + 19 + 2, 3))));
+        assert!(flipped.unwrap().is_none());
+        // A bit of the algorithm byte: the FDE's own CRC fails.
+        let fde_len = fde_event("8.0.35", 1).len();
+        let alg = trusted_format_description(&mut file("alg", Some((4 + fde_len - 5, 0))));
+        assert!(alg.unwrap().is_none());
     }
 }

@@ -127,19 +127,18 @@ pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
 /// [`DumpError::Io`]: the directory cannot be read.
 pub(super) fn list_files(a: &Archive) -> Result<Vec<(String, u64)>, DumpError> {
     let mut v = Vec::new();
-    let list = || DumpError::io("list", &a.dir);
     let rd = match std::fs::read_dir(&a.dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-        Err(e) => return Err(list()(e)),
+        Err(e) => return Err(DumpError::io("list", &a.dir)(e)),
     };
     for ent in rd {
-        let ent = ent.map_err(list())?;
+        let ent = ent.map_err(DumpError::ListEntry)?;
         let name = ent.file_name().to_string_lossy().into_owned();
         if binlog::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name) {
             continue;
         }
-        let md = ent.metadata().map_err(list())?;
+        let md = ent.metadata().map_err(DumpError::ListEntry)?;
         if md.is_file() {
             v.push((name, md.len()));
         }

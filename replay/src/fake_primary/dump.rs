@@ -818,6 +818,15 @@ impl DumpCtx {
         let Some((fh, fde)) = fde_of(dup) else {
             return Err(DumpError::NoFormatDescription { file, source_name });
         };
+        // Its CRC, and "no checksums" against the next event: a damaged FDE must not
+        // switch off the CRC check of every event served after it.
+        let mut check = handle.try_clone().map_err(DumpError::io("read", &path))?;
+        let trusted = binlog::check::trusted_format_description(&mut check)
+            .map_err(DumpError::io("read", &path))?;
+        if trusted.is_none() {
+            self.archive.report_damage(&file);
+            return Err(DumpError::UntrustedFormatDescription { file, source_name });
+        }
         let alg = fde.checksum_alg;
         out.event(&artificial_rotate(
             &file,
@@ -940,7 +949,10 @@ impl DumpCtx {
                 .fh
                 .metadata()
                 .map(|m| m.len())
-                .map_err(DumpError::io("stat", &cur.path))?;
+                .map_err(|source| DumpError::Stat {
+                    path: cur.path.clone(),
+                    source,
+                })?;
             let (limit, closed) = match &live {
                 Some((f, p)) if *f == file => (*p, false),
                 Some((f, _)) if binlog_order(f) < binlog_order(&file) => (0, false),

@@ -49,7 +49,7 @@ pub enum DumpError {
     #[error(transparent)]
     Index(#[from] archive::index::IndexError),
     /// The index lookup task failed.
-    #[error("index task: {0}")]
+    #[error(transparent)]
     IndexTask(#[from] tokio::task::JoinError),
     /// A MariaDB GTID of the replica's position is not in the archive.
     #[error(
@@ -134,10 +134,22 @@ pub enum DumpError {
         /// Source name.
         source_name: String,
     },
+    /// The file's FORMAT_DESCRIPTION fails its CRC32, or announces no checksums while
+    /// the next event carries one; reported to the source's checker.
+    #[error(
+        "binlog {file} of {source_name} has a damaged FORMAT_DESCRIPTION (its CRC32, or \
+         \"no checksums\" while the events carry them); not served"
+    )]
+    UntrustedFormatDescription {
+        /// The file.
+        file: String,
+        /// Source name.
+        source_name: String,
+    },
     /// Opening, reading or listing a local file failed.
     #[error("{what} {}: {source}", .path.display())]
     Io {
-        /// "open", "read", "list", "stat".
+        /// "open", "read", "list".
         what: &'static str,
         /// The file or directory.
         path: PathBuf,
@@ -145,6 +157,18 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A file's size could not be read.
+    #[error("{}: {source}", .path.display())]
+    Stat {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry of the archive's directory could not be read.
+    #[error(transparent)]
+    ListEntry(std::io::Error),
     /// A file ended before the bytes it must hold.
     #[error("{}: short read at {offset}", .path.display())]
     ShortRead {

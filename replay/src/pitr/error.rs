@@ -227,6 +227,18 @@ fn oldest_suffix(oldest: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// A finished job's directory could not be removed (HTTP 500 through
+/// [`PlanError::Internal`]).
+#[derive(Debug, thiserror::Error)]
+#[error("remove {}: {source}", .path.display())]
+pub(super) struct RemoveError {
+    /// The job's directory.
+    pub(super) path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub(super) source: std::io::Error,
+}
+
 /// Any failure of the catalog, the index or a blocking task, as [`PlanError::Internal`]
 /// with the failure as its cause.
 pub(super) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> PlanError {
@@ -239,15 +251,15 @@ pub(super) fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Pla
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The base's chain (an incremental's parents) could not be read from the catalog.
-    #[error("{0}")]
-    BaseChain(#[source] Box<snapshotter::BaseError>),
+    #[error(transparent)]
+    BaseChain(Box<snapshotter::BaseError>),
     /// The catalog returned an empty chain for the plan's base.
-    #[error("the base's chain is empty")]
+    #[error("empty base chain")]
     EmptyChain,
     /// A tool (mariadbd, mariadb-install-db) is not installed; the message names the
     /// package.
-    #[error("{0}")]
-    Tool(#[source] snapshotter::ToolError),
+    #[error(transparent)]
+    Tool(snapshotter::ToolError),
     /// The scratch instance could not be prepared, started or stopped.
     #[error(transparent)]
     Instance(#[from] InstanceError),

@@ -332,8 +332,11 @@ impl PitrService {
         {
             let dir = self.work_dir.join(id);
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
-                    PlanError::Internal(format!("remove {}: {e}", dir.display()).into())
+                std::fs::remove_dir_all(&dir).map_err(|source| {
+                    internal(super::error::RemoveError {
+                        path: dir.clone(),
+                        source,
+                    })
                 })?;
             }
         }
