@@ -286,15 +286,7 @@ fn an_encrypted_s3_archive_hides_the_data_and_names_a_wrong_key() -> Result<()> 
     wait_shipped(&sb)?;
     // Nothing in the bucket shows the string, in any object (files, chunks, manifests):
     // read with the store client, signed (moto refuses anonymous reads of some objects).
-    let bucket = objstore::store::Store::open(&objstore::store::StoreOptions {
-        url: "s3://arch".into(),
-        s3_endpoint: Some(moto.endpoint()),
-        s3_region: "us-east-1".into(),
-        s3_allow_http: true,
-        part_size: 5 << 20,
-        upload_concurrency: 1,
-        retries: 2,
-    })?;
+    let bucket = moto_bucket(&moto, "arch")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -665,6 +657,21 @@ fn archive_retention_deletes_only_what_no_restorable_base_needs() -> Result<()> 
     )?;
     assert_eq!(code, 200, "{plan:#}");
     Ok(())
+}
+
+/// The store client on `bucket` of the test S3 server (5 MiB parts, 2 retries).
+fn moto_bucket(moto: &Moto, bucket: &str) -> Result<objstore::store::Store> {
+    Ok(objstore::store::Store::open(
+        &objstore::store::StoreOptions {
+            url: format!("s3://{bucket}"),
+            s3_endpoint: Some(moto.endpoint()),
+            s3_region: "us-east-1".into(),
+            s3_allow_http: true,
+            part_size: 5 << 20,
+            upload_concurrency: 1,
+            retries: 2,
+        },
+    )?)
 }
 
 fn unix_now() -> u64 {
@@ -1115,15 +1122,7 @@ fn racing_single_puts_to_s3_leave_one_winner() -> Result<()> {
     }
     let moto = Moto::start()?;
     moto.create_bucket("race")?;
-    let store = objstore::store::Store::open(&objstore::store::StoreOptions {
-        url: "s3://race".into(),
-        s3_endpoint: Some(moto.endpoint()),
-        s3_region: "us-east-1".into(),
-        s3_allow_http: true,
-        part_size: 5 << 20,
-        upload_concurrency: 1,
-        retries: 2,
-    })?;
+    let store = moto_bucket(&moto, "race")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

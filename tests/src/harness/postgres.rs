@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::tools::{file_tail, free_port, is_root, kill9_child, run_bounded, send_signal};
+use super::tools::{file_tail, free_port, is_root, kill9_child, run_bounded, stop_child_with};
 use super::wait::wait_for;
 
 /// How long the server may take to accept connections.
@@ -179,25 +179,13 @@ impl Postgres {
 
     /// Stops the server by its PID: SIGINT (fast shutdown), at most 30 s, then SIGKILL.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if child.try_wait().context("poll postgres")?.is_some() {
-            return Ok(());
-        }
-        send_signal(child.id(), libc::SIGINT).context("SIGINT postgres")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if child.try_wait().context("poll postgres")?.is_some() {
-                return Ok(());
+        match self.child.take() {
+            Some(mut c) => {
+                stop_child_with(&mut c, libc::SIGINT, Duration::from_secs(30), "postgres")
+                    .map(|_| ())
             }
-            std::thread::sleep(Duration::from_millis(50));
+            None => Ok(()),
         }
-        eprintln!(
-            "harness: postgres (pid {}) still running 30 s after SIGINT: SIGKILL",
-            child.id()
-        );
-        kill9_child(&mut child, "postgres").map(|_| ())
     }
 
     /// SIGKILL of the server (a crash of the catalog).

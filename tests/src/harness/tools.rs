@@ -132,10 +132,22 @@ pub(crate) fn terminate_child(
     timeout: Duration,
     what: &str,
 ) -> Result<ExitStatus> {
+    stop_child_with(child, libc::SIGTERM, timeout, what)
+}
+
+/// Stops a child by its PID with `signal` (the server's own shutdown signal, e.g.
+/// SIGINT for PostgreSQL's fast shutdown), waits up to `timeout`, then SIGKILL and reap.
+/// Returns the exit status.
+pub(crate) fn stop_child_with(
+    child: &mut Child,
+    signal: libc::c_int,
+    timeout: Duration,
+    what: &str,
+) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait().with_context(|| format!("poll {what}"))? {
         return Ok(status);
     }
-    send_signal(child.id(), libc::SIGTERM).with_context(|| format!("SIGTERM {what}"))?;
+    send_signal(child.id(), signal).with_context(|| format!("signal {signal} to {what}"))?;
     let deadline = Instant::now() + timeout;
     // At most timeout / 50 ms polls.
     while Instant::now() < deadline {
@@ -145,7 +157,7 @@ pub(crate) fn terminate_child(
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!(
-        "harness: {what} (pid {}) still running {} s after SIGTERM: SIGKILL",
+        "harness: {what} (pid {}) still running {} s after signal {signal}: SIGKILL",
         child.id(),
         timeout.as_secs()
     );
