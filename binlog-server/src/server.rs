@@ -25,7 +25,9 @@ use replay::pitr::{PitrDeps, PitrService};
 /// non-zero rather than limping on without that source.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let catalog = Arc::new(
-        catalog::Catalog::open(&settings.catalog_url)
+        settings
+            .catalog
+            .open()
             .await
             .context("open the catalog ([catalog] url)")?,
     );

@@ -149,7 +149,7 @@ impl Catalog {
     /// [`CatalogError::InvalidArgument`] for offsets or sizes past i64; [`CatalogError::Query`].
     pub async fn record_archive_object(&self, o: &ArchiveObjectRow) -> Result<(), CatalogError> {
         let sql = format!(
-            "INSERT INTO archive_objects ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL) \
+            "INSERT INTO archive_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) \
              ON CONFLICT (source, file, kind, end_offset) DO NOTHING"
         );
         sqlx::query(&sql)
@@ -183,7 +183,7 @@ impl Catalog {
         source: &str,
     ) -> Result<Vec<ArchiveObjectRow>, CatalogError> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM archive_objects WHERE source = ? AND deleted_at IS NULL \
+            "SELECT {COLUMNS} FROM archive_objects WHERE source = $1 AND deleted_at IS NULL \
              ORDER BY file, kind, end_offset"
         );
         let raw = sqlx::query_as::<_, Raw>(&sql)
@@ -222,7 +222,7 @@ impl Catalog {
     /// [`CatalogError::Query`].
     pub async fn archive_upload_totals(&self, source: &str) -> Result<(u64, u64), CatalogError> {
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT file, kind, start_offset, end_offset FROM archive_objects WHERE source = ?",
+            "SELECT file, kind, start_offset, end_offset FROM archive_objects WHERE source = $1",
         )
         .bind(source)
         .fetch_all(&self.pool)
@@ -257,13 +257,13 @@ impl Catalog {
     pub async fn forget_file(&self, source: &str, file: &str) -> Result<(), CatalogError> {
         const OP: &str = "forget_file";
         let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
-        sqlx::query("DELETE FROM archive_objects WHERE source = ? AND file = ?")
+        sqlx::query("DELETE FROM archive_objects WHERE source = $1 AND file = $2")
             .bind(source)
             .bind(file)
             .execute(&mut *tx)
             .await
             .map_err(query_err(OP))?;
-        sqlx::query("DELETE FROM binlog_files WHERE source = ? AND name = ?")
+        sqlx::query("DELETE FROM binlog_files WHERE source = $1 AND name = $2")
             .bind(source)
             .bind(file)
             .execute(&mut *tx)
@@ -281,12 +281,14 @@ impl Catalog {
     ///
     /// [`CatalogError::Query`].
     pub async fn forget_file_object(&self, source: &str, file: &str) -> Result<(), CatalogError> {
-        sqlx::query("DELETE FROM archive_objects WHERE source = ? AND file = ? AND kind = 'file'")
-            .bind(source)
-            .bind(file)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err("forget_file_object"))?;
+        sqlx::query(
+            "DELETE FROM archive_objects WHERE source = $1 AND file = $2 AND kind = 'file'",
+        )
+        .bind(source)
+        .bind(file)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("forget_file_object"))?;
         Ok(())
     }
 
@@ -298,8 +300,8 @@ impl Catalog {
     /// [`CatalogError::Query`].
     pub async fn mark_chunks_deleted(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
         let r = sqlx::query(
-            "UPDATE archive_objects SET deleted_at = ? \
-             WHERE source = ? AND file = ? AND kind = 'chunk' AND deleted_at IS NULL",
+            "UPDATE archive_objects SET deleted_at = $1 \
+             WHERE source = $2 AND file = $3 AND kind = 'chunk' AND deleted_at IS NULL",
         )
         .bind(unix_now())
         .bind(source)

@@ -306,8 +306,8 @@ impl Catalog {
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
              consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
              store_url, state_changed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'DOING', NULL, ?, NULL, 0, NULL, NULL, NULL, NULL, ?, \
-             NULL, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'DOING', NULL, $7, NULL, 0, NULL, NULL, NULL, NULL, $8, \
+             NULL, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&b.id)
         .bind(&b.source)
@@ -343,7 +343,7 @@ impl Catalog {
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn set_backup_progress(&self, id: &str, bytes: u64) -> Result<(), CatalogError> {
         sqlx::query(
-            "UPDATE base_backups SET bytes = ? WHERE id = ? AND state IN ('DOING','UPLOADING')",
+            "UPDATE base_backups SET bytes = $1 WHERE id = $2 AND state IN ('DOING','UPLOADING')",
         )
         .bind(size_to_db(bytes)?)
         .bind(id)
@@ -368,10 +368,10 @@ impl Catalog {
         command: Option<&str>,
     ) -> Result<(), CatalogError> {
         sqlx::query(
-            "UPDATE base_backups SET tool = COALESCE(?, tool), \
-             server_version = COALESCE(?, server_version), \
-             tool_version = COALESCE(?, tool_version), command = COALESCE(?, command) \
-             WHERE id = ?",
+            "UPDATE base_backups SET tool = COALESCE($1, tool), \
+             server_version = COALESCE($2, server_version), \
+             tool_version = COALESCE($3, tool_version), command = COALESCE($4, command) \
+             WHERE id = $5",
         )
         .bind(tool)
         .bind(server_version)
@@ -400,9 +400,9 @@ impl Catalog {
             .collect::<Vec<_>>()
             .join(",");
         let sql = format!(
-            "UPDATE base_backups SET info = COALESCE(?, info), \
-             finished_at = CASE WHEN ? = 1 THEN ? ELSE finished_at END, \
-             state_changed_at = ?, state = ? WHERE id = ? AND state IN ({list})"
+            "UPDATE base_backups SET info = COALESCE($1, info), \
+             finished_at = CASE WHEN $2 = 1 THEN $3 ELSE finished_at END, \
+             state_changed_at = $4, state = $5 WHERE id = $6 AND state IN ({list})"
         );
         let r = sqlx::query(&sql)
             .bind(info)
@@ -536,7 +536,7 @@ impl Catalog {
         for o in &r.objects {
             sqlx::query(
                 "INSERT INTO base_backup_objects (backup_id, object_key, bytes, sha256) \
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(id)
             .bind(&o.key)
@@ -548,9 +548,9 @@ impl Catalog {
         }
         let ts = unix_now();
         let updated = sqlx::query(
-            "UPDATE base_backups SET bytes = ?, binlog_file = ?, binlog_pos = ?, gtid_pos = ?, \
-             consistent_at = ?, to_lsn = ?, finished_at = ?, state_changed_at = ?, \
-             state = 'COMPLETED' WHERE id = ? AND state IN ('DOING','UPLOADING')",
+            "UPDATE base_backups SET bytes = $1, binlog_file = $2, binlog_pos = $3, gtid_pos = $4, \
+             consistent_at = $5, to_lsn = $6, finished_at = $7, state_changed_at = $8, \
+             state = 'COMPLETED' WHERE id = $9 AND state IN ('DOING','UPLOADING')",
         )
         .bind(size_to_db(total)?)
         .bind(r.binlog_file.as_deref())
@@ -624,7 +624,7 @@ impl Catalog {
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
              consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
              store_url, state_changed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'COMPLETED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'COMPLETED', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
         )
         .bind(&b.id)
         .bind(&b.source)
@@ -654,7 +654,7 @@ impl Catalog {
         for o in &b.objects {
             sqlx::query(
                 "INSERT INTO base_backup_objects (backup_id, object_key, bytes, sha256) \
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(&b.id)
             .bind(&o.key)
@@ -676,23 +676,23 @@ impl Catalog {
     pub async fn get_backup(&self, id: &str) -> Result<Option<BackupRow>, CatalogError> {
         const OP: &str = "get_backup";
         let raw: Option<BackupRaw> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM base_backups WHERE id = ?"))
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM base_backups WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(query_err(OP))?;
         let Some(raw) = raw else { return Ok(None) };
         let objects = self
-            .objects_where("backup_id = ?", id)
+            .objects_where("backup_id = $1", id)
             .await?
             .remove(id)
             .unwrap_or_default();
         Ok(Some(raw.into_row(objects)?))
     }
 
-    /// Objects grouped by base id, in key order. `filter` is `"backup_id = ?"` (one base)
-    /// or `"backup_id IN (SELECT id FROM base_backups WHERE source = ?)"` (a source),
-    /// with `key` bound to its `?`: one query either way.
+    /// Objects grouped by base id, in key order. `filter` is `"backup_id = $1"` (one base)
+    /// or `"backup_id IN (SELECT id FROM base_backups WHERE source = $1)"` (a source),
+    /// with `key` bound to its `$1`: one query either way.
     async fn objects_where(
         &self,
         filter: &str,
@@ -731,7 +731,7 @@ impl Catalog {
     pub async fn list_backups(&self, source: &str) -> Result<Vec<BackupRow>, CatalogError> {
         const OP: &str = "list_backups";
         let raw: Vec<BackupRaw> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM base_backups WHERE source = ? ORDER BY started_at, id"
+            "SELECT {COLUMNS} FROM base_backups WHERE source = $1 ORDER BY started_at, id"
         ))
         .bind(source)
         .fetch_all(&self.pool)
@@ -739,7 +739,7 @@ impl Catalog {
         .map_err(query_err(OP))?;
         let mut objects = self
             .objects_where(
-                "backup_id IN (SELECT id FROM base_backups WHERE source = ?)",
+                "backup_id IN (SELECT id FROM base_backups WHERE source = $1)",
                 source,
             )
             .await?;
@@ -749,97 +749,5 @@ impl Catalog {
                 r.into_row(o)
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn new(id: &str) -> NewBackup {
-        NewBackup {
-            id: id.into(),
-            source: "db1".into(),
-            method: "physical".into(),
-            tool: "mariabackup".into(),
-            ..Default::default()
-        }
-    }
-
-    fn obj(key: &str) -> StoredObject {
-        StoredObject {
-            key: key.into(),
-            bytes: 10,
-            sha256: "a".repeat(64),
-        }
-    }
-
-    #[tokio::test]
-    async fn state_flow_and_objects_written_with_completion() {
-        let c = Catalog::open("sqlite::memory:").await.unwrap();
-        c.begin_backup(&new("b1")).await.unwrap();
-        assert!(matches!(
-            c.begin_backup(&new("b1")).await,
-            Err(CatalogError::InvalidArgument { .. })
-        ));
-        c.set_backup_progress("b1", 5).await.unwrap();
-        c.set_uploading("b1").await.unwrap();
-        let r = c.get_backup("b1").await.unwrap().unwrap();
-        assert_eq!(
-            (r.state, r.bytes, r.objects.len()),
-            (BackupState::Uploading, 5, 0)
-        );
-        let res = BackupResult {
-            binlog_file: Some("mysql-bin.000002".into()),
-            binlog_pos: Some(385),
-            gtid_pos: Some("0-1-9".into()),
-            consistent_at: Some(1_700_000_000),
-            to_lsn: Some(44404),
-            objects: vec![obj("db1/b1/a"), obj("db1/b1/b")],
-        };
-        c.complete_backup("b1", &res).await.unwrap();
-        let r = c.get_backup("b1").await.unwrap().unwrap();
-        assert_eq!(r.state, BackupState::Completed);
-        assert_eq!(r.bytes, 20);
-        assert_eq!(r.objects.len(), 2);
-        assert_eq!(r.to_lsn, Some(44404));
-        // Completed is final for these moves.
-        assert!(c.fail_backup("b1", "x").await.is_err());
-        assert!(c.complete_backup("b1", &res).await.is_err());
-        assert_eq!(c.get_backup("b1").await.unwrap().unwrap().objects.len(), 2);
-        c.expire_backup("b1", "retention").await.unwrap();
-        c.mark_deleted("b1").await.unwrap();
-        assert_eq!(
-            c.get_backup("b1").await.unwrap().unwrap().state,
-            BackupState::Deleted
-        );
-        assert!(matches!(
-            c.set_uploading("nope").await,
-            Err(CatalogError::NotFound { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn interrupted_bases_become_error_and_skips_record_why() {
-        let c = Catalog::open("sqlite::memory:").await.unwrap();
-        c.begin_backup(&new("b1")).await.unwrap();
-        c.begin_backup(&new("b2")).await.unwrap();
-        c.set_uploading("b2").await.unwrap();
-        c.begin_backup(&new("b3")).await.unwrap();
-        c.skip_backup("b3", "replica_only and read_only=OFF")
-            .await
-            .unwrap();
-        let mut failed = c.fail_interrupted_backups().await.unwrap();
-        failed.sort();
-        assert_eq!(failed, vec!["b1", "b2"]);
-        let rows = c.list_backups("db1").await.unwrap();
-        assert_eq!(rows.len(), 3);
-        let b1 = rows.iter().find(|r| r.id == "b1").unwrap();
-        assert_eq!(b1.state, BackupState::Error);
-        assert!(b1.info.as_deref().unwrap_or("").contains("interrupted"));
-        let b3 = rows.iter().find(|r| r.id == "b3").unwrap();
-        assert_eq!(b3.state, BackupState::Skipped);
-        assert!(b3.finished_at.is_some());
-        assert!(c.list_backups("other").await.unwrap().is_empty());
     }
 }

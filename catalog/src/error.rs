@@ -9,41 +9,45 @@ use crate::FileState;
 /// flattened into a string.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The catalog URL cannot be understood at all (no scheme, no database path).
-    /// Fix the `catalog` URL in the configuration.
+    /// The catalog URL cannot be understood at all (no scheme, no database path), or it
+    /// is given a password that it cannot use. Fix the `catalog` URL in the
+    /// configuration.
     #[error(
         "catalog URL {url:?} is not usable: {reason}; expected sqlite:///abs/path/catalog.db, \
-         sqlite:relative/path.db or sqlite::memory:"
+         sqlite:relative/path.db, sqlite::memory: or postgres://user@host:5432/dbname"
     )]
     BadUrl {
-        /// The URL as given (only SQLite URLs and scheme-less strings get here, so it
-        /// holds no password).
+        /// The URL as given, without its password.
         url: String,
         /// What is wrong with it.
         reason: &'static str,
     },
 
-    /// The URL names a database kind this build cannot use yet (e.g. `postgres`,
-    /// `mysql`). Only the scheme is reported, so a password in the URL is not leaked.
-    /// Use an `sqlite:` URL for now.
+    /// The URL names a database kind this build cannot use (e.g. `mysql`). Only the
+    /// scheme is reported, so a password in the URL is not leaked. Use an `sqlite:` or a
+    /// `postgres:` URL.
     #[error(
-        "catalog URL scheme {scheme:?} is not supported yet: only sqlite: URLs work in this \
-         build (PostgreSQL and MySQL/MariaDB catalogs are planned)"
+        "catalog URL scheme {scheme:?} is not supported: use sqlite: (one node) or postgres: \
+         (a fleet); a MySQL/MariaDB catalog is not built"
     )]
     Unsupported {
         /// The scheme, as written before the first `:`.
         scheme: String,
     },
 
-    /// The SQLite URL has unknown parameters, or the database file cannot be opened or
-    /// created (missing directory, no permission, not an SQLite file, locked).
+    /// The database cannot be opened: for SQLite unknown URL parameters, a missing
+    /// directory, no permission, not an SQLite file; for PostgreSQL a server that does
+    /// not answer, an unknown database or refused credentials. Fix the URL or the
+    /// server; retrying is safe.
     #[error(
-        "cannot open the catalog database {url}: {source}; check that the URL is \
+        "cannot open the catalog database {url}: {source}; for SQLite check that the URL is \
          sqlite:///abs/path/catalog.db (or sqlite:relative.db), that its directory exists and \
-         is writable by this user, and that the file is an SQLite database"
+         is writable by this user, and that the file is an SQLite database; for PostgreSQL \
+         check that the server answers, the database exists and the user and password \
+         (password_env) are accepted"
     )]
     Open {
-        /// The URL as given (SQLite only, so it holds no password).
+        /// The URL as given, without its password.
         url: String,
         /// The driver's error.
         #[source]

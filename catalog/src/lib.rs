@@ -35,18 +35,29 @@
 //! was. Every state change sets `state_changed_at`; reaching REPORTED sets `reported_at`,
 //! every check sets `checked_at`.
 //!
-//! # Portability
+//! # Engines
 //!
-//! Only SQLite is wired up today, but the schema (`migrations/`) uses nothing SQLite-only:
-//! `VARCHAR(n)` keys (MySQL cannot index `TEXT`), `TEXT` and `BIGINT` columns, plain
-//! primary keys and indexes, no autoincrement, no SQL date functions. **All timestamps are
-//! `BIGINT` unix seconds (UTC)**, computed by the application and bound as parameters.
+//! One statement text runs on both engines, through sqlx's `Any` driver:
+//!
+//! - **SQLite** (`sqlite:` URLs): the embedded default for one node.
+//! - **PostgreSQL** (`postgres:` URLs): the catalog a fleet of nodes shares.
+//!
+//! The migrations are kept per engine (`migrations/sqlite/`, `migrations/postgres/`)
+//! with the same versions, tables, columns and constraints. PostgreSQL's key columns
+//! are `COLLATE "C"`, so `ORDER BY name` sorts bytes as SQLite does, whatever the
+//! database's locale. The statements use only what both engines share:
+//!
+//! - `$n` placeholders (SQLite takes them too);
+//! - `BIGINT`, `TEXT`, `VARCHAR(n)` and `DOUBLE PRECISION` columns, no autoincrement
+//!   and no SQL date functions. **All timestamps are `BIGINT` unix seconds (UTC)**,
+//!   computed by the application and bound as parameters;
+//! - `ON CONFLICT (...) DO NOTHING` and `IS NOT DISTINCT FROM` (SQLite 3.24 and 3.39).
+//!
 //! Sizes are `u64` in Rust and `BIGINT` (i64) in the database, converted with checks.
 //! Each transition is one conditional `UPDATE ... WHERE state IN (...)` (with the `state`
-//! assignment written last, since MySQL evaluates `SET` left to right), followed by an
-//! `INSERT` when the row is absent; a unique-key violation from a racing writer is
-//! retried. No `ON CONFLICT` / `INSERT IGNORE`, so the statements port as they are;
-//! only the `?` placeholders must become `$n` for PostgreSQL.
+//! assignment written last), followed by an `INSERT` when the row is absent. A
+//! unique-key violation from a racing writer is retried outside any transaction, since
+//! PostgreSQL aborts a transaction at its first error.
 
 pub mod archive;
 pub mod backups;
@@ -60,9 +71,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::AnyPool;
+use sqlx::{Executor, FromRow};
 
 pub use archive::{contiguous_end, ArchiveKind, ArchiveObjectRow};
 pub use backups::{BackupResult, BackupRow, BackupState, NewBackup};
@@ -75,16 +87,24 @@ pub fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// The schema migrations, embedded at build time from `catalog/migrations/`.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// The SQLite schema migrations, embedded at build time from `catalog/migrations/sqlite/`.
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// How long a statement waits for another writer's lock before failing with
+/// The PostgreSQL schema migrations, embedded at build time from
+/// `catalog/migrations/postgres/`: the same versions, tables and columns as SQLite's.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a statement waits for another writer's lock (SQLite's busy timeout,
+/// PostgreSQL's `statement_timeout`) or for a pooled connection, before failing with
 /// [`CatalogError::Query`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections kept to an on-disk catalog (SQLite serialises writers anyway; WAL lets
 /// readers run beside the writer).
 const MAX_FILE_CONNECTIONS: u32 = 4;
+
+/// Connections kept to a PostgreSQL catalog by one node.
+const MAX_POSTGRES_CONNECTIONS: u32 = 8;
 
 /// Verification state of one archived binlog file; stored as `"ACTIVE"`, `"REPORTED"`,
 /// `"SUCC"` or `"FAIL"` (also its `Display`, `FromStr` and serde form).
@@ -354,97 +374,255 @@ struct GapRaw {
     detected_at: i64,
 }
 
+/// Opens an SQLite catalog; `rest` is the URL after `sqlite:`. Returns the catalog and
+/// the URL to show (an SQLite URL holds no password).
+async fn open_sqlite(url: &str, rest: &str) -> Result<(Catalog, String), CatalogError> {
+    let path_and_params = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, params) = path_and_params
+        .split_once('?')
+        .unwrap_or((path_and_params, ""));
+    let in_memory = path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
+    if path.is_empty() && !in_memory {
+        return Err(CatalogError::BadUrl {
+            url: url.to_owned(),
+            reason: "it names no database file",
+        });
+    }
+    // sqlx strips only a lower-case scheme; `mode=rwc` creates a missing file.
+    let mut normalized = format!("sqlite:{rest}");
+    if !params.split('&').any(|p| p.starts_with("mode=")) {
+        normalized.push(if params.is_empty() && !rest.contains('?') {
+            '?'
+        } else {
+            '&'
+        });
+        normalized.push_str("mode=rwc");
+    }
+    let open_err = |source| CatalogError::Open {
+        url: url.to_owned(),
+        source,
+    };
+    let options = normalized.parse::<AnyConnectOptions>().map_err(open_err)?;
+    // Reading the schema reads the file's header: a file that is not a database fails.
+    probe(&options, "SELECT COUNT(*) FROM sqlite_master", url).await?;
+    let busy_ms = BUSY_TIMEOUT.as_millis();
+    let pool = AnyPoolOptions::new()
+        .acquire_timeout(BUSY_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(format!("PRAGMA busy_timeout = {busy_ms}").as_str())
+                    .await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                if !in_memory {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                }
+                Ok(())
+            })
+        });
+    let pool = if in_memory {
+        // A new connection would open a new, empty in-memory database; one long-lived
+        // connection keeps the one database alive.
+        pool.max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        pool.max_connections(MAX_FILE_CONNECTIONS)
+    };
+    let pool = pool.connect_with(options).await.map_err(open_err)?;
+    let catalog = Catalog {
+        pool,
+        backend: Backend::Sqlite,
+    };
+    Ok((catalog, url.to_owned()))
+}
+
+/// Opens one connection and runs `check` on it, before any pool exists: a pool retries
+/// a failing connection until its acquire timeout, and a wrong URL, a file that is not a
+/// database or a server that is down is better said at once. `shown` is the URL for
+/// the error, without a password.
+async fn probe(options: &AnyConnectOptions, check: &str, shown: &str) -> Result<(), CatalogError> {
+    let open_err = |source| CatalogError::Open {
+        url: shown.to_owned(),
+        source,
+    };
+    let mut conn = sqlx::ConnectOptions::connect(options)
+        .await
+        .map_err(open_err)?;
+    let checked = conn.execute(check).await.map(|_| ());
+    let _ = sqlx::Connection::close(conn).await;
+    checked.map_err(open_err)
+}
+
+/// Opens a PostgreSQL catalog; `rest` is the URL after its scheme. Returns the catalog
+/// and the URL to show: the password removed.
+async fn open_postgres(
+    rest: &str,
+    password: Option<&str>,
+) -> Result<(Catalog, String), CatalogError> {
+    let normalized = format!("postgres:{rest}");
+    let mut options =
+        normalized
+            .parse::<AnyConnectOptions>()
+            .map_err(|source| CatalogError::Open {
+                url: "postgres:(unparsable URL)".to_owned(),
+                source,
+            })?;
+    let mut shown_url = options.database_url.clone();
+    // Fails only for URLs that cannot have a password; then there is none to hide.
+    let _ = shown_url.set_password(None);
+    let shown = shown_url.to_string();
+    if let Some(p) = password {
+        if options.database_url.set_password(Some(p)).is_err() {
+            return Err(CatalogError::BadUrl {
+                url: shown,
+                reason: "it cannot carry a user and password (no host)",
+            });
+        }
+    }
+    probe(&options, "SELECT 1", &shown).await?;
+    let statement_timeout_ms = BUSY_TIMEOUT.as_millis();
+    let pool = AnyPoolOptions::new()
+        .max_connections(MAX_POSTGRES_CONNECTIONS)
+        .acquire_timeout(BUSY_TIMEOUT)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute(format!("SET statement_timeout = {statement_timeout_ms}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|source| CatalogError::Open {
+            url: shown.clone(),
+            source,
+        })?;
+    let catalog = Catalog {
+        pool,
+        backend: Backend::Postgres,
+    };
+    Ok((catalog, shown))
+}
+
+/// Which database engine holds a catalog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file (or memory) of this process: the embedded default for one node.
+    Sqlite,
+    /// A PostgreSQL database shared by the nodes of a fleet.
+    Postgres,
+}
+
+impl Backend {
+    /// `"sqlite"` or `"postgres"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 /// Handle to the catalog database: a connection pool, cheap to clone and share between
 /// tasks. All methods are safe to call concurrently and to retry.
 #[derive(Clone, Debug)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Catalog {
-    /// Opens (creating if missing) the catalog at `url` and brings its schema up to date.
-    ///
-    /// `url` is `"sqlite:///abs/path/catalog.db"`, `"sqlite:relative/path.db"` (relative
-    /// to the working directory) or `"sqlite::memory:"` (private to this handle and its
-    /// clones, gone when the last one is dropped). SQLite query parameters such as
-    /// `?mode=ro` are passed on. The file is created if missing (its directory is not),
-    /// put in WAL mode with `synchronous=FULL` (a committed state change survives a power
-    /// cut), and a busy timeout of 10 s. Opening the same file again, from this or
-    /// another process, is fine: applied migrations are skipped.
+    /// Opens (creating if missing) the catalog at `url` and brings its schema up to date;
+    /// [`open_with_password`](Catalog::open_with_password) without a password.
     ///
     /// # Errors
     ///
-    /// - [`CatalogError::BadUrl`]: no `scheme:` prefix, or no database path.
-    /// - [`CatalogError::Unsupported`]: a scheme other than `sqlite` (e.g. `postgres`,
+    /// As [`open_with_password`](Catalog::open_with_password).
+    pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
+        Self::open_with_password(url, None).await
+    }
+
+    /// Opens the catalog at `url` and brings its schema up to date (the migrations of
+    /// its engine, embedded at build time; applied migrations are skipped, so every node
+    /// of a fleet and every restart may run them).
+    ///
+    /// - **SQLite**: `"sqlite:///abs/path/catalog.db"`, `"sqlite:relative/path.db"`
+    ///   (relative to the working directory) or `"sqlite::memory:"` (private to this
+    ///   handle and its clones, gone when the last one is dropped). SQLite query
+    ///   parameters such as `?mode=ro` are passed on. The file is created if missing (its
+    ///   directory is not), put in WAL mode with `synchronous=FULL` (a committed state
+    ///   change survives a power cut), and a busy timeout of 10 s.
+    /// - **PostgreSQL**: `"postgres://user@host:5432/dbname"` (or `postgresql://`), with
+    ///   libpq-style parameters such as `?sslmode=verify-full` passed on. `password`, when
+    ///   given, replaces any password in the URL; errors and logs show the URL without
+    ///   it. Every statement is limited to 10 s (`statement_timeout`), so no call waits
+    ///   on a lock for longer.
+    ///
+    /// # Errors
+    ///
+    /// - [`CatalogError::BadUrl`]: no `scheme:` prefix, no database path, or a password
+    ///   for an SQLite catalog.
+    /// - [`CatalogError::Unsupported`]: a scheme other than `sqlite` and `postgres` (e.g.
     ///   `mysql`); only the scheme is reported.
     /// - [`CatalogError::Open`]: unknown URL parameter, missing directory, no permission,
-    ///   not an SQLite database.
+    ///   not an SQLite database; PostgreSQL down, unknown database, authentication
+    ///   refused.
     /// - [`CatalogError::Migrate`]: the schema cannot be applied, or the database was
     ///   written by a build with migrations this one does not know.
-    pub async fn open(url: &str) -> Result<Catalog, CatalogError> {
+    pub async fn open_with_password(
+        url: &str,
+        password: Option<&str>,
+    ) -> Result<Catalog, CatalogError> {
+        sqlx::any::install_default_drivers();
         let Some((scheme, rest)) = url.split_once(':') else {
             return Err(CatalogError::BadUrl {
                 url: url.to_owned(),
                 reason: "it has no scheme",
             });
         };
-        if !scheme.eq_ignore_ascii_case("sqlite") {
+        let (catalog, shown) = if scheme.eq_ignore_ascii_case("sqlite") {
+            if password.is_some() {
+                return Err(CatalogError::BadUrl {
+                    url: url.to_owned(),
+                    reason: "an SQLite catalog takes no password (password_env is for postgres)",
+                });
+            }
+            open_sqlite(url, rest).await?
+        } else if scheme.eq_ignore_ascii_case("postgres")
+            || scheme.eq_ignore_ascii_case("postgresql")
+        {
+            open_postgres(rest, password).await?
+        } else {
             return Err(CatalogError::Unsupported {
                 scheme: scheme.to_owned(),
             });
-        }
-        // sqlx strips only a lower-case scheme.
-        let normalized = format!("sqlite:{rest}");
-        let path_and_params = rest.strip_prefix("//").unwrap_or(rest);
-        let (path, params) = path_and_params
-            .split_once('?')
-            .unwrap_or((path_and_params, ""));
-        let in_memory = path == ":memory:" || params.split('&').any(|p| p == "mode=memory");
-        if path.is_empty() && !in_memory {
-            return Err(CatalogError::BadUrl {
-                url: url.to_owned(),
-                reason: "it names no database file",
-            });
-        }
-
-        let open_err = |source| CatalogError::Open {
-            url: url.to_owned(),
-            source,
         };
-        let options = normalized
-            .parse::<SqliteConnectOptions>()
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(SqliteSynchronous::Full);
-        let pool = if in_memory {
-            // Each in-memory connection would otherwise see its own empty database once
-            // the shared cache is dropped; one long-lived connection keeps it alive.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await
-                .map_err(open_err)?
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(MAX_FILE_CONNECTIONS)
-                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
-                .await
-                .map_err(open_err)?
+        let migrator = match catalog.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
         };
-
-        MIGRATOR
-            .run(&pool)
+        migrator
+            .run(&catalog.pool)
             .await
             .map_err(|source| CatalogError::Migrate {
-                url: url.to_owned(),
+                url: shown.clone(),
                 source,
             })?;
-        tracing::debug!(url, "catalog opened");
-        Ok(Catalog { pool })
+        tracing::debug!(url = %shown, backend = catalog.backend.as_str(), "catalog opened");
+        Ok(catalog)
+    }
+
+    /// The engine this catalog lives in.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for diagnostics and tests that need raw SQL. Writes through
+    /// it bypass every state check of this crate; statements must use `$1`-style
+    /// placeholders, which both engines accept.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Closes the pool, waiting for connections in use to be returned. Dropping the
@@ -463,19 +641,20 @@ impl Catalog {
         const OP: &str = "upsert_source";
         for _ in 0..2 {
             let ts = unix_now();
-            let updated = sqlx::query("UPDATE sources SET url = ?, updated_at = ? WHERE name = ?")
-                .bind(url_redacted)
-                .bind(ts)
-                .bind(name)
-                .execute(&self.pool)
-                .await
-                .map_err(query_err(OP))?;
+            let updated =
+                sqlx::query("UPDATE sources SET url = $1, updated_at = $2 WHERE name = $3")
+                    .bind(url_redacted)
+                    .bind(ts)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
                 return Ok(());
             }
             let inserted = sqlx::query(
                 "INSERT INTO sources (name, url, state, last_error, created_at, updated_at) \
-                 VALUES (?, ?, 'new', NULL, ?, ?)",
+                 VALUES ($1, $2, 'new', NULL, $3, $4)",
             )
             .bind(name)
             .bind(url_redacted)
@@ -511,7 +690,7 @@ impl Catalog {
         last_error: Option<&str>,
     ) -> Result<(), CatalogError> {
         let updated = sqlx::query(
-            "UPDATE sources SET state = ?, last_error = ?, updated_at = ? WHERE name = ?",
+            "UPDATE sources SET state = $1, last_error = $2, updated_at = $3 WHERE name = $4",
         )
         .bind(state)
         .bind(last_error)
@@ -536,7 +715,7 @@ impl Catalog {
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn get_source(&self, name: &str) -> Result<Option<SourceRow>, CatalogError> {
         let row = sqlx::query_as::<_, SourceRaw>(
-            "SELECT name, url, state, last_error, updated_at FROM sources WHERE name = ?",
+            "SELECT name, url, state, last_error, updated_at FROM sources WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -581,12 +760,12 @@ impl Catalog {
         let size = size_to_db(file.size)?;
         for _ in 0..2 {
             let updated = sqlx::query(
-                "UPDATE binlog_files SET size = ?, \
-                 first_event_time = COALESCE(?, first_event_time), \
-                 last_event_time = COALESCE(?, last_event_time), \
-                 first_gtid = COALESCE(?, first_gtid), \
-                 last_gtid = COALESCE(?, last_gtid) \
-                 WHERE source = ? AND name = ? AND state = 'ACTIVE'",
+                "UPDATE binlog_files SET size = $1, \
+                 first_event_time = COALESCE($2, first_event_time), \
+                 last_event_time = COALESCE($3, last_event_time), \
+                 first_gtid = COALESCE($4, first_gtid), \
+                 last_gtid = COALESCE($5, last_gtid) \
+                 WHERE source = $6 AND name = $7 AND state = 'ACTIVE'",
             )
             .bind(size)
             .bind(file.first_event_time)
@@ -602,7 +781,7 @@ impl Catalog {
                 return Ok(());
             }
             let updated =
-                sqlx::query("UPDATE binlog_files SET size = ? WHERE source = ? AND name = ?")
+                sqlx::query("UPDATE binlog_files SET size = $1 WHERE source = $2 AND name = $3")
                     .bind(size)
                     .bind(source)
                     .bind(&file.name)
@@ -653,17 +832,17 @@ impl Catalog {
             let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
             let updated = sqlx::query(
-                "UPDATE binlog_files SET size = ?, \
-                 first_event_time = COALESCE(?, first_event_time), \
-                 last_event_time = COALESCE(?, last_event_time), \
-                 first_gtid = COALESCE(?, first_gtid), \
-                 last_gtid = COALESCE(?, last_gtid), \
+                "UPDATE binlog_files SET size = $1, \
+                 first_event_time = COALESCE($2, first_event_time), \
+                 last_event_time = COALESCE($3, last_event_time), \
+                 first_gtid = COALESCE($4, first_gtid), \
+                 last_gtid = COALESCE($5, last_gtid), \
                  info = CASE WHEN state = 'FAIL' THEN '' ELSE info END, \
                  sha256 = CASE WHEN state = 'FAIL' THEN NULL ELSE sha256 END, \
-                 reported_at = CASE WHEN state = 'REPORTED' THEN reported_at ELSE ? END, \
-                 state_changed_at = CASE WHEN state = 'REPORTED' THEN state_changed_at ELSE ? END, \
+                 reported_at = CASE WHEN state = 'REPORTED' THEN reported_at ELSE $6 END, \
+                 state_changed_at = CASE WHEN state = 'REPORTED' THEN state_changed_at ELSE $7 END, \
                  state = 'REPORTED' \
-                 WHERE source = ? AND name = ? AND state IN ('ACTIVE', 'REPORTED', 'FAIL')",
+                 WHERE source = $8 AND name = $9 AND state IN ('ACTIVE', 'REPORTED', 'FAIL')",
             )
             .bind(size)
             .bind(file.first_event_time)
@@ -741,10 +920,10 @@ impl Catalog {
             let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
             let updated = sqlx::query(
-                "UPDATE binlog_files SET size = ?, info = ?, sha256 = ?, checked_at = ?, \
-                 state_changed_at = CASE WHEN state = ? THEN state_changed_at ELSE ? END, \
-                 state = ? \
-                 WHERE source = ? AND name = ? AND state IN ('REPORTED', 'SUCC', 'FAIL')",
+                "UPDATE binlog_files SET size = $1, info = $2, sha256 = $3, checked_at = $4, \
+                 state_changed_at = CASE WHEN state = $5 THEN state_changed_at ELSE $6 END, \
+                 state = $7 \
+                 WHERE source = $8 AND name = $9 AND state IN ('REPORTED', 'SUCC', 'FAIL')",
             )
             .bind(size)
             .bind(info)
@@ -800,7 +979,7 @@ impl Catalog {
     /// holds a negative size or unknown state.
     pub async fn list_files(&self, source: &str) -> Result<Vec<BinlogFileRow>, CatalogError> {
         let raw = sqlx::query_as::<_, FileRaw>(&format!(
-            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? ORDER BY seq, name"
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = $1 ORDER BY seq, name"
         ))
         .bind(source)
         .fetch_all(&self.pool)
@@ -820,7 +999,7 @@ impl Catalog {
         state: FileState,
     ) -> Result<Vec<BinlogFileRow>, CatalogError> {
         let raw = sqlx::query_as::<_, FileRaw>(&format!(
-            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? AND state = ? \
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = $1 AND state = $2 \
              ORDER BY seq, name"
         ))
         .bind(source)
@@ -842,7 +1021,7 @@ impl Catalog {
         name: &str,
     ) -> Result<Option<BinlogFileRow>, CatalogError> {
         let raw = sqlx::query_as::<_, FileRaw>(&format!(
-            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = ? AND name = ?"
+            "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = $1 AND name = $2"
         ))
         .bind(source)
         .bind(name)
@@ -869,23 +1048,15 @@ impl Catalog {
         reason: &str,
     ) -> Result<(), CatalogError> {
         const OP: &str = "record_gap";
-        // `col = NULL` never matches, so the NULL cases get their own SQL text.
-        let cond = |col: &str, v: Option<&str>| match v {
-            Some(_) => format!("{col} = ?"),
-            None => format!("{col} IS NULL"),
-        };
-        let sql = format!(
-            "UPDATE binlog_gaps SET reason = ? WHERE source = ? AND {} AND {}",
-            cond("after_file", after_file),
-            cond("before_file", before_file)
-        );
-        let mut update = sqlx::query(&sql).bind(reason).bind(source);
-        if let Some(a) = after_file {
-            update = update.bind(a);
-        }
-        if let Some(b) = before_file {
-            update = update.bind(b);
-        }
+        // `IS NOT DISTINCT FROM` matches NULL to NULL (SQLite >= 3.39 and PostgreSQL).
+        let update = sqlx::query(
+            "UPDATE binlog_gaps SET reason = $1 WHERE source = $2 \
+             AND after_file IS NOT DISTINCT FROM $3 AND before_file IS NOT DISTINCT FROM $4",
+        )
+        .bind(reason)
+        .bind(source)
+        .bind(after_file)
+        .bind(before_file);
         let updated = update.execute(&self.pool).await.map_err(query_err(OP))?;
         if updated.rows_affected() > 0 {
             tracing::debug!(
@@ -906,7 +1077,7 @@ impl Catalog {
         );
         sqlx::query(
             "INSERT INTO binlog_gaps (source, after_file, before_file, reason, detected_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(source)
         .bind(after_file)
@@ -928,7 +1099,7 @@ impl Catalog {
     pub async fn list_gaps(&self, source: &str) -> Result<Vec<GapRow>, CatalogError> {
         let raw = sqlx::query_as::<_, GapRaw>(
             "SELECT source, after_file, before_file, reason, detected_at FROM binlog_gaps \
-             WHERE source = ? ORDER BY detected_at",
+             WHERE source = $1 ORDER BY detected_at",
         )
         .bind(source)
         .fetch_all(&self.pool)
@@ -970,7 +1141,7 @@ impl Catalog {
             "INSERT INTO binlog_files (source, name, seq, size, state, info, first_event_time, \
              last_event_time, first_gtid, last_gtid, sha256, created_at, reported_at, \
              checked_at, state_changed_at) \
-             VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, NULL, ?, ?, NULL, ?)",
+             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, NULL, $10, $11, NULL, $12)",
         )
         .bind(source)
         .bind(&file.name)

@@ -36,7 +36,7 @@ impl Catalog {
         let ts = unix_now();
         sqlx::query(
             "INSERT INTO pitr_jobs (id, source, state, report, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, report = excluded.report, \
              updated_at = excluded.updated_at",
         )
@@ -59,7 +59,7 @@ impl Catalog {
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn get_pitr_job(&self, id: &str) -> Result<Option<PitrJobRow>, CatalogError> {
         sqlx::query_as(
-            "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs WHERE id = ?",
+            "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)

@@ -39,7 +39,8 @@ impl Catalog {
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn save_verification(&self, r: &VerificationRow) -> Result<(), CatalogError> {
         sqlx::query(&format!(
-            "INSERT INTO verifications ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO verifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             CASE WHEN $11 = 1 THEN $8 ELSE NULL END, $9, $10) \
              ON CONFLICT (id) DO UPDATE SET base_id = excluded.base_id, state = excluded.state, \
              finished_at = excluded.finished_at, rto_seconds = excluded.rto_seconds, \
              error = excluded.error, report = excluded.report"
@@ -51,9 +52,13 @@ impl Catalog {
         .bind(&r.state)
         .bind(r.started_at)
         .bind(r.finished_at)
-        .bind(r.rto_seconds)
+        // Never a NULL f64: sqlx 0.8's Any driver sends a NULL DOUBLE to PostgreSQL as a
+        // float4 (sqlx-core any/arguments.rs), and the statement prepared with it then
+        // refuses an 8-byte value. The NULL is chosen in SQL instead ($11).
+        .bind(r.rto_seconds.unwrap_or(0.0))
         .bind(&r.error)
         .bind(&r.report)
+        .bind(i64::from(r.rto_seconds.is_some()))
         .execute(&self.pool)
         .await
         .map_err(query_err("save_verification"))?;
@@ -69,11 +74,13 @@ impl Catalog {
         &self,
         id: &str,
     ) -> Result<Option<VerificationRow>, CatalogError> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM verifications WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("get_verification"))
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM verifications WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("get_verification"))
     }
 
     /// Runs started at or after `since` (unix seconds), of one source or all, newest
@@ -89,8 +96,8 @@ impl Catalog {
         limit: u32,
     ) -> Result<Vec<VerificationRow>, CatalogError> {
         sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM verifications WHERE started_at >= ? AND (? IS NULL OR source = ?) \
-             ORDER BY started_at DESC, id DESC LIMIT ?"
+            "SELECT {COLUMNS} FROM verifications WHERE started_at >= $1 AND ($2 IS NULL OR source = $3) \
+             ORDER BY started_at DESC, id DESC LIMIT $4"
         ))
         .bind(since)
         .bind(source)
@@ -117,7 +124,7 @@ impl Catalog {
                 .await
                 .map_err(query_err("cancel_running_verifications"))?;
         sqlx::query(
-            "UPDATE verifications SET state = 'cancelled', error = ?, finished_at = ? \
+            "UPDATE verifications SET state = 'cancelled', error = $1, finished_at = $2 \
              WHERE state = 'running'",
         )
         .bind(why)

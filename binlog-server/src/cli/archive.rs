@@ -128,7 +128,9 @@ pub fn rebuild(config: &Path, only: Option<&str>) -> ExitCode {
     };
     let result = rt.block_on(async {
         use anyhow::Context;
-        let catalog = catalog::Catalog::open(&s.catalog_url)
+        let catalog = s
+            .catalog
+            .open()
             .await
             .context("open the catalog ([catalog] url)")?;
         let index_path = s.data_dir.join("index.rocksdb");

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use catalog::{BackupState, Catalog};
+use catalog::BackupState;
 use clap::{Parser, Subcommand};
 use snapshotter::restore::{chain, position_statements, restore_logical, restore_physical};
 use snapshotter::{Method, Progress};
@@ -111,7 +111,7 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let catalog = match Catalog::open(&settings.catalog_url).await {
+        let catalog = match settings.catalog.open().await {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 eprintln!("snapshotter: open the catalog: {e}");

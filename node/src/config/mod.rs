@@ -14,6 +14,8 @@
 //! header_timeout = "10s"
 //! [catalog]
 //! url = "sqlite:///var/lib/binlog-server/catalog.db"   # optional; default: <data_dir>/catalog.db
+//! # url = "postgres://binlog@pg.example:5432/binlog?sslmode=verify-full"   # a fleet's catalog
+//! # password_env = "BINLOG_CATALOG_PASSWORD"   # its password (never in url)
 //! [capture]                      # optional; defaults shown
 //! fsync_interval = "500ms"       # longest time received bytes stay unsynced while data flows
 //! heartbeat_period = "2s"        # asked of the primary; no packet for 3x this + 5 s = reconnect
@@ -81,6 +83,7 @@
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
 //! appear in `Debug` output, logs, the API or the catalog ([`SourceUrl::redacted`]).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -526,8 +529,41 @@ impl std::fmt::Debug for HttpSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// sqlx URL; default `sqlite://<data_dir>/catalog.db`.
+    /// `sqlite:///abs/path.db` (one node; default `sqlite://<data_dir>/catalog.db`) or
+    /// `postgres://user@host:5432/dbname` (a fleet's shared catalog).
     pub url: Option<String>,
+    /// Environment variable holding the PostgreSQL password (never written in `url`).
+    pub password_env: Option<String>,
+}
+
+/// The validated `[catalog]`: where the catalog is and the password to open it with.
+/// `Debug` never shows the password.
+#[derive(Clone)]
+pub struct CatalogSettings {
+    /// The catalog URL, without a password.
+    pub url: String,
+    /// The PostgreSQL password from `password_env`, if set.
+    pub password: Option<String>,
+}
+
+impl CatalogSettings {
+    /// Opens the catalog ([`catalog::Catalog::open_with_password`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`catalog::Catalog::open_with_password`].
+    pub async fn open(&self) -> Result<catalog::Catalog, catalog::CatalogError> {
+        catalog::Catalog::open_with_password(&self.url, self.password.as_deref()).await
+    }
+}
+
+impl fmt::Debug for CatalogSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogSettings")
+            .field("url", &self.url)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[capture]`: durations are humantime strings ("50ms", "2s", "24h").
@@ -714,8 +750,8 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     /// `[http]`.
     pub http: HttpSettings,
-    /// Catalog URL.
-    pub catalog_url: String,
+    /// `[catalog]`: URL and password.
+    pub catalog: CatalogSettings,
     /// Capture tuning.
     pub capture: CaptureConfig,
     /// Object store and staging directory of base backups.
@@ -788,6 +824,56 @@ mod tests {
     }
 
     #[test]
+    fn the_catalog_is_sqlite_or_postgres_with_its_password_from_the_environment() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |catalog: &str| {
+            Config::parse(&format!("{}[catalog]\n{catalog}", base(d.path())))
+                .unwrap()
+                .validate()
+        };
+        let key_of = |e: ConfigError| match e {
+            ConfigError::Invalid { key, message } => (key, message),
+            other => panic!("{other}"),
+        };
+        let s = with("").unwrap();
+        assert!(s.catalog.url.ends_with("/catalog.db") && s.catalog.password.is_none());
+
+        let pg = with("url = \"postgres://binlog@127.0.0.1:5432/binlog\"\n").unwrap();
+        assert_eq!(pg.catalog.url, "postgres://binlog@127.0.0.1:5432/binlog");
+        assert_eq!(pg.catalog.password, None);
+
+        std::env::set_var("BINLOG_SERVER_TEST_CATALOG_PW", "pg-s3cret");
+        let pg = with(
+            "url = \"postgresql://binlog@db:5432/b\"\npassword_env = \"BINLOG_SERVER_TEST_CATALOG_PW\"\n",
+        )
+        .unwrap();
+        assert_eq!(pg.catalog.password.as_deref(), Some("pg-s3cret"));
+        assert!(!format!("{:?}", pg.catalog).contains("pg-s3cret"));
+
+        let (key, msg) = key_of(with("url = \"postgres://binlog:pw@db:5432/b\"\n").unwrap_err());
+        assert_eq!(key, "catalog.url");
+        assert!(
+            msg.contains("password_env") && !msg.contains("pw@"),
+            "{msg}"
+        );
+        let (key, msg) = key_of(with("password_env = \"X\"\n").unwrap_err());
+        assert!(
+            key == "catalog.password_env" && msg.contains("SQLite"),
+            "{msg}"
+        );
+        let (key, msg) = key_of(
+            with("url = \"postgres://b@db/b\"\npassword_env = \"BINLOG_SERVER_NO_SUCH_VAR\"\n")
+                .unwrap_err(),
+        );
+        assert!(
+            key == "catalog.password_env" && msg.contains("not set"),
+            "{msg}"
+        );
+        let (key, _) = key_of(with("url = \"mysql://root@db/c\"\n").unwrap_err());
+        assert_eq!(key, "catalog.url");
+    }
+
+    #[test]
     fn an_api_off_loopback_needs_tokens_from_a_file_or_the_environment() {
         let d = tempfile::tempdir().unwrap();
         let open = format!("{}[http]\nlisten = \"0.0.0.0:7480\"\n", base(d.path()));
@@ -827,7 +913,7 @@ mod tests {
         assert_eq!(s.sources[0].start, StartAt::File("mysql-bin.000042".into()));
         assert_eq!(s.sources[0].url.password.as_deref(), Some("s3cret"));
         assert_eq!(s.capture.fsync_interval, Duration::from_millis(20));
-        assert!(s.catalog_url.starts_with("sqlite://"));
+        assert!(s.catalog.url.starts_with("sqlite://"));
         let dbg = format!("{:?}", s);
         assert!(!dbg.contains("s3cret"), "password leaked in {dbg}");
     }

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use super::schedule;
 use super::{
-    env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, Config, ConfigError,
-    HttpConfig, HttpSettings, PitrConfig, Replication, ReplicationConfig, Settings, Source,
-    SourceConfig, SourceUrl, StartAt, StartRaw, Verify, VerifyConfig,
+    env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, CatalogConfig,
+    CatalogSettings, Config, ConfigError, HttpConfig, HttpSettings, PitrConfig, Replication,
+    ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt, StartRaw, Verify,
+    VerifyConfig,
 };
 
 impl Config {
@@ -33,11 +34,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
     let http = http(&c.http)?;
     let http_listen = http.listen;
     let data_dir = data_dir(&c.data_dir)?;
-    let catalog_url = c
-        .catalog
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let catalog = catalog(&c.catalog, &data_dir)?;
     capture(&c.capture)?;
     if c.sources.is_empty() {
         return Err(invalid(
@@ -72,7 +69,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         data_dir,
         http_listen,
         http,
-        catalog_url,
+        catalog,
         capture: c.capture,
         store,
         tools,
@@ -663,4 +660,55 @@ fn pitr(mut p: PitrConfig, data_dir: &Path) -> Result<PitrConfig, ConfigError> {
     }
     p.work_dir = Some(p.work_dir.unwrap_or_else(|| data_dir.join("pitr")));
     Ok(p)
+}
+
+/// `[catalog]`: an `sqlite:` URL (default `<data_dir>/catalog.db`) or a `postgres:` URL
+/// whose password, if any, comes from `password_env`.
+fn catalog(c: &CatalogConfig, data_dir: &Path) -> Result<CatalogSettings, ConfigError> {
+    let url = c
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("catalog.db").display()));
+    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    let postgres = match scheme.as_deref() {
+        Some("sqlite") => false,
+        Some("postgres" | "postgresql") => true,
+        _ => {
+            return Err(invalid(
+                "catalog.url",
+                "expected sqlite:///abs/path/catalog.db (one node) or \
+                 postgres://user@host:5432/dbname (a fleet)",
+            ))
+        }
+    };
+    if postgres && url_has_password(&url) {
+        return Err(invalid(
+            "catalog.url",
+            "the URL holds a password: remove it and name an environment variable holding it \
+             in catalog.password_env",
+        ));
+    }
+    let password = match &c.password_env {
+        Some(_) if !postgres => {
+            return Err(invalid(
+                "catalog.password_env",
+                "an SQLite catalog takes no password; password_env is for a postgres:// url",
+            ))
+        }
+        Some(var) => Some(env_password("catalog.password_env".into(), var)?),
+        None => None,
+    };
+    Ok(CatalogSettings { url, password })
+}
+
+/// Whether a `scheme://user:password@host` URL carries a password (a `:` in the part
+/// before the last `@` of its authority).
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }

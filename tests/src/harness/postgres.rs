@@ -131,7 +131,13 @@ impl Postgres {
 
     /// `postgres://binlog@127.0.0.1:<port>/postgres`.
     pub fn url(&self) -> String {
-        format!("postgres://{PG_USER}@127.0.0.1:{}/postgres", self.port)
+        self.url_for("postgres")
+    }
+
+    /// `postgres://binlog@127.0.0.1:<port>/<database>` (create it first, e.g. with
+    /// [`sql`](Postgres::sql)`("CREATE DATABASE ...")`).
+    pub fn url_for(&self, database: &str) -> String {
+        format!("postgres://{PG_USER}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// The server's PID while it runs.
@@ -139,9 +145,14 @@ impl Postgres {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Runs `sql` with psql over TCP; returns its unaligned, tuples-only output, one
-    /// line per row, fields separated by `|`.
+    /// Runs `sql` with psql over TCP in the `postgres` database; returns its unaligned,
+    /// tuples-only output, one line per row, fields separated by `|`.
     pub fn sql(&self, sql: &str) -> Result<String> {
+        self.sql_in("postgres", sql)
+    }
+
+    /// [`sql`](Postgres::sql) in `database`.
+    pub fn sql_in(&self, database: &str, sql: &str) -> Result<String> {
         let out = Command::new(&self.psql)
             .args([
                 "-X",
@@ -150,7 +161,7 @@ impl Postgres {
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-d",
-                &self.url(),
+                &self.url_for(database),
                 "-c",
                 sql,
             ])

@@ -1,0 +1,982 @@
+//! The catalog's behaviour, the same on both of its engines: every scenario here runs
+//! twice, on an SQLite file and on a real PostgreSQL database (`<scenario>::sqlite` and
+//! `<scenario>::postgres`). The PostgreSQL server is the harness's throw-away one
+//! ([`Postgres`]), started once for this test binary and stopped by PID when it exits;
+//! each scenario gets a database of its own, so they run in parallel.
+//!
+//! What only one engine has (SQLite's WAL mode, in-memory catalogs, URL parsing) is
+//! tested in `catalog/src/tests.rs`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use binlog_tests::{Postgres, SharedFixture};
+use catalog::{Backend, BackupResult, BackupState, Catalog, CatalogError, FileProgress, FileState};
+
+const SRC: &str = "db1";
+
+/// The PostgreSQL server of this test binary.
+static PG: SharedFixture<Postgres> = SharedFixture::new();
+
+/// The engine a scenario runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty catalog database of one scenario: an SQLite file in a temp dir, or a
+/// new database on the shared PostgreSQL server.
+struct TestDb {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Engine {
+    /// A new empty database (not opened yet).
+    fn database(self) -> TestDb {
+        match self {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Engine::Postgres => {
+                static NEXT: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "catalog_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                // Hold the fixture only while creating the database: the scenarios use
+                // their own databases side by side.
+                let pg = PG.lock(Postgres::start).expect("start PostgreSQL");
+                pg.sql(&format!("CREATE DATABASE {name}"))
+                    .expect("create the scenario's database");
+                TestDb {
+                    url: pg.url_for(&name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// A new empty database, opened (migrations applied).
+    async fn open(self) -> (Catalog, TestDb) {
+        let db = self.database();
+        let cat = Catalog::open(&db.url).await.expect("open the catalog");
+        let want = match self {
+            Engine::Sqlite => Backend::Sqlite,
+            Engine::Postgres => Backend::Postgres,
+        };
+        assert_eq!(cat.backend(), want);
+        (cat, db)
+    }
+}
+
+/// Runs the scenario `async fn $name(engine: Engine)` on both engines, as the tests
+/// `$name::sqlite` and `$name::postgres`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Engine::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Engine::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    open_twice_keeps_data_and_applies_migrations_once,
+    sources_upsert_state_and_error,
+    state_transitions_active_reported_fail_reported_succ,
+    mark_reported_inserts_absent_file,
+    set_checked_errors,
+    list_files_orders_by_seq_then_name,
+    gaps_are_recorded_deduplicated_and_per_source,
+    corrupt_rows_are_errors_not_panics,
+    concurrent_writers_on_one_file,
+    archive_objects_record_once_list_in_file_order_and_chunks_retire,
+    an_imported_base_keeps_its_times_and_objects_and_imports_once,
+    state_flow_and_objects_written_with_completion,
+    interrupted_bases_become_error_and_skips_record_why,
+    pitr_jobs_are_saved_replaced_and_listed_while_unfinished,
+    verifications_are_saved_listed_newest_first_and_cancelled,
+);
+
+fn progress(name: &str, size: u64) -> FileProgress {
+    FileProgress {
+        name: name.to_owned(),
+        size,
+        ..FileProgress::default()
+    }
+}
+
+fn new(id: &str) -> catalog::NewBackup {
+    catalog::NewBackup {
+        id: id.into(),
+        source: "db1".into(),
+        method: "physical".into(),
+        tool: "mariabackup".into(),
+        ..Default::default()
+    }
+}
+
+fn obj(key: &str) -> objstore::store::StoredObject {
+    objstore::store::StoredObject {
+        key: key.into(),
+        bytes: 10,
+        sha256: "a".repeat(64),
+    }
+}
+
+/// The number of migration files of `engine` in the source tree.
+fn migration_files(engine: Engine) -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../catalog/migrations")
+        .join(match engine {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        });
+    let n = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    i64::try_from(n).expect("few files")
+}
+
+async fn open_twice_keeps_data_and_applies_migrations_once(engine: Engine) {
+    let db = engine.database();
+    let cat = Catalog::open(&db.url).await.expect("first open");
+    cat.upsert_source(SRC, "mysql://repl@127.0.0.1:3306")
+        .await
+        .expect("upsert");
+    cat.record_active(SRC, &progress("mysql-bin.000001", 4))
+        .await
+        .expect("record");
+    // A second handle while the first is still open (a second process or node):
+    // migrations are skipped, data is shared.
+    let cat2 = Catalog::open(&db.url).await.expect("second open");
+    assert_eq!(cat2.list_files(SRC).await.expect("list").len(), 1);
+    cat2.close().await;
+    cat.close().await;
+
+    let cat3 = Catalog::open(&db.url).await.expect("reopen");
+    let src = cat3.get_source(SRC).await.expect("get").expect("present");
+    assert_eq!(
+        (src.url.as_str(), src.state.as_str()),
+        ("mysql://repl@127.0.0.1:3306", "new")
+    );
+    let f = cat3
+        .get_file(SRC, "mysql-bin.000001")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!((f.state, f.size, f.seq), (FileState::Active, 4, 1));
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(cat3.pool())
+        .await
+        .expect("count");
+    assert_eq!(applied, migration_files(engine));
+    cat3.close().await;
+}
+
+async fn pitr_jobs_are_saved_replaced_and_listed_while_unfinished(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    assert!(cat.get_pitr_job("p1").await.expect("get").is_none());
+    cat.save_pitr_job("p1", SRC, "planning", "{}")
+        .await
+        .expect("save");
+    cat.save_pitr_job("p2", SRC, "done", "{\"ok\":true}")
+        .await
+        .expect("save p2");
+    cat.save_pitr_job("p1", SRC, "replaying", "{\"phase\":2}")
+        .await
+        .expect("replace");
+    let p1 = cat.get_pitr_job("p1").await.expect("get").expect("present");
+    assert_eq!(
+        (p1.source.as_str(), p1.state.as_str(), p1.report.as_str()),
+        (SRC, "replaying", "{\"phase\":2}")
+    );
+    assert!(p1.updated_at >= p1.created_at && p1.created_at > 1_600_000_000);
+    let unfinished: Vec<String> = cat
+        .unfinished_pitr_jobs()
+        .await
+        .expect("unfinished")
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(unfinished, ["p1"]);
+}
+
+async fn verifications_are_saved_listed_newest_first_and_cancelled(engine: Engine) {
+    use catalog::verify::VerificationRow;
+    let (cat, _db) = engine.open().await;
+    let run = |id: &str, source: &str, started_at: i64, state: &str| VerificationRow {
+        id: id.into(),
+        source: source.into(),
+        base_id: None,
+        trigger_kind: "schedule".into(),
+        state: state.into(),
+        started_at,
+        finished_at: None,
+        rto_seconds: None,
+        error: None,
+        report: "{}".into(),
+    };
+    cat.save_verification(&run("v1", SRC, 1_000, "running"))
+        .await
+        .expect("v1");
+    cat.save_verification(&run("v2", SRC, 2_000, "running"))
+        .await
+        .expect("v2");
+    cat.save_verification(&run("v3", "db2", 3_000, "running"))
+        .await
+        .expect("v3");
+    let mut done = run("v1", SRC, 1_000, "passed");
+    done.base_id = Some("b1".into());
+    done.finished_at = Some(1_090);
+    done.rto_seconds = Some(87.5);
+    cat.save_verification(&done).await.expect("replace v1");
+    let v1 = cat.get_verification("v1").await.expect("get").expect("v1");
+    assert_eq!(v1, done);
+
+    let ids = |rows: Vec<VerificationRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(cat.list_verifications(None, 0, 10).await.expect("all")),
+        ["v3", "v2", "v1"]
+    );
+    assert_eq!(
+        ids(cat.list_verifications(Some(SRC), 0, 10).await.expect("db1")),
+        ["v2", "v1"]
+    );
+    assert_eq!(
+        ids(cat
+            .list_verifications(Some(SRC), 1_500, 10)
+            .await
+            .expect("since")),
+        ["v2"]
+    );
+    assert_eq!(
+        ids(cat.list_verifications(None, 0, 1).await.expect("limit")),
+        ["v3"]
+    );
+
+    let mut cancelled = cat
+        .cancel_running_verifications("node restarted")
+        .await
+        .expect("cancel");
+    cancelled.sort();
+    assert_eq!(cancelled, ["v2", "v3"]);
+    let v2 = cat.get_verification("v2").await.expect("get").expect("v2");
+    assert_eq!(
+        (v2.state.as_str(), v2.error.as_deref()),
+        ("cancelled", Some("node restarted"))
+    );
+    assert!(v2.finished_at.is_some());
+    assert_eq!(
+        cat.get_verification("v1")
+            .await
+            .expect("get")
+            .expect("v1")
+            .state,
+        "passed"
+    );
+}
+
+async fn sources_upsert_state_and_error(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    cat.upsert_source("b", "mysql://repl@h2").await.expect("b");
+    cat.upsert_source("a", "mysql://repl@h1").await.expect("a");
+    cat.upsert_source("a", "mysql://repl@h1b")
+        .await
+        .expect("a again");
+
+    cat.set_source_state("a", "failed", Some("ERROR 1236"))
+        .await
+        .expect("state");
+    let a = cat.get_source("a").await.expect("get").expect("present");
+    assert_eq!(a.url, "mysql://repl@h1b");
+    assert_eq!(a.state, "failed");
+    assert_eq!(a.last_error.as_deref(), Some("ERROR 1236"));
+    assert!(a.updated_at > 1_600_000_000);
+
+    cat.set_source_state("a", "streaming", None)
+        .await
+        .expect("state");
+    let a = cat.get_source("a").await.expect("get").expect("present");
+    assert_eq!((a.state.as_str(), a.last_error), ("streaming", None));
+
+    let names: Vec<String> = cat
+        .list_sources()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+
+    assert!(cat.get_source("zz").await.expect("get").is_none());
+    let err = cat
+        .set_source_state("zz", "streaming", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::NotFound { what: "source", key } if key == "zz"),
+        "{err:?}"
+    );
+}
+
+async fn state_transitions_active_reported_fail_reported_succ(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    let name = "mysql-bin.000007";
+
+    // ACTIVE, growing.
+    let mut p = FileProgress {
+        name: name.to_owned(),
+        size: 256,
+        first_event_time: Some(1_700_000_000),
+        last_event_time: Some(1_700_000_010),
+        first_gtid: Some("0-1-100".to_owned()),
+        last_gtid: Some("0-1-105".to_owned()),
+    };
+    cat.record_active(SRC, &p).await.expect("active");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.state, FileState::Active);
+    assert_eq!(f.seq, 7);
+    assert_eq!(f.info, "");
+    assert_eq!(f.reported_at, None);
+    assert_eq!(f.state_changed_at, f.created_at);
+    let created = f.created_at;
+
+    // A progress report without first fields keeps them; new last fields win.
+    let grow = FileProgress {
+        name: name.to_owned(),
+        size: 1024,
+        last_event_time: Some(1_700_000_020),
+        last_gtid: Some("0-1-110".to_owned()),
+        ..FileProgress::default()
+    };
+    cat.record_active(SRC, &grow).await.expect("grow");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.size, 1024);
+    assert_eq!(f.first_event_time, Some(1_700_000_000));
+    assert_eq!(f.first_gtid.as_deref(), Some("0-1-100"));
+    assert_eq!(f.last_event_time, Some(1_700_000_020));
+    assert_eq!(f.last_gtid.as_deref(), Some("0-1-110"));
+
+    // Checking an ACTIVE file is refused and changes nothing.
+    let err = cat
+        .set_checked(SRC, name, FileState::Succ, "ok", Some("ab"), 1024)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::InvalidState {
+                from: Some(FileState::Active),
+                to: FileState::Succ,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("is ACTIVE"), "{err}");
+
+    // ACTIVE -> REPORTED.
+    p.size = 2048;
+    p.last_event_time = Some(1_700_000_030);
+    p.last_gtid = Some("0-1-120".to_owned());
+    cat.mark_reported(SRC, &p).await.expect("reported");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.state, FileState::Reported);
+    assert_eq!(f.size, 2048);
+    assert_eq!(f.last_gtid.as_deref(), Some("0-1-120"));
+    assert!(f.reported_at.is_some());
+    assert_eq!(f.created_at, created);
+    assert!(f.state_changed_at >= created);
+    let reported_at = f.reported_at;
+
+    // REPORTED -> REPORTED is idempotent.
+    cat.mark_reported(SRC, &p).await.expect("reported again");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!((f.state, f.reported_at), (FileState::Reported, reported_at));
+
+    // A late progress report leaves the state alone but updates the size.
+    cat.record_active(SRC, &progress(name, 2049))
+        .await
+        .expect("late");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!((f.state, f.size), (FileState::Reported, 2049));
+    assert_eq!(f.last_gtid.as_deref(), Some("0-1-120"));
+
+    // REPORTED -> FAIL.
+    cat.set_checked(
+        SRC,
+        name,
+        FileState::Fail,
+        "CRC32 mismatch at offset 1234",
+        None,
+        2049,
+    )
+    .await
+    .expect("fail");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.state, FileState::Fail);
+    assert_eq!(f.info, "CRC32 mismatch at offset 1234");
+    assert!(f.checked_at.is_some());
+    assert_eq!(
+        cat.files_in_state(SRC, FileState::Fail)
+            .await
+            .expect("fail list")
+            .len(),
+        1
+    );
+
+    // FAIL -> REPORTED (pulled again): info and sha256 of the old bytes are cleared.
+    cat.mark_reported(SRC, &p).await.expect("re-reported");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.state, FileState::Reported);
+    assert_eq!(f.size, 2048);
+    assert_eq!(f.info, "");
+    assert_eq!(f.sha256, None);
+
+    // REPORTED -> SUCC.
+    let sha = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    cat.set_checked(SRC, name, FileState::Succ, "", Some(sha), 2048)
+        .await
+        .expect("succ");
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!(f.state, FileState::Succ);
+    assert_eq!(f.sha256.as_deref(), Some(sha));
+    assert_eq!(f.size, 2048);
+    assert!(f.checked_at.is_some());
+    assert!(cat
+        .files_in_state(SRC, FileState::Reported)
+        .await
+        .expect("reported list")
+        .is_empty());
+
+    // SUCC -> SUCC re-check is allowed; SUCC -> REPORTED is not.
+    cat.set_checked(SRC, name, FileState::Succ, "rechecked", Some(sha), 2048)
+        .await
+        .expect("recheck");
+    let err = cat.mark_reported(SRC, &p).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::InvalidState {
+                from: Some(FileState::Succ),
+                to: FileState::Reported,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let f = cat.get_file(SRC, name).await.expect("get").expect("row");
+    assert_eq!((f.state, f.info.as_str()), (FileState::Succ, "rechecked"));
+    cat.close().await;
+}
+
+async fn mark_reported_inserts_absent_file(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    cat.mark_reported(SRC, &progress("mysql-bin.000003", 500))
+        .await
+        .expect("reported");
+    let f = cat
+        .get_file(SRC, "mysql-bin.000003")
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(f.state, FileState::Reported);
+    assert_eq!(f.reported_at, Some(f.created_at));
+    assert_eq!(f.state_changed_at, f.created_at);
+}
+
+async fn set_checked_errors(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    let err = cat
+        .set_checked(SRC, "mysql-bin.000001", FileState::Succ, "", None, 4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::NotFound { what: "binlog file", key } if key == "db1/mysql-bin.000001"),
+        "{err:?}"
+    );
+    for bad in [FileState::Active, FileState::Reported] {
+        let err = cat
+            .set_checked(SRC, "mysql-bin.000001", bad, "", None, 4)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CatalogError::InvalidArgument { field: "state", .. }),
+            "{err:?}"
+        );
+    }
+    let err = cat
+        .record_active(SRC, &progress("mysql-bin.000001", u64::MAX))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CatalogError::InvalidArgument { field: "size", .. }),
+        "{err:?}"
+    );
+    assert!(cat.list_files(SRC).await.expect("list").is_empty());
+}
+
+async fn list_files_orders_by_seq_then_name(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    for name in [
+        "mysql-bin.000100",
+        "mysql-bin.000010",
+        "mysql-bin.000009",
+        "mysql-bin.index",
+        "mysql-bin.1000000",
+    ] {
+        cat.record_active(SRC, &progress(name, 4))
+            .await
+            .expect("record");
+    }
+    cat.record_active("other", &progress("mysql-bin.000001", 4))
+        .await
+        .expect("record other");
+    cat.mark_reported(SRC, &progress("mysql-bin.000009", 8))
+        .await
+        .expect("report");
+    cat.mark_reported(SRC, &progress("mysql-bin.000010", 8))
+        .await
+        .expect("report");
+
+    let names: Vec<(String, i64)> = cat
+        .list_files(SRC)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|f| (f.name, f.seq))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("mysql-bin.index".to_owned(), -1),
+            ("mysql-bin.000009".to_owned(), 9),
+            ("mysql-bin.000010".to_owned(), 10),
+            ("mysql-bin.000100".to_owned(), 100),
+            ("mysql-bin.1000000".to_owned(), 1_000_000),
+        ]
+    );
+    let reported: Vec<String> = cat
+        .files_in_state(SRC, FileState::Reported)
+        .await
+        .expect("reported")
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(reported, ["mysql-bin.000009", "mysql-bin.000010"]);
+    assert_eq!(
+        cat.files_in_state(SRC, FileState::Active)
+            .await
+            .expect("active")
+            .len(),
+        3
+    );
+    assert_eq!(cat.list_files("other").await.expect("other").len(), 1);
+    assert!(cat.list_files("nobody").await.expect("nobody").is_empty());
+}
+
+async fn gaps_are_recorded_deduplicated_and_per_source(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    assert!(cat.list_gaps(SRC).await.expect("empty").is_empty());
+    cat.record_gap(
+        SRC,
+        Some("mysql-bin.000003"),
+        Some("mysql-bin.000006"),
+        "ERROR 1236: binlog purged",
+    )
+    .await
+    .expect("gap");
+    cat.record_gap(SRC, None, Some("mysql-bin.000001"), "started late")
+        .await
+        .expect("gap before all");
+    cat.record_gap(SRC, Some("mysql-bin.000009"), None, "purged at tail")
+        .await
+        .expect("gap open end");
+    // Same hole again: one row, reason replaced.
+    cat.record_gap(
+        SRC,
+        Some("mysql-bin.000003"),
+        Some("mysql-bin.000006"),
+        "ERROR 1236 again",
+    )
+    .await
+    .expect("gap again");
+    cat.record_gap(SRC, None, Some("mysql-bin.000001"), "started late")
+        .await
+        .expect("gap before all again");
+    cat.record_gap("other", None, None, "everything lost")
+        .await
+        .expect("other");
+
+    let gaps = cat.list_gaps(SRC).await.expect("list");
+    assert_eq!(gaps.len(), 3, "{gaps:?}");
+    let g = gaps
+        .iter()
+        .find(|g| g.after_file.as_deref() == Some("mysql-bin.000003"))
+        .expect("middle gap");
+    assert_eq!(g.before_file.as_deref(), Some("mysql-bin.000006"));
+    assert_eq!(g.reason, "ERROR 1236 again");
+    assert!(g.detected_at > 1_600_000_000);
+    assert!(gaps.iter().all(|g| g.source == SRC));
+    assert!(gaps
+        .iter()
+        .any(|g| g.after_file.is_none() && g.before_file.as_deref() == Some("mysql-bin.000001")));
+
+    let other = cat.list_gaps("other").await.expect("other");
+    assert_eq!(other.len(), 1);
+    assert_eq!(
+        (
+            other[0].after_file.as_deref(),
+            other[0].before_file.as_deref()
+        ),
+        (None, None)
+    );
+}
+
+async fn corrupt_rows_are_errors_not_panics(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    cat.record_active(SRC, &progress("mysql-bin.000001", 4))
+        .await
+        .expect("record");
+    // The CHECK constraint keeps bad values out through SQL too...
+    let refused = sqlx::query("UPDATE binlog_files SET state = 'BOGUS'")
+        .execute(cat.pool())
+        .await;
+    assert!(refused.is_err());
+    // ...so bypass it the way a hand edit with checks disabled would.
+    let bypass = match engine {
+        Engine::Sqlite => "PRAGMA ignore_check_constraints = ON",
+        Engine::Postgres => {
+            "ALTER TABLE binlog_files DROP CONSTRAINT binlog_files_state_check, \
+             DROP CONSTRAINT binlog_files_size_check"
+        }
+    };
+    // SQLite's pragma holds for one connection only: the edits share one.
+    let mut conn = cat.pool().acquire().await.expect("a connection");
+    sqlx::query(bypass)
+        .execute(&mut *conn)
+        .await
+        .expect("disable the checks");
+    sqlx::query("UPDATE binlog_files SET size = -5")
+        .execute(&mut *conn)
+        .await
+        .expect("bad size");
+    let err = cat.list_files(SRC).await.unwrap_err();
+    assert!(
+        matches!(err, CatalogError::Corrupt { column: "size", .. }),
+        "{err:?}"
+    );
+    sqlx::query("UPDATE binlog_files SET size = 5, state = 'BOGUS'")
+        .execute(&mut *conn)
+        .await
+        .expect("bad state");
+    drop(conn);
+    let err = cat.get_file(SRC, "mysql-bin.000001").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CatalogError::Corrupt {
+                column: "state",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("BOGUS"), "{err}");
+}
+
+async fn concurrent_writers_on_one_file(engine: Engine) {
+    let db = engine.database();
+    let cat = Catalog::open(&db.url).await.expect("open");
+    let cat_b = Catalog::open(&db.url).await.expect("open second pool");
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let c = if t % 2 == 0 {
+            cat.clone()
+        } else {
+            cat_b.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let src = format!("s{}", t % 2);
+            c.upsert_source(&src, "u").await?;
+            for i in 0..10u64 {
+                // Files shared between tasks of one source race on insert.
+                let name = format!("mysql-bin.{:06}", i);
+                c.record_active(&src, &progress(&name, i * 100 + t)).await?;
+                c.mark_reported(&src, &progress(&name, i * 100)).await?;
+            }
+            Ok::<(), CatalogError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join").expect("task");
+    }
+    for src in ["s0", "s1"] {
+        let files = cat.list_files(src).await.expect("list");
+        assert_eq!(files.len(), 10);
+        assert!(files.iter().all(|f| f.state == FileState::Reported));
+    }
+    assert_eq!(cat.list_sources().await.expect("sources").len(), 2);
+}
+
+async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine: Engine) {
+    use catalog::{ArchiveKind, ArchiveObjectRow};
+    let (cat, _db) = engine.open().await;
+    let row = |file: &str, kind, start, end| ArchiveObjectRow {
+        source: "db1".into(),
+        file: file.into(),
+        kind,
+        start_offset: start,
+        end_offset: end,
+        object_key: format!("db1/binlogs/{file}/{start}-{end}"),
+        sha256: "ab".repeat(32),
+        stored_bytes: 10,
+        stored_sha256: "cd".repeat(32),
+        codec: "zstd".into(),
+        key_id: None,
+        epoch: 0,
+        created_at: 0,
+        deleted_at: None,
+    };
+    cat.record_archive_object(&row("mysql-bin.000010", ArchiveKind::Chunk, 0, 100))
+        .await
+        .unwrap();
+    cat.record_archive_object(&row("mysql-bin.000010", ArchiveKind::Chunk, 100, 250))
+        .await
+        .unwrap();
+    cat.record_archive_object(&row("mysql-bin.000009", ArchiveKind::File, 0, 900))
+        .await
+        .unwrap();
+    // A retry after a crash records nothing new.
+    let mut again = row("mysql-bin.000009", ArchiveKind::File, 0, 900);
+    again.object_key = "other".into();
+    cat.record_archive_object(&again).await.unwrap();
+    let got = cat.list_archive_objects("db1").await.unwrap();
+    let keys: Vec<(&str, ArchiveKind, u64)> = got
+        .iter()
+        .map(|o| (o.file.as_str(), o.kind, o.end_offset))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("mysql-bin.000009", ArchiveKind::File, 900),
+            ("mysql-bin.000010", ArchiveKind::Chunk, 100),
+            ("mysql-bin.000010", ArchiveKind::Chunk, 250),
+        ]
+    );
+    assert_eq!(got[0].object_key, "db1/binlogs/mysql-bin.000009/0-900");
+    assert!(got[0].created_at > 0);
+    assert_eq!(
+        cat.mark_chunks_deleted("db1", "mysql-bin.000010")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(cat.list_archive_objects("db1").await.unwrap().len(), 1);
+    assert!(cat.list_archive_objects("db2").await.unwrap().is_empty());
+    // Deleted chunks still count as uploaded: 100 + 150 + 900 bytes sent, 900 + 250 held.
+    assert_eq!(
+        cat.archive_upload_totals("db1").await.unwrap(),
+        (1_150, 1_150)
+    );
+    // A damaged whole object is forgotten (to be shipped again); a new one records.
+    cat.forget_file_object("db1", "mysql-bin.000009")
+        .await
+        .unwrap();
+    assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
+    cat.record_archive_object(&again).await.unwrap();
+    assert_eq!(
+        cat.list_archive_objects("db1").await.unwrap()[0].object_key,
+        "other"
+    );
+    // Retention forgets a file's row and its objects together; other files stay.
+    cat.record_active("db1", &progress("mysql-bin.000009", 900))
+        .await
+        .unwrap();
+    cat.record_active("db1", &progress("mysql-bin.000010", 250))
+        .await
+        .unwrap();
+    cat.forget_file("db1", "mysql-bin.000009").await.unwrap();
+    cat.forget_file("db1", "mysql-bin.000009").await.unwrap();
+    assert!(cat
+        .get_file("db1", "mysql-bin.000009")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(cat
+        .get_file("db1", "mysql-bin.000010")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
+}
+
+async fn an_imported_base_keeps_its_times_and_objects_and_imports_once(engine: Engine) {
+    use catalog::{BackupRow, BackupState};
+    use objstore::store::StoredObject;
+    let (cat, _db) = engine.open().await;
+    let row = BackupRow {
+        id: "db1-20261201T000000Z-abcd".into(),
+        source: "db1".into(),
+        method: "physical".into(),
+        tool: "mariabackup".into(),
+        incremental: false,
+        parent_id: None,
+        state: BackupState::Completed,
+        info: Some("rebuilt".into()),
+        started_at: 1_000,
+        finished_at: Some(1_100),
+        bytes: 0,
+        binlog_file: Some("mysql-bin.000003".into()),
+        binlog_pos: Some(4_567),
+        gtid_pos: Some("0-1-42".into()),
+        consistent_at: Some(1_090),
+        from_lsn: None,
+        to_lsn: Some(99),
+        server_version: None,
+        tool_version: None,
+        command: None,
+        db_list: None,
+        store_url: Some("file:///b".into()),
+        state_changed_at: 1_100,
+        objects: vec![
+            StoredObject {
+                key: "db1/x/a".into(),
+                bytes: 10,
+                sha256: "ab".repeat(32),
+            },
+            StoredObject {
+                key: "db1/x/manifest.json".into(),
+                bytes: 5,
+                sha256: "cd".repeat(32),
+            },
+        ],
+    };
+    assert!(cat.import_backup(&row).await.unwrap());
+    assert!(!cat.import_backup(&row).await.unwrap(), "imported once");
+    let got = cat.get_backup(&row.id).await.unwrap().unwrap();
+    assert_eq!(got.state, BackupState::Completed);
+    assert_eq!((got.started_at, got.finished_at), (1_000, Some(1_100)));
+    assert_eq!(got.bytes, 15, "the sum of the objects");
+    assert_eq!(got.objects.len(), 2);
+    assert_eq!(got.binlog_pos, Some(4_567));
+}
+
+async fn state_flow_and_objects_written_with_completion(engine: Engine) {
+    let (c, _db) = engine.open().await;
+    c.begin_backup(&new("b1")).await.unwrap();
+    assert!(matches!(
+        c.begin_backup(&new("b1")).await,
+        Err(CatalogError::InvalidArgument { .. })
+    ));
+    c.set_backup_progress("b1", 5).await.unwrap();
+    c.set_backup_details(
+        "b1",
+        Some("mariadb-backup"),
+        Some("10.11.6-MariaDB"),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    // None keeps what is there.
+    c.set_backup_details(
+        "b1",
+        None,
+        None,
+        Some("10.11.6"),
+        Some("mariadb-backup --backup"),
+    )
+    .await
+    .unwrap();
+    c.set_uploading("b1").await.unwrap();
+    let r = c.get_backup("b1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            r.tool.as_str(),
+            r.server_version.as_deref(),
+            r.tool_version.as_deref(),
+            r.command.as_deref()
+        ),
+        (
+            "mariadb-backup",
+            Some("10.11.6-MariaDB"),
+            Some("10.11.6"),
+            Some("mariadb-backup --backup")
+        )
+    );
+    let r = c.get_backup("b1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.bytes, r.objects.len()),
+        (BackupState::Uploading, 5, 0)
+    );
+    let res = BackupResult {
+        binlog_file: Some("mysql-bin.000002".into()),
+        binlog_pos: Some(385),
+        gtid_pos: Some("0-1-9".into()),
+        consistent_at: Some(1_700_000_000),
+        to_lsn: Some(44404),
+        objects: vec![obj("db1/b1/a"), obj("db1/b1/b")],
+    };
+    c.complete_backup("b1", &res).await.unwrap();
+    let r = c.get_backup("b1").await.unwrap().unwrap();
+    assert_eq!(r.state, BackupState::Completed);
+    assert_eq!(r.bytes, 20);
+    assert_eq!(r.objects.len(), 2);
+    assert_eq!(r.to_lsn, Some(44404));
+    // Completed is final for these moves.
+    assert!(c.fail_backup("b1", "x").await.is_err());
+    assert!(c.complete_backup("b1", &res).await.is_err());
+    assert_eq!(c.get_backup("b1").await.unwrap().unwrap().objects.len(), 2);
+    c.expire_backup("b1", "retention").await.unwrap();
+    c.mark_deleted("b1").await.unwrap();
+    assert_eq!(
+        c.get_backup("b1").await.unwrap().unwrap().state,
+        BackupState::Deleted
+    );
+    assert!(matches!(
+        c.set_uploading("nope").await,
+        Err(CatalogError::NotFound { .. })
+    ));
+}
+
+async fn interrupted_bases_become_error_and_skips_record_why(engine: Engine) {
+    let (c, _db) = engine.open().await;
+    c.begin_backup(&new("b1")).await.unwrap();
+    c.begin_backup(&new("b2")).await.unwrap();
+    c.set_uploading("b2").await.unwrap();
+    c.begin_backup(&new("b3")).await.unwrap();
+    c.skip_backup("b3", "replica_only and read_only=OFF")
+        .await
+        .unwrap();
+    let mut failed = c.fail_interrupted_backups().await.unwrap();
+    failed.sort();
+    assert_eq!(failed, vec!["b1", "b2"]);
+    let rows = c.list_backups("db1").await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let b1 = rows.iter().find(|r| r.id == "b1").unwrap();
+    assert_eq!(b1.state, BackupState::Error);
+    assert!(b1.info.as_deref().unwrap_or("").contains("interrupted"));
+    let b3 = rows.iter().find(|r| r.id == "b3").unwrap();
+    assert_eq!(b3.state, BackupState::Skipped);
+    assert!(b3.finished_at.is_some());
+    assert!(c.list_backups("other").await.unwrap().is_empty());
+}
