@@ -16,6 +16,8 @@
 //!   the [`backups`] module for their states.
 //! - `archive_objects` — binlog files and chunks of open files in the archive store; see
 //!   the [`archive`] module.
+//! - `nodes`, `source_leases` — the nodes of a fleet and which one owns each source,
+//!   under which epoch; see the [`leases`] module.
 //!
 //! # File states
 //!
@@ -62,6 +64,7 @@
 pub mod archive;
 pub mod backups;
 mod error;
+pub mod leases;
 pub mod pitr;
 pub mod verify;
 
@@ -79,6 +82,7 @@ use sqlx::{Executor, FromRow};
 pub use archive::{contiguous_end, ArchiveKind, ArchiveObjectRow};
 pub use backups::{BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
+pub use leases::{Granted, LeaseRow, NodeRow};
 pub use pitr::PitrJobRow;
 
 /// Now in the catalog's unit of time: whole seconds since the Unix epoch, UTC (every

@@ -109,6 +109,9 @@ on_both_engines!(
     interrupted_bases_become_error_and_skips_record_why,
     pitr_jobs_are_saved_replaced_and_listed_while_unfinished,
     verifications_are_saved_listed_newest_first_and_cancelled,
+    a_lease_has_one_owner_and_a_new_epoch_at_every_change_of_owner,
+    racing_acquisitions_leave_one_owner,
+    nodes_heartbeat_on_the_database_clock,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -979,4 +982,155 @@ async fn interrupted_bases_become_error_and_skips_record_why(engine: Engine) {
     assert_eq!(b3.state, BackupState::Skipped);
     assert!(b3.finished_at.is_some());
     assert!(c.list_backups("other").await.unwrap().is_empty());
+}
+
+async fn a_lease_has_one_owner_and_a_new_epoch_at_every_change_of_owner(engine: Engine) {
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    let long = Duration::from_secs(30);
+    let a = cat
+        .acquire_lease(SRC, "node-a", long)
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(a.epoch, 1);
+    assert!(a.expires_ms >= a.renewed_ms + 30_000 - 1, "{a:?}");
+    // Held: nobody acquires it, not even its owner (that is a renewal).
+    assert_eq!(cat.acquire_lease(SRC, "node-b", long).await.unwrap(), None);
+    assert_eq!(cat.acquire_lease(SRC, "node-a", long).await.unwrap(), None);
+    assert!(cat.lease_held(SRC, "node-a", 1).await.unwrap());
+    assert!(!cat.lease_held(SRC, "node-b", 1).await.unwrap());
+    assert!(!cat.lease_held(SRC, "node-a", 2).await.unwrap());
+    assert!(!cat.lease_held("db2", "node-a", 1).await.unwrap());
+    // Only the tenure itself renews.
+    let renewed = cat
+        .renew_lease(SRC, "node-a", 1, long)
+        .await
+        .unwrap()
+        .expect("renew");
+    assert_eq!(renewed.epoch, 1);
+    assert!(renewed.expires_ms >= a.expires_ms);
+    assert_eq!(cat.renew_lease(SRC, "node-b", 1, long).await.unwrap(), None);
+    assert_eq!(cat.renew_lease(SRC, "node-a", 0, long).await.unwrap(), None);
+
+    // A short tenure expires on the database's clock; then it is never renewed, and
+    // another node takes it under the next epoch.
+    let c = cat
+        .acquire_lease("db2", "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("db2");
+    assert_eq!(c.epoch, 1);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(!cat.lease_held("db2", "node-a", 1).await.unwrap());
+    assert_eq!(
+        cat.renew_lease("db2", "node-a", 1, long).await.unwrap(),
+        None
+    );
+    let b = cat
+        .acquire_lease("db2", "node-b", long)
+        .await
+        .unwrap()
+        .expect("expired is free");
+    assert_eq!(b.epoch, 2);
+    let (now, leases) = cat.list_leases().await.unwrap();
+    let db2 = leases.iter().find(|l| l.source == "db2").expect("db2 row");
+    assert_eq!(db2.owner.as_deref(), Some("node-b"));
+    assert_eq!(db2.previous_owner.as_deref(), Some("node-a"));
+    assert_eq!(db2.previous_renewed_ms, Some(c.renewed_ms));
+    assert!(db2.is_live(now));
+    assert_eq!(
+        leases.iter().map(|l| l.source.as_str()).collect::<Vec<_>>(),
+        [SRC, "db2"]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+
+    // A release frees it at once; the old epoch is dead for good.
+    assert!(!cat.release_lease("db2", "node-a", 2).await.unwrap());
+    assert!(cat.release_lease("db2", "node-b", 2).await.unwrap());
+    assert!(!cat.lease_held("db2", "node-b", 2).await.unwrap());
+    assert_eq!(
+        cat.renew_lease("db2", "node-b", 2, long).await.unwrap(),
+        None
+    );
+    let (now, leases) = cat.list_leases().await.unwrap();
+    let db2 = leases.iter().find(|l| l.source == "db2").expect("db2 row");
+    assert!(!db2.is_live(now) && db2.owner.is_none());
+    let again = cat
+        .acquire_lease("db2", "node-a", long)
+        .await
+        .unwrap()
+        .expect("released is free");
+    assert_eq!(again.epoch, 3);
+    let (_, leases) = cat.list_leases().await.unwrap();
+    let db2 = leases.iter().find(|l| l.source == "db2").expect("db2 row");
+    assert_eq!(db2.previous_owner.as_deref(), Some("node-b"));
+}
+
+async fn racing_acquisitions_leave_one_owner(engine: Engine) {
+    use std::time::Duration;
+    let db = engine.database();
+    // Two pools, as two nodes would have.
+    let pools = [
+        Catalog::open(&db.url).await.expect("open"),
+        Catalog::open(&db.url).await.expect("open second pool"),
+    ];
+    for round in 0..5 {
+        let source = format!("race{round}");
+        let mut tasks = Vec::new();
+        for n in 0..8 {
+            let cat = pools[n % 2].clone();
+            let source = source.clone();
+            tasks.push(tokio::spawn(async move {
+                let node = format!("node-{n}");
+                let got = cat
+                    .acquire_lease(&source, &node, Duration::from_secs(30))
+                    .await?;
+                Ok::<_, CatalogError>(got.map(|g| (node, g.epoch)))
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Some(w) = t.await.expect("join").expect("acquire") {
+                winners.push(w);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let (node, epoch) = &winners[0];
+        assert_eq!(*epoch, 1);
+        assert!(pools[0].lease_held(&source, node, 1).await.unwrap());
+    }
+}
+
+async fn nodes_heartbeat_on_the_database_clock(engine: Engine) {
+    let (cat, _db) = engine.open().await;
+    let before = cat.db_now_ms().await.unwrap();
+    assert!(before > 1_600_000_000_000, "{before} is not ms since 1970");
+    let t1 = cat
+        .node_heartbeat("node-b", "https://10.0.0.8:7480", true)
+        .await
+        .unwrap();
+    let t0 = cat
+        .node_heartbeat("node-a", "https://10.0.0.7:7480", true)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t2 = cat
+        .node_heartbeat("node-b", "https://10.0.0.9:7480", false)
+        .await
+        .unwrap();
+    assert!(t0 >= before && t2 > t1, "{before} {t0} {t1} {t2}");
+    let (now, nodes) = cat.list_nodes().await.unwrap();
+    assert!(now >= t2);
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["node-a", "node-b"]);
+    let b = &nodes[1];
+    assert_eq!(
+        (b.advertise.as_str(), b.started_ms, b.heartbeat_ms),
+        ("https://10.0.0.9:7480", t1, t2)
+    );
 }
