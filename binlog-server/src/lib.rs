@@ -26,6 +26,7 @@
 pub mod api;
 pub mod backups;
 pub mod cli;
+pub mod fleet;
 pub mod fuzzing;
 pub mod http;
 pub mod server;

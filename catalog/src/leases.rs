@@ -118,12 +118,28 @@ pub struct NodeRow {
     pub started_ms: i64,
     /// Its last heartbeat, database clock, ms.
     pub heartbeat_ms: i64,
+    /// 1 while the node is drained (it takes no lease and hands its own over), else 0.
+    pub draining: i64,
+}
+
+impl NodeRow {
+    /// Whether the node is being drained ([`Catalog::set_node_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining != 0
+    }
+
+    /// Whether the node heartbeat within `within` before `now_ms` (database clock).
+    pub fn is_alive(&self, now_ms: i64, within: Duration) -> bool {
+        self.heartbeat_ms > now_ms.saturating_sub(ms(within))
+    }
 }
 
 /// Milliseconds of `d` for SQL, saturating at `i64::MAX`.
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+const NODE_COLUMNS: &str = "id, advertise, started_ms, heartbeat_ms, draining";
 
 const LEASE_COLUMNS: &str = "source, owner, epoch, expires_ms, acquired_ms, renewed_ms, \
      previous_owner, previous_renewed_ms";
@@ -294,7 +310,7 @@ impl Catalog {
 
     /// Records that `node` is alive (its heartbeat, on the database's clock), creating its
     /// row on the first call; `started` also sets its start time (the first heartbeat of
-    /// a process). Returns the heartbeat time, ms.
+    /// a process). Returns the node's row as it now is (with its `draining` flag).
     ///
     /// # Errors
     ///
@@ -304,22 +320,22 @@ impl Catalog {
         node: &str,
         advertise: &str,
         started: bool,
-    ) -> Result<i64, CatalogError> {
+    ) -> Result<NodeRow, CatalogError> {
         const OP: &str = "node_heartbeat";
         let now = now_ms_sql(self.backend);
         sqlx::query(&format!(
-            "INSERT INTO nodes (id, advertise, started_ms, heartbeat_ms) \
-             VALUES ($1, $2, {now}, {now}) ON CONFLICT (id) DO NOTHING"
+            "INSERT INTO nodes (id, advertise, started_ms, heartbeat_ms, draining) \
+             VALUES ($1, $2, {now}, {now}, 0) ON CONFLICT (id) DO NOTHING"
         ))
         .bind(node)
         .bind(advertise)
         .execute(&self.pool)
         .await
         .map_err(query_err(OP))?;
-        sqlx::query_scalar(&format!(
+        sqlx::query_as::<_, NodeRow>(&format!(
             "UPDATE nodes SET advertise = $2, heartbeat_ms = {now}, \
              started_ms = CASE WHEN $3 = 1 THEN {now} ELSE started_ms END \
-             WHERE id = $1 RETURNING heartbeat_ms"
+             WHERE id = $1 RETURNING {NODE_COLUMNS}"
         ))
         .bind(node)
         .bind(advertise)
@@ -336,12 +352,32 @@ impl Catalog {
     /// [`CatalogError::Query`].
     pub async fn list_nodes(&self) -> Result<(i64, Vec<NodeRow>), CatalogError> {
         let now = self.db_now_ms().await?;
-        let rows = sqlx::query_as::<_, NodeRow>(
-            "SELECT id, advertise, started_ms, heartbeat_ms FROM nodes ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("list_nodes"))?;
+        let rows =
+            sqlx::query_as::<_, NodeRow>(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("list_nodes"))?;
         Ok((now, rows))
+    }
+
+    /// Sets or clears `node`'s drain flag (`binlog-server drain --node ID`): while set,
+    /// the node takes no lease and releases the ones it holds, and the other nodes take
+    /// them over. `false` when no such node ever ran on this catalog.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn set_node_draining(
+        &self,
+        node: &str,
+        draining: bool,
+    ) -> Result<bool, CatalogError> {
+        let r = sqlx::query("UPDATE nodes SET draining = $2 WHERE id = $1")
+            .bind(node)
+            .bind(i64::from(draining))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("set_node_draining"))?;
+        Ok(r.rows_affected() > 0)
     }
 }

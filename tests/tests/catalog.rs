@@ -1113,19 +1113,27 @@ async fn nodes_heartbeat_on_the_database_clock(engine: Engine) {
     let t1 = cat
         .node_heartbeat("node-b", "https://10.0.0.8:7480", true)
         .await
-        .unwrap();
+        .unwrap()
+        .heartbeat_ms;
     let t0 = cat
         .node_heartbeat("node-a", "https://10.0.0.7:7480", true)
         .await
-        .unwrap();
+        .unwrap()
+        .heartbeat_ms;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let t2 = cat
+    let b = cat
         .node_heartbeat("node-b", "https://10.0.0.9:7480", false)
         .await
         .unwrap();
+    let t2 = b.heartbeat_ms;
     assert!(t0 >= before && t2 > t1, "{before} {t0} {t1} {t2}");
+    assert!(!b.is_draining());
     let (now, nodes) = cat.list_nodes().await.unwrap();
     assert!(now >= t2);
+    assert!(nodes
+        .iter()
+        .all(|n| n.is_alive(now, std::time::Duration::from_secs(5))));
+    assert!(!nodes[0].is_alive(now + 10_000, std::time::Duration::from_secs(5)));
     let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, ["node-a", "node-b"]);
     let b = &nodes[1];
@@ -1133,4 +1141,15 @@ async fn nodes_heartbeat_on_the_database_clock(engine: Engine) {
         (b.advertise.as_str(), b.started_ms, b.heartbeat_ms),
         ("https://10.0.0.9:7480", t1, t2)
     );
+    // Draining is a flag the node reads at its next heartbeat.
+    assert!(cat.set_node_draining("node-b", true).await.unwrap());
+    assert!(!cat.set_node_draining("node-z", true).await.unwrap());
+    let b = cat
+        .node_heartbeat("node-b", "https://10.0.0.9:7480", false)
+        .await
+        .unwrap();
+    assert!(b.is_draining());
+    assert!(cat.set_node_draining("node-b", false).await.unwrap());
+    let (_, nodes) = cat.list_nodes().await.unwrap();
+    assert!(nodes.iter().all(|n| !n.is_draining()));
 }

@@ -108,3 +108,227 @@ fn a_node_on_a_postgres_catalog_captures_and_survives_sigkill() -> Result<()> {
     server.stop()?;
     Ok(())
 }
+
+mod leases {
+    //! The lease keeper of `binlog_server::fleet::lease`, several nodes on one real
+    //! PostgreSQL catalog, with short leases so that the scenarios take seconds.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use anyhow::{bail, Context, Result};
+    use binlog_server::fleet::lease::{
+        EndReason, LeaseEvent, LeaseHandle, LeaseKeeper, LeaseOptions,
+    };
+    use binlog_tests::Postgres;
+    use catalog::Catalog;
+    use tokio::sync::mpsc::UnboundedReceiver;
+    use tokio_util::sync::CancellationToken;
+
+    const TTL: Duration = Duration::from_millis(1500);
+
+    fn sources(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("s{i}")).collect()
+    }
+
+    struct Node {
+        handle: LeaseHandle,
+        events: UnboundedReceiver<LeaseEvent>,
+        task: tokio::task::JoinHandle<()>,
+        cancel: CancellationToken,
+    }
+
+    async fn node(url: &str, id: &str, srcs: &[String], ttl: Duration) -> Result<Node> {
+        // A pool of its own, as a separate process would have.
+        let cat = Arc::new(Catalog::open(url).await?);
+        let cancel = CancellationToken::new();
+        let opts = LeaseOptions::new(id, format!("https://{id}.test:7480"), ttl);
+        let (handle, events, task) = LeaseKeeper::spawn(cat, srcs.to_vec(), opts, cancel.clone());
+        Ok(Node {
+            handle,
+            events,
+            task,
+            cancel,
+        })
+    }
+
+    fn database(pg: &Postgres, name: &str) -> Result<String> {
+        pg.sql(&format!("CREATE DATABASE {name}"))?;
+        Ok(pg.url_for(name))
+    }
+
+    /// Who may write for each source, from every node's own view; fails if two nodes
+    /// think they own one source at the same moment.
+    fn owners(nodes: &[&Node]) -> Result<BTreeMap<String, (usize, i64)>> {
+        let mut owners = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for (source, epoch) in n.handle.held() {
+                if let Some((j, e)) = owners.insert(source.clone(), (i, epoch)) {
+                    bail!("{source} is owned by node {j} (epoch {e}) and node {i} (epoch {epoch}) at once");
+                }
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Samples `owners` every 50 ms until `done` holds for the owners (or `timeout`).
+    async fn until(
+        nodes: &[&Node],
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, (usize, i64)>) -> bool,
+    ) -> Result<BTreeMap<String, (usize, i64)>> {
+        let t0 = Instant::now();
+        loop {
+            let o = owners(nodes)?;
+            if done(&o) {
+                return Ok(o);
+            }
+            if t0.elapsed() > timeout {
+                bail!("{what}: not within {timeout:?}; owners {o:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Three nodes share seven sources, at most ceil(7/3) = 3 each, never two owners of
+    /// one source; a node that dies (its task aborted, nothing released) has its sources
+    /// taken over by the two others under new epochs within a lease time and two rounds;
+    /// a drained node hands over all it holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_nodes_share_the_sources_and_take_over_a_dead_one() -> Result<()> {
+        let pg = Postgres::start()?;
+        let url = database(&pg, "keepers")?;
+        let srcs = sources(7);
+        let a = node(&url, "node-a", &srcs, TTL).await?;
+        let b = node(&url, "node-b", &srcs, TTL).await?;
+        let c = node(&url, "node-c", &srcs, TTL).await?;
+        let all = [&a, &b, &c];
+        let spread = until(&all, Duration::from_secs(10), "spread", |o| {
+            o.len() == 7 && (0..3).all(|i| o.values().filter(|(n, _)| *n == i).count() <= 3)
+        })
+        .await?;
+        // Steady state: sampled for three lease times, nothing moves.
+        let t0 = Instant::now();
+        while t0.elapsed() < TTL * 3 {
+            assert_eq!(owners(&all)?, spread);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // node-c dies: no release. Its tenures stop by their own deadline, and the
+        // others take them once the leases expire.
+        let c_sources: Vec<String> = c.handle.held().into_keys().collect();
+        assert!(!c_sources.is_empty(), "{spread:?}");
+        c.task.abort();
+        let died = Instant::now();
+        let after = until(&all, TTL * 4, "takeover", |o| {
+            o.len() == 7 && o.values().all(|(n, _)| *n != 2)
+        })
+        .await?;
+        let took = died.elapsed();
+        eprintln!(
+            "takeover of {c_sources:?} by the two other nodes took {took:?} (lease ttl {TTL:?})"
+        );
+        // The leases expire within a ttl of the death, the others count one node less
+        // within a ttl, and their next round (a third of it) takes them: about a ttl
+        // and a round, with a second of slack for a loaded machine.
+        assert!(
+            took < TTL + TTL / 3 + Duration::from_secs(1),
+            "takeover took {took:?}"
+        );
+        for s in &c_sources {
+            let (_, epoch) = after[s];
+            assert_eq!(epoch, spread[s].1 + 1, "{s}: a new epoch for the new owner");
+        }
+        assert!((0..2).all(|i| after.values().filter(|(n, _)| *n == i).count() <= 4));
+
+        // node-a drained: node-b ends up with all seven (the only live, undrained node).
+        let admin = Catalog::open(&url).await?;
+        assert!(admin.set_node_draining("node-a", true).await?);
+        until(&all, TTL * 4, "drain", |o| {
+            o.len() == 7 && o.values().all(|(n, _)| *n == 1)
+        })
+        .await?;
+        for n in [&a, &b] {
+            n.cancel.cancel();
+        }
+        // A clean stop releases: no live lease is left.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (now, leases) = admin.list_leases().await?;
+        assert!(leases.iter().all(|l| !l.is_live(now)), "{leases:?}");
+        Ok(())
+    }
+
+    fn wall_ms() -> i64 {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Waits for the next event of `n`, at most `timeout`.
+    async fn next_event(n: &mut Node, timeout: Duration) -> Result<LeaseEvent> {
+        tokio::time::timeout(timeout, n.events.recv())
+            .await
+            .context("no lease event in time")?
+            .context("the keeper ended")
+    }
+
+    /// PostgreSQL down for less than the lease time: the node keeps its tenure (same
+    /// epoch, token never cancelled). Down for longer: the node stops writing before
+    /// the lease expires by PostgreSQL's own record, and takes the source again, under
+    /// a new epoch, when PostgreSQL is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_cut_off_from_postgres_stops_before_its_lease_expires() -> Result<()> {
+        let ttl = Duration::from_secs(3);
+        let mut pg = Postgres::start()?;
+        let url = database(&pg, "outage")?;
+        let srcs = sources(1);
+        let mut n = node(&url, "node-a", &srcs, ttl).await?;
+        let LeaseEvent::Acquired(first) = next_event(&mut n, ttl * 2).await? else {
+            bail!("expected an acquisition first");
+        };
+        assert_eq!(first.epoch, 1);
+
+        // A short outage (well under the ttl minus its margin).
+        tokio::time::sleep(ttl / 3).await;
+        pg.stop()?;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        pg.restart()?;
+        tokio::time::sleep(ttl * 2).await;
+        assert!(
+            !first.token.is_cancelled(),
+            "a short outage must not stop the source"
+        );
+        assert_eq!(n.handle.held().get("s0"), Some(&1));
+
+        // A long outage: stopped by the node's own clock.
+        pg.stop()?;
+        first.token.cancelled().await;
+        let stopped_at = wall_ms();
+        tokio::time::sleep(ttl).await;
+        pg.restart()?;
+        let admin = Catalog::open(&url).await?;
+        let (_, leases) = admin.list_leases().await?;
+        let expired_at = leases
+            .iter()
+            .find(|l| l.source == "s0")
+            .context("lease row")?
+            .expires_ms;
+        assert!(
+            stopped_at < expired_at,
+            "stopped at {stopped_at} ms, but the lease expired at {expired_at} ms"
+        );
+        match next_event(&mut n, ttl * 2).await? {
+            LeaseEvent::Ended { epoch: 1, why, .. } => assert_eq!(why, EndReason::Expired),
+            other => bail!("expected the end of epoch 1, got {other:?}"),
+        }
+        match next_event(&mut n, ttl * 3).await? {
+            LeaseEvent::Acquired(t) => assert_eq!((t.source.as_str(), t.epoch), ("s0", 2)),
+            other => bail!("expected a new tenure, got {other:?}"),
+        }
+        n.cancel.cancel();
+        Ok(())
+    }
+}

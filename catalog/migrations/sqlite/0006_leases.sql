@@ -6,13 +6,16 @@
 -- every node compares one lease's expiry against one clock.
 
 -- One row per node that ever ran against this catalog; heartbeat_ms moves on every
--- lease round of the node.
+-- lease round of the node. draining = 1: the node hands its leases to the others and
+-- takes none (binlog-server drain), until it is set back to 0.
 CREATE TABLE nodes (
     id              VARCHAR(255) NOT NULL,
     advertise       TEXT         NOT NULL,
     started_ms      BIGINT       NOT NULL,
     heartbeat_ms    BIGINT       NOT NULL,
-    PRIMARY KEY (id)
+    draining        BIGINT       NOT NULL,
+    PRIMARY KEY (id),
+    CHECK (draining IN (0, 1))
 );
 
 -- One row per source that was ever leased. owner NULL = free (released); a lease whose

@@ -16,6 +16,10 @@
 //! url = "sqlite:///var/lib/binlog-server/catalog.db"   # optional; default: <data_dir>/catalog.db
 //! # url = "postgres://binlog@pg.example:5432/binlog?sslmode=verify-full"   # a fleet's catalog
 //! # password_env = "BINLOG_CATALOG_PASSWORD"   # its password (never in url)
+//! [node]                         # optional: one node of a fleet (with a postgres catalog)
+//! id = "node-a"                  # unique in the fleet, stable across restarts
+//! advertise = "https://10.0.0.7:7480"   # this node's API as the other nodes reach it
+//! lease_ttl = "10s"              # a source's lease lasts this long unrenewed (renewed every third)
 //! [capture]                      # optional; defaults shown
 //! fsync_interval = "500ms"       # longest time received bytes stay unsynced while data flows
 //! heartbeat_period = "2s"        # asked of the primary; no packet for 3x this + 5 s = reconnect
@@ -171,6 +175,8 @@ pub struct Config {
     /// Metadata catalog.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// This node of a fleet; absent = a single node that owns every source.
+    pub node: Option<NodeConfig>,
     /// Capture tuning shared by all sources.
     #[serde(default)]
     pub capture: CaptureConfig,
@@ -536,6 +542,36 @@ pub struct CatalogConfig {
     pub password_env: Option<String>,
 }
 
+/// `[node]`: this process as one node of a fleet sharing the catalog and the bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id, unique in the fleet and stable across restarts: 1-64 characters
+    /// from `A-Z a-z 0-9 _ - .`.
+    pub id: String,
+    /// The node's API URL as the other nodes reach it, `http(s)://host:port`.
+    pub advertise: String,
+    /// How long a lease lasts unrenewed (renewed every third of it); default 10 s, at
+    /// least 3 s.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The validated `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The node's id.
+    pub id: String,
+    /// Its API URL for the other nodes.
+    pub advertise: String,
+    /// Lease time to live.
+    pub lease_ttl: Duration,
+}
+
 /// The validated `[catalog]`: where the catalog is and the password to open it with.
 /// `Debug` never shows the password.
 #[derive(Clone)]
@@ -752,6 +788,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// `[catalog]`: URL and password.
     pub catalog: CatalogSettings,
+    /// `[node]`, when this process is a node of a fleet.
+    pub node: Option<NodeSettings>,
     /// Capture tuning.
     pub capture: CaptureConfig,
     /// Object store and staging directory of base backups.
@@ -871,6 +909,64 @@ mod tests {
         );
         let (key, _) = key_of(with("url = \"mysql://root@db/c\"\n").unwrap_err());
         assert_eq!(key, "catalog.url");
+    }
+
+    #[test]
+    fn a_node_has_an_id_an_advertised_url_and_a_lease_ttl() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |node: &str| {
+            Config::parse(&format!("{}[node]\n{node}", base(d.path())))
+                .unwrap()
+                .validate()
+        };
+        assert_eq!(
+            Config::parse(&base(d.path()))
+                .unwrap()
+                .validate()
+                .unwrap()
+                .node,
+            None
+        );
+        let n = with("id = \"node-a\"\nadvertise = \"https://10.0.0.7:7480/\"\n")
+            .unwrap()
+            .node
+            .unwrap();
+        assert_eq!(
+            n,
+            NodeSettings {
+                id: "node-a".into(),
+                advertise: "https://10.0.0.7:7480".into(),
+                lease_ttl: Duration::from_secs(10),
+            }
+        );
+        let n = with("id = \"b\"\nadvertise = \"http://[::1]:7481\"\nlease_ttl = \"4s\"\n")
+            .unwrap()
+            .node
+            .unwrap();
+        assert_eq!(n.lease_ttl, Duration::from_secs(4));
+        for (text, key) in [
+            ("id = \"\"\nadvertise = \"https://h:1\"\n", "node.id"),
+            ("id = \"a/b\"\nadvertise = \"https://h:1\"\n", "node.id"),
+            (
+                "id = \"a\"\nadvertise = \"10.0.0.7:7480\"\n",
+                "node.advertise",
+            ),
+            ("id = \"a\"\nadvertise = \"https://\"\n", "node.advertise"),
+            (
+                "id = \"a\"\nadvertise = \"https://h:1\"\nlease_ttl = \"1s\"\n",
+                "node.lease_ttl",
+            ),
+            (
+                "id = \"a\"\nadvertise = \"https://h:1\"\nlease_ttl = \"1h\"\n",
+                "node.lease_ttl",
+            ),
+        ] {
+            match with(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(Config::parse(&format!("{}[node]\nid = \"a\"\n", base(d.path()))).is_err());
     }
 
     #[test]

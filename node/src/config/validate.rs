@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::schedule;
 use super::{
     env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, CatalogConfig,
-    CatalogSettings, Config, ConfigError, HttpConfig, HttpSettings, PitrConfig, Replication,
-    ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt, StartRaw, Verify,
-    VerifyConfig,
+    CatalogSettings, Config, ConfigError, HttpConfig, HttpSettings, NodeConfig, NodeSettings,
+    PitrConfig, Replication, ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt,
+    StartRaw, Verify, VerifyConfig,
 };
 
 impl Config {
@@ -35,6 +35,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
     let http_listen = http.listen;
     let data_dir = data_dir(&c.data_dir)?;
     let catalog = catalog(&c.catalog, &data_dir)?;
+    let node = c.node.as_ref().map(node).transpose()?;
     capture(&c.capture)?;
     if c.sources.is_empty() {
         return Err(invalid(
@@ -70,6 +71,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
         http_listen,
         http,
         catalog,
+        node,
         capture: c.capture,
         store,
         tools,
@@ -711,4 +713,44 @@ fn url_has_password(url: &str) -> bool {
     authority
         .rsplit_once('@')
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// Shortest `[node] lease_ttl`: renewals every third of it must fit a slow statement.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// Longest `[node] lease_ttl`: a dead node's sources wait this long for a new owner.
+const MAX_LEASE_TTL: Duration = Duration::from_secs(600);
+
+/// `[node]`: an id like a source name, an http(s) advertise URL, a lease_ttl in range.
+fn node(n: &NodeConfig) -> Result<NodeSettings, ConfigError> {
+    source_name("node.id", &n.id)?;
+    let scheme_ok = n.advertise.starts_with("https://") || n.advertise.starts_with("http://");
+    let host = n
+        .advertise
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    if !scheme_ok || host.is_empty() {
+        return Err(invalid(
+            "node.advertise",
+            format!(
+                "{:?}: expected this node's API URL as the other nodes reach it, e.g. \
+                 https://10.0.0.7:7480",
+                n.advertise
+            ),
+        ));
+    }
+    if !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&n.lease_ttl) {
+        return Err(invalid(
+            "node.lease_ttl",
+            format!(
+                "{:?}: use 3s to 10m (a dead node's sources wait this long for a new owner)",
+                n.lease_ttl
+            ),
+        ));
+    }
+    Ok(NodeSettings {
+        id: n.id.clone(),
+        advertise: n.advertise.trim_end_matches('/').to_owned(),
+        lease_ttl: n.lease_ttl,
+    })
 }

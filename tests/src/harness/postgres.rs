@@ -9,7 +9,7 @@
 //! which would daemonize it), so it is stopped by its PID like every other process the
 //! harness starts: SIGINT (PostgreSQL's "fast" shutdown), a bounded wait, then SIGKILL.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +34,8 @@ pub struct Postgres {
     /// The directory holding its data directory (`data/`), socket and log.
     dir: PathBuf,
     psql: PathBuf,
+    postgres: PathBuf,
+    run_as: Option<(u32, u32)>,
     // Declared last: removed after the server was stopped in `Drop`.
     _tmp: tempfile::TempDir,
 }
@@ -91,29 +93,14 @@ impl Postgres {
         as_user(&mut init, run_as);
         run_bounded(&mut init, Duration::from_secs(120), "initdb")?;
         let port = free_port();
-        let log = File::create(dir.join("postgres.log")).context("create postgres.log")?;
-        if let Some((uid, gid)) = run_as {
-            chown(&dir.join("postgres.log"), uid, gid)?;
-        }
-        let mut cmd = Command::new(&postgres);
-        cmd.arg("-D")
-            .arg(dir.join("data"))
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-k")
-            .arg(&dir)
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("duplicate the log handle")?)
-            .stderr(log);
-        as_user(&mut cmd, run_as);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("start {}", postgres.display()))?;
+        let child = spawn_postgres(&postgres, &dir, port, run_as)?;
         let mut pg = Postgres {
             child: Some(child),
             port,
             dir,
             psql,
+            postgres,
+            run_as,
             _tmp: tmp,
         };
         if let Err(e) = pg.wait_ready() {
@@ -199,6 +186,24 @@ impl Postgres {
         }
     }
 
+    /// Starts the server again on the same data directory and port after
+    /// [`stop`](Postgres::stop) or [`kill9`](Postgres::kill9) (a catalog outage that
+    /// ends); waits until it answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.child = Some(spawn_postgres(
+            &self.postgres,
+            &self.dir,
+            self.port,
+            self.run_as,
+        )?);
+        if let Err(e) = self.wait_ready() {
+            let tail = file_tail(&self.dir.join("postgres.log"), 30);
+            return Err(e.context(format!("PostgreSQL did not start again; its log:\n{tail}")));
+        }
+        Ok(())
+    }
+
     /// SIGKILL of the server (a crash of the catalog).
     pub fn kill9(&mut self) -> Result<()> {
         match self.child.take() {
@@ -218,6 +223,37 @@ impl Drop for Postgres {
             let _ = self.kill9();
         }
     }
+}
+
+/// Starts `postgres` on `<dir>/data`, port `port` on 127.0.0.1 and a socket in `dir`,
+/// logging to `<dir>/postgres.log` (appended), as `run_as` when given.
+fn spawn_postgres(
+    postgres: &Path,
+    dir: &Path,
+    port: u16,
+    run_as: Option<(u32, u32)>,
+) -> Result<Child> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgres.log"))
+        .context("open postgres.log")?;
+    if let Some((uid, gid)) = run_as {
+        chown(&dir.join("postgres.log"), uid, gid)?;
+    }
+    let mut cmd = Command::new(postgres);
+    cmd.arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-k")
+        .arg(dir)
+        .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("duplicate the log handle")?)
+        .stderr(log);
+    as_user(&mut cmd, run_as);
+    cmd.spawn()
+        .with_context(|| format!("start {}", postgres.display()))
 }
 
 /// The (uid, gid) of the `postgres` user when the tests run as root (PostgreSQL refuses

@@ -1,0 +1,10 @@
+//! A node of a fleet: several binlog-server processes on one shared catalog
+//! (PostgreSQL) and one bucket, each source owned by at most one node at a time.
+//!
+//! - [`lease`]: the lease keeper: which sources this node owns, under which epoch, and
+//!   when it must stop writing for each (`[node]` in the configuration).
+//!
+//! The catalog side of leases (the tables, the compare-and-set statements, the fence)
+//! is `catalog::leases`.
+
+pub mod lease;
