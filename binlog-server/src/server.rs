@@ -26,8 +26,7 @@ use replay::pitr::{PitrDeps, PitrService};
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let catalog = Arc::new(
         settings
-            .catalog
-            .open()
+            .open_catalog()
             .await
             .context("open the catalog ([catalog] url)")?,
     );

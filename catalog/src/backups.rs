@@ -305,9 +305,9 @@ impl Catalog {
             "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
              consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
-             store_url, state_changed_at) \
+             store_url, state_changed_at, node) \
              VALUES ($1, $2, $3, $4, $5, $6, 'DOING', NULL, $7, NULL, 0, NULL, NULL, NULL, NULL, $8, \
-             NULL, $9, $10, $11, $12, $13, $14)",
+             NULL, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&b.id)
         .bind(&b.source)
@@ -323,6 +323,7 @@ impl Catalog {
         .bind(b.db_list.as_deref())
         .bind(b.store_url.as_deref())
         .bind(ts)
+        .bind(self.node())
         .execute(&self.pool)
         .await;
         match r {
@@ -572,20 +573,23 @@ impl Catalog {
         Ok(())
     }
 
-    /// Bases left in DOING or UPLOADING by a process that died: set to ERROR ("interrupted:
-    /// the process stopped before the base was complete"). Call once at start-up, before
-    /// any backup runs. Returns their ids (their objects are garbage to collect).
+    /// This node's bases left in DOING or UPLOADING by a process that died: set to ERROR
+    /// ("interrupted: the process stopped before the base was complete"). Call once at
+    /// start-up, before any backup runs. Returns their ids (their objects are garbage to
+    /// collect). Other nodes' bases are left alone ([`Catalog::with_node`]).
     ///
     /// # Errors
     ///
     /// [`CatalogError::Query`].
     pub async fn fail_interrupted_backups(&self) -> Result<Vec<String>, CatalogError> {
         const OP: &str = "fail_interrupted_backups";
-        let ids: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM base_backups WHERE state IN ('DOING','UPLOADING')")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(query_err(OP))?;
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM base_backups WHERE state IN ('DOING','UPLOADING') AND node = $1",
+        )
+        .bind(self.node())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err(OP))?;
         let mut out = Vec::new();
         for (id,) in ids {
             match self
@@ -623,8 +627,9 @@ impl Catalog {
             "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
              consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
-             store_url, state_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'COMPLETED', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+             store_url, state_changed_at, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'COMPLETED', $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22, $23)",
         )
         .bind(&b.id)
         .bind(&b.source)
@@ -648,6 +653,7 @@ impl Catalog {
         .bind(b.db_list.as_deref())
         .bind(b.store_url.as_deref())
         .bind(unix_now())
+        .bind(self.node())
         .execute(&mut *tx)
         .await
         .map_err(query_err(OP))?;

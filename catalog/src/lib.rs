@@ -71,6 +71,7 @@ pub mod verify;
 use binlog::binlog_seq;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -437,6 +438,7 @@ async fn open_sqlite(url: &str, rest: &str) -> Result<(Catalog, String), Catalog
     let catalog = Catalog {
         pool,
         backend: Backend::Sqlite,
+        node: Arc::from(""),
     };
     Ok((catalog, url.to_owned()))
 }
@@ -505,6 +507,7 @@ async fn open_postgres(
     let catalog = Catalog {
         pool,
         backend: Backend::Postgres,
+        node: Arc::from(""),
     };
     Ok((catalog, shown))
 }
@@ -534,6 +537,8 @@ impl Backend {
 pub struct Catalog {
     pool: AnyPool,
     backend: Backend,
+    /// The node whose jobs this handle creates and sweeps ([`Catalog::with_node`]).
+    node: Arc<str>,
 }
 
 impl Catalog {
@@ -615,6 +620,22 @@ impl Catalog {
             })?;
         tracing::debug!(url = %shown, backend = catalog.backend.as_str(), "catalog opened");
         Ok(catalog)
+    }
+
+    /// This handle with `node` as the node that runs the jobs it creates (bases, PITRs,
+    /// verifications: their `node` column), and whose jobs its start-up sweeps
+    /// ([`fail_interrupted_backups`](Catalog::fail_interrupted_backups),
+    /// [`unfinished_pitr_jobs`](Catalog::unfinished_pitr_jobs),
+    /// [`cancel_running_verifications`](Catalog::cancel_running_verifications)) touch.
+    /// A handle from [`open`](Catalog::open) is node `""`, a single node's.
+    pub fn with_node(mut self, node: &str) -> Catalog {
+        self.node = Arc::from(node);
+        self
+    }
+
+    /// The node this handle runs jobs as (`""` for a single node).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The engine this catalog lives in.

@@ -35,8 +35,8 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         let ts = unix_now();
         sqlx::query(
-            "INSERT INTO pitr_jobs (id, source, state, report, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO pitr_jobs (id, source, state, report, created_at, updated_at, node) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, report = excluded.report, \
              updated_at = excluded.updated_at",
         )
@@ -46,6 +46,7 @@ impl Catalog {
         .bind(report)
         .bind(ts)
         .bind(ts)
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .map_err(query_err("save_pitr_job"))?;
@@ -67,8 +68,9 @@ impl Catalog {
         .map_err(query_err("get_pitr_job"))
     }
 
-    /// Jobs that were still running (not done, failed or removed) — after a restart
-    /// they are interrupted. Returns their rows.
+    /// This node's jobs that were still running (not done, failed or removed) — after a
+    /// restart they are interrupted. Returns their rows. Other nodes' jobs are theirs
+    /// ([`Catalog::with_node`]).
     ///
     /// # Errors
     ///
@@ -76,8 +78,9 @@ impl Catalog {
     pub async fn unfinished_pitr_jobs(&self) -> Result<Vec<PitrJobRow>, CatalogError> {
         sqlx::query_as(
             "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs \
-             WHERE state NOT IN ('done', 'failed', 'removed') ORDER BY created_at",
+             WHERE state NOT IN ('done', 'failed', 'removed') AND node = $1 ORDER BY created_at",
         )
+        .bind(self.node())
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("unfinished_pitr_jobs"))

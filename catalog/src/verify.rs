@@ -39,8 +39,8 @@ impl Catalog {
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn save_verification(&self, r: &VerificationRow) -> Result<(), CatalogError> {
         sqlx::query(&format!(
-            "INSERT INTO verifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-             CASE WHEN $11 = 1 THEN $8 ELSE NULL END, $9, $10) \
+            "INSERT INTO verifications ({COLUMNS}, node) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             CASE WHEN $11 = 1 THEN $8 ELSE NULL END, $9, $10, $12) \
              ON CONFLICT (id) DO UPDATE SET base_id = excluded.base_id, state = excluded.state, \
              finished_at = excluded.finished_at, rto_seconds = excluded.rto_seconds, \
              error = excluded.error, report = excluded.report"
@@ -59,6 +59,7 @@ impl Catalog {
         .bind(&r.error)
         .bind(&r.report)
         .bind(i64::from(r.rto_seconds.is_some()))
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .map_err(query_err("save_verification"))?;
@@ -108,8 +109,8 @@ impl Catalog {
         .map_err(query_err("list_verifications"))
     }
 
-    /// Marks runs left "running" by a previous process as cancelled with `why`; returns
-    /// their ids.
+    /// Marks this node's runs left "running" by a previous process as cancelled with
+    /// `why`; returns their ids. Other nodes' runs are left alone ([`Catalog::with_node`]).
     ///
     /// # Errors
     ///
@@ -119,16 +120,18 @@ impl Catalog {
         why: &str,
     ) -> Result<Vec<String>, CatalogError> {
         let ids: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM verifications WHERE state = 'running'")
+            sqlx::query_as("SELECT id FROM verifications WHERE state = 'running' AND node = $1")
+                .bind(self.node())
                 .fetch_all(&self.pool)
                 .await
                 .map_err(query_err("cancel_running_verifications"))?;
         sqlx::query(
             "UPDATE verifications SET state = 'cancelled', error = $1, finished_at = $2 \
-             WHERE state = 'running'",
+             WHERE state = 'running' AND node = $3",
         )
         .bind(why)
         .bind(unix_now())
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .map_err(query_err("cancel_running_verifications"))?;

@@ -112,6 +112,7 @@ on_both_engines!(
     a_lease_has_one_owner_and_a_new_epoch_at_every_change_of_owner,
     racing_acquisitions_leave_one_owner,
     nodes_heartbeat_on_the_database_clock,
+    start_up_sweeps_touch_only_the_nodes_own_jobs,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -1152,4 +1153,85 @@ async fn nodes_heartbeat_on_the_database_clock(engine: Engine) {
     assert!(cat.set_node_draining("node-b", false).await.unwrap());
     let (_, nodes) = cat.list_nodes().await.unwrap();
     assert!(nodes.iter().all(|n| !n.is_draining()));
+}
+
+async fn start_up_sweeps_touch_only_the_nodes_own_jobs(engine: Engine) {
+    use catalog::verify::VerificationRow;
+    let db = engine.database();
+    let single = Catalog::open(&db.url).await.expect("open");
+    let a = Catalog::open(&db.url)
+        .await
+        .expect("open")
+        .with_node("node-a");
+    let b = Catalog::open(&db.url)
+        .await
+        .expect("open")
+        .with_node("node-b");
+    assert_eq!(
+        (single.node(), a.node(), b.node()),
+        ("", "node-a", "node-b")
+    );
+    let run = |id: &str| VerificationRow {
+        id: id.into(),
+        source: SRC.into(),
+        base_id: None,
+        trigger_kind: "manual".into(),
+        state: "running".into(),
+        started_at: 1_000,
+        finished_at: None,
+        rto_seconds: None,
+        error: None,
+        report: "{}".into(),
+    };
+    for (cat, tag) in [(&single, "x"), (&a, "a"), (&b, "b")] {
+        cat.begin_backup(&new(&format!("base-{tag}")))
+            .await
+            .unwrap();
+        cat.save_pitr_job(&format!("pitr-{tag}"), SRC, "replaying", "{}")
+            .await
+            .unwrap();
+        cat.save_verification(&run(&format!("verify-{tag}")))
+            .await
+            .unwrap();
+    }
+    // node-b restarts: only its own work is interrupted.
+    assert_eq!(b.fail_interrupted_backups().await.unwrap(), ["base-b"]);
+    let pitrs: Vec<String> = b
+        .unfinished_pitr_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(pitrs, ["pitr-b"]);
+    assert_eq!(
+        b.cancel_running_verifications("restart").await.unwrap(),
+        ["verify-b"]
+    );
+    for tag in ["a", "x"] {
+        let base = a.get_backup(&format!("base-{tag}")).await.unwrap().unwrap();
+        assert_eq!(base.state, BackupState::Doing, "base-{tag}");
+        let v = a
+            .get_verification(&format!("verify-{tag}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.state, "running", "verify-{tag}");
+    }
+    assert_eq!(
+        b.get_verification("verify-b").await.unwrap().unwrap().state,
+        "cancelled"
+    );
+    // Another node rewriting a job's report does not take the job over.
+    a.save_pitr_job("pitr-b", SRC, "replaying", "{\"by\":\"a\"}")
+        .await
+        .unwrap();
+    assert!(a
+        .unfinished_pitr_jobs()
+        .await
+        .unwrap()
+        .iter()
+        .all(|j| j.id == "pitr-a"));
+    // The single node's sweep finds the rows of before the fleet (node '').
+    assert_eq!(single.fail_interrupted_backups().await.unwrap(), ["base-x"]);
 }

@@ -129,8 +129,7 @@ pub fn rebuild(config: &Path, only: Option<&str>) -> ExitCode {
     let result = rt.block_on(async {
         use anyhow::Context;
         let catalog = s
-            .catalog
-            .open()
+            .open_catalog()
             .await
             .context("open the catalog ([catalog] url)")?;
         let index_path = s.data_dir.join("index.rocksdb");

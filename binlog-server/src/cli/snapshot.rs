@@ -111,7 +111,7 @@ pub fn main() -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async move {
-        let catalog = match settings.catalog.open().await {
+        let catalog = match settings.open_catalog().await {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 eprintln!("snapshotter: open the catalog: {e}");

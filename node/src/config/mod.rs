@@ -593,6 +593,23 @@ impl CatalogSettings {
     }
 }
 
+impl Settings {
+    /// Opens the catalog as this node: [`CatalogSettings::open`], then
+    /// [`catalog::Catalog::with_node`] with `[node] id` (a single node is `""`), so the
+    /// jobs it starts and sweeps are this node's.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`catalog::Catalog::open_with_password`].
+    pub async fn open_catalog(&self) -> Result<catalog::Catalog, catalog::CatalogError> {
+        let catalog = self.catalog.open().await?;
+        Ok(match &self.node {
+            Some(n) => catalog.with_node(&n.id),
+            None => catalog,
+        })
+    }
+}
+
 impl fmt::Debug for CatalogSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CatalogSettings")
