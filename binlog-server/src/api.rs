@@ -159,9 +159,22 @@ fn status_now(s: &SourceRuntime) -> node::status::SourceStatus {
     snap
 }
 
-async fn list_sources(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
-    let v: Vec<_> = st.sources.values().map(status_now).collect();
+async fn list_sources(
+    State(st): State<Arc<ApiState>>,
+    caller: Option<Extension<Caller>>,
+) -> impl IntoResponse {
+    let v: Vec<_> = st
+        .sources
+        .values()
+        .filter(|s| may_use(&caller, &s.name))
+        .map(status_now)
+        .collect();
     Json(v)
+}
+
+/// Whether the caller may see `source` (a token limited to other sources may not).
+fn may_use(caller: &Option<Extension<Caller>>, source: &str) -> bool {
+    caller.as_ref().is_none_or(|Extension(c)| c.may_use(source))
 }
 
 async fn get_source(
@@ -422,10 +435,11 @@ async fn run_retention(
 async fn get_job(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<impl IntoResponse, ApiError> {
     match st.backups.job(&id).await.map_err(internal)? {
-        Some(j) => Ok(Json(j)),
-        None => Err(not_found(format!("no job {id:?}"))),
+        Some(j) if may_use(&caller, &j.source) => Ok(Json(j)),
+        _ => Err(not_found(format!("no job {id:?}"))),
     }
 }
 
@@ -558,15 +572,37 @@ async fn pitr_start(
 async fn pitr_get(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(st.pitr.get(&id).await.map_err(pitr_err)?))
+    let report = st.pitr.get(&id).await.map_err(pitr_err)?;
+    pitr_visible(&report, &caller, &id)?;
+    Ok(Json(report))
 }
 
 async fn pitr_remove(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if caller.as_ref().is_some_and(|Extension(c)| c.is_limited()) {
+        let report = st.pitr.get(&id).await.map_err(pitr_err)?;
+        pitr_visible(&report, &caller, &id)?;
+    }
     Ok(Json(st.pitr.remove(&id).await.map_err(pitr_err)?))
+}
+
+/// A PITR job of a source the caller may not use is "not found" to it.
+fn pitr_visible(
+    report: &serde_json::Value,
+    caller: &Option<Extension<Caller>>,
+    id: &str,
+) -> Result<(), ApiError> {
+    let source = report["source"].as_str().unwrap_or("");
+    if may_use(caller, source) {
+        Ok(())
+    } else {
+        Err(not_found(format!("no PITR job {id:?}")))
+    }
 }
 
 /// The HTTP status of each [`VerifyError`](verifier::runner::VerifyError): the one
@@ -628,8 +664,23 @@ async fn verify_list(
 async fn verify_get(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
+    caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
     let now = catalog::unix_now();
+    let limited = caller.as_ref().is_some_and(|Extension(c)| c.is_limited());
+    if limited && (id == "summary" || id == "summary.html") {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the verification summary spans every source; this token is limited to some".into(),
+        ));
+    }
+    let visible = |r: &verifier::report::Report| {
+        if may_use(&caller, &r.source) {
+            Ok(())
+        } else {
+            Err(not_found(format!("no verification {id:?}")))
+        }
+    };
     let html =
         |page: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response();
     if id == "summary" || id == "summary.html" {
@@ -650,7 +701,10 @@ async fn verify_get(
     }
     if let Some(id) = id.strip_suffix(".html") {
         let r = st.verify.get(id).await.map_err(verify_err)?;
+        visible(&r)?;
         return Ok(html(verifier::html::report_page(&r, now)));
     }
-    Ok(Json(st.verify.get(&id).await.map_err(verify_err)?).into_response())
+    let r = st.verify.get(&id).await.map_err(verify_err)?;
+    visible(&r)?;
+    Ok(Json(r).into_response())
 }

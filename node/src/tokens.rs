@@ -4,13 +4,20 @@
 //!
 //! # The tokens file (`[http] tokens_file`)
 //!
-//! One token per line, `<role> <name> sha256:<64 hex digits>`; `#` starts a comment.
+//! One token per line, `<role> <name> sha256:<64 hex digits>`, optionally followed by
+//! `sources = ["db1", "db2"]` to limit the token to those sources (a fleet serves several
+//! teams); `#` starts a comment.
 //!
 //! ```text
 //! # role   name         SHA-256 of the token (binlog-server token add prints the token once)
 //! admin    alice        sha256:5f8c...
 //! read     prometheus   sha256:0a1b...
+//! operate  team-orders  sha256:77d0...  sources = ["orders", "orders-eu"]
 //! ```
+//!
+//! A limited token reaches only the routes of its sources (`/v1/sources/<name>/...`),
+//! the list of sources (showing its own), and the PITR jobs, verifications and backup
+//! jobs of its sources by id; every other route refuses it (`http::auth`).
 //!
 //! `[http] tokens_env` names an environment variable holding the same lines instead
 //! (`;` may separate them), read once at start.
@@ -87,11 +94,12 @@ pub enum TokensError {
     },
 }
 
-/// One token: its caller's name, role and the SHA-256 of the token.
+/// One token: its caller's name, role, sources and the SHA-256 of the token.
 #[derive(Clone)]
 struct Entry {
     name: String,
     role: Role,
+    sources: Option<Vec<String>>,
     hash: [u8; 32],
 }
 
@@ -156,9 +164,17 @@ impl Tokens {
                 line: i + 1,
                 message,
             };
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [role, name, hash] = fields[..] else {
+            let fields = next_field(line).and_then(|(role, rest)| {
+                let (name, rest) = next_field(rest)?;
+                let (hash, rest) = next_field(rest)?;
+                Some((role, name, hash, rest.trim()))
+            });
+            let Some((role, name, hash, rest)) = fields else {
                 return Err(bad("expected `<role> <name> sha256:<64 hex digits>`".into()));
+            };
+            let sources = match rest {
+                "" => None,
+                rest => Some(parse_sources(rest).map_err(bad)?),
             };
             let role: Role = role.parse().map_err(bad)?;
             let hex_part = hash
@@ -173,6 +189,7 @@ impl Tokens {
             entries.push(Entry {
                 name: name.to_string(),
                 role,
+                sources,
                 hash: digest,
             });
         }
@@ -208,6 +225,7 @@ impl Tokens {
         found.map(|e| Caller {
             name: e.name.clone(),
             role: e.role,
+            sources: e.sources.clone(),
         })
     }
 }
@@ -219,6 +237,62 @@ pub struct Caller {
     pub name: String,
     /// Its role.
     pub role: Role,
+    /// The sources it is limited to; `None`: every source.
+    pub sources: Option<Vec<String>>,
+}
+
+impl Caller {
+    /// Whether the caller may act on `source`.
+    pub fn may_use(&self, source: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == source))
+    }
+
+    /// Whether the caller is limited to some sources.
+    pub fn is_limited(&self) -> bool {
+        self.sources.is_some()
+    }
+}
+
+/// The first whitespace-separated field of `s` and what follows it; `None` when `s` is
+/// blank.
+fn next_field(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim_start();
+    if s.is_empty() {
+        return None;
+    }
+    let end = s.find(char::is_whitespace).unwrap_or(s.len());
+    Some(s.split_at(end))
+}
+
+/// The `sources = ["a", "b"]` part of a tokens-file line: a non-empty list of quoted
+/// names without quotes or backslashes inside.
+// The text is the product: a parser's message to the person who wrote the input
+// (config file, CLI flag or API field), shown as it is; no caller acts on it.
+fn parse_sources(rest: &str) -> Result<Vec<String>, String> {
+    const FORM: &str = "after the hash, only `sources = [\"db1\", \"db2\"]` may follow";
+    let list = rest
+        .strip_prefix("sources")
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('='))
+        .map(str::trim)
+        .and_then(|r| r.strip_prefix('['))
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(|| FORM.to_string())?;
+    let mut names = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let name = item
+            .strip_prefix('"')
+            .and_then(|i| i.strip_suffix('"'))
+            .filter(|n| !n.is_empty() && !n.contains(['"', '\\']))
+            .ok_or_else(|| format!("{item:?} in sources is not a quoted source name"))?;
+        names.push(name.to_string());
+    }
+    if names.is_empty() {
+        return Err("sources = [] would allow nothing: name at least one source".into());
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -240,12 +314,48 @@ mod tests {
             tokens.check(&t),
             Some(Caller {
                 name: "alice".into(),
-                role: Role::Admin
+                role: Role::Admin,
+                sources: None,
             })
         );
         assert_eq!(tokens.check("bls_other").unwrap().role, Role::Read);
         assert_eq!(tokens.check(&t[..67]), None);
         assert_eq!(tokens.check(""), None);
+    }
+
+    #[test]
+    fn a_token_may_be_limited_to_some_sources() {
+        let text = format!(
+            "{}   sources = [\"orders\", \"orders-eu\"]\n{}\tsources=[\"db1\"] # one\n{}\n",
+            file_line(Role::Operate, "team", "bls_team").replace(' ', "   "),
+            file_line(Role::Read, "one", "bls_one"),
+            file_line(Role::Admin, "all", "bls_all"),
+        );
+        let tokens = Tokens::parse(&text).unwrap();
+        let team = tokens.check("bls_team").unwrap();
+        assert_eq!(
+            team.sources,
+            Some(vec!["orders".into(), "orders-eu".into()])
+        );
+        assert!(team.is_limited() && team.may_use("orders-eu") && !team.may_use("db1"));
+        let one = tokens.check("bls_one").unwrap();
+        assert!(one.may_use("db1") && !one.may_use("orders"));
+        let all = tokens.check("bls_all").unwrap();
+        assert!(!all.is_limited() && all.may_use("anything"));
+        let hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        for tail in [
+            "sources = []",
+            "sources = [db1]",
+            "source = [\"a\"]",
+            "extra",
+            "sources = [\"a\"",
+        ] {
+            let line = format!("read x {hash} {tail}\n");
+            assert!(
+                matches!(Tokens::parse(&line), Err(TokensError::Line { line: 1, .. })),
+                "{line}"
+            );
+        }
     }
 
     #[test]

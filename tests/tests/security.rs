@@ -315,6 +315,78 @@ fn every_route_needs_the_role_its_table_says() -> Result<()> {
     Ok(())
 }
 
+/// A token limited to some sources (`sources = [...]` on its tokens-file line) reaches
+/// only those: the list shows its sources, another source's routes are 403, routes that
+/// span every source are 403, and a job id it cannot see is 404.
+#[test]
+fn a_token_limited_to_sources_reaches_only_those() -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let s = secured("")?;
+    let line = |role: &str, name: &str, token: &str, sources: &str| {
+        format!(
+            "{role} {name} sha256:{}   sources = {sources}\n",
+            hex::encode(Sha256::digest(token.as_bytes()))
+        )
+    };
+    let (mine, theirs) = ("bls_team_arch_0123456789", "bls_team_other_0123456789");
+    let mut text = std::fs::read_to_string(&s.tokens_file)?;
+    text.push_str(&line("operate", "team-arch", mine, "[\"arch\"]"));
+    text.push_str(&line(
+        "admin",
+        "team-other",
+        theirs,
+        "[\"other\", \"more\"]",
+    ));
+    std::fs::write(&s.tokens_file, text)?;
+    wait_for(
+        "the limited tokens are read",
+        Duration::from_secs(10),
+        || {
+            let (code, _) = s.call("GET", "/v1/sources", Some(mine), "")?;
+            Ok((code == 200).then_some(()))
+        },
+    )?;
+
+    let names = |token: &str| -> Result<Vec<String>> {
+        let (code, v) = s.call("GET", "/v1/sources", Some(token), "")?;
+        assert_eq!(code, 200, "{v}");
+        Ok(v.as_array()
+            .context("a list")?
+            .iter()
+            .filter_map(|x| x["name"].as_str().map(str::to_string))
+            .collect())
+    };
+    assert_eq!(names(mine)?, ["arch"]);
+    assert!(
+        names(theirs)?.is_empty(),
+        "another team's sources are not listed"
+    );
+    assert_eq!(names(s.token("read"))?, ["arch"]);
+
+    for path in ["/v1/sources/arch", "/v1/sources/arch/binlogs"] {
+        let (code, v) = s.call("GET", path, Some(mine), "")?;
+        assert_eq!(code, 200, "{path}: {v}");
+        let (code, v) = s.call("GET", path, Some(theirs), "")?;
+        assert_eq!(code, 403, "{path}: {v}");
+        let msg = v["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("team-other") && msg.contains("\"arch\""),
+            "{msg}"
+        );
+    }
+    let (code, v) = s.call("POST", "/v1/sources/arch/restart", Some(theirs), "{}")?;
+    assert_eq!(code, 403, "even an admin token of another team: {v}");
+    for path in ["/metrics", "/v1/verifications", "/v1/verifications/summary"] {
+        let (code, v) = s.call("GET", path, Some(mine), "")?;
+        assert_eq!(code, 403, "{path} spans every source: {v}");
+        let (code, v) = s.call("GET", path, Some(s.token("read")), "")?;
+        assert_eq!(code, 200, "{path} for an unlimited token: {v}");
+    }
+    let (code, v) = s.call("GET", "/v1/pitr/no-such-job", Some(mine), "")?;
+    assert_eq!(code, 404, "{v}");
+    Ok(())
+}
+
 /// Cross-site requests and media types: a POST without `Content-Type:
 /// application/json` is 415 (also with an empty body), a foreign `Origin` or
 /// `Sec-Fetch-Site: cross-site` 403, a DNS-rebinding `Host` 403; every rejection axum

@@ -25,6 +25,10 @@ pub enum TokenCmd {
         /// read, operate or admin.
         #[arg(long)]
         role: Role,
+        /// Limit the token to these sources (comma-separated, e.g. `--sources db1,db2`):
+        /// it reaches only their routes and sees only them in the list.
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<String>,
     },
 }
 
@@ -64,15 +68,32 @@ fn write_private(path: &Path, text: &str, append: bool) -> std::io::Result<()> {
 /// Runs a `token` sub-command.
 pub fn token(cmd: TokenCmd) -> ExitCode {
     match cmd {
-        TokenCmd::Add { file, name, role } => {
+        TokenCmd::Add {
+            file,
+            name,
+            role,
+            sources,
+        } => {
             if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '#') {
                 eprintln!("binlog-server: --name must be one word without '#'");
                 return ExitCode::from(2);
             }
+            let bad_source = |n: &String| {
+                n.is_empty() || n.contains(|c: char| c.is_whitespace() || "\"\\#,".contains(c))
+            };
+            if sources.iter().any(bad_source) {
+                eprintln!("binlog-server: --sources takes source names separated by commas");
+                return ExitCode::from(2);
+            }
+            let limit = if sources.is_empty() {
+                String::new()
+            } else {
+                let quoted: Vec<String> = sources.iter().map(|n| format!("\"{n}\"")).collect();
+                format!(" sources = [{}]", quoted.join(", "))
+            };
             if let Ok(existing) = std::fs::read_to_string(&file) {
-                if let Err(e) =
-                    Tokens::parse(&format!("{existing}\n{}", file_line(role, &name, "probe")))
-                {
+                let probe = format!("{}{limit}", file_line(role, &name, "probe"));
+                if let Err(e) = Tokens::parse(&format!("{existing}\n{probe}")) {
                     eprintln!("binlog-server: {}: {e}", file.display());
                     return ExitCode::from(2);
                 }
@@ -84,7 +105,7 @@ pub fn token(cmd: TokenCmd) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let line = format!("{}\n", file_line(role, &name, &token));
+            let line = format!("{}{limit}\n", file_line(role, &name, &token));
             if let Err(e) = write_private(&file, &line, true) {
                 eprintln!("binlog-server: write {}: {e}", file.display());
                 return ExitCode::FAILURE;

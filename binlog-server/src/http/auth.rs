@@ -27,7 +27,9 @@
 //! 2. an `Origin` header, when present, names this very host and port, and
 //!    `Sec-Fetch-Site` is not `cross-site` (else 403: no cross-site request);
 //! 3. the route's role ([`required_role`]) against the caller's token: no or unknown
-//!    token 401 (with `WWW-Authenticate: Bearer`), too small a role 403;
+//!    token 401 (with `WWW-Authenticate: Bearer`), too small a role 403; a token limited
+//!    to some sources (`sources = [...]` on its line) reaching another source, or a
+//!    route that spans every source, 403 ([`source_scope`]);
 //! 4. POST, PUT, PATCH and DELETE carry `Content-Type: application/json`, even with an
 //!    empty body (else 415): a browser cannot send that cross-site without a CORS
 //!    preflight, which this API never answers.
@@ -117,6 +119,7 @@ impl Guard {
             Mode::Open => Some(Caller {
                 name: "local".into(),
                 role: Role::Admin,
+                sources: None,
             }),
             Mode::Tokens { path, loaded } => {
                 let mut l = node::util::lock(loaded);
@@ -158,6 +161,45 @@ pub fn required_role(method: &Method, route: &str, metrics_open: bool) -> Option
         ("DELETE", _) => Some(Role::Admin),
         _ => Some(Role::Admin),
     }
+}
+
+/// Routes open to a token limited to some sources whose handler checks the source of
+/// what it returns (the list shows the token's sources; a job of another source is
+/// "not found").
+const SCOPED_BY_HANDLER: [&str; 4] = [
+    "/v1/sources",
+    "/v1/pitr/{id}",
+    "/v1/verifications/{id}",
+    "/v1/jobs/{id}",
+];
+
+/// Check 3b of the module doc: a token limited to some sources reaches the routes of its
+/// sources (`/v1/sources/{name}/...`, `name` one of them) and [`SCOPED_BY_HANDLER`];
+/// every other route spans all sources and is refused. `route` is the matched pattern,
+/// `path` the request's path. The error is the refusal's message.
+// The text is the product: the 403's message to the API caller, shown as it is.
+fn source_scope(route: &str, path: &str, caller: &Caller) -> Result<(), String> {
+    let Some(allowed) = &caller.sources else {
+        return Ok(());
+    };
+    let pattern: Vec<&str> = route.split('/').collect();
+    if let Some(i) = pattern.iter().position(|p| *p == "{name}") {
+        let name = path.split('/').nth(i).unwrap_or("");
+        if caller.may_use(name) {
+            return Ok(());
+        }
+        return Err(format!(
+            "token {:?} is limited to the sources {allowed:?}; {name:?} is not one of them",
+            caller.name
+        ));
+    }
+    if SCOPED_BY_HANDLER.contains(&route) {
+        return Ok(());
+    }
+    Err(format!(
+        "token {:?} is limited to the sources {allowed:?}; {route} spans every source",
+        caller.name
+    ))
 }
 
 /// A refusal with the API's JSON error body.
@@ -297,6 +339,9 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
             ),
         );
     }
+    if let Err(e) = source_scope(&route, req.uri().path(), &caller) {
+        return refuse(StatusCode::FORBIDDEN, e);
+    }
     if changes_state(&method) && !is_json(req.headers()) {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -313,6 +358,43 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limited_token_reaches_only_its_sources() {
+        let team = Caller {
+            name: "team".into(),
+            role: Role::Operate,
+            sources: Some(vec!["orders".into()]),
+        };
+        let all = Caller {
+            sources: None,
+            ..team.clone()
+        };
+        let ok = |route: &str, path: &str, c: &Caller| source_scope(route, path, c).is_ok();
+        assert!(ok("/v1/sources/{name}", "/v1/sources/orders", &team));
+        assert!(ok(
+            "/v1/sources/{name}/binlogs/{file}/check",
+            "/v1/sources/orders/binlogs/b.000001/check",
+            &team
+        ));
+        assert!(!ok(
+            "/v1/sources/{name}/pitr",
+            "/v1/sources/billing/pitr",
+            &team
+        ));
+        assert!(!ok("/v1/sources/{name}", "/v1/sources/orders2", &team));
+        for route in SCOPED_BY_HANDLER {
+            assert!(ok(route, route, &team), "{route}");
+        }
+        let e = source_scope("/metrics", "/metrics", &team).unwrap_err();
+        assert!(
+            e.contains("spans every source") && e.contains("orders"),
+            "{e}"
+        );
+        assert!(!ok("/v1/verifications", "/v1/verifications", &team));
+        assert!(ok("/metrics", "/metrics", &all));
+        assert!(ok("/v1/sources/{name}", "/v1/sources/billing", &all));
+    }
 
     #[test]
     fn roles_by_route() {
