@@ -70,18 +70,76 @@ pub enum FetchError {
     },
 }
 
-/// The manifest of `file` of `source`.
+/// The manifest of `file` of `source` written in `epoch`.
 ///
 /// # Errors
 ///
 /// [`FetchError::Store`] (missing included), [`FetchError::Manifest`].
-pub async fn manifest(store: &Store, source: &str, file: &str) -> Result<Manifest, FetchError> {
-    let key = objects::manifest_key(source, file);
+pub async fn manifest(
+    store: &Store,
+    source: &str,
+    file: &str,
+    epoch: i64,
+) -> Result<Manifest, FetchError> {
+    let key = objects::manifest_key(source, file, epoch);
     let raw = store.get_bytes(&key, MANIFEST_MAX).await?;
     serde_json::from_slice(&raw).map_err(|e| FetchError::Manifest {
         key,
         message: e.to_string(),
     })
+}
+
+/// The epoch of the newest manifest of `file` in the store (a reader without the
+/// catalog takes that one; see [`objects`]); `None` when it has none. One listing of the
+/// source's `binlogs/` keys.
+///
+/// # Errors
+///
+/// [`FetchError::Store`].
+pub async fn latest_epoch(
+    store: &Store,
+    source: &str,
+    file: &str,
+) -> Result<Option<i64>, FetchError> {
+    let dir = format!("{source}/binlogs/");
+    let mut best = None;
+    for (key, _) in store.list(&dir).await? {
+        let Some(name) = key
+            .strip_prefix(&dir)
+            .and_then(|n| n.strip_suffix(".manifest.json"))
+        else {
+            continue;
+        };
+        let (f, epoch) = objects::split_epoch(name);
+        if f == file {
+            best = best.max(Some(epoch));
+        }
+    }
+    Ok(best)
+}
+
+/// The manifest a reader without the catalog uses for `file`: epoch 0's when it exists
+/// (a single node's store: one GET, as before epochs), else the newest epoch's
+/// ([`latest_epoch`], one listing).
+///
+/// # Errors
+///
+/// [`FetchError::Store`] (not found when the file has no manifest at all),
+/// [`FetchError::Manifest`].
+pub async fn current_manifest(
+    store: &Store,
+    source: &str,
+    file: &str,
+) -> Result<Manifest, FetchError> {
+    match manifest(store, source, file, 0).await {
+        Err(FetchError::Store(e)) if e.is_not_found() => {
+            match latest_epoch(store, source, file).await? {
+                Some(epoch) if epoch > 0 => manifest(store, source, file, epoch).await,
+                _ => Err(FetchError::Store(e)),
+            }
+        }
+        other => other,
+    }
 }
 
 /// How a fetched file is made durable before it is renamed into place.
@@ -110,7 +168,7 @@ pub async fn fetch_file(
     flush: Flush,
 ) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
-    let m = manifest(store, source, file).await?;
+    let m = current_manifest(store, source, file).await?;
     let part = out.with_extension(match out.extension() {
         Some(e) => format!("{}.part", e.to_string_lossy()),
         None => "part".into(),
@@ -180,4 +238,120 @@ async fn fetch_into(
         f.flush().await.map_err(werr)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use objstore::store::StoreOptions;
+    use sha2::{Digest, Sha256};
+
+    /// A `file://` store in a temp dir (a real store: the local backend).
+    fn local_store(dir: &Path) -> Store {
+        std::fs::create_dir_all(dir).expect("store dir");
+        Store::open(&StoreOptions {
+            url: format!("file://{}", dir.display()),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_allow_http: false,
+            part_size: 8 << 20,
+            upload_concurrency: 2,
+            retries: 0,
+        })
+        .expect("open the store")
+    }
+
+    /// Writes `bytes` as `file`'s whole object and manifest of `epoch`, codec none.
+    async fn ship(store: &Store, file: &str, epoch: i64, bytes: &[u8]) {
+        let key = objects::file_key("db1", file, epoch);
+        let stored = store.put_bytes(&key, bytes).await.expect("object");
+        let sha = hex::encode(Sha256::digest(bytes));
+        let m = Manifest {
+            version: 1,
+            source: "db1".into(),
+            file: file.into(),
+            object_key: key,
+            size: bytes.len() as u64,
+            sha256: sha.clone(),
+            stored_bytes: stored.bytes,
+            stored_sha256: stored.sha256,
+            codec: "none".into(),
+            key_id: None,
+            epoch,
+            first_gtid: None,
+            last_gtid: None,
+            first_event_time: None,
+            last_event_time: None,
+            created_at: 0,
+        };
+        let json = serde_json::to_vec(&m).expect("json");
+        store
+            .put_bytes(&objects::manifest_key("db1", file, epoch), &json)
+            .await
+            .expect("manifest");
+    }
+
+    /// Two writers of one file never share a key: an epoch-1 and an epoch-2 writer both
+    /// land, and a reader without the catalog takes the newest epoch; a neighbour whose
+    /// name extends this one's (`...000001` and `...0000010`) is not taken for it; a
+    /// single node's epoch-0 object is read first when there is one.
+    #[tokio::test]
+    async fn each_epoch_writes_its_own_keys_and_readers_take_the_newest() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let store = local_store(&d.path().join("store"));
+        let file = "mysql-bin.000001";
+        assert_eq!(latest_epoch(&store, "db1", file).await.expect("list"), None);
+        ship(&store, file, 1, b"written by epoch 1").await;
+        assert_eq!(
+            latest_epoch(&store, "db1", file).await.expect("list"),
+            Some(1)
+        );
+        ship(&store, file, 2, b"written by epoch 2").await;
+        ship(&store, "mysql-bin.0000010", 9, b"a neighbour").await;
+        assert_eq!(
+            latest_epoch(&store, "db1", file).await.expect("list"),
+            Some(2)
+        );
+        assert_eq!(
+            manifest(&store, "db1", file, 1)
+                .await
+                .expect("epoch 1")
+                .epoch,
+            1
+        );
+        let out = d.path().join("out");
+        let keyring = Arc::new(Keyring::default());
+        let m = fetch_file(&store, keyring.clone(), "db1", file, &out, Flush::PageCache)
+            .await
+            .expect("fetch");
+        assert_eq!(m.epoch, 2);
+        assert_eq!(std::fs::read(&out).expect("read"), b"written by epoch 2");
+        ship(&store, "mysql-bin.000003", 0, b"a single node's").await;
+        let m = fetch_file(
+            &store,
+            keyring.clone(),
+            "db1",
+            "mysql-bin.000003",
+            &out,
+            Flush::PageCache,
+        )
+        .await
+        .expect("fetch epoch 0");
+        assert_eq!(m.epoch, 0);
+        assert_eq!(std::fs::read(&out).expect("read"), b"a single node's");
+        let missing = fetch_file(
+            &store,
+            keyring,
+            "db1",
+            "mysql-bin.000002",
+            &out,
+            Flush::PageCache,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&missing, FetchError::Store(e) if e.is_not_found()),
+            "{missing:?}"
+        );
+    }
 }

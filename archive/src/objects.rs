@@ -3,13 +3,20 @@
 //! # Layout (under the store's prefix)
 //!
 //! ```text
-//! <source>/binlogs/<file>                              the closed, checked file, whole
-//! <source>/binlogs/<file>.manifest.json                written after it: what it holds, how it is encoded
+//! <source>/binlogs/<file>[.e<epoch>]                   the closed, checked file, whole
+//! <source>/binlogs/<file>[.e<epoch>].manifest.json     written after it: what it holds, how it is encoded
 //! <source>/binlogs/<file>.chunks/<start>-<end>.e<epoch>.<codec>
 //!                                                      bytes [start, end) of the file's durable
 //!                                                      prefix, shipped while it was open; offsets
 //!                                                      zero-padded to 12 digits
 //! ```
+//!
+//! Every key carries the writer's fencing epoch (its lease tenure, `catalog::leases`), so
+//! no two writers ever write one key: an old owner woken from a pause writes beside the
+//! new owner's objects, never over them. Epoch 0 (a single node, no leases) writes the
+//! whole file and its manifest without the `.e0` suffix: the layout of stores made
+//! before the fleet. Which epoch's object is canonical for a file is the catalog's
+//! `archive_objects` row; a reader without the catalog takes the highest epoch.
 //!
 //! Base backups use `<source>/<base id>/...` beside it (base ids are UTC times, never
 //! `binlogs`).
@@ -29,14 +36,35 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The key of `file`'s whole object.
-pub fn file_key(source: &str, file: &str) -> String {
-    format!("{source}/binlogs/{file}")
+/// The key of `file`'s whole object written in `epoch`: `<source>/binlogs/<file>` for
+/// epoch 0, `<source>/binlogs/<file>.e<epoch>` after.
+pub fn file_key(source: &str, file: &str, epoch: i64) -> String {
+    match epoch {
+        0 => format!("{source}/binlogs/{file}"),
+        e => format!("{source}/binlogs/{file}.e{e}"),
+    }
 }
 
-/// The key of `file`'s manifest.
-pub fn manifest_key(source: &str, file: &str) -> String {
-    format!("{source}/binlogs/{file}.manifest.json")
+/// The key of the manifest of `file`'s whole object written in `epoch`.
+pub fn manifest_key(source: &str, file: &str, epoch: i64) -> String {
+    format!("{}.manifest.json", file_key(source, file, epoch))
+}
+
+/// The file name and epoch of a whole object's name below `<source>/binlogs/` (the key
+/// without that prefix and without `.manifest.json`): `mysql-bin.000007.e3` is epoch 3
+/// of `mysql-bin.000007`; a name without an `.e<digits>` suffix after its own extension
+/// is epoch 0.
+pub fn split_epoch(name: &str) -> (&str, i64) {
+    if let Some((file, e)) = name.rsplit_once(".e") {
+        if file.contains('.') && !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(epoch) = e.parse::<i64>() {
+                if epoch > 0 {
+                    return (file, epoch);
+                }
+            }
+        }
+    }
+    (name, 0)
 }
 
 /// The key of the chunk `[start, end)` of `file`, written in `epoch` with `codec`.
@@ -128,8 +156,41 @@ mod tests {
         );
         assert_eq!(parse_chunk_name("mysql-bin.000007.manifest.json"), None);
         assert_eq!(
-            file_key("db1", "mysql-bin.000007"),
+            file_key("db1", "mysql-bin.000007", 0),
             "db1/binlogs/mysql-bin.000007"
         );
+    }
+
+    #[test]
+    fn whole_objects_and_manifests_carry_their_epoch_after_the_first() {
+        assert_eq!(
+            file_key("db1", "mysql-bin.000007", 3),
+            "db1/binlogs/mysql-bin.000007.e3"
+        );
+        assert_eq!(
+            manifest_key("db1", "mysql-bin.000007", 0),
+            "db1/binlogs/mysql-bin.000007.manifest.json"
+        );
+        assert_eq!(
+            manifest_key("db1", "mysql-bin.000007", 12),
+            "db1/binlogs/mysql-bin.000007.e12.manifest.json"
+        );
+        for (name, want) in [
+            ("mysql-bin.000007", ("mysql-bin.000007", 0)),
+            ("mysql-bin.000007.e3", ("mysql-bin.000007", 3)),
+            ("mysql-bin.000007.e12", ("mysql-bin.000007", 12)),
+            ("mysql-bin.000007.e", ("mysql-bin.000007.e", 0)),
+            ("mysql-bin.000007.e0", ("mysql-bin.000007.e0", 0)),
+            ("mysql-bin.000007.ex", ("mysql-bin.000007.ex", 0)),
+            ("binlog.e5", ("binlog.e5", 0)),
+            ("e5", ("e5", 0)),
+        ] {
+            assert_eq!(split_epoch(name), want, "{name}");
+        }
+        for epoch in [0, 1, 7, 4_000_000_000] {
+            let key = file_key("db1", "b.000001", epoch);
+            let name = key.strip_prefix("db1/binlogs/").unwrap();
+            assert_eq!(split_epoch(name), ("b.000001", epoch));
+        }
     }
 }

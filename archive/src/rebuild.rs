@@ -11,8 +11,10 @@
 //!    `parent_id` (or, in manifests before it, the base whose end LSN is the
 //!    incremental's start). A manifest with missing objects (a base retention was
 //!    deleting) is skipped and reported.
-//! 2. **Closed binlogs**: every `<file>.manifest.json` under `<source>/binlogs/` whose
-//!    object is present with the manifest's `stored_bytes` becomes a SUCC row (size,
+//! 2. **Closed binlogs**: every `<file>[.e<epoch>].manifest.json` under
+//!    `<source>/binlogs/` whose object is present with the manifest's `stored_bytes`
+//!    (of the highest such epoch, when writers of several epochs shipped one file)
+//!    becomes a SUCC row (size,
 //!    SHA-256, GTIDs and times from the manifest) and its `archive_objects` row. The
 //!    files stay in the store (they are *evicted*: the archive reader fetches them when
 //!    something reads them).
@@ -285,10 +287,10 @@ pub async fn rebuild_lost(
 /// What the store holds of one binlog file.
 #[derive(Debug, Default)]
 struct Held {
-    /// Size of the whole object, when present.
-    object: Option<u64>,
-    /// Whether its manifest is present.
-    manifest: bool,
+    /// Sizes of the whole objects present, by the epoch that wrote them.
+    objects: BTreeMap<i64, u64>,
+    /// The epochs whose manifest is present.
+    manifests: std::collections::BTreeSet<i64>,
     /// Chunks: (start, end, codec, key, stored size).
     chunks: Vec<(u64, u64, String, String, u64)>,
 }
@@ -312,7 +314,7 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     let newest = closed.last().map(|m| binlog_order(&m.file));
     // Files only in chunks before the newest whole file: never SUCC (a FAIL file, say).
     for ((seq, file), h) in &held {
-        if !h.manifest
+        if h.manifests.is_empty()
             && !h.chunks.is_empty()
             && newest.as_ref().is_some_and(|n| (*seq, file.clone()) < *n)
         {
@@ -341,7 +343,7 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     let active = held
         .iter()
         .find(|((seq, file), h)| {
-            !h.manifest
+            h.manifests.is_empty()
                 && !h.chunks.is_empty()
                 && newest.as_ref().is_none_or(|n| (*seq, file.clone()) > *n)
         })
@@ -377,10 +379,18 @@ async fn list_held(ctx: &RebuildCtx<'_>) -> Result<BTreeMap<(u64, String), Held>
                     size,
                 ));
             }
-        } else if let Some(file) = rest.strip_suffix(".manifest.json") {
-            held.entry(binlog_order(file)).or_default().manifest = true;
+        } else if let Some(name) = rest.strip_suffix(".manifest.json") {
+            let (file, epoch) = objects::split_epoch(name);
+            held.entry(binlog_order(file))
+                .or_default()
+                .manifests
+                .insert(epoch);
         } else if !rest.contains('/') {
-            held.entry(binlog_order(rest)).or_default().object = Some(size);
+            let (file, epoch) = objects::split_epoch(rest);
+            held.entry(binlog_order(file))
+                .or_default()
+                .objects
+                .insert(epoch, size);
         }
     }
     Ok(held)
@@ -393,37 +403,50 @@ async fn record_closed_files(
     held: &BTreeMap<(u64, String), Held>,
     report: &mut RebuildReport,
 ) -> Result<Vec<Manifest>, RebuildError> {
-    let source = ctx.source;
     let mut closed: Vec<Manifest> = Vec::new();
     for ((_, file), h) in held {
-        if !h.manifest {
-            continue;
+        if let Some(m) = usable_manifest(ctx, file, h, report).await? {
+            record_closed(ctx, &m).await?;
+            report.file_bytes += m.size;
+            report.files.push(file.clone());
+            closed.push(m);
         }
-        let m = fetch::manifest(&ctx.tier.store, source, file).await?;
-        if m.file != *file || m.object_key != objects::file_key(source, file) {
+    }
+    Ok(closed)
+}
+
+/// The manifest of `file` to rebuild from: of the highest epoch whose object is present
+/// with the size the manifest records (the others are reported as skipped); `None` when
+/// no epoch has both.
+async fn usable_manifest(
+    ctx: &RebuildCtx<'_>,
+    file: &str,
+    h: &Held,
+    report: &mut RebuildReport,
+) -> Result<Option<Manifest>, RebuildError> {
+    let source = ctx.source;
+    for &epoch in h.manifests.iter().rev() {
+        let m = fetch::manifest(&ctx.tier.store, source, file, epoch).await?;
+        if m.file != file || m.object_key != objects::file_key(source, file, epoch) {
             return Err(RebuildError::Invalid {
-                key: objects::manifest_key(source, file),
+                key: objects::manifest_key(source, file, epoch),
                 message: format!(
                     "names file {:?} at {:?}, not {file:?}: the store was changed by hand",
                     m.file, m.object_key
                 ),
             });
         }
-        if h.object != Some(m.stored_bytes) {
-            report.skipped.push(format!(
-                "{file}: its object is {} (the manifest says {} bytes)",
-                h.object
-                    .map_or("missing".to_string(), |b| format!("{b} bytes")),
-                m.stored_bytes
-            ));
-            continue;
+        let object = h.objects.get(&epoch).copied();
+        if object == Some(m.stored_bytes) {
+            return Ok(Some(m));
         }
-        record_closed(ctx, &m).await?;
-        report.file_bytes += m.size;
-        report.files.push(file.clone());
-        closed.push(m);
+        report.skipped.push(format!(
+            "{file} (epoch {epoch}): its object is {} (the manifest says {} bytes)",
+            object.map_or("missing".to_string(), |b| format!("{b} bytes")),
+            m.stored_bytes
+        ));
     }
-    Ok(closed)
+    Ok(None)
 }
 
 /// Step 3: the source's index from scratch, file by file through the bounded cache.

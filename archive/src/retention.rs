@@ -192,11 +192,21 @@ pub async fn apply(
         for o in objs.iter().filter(|o| o.file == file) {
             store.delete(&o.object_key).await?;
         }
-        for key in [
-            objects::file_key(source, &file),
-            objects::manifest_key(source, &file),
-        ] {
-            store.delete(&key).await?;
+        // Every epoch's whole object and manifest of the file (epoch 0 too: a crash
+        // may leave an object that no row names).
+        let mut epochs: std::collections::BTreeSet<i64> = objs
+            .iter()
+            .filter(|o| o.file == file)
+            .map(|o| o.epoch)
+            .collect();
+        epochs.insert(0);
+        for epoch in epochs {
+            for key in [
+                objects::file_key(source, &file, epoch),
+                objects::manifest_key(source, &file, epoch),
+            ] {
+                store.delete(&key).await?;
+            }
         }
         for (k, _) in store.list(&objects::chunks_prefix(source, &file)).await? {
             store.delete(&k).await?;

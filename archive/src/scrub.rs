@@ -133,7 +133,7 @@ async fn check(
             len,
         ));
     }
-    let problem = match fetch::manifest(store, ctx.source, &row.file).await {
+    let problem = match fetch::manifest(store, ctx.source, &row.file, row.epoch).await {
         Ok(m) if m.stored_sha256 == row.stored_sha256 && m.sha256 == row.sha256 => None,
         Ok(m) => Some(format!(
             "its manifest names other bytes (stored sha256 {}, plaintext {})",
@@ -214,7 +214,7 @@ async fn repair(
     ctx.tier.store.delete(&row.object_key).await?;
     ctx.tier
         .store
-        .delete(&super::objects::manifest_key(source, file))
+        .delete(&super::objects::manifest_key(source, file, row.epoch))
         .await?;
     if !from_local {
         ctx.catalog

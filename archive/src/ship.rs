@@ -47,8 +47,6 @@ use super::tier::{ArchiveTier, TierError};
 use node::status::PrimaryView;
 use node::status::{ArchiveStatus, Metrics, StatusCell};
 
-/// The fencing epoch of objects written by this build (leases come with the fleet).
-const EPOCH: i64 = 0;
 /// Longest wait between two passes of the chunk loop.
 const MAX_TICK: Duration = Duration::from_millis(250);
 /// Backoff after a failed pass: from 1 s, doubling, capped.
@@ -76,6 +74,8 @@ struct Shipper {
     primary: Arc<std::sync::Mutex<PrimaryView>>,
     /// Files whose chunk prefix was looked at for crash leftovers in this process.
     swept: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The fencing epoch of every object and row this shipper writes.
+    epoch: i64,
 }
 
 /// What one source's shipper works with.
@@ -96,6 +96,9 @@ pub struct ShipperCtx {
     pub evicted: Evicted,
     /// The primary's binlog list, from the source's poller.
     pub primary: Arc<std::sync::Mutex<PrimaryView>>,
+    /// The writer's fencing epoch, in every key and row it writes: the source's lease
+    /// tenure on a fleet node, 0 on a single node (`archive::objects`).
+    pub epoch: i64,
 }
 
 /// Starts the chunk and file loops of a source; they end when `cancel` fires.
@@ -118,6 +121,7 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         primary: ctx.primary,
         swept: Default::default(),
         waiting: Default::default(),
+        epoch: ctx.epoch,
     });
     let span = tracing::info_span!("archive", source = %sh.source);
     let (a, b, c, d) = (sh.clone(), sh.clone(), sh.clone(), sh);
@@ -457,7 +461,7 @@ impl Shipper {
         let plain = self.read_range(file, from, to).await?;
         let sha = hex::encode(Sha256::digest(&plain));
         let desc = self.tier.codec();
-        let key = objects::chunk_key(&self.source, file, from, to, EPOCH, desc);
+        let key = objects::chunk_key(&self.source, file, from, to, self.epoch, desc);
         let stored = self.encode(plain).await?;
         let obj = match self.tier.store.put_bytes(&key, &stored).await {
             Ok(o) => o,
@@ -494,7 +498,7 @@ impl Shipper {
                 stored_sha256: obj.sha256,
                 codec: desc.to_string(),
                 key_id: self.key_id(),
-                epoch: EPOCH,
+                epoch: self.epoch,
                 created_at: 0,
                 deleted_at: None,
             })
@@ -737,7 +741,7 @@ impl Shipper {
                 file: f.name.clone(),
             });
         };
-        let key = objects::file_key(&self.source, &f.name);
+        let key = objects::file_key(&self.source, &f.name, self.epoch);
         let desc = self.tier.codec();
         let obj = if f.size <= SMALL_FILE {
             self.upload_small(f, &key, desc, &want).await?
@@ -755,7 +759,7 @@ impl Shipper {
             stored_sha256: obj.sha256.clone(),
             codec: desc.to_string(),
             key_id: self.key_id(),
-            epoch: EPOCH,
+            epoch: self.epoch,
             first_gtid: f.first_gtid.clone(),
             last_gtid: f.last_gtid.clone(),
             first_event_time: f.first_event_time,
@@ -766,7 +770,10 @@ impl Shipper {
         match self
             .tier
             .store
-            .put_bytes(&objects::manifest_key(&self.source, &f.name), &json)
+            .put_bytes(
+                &objects::manifest_key(&self.source, &f.name, self.epoch),
+                &json,
+            )
             .await
         {
             Ok(_) | Err(StoreError::Exists(_)) => {}

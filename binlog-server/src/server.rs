@@ -178,6 +178,9 @@ fn spawn_shippers(
                 metrics: shared.metrics.clone(),
                 evicted,
                 primary: rt.primary.clone(),
+                // A single node's epoch: capture is not lease-driven yet, so every node
+                // writes as the one owner (issue 21, takeover).
+                epoch: 0,
             },
             cancel.child_token(),
         );

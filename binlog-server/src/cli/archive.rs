@@ -177,12 +177,13 @@ fn ls(config: &Path, source: &str) -> ExitCode {
             Err(e) => return fail(e),
         };
         for (key, _) in keys.iter().filter(|(k, _)| k.ends_with(".manifest.json")) {
-            let file = key
+            let name = key
                 .rsplit('/')
                 .next()
                 .unwrap_or_default()
                 .trim_end_matches(".manifest.json");
-            match fetch::manifest(&store, source, file).await {
+            let (file, epoch) = archive::objects::split_epoch(name);
+            match fetch::manifest(&store, source, file, epoch).await {
                 Ok(m) => println!(
                     "{}\t{} bytes\t{} stored\t{}\tsha256 {}",
                     m.file, m.size, m.stored_bytes, m.codec, m.sha256
