@@ -243,9 +243,27 @@ mod leases {
         }
         assert!((0..2).all(|i| after.values().filter(|(n, _)| *n == i).count() <= 4));
 
-        // node-a drained: node-b ends up with all seven (the only live, undrained node).
+        // What `binlog-server fleet status` shows of it.
+        let out = fleet_cli(&url, &["status"])?;
+        for id in ["node-a", "node-b", "node-c"] {
+            assert!(
+                out.contains(&format!("{id}\thttps://{id}.test:7480\t")),
+                "{out}"
+            );
+        }
+        for s in &c_sources {
+            let (owner, epoch) = after[s];
+            let line = format!("{s}\tnode-{}\t{epoch}\t", ["a", "b"][owner]);
+            assert!(out.contains(&line), "{line:?} in {out}");
+        }
+
+        // node-a drained (`binlog-server fleet drain`): node-b ends up with all seven
+        // (the only live, undrained node).
+        let out = fleet_cli(&url, &["drain", "--node", "node-a"])?;
+        assert!(out.contains("draining"), "{out}");
+        let refused = fleet_cli(&url, &["drain", "--node", "node-z"]);
+        assert!(refused.is_err(), "an unknown node is refused");
         let admin = Catalog::open(&url).await?;
-        assert!(admin.set_node_draining("node-a", true).await?);
         until(&all, TTL * 4, "drain", |o| {
             o.len() == 7 && o.values().all(|(n, _)| *n == 1)
         })
@@ -258,6 +276,37 @@ mod leases {
         let (now, leases) = admin.list_leases().await?;
         assert!(leases.iter().all(|l| !l.is_live(now)), "{leases:?}");
         Ok(())
+    }
+
+    /// Runs `binlog-server fleet <args> --config F` on a config whose catalog is `url`;
+    /// its stdout, or an error with its stderr when it exits non-zero.
+    fn fleet_cli(url: &str, args: &[&str]) -> Result<String> {
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = {}\n[catalog]\nurl = {}\n[[source]]\nname = \"s0\"\n\
+                 url = \"mysql://repl:x@127.0.0.1:1\"\nserver_id = 77\narchive_only = true\n",
+                binlog_tests::toml_string(&dir.path().join("data").display().to_string()),
+                binlog_tests::toml_string(url),
+            ),
+        )?;
+        let out = std::process::Command::new(super::bin())
+            .arg("fleet")
+            .args(&args[..1])
+            .arg("--config")
+            .arg(&cfg)
+            .args(&args[1..])
+            .output()
+            .context("run binlog-server fleet")?;
+        if !out.status.success() {
+            bail!(
+                "binlog-server fleet {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn wall_ms() -> i64 {

@@ -10,6 +10,7 @@
 //! | [`snapshot`] | the `snapshotter` binary (base backups on the shared config) |
 
 pub mod archive;
+pub mod fleet;
 pub mod pitr;
 pub mod security;
 pub mod snapshot;
@@ -108,6 +109,12 @@ pub enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// The nodes of a fleet and their leases: `fleet status`, `fleet drain --node ID`.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: fleet::FleetCmd,
+    },
     /// API tokens: `token add --file F --name N --role read|operate|admin`.
     Token {
         /// What to do.
@@ -149,6 +156,7 @@ pub fn main() -> ExitCode {
             out,
         } => pitr::export(&config, &target, &out),
         Command::Archive { cmd } => archive::run(cmd),
+        Command::Fleet { cmd } => fleet::run(cmd),
         Command::Token { cmd } => security::token(cmd),
         Command::Tls { cmd } => security::tls(cmd),
         Command::Rebuild { config, source } => archive::rebuild(&config, source.as_deref()),
