@@ -47,15 +47,7 @@ fn one_source_config(db: &MariaDb) -> Result<(tempfile::TempDir, String, PathBuf
 }
 
 fn load(db: &MariaDb, txns: u64) -> Result<u64> {
-    WriteLoad::start(
-        db,
-        WriteLoadOptions {
-            max_txns: txns,
-            max_duration: Duration::from_secs(120),
-            ..Default::default()
-        },
-    )?
-    .wait()
+    WriteLoad::run(db, txns)
 }
 
 #[test]

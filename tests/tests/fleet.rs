@@ -18,15 +18,7 @@ fn bin() -> PathBuf {
 const FAST: &str = "[capture]\nfsync_interval = \"20ms\"\nheartbeat_period = \"1s\"\npoll_interval = \"500ms\"\nreconnect_min_backoff = \"100ms\"\nreconnect_max_backoff = \"1s\"\n";
 
 fn load(db: &MariaDb, txns: u64) -> Result<u64> {
-    WriteLoad::start(
-        db,
-        WriteLoadOptions {
-            max_txns: txns,
-            max_duration: Duration::from_secs(120),
-            ..Default::default()
-        },
-    )?
-    .wait()
+    WriteLoad::run(db, txns)
 }
 
 /// One node whose catalog is a PostgreSQL database (its password from `password_env`)

@@ -56,6 +56,20 @@ pub struct WriteLoad {
 }
 
 impl WriteLoad {
+    /// Writes `txns` transactions with the default options (at most 120 s) and waits
+    /// for them; returns how many were committed.
+    pub fn run(db: &MariaDb, txns: u64) -> Result<u64> {
+        WriteLoad::start(
+            db,
+            WriteLoadOptions {
+                max_txns: txns,
+                max_duration: std::time::Duration::from_secs(120),
+                ..Default::default()
+            },
+        )?
+        .wait()
+    }
+
     /// Creates test.load_t{1..tables} (id BIGINT AUTO_INCREMENT PK, k INT, payload
     /// LONGBLOB, updated TIMESTAMP) if missing, then starts the background thread, which
     /// runs until [`WriteLoad::stop`] or the bounds in `opts`. Transactions are counted
