@@ -144,15 +144,32 @@ impl Catalog {
     /// Records an object that is in the store. Recording the same (source, file, kind,
     /// end_offset) again is a no-op (a retry after a crash), whatever the other fields.
     ///
+    /// A row of epoch 1 or more is **fenced**: it is recorded only while that epoch is
+    /// the source's lease, in the same statement ([`leases`](crate::leases)), so an old
+    /// owner woken after a takeover can never make its object the canonical one. Epoch 0
+    /// (a single node, no leases) is not fenced.
+    ///
     /// # Errors
     ///
-    /// [`CatalogError::InvalidArgument`] for offsets or sizes past i64; [`CatalogError::Query`].
+    /// [`CatalogError::InvalidArgument`] for offsets or sizes past i64;
+    /// [`CatalogError::Fenced`] when the row's epoch no longer holds the lease (nothing
+    /// was recorded: stop writing for the source); [`CatalogError::Query`].
     pub async fn record_archive_object(&self, o: &ArchiveObjectRow) -> Result<(), CatalogError> {
-        let sql = format!(
-            "INSERT INTO archive_objects ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) \
-             ON CONFLICT (source, file, kind, end_offset) DO NOTHING"
-        );
-        sqlx::query(&sql)
+        const OP: &str = "record_archive_object";
+        let values = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL";
+        let sql = if o.epoch > 0 {
+            format!(
+                "INSERT INTO archive_objects ({COLUMNS}) SELECT {values} WHERE {} \
+                 ON CONFLICT (source, file, kind, end_offset) DO NOTHING",
+                crate::leases::fence_sql(self.backend, "$1", "$12")
+            )
+        } else {
+            format!(
+                "INSERT INTO archive_objects ({COLUMNS}) VALUES ({values}) \
+                 ON CONFLICT (source, file, kind, end_offset) DO NOTHING"
+            )
+        };
+        let r = sqlx::query(&sql)
             .bind(&o.source)
             .bind(&o.file)
             .bind(o.kind.as_str())
@@ -168,7 +185,20 @@ impl Catalog {
             .bind(unix_now())
             .execute(&self.pool)
             .await
-            .map_err(query_err("record_archive_object"))?;
+            .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 && o.epoch > 0 && !self.tenure_live(&o.source, o.epoch).await? {
+            tracing::warn!(
+                source = %o.source,
+                file = %o.file,
+                epoch = o.epoch,
+                "archive object not recorded: this writer's lease is over"
+            );
+            return Err(CatalogError::Fenced {
+                source_name: o.source.clone(),
+                epoch: o.epoch,
+                op: OP,
+            });
+        }
         Ok(())
     }
 

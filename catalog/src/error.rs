@@ -149,4 +149,20 @@ pub enum CatalogError {
         /// Row key.
         key: String,
     },
+
+    /// A lease owner's write was refused: its tenure (`epoch`) of the source is over, so
+    /// another node owns the source now. Nothing was written. Stop writing for the source
+    /// (the writer is a stale owner); never retry under this epoch.
+    #[error(
+        "{op} refused: epoch {epoch} of source {source_name} no longer holds its lease \
+         (another node owns it now); this writer must stop"
+    )]
+    Fenced {
+        /// Source name.
+        source_name: String,
+        /// The writer's epoch.
+        epoch: i64,
+        /// The catalog operation refused.
+        op: &'static str,
+    },
 }

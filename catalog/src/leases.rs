@@ -62,6 +62,24 @@ fn clock_ms_sql(backend: Backend) -> &'static str {
     }
 }
 
+/// The fence of a write made under `(source, epoch)`, as an SQL condition: that tenure
+/// is the source's lease, held and unexpired on the database's clock now. `source` and
+/// `epoch` are the statement's placeholders (e.g. `"$1"`, `"$12"`). On PostgreSQL the
+/// lease row is share-locked until the write commits, so a takeover's `UPDATE` waits for
+/// it: a write that passed the fence is seen by the new owner. (An epoch names one
+/// tenure of one source, so the owner's name is not needed.)
+pub(crate) fn fence_sql(backend: Backend, source: &str, epoch: &str) -> String {
+    let now = clock_ms_sql(backend);
+    let lock = match backend {
+        Backend::Postgres => " FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    format!(
+        "EXISTS (SELECT 1 FROM source_leases WHERE source = {source} AND epoch = {epoch} \
+         AND owner IS NOT NULL AND expires_ms > {now}{lock})"
+    )
+}
+
 /// A lease acquired or renewed, as the database recorded it.
 ///
 /// The holder may write under `epoch` until its *own* monotonic clock says
@@ -263,6 +281,26 @@ impl Catalog {
             tracing::info!(source, node, epoch, "lease released");
         }
         Ok(released)
+    }
+
+    /// Whether tenure `epoch` of `source` is live now, whoever holds it: the check of
+    /// a fenced write that changed nothing (was it refused, or already done?).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub(crate) async fn tenure_live(&self, source: &str, epoch: i64) -> Result<bool, CatalogError> {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM source_leases WHERE source = $1 AND epoch = $2 \
+             AND owner IS NOT NULL AND expires_ms > {}",
+            clock_ms_sql(self.backend)
+        ))
+        .bind(source)
+        .bind(epoch)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("tenure_live"))?;
+        Ok(n > 0)
     }
 
     /// The fence: whether `node` holds `source` under `epoch`, unexpired, on the

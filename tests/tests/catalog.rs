@@ -113,6 +113,7 @@ on_both_engines!(
     racing_acquisitions_leave_one_owner,
     nodes_heartbeat_on_the_database_clock,
     start_up_sweeps_touch_only_the_nodes_own_jobs,
+    an_old_owner_cannot_record_an_archive_object,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -1234,4 +1235,87 @@ async fn start_up_sweeps_touch_only_the_nodes_own_jobs(engine: Engine) {
         .all(|j| j.id == "pitr-a"));
     // The single node's sweep finds the rows of before the fleet (node '').
     assert_eq!(single.fail_interrupted_backups().await.unwrap(), ["base-x"]);
+}
+
+async fn an_old_owner_cannot_record_an_archive_object(engine: Engine) {
+    use catalog::{ArchiveKind, ArchiveObjectRow};
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    let row = |file: &str, epoch: i64| ArchiveObjectRow {
+        source: SRC.into(),
+        file: file.into(),
+        kind: ArchiveKind::File,
+        start_offset: 0,
+        end_offset: 900,
+        object_key: format!("db1/binlogs/{file}.e{epoch}"),
+        sha256: "ab".repeat(32),
+        stored_bytes: 10,
+        stored_sha256: "cd".repeat(32),
+        codec: "none".into(),
+        key_id: None,
+        epoch,
+        created_at: 0,
+        deleted_at: None,
+    };
+    let keys =
+        |rows: Vec<ArchiveObjectRow>| rows.into_iter().map(|r| r.object_key).collect::<Vec<_>>();
+    // No lease at all: a fenced row is refused.
+    let err = cat
+        .record_archive_object(&row("b.000001", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::Fenced { epoch: 1, .. }),
+        "{err:?}"
+    );
+    // node-a holds epoch 1: its rows are recorded, a retry is a no-op.
+    let a = cat
+        .acquire_lease(SRC, "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(a.epoch, 1);
+    cat.record_archive_object(&row("b.000001", 1))
+        .await
+        .unwrap();
+    cat.record_archive_object(&row("b.000001", 1))
+        .await
+        .unwrap();
+    // node-a pauses past its lease; node-b takes the source under epoch 2.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let b = cat
+        .acquire_lease(SRC, "node-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("expired");
+    assert_eq!(b.epoch, 2);
+    // The zombie wakes and tries to make its object canonical: refused, nothing recorded.
+    let err = cat
+        .record_archive_object(&row("b.000002", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            CatalogError::Fenced {
+                epoch: 1,
+                op: "record_archive_object",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("must stop"), "{err}");
+    cat.record_archive_object(&row("b.000002", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(cat.list_archive_objects(SRC).await.unwrap()),
+        ["db1/binlogs/b.000001.e1", "db1/binlogs/b.000002.e2"]
+    );
+    // Epoch 0, a single node's, is not fenced.
+    let mut single = row("b.000003", 0);
+    single.source = "solo".into();
+    cat.record_archive_object(&single).await.unwrap();
+    assert_eq!(cat.list_archive_objects("solo").await.unwrap().len(), 1);
 }
