@@ -66,6 +66,9 @@ pub struct ApiState {
     pub data_dir: std::path::PathBuf,
     /// The archive store, when `[archive]` is enabled.
     pub archive: Option<Arc<archive::tier::ArchiveTier>>,
+    /// A node whose last heartbeat is older than this is shown as not alive
+    /// (`[node] lease_ttl`, or its default without `[node]`).
+    pub node_alive_within: std::time::Duration,
 }
 
 /// A JSON error answer.
@@ -109,6 +112,7 @@ pub fn router(state: Arc<ApiState>, guard: Arc<crate::http::auth::Guard>) -> Rou
         .route("/v1/sources/{name}/verifications", post(verify_start))
         .route("/v1/verifications", get(verify_list))
         .route("/v1/verifications/{id}", get(verify_get))
+        .route("/v1/nodes", get(list_nodes))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
             crate::http::auth::guard,
@@ -603,6 +607,53 @@ fn pitr_visible(
     } else {
         Err(not_found(format!("no PITR job {id:?}")))
     }
+}
+
+/// `GET /v1/nodes`: the fleet as the shared catalog holds it. Every node (advertised
+/// URL, start, last heartbeat and its age in ms, alive = a heartbeat within a lease
+/// time, draining, the sources whose live lease it holds) and every source's lease
+/// (owner, epoch, ms left, previous owner); times in ms on the catalog's clock, which
+/// `now_ms` gives. A single node without `[node]` shows no node and no lease.
+async fn list_nodes(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse, ApiError> {
+    let (now, nodes) = st.catalog.list_nodes().await.map_err(internal)?;
+    let (_, leases) = st.catalog.list_leases().await.map_err(internal)?;
+    let nodes: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            let held: Vec<&str> = leases
+                .iter()
+                .filter(|l| l.is_live(now) && l.owner.as_deref() == Some(n.id.as_str()))
+                .map(|l| l.source.as_str())
+                .collect();
+            json!({
+                "id": n.id,
+                "advertise": n.advertise,
+                "started_ms": n.started_ms,
+                "heartbeat_ms": n.heartbeat_ms,
+                "heartbeat_age_ms": now - n.heartbeat_ms,
+                "alive": n.is_alive(now, st.node_alive_within),
+                "draining": n.is_draining(),
+                "leases": held,
+            })
+        })
+        .collect();
+    let leases: Vec<serde_json::Value> = leases
+        .iter()
+        .map(|l| {
+            let live = l.is_live(now);
+            json!({
+                "source": l.source,
+                "owner": if live { l.owner.as_deref() } else { None },
+                "epoch": l.epoch,
+                "live": live,
+                "expires_in_ms": (l.expires_ms - now).max(0),
+                "previous_owner": l.previous_owner,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "now_ms": now, "nodes": nodes, "leases": leases }),
+    ))
 }
 
 /// The HTTP status of each [`VerifyError`](verifier::runner::VerifyError): the one

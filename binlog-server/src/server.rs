@@ -97,6 +97,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         pitr,
         verify,
         archive: tier,
+        node_alive_within: settings
+            .node
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(10), |n| n.lease_ttl),
     });
     let app = api::router(state, guard);
     let http_cancel = cancel.clone();

@@ -97,6 +97,34 @@ fn a_node_on_a_postgres_catalog_captures_and_survives_sigkill() -> Result<()> {
         !dir.path().join("data").join("catalog.db").exists(),
         "a postgres catalog must not leave an SQLite file"
     );
+
+    // GET /v1/nodes shows the fleet as PostgreSQL holds it: another node's heartbeat
+    // and its live lease, written here as that node would.
+    pg.sql_in(
+        "node_a",
+        "INSERT INTO nodes (id, advertise, started_ms, heartbeat_ms, draining) VALUES \
+         ('node-b', 'https://10.0.0.8:7480', 1, \
+          CAST(floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT), 0); \
+         INSERT INTO source_leases (source, owner, epoch, expires_ms, acquired_ms, renewed_ms, \
+          previous_owner, previous_renewed_ms) VALUES ('db', 'node-b', 4, \
+          CAST(floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) + 60000, 1, 1, \
+          'node-a', 1)",
+    )?;
+    let fleet = server.get_json("/v1/nodes")?;
+    let nodes = fleet["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{fleet}");
+    assert_eq!(nodes[0]["id"], "node-b");
+    assert_eq!(nodes[0]["alive"], true, "{fleet}");
+    assert_eq!(nodes[0]["leases"], serde_json::json!(["db"]), "{fleet}");
+    let lease = &fleet["leases"][0];
+    assert_eq!(
+        (lease["owner"].as_str(), lease["epoch"].as_i64()),
+        (Some("node-b"), Some(4))
+    );
+    assert!(
+        lease["expires_in_ms"].as_i64().unwrap_or(0) > 50_000,
+        "{fleet}"
+    );
     server.stop()?;
     Ok(())
 }

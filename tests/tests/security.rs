@@ -206,6 +206,7 @@ const ROUTES: &[(&str, &str, &str, Option<&str>)] = &[
     ("GET", "/healthz", "", None),
     ("GET", "/metrics", "", Some("read")),
     ("GET", "/v1/sources", "", Some("read")),
+    ("GET", "/v1/nodes", "", Some("read")),
     ("GET", "/v1/sources/nosuch", "", Some("read")),
     ("GET", "/v1/sources/nosuch/binlogs", "", Some("read")),
     ("POST", "/v1/sources/nosuch/restart", "", Some("operate")),
@@ -376,7 +377,12 @@ fn a_token_limited_to_sources_reaches_only_those() -> Result<()> {
     }
     let (code, v) = s.call("POST", "/v1/sources/arch/restart", Some(theirs), "{}")?;
     assert_eq!(code, 403, "even an admin token of another team: {v}");
-    for path in ["/metrics", "/v1/verifications", "/v1/verifications/summary"] {
+    for path in [
+        "/metrics",
+        "/v1/nodes",
+        "/v1/verifications",
+        "/v1/verifications/summary",
+    ] {
         let (code, v) = s.call("GET", path, Some(mine), "")?;
         assert_eq!(code, 403, "{path} spans every source: {v}");
         let (code, v) = s.call("GET", path, Some(s.token("read")), "")?;
