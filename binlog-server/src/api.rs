@@ -166,14 +166,46 @@ fn status_now(s: &SourceRuntime) -> node::status::SourceStatus {
 async fn list_sources(
     State(st): State<Arc<ApiState>>,
     caller: Option<Extension<Caller>>,
-) -> impl IntoResponse {
+) -> Result<impl IntoResponse, ApiError> {
+    let leases = Leases::read(&st.catalog).await?;
     let v: Vec<_> = st
         .sources
         .values()
         .filter(|s| may_use(&caller, &s.name))
-        .map(status_now)
+        .map(|s| leases.with_lease(status_now(s)))
         .collect();
-    Json(v)
+    Ok(Json(v))
+}
+
+/// The leases of the catalog as read once for an answer: each source's status gets a
+/// `lease` field (owner while live, epoch, ms left; `null` without a lease row).
+struct Leases {
+    now: i64,
+    rows: Vec<catalog::LeaseRow>,
+}
+
+impl Leases {
+    async fn read(catalog: &Catalog) -> Result<Leases, ApiError> {
+        let (now, rows) = catalog.list_leases().await.map_err(internal)?;
+        Ok(Leases { now, rows })
+    }
+
+    fn with_lease(&self, status: node::status::SourceStatus) -> serde_json::Value {
+        let lease = self.rows.iter().find(|l| l.source == status.name).map(|l| {
+            let live = l.is_live(self.now);
+            json!({
+                "owner": if live { l.owner.as_deref() } else { None },
+                "epoch": l.epoch,
+                "live": live,
+                "expires_in_ms": (l.expires_ms - self.now).max(0),
+            })
+        });
+        let mut v = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+        if let Some(o) = v.as_object_mut() {
+            o.insert("lease".into(), lease.unwrap_or(serde_json::Value::Null));
+        }
+        v
+    }
 }
 
 /// Whether the caller may see `source` (a token limited to other sources may not).
@@ -185,7 +217,8 @@ async fn get_source(
     State(st): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(status_now(source(&st, &name)?)))
+    let status = status_now(source(&st, &name)?);
+    Ok(Json(Leases::read(&st.catalog).await?.with_lease(status)))
 }
 
 async fn list_binlogs(
