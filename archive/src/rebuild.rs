@@ -295,6 +295,23 @@ struct Held {
     chunks: Vec<(u64, u64, String, String, u64)>,
 }
 
+impl Held {
+    /// Every epoch that wrote something of this file: whole objects, manifests, chunks.
+    fn epochs(&self) -> impl Iterator<Item = i64> + '_ {
+        let chunk_epochs = self.chunks.iter().filter_map(|(_, _, _, key, _)| {
+            key.rsplit('/')
+                .next()
+                .and_then(objects::parse_chunk_name)
+                .map(|(_, _, epoch, _)| epoch)
+        });
+        self.objects
+            .keys()
+            .chain(self.manifests.iter())
+            .copied()
+            .chain(chunk_epochs)
+    }
+}
+
 /// Rebuilds `ctx.source` (see the module doc). Call only when [`needed`] says so and
 /// before capture of the source starts.
 ///
@@ -310,6 +327,11 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     info!(source, store = %ctx.tier.store.url(), "rebuilding the source from the archive store");
     rebuild_bases(ctx, &mut report).await?;
     let held = list_held(ctx).await?;
+    // Later tenures must write above every epoch the store already holds.
+    let highest = held.values().flat_map(Held::epochs).max().unwrap_or(0);
+    if highest > 0 {
+        ctx.catalog.raise_lease_epoch(source, highest).await?;
+    }
     let closed = record_closed_files(ctx, &held, &mut report).await?;
     let newest = closed.last().map(|m| binlog_order(&m.file));
     // Files only in chunks before the newest whole file: never SUCC (a FAIL file, say).
@@ -511,7 +533,7 @@ async fn record_closed(ctx: &RebuildCtx<'_>, m: &Manifest) -> Result<(), Rebuild
             .await?;
     }
     ctx.catalog
-        .record_archive_object(&ArchiveObjectRow {
+        .import_archive_object(&ArchiveObjectRow {
             source: source.to_string(),
             file: m.file.clone(),
             kind: ArchiveKind::File,
@@ -617,7 +639,11 @@ async fn rebuild_active(
             stored_sha256: stored_sha,
             codec: codec.clone(),
             key_id: objstore::codec::key_id_of(&stored),
-            epoch: 0,
+            epoch: key
+                .rsplit('/')
+                .next()
+                .and_then(objects::parse_chunk_name)
+                .map_or(0, |(_, _, epoch, _)| epoch),
             created_at: 0,
             deleted_at: None,
         });
@@ -639,7 +665,7 @@ async fn rebuild_active(
         })?
         .map_err(werr)?;
     for row in taken.iter().filter(|r| r.end_offset <= len) {
-        ctx.catalog.record_archive_object(row).await?;
+        ctx.catalog.import_archive_object(row).await?;
     }
     if len < taken.last().map_or(0, |r| r.end_offset) {
         warn!(

@@ -151,6 +151,25 @@ pub fn decide(
         .collect()
 }
 
+/// The epochs of the whole objects and manifests the store holds for each file of
+/// `source` (one listing of `<source>/binlogs/`; chunks are not counted).
+async fn whole_object_epochs(
+    store: &Store,
+    source: &str,
+) -> Result<std::collections::HashMap<String, Vec<i64>>, StoreError> {
+    let dir = format!("{source}/binlogs/");
+    let mut out: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for (key, _) in store.list(&dir).await? {
+        let Some(name) = key.strip_prefix(&dir).filter(|n| !n.contains('/')) else {
+            continue;
+        };
+        let name = name.strip_suffix(".manifest.json").unwrap_or(name);
+        let (file, epoch) = objects::split_epoch(name);
+        out.entry(file.to_string()).or_default().push(epoch);
+    }
+    Ok(out)
+}
+
 /// Applies retention to `source` (local directory `dir`) at `now`.
 ///
 /// # Errors
@@ -181,6 +200,7 @@ pub async fn apply(
         }),
         ..Default::default()
     };
+    let mut listed: Option<std::collections::HashMap<String, Vec<i64>>> = None;
     for (file, keep) in decide(&files, keep_days, now, oldest) {
         if let Some(why) = keep {
             report.kept.push(Kept {
@@ -192,14 +212,21 @@ pub async fn apply(
         for o in objs.iter().filter(|o| o.file == file) {
             store.delete(&o.object_key).await?;
         }
-        // Every epoch's whole object and manifest of the file (epoch 0 too: a crash
-        // may leave an object that no row names).
+        // Every epoch's whole object and manifest of the file: the rows' epochs, epoch 0,
+        // and whatever the store holds that no row names (a crash before the row, a
+        // stale writer whose row the fence refused). One listing per pass.
         let mut epochs: std::collections::BTreeSet<i64> = objs
             .iter()
             .filter(|o| o.file == file)
             .map(|o| o.epoch)
             .collect();
         epochs.insert(0);
+        if listed.is_none() {
+            listed = Some(whole_object_epochs(store, source).await?);
+        }
+        if let Some(held) = listed.as_ref().and_then(|l| l.get(&file)) {
+            epochs.extend(held.iter().copied());
+        }
         for epoch in epochs {
             for key in [
                 objects::file_key(source, &file, epoch),

@@ -155,9 +155,30 @@ impl Catalog {
     /// [`CatalogError::Fenced`] when the row's epoch no longer holds the lease (nothing
     /// was recorded: stop writing for the source); [`CatalogError::Query`].
     pub async fn record_archive_object(&self, o: &ArchiveObjectRow) -> Result<(), CatalogError> {
+        self.insert_archive_object(o, o.epoch > 0).await
+    }
+
+    /// Records an object found in the store by a rebuild (no writer, so no lease):
+    /// [`record_archive_object`](Catalog::record_archive_object) without the fence,
+    /// whatever the row's epoch. Only for rows read back from the store's own manifests
+    /// and chunk names.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidArgument`] for offsets or sizes past i64;
+    /// [`CatalogError::Query`].
+    pub async fn import_archive_object(&self, o: &ArchiveObjectRow) -> Result<(), CatalogError> {
+        self.insert_archive_object(o, false).await
+    }
+
+    async fn insert_archive_object(
+        &self,
+        o: &ArchiveObjectRow,
+        fenced: bool,
+    ) -> Result<(), CatalogError> {
         const OP: &str = "record_archive_object";
         let values = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL";
-        let sql = if o.epoch > 0 {
+        let sql = if fenced {
             format!(
                 "INSERT INTO archive_objects ({COLUMNS}) SELECT {values} WHERE {} \
                  ON CONFLICT (source, file, kind, end_offset) DO NOTHING",
@@ -186,7 +207,7 @@ impl Catalog {
             .execute(&self.pool)
             .await
             .map_err(query_err(OP))?;
-        if r.rows_affected() == 0 && o.epoch > 0 && !self.tenure_live(&o.source, o.epoch).await? {
+        if r.rows_affected() == 0 && fenced && !self.tenure_live(&o.source, o.epoch).await? {
             tracing::warn!(
                 source = %o.source,
                 file = %o.file,

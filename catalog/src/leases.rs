@@ -113,7 +113,7 @@ pub struct LeaseRow {
     pub renewed_ms: i64,
     /// Who held it before this tenure.
     pub previous_owner: Option<String>,
-    /// The previous owner's last renewal or release, database clock, ms.
+    /// The previous owner's last renewal (or acquisition), database clock, ms.
     pub previous_renewed_ms: Option<i64>,
 }
 
@@ -237,9 +237,12 @@ impl Catalog {
         ttl: Duration,
     ) -> Result<Option<Granted>, CatalogError> {
         let now = now_ms_sql(self.backend);
+        // Expiry is judged by the clock now: a renewal that waited for the row lock must
+        // not revive a tenure that ran out meanwhile.
+        let clock = clock_ms_sql(self.backend);
         sqlx::query_as::<_, Granted>(&format!(
             "UPDATE source_leases SET renewed_ms = {now}, expires_ms = {now} + $4 \
-             WHERE source = $1 AND owner = $2 AND epoch = $3 AND expires_ms > {now} \
+             WHERE source = $1 AND owner = $2 AND epoch = $3 AND expires_ms > {clock} \
              RETURNING epoch, expires_ms, renewed_ms"
         ))
         .bind(source)
@@ -266,7 +269,7 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         let now = now_ms_sql(self.backend);
         let r = sqlx::query(&format!(
-            "UPDATE source_leases SET previous_owner = owner, previous_renewed_ms = {now}, \
+            "UPDATE source_leases SET previous_owner = owner, previous_renewed_ms = renewed_ms, \
              owner = NULL, expires_ms = {now} \
              WHERE source = $1 AND owner = $2 AND epoch = $3"
         ))
@@ -417,5 +420,43 @@ impl Catalog {
             .await
             .map_err(query_err("set_node_draining"))?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Raises the epoch of `source`'s lease row to at least `epoch`, creating it (free)
+    /// when missing, so that the next tenure writes under an epoch above every one the
+    /// store already holds (a rebuild after the catalog was lost: the store keeps
+    /// `.e<epoch>` keys, the new catalog would start again at 1). A live tenure is left
+    /// alone. Returns the row's epoch afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn raise_lease_epoch(&self, source: &str, epoch: i64) -> Result<i64, CatalogError> {
+        const OP: &str = "raise_lease_epoch";
+        sqlx::query(
+            "INSERT INTO source_leases (source, owner, epoch, expires_ms, acquired_ms, \
+             renewed_ms, previous_owner, previous_renewed_ms) \
+             VALUES ($1, NULL, $2, 0, 0, 0, NULL, NULL) ON CONFLICT (source) DO NOTHING",
+        )
+        .bind(source)
+        .bind(epoch.max(0))
+        .execute(&self.pool)
+        .await
+        .map_err(query_err(OP))?;
+        let now = clock_ms_sql(self.backend);
+        sqlx::query(&format!(
+            "UPDATE source_leases SET epoch = $2 WHERE source = $1 AND epoch < $2 \
+             AND (owner IS NULL OR expires_ms <= {now})"
+        ))
+        .bind(source)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err(OP))?;
+        sqlx::query_scalar("SELECT epoch FROM source_leases WHERE source = $1")
+            .bind(source)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err(OP))
     }
 }

@@ -475,8 +475,25 @@ async fn open_postgres(
                 source,
             })?;
     let mut shown_url = options.database_url.clone();
-    // Fails only for URLs that cannot have a password; then there is none to hide.
+    if shown_url.cannot_be_a_base() || shown_url.host_str().is_none_or(str::is_empty) {
+        // Never shown: without `//host` the whole rest may be `user:password@...`.
+        return Err(CatalogError::BadUrl {
+            url: "postgres:(without //host)".to_owned(),
+            reason: "it names no host: write postgres://user@host:5432/dbname",
+        });
+    }
     let _ = shown_url.set_password(None);
+    // libpq-style `?password=` is taken by the driver too; never show it.
+    let kept: Vec<(String, String)> = shown_url
+        .query_pairs()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("password"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        shown_url.set_query(None);
+    } else {
+        shown_url.query_pairs_mut().clear().extend_pairs(kept);
+    }
     let shown = shown_url.to_string();
     if let Some(p) = password {
         if options.database_url.set_password(Some(p)).is_err() {

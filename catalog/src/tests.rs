@@ -132,6 +132,20 @@ async fn bad_urls_say_what_to_fix() {
         .unwrap_err();
     assert!(matches!(&err, CatalogError::Open { .. }), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    // A password as a query parameter, or a URL without //host: never shown.
+    let err = Catalog::open("postgres://repl@127.0.0.1:1/catalog?sslmode=disable&password=s3cret")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::Open { url, .. } if url.contains("sslmode=disable")),
+        "{err:?}"
+    );
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+    let err = Catalog::open("postgres:repl:s3cret@127.0.0.1/catalog")
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, CatalogError::BadUrl { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
     let err = Catalog::open_with_password("sqlite::memory:", Some("s3cret"))
         .await
         .unwrap_err();

@@ -1313,6 +1313,22 @@ async fn an_old_owner_cannot_record_an_archive_object(engine: Engine) {
         keys(cat.list_archive_objects(SRC).await.unwrap()),
         ["db1/binlogs/b.000001.e1", "db1/binlogs/b.000002.e2"]
     );
+    // A rebuild imports what the store holds, whatever its epoch, without a lease.
+    cat.import_archive_object(&row("b.000004", 1))
+        .await
+        .unwrap();
+    assert_eq!(cat.list_archive_objects(SRC).await.unwrap().len(), 3);
+    // ... and raises the epoch above everything the store holds, so the next tenure
+    // never reuses an epoch of an old key; a live tenure is left alone.
+    assert_eq!(cat.raise_lease_epoch("db9", 7).await.unwrap(), 7);
+    assert_eq!(cat.raise_lease_epoch("db9", 3).await.unwrap(), 7);
+    let next = cat
+        .acquire_lease("db9", "node-a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(next.epoch, 8);
+    assert_eq!(cat.raise_lease_epoch("db9", 20).await.unwrap(), 8);
     // Epoch 0, a single node's, is not fenced.
     let mut single = row("b.000003", 0);
     single.source = "solo".into();

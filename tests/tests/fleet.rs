@@ -380,11 +380,19 @@ mod leases {
         pg.restart()?;
         let admin = Catalog::open(&url).await?;
         let (_, leases) = admin.list_leases().await?;
-        let expired_at = leases
+        let row = leases
             .iter()
             .find(|l| l.source == "s0")
-            .context("lease row")?
-            .expires_ms;
+            .context("lease row")?;
+        // PostgreSQL's expiry of epoch 1 is its last renewal plus the ttl (the node may
+        // have released it, or taken it again, since PostgreSQL came back).
+        let last_renewal = if row.epoch == 1 {
+            row.renewed_ms
+        } else {
+            row.previous_renewed_ms
+                .context("the previous tenure's last renewal")?
+        };
+        let expired_at = last_renewal + i64::try_from(ttl.as_millis())?;
         assert!(
             stopped_at < expired_at,
             "stopped at {stopped_at} ms, but the lease expired at {expired_at} ms"

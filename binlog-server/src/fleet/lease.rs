@@ -3,10 +3,12 @@
 //!
 //! One task per node ([`LeaseKeeper::spawn`]) runs a round every third of `lease_ttl`:
 //!
-//! 1. **Heartbeat**: the node's row in `nodes` (which also says whether the node is being
+//! 1. **Renew** every tenure it holds, all at once. A refused renewal (the tenure is
+//!    over: another node took the lease after it expired) ends the tenure at once; a
+//!    tenure that ended by the local deadline is released in the catalog, so that the
+//!    others need not wait for its expiry.
+//! 2. **Heartbeat**: the node's row in `nodes` (which also says whether the node is being
 //!    drained).
-//! 2. **Renew** every tenure it holds. A refused renewal (the tenure is over: another
-//!    node took the lease after it expired) ends the tenure at once.
 //! 3. **Rebalance**: while other live nodes exist, a node holds at most its share,
 //!    `ceil(sources / live nodes)`; the excess is released. A draining node releases
 //!    everything and takes nothing.
@@ -215,9 +217,13 @@ impl LeaseKeeper {
         self.release_all().await;
     }
 
-    /// One round: heartbeat, renew, rebalance, acquire (module docs).
+    /// One round: renew, heartbeat, rebalance, acquire (module docs). Renewals go first
+    /// and all at once, so a slow heartbeat or a slow renewal of one source never makes
+    /// another miss its deadline.
     async fn round(&mut self) {
-        self.forget_expired();
+        let expired = self.forget_expired();
+        self.renew_all().await;
+        self.release_expired(expired).await;
         let draining = match self.bounded(self.heartbeat()).await {
             Some(Ok(row)) => {
                 self.started = true;
@@ -225,19 +231,32 @@ impl LeaseKeeper {
             }
             Some(Err(e)) => {
                 warn!(node = %self.opts.node, error = %e, "heartbeat failed; keeping leases until their deadline");
-                return self.renew_all().await;
+                return;
             }
             None => {
                 warn!(node = %self.opts.node, "heartbeat timed out; keeping leases until their deadline");
-                return self.renew_all().await;
+                return;
             }
         };
-        self.renew_all().await;
         let Some(share) = self.share(draining).await else {
             return;
         };
         self.release_over(share).await;
         self.acquire_up_to(share).await;
+    }
+
+    /// Frees in the catalog the tenures that ended by the local deadline (their rows
+    /// may still look live for the margin), so another node need not wait for the
+    /// expiry. Best effort: a failure leaves the lease to expire.
+    async fn release_expired(&self, expired: Vec<(String, i64)>) {
+        for (source, epoch) in expired {
+            let released = self
+                .bounded(self.catalog.release_lease(&source, &self.opts.node, epoch))
+                .await;
+            if let Some(Err(e)) = released {
+                warn!(source, epoch, error = %e, "release of an expired tenure failed; it expires by itself");
+            }
+        }
     }
 
     async fn heartbeat(&self) -> Result<catalog::NodeRow, CatalogError> {
@@ -251,33 +270,41 @@ impl LeaseKeeper {
         tokio::time::timeout(self.opts.round(), f).await.ok()
     }
 
-    /// Drops the tenures whose watchdog fired (the token is cancelled).
-    fn forget_expired(&mut self) {
-        let expired: Vec<String> = self
+    /// Drops the tenures whose watchdog fired (the token is cancelled); returns them as
+    /// (source, epoch).
+    fn forget_expired(&mut self) -> Vec<(String, i64)> {
+        let expired: Vec<(String, i64)> = self
             .held
             .iter()
             .filter(|(_, h)| h.tenure.token.is_cancelled())
-            .map(|(s, _)| s.clone())
+            .map(|(s, h)| (s.clone(), h.tenure.epoch))
             .collect();
-        for source in expired {
-            self.end(&source, EndReason::Expired);
+        for (source, _) in &expired {
+            self.end(source, EndReason::Expired);
         }
+        expired
     }
 
+    /// Renews every tenure at once, each statement bounded by a round.
     async fn renew_all(&mut self) {
-        let sources: Vec<String> = self.held.keys().cloned().collect();
-        for source in sources {
-            let Some(epoch) = self.held.get(&source).map(|h| h.tenure.epoch) else {
-                continue;
-            };
+        let tenures: Vec<(String, i64)> = self
+            .held
+            .iter()
+            .map(|(s, h)| (s.clone(), h.tenure.epoch))
+            .collect();
+        let renewals = tenures.iter().map(|(source, epoch)| {
             let sent = Instant::now();
-            let renewed = self.bounded(self.catalog.renew_lease(
-                &source,
+            let call = self.bounded(self.catalog.renew_lease(
+                source,
                 &self.opts.node,
-                epoch,
+                *epoch,
                 self.opts.ttl,
             ));
-            match renewed.await {
+            async move { (sent, call.await) }
+        });
+        let results = futures::future::join_all(renewals).await;
+        for ((source, epoch), (sent, result)) in tenures.into_iter().zip(results) {
+            match result {
                 Some(Ok(Some(_))) => {
                     if let Some(h) = self.held.get(&source) {
                         if !h.tenure.token.is_cancelled() {
@@ -297,7 +324,8 @@ impl LeaseKeeper {
                 }
             }
         }
-        self.forget_expired();
+        let late = self.forget_expired();
+        self.release_expired(late).await;
     }
 
     /// This node's share of the sources, or `None` when the catalog did not answer. A

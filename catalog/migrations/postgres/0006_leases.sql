@@ -21,8 +21,8 @@ CREATE TABLE nodes (
 -- One row per source that was ever leased. owner NULL = free (released); a lease whose
 -- expires_ms has passed is free as well. epoch grows by one at every acquisition, so
 -- (source, epoch) names one owner's tenure for ever; it fences that owner's writes.
--- previous_owner / previous_renewed_ms: who held it before and their last renewal
--- (or release), for the takeover time.
+-- previous_owner / previous_renewed_ms: who held it before and their last renewal,
+-- for the takeover time.
 CREATE TABLE source_leases (
     source               VARCHAR(255) COLLATE "C" NOT NULL,
     owner                VARCHAR(255),

@@ -911,6 +911,14 @@ mod tests {
             msg.contains("password_env") && !msg.contains("pw@"),
             "{msg}"
         );
+        for leaky in [
+            "url = \"postgres://binlog@db:5432/b?sslmode=require&Password=pw\"\n",
+            "url = \"postgres:binlog:pw@db/b\"\n",
+        ] {
+            let (key, msg) = key_of(with(leaky).unwrap_err());
+            assert_eq!(key, "catalog.url", "{leaky}");
+            assert!(!msg.contains("pw"), "{msg}");
+        }
         let (key, msg) = key_of(with("password_env = \"X\"\n").unwrap_err());
         assert!(
             key == "catalog.password_env" && msg.contains("SQLite"),

@@ -683,6 +683,12 @@ fn catalog(c: &CatalogConfig, data_dir: &Path) -> Result<CatalogSettings, Config
             ))
         }
     };
+    if postgres && !url.contains("://") {
+        return Err(invalid(
+            "catalog.url",
+            "expected postgres://user@host:5432/dbname (with //host)",
+        ));
+    }
     if postgres && url_has_password(&url) {
         return Err(invalid(
             "catalog.url",
@@ -703,16 +709,25 @@ fn catalog(c: &CatalogConfig, data_dir: &Path) -> Result<CatalogSettings, Config
     Ok(CatalogSettings { url, password })
 }
 
-/// Whether a `scheme://user:password@host` URL carries a password (a `:` in the part
-/// before the last `@` of its authority).
+/// Whether a `scheme://user:password@host/db?...` URL carries a password: a `:` in the
+/// part before the last `@` of its authority, or a `password=` query parameter (which
+/// the PostgreSQL driver takes too).
 fn url_has_password(url: &str) -> bool {
     let Some((_, rest)) = url.split_once("://") else {
         return false;
     };
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority
+    let in_userinfo = authority
         .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, q)| {
+        q.split('&').any(|p| {
+            p.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("password"))
+        })
+    });
+    in_userinfo || in_query
 }
 
 /// Shortest `[node] lease_ttl`: renewals every third of it must fit a slow statement.
