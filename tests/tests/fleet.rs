@@ -371,11 +371,13 @@ mod leases {
             "a short outage must not stop the source"
         );
         assert_eq!(n.handle.held().get("s0"), Some(&1));
+        assert!(first.may_write());
 
         // A long outage: stopped by the node's own clock.
         pg.stop()?;
         first.token.cancelled().await;
         let stopped_at = wall_ms();
+        assert!(!first.may_write());
         tokio::time::sleep(ttl).await;
         pg.restart()?;
         let admin = Catalog::open(&url).await?;

@@ -90,6 +90,18 @@ pub struct Tenure {
     pub epoch: i64,
     /// Cancelled when the tenure ends; every writer of the source stops with it.
     pub token: CancellationToken,
+    /// The local deadline, moved by each renewal.
+    deadline: watch::Receiver<Instant>,
+}
+
+impl Tenure {
+    /// Whether a write under this tenure may go out now: the token is not cancelled
+    /// **and** the local deadline has not passed. Writers ask this right before each
+    /// write, so that a task that runs after a pause, before the watchdog had its turn,
+    /// still stops.
+    pub fn may_write(&self) -> bool {
+        !self.token.is_cancelled() && Instant::now() < *self.deadline.borrow()
+    }
 }
 
 /// Why a tenure ended.
@@ -423,11 +435,12 @@ impl LeaseKeeper {
     fn start_tenure(&mut self, source: String, g: Granted, sent: Instant) {
         let token = CancellationToken::new();
         let (deadline, watched) = watch::channel(self.deadline_from(sent));
-        tokio::spawn(watchdog(token.clone(), watched));
+        tokio::spawn(watchdog(token.clone(), watched.clone()));
         let tenure = Tenure {
             source: source.clone(),
             epoch: g.epoch,
             token,
+            deadline: watched,
         };
         info!(source, node = %self.opts.node, epoch = g.epoch, "this node owns the source now");
         if let Ok(mut m) = self.shared.lock() {
