@@ -174,7 +174,7 @@ impl Tokens {
             };
             let sources = match rest {
                 "" => None,
-                rest => Some(parse_sources(rest).map_err(bad)?),
+                rest => Some(parse_sources(rest).map_err(|e| bad(e.to_string()))?),
             };
             let role: Role = role.parse().map_err(bad)?;
             let hex_part = hash
@@ -266,12 +266,23 @@ fn next_field(s: &str) -> Option<(&str, &str)> {
     Some(s.split_at(end))
 }
 
+/// Why the `sources = [...]` part of a tokens-file line is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SourcesError {
+    /// Something other than `sources = [...]` follows the hash.
+    #[error("after the hash, only `sources = [\"db1\", \"db2\"]` may follow")]
+    Form,
+    /// An item of the list is not a quoted name.
+    #[error("{0:?} in sources is not a quoted source name")]
+    NotQuoted(String),
+    /// The list is empty.
+    #[error("sources = [] would allow nothing: name at least one source")]
+    Empty,
+}
+
 /// The `sources = ["a", "b"]` part of a tokens-file line: a non-empty list of quoted
 /// names without quotes or backslashes inside.
-// The text is the product: a parser's message to the person who wrote the input
-// (config file, CLI flag or API field), shown as it is; no caller acts on it.
-fn parse_sources(rest: &str) -> Result<Vec<String>, String> {
-    const FORM: &str = "after the hash, only `sources = [\"db1\", \"db2\"]` may follow";
+fn parse_sources(rest: &str) -> Result<Vec<String>, SourcesError> {
     let list = rest
         .strip_prefix("sources")
         .map(str::trim_start)
@@ -279,18 +290,18 @@ fn parse_sources(rest: &str) -> Result<Vec<String>, String> {
         .map(str::trim)
         .and_then(|r| r.strip_prefix('['))
         .and_then(|r| r.strip_suffix(']'))
-        .ok_or_else(|| FORM.to_string())?;
+        .ok_or(SourcesError::Form)?;
     let mut names = Vec::new();
     for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let name = item
             .strip_prefix('"')
             .and_then(|i| i.strip_suffix('"'))
             .filter(|n| !n.is_empty() && !n.contains(['"', '\\']))
-            .ok_or_else(|| format!("{item:?} in sources is not a quoted source name"))?;
+            .ok_or_else(|| SourcesError::NotQuoted(item.to_string()))?;
         names.push(name.to_string());
     }
     if names.is_empty() {
-        return Err("sources = [] would allow nothing: name at least one source".into());
+        return Err(SourcesError::Empty);
     }
     Ok(names)
 }

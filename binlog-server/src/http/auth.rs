@@ -173,12 +173,38 @@ const SCOPED_BY_HANDLER: [&str; 4] = [
     "/v1/jobs/{id}",
 ];
 
+/// Why [`source_scope`] refuses a token limited to some sources (a 403).
+#[derive(Debug, Error, PartialEq, Eq)]
+enum OutOfScope {
+    /// The route names a source the token may not use.
+    #[error(
+        "token {token:?} is limited to the sources {allowed:?}; {source_name:?} is not one of them"
+    )]
+    OtherSource {
+        /// The token's name.
+        token: String,
+        /// Its sources.
+        allowed: Vec<String>,
+        /// The source the route names.
+        source_name: String,
+    },
+    /// The route spans every source.
+    #[error("token {token:?} is limited to the sources {allowed:?}; {route} spans every source")]
+    AllSources {
+        /// The token's name.
+        token: String,
+        /// Its sources.
+        allowed: Vec<String>,
+        /// The matched route pattern.
+        route: String,
+    },
+}
+
 /// Check 3b of the module doc: a token limited to some sources reaches the routes of its
 /// sources (`/v1/sources/{name}/...`, `name` one of them) and [`SCOPED_BY_HANDLER`];
 /// every other route spans all sources and is refused. `route` is the matched pattern,
-/// `path` the request's path. The error is the refusal's message.
-// The text is the product: the 403's message to the API caller, shown as it is.
-fn source_scope(route: &str, path: &str, caller: &Caller) -> Result<(), String> {
+/// `path` the request's path.
+fn source_scope(route: &str, path: &str, caller: &Caller) -> Result<(), OutOfScope> {
     let Some(allowed) = &caller.sources else {
         return Ok(());
     };
@@ -188,18 +214,20 @@ fn source_scope(route: &str, path: &str, caller: &Caller) -> Result<(), String> 
         if caller.may_use(name) {
             return Ok(());
         }
-        return Err(format!(
-            "token {:?} is limited to the sources {allowed:?}; {name:?} is not one of them",
-            caller.name
-        ));
+        return Err(OutOfScope::OtherSource {
+            token: caller.name.clone(),
+            allowed: allowed.clone(),
+            source_name: name.to_string(),
+        });
     }
     if SCOPED_BY_HANDLER.contains(&route) {
         return Ok(());
     }
-    Err(format!(
-        "token {:?} is limited to the sources {allowed:?}; {route} spans every source",
-        caller.name
-    ))
+    Err(OutOfScope::AllSources {
+        token: caller.name.clone(),
+        allowed: allowed.clone(),
+        route: route.to_string(),
+    })
 }
 
 /// A refusal with the API's JSON error body.
@@ -340,7 +368,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
         );
     }
     if let Err(e) = source_scope(&route, req.uri().path(), &caller) {
-        return refuse(StatusCode::FORBIDDEN, e);
+        return refuse(StatusCode::FORBIDDEN, e.to_string());
     }
     if changes_state(&method) && !is_json(req.headers()) {
         return refuse(
@@ -387,6 +415,8 @@ mod tests {
             assert!(ok(route, route, &team), "{route}");
         }
         let e = source_scope("/metrics", "/metrics", &team).unwrap_err();
+        assert!(matches!(e, OutOfScope::AllSources { .. }), "{e}");
+        let e = e.to_string();
         assert!(
             e.contains("spans every source") && e.contains("orders"),
             "{e}"
