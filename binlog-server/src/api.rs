@@ -190,22 +190,25 @@ impl Leases {
         Ok(Leases { now, rows })
     }
 
-    fn with_lease(&self, status: node::status::SourceStatus) -> serde_json::Value {
+    fn with_lease(&self, status: node::status::SourceStatus) -> WithLease {
         let lease = self.rows.iter().find(|l| l.source == status.name).map(|l| {
-            let live = l.is_live(self.now);
             json!({
-                "owner": if live { l.owner.as_deref() } else { None },
+                "owner": l.live_owner(self.now),
                 "epoch": l.epoch,
-                "live": live,
-                "expires_in_ms": (l.expires_ms - self.now).max(0),
+                "live": l.is_live(self.now),
+                "expires_in_ms": l.expires_in_ms(self.now),
             })
         });
-        let mut v = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
-        if let Some(o) = v.as_object_mut() {
-            o.insert("lease".into(), lease.unwrap_or(serde_json::Value::Null));
-        }
-        v
+        WithLease { status, lease }
     }
+}
+
+/// A source's status with its `lease` beside the status's own fields.
+#[derive(serde::Serialize)]
+struct WithLease {
+    #[serde(flatten)]
+    status: node::status::SourceStatus,
+    lease: Option<serde_json::Value>,
 }
 
 /// Whether the caller may see `source` (a token limited to other sources may not).
@@ -655,7 +658,7 @@ async fn list_nodes(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse
         .map(|n| {
             let held: Vec<&str> = leases
                 .iter()
-                .filter(|l| l.is_live(now) && l.owner.as_deref() == Some(n.id.as_str()))
+                .filter(|l| l.is_held_by(&n.id, now))
                 .map(|l| l.source.as_str())
                 .collect();
             json!({
@@ -663,7 +666,7 @@ async fn list_nodes(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse
                 "advertise": n.advertise,
                 "started_ms": n.started_ms,
                 "heartbeat_ms": n.heartbeat_ms,
-                "heartbeat_age_ms": now - n.heartbeat_ms,
+                "heartbeat_age_ms": now.saturating_sub(n.heartbeat_ms),
                 "alive": n.is_alive(now, st.node_alive_within),
                 "draining": n.is_draining(),
                 "leases": held,
@@ -673,13 +676,12 @@ async fn list_nodes(State(st): State<Arc<ApiState>>) -> Result<impl IntoResponse
     let leases: Vec<serde_json::Value> = leases
         .iter()
         .map(|l| {
-            let live = l.is_live(now);
             json!({
                 "source": l.source,
-                "owner": if live { l.owner.as_deref() } else { None },
+                "owner": l.live_owner(now),
                 "epoch": l.epoch,
-                "live": live,
-                "expires_in_ms": (l.expires_ms - now).max(0),
+                "live": l.is_live(now),
+                "expires_in_ms": l.expires_in_ms(now),
                 "previous_owner": l.previous_owner,
             })
         })

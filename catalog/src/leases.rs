@@ -123,6 +123,21 @@ impl LeaseRow {
     pub fn is_live(&self, now_ms: i64) -> bool {
         self.owner.is_some() && self.expires_ms > now_ms
     }
+
+    /// Whether `node` holds the lease at `now_ms` (database clock).
+    pub fn is_held_by(&self, node: &str, now_ms: i64) -> bool {
+        self.is_live(now_ms) && self.owner.as_deref() == Some(node)
+    }
+
+    /// The owner while the lease is live at `now_ms`; `None` when free or expired.
+    pub fn live_owner(&self, now_ms: i64) -> Option<&str> {
+        self.owner.as_deref().filter(|_| self.is_live(now_ms))
+    }
+
+    /// Milliseconds left at `now_ms` (0 when expired).
+    pub fn expires_in_ms(&self, now_ms: i64) -> i64 {
+        self.expires_ms.saturating_sub(now_ms).max(0)
+    }
 }
 
 /// One row of `nodes`.

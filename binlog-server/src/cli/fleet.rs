@@ -92,15 +92,12 @@ async fn print_status(cat: &catalog::Catalog) -> Result<(), catalog::CatalogErro
     let (_, leases) = cat.list_leases().await?;
     println!("node\tadvertise\tlast heartbeat\tstate\tleases");
     for n in &nodes {
-        let held = leases
-            .iter()
-            .filter(|l| l.is_live(now) && l.owner.as_deref() == Some(n.id.as_str()))
-            .count();
+        let held = leases.iter().filter(|l| l.is_held_by(&n.id, now)).count();
         println!(
             "{}\t{}\t{:.1}s ago\t{}\t{held}",
             n.id,
             n.advertise,
-            (now - n.heartbeat_ms) as f64 / 1000.0,
+            now.saturating_sub(n.heartbeat_ms) as f64 / 1000.0,
             if n.is_draining() {
                 "draining"
             } else {
@@ -110,16 +107,16 @@ async fn print_status(cat: &catalog::Catalog) -> Result<(), catalog::CatalogErro
     }
     println!("source\towner\tepoch\texpires in\tprevious owner");
     for l in &leases {
-        let owner = match (&l.owner, l.is_live(now)) {
-            (Some(o), true) => o.as_str(),
-            (Some(_), false) => "(expired)",
-            (None, _) => "(free)",
+        let owner = match (l.live_owner(now), &l.owner) {
+            (Some(o), _) => o,
+            (None, Some(_)) => "(expired)",
+            (None, None) => "(free)",
         };
         println!(
             "{}\t{owner}\t{}\t{:.1}s\t{}",
             l.source,
             l.epoch,
-            ((l.expires_ms - now).max(0)) as f64 / 1000.0,
+            l.expires_in_ms(now) as f64 / 1000.0,
             l.previous_owner.as_deref().unwrap_or("-")
         );
     }

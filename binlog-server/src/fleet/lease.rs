@@ -233,9 +233,7 @@ impl LeaseKeeper {
     /// and all at once, so a slow heartbeat or a slow renewal of one source never makes
     /// another miss its deadline.
     async fn round(&mut self) {
-        let expired = self.forget_expired();
         self.renew_all().await;
-        self.release_expired(expired).await;
         let draining = match self.bounded(self.heartbeat()).await {
             Some(Ok(row)) => {
                 self.started = true;
@@ -297,8 +295,10 @@ impl LeaseKeeper {
         expired
     }
 
-    /// Renews every tenure at once, each statement bounded by a round.
+    /// Renews every tenure at once, each statement bounded by a round; the tenures that
+    /// ended by the local deadline, before or during the renewals, are released.
     async fn renew_all(&mut self) {
+        let mut ended = self.forget_expired();
         let tenures: Vec<(String, i64)> = self
             .held
             .iter()
@@ -336,8 +336,8 @@ impl LeaseKeeper {
                 }
             }
         }
-        let late = self.forget_expired();
-        self.release_expired(late).await;
+        ended.extend(self.forget_expired());
+        self.release_expired(ended).await;
     }
 
     /// This node's share of the sources, or `None` when the catalog did not answer. A
