@@ -10,7 +10,15 @@
 //! o <ordinal u64 BE>                          -> <commit_ts><ordinal> (binlog order)
 //! last                                         -> <commit_ts><ordinal> of the newest
 //! meta                                         -> IndexPos (JSON): indexed up to file:offset
+//! holes                                        -> file names (JSON) not indexed
 //! ```
+//!
+//! `holes` lists files before the index position whose transactions are not in it: a
+//! takeover found them held whole by nobody, and they were pulled again from the primary
+//! after later files had been indexed (`super::takeover`). A PITR planned over one of them
+//! is refused rather than cut at the wrong transaction; the next takeover re-indexes the
+//! source from scratch and clears them. `holes` is written with a synced write-ahead log
+//! entry: unlike the entries, it cannot be derived again after a crash.
 //!
 //! `ordinal` numbers the source's transactions in binlog order from 0.
 //!
@@ -364,6 +372,42 @@ impl Index {
         Ok((self.commit(source, name, &records, upto, next)?, added))
     }
 
+    /// The files of `source` before the index position that the index lacks (module
+    /// docs, `holes`), in the order they were marked.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError::Db`], or [`IndexError::Corrupt`] for a damaged list.
+    pub fn unindexed(&self, source: &str) -> Result<Vec<String>, IndexError> {
+        match self.db.get(key(source, b"holes"))? {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| IndexError::Corrupt(format!("holes of {source}: {e}"))),
+        }
+    }
+
+    /// Adds `files` to the files of `source` the index lacks, durably (synced).
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError::Db`], [`IndexError::Corrupt`].
+    pub fn mark_unindexed(&self, source: &str, files: &[String]) -> Result<(), IndexError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut holes = self.unindexed(source)?;
+        for f in files {
+            if !holes.contains(f) {
+                holes.push(f.clone());
+            }
+        }
+        let v = serde_json::to_vec(&holes).map_err(|e| IndexError::Corrupt(e.to_string()))?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_opt(key(source, b"holes"), v, &wo)?;
+        Ok(())
+    }
+
     /// Deletes everything indexed for `source`.
     pub fn clear(&self, source: &str) -> Result<(), IndexError> {
         let p = prefix(source);
@@ -586,6 +630,30 @@ mod tests {
         assert_eq!(idx.position("s").unwrap(), None);
         assert!(idx.find_gtid("s", &g(2)).unwrap().is_none());
         assert!(idx.find_gtid("t", &g(2)).unwrap().is_some());
+    }
+
+    #[test]
+    fn holes_are_kept_per_source_without_duplicates_and_cleared_with_the_source() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = Index::open(&d.path().join("idx")).unwrap();
+        assert!(idx.unindexed("s").unwrap().is_empty());
+        idx.commit("s", "b.000003", &[rec(1, 100, 4, 90)], 90, 0)
+            .unwrap();
+        let files = |v: &[&str]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        idx.mark_unindexed("s", &files(&["b.000001", "b.000002"]))
+            .unwrap();
+        idx.mark_unindexed("s", &files(&["b.000002"])).unwrap();
+        idx.mark_unindexed("t", &files(&["x.000009"])).unwrap();
+        assert_eq!(
+            idx.unindexed("s").unwrap(),
+            files(&["b.000001", "b.000002"])
+        );
+        // The holes key is not an entry: lookups and the position are unchanged.
+        assert_eq!(idx.last("s").unwrap().unwrap().file, "b.000003");
+        assert_eq!(idx.position("s").unwrap().unwrap().file, "b.000003");
+        idx.clear("s").unwrap();
+        assert!(idx.unindexed("s").unwrap().is_empty());
+        assert_eq!(idx.unindexed("t").unwrap(), files(&["x.000009"]));
     }
 
     #[test]

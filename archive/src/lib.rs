@@ -20,4 +20,5 @@ pub mod rebuild;
 pub mod retention;
 pub mod scrub;
 pub mod ship;
+pub mod takeover;
 pub mod tier;

@@ -93,6 +93,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The control file of the source directory `dir`, if present and parseable.
+pub fn read_control_in(dir: &Path) -> Option<Control> {
+    let bytes = std::fs::read(dir.join(CONTROL_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Where capture should resume, as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
@@ -172,8 +178,7 @@ impl LocalFiles {
 
     /// Reads the control file, if present and parseable.
     pub fn read_control(&self) -> Option<Control> {
-        let bytes = std::fs::read(self.dir.join(CONTROL_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        read_control_in(&self.dir)
     }
 
     /// Records the durable length of the active file. Call only after the data's

@@ -292,7 +292,7 @@ struct Held {
     /// The epochs whose manifest is present.
     manifests: std::collections::BTreeSet<i64>,
     /// Chunks: (start, end, codec, key, stored size).
-    chunks: Vec<(u64, u64, String, String, u64)>,
+    chunks: Vec<HeldChunk>,
 }
 
 impl Held {
@@ -371,7 +371,12 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
         })
         .map(|((_, f), h)| (f.clone(), &h.chunks));
     if let Some((file, chunks)) = active {
-        match rebuild_active(ctx, &dir, &file, chunks).await? {
+        let cctx = ChunkCtx {
+            catalog: ctx.catalog,
+            tier: ctx.tier,
+            source,
+        };
+        match rebuild_active(&cctx, &dir, &file, chunks).await? {
             Some(len) => report.active = Some((file, len)),
             None => report
                 .skipped
@@ -554,7 +559,7 @@ async fn record_closed(ctx: &RebuildCtx<'_>, m: &Manifest) -> Result<(), Rebuild
 }
 
 /// `src` copied to `dst` (through `dst.part`), fsynced, renamed, directory fsynced.
-async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildError> {
+pub(crate) async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildError> {
     let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let werr = |source| RebuildError::Write {
@@ -579,14 +584,25 @@ async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildError> {
     })?
 }
 
+/// What decoding the active file's chunks needs: the catalog (their rows), the store,
+/// the source.
+pub(crate) struct ChunkCtx<'a> {
+    pub(crate) catalog: &'a Catalog,
+    pub(crate) tier: &'a Arc<ArchiveTier>,
+    pub(crate) source: &'a str,
+}
+
+/// A chunk of a file as the store holds it: (start, end, codec, key, stored size).
+pub(crate) type HeldChunk = (u64, u64, String, String, u64);
+
 /// Decodes the chunks of `file` contiguous from 0 into `<dir>/<file>`, keeps the valid
 /// prefix, writes the control file and records the chunks inside it. Returns the
 /// length kept, or `None` when no chunk starts at 0.
-async fn rebuild_active(
-    ctx: &RebuildCtx<'_>,
+pub(crate) async fn rebuild_active(
+    ctx: &ChunkCtx<'_>,
     dir: &Path,
     file: &str,
-    chunks: &[(u64, u64, String, String, u64)],
+    chunks: &[HeldChunk],
 ) -> Result<Option<u64>, RebuildError> {
     let path = dir.join(file);
     let werr = |source: std::io::Error| RebuildError::Write {
@@ -682,7 +698,7 @@ async fn rebuild_active(
 /// Errors: the store's, the codec's, or a plaintext whose length is not the
 /// `[start, end)` of the chunk's name.
 async fn fetch_chunk(
-    ctx: &RebuildCtx<'_>,
+    ctx: &ChunkCtx<'_>,
     key: &str,
     codec: &str,
     start: u64,

@@ -523,6 +523,7 @@ fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
         | P::SequenceHole { .. }
         | P::RecordedGap { .. }
         | P::FileFailed { .. }
+        | P::FileNotIndexed { .. }
         | P::FileMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         P::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

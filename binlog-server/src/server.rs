@@ -2,6 +2,11 @@
 //! store any source whose local archive was lost (`archive::rebuild`), starts one
 //! capture task per source, its shipper and the HTTP API, and supervises them until
 //! SIGINT/SIGTERM.
+//!
+//! On a fleet node (`[node]`) no source is captured at start: the lease keeper
+//! (`fleet::lease`) acquires this node's share of the leases, and each source's task
+//! takes the source over from the archive store and captures and ships it only during
+//! the node's tenures (`fleet::capture`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
 use crate::api::{self, ApiState};
-use crate::source::context::{Shared, SourceRuntime};
-use crate::source::supervise::spawn_source;
+use crate::fleet::capture::FleetSource;
+use crate::source::context::{Shared, SourceCtx, SourceRuntime};
+use crate::source::supervise::{capture, source_handles};
 use archive::index::Index;
 use node::config::Settings;
 use node::status::{Metrics, StatusCell};
@@ -50,18 +56,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let reader = tier
         .clone()
         .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
-    let rebuilt = match (&tier, &reader) {
-        (Some(t), Some(r)) => {
-            archive::rebuild::rebuild_lost(&settings, &catalog, &index, t, r, None)
-                .await?
-                .into_iter()
-                .filter_map(|(name, r)| r.map(|r| (name, r.summary())))
-                .collect()
-        }
-        _ => BTreeMap::new(),
-    };
-    let mut started = start_sources(&settings, &shared, reader, &rebuilt, &cancel).await?;
-    if let Some(tier) = &tier {
+    let rebuilt = rebuild_at_start(&settings, &catalog, &index, &tier, &reader).await?;
+    let mut started =
+        start_sources(&settings, &shared, tier.as_ref(), reader, &rebuilt, &cancel).await?;
+    if let (Some(tier), None) = (&tier, &settings.node) {
         spawn_shippers(&settings, &shared, tier, &mut started, &cancel);
     }
     let pitr = PitrService::open(PitrDeps {
@@ -114,6 +112,29 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     result
 }
 
+/// Rebuilds from the archive store every source of a single node whose local archive
+/// was lost (`archive::rebuild`); returns each rebuilt source's summary. A fleet node
+/// takes each source over from the store when it acquires the lease instead
+/// (`archive::takeover`).
+async fn rebuild_at_start(
+    settings: &Settings,
+    catalog: &Arc<catalog::Catalog>,
+    index: &Arc<Index>,
+    tier: &Option<Arc<archive::tier::ArchiveTier>>,
+    reader: &Option<Arc<archive::cache::ArchiveReader>>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let (Some(t), Some(r), None) = (tier, reader, &settings.node) else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(
+        archive::rebuild::rebuild_lost(settings, catalog, index, t, r, None)
+            .await?
+            .into_iter()
+            .filter_map(|(name, r)| r.map(|r| (name, r.summary())))
+            .collect(),
+    )
+}
+
 /// Binds the API's address (`[http] listen`) and builds its token guard; says whether
 /// the API is authenticated. Errors: the bind error, with the address.
 async fn bind_http(
@@ -157,7 +178,8 @@ fn open_tier(settings: &Settings) -> anyhow::Result<Option<Arc<archive::tier::Ar
     Ok(Some(tier))
 }
 
-/// Starts one shipping task per source, supervised with the source tasks.
+/// Starts one shipping task per source on a single node, supervised with the source
+/// tasks (a fleet node ships each source under its tenures instead).
 fn spawn_shippers(
     settings: &Settings,
     shared: &Shared,
@@ -182,8 +204,7 @@ fn spawn_shippers(
                 metrics: shared.metrics.clone(),
                 evicted,
                 primary: rt.primary.clone(),
-                // A single node's epoch: capture is not lease-driven yet, so every node
-                // writes as the one owner (issue 21, takeover).
+                // A single node writes as the one owner, under epoch 0.
                 epoch: 0,
             },
             cancel.child_token(),
@@ -212,10 +233,13 @@ struct Started {
 /// The supervised source tasks, each ending with its name and its result.
 type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::JoinError>)>;
 
-/// Starts every source's capture task and its `[source.replication]` fake primary.
+/// Starts every source's capture task and its `[source.replication]` fake primary. On
+/// a fleet node (`[node]`) each source's task waits for the node's tenures of its lease
+/// (`fleet::capture`), and the lease keeper runs with the source tasks.
 async fn start_sources(
     settings: &Settings,
     shared: &Shared,
+    tier: Option<&Arc<archive::tier::ArchiveTier>>,
     reader: Option<Arc<archive::cache::ArchiveReader>>,
     rebuilt: &BTreeMap<String, String>,
     cancel: &CancellationToken,
@@ -227,62 +251,146 @@ async fn start_sources(
         listeners: Vec::new(),
         tasks: JoinSet::new(),
     };
+    let fleet = match (&settings.node, tier, &reader) {
+        (Some(n), Some(t), Some(r)) => Some((n, t.clone(), r.clone())),
+        _ => None,
+    };
+    let mut routes = BTreeMap::new();
     for source in settings.sources.iter().cloned() {
         let name = source.name.clone();
-        let capture = !source.archive_only;
-        let replication = source.replication.clone();
-        let (rt, handle) = spawn_source(shared.clone(), source, cancel.child_token());
+        let (rt, inbox) = source_handles(&source);
         if let Some(summary) = rebuilt.get(&name) {
             rt.status.note(summary.clone());
         }
-        let dir = settings.data_dir.join(&name);
-        let evicted = archive::cache::Evicted::default();
-        if reader.is_some() {
-            // Files the store holds whole and the disk no longer does.
-            for o in shared
-                .catalog
-                .list_archive_objects(&name)
-                .await
-                .unwrap_or_default()
-            {
-                if o.kind == catalog::ArchiveKind::File && !dir.join(&o.file).exists() {
-                    evicted.insert(&o.file, o.end_offset);
-                }
-            }
-        }
+        let evicted = evicted_files(shared, settings, &name, reader.is_some()).await;
         let archive = Arc::new(Archive {
-            evicted,
+            evicted: evicted.clone(),
             reader: reader.clone(),
             source: name.clone(),
             dir: settings.data_dir.join(&name),
-            status: capture.then(|| rt.status.clone()),
+            status: (!source.archive_only).then(|| rt.status.clone()),
             catalog: shared.catalog.clone(),
             index: shared.index.clone(),
             checks: Some(rt.checks.clone()),
         });
-        if let Some(r) = replication {
-            started.listeners.push(
-                fake_primary::spawn(
-                    r.listen,
-                    archive.clone(),
-                    r.creds,
-                    None,
-                    fake_primary::ListenerOptions {
-                        tls: r.tls,
-                        max_sessions: r.max_sessions,
-                    },
-                    cancel,
-                )
-                .await
-                .with_context(|| format!("source {name}: [source.replication] listen"))?,
-            );
+        if let Some(l) = replication_listener(&source, &archive, cancel).await? {
+            started.listeners.push(l);
         }
+        let span = tracing::info_span!("source", source = %name);
+        let task = match &fleet {
+            Some((_, tier, reader)) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                routes.insert(name.clone(), tx);
+                let fs = FleetSource {
+                    shared: shared.clone(),
+                    source,
+                    status: rt.status.clone(),
+                    inbox,
+                    primary: rt.primary.clone(),
+                    tier: tier.clone(),
+                    reader: reader.clone(),
+                    evicted,
+                };
+                tokio::spawn(fs.run(rx, cancel.child_token()).instrument(span))
+            }
+            None => {
+                let ctx = SourceCtx {
+                    shared: shared.clone(),
+                    source,
+                    status: rt.status.clone(),
+                    cancel: cancel.child_token(),
+                    tenure: None,
+                };
+                let mut inbox = inbox;
+                tokio::spawn(async move { capture(&ctx, &mut inbox).await }.instrument(span))
+            }
+        };
         started.statuses.insert(name.clone(), rt.status.clone());
         started.archives.insert(name.clone(), archive);
         started.runtimes.insert(name.clone(), rt);
-        started.tasks.spawn(async move { (name, handle.await) });
+        started.tasks.spawn(async move { (name, task.await) });
+    }
+    if let Some((node, _, _)) = fleet {
+        spawn_keeper(settings, node, shared, routes, &mut started, cancel);
     }
     Ok(started)
+}
+
+/// The `[source.replication]` fake primary of `source` over `archive`, when configured.
+async fn replication_listener(
+    source: &node::config::Source,
+    archive: &Arc<Archive>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<fake_primary::Listener>> {
+    let Some(r) = source.replication.clone() else {
+        return Ok(None);
+    };
+    let listener = fake_primary::spawn(
+        r.listen,
+        archive.clone(),
+        r.creds,
+        None,
+        fake_primary::ListenerOptions {
+            tls: r.tls,
+            max_sessions: r.max_sessions,
+        },
+        cancel,
+    )
+    .await
+    .with_context(|| format!("source {}: [source.replication] listen", source.name))?;
+    Ok(Some(listener))
+}
+
+/// Files the store holds whole and the disk no longer does (when the store is on).
+async fn evicted_files(
+    shared: &Shared,
+    settings: &Settings,
+    name: &str,
+    tiered: bool,
+) -> archive::cache::Evicted {
+    let evicted = archive::cache::Evicted::default();
+    if tiered {
+        let dir = settings.data_dir.join(name);
+        for o in shared
+            .catalog
+            .list_archive_objects(name)
+            .await
+            .unwrap_or_default()
+        {
+            if o.kind == catalog::ArchiveKind::File && !dir.join(&o.file).exists() {
+                evicted.insert(&o.file, o.end_offset);
+            }
+        }
+    }
+    evicted
+}
+
+/// Starts the lease keeper of `[node]` over every configured source, and the router of
+/// its tenures to the source tasks; both are supervised with them (the keeper releases
+/// its leases at shut-down).
+fn spawn_keeper(
+    settings: &Settings,
+    node: &node::config::NodeSettings,
+    shared: &Shared,
+    routes: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<crate::fleet::lease::Tenure>>,
+    started: &mut Started,
+    cancel: &CancellationToken,
+) {
+    use crate::fleet::lease::{LeaseKeeper, LeaseOptions};
+    info!(node = %node.id, lease_ttl = ?node.lease_ttl, sources = settings.sources.len(),
+        "fleet node: each source is captured here only while this node holds its lease");
+    let (_handle, events, keeper) = LeaseKeeper::spawn(
+        shared.catalog.clone(),
+        settings.sources.iter().map(|s| s.name.clone()).collect(),
+        LeaseOptions::new(&node.id, &node.advertise, node.lease_ttl),
+        cancel.child_token(),
+    );
+    let router = crate::fleet::capture::route(events, routes, shared.metrics.clone());
+    started.tasks.spawn(async move {
+        let r = keeper.await.map(|()| Ok(()));
+        let _ = router.await;
+        ("lease keeper".to_string(), r)
+    });
 }
 
 /// Waits for shut-down, the HTTP server's end, or a source task's unexpected end (a

@@ -86,7 +86,7 @@ pub(crate) fn fence_sql(backend: Backend, source: &str, epoch: &str) -> String {
 /// `ttl - margin` has passed since it **sent** the statement: the database's expiry was
 /// computed later than that moment, so the local deadline always falls before it (with
 /// clocks that run at the same rate, give or take the margin).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Granted {
     /// The epoch of this tenure (the first acquisition of a source gets 1).
     pub epoch: i64,
@@ -94,6 +94,11 @@ pub struct Granted {
     pub expires_ms: i64,
     /// When the statement ran, database clock, ms since the Unix epoch.
     pub renewed_ms: i64,
+    /// Who held the lease before this tenure (`None`: nobody ever did).
+    pub previous_owner: Option<String>,
+    /// The previous owner's last renewal, database clock, ms: where a takeover's time
+    /// is counted from (the owner died after it, within a renewal period).
+    pub previous_renewed_ms: Option<i64>,
 }
 
 /// One row of `source_leases`.
@@ -223,7 +228,7 @@ impl Catalog {
              owner = $2, epoch = epoch + 1, acquired_ms = {now}, renewed_ms = {now}, \
              expires_ms = {now} + $3 \
              WHERE source = $1 AND (owner IS NULL OR expires_ms <= {now}) \
-             RETURNING epoch, expires_ms, renewed_ms"
+             RETURNING epoch, expires_ms, renewed_ms, previous_owner, previous_renewed_ms"
         ))
         .bind(source)
         .bind(node)
@@ -258,7 +263,7 @@ impl Catalog {
         sqlx::query_as::<_, Granted>(&format!(
             "UPDATE source_leases SET renewed_ms = {now}, expires_ms = {now} + $4 \
              WHERE source = $1 AND owner = $2 AND epoch = $3 AND expires_ms > {clock} \
-             RETURNING epoch, expires_ms, renewed_ms"
+             RETURNING epoch, expires_ms, renewed_ms, previous_owner, previous_renewed_ms"
         ))
         .bind(source)
         .bind(node)

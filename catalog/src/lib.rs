@@ -66,6 +66,7 @@ pub mod backups;
 mod error;
 pub mod leases;
 pub mod pitr;
+mod takeover;
 pub mod verify;
 
 use binlog::binlog_seq;

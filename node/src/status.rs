@@ -30,6 +30,27 @@ pub enum CaptureState {
     Failed,
     /// Shut down.
     Stopped,
+    /// A fleet node that does not hold the source's lease: another node (or none yet)
+    /// captures it; this node starts when it acquires the lease.
+    Standby,
+}
+
+/// The last takeover of a source by this node (a fleet node that acquired its lease).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TakeoverView {
+    /// The epoch of the tenure that began.
+    pub epoch: i64,
+    /// Who held the lease before (`None`: nobody ever did).
+    pub previous_owner: Option<String>,
+    /// From the previous owner's last renewal to the first event streamed again under
+    /// this tenure, seconds (`None` while not streaming yet, or without a previous
+    /// owner). The owner died after that renewal, within a third of `lease_ttl`, so
+    /// this is an upper bound of the outage.
+    pub seconds: Option<f64>,
+    /// When the lease was acquired, unix seconds.
+    pub acquired_at: i64,
+    /// What the takeover did (kept, fetched, dropped, where capture resumed).
+    pub summary: String,
 }
 
 /// What the API reports about a source.
@@ -71,6 +92,8 @@ pub struct SourceStatus {
     pub notes: Vec<String>,
     /// Shipping to the archive store (`None` when `[archive]` is off).
     pub archive: Option<crate::status::ArchiveStatus>,
+    /// The last takeover by this node (`None` on a single node, or before one).
+    pub takeover: Option<TakeoverView>,
 }
 
 impl SourceStatus {
@@ -94,6 +117,7 @@ impl SourceStatus {
             reconnects: 0,
             notes: Vec::new(),
             archive: None,
+            takeover: None,
         }
     }
 }
@@ -174,6 +198,23 @@ pub struct Metrics {
     pub archive_amplification: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Failed shipping passes (each retried).
     pub archive_errors: Family<SourceLabel, Counter>,
+    /// Takeovers of a source by this node (lease acquired, capture started).
+    pub takeovers: Family<SourceLabel, Counter>,
+    /// The last takeover's time, from the previous owner's last renewal to streaming
+    /// again, seconds.
+    pub takeover_seconds: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Tenures of a source that ended on this node, and why (`lost`, `expired`,
+    /// `released`).
+    pub tenures_ended: Family<EndLabel, Counter>,
+}
+
+/// Label set of [`Metrics::tenures_ended`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabel {
+    /// Source name.
+    pub source: String,
+    /// `lost`, `expired` or `released`.
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -204,11 +245,15 @@ impl Metrics {
             archive_lag_seconds: Family::default(),
             archive_amplification: Family::default(),
             archive_errors: Family::default(),
+            takeovers: Family::default(),
+            takeover_seconds: Family::default(),
+            tenures_ended: Family::default(),
             registry: Registry::default(),
         };
         m.register_capture(&mut registry);
         m.register_verification(&mut registry);
         m.register_archive(&mut registry);
+        m.register_fleet(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -306,6 +351,25 @@ impl Metrics {
             "archive_errors",
             "Failed archive shipping passes (each is retried with backoff)",
             self.archive_errors.clone(),
+        );
+    }
+
+    /// Registers the fleet's metrics (takeovers, tenures).
+    fn register_fleet(&self, r: &mut Registry) {
+        r.register(
+            "takeovers",
+            "Takeovers of a source by this node: lease acquired and capture started",
+            self.takeovers.clone(),
+        );
+        r.register(
+            "takeover_seconds",
+            "The last takeover's time: the previous owner's last lease renewal to streaming again",
+            self.takeover_seconds.clone(),
+        );
+        r.register(
+            "tenures_ended",
+            "Tenures of a source's lease that ended on this node, by reason (lost, expired, released)",
+            self.tenures_ended.clone(),
         );
     }
 

@@ -90,6 +90,9 @@ pub struct Tenure {
     pub epoch: i64,
     /// Cancelled when the tenure ends; every writer of the source stops with it.
     pub token: CancellationToken,
+    /// The lease as the acquisition recorded it: the database's time of the
+    /// acquisition and the previous owner with its last renewal (the takeover time).
+    pub granted: Granted,
     /// The local deadline, moved by each renewal.
     deadline: watch::Receiver<Instant>,
 }
@@ -440,6 +443,7 @@ impl LeaseKeeper {
             source: source.clone(),
             epoch: g.epoch,
             token,
+            granted: g.clone(),
             deadline: watched,
         };
         info!(source, node = %self.opts.node, epoch = g.epoch, "this node owns the source now");

@@ -3,8 +3,11 @@
 //!
 //! - [`lease`]: the lease keeper: which sources this node owns, under which epoch, and
 //!   when it must stop writing for each (`[node]` in the configuration).
+//! - [`capture`]: each source captured and shipped only during the node's tenures of
+//!   its lease, each tenure taken over from the archive store (`archive::takeover`).
 //!
 //! The catalog side of leases (the tables, the compare-and-set statements, the fence)
 //! is `catalog::leases`.
 
+pub mod capture;
 pub mod lease;

@@ -31,8 +31,11 @@ pub async fn check_loop(
     store: Arc<LocalFiles>,
     view: Arc<std::sync::Mutex<PrimaryView>>,
     wake: Arc<Notify>,
-    mut on_demand: mpsc::Receiver<String>,
+    on_demand: Arc<tokio::sync::Mutex<mpsc::Receiver<String>>>,
 ) {
+    // The receiver outlives one tenure of the source: the checker of the next one
+    // takes it when this one is gone.
+    let mut on_demand = on_demand.lock().await;
     let mut checker = Checker {
         ctx,
         store,

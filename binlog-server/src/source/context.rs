@@ -63,6 +63,16 @@ pub struct SourceCtx {
     pub source: Source,
     /// Its live status (API, metrics).
     pub status: StatusCell,
-    /// Cancelled at shut-down.
+    /// Cancelled at shut-down, and at the end of the node's tenure of the source.
     pub cancel: CancellationToken,
+    /// The node's tenure of the source's lease (`None`: a single node, no `[node]`).
+    pub tenure: Option<crate::fleet::lease::Tenure>,
+}
+
+impl SourceCtx {
+    /// Whether a write to the shared catalog may go out now: always on a single node;
+    /// in a fleet, while the tenure lasts ([`crate::fleet::lease::Tenure::may_write`]).
+    pub fn may_write(&self) -> bool {
+        self.tenure.as_ref().is_none_or(|t| t.may_write())
+    }
 }

@@ -21,6 +21,7 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
         source,
         status,
         cancel,
+        ..
     } = ctx;
     let label = Metrics::label(&source.name);
     let mut session: Option<session::Session> = None;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use super::check::check_loop;
-use super::context::{Shared, SourceCommand, SourceCtx, SourceRuntime};
+use super::context::{SourceCommand, SourceCtx, SourceRuntime};
 use super::error::StreamEnd;
 use super::gaps::record_gap;
 use super::poll::poll_primary;
@@ -47,14 +47,20 @@ use node::config::Source;
 use node::status::PrimaryView;
 use node::status::{CaptureState, Metrics, StatusCell};
 
-/// Starts the tasks of one source; returns the runtime handle and the supervised task
-/// (which ends only on cancellation, or with an error when the store cannot be opened).
-/// Every task of the source runs in a span `source{name}`.
-pub fn spawn_source(
-    shared: Shared,
-    source: Source,
-    cancel: CancellationToken,
-) -> (SourceRuntime, tokio::task::JoinHandle<anyhow::Result<()>>) {
+/// What a source's capture receives from the API, kept across the node's tenures of
+/// the source (each tenure's capture borrows it).
+pub struct SourceInbox {
+    /// Restart commands.
+    commands: mpsc::Receiver<SourceCommand>,
+    /// Files to check now; the checker of a tenure holds the lock while it runs.
+    checks: Arc<tokio::sync::Mutex<mpsc::Receiver<String>>>,
+    /// The primary's latest binlog list.
+    primary: Arc<std::sync::Mutex<PrimaryView>>,
+}
+
+/// A source's handles: the runtime the API holds (state Starting) and the inbox its
+/// capture reads.
+pub fn source_handles(source: &Source) -> (SourceRuntime, SourceInbox) {
     let status = StatusCell::new(node::status::SourceStatus::new(
         &source.name,
         &source.url.redacted(),
@@ -64,39 +70,41 @@ pub fn spawn_source(
     let primary = Arc::new(std::sync::Mutex::new(PrimaryView::default()));
     let rt = SourceRuntime {
         name: source.name.clone(),
-        status: status.clone(),
+        status,
         commands: tx,
         checks: check_tx,
         primary: primary.clone(),
     };
-    let span = tracing::info_span!("source", source = %source.name);
-    let ctx = SourceCtx {
-        shared,
-        source,
-        status,
-        cancel,
+    let inbox = SourceInbox {
+        commands: rx,
+        checks: Arc::new(tokio::sync::Mutex::new(check_rx)),
+        primary,
     };
-    let task = tokio::spawn(
-        async move {
-            let r = run_source(&ctx, rx, check_rx, primary).await;
-            if let Err(e) = &r {
-                let msg = format!("{e:#}");
-                {
-                    let mut s = ctx.status.lock();
-                    s.state = CaptureState::Failed;
-                    s.last_error = Some(msg.clone());
-                }
-                let _ = ctx
-                    .shared
-                    .catalog
-                    .set_source_state(&ctx.source.name, "failed", Some(&msg))
-                    .await;
-            }
-            r
+    (rt, inbox)
+}
+
+/// Runs the capture of `ctx.source` until `ctx.cancel` (shut-down, or the end of the
+/// tenure): recovery, the writer, poller and checker, the reconnect loop. An error
+/// (the store could not be opened or recovered) is recorded in the status and, while
+/// the tenure lasts, in the catalog.
+pub async fn capture(ctx: &SourceCtx, inbox: &mut SourceInbox) -> anyhow::Result<()> {
+    let r = run_source(ctx, inbox).await;
+    if let Err(e) = &r {
+        let msg = format!("{e:#}");
+        {
+            let mut s = ctx.status.lock();
+            s.state = CaptureState::Failed;
+            s.last_error = Some(msg.clone());
         }
-        .instrument(span),
-    );
-    (rt, task)
+        if ctx.may_write() {
+            let _ = ctx
+                .shared
+                .catalog
+                .set_source_state(&ctx.source.name, "failed", Some(&msg))
+                .await;
+        }
+    }
+    r
 }
 
 /// What recovery found: the store, where capture resumes, and the next index ordinal.
@@ -106,12 +114,8 @@ struct Recovered {
     next_ordinal: u64,
 }
 
-async fn run_source(
-    ctx: &SourceCtx,
-    mut commands: mpsc::Receiver<SourceCommand>,
-    check_rx: mpsc::Receiver<String>,
-    primary_view: Arc<std::sync::Mutex<PrimaryView>>,
-) -> anyhow::Result<()> {
+async fn run_source(ctx: &SourceCtx, inbox: &mut SourceInbox) -> anyhow::Result<()> {
+    let primary_view = inbox.primary.clone();
     use anyhow::Context;
     let (shared, name) = (&ctx.shared, &ctx.source.name);
     shared
@@ -161,9 +165,7 @@ async fn run_source(
     let writer_failed = CancellationToken::new();
     tokio::spawn(
         handle_notes(
-            shared.catalog.clone(),
-            name.clone(),
-            ctx.status.clone(),
+            ctx.clone(),
             notes,
             checker_wake.clone(),
             writer_failed.clone(),
@@ -181,7 +183,7 @@ async fn run_source(
             store.clone(),
             primary_view.clone(),
             checker_wake.clone(),
-            check_rx,
+            inbox.checks.clone(),
         )
         .instrument(tracing::info_span!("check")),
     );
@@ -195,7 +197,7 @@ async fn run_source(
         writer_failed: &writer_failed,
         primary: &primary_view,
     };
-    reconnect_loop(&attempt, &mut commands, resume).await;
+    reconnect_loop(&attempt, &mut inbox.commands, resume).await;
     drop(wtx);
     let _ = tokio::task::spawn_blocking(move || {
         let _ = writer_thread.join();
@@ -203,7 +205,9 @@ async fn run_source(
     })
     .await;
     ctx.status.lock().state = CaptureState::Stopped;
-    let _ = shared.catalog.set_source_state(name, "stopped", None).await;
+    if ctx.may_write() {
+        let _ = shared.catalog.set_source_state(name, "stopped", None).await;
+    }
     Ok(())
 }
 
@@ -441,19 +445,19 @@ async fn back_off(ctx: &SourceCtx, msg: &str, backoff: Duration) -> bool {
     !ctx.cancel.is_cancelled()
 }
 
-/// Applies the writer's notes: the live status, the catalog rows of the active file
+/// Applies the writer's notes (the catalog's rows only while the tenure lasts): the
+/// live status, the catalog rows of the active file
 /// (written at once for a new file, then at most once a second: the control file is the
 /// durable record, the catalog row is for people and the API), REPORTED on close (and a
 /// wake-up for the checker), and a writer failure (cancels `failed`). Ends when the
 /// writer is gone.
 async fn handle_notes(
-    catalog: Arc<Catalog>,
-    name: String,
-    status: StatusCell,
+    ctx: SourceCtx,
     mut notes: mpsc::UnboundedReceiver<WriterNote>,
     wake: Arc<Notify>,
     failed: CancellationToken,
 ) {
+    let (catalog, name, status) = (&ctx.shared.catalog, &ctx.source.name, &ctx.status);
     let mut recorded_file = String::new();
     let mut pending: Option<FileProgress> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -461,8 +465,8 @@ async fn handle_notes(
         let n = tokio::select! {
             n = notes.recv() => n,
             _ = tick.tick() => {
-                if let Some(p) = pending.take() {
-                    if let Err(e) = catalog.record_active(&name, &p).await {
+                if let Some(p) = pending.take().filter(|_| ctx.may_write()) {
+                    if let Err(e) = catalog.record_active(name, &p).await {
                         warn!(source = %name, error = %e, "catalog update failed");
                     }
                 }
@@ -487,10 +491,13 @@ async fn handle_notes(
                         s.last_event_time = u32::try_from(t).ok();
                     }
                 }
+                if !ctx.may_write() {
+                    continue;
+                }
                 if file != recorded_file {
                     recorded_file = file;
                     pending = None;
-                    if let Err(e) = catalog.record_active(&name, &progress).await {
+                    if let Err(e) = catalog.record_active(name, &progress).await {
                         warn!(source = %name, error = %e, "catalog update failed");
                     }
                 } else {
@@ -501,7 +508,10 @@ async fn handle_notes(
                 if pending.as_ref().is_some_and(|q| q.name == p.name) {
                     pending = None;
                 }
-                if let Err(e) = catalog.mark_reported(&name, &p).await {
+                if !ctx.may_write() {
+                    continue;
+                }
+                if let Err(e) = catalog.mark_reported(name, &p).await {
                     warn!(source = %name, error = %e, "catalog update failed");
                 }
                 wake.notify_one();

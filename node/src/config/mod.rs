@@ -992,6 +992,21 @@ mod tests {
             }
         }
         assert!(Config::parse(&format!("{}[node]\nid = \"a\"\n", base(d.path()))).is_err());
+        let no_archive = Config::parse(&format!(
+            "{}[archive]\nenabled = false\n[node]\nid = \"a\"\nadvertise = \"https://h:1\"\n",
+            base(d.path())
+        ))
+        .unwrap()
+        .validate();
+        match no_archive {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert!(
+                    key == "node" && message.contains("[archive] enabled"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
     let tools = backup_tools(&c.backup)?;
     let pitr = pitr(c.pitr, &data_dir)?;
     let archive = archive(&c.archive, &store.options, &data_dir)?;
+    if node.is_some() && !archive.enabled {
+        return Err(invalid(
+            "node",
+            "a fleet node needs the archive store: a node that takes a source over resumes              from what the store holds (set [archive] enabled = true, with a store every              node reaches)",
+        ));
+    }
     Ok(Settings {
         archive,
         pitr,

@@ -175,6 +175,18 @@ pub enum PlanError {
         /// The check's finding.
         info: String,
     },
+    /// A file of the range is not in this node's transaction index (pulled again from
+    /// the primary after a takeover, once later files were indexed): a cut could be
+    /// placed at the wrong transaction, so the plan is refused.
+    #[error(
+        "binlog {file} in the range is not in this node's transaction index (it was pulled \
+         again from the primary after this node took the source over); this node \
+         re-indexes it at its next takeover of the source (a restart, or a drain and back)"
+    )]
+    FileNotIndexed {
+        /// The binlog file.
+        file: String,
+    },
     /// A file of the range is in the catalog but not on disk.
     #[error(
         "binlog {file} in the range is missing from the archive ({} does not exist); \
@@ -201,6 +213,7 @@ impl PlanError {
             | PlanError::BasePositionNotArchived { file, .. }
             | PlanError::FileNotListed { file, .. }
             | PlanError::FileFailed { file, .. }
+            | PlanError::FileNotIndexed { file }
             | PlanError::FileMissing { file, .. } => Some(file),
             PlanError::SequenceHole { before, .. } | PlanError::RecordedGap { before, .. } => {
                 Some(before)

@@ -117,6 +117,7 @@ pub async fn plan(
     };
     // 3. The files in the range: present, not FAIL, no hole.
     let range = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
+    check_indexed(index, source, &range).await?;
     // 4. Counts: transactions by ordinal, bytes by position.
     let base_gtid = base.gtid_pos.clone().unwrap_or_default();
     let first_ordinal = first_ordinal(index, source, base_gtid, &start, &cut.stop).await?;
@@ -360,6 +361,25 @@ async fn checked_range(
         }
     }
     Ok(range)
+}
+
+/// No file of `range` is one of the index's holes ([`Index::unindexed`]).
+async fn check_indexed(
+    index: &Arc<Index>,
+    source: &str,
+    range: &[BinlogFileRow],
+) -> Result<(), PlanError> {
+    let (idx, s) = (index.clone(), source.to_string());
+    let holes = tokio::task::spawn_blocking(move || idx.unindexed(&s))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    match range.iter().find(|f| holes.contains(&f.name)) {
+        Some(f) => Err(PlanError::FileNotIndexed {
+            file: f.name.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Consecutive files of `range` have consecutive sequence numbers and no recorded gap

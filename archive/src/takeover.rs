@@ -1,0 +1,559 @@
+//! Takeover: a node that has just acquired a source's lease (under a new epoch) makes
+//! its local archive continue exactly where the archive **store** ends, not where its
+//! own disk or the previous owner's rows end, before capture starts.
+//!
+//! # What is durable, for a new owner
+//!
+//! The catalog is shared; the previous owner's disk is not. A file the catalog lists is
+//! *durable* for the new owner when the store holds it whole, or when this node's own
+//! copy is complete (a closed file of the recorded size; an open file at least as long
+//! as the published size and the shipped chunks), or when it is closed and its shipped
+//! chunks cover it from 0 to its size. The newest durable file is where the archive
+//! stands; after it, at most one file continues (the *active* one):
+//!
+//! - from this node's copy when that is at least as long as the chunks' contiguous
+//!   prefix from offset 0;
+//! - else from those chunks, decoded and validated event by event (a bad event cuts the
+//!   file there) ([`super::rebuild`]'s `rebuild_active`);
+//! - else not at all: the primary sends it again from position 4.
+//!
+//! Every row after the active file is backed by nothing that survived the old owner
+//! and is dropped; the primary sends those binlogs again (as long as it still has them).
+//! A closed file before it that nothing durable holds whole (the old owner closed and
+//! checked it but had not shipped it yet) is marked FAIL, which makes the checker pull
+//! it again from the primary. Those files are not in this node's index: they are
+//! recorded as its holes (`Index::unindexed`), and the next takeover, once they are
+//! durable again, re-indexes the source from scratch.
+//!
+//! # Steps, in order
+//!
+//! 1. Local files that disagree with the catalog (no row, a shorter copy of a closed
+//!    file, a shorter copy of the open file, a file after the new end) are moved to
+//!    `<data_dir>/<source>/superseded-e<epoch>/`, never deleted: they may hold bytes
+//!    the primary no longer has. The control file goes with the active file it names.
+//! 2. Closed files that only the chunks hold are decoded to local files.
+//! 3. The newest durable file is copied from the store when it is not local, so that
+//!    capture knows what follows it and the index catch-up finds it.
+//! 4. The active file is decoded from its chunks (or kept).
+//! 5. The catalog: [`Catalog::adopt_tail`], fenced by the new epoch.
+//! 6. The evicted set: every file the store holds whole and the disk does not.
+//! 7. The index: every closed file after the index's position, local or read back
+//!    through the archive reader; from scratch when the position names a file that is
+//!    gone (the capture's own catch-up then adds the active file).
+//!
+//! # After a crash
+//!
+//! Each step is idempotent, and the catalog changes only in step 5, in one transaction:
+//! a takeover that stops halfway is run again by the next owner (this node or another),
+//! which finds a state of the same kind: rows that claim more than the store holds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use catalog::{ArchiveKind, ArchiveObjectRow, BinlogFileRow, Catalog, FileState};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::cache::{ArchiveReader, Evicted};
+use super::index::Index;
+use super::local::{fsync_dir, is_safe_file_name, CONTROL_FILE};
+use super::rebuild::{copy_durably, rebuild_active, ChunkCtx, HeldChunk, RebuildError};
+use super::tier::ArchiveTier;
+use binlog::{binlog_order, binlog_seq};
+
+/// What a takeover reads and writes.
+pub struct TakeoverCtx<'a> {
+    /// The shared catalog.
+    pub catalog: &'a Catalog,
+    /// This node's transaction index.
+    pub index: &'a Arc<Index>,
+    /// The archive store.
+    pub tier: &'a Arc<ArchiveTier>,
+    /// The reader through which files only in the store are fetched.
+    pub reader: &'a ArchiveReader,
+    /// `data_dir`.
+    pub data_dir: &'a Path,
+    /// Source name.
+    pub source: &'a str,
+    /// The new tenure's epoch: fences the catalog change.
+    pub epoch: i64,
+    /// The source's set of files only in the store (shared with the shipper and the
+    /// fake primary), brought up to date.
+    pub evicted: &'a Evicted,
+}
+
+/// What a takeover did, for the log, the source's notes and the API.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TakeoverReport {
+    /// Source name.
+    pub source: String,
+    /// The new epoch.
+    pub epoch: i64,
+    /// Local files kept as they were.
+    pub kept: usize,
+    /// Files written locally from the store (whole objects or chunks), oldest first.
+    pub fetched: Vec<String>,
+    /// The file capture continues and its length, bytes (`None`: the next file after
+    /// the newest durable one, or the configured start).
+    pub active: Option<(String, u64)>,
+    /// Rows dropped: files after the active one that nothing durable backs.
+    pub dropped: Vec<String>,
+    /// Local files moved to `superseded-e<epoch>/`.
+    pub set_aside: Vec<String>,
+    /// Closed files that neither the store nor this disk holds whole: marked FAIL, so
+    /// that the checker pulls them again from the primary while it has them.
+    pub left_to_checker: Vec<String>,
+    /// Closed files indexed, and the transactions they added.
+    pub indexed_files: usize,
+    /// Transactions indexed.
+    pub transactions: u64,
+}
+
+impl TakeoverReport {
+    /// One line: what was adopted and where capture resumes.
+    pub fn summary(&self) -> String {
+        let resume = match &self.active {
+            Some((f, len)) => format!("capture resumes in {f} at {len}"),
+            None => "capture resumes after the newest durable file".to_string(),
+        };
+        let mut s = format!(
+            "took over under epoch {}: kept {} local file(s), fetched {} from the store, \
+             indexed {} ({} transactions); {resume}",
+            self.epoch,
+            self.kept,
+            self.fetched.len(),
+            self.indexed_files,
+            self.transactions
+        );
+        for (what, list) in [
+            ("dropped rows nothing durable backs", &self.dropped),
+            ("set aside", &self.set_aside),
+            ("to pull again from the primary", &self.left_to_checker),
+        ] {
+            if !list.is_empty() {
+                s.push_str(&format!("; {what}: {}", list.join(", ")));
+            }
+        }
+        s
+    }
+}
+
+/// How the active file continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Active {
+    /// This node's copy, `len` bytes.
+    Local { file: String, len: u64 },
+    /// Decoded from these chunks (contiguous from 0).
+    Chunks {
+        file: String,
+        chunks: Vec<HeldChunk>,
+    },
+}
+
+/// The takeover's plan, from the catalog's rows and the local files alone.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// Local files kept.
+    keep: Vec<String>,
+    /// Local files to move aside.
+    set_aside: Vec<String>,
+    /// Closed files to decode from chunks that cover them: (file, size, chunks).
+    from_chunks: Vec<(String, u64, Vec<HeldChunk>)>,
+    /// The newest durable file, when it must be copied from its whole object.
+    copy_newest: Option<String>,
+    /// How the active file continues.
+    active: Option<Active>,
+    /// Rows to drop.
+    drop: Vec<String>,
+    /// Closed files neither held whole nor decodable.
+    left: Vec<String>,
+    /// Durable files up to the newest, in binlog order: (file, size, closed).
+    durable: Vec<(String, u64, bool)>,
+    /// Files the store holds whole: (file, size).
+    whole: Vec<(String, u64)>,
+}
+
+/// The chunks of `file` as (start, end, codec, key, stored size).
+fn chunks_of(objs: &[ArchiveObjectRow], file: &str) -> Vec<HeldChunk> {
+    objs.iter()
+        .filter(|o| o.file == file && o.kind == ArchiveKind::Chunk)
+        .map(|o| {
+            (
+                o.start_offset,
+                o.end_offset,
+                o.codec.clone(),
+                o.object_key.clone(),
+                o.stored_bytes,
+            )
+        })
+        .collect()
+}
+
+/// The end of the chunks' contiguous coverage from offset 0, bytes.
+fn coverage(chunks: &[HeldChunk]) -> u64 {
+    catalog::contiguous_end(chunks.iter().map(|c| (c.0, c.1)))
+}
+
+/// What the store and this disk hold of one row.
+struct Facts {
+    /// The row is closed (REPORTED, SUCC or FAIL).
+    closed: bool,
+    /// Its chunks.
+    chunks: Vec<HeldChunk>,
+    /// Their contiguous coverage from 0, bytes.
+    cov: u64,
+    /// The store holds it whole.
+    whole: bool,
+    /// This node's copy is complete (module docs).
+    local_ok: bool,
+}
+
+impl Facts {
+    fn of(r: &BinlogFileRow, objs: &[ArchiveObjectRow], local: &BTreeMap<String, u64>) -> Facts {
+        let closed = r.state != FileState::Active;
+        let chunks = chunks_of(objs, &r.name);
+        let cov = coverage(&chunks);
+        let whole = objs
+            .iter()
+            .any(|o| o.file == r.name && o.kind == ArchiveKind::File);
+        let local_ok = local.get(&r.name).is_some_and(|&l| {
+            if closed {
+                l == r.size
+            } else {
+                l >= r.size.max(cov)
+            }
+        });
+        Facts {
+            closed,
+            chunks,
+            cov,
+            whole,
+            local_ok,
+        }
+    }
+
+    /// Closed, and its chunks cover it whole.
+    fn decodable(&self, r: &BinlogFileRow) -> bool {
+        self.closed && r.size > 4 && self.cov >= r.size
+    }
+}
+
+/// Plans a takeover (module docs) from `rows` (any order), `objs` (live objects) and
+/// the local files (name -> size).
+fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<String, u64>) -> Plan {
+    let mut rows: Vec<&BinlogFileRow> = rows.iter().collect();
+    rows.sort_by_key(|r| binlog_order(&r.name));
+    let facts: Vec<Facts> = rows.iter().map(|r| Facts::of(r, objs, local)).collect();
+    let durable = |(r, f): (&&BinlogFileRow, &Facts)| {
+        f.whole || f.local_ok || f.decodable(r) || r.state == FileState::Fail
+    };
+    // After the newest durable file, and never past an open file that is not durable:
+    // capture cannot leave a hole in the middle of what it continues.
+    let upto = rows
+        .iter()
+        .zip(&facts)
+        .rposition(durable)
+        .map_or(0, |i| i + 1)
+        .min(
+            rows.iter()
+                .zip(&facts)
+                .position(|(r, f)| !f.closed && !durable((r, f)))
+                .unwrap_or(usize::MAX),
+        );
+    let mut p = Plan::default();
+    for (r, f) in rows.iter().zip(&facts) {
+        if f.whole {
+            p.whole.push((r.name.clone(), r.size));
+        }
+    }
+    for (r, f) in rows.iter().zip(facts).take(upto) {
+        plan_durable(&mut p, r, f);
+    }
+    if let Some(next) = rows.get(upto) {
+        plan_active(&mut p, next, Facts::of(next, objs, local), local);
+    }
+    for r in rows.iter().skip(upto + 1) {
+        p.drop.push(r.name.clone());
+    }
+    // The newest closed durable file must be local: copied from its whole object.
+    if let Some((f, _, true)) = p.durable.last() {
+        let decoded = p.from_chunks.iter().any(|(c, _, _)| c == f);
+        if !p.keep.contains(f) && !decoded && p.whole.iter().any(|(w, _)| w == f) {
+            p.copy_newest = Some(f.clone());
+        }
+    }
+    for name in local.keys() {
+        let known = p.keep.contains(name)
+            || matches!(&p.active, Some(Active::Local { file, .. }) if file == name);
+        if !known {
+            p.set_aside.push(name.clone());
+        }
+    }
+    p
+}
+
+/// Plans a row up to the newest durable file: kept, decoded from chunks, left to the
+/// checker, or only in the store.
+fn plan_durable(p: &mut Plan, r: &BinlogFileRow, f: Facts) {
+    let decodable = f.decodable(r);
+    if f.local_ok {
+        p.keep.push(r.name.clone());
+    } else if !f.whole && decodable {
+        p.from_chunks.push((r.name.clone(), r.size, f.chunks));
+    } else if !f.whole && r.state != FileState::Fail {
+        p.left.push(r.name.clone());
+    }
+    if r.state != FileState::Fail && (f.local_ok || f.whole || decodable) {
+        p.durable.push((r.name.clone(), r.size, f.closed));
+    }
+}
+
+/// Plans the first row after the newest durable file: continued from the local copy
+/// when it is at least as long as the chunks' prefix, else from the chunks, else
+/// dropped.
+fn plan_active(p: &mut Plan, r: &BinlogFileRow, f: Facts, local: &BTreeMap<String, u64>) {
+    let (chunks, cov) = (f.chunks, f.cov);
+    match local.get(&r.name) {
+        Some(&len) if len >= cov && len > 4 => {
+            p.active = Some(Active::Local {
+                file: r.name.clone(),
+                len,
+            });
+        }
+        _ if cov > 4 => {
+            let chunks = chunks.into_iter().filter(|c| c.0 < cov).collect();
+            p.active = Some(Active::Chunks {
+                file: r.name.clone(),
+                chunks,
+            });
+        }
+        _ => p.drop.push(r.name.clone()),
+    }
+}
+
+/// The binlog files in `dir` (name -> size); none when it does not exist.
+fn local_files(dir: &Path) -> std::io::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_safe_file_name(&name) && binlog_seq(&name).is_some() && e.file_type()?.is_file() {
+            out.insert(name, e.metadata()?.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Takes `ctx.source` over (module docs). Call after acquiring its lease and before
+/// capture of the source starts.
+///
+/// # Errors
+///
+/// [`RebuildError`]: the catalog (including [`catalog::CatalogError::Fenced`]: the
+/// lease is gone; do not capture), the store, a damaged object, the local disk. Every
+/// one leaves a state the next takeover handles: retry at the next tenure.
+pub async fn take_over(ctx: &TakeoverCtx<'_>) -> Result<TakeoverReport, RebuildError> {
+    let source = ctx.source;
+    let dir = ctx.data_dir.join(source);
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RebuildError::Write { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(werr(&dir))?;
+    let rows = ctx.catalog.list_files(source).await?;
+    let objs = ctx.catalog.list_archive_objects(source).await?;
+    let local = local_files(&dir).map_err(werr(&dir))?;
+    let p = plan(&rows, &objs, &local);
+    let mut report = TakeoverReport {
+        source: source.to_string(),
+        epoch: ctx.epoch,
+        kept: p.keep.len(),
+        dropped: p.drop.clone(),
+        set_aside: p.set_aside.clone(),
+        left_to_checker: p.left.clone(),
+        ..Default::default()
+    };
+    set_aside(&dir, ctx.epoch, &p.set_aside).map_err(werr(&dir))?;
+    fetch_closed(ctx, &dir, &p, &mut report).await?;
+    let mut drop = p.drop.clone();
+    let active = match &p.active {
+        Some(Active::Local { file, len }) => Some((file.clone(), *len)),
+        Some(Active::Chunks { file, chunks }) => {
+            let cctx = ChunkCtx {
+                catalog: ctx.catalog,
+                tier: ctx.tier,
+                source,
+            };
+            match rebuild_active(&cctx, &dir, file, chunks).await? {
+                Some(len) => {
+                    report.fetched.push(file.clone());
+                    Some((file.clone(), len))
+                }
+                None => {
+                    drop.push(file.clone());
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    ctx.catalog
+        .adopt_tail(
+            source,
+            ctx.epoch,
+            active.as_ref().map(|(f, l)| (f.as_str(), *l)),
+            &report.left_to_checker,
+            &drop,
+        )
+        .await?;
+    report.active = active;
+    report.dropped = drop;
+    for (f, size) in &p.whole {
+        if !dir.join(f).exists() {
+            ctx.evicted.insert(f, *size);
+        }
+    }
+    reindex(ctx, &dir, &p, &mut report).await?;
+    info!(source, epoch = ctx.epoch, "{}", report.summary());
+    Ok(report)
+}
+
+/// Step 1: moves `files` of `dir` to `superseded-e<epoch>/`, with the control file
+/// when it names one of them.
+fn set_aside(dir: &Path, epoch: i64, files: &[String]) -> std::io::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let aside = dir.join(format!("superseded-e{epoch}"));
+    std::fs::create_dir_all(&aside)?;
+    let control = super::local::read_control_in(dir);
+    for f in files {
+        warn!(file = %f, to = %aside.display(), "a local binlog disagrees with the archive's record; moved aside");
+        std::fs::rename(dir.join(f), aside.join(f))?;
+    }
+    if control.is_some_and(|c| files.contains(&c.file)) {
+        std::fs::rename(dir.join(CONTROL_FILE), aside.join(CONTROL_FILE))?;
+    }
+    fsync_dir(&aside)?;
+    fsync_dir(dir)
+}
+
+/// Steps 2 and 3: closed files decoded from their chunks (one whose chunks hold a bad
+/// event is removed again and left to the checker), then the newest durable file copied
+/// from its whole object when it is not local.
+async fn fetch_closed(
+    ctx: &TakeoverCtx<'_>,
+    dir: &Path,
+    p: &Plan,
+    report: &mut TakeoverReport,
+) -> Result<(), RebuildError> {
+    let cctx = ChunkCtx {
+        catalog: ctx.catalog,
+        tier: ctx.tier,
+        source: ctx.source,
+    };
+    for (file, size, chunks) in &p.from_chunks {
+        match rebuild_active(&cctx, dir, file, chunks).await? {
+            Some(len) if len == *size => report.fetched.push(file.clone()),
+            got => {
+                warn!(
+                    source = ctx.source,
+                    file,
+                    ?got,
+                    size,
+                    "a closed file's chunks do not rebuild it whole; left to the checker"
+                );
+                let path = dir.join(file);
+                std::fs::remove_file(&path).map_err(|source| RebuildError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+                report.left_to_checker.push(file.clone());
+            }
+        }
+    }
+    if let Some(f) = &p.copy_newest {
+        let cached = ctx.reader.path(ctx.source, dir, f).await?;
+        copy_durably(&cached, &dir.join(f)).await?;
+        report.fetched.push(f.clone());
+    }
+    Ok(())
+}
+
+/// Step 7: indexes the closed durable files after the index's position (from scratch
+/// when the position names a file that is not durable any more, or files were set
+/// aside), each local or read back through the archive reader.
+async fn reindex(
+    ctx: &TakeoverCtx<'_>,
+    dir: &Path,
+    p: &Plan,
+    report: &mut TakeoverReport,
+) -> Result<(), RebuildError> {
+    let source = ctx.source.to_string();
+    let task_err = |e: tokio::task::JoinError| RebuildError::Invalid {
+        key: source.clone(),
+        message: format!("index task failed: {e}"),
+    };
+    let pos = ctx.index.position(&source)?;
+    let at = pos
+        .as_ref()
+        .and_then(|pos| p.durable.iter().position(|(f, _, _)| *f == pos.file));
+    // Holes that are durable now (pulled again since) are filled by starting over.
+    let holes = ctx.index.unindexed(&source)?;
+    let healed = holes
+        .iter()
+        .any(|h| p.durable.iter().any(|(f, _, _)| f == h) && !report.left_to_checker.contains(h));
+    let from = match (&pos, at) {
+        (Some(pos), Some(i)) if p.set_aside.is_empty() && !healed => {
+            let (_, size, closed) = &p.durable[i];
+            if *closed && pos.offset < *size {
+                i
+            } else {
+                i + 1
+            }
+        }
+        (None, _) => 0,
+        _ => {
+            let (index, s) = (ctx.index.clone(), source.clone());
+            tokio::task::spawn_blocking(move || index.clear(&s))
+                .await
+                .map_err(task_err)??;
+            0
+        }
+    };
+    let skip: Vec<&String> = report.left_to_checker.iter().collect();
+    for (file, size, closed) in p.durable.iter().skip(from) {
+        if !closed {
+            break;
+        }
+        if skip.contains(&file) {
+            continue;
+        }
+        let path: PathBuf = ctx.reader.path(&source, dir, file).await?;
+        let (index, s, f, size) = (ctx.index.clone(), source.clone(), file.clone(), *size);
+        let (_, added) = tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
+            .await
+            .map_err(task_err)??;
+        report.indexed_files += 1;
+        report.transactions += added;
+    }
+    // Files pulled again later are not indexed: PITR plans refuse them (module docs).
+    let (index, s, left) = (
+        ctx.index.clone(),
+        source.clone(),
+        report.left_to_checker.clone(),
+    );
+    tokio::task::spawn_blocking(move || index.mark_unindexed(&s, &left))
+        .await
+        .map_err(task_err)??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
