@@ -69,6 +69,8 @@ pub struct ApiState {
     /// A node whose last heartbeat is older than this is shown as not alive
     /// (`[node] lease_ttl`, or its default without `[node]`).
     pub node_alive_within: std::time::Duration,
+    /// This fleet node's lease keeper (`None` on a single node).
+    pub leases: Option<crate::fleet::lease::LeaseHandle>,
 }
 
 /// A JSON error answer.
@@ -167,7 +169,7 @@ async fn list_sources(
     State(st): State<Arc<ApiState>>,
     caller: Option<Extension<Caller>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let leases = Leases::read(&st.catalog).await?;
+    let leases = Leases::read(&st).await?;
     let v: Vec<_> = st
         .sources
         .values()
@@ -178,16 +180,20 @@ async fn list_sources(
 }
 
 /// The leases of the catalog as read once for an answer: each source's status gets a
-/// `lease` field (owner while live, epoch, ms left; `null` without a lease row).
+/// `lease` field (owner while live, epoch, ms left, and `held_here`: the epoch this node
+/// holds and may write under now, by its own clock, else `null`; `null` without a lease
+/// row).
 struct Leases {
     now: i64,
     rows: Vec<catalog::LeaseRow>,
+    held: BTreeMap<String, i64>,
 }
 
 impl Leases {
-    async fn read(catalog: &Catalog) -> Result<Leases, ApiError> {
-        let (now, rows) = catalog.list_leases().await.map_err(internal)?;
-        Ok(Leases { now, rows })
+    async fn read(st: &ApiState) -> Result<Leases, ApiError> {
+        let (now, rows) = st.catalog.list_leases().await.map_err(internal)?;
+        let held = st.leases.as_ref().map(|h| h.held()).unwrap_or_default();
+        Ok(Leases { now, rows, held })
     }
 
     fn with_lease(&self, status: node::status::SourceStatus) -> WithLease {
@@ -197,6 +203,7 @@ impl Leases {
                 "epoch": l.epoch,
                 "live": l.is_live(self.now),
                 "expires_in_ms": l.expires_in_ms(self.now),
+                "held_here": self.held.get(&l.source),
             })
         });
         WithLease { status, lease }
@@ -221,7 +228,7 @@ async fn get_source(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let status = status_now(source(&st, &name)?);
-    Ok(Json(Leases::read(&st.catalog).await?.with_lease(status)))
+    Ok(Json(Leases::read(&st).await?.with_lease(status)))
 }
 
 async fn list_binlogs(

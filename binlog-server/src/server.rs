@@ -99,6 +99,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             .node
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |n| n.lease_ttl),
+        leases: started.leases.take(),
     });
     let app = api::router(state, guard);
     let http_cancel = cancel.clone();
@@ -228,6 +229,8 @@ struct Started {
     listeners: Vec<fake_primary::Listener>,
     /// The supervised source tasks: (name, result).
     tasks: SourceTasks,
+    /// The lease keeper's handle on a fleet node (for the API).
+    leases: Option<crate::fleet::lease::LeaseHandle>,
 }
 
 /// The supervised source tasks, each ending with its name and its result.
@@ -250,6 +253,7 @@ async fn start_sources(
         statuses: BTreeMap::new(),
         listeners: Vec::new(),
         tasks: JoinSet::new(),
+        leases: None,
     };
     let fleet = match (&settings.node, tier, &reader) {
         (Some(n), Some(t), Some(r)) => Some((n, t.clone(), r.clone())),
@@ -379,12 +383,13 @@ fn spawn_keeper(
     use crate::fleet::lease::{LeaseKeeper, LeaseOptions};
     info!(node = %node.id, lease_ttl = ?node.lease_ttl, sources = settings.sources.len(),
         "fleet node: each source is captured here only while this node holds its lease");
-    let (_handle, events, keeper) = LeaseKeeper::spawn(
+    let (handle, events, keeper) = LeaseKeeper::spawn(
         shared.catalog.clone(),
         settings.sources.iter().map(|s| s.name.clone()).collect(),
         LeaseOptions::new(&node.id, &node.advertise, node.lease_ttl),
         cancel.child_token(),
     );
+    started.leases = Some(handle);
     let router = crate::fleet::capture::route(events, routes, shared.metrics.clone());
     started.tasks.spawn(async move {
         let r = keeper.await.map(|()| Ok(()));

@@ -511,8 +511,17 @@ async fn handle_notes(
                 if !ctx.may_write() {
                     continue;
                 }
-                if let Err(e) = catalog.mark_reported(name, &p).await {
-                    warn!(source = %name, error = %e, "catalog update failed");
+                match catalog.mark_reported(name, &p).await {
+                    Ok(()) => {}
+                    // Capture resumed at the end of a file that was closed and checked
+                    // before (a restart or a takeover right after its rotation).
+                    Err(catalog::CatalogError::InvalidState {
+                        from: Some(catalog::FileState::Succ),
+                        ..
+                    }) => {
+                        tracing::debug!(source = %name, file = %p.name, "closed file was already SUCC");
+                    }
+                    Err(e) => warn!(source = %name, error = %e, "catalog update failed"),
                 }
                 wake.notify_one();
             }

@@ -299,6 +299,24 @@ impl ServerProcess {
         ))
     }
 
+    /// Freezes the server with SIGSTOP (a process paused, as by a long GC-like stall or
+    /// a VM pause): its sockets stay open and nothing runs. [`ServerProcess::resume`]
+    /// undoes it (and dropping the handle does).
+    pub fn pause(&self) -> Result<()> {
+        match self.pid() {
+            Some(pid) => super::tools::send_signal(pid, libc::SIGSTOP),
+            None => bail!("binlog-server is not running"),
+        }
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        match self.pid() {
+            Some(pid) => super::tools::send_signal(pid, libc::SIGCONT),
+            None => bail!("binlog-server is not running"),
+        }
+    }
+
     /// Kills the server with SIGKILL (a crash) and reaps it.
     pub fn kill9(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -330,6 +348,8 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // A paused server would not see SIGTERM until it goes on.
+        let _ = self.resume();
         if let Some(mut child) = self.child.take() {
             if let Err(e) = terminate_child(&mut child, SERVER_STOP_TIMEOUT, "binlog-server") {
                 eprintln!("harness: stopping binlog-server failed: {e:#}");
