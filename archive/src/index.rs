@@ -408,16 +408,24 @@ impl Index {
         Ok(())
     }
 
-    /// Deletes everything indexed for `source`.
+    /// Deletes everything indexed for `source`, its holes included.
     pub fn clear(&self, source: &str) -> Result<(), IndexError> {
+        self.clear_keeping(source, None)
+    }
+
+    /// Deletes every key of `source` except `keep`.
+    fn clear_keeping(&self, source: &str, keep: Option<&[u8]>) -> Result<(), IndexError> {
         let p = prefix(source);
+        let keep = keep.map(|k| key(source, k));
         let mut batch = WriteBatch::default();
         for item in self.db.iterator(IteratorMode::From(&p, Direction::Forward)) {
             let (k, _) = item?;
             if !k.starts_with(&p) {
                 break;
             }
-            batch.delete(k);
+            if keep.as_deref() != Some(&k[..]) {
+                batch.delete(k);
+            }
         }
         self.db.write(batch)?;
         Ok(())
@@ -448,7 +456,8 @@ impl Index {
                 pos = None;
             } else if known.is_none() || beyond {
                 tracing::warn!(source, index_at = ?p, "index is ahead of the store or names a missing file; rebuilding it");
-                self.clear(source)?;
+                // The local files are indexed again; the holes stay holes.
+                self.clear_keeping(source, Some(b"holes"))?;
                 pos = None;
             }
         }

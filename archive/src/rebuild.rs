@@ -101,6 +101,13 @@ pub enum RebuildError {
         /// What is wrong.
         message: String,
     },
+    /// A blocking task (file system, index) panicked or was cancelled.
+    #[error("a blocking task of the rebuild failed: {source}")]
+    Task {
+        /// Cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Writing a local file failed.
     #[error("write {path}: {source}")]
     Write {
@@ -375,6 +382,7 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
             catalog: ctx.catalog,
             tier: ctx.tier,
             source,
+            import_rows: true,
         };
         match rebuild_active(&cctx, &dir, &file, chunks).await? {
             Some(len) => report.active = Some((file, len)),
@@ -590,6 +598,9 @@ pub(crate) struct ChunkCtx<'a> {
     pub(crate) catalog: &'a Catalog,
     pub(crate) tier: &'a Arc<ArchiveTier>,
     pub(crate) source: &'a str,
+    /// Record the chunks taken as rows (a rebuild into an empty catalog); a takeover
+    /// read them from the catalog's rows.
+    pub(crate) import_rows: bool,
 }
 
 /// A chunk of a file as the store holds it: (start, end, codec, key, stored size).
@@ -680,7 +691,10 @@ pub(crate) async fn rebuild_active(
             message: format!("write task failed: {e}"),
         })?
         .map_err(werr)?;
-    for row in taken.iter().filter(|r| r.end_offset <= len) {
+    for row in taken
+        .iter()
+        .filter(|r| ctx.import_rows && r.end_offset <= len)
+    {
         ctx.catalog.import_archive_object(row).await?;
     }
     if len < taken.last().map_or(0, |r| r.end_offset) {

@@ -15,7 +15,8 @@
 //!   prefix from offset 0;
 //! - else from those chunks, decoded and validated event by event (a bad event cuts the
 //!   file there) ([`super::rebuild`]'s `rebuild_active`);
-//! - else not at all: the primary sends it again from position 4.
+//! - else as a new file of the binlog magic alone, which the primary fills from
+//!   position 4.
 //!
 //! Every row after the active file is backed by nothing that survived the old owner
 //! and is dropped; the primary sends those binlogs again (as long as it still has them).
@@ -139,16 +140,16 @@ impl TakeoverReport {
     }
 }
 
-/// How the active file continues.
+/// The file capture continues: the first row after the newest durable file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Active {
-    /// This node's copy, `len` bytes.
-    Local { file: String, len: u64 },
-    /// Decoded from these chunks (contiguous from 0).
-    Chunks {
-        file: String,
-        chunks: Vec<HeldChunk>,
-    },
+struct Active {
+    /// Its name.
+    file: String,
+    /// The length of this node's copy, bytes, when it has one (its valid prefix is
+    /// measured before it is used).
+    local: Option<u64>,
+    /// Its chunks contiguous from offset 0.
+    chunks: Vec<HeldChunk>,
 }
 
 /// The takeover's plan, from the catalog's rows and the local files alone.
@@ -196,6 +197,7 @@ fn coverage(chunks: &[HeldChunk]) -> u64 {
 }
 
 /// What the store and this disk hold of one row.
+#[derive(Debug)]
 struct Facts {
     /// The row is closed (REPORTED, SUCC or FAIL).
     closed: bool,
@@ -210,6 +212,8 @@ struct Facts {
 }
 
 impl Facts {
+    /// The facts of row `r` from the live objects `objs` and the local files (name ->
+    /// size).
     fn of(r: &BinlogFileRow, objs: &[ArchiveObjectRow], local: &BTreeMap<String, u64>) -> Facts {
         let closed = r.state != FileState::Active;
         let chunks = chunks_of(objs, &r.name);
@@ -245,9 +249,7 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
     let mut rows: Vec<&BinlogFileRow> = rows.iter().collect();
     rows.sort_by_key(|r| binlog_order(&r.name));
     let facts: Vec<Facts> = rows.iter().map(|r| Facts::of(r, objs, local)).collect();
-    let durable = |(r, f): (&&BinlogFileRow, &Facts)| {
-        f.whole || f.local_ok || f.decodable(r) || r.state == FileState::Fail
-    };
+    let durable = |(r, f): (&&BinlogFileRow, &Facts)| f.whole || f.local_ok || f.decodable(r);
     // After the newest durable file, and never past an open file that is not durable:
     // capture cannot leave a hole in the middle of what it continues.
     let upto = rows
@@ -271,7 +273,13 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
         plan_durable(&mut p, r, f);
     }
     if let Some(next) = rows.get(upto) {
-        plan_active(&mut p, next, Facts::of(next, objs, local), local);
+        let f = Facts::of(next, objs, local);
+        let cov = f.cov;
+        p.active = Some(Active {
+            file: next.name.clone(),
+            local: local.get(&next.name).copied(),
+            chunks: f.chunks.into_iter().filter(|c| c.0 < cov).collect(),
+        });
     }
     for r in rows.iter().skip(upto + 1) {
         p.drop.push(r.name.clone());
@@ -284,8 +292,7 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
         }
     }
     for name in local.keys() {
-        let known = p.keep.contains(name)
-            || matches!(&p.active, Some(Active::Local { file, .. }) if file == name);
+        let known = p.keep.contains(name) || p.active.as_ref().is_some_and(|a| a.file == *name);
         if !known {
             p.set_aside.push(name.clone());
         }
@@ -293,42 +300,20 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
     p
 }
 
-/// Plans a row up to the newest durable file: kept, decoded from chunks, left to the
-/// checker, or only in the store.
+/// Plans a row up to the newest durable file: kept, decoded from chunks, only in the
+/// store, or held whole by nobody (left: pulled again from the primary, FAIL files
+/// included, which are not in this node's index either).
 fn plan_durable(p: &mut Plan, r: &BinlogFileRow, f: Facts) {
     let decodable = f.decodable(r);
     if f.local_ok {
         p.keep.push(r.name.clone());
     } else if !f.whole && decodable {
         p.from_chunks.push((r.name.clone(), r.size, f.chunks));
-    } else if !f.whole && r.state != FileState::Fail {
+    } else if !f.whole {
         p.left.push(r.name.clone());
     }
-    if r.state != FileState::Fail && (f.local_ok || f.whole || decodable) {
+    if f.local_ok || f.whole || decodable {
         p.durable.push((r.name.clone(), r.size, f.closed));
-    }
-}
-
-/// Plans the first row after the newest durable file: continued from the local copy
-/// when it is at least as long as the chunks' prefix, else from the chunks, else
-/// dropped.
-fn plan_active(p: &mut Plan, r: &BinlogFileRow, f: Facts, local: &BTreeMap<String, u64>) {
-    let (chunks, cov) = (f.chunks, f.cov);
-    match local.get(&r.name) {
-        Some(&len) if len >= cov && len > 4 => {
-            p.active = Some(Active::Local {
-                file: r.name.clone(),
-                len,
-            });
-        }
-        _ if cov > 4 => {
-            let chunks = chunks.into_iter().filter(|c| c.0 < cov).collect();
-            p.active = Some(Active::Chunks {
-                file: r.name.clone(),
-                chunks,
-            });
-        }
-        _ => p.drop.push(r.name.clone()),
     }
 }
 
@@ -365,10 +350,17 @@ pub async fn take_over(ctx: &TakeoverCtx<'_>) -> Result<TakeoverReport, RebuildE
         let path = path.to_path_buf();
         move |source| RebuildError::Write { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(werr(&dir))?;
     let rows = ctx.catalog.list_files(source).await?;
     let objs = ctx.catalog.list_archive_objects(source).await?;
-    let local = local_files(&dir).map_err(werr(&dir))?;
+    let local = blocking({
+        let dir = dir.clone();
+        move || {
+            std::fs::create_dir_all(&dir)?;
+            local_files(&dir)
+        }
+    })
+    .await?
+    .map_err(werr(&dir))?;
     let p = plan(&rows, &objs, &local);
     let mut report = TakeoverReport {
         source: source.to_string(),
@@ -379,29 +371,21 @@ pub async fn take_over(ctx: &TakeoverCtx<'_>) -> Result<TakeoverReport, RebuildE
         left_to_checker: p.left.clone(),
         ..Default::default()
     };
-    set_aside(&dir, ctx.epoch, &p.set_aside).map_err(werr(&dir))?;
-    fetch_closed(ctx, &dir, &p, &mut report).await?;
+    {
+        let (d, e, files) = (dir.clone(), ctx.epoch, p.set_aside.clone());
+        blocking(move || set_aside(&d, e, &files))
+            .await?
+            .map_err(werr(&dir))?;
+    }
+    let short_newest = fetch_closed(ctx, &dir, &p, &mut report).await?;
     let mut drop = p.drop.clone();
-    let active = match &p.active {
-        Some(Active::Local { file, len }) => Some((file.clone(), *len)),
-        Some(Active::Chunks { file, chunks }) => {
-            let cctx = ChunkCtx {
-                catalog: ctx.catalog,
-                tier: ctx.tier,
-                source,
-            };
-            match rebuild_active(&cctx, &dir, file, chunks).await? {
-                Some(len) => {
-                    report.fetched.push(file.clone());
-                    Some((file.clone(), len))
-                }
-                None => {
-                    drop.push(file.clone());
-                    None
-                }
-            }
+    let active = match (short_newest, &p.active) {
+        (Some(short), next) => {
+            continue_short(ctx, &dir, next.as_ref(), &mut drop, &mut report).await?;
+            Some(short)
         }
-        None => None,
+        (None, Some(a)) => Some(continue_active(ctx, &dir, a, &mut report).await?),
+        (None, None) => None,
     };
     ctx.catalog
         .adopt_tail(
@@ -414,11 +398,7 @@ pub async fn take_over(ctx: &TakeoverCtx<'_>) -> Result<TakeoverReport, RebuildE
         .await?;
     report.active = active;
     report.dropped = drop;
-    for (f, size) in &p.whole {
-        if !dir.join(f).exists() {
-            ctx.evicted.insert(f, *size);
-        }
-    }
+    note_evicted(ctx, &dir, &p).await?;
     reindex(ctx, &dir, &p, &mut report).await?;
     info!(source, epoch = ctx.epoch, "{}", report.summary());
     Ok(report)
@@ -444,23 +424,31 @@ fn set_aside(dir: &Path, epoch: i64, files: &[String]) -> std::io::Result<()> {
     fsync_dir(dir)
 }
 
-/// Steps 2 and 3: closed files decoded from their chunks (one whose chunks hold a bad
-/// event is removed again and left to the checker), then the newest durable file copied
-/// from its whole object when it is not local.
+/// Steps 2 and 3: closed files decoded from their chunks, then the newest durable file
+/// copied from its whole object when it is not local. A file whose chunks hold a bad
+/// event is removed again and left to the checker, except the newest durable one: its
+/// valid prefix is returned, (file, length), to continue capture in.
 async fn fetch_closed(
     ctx: &TakeoverCtx<'_>,
     dir: &Path,
     p: &Plan,
     report: &mut TakeoverReport,
-) -> Result<(), RebuildError> {
+) -> Result<Option<(String, u64)>, RebuildError> {
     let cctx = ChunkCtx {
         catalog: ctx.catalog,
         tier: ctx.tier,
         source: ctx.source,
+        import_rows: false,
     };
+    let newest = p.durable.last().map(|(f, _, _)| f.as_str());
     for (file, size, chunks) in &p.from_chunks {
         match rebuild_active(&cctx, dir, file, chunks).await? {
             Some(len) if len == *size => report.fetched.push(file.clone()),
+            Some(len) if Some(file.as_str()) == newest => {
+                warn!(source = ctx.source, file, len, size, "the newest closed file's chunks hold a bad event; capture continues after its valid prefix");
+                report.fetched.push(file.clone());
+                return Ok(Some((file.clone(), len)));
+            }
             got => {
                 warn!(
                     source = ctx.source,
@@ -483,7 +471,125 @@ async fn fetch_closed(
         copy_durably(&cached, &dir.join(f)).await?;
         report.fetched.push(f.clone());
     }
+    Ok(None)
+}
+
+/// Step 4 when the newest durable file decoded short: capture continues in it, and the
+/// file planned to follow it (`next`) is dropped and set aside, for the primary sends
+/// it again.
+async fn continue_short(
+    ctx: &TakeoverCtx<'_>,
+    dir: &Path,
+    next: Option<&Active>,
+    drop: &mut Vec<String>,
+    report: &mut TakeoverReport,
+) -> Result<(), RebuildError> {
+    let Some(a) = next else {
+        return Ok(());
+    };
+    drop.insert(0, a.file.clone());
+    if a.local.is_some() {
+        let (d, e, aside) = (dir.to_path_buf(), ctx.epoch, [a.file.clone()]);
+        blocking(move || set_aside(&d, e, &aside))
+            .await?
+            .map_err(|source| RebuildError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        report.set_aside.push(a.file.clone());
+    }
     Ok(())
+}
+
+/// Step 6: every file the store holds whole and the disk does not joins the evicted
+/// set.
+async fn note_evicted(ctx: &TakeoverCtx<'_>, dir: &Path, p: &Plan) -> Result<(), RebuildError> {
+    let (whole, d) = (p.whole.clone(), dir.to_path_buf());
+    let gone: Vec<(String, u64)> = blocking(move || {
+        whole
+            .into_iter()
+            .filter(|(f, _)| !d.join(f).exists())
+            .collect()
+    })
+    .await?;
+    for (f, size) in &gone {
+        ctx.evicted.insert(f, *size);
+    }
+    Ok(())
+}
+
+/// Step 4: the file capture continues, and its length: this node's copy (its valid
+/// prefix) when at least as long as the chunks, else the chunks decoded, else a new
+/// file of the binlog magic alone, which the primary fills from position 4.
+async fn continue_active(
+    ctx: &TakeoverCtx<'_>,
+    dir: &Path,
+    a: &Active,
+    report: &mut TakeoverReport,
+) -> Result<(String, u64), RebuildError> {
+    let path = dir.join(&a.file);
+    let werr = |source| RebuildError::Write {
+        path: path.clone(),
+        source,
+    };
+    let cov = coverage(&a.chunks);
+    let local = match a.local {
+        Some(_) => {
+            let p = path.clone();
+            blocking(move || binlog::check::valid_prefix(&p, 4))
+                .await?
+                .map_err(werr)?
+                .len
+        }
+        None => 0,
+    };
+    if local > 4 && local >= cov {
+        return Ok((a.file.clone(), local));
+    }
+    if cov > 4 {
+        let cctx = ChunkCtx {
+            catalog: ctx.catalog,
+            tier: ctx.tier,
+            source: ctx.source,
+            import_rows: false,
+        };
+        if let Some(len) = rebuild_active(&cctx, dir, &a.file, &a.chunks).await? {
+            report.fetched.push(a.file.clone());
+            return Ok((a.file.clone(), len));
+        }
+    }
+    let (p, d) = (path.clone(), dir.to_path_buf());
+    blocking(move || write_fresh(&p, &d)).await?.map_err(werr)?;
+    Ok((a.file.clone(), 4))
+}
+
+/// A new active file at `path`: the binlog magic alone, fsynced, recorded in `dir`'s
+/// control file. Blocking.
+fn write_fresh(path: &Path, dir: &Path) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut f, &binlog::BINLOG_MAGIC)?;
+    f.sync_all()?;
+    let control = super::local::Control {
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        durable_len: 4,
+    };
+    super::local::write_atomic(
+        &dir.join(CONTROL_FILE),
+        &serde_json::to_vec(&control).map_err(std::io::Error::other)?,
+    )?;
+    fsync_dir(dir)
+}
+
+/// Runs blocking file-system work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RebuildError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| RebuildError::Task { source })
 }
 
 /// Step 7: indexes the closed durable files after the index's position (from scratch
@@ -496,10 +602,7 @@ async fn reindex(
     report: &mut TakeoverReport,
 ) -> Result<(), RebuildError> {
     let source = ctx.source.to_string();
-    let task_err = |e: tokio::task::JoinError| RebuildError::Invalid {
-        key: source.clone(),
-        message: format!("index task failed: {e}"),
-    };
+    let task_err = |source| RebuildError::Task { source };
     let pos = ctx.index.position(&source)?;
     let at = pos
         .as_ref()
@@ -528,8 +631,9 @@ async fn reindex(
         }
     };
     let skip: Vec<&String> = report.left_to_checker.iter().collect();
+    let active = report.active.as_ref().map(|(f, _)| f);
     for (file, size, closed) in p.durable.iter().skip(from) {
-        if !closed {
+        if !closed || Some(file) == active {
             break;
         }
         if skip.contains(&file) {

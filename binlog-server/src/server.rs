@@ -30,17 +30,7 @@ use replay::pitr::{PitrDeps, PitrService};
 /// index, HTTP listener) or when a source task dies unexpectedly: the process then exits
 /// non-zero rather than limping on without that source.
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
-    let catalog = Arc::new(
-        settings
-            .open_catalog()
-            .await
-            .context("open the catalog ([catalog] url)")?,
-    );
-    let index_path = settings.data_dir.join("index.rocksdb");
-    let index = Arc::new(
-        Index::open(&index_path)
-            .with_context(|| format!("open the index at {}", index_path.display()))?,
-    );
+    let (catalog, index) = open_catalog_and_index(&settings).await?;
     let metrics = Arc::new(Metrics::new());
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
     backups.spawn_schedulers(cancel.child_token());
@@ -111,6 +101,24 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let result = supervise(started.tasks, http, &cancel).await;
     drop(started.listeners);
     result
+}
+
+/// Opens the catalog (`[catalog] url`) and the index (`<data_dir>/index.rocksdb`).
+async fn open_catalog_and_index(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<catalog::Catalog>, Arc<Index>)> {
+    let catalog = Arc::new(
+        settings
+            .open_catalog()
+            .await
+            .context("open the catalog ([catalog] url)")?,
+    );
+    let index_path = settings.data_dir.join("index.rocksdb");
+    let index = Arc::new(
+        Index::open(&index_path)
+            .with_context(|| format!("open the index at {}", index_path.display()))?,
+    );
+    Ok((catalog, index))
 }
 
 /// Rebuilds from the archive store every source of a single node whose local archive
@@ -256,7 +264,11 @@ async fn start_sources(
         leases: None,
     };
     let fleet = match (&settings.node, tier, &reader) {
-        (Some(n), Some(t), Some(r)) => Some((n, t.clone(), r.clone())),
+        (Some(n), Some(t), Some(r)) => Some((
+            start_keeper(settings, n, shared, cancel),
+            t.clone(),
+            r.clone(),
+        )),
         _ => None,
     };
     let mut routes = BTreeMap::new();
@@ -280,9 +292,8 @@ async fn start_sources(
         if let Some(l) = replication_listener(&source, &archive, cancel).await? {
             started.listeners.push(l);
         }
-        let span = tracing::info_span!("source", source = %name);
         let task = match &fleet {
-            Some((_, tier, reader)) => {
+            Some((keeper, tier, reader)) => {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 routes.insert(name.clone(), tx);
                 let fs = FleetSource {
@@ -294,30 +305,50 @@ async fn start_sources(
                     tier: tier.clone(),
                     reader: reader.clone(),
                     evicted,
+                    leases: keeper.handle.clone(),
                 };
-                tokio::spawn(fs.run(rx, cancel.child_token()).instrument(span))
+                spawn_fleet_source(fs, rx, cancel)
             }
-            None => {
-                let ctx = SourceCtx {
-                    shared: shared.clone(),
-                    source,
-                    status: rt.status.clone(),
-                    cancel: cancel.child_token(),
-                    tenure: None,
-                };
-                let mut inbox = inbox;
-                tokio::spawn(async move { capture(&ctx, &mut inbox).await }.instrument(span))
-            }
+            None => spawn_capture(shared, source, &rt, inbox, cancel),
         };
         started.statuses.insert(name.clone(), rt.status.clone());
         started.archives.insert(name.clone(), archive);
         started.runtimes.insert(name.clone(), rt);
         started.tasks.spawn(async move { (name, task.await) });
     }
-    if let Some((node, _, _)) = fleet {
-        spawn_keeper(settings, node, shared, routes, &mut started, cancel);
+    if let Some((keeper, _, _)) = fleet {
+        supervise_keeper(keeper, routes, shared, &mut started);
     }
     Ok(started)
+}
+
+/// A single node's capture of `source`, until `cancel`.
+fn spawn_capture(
+    shared: &Shared,
+    source: node::config::Source,
+    rt: &SourceRuntime,
+    mut inbox: crate::source::supervise::SourceInbox,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let span = tracing::info_span!("source", source = %source.name);
+    let ctx = SourceCtx {
+        shared: shared.clone(),
+        source,
+        status: rt.status.clone(),
+        cancel: cancel.child_token(),
+        tenure: None,
+    };
+    tokio::spawn(async move { capture(&ctx, &mut inbox).await }.instrument(span))
+}
+
+/// A fleet node's task for one source: its tenures, until `cancel`.
+fn spawn_fleet_source(
+    fs: FleetSource,
+    tenures: tokio::sync::mpsc::UnboundedReceiver<crate::fleet::lease::Tenure>,
+    cancel: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let span = tracing::info_span!("source", source = %fs.source.name);
+    tokio::spawn(fs.run(tenures, cancel.child_token()).instrument(span))
 }
 
 /// The `[source.replication]` fake primary of `source` over `archive`, when configured.
@@ -369,30 +400,50 @@ async fn evicted_files(
     evicted
 }
 
-/// Starts the lease keeper of `[node]` over every configured source, and the router of
-/// its tenures to the source tasks; both are supervised with them (the keeper releases
-/// its leases at shut-down).
-fn spawn_keeper(
+/// A fleet node's running lease keeper, before its tenures are routed.
+struct Keeper {
+    handle: crate::fleet::lease::LeaseHandle,
+    events: tokio::sync::mpsc::UnboundedReceiver<crate::fleet::lease::LeaseEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the lease keeper of `[node]` over every configured source (its events wait
+/// until [`supervise_keeper`] routes them).
+fn start_keeper(
     settings: &Settings,
     node: &node::config::NodeSettings,
     shared: &Shared,
-    routes: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<crate::fleet::lease::Tenure>>,
-    started: &mut Started,
     cancel: &CancellationToken,
-) {
+) -> Keeper {
     use crate::fleet::lease::{LeaseKeeper, LeaseOptions};
     info!(node = %node.id, lease_ttl = ?node.lease_ttl, sources = settings.sources.len(),
         "fleet node: each source is captured here only while this node holds its lease");
-    let (handle, events, keeper) = LeaseKeeper::spawn(
+    let (handle, events, task) = LeaseKeeper::spawn(
         shared.catalog.clone(),
         settings.sources.iter().map(|s| s.name.clone()).collect(),
         LeaseOptions::new(&node.id, &node.advertise, node.lease_ttl),
         cancel.child_token(),
     );
-    started.leases = Some(handle);
-    let router = crate::fleet::capture::route(events, routes, shared.metrics.clone());
+    Keeper {
+        handle,
+        events,
+        task,
+    }
+}
+
+/// Routes the keeper's tenures to the source tasks; the keeper and the router are
+/// supervised with them (the keeper releases its leases at shut-down).
+fn supervise_keeper(
+    keeper: Keeper,
+    routes: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<crate::fleet::lease::Tenure>>,
+    shared: &Shared,
+    started: &mut Started,
+) {
+    started.leases = Some(keeper.handle);
+    let router = crate::fleet::capture::route(keeper.events, routes, shared.metrics.clone());
+    let task = keeper.task;
     started.tasks.spawn(async move {
-        let r = keeper.await.map(|()| Ok(()));
+        let r = task.await.map(|()| Ok(()));
         let _ = router.await;
         ("lease keeper".to_string(), r)
     });

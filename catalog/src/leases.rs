@@ -80,6 +80,18 @@ pub(crate) fn fence_sql(backend: Backend, source: &str, epoch: &str) -> String {
     )
 }
 
+/// The fence as the first write of a transaction: an `UPDATE` of the lease row that
+/// changes nothing and matches one row exactly when tenure `$2` of source `$1` is live,
+/// on the database's clock now. It holds the row's lock until the commit, so the lease
+/// cannot change hands before the transaction's writes are in.
+pub(crate) fn fence_update_sql(backend: Backend) -> String {
+    format!(
+        "UPDATE source_leases SET epoch = epoch WHERE source = $1 AND epoch = $2 \
+         AND owner IS NOT NULL AND expires_ms > {}",
+        clock_ms_sql(backend)
+    )
+}
+
 /// A lease acquired or renewed, as the database recorded it.
 ///
 /// The holder may write under `epoch` until its *own* monotonic clock says

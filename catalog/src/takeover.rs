@@ -36,14 +36,16 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         const OP: &str = "adopt_tail";
         let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
-        let fence = crate::leases::fence_sql(self.backend, "$1", "$2");
-        let live: i64 = sqlx::query_scalar(&format!("SELECT CASE WHEN {fence} THEN 1 ELSE 0 END"))
+        // The fence is the transaction's first statement and a write: it locks the lease
+        // row until the commit (PostgreSQL), and it takes SQLite's write lock at once,
+        // so that no renewal can slip in between and void the transaction's snapshot.
+        let fenced = sqlx::query(&crate::leases::fence_update_sql(self.backend))
             .bind(source)
             .bind(epoch)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await
             .map_err(query_err(OP))?;
-        if live != 1 {
+        if fenced.rows_affected() != 1 {
             return Err(CatalogError::Fenced {
                 source_name: source.to_string(),
                 epoch,
@@ -75,34 +77,54 @@ impl Catalog {
             .await
             .map_err(query_err(OP))?;
         }
-        for file in lost {
-            sqlx::query(
-                "UPDATE binlog_files SET state = 'FAIL', state_changed_at = $1, \
-                 info = 'not held whole by the archive store or the new lease owner after \
-                 a takeover: pulled again from the primary' \
-                 WHERE source = $2 AND name = $3 AND state <> 'FAIL'",
-            )
-            .bind(unix_now())
-            .bind(source)
-            .bind(file)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err(OP))?;
-        }
-        for file in drop {
-            for sql in [
-                "DELETE FROM archive_objects WHERE source = $1 AND file = $2 AND kind = 'chunk'",
-                "DELETE FROM binlog_files WHERE source = $1 AND name = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(source)
-                    .bind(file)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err(OP))?;
-            }
-        }
+        mark_lost(&mut tx, source, lost).await?;
+        drop_rows(&mut tx, source, drop).await?;
         tx.commit().await.map_err(query_err(OP))?;
         Ok(())
     }
+}
+
+/// Marks `lost` files of `source` FAIL, inside `tx` (see [`Catalog::adopt_tail`]).
+async fn mark_lost(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    source: &str,
+    lost: &[String],
+) -> Result<(), CatalogError> {
+    for file in lost {
+        sqlx::query(
+            "UPDATE binlog_files SET state = 'FAIL', state_changed_at = $1, \
+             info = 'not held whole by the archive store or the new lease owner after \
+             a takeover: pulled again from the primary' \
+             WHERE source = $2 AND name = $3 AND state <> 'FAIL'",
+        )
+        .bind(unix_now())
+        .bind(source)
+        .bind(file)
+        .execute(&mut **tx)
+        .await
+        .map_err(query_err("adopt_tail"))?;
+    }
+    Ok(())
+}
+
+/// Deletes the file and chunk rows of the `drop` files of `source`, inside `tx`.
+async fn drop_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    source: &str,
+    drop: &[String],
+) -> Result<(), CatalogError> {
+    for file in drop {
+        for sql in [
+            "DELETE FROM archive_objects WHERE source = $1 AND file = $2 AND kind = 'chunk'",
+            "DELETE FROM binlog_files WHERE source = $1 AND name = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(source)
+                .bind(file)
+                .execute(&mut **tx)
+                .await
+                .map_err(query_err("adopt_tail"))?;
+        }
+    }
+    Ok(())
 }

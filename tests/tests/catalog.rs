@@ -114,6 +114,7 @@ on_both_engines!(
     nodes_heartbeat_on_the_database_clock,
     start_up_sweeps_touch_only_the_nodes_own_jobs,
     an_old_owner_cannot_record_an_archive_object,
+    a_new_owner_adopts_the_tail_under_its_epoch_only,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -1334,4 +1335,116 @@ async fn an_old_owner_cannot_record_an_archive_object(engine: Engine) {
     single.source = "solo".into();
     cat.record_archive_object(&single).await.unwrap();
     assert_eq!(cat.list_archive_objects("solo").await.unwrap().len(), 1);
+}
+
+async fn a_new_owner_adopts_the_tail_under_its_epoch_only(engine: Engine) {
+    use catalog::{ArchiveKind, ArchiveObjectRow};
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    let lease = cat
+        .acquire_lease(SRC, "node-a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("free");
+    cat.mark_reported(SRC, &progress("b.000001", 900))
+        .await
+        .unwrap();
+    cat.set_checked(SRC, "b.000001", FileState::Succ, "ok", Some("ab"), 900)
+        .await
+        .unwrap();
+    cat.mark_reported(SRC, &progress("b.000002", 800))
+        .await
+        .unwrap();
+    cat.record_active(SRC, &progress("b.000003", 700))
+        .await
+        .unwrap();
+    cat.record_active(SRC, &progress("b.000004", 50))
+        .await
+        .unwrap();
+    let chunk = |file: &str, start: u64, end: u64| ArchiveObjectRow {
+        source: SRC.into(),
+        file: file.into(),
+        kind: ArchiveKind::Chunk,
+        start_offset: start,
+        end_offset: end,
+        object_key: format!("db1/binlogs/{file}.chunks/{start}-{end}"),
+        sha256: "ab".repeat(32),
+        stored_bytes: end - start,
+        stored_sha256: "cd".repeat(32),
+        codec: "none".into(),
+        key_id: None,
+        epoch: lease.epoch,
+        created_at: 0,
+        deleted_at: None,
+    };
+    for (f, a, b) in [
+        ("b.000003", 0, 100),
+        ("b.000003", 100, 200),
+        ("b.000003", 300, 400),
+        ("b.000004", 0, 50),
+    ] {
+        cat.record_archive_object(&chunk(f, a, b)).await.unwrap();
+    }
+    let state = |cat: &Catalog| {
+        let cat = cat.clone();
+        async move {
+            let files: Vec<(String, FileState, u64)> = cat
+                .list_files(SRC)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.name, f.state, f.size))
+                .collect();
+            let chunks: Vec<(String, u64)> = cat
+                .list_archive_objects(SRC)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.file, o.end_offset))
+                .collect();
+            (files, chunks)
+        }
+    };
+    let before = state(&cat).await;
+    // Another epoch is refused and changes nothing.
+    let err = cat
+        .adopt_tail(
+            SRC,
+            lease.epoch + 1,
+            Some(("b.000003", 200)),
+            &["b.000002".into()],
+            &["b.000004".into()],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Fenced { .. }), "{err:?}");
+    assert_eq!(state(&cat).await, before);
+    cat.adopt_tail(
+        SRC,
+        lease.epoch,
+        Some(("b.000003", 200)),
+        &["b.000002".into()],
+        &["b.000004".into()],
+    )
+    .await
+    .unwrap();
+    let (files, chunks) = state(&cat).await;
+    assert_eq!(
+        files,
+        [
+            ("b.000001".to_string(), FileState::Succ, 900),
+            ("b.000002".to_string(), FileState::Fail, 800),
+            ("b.000003".to_string(), FileState::Active, 200),
+        ]
+    );
+    assert_eq!(
+        chunks,
+        [("b.000003".to_string(), 100), ("b.000003".to_string(), 200)]
+    );
+    let f2 = cat.get_file(SRC, "b.000002").await.unwrap().unwrap();
+    assert!(
+        f2.info.contains("pulled again from the primary"),
+        "{}",
+        f2.info
+    );
 }

@@ -891,4 +891,47 @@ mod leases {
         n.cancel.cancel();
         Ok(())
     }
+
+    /// A node that gives a tenure up (it cannot capture the source) releases the lease
+    /// at once; the other node takes it under the next epoch, and the first one does not
+    /// take it back during its cool-down, even when the other node dies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_given_up_lease_goes_to_another_node_and_cools_down() -> Result<()> {
+        let pg = Postgres::start()?;
+        let url = database(&pg, "give_up")?;
+        let srcs = sources(1);
+        let mut a = node(&url, "node-a", &srcs, TTL).await?;
+        let first = match next_event(&mut a, TTL * 4).await? {
+            LeaseEvent::Acquired(t) => t,
+            other => bail!("expected an acquisition, got {other:?}"),
+        };
+        let b = node(&url, "node-b", &srcs, TTL).await?;
+        let t0 = Instant::now();
+        a.handle.give_up("s0", first.epoch);
+        let o = until(&[&a, &b], TTL * 3, "node-b takes s0", |o| {
+            o.get("s0").is_some_and(|(n, _)| *n == 1)
+        })
+        .await?;
+        // Released at once: no waiting for the expiry.
+        assert!(t0.elapsed() < TTL, "took {:?}", t0.elapsed());
+        assert_eq!(o["s0"].1, first.epoch + 1);
+        assert!(first.token.is_cancelled());
+        // node-b dies without releasing; within the cool-down node-a does not take s0.
+        b.task.abort();
+        let cooled = TTL * binlog_server::fleet::lease::GIVE_UP_COOLDOWN_TTLS;
+        while t0.elapsed() < cooled - TTL / 4 {
+            assert!(
+                a.handle.held().is_empty(),
+                "node-a took s0 back within its cool-down"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // After it, node-a takes s0 again.
+        until(&[&a], TTL * 4, "node-a takes s0 back", |o| {
+            o.contains_key("s0")
+        })
+        .await?;
+        a.cancel.cancel();
+        Ok(())
+    }
 }

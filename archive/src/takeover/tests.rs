@@ -95,7 +95,12 @@ fn a_node_that_never_held_the_source_copies_the_newest_whole_file_and_decodes_th
     assert!(p.keep.is_empty());
     assert_eq!(p.copy_newest.as_deref(), Some(F2));
     assert_eq!(p.whole, [(F1.to_string(), 1000), (F2.to_string(), 900)]);
-    let Some(Active::Chunks { file, chunks }) = &p.active else {
+    let Some(Active {
+        file,
+        local: None,
+        chunks,
+    }) = &p.active
+    else {
         panic!("active from chunks: {:?}", p.active);
     };
     assert_eq!(file, F3);
@@ -125,9 +130,16 @@ fn a_closed_file_only_in_chunks_is_decoded_whole_and_a_file_after_the_active_one
     assert_eq!(p.from_chunks.len(), 1);
     assert_eq!(p.from_chunks[0].0, F2);
     assert_eq!(p.copy_newest, None, "the decoded file is the local newest");
-    // F3 has no chunk at 0 and no local copy: the primary sends it again.
-    assert_eq!(p.active, None);
-    assert_eq!(names(&p.drop), [F3, F4]);
+    // F3 has no chunk at 0 and no local copy: it starts again at position 4.
+    assert_eq!(
+        p.active,
+        Some(Active {
+            file: F3.into(),
+            local: None,
+            chunks: vec![]
+        })
+    );
+    assert_eq!(names(&p.drop), [F4]);
     assert_eq!(names(&p.set_aside), [F4], "a local file past the new end");
 }
 
@@ -143,13 +155,9 @@ fn short_local_copies_are_set_aside_and_a_longer_local_active_file_beats_the_chu
     assert_eq!(names(&p.keep), [F1]);
     assert_eq!(names(&p.set_aside), [F2]);
     assert_eq!(p.copy_newest.as_deref(), Some(F2));
-    assert_eq!(
-        p.active,
-        Some(Active::Local {
-            file: F3.into(),
-            len: 90
-        })
-    );
+    let a = p.active.expect("active");
+    assert_eq!((a.file.as_str(), a.local), (F3, Some(90)));
+    assert_eq!(a.chunks.len(), 1);
 }
 
 #[test]
@@ -170,5 +178,30 @@ fn a_closed_file_neither_whole_nor_in_chunks_is_left_to_the_checker_and_capture_
             .collect::<Vec<_>>(),
         [F2]
     );
-    assert!(matches!(&p.active, Some(Active::Chunks { file, .. }) if file == F3));
+    assert!(matches!(&p.active, Some(Active { file, .. }) if file == F3));
+}
+
+#[test]
+fn a_fail_file_never_anchors_the_resume_point_and_is_left_to_the_checker() {
+    // The newest row held by nobody is FAIL: capture continues in it, not after it.
+    let rows = [
+        row(F1, 1000, FileState::Succ),
+        row(F2, 900, FileState::Fail),
+    ];
+    let objs = [whole(F1, 1000), chunk(F2, 0, 300)];
+    let p = plan(&rows, &objs, &local(&[]));
+    assert_eq!(p.copy_newest.as_deref(), Some(F1));
+    let a = p.active.expect("active");
+    assert_eq!(a.file, F2);
+    // A FAIL file before the newest durable one stays FAIL and is not indexed here.
+    let rows = [
+        row(F1, 1000, FileState::Fail),
+        row(F2, 900, FileState::Succ),
+        row(F3, 10, FileState::Active),
+    ];
+    let objs = [whole(F2, 900)];
+    let p = plan(&rows, &objs, &local(&[]));
+    assert_eq!(names(&p.left), [F1]);
+    assert_eq!(p.durable.len(), 1);
+    assert_eq!(p.active.map(|a| a.file), Some(F3.to_string()));
 }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use super::lease::{LeaseEvent, Tenure};
+use super::lease::{LeaseEvent, LeaseHandle, Tenure};
 use crate::source::context::{Shared, SourceCtx};
 use crate::source::supervise::{capture, SourceInbox};
 use archive::cache::{ArchiveReader, Evicted};
@@ -43,6 +43,10 @@ use node::status::{CaptureState, EndLabel, Metrics, PrimaryView, StatusCell, Tak
 
 /// Longest wait between two attempts at a takeover that failed (store unreachable).
 const MAX_TAKEOVER_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Attempts at a takeover in one tenure before the node gives the lease up, so that
+/// another node may try (a local disk that fails, say).
+const TAKEOVER_ATTEMPTS: u32 = 3;
 
 /// How often the takeover timer looks whether capture streams again.
 const STREAMING_POLL: Duration = Duration::from_millis(50);
@@ -103,6 +107,8 @@ pub struct FleetSource {
     pub reader: Arc<ArchiveReader>,
     /// The source's files only in the store (shared with the fake primary).
     pub evicted: Evicted,
+    /// The node's lease keeper: a tenure this node cannot use is given back.
+    pub leases: LeaseHandle,
 }
 
 impl FleetSource {
@@ -183,6 +189,11 @@ impl FleetSource {
             acquired,
             token.clone(),
         ));
+        let epoch = tenure.epoch;
+        let stale = self.inbox.forget_commands();
+        if stale > 0 {
+            info!(source = %self.source.name, stale, "dropped restart requests made while this node did not capture the source");
+        }
         let ctx = SourceCtx {
             shared: self.shared.clone(),
             source: self.source.clone(),
@@ -192,16 +203,16 @@ impl FleetSource {
         };
         if let Err(e) = capture(&ctx, &mut self.inbox).await {
             warn!(source = %self.source.name, error = %format!("{e:#}"),
-                "capture failed; the lease stays here until the tenure ends or a restart");
-            token.cancelled().await;
+                "capture could not start here; giving the lease up for another node");
+            self.leases.give_up(&self.source.name, epoch);
         }
         token.cancel();
         let _ = shipper.await;
     }
 
-    /// Runs the takeover, again after a backoff while it fails for a reason that may
-    /// pass (the store, the disk); `None` when the tenure ended first or the lease was
-    /// found gone (fenced).
+    /// Runs the takeover, again after a backoff while it fails (the store, the disk), up
+    /// to [`TAKEOVER_ATTEMPTS`] times, then gives the lease up; `None` when it did, when
+    /// the tenure ended first, or when the lease was found gone (fenced).
     async fn take_over(
         &self,
         tenure: &Tenure,
@@ -209,8 +220,13 @@ impl FleetSource {
     ) -> Option<TakeoverReport> {
         let name = &self.source.name;
         let mut backoff = Duration::from_secs(1);
-        loop {
+        for attempt in 1.. {
             if !tenure.may_write() {
+                return None;
+            }
+            if attempt > TAKEOVER_ATTEMPTS {
+                warn!(source = %name, epoch = tenure.epoch, "the takeover keeps failing here; giving the lease up for another node");
+                self.leases.give_up(name, tenure.epoch);
                 return None;
             }
             let ctx = TakeoverCtx {
@@ -231,9 +247,12 @@ impl FleetSource {
                 warn!(source = %name, epoch = tenure.epoch, "the lease was gone before the takeover finished; not capturing");
                 return None;
             }
-            let msg =
-                format!("takeover from the archive store failed (retrying in {backoff:?}): {err}");
-            warn!(source = %name, error = %err, ?backoff, "takeover failed; retrying");
+            let msg = format!(
+                "takeover from the archive store failed (attempt {attempt} of \
+                 {TAKEOVER_ATTEMPTS}): {:#}",
+                anyhow::Error::from(err)
+            );
+            warn!(source = %name, error = %msg, ?backoff, "takeover failed");
             self.status.lock().last_error = Some(msg);
             tokio::select! {
                 _ = token.cancelled() => return None,
@@ -241,6 +260,7 @@ impl FleetSource {
             }
             backoff = (backoff * 2).min(MAX_TAKEOVER_BACKOFF);
         }
+        None
     }
 
     /// Records the takeover in the status (its time once streaming) and counts it.

@@ -15,6 +15,10 @@
 //! 4. **Acquire** free or expired leases up to the share, trying sources in an order
 //!    rotated by the node id, so that nodes do not all race for the same one.
 //!
+//! Between rounds it takes tenures handed back ([`LeaseHandle::give_up`]: this node
+//! cannot capture the source now): the lease is released at once and the source is not
+//! acquired here again for [`GIVE_UP_COOLDOWN_TTLS`] lease times.
+//!
 //! # Stopping before the lease can expire
 //!
 //! The database's expiry of a tenure is `ttl` after the statement ran there; the node
@@ -160,6 +164,7 @@ type HeldMap = Arc<Mutex<BTreeMap<String, (i64, CancellationToken)>>>;
 #[derive(Clone)]
 pub struct LeaseHandle {
     held: HeldMap,
+    give_ups: mpsc::UnboundedSender<(String, i64)>,
 }
 
 impl LeaseHandle {
@@ -177,7 +182,18 @@ impl LeaseHandle {
             })
             .unwrap_or_default()
     }
+
+    /// Hands tenure `epoch` of `source` back: this node cannot capture it (a takeover
+    /// that keeps failing, a capture that could not start). The keeper releases the
+    /// lease at once, so another node may take it, and takes it again itself only after
+    /// three lease times ([`GIVE_UP_COOLDOWN_TTLS`]).
+    pub fn give_up(&self, source: &str, epoch: i64) {
+        let _ = self.give_ups.send((source.to_string(), epoch));
+    }
 }
+
+/// A source this node gave up is not acquired by it again for this many lease times.
+pub const GIVE_UP_COOLDOWN_TTLS: u32 = 3;
 
 /// The lease keeper of one node (module docs).
 pub struct LeaseKeeper {
@@ -188,6 +204,10 @@ pub struct LeaseKeeper {
     shared: HeldMap,
     events: mpsc::UnboundedSender<LeaseEvent>,
     started: bool,
+    /// Tenures handed back by the node ([`LeaseHandle::give_up`]).
+    give_ups: mpsc::UnboundedReceiver<(String, i64)>,
+    /// Sources given up, not to be acquired again before the instant.
+    cooldown: BTreeMap<String, Instant>,
 }
 
 impl LeaseKeeper {
@@ -205,6 +225,7 @@ impl LeaseKeeper {
         tokio::task::JoinHandle<()>,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (give_tx, give_rx) = mpsc::unbounded_channel();
         let shared: HeldMap = Arc::default();
         let keeper = LeaseKeeper {
             catalog,
@@ -214,22 +235,46 @@ impl LeaseKeeper {
             shared: shared.clone(),
             events: tx,
             started: false,
+            give_ups: give_rx,
+            cooldown: BTreeMap::new(),
         };
         let task = tokio::spawn(keeper.run(cancel));
-        (LeaseHandle { held: shared }, rx, task)
+        let handle = LeaseHandle {
+            held: shared,
+            give_ups: give_tx,
+        };
+        (handle, rx, task)
     }
 
     async fn run(mut self, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.opts.round());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let given_up = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tick.tick() => None,
+                g = self.give_ups.recv() => g,
+            };
+            match given_up {
+                Some((source, epoch)) => self.give_up(&source, epoch).await,
+                None => self.round().await,
             }
-            self.round().await;
         }
         self.release_all().await;
+    }
+
+    /// Releases tenure `epoch` of `source` when it is still the one held, and keeps the
+    /// source from being acquired here for a while.
+    async fn give_up(&mut self, source: &str, epoch: i64) {
+        if self.held.get(source).map(|h| h.tenure.epoch) != Some(epoch) {
+            return;
+        }
+        warn!(source, epoch, node = %self.opts.node, "giving the source's lease up: this node cannot capture it now");
+        self.release(source).await;
+        self.cooldown.insert(
+            source.to_string(),
+            Instant::now() + self.opts.ttl * GIVE_UP_COOLDOWN_TTLS,
+        );
     }
 
     /// One round: renew, heartbeat, rebalance, acquire (module docs). Renewals go first
@@ -392,10 +437,16 @@ impl LeaseKeeper {
             .filter(|l| l.is_live(now))
             .map(|l| l.source.as_str())
             .collect();
+        let cooled = Instant::now();
+        self.cooldown.retain(|_, until| *until > cooled);
         let candidates: Vec<String> = self
             .rotated_sources()
             .into_iter()
-            .filter(|s| !taken.contains(s.as_str()) && !self.held.contains_key(s))
+            .filter(|s| {
+                !taken.contains(s.as_str())
+                    && !self.held.contains_key(s)
+                    && !self.cooldown.contains_key(s)
+            })
             .collect();
         for source in candidates {
             if self.held.len() >= share {

@@ -169,9 +169,11 @@ impl Checker {
         if let (Some(prev), Some((state, sha))) = (previous_sha, outcome) {
             if state == FileState::Succ && sha != prev {
                 let info = format!("SHA-256 changed since the last check (was {prev}, now {sha})");
-                let _ = catalog
-                    .set_checked(name, file, FileState::Fail, &info, Some(&sha), row.size)
-                    .await;
+                if self.ctx.may_write() {
+                    let _ = catalog
+                        .set_checked(name, file, FileState::Fail, &info, Some(&sha), row.size)
+                        .await;
+                }
             }
         }
     }
@@ -196,6 +198,9 @@ impl Checker {
                     size: bytes,
                     ..Default::default()
                 };
+                if !self.ctx.may_write() {
+                    return;
+                }
                 let _ = shared.catalog.mark_reported(name, &p).await;
                 // Carry the first reason forward into the next check's info.
                 let reason = row
@@ -208,6 +213,9 @@ impl Checker {
             }
             Err(e) => {
                 warn!(source = %name, file, error = %e, "re-pull failed");
+                if !self.ctx.may_write() {
+                    return;
+                }
                 let info = format!("{}; re-pull failed: {e}", row.info);
                 let _ = shared
                     .catalog
@@ -242,6 +250,9 @@ impl Checker {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 warn!(source = %name, file, error = %e, "cannot read the file to check it");
+                if !self.ctx.may_write() {
+                    return None;
+                }
                 let _ = shared
                     .catalog
                     .set_checked(
@@ -268,6 +279,10 @@ impl Checker {
                 .get_or_create(&Metrics::label(name))
                 .inc();
             warn!(source = %name, file, %info, "binlog file check failed");
+        }
+        // The check may have run for long: a tenure that ended meanwhile writes nothing.
+        if !self.ctx.may_write() {
+            return None;
         }
         let _ = shared
             .catalog

@@ -58,6 +58,19 @@ pub struct SourceInbox {
     primary: Arc<std::sync::Mutex<PrimaryView>>,
 }
 
+impl SourceInbox {
+    /// Drops the restart commands that arrived while no capture ran (a fleet node on
+    /// standby); returns how many. A new tenure starts from the archive's state, not
+    /// from an operator's request made to another capture.
+    pub fn forget_commands(&mut self) -> usize {
+        let mut n = 0;
+        while self.commands.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
 /// A source's handles: the runtime the API holds (state Starting) and the inbox its
 /// capture reads.
 pub fn source_handles(source: &Source) -> (SourceRuntime, SourceInbox) {
