@@ -714,14 +714,17 @@ impl Shipper {
         Ok(())
     }
 
-    /// Deletes `chunks` of `file` from the store, and every other object under the
-    /// file's chunk prefix (a chunk a crash left without its row), then marks the rows
-    /// deleted.
+    /// Marks the chunk rows of `file` deleted (fenced by the shipper's tenure: a stale
+    /// owner is refused here and deletes nothing), then deletes `chunks` from the store
+    /// and every other object under the file's chunk prefix (a chunk a crash left
+    /// without its row, or one left after the marking by a crash: the sweep of recent
+    /// files at the next start finds those).
     async fn retire_chunks(
         &self,
         file: &str,
         chunks: &[&ArchiveObjectRow],
     ) -> Result<(), TierError> {
+        self.catalog.mark_chunks_deleted(&self.source, file).await?;
         for c in chunks {
             self.tier.store.delete(&c.object_key).await?;
         }
@@ -729,7 +732,6 @@ impl Shipper {
         for (key, _) in self.tier.store.list(&prefix).await? {
             self.tier.store.delete(&key).await?;
         }
-        self.catalog.mark_chunks_deleted(&self.source, file).await?;
         Ok(())
     }
 

@@ -350,16 +350,20 @@ impl Catalog {
     ///
     /// [`CatalogError::Query`].
     pub async fn mark_chunks_deleted(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
-        let r = sqlx::query(
+        let r = sqlx::query(&format!(
             "UPDATE archive_objects SET deleted_at = $1 \
-             WHERE source = $2 AND file = $3 AND kind = 'chunk' AND deleted_at IS NULL",
-        )
+             WHERE source = $2 AND file = $3 AND kind = 'chunk' AND deleted_at IS NULL{}",
+            self.fence_clause(source, "$2")
+        ))
         .bind(unix_now())
         .bind(source)
         .bind(file)
         .execute(&self.pool)
         .await
         .map_err(query_err("mark_chunks_deleted"))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_fenced(source, "mark_chunks_deleted").await?;
+        }
         Ok(r.rows_affected())
     }
 }

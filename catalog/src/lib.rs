@@ -440,6 +440,7 @@ async fn open_sqlite(url: &str, rest: &str) -> Result<(Catalog, String), Catalog
         pool,
         backend: Backend::Sqlite,
         node: Arc::from(""),
+        fence: None,
     };
     Ok((catalog, url.to_owned()))
 }
@@ -526,6 +527,7 @@ async fn open_postgres(
         pool,
         backend: Backend::Postgres,
         node: Arc::from(""),
+        fence: None,
     };
     Ok((catalog, shown))
 }
@@ -557,6 +559,8 @@ pub struct Catalog {
     backend: Backend,
     /// The node whose jobs this handle creates and sweeps ([`Catalog::with_node`]).
     node: Arc<str>,
+    /// The tenure that fences this handle's writes of one source ([`Catalog::fenced`]).
+    fence: Option<(Arc<str>, i64)>,
 }
 
 impl Catalog {
@@ -651,6 +655,54 @@ impl Catalog {
         self
     }
 
+    /// A handle whose writes of `source`'s binlog rows and state are fenced by tenure
+    /// `epoch` of its lease: [`record_active`](Catalog::record_active),
+    /// [`mark_reported`](Catalog::mark_reported), [`set_checked`](Catalog::set_checked),
+    /// [`set_source_state`](Catalog::set_source_state) and
+    /// [`mark_chunks_deleted`](Catalog::mark_chunks_deleted) each check, in their own
+    /// statement, that the tenure is live on the database's clock, and return
+    /// [`CatalogError::Fenced`] (nothing written) when it is over. A lease owner gives
+    /// this handle to every task of its tenure. Epoch 0 (a single node) fences nothing.
+    pub fn fenced(&self, source: &str, epoch: i64) -> Catalog {
+        let mut c = self.clone();
+        c.fence = (epoch >= 1).then(|| (Arc::from(source), epoch));
+        c
+    }
+
+    /// The fence of a statement writing `source`'s rows, whose source is bound as
+    /// `source_param` (e.g. `"$6"`): `" AND EXISTS (...)"`, or `""` when this handle
+    /// fences nothing for `source`.
+    fn fence_clause(&self, source: &str, source_param: &str) -> String {
+        match &self.fence {
+            Some((s, epoch)) if &**s == source => format!(
+                " AND {}",
+                leases::fence_sql(self.backend, source_param, &epoch.to_string())
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// After a fenced statement changed nothing: [`CatalogError::Fenced`] when the
+    /// handle's tenure of `source` is over (that is why), `Ok` otherwise.
+    async fn refuse_if_fenced(&self, source: &str, op: &'static str) -> Result<(), CatalogError> {
+        match &self.fence {
+            Some((s, epoch)) if &**s == source && !self.tenure_live(source, *epoch).await? => {
+                tracing::warn!(
+                    source,
+                    epoch,
+                    op,
+                    "catalog write refused: this writer's lease is over"
+                );
+                Err(CatalogError::Fenced {
+                    source_name: source.to_string(),
+                    epoch: *epoch,
+                    op,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The node this handle runs jobs as (`""` for a single node).
     pub fn node(&self) -> &str {
         &self.node
@@ -732,9 +784,10 @@ impl Catalog {
         state: &str,
         last_error: Option<&str>,
     ) -> Result<(), CatalogError> {
-        let updated = sqlx::query(
-            "UPDATE sources SET state = $1, last_error = $2, updated_at = $3 WHERE name = $4",
-        )
+        let updated = sqlx::query(&format!(
+            "UPDATE sources SET state = $1, last_error = $2, updated_at = $3 WHERE name = $4{}",
+            self.fence_clause(name, "$4")
+        ))
         .bind(state)
         .bind(last_error)
         .bind(unix_now())
@@ -743,6 +796,7 @@ impl Catalog {
         .await
         .map_err(query_err("set_source_state"))?;
         if updated.rows_affected() == 0 {
+            self.refuse_if_fenced(name, "set_source_state").await?;
             return Err(CatalogError::NotFound {
                 what: "source",
                 key: name.to_owned(),
@@ -802,14 +856,15 @@ impl Catalog {
         const OP: &str = "record_active";
         let size = size_to_db(file.size)?;
         for _ in 0..2 {
-            let updated = sqlx::query(
+            let updated = sqlx::query(&format!(
                 "UPDATE binlog_files SET size = $1, \
                  first_event_time = COALESCE($2, first_event_time), \
                  last_event_time = COALESCE($3, last_event_time), \
                  first_gtid = COALESCE($4, first_gtid), \
                  last_gtid = COALESCE($5, last_gtid) \
-                 WHERE source = $6 AND name = $7 AND state = 'ACTIVE'",
-            )
+                 WHERE source = $6 AND name = $7 AND state = 'ACTIVE'{}",
+                self.fence_clause(source, "$6")
+            ))
             .bind(size)
             .bind(file.first_event_time)
             .bind(file.last_event_time)
@@ -823,14 +878,17 @@ impl Catalog {
             if updated.rows_affected() > 0 {
                 return Ok(());
             }
-            let updated =
-                sqlx::query("UPDATE binlog_files SET size = $1 WHERE source = $2 AND name = $3")
-                    .bind(size)
-                    .bind(source)
-                    .bind(&file.name)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(query_err(OP))?;
+            self.refuse_if_fenced(source, OP).await?;
+            let updated = sqlx::query(&format!(
+                "UPDATE binlog_files SET size = $1 WHERE source = $2 AND name = $3{}",
+                self.fence_clause(source, "$2")
+            ))
+            .bind(size)
+            .bind(source)
+            .bind(&file.name)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
                 tracing::debug!(source, file = %file.name, size, "size of a closed file updated");
                 return Ok(());
@@ -840,7 +898,8 @@ impl Catalog {
                 .insert_file(source, file, size, FileState::Active, None, ts)
                 .await;
             match inserted {
-                Ok(()) => return Ok(()),
+                Ok(0) => self.refuse_if_fenced(source, OP).await?,
+                Ok(_) => return Ok(()),
                 Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(query_err(OP)(e)),
             }
@@ -874,7 +933,7 @@ impl Catalog {
         for _ in 0..2 {
             let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
-            let updated = sqlx::query(
+            let updated = sqlx::query(&format!(
                 "UPDATE binlog_files SET size = $1, \
                  first_event_time = COALESCE($2, first_event_time), \
                  last_event_time = COALESCE($3, last_event_time), \
@@ -885,8 +944,9 @@ impl Catalog {
                  reported_at = CASE WHEN state = 'REPORTED' THEN reported_at ELSE $6 END, \
                  state_changed_at = CASE WHEN state = 'REPORTED' THEN state_changed_at ELSE $7 END, \
                  state = 'REPORTED' \
-                 WHERE source = $8 AND name = $9 AND state IN ('ACTIVE', 'REPORTED', 'FAIL')",
-            )
+                 WHERE source = $8 AND name = $9 AND state IN ('ACTIVE', 'REPORTED', 'FAIL'){}",
+                self.fence_clause(source, "$8")
+            ))
             .bind(size)
             .bind(file.first_event_time)
             .bind(file.last_event_time)
@@ -903,6 +963,7 @@ impl Catalog {
                 tracing::debug!(source, file = %file.name, size, "binlog file REPORTED");
                 return Ok(());
             }
+            self.refuse_if_fenced(source, OP).await?;
             if let Some(row) = self.get_file(source, &file.name).await? {
                 return Err(CatalogError::InvalidState {
                     source_name: source.to_owned(),
@@ -915,7 +976,8 @@ impl Catalog {
                 .insert_file(source, file, size, FileState::Reported, Some(ts), ts)
                 .await;
             match inserted {
-                Ok(()) => {
+                Ok(0) => self.refuse_if_fenced(source, OP).await?,
+                Ok(_) => {
                     tracing::debug!(source, file = %file.name, size, "binlog file REPORTED");
                     return Ok(());
                 }
@@ -962,12 +1024,13 @@ impl Catalog {
         for _ in 0..2 {
             let ts = unix_now();
             // `state` is assigned last: MySQL evaluates SET left to right with new values.
-            let updated = sqlx::query(
+            let updated = sqlx::query(&format!(
                 "UPDATE binlog_files SET size = $1, info = $2, sha256 = $3, checked_at = $4, \
                  state_changed_at = CASE WHEN state = $5 THEN state_changed_at ELSE $6 END, \
                  state = $7 \
-                 WHERE source = $8 AND name = $9 AND state IN ('REPORTED', 'SUCC', 'FAIL')",
-            )
+                 WHERE source = $8 AND name = $9 AND state IN ('REPORTED', 'SUCC', 'FAIL'){}",
+                self.fence_clause(source, "$8")
+            ))
             .bind(size)
             .bind(info)
             .bind(sha256_hex)
@@ -988,6 +1051,7 @@ impl Catalog {
                 }
                 return Ok(());
             }
+            self.refuse_if_fenced(source, OP).await?;
             match self.get_file(source, name).await? {
                 None => {
                     return Err(CatalogError::NotFound {
@@ -1179,13 +1243,20 @@ impl Catalog {
         state: FileState,
         reported_at: Option<i64>,
         ts: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
+    ) -> Result<u64, sqlx::Error> {
+        const VALUES: &str = "$1, $2, $3, $4, $5, '', $6, $7, $8, $9, NULL, $10, $11, NULL, $12";
+        let fence = self.fence_clause(source, "$1");
+        let rows = if fence.is_empty() {
+            format!("VALUES ({VALUES})")
+        } else {
+            // Fenced: the row goes in only while the writer's tenure is live.
+            format!("SELECT {VALUES} WHERE 1 = 1{fence}")
+        };
+        let r = sqlx::query(&format!(
             "INSERT INTO binlog_files (source, name, seq, size, state, info, first_event_time, \
              last_event_time, first_gtid, last_gtid, sha256, created_at, reported_at, \
-             checked_at, state_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, '', $6, $7, $8, $9, NULL, $10, $11, NULL, $12)",
-        )
+             checked_at, state_changed_at) {rows}"
+        ))
         .bind(source)
         .bind(&file.name)
         .bind(seq_column(&file.name))
@@ -1200,7 +1271,7 @@ impl Catalog {
         .bind(ts)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected())
     }
 }
 

@@ -206,6 +206,8 @@ pub struct Metrics {
     /// Tenures of a source that ended on this node, and why (`lost`, `expired`,
     /// `released`).
     pub tenures_ended: Family<EndLabel, Counter>,
+    /// Writes of this node refused by a lease's fence (it was a stale owner).
+    pub fenced_writes: Family<SourceLabel, Counter>,
 }
 
 /// Label set of [`Metrics::tenures_ended`].
@@ -248,6 +250,7 @@ impl Metrics {
             takeovers: Family::default(),
             takeover_seconds: Family::default(),
             tenures_ended: Family::default(),
+            fenced_writes: Family::default(),
             registry: Registry::default(),
         };
         m.register_capture(&mut registry);
@@ -370,6 +373,11 @@ impl Metrics {
             "tenures_ended",
             "Tenures of a source's lease that ended on this node, by reason (lost, expired, released)",
             self.tenures_ended.clone(),
+        );
+        r.register(
+            "fenced_writes",
+            "Writes of this node refused by a lease's fence: it wrote as a stale owner and stopped",
+            self.fenced_writes.clone(),
         );
     }
 

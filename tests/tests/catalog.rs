@@ -115,6 +115,7 @@ on_both_engines!(
     start_up_sweeps_touch_only_the_nodes_own_jobs,
     an_old_owner_cannot_record_an_archive_object,
     a_new_owner_adopts_the_tail_under_its_epoch_only,
+    a_fenced_handle_writes_only_while_its_tenure_lasts,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -1447,4 +1448,99 @@ async fn a_new_owner_adopts_the_tail_under_its_epoch_only(engine: Engine) {
         "{}",
         f2.info
     );
+}
+
+async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    cat.upsert_source(SRC, "mysql://repl@db1").await.unwrap();
+    cat.upsert_source("db2", "mysql://repl@db2").await.unwrap();
+    let a = cat
+        .acquire_lease(SRC, "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("free");
+    let zombie = cat.fenced(SRC, a.epoch);
+    // While the tenure lasts, the fenced handle writes as the plain one does.
+    zombie
+        .record_active(SRC, &progress("b.000001", 100))
+        .await
+        .unwrap();
+    zombie
+        .mark_reported(SRC, &progress("b.000001", 200))
+        .await
+        .unwrap();
+    zombie
+        .set_checked(SRC, "b.000001", FileState::Succ, "ok", Some("ab"), 200)
+        .await
+        .unwrap();
+    zombie
+        .record_active(SRC, &progress("b.000002", 50))
+        .await
+        .unwrap();
+    zombie
+        .set_source_state(SRC, "streaming", None)
+        .await
+        .unwrap();
+    // node-b takes the source after the expiry.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    cat.acquire_lease(SRC, "node-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("expired");
+    let fenced =
+        |e: CatalogError| matches!(e, CatalogError::Fenced { epoch, .. } if epoch == a.epoch);
+    let before = cat.list_files(SRC).await.unwrap();
+    let e = zombie
+        .record_active(SRC, &progress("b.000002", 90))
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .record_active(SRC, &progress("b.000003", 10))
+        .await
+        .unwrap_err();
+    assert!(fenced(e), "a new row is refused too");
+    let e = zombie
+        .mark_reported(SRC, &progress("b.000002", 90))
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .set_checked(SRC, "b.000001", FileState::Fail, "zombie", None, 1)
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .set_source_state(SRC, "stopped", None)
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .mark_chunks_deleted(SRC, "b.000001")
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    assert_eq!(
+        cat.list_files(SRC).await.unwrap(),
+        before,
+        "nothing changed"
+    );
+    assert_eq!(
+        cat.get_source(SRC).await.unwrap().unwrap().state,
+        "streaming"
+    );
+    // Another source, and the plain handle, are not fenced by it.
+    zombie
+        .set_source_state("db2", "streaming", None)
+        .await
+        .unwrap();
+    cat.record_active(SRC, &progress("b.000002", 95))
+        .await
+        .unwrap();
+    // Epoch 0 (a single node) fences nothing.
+    cat.fenced(SRC, 0)
+        .record_active(SRC, &progress("b.000002", 99))
+        .await
+        .unwrap();
 }

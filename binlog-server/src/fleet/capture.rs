@@ -168,11 +168,14 @@ impl FleetSource {
             return;
         };
         self.publish_takeover(&tenure, &report);
+        // Every catalog write of the tenure's tasks is fenced by its epoch.
+        let mut shared = self.shared.clone();
+        shared.catalog = Arc::new(self.shared.catalog.fenced(&self.source.name, tenure.epoch));
         let shipper = archive::ship::spawn(
             archive::ship::ShipperCtx {
                 source: self.source.name.clone(),
                 dir: self.shared.data_dir.join(&self.source.name),
-                catalog: self.shared.catalog.clone(),
+                catalog: shared.catalog.clone(),
                 tier: self.tier.clone(),
                 status: self.status.clone(),
                 metrics: self.shared.metrics.clone(),
@@ -195,7 +198,7 @@ impl FleetSource {
             info!(source = %self.source.name, stale, "dropped restart requests made while this node did not capture the source");
         }
         let ctx = SourceCtx {
-            shared: self.shared.clone(),
+            shared,
             source: self.source.clone(),
             status: self.status.clone(),
             cancel: token.clone(),

@@ -480,7 +480,7 @@ async fn handle_notes(
             _ = tick.tick() => {
                 if let Some(p) = pending.take().filter(|_| ctx.may_write()) {
                     if let Err(e) = catalog.record_active(name, &p).await {
-                        warn!(source = %name, error = %e, "catalog update failed");
+                        catalog_write_failed(&ctx, &e);
                     }
                 }
                 continue;
@@ -511,7 +511,7 @@ async fn handle_notes(
                     recorded_file = file;
                     pending = None;
                     if let Err(e) = catalog.record_active(name, &progress).await {
-                        warn!(source = %name, error = %e, "catalog update failed");
+                        catalog_write_failed(&ctx, &e);
                     }
                 } else {
                     pending = Some(progress);
@@ -534,7 +534,7 @@ async fn handle_notes(
                     }) => {
                         tracing::debug!(source = %name, file = %p.name, "closed file was already SUCC");
                     }
-                    Err(e) => warn!(source = %name, error = %e, "catalog update failed"),
+                    Err(e) => catalog_write_failed(&ctx, &e),
                 }
                 wake.notify_one();
             }
@@ -544,6 +544,26 @@ async fn handle_notes(
                 failed.cancel();
             }
         }
+    }
+}
+
+/// A catalog write of the capture failed: a refusal by the lease's fence (this node's
+/// tenure is over: another node owns the source) stops the source here at once, with
+/// the reason in the log, the status and `binlog_server_fenced_writes`; any other
+/// failure is logged and the next write tries again.
+fn catalog_write_failed(ctx: &SourceCtx, e: &catalog::CatalogError) {
+    let name = &ctx.source.name;
+    if let catalog::CatalogError::Fenced { epoch, op, .. } = e {
+        tracing::error!(source = %name, epoch, op, "a catalog write was refused: this node no longer holds the source's lease; stopping the source here");
+        ctx.status.lock().last_error = Some(e.to_string());
+        ctx.shared
+            .metrics
+            .fenced_writes
+            .get_or_create(&Metrics::label(name))
+            .inc();
+        ctx.cancel.cancel();
+    } else {
+        warn!(source = %name, error = %e, "catalog update failed");
     }
 }
 
