@@ -179,33 +179,63 @@ async fn list_sources(
     Ok(Json(v))
 }
 
+/// How long an answer waits for the catalog's leases before it answers without them.
+const LEASES_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The leases of the catalog as read once for an answer: each source's status gets a
 /// `lease` field (owner while live, epoch, ms left, and `held_here`: the epoch this node
 /// holds and may write under now, by its own clock, else `null`; `null` without a lease
 /// row).
+///
+/// When the catalog does not answer (PostgreSQL down), the answer still comes, from
+/// this node alone: `lease` is `{"held_here": ..., "catalog_error": "..."}` on a fleet
+/// node and `null` on a single node.
 struct Leases {
     now: i64,
     rows: Vec<catalog::LeaseRow>,
-    held: BTreeMap<String, i64>,
+    held: Option<BTreeMap<String, i64>>,
+    catalog_error: Option<String>,
 }
 
 impl Leases {
     async fn read(st: &ApiState) -> Result<Leases, ApiError> {
-        let (now, rows) = st.catalog.list_leases().await.map_err(internal)?;
-        let held = st.leases.as_ref().map(|h| h.held()).unwrap_or_default();
-        Ok(Leases { now, rows, held })
+        let held = st.leases.as_ref().map(|h| h.held());
+        // Bounded: with the catalog down, the pool would wait for its acquire timeout.
+        let read = tokio::time::timeout(LEASES_READ_TIMEOUT, st.catalog.list_leases()).await;
+        let (now, rows, catalog_error) = match read {
+            Ok(Ok((now, rows))) => (now, rows, None),
+            Ok(Err(e)) => (0, Vec::new(), Some(e.to_string())),
+            Err(_) => (
+                0,
+                Vec::new(),
+                Some(format!(
+                    "the catalog did not answer within {LEASES_READ_TIMEOUT:?}"
+                )),
+            ),
+        };
+        Ok(Leases {
+            now,
+            rows,
+            held,
+            catalog_error,
+        })
     }
 
     fn with_lease(&self, status: node::status::SourceStatus) -> WithLease {
-        let lease = self.rows.iter().find(|l| l.source == status.name).map(|l| {
-            json!({
-                "owner": l.live_owner(self.now),
-                "epoch": l.epoch,
-                "live": l.is_live(self.now),
-                "expires_in_ms": l.expires_in_ms(self.now),
-                "held_here": self.held.get(&l.source),
-            })
-        });
+        let held_here = self.held.as_ref().and_then(|h| h.get(&status.name));
+        let lease = match (&self.catalog_error, &self.held) {
+            (Some(e), Some(_)) => Some(json!({ "held_here": held_here, "catalog_error": e })),
+            (Some(_), None) => None,
+            (None, _) => self.rows.iter().find(|l| l.source == status.name).map(|l| {
+                json!({
+                    "owner": l.live_owner(self.now),
+                    "epoch": l.epoch,
+                    "live": l.is_live(self.now),
+                    "expires_in_ms": l.expires_in_ms(self.now),
+                    "held_here": held_here,
+                })
+            }),
+        };
         WithLease { status, lease }
     }
 }
