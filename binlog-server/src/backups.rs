@@ -444,8 +444,14 @@ impl BackupService {
         Ok(RetentionOutcome { bases, binlogs })
     }
 
-    /// Starts one scheduler task per source with a schedule; they end with `cancel`.
-    pub fn spawn_schedulers(self: &Arc<Self>, cancel: CancellationToken) {
+    /// Starts one scheduler task per source with a schedule; they end with `cancel`. A
+    /// base falls due on every node of a fleet, and starts only where `owners` says
+    /// the source runs (the node holding its lease then).
+    pub fn spawn_schedulers(
+        self: &Arc<Self>,
+        owners: node::status::Ownership,
+        cancel: CancellationToken,
+    ) {
         for source in self.sources.values() {
             if source.backup.full_schedule.is_none() && source.backup.incremental_schedule.is_none()
             {
@@ -455,11 +461,19 @@ impl BackupService {
             let name = source.name.clone();
             let cancel = cancel.clone();
             let span = tracing::info_span!("backup_schedule", source = %name);
-            tokio::spawn(async move { this.schedule_loop(&name, cancel).await }.instrument(span));
+            let owners = owners.clone();
+            tokio::spawn(
+                async move { this.schedule_loop(&name, owners, cancel).await }.instrument(span),
+            );
         }
     }
 
-    async fn schedule_loop(self: Arc<Self>, name: &str, cancel: CancellationToken) {
+    async fn schedule_loop(
+        self: Arc<Self>,
+        name: &str,
+        owners: node::status::Ownership,
+        cancel: CancellationToken,
+    ) {
         let Some(source) = self.sources.get(name).cloned() else {
             return;
         };
@@ -499,6 +513,13 @@ impl BackupService {
                 }
             }
             after = at;
+            if !owners.runs_here(name) {
+                info!(
+                    source = name,
+                    "scheduled base left to the node that holds the source's lease"
+                );
+                continue;
+            }
             match self.start(name, None, incremental) {
                 Ok(id) => info!(source = name, base = %id, "scheduled base started"),
                 Err(e) => warn!(source = name, error = %e, "scheduled base not started"),

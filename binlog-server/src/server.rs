@@ -32,8 +32,6 @@ use replay::pitr::{PitrDeps, PitrService};
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let (catalog, index) = open_catalog_and_index(&settings).await?;
     let metrics = Arc::new(Metrics::new());
-    let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
-    backups.spawn_schedulers(cancel.child_token());
     let shared = Shared {
         catalog: catalog.clone(),
         index: index.clone(),
@@ -41,40 +39,33 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         capture: settings.capture.clone(),
         data_dir: settings.data_dir.clone(),
     };
+    let keeper = settings
+        .node
+        .as_ref()
+        .map(|n| start_keeper(&settings, n, &shared, &cancel));
+    let owners = ownership(keeper.as_ref());
+    let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
+    backups.spawn_schedulers(owners.clone(), cancel.child_token());
     let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings)?;
     let reader = tier
         .clone()
         .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
     let rebuilt = rebuild_at_start(&settings, &catalog, &index, &tier, &reader).await?;
-    let mut started =
-        start_sources(&settings, &shared, tier.as_ref(), reader, &rebuilt, &cancel).await?;
+    let mut started = start_sources(
+        &settings,
+        &shared,
+        (tier.as_ref(), reader),
+        keeper,
+        &rebuilt,
+        &cancel,
+    )
+    .await?;
     if let (Some(tier), None) = (&tier, &settings.node) {
         spawn_shippers(&settings, &shared, tier, &mut started, &cancel);
     }
-    let pitr = PitrService::open(PitrDeps {
-        catalog: catalog.clone(),
-        index: index.clone(),
-        archives: std::mem::take(&mut started.archives),
-        statuses: std::mem::take(&mut started.statuses),
-        store: &settings.store,
-        tools: settings.tools.clone(),
-        cfg: settings.pitr.clone(),
-        cancel: cancel.child_token(),
-    })
-    .await
-    .context("start the PITR service")?;
-    let verify = verifier::runner::VerifyService::open(
-        catalog.clone(),
-        index.clone(),
-        pitr.clone(),
-        metrics.clone(),
-        &settings.sources,
-        cancel.child_token(),
-    )
-    .await
-    .context("start the verification service")?;
-    verify.spawn_schedulers();
+    let (pitr, verify) = open_restore_services(&settings, &shared, &mut started, &cancel).await?;
+    verify.spawn_schedulers(owners);
     let state = Arc::new(ApiState {
         data_dir: settings.data_dir.clone(),
         sources: std::mem::take(&mut started.runtimes),
@@ -101,6 +92,39 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let result = supervise(started.tasks, http, &cancel).await;
     drop(started.listeners);
     result
+}
+
+/// The PITR and verification services, over the sources' archives and statuses.
+async fn open_restore_services(
+    settings: &Settings,
+    shared: &Shared,
+    started: &mut Started,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Arc<PitrService>, Arc<verifier::runner::VerifyService>)> {
+    let (catalog, index, metrics) = (&shared.catalog, &shared.index, &shared.metrics);
+    let pitr = PitrService::open(PitrDeps {
+        catalog: catalog.clone(),
+        index: index.clone(),
+        archives: std::mem::take(&mut started.archives),
+        statuses: std::mem::take(&mut started.statuses),
+        store: &settings.store,
+        tools: settings.tools.clone(),
+        cfg: settings.pitr.clone(),
+        cancel: cancel.child_token(),
+    })
+    .await
+    .context("start the PITR service")?;
+    let verify = verifier::runner::VerifyService::open(
+        catalog.clone(),
+        index.clone(),
+        pitr.clone(),
+        metrics.clone(),
+        &settings.sources,
+        cancel.child_token(),
+    )
+    .await
+    .context("start the verification service")?;
+    Ok((pitr, verify))
 }
 
 /// Opens the catalog (`[catalog] url`) and the index (`<data_dir>/index.rocksdb`).
@@ -250,8 +274,11 @@ type SourceTasks = JoinSet<(String, Result<anyhow::Result<()>, tokio::task::Join
 async fn start_sources(
     settings: &Settings,
     shared: &Shared,
-    tier: Option<&Arc<archive::tier::ArchiveTier>>,
-    reader: Option<Arc<archive::cache::ArchiveReader>>,
+    (tier, reader): (
+        Option<&Arc<archive::tier::ArchiveTier>>,
+        Option<Arc<archive::cache::ArchiveReader>>,
+    ),
+    keeper: Option<Keeper>,
     rebuilt: &BTreeMap<String, String>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Started> {
@@ -263,12 +290,8 @@ async fn start_sources(
         tasks: JoinSet::new(),
         leases: None,
     };
-    let fleet = match (&settings.node, tier, &reader) {
-        (Some(n), Some(t), Some(r)) => Some((
-            start_keeper(settings, n, shared, cancel),
-            t.clone(),
-            r.clone(),
-        )),
+    let fleet = match (keeper, tier, &reader) {
+        (Some(k), Some(t), Some(r)) => Some((k, t.clone(), r.clone())),
         _ => None,
     };
     let mut routes = BTreeMap::new();
@@ -408,7 +431,7 @@ struct Keeper {
 }
 
 /// Starts the lease keeper of `[node]` over every configured source (its events wait
-/// until [`supervise_keeper`] routes them).
+/// until [`supervise_keeper`] routes them, once the source tasks exist).
 fn start_keeper(
     settings: &Settings,
     node: &node::config::NodeSettings,
@@ -428,6 +451,18 @@ fn start_keeper(
         handle,
         events,
         task,
+    }
+}
+
+/// Where scheduled jobs run: everywhere on a single node; on a fleet node, for the
+/// sources whose lease this node holds when a job is due.
+fn ownership(keeper: Option<&Keeper>) -> node::status::Ownership {
+    match keeper {
+        None => node::status::Ownership::everywhere(),
+        Some(k) => {
+            let handle = k.handle.clone();
+            node::status::Ownership::new(move |source| handle.held().contains_key(source))
+        }
     }
 }
 

@@ -153,6 +153,35 @@ impl StatusCell {
     }
 }
 
+/// Which sources this node runs scheduled jobs for (bases, retention, verifications):
+/// every source on a single node; on a fleet node only those whose lease it holds at
+/// the moment a job is due, so that a job runs once across the fleet.
+#[derive(Clone)]
+pub struct Ownership(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Ownership {
+    /// A single node: every source runs here.
+    pub fn everywhere() -> Ownership {
+        Ownership(Arc::new(|_| true))
+    }
+
+    /// Sources run here while `holds(source)` says so (a fleet node's lease keeper).
+    pub fn new(holds: impl Fn(&str) -> bool + Send + Sync + 'static) -> Ownership {
+        Ownership(Arc::new(holds))
+    }
+
+    /// Whether a scheduled job of `source` runs on this node now.
+    pub fn runs_here(&self, source: &str) -> bool {
+        (self.0)(source)
+    }
+}
+
+impl std::fmt::Debug for Ownership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ownership")
+    }
+}
+
 /// Label set of per-source metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {

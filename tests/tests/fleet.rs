@@ -611,7 +611,10 @@ fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<(
     }
     l1.stop()?;
     l2.stop()?;
-    let owners = sample(&servers)?;
+    let owners = wait_for("both sources held", Duration::from_secs(30), || {
+        let h = sample(&servers)?;
+        Ok((h.len() == 2).then_some(h))
+    })?;
     for (db, name) in [(&db1, "db1"), (&db2, "db2")] {
         db.flush_binary_logs()?;
         let (i, _) = owners[name];
@@ -718,10 +721,17 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
     })?;
     std::thread::sleep(ttl);
     pg.restart()?;
-    let again = wait_for("both sources held again", Duration::from_secs(40), || {
-        let h = holders(&all)?;
-        Ok((h.len() == 2).then_some(h))
-    })?;
+    // Back: the first node to heartbeat may take both, then hand one over when the
+    // other counts as alive again; wait for the spread.
+    let again = wait_for(
+        "one source held by each node again",
+        Duration::from_secs(40),
+        || {
+            let h = holders(&all)?;
+            let spread = h.len() == 2 && h["db1"].0 != h["db2"].0;
+            Ok(spread.then_some(h))
+        },
+    )?;
     for (name, (_, epoch)) in &again {
         assert!(
             *epoch > held[name].1,
@@ -734,7 +744,10 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
     }
     writes.stop()?;
     db.flush_binary_logs()?;
-    let owners = holders(&all)?;
+    let owners = wait_for("both sources held", Duration::from_secs(30), || {
+        let h = holders(&all)?;
+        Ok((h.len() == 2).then_some(h))
+    })?;
     for name in ["db1", "db2"] {
         let server = &servers[owners[name].0];
         wait_caught_up(server, &db, name, Duration::from_secs(90))?;

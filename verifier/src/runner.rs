@@ -352,14 +352,17 @@ impl VerifyService {
             .collect())
     }
 
-    /// Starts one scheduler task per source whose `[source.verify]` is enabled.
-    pub fn spawn_schedulers(self: &Arc<Self>) {
+    /// Starts one scheduler task per source whose `[source.verify]` is enabled. A run
+    /// falls due on every node of a fleet and starts only where `owners` says the
+    /// source runs (the node holding its lease then).
+    pub fn spawn_schedulers(self: &Arc<Self>, owners: node::status::Ownership) {
         for (name, settings) in &self.sources {
             let Some(sched) = settings.verify.schedule.clone().filter(|s| s.enabled) else {
                 continue;
             };
             let me = self.clone();
             let name = name.clone();
+            let owners = owners.clone();
             let span = tracing::info_span!("verify_schedule", source = %name);
             tokio::spawn(
                 async move {
@@ -371,6 +374,15 @@ impl VerifyService {
                         tokio::select! {
                             _ = me.cancel.cancelled() => return,
                             _ = tokio::time::sleep(wait) => {}
+                        }
+                        if !owners.runs_here(&name) {
+                            info!(source = %name, "scheduled verification left to the node that holds the source's lease");
+                            // Past the moment, so the next one is computed afresh.
+                            tokio::select! {
+                                _ = me.cancel.cancelled() => return,
+                                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                            }
+                            continue;
                         }
                         me.scheduled(&name, &sched, catalog::unix_now()).await;
                     }
