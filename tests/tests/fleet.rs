@@ -139,23 +139,9 @@ struct FleetNode {
 }
 
 impl FleetNode {
-    /// Writes the config of node `id` over the source `spec`: the catalog `catalog_url`,
-    /// the bucket `store` at `endpoint`, 3 s leases.
-    fn new(id: &str, spec: &SourceSpec, catalog_url: &str, endpoint: &str) -> Result<FleetNode> {
-        FleetNode::with_sources(id, std::slice::from_ref(spec), catalog_url, endpoint)
-    }
-
-    /// As [`FleetNode::new`] over several sources.
-    fn with_sources(
-        id: &str,
-        specs: &[SourceSpec],
-        catalog_url: &str,
-        endpoint: &str,
-    ) -> Result<FleetNode> {
-        FleetNode::with_ttl(id, specs, catalog_url, endpoint, "3s")
-    }
-
-    /// As [`FleetNode::with_sources`] with `lease_ttl` (TOML duration text).
+    /// Writes the config of node `id` over the sources `specs`: the catalog
+    /// `catalog_url`, the bucket `s3://fleet/arch` at `endpoint`, leases of `ttl` (TOML
+    /// duration text).
     fn with_ttl(
         id: &str,
         specs: &[SourceSpec],
@@ -192,6 +178,57 @@ impl FleetNode {
     fn source_dir(&self, source: &str) -> PathBuf {
         self.dir.path().join("data").join(source)
     }
+}
+
+/// What the process tests of a fleet share: a PostgreSQL catalog (database `fleet`)
+/// and the S3-compatible server (bucket `fleet`), with its credentials in the
+/// environment.
+struct Services {
+    pg: Postgres,
+    moto: Moto,
+}
+
+impl Services {
+    fn start() -> Result<Services> {
+        let pg = Postgres::start()?;
+        pg.sql("CREATE DATABASE fleet")?;
+        let moto = Moto::start()?;
+        moto.create_bucket("fleet")?;
+        for (k, v) in S3_TEST_ENV {
+            std::env::set_var(k, v);
+        }
+        Ok(Services { pg, moto })
+    }
+
+    /// Node `id` over `specs` with `lease_ttl` (TOML duration text).
+    fn node(&self, id: &str, specs: &[SourceSpec], ttl: &str) -> Result<FleetNode> {
+        FleetNode::with_ttl(
+            id,
+            specs,
+            &self.pg.url_for("fleet"),
+            &self.moto.endpoint(),
+            ttl,
+        )
+    }
+}
+
+/// A source `name` of `db`, fetched from its earliest binlog, as replica `server_id`.
+fn spec(name: &str, db: &MariaDb, server_id: u32) -> SourceSpec {
+    SourceSpec {
+        name: name.into(),
+        url: db.repl_url(),
+        server_id,
+        start: "\"earliest\"".into(),
+    }
+}
+
+/// A primary that rotates every `max_binlog_size` bytes.
+fn primary(server_id: u32, max_binlog_size: u64) -> Result<MariaDb> {
+    MariaDb::start(MariaDbOptions {
+        server_id,
+        max_binlog_size,
+        ..Default::default()
+    })
 }
 
 /// Waits until `server` streams `source` as the lease's owner; returns its status.
@@ -300,26 +337,12 @@ fn assert_active_prefix(db: &MariaDb, dir: &std::path::Path, file: &str) -> Resu
 /// is a prefix of the primary's: nothing lost or duplicated across the takeover.
 #[test]
 fn a_killed_owner_is_taken_over_from_the_store_within_30_s_and_nothing_is_lost() -> Result<()> {
-    let pg = Postgres::start()?;
-    pg.sql("CREATE DATABASE fleet")?;
-    let moto = Moto::start()?;
-    moto.create_bucket("fleet")?;
-    for (k, v) in S3_TEST_ENV {
-        std::env::set_var(k, v);
-    }
-    let db = MariaDb::start(MariaDbOptions {
-        max_binlog_size: 32 * 1024,
-        ..Default::default()
-    })?;
-    let spec = SourceSpec {
-        name: "db".into(),
-        url: db.repl_url(),
-        server_id: 4343,
-        start: "\"earliest\"".into(),
-    };
-    let url = pg.url_for("fleet");
-    let a = FleetNode::new("node-a", &spec, &url, &moto.endpoint())?;
-    let b = FleetNode::new("node-b", &spec, &url, &moto.endpoint())?;
+    let svc = Services::start()?;
+    let pg = &svc.pg;
+    let db = primary(1, 32 * 1024)?;
+    let specs = [spec("db", &db, 4343)];
+    let a = svc.node("node-a", &specs, "3s")?;
+    let b = svc.node("node-b", &specs, "3s")?;
     let mut pa = a.start()?;
     wait_streaming_owner(&pa, &a.id, "db", Duration::from_secs(30))?;
     load(&db, 400)?;
@@ -370,7 +393,7 @@ fn a_killed_owner_is_taken_over_from_the_store_within_30_s_and_nothing_is_lost()
     assert!(written > 0);
     db.flush_binary_logs()?;
     wait_caught_up(&pb, &db, "db", Duration::from_secs(90))?;
-    let closed = wait_catalog_and_store_identical(&pg, &db, "db", Duration::from_secs(90))
+    let closed = wait_catalog_and_store_identical(pg, &db, "db", Duration::from_secs(90))
         .with_context(|| {
             format!(
                 "node-a's log:\n{}\nnode-b's log:\n{}",
@@ -392,26 +415,12 @@ fn a_killed_owner_is_taken_over_from_the_store_within_30_s_and_nothing_is_lost()
 /// newer than the pause. The archive stays identical to the primary's.
 #[test]
 fn a_paused_owner_stops_when_it_wakes_and_records_nothing_after_its_lease_is_gone() -> Result<()> {
-    let pg = Postgres::start()?;
-    pg.sql("CREATE DATABASE fleet")?;
-    let moto = Moto::start()?;
-    moto.create_bucket("fleet")?;
-    for (k, v) in S3_TEST_ENV {
-        std::env::set_var(k, v);
-    }
-    let db = MariaDb::start(MariaDbOptions {
-        max_binlog_size: 64 * 1024,
-        ..Default::default()
-    })?;
-    let spec = SourceSpec {
-        name: "db".into(),
-        url: db.repl_url(),
-        server_id: 4344,
-        start: "\"earliest\"".into(),
-    };
-    let url = pg.url_for("fleet");
-    let a = FleetNode::new("node-a", &spec, &url, &moto.endpoint())?;
-    let b = FleetNode::new("node-b", &spec, &url, &moto.endpoint())?;
+    let svc = Services::start()?;
+    let pg = &svc.pg;
+    let db = primary(1, 64 * 1024)?;
+    let specs = [spec("db", &db, 4344)];
+    let a = svc.node("node-a", &specs, "3s")?;
+    let b = svc.node("node-b", &specs, "3s")?;
     let pa = a.start()?;
     wait_streaming_owner(&pa, &a.id, "db", Duration::from_secs(30))?;
     load(&db, 300)?;
@@ -454,7 +463,7 @@ fn a_paused_owner_stops_when_it_wakes_and_records_nothing_after_its_lease_is_gon
     writes.stop()?;
     db.flush_binary_logs()?;
     wait_caught_up(&pb, &db, "db", Duration::from_secs(90))?;
-    wait_catalog_and_store_identical(&pg, &db, "db", Duration::from_secs(90))
+    wait_catalog_and_store_identical(pg, &db, "db", Duration::from_secs(90))
         .with_context(|| format!("node-b's log:\n{}", pb.log_tail(60)))?;
     let late = pg.sql_in(
         "fleet",
@@ -512,35 +521,13 @@ fn holders(nodes: &[(usize, &ServerProcess)]) -> Result<BTreeMap<String, (usize,
 /// next epoch; afterwards both archives are identical to their primaries.
 #[test]
 fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<()> {
-    let pg = Postgres::start()?;
-    pg.sql("CREATE DATABASE fleet")?;
-    let moto = Moto::start()?;
-    moto.create_bucket("fleet")?;
-    for (k, v) in S3_TEST_ENV {
-        std::env::set_var(k, v);
-    }
-    let dbs = [1u32, 2].map(|i| {
-        MariaDb::start(MariaDbOptions {
-            server_id: i,
-            max_binlog_size: 64 * 1024,
-            ..Default::default()
-        })
-    });
-    let [db1, db2] = dbs;
-    let (db1, db2) = (db1?, db2?);
-    let specs: Vec<SourceSpec> = [(&db1, "db1", 4401), (&db2, "db2", 4402)]
-        .iter()
-        .map(|(db, name, id)| SourceSpec {
-            name: name.to_string(),
-            url: db.repl_url(),
-            server_id: *id,
-            start: "\"earliest\"".into(),
-        })
-        .collect();
-    let url = pg.url_for("fleet");
+    let svc = Services::start()?;
+    let pg = &svc.pg;
+    let (db1, db2) = (primary(1, 64 * 1024)?, primary(2, 64 * 1024)?);
+    let specs = [spec("db1", &db1, 4401), spec("db2", &db2, 4402)];
     let nodes: Vec<FleetNode> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| FleetNode::with_sources(id, &specs, &url, &moto.endpoint()))
+        .map(|id| svc.node(id, &specs, "3s"))
         .collect::<Result<_>>()?;
     let mut servers: Vec<Option<ServerProcess>> = Vec::new();
     for n in &nodes {
@@ -620,7 +607,7 @@ fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<(
         let (i, _) = owners[name];
         let server = servers[i].as_ref().context("owner")?;
         wait_caught_up(server, db, name, Duration::from_secs(90))?;
-        wait_catalog_and_store_identical(&pg, db, name, Duration::from_secs(90))
+        wait_catalog_and_store_identical(pg, db, name, Duration::from_secs(90))
             .with_context(|| format!("{name} on node {i}:\n{}", server.log_tail(40)))?;
     }
     assert!(samples >= 30, "only {samples} samples");
@@ -637,31 +624,13 @@ fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<(
 #[test]
 fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_is_back(
 ) -> Result<()> {
-    let mut pg = Postgres::start()?;
-    pg.sql("CREATE DATABASE fleet")?;
-    let moto = Moto::start()?;
-    moto.create_bucket("fleet")?;
-    for (k, v) in S3_TEST_ENV {
-        std::env::set_var(k, v);
-    }
-    let db = MariaDb::start(MariaDbOptions {
-        max_binlog_size: 64 * 1024,
-        ..Default::default()
-    })?;
-    let specs: Vec<SourceSpec> = [("db1", 4501), ("db2", 4502)]
-        .iter()
-        .map(|(name, id)| SourceSpec {
-            name: name.to_string(),
-            url: db.repl_url(),
-            server_id: *id,
-            start: "\"earliest\"".into(),
-        })
-        .collect();
-    let url = pg.url_for("fleet");
+    let mut svc = Services::start()?;
+    let db = primary(1, 64 * 1024)?;
+    let specs = [spec("db1", &db, 4501), spec("db2", &db, 4502)];
     let ttl = Duration::from_secs(6);
     let nodes: Vec<FleetNode> = ["node-a", "node-b"]
         .iter()
-        .map(|id| FleetNode::with_ttl(id, &specs, &url, &moto.endpoint(), "6s"))
+        .map(|id| svc.node(id, &specs, "6s"))
         .collect::<Result<_>>()?;
     let servers: Vec<ServerProcess> = nodes.iter().map(|n| n.start()).collect::<Result<_>>()?;
     let all: Vec<(usize, &ServerProcess)> = servers.iter().enumerate().collect();
@@ -686,16 +655,16 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
     std::thread::sleep(Duration::from_secs(1));
 
     // A short outage: nothing changes hands.
-    pg.kill9()?;
+    svc.pg.kill9()?;
     std::thread::sleep(Duration::from_millis(500));
-    pg.restart()?;
+    svc.pg.restart()?;
     for _ in 0..15 {
         assert_eq!(holders(&all)?, held, "a short catalog outage moved a lease");
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // A long one: every node stops before its leases can expire.
-    pg.stop()?;
+    svc.pg.stop()?;
     let stopped = std::time::Instant::now();
     // Each node stops by `ttl - ttl/5` after it sent its last renewal, which was before
     // the stop: within 4.8 s. A sample takes up to the API's catalog read timeout
@@ -720,7 +689,7 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
         Ok(Some(()))
     })?;
     std::thread::sleep(ttl);
-    pg.restart()?;
+    svc.pg.restart()?;
     // Back: the first node to heartbeat may take both, then hand one over when the
     // other counts as alive again; wait for the spread.
     let again = wait_for(
@@ -751,7 +720,7 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
     for name in ["db1", "db2"] {
         let server = &servers[owners[name].0];
         wait_caught_up(server, &db, name, Duration::from_secs(90))?;
-        wait_catalog_and_store_identical(&pg, &db, name, Duration::from_secs(90))
+        wait_catalog_and_store_identical(&svc.pg, &db, name, Duration::from_secs(90))
             .with_context(|| format!("{name}:\n{}", server.log_tail(40)))?;
     }
     Ok(())
