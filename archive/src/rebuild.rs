@@ -496,10 +496,7 @@ async fn reindex(
         let s = source.to_string();
         tokio::task::spawn_blocking(move || index.clear(&s))
             .await
-            .map_err(|e| RebuildError::Invalid {
-                key: source.to_string(),
-                message: format!("index task failed: {e}"),
-            })??;
+            .map_err(|source| RebuildError::Task { source })??;
     }
     let dir = ctx.data_dir.join(source);
     for m in closed {
@@ -512,10 +509,7 @@ async fn reindex(
         );
         let (_, added) = tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
             .await
-            .map_err(|e| RebuildError::Invalid {
-                key: m.file.clone(),
-                message: format!("index task failed: {e}"),
-            })??;
+            .map_err(|source| RebuildError::Task { source })??;
         report.transactions += added;
     }
     Ok(())
@@ -586,10 +580,7 @@ pub(crate) async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildEr
         Ok(())
     })
     .await
-    .map_err(|e| RebuildError::Invalid {
-        key: String::new(),
-        message: format!("copy task failed: {e}"),
-    })?
+    .map_err(|source| RebuildError::Task { source })?
 }
 
 /// What decoding the active file's chunks needs: the catalog (their rows), the store,
@@ -686,10 +677,7 @@ pub(crate) async fn rebuild_active(
     let (p, d) = (path.clone(), dir.to_path_buf());
     let len = tokio::task::spawn_blocking(move || install_valid_prefix(&part, &p, &d))
         .await
-        .map_err(|e| RebuildError::Invalid {
-            key: file.to_string(),
-            message: format!("write task failed: {e}"),
-        })?
+        .map_err(|source| RebuildError::Task { source })?
         .map_err(werr)?;
     for row in taken
         .iter()

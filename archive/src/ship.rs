@@ -717,8 +717,8 @@ impl Shipper {
     /// Marks the chunk rows of `file` deleted (fenced by the shipper's tenure: a stale
     /// owner is refused here and deletes nothing), then deletes `chunks` from the store
     /// and every other object under the file's chunk prefix (a chunk a crash left
-    /// without its row, or one left after the marking by a crash: the sweep of recent
-    /// files at the next start finds those).
+    /// without its row). Objects left by a crash after the marking are found by the
+    /// sweep a shipper makes once of each file whose state changed in the last day.
     async fn retire_chunks(
         &self,
         file: &str,

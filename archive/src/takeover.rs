@@ -458,10 +458,10 @@ async fn fetch_closed(
                     "a closed file's chunks do not rebuild it whole; left to the checker"
                 );
                 let path = dir.join(file);
-                std::fs::remove_file(&path).map_err(|source| RebuildError::Write {
-                    path: path.clone(),
-                    source,
-                })?;
+                let p = path.clone();
+                blocking(move || std::fs::remove_file(p))
+                    .await?
+                    .map_err(|source| RebuildError::Write { path, source })?;
                 report.left_to_checker.push(file.clone());
             }
         }
@@ -547,20 +547,73 @@ async fn continue_active(
         return Ok((a.file.clone(), local));
     }
     if cov > 4 {
-        let cctx = ChunkCtx {
-            catalog: ctx.catalog,
-            tier: ctx.tier,
-            source: ctx.source,
-            import_rows: false,
-        };
-        if let Some(len) = rebuild_active(&cctx, dir, &a.file, &a.chunks).await? {
+        if let Some(len) = decode_over_local(ctx, dir, a, local).await? {
             report.fetched.push(a.file.clone());
             return Ok((a.file.clone(), len));
+        }
+        if local > 4 {
+            return Ok((a.file.clone(), local));
         }
     }
     let (p, d) = (path.clone(), dir.to_path_buf());
     blocking(move || write_fresh(&p, &d)).await?.map_err(werr)?;
     Ok((a.file.clone(), 4))
+}
+
+/// Decodes the chunks of `a` into its file and returns the length kept, unless that is
+/// shorter than this node's valid copy of `local` bytes (chunks that hold a bad event
+/// early): the copy is then put back (with its control file) and `None` returned.
+async fn decode_over_local(
+    ctx: &TakeoverCtx<'_>,
+    dir: &Path,
+    a: &Active,
+    local: u64,
+) -> Result<Option<u64>, RebuildError> {
+    let path = dir.join(&a.file);
+    let keep = PathBuf::from(format!("{}.keep", path.display()));
+    let werr = |source| RebuildError::Write {
+        path: path.clone(),
+        source,
+    };
+    if local > 4 {
+        let (from, to) = (path.clone(), keep.clone());
+        blocking(move || std::fs::rename(from, to))
+            .await?
+            .map_err(werr)?;
+    }
+    let cctx = ChunkCtx {
+        catalog: ctx.catalog,
+        tier: ctx.tier,
+        source: ctx.source,
+        import_rows: false,
+    };
+    let got = rebuild_active(&cctx, dir, &a.file, &a.chunks).await?;
+    if local <= 4 {
+        return Ok(got);
+    }
+    let (p, k, d) = (path.clone(), keep.clone(), dir.to_path_buf());
+    let longer = got.filter(|len| *len >= local);
+    blocking(move || -> std::io::Result<()> {
+        if longer.is_some() {
+            return std::fs::remove_file(&k);
+        }
+        std::fs::rename(&k, &p)?;
+        let control = super::local::Control {
+            file: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            durable_len: local,
+        };
+        super::local::write_atomic(
+            &d.join(CONTROL_FILE),
+            &serde_json::to_vec(&control).map_err(std::io::Error::other)?,
+        )?;
+        fsync_dir(&d)
+    })
+    .await?
+    .map_err(werr)?;
+    Ok(longer)
 }
 
 /// A new active file at `path`: the binlog magic alone, fsynced, recorded in `dir`'s

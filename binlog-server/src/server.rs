@@ -39,19 +39,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         capture: settings.capture.clone(),
         data_dir: settings.data_dir.clone(),
     };
-    let keeper = settings
-        .node
-        .as_ref()
-        .map(|n| start_keeper(&settings, n, &shared, &cancel));
-    let owners = ownership(keeper.as_ref());
+    // What can fail at start goes before the lease keeper, which takes leases at once
+    // (a node that then exits on an error would leave them to expire).
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
-    backups.spawn_schedulers(owners.clone(), cancel.child_token());
     let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings)?;
     let reader = tier
         .clone()
         .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
     let rebuilt = rebuild_at_start(&settings, &catalog, &index, &tier, &reader).await?;
+    let keeper = settings
+        .node
+        .as_ref()
+        .map(|n| start_keeper(&settings, n, &shared, &cancel));
+    let owners = ownership(keeper.as_ref());
+    backups.spawn_schedulers(owners.clone(), cancel.child_token());
     let mut started = start_sources(
         &settings,
         &shared,

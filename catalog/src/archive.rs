@@ -343,12 +343,14 @@ impl Catalog {
         Ok(())
     }
 
-    /// Marks the chunk objects of `file` deleted (after they were removed from the
-    /// store, once the file's whole object is recorded). Returns how many rows changed.
+    /// Marks the chunk objects of `file` deleted, once the file's whole object is
+    /// recorded and before they are removed from the store. Returns how many rows
+    /// changed.
     ///
     /// # Errors
     ///
-    /// [`CatalogError::Query`].
+    /// [`CatalogError::Query`]; [`CatalogError::Fenced`] on a handle from
+    /// [`Catalog::fenced`] whose tenure is over (nothing marked: delete nothing).
     pub async fn mark_chunks_deleted(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
         let r = sqlx::query(&format!(
             "UPDATE archive_objects SET deleted_at = $1 \

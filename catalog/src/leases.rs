@@ -64,7 +64,8 @@ fn clock_ms_sql(backend: Backend) -> &'static str {
 
 /// The fence of a write made under `(source, epoch)`, as an SQL condition: that tenure
 /// is the source's lease, held and unexpired on the database's clock now. `source` and
-/// `epoch` are the statement's placeholders (e.g. `"$1"`, `"$12"`). On PostgreSQL the
+/// `epoch` are SQL expressions: the statement's placeholders (e.g. `"$1"`, `"$12"`) or,
+/// for the epoch of a fenced handle, an integer literal. On PostgreSQL the
 /// lease row is share-locked until the write commits, so a takeover's `UPDATE` waits for
 /// it: a write that passed the fence is seen by the new owner. (An epoch names one
 /// tenure of one source, so the owner's name is not needed.)

@@ -663,6 +663,9 @@ impl Catalog {
     /// statement, that the tenure is live on the database's clock, and return
     /// [`CatalogError::Fenced`] (nothing written) when it is over. A lease owner gives
     /// this handle to every task of its tenure. Epoch 0 (a single node) fences nothing.
+    ///
+    /// So each of those methods may also fail with [`CatalogError::Fenced`] on such a
+    /// handle (nothing written: the caller stops writing for the source).
     pub fn fenced(&self, source: &str, epoch: i64) -> Catalog {
         let mut c = self.clone();
         c.fence = (epoch >= 1).then(|| (Arc::from(source), epoch));

@@ -204,13 +204,45 @@ impl FleetSource {
             cancel: token.clone(),
             tenure: Some(tenure),
         };
-        if let Err(e) = capture(&ctx, &mut self.inbox).await {
-            warn!(source = %self.source.name, error = %format!("{e:#}"),
-                "capture could not start here; giving the lease up for another node");
-            self.leases.give_up(&self.source.name, epoch);
-        }
+        self.capture_in_tenure(&ctx, epoch).await;
         token.cancel();
         let _ = shipper.await;
+    }
+
+    /// Runs the capture of the tenure until its token is cancelled. A capture that
+    /// cannot start because the catalog failed is started again after a backoff, up to
+    /// [`TAKEOVER_ATTEMPTS`] times; one refused by the fence ends the tenure here; any
+    /// other failure (the local disk, the store's recovery) gives the lease up for
+    /// another node, as do repeated catalog failures.
+    async fn capture_in_tenure(&mut self, ctx: &SourceCtx, epoch: i64) {
+        let name = self.source.name.clone();
+        let mut backoff = Duration::from_secs(1);
+        for attempt in 1..=TAKEOVER_ATTEMPTS {
+            let Err(e) = capture(ctx, &mut self.inbox).await else {
+                return;
+            };
+            let catalog_error = e.chain().find_map(|c| c.downcast_ref::<CatalogError>());
+            match catalog_error {
+                Some(CatalogError::Fenced { .. }) => {
+                    warn!(source = %name, epoch, "the lease was gone when capture started; not capturing");
+                    return;
+                }
+                Some(_) if attempt < TAKEOVER_ATTEMPTS => {
+                    warn!(source = %name, error = %format!("{e:#}"), ?backoff, "capture could not start (the catalog); trying again");
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff *= 2;
+                }
+                _ => {
+                    warn!(source = %name, error = %format!("{e:#}"),
+                        "capture could not start here; giving the lease up for another node");
+                    self.leases.give_up(&name, epoch);
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs the takeover, again after a backoff while it fails (the store, the disk), up

@@ -253,7 +253,8 @@ impl LeaseKeeper {
             let given_up = tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tick.tick() => None,
-                g = self.give_ups.recv() => g,
+                // Disabled once every handle is gone (no busy loop on a closed channel).
+                Some(g) = self.give_ups.recv() => Some(g),
             };
             match given_up {
                 Some((source, epoch)) => self.give_up(&source, epoch).await,
