@@ -658,7 +658,8 @@ impl Catalog {
     /// A handle whose writes of `source`'s binlog rows and state are fenced by tenure
     /// `epoch` of its lease: [`record_active`](Catalog::record_active),
     /// [`mark_reported`](Catalog::mark_reported), [`set_checked`](Catalog::set_checked),
-    /// [`set_source_state`](Catalog::set_source_state) and
+    /// [`set_source_state`](Catalog::set_source_state),
+    /// [`record_gap`](Catalog::record_gap) and
     /// [`mark_chunks_deleted`](Catalog::mark_chunks_deleted) each check, in their own
     /// statement, that the tenure is live on the database's clock, and return
     /// [`CatalogError::Fenced`] (nothing written) when it is over. A lease owner gives
@@ -1159,14 +1160,16 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         const OP: &str = "record_gap";
         // `IS NOT DISTINCT FROM` matches NULL to NULL (SQLite >= 3.39 and PostgreSQL).
-        let update = sqlx::query(
+        let sql = format!(
             "UPDATE binlog_gaps SET reason = $1 WHERE source = $2 \
-             AND after_file IS NOT DISTINCT FROM $3 AND before_file IS NOT DISTINCT FROM $4",
-        )
-        .bind(reason)
-        .bind(source)
-        .bind(after_file)
-        .bind(before_file);
+             AND after_file IS NOT DISTINCT FROM $3 AND before_file IS NOT DISTINCT FROM $4{}",
+            self.fence_clause(source, "$2")
+        );
+        let update = sqlx::query(&sql)
+            .bind(reason)
+            .bind(source)
+            .bind(after_file)
+            .bind(before_file);
         let updated = update.execute(&self.pool).await.map_err(query_err(OP))?;
         if updated.rows_affected() > 0 {
             tracing::debug!(
@@ -1178,17 +1181,16 @@ impl Catalog {
             );
             return Ok(());
         }
-        tracing::error!(
-            source,
-            after_file = after_file.unwrap_or("-"),
-            before_file = before_file.unwrap_or("-"),
-            reason,
-            "gap in the binlog archive: these binlogs are lost"
-        );
-        sqlx::query(
-            "INSERT INTO binlog_gaps (source, after_file, before_file, reason, detected_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+        // A stale owner must not record a gap the new owner does not have.
+        let fence = self.fence_clause(source, "$1");
+        let rows = if fence.is_empty() {
+            "VALUES ($1, $2, $3, $4, $5)".to_string()
+        } else {
+            format!("SELECT $1, $2, $3, $4, $5 WHERE 1 = 1{fence}")
+        };
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO binlog_gaps (source, after_file, before_file, reason, detected_at) {rows}"
+        ))
         .bind(source)
         .bind(after_file)
         .bind(before_file)
@@ -1197,6 +1199,16 @@ impl Catalog {
         .execute(&self.pool)
         .await
         .map_err(query_err(OP))?;
+        if inserted.rows_affected() == 0 {
+            self.refuse_if_fenced(source, OP).await?;
+        }
+        tracing::error!(
+            source,
+            after_file = after_file.unwrap_or("-"),
+            before_file = before_file.unwrap_or("-"),
+            reason,
+            "gap in the binlog archive: these binlogs are lost"
+        );
         Ok(())
     }
 

@@ -1521,6 +1521,12 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
         .await
         .unwrap_err();
     assert!(fenced(e));
+    let e = zombie
+        .record_gap(SRC, Some("b.000002"), Some("b.000009"), "zombie")
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    assert!(cat.list_gaps(SRC).await.unwrap().is_empty(), "no false gap");
     assert_eq!(
         cat.list_files(SRC).await.unwrap(),
         before,
