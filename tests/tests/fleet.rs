@@ -726,6 +726,55 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
     Ok(())
 }
 
+/// Three nodes with the same schedule for one source (a logical base every 5 s): each
+/// firing starts a base on the node holding the source's lease only. Every base in the
+/// catalog was run by that node, and no two started in the same 5-second slot.
+#[test]
+fn a_scheduled_base_runs_once_across_three_nodes() -> Result<()> {
+    let svc = Services::start()?;
+    let db = primary(1, 1024 * 1024)?;
+    db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1)")?;
+    let specs = [spec("db", &db, 4601)];
+    let backup = format!(
+        "\n[source.backup]\nurl = {}\nmethod = \"logical\"\nlogical_tool = \"mysqldump\"\n\
+         full_schedule = \"*/5 * * * * *\"\nkeep_min = 100\n",
+        toml_string(&db.admin_url())
+    );
+    let nodes: Vec<FleetNode> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| {
+            let n = svc.node(id, &specs, "3s")?;
+            let mut text = std::fs::read_to_string(&n.cfg)?;
+            text.push_str(&backup);
+            std::fs::write(&n.cfg, text)?;
+            Ok(n)
+        })
+        .collect::<Result<_>>()?;
+    let servers: Vec<ServerProcess> = nodes.iter().map(|n| n.start()).collect::<Result<_>>()?;
+    let all: Vec<(usize, &ServerProcess)> = servers.iter().enumerate().collect();
+    let (owner, _) = wait_for("db held", Duration::from_secs(30), || {
+        Ok(holders(&all)?.get("db").copied())
+    })?;
+    let bases = wait_for("three scheduled bases", Duration::from_secs(60), || {
+        let rows = svc.pg.sql_in(
+            "fleet",
+            "SELECT id, node, started_at, state FROM base_backups WHERE source = 'db' \
+             ORDER BY started_at",
+        )?;
+        let done = rows.lines().filter(|l| l.ends_with("|COMPLETED")).count();
+        Ok((done >= 3).then_some(rows))
+    })?;
+    assert_eq!(holders(&all)?["db"].0, owner, "the lease stayed put");
+    let mut slots = std::collections::BTreeSet::new();
+    for line in bases.lines() {
+        let v: Vec<&str> = line.split('|').collect();
+        assert_eq!(v.get(1).copied(), Some(nodes[owner].id.as_str()), "{bases}");
+        let started: i64 = v.get(2).context("started_at")?.parse()?;
+        assert!(slots.insert(started / 5), "two bases in one slot:\n{bases}");
+    }
+    Ok(())
+}
+
 mod leases {
     //! The lease keeper of `binlog_server::fleet::lease`, several nodes on one real
     //! PostgreSQL catalog, with short leases so that the scenarios take seconds.
