@@ -15,6 +15,11 @@
 //! 4. **Acquire** free or expired leases up to the share, trying sources in an order
 //!    rotated by the node id, so that nodes do not all race for the same one.
 //!
+//! After an outage of the catalog every heartbeat is stale: for a lease time once it
+//! answers again, nodes heard from in the last [`SETTLE_WINDOW_TTLS`] lease times still
+//! count for the share, so that the first node back does not take every lease only to
+//! hand half of them over a round later.
+//!
 //! Between rounds it takes tenures handed back ([`LeaseHandle::give_up`]: this node
 //! cannot capture the source now): the lease is released at once and the source is not
 //! acquired here again for [`GIVE_UP_COOLDOWN_TTLS`] lease times.
@@ -192,6 +197,10 @@ impl LeaseHandle {
     }
 }
 
+/// For a lease time after the catalog is reachable again, a node whose heartbeat is
+/// at most this many lease times old still counts as alive for the share.
+pub const SETTLE_WINDOW_TTLS: u32 = 10;
+
 /// A source this node gave up is not acquired by it again for this many lease times.
 pub const GIVE_UP_COOLDOWN_TTLS: u32 = 3;
 
@@ -204,6 +213,13 @@ pub struct LeaseKeeper {
     shared: HeldMap,
     events: mpsc::UnboundedSender<LeaseEvent>,
     started: bool,
+    /// After a round that could not reach the catalog: until when nodes are counted as
+    /// alive by a longer window ([`SETTLE_WINDOW_TTLS`]), since every heartbeat went
+    /// stale in the outage; otherwise the first node back would take every lease and
+    /// hand half of them over again a round later.
+    settle_until: Option<Instant>,
+    /// Whether the last round reached the catalog.
+    reached: bool,
     /// Tenures handed back by the node ([`LeaseHandle::give_up`]).
     give_ups: mpsc::UnboundedReceiver<(String, i64)>,
     /// Sources given up, not to be acquired again before the instant.
@@ -235,6 +251,8 @@ impl LeaseKeeper {
             shared: shared.clone(),
             events: tx,
             started: false,
+            settle_until: None,
+            reached: true,
             give_ups: give_rx,
             cooldown: BTreeMap::new(),
         };
@@ -286,14 +304,20 @@ impl LeaseKeeper {
         let draining = match self.bounded(self.heartbeat()).await {
             Some(Ok(row)) => {
                 self.started = true;
+                if !self.reached {
+                    self.settle_until = Some(Instant::now() + self.opts.ttl);
+                }
+                self.reached = true;
                 row.is_draining()
             }
             Some(Err(e)) => {
                 warn!(node = %self.opts.node, error = %e, "heartbeat failed; keeping leases until their deadline");
+                self.reached = false;
                 return;
             }
             None => {
                 warn!(node = %self.opts.node, "heartbeat timed out; keeping leases until their deadline");
+                self.reached = false;
                 return;
             }
         };
@@ -395,6 +419,12 @@ impl LeaseKeeper {
         if draining {
             return Some(0);
         }
+        let settling = self.settle_until.is_some_and(|t| Instant::now() < t);
+        let window = if settling {
+            self.opts.alive_within() * SETTLE_WINDOW_TTLS
+        } else {
+            self.opts.alive_within()
+        };
         let (now, nodes) = match self.bounded(self.catalog.list_nodes()).await {
             Some(Ok(n)) => n,
             Some(Err(e)) => {
@@ -405,7 +435,7 @@ impl LeaseKeeper {
         };
         let live = nodes
             .iter()
-            .filter(|n| !n.is_draining() && n.is_alive(now, self.opts.alive_within()))
+            .filter(|n| !n.is_draining() && n.is_alive(now, window))
             .count()
             .max(1);
         Some(self.sources.len().div_ceil(live))
