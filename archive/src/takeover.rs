@@ -598,18 +598,7 @@ async fn decode_over_local(
             return std::fs::remove_file(&k);
         }
         std::fs::rename(&k, &p)?;
-        let control = super::local::Control {
-            file: p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            durable_len: local,
-        };
-        super::local::write_atomic(
-            &d.join(CONTROL_FILE),
-            &serde_json::to_vec(&control).map_err(std::io::Error::other)?,
-        )?;
-        fsync_dir(&d)
+        record_active_file(&p, &d, local)
     })
     .await?
     .map_err(werr)?;
@@ -622,12 +611,18 @@ fn write_fresh(path: &Path, dir: &Path) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     std::io::Write::write_all(&mut f, &binlog::BINLOG_MAGIC)?;
     f.sync_all()?;
+    record_active_file(path, dir, 4)
+}
+
+/// Records `path` as the active file of `dir`, `len` bytes durable, in the control
+/// file (written atomically, the directory fsynced). Blocking.
+fn record_active_file(path: &Path, dir: &Path, len: u64) -> std::io::Result<()> {
     let control = super::local::Control {
         file: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        durable_len: 4,
+        durable_len: len,
     };
     super::local::write_atomic(
         &dir.join(CONTROL_FILE),

@@ -45,12 +45,37 @@ pub(crate) fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Returns a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read the
-/// port, drop the listener). Another process may take it before the caller binds it.
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago, for a server a test is
+/// about to start.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`, 32768 and
+/// up by default), so that no outgoing connection of another test takes the port
+/// between this check and the server's bind (ports from `bind(0)` are ephemeral ones,
+/// and did collide); each is handed out once per process, from a start that depends on
+/// the process id. Falls back to `bind(0)` when the range is unusually low.
 ///
 /// # Panics
 /// When binding 127.0.0.1:0 fails, which means the machine has no usable loopback.
 pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW);
+    if span >= 1_000 {
+        let seed = std::process::id() % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Ok(port) = u16::try_from(LOW + (seed + n) % span) else {
+                continue;
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a free port");
     listener
         .local_addr()
