@@ -48,7 +48,7 @@
 //! a takeover that stops halfway is run again by the next owner (this node or another),
 //! which finds a state of the same kind: rows that claim more than the store holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -82,6 +82,18 @@ pub struct TakeoverCtx<'a> {
     /// The source's set of files only in the store (shared with the shipper and the
     /// fake primary), brought up to date.
     pub evicted: &'a Evicted,
+}
+
+impl TakeoverCtx<'_> {
+    /// What decoding chunks needs; their rows are already in the catalog.
+    fn chunks(&self) -> ChunkCtx<'_> {
+        ChunkCtx {
+            catalog: self.catalog,
+            tier: self.tier,
+            source: self.source,
+            import_rows: false,
+        }
+    }
 }
 
 /// What a takeover did, for the log, the source's notes and the API.
@@ -175,20 +187,24 @@ struct Plan {
     whole: Vec<(String, u64)>,
 }
 
-/// The chunks of `file` as (start, end, codec, key, stored size).
-fn chunks_of(objs: &[ArchiveObjectRow], file: &str) -> Vec<HeldChunk> {
-    objs.iter()
-        .filter(|o| o.file == file && o.kind == ArchiveKind::Chunk)
-        .map(|o| {
-            (
+/// What the store holds of each file, from the live object rows, grouped once: (whether
+/// a whole object is recorded, the chunks as (start, end, codec, key, stored size)).
+fn objects_by_file(objs: &[ArchiveObjectRow]) -> HashMap<&str, (bool, Vec<HeldChunk>)> {
+    let mut by_file: HashMap<&str, (bool, Vec<HeldChunk>)> = HashMap::new();
+    for o in objs {
+        let entry = by_file.entry(o.file.as_str()).or_default();
+        match o.kind {
+            ArchiveKind::File => entry.0 = true,
+            ArchiveKind::Chunk => entry.1.push((
                 o.start_offset,
                 o.end_offset,
                 o.codec.clone(),
                 o.object_key.clone(),
                 o.stored_bytes,
-            )
-        })
-        .collect()
+            )),
+        }
+    }
+    by_file
 }
 
 /// The end of the chunks' contiguous coverage from offset 0, bytes.
@@ -212,15 +228,16 @@ struct Facts {
 }
 
 impl Facts {
-    /// The facts of row `r` from the live objects `objs` and the local files (name ->
-    /// size).
-    fn of(r: &BinlogFileRow, objs: &[ArchiveObjectRow], local: &BTreeMap<String, u64>) -> Facts {
+    /// The facts of row `r` from the store's objects of its file ([`objects_by_file`])
+    /// and the local files (name -> size).
+    fn of(
+        r: &BinlogFileRow,
+        held: Option<(bool, Vec<HeldChunk>)>,
+        local: &BTreeMap<String, u64>,
+    ) -> Facts {
         let closed = r.state != FileState::Active;
-        let chunks = chunks_of(objs, &r.name);
+        let (whole, chunks) = held.unwrap_or_default();
         let cov = coverage(&chunks);
-        let whole = objs
-            .iter()
-            .any(|o| o.file == r.name && o.kind == ArchiveKind::File);
         let local_ok = local.get(&r.name).is_some_and(|&l| {
             if closed {
                 l == r.size
@@ -248,7 +265,11 @@ impl Facts {
 fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<String, u64>) -> Plan {
     let mut rows: Vec<&BinlogFileRow> = rows.iter().collect();
     rows.sort_by_key(|r| binlog_order(&r.name));
-    let facts: Vec<Facts> = rows.iter().map(|r| Facts::of(r, objs, local)).collect();
+    let mut by_file = objects_by_file(objs);
+    let mut facts: Vec<Facts> = rows
+        .iter()
+        .map(|r| Facts::of(r, by_file.remove(r.name.as_str()), local))
+        .collect();
     let durable = |(r, f): (&&BinlogFileRow, &Facts)| f.whole || f.local_ok || f.decodable(r);
     // After the newest durable file, and never past an open file that is not durable:
     // capture cannot leave a hole in the middle of what it continues.
@@ -269,11 +290,11 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
             p.whole.push((r.name.clone(), r.size));
         }
     }
-    for (r, f) in rows.iter().zip(facts).take(upto) {
+    let mut rest = facts.split_off(upto.min(facts.len()));
+    for (r, f) in rows.iter().zip(facts) {
         plan_durable(&mut p, r, f);
     }
-    if let Some(next) = rows.get(upto) {
-        let f = Facts::of(next, objs, local);
+    if let (Some(next), Some(f)) = (rows.get(upto), (!rest.is_empty()).then(|| rest.remove(0))) {
         let cov = f.cov;
         p.active = Some(Active {
             file: next.name.clone(),
@@ -284,19 +305,21 @@ fn plan(rows: &[BinlogFileRow], objs: &[ArchiveObjectRow], local: &BTreeMap<Stri
     for r in rows.iter().skip(upto + 1) {
         p.drop.push(r.name.clone());
     }
+    let keep: HashSet<&str> = p.keep.iter().map(String::as_str).collect();
     // The newest closed durable file must be local: copied from its whole object.
     if let Some((f, _, true)) = p.durable.last() {
-        let decoded = p.from_chunks.iter().any(|(c, _, _)| c == f);
-        if !p.keep.contains(f) && !decoded && p.whole.iter().any(|(w, _)| w == f) {
+        let decoded = p.from_chunks.last().is_some_and(|(c, _, _)| c == f);
+        let whole = p.whole.iter().any(|(w, _)| w == f);
+        if !keep.contains(f.as_str()) && !decoded && whole {
             p.copy_newest = Some(f.clone());
         }
     }
-    for name in local.keys() {
-        let known = p.keep.contains(name) || p.active.as_ref().is_some_and(|a| a.file == *name);
-        if !known {
-            p.set_aside.push(name.clone());
-        }
-    }
+    let active = p.active.as_ref().map(|a| a.file.as_str());
+    p.set_aside = local
+        .keys()
+        .filter(|name| !keep.contains(name.as_str()) && active != Some(name.as_str()))
+        .cloned()
+        .collect();
     p
 }
 
@@ -434,12 +457,7 @@ async fn fetch_closed(
     p: &Plan,
     report: &mut TakeoverReport,
 ) -> Result<Option<(String, u64)>, RebuildError> {
-    let cctx = ChunkCtx {
-        catalog: ctx.catalog,
-        tier: ctx.tier,
-        source: ctx.source,
-        import_rows: false,
-    };
+    let cctx = ctx.chunks();
     let newest = p.durable.last().map(|(f, _, _)| f.as_str());
     for (file, size, chunks) in &p.from_chunks {
         match rebuild_active(&cctx, dir, file, chunks).await? {
@@ -581,12 +599,7 @@ async fn decode_over_local(
             .await?
             .map_err(werr)?;
     }
-    let cctx = ChunkCtx {
-        catalog: ctx.catalog,
-        tier: ctx.tier,
-        source: ctx.source,
-        import_rows: false,
-    };
+    let cctx = ctx.chunks();
     let got = rebuild_active(&cctx, dir, &a.file, &a.chunks).await?;
     if local <= 4 {
         return Ok(got);
@@ -656,10 +669,12 @@ async fn reindex(
         .as_ref()
         .and_then(|pos| p.durable.iter().position(|(f, _, _)| *f == pos.file));
     // Holes that are durable now (pulled again since) are filled by starting over.
+    let left: HashSet<&str> = report.left_to_checker.iter().map(String::as_str).collect();
+    let durable: HashSet<&str> = p.durable.iter().map(|(f, _, _)| f.as_str()).collect();
     let holes = ctx.index.unindexed(&source)?;
     let healed = holes
         .iter()
-        .any(|h| p.durable.iter().any(|(f, _, _)| f == h) && !report.left_to_checker.contains(h));
+        .any(|h| durable.contains(h.as_str()) && !left.contains(h.as_str()));
     let from = match (&pos, at) {
         (Some(pos), Some(i)) if p.set_aside.is_empty() && !healed => {
             let (_, size, closed) = &p.durable[i];
@@ -678,13 +693,12 @@ async fn reindex(
             0
         }
     };
-    let skip: Vec<&String> = report.left_to_checker.iter().collect();
     let active = report.active.as_ref().map(|(f, _)| f);
     for (file, size, closed) in p.durable.iter().skip(from) {
         if !closed || Some(file) == active {
             break;
         }
-        if skip.contains(&file) {
+        if left.contains(file.as_str()) {
             continue;
         }
         let path: PathBuf = ctx.reader.path(&source, dir, file).await?;
