@@ -70,14 +70,23 @@ fn clock_ms_sql(backend: Backend) -> &'static str {
 /// it: a write that passed the fence is seen by the new owner. (An epoch names one
 /// tenure of one source, so the owner's name is not needed.)
 pub(crate) fn fence_sql(backend: Backend, source: &str, epoch: &str) -> String {
-    let now = clock_ms_sql(backend);
     let lock = match backend {
         Backend::Postgres => " FOR SHARE",
         Backend::Sqlite => "",
     };
     format!(
-        "EXISTS (SELECT 1 FROM source_leases WHERE source = {source} AND epoch = {epoch} \
-         AND owner IS NOT NULL AND expires_ms > {now}{lock})"
+        "EXISTS (SELECT 1 FROM source_leases WHERE {}{lock})",
+        live_tenure_sql(backend, source, epoch)
+    )
+}
+
+/// The one definition of a live tenure, as a condition on `source_leases`: tenure
+/// `epoch` of `source` (SQL expressions) is held and unexpired on the database's clock
+/// now.
+fn live_tenure_sql(backend: Backend, source: &str, epoch: &str) -> String {
+    format!(
+        "source = {source} AND epoch = {epoch} AND owner IS NOT NULL AND expires_ms > {}",
+        clock_ms_sql(backend)
     )
 }
 
@@ -87,9 +96,8 @@ pub(crate) fn fence_sql(backend: Backend, source: &str, epoch: &str) -> String {
 /// cannot change hands before the transaction's writes are in.
 pub(crate) fn fence_update_sql(backend: Backend) -> String {
     format!(
-        "UPDATE source_leases SET epoch = epoch WHERE source = $1 AND epoch = $2 \
-         AND owner IS NOT NULL AND expires_ms > {}",
-        clock_ms_sql(backend)
+        "UPDATE source_leases SET epoch = epoch WHERE {}",
+        live_tenure_sql(backend, "$1", "$2")
     )
 }
 
@@ -327,9 +335,8 @@ impl Catalog {
     /// [`CatalogError::Query`].
     pub(crate) async fn tenure_live(&self, source: &str, epoch: i64) -> Result<bool, CatalogError> {
         let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM source_leases WHERE source = $1 AND epoch = $2 \
-             AND owner IS NOT NULL AND expires_ms > {}",
-            clock_ms_sql(self.backend)
+            "SELECT COUNT(*) FROM source_leases WHERE {}",
+            live_tenure_sql(self.backend, "$1", "$2")
         ))
         .bind(source)
         .bind(epoch)
@@ -351,10 +358,9 @@ impl Catalog {
         node: &str,
         epoch: i64,
     ) -> Result<bool, CatalogError> {
-        let now = clock_ms_sql(self.backend);
         let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM source_leases \
-             WHERE source = $1 AND owner = $2 AND epoch = $3 AND expires_ms > {now}"
+            "SELECT COUNT(*) FROM source_leases WHERE owner = $2 AND {}",
+            live_tenure_sql(self.backend, "$1", "$3")
         ))
         .bind(source)
         .bind(node)
