@@ -83,6 +83,11 @@ impl ArchiveReader {
         }
     }
 
+    /// The archive tier it reads from.
+    pub fn tier(&self) -> &Arc<ArchiveTier> {
+        &self.tier
+    }
+
     /// The path of `file` of `source` whose local directory is `dir`: the local file, the
     /// cached copy, or a fresh fetch into the cache.
     ///

@@ -4,7 +4,9 @@
 //! binlogs live as objects ([`objects`]), the shipping that puts them there ([`ship`]),
 //! the checked reading back ([`fetch`]), the local tier as a cache of the store
 //! ([`cache`]), archive retention ([`retention`]), the rebuild of a lost node from the
-//! store ([`rebuild`]) and the scrub of the store with the repair of damaged objects
+//! store ([`rebuild`]), a new lease owner's takeover ([`takeover`]), a node that does
+//! not own a source following its archive from the store so that it can restore it
+//! ([`follow`]) and the scrub of the store with the repair of damaged objects
 //! ([`scrub`]).
 //!
 //! Names: "local files" are the node's disk ([`local::LocalFiles`], one per source),
@@ -13,6 +15,7 @@
 
 pub mod cache;
 pub mod fetch;
+pub mod follow;
 pub mod index;
 pub mod local;
 pub mod objects;

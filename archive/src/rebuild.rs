@@ -699,7 +699,7 @@ pub(crate) async fn rebuild_active(
 /// One chunk of the active file read back and decoded: (stored bytes, plaintext).
 /// Errors: the store's, the codec's, or a plaintext whose length is not the
 /// `[start, end)` of the chunk's name.
-async fn fetch_chunk(
+pub(crate) async fn fetch_chunk(
     ctx: &ChunkCtx<'_>,
     key: &str,
     codec: &str,

@@ -189,7 +189,7 @@ struct Plan {
 
 /// What the store holds of each file, from the live object rows, grouped once: (whether
 /// a whole object is recorded, the chunks as (start, end, codec, key, stored size)).
-fn objects_by_file(objs: &[ArchiveObjectRow]) -> HashMap<&str, (bool, Vec<HeldChunk>)> {
+pub(crate) fn objects_by_file(objs: &[ArchiveObjectRow]) -> HashMap<&str, (bool, Vec<HeldChunk>)> {
     let mut by_file: HashMap<&str, (bool, Vec<HeldChunk>)> = HashMap::new();
     for o in objs {
         let entry = by_file.entry(o.file.as_str()).or_default();
@@ -208,7 +208,7 @@ fn objects_by_file(objs: &[ArchiveObjectRow]) -> HashMap<&str, (bool, Vec<HeldCh
 }
 
 /// The end of the chunks' contiguous coverage from offset 0, bytes.
-fn coverage(chunks: &[HeldChunk]) -> u64 {
+pub(crate) fn coverage(chunks: &[HeldChunk]) -> u64 {
     catalog::contiguous_end(chunks.iter().map(|c| (c.0, c.1)))
 }
 

@@ -539,8 +539,10 @@ pub struct PitrBody {
     pub base_id: Option<String>,
 }
 
-/// The HTTP status of a PITR error: 400 bad request, 403 a destination not allowed, 404 unknown source or job, 422 for
-/// every reason the archive has no plan, 500 internal. The one place it is chosen.
+/// The HTTP status of a PITR error: 400 bad request, 403 a destination not allowed, 404
+/// unknown source or job, 422 for every reason the archive has no plan, 503 when a node
+/// that does not capture the source cannot read its archive from the store, 500
+/// internal. The one place it is chosen.
 fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
     use replay::pitr::PlanError as P;
     match e {
@@ -562,6 +564,7 @@ fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
         | P::FileFailed { .. }
         | P::FileNotIndexed { .. }
         | P::FileMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        P::StoreUnreadable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         P::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -304,6 +304,7 @@ async fn start_sources(
             rt.status.note(summary.clone());
         }
         let evicted = evicted_files(shared, settings, &name, reader.is_some()).await;
+        let writer = Arc::new(archive::follow::IndexWriter::default());
         let archive = Arc::new(Archive {
             evicted: evicted.clone(),
             reader: reader.clone(),
@@ -313,6 +314,7 @@ async fn start_sources(
             catalog: shared.catalog.clone(),
             index: shared.index.clone(),
             checks: Some(rt.checks.clone()),
+            writer: writer.clone(),
         });
         if let Some(l) = replication_listener(&source, &archive, cancel).await? {
             started.listeners.push(l);
@@ -331,6 +333,7 @@ async fn start_sources(
                     reader: reader.clone(),
                     evicted,
                     leases: keeper.handle.clone(),
+                    writer,
                 };
                 spawn_fleet_source(fs, rx, cancel)
             }

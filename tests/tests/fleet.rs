@@ -782,6 +782,168 @@ fn a_scheduled_base_runs_once_across_three_nodes() -> Result<()> {
     Ok(())
 }
 
+/// The table checksums of `db`'s schema `test` and a time right after them (the next
+/// transaction commits in a later second).
+fn checkpoint(db: &MariaDb) -> Result<(u64, BTreeMap<String, String>)> {
+    let sums = db.table_checksums(&["test"])?;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        <= t
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((t, sums))
+}
+
+/// `n` small transactions into `test.t`, tagged.
+fn writes(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
+    let sql: String = (0..n)
+        .map(|i| format!("INSERT INTO test.t (v) VALUES ('{tag}-{i}');"))
+        .collect();
+    db.sql(&sql).map(|_| ())
+}
+
+/// A base of `source` on `server` through the API; its id.
+fn take_base(server: &ServerProcess, source: &str) -> Result<String> {
+    let (code, r) = server.post_json(
+        &format!("/v1/sources/{source}/backups"),
+        &serde_json::json!({}),
+    )?;
+    anyhow::ensure!(code == 202, "POST backups: {code} {r:#}");
+    let id = r["job_id"].as_str().context("job_id")?.to_string();
+    let job = wait_for(&format!("base job {id}"), Duration::from_secs(300), || {
+        let j = server.get_json(&format!("/v1/jobs/{id}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    anyhow::ensure!(job["state"] == "completed", "base job: {job:#}");
+    Ok(job["backup_id"].as_str().unwrap_or(&id).to_string())
+}
+
+/// Restores `source` on `server` to `time` in a scratch instance; the restored `test`
+/// tables' checksums and the job's report. The instance is removed before it returns.
+fn restore_at(
+    server: &ServerProcess,
+    source: &str,
+    time: u64,
+) -> Result<(BTreeMap<String, String>, serde_json::Value)> {
+    let mut jobs = PitrJobs::new(server);
+    let body = serde_json::json!({ "target_time": format!("@{time}"), "scratch": true });
+    let (code, v) = server.post_json(&format!("/v1/sources/{source}/pitr"), &body)?;
+    anyhow::ensure!(code == 202, "POST pitr: {code} {v:#}");
+    let id = v["id"].as_str().context("job id")?.to_string();
+    jobs.add(&id);
+    let j = wait_for(&format!("PITR job {id}"), Duration::from_secs(300), || {
+        let j = server.get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    anyhow::ensure!(j["phase"] == "done", "PITR job: {j:#}");
+    let socket = j["restored"]["socket"].as_str().context("socket")?;
+    let sums = checksums_socket(socket)?;
+    let (code, v) = jobs.delete(&id)?;
+    anyhow::ensure!(code == 200, "DELETE pitr: {code} {v:#}");
+    Ok((sums, j))
+}
+
+/// A PITR asked of a node that never captured the source runs on that node from the
+/// store: the closed files read back whole, the active file from its shipped chunks,
+/// planned with an index the node built from them. A target in a closed file and one
+/// inside the active file each give the checkpoint's table checksums, and the node
+/// still holds no lease and no binlog of its own.
+#[test]
+fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()> {
+    let svc = Services::start()?;
+    let db = primary(1, 64 * 1024)?;
+    db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
+    let specs = [spec("db", &db, 4801)];
+    let tables = format!(
+        "\n[source.backup]\nurl = {}\nmethod = \"logical\"\nlogical_tool = \"mysqldump\"\n\
+         \n[backup]\nstore = \"s3://fleet/bases\"\ns3_endpoint = {}\ns3_allow_http = true\n",
+        toml_string(&db.admin_url()),
+        toml_string(&svc.moto.endpoint()),
+    );
+    let nodes: Vec<FleetNode> = ["node-a", "node-b"]
+        .iter()
+        .map(|id| {
+            let n = svc.node(id, &specs, "3s")?;
+            let mut text = std::fs::read_to_string(&n.cfg)?;
+            text.push_str(&tables);
+            std::fs::write(&n.cfg, text)?;
+            Ok(n)
+        })
+        .collect::<Result<_>>()?;
+    let pa = nodes[0].start()?;
+    wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
+    writes(&db, 50, "before-base")?;
+    let base = take_base(&pa, "db")?;
+    writes(&db, 300, "closed")?;
+    let (t_closed, sums_closed) = checkpoint(&db)?;
+    writes(&db, 300, "later")?;
+    // The second target lies in the file the primary writes now, never closed here.
+    db.flush_binary_logs()?;
+    writes(&db, 20, "active")?;
+    let (t_active, sums_active) = checkpoint(&db)?;
+    writes(&db, 3, "after")?;
+    let (active, _) = db.binlog_files()?.pop().context("binlogs")?;
+
+    let pb = nodes[1].start()?;
+    let b = pb.get_json("/v1/sources/db")?;
+    assert_eq!(b["state"], "standby", "{b}");
+    // Once node-a has shipped the active file's tail, node-b plans inside it.
+    let plan = wait_for(
+        "node-b to plan inside the active file",
+        Duration::from_secs(60),
+        || {
+            let (code, p) = pb.post_json(
+                "/v1/sources/db/pitr/plan",
+                &serde_json::json!({ "target_time": format!("@{t_active}") }),
+            )?;
+            anyhow::ensure!(code == 200, "plan: {code} {p:#}");
+            Ok(Some(p))
+        },
+    )?;
+    assert_eq!(plan["stop"]["file"], active, "{plan:#}");
+    assert_eq!(plan["base"]["id"], base, "{plan:#}");
+    let files = plan["files"].as_array().context("files")?;
+    assert!(
+        files.len() >= 3,
+        "a range over closed files and the active one: {plan:#}"
+    );
+    let state = svc.pg.sql_in(
+        "fleet",
+        &format!("SELECT state FROM binlog_files WHERE source = 'db' AND name = '{active}'"),
+    )?;
+    assert_eq!(state.trim(), "ACTIVE", "the stop file is not closed yet");
+
+    let (got, j) = restore_at(&pb, "db", t_active)?;
+    assert_eq!(got, sums_active, "inside the active file: {j:#}");
+    let (got, j) = restore_at(&pb, "db", t_closed)?;
+    assert_eq!(got, sums_closed, "in a closed file: {j:#}");
+
+    let a = pa.get_json("/v1/sources/db")?;
+    assert_eq!(a["lease"]["owner"], "node-a", "{a}");
+    assert_eq!(a["state"], "streaming", "{a}");
+    assert_eq!(pb.get_json("/v1/sources/db")?["state"], "standby");
+    let own: Vec<String> = std::fs::read_dir(nodes[1].source_dir("db"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("-bin."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(own.is_empty(), "node-b captured nothing itself: {own:?}");
+    let tail = nodes[1].dir.path().join("data/.store-view/db").join(&active);
+    assert!(tail.is_file(), "the active file's tail copy {}", tail.display());
+    let followed = grep_file(pb.log_path(), "followed the archive from the store")?;
+    assert!(!followed.is_empty(), "{}", pb.log_tail(40));
+    Ok(())
+}
+
 mod leases {
     //! The lease keeper of `binlog_server::fleet::lease`, several nodes on one real
     //! PostgreSQL catalog, with short leases so that the scenarios take seconds.

@@ -35,6 +35,7 @@ use super::lease::{LeaseEvent, LeaseHandle, Tenure};
 use crate::source::context::{Shared, SourceCtx};
 use crate::source::supervise::{capture, SourceInbox};
 use archive::cache::{ArchiveReader, Evicted};
+use archive::follow::IndexWriter;
 use archive::rebuild::RebuildError;
 use archive::takeover::{take_over, TakeoverCtx, TakeoverReport};
 use archive::tier::ArchiveTier;
@@ -109,6 +110,9 @@ pub struct FleetSource {
     pub evicted: Evicted,
     /// The node's lease keeper: a tenure this node cannot use is given back.
     pub leases: LeaseHandle,
+    /// Who writes the source's index on this node: a tenure holds it from its takeover
+    /// to its end; between tenures a restore asked of this node follows the store.
+    pub writer: Arc<IndexWriter>,
 }
 
 impl FleetSource {
@@ -163,6 +167,9 @@ impl FleetSource {
             s.state = CaptureState::Starting;
             s.last_error = None;
         }
+        // A follow from the store stops after its current file; the index is the
+        // tenure's until it ends.
+        let _index = self.writer.capture().await;
         let Some(report) = self.take_over(&tenure, &token).await else {
             token.cancel();
             return;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use catalog::Catalog;
 
 use archive::fetch::FetchError;
+use archive::follow::IndexWriter;
 use archive::index::Index;
 use binlog::binlog_order;
 use binlog::{event_type, ChecksumAlg, EventHeader, EventReader, FormatDescription};
-use node::status::StatusCell;
+use node::status::{CaptureState, StatusCell};
 
 /// The archive one listener serves.
 pub struct Archive {
@@ -34,6 +35,69 @@ pub struct Archive {
     pub evicted: archive::cache::Evicted,
     /// Reads evicted files back from the store; `None` without `[archive]`.
     pub reader: Option<Arc<archive::cache::ArchiveReader>>,
+    /// Who writes the source's index on this node: its capture for a tenure, or a
+    /// follow from the store between them ([`Archive::for_restore`]).
+    pub writer: Arc<IndexWriter>,
+}
+
+impl Archive {
+    /// The archive a restore on this node reads: this one, unless `status` shows a fleet
+    /// node that does not capture the source (standby); then a view of what the store
+    /// holds, brought up to date now (`archive::follow`): the closed files the store
+    /// holds whole (read back through the cache) and the active file's prefix from its
+    /// chunks, with this node's index of them. While this node's capture holds the
+    /// index (a tenure is starting), this archive.
+    ///
+    /// # Errors
+    ///
+    /// The store or the catalog cannot be read, or an object is damaged (the cause names
+    /// it); the caller refuses the restore and says so.
+    pub async fn for_restore(
+        self: &Arc<Self>,
+    ) -> Result<Arc<Archive>, archive::rebuild::RebuildError> {
+        let standby = self
+            .status
+            .as_ref()
+            .is_some_and(|s| s.snapshot().state == CaptureState::Standby);
+        let (true, Some(reader)) = (standby, &self.reader) else {
+            return Ok(self.clone());
+        };
+        let Some(_guard) = self.writer.try_follow() else {
+            return Ok(self.clone());
+        };
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        let dir = archive::follow::view_dir(data_dir, &self.source);
+        let view = archive::follow::refresh(&archive::follow::FollowCtx {
+            catalog: &self.catalog,
+            tier: reader.tier(),
+            reader,
+            index: &self.index,
+            source: &self.source,
+            dir: &dir,
+            writer: &self.writer,
+        })
+        .await?;
+        tracing::info!(
+            source = %self.source,
+            whole = view.whole.len(),
+            tail = ?view.tail,
+            indexed_files = view.indexed_files,
+            transactions = view.transactions,
+            interrupted = view.interrupted,
+            "followed the archive from the store (this node does not capture the source)"
+        );
+        Ok(Arc::new(Archive {
+            source: self.source.clone(),
+            dir,
+            status: None,
+            catalog: self.catalog.clone(),
+            index: self.index.clone(),
+            checks: None,
+            evicted: view.evicted(),
+            reader: Some(reader.clone()),
+            writer: self.writer.clone(),
+        }))
+    }
 }
 
 impl Archive {

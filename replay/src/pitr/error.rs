@@ -199,6 +199,20 @@ pub enum PlanError {
         /// Where it should be.
         path: PathBuf,
     },
+    /// This node does not capture the source and could not follow its archive from the
+    /// store (HTTP 503: the store or the catalog is unreachable, or an object is
+    /// damaged, as the cause says; retry, or ask the source's owner).
+    #[error(
+        "this node does not capture {source_name} and could not read its archive from \
+         the store: {source}"
+    )]
+    StoreUnreadable {
+        /// Source name.
+        source_name: String,
+        /// Cause.
+        #[source]
+        source: Box<archive::rebuild::RebuildError>,
+    },
     /// Catalog, index or task failure (HTTP 500), the cause kept.
     #[error(transparent)]
     Internal(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -228,6 +242,7 @@ impl PlanError {
             | PlanError::BaseNotUsable { .. }
             | PlanError::NoBase { .. }
             | PlanError::BaseChain { .. }
+            | PlanError::StoreUnreadable { .. }
             | PlanError::Internal(_) => None,
         }
     }

@@ -132,29 +132,50 @@ impl PitrService {
         target: &Target,
         base_id: Option<&str>,
     ) -> Result<Plan, PlanError> {
+        self.plan_on(source, target, base_id).await.map(|(p, _)| p)
+    }
+
+    /// [`PitrService::plan`], and the archive the job's fake primary serves: the
+    /// source's own on the node that captures it, else a view of the store followed now
+    /// ([`Archive::for_restore`]; planned without the live status, so a target past the
+    /// newest archived transaction is refused).
+    ///
+    /// # Errors
+    ///
+    /// As [`PitrService::plan`]; [`PlanError::StoreUnreadable`] when the store cannot be
+    /// followed.
+    async fn plan_on(
+        &self,
+        source: &str,
+        target: &Target,
+        base_id: Option<&str>,
+    ) -> Result<(Plan, Arc<Archive>), PlanError> {
         let Some(archive) = self.archives.get(source) else {
             return Err(PlanError::NotFound(format!("no source named {source:?}")));
         };
-        let p = plan(
-            &self.catalog,
-            &self.index,
-            self.statuses.get(source),
-            source,
-            target,
-            base_id,
-        )
-        .await?;
+        let served = archive
+            .for_restore()
+            .await
+            .map_err(|e| PlanError::StoreUnreadable {
+                source_name: source.to_string(),
+                source: Box::new(e),
+            })?;
+        let status = match Arc::ptr_eq(&served, archive) {
+            true => self.statuses.get(source),
+            false => None,
+        };
+        let p = plan(&self.catalog, &self.index, status, source, target, base_id).await?;
         // A file the catalog lists but the disk lost (and the archive store does not hold).
         for f in &p.files {
-            let path = archive.dir.join(f);
-            if !path.is_file() && !archive.evicted.contains(f) {
+            let path = served.dir.join(f);
+            if !path.is_file() && !served.evicted.contains(f) {
                 return Err(PlanError::FileMissing {
                     file: f.clone(),
                     path,
                 });
             }
         }
-        Ok(p)
+        Ok((p, served))
     }
 
     /// Plans and starts a job; returns its report (phase "restoring base").
@@ -192,7 +213,7 @@ impl PitrService {
             ));
         }
         let dest = super::allow::check(&self.cfg, dest)?;
-        let plan = self.plan(source, target, base_id).await?;
+        let (plan, served) = self.plan_on(source, target, base_id).await?;
         check_destination(&dest, &plan)?;
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let id = format!(
@@ -234,7 +255,9 @@ impl PitrService {
         lock(&self.jobs).insert(id.clone(), job.clone());
         self.save(&job).await;
         let span = tracing::info_span!("pitr_job", source = %source, job = %id);
-        tokio::spawn(execute(self.run_deps(), job, dest, n).instrument(span));
+        let mut deps = self.run_deps();
+        deps.archives.insert(source.to_string(), served);
+        tokio::spawn(execute(deps, job, dest, n).instrument(span));
         Ok(report)
     }
 

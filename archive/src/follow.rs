@@ -1,0 +1,386 @@
+//! A fleet node that does not hold a source's lease follows the source's archive from
+//! the store, so that a PITR, an export or a fake-primary dump asked of it runs there:
+//! it reads closed files and the active file's shipped chunks from the store, and it
+//! plans with an index it keeps itself, without the owner's disk or index.
+//!
+//! # What a refresh does ([`refresh`])
+//!
+//! 1. From the catalog: the source's file rows and its live object rows.
+//! 2. The **view**: the closed files the store holds whole, oldest first, up to the first
+//!    file it does not (a file not shipped yet, or FAIL), then that file's prefix from its
+//!    contiguous chunks, when they start at 0 (normally the owner's active file).
+//! 3. The **tail copy**: that prefix is decoded into `<data_dir>/.store-view/<source>/
+//!    <file>`, cut to its valid prefix (every event CRC-checked). A later refresh only
+//!    appends the chunks past what is there: chunks are immutable prefixes of the
+//!    primary's file, so a copy being read by a running dump is never rewritten, only
+//!    extended. Copies of other files are removed (their files are whole in the store
+//!    now). Source names never start with `.`, so the directory is no source's.
+//! 4. The **index**: this node's transaction index of the source ([`super::index`]) is
+//!    brought to the view's end, file by file in binlog order from its position: each
+//!    closed file read back through the [`ArchiveReader`] (the cache), then the tail
+//!    copy. It stops at the view's end, so it never skips a file. The holes of an
+//!    earlier takeover that the store now holds whole are filled by starting over, as a
+//!    takeover does.
+//!
+//! The index is the one a capture of the source on this node writes, so a refresh runs
+//! only while this node does not capture it: the caller holds the source's writer lock
+//! (`replay`'s `Archive::writer`), which a tenure holds from its takeover to its end.
+//!
+//! # Durability and recovery
+//!
+//! Nothing here is the only copy of anything: the tail copy is not fsynced, and the
+//! index is derived data (a crash loses at most its newest batches with their
+//! position, and the next refresh re-reads from the older position). A takeover by this
+//! node later starts from the index position a refresh left, since every entry in it
+//! is of bytes identical to the primary's.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use catalog::{BinlogFileRow, Catalog, FileState};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedMutexGuard;
+
+use super::cache::{ArchiveReader, Evicted};
+use super::index::{Index, IndexPos};
+use super::rebuild::{fetch_chunk, ChunkCtx, HeldChunk, RebuildError};
+use super::takeover::{coverage, objects_by_file};
+use super::tier::ArchiveTier;
+use binlog::binlog_order;
+
+/// The directory under `data_dir` that holds the tail copies, one directory per source.
+pub const VIEW_DIR: &str = ".store-view";
+
+/// `<data_dir>/.store-view/<source>`: where `source`'s tail copy is kept.
+pub fn view_dir(data_dir: &Path, source: &str) -> PathBuf {
+    data_dir.join(VIEW_DIR).join(source)
+}
+
+/// Who writes a source's index on this node: its capture, for a whole tenure
+/// ([`IndexWriter::capture`]), or a refresh between tenures ([`IndexWriter::try_follow`]).
+/// A capture that wants in makes a running refresh stop after its current file, so a
+/// long first refresh never delays a takeover by more than one file.
+#[derive(Debug, Default)]
+pub struct IndexWriter {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    capture_waiting: AtomicBool,
+}
+
+impl IndexWriter {
+    /// Waits for the index (a running refresh stops after its current file); the guard
+    /// is held for the tenure.
+    pub async fn capture(&self) -> OwnedMutexGuard<()> {
+        self.capture_waiting.store(true, Ordering::SeqCst);
+        let g = self.lock.clone().lock_owned().await;
+        self.capture_waiting.store(false, Ordering::SeqCst);
+        g
+    }
+
+    /// The index for a refresh, unless a capture holds it or waits for it.
+    pub fn try_follow(&self) -> Option<OwnedMutexGuard<()>> {
+        if self.yielding() {
+            return None;
+        }
+        self.lock.clone().try_lock_owned().ok()
+    }
+
+    /// A capture waits for the index.
+    fn yielding(&self) -> bool {
+        self.capture_waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// What a refresh reads and writes.
+pub struct FollowCtx<'a> {
+    /// The shared catalog.
+    pub catalog: &'a Catalog,
+    /// The archive store.
+    pub tier: &'a Arc<ArchiveTier>,
+    /// The reader through which closed files are read back (the cache).
+    pub reader: &'a ArchiveReader,
+    /// This node's transaction index.
+    pub index: &'a Arc<Index>,
+    /// Source name.
+    pub source: &'a str,
+    /// [`view_dir`] of the source.
+    pub dir: &'a Path,
+    /// The source's index writer, whose refresh guard the caller holds: a capture
+    /// waiting for it stops the refresh after its current file.
+    pub writer: &'a IndexWriter,
+}
+
+/// What the store holds of a source, as a refresh found it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreView {
+    /// Closed files the store holds whole, oldest first, contiguous: (file, size bytes).
+    pub whole: Vec<(String, u64)>,
+    /// The file after them held as chunks, and the length of its valid prefix in the tail
+    /// copy, bytes (`None`: no chunks from offset 0).
+    pub tail: Option<(String, u64)>,
+    /// The index position after the refresh.
+    pub indexed: Option<IndexPos>,
+    /// Files indexed by this refresh (the tail copy counts when it grew).
+    pub indexed_files: usize,
+    /// Transactions they added.
+    pub transactions: u64,
+    /// The refresh stopped early: this node's capture of the source wants the index
+    /// (the index ends before the view's end).
+    pub interrupted: bool,
+}
+
+impl StoreView {
+    /// The view's files that are only in the store, for a fake primary over the tail
+    /// copy's directory: every whole file (the tail is the directory's one file).
+    pub fn evicted(&self) -> Evicted {
+        let e = Evicted::default();
+        for (f, size) in &self.whole {
+            e.insert(f, *size);
+        }
+        e
+    }
+}
+
+/// Brings the view of `ctx.source` and this node's index of it up to what the store
+/// holds (module docs). The caller holds the source's writer lock.
+///
+/// # Errors
+///
+/// [`RebuildError`]: the catalog, the store, a damaged object (named), the index, or
+/// the tail copy's directory. Nothing is left half-done that the next refresh does not
+/// redo; the caller reports the error (a PITR asked of this node is refused with it).
+pub async fn refresh(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
+    let mut view = list_view(ctx).await?;
+    let tail = match view.tail.take() {
+        Some((file, _)) => extend_tail(ctx, &file).await?.map(|len| (file, len)),
+        None => None,
+    };
+    remove_other_copies(ctx.dir, tail.as_ref().map(|(f, _)| f.as_str()))?;
+    view.tail = tail;
+    index_view(ctx, &mut view).await?;
+    Ok(view)
+}
+
+/// Steps 1 and 2: the whole files and the chunked file after them (its length is the
+/// chunks' contiguous coverage here; [`extend_tail`] makes it the copy's valid prefix).
+async fn list_view(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
+    let mut rows: Vec<BinlogFileRow> = ctx.catalog.list_files(ctx.source).await?;
+    rows.sort_by_key(|r| binlog_order(&r.name));
+    let objs = ctx.catalog.list_archive_objects(ctx.source).await?;
+    let by_file = objects_by_file(&objs);
+    let mut view = StoreView::default();
+    for r in &rows {
+        let (whole, chunks) = by_file.get(r.name.as_str()).cloned().unwrap_or_default();
+        if whole && r.state != FileState::Active && r.state != FileState::Fail {
+            view.whole.push((r.name.clone(), r.size));
+            continue;
+        }
+        let cov = coverage(&chunks);
+        if cov > 4 && r.state != FileState::Fail {
+            view.tail = Some((r.name.clone(), cov));
+        }
+        break;
+    }
+    Ok(view)
+}
+
+/// Step 3: appends to the tail copy of `file` the chunks past its length, keeps the
+/// valid prefix; returns that length (`None`: no chunk starts at 0).
+async fn extend_tail(ctx: &FollowCtx<'_>, file: &str) -> Result<Option<u64>, RebuildError> {
+    let objs = ctx.catalog.list_archive_objects(ctx.source).await?;
+    let chunks: Vec<HeldChunk> = objects_by_file(&objs)
+        .remove(file)
+        .map(|(_, c)| c)
+        .unwrap_or_default();
+    let path = ctx.dir.join(file);
+    let werr = |source: std::io::Error| RebuildError::Write {
+        path: path.clone(),
+        source,
+    };
+    tokio::fs::create_dir_all(ctx.dir).await.map_err(werr)?;
+    let had = match tokio::fs::metadata(&path).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(werr(e)),
+    };
+    let mut out = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+        .map_err(werr)?;
+    let cctx = ChunkCtx {
+        catalog: ctx.catalog,
+        tier: ctx.tier,
+        source: ctx.source,
+        import_rows: false,
+    };
+    // As a rebuild reads them: a chunk is at most ship_bytes of plaintext, a little more
+    // stored.
+    let max = usize::try_from(ctx.tier.settings.ship_bytes)
+        .unwrap_or(usize::MAX / 4)
+        .saturating_mul(2)
+        .max(1 << 20);
+    let mut pos = had;
+    while let Some((start, end, codec, key, _)) = chunks
+        .iter()
+        .filter(|c| c.0 <= pos && c.1 > pos)
+        .max_by_key(|c| c.1)
+    {
+        let (_, plain) = fetch_chunk(&cctx, key, codec, *start, *end, max).await?;
+        let from = usize::try_from(pos - start).unwrap_or(usize::MAX);
+        let Some(new) = plain.get(from..) else {
+            break;
+        };
+        if pos == 0 && !new.starts_with(&binlog::BINLOG_MAGIC) {
+            return Err(RebuildError::Invalid {
+                key: key.clone(),
+                message: "the first chunk does not start with the binlog magic".into(),
+            });
+        }
+        out.write_all(new).await.map_err(werr)?;
+        pos += new.len() as u64;
+    }
+    out.flush().await.map_err(werr)?;
+    drop(out);
+    if pos < 4 {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Ok(None);
+    }
+    // Only what was appended is checked: the copy up to `had` was a valid prefix.
+    let from = had.max(4);
+    let p = path.clone();
+    let len = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let v = binlog::check::valid_prefix(&p, from)?;
+        let f = std::fs::OpenOptions::new().write(true).open(&p)?;
+        f.set_len(v.len)?;
+        Ok(v.len)
+    })
+    .await
+    .map_err(|source| RebuildError::Task { source })?
+    .map_err(werr)?;
+    Ok(Some(len))
+}
+
+/// Removes every file of `dir` but `keep` (tail copies of files whole in the store now).
+fn remove_other_copies(dir: &Path, keep: Option<&str>) -> Result<(), RebuildError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(RebuildError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    for e in rd.flatten() {
+        if Some(e.file_name().to_string_lossy().as_ref()) != keep {
+            // A dump reading it keeps its open handle; the next open reads the store.
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Step 4: indexes the view's files after the index position, in order, to its end.
+async fn index_view(ctx: &FollowCtx<'_>, view: &mut StoreView) -> Result<(), RebuildError> {
+    let files: Vec<(String, u64, bool)> = view
+        .whole
+        .iter()
+        .map(|(f, s)| (f.clone(), *s, true))
+        .chain(view.tail.iter().map(|(f, s)| (f.clone(), *s, false)))
+        .collect();
+    let from = first_to_index(ctx, &files).await?;
+    for (file, size, whole) in files.iter().skip(from) {
+        if ctx.writer.yielding() {
+            view.interrupted = true;
+            break;
+        }
+        let path = if *whole {
+            ctx.reader.path(ctx.source, ctx.dir, file).await?
+        } else {
+            ctx.dir.join(file)
+        };
+        let (index, s, f, size) = (
+            ctx.index.clone(),
+            ctx.source.to_string(),
+            file.clone(),
+            *size,
+        );
+        let (pos, added) =
+            tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
+                .await
+                .map_err(|source| RebuildError::Task { source })??;
+        if added > 0 || *whole {
+            view.indexed_files += 1;
+        }
+        view.transactions += added;
+        view.indexed = Some(pos);
+    }
+    if view.indexed.is_none() {
+        view.indexed = ctx.index.position(ctx.source)?;
+    }
+    Ok(())
+}
+
+/// Where indexing resumes in `files` (the view, in order): at the index position's file
+/// while it is not indexed to its end, after it otherwise; past the end when the position
+/// is beyond the view (this node indexed more while it captured the source); from the
+/// start, the index cleared, when the position names no file of the view or a hole is
+/// whole in the store now.
+async fn first_to_index(
+    ctx: &FollowCtx<'_>,
+    files: &[(String, u64, bool)],
+) -> Result<usize, RebuildError> {
+    let pos = ctx.index.position(ctx.source)?;
+    let holes = ctx.index.unindexed(ctx.source)?;
+    let names: HashSet<&str> = files.iter().map(|(f, _, _)| f.as_str()).collect();
+    let healed = holes.iter().any(|h| names.contains(h.as_str()));
+    let at = pos
+        .as_ref()
+        .and_then(|p| files.iter().position(|(f, _, _)| *f == p.file));
+    let beyond = |p: &IndexPos| {
+        files
+            .last()
+            .is_none_or(|(f, size, _)| order(&p.file, p.offset) >= order(f, *size))
+    };
+    let before = |p: &IndexPos| {
+        files
+            .first()
+            .is_some_and(|(f, _, _)| binlog_order(&p.file) < binlog_order(f))
+    };
+    Ok(match (&pos, at) {
+        (None, _) => 0,
+        (Some(_), _) if healed => clear(ctx).await?,
+        (Some(p), Some(i)) => {
+            let (_, size, whole) = &files[i];
+            if p.offset < *size || !whole {
+                i
+            } else {
+                i + 1
+            }
+        }
+        (Some(p), None) if beyond(p) => files.len(),
+        // Older than the store's oldest file (retention deleted the files between): the
+        // ordinals stay consistent, and no plan can span the deleted files.
+        (Some(p), None) if before(p) => 0,
+        (Some(_), None) => clear(ctx).await?,
+    })
+}
+
+/// Clears the index of the source (it is rebuilt from the view's start); returns 0.
+async fn clear(ctx: &FollowCtx<'_>) -> Result<usize, RebuildError> {
+    let (index, s) = (ctx.index.clone(), ctx.source.to_string());
+    tokio::task::spawn_blocking(move || index.clear(&s))
+        .await
+        .map_err(|source| RebuildError::Task { source })??;
+    Ok(0)
+}
+
+/// Binlog order of a position.
+fn order(file: &str, pos: u64) -> ((u64, String), u64) {
+    (binlog_order(file), pos)
+}
