@@ -17,7 +17,9 @@
 //!    now). Source names never start with `.`, so the directory is no source's.
 //! 4. The **index**: this node's transaction index of the source ([`super::index`]) is
 //!    brought to the view's end, file by file in binlog order from its position: each
-//!    closed file read back through the [`ArchiveReader`] (the cache), then the tail
+//!    closed file from its index segment ([`super::segment`], a few bytes per
+//!    transaction), or, when it has none (shipped before segments existed) or it is
+//!    refused, read back through the [`ArchiveReader`] (the cache); then the tail
 //!    copy. It stops at the view's end, so it never skips a file. The holes of an
 //!    earlier takeover that the store now holds whole are filled by starting over, as a
 //!    takeover does.
@@ -34,12 +36,12 @@
 //! node later starts from the index position a refresh left, since every entry in it
 //! is of bytes identical to the primary's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use catalog::{BinlogFileRow, Catalog, FileState};
+use catalog::{ArchiveKind, BinlogFileRow, Catalog, FileState};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedMutexGuard;
@@ -49,6 +51,7 @@ use super::index::{Index, IndexPos};
 use super::rebuild::{fetch_chunk, ChunkCtx, HeldChunk, RebuildError};
 use super::takeover::{coverage, objects_by_file};
 use super::tier::ArchiveTier;
+use super::{objects, segment};
 use binlog::binlog_order;
 
 /// The directory under `data_dir` that holds the tail copies, one directory per source.
@@ -126,6 +129,8 @@ pub struct StoreView {
     pub indexed_files: usize,
     /// Transactions they added.
     pub transactions: u64,
+    /// Closed files indexed from their index segments (the others were read back).
+    pub from_segments: usize,
     /// The refresh stopped early: this node's capture of the source wants the index
     /// (the index ends before the view's end).
     pub interrupted: bool,
@@ -152,24 +157,32 @@ impl StoreView {
 /// the tail copy's directory. Nothing is left half-done that the next refresh does not
 /// redo; the caller reports the error (a PITR asked of this node is refused with it).
 pub async fn refresh(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
-    let mut view = list_view(ctx).await?;
+    let (mut view, objects) = list_view(ctx).await?;
     let tail = match view.tail.take() {
         Some((file, _)) => extend_tail(ctx, &file).await?.map(|len| (file, len)),
         None => None,
     };
     remove_other_copies(ctx.dir, tail.as_ref().map(|(f, _)| f.as_str()))?;
     view.tail = tail;
-    index_view(ctx, &mut view).await?;
+    index_view(ctx, &mut view, &objects).await?;
     Ok(view)
 }
 
+/// The whole object of each file the store holds whole: file -> (epoch, codec).
+type WholeObjects = HashMap<String, (i64, String)>;
+
 /// Steps 1 and 2: the whole files and the chunked file after them (its length is the
 /// chunks' contiguous coverage here; [`extend_tail`] makes it the copy's valid prefix).
-async fn list_view(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
+async fn list_view(ctx: &FollowCtx<'_>) -> Result<(StoreView, WholeObjects), RebuildError> {
     let mut rows: Vec<BinlogFileRow> = ctx.catalog.list_files(ctx.source).await?;
     rows.sort_by_key(|r| binlog_order(&r.name));
     let objs = ctx.catalog.list_archive_objects(ctx.source).await?;
     let by_file = objects_by_file(&objs);
+    let whole: WholeObjects = objs
+        .iter()
+        .filter(|o| o.kind == ArchiveKind::File)
+        .map(|o| (o.file.clone(), (o.epoch, o.codec.clone())))
+        .collect();
     let mut view = StoreView::default();
     for r in &rows {
         let (whole, chunks) = by_file.get(r.name.as_str()).cloned().unwrap_or_default();
@@ -183,7 +196,7 @@ async fn list_view(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
         }
         break;
     }
-    Ok(view)
+    Ok((view, whole))
 }
 
 /// Step 3: appends to the tail copy of `file` the chunks past its length, keeps the
@@ -286,7 +299,11 @@ fn remove_other_copies(dir: &Path, keep: Option<&str>) -> Result<(), RebuildErro
 }
 
 /// Step 4: indexes the view's files after the index position, in order, to its end.
-async fn index_view(ctx: &FollowCtx<'_>, view: &mut StoreView) -> Result<(), RebuildError> {
+async fn index_view(
+    ctx: &FollowCtx<'_>,
+    view: &mut StoreView,
+    objects: &WholeObjects,
+) -> Result<(), RebuildError> {
     let files: Vec<(String, u64, bool)> = view
         .whole
         .iter()
@@ -299,10 +316,11 @@ async fn index_view(ctx: &FollowCtx<'_>, view: &mut StoreView) -> Result<(), Reb
             view.interrupted = true;
             break;
         }
-        let path = if *whole {
-            ctx.reader.path(ctx.source, ctx.dir, file).await?
-        } else {
-            ctx.dir.join(file)
+        let segment = match (whole, objects.get(file)) {
+            (true, Some((epoch, codec))) => {
+                load_segment(ctx.tier, ctx.source, file, *size, (*epoch, codec)).await
+            }
+            _ => None,
         };
         let (index, s, f, size) = (
             ctx.index.clone(),
@@ -310,10 +328,23 @@ async fn index_view(ctx: &FollowCtx<'_>, view: &mut StoreView) -> Result<(), Reb
             file.clone(),
             *size,
         );
-        let (pos, added) =
-            tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
-                .await
-                .map_err(|source| RebuildError::Task { source })??;
+        let (pos, added) = match segment {
+            Some(records) => {
+                view.from_segments += 1;
+                tokio::task::spawn_blocking(move || index.import_file(&s, &f, &records, size))
+                    .await
+                    .map_err(|source| RebuildError::Task { source })??
+            }
+            None => {
+                let path = match whole {
+                    true => ctx.reader.path(ctx.source, ctx.dir, file).await?,
+                    false => ctx.dir.join(file),
+                };
+                tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
+                    .await
+                    .map_err(|source| RebuildError::Task { source })??
+            }
+        };
         if added > 0 || *whole {
             view.indexed_files += 1;
         }
@@ -324,6 +355,43 @@ async fn index_view(ctx: &FollowCtx<'_>, view: &mut StoreView) -> Result<(), Reb
         view.indexed = ctx.index.position(ctx.source)?;
     }
     Ok(())
+}
+
+/// The transactions of the `size`-byte `file` from its index segment of `epoch`
+/// ([`super::segment`]); `None` when there is none or it is refused (the caller reads
+/// the file itself; a damaged one is logged).
+pub(crate) async fn load_segment(
+    tier: &ArchiveTier,
+    source: &str,
+    file: &str,
+    size: u64,
+    (epoch, codec): (i64, &str),
+) -> Option<Vec<binlog::TxnRecord>> {
+    let key = objects::index_key(source, file, epoch, codec);
+    // A segment is far smaller than its file: bound the read by the file's size.
+    let max = usize::try_from(size)
+        .unwrap_or(usize::MAX / 4)
+        .saturating_mul(2)
+        .max(1 << 20);
+    let stored = match tier.store.get_bytes(&key, max).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => {
+            tracing::warn!(source, file, error = %e, "cannot read the transaction index segment; reading the file instead");
+            return None;
+        }
+    };
+    let ring = tier.settings.keyring.clone();
+    let decoded = objstore::codec::decode(&stored, codec, ring)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| segment::decode(&plain, size).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(records) => Some(records),
+        Err(error) => {
+            tracing::warn!(source, file, key, %error, "refused a transaction index segment; reading the file instead");
+            None
+        }
+    }
 }
 
 /// Where indexing resumes in `files` (the view, in order): at the index position's file

@@ -372,6 +372,35 @@ impl Index {
         Ok((self.commit(source, name, &records, upto, next)?, added))
     }
 
+    /// Adds the transactions `records` of the closed `size`-byte file `name` (all of
+    /// its transactions, as its index segment holds them: `super::segment`) past the
+    /// index position, as [`Index::index_file`] does from the file itself. Returns the
+    /// position reached (the file's end) and the number added.
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError::Db`], [`IndexError::Corrupt`].
+    pub fn import_file(
+        &self,
+        source: &str,
+        name: &str,
+        records: &[TxnRecord],
+        size: u64,
+    ) -> Result<(IndexPos, u64), IndexError> {
+        let pos = self.position(source)?;
+        let (from, next) = match &pos {
+            Some(p) if p.file == name => (p.offset, p.next_ordinal),
+            Some(p) => (4, p.next_ordinal),
+            None => (4, 0),
+        };
+        let first = records.partition_point(|r| r.start < from);
+        let new = records.get(first..).unwrap_or_default();
+        Ok((
+            self.commit(source, name, new, size, next)?,
+            new.len() as u64,
+        ))
+    }
+
     /// The files of `source` before the index position that the index lacks (module
     /// docs, `holes`), in the order they were marked.
     ///
@@ -508,6 +537,16 @@ pub fn read_fde(path: &Path, name: &str) -> Result<Option<FormatDescription>, In
         }
         _ => Ok(None),
     }
+}
+
+/// Every transaction of the closed `size`-byte file `path` (named `name`), in order,
+/// for its index segment (`super::segment`). Blocking.
+///
+/// # Errors
+///
+/// [`IndexError`]: reading the file, or its FORMAT_DESCRIPTION does not parse.
+pub fn file_transactions(path: &Path, name: &str, size: u64) -> Result<Vec<TxnRecord>, IndexError> {
+    scan_file(path, name, 4, size).map(|(records, _)| records)
 }
 
 /// Scans `[from, limit)` of one binlog file for transactions. Returns them and the

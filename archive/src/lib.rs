@@ -22,6 +22,7 @@ pub mod objects;
 pub mod rebuild;
 pub mod retention;
 pub mod scrub;
+pub mod segment;
 pub mod ship;
 pub mod takeover;
 pub mod tier;

@@ -5,6 +5,8 @@
 //! ```text
 //! <source>/binlogs/<file>[.e<epoch>]                   the closed, checked file, whole
 //! <source>/binlogs/<file>[.e<epoch>].manifest.json     written after it: what it holds, how it is encoded
+//! <source>/binlogs/<file>.index/e<epoch>.<codec>       the whole object's transaction index
+//!                                                      (`super::segment`), written before the manifest
 //! <source>/binlogs/<file>.chunks/<start>-<end>.e<epoch>.<codec>
 //!                                                      bytes [start, end) of the file's durable
 //!                                                      prefix, shipped while it was open; offsets
@@ -77,6 +79,18 @@ pub fn chunk_key(
     codec: &str,
 ) -> String {
     format!("{source}/binlogs/{file}.chunks/{start:012}-{end:012}.e{epoch}.{codec}")
+}
+
+/// The key of the transaction index segment ([`super::segment`]) of `file`'s whole
+/// object written in `epoch`, encoded with `codec`:
+/// `<source>/binlogs/<file>.index/e<epoch>.<codec>`.
+pub fn index_key(source: &str, file: &str, epoch: i64, codec: &str) -> String {
+    format!("{}/e{epoch}.{codec}", index_prefix(source, file))
+}
+
+/// The prefix of `file`'s index segments (one per epoch that shipped it whole).
+pub fn index_prefix(source: &str, file: &str) -> String {
+    format!("{source}/binlogs/{file}.index")
 }
 
 /// The prefix of `file`'s chunks.

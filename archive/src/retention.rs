@@ -235,8 +235,13 @@ pub async fn apply(
                 store.delete(&key).await?;
             }
         }
-        for (k, _) in store.list(&objects::chunks_prefix(source, &file)).await? {
-            store.delete(&k).await?;
+        for prefix in [
+            objects::chunks_prefix(source, &file),
+            objects::index_prefix(source, &file),
+        ] {
+            for (k, _) in store.list(&prefix).await? {
+                store.delete(&k).await?;
+            }
         }
         let path = dir.join(&file);
         match std::fs::remove_file(&path) {

@@ -750,6 +750,7 @@ impl Shipper {
         } else {
             self.upload_streamed(f, &key, desc, &want).await?
         };
+        self.ship_index_segment(f, desc).await;
         let manifest = Manifest {
             version: 1,
             source: self.source.clone(),
@@ -787,6 +788,43 @@ impl Shipper {
         self.count(f.size, stored, new);
         info!(file = %f.name, bytes = f.size, stored, "binlog shipped whole to the archive store");
         Ok(())
+    }
+
+    /// Writes the transaction index segment of `f` ([`super::segment`]) beside its
+    /// whole object, encoded with `desc`. Best effort: it is derived data, and a reader
+    /// without it reads the file itself, so a failure is only logged.
+    async fn ship_index_segment(&self, f: &BinlogFileRow, desc: &str) {
+        let path = self.dir.join(&f.name);
+        let (name, size) = (f.name.clone(), f.size);
+        let records = tokio::task::spawn_blocking(move || {
+            super::index::file_transactions(&path, &name, size)
+        })
+        .await;
+        let seg = match records {
+            Ok(Ok(r)) => super::segment::encode(&r, f.size),
+            Ok(Err(e)) => {
+                warn!(file = %f.name, error = %e, "no transaction index segment for this file (readers index the file itself)");
+                return;
+            }
+            Err(e) => {
+                warn!(file = %f.name, error = %e, "the index segment task failed");
+                return;
+            }
+        };
+        let key = objects::index_key(&self.source, &f.name, self.epoch, desc);
+        let stored = match self.encode(seg).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(file = %f.name, error = %e, "cannot encode the transaction index segment");
+                return;
+            }
+        };
+        match self.tier.store.put_bytes(&key, &stored).await {
+            Ok(_) | Err(StoreError::Exists(_)) => {}
+            Err(e) => {
+                warn!(file = %f.name, key, error = %e, "cannot store the transaction index segment (readers index the file itself)")
+            }
+        }
     }
 
     /// Uploads `f` streamed through the encoder (multipart, bounded memory); the

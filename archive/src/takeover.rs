@@ -38,8 +38,9 @@
 //! 4. The active file is decoded from its chunks (or kept).
 //! 5. The catalog: [`Catalog::adopt_tail`], fenced by the new epoch.
 //! 6. The evicted set: every file the store holds whole and the disk does not.
-//! 7. The index: every closed file after the index's position, local or read back
-//!    through the archive reader; from scratch when the position names a file that is
+//! 7. The index: every closed file after the index's position, local, or from its
+//!    index segment in the store (`super::segment`), or read back through the archive
+//!    reader when it has none; from scratch when the position names a file that is
 //!    gone (the capture's own catch-up then adds the active file).
 //!
 //! # After a crash
@@ -57,6 +58,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::cache::{ArchiveReader, Evicted};
+use super::follow::load_segment;
 use super::index::Index;
 use super::local::{fsync_dir, is_safe_file_name, CONTROL_FILE};
 use super::rebuild::{copy_durably, rebuild_active, ChunkCtx, HeldChunk, RebuildError};
@@ -694,6 +696,12 @@ async fn reindex(
         }
     };
     let active = report.active.as_ref().map(|(f, _)| f);
+    let objects = ctx.catalog.list_archive_objects(&source).await?;
+    let whole: HashMap<&str, (i64, &str)> = objects
+        .iter()
+        .filter(|o| o.kind == ArchiveKind::File)
+        .map(|o| (o.file.as_str(), (o.epoch, o.codec.as_str())))
+        .collect();
     for (file, size, closed) in p.durable.iter().skip(from) {
         if !closed || Some(file) == active {
             break;
@@ -701,11 +709,26 @@ async fn reindex(
         if left.contains(file.as_str()) {
             continue;
         }
-        let path: PathBuf = ctx.reader.path(&source, dir, file).await?;
+        // A file not on this disk is indexed from its segment when it has one, instead
+        // of being read back whole.
+        let segment = match (dir.join(file).is_file(), whole.get(file.as_str())) {
+            (false, Some(&obj)) => load_segment(ctx.tier, &source, file, *size, obj).await,
+            _ => None,
+        };
         let (index, s, f, size) = (ctx.index.clone(), source.clone(), file.clone(), *size);
-        let (_, added) = tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
-            .await
-            .map_err(task_err)??;
+        let (_, added) = match segment {
+            Some(records) => {
+                tokio::task::spawn_blocking(move || index.import_file(&s, &f, &records, size))
+                    .await
+                    .map_err(task_err)??
+            }
+            None => {
+                let path: PathBuf = ctx.reader.path(&source, dir, &f).await?;
+                tokio::task::spawn_blocking(move || index.index_file(&s, &f, &path, size))
+                    .await
+                    .map_err(task_err)??
+            }
+        };
         report.indexed_files += 1;
         report.transactions += added;
     }

@@ -849,6 +849,24 @@ fn restore_at(
     Ok((sums, j))
 }
 
+/// `line` without its terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A PITR asked of a node that never captured the source runs on that node from the
 /// store: the closed files read back whole, the active file from its shipped chunks,
 /// planned with an index the node built from them. A target in a closed file and one
@@ -857,7 +875,7 @@ fn restore_at(
 #[test]
 fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()> {
     let svc = Services::start()?;
-    let db = primary(1, 64 * 1024)?;
+    let db = primary(1, 32 * 1024)?;
     db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
     let specs = [spec("db", &db, 4801)];
     let tables = format!(
@@ -937,10 +955,33 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
         })
         .unwrap_or_default();
     assert!(own.is_empty(), "node-b captured nothing itself: {own:?}");
-    let tail = nodes[1].dir.path().join("data/.store-view/db").join(&active);
-    assert!(tail.is_file(), "the active file's tail copy {}", tail.display());
+    let tail = nodes[1]
+        .dir
+        .path()
+        .join("data/.store-view/db")
+        .join(&active);
+    assert!(
+        tail.is_file(),
+        "the active file's tail copy {}",
+        tail.display()
+    );
     let followed = grep_file(pb.log_path(), "followed the archive from the store")?;
     assert!(!followed.is_empty(), "{}", pb.log_tail(40));
+    // The closed files were indexed from the segments node-a shipped beside them, not
+    // read back whole.
+    let plain: Vec<String> = followed.iter().map(|l| strip_ansi(l)).collect();
+    let from_segments = plain
+        .iter()
+        .filter_map(|l| l.split("from_segments=").nth(1))
+        .filter_map(|v| {
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(from_segments >= 2, "{plain:#?}");
     Ok(())
 }
 

@@ -82,6 +82,7 @@ impl Archive {
             whole = view.whole.len(),
             tail = ?view.tail,
             indexed_files = view.indexed_files,
+            from_segments = view.from_segments,
             transactions = view.transactions,
             interrupted = view.interrupted,
             "followed the archive from the store (this node does not capture the source)"
