@@ -849,6 +849,126 @@ fn restore_at(
     Ok((sums, j))
 }
 
+/// Nodes `node-a` and `node-b` over `specs`, whose one source is `db`'s, with bases in
+/// the bucket (`s3://fleet/bases`): `backup` is the `[source.backup]` lines after its
+/// url, `more` any tables of the source after it.
+fn nodes_with_bases(
+    svc: &Services,
+    db: &MariaDb,
+    specs: &[SourceSpec],
+    backup: &str,
+    more: &str,
+) -> Result<Vec<FleetNode>> {
+    let tables = format!(
+        "\n[source.backup]\nurl = {}\n{backup}{more}\
+         \n[backup]\nstore = \"s3://fleet/bases\"\ns3_endpoint = {}\ns3_allow_http = true\n",
+        toml_string(&db.admin_url()),
+        toml_string(&svc.moto.endpoint()),
+    );
+    ["node-a", "node-b"]
+        .iter()
+        .map(|id| {
+            let n = svc.node(id, specs, "3s")?;
+            let mut text = std::fs::read_to_string(&n.cfg)?;
+            text.push_str(&tables);
+            std::fs::write(&n.cfg, text)?;
+            Ok(n)
+        })
+        .collect()
+}
+
+/// One node is restarted (SIGKILL, then started again) while the other runs a base, a
+/// PITR and a restore verification of the source it owns: all three finish, and the
+/// restarted node's start-up marks none of them interrupted.
+#[test]
+fn a_node_restarted_while_another_runs_a_base_a_pitr_and_a_verification_stops_none() -> Result<()> {
+    let svc = Services::start()?;
+    let db = primary(1, 64 * 1024)?;
+    db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
+    let specs = [spec("db", &db, 4901)];
+    let verify =
+        "\n[source.verify]\nday = \"sun\"\nstart = \"03:00\"\nstop_at = \"07:30\"\nchain_timeout = \"5m\"\n";
+    let nodes = nodes_with_bases(&svc, &db, &specs, "method = \"physical\"\n", verify)?;
+    let pa = nodes[0].start()?;
+    wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
+    writes(&db, 50, "before-base")?;
+    take_base(&pa, "db")?;
+    writes(&db, 200, "after-base")?;
+    let (t, sums) = checkpoint(&db)?;
+    writes(&db, 5, "later")?;
+    let mut pb = nodes[1].start()?;
+    wait_for("node-b on standby", Duration::from_secs(30), || {
+        let s = pb.get_json("/v1/sources/db")?;
+        Ok((s["state"] == "standby").then_some(()))
+    })?;
+
+    // The three jobs start on node-a; node-b is killed and started again meanwhile.
+    let (code, base) = pa.post_json("/v1/sources/db/backups", &serde_json::json!({}))?;
+    anyhow::ensure!(code == 202, "POST backups: {code} {base:#}");
+    let base_job = base["job_id"].as_str().context("job_id")?.to_string();
+    let mut jobs = PitrJobs::new(&pa);
+    let body = serde_json::json!({ "target_time": format!("@{t}"), "scratch": true });
+    let (code, v) = pa.post_json("/v1/sources/db/pitr", &body)?;
+    anyhow::ensure!(code == 202, "POST pitr: {code} {v:#}");
+    let pitr = v["id"].as_str().context("pitr id")?.to_string();
+    jobs.add(&pitr);
+    let (code, v) = pa.post_json("/v1/sources/db/verifications", &serde_json::json!({}))?;
+    anyhow::ensure!(code == 202, "POST verifications: {code} {v:#}");
+    let run = v["id"].as_str().context("verification id")?.to_string();
+    pb.kill9()?;
+    let pb2 = nodes[1].start()?;
+    wait_for("node-b up again", Duration::from_secs(30), || {
+        let s = pb2.get_json("/v1/sources/db")?;
+        Ok((s["state"] == "standby").then_some(()))
+    })?;
+
+    // node-b was back while node-a's work still ran (else this proves nothing).
+    let running = [
+        pa.get_json(&format!("/v1/jobs/{base_job}"))?["state"] == "running",
+        !matches!(
+            pa.get_json(&format!("/v1/pitr/{pitr}"))?["phase"].as_str(),
+            Some("done" | "failed")
+        ),
+        pa.get_json(&format!("/v1/verifications/{run}"))?["outcome"] == "running",
+    ];
+    eprintln!("still running after node-b's restart (base, PITR, verification): {running:?}");
+    assert!(
+        running.iter().any(|r| *r),
+        "everything had finished already"
+    );
+    let j = wait_for("the base", Duration::from_secs(300), || {
+        let j = pa.get_json(&format!("/v1/jobs/{base_job}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    assert_eq!(j["state"], "completed", "{j:#}");
+    let j = wait_for("the PITR", Duration::from_secs(300), || {
+        let j = pa.get_json(&format!("/v1/pitr/{pitr}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    assert_eq!(j["phase"], "done", "{j:#}");
+    let socket = j["restored"]["socket"].as_str().context("socket")?;
+    assert_eq!(checksums_socket(socket)?, sums, "{j:#}");
+    let (code, v) = jobs.delete(&pitr)?;
+    assert_eq!(code, 200, "{v:#}");
+    let r = wait_for("the verification", Duration::from_secs(600), || {
+        let r = pa.get_json(&format!("/v1/verifications/{run}"))?;
+        Ok((r["outcome"] != "running").then_some(r))
+    })?;
+    assert_eq!(r["outcome"], "passed", "{r:#}");
+    // The catalog agrees: nothing of node-a's was swept by node-b's start.
+    let rows = svc.pg.sql_in(
+        "fleet",
+        "SELECT state FROM base_backups WHERE source = 'db' ORDER BY started_at",
+    )?;
+    assert!(
+        rows.lines().all(|l| l.trim() == "COMPLETED"),
+        "bases: {rows}"
+    );
+    drop(pb);
+    Ok(())
+}
+
 /// `line` without its terminal colour sequences (`ESC [ ... m`).
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -878,22 +998,8 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     let db = primary(1, 32 * 1024)?;
     db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
     let specs = [spec("db", &db, 4801)];
-    let tables = format!(
-        "\n[source.backup]\nurl = {}\nmethod = \"logical\"\nlogical_tool = \"mysqldump\"\n\
-         \n[backup]\nstore = \"s3://fleet/bases\"\ns3_endpoint = {}\ns3_allow_http = true\n",
-        toml_string(&db.admin_url()),
-        toml_string(&svc.moto.endpoint()),
-    );
-    let nodes: Vec<FleetNode> = ["node-a", "node-b"]
-        .iter()
-        .map(|id| {
-            let n = svc.node(id, &specs, "3s")?;
-            let mut text = std::fs::read_to_string(&n.cfg)?;
-            text.push_str(&tables);
-            std::fs::write(&n.cfg, text)?;
-            Ok(n)
-        })
-        .collect::<Result<_>>()?;
+    let backup = "method = \"logical\"\nlogical_tool = \"mysqldump\"\n";
+    let nodes = nodes_with_bases(&svc, &db, &specs, backup, "")?;
     let pa = nodes[0].start()?;
     wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
     writes(&db, 50, "before-base")?;
