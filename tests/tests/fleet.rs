@@ -1000,6 +1000,15 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     let specs = [spec("db", &db, 4801)];
     let backup = "method = \"logical\"\nlogical_tool = \"mysqldump\"\n";
     let nodes = nodes_with_bases(&svc, &db, &specs, backup, "")?;
+    // node-b serves the source to real replicas too (its fake primary).
+    let fake_port = free_port();
+    let mut text = std::fs::read_to_string(&nodes[1].cfg)?;
+    text.push_str(&format!(
+        "\n[source.replication]\nlisten = \"127.0.0.1:{fake_port}\"\nuser = {}\npassword = {}\n",
+        toml_string(REPL_USER),
+        toml_string(REPL_PASSWORD)
+    ));
+    std::fs::write(&nodes[1].cfg, text)?;
     let pa = nodes[0].start()?;
     wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
     writes(&db, 50, "before-base")?;
@@ -1047,6 +1056,23 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     assert_eq!(got, sums_active, "inside the active file: {j:#}");
     let (got, j) = restore_at(&pb, "db", t_closed)?;
     assert_eq!(got, sums_closed, "in a closed file: {j:#}");
+
+    // A client of node-b's fake primary reads the same from the store: the closed files
+    // byte for byte, the active file up to what node-a has shipped.
+    let primary_files = db.binlog_files()?;
+    let out = tempfile::tempdir()?;
+    let first = &primary_files.first().context("binlogs")?.0;
+    mariadb_binlog_raw(fake_port, first, out.path(), &[], Duration::from_secs(60))?;
+    let (last, closed) = primary_files.split_last().context("binlogs")?;
+    for (name, _) in closed {
+        let got =
+            std::fs::read(out.path().join(name)).with_context(|| format!("{name} from node-b"))?;
+        assert!(
+            got == std::fs::read(db.binlog_path(name))?,
+            "{name} differs"
+        );
+    }
+    assert_active_prefix(&db, out.path(), &last.0)?;
 
     let a = pa.get_json("/v1/sources/db")?;
     assert_eq!(a["lease"]["owner"], "node-a", "{a}");

@@ -416,6 +416,7 @@ fn position_start(name: &str, pos: u64, facts: &ArchiveFacts) -> Result<Start, D
 /// Writing to the replica fails, or the reader thread cannot be started.
 pub(super) async fn dump(
     shared: Arc<Shared>,
+    archive: Arc<Archive>,
     mut wire: Wire,
     facts: ArchiveFacts,
     start: Start,
@@ -424,7 +425,7 @@ pub(super) async fn dump(
 ) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let ctx = DumpCtx {
-        archive: shared.archive.clone(),
+        archive: archive.clone(),
         stop: shared.stop.clone(),
         stats: shared.stats.clone(),
         server_id: facts.server_id,
@@ -438,11 +439,11 @@ pub(super) async fn dump(
         rt: tokio::runtime::Handle::current(),
         seq: wire.seq,
     };
-    info!(source = %shared.archive.source, file = %start.file, pos = start.pos, "replica dump starts");
+    info!(source = %archive.source, file = %start.file, pos = start.pos, "replica dump starts");
     shared.stats.active_dumps.fetch_add(1, Ordering::Relaxed);
     let done = cancel.child_token();
     let d2 = done.clone();
-    let span = tracing::info_span!("fake_primary_dump", source = %shared.archive.source);
+    let span = tracing::info_span!("fake_primary_dump", source = %archive.source);
     let reader = std::thread::Builder::new()
         .name("fake-primary-dump".into())
         .spawn(move || {

@@ -128,8 +128,16 @@ pub(super) async fn session(
             anyhow::bail!("access denied for {user:?}");
         }
     };
+    // On a fleet node that does not capture the source: the store's view of it.
+    let archive = match shared.archive.for_restore().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "fake primary: this node does not capture the source and cannot read it from the store; session closed");
+            return Err(e.into());
+        }
+    };
     let facts = {
-        let a = shared.archive.clone();
+        let a = archive.clone();
         tokio::task::spawn_blocking(move || archive_facts(&a)).await??
     };
     shared.set_greeting(&facts);
@@ -145,11 +153,17 @@ pub(super) async fn session(
             0x01 => return Ok(()),
             0x03 => {
                 let sql = String::from_utf8_lossy(body).into_owned();
-                answer_query(&mut wire, &sql, &mut vars, &facts, &shared.archive).await?;
+                answer_query(&mut wire, &sql, &mut vars, &facts, &archive).await?;
             }
             0x02 | 0x0e | 0x15 => wire.ok().await?,
             0x12 | 0x1e => {
-                return start_dump(shared, wire, facts, (cmd, body), &vars, cancel).await;
+                let session = DumpSession {
+                    shared,
+                    archive,
+                    wire,
+                    facts,
+                };
+                return start_dump(session, (cmd, body), &vars, cancel).await;
             }
             _ => wire.err(ER_UNKNOWN_COM_ERROR, "Unknown command").await?,
         }
@@ -256,18 +270,32 @@ async fn login(mut sock: TcpStream, shared: &Shared) -> anyhow::Result<Login> {
     Ok(Login::Accepted(wire))
 }
 
+/// A session about to dump: the listener's state, the archive it serves (the
+/// listener's, or the store's view of it on a node that does not capture the source),
+/// the connection and the facts read at login.
+struct DumpSession {
+    shared: Arc<Shared>,
+    archive: Arc<super::Archive>,
+    wire: Wire,
+    facts: ArchiveFacts,
+}
+
 /// COM_BINLOG_DUMP (0x12) or COM_BINLOG_DUMP_GTID (0x1E) with its body: finds the start
 /// point, refuses a replica that cannot take the archive's checksums (both with ERROR
 /// 1236), and runs the dump with the heartbeat period the replica asked for.
 async fn start_dump(
-    shared: Arc<Shared>,
-    mut wire: Wire,
-    facts: ArchiveFacts,
+    session: DumpSession,
     (cmd, body): (u8, &[u8]),
     vars: &BTreeMap<String, String>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let start = match start_point(cmd, body, vars, &facts, &shared.archive).await {
+    let DumpSession {
+        shared,
+        archive,
+        mut wire,
+        facts,
+    } = session;
+    let start = match start_point(cmd, body, vars, &facts, &archive).await {
         Ok(s) => s,
         Err(e) => {
             let msg = e.to_string();
@@ -298,5 +326,5 @@ async fn start_dump(
             facts.mariadb,
         ),
     };
-    dump(shared, wire, facts, start, opts, cancel).await
+    dump(shared, archive, wire, facts, start, opts, cancel).await
 }
