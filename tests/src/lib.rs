@@ -48,6 +48,8 @@
 //! - `harness/s3.rs`: moto's S3-compatible server ([`Moto`]).
 //! - `harness/postgres.rs`: a throw-away PostgreSQL server ([`Postgres`]), the fleet's
 //!   catalog, run as the unprivileged `postgres` user when the tests run as root.
+//! - `harness/fleet.rs`: a fleet of nodes on one PostgreSQL catalog and one bucket
+//!   ([`Services`], [`FleetNode`]) and the waits and API calls its tests share.
 //! - `harness/archive.rs`: comparing the archive with the primary's binlogs
 //!   ([`assert_archive_identical`]).
 //! - `harness/sandbox.rs`: the usual whole set-up in one builder ([`Sandbox`],
@@ -63,6 +65,10 @@ mod harness;
 
 pub use harness::archive::{assert_archive_identical, IN_USE_FLAG_OFFSET};
 pub use harness::config::{grep_file, write_config, write_config_sources, SourceSpec};
+pub use harness::fleet::{
+    assert_catalog_and_store_identical, nodes_with_bases, restore_at, take_base,
+    wait_catalog_and_store_identical, wait_streaming_owner, FleetNode, Services, FLEET_CAPTURE,
+};
 pub use harness::load::{WriteLoad, WriteLoadOptions};
 pub use harness::mariadb::{
     checksums_socket, sql_socket, MariaDb, MariaDbOptions, ADMIN_PASSWORD, ADMIN_USER,

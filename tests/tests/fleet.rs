@@ -15,9 +15,6 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
 }
 
-/// Fast settings so the test sees state changes quickly.
-const FAST: &str = "[capture]\nfsync_interval = \"20ms\"\nheartbeat_period = \"1s\"\npoll_interval = \"500ms\"\nreconnect_min_backoff = \"100ms\"\nreconnect_max_backoff = \"1s\"\n";
-
 fn load(db: &MariaDb, txns: u64) -> Result<u64> {
     WriteLoad::run(db, txns)
 }
@@ -40,7 +37,7 @@ fn a_node_on_a_postgres_catalog_captures_and_survives_sigkill() -> Result<()> {
     // that password_env is read and passed, not PostgreSQL's authentication.
     std::env::set_var("BINLOG_TEST_CATALOG_PASSWORD", "catalog-pw");
     let extra = format!(
-        "{FAST}[catalog]\nurl = {}\npassword_env = \"BINLOG_TEST_CATALOG_PASSWORD\"\n",
+        "{FLEET_CAPTURE}[catalog]\nurl = {}\npassword_env = \"BINLOG_TEST_CATALOG_PASSWORD\"\n",
         toml_string(&pg.url_for("node_a"))
     );
     let spec = SourceSpec {
@@ -130,88 +127,6 @@ fn a_node_on_a_postgres_catalog_captures_and_survives_sigkill() -> Result<()> {
     Ok(())
 }
 
-/// One fleet node as a process: its own data_dir and API, the shared catalog and bucket.
-struct FleetNode {
-    id: String,
-    http: String,
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-}
-
-impl FleetNode {
-    /// Writes the config of node `id` over the sources `specs`: the catalog
-    /// `catalog_url`, the bucket `s3://fleet/arch` at `endpoint`, leases of `ttl` (TOML
-    /// duration text).
-    fn with_ttl(
-        id: &str,
-        specs: &[SourceSpec],
-        catalog_url: &str,
-        endpoint: &str,
-        ttl: &str,
-    ) -> Result<FleetNode> {
-        let dir = tempfile::tempdir()?;
-        let http = format!("127.0.0.1:{}", free_port());
-        let extra = format!(
-            "{FAST}[catalog]\nurl = {}\n[archive]\nstore = \"s3://fleet/arch\"\n\
-             s3_endpoint = {}\ns3_allow_http = true\nship_interval = \"200ms\"\n\
-             [node]\nid = {}\nadvertise = {}\nlease_ttl = {}\n",
-            toml_string(catalog_url),
-            toml_string(endpoint),
-            toml_string(id),
-            toml_string(&format!("http://{http}")),
-            toml_string(ttl),
-        );
-        let cfg = write_config_sources(dir.path(), &http, specs, &extra)?;
-        Ok(FleetNode {
-            id: id.to_string(),
-            http,
-            dir,
-            cfg,
-        })
-    }
-
-    fn start(&self) -> Result<ServerProcess> {
-        ServerProcess::start(&bin(), &self.cfg, &self.http)
-    }
-
-    /// The source's directory on this node.
-    fn source_dir(&self, source: &str) -> PathBuf {
-        self.dir.path().join("data").join(source)
-    }
-}
-
-/// What the process tests of a fleet share: a PostgreSQL catalog (database `fleet`)
-/// and the S3-compatible server (bucket `fleet`), with its credentials in the
-/// environment.
-struct Services {
-    pg: Postgres,
-    moto: Moto,
-}
-
-impl Services {
-    fn start() -> Result<Services> {
-        let pg = Postgres::start()?;
-        pg.sql("CREATE DATABASE fleet")?;
-        let moto = Moto::start()?;
-        moto.create_bucket("fleet")?;
-        for (k, v) in S3_TEST_ENV {
-            std::env::set_var(k, v);
-        }
-        Ok(Services { pg, moto })
-    }
-
-    /// Node `id` over `specs` with `lease_ttl` (TOML duration text).
-    fn node(&self, id: &str, specs: &[SourceSpec], ttl: &str) -> Result<FleetNode> {
-        FleetNode::with_ttl(
-            id,
-            specs,
-            &self.pg.url_for("fleet"),
-            &self.moto.endpoint(),
-            ttl,
-        )
-    }
-}
-
 /// A source `name` of `db`, fetched from its earliest binlog, as replica `server_id`.
 fn spec(name: &str, db: &MariaDb, server_id: u32) -> SourceSpec {
     SourceSpec {
@@ -229,81 +144,6 @@ fn primary(server_id: u32, max_binlog_size: u64) -> Result<MariaDb> {
         max_binlog_size,
         ..Default::default()
     })
-}
-
-/// Waits until `server` streams `source` as the lease's owner; returns its status.
-fn wait_streaming_owner(
-    server: &ServerProcess,
-    node: &str,
-    source: &str,
-    timeout: Duration,
-) -> Result<serde_json::Value> {
-    wait_for(&format!("{node} to stream {source}"), timeout, || {
-        let s = server.get_json(&format!("/v1/sources/{source}"))?;
-        if s["state"] == "streaming" && s["lease"]["owner"] == node {
-            Ok(Some(s))
-        } else {
-            Err(anyhow::anyhow!(
-                "state {}, lease {}, last_error {}",
-                s["state"],
-                s["lease"],
-                s["last_error"]
-            ))
-        }
-    })
-}
-
-/// Every closed binlog of the primary is SUCC in the catalog with the primary's
-/// SHA-256, and held whole in the store with that plaintext SHA-256; returns how many.
-fn assert_catalog_and_store_identical(pg: &Postgres, db: &MariaDb, source: &str) -> Result<usize> {
-    let files = db.binlog_files()?;
-    let (_, closed) = files.split_last().context("the primary lists no binlogs")?;
-    let rows = pg.sql_in(
-        "fleet",
-        &format!(
-            "SELECT f.name, f.state, f.sha256, o.sha256 FROM binlog_files f LEFT JOIN \
-             archive_objects o ON o.source = f.source AND o.file = f.name AND o.kind = 'file' \
-             AND o.deleted_at IS NULL WHERE f.source = '{source}' ORDER BY f.seq, f.name"
-        ),
-    )?;
-    let by_name: BTreeMap<&str, Vec<&str>> = rows
-        .lines()
-        .filter_map(|l| {
-            let v: Vec<&str> = l.split('|').collect();
-            v.first().map(|n| (*n, v.clone()))
-        })
-        .collect();
-    for (name, _) in closed {
-        let want = sha256_file(&db.binlog_path(name))?;
-        let row = by_name
-            .get(name.as_str())
-            .with_context(|| format!("{name}: no catalog row (rows: {rows})"))?;
-        anyhow::ensure!(
-            row.get(1) == Some(&"SUCC") && row.get(2) == Some(&want.as_str()),
-            "{name}: row {row:?}, the primary's SHA-256 {want}"
-        );
-        anyhow::ensure!(
-            row.get(3) == Some(&want.as_str()),
-            "{name}: the store's whole object has SHA-256 {:?}, the primary's {want}",
-            row.get(3)
-        );
-    }
-    Ok(closed.len())
-}
-
-/// Waits until the catalog and the store hold every closed binlog of the primary
-/// ([`assert_catalog_and_store_identical`]).
-fn wait_catalog_and_store_identical(
-    pg: &Postgres,
-    db: &MariaDb,
-    source: &str,
-    timeout: Duration,
-) -> Result<usize> {
-    wait_for(
-        "every closed binlog SUCC and whole in the store",
-        timeout,
-        || assert_catalog_and_store_identical(pg, db, source).map(Some),
-    )
 }
 
 /// The active file `file` on the node is a prefix of the primary's (the IN_USE flag of
@@ -337,7 +177,7 @@ fn assert_active_prefix(db: &MariaDb, dir: &std::path::Path, file: &str) -> Resu
 /// is a prefix of the primary's: nothing lost or duplicated across the takeover.
 #[test]
 fn a_killed_owner_is_taken_over_from_the_store_within_30_s_and_nothing_is_lost() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let pg = &svc.pg;
     let db = primary(1, 32 * 1024)?;
     let specs = [spec("db", &db, 4343)];
@@ -415,7 +255,7 @@ fn a_killed_owner_is_taken_over_from_the_store_within_30_s_and_nothing_is_lost()
 /// newer than the pause. The archive stays identical to the primary's.
 #[test]
 fn a_paused_owner_stops_when_it_wakes_and_records_nothing_after_its_lease_is_gone() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let pg = &svc.pg;
     let db = primary(1, 64 * 1024)?;
     let specs = [spec("db", &db, 4344)];
@@ -521,7 +361,7 @@ fn holders(nodes: &[(usize, &ServerProcess)]) -> Result<BTreeMap<String, (usize,
 /// next epoch; afterwards both archives are identical to their primaries.
 #[test]
 fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let pg = &svc.pg;
     let (db1, db2) = (primary(1, 64 * 1024)?, primary(2, 64 * 1024)?);
     let specs = [spec("db1", &db1, 4401), spec("db2", &db2, 4402)];
@@ -624,7 +464,7 @@ fn three_nodes_two_primaries_one_holder_per_source_at_every_sample() -> Result<(
 #[test]
 fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_is_back(
 ) -> Result<()> {
-    let mut svc = Services::start()?;
+    let mut svc = Services::start(&bin())?;
     let db = primary(1, 64 * 1024)?;
     let specs = [spec("db1", &db, 4501), spec("db2", &db, 4502)];
     let ttl = Duration::from_secs(6);
@@ -738,7 +578,7 @@ fn catalog_outages_short_change_nothing_and_long_ones_stop_every_node_until_it_i
 /// catalog was run by that node, and no two started in the same 5-second slot.
 #[test]
 fn a_scheduled_base_runs_once_across_three_nodes() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let db = primary(1, 1024 * 1024)?;
     db.sql("CREATE DATABASE shop; CREATE TABLE shop.t (id INT PRIMARY KEY); INSERT INTO shop.t VALUES (1)")?;
     let specs = [spec("db", &db, 4601)];
@@ -751,9 +591,7 @@ fn a_scheduled_base_runs_once_across_three_nodes() -> Result<()> {
         .iter()
         .map(|id| {
             let n = svc.node(id, &specs, "3s")?;
-            let mut text = std::fs::read_to_string(&n.cfg)?;
-            text.push_str(&backup);
-            std::fs::write(&n.cfg, text)?;
+            n.append_config(&backup)?;
             Ok(n)
         })
         .collect::<Result<_>>()?;
@@ -807,82 +645,12 @@ fn writes(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
     db.sql(&sql).map(|_| ())
 }
 
-/// A base of `source` on `server` through the API; its id.
-fn take_base(server: &ServerProcess, source: &str) -> Result<String> {
-    let (code, r) = server.post_json(
-        &format!("/v1/sources/{source}/backups"),
-        &serde_json::json!({}),
-    )?;
-    anyhow::ensure!(code == 202, "POST backups: {code} {r:#}");
-    let id = r["job_id"].as_str().context("job_id")?.to_string();
-    let job = wait_for(&format!("base job {id}"), Duration::from_secs(300), || {
-        let j = server.get_json(&format!("/v1/jobs/{id}"))?;
-        Ok((j["state"] != "running").then_some(j))
-    })?;
-    anyhow::ensure!(job["state"] == "completed", "base job: {job:#}");
-    Ok(job["backup_id"].as_str().unwrap_or(&id).to_string())
-}
-
-/// Restores `source` on `server` to `time` in a scratch instance; the restored `test`
-/// tables' checksums and the job's report. The instance is removed before it returns.
-fn restore_at(
-    server: &ServerProcess,
-    source: &str,
-    time: u64,
-) -> Result<(BTreeMap<String, String>, serde_json::Value)> {
-    let mut jobs = PitrJobs::new(server);
-    let body = serde_json::json!({ "target_time": format!("@{time}"), "scratch": true });
-    let (code, v) = server.post_json(&format!("/v1/sources/{source}/pitr"), &body)?;
-    anyhow::ensure!(code == 202, "POST pitr: {code} {v:#}");
-    let id = v["id"].as_str().context("job id")?.to_string();
-    jobs.add(&id);
-    let j = wait_for(&format!("PITR job {id}"), Duration::from_secs(300), || {
-        let j = server.get_json(&format!("/v1/pitr/{id}"))?;
-        let p = j["phase"].as_str().unwrap_or_default().to_string();
-        Ok((p == "done" || p == "failed").then_some(j))
-    })?;
-    anyhow::ensure!(j["phase"] == "done", "PITR job: {j:#}");
-    let socket = j["restored"]["socket"].as_str().context("socket")?;
-    let sums = checksums_socket(socket)?;
-    let (code, v) = jobs.delete(&id)?;
-    anyhow::ensure!(code == 200, "DELETE pitr: {code} {v:#}");
-    Ok((sums, j))
-}
-
-/// Nodes `node-a` and `node-b` over `specs`, whose one source is `db`'s, with bases in
-/// the bucket (`s3://fleet/bases`): `backup` is the `[source.backup]` lines after its
-/// url, `more` any tables of the source after it.
-fn nodes_with_bases(
-    svc: &Services,
-    db: &MariaDb,
-    specs: &[SourceSpec],
-    backup: &str,
-    more: &str,
-) -> Result<Vec<FleetNode>> {
-    let tables = format!(
-        "\n[source.backup]\nurl = {}\n{backup}{more}\
-         \n[backup]\nstore = \"s3://fleet/bases\"\ns3_endpoint = {}\ns3_allow_http = true\n",
-        toml_string(&db.admin_url()),
-        toml_string(&svc.moto.endpoint()),
-    );
-    ["node-a", "node-b"]
-        .iter()
-        .map(|id| {
-            let n = svc.node(id, specs, "3s")?;
-            let mut text = std::fs::read_to_string(&n.cfg)?;
-            text.push_str(&tables);
-            std::fs::write(&n.cfg, text)?;
-            Ok(n)
-        })
-        .collect()
-}
-
 /// One node is restarted (SIGKILL, then started again) while the other runs a base, a
 /// PITR and a restore verification of the source it owns: all three finish, and the
 /// restarted node's start-up marks none of them interrupted.
 #[test]
 fn a_node_restarted_while_another_runs_a_base_a_pitr_and_a_verification_stops_none() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let db = primary(1, 64 * 1024)?;
     db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
     let specs = [spec("db", &db, 4901)];
@@ -994,7 +762,7 @@ fn strip_ansi(line: &str) -> String {
 /// still holds no lease and no binlog of its own.
 #[test]
 fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()> {
-    let svc = Services::start()?;
+    let svc = Services::start(&bin())?;
     let db = primary(1, 32 * 1024)?;
     db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
     let specs = [spec("db", &db, 4801)];
@@ -1002,13 +770,11 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     let nodes = nodes_with_bases(&svc, &db, &specs, backup, "")?;
     // node-b serves the source to real replicas too (its fake primary).
     let fake_port = free_port();
-    let mut text = std::fs::read_to_string(&nodes[1].cfg)?;
-    text.push_str(&format!(
+    nodes[1].append_config(&format!(
         "\n[source.replication]\nlisten = \"127.0.0.1:{fake_port}\"\nuser = {}\npassword = {}\n",
         toml_string(REPL_USER),
         toml_string(REPL_PASSWORD)
-    ));
-    std::fs::write(&nodes[1].cfg, text)?;
+    ))?;
     let pa = nodes[0].start()?;
     wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
     writes(&db, 50, "before-base")?;

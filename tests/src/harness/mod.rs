@@ -4,6 +4,7 @@
 
 pub(crate) mod archive;
 pub(crate) mod config;
+pub(crate) mod fleet;
 pub(crate) mod load;
 pub(crate) mod mariadb;
 pub(crate) mod postgres;
