@@ -49,9 +49,9 @@ use tokio::sync::OwnedMutexGuard;
 use super::cache::{ArchiveReader, Evicted};
 use super::index::{Index, IndexPos};
 use super::rebuild::{fetch_chunk, ChunkCtx, HeldChunk, RebuildError};
+use super::segment;
 use super::takeover::{coverage, objects_by_file};
 use super::tier::ArchiveTier;
-use super::{objects, segment};
 use binlog::binlog_order;
 
 /// The directory under `data_dir` that holds the tail copies, one directory per source.
@@ -318,7 +318,7 @@ async fn index_view(
         }
         let segment = match (whole, objects.get(file)) {
             (true, Some((epoch, codec))) => {
-                load_segment(ctx.tier, ctx.source, file, *size, (*epoch, codec)).await
+                segment::load_or_warn(ctx.tier, ctx.source, file, *size, (*epoch, codec)).await
             }
             _ => None,
         };
@@ -355,43 +355,6 @@ async fn index_view(
         view.indexed = ctx.index.position(ctx.source)?;
     }
     Ok(())
-}
-
-/// The transactions of the `size`-byte `file` from its index segment of `epoch`
-/// ([`super::segment`]); `None` when there is none or it is refused (the caller reads
-/// the file itself; a damaged one is logged).
-pub(crate) async fn load_segment(
-    tier: &ArchiveTier,
-    source: &str,
-    file: &str,
-    size: u64,
-    (epoch, codec): (i64, &str),
-) -> Option<Vec<binlog::TxnRecord>> {
-    let key = objects::index_key(source, file, epoch, codec);
-    // A segment is far smaller than its file: bound the read by the file's size.
-    let max = usize::try_from(size)
-        .unwrap_or(usize::MAX / 4)
-        .saturating_mul(2)
-        .max(1 << 20);
-    let stored = match tier.store.get_bytes(&key, max).await {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => return None,
-        Err(e) => {
-            tracing::warn!(source, file, error = %e, "cannot read the transaction index segment; reading the file instead");
-            return None;
-        }
-    };
-    let ring = tier.settings.keyring.clone();
-    let decoded = objstore::codec::decode(&stored, codec, ring)
-        .map_err(|e| e.to_string())
-        .and_then(|plain| segment::decode(&plain, size).map_err(|e| e.to_string()));
-    match decoded {
-        Ok(records) => Some(records),
-        Err(error) => {
-            tracing::warn!(source, file, key, %error, "refused a transaction index segment; reading the file instead");
-            None
-        }
-    }
 }
 
 /// Where indexing resumes in `files` (the view, in order): at the index position's file

@@ -25,6 +25,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::objects;
+use super::tier::ArchiveTier;
 use binlog::{Gtid, TxnRecord};
 
 const MAGIC: &[u8; 8] = b"BLSEG1\n\0";
@@ -35,6 +37,12 @@ const DIGEST: usize = 32;
 /// Why a segment was refused (the caller reads the file instead).
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
+    /// The store failed reading it (after its client's retries).
+    #[error("{0}")]
+    Store(#[from] objstore::store::StoreError),
+    /// It does not decode with its codec (a wrong key, a damaged object).
+    #[error("{0}")]
+    Codec(#[from] objstore::codec::CodecError),
     /// Too short, a wrong magic, a count or length past the end, or a digest mismatch.
     #[error("damaged transaction index segment: {0}")]
     Damaged(&'static str),
@@ -140,6 +148,51 @@ pub fn decode(bytes: &[u8], size: u64) -> Result<Vec<TxnRecord>, SegmentError> {
         return Err(SegmentError::Damaged("bytes after the last entry"));
     }
     Ok(out)
+}
+
+/// The transactions of the `size`-byte `file` of `source` from its segment written in
+/// `epoch` with `codec`; `None` when the store holds no such segment. The read is
+/// bounded by twice the file's size (a segment is far smaller).
+///
+/// # Errors
+///
+/// [`SegmentError`]: the store, the codec, or the segment refused.
+pub async fn load(
+    tier: &ArchiveTier,
+    source: &str,
+    file: &str,
+    size: u64,
+    (epoch, codec): (i64, &str),
+) -> Result<Option<Vec<TxnRecord>>, SegmentError> {
+    let key = objects::index_key(source, file, epoch, codec);
+    let max = usize::try_from(size)
+        .unwrap_or(usize::MAX / 4)
+        .saturating_mul(2)
+        .max(1 << 20);
+    let stored = match tier.store.get_bytes(&key, max).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plain = objstore::codec::decode(&stored, codec, tier.settings.keyring.clone())?;
+    decode(&plain, size).map(Some)
+}
+
+/// [`load`], a failure logged: the caller reads the file itself (`None`).
+pub(crate) async fn load_or_warn(
+    tier: &ArchiveTier,
+    source: &str,
+    file: &str,
+    size: u64,
+    obj: (i64, &str),
+) -> Option<Vec<TxnRecord>> {
+    match load(tier, source, file, size, obj).await {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!(source, file, %error, "refused the transaction index segment; reading the file instead");
+            None
+        }
+    }
 }
 
 /// Reads little-endian fields off a checked slice.

@@ -58,7 +58,6 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::cache::{ArchiveReader, Evicted};
-use super::follow::load_segment;
 use super::index::Index;
 use super::local::{fsync_dir, is_safe_file_name, CONTROL_FILE};
 use super::rebuild::{copy_durably, rebuild_active, ChunkCtx, HeldChunk, RebuildError};
@@ -712,7 +711,9 @@ async fn reindex(
         // A file not on this disk is indexed from its segment when it has one, instead
         // of being read back whole.
         let segment = match (dir.join(file).is_file(), whole.get(file.as_str())) {
-            (false, Some(&obj)) => load_segment(ctx.tier, &source, file, *size, obj).await,
+            (false, Some(&obj)) => {
+                super::segment::load_or_warn(ctx.tier, &source, file, *size, obj).await
+            }
             _ => None,
         };
         let (index, s, f, size) = (ctx.index.clone(), source.clone(), file.clone(), *size);
