@@ -157,9 +157,11 @@ impl StoreView {
 /// the tail copy's directory. Nothing is left half-done that the next refresh does not
 /// redo; the caller reports the error (a PITR asked of this node is refused with it).
 pub async fn refresh(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
-    let (mut view, objects) = list_view(ctx).await?;
+    let (mut view, objects, tail_chunks) = list_view(ctx).await?;
     let tail = match view.tail.take() {
-        Some((file, _)) => extend_tail(ctx, &file).await?.map(|len| (file, len)),
+        Some((file, _)) => extend_tail(ctx, &file, &tail_chunks)
+            .await?
+            .map(|len| (file, len)),
         None => None,
     };
     remove_other_copies(ctx.dir, tail.as_ref().map(|(f, _)| f.as_str()))?;
@@ -173,40 +175,44 @@ type WholeObjects = HashMap<String, (i64, String)>;
 
 /// Steps 1 and 2: the whole files and the chunked file after them (its length is the
 /// chunks' contiguous coverage here; [`extend_tail`] makes it the copy's valid prefix).
-async fn list_view(ctx: &FollowCtx<'_>) -> Result<(StoreView, WholeObjects), RebuildError> {
+async fn list_view(
+    ctx: &FollowCtx<'_>,
+) -> Result<(StoreView, WholeObjects, Vec<HeldChunk>), RebuildError> {
     let mut rows: Vec<BinlogFileRow> = ctx.catalog.list_files(ctx.source).await?;
     rows.sort_by_key(|r| binlog_order(&r.name));
     let objs = ctx.catalog.list_archive_objects(ctx.source).await?;
     let by_file = objects_by_file(&objs);
-    let whole: WholeObjects = objs
+    let objects: WholeObjects = objs
         .iter()
         .filter(|o| o.kind == ArchiveKind::File)
         .map(|o| (o.file.clone(), (o.epoch, o.codec.clone())))
         .collect();
     let mut view = StoreView::default();
     for r in &rows {
-        let (whole, chunks) = by_file.get(r.name.as_str()).cloned().unwrap_or_default();
-        if whole && r.state != FileState::Active && r.state != FileState::Fail {
+        let (held_whole, chunks) = by_file
+            .get(r.name.as_str())
+            .map_or((false, &[][..]), |(w, c)| (*w, c.as_slice()));
+        if held_whole && r.state != FileState::Active && r.state != FileState::Fail {
             view.whole.push((r.name.clone(), r.size));
             continue;
         }
-        let cov = coverage(&chunks);
+        let cov = coverage(chunks);
         if cov > 4 && r.state != FileState::Fail {
             view.tail = Some((r.name.clone(), cov));
+            return Ok((view, objects, chunks.to_vec()));
         }
         break;
     }
-    Ok((view, whole))
+    Ok((view, objects, Vec::new()))
 }
 
 /// Step 3: appends to the tail copy of `file` the chunks past its length, keeps the
 /// valid prefix; returns that length (`None`: no chunk starts at 0).
-async fn extend_tail(ctx: &FollowCtx<'_>, file: &str) -> Result<Option<u64>, RebuildError> {
-    let objs = ctx.catalog.list_archive_objects(ctx.source).await?;
-    let chunks: Vec<HeldChunk> = objects_by_file(&objs)
-        .remove(file)
-        .map(|(_, c)| c)
-        .unwrap_or_default();
+async fn extend_tail(
+    ctx: &FollowCtx<'_>,
+    file: &str,
+    chunks: &[HeldChunk],
+) -> Result<Option<u64>, RebuildError> {
     let path = ctx.dir.join(file);
     let werr = |source: std::io::Error| RebuildError::Write {
         path: path.clone(),

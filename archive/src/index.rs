@@ -361,15 +361,20 @@ impl Index {
         path: &Path,
         size: u64,
     ) -> Result<(IndexPos, u64), IndexError> {
-        let pos = self.position(source)?;
-        let (from, next) = match &pos {
-            Some(p) if p.file == name => (p.offset, p.next_ordinal),
-            Some(p) => (4, p.next_ordinal),
-            None => (4, 0),
-        };
+        let (from, next) = self.resume_in(source, name)?;
         let (records, upto) = scan_file(path, name, from, size)?;
         let added = records.len() as u64;
         Ok((self.commit(source, name, &records, upto, next)?, added))
+    }
+
+    /// Where indexing `name` resumes: (offset in it, the next ordinal); the file's
+    /// start when the position is in an earlier file.
+    fn resume_in(&self, source: &str, name: &str) -> Result<(u64, u64), IndexError> {
+        Ok(match self.position(source)? {
+            Some(p) if p.file == name => (p.offset, p.next_ordinal),
+            Some(p) => (4, p.next_ordinal),
+            None => (4, 0),
+        })
     }
 
     /// Adds the transactions `records` of the closed `size`-byte file `name` (all of
@@ -387,12 +392,7 @@ impl Index {
         records: &[TxnRecord],
         size: u64,
     ) -> Result<(IndexPos, u64), IndexError> {
-        let pos = self.position(source)?;
-        let (from, next) = match &pos {
-            Some(p) if p.file == name => (p.offset, p.next_ordinal),
-            Some(p) => (4, p.next_ordinal),
-            None => (4, 0),
-        };
+        let (from, next) = self.resume_in(source, name)?;
         let first = records.partition_point(|r| r.start < from);
         let new = records.get(first..).unwrap_or_default();
         Ok((
