@@ -7,12 +7,16 @@
 //!
 //! 1. From the catalog: the source's file rows and its live object rows.
 //! 2. The **view**: the closed files the store holds whole, oldest first, up to the first
-//!    file it does not (a file not shipped yet, or FAIL), then that file's prefix from its
-//!    contiguous chunks, when they start at 0 (normally the owner's active file).
+//!    file it does not (not shipped yet), then that file's prefix from its contiguous
+//!    chunks, when they start at 0 (normally the owner's active file). FAIL files (gaps:
+//!    the primary no longer had them) are skipped and marked unindexed, so a plan across
+//!    one is refused as on the owner, and the view goes on past them.
 //! 3. The **tail copy**: that prefix is decoded into `<data_dir>/.store-view/<source>/
 //!    <file>`, cut to its valid prefix (every event CRC-checked). A later refresh only
-//!    appends the chunks past what is there: chunks are immutable prefixes of the
-//!    primary's file, so a copy being read by a running dump is never rewritten, only
+//!    appends the chunks past the checked length, which this process keeps
+//!    ([`IndexWriter`]): bytes a cancelled refresh appended past it are cut first, and a
+//!    copy an earlier run left is checked whole. Chunks are immutable prefixes of the
+//!    primary's file, so the part a running dump reads is never rewritten, only
 //!    extended. Copies of other files are removed (their files are whole in the store
 //!    now). Source names never start with `.`, so the directory is no source's.
 //! 4. The **index**: this node's transaction index of the source ([`super::index`]) is
@@ -23,6 +27,11 @@
 //!    copy. It stops at the view's end, so it never skips a file. The holes of an
 //!    earlier takeover that the store now holds whole are filled by starting over, as a
 //!    takeover does.
+//!
+//! A view is served up to its **end** ([`StoreView::end`]: the tail copy's checked
+//! length, or the newest whole file's size) as a capture's durable end is: a blocking
+//! dump waits there, since the tail copy is not a closed file. A session sees the store
+//! as of its login; a later session gets a later view.
 //!
 //! The index is the one a capture of the source on this node writes, so a refresh runs
 //! only while this node does not capture it: the caller holds the source's writer lock
@@ -38,7 +47,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use catalog::{ArchiveKind, BinlogFileRow, Catalog, FileState};
@@ -63,36 +72,79 @@ pub fn view_dir(data_dir: &Path, source: &str) -> PathBuf {
 }
 
 /// Who writes a source's index on this node: its capture, for a whole tenure
-/// ([`IndexWriter::capture`]), or a refresh between tenures ([`IndexWriter::try_follow`]).
+/// ([`IndexWriter::capture`]), or a refresh between tenures ([`IndexWriter::follow`]).
 /// A capture that wants in makes a running refresh stop after its current file, so a
 /// long first refresh never delays a takeover by more than one file.
+///
+/// It also remembers the tail copy's validated length, which only the refresh holding
+/// the lock reads and writes.
 #[derive(Debug, Default)]
 pub struct IndexWriter {
     lock: Arc<tokio::sync::Mutex<()>>,
-    capture_waiting: AtomicBool,
+    /// Captures waiting for the lock (a counter: a dropped `capture()` future gives its
+    /// turn back, see [`Waiting`]).
+    capture_waiting: AtomicUsize,
+    /// The tail copy's file and the length of its prefix checked event by event, bytes.
+    /// `None` after a start: the next refresh checks the whole copy again.
+    tail_valid: std::sync::Mutex<Option<(String, u64)>>,
 }
+
+/// A capture waiting for the index, counted while this lives (also when the waiting
+/// future is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How often a refresh that finds another refresh of the source running looks again.
+const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl IndexWriter {
     /// Waits for the index (a running refresh stops after its current file); the guard
     /// is held for the tenure.
     pub async fn capture(&self) -> OwnedMutexGuard<()> {
-        self.capture_waiting.store(true, Ordering::SeqCst);
-        let g = self.lock.clone().lock_owned().await;
-        self.capture_waiting.store(false, Ordering::SeqCst);
-        g
+        let _waiting = Waiting::new(&self.capture_waiting);
+        self.lock.clone().lock_owned().await
     }
 
-    /// The index for a refresh, unless a capture holds it or waits for it.
-    pub fn try_follow(&self) -> Option<OwnedMutexGuard<()>> {
-        if self.yielding() {
-            return None;
+    /// The index for a refresh: waits while another refresh holds it; `None` when a
+    /// capture holds it or waits for it (this node is taking the source over, and its
+    /// own archive is the one to read).
+    pub async fn follow(&self) -> Option<OwnedMutexGuard<()>> {
+        loop {
+            if self.yielding() {
+                return None;
+            }
+            if let Ok(g) = self.lock.clone().try_lock_owned() {
+                return Some(g);
+            }
+            tokio::time::sleep(FOLLOW_RETRY).await;
         }
-        self.lock.clone().try_lock_owned().ok()
     }
 
     /// A capture waits for the index.
     fn yielding(&self) -> bool {
-        self.capture_waiting.load(Ordering::SeqCst)
+        self.capture_waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// The validated length of `file`'s tail copy, when this process checked it.
+    fn tail_valid(&self, file: &str) -> Option<u64> {
+        let g = self.tail_valid.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().filter(|(f, _)| f == file).map(|(_, len)| *len)
+    }
+
+    fn set_tail_valid(&self, v: Option<(String, u64)>) {
+        *self.tail_valid.lock().unwrap_or_else(|p| p.into_inner()) = v;
     }
 }
 
@@ -123,6 +175,9 @@ pub struct StoreView {
     /// The file after them held as chunks, and the length of its valid prefix in the tail
     /// copy, bytes (`None`: no chunks from offset 0).
     pub tail: Option<(String, u64)>,
+    /// FAIL files between them (gaps), skipped: marked unindexed in this node's index,
+    /// so a plan across one is refused.
+    pub failed: Vec<String>,
     /// The index position after the refresh.
     pub indexed: Option<IndexPos>,
     /// Files indexed by this refresh (the tail copy counts when it grew).
@@ -137,6 +192,12 @@ pub struct StoreView {
 }
 
 impl StoreView {
+    /// Where the view ends: the tail copy and its checked length, else the newest whole
+    /// file and its size; `None` when the store holds nothing of the source.
+    pub fn end(&self) -> Option<(String, u64)> {
+        self.tail.clone().or_else(|| self.whole.last().cloned())
+    }
+
     /// The view's files that are only in the store, for a fake primary over the tail
     /// copy's directory: every whole file (the tail is the directory's one file).
     pub fn evicted(&self) -> Evicted {
@@ -164,6 +225,9 @@ pub async fn refresh(ctx: &FollowCtx<'_>) -> Result<StoreView, RebuildError> {
             .map(|len| (file, len)),
         None => None,
     };
+    if tail.is_none() {
+        ctx.writer.set_tail_valid(None);
+    }
     remove_other_copies(ctx.dir, tail.as_ref().map(|(f, _)| f.as_str()))?;
     view.tail = tail;
     index_view(ctx, &mut view, &objects).await?;
@@ -192,12 +256,18 @@ async fn list_view(
         let (held_whole, chunks) = by_file
             .get(r.name.as_str())
             .map_or((false, &[][..]), |(w, c)| (*w, c.as_slice()));
-        if held_whole && r.state != FileState::Active && r.state != FileState::Fail {
+        if r.state == FileState::Fail {
+            // A gap (the primary no longer has it): later files are still restorable
+            // from a base after it, and a plan across it is refused.
+            view.failed.push(r.name.clone());
+            continue;
+        }
+        if held_whole && r.state != FileState::Active {
             view.whole.push((r.name.clone(), r.size));
             continue;
         }
         let cov = coverage(chunks);
-        if cov > 4 && r.state != FileState::Fail {
+        if cov > 4 {
             view.tail = Some((r.name.clone(), cov));
             return Ok((view, objects, chunks.to_vec()));
         }
@@ -219,7 +289,7 @@ async fn extend_tail(
         source,
     };
     tokio::fs::create_dir_all(ctx.dir).await.map_err(werr)?;
-    let had = match tokio::fs::metadata(&path).await {
+    let on_disk = match tokio::fs::metadata(&path).await {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => return Err(werr(e)),
@@ -230,6 +300,18 @@ async fn extend_tail(
         .open(&path)
         .await
         .map_err(werr)?;
+    // What a cancelled refresh appended past the checked prefix goes; a copy this
+    // process has not checked (left by an earlier run) is checked whole below.
+    let (had, check_from) = match ctx.writer.tail_valid(file) {
+        Some(valid) if valid <= on_disk => {
+            if valid < on_disk {
+                out.set_len(valid).await.map_err(werr)?;
+            }
+            (valid, valid)
+        }
+        _ => (on_disk, 4),
+    };
+    ctx.writer.set_tail_valid(None);
     let cctx = ChunkCtx {
         catalog: ctx.catalog,
         tier: ctx.tier,
@@ -268,8 +350,8 @@ async fn extend_tail(
         let _ = tokio::fs::remove_file(&path).await;
         return Ok(None);
     }
-    // Only what was appended is checked: the copy up to `had` was a valid prefix.
-    let from = had.max(4);
+    // Only what was appended is checked when the copy up to `had` was checked.
+    let from = check_from.max(4);
     let p = path.clone();
     let len = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
         let v = binlog::check::valid_prefix(&p, from)?;
@@ -280,6 +362,7 @@ async fn extend_tail(
     .await
     .map_err(|source| RebuildError::Task { source })?
     .map_err(werr)?;
+    ctx.writer.set_tail_valid(Some((file.to_string(), len)));
     Ok(Some(len))
 }
 
@@ -317,6 +400,7 @@ async fn index_view(
         .chain(view.tail.iter().map(|(f, s)| (f.clone(), *s, false)))
         .collect();
     let from = first_to_index(ctx, &files).await?;
+    mark_failed(ctx, &view.failed).await?;
     for (file, size, whole) in files.iter().skip(from) {
         if ctx.writer.yielding() {
             view.interrupted = true;
@@ -408,6 +492,28 @@ async fn first_to_index(
     })
 }
 
+/// Marks the FAIL files past the index position unindexed (holes), so a plan across
+/// one is refused and the index starts over once the store holds it whole.
+async fn mark_failed(ctx: &FollowCtx<'_>, failed: &[String]) -> Result<(), RebuildError> {
+    let pos = ctx.index.position(ctx.source)?;
+    let after: Vec<String> = failed
+        .iter()
+        .filter(|f| {
+            pos.as_ref()
+                .is_none_or(|p| binlog_order(f) > binlog_order(&p.file))
+        })
+        .cloned()
+        .collect();
+    if after.is_empty() {
+        return Ok(());
+    }
+    let (index, s) = (ctx.index.clone(), ctx.source.to_string());
+    tokio::task::spawn_blocking(move || index.mark_unindexed(&s, &after))
+        .await
+        .map_err(|source| RebuildError::Task { source })??;
+    Ok(())
+}
+
 /// Clears the index of the source (it is rebuilt from the view's start); returns 0.
 async fn clear(ctx: &FollowCtx<'_>) -> Result<usize, RebuildError> {
     let (index, s) = (ctx.index.clone(), ctx.source.to_string());
@@ -420,4 +526,50 @@ async fn clear(ctx: &FollowCtx<'_>) -> Result<usize, RebuildError> {
 /// Binlog order of a position.
 fn order(file: &str, pos: u64) -> ((u64, String), u64) {
     (binlog_order(file), pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_waiting_capture_goes_first_and_a_dropped_one_gives_its_turn_back() {
+        let w = Arc::new(IndexWriter::default());
+        let refresh = w.follow().await.expect("the index is free");
+        let w2 = w.clone();
+        let capture = tokio::spawn(async move {
+            let _g = w2.capture().await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(w.yielding(), "the capture waits");
+        assert!(
+            w.follow().await.is_none(),
+            "no refresh while a capture waits"
+        );
+        capture.abort();
+        let _ = capture.await;
+        assert!(!w.yielding(), "the dropped capture no longer waits");
+
+        // A second refresh waits for the first instead of giving up.
+        let w3 = w.clone();
+        let second = tokio::spawn(async move { w3.follow().await.is_some() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished());
+        drop(refresh);
+        assert!(second.await.expect("task"), "it gets the index");
+    }
+
+    #[test]
+    fn the_checked_length_is_kept_per_file() {
+        let w = IndexWriter::default();
+        assert_eq!(w.tail_valid("b.000002"), None);
+        w.set_tail_valid(Some(("b.000002".into(), 1234)));
+        assert_eq!(w.tail_valid("b.000002"), Some(1234));
+        assert_eq!(
+            w.tail_valid("b.000003"),
+            None,
+            "another file's copy is unchecked"
+        );
+    }
 }

@@ -544,9 +544,19 @@ pub fn read_fde(path: &Path, name: &str) -> Result<Option<FormatDescription>, In
 ///
 /// # Errors
 ///
-/// [`IndexError`]: reading the file, or its FORMAT_DESCRIPTION does not parse.
+/// [`IndexError`]: reading the file, or its FORMAT_DESCRIPTION does not parse;
+/// [`IndexError::Parse`] when the scan stops before `size` (a malformed event, or a
+/// transaction left open), since a segment holds a whole file's transactions.
 pub fn file_transactions(path: &Path, name: &str, size: u64) -> Result<Vec<TxnRecord>, IndexError> {
-    scan_file(path, name, 4, size).map(|(records, _)| records)
+    let (records, upto) = scan_file(path, name, 4, size)?;
+    if upto != size {
+        return Err(IndexError::Parse {
+            file: name.to_owned(),
+            offset: upto,
+            message: format!("the transactions end at {upto}, not at the file's size {size}"),
+        });
+    }
+    Ok(records)
 }
 
 /// Scans `[from, limit)` of one binlog file for transactions. Returns them and the

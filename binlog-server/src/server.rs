@@ -315,6 +315,7 @@ async fn start_sources(
             index: shared.index.clone(),
             checks: Some(rt.checks.clone()),
             writer: writer.clone(),
+            view_end: None,
         });
         if let Some(l) = replication_listener(&source, &archive, cancel).await? {
             started.listeners.push(l);

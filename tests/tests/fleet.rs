@@ -823,6 +823,8 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     let (got, j) = restore_at(&pb, "db", t_closed)?;
     assert_eq!(got, sums_closed, "in a closed file: {j:#}");
 
+    blocking_dump_stops_at_the_view_end(&svc, &db, &pb, fake_port, &active, t_active)?;
+
     // A client of node-b's fake primary reads the same from the store: the closed files
     // byte for byte, the active file up to what node-a has shipped.
     let primary_files = db.binlog_files()?;
@@ -853,15 +855,15 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
         })
         .unwrap_or_default();
     assert!(own.is_empty(), "node-b captured nothing itself: {own:?}");
-    let tail = nodes[1]
-        .dir
-        .path()
-        .join("data/.store-view/db")
-        .join(&active);
+    // One tail copy: of the file after the store's whole ones (`active` was closed and
+    // shipped whole meanwhile).
+    let copies: Vec<String> = std::fs::read_dir(nodes[1].dir.path().join("data/.store-view/db"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(
-        tail.is_file(),
-        "the active file's tail copy {}",
-        tail.display()
+        copies.len() == 1 && binlog::binlog_order(&copies[0]) > binlog::binlog_order(&active),
+        "tail copies {copies:?} (the primary's active file was {active} before it rotated)"
     );
     let followed = grep_file(pb.log_path(), "followed the archive from the store")?;
     assert!(!followed.is_empty(), "{}", pb.log_tail(40));
@@ -881,6 +883,96 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
         .unwrap_or(0);
     assert!(from_segments >= 2, "{plain:#?}");
     Ok(())
+}
+
+/// A blocking dump (`mariadb-binlog --raw --stop-never`) of node-b's fake primary, which
+/// logged in while `active` was the primary's newest file, serves the store's view as of
+/// its login and waits at its end, even after the primary rotates, node-a ships `active`
+/// whole and a refresh on node-b replaces its tail copy: it never takes the tail copy
+/// for a closed file, so it never skips the bytes past it.
+fn blocking_dump_stops_at_the_view_end(
+    svc: &Services,
+    db: &MariaDb,
+    pb: &ServerProcess,
+    fake_port: u16,
+    active: &str,
+    t_active: u64,
+) -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let first = db.binlog_files()?.first().context("binlogs")?.0.clone();
+    let mut child = KillOnDrop(
+        std::process::Command::new(require_tool("mariadb-binlog"))
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                &format!("--port={fake_port}"),
+                &format!("--user={REPL_USER}"),
+                &format!("--password={REPL_PASSWORD}"),
+                "--raw",
+                "--stop-never",
+                &format!("--result-file={}/", out.path().display()),
+                &first,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let tail = out.path().join(active);
+    wait_for(
+        "the blocking dump to reach the active file",
+        Duration::from_secs(30),
+        || Ok((std::fs::metadata(&tail).map(|m| m.len()).unwrap_or(0) > 4).then_some(())),
+    )?;
+    db.flush_binary_logs()?;
+    writes(db, 20, "past-the-view")?;
+    wait_for(
+        &format!("node-a to ship {active} whole"),
+        Duration::from_secs(60),
+        || {
+            let n = svc.pg.sql_in(
+                "fleet",
+                &format!(
+                "SELECT count(*) FROM archive_objects WHERE source = 'db' AND file = '{active}' \
+                 AND kind = 'file' AND deleted_at IS NULL"
+            ),
+            )?;
+            Ok((n.trim() != "0").then_some(()))
+        },
+    )?;
+    // A plan on node-b refreshes its view: the tail copy of `active` goes, the next
+    // file's comes.
+    let (code, p) = pb.post_json(
+        "/v1/sources/db/pitr/plan",
+        &serde_json::json!({ "target_time": format!("@{t_active}") }),
+    )?;
+    anyhow::ensure!(code == 200, "plan: {code} {p:#}");
+    std::thread::sleep(Duration::from_secs(2));
+    child.0.kill()?;
+    child.0.wait()?;
+    let mut got: Vec<String> = std::fs::read_dir(out.path())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort_by_key(|n| binlog::binlog_order(n));
+    let (newest, closed) = got.split_last().context("the dump wrote nothing")?;
+    assert_eq!(newest, active, "the dump went past its view's end: {got:?}");
+    for name in closed {
+        assert!(
+            std::fs::read(out.path().join(name))? == std::fs::read(db.binlog_path(name))?,
+            "{name} differs"
+        );
+    }
+    assert_active_prefix(db, out.path(), active)
+}
+
+/// A child process killed (by its PID) when the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 mod leases {

@@ -38,6 +38,21 @@ pub struct Archive {
     /// Who writes the source's index on this node: its capture for a tenure, or a
     /// follow from the store between them ([`Archive::for_restore`]).
     pub writer: Arc<IndexWriter>,
+    /// A view of the store ([`Archive::for_restore`]): its end (the tail copy and its
+    /// checked length, or the newest whole file and its size), served as a capture's
+    /// durable end is, so that a dump never reads past what the view checked and never
+    /// takes the tail copy, which later refreshes extend, for a closed file. `None` for
+    /// a source's own archive.
+    pub view_end: Option<(String, u64)>,
+}
+
+/// A restore's archive and, for a view of the store, the source's index held by it, so
+/// that a capture starting meanwhile does not change the index under a plan.
+pub struct ForRestore {
+    /// The archive to read.
+    pub archive: Arc<Archive>,
+    /// The index writer's guard (`None`: the source's own archive).
+    pub index_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Archive {
@@ -54,16 +69,20 @@ impl Archive {
     /// it); the caller refuses the restore and says so.
     pub async fn for_restore(
         self: &Arc<Self>,
-    ) -> Result<Arc<Archive>, archive::rebuild::RebuildError> {
+    ) -> Result<ForRestore, archive::rebuild::RebuildError> {
+        let own = || ForRestore {
+            archive: self.clone(),
+            index_guard: None,
+        };
         let standby = self
             .status
             .as_ref()
             .is_some_and(|s| s.snapshot().state == CaptureState::Standby);
         let (true, Some(reader)) = (standby, &self.reader) else {
-            return Ok(self.clone());
+            return Ok(own());
         };
-        let Some(_guard) = self.writer.try_follow() else {
-            return Ok(self.clone());
+        let Some(guard) = self.writer.follow().await else {
+            return Ok(own());
         };
         let data_dir = self.dir.parent().unwrap_or(&self.dir);
         let dir = archive::follow::view_dir(data_dir, &self.source);
@@ -87,7 +106,7 @@ impl Archive {
             interrupted = view.interrupted,
             "followed the archive from the store (this node does not capture the source)"
         );
-        Ok(Arc::new(Archive {
+        let archive = Arc::new(Archive {
             source: self.source.clone(),
             dir,
             status: None,
@@ -97,7 +116,12 @@ impl Archive {
             evicted: view.evicted(),
             reader: Some(reader.clone()),
             writer: self.writer.clone(),
-        }))
+            view_end: view.end(),
+        });
+        Ok(ForRestore {
+            archive,
+            index_guard: Some(guard),
+        })
     }
 }
 
@@ -157,23 +181,56 @@ pub(super) struct ArchiveFacts {
     pub(super) files: Vec<(String, u64)>,
 }
 
-/// Reads [`ArchiveFacts`]; defaults (MariaDB 10.11, server_id 1, CRC32) while the archive
-/// holds no readable file.
+/// Reads [`ArchiveFacts`] from the newest file on disk (a file only in the store is not
+/// fetched for it); defaults (MariaDB 10.11, server_id 1, CRC32) while the archive holds
+/// no readable file. Blocking.
 ///
 /// # Errors
 ///
 /// Listing the directory or opening the newest file fails.
 pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
     let files = list_files(a)?;
+    let newest = files
+        .iter()
+        .rev()
+        .map(|(name, _)| a.dir.join(name))
+        .find(|p| p.is_file());
+    facts_from(files, newest.as_deref())
+}
+
+/// [`archive_facts`] for a session: from the newest file, read back from the store
+/// (through the cache) when it is only there, as on a view of the store whose files
+/// are all whole.
+///
+/// # Errors
+///
+/// Listing the directory, fetching the newest file or opening it fails.
+pub(super) async fn session_facts(a: &Arc<Archive>) -> anyhow::Result<ArchiveFacts> {
+    let files = {
+        let a = a.clone();
+        tokio::task::spawn_blocking(move || list_files(&a)).await??
+    };
+    let newest = match files.last() {
+        Some((name, _)) => Some(a.path_of(name).await?),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || facts_from(files, newest.as_deref())).await?
+}
+
+/// [`ArchiveFacts`] of `files`, the dialect read from the file at `newest`.
+fn facts_from(
+    files: Vec<(String, u64)>,
+    newest: Option<&std::path::Path>,
+) -> anyhow::Result<ArchiveFacts> {
     let mut out = ArchiveFacts {
         version: "10.11.0-MariaDB-binlog-server".into(),
         mariadb: true,
         server_id: 1,
         alg: ChecksumAlg::Crc32,
-        files: files.clone(),
+        files,
     };
-    if let Some((name, _)) = files.last() {
-        if let Some((h, fde)) = read_fde_event(&a.dir.join(name))? {
+    if let Some(path) = newest {
+        if let Some((h, fde)) = read_fde_event(path)? {
             out.version = fde.server_version.clone();
             out.mariadb = fde.is_mariadb;
             out.server_id = h.server_id;
@@ -246,8 +303,12 @@ pub(super) fn fde_of(f: std::fs::File) -> Option<(EventHeader, FormatDescription
     }
 }
 
-/// The live capture's durable end (ACTIVE file, fsynced length), when a capture runs.
+/// The live capture's durable end (ACTIVE file, fsynced length), when a capture runs;
+/// a store view's end ([`Archive::view_end`]).
 pub(super) fn durable_end(a: &Archive) -> Option<(String, u64)> {
+    if let Some(end) = &a.view_end {
+        return Some(end.clone());
+    }
     let s = a.status.as_ref()?.lock();
     Some((s.durable_file.clone()?, s.durable_pos?))
 }

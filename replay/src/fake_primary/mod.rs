@@ -95,7 +95,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-pub use archive::Archive;
+pub use archive::{Archive, ForRestore};
 pub use dump::parse_connect_state;
 pub use error::DumpError;
 

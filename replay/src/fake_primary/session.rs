@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::archive::{archive_facts, ArchiveFacts};
+use super::archive::{session_facts, ArchiveFacts};
 use super::compat::Compat;
 use super::dump::{announced_checksum, dump, start_point, DumpOptions};
 use super::query::answer_query;
@@ -129,17 +129,16 @@ pub(super) async fn session(
         }
     };
     // On a fleet node that does not capture the source: the store's view of it.
+    // The index guard is held only while the view is built: a session looks a GTID up
+    // in the index once, when its dump starts.
     let archive = match shared.archive.for_restore().await {
-        Ok(a) => a,
+        Ok(r) => r.archive,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "fake primary: this node does not capture the source and cannot read it from the store; session closed");
             return Err(e.into());
         }
     };
-    let facts = {
-        let a = archive.clone();
-        tokio::task::spawn_blocking(move || archive_facts(&a)).await??
-    };
+    let facts = session_facts(&archive).await?;
     shared.set_greeting(&facts);
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
 

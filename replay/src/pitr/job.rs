@@ -153,13 +153,15 @@ impl PitrService {
         let Some(archive) = self.archives.get(source) else {
             return Err(PlanError::NotFound(format!("no source named {source:?}")));
         };
-        let served = archive
+        // The view's index guard is held through planning (dropped at the end).
+        let restore = archive
             .for_restore()
             .await
             .map_err(|e| PlanError::StoreUnreadable {
                 source_name: source.to_string(),
                 source: Box::new(e),
             })?;
+        let served = restore.archive.clone();
         let status = match Arc::ptr_eq(&served, archive) {
             true => self.statuses.get(source),
             false => None,
