@@ -6,7 +6,9 @@
 # physical base through the API under load and a logical one with `snapshotter take`,
 # and lists them.
 # Options are passed on: --seconds N (load duration, default 30), --dir DIR (keep the
-# archive there).
+# archive there), --fleet (the fleet demo instead: PostgreSQL, the S3-compatible server
+# and three nodes; the owner is killed under load, another takes the source over, a node
+# that never owned it restores it, and the archive is shown identical to the primary's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -17,8 +17,13 @@
 //! - The cache holds at most `cache_bytes`: after each fetch the least recently used
 //!   files go (a file being read keeps its open handle: removal only unlinks it).
 //! - [`ArchiveReader::prefetch`]: when the fake primary opens a file, the next evicted
-//!   one is fetched in the background, so a replica (a PITR) does not wait for each
-//!   download in turn.
+//!   ones are fetched in the background (as many as fit in 64 MiB, at least one, at
+//!   most eight), so a replica (a PITR) does not wait for each download in turn. At most
+//!   [`FETCH_CONCURRENCY`] fetches run at once, one per file.
+//! - Which object a fetch reads: the catalog's row of the file's whole object names its
+//!   epoch, so a fetch is two GETs (manifest, object) whatever the archive's size.
+//!   Without a catalog (a command run by hand), or when it does not answer, the store is
+//!   listed for the file's newest manifest.
 //! - [`Evicted`] is the set of a source's files that are only in the store, kept in
 //!   memory (from the catalog at start, then by the evictor) for listings (SHOW BINARY
 //!   LOGS, the next file of a dump).
@@ -28,7 +33,7 @@
 //! page cache); `serve` empties the cache at start, so a copy torn by a machine crash is
 //! never read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -67,19 +72,45 @@ impl Evicted {
     }
 }
 
+/// Fetches from the store at once, all sources together: a dump reading small files
+/// one after the other waits for the store's latency once per [`FETCH_CONCURRENCY`]
+/// files, not once per file.
+pub const FETCH_CONCURRENCY: usize = 4;
+
+/// The lock of one file's fetch.
+type FetchLock = Arc<AsyncMutex<()>>;
+
 /// The one reader of binlog files, local or in the store.
 pub struct ArchiveReader {
     tier: Arc<ArchiveTier>,
-    /// One fetch at a time (two readers of one evicted file wait for one download).
-    fetching: AsyncMutex<()>,
+    /// The catalog whose whole-file row names the object's epoch (without it, the
+    /// store is listed to find the newest manifest).
+    catalog: Option<Arc<catalog::Catalog>>,
+    /// One fetch per file at a time (two readers of one evicted file wait for one
+    /// download): (source, file) -> its lock, while a fetch of it runs.
+    in_flight: Mutex<HashMap<(String, String), FetchLock>>,
+    /// At most [`FETCH_CONCURRENCY`] fetches at once.
+    slots: tokio::sync::Semaphore,
 }
 
 impl ArchiveReader {
-    /// A reader over `tier`'s store and cache directory.
+    /// A reader over `tier`'s store and cache directory, without a catalog (a command
+    /// run by hand: each fetch lists the store for the file's newest manifest).
     pub fn new(tier: Arc<ArchiveTier>) -> ArchiveReader {
         ArchiveReader {
             tier,
-            fetching: AsyncMutex::new(()),
+            catalog: None,
+            in_flight: Mutex::new(HashMap::new()),
+            slots: tokio::sync::Semaphore::new(FETCH_CONCURRENCY),
+        }
+    }
+
+    /// A reader that takes each file's object epoch from `catalog`'s row (one lookup,
+    /// whatever the archive's size), as `serve` runs it.
+    pub fn with_catalog(tier: Arc<ArchiveTier>, catalog: Arc<catalog::Catalog>) -> ArchiveReader {
+        ArchiveReader {
+            catalog: Some(catalog),
+            ..ArchiveReader::new(tier)
         }
     }
 
@@ -106,23 +137,47 @@ impl ArchiveReader {
             touch(&cached);
             return Ok(cached);
         }
-        let _one = self.fetching.lock().await;
-        if cached.exists() {
-            touch(&cached);
-            return Ok(cached);
+        let key = (source.to_string(), file.to_string());
+        let one = lock(&self.in_flight)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let fetched = async {
+            let _one = one.lock().await;
+            if cached.exists() {
+                touch(&cached);
+                return Ok(cached.clone());
+            }
+            // The semaphore is never closed; were it, the fetch would go on unbounded.
+            let _slot = self.slots.acquire().await.ok();
+            self.fetch_into_cache(source, file, &cdir, &cached).await
         }
-        tokio::fs::create_dir_all(&cdir)
+        .await;
+        lock(&self.in_flight).remove(&key);
+        fetched
+    }
+
+    /// The fetch of [`ArchiveReader::path`]: `file` into `cached` (in `cdir`), checked;
+    /// then the cache is trimmed.
+    async fn fetch_into_cache(
+        &self,
+        source: &str,
+        file: &str,
+        cdir: &Path,
+        cached: &Path,
+    ) -> Result<PathBuf, FetchError> {
+        tokio::fs::create_dir_all(cdir)
             .await
             .map_err(|source| FetchError::Write {
-                path: cdir.clone(),
+                path: cdir.to_path_buf(),
                 source,
             })?;
-        let m = match fetch::fetch_file(
+        let epoch = self.object_epoch(source, file).await;
+        let m = match fetch::fetch_file_at(
             &self.tier.store,
             self.tier.settings.keyring.clone(),
-            source,
-            file,
-            &cached,
+            (source, file, epoch),
+            cached,
             fetch::Flush::PageCache,
         )
         .await
@@ -145,9 +200,21 @@ impl ArchiveReader {
         trim(
             &self.tier.settings.cache_dir,
             self.tier.settings.cache_bytes,
-            &cached,
+            cached,
         );
-        Ok(cached)
+        Ok(cached.to_path_buf())
+    }
+
+    /// The epoch of `file`'s whole object from the catalog's row; `None` without a
+    /// catalog, a row, or when the catalog does not answer (then the store is listed).
+    async fn object_epoch(&self, source: &str, file: &str) -> Option<i64> {
+        match self.catalog.as_ref()?.file_object(source, file).await {
+            Ok(row) => row.map(|r| r.epoch),
+            Err(e) => {
+                tracing::warn!(source, file, error = %e, "the catalog does not answer; the store is listed for the file's manifest");
+                None
+            }
+        }
     }
 }
 

@@ -167,8 +167,28 @@ pub async fn fetch_file(
     out: &Path,
     flush: Flush,
 ) -> Result<Manifest, FetchError> {
+    fetch_file_at(store, keyring, (source, file, None), out, flush).await
+}
+
+/// [`fetch_file`] of `(source, file, epoch)`: the manifest of that epoch (one GET, as
+/// the catalog's row names it), or with `None` the current one ([`current_manifest`],
+/// which may list the store).
+///
+/// # Errors
+///
+/// [`FetchError`]; `out` is then left as it was.
+pub async fn fetch_file_at(
+    store: &Store,
+    keyring: Arc<Keyring>,
+    (source, file, epoch): (&str, &str, Option<i64>),
+    out: &Path,
+    flush: Flush,
+) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
-    let m = current_manifest(store, source, file).await?;
+    let m = match epoch {
+        Some(e) => manifest(store, source, file, e).await?,
+        None => current_manifest(store, source, file).await?,
+    };
     let part = out.with_extension(match out.extension() {
         Some(e) => format!("{}.part", e.to_string_lossy()),
         None => "part".into(),

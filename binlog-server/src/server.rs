@@ -44,9 +44,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
     let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings)?;
-    let reader = tier
-        .clone()
-        .map(|t| Arc::new(archive::cache::ArchiveReader::new(t)));
+    let reader = tier.clone().map(|t| {
+        Arc::new(archive::cache::ArchiveReader::with_catalog(
+            t,
+            catalog.clone(),
+        ))
+    });
     let rebuilt = rebuild_at_start(&settings, &catalog, &index, &tier, &reader).await?;
     let keeper = settings
         .node

@@ -263,6 +263,32 @@ impl Catalog {
         Ok(rows)
     }
 
+    /// The live whole-file object of `file` of `source` (`None`: the store does not hold
+    /// it whole), by one lookup on the table's key, whatever the archive's size: a
+    /// reader takes the object's epoch from it instead of listing the store.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`]; [`CatalogError::Corrupt`] for a row this build cannot read.
+    pub async fn file_object(
+        &self,
+        source: &str,
+        file: &str,
+    ) -> Result<Option<ArchiveObjectRow>, CatalogError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM archive_objects WHERE source = $1 AND file = $2 \
+             AND kind = 'file' AND deleted_at IS NULL ORDER BY end_offset DESC LIMIT 1"
+        );
+        sqlx::query_as::<_, Raw>(&sql)
+            .bind(source)
+            .bind(file)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("file_object"))?
+            .map(ArchiveObjectRow::try_from)
+            .transpose()
+    }
+
     /// Upload totals of `source` over its whole history (deleted chunks included):
     /// `(plaintext bytes uploaded, binlog bytes the store holds or held)`, the second
     /// counting each file once (its whole object's size, or its chunks' contiguous

@@ -791,6 +791,18 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
     );
     assert_eq!(got[0].object_key, "db1/binlogs/mysql-bin.000009/0-900");
     assert!(got[0].created_at > 0);
+    let whole = cat.file_object("db1", "mysql-bin.000009").await.unwrap();
+    assert_eq!(
+        whole.map(|o| (o.object_key, o.end_offset)),
+        Some(("db1/binlogs/mysql-bin.000009/0-900".to_string(), 900))
+    );
+    assert!(
+        cat.file_object("db1", "mysql-bin.000010")
+            .await
+            .unwrap()
+            .is_none(),
+        "chunks are not a whole object"
+    );
     assert_eq!(
         cat.mark_chunks_deleted("db1", "mysql-bin.000010")
             .await

@@ -145,18 +145,23 @@ impl Archive {
         let Some(r) = &self.reader else {
             return Ok(local);
         };
-        // The next two evicted files start downloading (one after the other) while this
-        // one is read.
+        // The next evicted files start downloading while this one is read: at least one,
+        // and as many as fit in PREFETCH_BYTES (at most PREFETCH_FILES), so a replica
+        // reading small files does not wait for the store once per file.
         let order = binlog::binlog_order(file);
-        let mut next: Vec<String> = self
+        let mut next: Vec<(String, u64)> = self
             .evicted
             .snapshot()
             .into_iter()
-            .map(|(n, _)| n)
-            .filter(|n| binlog::binlog_order(n) > order)
+            .filter(|(n, _)| binlog::binlog_order(n) > order)
             .collect();
-        next.sort_by_key(|n| binlog::binlog_order(n));
-        for n in next.iter().take(2) {
+        next.sort_by_key(|(n, _)| binlog::binlog_order(n));
+        let mut ahead = 0u64;
+        for (n, size) in next.iter().take(PREFETCH_FILES) {
+            if ahead > 0 && ahead + size > PREFETCH_BYTES {
+                break;
+            }
+            ahead += size;
             r.prefetch(&self.source, &self.dir, n);
         }
         if local.exists() {
@@ -165,6 +170,12 @@ impl Archive {
         r.path(&self.source, &self.dir, file).await
     }
 }
+
+/// How far ahead of a dump evicted files are fetched, bytes (at least one file).
+const PREFETCH_BYTES: u64 = 64 << 20;
+
+/// How many files ahead of a dump are fetched at most.
+const PREFETCH_FILES: usize = 8;
 
 /// Facts about the archive a session needs (read at connect time).
 #[derive(Debug, Clone)]

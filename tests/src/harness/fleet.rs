@@ -233,7 +233,7 @@ pub fn restore_at(
 
 /// Nodes `node-a` and `node-b` over `specs`, whose one source is `db`'s, with bases in
 /// the bucket (`s3://fleet/bases`): `backup` is the `[source.backup]` lines after its
-/// url, `more` any tables of the source after it.
+/// url, `more` any tables of the source after it. Leases of 3 s.
 ///
 /// # Errors
 ///
@@ -245,16 +245,31 @@ pub fn nodes_with_bases(
     backup: &str,
     more: &str,
 ) -> Result<Vec<FleetNode>> {
+    fleet_with_bases(svc, db, &["node-a", "node-b"], "3s", specs, (backup, more))
+}
+
+/// [`nodes_with_bases`] with the nodes `ids` and leases of `ttl` (TOML duration text).
+///
+/// # Errors
+///
+/// Writing a config fails.
+pub fn fleet_with_bases(
+    svc: &Services,
+    db: &MariaDb,
+    ids: &[&str],
+    ttl: &str,
+    specs: &[SourceSpec],
+    (backup, more): (&str, &str),
+) -> Result<Vec<FleetNode>> {
     let tables = format!(
         "\n[source.backup]\nurl = {}\n{backup}{more}\
          \n[backup]\nstore = \"s3://fleet/bases\"\ns3_endpoint = {}\ns3_allow_http = true\n",
         toml_string(&db.admin_url()),
         toml_string(&svc.moto.endpoint()),
     );
-    ["node-a", "node-b"]
-        .iter()
+    ids.iter()
         .map(|id| {
-            let n = svc.node(id, specs, "3s")?;
+            let n = svc.node(id, specs, ttl)?;
             n.append_config(&tables)?;
             Ok(n)
         })

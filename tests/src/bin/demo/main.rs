@@ -5,6 +5,11 @@
 //!
 //! Everything lives under a temporary directory (or `--dir DIR`, kept afterwards) and is
 //! stopped by PID at the end. Bounded: the load runs for `--seconds` (default 30).
+//!
+//! `--fleet` runs the fleet demo instead ([`fleet`]): three nodes on PostgreSQL and a
+//! bucket, the owner killed under load, a restore on a node that never owned the source.
+
+mod fleet;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,14 +20,17 @@ use binlog_tests::*;
 fn main() -> Result<()> {
     let mut seconds = 30u64;
     let mut keep_dir: Option<PathBuf> = None;
+    let mut fleet_mode = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().context("--seconds needs a number")?.parse()?,
             "--dir" => keep_dir = Some(args.next().context("--dir needs a path")?.into()),
+            "--fleet" => fleet_mode = true,
             "-h" | "--help" => {
                 println!(
-                    "demo [--seconds N] [--dir DIR]: sandbox primary + binlog-server, bounded"
+                    "demo [--seconds N] [--dir DIR]: sandbox primary + binlog-server, bounded\n\
+                     demo --fleet [--seconds N]: three nodes on PostgreSQL and a bucket, the owner killed under load"
                 );
                 return Ok(());
             }
@@ -30,6 +38,10 @@ fn main() -> Result<()> {
         }
     }
     let bin = server_binary("scripts/demo.sh")?;
+    if fleet_mode {
+        anyhow::ensure!(keep_dir.is_none(), "--dir is not supported with --fleet");
+        return fleet::run(&bin, seconds);
+    }
     println!("== starting a sandbox MariaDB primary (binlog_format=ROW, binlog_checksum=CRC32, max_binlog_size=256K)");
     // Base backups of the sandbox: an account with backup privileges, physical by
     // default, kept in the local store under <dir>/data/backups.
