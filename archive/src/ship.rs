@@ -172,6 +172,29 @@ fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
     catalog::contiguous_end(chunks.iter().map(|c| (c.start_offset, c.end_offset)))
 }
 
+/// One file's objects in a listing.
+#[derive(Default)]
+struct FileObjects<'a> {
+    /// Its whole object, when the store holds it whole.
+    whole: Option<&'a ArchiveObjectRow>,
+    /// Its live chunks, in the listing's order (end offset).
+    chunks: Vec<&'a ArchiveObjectRow>,
+}
+
+/// A listing's objects by file, built once per pass (so a pass is linear in the
+/// archive's size, not quadratic).
+fn by_file(objs: &[ArchiveObjectRow]) -> HashMap<&str, FileObjects<'_>> {
+    let mut m: HashMap<&str, FileObjects<'_>> = HashMap::new();
+    for o in objs {
+        let e = m.entry(o.file.as_str()).or_default();
+        match o.kind {
+            ArchiveKind::File => e.whole = Some(o),
+            ArchiveKind::Chunk => e.chunks.push(o),
+        }
+    }
+    m
+}
+
 impl Shipper {
     /// Runs `pass` every `tick` until cancelled, backing off after failures.
     async fn repeat<F, Fut>(&self, tick: Duration, cancel: &CancellationToken, mut pass: F)
@@ -342,29 +365,25 @@ impl Shipper {
         };
         let mut due = Vec::new();
         let (mut lag_bytes, mut oldest) = (0u64, None::<Instant>);
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut since = node::util::lock(&self.waiting);
+        let objects = by_file(objs);
+        let none = FileObjects::default();
         for f in files {
-            if f.state == FileState::Fail
-                || objs
-                    .iter()
-                    .any(|o| o.file == f.name && o.kind == ArchiveKind::File)
-            {
+            let held = objects.get(f.name.as_str()).unwrap_or(&none);
+            if f.state == FileState::Fail || held.whole.is_some() {
                 continue;
             }
-            let chunks: Vec<&ArchiveObjectRow> = objs
-                .iter()
-                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
-                .collect();
+            let chunks = &held.chunks;
             let end = match (f.state, &dfile, dpos) {
                 (FileState::Active, Some(df), Some(p)) if *df == f.name => p.max(f.size),
                 _ => f.size,
             };
-            let cov = covered(&chunks);
+            let cov = covered(chunks);
             if end <= cov {
                 continue;
             }
-            seen.push(f.name.clone());
+            seen.insert(f.name.clone());
             let t = *since.entry(f.name.clone()).or_insert(now);
             lag_bytes += end - cov;
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
@@ -567,40 +586,28 @@ impl Shipper {
         })
     }
 
-    /// One pass of the file loop: ships the oldest SUCC file the store lacks (one per
-    /// pass, so a pass stays short), and retires the chunks of files the store holds
-    /// whole.
+    /// One pass of the file loop: evicts, retires the chunks of files the store holds
+    /// whole, and ships the oldest SUCC files the store lacks, [`FILES_IN_FLIGHT`] at
+    /// once. A backlog of closed files (many small ones after a catch-up) goes out
+    /// batch after batch from one listing, at most 64 batches per pass, so eviction and
+    /// the figures stay current and a file's share of the listing stays small whatever
+    /// the archive's size.
     async fn file_pass(&self) -> Result<(), TierError> {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
         self.evict(&files, &objs).await?;
-        // A backlog of closed files (many small ones after a catch-up) goes out batch
-        // after batch without waiting for the next tick; at most 64 batches per pass,
-        // so eviction and the figures stay current.
-        for _ in 0..64 {
-            if self.ship_batch().await? < FILES_IN_FLIGHT {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Ships up to [`FILES_IN_FLIGHT`] of the oldest SUCC files the store lacks, and
-    /// retires the chunks of files it holds whole. Returns how many files it shipped.
-    async fn ship_batch(&self) -> Result<usize, TierError> {
-        let (files, objs) = self.listing().await?;
+        let objects = by_file(&objs);
         let mut todo = Vec::new();
         for f in &files {
-            let whole = objs
-                .iter()
-                .any(|o| o.file == f.name && o.kind == ArchiveKind::File);
-            let chunks: Vec<&ArchiveObjectRow> = objs
-                .iter()
-                .filter(|o| o.file == f.name && o.kind == ArchiveKind::Chunk)
-                .collect();
-            if whole {
-                if !chunks.is_empty() {
-                    self.retire_chunks(&f.name, &chunks).await?;
+            let Some(held) = objects.get(f.name.as_str()) else {
+                if f.state == FileState::Succ {
+                    todo.push((f, Vec::new()));
+                }
+                continue;
+            };
+            if held.whole.is_some() {
+                if !held.chunks.is_empty() {
+                    self.retire_chunks(&f.name, &held.chunks).await?;
                 } else if self.needs_sweep(f) {
                     // A chunk a crash left without its row, for a file shipped whole since:
                     // looked for once per process, for files checked in the last day.
@@ -609,21 +616,43 @@ impl Shipper {
                 }
                 continue;
             }
-            if f.state == FileState::Succ && todo.len() < FILES_IN_FLIGHT {
-                todo.push((f, chunks));
+            if f.state == FileState::Succ {
+                todo.push((f, held.chunks.clone()));
             }
         }
-        // The oldest SUCC files the store lacks, a few at once (each ships, then its
-        // chunks go); the first failure is the pass's.
-        let n = todo.len();
-        let done = futures::future::join_all(todo.into_iter().map(|(f, chunks)| async move {
+        let mut todo = todo.into_iter();
+        for _ in 0..64 {
+            let batch: Vec<_> = todo.by_ref().take(FILES_IN_FLIGHT).collect();
+            if batch.is_empty() {
+                break;
+            }
+            self.ship_batch(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Ships `batch` (SUCC files the store lacks, with their chunks) at once; each
+    /// file's chunks go once it is whole. The first failure is the batch's.
+    async fn ship_batch(
+        &self,
+        batch: Vec<(&BinlogFileRow, Vec<&ArchiveObjectRow>)>,
+    ) -> Result<(), TierError> {
+        let done = futures::future::join_all(batch.into_iter().map(|(f, chunks)| async move {
+            // The pass's listing may be older than this batch: a file archive retention
+            // forgot meanwhile, or whose row changed, is left to the next pass.
+            let now = self.catalog.get_file(&self.source, &f.name).await?;
+            if now.as_ref().is_none_or(|r| {
+                r.state != FileState::Succ || r.sha256 != f.sha256 || r.size != f.size
+            }) {
+                return Ok(());
+            }
             let cov = covered(&chunks);
             self.ship_file(f, f.size.saturating_sub(cov)).await?;
             self.retire_chunks(&f.name, &chunks).await
         }))
         .await;
         done.into_iter().collect::<Result<Vec<()>, TierError>>()?;
-        Ok(n)
+        Ok(())
     }
 
     /// Whether `f`'s chunk prefix is still to be looked at for crash leftovers: not yet
@@ -644,10 +673,9 @@ impl Shipper {
         objs: &[ArchiveObjectRow],
     ) -> Result<(), TierError> {
         // Files archive retention deleted are no longer in the store either.
-        self.evicted.retain(|name| {
-            objs.iter()
-                .any(|o| o.file == name && o.kind == ArchiveKind::File)
-        });
+        let objects = by_file(objs);
+        let whole = |name: &str| objects.get(name).and_then(|h| h.whole);
+        self.evicted.retain(|name| whole(name).is_some());
         let s = &self.tier.settings;
         let min_free = s.min_free_bytes;
         let low =
@@ -677,10 +705,7 @@ impl Shipper {
             if f.state != FileState::Succ {
                 continue;
             }
-            let Some(o) = objs
-                .iter()
-                .find(|o| o.file == f.name && o.kind == ArchiveKind::File)
-            else {
+            let Some(o) = whole(&f.name) else {
                 continue;
             };
             let path = self.dir.join(&f.name);
