@@ -10,11 +10,16 @@
 #                                            `mariadb-binlog | mariadb` and a native replica
 #                                            of the primary (default 750 MB, 4 threads), and
 #                                            once more from files evicted to the store
+#   bash scripts/bench.sh --files 100,10000  shipping time per file and idle CPU of one
+#                                            source against its archive's file count
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
 cargo build --release -p binlog-server -p binlog-benches
+if [ "${1:-}" = "--files" ]; then
+    exec "$CARGO_TARGET_DIR/release/many_files" "$@"
+fi
 if [ "${1:-}" = "--pitr" ]; then
     shift
     exec "$CARGO_TARGET_DIR/release/pitr_replay" "$@"
