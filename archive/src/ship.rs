@@ -33,7 +33,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use catalog::{ArchiveKind, ArchiveObjectRow, BinlogFileRow, Catalog, FileState};
+use catalog::{
+    ArchiveFingerprint, ArchiveKind, ArchiveObjectRow, BinlogFileRow, Catalog, FileState,
+};
 use futures::StreamExt;
 use objstore::codec::{self, Decoder, Encoder};
 use objstore::store::StoreError;
@@ -74,6 +76,12 @@ struct Shipper {
     primary: Arc<std::sync::Mutex<PrimaryView>>,
     /// Files whose chunk prefix was looked at for crash leftovers in this process.
     swept: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What the last chunk or lag pass listed: the catalog's fingerprint, the durable
+    /// end and the lag it found. While all three say nothing changed and nothing waits,
+    /// those passes skip their listings ([`Shipper::settled`]).
+    chunk_seen: std::sync::Mutex<Option<ChunkSeen>>,
+    /// The fingerprint the last whole file pass started from, and when it ended.
+    file_seen: std::sync::Mutex<Option<(ArchiveFingerprint, Instant)>>,
     /// The fencing epoch of every object and row this shipper writes.
     epoch: i64,
 }
@@ -121,6 +129,8 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         primary: ctx.primary,
         swept: Default::default(),
         waiting: Default::default(),
+        chunk_seen: Default::default(),
+        file_seen: Default::default(),
         epoch: ctx.epoch,
     });
     let span = tracing::info_span!("archive", source = %sh.source);
@@ -171,6 +181,22 @@ fn adopted(key: &str, got: &str, want: &str) -> Result<(), TierError> {
 fn covered(chunks: &[&ArchiveObjectRow]) -> u64 {
     catalog::contiguous_end(chunks.iter().map(|c| (c.start_offset, c.end_offset)))
 }
+
+/// What a chunk or lag pass saw (see `Shipper::chunk_seen`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChunkSeen {
+    /// The catalog's fingerprint before the listing.
+    fingerprint: ArchiveFingerprint,
+    /// The capture's durable end then.
+    durable: (Option<String>, Option<u64>),
+    /// The lag the listing found, bytes.
+    lag_bytes: u64,
+}
+
+/// A file pass lists everything at least this often, even when the catalog did not
+/// change: eviction by age (`local_retention`) and by free space depend on time and
+/// the disk, not on rows.
+const FULL_FILE_PASS: Duration = Duration::from_secs(10);
 
 /// One file's objects in a listing.
 #[derive(Default)]
@@ -324,12 +350,43 @@ impl Shipper {
         Ok((files, objs))
     }
 
+    /// The durable end the capture published.
+    fn durable(&self) -> (Option<String>, Option<u64>) {
+        let s = self.status.lock();
+        (s.durable_file.clone(), s.durable_pos)
+    }
+
+    /// The catalog's fingerprint, and whether a chunk or lag pass may skip its listing:
+    /// the last one found no lag, and neither the catalog nor the durable end changed
+    /// since. An idle source then costs one aggregate query per pass, not a listing of
+    /// every row.
+    async fn settled(&self) -> Result<(ChunkSeen, bool), TierError> {
+        let fingerprint = self.catalog.archive_fingerprint(&self.source).await?;
+        let now = ChunkSeen {
+            fingerprint,
+            durable: self.durable(),
+            lag_bytes: 0,
+        };
+        let skip = node::util::lock(&self.chunk_seen).as_ref() == Some(&now);
+        Ok((now, skip))
+    }
+
+    fn saw(&self, mut seen: ChunkSeen, lag_bytes: u64) {
+        seen.lag_bytes = lag_bytes;
+        *node::util::lock(&self.chunk_seen) = Some(seen);
+    }
+
     /// One pass of the chunk loop: publishes the lag, then ships what is due.
     async fn chunk_pass(&self) -> Result<(), TierError> {
+        let (seen, skip) = self.settled().await?;
+        if skip {
+            return Ok(());
+        }
         let (files, objs) = self.listing().await?;
         let now = Instant::now();
         let (due, lag_bytes, oldest) = self.backlog(&files, &objs, now);
         self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        self.saw(seen, lag_bytes);
         for (file, mut from, end) in due {
             while from < end {
                 let to = end.min(from + self.tier.settings.ship_bytes);
@@ -344,10 +401,15 @@ impl Shipper {
     /// The lag loop's pass: publishes the backlog even while the other loops wait on a
     /// slow or unreachable store.
     async fn lag_pass(&self) -> Result<(), TierError> {
+        let (seen, skip) = self.settled().await?;
+        if skip {
+            return Ok(());
+        }
         let (files, objs) = self.listing().await?;
         let now = Instant::now();
         let (_, lag_bytes, oldest) = self.backlog(&files, &objs, now);
         self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
+        self.saw(seen, lag_bytes);
         Ok(())
     }
 
@@ -593,6 +655,18 @@ impl Shipper {
     /// the figures stay current and a file's share of the listing stays small whatever
     /// the archive's size.
     async fn file_pass(&self) -> Result<(), TierError> {
+        let fingerprint = self.catalog.archive_fingerprint(&self.source).await?;
+        let last = *node::util::lock(&self.file_seen);
+        if last.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < FULL_FILE_PASS) {
+            return Ok(());
+        }
+        self.whole_file_pass().await?;
+        *node::util::lock(&self.file_seen) = Some((fingerprint, Instant::now()));
+        Ok(())
+    }
+
+    /// [`Shipper::file_pass`] when something changed (or [`FULL_FILE_PASS`] went by).
+    async fn whole_file_pass(&self) -> Result<(), TierError> {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
         self.evict(&files, &objs).await?;

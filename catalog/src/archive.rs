@@ -29,6 +29,10 @@ impl ArchiveKind {
     }
 }
 
+/// What [`Catalog::archive_fingerprint`] returns: opaque, compared for equality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArchiveFingerprint([i64; 7]);
+
 /// One archive object (see the migration for the columns' meaning). Offsets and sizes
 /// are bytes; times unix seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -261,6 +265,50 @@ impl Catalog {
                 ))
         });
         Ok(rows)
+    }
+
+    /// A fingerprint of `source`'s file rows and archive object rows: equal fingerprints
+    /// mean that no row was added, removed or changed in a way a shipper acts on (state,
+    /// size, state time, an object recorded, marked deleted or forgotten). One aggregate
+    /// query: far cheaper than listing the rows, so a shipper with nothing to do skips
+    /// its listings (`archive::ship`).
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn archive_fingerprint(
+        &self,
+        source: &str,
+    ) -> Result<ArchiveFingerprint, CatalogError> {
+        let (files, states, sizes, changed, objects, deleted, ends): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT \
+               CAST((SELECT COUNT(*) FROM binlog_files WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COALESCE(SUM(CASE state WHEN 'ACTIVE' THEN 1 WHEN 'REPORTED' THEN 1000 \
+                  WHEN 'SUCC' THEN 1000000 ELSE 1000000000 END), 0) \
+                  FROM binlog_files WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COALESCE(SUM(size), 0) FROM binlog_files WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COALESCE(SUM(state_changed_at), 0) FROM binlog_files \
+                  WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COUNT(*) FROM archive_objects WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COUNT(deleted_at) FROM archive_objects WHERE source = $1) AS BIGINT), \
+               CAST((SELECT COALESCE(SUM(end_offset), 0) FROM archive_objects \
+                  WHERE source = $1) AS BIGINT)",
+        )
+        .bind(source)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("archive_fingerprint"))?;
+        Ok(ArchiveFingerprint([
+            files, states, sizes, changed, objects, deleted, ends,
+        ]))
     }
 
     /// The live whole-file object of `file` of `source` (`None`: the store does not hold

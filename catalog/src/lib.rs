@@ -81,7 +81,7 @@ use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 use sqlx::{Executor, FromRow};
 
-pub use archive::{contiguous_end, ArchiveKind, ArchiveObjectRow};
+pub use archive::{contiguous_end, ArchiveFingerprint, ArchiveKind, ArchiveObjectRow};
 pub use backups::{BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 pub use leases::{Granted, LeaseRow, NodeRow};

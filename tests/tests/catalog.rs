@@ -791,6 +791,14 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
     );
     assert_eq!(got[0].object_key, "db1/binlogs/mysql-bin.000009/0-900");
     assert!(got[0].created_at > 0);
+    // The fingerprint moves with every change a shipper acts on, and only then.
+    let fp = cat.archive_fingerprint("db1").await.unwrap();
+    assert_eq!(cat.archive_fingerprint("db1").await.unwrap(), fp);
+    assert_ne!(
+        cat.archive_fingerprint("db2").await.unwrap(),
+        fp,
+        "another source's"
+    );
     let whole = cat.file_object("db1", "mysql-bin.000009").await.unwrap();
     assert_eq!(
         whole.map(|o| (o.object_key, o.end_offset)),
@@ -809,6 +817,8 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
             .unwrap(),
         2
     );
+    let after = cat.archive_fingerprint("db1").await.unwrap();
+    assert_ne!(after, fp, "chunks marked deleted");
     assert_eq!(cat.list_archive_objects("db1").await.unwrap().len(), 1);
     assert!(cat.list_archive_objects("db2").await.unwrap().is_empty());
     // Deleted chunks still count as uploaded: 100 + 150 + 900 bytes sent, 900 + 250 held.
@@ -846,6 +856,15 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
         .unwrap()
         .is_some());
     assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
+    let before = cat.archive_fingerprint("db1").await.unwrap();
+    cat.record_archive_object(&row("mysql-bin.000010", ArchiveKind::File, 0, 250))
+        .await
+        .unwrap();
+    assert_ne!(
+        cat.archive_fingerprint("db1").await.unwrap(),
+        before,
+        "a whole object recorded"
+    );
 }
 
 async fn an_imported_base_keeps_its_times_and_objects_and_imports_once(engine: Engine) {
