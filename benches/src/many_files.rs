@@ -41,6 +41,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
 fn main() -> Result<()> {
     let mut counts = vec![100usize, 10_000];
+    let mut archive = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -52,8 +53,10 @@ fn main() -> Result<()> {
                     .map(|v| v.trim().parse::<usize>())
                     .collect::<Result<_, _>>()?;
             }
+            // The capture alone (no shipper): which part grows with the file count.
+            "--archive-off" => archive = false,
             "-h" | "--help" => {
-                println!("many_files [--files N,N,...]: per-file shipping and idle CPU against the file count");
+                println!("many_files [--files N,N,...] [--archive-off]: per-file shipping and idle CPU against the file count");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -64,7 +67,7 @@ fn main() -> Result<()> {
     let bin = server_binary("scripts/bench.sh --files")?;
     let mut runs = Vec::new();
     for n in &counts {
-        let r = run_one(&bin, *n)?;
+        let r = run_one(&bin, *n, archive)?;
         println!(
             "   {:>6} files: catch-up {:.1} s, every closed file SUCC and whole in the store after {:.1} s ({:.2} ms per file), idle {:.2}% of a core",
             r.files,
@@ -112,7 +115,7 @@ fn print_table(runs: &[Run]) {
 }
 
 /// One count: a primary with `n` closed binlogs, captured and shipped, then idle.
-fn run_one(bin: &Path, n: usize) -> Result<Run> {
+fn run_one(bin: &Path, n: usize, archive: bool) -> Result<Run> {
     println!("== {n} closed binlogs of 4 KiB");
     let db = MariaDb::start(MariaDbOptions {
         max_binlog_size: 4096,
@@ -125,10 +128,13 @@ fn run_one(bin: &Path, n: usize) -> Result<Run> {
     let http = format!("127.0.0.1:{}", free_port());
     let store = work.path().join("store");
     std::fs::create_dir_all(&store)?;
-    let extra = format!(
-        "[archive]\nstore = {}\n",
-        toml_string(&format!("file://{}", store.display()))
-    );
+    let extra = match archive {
+        true => format!(
+            "[archive]\nstore = {}\n",
+            toml_string(&format!("file://{}", store.display()))
+        ),
+        false => "[archive]\nenabled = false\n".to_string(),
+    };
     let cfg = write_config_sources(
         work.path(),
         &http,
@@ -154,7 +160,7 @@ fn run_one(bin: &Path, n: usize) -> Result<Run> {
             let b = server.get_json("/v1/sources/db/binlogs")?;
             let whole = b["files"].as_array().map_or(0, |a| {
                 a.iter()
-                    .filter(|f| f["state"] == "SUCC" && f["location"] != "local")
+                    .filter(|f| f["state"] == "SUCC" && (!archive || f["location"] != "local"))
                     .count()
             });
             anyhow::ensure!(
