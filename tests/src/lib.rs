@@ -87,6 +87,6 @@ pub use harness::server::{
 pub use harness::shared::{FixtureGuard, SharedFixture};
 pub use harness::tools::{
     corpus_dir, file_tail, find_tool, free_port, mariadb_binlog_raw, require_tool, run_bounded,
-    server_binary, sha256_file, toml_string, SETUP_HINT,
+    server_binary, sha256_file, spawn_mariadb_binlog_follow, toml_string, KillOnDrop, SETUP_HINT,
 };
 pub use harness::wait::{wait_all_succ, wait_caught_up, wait_for};

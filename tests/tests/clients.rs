@@ -252,25 +252,9 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
 
     // --stop-never against the fake primary: new writes arrive, then the client is
     // stopped (it never ends by itself).
-    let tool = require_tool("mariadb-binlog");
     let follow_dir = work.path().join("follow");
     std::fs::create_dir_all(&follow_dir)?;
-    let mut child = Command::new(&tool)
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            &format!("--port={fake_port}"),
-            &format!("--user={REPL_USER}"),
-            &format!("--password={REPL_PASSWORD}"),
-            "--raw",
-            "--stop-never",
-            &format!("--result-file={}/", follow_dir.display()),
-            &first,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spawn_mariadb_binlog_follow(fake_port, &first, &follow_dir)?;
     let followed = (|| -> Result<()> {
         for i in 0..5 {
             db.sql(&format!("INSERT INTO c.t (v) VALUES ('new{i}')"))?;
@@ -303,9 +287,8 @@ fn mariadb_binlog_from_a_position_and_following_new_writes() -> Result<()> {
         }
         Ok(())
     })();
-    let still_running = child.try_wait()?.is_none();
-    let _ = child.kill();
-    let _ = child.wait();
+    let still_running = child.0.try_wait()?.is_none();
+    drop(child);
     followed?;
     assert!(still_running, "--stop-never ended by itself");
     Ok(())

@@ -900,23 +900,7 @@ fn blocking_dump_stops_at_the_view_end(
 ) -> Result<()> {
     let out = tempfile::tempdir()?;
     let first = db.binlog_files()?.first().context("binlogs")?.0.clone();
-    let mut child = KillOnDrop(
-        std::process::Command::new(require_tool("mariadb-binlog"))
-            .args([
-                "--read-from-remote-server",
-                "--host=127.0.0.1",
-                &format!("--port={fake_port}"),
-                &format!("--user={REPL_USER}"),
-                &format!("--password={REPL_PASSWORD}"),
-                "--raw",
-                "--stop-never",
-                &format!("--result-file={}/", out.path().display()),
-                &first,
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?,
-    );
+    let mut child = spawn_mariadb_binlog_follow(fake_port, &first, out.path())?;
     let tail = out.path().join(active);
     wait_for(
         "the blocking dump to reach the active file",
@@ -963,16 +947,6 @@ fn blocking_dump_stops_at_the_view_end(
         );
     }
     assert_active_prefix(db, out.path(), active)
-}
-
-/// A child process killed (by its PID) when the test ends early.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 mod leases {

@@ -287,6 +287,43 @@ pub fn mariadb_binlog_raw(
     )
 }
 
+/// A `mariadb-binlog --read-from-remote-server --raw --stop-never` client of the server
+/// on 127.0.0.1:`port` from binlog `first`, writing into `out` (it never ends by itself),
+/// as the replication user; killed (by its PID) when the guard drops.
+///
+/// # Errors
+///
+/// The tool cannot be started.
+pub fn spawn_mariadb_binlog_follow(port: u16, first: &str, out: &Path) -> Result<KillOnDrop> {
+    let child = std::process::Command::new(require_tool("mariadb-binlog"))
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--user={}", crate::REPL_USER),
+            &format!("--password={}", crate::REPL_PASSWORD),
+            "--raw",
+            "--stop-never",
+            &format!("--result-file={}/", out.display()),
+            first,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(KillOnDrop(child))
+}
+
+/// A child process killed (by its PID) and reaped when this drops.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `binlog-server` binary next to the running executable (a bench or the demo, built
 /// in the same target directory). `built_by` names the script that builds both, for the
 /// error.
