@@ -266,20 +266,10 @@ pub fn mariadb_binlog_raw(
     timeout: Duration,
 ) -> Result<()> {
     fs::create_dir_all(out)?;
-    let mut cmd = std::process::Command::new(require_tool("mariadb-binlog"));
-    cmd.args([
-        "--read-from-remote-server",
-        "--host=127.0.0.1",
-        &format!("--port={port}"),
-        &format!("--user={}", crate::REPL_USER),
-        &format!("--password={}", crate::REPL_PASSWORD),
-        "--raw",
-        "--to-last-log",
-        &format!("--result-file={}/", out.display()),
-    ])
-    .args(extra)
-    .arg(first)
-    .stdout(std::process::Stdio::null());
+    let mut cmd = mariadb_binlog_remote_raw(port, "--to-last-log", out);
+    cmd.args(extra)
+        .arg(first)
+        .stdout(std::process::Stdio::null());
     run_bounded(
         &mut cmd,
         timeout,
@@ -295,23 +285,31 @@ pub fn mariadb_binlog_raw(
 ///
 /// The tool cannot be started.
 pub fn spawn_mariadb_binlog_follow(port: u16, first: &str, out: &Path) -> Result<KillOnDrop> {
-    let child = std::process::Command::new(require_tool("mariadb-binlog"))
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--user={}", crate::REPL_USER),
-            &format!("--password={}", crate::REPL_PASSWORD),
-            "--raw",
-            "--stop-never",
-            &format!("--result-file={}/", out.display()),
-            first,
-        ])
+    let child = mariadb_binlog_remote_raw(port, "--stop-never", out)
+        .arg(first)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
     Ok(KillOnDrop(child))
+}
+
+/// `mariadb-binlog --read-from-remote-server --raw <until>` against 127.0.0.1:`port` as
+/// the replication user, writing into the directory `out` (the binlog to start from
+/// still to be added).
+fn mariadb_binlog_remote_raw(port: u16, until: &str, out: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(require_tool("mariadb-binlog"));
+    cmd.args([
+        "--read-from-remote-server",
+        "--host=127.0.0.1",
+        &format!("--port={port}"),
+        &format!("--user={}", crate::REPL_USER),
+        &format!("--password={}", crate::REPL_PASSWORD),
+        "--raw",
+        until,
+        &format!("--result-file={}/", out.display()),
+    ]);
+    cmd
 }
 
 /// A child process killed (by its PID) and reaped when this drops.
