@@ -311,7 +311,6 @@ async fn extend_tail(
         }
         _ => (on_disk, 4),
     };
-    ctx.writer.set_tail_valid(None);
     let cctx = ChunkCtx {
         catalog: ctx.catalog,
         tier: ctx.tier,
