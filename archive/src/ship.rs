@@ -79,7 +79,7 @@ struct Shipper {
     /// What the last chunk or lag pass listed: the catalog's fingerprint, the durable
     /// end and the lag it found. While all three say nothing changed and nothing waits,
     /// those passes skip their listings ([`Shipper::settled`]).
-    chunk_seen: std::sync::Mutex<Option<ChunkSeen>>,
+    chunk_seen: std::sync::Mutex<Option<(ChunkSeen, Instant)>>,
     /// The fingerprint the last whole file pass started from, and when it ended.
     file_seen: std::sync::Mutex<Option<(ArchiveFingerprint, Instant)>>,
     /// The fencing epoch of every object and row this shipper writes.
@@ -195,7 +195,8 @@ struct ChunkSeen {
 
 /// A file pass lists everything at least this often, even when the catalog did not
 /// change: eviction by age (`local_retention`) and by free space depend on time and
-/// the disk, not on rows.
+/// the disk, not on rows. Chunk and lag passes too, since a fingerprint's sums could
+/// cancel out.
 const FULL_FILE_PASS: Duration = Duration::from_secs(10);
 
 /// One file's objects in a listing.
@@ -367,13 +368,17 @@ impl Shipper {
             durable: self.durable(),
             lag_bytes: 0,
         };
-        let skip = node::util::lock(&self.chunk_seen).as_ref() == Some(&now);
+        // A full listing at least every FULL_FILE_PASS: the fingerprint's sums could
+        // cancel out.
+        let skip = node::util::lock(&self.chunk_seen)
+            .as_ref()
+            .is_some_and(|(seen, at)| *seen == now && at.elapsed() < FULL_FILE_PASS);
         Ok((now, skip))
     }
 
     fn saw(&self, mut seen: ChunkSeen, lag_bytes: u64) {
         seen.lag_bytes = lag_bytes;
-        *node::util::lock(&self.chunk_seen) = Some(seen);
+        *node::util::lock(&self.chunk_seen) = Some((seen, Instant::now()));
     }
 
     /// One pass of the chunk loop: publishes the lag, then ships what is due.
