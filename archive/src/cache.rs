@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! <cache_dir>/<source>/<file>         a file fetched from the store, checked (size, SHA-256)
-//! <cache_dir>/<source>/<file>.part    a fetch in progress (removed when it fails)
+//! <cache_dir>/<source>/<file>.<n>.part  a fetch in progress (removed when it fails)
 //! ```
 //!
 //! - [`ArchiveReader::path`] is the one way to a binlog's bytes: the local file when the
@@ -18,8 +18,10 @@
 //!   files go (a file being read keeps its open handle: removal only unlinks it).
 //! - [`ArchiveReader::prefetch`]: when the fake primary opens a file, the next evicted
 //!   ones are fetched in the background (as many as fit in 64 MiB, at least one, at
-//!   most eight), so a replica (a PITR) does not wait for each download in turn. At most
-//!   [`FETCH_CONCURRENCY`] fetches run at once, one per file.
+//!   most eight, and at most a quarter of `cache_bytes`), so a replica (a PITR) does not
+//!   wait for each download in turn. At most [`FETCH_CONCURRENCY`] fetches run at once,
+//!   one per file, and at most [`PREFETCH_CONCURRENCY`] of them prefetches, so the file
+//!   a reader waits for never queues behind the ones after it.
 //! - Which object a fetch reads: the catalog's row of the file's whole object names its
 //!   epoch, so a fetch is two GETs (manifest, object) whatever the archive's size.
 //!   Without a catalog (a command run by hand), or when it does not answer, the store is
@@ -91,6 +93,55 @@ pub struct ArchiveReader {
     in_flight: Mutex<HashMap<(String, String), FetchLock>>,
     /// At most [`FETCH_CONCURRENCY`] fetches at once.
     slots: tokio::sync::Semaphore,
+    /// At most [`PREFETCH_CONCURRENCY`] of them prefetches.
+    prefetch_slots: tokio::sync::Semaphore,
+}
+
+/// Of the [`FETCH_CONCURRENCY`] fetches, how many may be prefetches: one slot is always
+/// left to a reader waiting for the file it reads now.
+pub const PREFETCH_CONCURRENCY: usize = FETCH_CONCURRENCY - 1;
+
+/// One user's hold on a file's fetch lock in [`ArchiveReader::in_flight`]. The entry is
+/// removed when its last user is done, a dropped (cancelled) read included; every
+/// clone of the lock is taken and dropped under the map's mutex, so the count is exact.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<(String, String), FetchLock>>,
+    key: (String, String),
+    one: Option<FetchLock>,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(
+        map: &'a Mutex<HashMap<(String, String), FetchLock>>,
+        source: &str,
+        file: &str,
+    ) -> InFlight<'a> {
+        let key = (source.to_string(), file.to_string());
+        let one = lock(map).entry(key.clone()).or_default().clone();
+        InFlight {
+            map,
+            key,
+            one: Some(one),
+        }
+    }
+
+    async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.one.as_ref()?.lock().await)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.map);
+        if let Some(one) = self.one.take() {
+            let last = map.get(&self.key).is_some_and(|l| Arc::ptr_eq(l, &one))
+                && Arc::strong_count(&one) == 2;
+            if last {
+                map.remove(&self.key);
+            }
+            drop(one);
+        }
+    }
 }
 
 impl ArchiveReader {
@@ -102,6 +153,7 @@ impl ArchiveReader {
             catalog: None,
             in_flight: Mutex::new(HashMap::new()),
             slots: tokio::sync::Semaphore::new(FETCH_CONCURRENCY),
+            prefetch_slots: tokio::sync::Semaphore::new(PREFETCH_CONCURRENCY),
         }
     }
 
@@ -127,6 +179,19 @@ impl ArchiveReader {
     /// [`FetchError`] when it is neither local nor cached and the fetch fails (the store,
     /// the key, or a damaged object: the message names it).
     pub async fn path(&self, source: &str, dir: &Path, file: &str) -> Result<PathBuf, FetchError> {
+        self.path_for(source, dir, file, false).await
+    }
+
+    /// [`ArchiveReader::path`] for a reader (`background` false) or a prefetch, which
+    /// waits for one of [`PREFETCH_CONCURRENCY`] turns first, so a reader always finds
+    /// a fetch slot that no prefetch holds.
+    async fn path_for(
+        &self,
+        source: &str,
+        dir: &Path,
+        file: &str,
+        background: bool,
+    ) -> Result<PathBuf, FetchError> {
         let local = dir.join(file);
         if local.exists() {
             return Ok(local);
@@ -137,24 +202,19 @@ impl ArchiveReader {
             touch(&cached);
             return Ok(cached);
         }
-        let key = (source.to_string(), file.to_string());
-        let one = lock(&self.in_flight)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let fetched = async {
-            let _one = one.lock().await;
-            if cached.exists() {
-                touch(&cached);
-                return Ok(cached.clone());
-            }
-            // The semaphore is never closed; were it, the fetch would go on unbounded.
-            let _slot = self.slots.acquire().await.ok();
-            self.fetch_into_cache(source, file, &cdir, &cached).await
+        let entry = InFlight::enter(&self.in_flight, source, file);
+        let _one = entry.lock().await;
+        if cached.exists() {
+            touch(&cached);
+            return Ok(cached);
         }
-        .await;
-        lock(&self.in_flight).remove(&key);
-        fetched
+        // The semaphores are never closed; were they, the fetch would go on unbounded.
+        let _ahead = match background {
+            true => self.prefetch_slots.acquire().await.ok(),
+            false => None,
+        };
+        let _slot = self.slots.acquire().await.ok();
+        self.fetch_into_cache(source, file, &cdir, &cached).await
     }
 
     /// The fetch of [`ArchiveReader::path`]: `file` into `cached` (in `cdir`), checked;
@@ -205,6 +265,39 @@ impl ArchiveReader {
         Ok(cached.to_path_buf())
     }
 
+    /// The first `max` bytes of `file` of `source` whose local directory is `dir`: from
+    /// the local file or the cached copy, else decoded from the store's object as it
+    /// streams, without fetching the rest ([`fetch::read_prefix`]: not checked against
+    /// the manifest; the caller checks what it parses).
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError`]: reading the local copy, or the store.
+    pub async fn prefix(
+        &self,
+        source: &str,
+        dir: &Path,
+        file: &str,
+        max: usize,
+    ) -> Result<Vec<u8>, FetchError> {
+        let cached = self.tier.settings.cache_dir.join(source).join(file);
+        for p in [dir.join(file), cached] {
+            match read_head(&p, max).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(FetchError::Read { path: p, source }),
+            }
+        }
+        let epoch = self.object_epoch(source, file).await;
+        fetch::read_prefix(
+            &self.tier.store,
+            self.tier.settings.keyring.clone(),
+            (source, file, epoch),
+            max,
+        )
+        .await
+    }
+
     /// The epoch of `file`'s whole object from the catalog's row; `None` without a
     /// catalog, a row, or when the catalog does not answer (then the store is listed).
     async fn object_epoch(&self, source: &str, file: &str) -> Option<i64> {
@@ -235,7 +328,7 @@ impl ArchiveReader {
             file.to_string(),
         );
         tokio::spawn(async move {
-            if let Err(e) = me.path(&s, &d, &f).await {
+            if let Err(e) = me.path_for(&s, &d, &f, true).await {
                 tracing::debug!(source = %s, file = %f, error = %e, "prefetch from the archive store failed");
             }
         });
@@ -268,6 +361,15 @@ pub fn empty(root: &Path) -> u64 {
     freed
 }
 
+/// The first `max` bytes of the file at `p` (fewer when it is shorter).
+async fn read_head(p: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let f = tokio::fs::File::open(p).await?;
+    let mut v = Vec::new();
+    f.take(max as u64).read_to_end(&mut v).await?;
+    Ok(v)
+}
+
 /// Marks `p` as just used (its mtime orders the cache).
 fn touch(p: &Path) {
     if let Ok(f) = std::fs::File::options().append(true).open(p) {
@@ -287,6 +389,10 @@ fn trim(root: &Path, budget: u64, keep: &Path) {
             continue;
         };
         for e in rd.flatten() {
+            // Another fetch's staging file: neither counted nor removed.
+            if e.file_name().to_string_lossy().ends_with(".part") {
+                continue;
+            }
             if let Ok(md) = e.metadata() {
                 if md.is_file() {
                     let t = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);

@@ -3,7 +3,7 @@
 //! it is put in place. Used by `binlog-server archive get`; the archive reader that
 //! serves evicted files to the fake primary and PITR is built on it.
 //!
-//! Nothing partial is ever visible: the bytes go to `<out>.part` in the target
+//! Nothing partial is ever visible: the bytes go to `<out>.<n>.part` in the target
 //! directory, which is fsynced and renamed to `<out>` only after the check passed; a
 //! failed fetch removes it.
 
@@ -59,6 +59,15 @@ pub enum FetchError {
         /// Manifest SHA-256.
         want_sha: String,
     },
+    /// Reading a local copy failed (the disk): retry, or check the disk.
+    #[error("read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the local file failed.
     #[error("write {path}: {source}")]
     Write {
@@ -87,6 +96,26 @@ pub async fn manifest(
         key,
         message: e.to_string(),
     })
+}
+
+/// The manifest of `file` of `epoch` (one GET), or the current one ([`current_manifest`])
+/// when the epoch is not known or the store does not hold that one (a row that named
+/// an object replaced since).
+async fn manifest_at(
+    store: &Store,
+    source: &str,
+    file: &str,
+    epoch: Option<i64>,
+) -> Result<Manifest, FetchError> {
+    match epoch {
+        Some(e) => match manifest(store, source, file, e).await {
+            Err(FetchError::Store(se)) if se.is_not_found() => {
+                current_manifest(store, source, file).await
+            }
+            r => r,
+        },
+        None => current_manifest(store, source, file).await,
+    }
 }
 
 /// The epoch of the newest manifest of `file` in the store (a reader without the
@@ -171,8 +200,8 @@ pub async fn fetch_file(
 }
 
 /// [`fetch_file`] of `(source, file, epoch)`: the manifest of that epoch (one GET, as
-/// the catalog's row names it), or with `None` the current one ([`current_manifest`],
-/// which may list the store).
+/// the catalog's row names it; when the store does not hold it, the current one), or
+/// with `None` the current one ([`current_manifest`], which may list the store).
 ///
 /// # Errors
 ///
@@ -185,14 +214,8 @@ pub async fn fetch_file_at(
     flush: Flush,
 ) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
-    let m = match epoch {
-        Some(e) => manifest(store, source, file, e).await?,
-        None => current_manifest(store, source, file).await?,
-    };
-    let part = out.with_extension(match out.extension() {
-        Some(e) => format!("{}.part", e.to_string_lossy()),
-        None => "part".into(),
-    });
+    let m = manifest_at(store, source, file, epoch).await?;
+    let part = part_path(out);
     let r = fetch_into(store, keyring, &m, &part, sync).await;
     match r {
         Ok(()) => {
@@ -209,6 +232,54 @@ pub async fn fetch_file_at(
             Err(e)
         }
     }
+}
+
+/// The first `max` bytes (fewer when the file is shorter) of `(source, file, epoch)`'s
+/// whole object, decoded as it streams; the download stops there. Not checked against
+/// the manifest's SHA-256, which covers the whole file: for a reader that checks what
+/// it parses (a FORMAT_DESCRIPTION's CRC32), such as a session reading the dialect.
+///
+/// # Errors
+///
+/// [`FetchError`]: the store, the manifest or the codec (the key named).
+pub async fn read_prefix(
+    store: &Store,
+    keyring: Arc<Keyring>,
+    (source, file, epoch): (&str, &str, Option<i64>),
+    max: usize,
+) -> Result<Vec<u8>, FetchError> {
+    let m = manifest_at(store, source, file, epoch).await?;
+    let codec_err = |source| FetchError::Codec {
+        key: m.object_key.clone(),
+        source,
+    };
+    let mut dec = Decoder::new(&m.codec, keyring).map_err(codec_err)?;
+    let mut s = Box::pin(store.get_stream(&m.object_key).await?);
+    let mut out = Vec::new();
+    let mut plain = Vec::new();
+    while out.len() < max {
+        let Some(piece) = s.next().await else {
+            dec.finish(&mut plain).map_err(codec_err)?;
+            out.extend_from_slice(&plain);
+            break;
+        };
+        dec.write(&piece?, &mut plain).map_err(codec_err)?;
+        out.extend_from_slice(&plain);
+        plain.clear();
+    }
+    out.truncate(max);
+    Ok(out)
+}
+
+/// `<out>.<n>.part`: where one fetch writes before its rename to `out`, `n` unique in
+/// this process, so two fetches of one file (a reader and a prefetch, or two commands)
+/// never write one staging file.
+fn part_path(out: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{n}.part"));
+    out.with_file_name(name)
 }
 
 async fn fetch_into(

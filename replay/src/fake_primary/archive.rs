@@ -156,9 +156,12 @@ impl Archive {
             .filter(|(n, _)| binlog::binlog_order(n) > order)
             .collect();
         next.sort_by_key(|(n, _)| binlog::binlog_order(n));
+        // A quarter of the cache at most, so prefetched files are not trimmed (least
+        // recently used) before the dump reaches them.
+        let window = PREFETCH_BYTES.min(r.tier().settings.cache_bytes / 4);
         let mut ahead = 0u64;
         for (n, size) in next.iter().take(PREFETCH_FILES) {
-            if ahead > 0 && ahead + size > PREFETCH_BYTES {
+            if ahead > 0 && ahead + size > window {
                 break;
             }
             ahead += size;
@@ -209,30 +212,54 @@ pub(super) fn archive_facts(a: &Archive) -> anyhow::Result<ArchiveFacts> {
     facts_from(files, newest.as_deref())
 }
 
-/// [`archive_facts`] for a session: from the newest file, read back from the store
-/// (through the cache) when it is only there, as on a view of the store whose files
-/// are all whole.
+/// [`archive_facts`] for a session: from the newest file, whose first bytes are read
+/// back from the store when it is only there, as on a view of the store whose files
+/// are all whole (the download stops after the FORMAT_DESCRIPTION).
 ///
 /// # Errors
 ///
-/// Listing the directory, fetching the newest file or opening it fails.
+/// Listing the directory, or reading the newest file's start (disk or store) fails.
 pub(super) async fn session_facts(a: &Arc<Archive>) -> anyhow::Result<ArchiveFacts> {
     let files = {
         let a = a.clone();
         tokio::task::spawn_blocking(move || list_files(&a)).await??
     };
-    let newest = match files.last() {
-        Some((name, _)) => Some(a.path_of(name).await?),
-        None => None,
+    let newest = files.last().map(|(name, _)| name.clone());
+    let fde = match (newest, &a.reader) {
+        (Some(name), Some(r)) => {
+            let head = r.prefix(&a.source, &a.dir, &name, FDE_PREFIX).await?;
+            fde_of(std::io::Cursor::new(head))
+        }
+        (Some(name), None) => {
+            let path = a.dir.join(name);
+            tokio::task::spawn_blocking(move || read_fde_event(&path)).await??
+        }
+        (None, _) => None,
     };
-    tokio::task::spawn_blocking(move || facts_from(files, newest.as_deref())).await?
+    Ok(facts_with(files, fde))
 }
+
+/// How much of a file's start holds its FORMAT_DESCRIPTION, bytes: the magic and one
+/// event (a few hundred bytes in every version; MySQL 8's is under 200).
+const FDE_PREFIX: usize = 16 << 10;
 
 /// [`ArchiveFacts`] of `files`, the dialect read from the file at `newest`.
 fn facts_from(
     files: Vec<(String, u64)>,
     newest: Option<&std::path::Path>,
 ) -> anyhow::Result<ArchiveFacts> {
+    let fde = match newest {
+        Some(path) => read_fde_event(path)?,
+        None => None,
+    };
+    Ok(facts_with(files, fde))
+}
+
+/// [`ArchiveFacts`] of `files`, the dialect from `fde` (defaults without one).
+fn facts_with(
+    files: Vec<(String, u64)>,
+    fde: Option<(EventHeader, FormatDescription)>,
+) -> ArchiveFacts {
     let mut out = ArchiveFacts {
         version: "10.11.0-MariaDB-binlog-server".into(),
         mariadb: true,
@@ -240,15 +267,13 @@ fn facts_from(
         alg: ChecksumAlg::Crc32,
         files,
     };
-    if let Some(path) = newest {
-        if let Some((h, fde)) = read_fde_event(path)? {
-            out.version = fde.server_version.clone();
-            out.mariadb = fde.is_mariadb;
-            out.server_id = h.server_id;
-            out.alg = fde.checksum_alg;
-        }
+    if let Some((h, fde)) = fde {
+        out.version = fde.server_version.clone();
+        out.mariadb = fde.is_mariadb;
+        out.server_id = h.server_id;
+        out.alg = fde.checksum_alg;
     }
-    Ok(out)
+    out
 }
 
 /// The archive's binlog files in order with their sizes on disk (the ACTIVE file's size
@@ -281,8 +306,24 @@ pub(super) fn list_files(a: &Archive) -> Result<Vec<(String, u64)>, DumpError> {
             v.push((name, size));
         }
     }
+    if let Some(end) = &a.view_end {
+        up_to_view_end(&mut v, end);
+    }
     v.sort_by_key(|(n, _)| binlog_order(n));
     Ok(v)
+}
+
+/// Keeps a view's listing to the view as its session logged in: the tail copies'
+/// directory is shared by every session of the source, so a later refresh may have
+/// removed the copy of this view's end file (whole in the store now: it is then read
+/// back from there, as the view's other files are) and written the copy of a later
+/// file (past this view's end: dropped).
+fn up_to_view_end(v: &mut Vec<(String, u64)>, (end_file, end_pos): &(String, u64)) {
+    let last = binlog_order(end_file);
+    v.retain(|(n, _)| binlog_order(n) <= last);
+    if !v.iter().any(|(n, _)| n == end_file) {
+        v.push((end_file.clone(), *end_pos));
+    }
 }
 
 /// The FORMAT_DESCRIPTION at offset 4 of `path` with its header; `None` when the file
@@ -301,8 +342,9 @@ pub(super) fn read_fde_event(
     Ok(fde_of(f))
 }
 
-/// The FORMAT_DESCRIPTION at offset 4 of the open file `f` (read from its start).
-pub(super) fn fde_of(f: std::fs::File) -> Option<(EventHeader, FormatDescription)> {
+/// The FORMAT_DESCRIPTION at offset 4 of `f` (an open file, read from its start, or a
+/// file's first bytes).
+pub(super) fn fde_of(f: impl std::io::Read) -> Option<(EventHeader, FormatDescription)> {
     let Ok(mut r) = EventReader::new_at_start(std::io::BufReader::new(f)) else {
         return None;
     };
@@ -322,4 +364,44 @@ pub(super) fn durable_end(a: &Archive) -> Option<(String, u64)> {
     }
     let s = a.status.as_ref()?.lock();
     Some((s.durable_file.clone()?, s.durable_pos?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[(String, u64)]) -> Vec<&str> {
+        v.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn a_view_lists_its_end_file_after_a_later_refresh_replaced_its_copy() {
+        // The view ended inside mysql-bin.000003 (its tail copy). A later session's
+        // refresh found it whole in the store, removed its copy and wrote the copy of
+        // mysql-bin.000004: this view still lists .000003 (read from the store) and not
+        // .000004, so a dump neither skips .000003 nor reads past the view.
+        let mut v = vec![
+            ("mysql-bin.000004".to_string(), 900),
+            ("mysql-bin.000001".to_string(), 500),
+            ("mysql-bin.000002".to_string(), 600),
+        ];
+        up_to_view_end(&mut v, &("mysql-bin.000003".to_string(), 321));
+        v.sort_by_key(|(n, _)| binlog_order(n));
+        assert_eq!(
+            names(&v),
+            ["mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003"]
+        );
+        assert_eq!(v[2].1, 321);
+    }
+
+    #[test]
+    fn a_view_keeps_its_end_file_copy_with_its_size_on_disk() {
+        let mut v = vec![
+            ("mysql-bin.000001".to_string(), 500),
+            ("mysql-bin.000002".to_string(), 700),
+        ];
+        up_to_view_end(&mut v, &("mysql-bin.000002".to_string(), 650));
+        assert_eq!(names(&v), ["mysql-bin.000001", "mysql-bin.000002"]);
+        assert_eq!(v[1].1, 700);
+    }
 }
