@@ -123,7 +123,7 @@ fn run_one(bin: &Path, n: usize, archive: bool) -> Result<Run> {
     })?;
     make_files(&db, n)?;
     let files = db.binlog_files()?;
-    let closed = files.len() - 1;
+    let closed = files.len().saturating_sub(1);
     let work = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
     let store = work.path().join("store");
