@@ -16,6 +16,12 @@
 //!   recorded; then its manifest; then its catalog row; then its chunks are deleted.
 //!   Each byte goes out once more, so upload amplification (plaintext bytes uploaded /
 //!   binlog bytes) stays at most 2.
+//! - **Idle**: each pass first reads the source's change counter in the catalog (one
+//!   row, moved by the database at every change of the source's file and object rows:
+//!   `Catalog::archive_fingerprint`). While it, the capture's durable end and the
+//!   disk's free space stay as they were, no lag waits and no file is due for eviction
+//!   by age, a pass lists nothing (a full pass still runs every minute), so an idle
+//!   source costs the same whatever its archive's file count.
 //!
 //! # Errors and crashes
 //!
@@ -82,6 +88,9 @@ struct Shipper {
     chunk_seen: std::sync::Mutex<Option<(ChunkSeen, Instant)>>,
     /// The fingerprint the last whole file pass started from, and when it ended.
     file_seen: std::sync::Mutex<Option<(ArchiveFingerprint, Instant)>>,
+    /// When the next file becomes old enough to evict (`local_retention`), unix
+    /// seconds, as the last eviction found; `None`: none will without a change.
+    evict_due: std::sync::Mutex<Option<i64>>,
     /// The fencing epoch of every object and row this shipper writes.
     epoch: i64,
 }
@@ -131,6 +140,7 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         waiting: Default::default(),
         chunk_seen: Default::default(),
         file_seen: Default::default(),
+        evict_due: Default::default(),
         epoch: ctx.epoch,
     });
     let span = tracing::info_span!("archive", source = %sh.source);
@@ -193,11 +203,11 @@ struct ChunkSeen {
     lag_bytes: u64,
 }
 
-/// A file pass lists everything at least this often, even when the catalog did not
-/// change: eviction by age (`local_retention`) and by free space depend on time and
-/// the disk, not on rows. Chunk and lag passes too, since a fingerprint's sums could
-/// cancel out.
-const FULL_FILE_PASS: Duration = Duration::from_secs(10);
+/// Every pass lists everything at least this often, even when the catalog's change
+/// counter did not move: a safety net for what the catalog does not see (a file
+/// removed from the disk by hand). Eviction by age and by free space, which depend on
+/// time and the disk, not on rows, are due on their own ([`Shipper::file_pass`]).
+const FULL_PASS: Duration = Duration::from_secs(60);
 
 /// One file's objects in a listing.
 #[derive(Default)]
@@ -368,11 +378,9 @@ impl Shipper {
             durable: self.durable(),
             lag_bytes: 0,
         };
-        // A full listing at least every FULL_FILE_PASS: the fingerprint's sums could
-        // cancel out.
         let skip = node::util::lock(&self.chunk_seen)
             .as_ref()
-            .is_some_and(|(seen, at)| *seen == now && at.elapsed() < FULL_FILE_PASS);
+            .is_some_and(|(seen, at)| *seen == now && at.elapsed() < FULL_PASS);
         Ok((now, skip))
     }
 
@@ -662,7 +670,9 @@ impl Shipper {
     async fn file_pass(&self) -> Result<(), TierError> {
         let fingerprint = self.catalog.archive_fingerprint(&self.source).await?;
         let last = *node::util::lock(&self.file_seen);
-        if last.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < FULL_FILE_PASS) {
+        let unchanged = last.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < FULL_PASS);
+        let age_due = node::util::lock(&self.evict_due).is_some_and(|t| catalog::unix_now() >= t);
+        if unchanged && !age_due && !self.low_on_space() {
             return Ok(());
         }
         self.whole_file_pass().await?;
@@ -670,7 +680,15 @@ impl Shipper {
         Ok(())
     }
 
-    /// [`Shipper::file_pass`] when something changed (or [`FULL_FILE_PASS`] went by).
+    /// Whether the data directory's file system has less than `min_free_bytes` free
+    /// (one `statvfs`).
+    fn low_on_space(&self) -> bool {
+        let min_free = self.tier.settings.min_free_bytes;
+        min_free > 0 && free_bytes(&self.dir).is_some_and(|f| f < min_free)
+    }
+
+    /// [`Shipper::file_pass`] when something changed, a file is old enough to evict,
+    /// the disk is low on space, or [`FULL_PASS`] went by.
     async fn whole_file_pass(&self) -> Result<(), TierError> {
         self.publish_amplification().await?;
         let (files, objs) = self.listing().await?;
@@ -768,9 +786,11 @@ impl Shipper {
                 );
             }
         }
+        *node::util::lock(&self.evict_due) = None;
         if s.local_retention.is_none() && s.local_bytes.is_none() && !low(&self.dir) {
             return Ok(());
         }
+        let mut due: Option<i64> = None;
         let now = catalog::unix_now();
         let keep_s = s
             .local_retention
@@ -791,7 +811,8 @@ impl Shipper {
             if !path.exists() {
                 continue;
             }
-            let age = now - f.last_event_time.unwrap_or(f.state_changed_at);
+            let since = f.last_event_time.unwrap_or(f.state_changed_at);
+            let age = now - since;
             let why = if keep_s.is_some_and(|k| age >= k) {
                 "older than local_retention"
             } else if s.local_bytes.is_some_and(|b| local_total > b) {
@@ -799,6 +820,10 @@ impl Shipper {
             } else if low(&self.dir) {
                 "less than min_free_bytes free"
             } else {
+                if let Some(k) = keep_s {
+                    let at = since.saturating_add(k);
+                    due = Some(due.map_or(at, |d| d.min(at)));
+                }
                 continue;
             };
             if !self.tier.store.exists(&o.object_key).await? {
@@ -815,6 +840,7 @@ impl Shipper {
             local_total = local_total.saturating_sub(f.size);
             info!(file = %f.name, age_s = age, why, "evicted from the local disk: the archive store holds it");
         }
+        *node::util::lock(&self.evict_due) = due;
         Ok(())
     }
 

@@ -31,7 +31,7 @@ impl ArchiveKind {
 
 /// What [`Catalog::archive_fingerprint`] returns: opaque, compared for equality.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ArchiveFingerprint([i64; 10]);
+pub struct ArchiveFingerprint(i64);
 
 /// One archive object (see the migration for the columns' meaning). Offsets and sizes
 /// are bytes; times unix seconds.
@@ -267,13 +267,13 @@ impl Catalog {
         Ok(rows)
     }
 
-    /// A fingerprint of `source`'s file rows and archive object rows: a change a shipper
-    /// acts on (a row added or removed; a file's state, size or state time; an object
-    /// recorded, of which kind, epoch and creation time; one marked deleted or
-    /// forgotten) changes it, unless two changes cancel out in every one of its sums at
-    /// once, so a caller that skips work on an equal fingerprint still does a full pass
-    /// now and then (`archive::ship`). One aggregate query: far cheaper than listing the
-    /// rows.
+    /// A fingerprint of `source`'s file rows and archive object rows: its change
+    /// counter, which the database itself moves (triggers, migration 0008) at every row
+    /// added or removed and every change of a column a shipper acts on (a file's state,
+    /// size, SHA-256, state or last event time; any change of an object row), whoever
+    /// wrote it. Equal fingerprints mean nothing changed. One lookup by key, whatever
+    /// the archive's size, so a shipper with nothing to do skips its listings
+    /// (`archive::ship`).
     ///
     /// # Errors
     ///
@@ -282,35 +282,12 @@ impl Catalog {
         &self,
         source: &str,
     ) -> Result<ArchiveFingerprint, CatalogError> {
-        // Times are unix seconds: their sums stay far from i64's range; epochs and
-        // offsets too, for any archive this catalog holds.
-        let sums: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT \
-               CAST((SELECT COUNT(*) FROM binlog_files WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(CASE state WHEN 'ACTIVE' THEN 1 WHEN 'REPORTED' THEN 1000 \
-                  WHEN 'SUCC' THEN 1000000 ELSE 1000000000 END), 0) \
-                  FROM binlog_files WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(size), 0) FROM binlog_files WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(state_changed_at), 0) FROM binlog_files \
-                  WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(CASE kind WHEN 'file' THEN 1000000 ELSE 1 END), 0) \
-                  FROM archive_objects WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COUNT(deleted_at) FROM archive_objects WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(end_offset), 0) FROM archive_objects \
-                  WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(created_at), 0) FROM archive_objects \
-                  WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(deleted_at), 0) FROM archive_objects \
-                  WHERE source = $1) AS BIGINT), \
-               CAST((SELECT COALESCE(SUM(epoch), 0) FROM archive_objects \
-                  WHERE source = $1) AS BIGINT)",
-        )
-        .bind(source)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("archive_fingerprint"))?;
-        let (a, b, c, d, e, f, g, h, i, j) = sums;
-        Ok(ArchiveFingerprint([a, b, c, d, e, f, g, h, i, j]))
+        let n: Option<(i64,)> = sqlx::query_as("SELECT n FROM source_changes WHERE source = $1")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("archive_fingerprint"))?;
+        Ok(ArchiveFingerprint(n.map_or(0, |(n,)| n)))
     }
 
     /// The live whole-file object of `file` of `source` (`None`: the store does not hold

@@ -827,11 +827,26 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
         (1_150, 1_150)
     );
     // A damaged whole object is forgotten (to be shipped again); a new one records.
+    // The fingerprint is a counter, not sums: a row replaced by one of the same size,
+    // kind and times still moves it.
+    let replaced = cat.archive_fingerprint("db1").await.unwrap();
     cat.forget_file_object("db1", "mysql-bin.000009")
         .await
         .unwrap();
     assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
     cat.record_archive_object(&again).await.unwrap();
+    assert_ne!(
+        cat.archive_fingerprint("db1").await.unwrap(),
+        replaced,
+        "a whole object replaced"
+    );
+    let same = cat.archive_fingerprint("db1").await.unwrap();
+    cat.record_archive_object(&again).await.unwrap();
+    assert_eq!(
+        cat.archive_fingerprint("db1").await.unwrap(),
+        same,
+        "recording a row the catalog holds changes nothing"
+    );
     assert_eq!(
         cat.list_archive_objects("db1").await.unwrap()[0].object_key,
         "other"
