@@ -12,6 +12,10 @@
 #                                            once more from files evicted to the store
 #   bash scripts/bench.sh --files 100,10000  shipping time per file and idle CPU of one
 #                                            source against its archive's file count
+#   bash scripts/bench.sh --standby-plan 1000,10000
+#                                            PITR planning on a fleet node that never
+#                                            captured the source (PostgreSQL, S3), first
+#                                            and later plans, against the file count
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,6 +23,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
 cargo build --release -p binlog-server -p binlog-benches
 if [ "${1:-}" = "--files" ]; then
     exec "$CARGO_TARGET_DIR/release/many_files" "$@"
+fi
+if [ "${1:-}" = "--standby-plan" ]; then
+    exec "$CARGO_TARGET_DIR/release/standby_plan" "$@"
 fi
 if [ "${1:-}" = "--pitr" ]; then
     shift

@@ -123,3 +123,34 @@ pub fn children_cpu_secs() -> f64 {
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(ru.ru_utime) + t(ru.ru_stime)
 }
+
+/// Writes 1 KB transactions into `test.f` (created here, with the procedure
+/// `test.gen`) until the primary, rotating every 4 KiB, has at least `n` closed binlogs.
+///
+/// # Errors
+///
+/// A statement fails.
+pub fn make_files(db: &MariaDb, n: usize) -> Result<()> {
+    db.sql(
+        "CREATE TABLE test.f (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(1000));
+         DELIMITER //
+         CREATE PROCEDURE test.gen(k INT)
+         BEGIN
+           DECLARE i INT DEFAULT 0;
+           WHILE i < k DO
+             INSERT INTO test.f (v) VALUES (REPEAT(MD5(i), 28));
+             SET i = i + 1;
+           END WHILE;
+         END//
+         DELIMITER ;",
+    )?;
+    loop {
+        let have = db.binlog_files()?.len().saturating_sub(1);
+        if have >= n {
+            return Ok(());
+        }
+        // About three such transactions fill a 4 KiB file.
+        let k = ((n - have) * 3).clamp(16, 6000);
+        db.sql(&format!("CALL test.gen({k})"))?;
+    }
+}

@@ -184,29 +184,3 @@ fn run_one(bin: &Path, n: usize, archive: bool) -> Result<Run> {
         idle_pct,
     })
 }
-
-/// Writes 1 KB transactions until the primary has at least `n` closed binlogs.
-fn make_files(db: &MariaDb, n: usize) -> Result<()> {
-    db.sql(
-        "CREATE TABLE test.f (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(1000));
-         DELIMITER //
-         CREATE PROCEDURE test.gen(k INT)
-         BEGIN
-           DECLARE i INT DEFAULT 0;
-           WHILE i < k DO
-             INSERT INTO test.f (v) VALUES (REPEAT(MD5(i), 28));
-             SET i = i + 1;
-           END WHILE;
-         END//
-         DELIMITER ;",
-    )?;
-    loop {
-        let have = db.binlog_files()?.len().saturating_sub(1);
-        if have >= n {
-            return Ok(());
-        }
-        // About three such transactions fill a 4 KiB file.
-        let k = ((n - have) * 3).clamp(16, 6000);
-        db.sql(&format!("CALL test.gen({k})"))?;
-    }
-}
