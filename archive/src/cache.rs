@@ -14,6 +14,12 @@
 //!   archive still holds it, else the cached copy, else a fetch into the cache first.
 //! - A file is fetched whole, decoded and checked against its manifest before it is
 //!   renamed into place ([`super::fetch`]), so a cached file is always a checked copy.
+//! - [`ArchiveReader::open`] (the fake primary's dumps) does not wait for the end: it
+//!   follows the fetch's staging file as it grows ([`Opened::Fetching`], the progress
+//!   published every 256 KiB), so a replica gets the first events of a large evicted
+//!   file at once. The reader checks each event's CRC32 as it reads; the whole file's
+//!   SHA-256 is checked at the fetch's end, and a failed fetch is replaced by the
+//!   reader's own read of the file, at the same offset.
 //! - The cache holds at most `cache_bytes`: after each fetch the least recently used
 //!   files go (a file being read keeps its open handle: removal only unlinks it).
 //! - [`ArchiveReader::prefetch`]: when the fake primary opens a file, the next evicted
@@ -43,7 +49,7 @@ use std::time::SystemTime;
 use tokio::sync::Mutex as AsyncMutex;
 use tracing::info;
 
-use super::fetch::{self, FetchError};
+use super::fetch::{self, FetchError, Fetched, Progress};
 use super::tier::ArchiveTier;
 use node::util::lock;
 
@@ -79,8 +85,15 @@ impl Evicted {
 /// files, not once per file.
 pub const FETCH_CONCURRENCY: usize = 4;
 
-/// The lock of one file's fetch.
-type FetchLock = Arc<AsyncMutex<()>>;
+/// One file's fetches: the lock (one fetch of a file at a time) and the progress of the
+/// newest fetch, which a reader may follow ([`ArchiveReader::open`]).
+#[derive(Default)]
+struct FetchEntry {
+    lock: AsyncMutex<()>,
+    progress: Mutex<Option<Arc<Progress>>>,
+}
+
+type FetchLock = Arc<FetchEntry>;
 
 /// The one reader of binlog files, local or in the store.
 pub struct ArchiveReader {
@@ -95,6 +108,30 @@ pub struct ArchiveReader {
     slots: tokio::sync::Semaphore,
     /// At most [`PREFETCH_CONCURRENCY`] of them prefetches.
     prefetch_slots: tokio::sync::Semaphore,
+}
+
+/// How often [`ArchiveReader::open`] looks at a fetch it waits to follow.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A binlog opened by [`ArchiveReader::open`].
+#[derive(Debug)]
+pub enum Opened {
+    /// Whole: the local file or a checked cached copy.
+    Whole(PathBuf),
+    /// Being fetched into the cache: its staging file, open, readable up to what
+    /// `progress` says (its inode is the cached copy once the fetch ends whole).
+    /// `fetch` is this reader's own read of the file, which ends with the checked copy
+    /// or the error: the one to wait for when the followed fetch fails.
+    Fetching {
+        /// The staging file (for messages; it is renamed at the end).
+        path: PathBuf,
+        /// It, open.
+        handle: std::fs::File,
+        /// The followed fetch's progress.
+        progress: Arc<Progress>,
+        /// This reader's own read of the file.
+        fetch: tokio::task::JoinHandle<Result<PathBuf, FetchError>>,
+    },
 }
 
 /// Of the [`FETCH_CONCURRENCY`] fetches, how many may be prefetches: one slot is always
@@ -126,7 +163,14 @@ impl<'a> InFlight<'a> {
     }
 
     async fn lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        Some(self.one.as_ref()?.lock().await)
+        Some(self.one.as_ref()?.lock.lock().await)
+    }
+
+    /// Publishes the progress of the fetch this user starts now.
+    fn started(&self, p: &Arc<Progress>) {
+        if let Some(one) = &self.one {
+            *lock(&one.progress) = Some(p.clone());
+        }
     }
 }
 
@@ -214,7 +258,77 @@ impl ArchiveReader {
             false => None,
         };
         let _slot = self.slots.acquire().await.ok();
-        self.fetch_into_cache(source, file, &cdir, &cached).await
+        let progress = Arc::new(Progress::default());
+        entry.started(&progress);
+        self.fetch_into_cache(source, file, (&cdir, &cached), &progress)
+            .await
+    }
+
+    /// `file` of `source` (local directory `dir`) opened for reading as soon as
+    /// `min_bytes` of it are there: the local file or the cached copy, whole; else a
+    /// fetch into the cache, followed while it runs ([`Opened::Fetching`]), so that a
+    /// reader streams the file's start while its end is still downloading. A fetch that
+    /// already runs (a prefetch) is followed too.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError`] when the fetch ends before `min_bytes` and fails (the store, the
+    /// key, a damaged object), or its task fails.
+    pub async fn open(
+        self: &Arc<Self>,
+        source: &str,
+        dir: &Path,
+        file: &str,
+        min_bytes: u64,
+    ) -> Result<Opened, FetchError> {
+        let local = dir.join(file);
+        if local.exists() {
+            return Ok(Opened::Whole(local));
+        }
+        let cached = self.tier.settings.cache_dir.join(source).join(file);
+        if cached.exists() {
+            touch(&cached);
+            return Ok(Opened::Whole(cached));
+        }
+        let (me, s, d, f) = (
+            self.clone(),
+            source.to_string(),
+            dir.to_path_buf(),
+            file.to_string(),
+        );
+        let fetch = tokio::spawn(async move { me.path_for(&s, &d, &f, false).await });
+        let key = (source.to_string(), file.to_string());
+        loop {
+            if fetch.is_finished() {
+                return match fetch.await {
+                    Ok(r) => r.map(Opened::Whole),
+                    Err(source) => Err(FetchError::Task { source }),
+                };
+            }
+            let followed = lock(&self.in_flight)
+                .get(&key)
+                .and_then(|e| lock(&e.progress).clone());
+            if let Some(progress) = followed {
+                if let Fetched::Running(Some(part), n) = progress.now() {
+                    if n >= min_bytes {
+                        match std::fs::File::open(&part) {
+                            Ok(handle) => {
+                                return Ok(Opened::Fetching {
+                                    path: part,
+                                    handle,
+                                    progress,
+                                    fetch,
+                                })
+                            }
+                            // Renamed into place or removed meanwhile: look again.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(source) => return Err(FetchError::Read { path: part, source }),
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
     }
 
     /// The fetch of [`ArchiveReader::path`]: `file` into `cached` (in `cdir`), checked;
@@ -223,8 +337,8 @@ impl ArchiveReader {
         &self,
         source: &str,
         file: &str,
-        cdir: &Path,
-        cached: &Path,
+        (cdir, cached): (&Path, &Path),
+        progress: &Progress,
     ) -> Result<PathBuf, FetchError> {
         tokio::fs::create_dir_all(cdir)
             .await
@@ -233,12 +347,13 @@ impl ArchiveReader {
                 source,
             })?;
         let epoch = self.object_epoch(source, file).await;
-        let m = match fetch::fetch_file_at(
+        let m = match fetch::fetch_file_tracked(
             &self.tier.store,
             self.tier.settings.keyring.clone(),
             (source, file, epoch),
             cached,
             fetch::Flush::PageCache,
+            Some(progress),
         )
         .await
         {

@@ -59,6 +59,14 @@ pub enum FetchError {
         /// Manifest SHA-256.
         want_sha: String,
     },
+    /// The task of a fetch ended without an answer (it panicked, or the runtime shuts
+    /// down): retry.
+    #[error("the fetch's task failed: {source}")]
+    Task {
+        /// Cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Reading a local copy failed (the disk): retry, or check the disk.
     #[error("read {path}: {source}")]
     Read {
@@ -209,28 +217,108 @@ pub async fn fetch_file(
 pub async fn fetch_file_at(
     store: &Store,
     keyring: Arc<Keyring>,
-    (source, file, epoch): (&str, &str, Option<i64>),
+    what: (&str, &str, Option<i64>),
     out: &Path,
     flush: Flush,
 ) -> Result<Manifest, FetchError> {
+    fetch_file_tracked(store, keyring, what, out, flush, None).await
+}
+
+/// [`fetch_file_at`] that publishes its progress in `progress` for readers that follow
+/// it ([`Progress`]): the staging file, the bytes written to it, and how it ended.
+///
+/// # Errors
+///
+/// [`FetchError`]; `out` is then left as it was (and `progress` says failed).
+pub async fn fetch_file_tracked(
+    store: &Store,
+    keyring: Arc<Keyring>,
+    (source, file, epoch): (&str, &str, Option<i64>),
+    out: &Path,
+    flush: Flush,
+    progress: Option<&Progress>,
+) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
-    let m = manifest_at(store, source, file, epoch).await?;
-    let part = part_path(out);
-    let r = fetch_into(store, keyring, &m, &part, sync).await;
-    match r {
-        Ok(()) => {
-            tokio::fs::rename(&part, out)
-                .await
-                .map_err(|source| FetchError::Write {
-                    path: out.to_path_buf(),
-                    source,
-                })?;
-            Ok(m)
+    let r = async {
+        let m = manifest_at(store, source, file, epoch).await?;
+        let part = part_path(out);
+        let r = fetch_into(store, keyring, &m, &part, sync, progress).await;
+        match r {
+            Ok(()) => {
+                tokio::fs::rename(&part, out)
+                    .await
+                    .map_err(|source| FetchError::Write {
+                        path: out.to_path_buf(),
+                        source,
+                    })?;
+                Ok(m)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&part).await;
+                Err(e)
+            }
         }
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            Err(e)
+    }
+    .await;
+    if let Some(p) = progress {
+        p.finish(r.is_ok());
+    }
+    r
+}
+
+/// A fetch followed by readers publishes its progress every this many bytes (and at its
+/// end): one flush of the staging file each.
+const PUBLISH_BYTES: u64 = 256 << 10;
+
+/// How far one fetch has come, for a reader that streams the file while it is fetched
+/// (`cache::ArchiveReader::open`): the staging file (the same inode is renamed into
+/// place at the end), the bytes written to it so far, each flushed to the file before it
+/// counts, and how the fetch ended. The bytes are not checked against the manifest
+/// until the end: a reader checks each event's CRC32 as it reads.
+#[derive(Debug, Default)]
+pub struct Progress {
+    part: std::sync::Mutex<Option<PathBuf>>,
+    written: std::sync::atomic::AtomicU64,
+    /// 0 running, 1 whole and checked, 2 failed.
+    end: std::sync::atomic::AtomicU8,
+}
+
+/// What a [`Progress`] says now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Running: the staging file once it exists, and the bytes readable in it.
+    Running(Option<PathBuf>, u64),
+    /// Whole, checked and renamed into place, bytes.
+    Whole(u64),
+    /// The fetch failed (its staging file is removed); the bytes read from it were
+    /// readable then, and the file must be read from another fetch.
+    Failed,
+}
+
+impl Progress {
+    /// Where the fetch stands.
+    pub fn now(&self) -> Fetched {
+        use std::sync::atomic::Ordering;
+        let written = self.written.load(Ordering::Acquire);
+        match self.end.load(Ordering::Acquire) {
+            1 => Fetched::Whole(written),
+            2 => Fetched::Failed,
+            _ => Fetched::Running(node::util::lock(&self.part).clone(), written),
         }
+    }
+
+    fn started(&self, part: &Path) {
+        *node::util::lock(&self.part) = Some(part.to_path_buf());
+    }
+
+    fn advance(&self, n: u64) {
+        self.written
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn finish(&self, ok: bool) {
+        self.end
+            .store(if ok { 1 } else { 2 }, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -288,6 +376,7 @@ async fn fetch_into(
     m: &Manifest,
     part: &Path,
     sync: bool,
+    progress: Option<&Progress>,
 ) -> Result<(), FetchError> {
     let werr = |source| FetchError::Write {
         path: part.to_path_buf(),
@@ -298,21 +387,36 @@ async fn fetch_into(
         source,
     };
     let mut f = tokio::fs::File::create(part).await.map_err(werr)?;
+    if let Some(p) = progress {
+        p.started(part);
+    }
     let mut dec = Decoder::new(&m.codec, keyring).map_err(codec_err)?;
     let mut s = Box::pin(store.get_stream(&m.object_key).await?);
     let (mut h, mut len) = (Sha256::new(), 0u64);
     let mut plain = Vec::new();
+    let mut unpublished = 0u64;
     while let Some(piece) = s.next().await {
         dec.write(&piece?, &mut plain).map_err(codec_err)?;
         h.update(&plain);
         len += plain.len() as u64;
         f.write_all(&plain).await.map_err(werr)?;
+        unpublished += plain.len() as u64;
+        if let Some(p) = progress.filter(|_| unpublished >= PUBLISH_BYTES) {
+            // In the file (not in tokio's buffer) before a follower may read it.
+            f.flush().await.map_err(werr)?;
+            p.advance(std::mem::take(&mut unpublished));
+        }
         plain.clear();
     }
     dec.finish(&mut plain).map_err(codec_err)?;
     h.update(&plain);
     len += plain.len() as u64;
     f.write_all(&plain).await.map_err(werr)?;
+    unpublished += plain.len() as u64;
+    if let Some(p) = progress {
+        f.flush().await.map_err(werr)?;
+        p.advance(unpublished);
+    }
     let sha = hex::encode(h.finalize());
     if sha != m.sha256 || len != m.size {
         return Err(FetchError::Damaged {

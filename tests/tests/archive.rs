@@ -488,6 +488,71 @@ fn evicted_binlogs_are_read_back_for_pitr_verification_and_replicas() -> Result<
         cached >= 1,
         "evicted files were read back through the cache"
     );
+    a_large_evicted_file_streams_while_it_is_fetched(&sb, fake_port)
+}
+
+/// A replica asking first for a large evicted file (about 24 MiB, not prefetched since
+/// no earlier file was read) gets its first events while the rest is still being
+/// fetched from the store, and every byte of it is the primary's.
+fn a_large_evicted_file_streams_while_it_is_fetched(sb: &Sandbox, fake_port: u16) -> Result<()> {
+    let db = sb.primary();
+    let src = sb.source().to_string();
+    // One transaction of 24 rows of about 1 MiB (distinct MD5s: they compress only
+    // about 2x), so one file of about 24 MiB however small max_binlog_size is.
+    db.sql(
+        "CREATE TABLE test.big (id INT AUTO_INCREMENT PRIMARY KEY, v LONGTEXT); \
+         SET SESSION group_concat_max_len = 4194304; \
+         INSERT INTO test.big (v) SELECT GROUP_CONCAT(MD5(s.seq * 100 + k.seq) SEPARATOR '') \
+           FROM test.seq_1_to_32768 AS s JOIN test.seq_1_to_24 AS k GROUP BY k.seq;",
+    )?;
+    // The file rotated right after the transaction: the largest one holds it.
+    let (big, size) = db
+        .binlog_files()?
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .context("binlogs")?;
+    anyhow::ensure!(
+        size > 20 << 20,
+        "{big} holds {size} bytes, not a large file"
+    );
+    for _ in 0..2 {
+        db.flush_binary_logs()?;
+        db.sql("INSERT INTO test.t2 VALUES (3, 0) ON DUPLICATE KEY UPDATE n = n + 1")?;
+    }
+    sb.wait_caught_up()?;
+    wait_for("the large file evicted", Duration::from_secs(120), || {
+        let b = sb
+            .server()
+            .get_json(&format!("/v1/sources/{src}/binlogs"))?;
+        let evicted = b["files"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|f| f["name"] == big.as_str() && f["location"] == "store")
+        });
+        Ok(evicted.then_some(()))
+    })
+    .with_context(|| sb.server().log_tail(30))?;
+    let out = tempfile::tempdir()?;
+    mariadb_binlog_raw(fake_port, &big, out.path(), &[], Duration::from_secs(120))?;
+    let got = std::fs::read(out.path().join(&big)).with_context(|| format!("no {big}"))?;
+    let want = std::fs::read(db.binlog_path(&big))?;
+    assert!(
+        got == want,
+        "{big} ({} bytes) through the fake primary differs from the primary's ({} bytes)",
+        got.len(),
+        want.len()
+    );
+    let streamed = grep_file(
+        sb.server().log_path(),
+        "sending an evicted binlog while it is fetched",
+    )?;
+    for l in &streamed {
+        eprintln!("{l}");
+    }
+    assert!(
+        streamed.iter().any(|l| l.contains(big.as_str())),
+        "{big} was sent only once fetched whole; the log says:\n{}",
+        sb.server().log_tail(30)
+    );
     Ok(())
 }
 

@@ -145,9 +145,37 @@ impl Archive {
         let Some(r) = &self.reader else {
             return Ok(local);
         };
-        // The next evicted files start downloading while this one is read: at least one,
-        // and as many as fit in PREFETCH_BYTES (at most PREFETCH_FILES), so a replica
-        // reading small files does not wait for the store once per file.
+        self.prefetch_after(r, file);
+        if local.exists() {
+            return Ok(local);
+        }
+        r.path(&self.source, &self.dir, file).await
+    }
+
+    /// [`Archive::path_of`] for a dump: `file` opened as soon as its first
+    /// [`FOLLOW_MIN`] bytes are there, an evicted file streamed while it is fetched
+    /// ([`archive::cache::Opened::Fetching`]), so a replica's first event of a large
+    /// evicted file does not wait for the whole download.
+    ///
+    /// # Errors
+    ///
+    /// [`FetchError`] when it is not local and cannot be fetched.
+    pub async fn open_of(&self, file: &str) -> Result<archive::cache::Opened, FetchError> {
+        let local = self.dir.join(file);
+        let Some(r) = &self.reader else {
+            return Ok(archive::cache::Opened::Whole(local));
+        };
+        self.prefetch_after(r, file);
+        if local.exists() {
+            return Ok(archive::cache::Opened::Whole(local));
+        }
+        r.open(&self.source, &self.dir, file, FOLLOW_MIN).await
+    }
+
+    /// Starts fetching the evicted files after `file` while it is read: at least one,
+    /// and as many as fit in PREFETCH_BYTES (at most PREFETCH_FILES), so a replica
+    /// reading small files does not wait for the store once per file.
+    fn prefetch_after(&self, r: &Arc<archive::cache::ArchiveReader>, file: &str) {
         let order = binlog::binlog_order(file);
         let mut next: Vec<(String, u64)> = self
             .evicted
@@ -167,12 +195,12 @@ impl Archive {
             ahead += size;
             r.prefetch(&self.source, &self.dir, n);
         }
-        if local.exists() {
-            return Ok(local);
-        }
-        r.path(&self.source, &self.dir, file).await
     }
 }
+
+/// How much of an evicted file is fetched before a dump starts sending it, bytes: more
+/// than its FORMAT_DESCRIPTION and the event after it, which the dump checks first.
+const FOLLOW_MIN: u64 = 64 << 10;
 
 /// How far ahead of a dump evicted files are fetched, bytes (at least one file).
 const PREFETCH_BYTES: u64 = 64 << 20;

@@ -22,6 +22,8 @@ use super::compat::Compat;
 use super::error::DumpError;
 use super::wire::Wire;
 use super::{ServeStats, Shared, StopAt};
+use archive::cache::Opened;
+use archive::fetch::Fetched;
 use binlog::binlog_order;
 use binlog::{
     self, event_type, ChecksumAlg, EventHeader, EventReader, Gtid, CHECKSUM_LEN, HEADER_LEN,
@@ -525,6 +527,16 @@ struct FileCursor {
     alg: ChecksumAlg,
     /// Offset of the next event to send, bytes.
     pos: u64,
+    /// While the file is still being fetched from the store: how far it is.
+    following: Option<Following>,
+}
+
+/// An evicted file a dump sends while it is fetched (`archive::cache::Opened::Fetching`).
+struct Following {
+    /// The followed fetch's progress.
+    progress: Arc<archive::fetch::Progress>,
+    /// This dump's own read of the file: waited for when the followed fetch fails.
+    fetch: tokio::task::JoinHandle<Result<PathBuf, archive::fetch::FetchError>>,
 }
 
 /// Why a file to send could not be opened.
@@ -798,7 +810,7 @@ impl DumpCtx {
                 info,
             });
         }
-        let (path, handle) = match self.open_handle(&file) {
+        let (path, handle, following) = match self.open_handle(&file) {
             Ok(x) => x,
             Err(OpenError::Fetch(source)) => {
                 return Err(DumpError::NotInStore {
@@ -846,18 +858,38 @@ impl DumpCtx {
             fh: handle,
             alg,
             pos,
+            following,
         })
     }
 
     /// The path of `file` (local, cached or fetched) and the file opened. When the local
     /// file leaves the disk between the two (evicted meanwhile), it is looked up again,
     /// now in the store.
-    fn open_handle(&self, file: &str) -> Result<(PathBuf, std::fs::File), OpenError> {
+    fn open_handle(
+        &self,
+        file: &str,
+    ) -> Result<(PathBuf, std::fs::File, Option<Following>), OpenError> {
         let mut tries = 0;
         loop {
-            let path = self.rt.block_on(self.archive.path_of(file))?;
+            let path = match self.rt.block_on(self.archive.open_of(file))? {
+                Opened::Whole(path) => path,
+                Opened::Fetching {
+                    path,
+                    handle,
+                    progress,
+                    fetch,
+                } => {
+                    info!(
+                        source = %self.archive.source,
+                        file,
+                        fetched = ?progress.now(),
+                        "sending an evicted binlog while it is fetched from the archive store"
+                    );
+                    return Ok((path, handle, Some(Following { progress, fetch })));
+                }
+            };
             match std::fs::File::open(&path) {
-                Ok(f) => return Ok((path, f)),
+                Ok(f) => return Ok((path, f, None)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 2 => tries += 1,
                 Err(source) => return Err(OpenError::Open { path, source }),
             }
@@ -944,33 +976,55 @@ impl DumpCtx {
                 return Ok(Next::Done);
             }
             // How far this file may be read: the durable length while it is the ACTIVE
-            // file, its size once a later file exists.
+            // file, its size once a later file exists, and while it is fetched from the
+            // store, what the fetch wrote so far.
             let live = durable_end(&self.archive);
-            let size = cur
-                .fh
-                .metadata()
-                .map(|m| m.len())
-                .map_err(|source| DumpError::Stat {
-                    path: cur.path.clone(),
-                    source,
-                })?;
-            let (limit, closed) = match &live {
+            let fetching = self.fetched(cur)?;
+            let size = match fetching {
+                Some(n) => n,
+                None => cur
+                    .fh
+                    .metadata()
+                    .map(|m| m.len())
+                    .map_err(|source| DumpError::Stat {
+                        path: cur.path.clone(),
+                        source,
+                    })?,
+            };
+            let (mut limit, mut closed) = match &live {
                 Some((f, p)) if *f == file => (*p, false),
                 Some((f, _)) if binlog_order(f) < binlog_order(&file) => (0, false),
                 _ => (size, true),
             };
+            if let Some(n) = fetching {
+                (limit, closed) = (limit.min(n), false);
+            }
             if cur.pos < limit {
-                self.send_range(cur, limit, skip, out)?;
+                let before = cur.pos;
+                self.send_range(cur, limit, fetching.is_some(), skip, out)?;
                 if !out.flush_if_full() {
                     return Ok(Next::Done);
                 }
                 if cur.pos < limit && !self.stopped(&file, cur.pos) {
-                    return Err(DumpError::StoppedInside { file, pos: cur.pos });
+                    if fetching.is_none() {
+                        return Err(DumpError::StoppedInside { file, pos: cur.pos });
+                    }
+                    // The fetch has written part of the next event: wait for the rest.
+                    if cur.pos == before && !self.idle(&file, cur.pos, out, done) {
+                        return Ok(Next::Done);
+                    }
                 }
                 continue;
             }
             if closed {
                 return Ok(Next::Continue);
+            }
+            if fetching.is_some() {
+                // More of the file is on its way from the store.
+                if !self.idle(&file, cur.pos, out, done) {
+                    return Ok(Next::Done);
+                }
+                continue;
             }
             if self.non_blocking {
                 // The end of the ACTIVE file's durable prefix is the end of the binlogs.
@@ -983,13 +1037,50 @@ impl DumpCtx {
         }
     }
 
+    /// While `cur`'s file is being fetched from the store: the bytes of it readable now
+    /// (`Some`); `None` once it is whole. When the followed fetch failed, this dump's
+    /// own read of the file (which fetches it again) is waited for and the file is
+    /// reopened from it at the same offset: the bytes are the same.
+    fn fetched(&self, cur: &mut FileCursor) -> Result<Option<u64>, DumpError> {
+        let Some(f) = &cur.following else {
+            return Ok(None);
+        };
+        match f.progress.now() {
+            Fetched::Running(_, n) => return Ok(Some(n)),
+            Fetched::Whole(_) => {
+                cur.following = None;
+                return Ok(None);
+            }
+            Fetched::Failed => {}
+        }
+        let Some(f) = cur.following.take() else {
+            return Ok(None);
+        };
+        let not_in_store = |e: archive::fetch::FetchError| DumpError::NotInStore {
+            file: cur.file.clone(),
+            source_name: self.archive.source.clone(),
+            source: Box::new(e),
+        };
+        let path = match self.rt.block_on(f.fetch) {
+            Ok(Ok(path)) => path,
+            Ok(Err(e)) => return Err(not_in_store(e)),
+            Err(source) => return Err(not_in_store(archive::fetch::FetchError::Task { source })),
+        };
+        cur.fh = std::fs::File::open(&path).map_err(DumpError::io("open", &path))?;
+        cur.path = path;
+        Ok(None)
+    }
+
     /// Sends the events of `cur`'s file from `cur.pos` up to `limit` (or the stop point),
     /// each CRC-checked first, skipping the groups `skip` names; advances `cur.pos`.
-    /// A damaged event is reported to the source's checker and ends the dump.
+    /// A damaged event is reported to the source's checker and ends the dump. With
+    /// `partial` (a file still being fetched: `limit` may cut an event), an event cut
+    /// at `limit` is left for the next call.
     fn send_range(
         &self,
         cur: &mut FileCursor,
         limit: u64,
+        partial: bool,
         skip: &mut Skipping,
         out: &mut Out<'_>,
     ) -> Result<(), DumpError> {
@@ -1002,6 +1093,9 @@ impl DumpCtx {
         let br = std::io::BufReader::with_capacity(1 << 20, f.take(limit - *pos));
         let mut r = EventReader::new_at(br, *pos);
         while let Some(item) = r.next_event() {
+            if partial && matches!(item, Err(binlog::EventError::Truncated { .. })) {
+                return Ok(());
+            }
             let (off, h, ev) = item.map_err(|source| {
                 self.archive.report_damage(file);
                 DumpError::Damaged {
