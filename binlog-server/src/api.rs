@@ -71,6 +71,8 @@ pub struct ApiState {
     pub node_alive_within: std::time::Duration,
     /// This fleet node's lease keeper (`None` on a single node).
     pub leases: Option<crate::fleet::lease::LeaseHandle>,
+    /// Forwards owner jobs asked of this node to the owner (`None` on a single node).
+    pub forwarder: Option<crate::fleet::forward::Forwarder>,
 }
 
 /// A JSON error answer.
@@ -115,6 +117,10 @@ pub fn router(state: Arc<ApiState>, guard: Arc<crate::http::auth::Guard>) -> Rou
         .route("/v1/verifications", get(verify_list))
         .route("/v1/verifications/{id}", get(verify_get))
         .route("/v1/nodes", get(list_nodes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::fleet::forward::forward,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
             crate::http::auth::guard,

@@ -44,6 +44,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
     let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings)?;
+    let forwarder = match &settings.node {
+        Some(n) => Some(crate::fleet::forward::Forwarder::new(n)?),
+        None => None,
+    };
     let reader = tier.clone().map(|t| {
         Arc::new(archive::cache::ArchiveReader::with_catalog(
             t,
@@ -86,6 +90,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |n| n.lease_ttl),
         leases: started.leases.take(),
+        forwarder,
     });
     let app = api::router(state, guard);
     let http_cancel = cancel.clone();
@@ -181,7 +186,10 @@ async fn bind_http(
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
         .with_context(|| format!("listen on {} ([http] listen)", settings.http_listen))?;
-    let guard = Arc::new(crate::http::auth::Guard::new(&settings.http));
+    let guard = Arc::new(
+        crate::http::auth::Guard::new(&settings.http)
+            .with_node_credential(settings.node.as_ref().and_then(|n| n.credential.clone())),
+    );
     let scheme = if settings.http.tls.is_some() {
         "https"
     } else {

@@ -64,22 +64,36 @@ impl std::fmt::Display for Api {
 
 /// The rustls client configuration that trusts `cert` (a PEM file) and the Mozilla roots.
 fn trusting(cert: &Path) -> Result<rustls::ClientConfig, CliError> {
+    client_tls(Some(cert))
+}
+
+/// A TLS client configuration trusting the public roots and, when given, the PEM
+/// certificates in `extra` (a self-signed `[http] tls_cert`, a fleet's `[node]
+/// peer_ca`).
+///
+/// # Errors
+///
+/// [`CliError::Pem`] or [`CliError::Trust`]: `extra` cannot be read or holds an unusable
+/// certificate; [`CliError::Tls`]: no protocol version is available.
+pub fn client_tls(extra: Option<&Path>) -> Result<rustls::ClientConfig, CliError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let pem = |what: &'static str| {
-        move |source| CliError::Pem {
-            what,
-            path: cert.to_owned(),
-            source,
+    if let Some(cert) = extra {
+        let pem = |what: &'static str| {
+            move |source| CliError::Pem {
+                what,
+                path: cert.to_owned(),
+                source,
+            }
+        };
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).map_err(pem("read"))? {
+            let c = c.map_err(pem("parse"))?;
+            roots.add(c).map_err(|source| CliError::Trust {
+                path: cert.to_owned(),
+                source,
+            })?;
         }
-    };
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(cert).map_err(pem("read"))? {
-        let c = c.map_err(pem("parse"))?;
-        roots.add(c).map_err(|source| CliError::Trust {
-            path: cert.to_owned(),
-            source,
-        })?;
     }
     rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -620,6 +620,106 @@ fn a_scheduled_base_runs_once_across_three_nodes() -> Result<()> {
     Ok(())
 }
 
+/// The fleet's node credential in the tests (the nodes inherit the environment).
+const CREDENTIAL_ENV: &str = "BINLOG_TEST_NODE_CREDENTIAL";
+
+/// A manual base asked of the node that does not hold the source's lease is forwarded
+/// to the owner over TLS with the fleet's node credential and runs there; both nodes
+/// log the caller. A forwarded call with a wrong credential, one to a node without the
+/// lease, and one to a route no node forwards are refused.
+#[test]
+fn a_manual_base_asked_of_another_node_is_forwarded_to_the_owner() -> Result<()> {
+    let svc = Services::start(&bin())?;
+    let db = primary(1, 256 * 1024)?;
+    db.sql("CREATE TABLE test.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))")?;
+    let specs = [spec("db", &db, 4811)];
+    let backup = "method = \"logical\"\nlogical_tool = \"mysqldump\"\n";
+    let mut nodes = nodes_with_bases(&svc, &db, &specs, backup, "")?;
+    let certs = tempfile::tempdir()?;
+    let (cert, key) = tls_self_signed(&bin(), certs.path())?;
+    std::env::set_var(CREDENTIAL_ENV, "fleet-test-credential-0123456789abcdef");
+    for n in &mut nodes {
+        n.secure(&cert, &key, CREDENTIAL_ENV)?;
+    }
+    let pa = nodes[0].start()?;
+    wait_streaming_owner(&pa, "node-a", "db", Duration::from_secs(30))?;
+    let pb = nodes[1].start()?;
+    let b = pb.get_json("/v1/sources/db")?;
+    assert_eq!(b["state"], "standby", "{b}");
+    writes(&db, 20, "before-base")?;
+
+    let (code, r) = pb.post_json("/v1/sources/db/backups", &serde_json::json!({}))?;
+    assert_eq!(code, 202, "the base asked of node-b: {r:#}");
+    let id = r["job_id"].as_str().context("job_id")?.to_string();
+    // The job is node-a's: its API follows it.
+    let job = wait_for("the forwarded base", Duration::from_secs(300), || {
+        let j = pa.get_json(&format!("/v1/jobs/{id}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    assert_eq!(job["state"], "completed", "{job:#}");
+    let ran = svc.pg.sql_in("fleet", "SELECT node FROM base_backups")?;
+    assert_eq!(ran.trim(), "node-a", "the base ran on the owner only");
+    let on_a = grep_file(pa.log_path(), "call forwarded by another node")?;
+    assert!(
+        on_a.iter()
+            .any(|l| l.contains("node-b") && l.contains("local")),
+        "node-a logs the forwarding node and the caller: {on_a:?}"
+    );
+    let on_b = grep_file(
+        pb.log_path(),
+        "forwarding the call to the source's lease owner",
+    )?;
+    assert!(
+        on_b.iter().any(|l| l.contains("node-a")),
+        "node-b logs where it forwarded the call: {on_b:?}"
+    );
+    forwarded_calls_are_checked(&nodes, &cert)
+}
+
+/// The refusals of [`a_manual_base_asked_of_another_node_is_forwarded_to_the_owner`]:
+/// `nodes[0]` owns `db`, `nodes[1]` does not.
+fn forwarded_calls_are_checked(nodes: &[FleetNode], cert: &std::path::Path) -> Result<()> {
+    let agent = agent_trusting(cert, Duration::from_secs(30))?;
+    let good = std::env::var(CREDENTIAL_ENV)?;
+    let call = |node: &FleetNode, path: &str, credential: &str| -> Result<u16> {
+        let r = agent
+            .post(&format!("https://{}{path}", node.http))
+            .set("Content-Type", "application/json")
+            .set("x-binlog-node-credential", credential)
+            .set("x-binlog-node", "node-x")
+            .set("x-binlog-caller", "mallory")
+            .set("x-binlog-caller-role", "admin")
+            .send_string("{}");
+        match r {
+            Ok(resp) => Ok(resp.status()),
+            Err(ureq::Error::Status(code, _)) => Ok(code),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let backups = "/v1/sources/db/backups/retention";
+    assert_eq!(
+        call(&nodes[0], backups, "wrong")?,
+        401,
+        "a wrong credential"
+    );
+    assert_eq!(
+        call(&nodes[1], backups, &good)?,
+        409,
+        "a forwarded call to a node without the lease is not forwarded again"
+    );
+    assert_eq!(
+        call(&nodes[0], "/v1/sources/db/pitr", &good)?,
+        403,
+        "a node credential reaches only the owner-job routes"
+    );
+    assert_eq!(
+        call(&nodes[0], backups, &good)?,
+        200,
+        "the owner runs a forwarded retention"
+    );
+    Ok(())
+}
+
 /// The table checksums of `db`'s schema `test` and a time right after them (the next
 /// transaction commits in a later second).
 fn checkpoint(db: &MariaDb) -> Result<(u64, BTreeMap<String, String>)> {

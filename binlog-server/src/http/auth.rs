@@ -46,6 +46,7 @@ use axum::Json;
 use serde_json::json;
 use thiserror::Error;
 
+use super::forwarded;
 use node::tokens::{Caller, Role, Tokens};
 use tracing::warn;
 
@@ -77,6 +78,9 @@ pub struct Guard {
     mode: Mode,
     metrics_open: bool,
     hostnames: Vec<String>,
+    /// The fleet's node credential, which a call forwarded by another node carries
+    /// (`super::forwarded`); `None`: forwarded calls are refused.
+    node_credential: Option<node::config::NodeCredential>,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -105,7 +109,18 @@ impl Guard {
             mode,
             metrics_open: http.metrics_open,
             hostnames: http.hostnames.clone(),
+            node_credential: None,
         }
+    }
+
+    /// Accepts calls forwarded by the other nodes of a fleet that carry `credential`
+    /// (`[node] credential_env`).
+    pub fn with_node_credential(
+        mut self,
+        credential: Option<node::config::NodeCredential>,
+    ) -> Guard {
+        self.node_credential = credential;
+        self
     }
 
     /// Whether callers need a token.
@@ -323,6 +338,86 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Check 3's caller from the `Authorization: Bearer` token; the refusal (401) without a
+/// known one.
+#[allow(clippy::result_large_err)]
+fn token_caller(
+    g: &Guard,
+    headers: &HeaderMap,
+    (method, route): (&Method, &str),
+) -> Result<Caller, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let caller = match (&g.mode, token) {
+        (Mode::Open, _) => g.caller(""),
+        (Mode::Tokens { .. } | Mode::Fixed(_), None) => {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "this API needs a token: send `Authorization: Bearer <token>`",
+            ))
+        }
+        (Mode::Tokens { .. } | Mode::Fixed(_), Some(t)) => g.caller(t),
+    };
+    caller.ok_or_else(|| {
+        warn!(method = %method, route, "request with an unknown token refused");
+        refuse(StatusCode::UNAUTHORIZED, "unknown or revoked token")
+    })
+}
+
+/// Check 3's caller of a call another fleet node forwarded (`super::forwarded`): the
+/// node credential must match this node's (else 401), the route must be one an owner
+/// runs (else 403); the caller is the one the forwarding node authenticated, with its
+/// role, limited to the call's source.
+#[allow(clippy::result_large_err)]
+fn forwarded_caller(
+    g: &Guard,
+    headers: &HeaderMap,
+    (method, route): (&Method, &str),
+    path: &str,
+) -> Result<Caller, Response> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let node = text(forwarded::NODE_HEADER).to_string();
+    let Some(cred) = &g.node_credential else {
+        warn!(node, method = %method, route, "forwarded call refused: this node has no node credential");
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "a call forwarded by another node, but this node has no [node] credential_env",
+        ));
+    };
+    if !cred.matches(text(forwarded::CREDENTIAL_HEADER)) {
+        warn!(node, method = %method, route, "forwarded call with a wrong node credential refused");
+        return Err(refuse(StatusCode::UNAUTHORIZED, "wrong node credential"));
+    }
+    if !forwarded::is_forwarded(method, route) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!("{method} {route} is not a call one node forwards to another"),
+        ));
+    }
+    let Ok(role) = text(forwarded::ROLE_HEADER).parse::<Role>() else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("forwarded call without a valid {}", forwarded::ROLE_HEADER),
+        ));
+    };
+    let name = text(forwarded::CALLER_HEADER);
+    let source = path.split('/').nth(3).unwrap_or("").to_string();
+    tracing::info!(node, caller = name, role = %role, method = %method, path, "call forwarded by another node");
+    Ok(Caller {
+        name: format!("{name} (via {node})"),
+        role,
+        sources: Some(vec![source]),
+    })
+}
+
 /// The middleware of every route (see the module doc for the checks and their order).
 /// On success the request carries its [`Caller`].
 pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
@@ -338,25 +433,16 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
     if let Err(e) = check_host_and_origin(req.headers(), &g.hostnames) {
         return refuse(StatusCode::FORBIDDEN, e.to_string());
     }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let caller = match (&g.mode, token) {
-        (Mode::Open, _) => g.caller(""),
-        (Mode::Tokens { .. } | Mode::Fixed(_), None) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "this API needs a token: send `Authorization: Bearer <token>`",
-            )
+    let caller = if req.headers().contains_key(forwarded::CREDENTIAL_HEADER) {
+        match forwarded_caller(&g, req.headers(), (&method, &route), req.uri().path()) {
+            Ok(c) => c,
+            Err(refused) => return refused,
         }
-        (Mode::Tokens { .. } | Mode::Fixed(_), Some(t)) => g.caller(t),
-    };
-    let Some(caller) = caller else {
-        warn!(method = %method, route, "request with an unknown token refused");
-        return refuse(StatusCode::UNAUTHORIZED, "unknown or revoked token");
+    } else {
+        match token_caller(&g, req.headers(), (&method, &route)) {
+            Ok(c) => c,
+            Err(refused) => return refused,
+        }
     };
     if caller.role < need {
         return refuse(

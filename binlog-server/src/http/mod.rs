@@ -12,6 +12,7 @@
 //! [`JsonBody`] is the one body extractor (an empty body is the type's default).
 
 pub mod auth;
+pub mod forwarded;
 
 use std::sync::Arc;
 use std::time::Duration;

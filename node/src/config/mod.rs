@@ -20,6 +20,11 @@
 //! id = "node-a"                  # unique in the fleet, stable across restarts
 //! advertise = "https://10.0.0.7:7480"   # this node's API as the other nodes reach it
 //! lease_ttl = "10s"              # a source's lease lasts this long unrenewed (renewed every third)
+//! credential_env = "BINLOG_NODE_CREDENTIAL"  # the fleet's node credential (the same secret on
+//!                                # every node, at least 32 characters): a manual base, retention,
+//!                                # scrub, check, restart or verification asked of a node that does
+//!                                # not hold the source's lease is forwarded to the owner with it
+//! peer_ca = "/etc/binlog-server/fleet-ca.pem"  # trusted for the other nodes' https advertise URLs
 //! [capture]                      # optional; defaults shown
 //! fsync_interval = "500ms"       # longest time received bytes stay unsynced while data flows
 //! heartbeat_period = "2s"        # asked of the primary; no packet for 3x this + 5 s = reconnect
@@ -555,6 +560,13 @@ pub struct NodeConfig {
     /// least 3 s.
     #[serde(default = "default_lease_ttl", with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Environment variable holding the fleet's node credential: the secret a node
+    /// sends when it forwards a call to another node, and checks on a forwarded call.
+    /// Without it, such calls are refused (409, naming the owner).
+    pub credential_env: Option<String>,
+    /// PEM file of the certificates trusted for the other nodes' `https` advertise URLs
+    /// (besides the public roots).
+    pub peer_ca: Option<PathBuf>,
 }
 
 fn default_lease_ttl() -> Duration {
@@ -570,6 +582,39 @@ pub struct NodeSettings {
     pub advertise: String,
     /// Lease time to live.
     pub lease_ttl: Duration,
+    /// The fleet's node credential (`credential_env`), if set.
+    pub credential: Option<NodeCredential>,
+    /// `peer_ca`.
+    pub peer_ca: Option<PathBuf>,
+}
+
+/// The fleet's node credential: a secret shared by the nodes, never shown by `Debug`
+/// and compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeCredential(String);
+
+impl NodeCredential {
+    /// A credential of `secret`.
+    pub fn new(secret: String) -> NodeCredential {
+        NodeCredential(secret)
+    }
+
+    /// The secret, to send.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `got` is the secret (constant time in its length).
+    pub fn matches(&self, got: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), got.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for NodeCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeCredential(..)")
+    }
 }
 
 /// The validated `[catalog]`: where the catalog is and the password to open it with.
@@ -962,8 +1007,45 @@ mod tests {
                 id: "node-a".into(),
                 advertise: "https://10.0.0.7:7480".into(),
                 lease_ttl: Duration::from_secs(10),
+                credential: None,
+                peer_ca: None,
             }
         );
+        // The node credential: from the environment, long, and only with https.
+        std::env::set_var("BLS_TEST_NODE_CRED_LONG", "k".repeat(40));
+        std::env::set_var("BLS_TEST_NODE_CRED_SHORT", "short");
+        let n = with(
+            "id = \"a\"\nadvertise = \"https://h:1\"\ncredential_env = \"BLS_TEST_NODE_CRED_LONG\"\n",
+        )
+        .unwrap()
+        .node
+        .unwrap();
+        let cred = n.credential.expect("a credential");
+        assert!(cred.matches(&"k".repeat(40)) && !cred.matches("k"));
+        assert_eq!(format!("{cred:?}"), "NodeCredential(..)", "never shown");
+        for (text, key) in [
+            (
+                "id = \"a\"\nadvertise = \"https://h:1\"\ncredential_env = \"BLS_TEST_NODE_CRED_SHORT\"\n",
+                "node.credential_env",
+            ),
+            (
+                "id = \"a\"\nadvertise = \"https://h:1\"\ncredential_env = \"BLS_TEST_NODE_CRED_UNSET\"\n",
+                "node.credential_env",
+            ),
+            (
+                "id = \"a\"\nadvertise = \"http://h:1\"\ncredential_env = \"BLS_TEST_NODE_CRED_LONG\"\n",
+                "node.advertise",
+            ),
+            (
+                "id = \"a\"\nadvertise = \"https://h:1\"\npeer_ca = \"/nonexistent/ca.pem\"\n",
+                "node.peer_ca",
+            ),
+        ] {
+            match with(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
         let n = with("id = \"b\"\nadvertise = \"http://[::1]:7481\"\nlease_ttl = \"4s\"\n")
             .unwrap()
             .node

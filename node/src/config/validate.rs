@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::schedule;
 use super::{
     env_password, invalid, ArchiveConfig, ArchiveSettings, CaptureConfig, CatalogConfig,
-    CatalogSettings, Config, ConfigError, HttpConfig, HttpSettings, NodeConfig, NodeSettings,
-    PitrConfig, Replication, ReplicationConfig, Settings, Source, SourceConfig, SourceUrl, StartAt,
-    StartRaw, Verify, VerifyConfig,
+    CatalogSettings, Config, ConfigError, HttpConfig, HttpSettings, NodeConfig, NodeCredential,
+    NodeSettings, PitrConfig, Replication, ReplicationConfig, Settings, Source, SourceConfig,
+    SourceUrl, StartAt, StartRaw, Verify, VerifyConfig,
 };
 
 impl Config {
@@ -769,9 +769,49 @@ fn node(n: &NodeConfig) -> Result<NodeSettings, ConfigError> {
             ),
         ));
     }
+    let credential = match &n.credential_env {
+        Some(var) => Some(node_credential(var, &n.advertise)?),
+        None => None,
+    };
+    if let Some(ca) = &n.peer_ca {
+        if !ca.is_file() {
+            return Err(invalid(
+                "node.peer_ca",
+                format!("{}: not a readable file", ca.display()),
+            ));
+        }
+    }
     Ok(NodeSettings {
         id: n.id.clone(),
         advertise: n.advertise.trim_end_matches('/').to_owned(),
         lease_ttl: n.lease_ttl,
+        credential,
+        peer_ca: n.peer_ca.clone(),
     })
+}
+
+/// Shortest node credential: a random secret, not a password.
+const MIN_CREDENTIAL: usize = 32;
+
+/// `[node] credential_env`: the secret from the environment, long enough, and an https
+/// advertise URL (a node sends it to the others only over TLS).
+fn node_credential(var: &str, advertise: &str) -> Result<NodeCredential, ConfigError> {
+    let secret = super::env_password("node.credential_env".into(), var)?;
+    if secret.trim().len() < MIN_CREDENTIAL {
+        return Err(invalid(
+            "node.credential_env",
+            format!(
+                "the credential in {var} is shorter than {MIN_CREDENTIAL} characters: use a                  random secret (e.g. `openssl rand -hex 32`), the same on every node"
+            ),
+        ));
+    }
+    if !advertise.starts_with("https://") {
+        return Err(invalid(
+            "node.advertise",
+            format!(
+                "{advertise:?}: with a node credential the nodes call each other over TLS:                  use an https URL (and [http] tls_cert, tls_key)"
+            ),
+        ));
+    }
+    Ok(NodeCredential::new(secret.trim().to_owned()))
 }

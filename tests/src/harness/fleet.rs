@@ -14,7 +14,7 @@ use super::mariadb::{checksums_socket, MariaDb};
 use super::postgres::Postgres;
 use super::s3::{Moto, S3_TEST_ENV};
 use super::sandbox::PitrJobs;
-use super::server::ServerProcess;
+use super::server::{ApiAccess, ServerProcess};
 use super::tools::{free_port, sha256_file, toml_string};
 use super::wait::wait_for;
 
@@ -34,6 +34,8 @@ pub struct FleetNode {
     pub cfg: PathBuf,
     /// The binlog-server binary it runs.
     bin: PathBuf,
+    /// Its API's certificate once [`FleetNode::secure`] made it https.
+    ca: Option<PathBuf>,
 }
 
 impl FleetNode {
@@ -71,7 +73,56 @@ impl FleetNode {
             dir,
             cfg,
             bin: bin.to_path_buf(),
+            ca: None,
         })
+    }
+
+    /// Makes the node's API https with `cert` and `key` (the same self-signed
+    /// certificate for every node, trusted as `[node] peer_ca`), advertised as such, with
+    /// the fleet's node credential from the environment variable `credential_env`.
+    ///
+    /// # Errors
+    ///
+    /// Reading or writing the config fails, or it lacks the `[node]` and `[http]` tables.
+    pub fn secure(&mut self, cert: &Path, key: &Path, credential_env: &str) -> Result<()> {
+        let cert_s = cert.to_str().context("certificate path is not UTF-8")?;
+        let key_s = key.to_str().context("key path is not UTF-8")?;
+        let mut cfg = std::fs::read_to_string(&self.cfg)?;
+        let node = format!(
+            "[node]\ncredential_env = {}\npeer_ca = {}\n",
+            toml_string(credential_env),
+            toml_string(cert_s)
+        );
+        let http = format!("\n[http]\nlisten = {}\n", toml_string(&self.http));
+        anyhow::ensure!(
+            cfg.contains("[node]\n") && cfg.contains(&http),
+            "the config lacks [node] or [http]"
+        );
+        cfg = cfg
+            .replacen("[node]\n", &node, 1)
+            .replacen(
+                &http,
+                &format!(
+                    "{http}tls_cert = {}\ntls_key = {}\n",
+                    toml_string(cert_s),
+                    toml_string(key_s)
+                ),
+                1,
+            )
+            .replacen(
+                &format!(
+                    "advertise = {}",
+                    toml_string(&format!("http://{}", self.http))
+                ),
+                &format!(
+                    "advertise = {}",
+                    toml_string(&format!("https://{}", self.http))
+                ),
+                1,
+            );
+        std::fs::write(&self.cfg, cfg)?;
+        self.ca = Some(cert.to_path_buf());
+        Ok(())
     }
 
     /// Starts the node (its API answering).
@@ -80,7 +131,18 @@ impl FleetNode {
     ///
     /// The process does not start or its API does not answer in time.
     pub fn start(&self) -> Result<ServerProcess> {
-        ServerProcess::start(&self.bin, &self.cfg, &self.http)
+        match &self.ca {
+            None => ServerProcess::start(&self.bin, &self.cfg, &self.http),
+            Some(ca) => ServerProcess::start_with(
+                &self.bin,
+                &self.cfg,
+                &format!("https://{}", self.http),
+                ApiAccess {
+                    token: None,
+                    ca_cert: Some(ca.clone()),
+                },
+            ),
+        }
     }
 
     /// Appends TOML `text` to the node's config (tables of the last source, or
