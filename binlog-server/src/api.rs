@@ -71,8 +71,6 @@ pub struct ApiState {
     pub node_alive_within: std::time::Duration,
     /// This fleet node's lease keeper (`None` on a single node).
     pub leases: Option<crate::fleet::lease::LeaseHandle>,
-    /// Forwards owner jobs asked of this node to the owner (`None` on a single node).
-    pub forwarder: Option<crate::fleet::forward::Forwarder>,
 }
 
 /// A JSON error answer.
@@ -92,9 +90,14 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// Builds the router: the routes below, each behind `guard`, every error as JSON.
-pub fn router(state: Arc<ApiState>, guard: Arc<crate::http::auth::Guard>) -> Router {
-    Router::new()
+/// Builds the router: the routes below, each behind `guard` and, on a fleet node,
+/// `forward` (an owner job sent to the source's lease owner), every error as JSON.
+pub fn router(
+    state: Arc<ApiState>,
+    guard: Arc<crate::http::auth::Guard>,
+    forward: Option<Arc<crate::fleet::forward::Forwarder>>,
+) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
         .route("/v1/sources", get(list_sources))
@@ -116,11 +119,15 @@ pub fn router(state: Arc<ApiState>, guard: Arc<crate::http::auth::Guard>) -> Rou
         .route("/v1/sources/{name}/verifications", post(verify_start))
         .route("/v1/verifications", get(verify_list))
         .route("/v1/verifications/{id}", get(verify_get))
-        .route("/v1/nodes", get(list_nodes))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+        .route("/v1/nodes", get(list_nodes));
+    let routes = match forward {
+        Some(f) => routes.route_layer(axum::middleware::from_fn_with_state(
+            f,
             crate::fleet::forward::forward,
-        ))
+        )),
+        None => routes,
+    };
+    routes
         .route_layer(axum::middleware::from_fn_with_state(
             guard,
             crate::http::auth::guard,

@@ -44,10 +44,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
     let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings)?;
-    let forwarder = match &settings.node {
-        Some(n) => Some(crate::fleet::forward::Forwarder::new(n)?),
-        None => None,
-    };
+    // The TLS client a fleet node forwards owner jobs with (`[node] peer_ca`).
+    let peer_tls =
+        match &settings.node {
+            Some(n) => Some(node::cli::client_tls(n.peer_ca.as_deref()).map_err(|e| {
+                anyhow::Error::new(crate::fleet::forward::ForwarderError::PeerCa(e))
+            })?),
+            None => None,
+        };
     let reader = tier.clone().map(|t| {
         Arc::new(archive::cache::ArchiveReader::with_catalog(
             t,
@@ -90,9 +94,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |n| n.lease_ttl),
         leases: started.leases.take(),
-        forwarder,
     });
-    let app = api::router(state, guard);
+    let forward = match (&settings.node, peer_tls, &state.leases) {
+        (Some(n), Some(tls), Some(leases)) => Some(Arc::new(
+            crate::fleet::forward::Forwarder::new(n, tls, state.catalog.clone(), leases.clone()),
+        )),
+        _ => None,
+    };
+    let app = api::router(state, guard, forward);
     let http_cancel = cancel.clone();
     let http_settings = settings.http.clone();
     let http = tokio::spawn(

@@ -37,7 +37,7 @@ use axum::Json;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::ApiState;
+use super::lease::LeaseHandle;
 use crate::http::forwarded::{
     is_forwarded, CALLER_HEADER, CREDENTIAL_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, ROLE_HEADER,
 };
@@ -53,6 +53,10 @@ pub struct Forwarder {
     node: String,
     credential: Option<NodeCredential>,
     agent: ureq::Agent,
+    /// The catalog: who holds a lease, and where that node is.
+    catalog: Arc<catalog::Catalog>,
+    /// This node's leases.
+    leases: LeaseHandle,
 }
 
 /// Why a [`Forwarder`] cannot be built (a definite stop at start: fix `[node]`).
@@ -64,23 +68,28 @@ pub enum ForwarderError {
 }
 
 impl Forwarder {
-    /// The forwarder of a validated `[node]`.
-    ///
-    /// # Errors
-    ///
-    /// [`ForwarderError::PeerCa`]: the file does not hold usable PEM certificates.
-    pub fn new(n: &NodeSettings) -> Result<Forwarder, ForwarderError> {
-        let tls = node::cli::client_tls(n.peer_ca.as_deref()).map_err(ForwarderError::PeerCa)?;
+    /// The forwarder of a validated `[node]`, calling the other nodes with `tls` (from
+    /// [`node::cli::client_tls`] with `peer_ca`, built at start so that a bad file stops
+    /// the start: [`ForwarderError`]), over `catalog`, for the node whose leases
+    /// `leases` holds.
+    pub fn new(
+        n: &NodeSettings,
+        tls: rustls::ClientConfig,
+        catalog: Arc<catalog::Catalog>,
+        leases: LeaseHandle,
+    ) -> Forwarder {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(FORWARD_TIMEOUT)
             .tls_config(Arc::new(tls))
             .build();
-        Ok(Forwarder {
+        Forwarder {
             node: n.id.clone(),
             credential: n.credential.clone(),
             agent,
-        })
+            catalog,
+            leases,
+        }
     }
 }
 
@@ -92,7 +101,7 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
 /// The middleware of every route, after the guard: a call of [`FORWARDED`](crate::http::forwarded::FORWARDED) for a
 /// source this fleet node does not hold goes to the owner (module docs); every other
 /// call runs here.
-pub async fn forward(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+pub async fn forward(State(fwd): State<Arc<Forwarder>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -101,11 +110,8 @@ pub async fn forward(State(st): State<Arc<ApiState>>, req: Request, next: Next) 
     if !is_forwarded(req.method(), &route) {
         return next.run(req).await;
     }
-    let (Some(fwd), Some(leases)) = (&st.forwarder, &st.leases) else {
-        return next.run(req).await;
-    };
     let source = req.uri().path().split('/').nth(3).unwrap_or("").to_string();
-    if leases.held().contains_key(&source) {
+    if fwd.leases.held().contains_key(&source) {
         return next.run(req).await;
     }
     if let Some(from) = req.headers().get(NODE_HEADER) {
@@ -119,7 +125,7 @@ pub async fn forward(State(st): State<Arc<ApiState>>, req: Request, next: Next) 
             ),
         );
     }
-    let (owner, url) = match owner_of(&st, &source).await {
+    let (owner, url) = match owner_of(&fwd.catalog, &source).await {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -132,11 +138,11 @@ pub async fn forward(State(st): State<Arc<ApiState>>, req: Request, next: Next) 
             ),
         );
     };
-    send(fwd, cred, (&owner, &url), req).await
+    send(&fwd, cred, (&owner, &url), req).await
 }
 
 /// The live owner of `source`'s lease and its advertise URL; else the refusal to send.
-async fn owner_of(st: &ApiState, source: &str) -> Result<(String, String), Response> {
+async fn owner_of(catalog: &catalog::Catalog, source: &str) -> Result<(String, String), Response> {
     let unavailable = |e: catalog::CatalogError| {
         refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -145,7 +151,7 @@ async fn owner_of(st: &ApiState, source: &str) -> Result<(String, String), Respo
             ),
         )
     };
-    let (now, rows) = st.catalog.list_leases().await.map_err(unavailable)?;
+    let (now, rows) = catalog.list_leases().await.map_err(unavailable)?;
     let owner = rows
         .iter()
         .find(|l| l.source == source)
@@ -157,7 +163,7 @@ async fn owner_of(st: &ApiState, source: &str) -> Result<(String, String), Respo
             format!("no node holds the lease of {source:?} now (a takeover is under way): retry in a few seconds"),
         ));
     };
-    let (_, nodes) = st.catalog.list_nodes().await.map_err(unavailable)?;
+    let (_, nodes) = catalog.list_nodes().await.map_err(unavailable)?;
     match nodes.into_iter().find(|n| n.id == owner) {
         Some(n) => Ok((owner, n.advertise)),
         None => Err(refuse(
