@@ -246,17 +246,19 @@ impl ArchiveReader {
             touch(&cached);
             return Ok(cached);
         }
+        // The semaphores are never closed; were they, the fetch would go on unbounded.
+        // A prefetch waits for its turn before it takes the file's lock, so a reader of
+        // the same file never waits behind a queued prefetch.
+        let _ahead = match background {
+            true => self.prefetch_slots.acquire().await.ok(),
+            false => None,
+        };
         let entry = InFlight::enter(&self.in_flight, source, file);
         let _one = entry.lock().await;
         if cached.exists() {
             touch(&cached);
             return Ok(cached);
         }
-        // The semaphores are never closed; were they, the fetch would go on unbounded.
-        let _ahead = match background {
-            true => self.prefetch_slots.acquire().await.ok(),
-            false => None,
-        };
         let _slot = self.slots.acquire().await.ok();
         let progress = Arc::new(Progress::default());
         entry.started(&progress);
@@ -453,6 +455,16 @@ impl ArchiveReader {
 /// Removes every cached copy under `root` (all sources; low disk space). Returns the
 /// bytes freed. A copy being read keeps its open handle: removal only unlinks it.
 pub fn empty(root: &Path) -> u64 {
+    remove_under(root, false)
+}
+
+/// [`empty`] at start, when no fetch runs: the staging files (`.part`) an earlier run
+/// left (a crash) go too.
+pub fn empty_at_start(root: &Path) -> u64 {
+    remove_under(root, true)
+}
+
+fn remove_under(root: &Path, staging_too: bool) -> u64 {
     let mut freed = 0;
     let Ok(sources) = std::fs::read_dir(root) else {
         return 0;
@@ -463,7 +475,7 @@ pub fn empty(root: &Path) -> u64 {
         };
         for e in rd.flatten() {
             // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
-            if e.file_name().to_string_lossy().ends_with(".part") {
+            if !staging_too && e.file_name().to_string_lossy().ends_with(".part") {
                 continue;
             }
             if let Ok(md) = e.metadata() {

@@ -239,9 +239,15 @@ pub async fn fetch_file_tracked(
     progress: Option<&Progress>,
 ) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
+    // A fetch dropped midway (its reader cancelled) says failed and leaves no staging
+    // file, so nothing follows it forever.
+    let part = part_path(out);
+    let mut dropped = DroppedFetch {
+        part: Some(part.clone()),
+        progress,
+    };
     let r = async {
         let m = manifest_at(store, source, file, epoch).await?;
-        let part = part_path(out);
         let r = fetch_into(store, keyring, &m, &part, sync, progress).await;
         match r {
             Ok(()) => {
@@ -260,10 +266,29 @@ pub async fn fetch_file_tracked(
         }
     }
     .await;
+    dropped.part = None;
     if let Some(p) = progress {
         p.finish(r.is_ok());
     }
     r
+}
+
+/// The guard of [`fetch_file_tracked`]: dropped before the fetch ended, it marks the
+/// progress failed and removes the staging file.
+struct DroppedFetch<'a> {
+    part: Option<PathBuf>,
+    progress: Option<&'a Progress>,
+}
+
+impl Drop for DroppedFetch<'_> {
+    fn drop(&mut self) {
+        if let Some(part) = self.part.take() {
+            if let Some(p) = self.progress {
+                p.finish(false);
+            }
+            let _ = std::fs::remove_file(part);
+        }
+    }
 }
 
 /// A fetch followed by readers publishes its progress every this many bytes (and at its

@@ -675,7 +675,11 @@ impl Shipper {
         if unchanged && !age_due && !self.low_on_space() {
             return Ok(());
         }
-        self.whole_file_pass().await?;
+        if let Err(e) = self.whole_file_pass().await {
+            // Retried in full, whatever the catalog says then.
+            *node::util::lock(&self.file_seen) = None;
+            return Err(e);
+        }
         *node::util::lock(&self.file_seen) = Some((fingerprint, Instant::now()));
         Ok(())
     }

@@ -47,7 +47,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     // The TLS client a fleet node forwards owner jobs with (`[node] peer_ca`).
     let peer_tls =
         match &settings.node {
-            Some(n) => Some(node::cli::client_tls(n.peer_ca.as_deref()).map_err(|e| {
+            Some(n) => Some(node::cli::peer_tls(n.peer_ca.as_deref()).map_err(|e| {
                 anyhow::Error::new(crate::fleet::forward::ForwarderError::PeerCa(e))
             })?),
             None => None,
@@ -223,7 +223,7 @@ fn open_tier(settings: &Settings) -> anyhow::Result<Option<Arc<archive::tier::Ar
         archive::tier::ArchiveTier::open(settings.archive.clone())
             .context("open the archive store ([archive] store)")?,
     );
-    let freed = archive::cache::empty(&tier.settings.cache_dir);
+    let freed = archive::cache::empty_at_start(&tier.settings.cache_dir);
     if freed > 0 {
         info!(
             freed,

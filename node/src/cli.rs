@@ -76,9 +76,26 @@ fn trusting(cert: &Path) -> Result<rustls::ClientConfig, CliError> {
 /// [`CliError::Pem`] or [`CliError::Trust`]: `extra` cannot be read or holds an unusable
 /// certificate; [`CliError::Tls`]: no protocol version is available.
 pub fn client_tls(extra: Option<&Path>) -> Result<rustls::ClientConfig, CliError> {
+    tls_trusting(true, extra)
+}
+
+/// The TLS client configuration of node-to-node calls: trusting only the PEM
+/// certificates in `peer_ca` when it is set (a fleet's own CA: no public certificate of
+/// another host then passes), else the public roots.
+///
+/// # Errors
+///
+/// Those of [`client_tls`].
+pub fn peer_tls(peer_ca: Option<&Path>) -> Result<rustls::ClientConfig, CliError> {
+    tls_trusting(peer_ca.is_none(), peer_ca)
+}
+
+fn tls_trusting(public: bool, extra: Option<&Path>) -> Result<rustls::ClientConfig, CliError> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if public {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(cert) = extra {
         let pem = |what: &'static str| {
             move |source| CliError::Pem {

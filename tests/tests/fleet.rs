@@ -685,7 +685,7 @@ fn forwarded_calls_are_checked(nodes: &[FleetNode], cert: &std::path::Path) -> R
         let r = agent
             .post(&format!("https://{}{path}", node.http))
             .set("Content-Type", "application/json")
-            .set("x-binlog-node-credential", credential)
+            .set("Authorization", &format!("Node {credential}"))
             .set("x-binlog-node", "node-x")
             .set("x-binlog-caller", "mallory")
             .set("x-binlog-caller-role", "admin")

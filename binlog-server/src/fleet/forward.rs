@@ -10,7 +10,7 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | [`CREDENTIAL_HEADER`](crate::http::forwarded::CREDENTIAL_HEADER) | the fleet's node credential (`[node] credential_env`), never a user's token |
+//! | `Authorization: Node <credential>` | the fleet's node credential (`[node] credential_env`), never a user's token |
 //! | `x-binlog-node` | the forwarding node's id |
 //! | `x-binlog-caller`, `x-binlog-caller-role` | the caller's name and role, as the first node checked them |
 //!
@@ -39,7 +39,7 @@ use tracing::{info, warn};
 
 use super::lease::LeaseHandle;
 use crate::http::forwarded::{
-    is_forwarded, CALLER_HEADER, CREDENTIAL_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, ROLE_HEADER,
+    is_forwarded, CALLER_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, NODE_SCHEME, ROLE_HEADER,
 };
 use node::config::{NodeCredential, NodeSettings};
 use node::tokens::Caller;
@@ -81,6 +81,8 @@ impl Forwarder {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout(FORWARD_TIMEOUT)
+            // A redirect would carry the credential elsewhere (and turn a POST into a GET).
+            .redirects(0)
             .tls_config(Arc::new(tls))
             .build();
         Forwarder {
@@ -180,12 +182,26 @@ async fn send(
     (owner, url): (&str, &str),
     req: Request,
 ) -> Response {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let (name, role) = caller
-        .as_ref()
-        .map_or(("local".to_string(), "admin".to_string()), |c| {
-            (c.name.clone(), c.role.to_string())
-        });
+    // The guard runs first and always names the caller; without one, nothing is sent.
+    let Some((name, role)) = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| (c.name.clone(), c.role.to_string()))
+    else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no authenticated caller to forward the call for",
+        );
+    };
+    if !url.starts_with("https://") {
+        return refuse(
+            StatusCode::CONFLICT,
+            format!(
+                "node {owner} holds the lease but advertises {url}: the node credential goes \
+                 only over https; ask {owner}"
+            ),
+        );
+    }
     let method = req.method().as_str().to_string();
     let path = req
         .uri()
@@ -201,7 +217,7 @@ async fn send(
         .agent
         .request(&method, &target)
         .set("Content-Type", "application/json")
-        .set(CREDENTIAL_HEADER, cred.secret())
+        .set("Authorization", &format!("{NODE_SCHEME}{}", cred.secret()))
         .set(NODE_HEADER, &fwd.node)
         .set(CALLER_HEADER, &name)
         .set(ROLE_HEADER, &role);

@@ -392,7 +392,7 @@ fn forwarded_caller(
             "a call forwarded by another node, but this node has no [node] credential_env",
         ));
     };
-    if !cred.matches(text(forwarded::CREDENTIAL_HEADER)) {
+    if !cred.matches(forwarded::presented_credential(headers).unwrap_or("")) {
         warn!(node, method = %method, route, "forwarded call with a wrong node credential refused");
         return Err(refuse(StatusCode::UNAUTHORIZED, "wrong node credential"));
     }
@@ -433,7 +433,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
     if let Err(e) = check_host_and_origin(req.headers(), &g.hostnames) {
         return refuse(StatusCode::FORBIDDEN, e.to_string());
     }
-    let caller = if req.headers().contains_key(forwarded::CREDENTIAL_HEADER) {
+    let caller = if forwarded::presented_credential(req.headers()).is_some() {
         match forwarded_caller(&g, req.headers(), (&method, &route), req.uri().path()) {
             Ok(c) => c,
             Err(refused) => return refused,

@@ -2,10 +2,12 @@
 //! forwards to a source's lease owner (`fleet::forward`), and the routes such a call may
 //! reach. `auth::guard` accepts a forwarded call only with the fleet's node credential.
 
-use axum::http::Method;
+use axum::http::{header, HeaderMap, Method};
 
-/// The fleet's node credential on a forwarded call.
-pub const CREDENTIAL_HEADER: &str = "x-binlog-node-credential";
+/// The `Authorization` scheme of a forwarded call: `Authorization: Node <credential>`,
+/// the fleet's node credential (in `Authorization`, which HTTP clients' debug logs
+/// redact, never a header of its own).
+pub const NODE_SCHEME: &str = "Node ";
 /// The forwarding node's id.
 pub const NODE_HEADER: &str = "x-binlog-node";
 /// The caller's name, as the forwarding node authenticated it.
@@ -30,4 +32,13 @@ pub fn is_forwarded(method: &Method, route: &str) -> bool {
     FORWARDED
         .iter()
         .any(|(m, r)| *m == method.as_str() && *r == route)
+}
+
+/// The node credential a call presents (`Authorization: Node <credential>`), if any.
+pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix(NODE_SCHEME))
+        .map(str::trim)
 }

@@ -801,7 +801,8 @@ fn node_credential(var: &str, advertise: &str) -> Result<NodeCredential, ConfigE
         return Err(invalid(
             "node.credential_env",
             format!(
-                "the credential in {var} is shorter than {MIN_CREDENTIAL} characters: use a                  random secret (e.g. `openssl rand -hex 32`), the same on every node"
+                "the credential in {var} is shorter than {MIN_CREDENTIAL} characters: use a \
+                 random secret (e.g. `openssl rand -hex 32`), the same on every node"
             ),
         ));
     }
@@ -809,7 +810,8 @@ fn node_credential(var: &str, advertise: &str) -> Result<NodeCredential, ConfigE
         return Err(invalid(
             "node.advertise",
             format!(
-                "{advertise:?}: with a node credential the nodes call each other over TLS:                  use an https URL (and [http] tls_cert, tls_key)"
+                "{advertise:?}: with a node credential the nodes call each other over TLS: \
+                 use an https URL (and [http] tls_cert, tls_key)"
             ),
         ));
     }

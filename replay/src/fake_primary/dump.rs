@@ -1038,20 +1038,23 @@ impl DumpCtx {
     }
 
     /// While `cur`'s file is being fetched from the store: the bytes of it readable now
-    /// (`Some`); `None` once it is whole. When the followed fetch failed, this dump's
-    /// own read of the file (which fetches it again) is waited for and the file is
-    /// reopened from it at the same offset: the bytes are the same.
+    /// (`Some`); `None` once it is whole. When the followed fetch failed, or this dump's
+    /// own read of the file ended first, that read (which fetches the file again if it
+    /// must) is waited for and the file is reopened from it at the same offset: the
+    /// bytes are the same.
     fn fetched(&self, cur: &mut FileCursor) -> Result<Option<u64>, DumpError> {
         let Some(f) = &cur.following else {
             return Ok(None);
         };
         match f.progress.now() {
-            Fetched::Running(_, n) => return Ok(Some(n)),
+            // While this dump's own read of the file runs: it ends whole or with the
+            // error even when the followed fetch never says so.
+            Fetched::Running(_, n) if !f.fetch.is_finished() => return Ok(Some(n)),
             Fetched::Whole(_) => {
                 cur.following = None;
                 return Ok(None);
             }
-            Fetched::Failed => {}
+            Fetched::Running(..) | Fetched::Failed => {}
         }
         let Some(f) = cur.following.take() else {
             return Ok(None);
