@@ -209,6 +209,11 @@ pub async fn apply(
             });
             continue;
         }
+        // Recorded first (fenced on a lease owner's handle): a stale owner stops here.
+        catalog
+            .mark_file_expired(source, &file)
+            .await
+            .map_err(cat)?;
         for o in objs.iter().filter(|o| o.file == file) {
             store.delete(&o.object_key).await?;
         }

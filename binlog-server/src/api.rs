@@ -517,6 +517,9 @@ async fn run_retention(
 ) -> Result<impl IntoResponse, ApiError> {
     let r = st.backups.retention(&name).await.map_err(|e| match e {
         crate::backups::RetentionFailed::UnknownSource(_) => not_found(e.to_string()),
+        crate::backups::RetentionFailed::NotOwner(_) => {
+            ApiError(StatusCode::CONFLICT, e.to_string())
+        }
         e => internal(e),
     })?;
     Ok(Json(r))

@@ -117,6 +117,9 @@ pub struct BackupService {
     connect_timeout: Duration,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     busy: Mutex<BTreeMap<String, String>>,
+    /// Where each source's jobs run and under which lease epoch (set once, by
+    /// [`BackupService::spawn_schedulers`]; until then every source, epoch 0).
+    owners: std::sync::OnceLock<node::status::Ownership>,
 }
 
 const MAX_JOBS_KEPT: usize = 1000;
@@ -136,6 +139,10 @@ pub enum RetentionFailed {
     /// Archive retention failed.
     #[error("archive retention: {0}")]
     Binlogs(#[from] archive::retention::RetentionError),
+    /// This fleet node does not hold the source's lease: retention runs on the owner
+    /// (a request to this node is forwarded there).
+    #[error("this node does not hold the lease of {0:?}: its owner applies retention")]
+    NotOwner(String),
 }
 
 /// What a retention pass did: the bases (fields at the top level, as before archive
@@ -201,6 +208,7 @@ impl BackupService {
             connect_timeout: settings.capture.connect_timeout,
             jobs: Mutex::new(BTreeMap::new()),
             busy: Mutex::new(BTreeMap::new()),
+            owners: std::sync::OnceLock::new(),
         }))
     }
 
@@ -412,6 +420,13 @@ impl BackupService {
             .sources
             .get(name)
             .ok_or_else(|| RetentionFailed::UnknownSource(name.to_string()))?;
+        let owners = self
+            .owners
+            .get_or_init(node::status::Ownership::everywhere)
+            .clone();
+        let Some(epoch) = owners.epoch_here(name) else {
+            return Err(RetentionFailed::NotOwner(name.to_string()));
+        };
         let bases = retention::apply(
             &self.snap.catalog,
             &self.snap.store,
@@ -429,7 +444,9 @@ impl BackupService {
                 let oldest = retention::oldest_restorable(&rows);
                 Some(
                     archive::retention::apply(
-                        &self.snap.catalog,
+                        // Every delete is recorded first under this tenure: a stale
+                        // owner is refused there and deletes nothing.
+                        &self.snap.catalog.fenced(name, epoch),
                         store,
                         &data_dir.join(name),
                         name,
@@ -452,6 +469,7 @@ impl BackupService {
         owners: node::status::Ownership,
         cancel: CancellationToken,
     ) {
+        let _ = self.owners.set(owners.clone());
         for source in self.sources.values() {
             if source.backup.full_schedule.is_none() && source.backup.incremental_schedule.is_none()
             {

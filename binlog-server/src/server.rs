@@ -487,7 +487,7 @@ fn ownership(keeper: Option<&Keeper>) -> node::status::Ownership {
         None => node::status::Ownership::everywhere(),
         Some(k) => {
             let handle = k.handle.clone();
-            node::status::Ownership::new(move |source| handle.held().contains_key(source))
+            node::status::Ownership::new(move |source| handle.held().get(source).copied())
         }
     }
 }

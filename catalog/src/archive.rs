@@ -353,21 +353,38 @@ impl Catalog {
 
     /// Forgets `file` of `source` entirely (archive retention, after its bytes were
     /// deleted everywhere): its `binlog_files` row and its `archive_objects` rows, in
-    /// one transaction. Forgetting an unknown file is a no-op.
+    /// one transaction. Forgetting an unknown file is a no-op. On a handle from
+    /// [`Catalog::fenced`] the row's delete is fenced by its tenure.
     ///
     /// # Errors
     ///
-    /// [`CatalogError::Query`].
+    /// [`CatalogError::Query`]; [`CatalogError::Fenced`] when the handle's tenure is
+    /// over (nothing forgotten).
     pub async fn forget_file(&self, source: &str, file: &str) -> Result<(), CatalogError> {
         const OP: &str = "forget_file";
         let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        let gone = sqlx::query(&format!(
+            "DELETE FROM binlog_files WHERE source = $1 AND name = $2{}",
+            self.fence_clause(source, "$1")
+        ))
+        .bind(source)
+        .bind(file)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err(OP))?;
+        if gone.rows_affected() == 0 {
+            // No row (forgotten before), or a fenced handle's tenure is over.
+            drop(tx);
+            self.refuse_if_fenced(source, OP).await?;
+            sqlx::query("DELETE FROM archive_objects WHERE source = $1 AND file = $2")
+                .bind(source)
+                .bind(file)
+                .execute(&self.pool)
+                .await
+                .map_err(query_err(OP))?;
+            return Ok(());
+        }
         sqlx::query("DELETE FROM archive_objects WHERE source = $1 AND file = $2")
-            .bind(source)
-            .bind(file)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err(OP))?;
-        sqlx::query("DELETE FROM binlog_files WHERE source = $1 AND name = $2")
             .bind(source)
             .bind(file)
             .execute(&mut *tx)
@@ -375,6 +392,33 @@ impl Catalog {
             .map_err(query_err(OP))?;
         tx.commit().await.map_err(query_err(OP))?;
         Ok(())
+    }
+
+    /// Records that every object of `file` of `source` expired (archive retention marks
+    /// them deleted before it deletes them from the store), and returns how many rows
+    /// changed. On a handle from [`Catalog::fenced`] the mark is fenced by its tenure, so
+    /// a stale owner records nothing and must delete nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`]; [`CatalogError::Fenced`] when the handle's tenure is
+    /// over (nothing marked: delete nothing).
+    pub async fn mark_file_expired(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
+        let r = sqlx::query(&format!(
+            "UPDATE archive_objects SET deleted_at = $1 \
+             WHERE source = $2 AND file = $3 AND deleted_at IS NULL{}",
+            self.fence_clause(source, "$2")
+        ))
+        .bind(unix_now())
+        .bind(source)
+        .bind(file)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("mark_file_expired"))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_fenced(source, "mark_file_expired").await?;
+        }
+        Ok(r.rows_affected())
     }
 
     /// Forgets the whole-file object row of `file` (a damaged object being replaced:

@@ -659,8 +659,10 @@ impl Catalog {
     /// `epoch` of its lease: [`record_active`](Catalog::record_active),
     /// [`mark_reported`](Catalog::mark_reported), [`set_checked`](Catalog::set_checked),
     /// [`set_source_state`](Catalog::set_source_state),
-    /// [`record_gap`](Catalog::record_gap) and
-    /// [`mark_chunks_deleted`](Catalog::mark_chunks_deleted) each check, in their own
+    /// [`record_gap`](Catalog::record_gap),
+    /// [`mark_chunks_deleted`](Catalog::mark_chunks_deleted),
+    /// [`mark_file_expired`](Catalog::mark_file_expired) and
+    /// [`forget_file`](Catalog::forget_file) each check, in their own
     /// statement, that the tenure is live on the database's clock, and return
     /// [`CatalogError::Fenced`] (nothing written) when it is over. A lease owner gives
     /// this handle to every task of its tenure. Epoch 0 (a single node) fences nothing.

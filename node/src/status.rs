@@ -157,21 +157,31 @@ impl StatusCell {
 /// every source on a single node; on a fleet node only those whose lease it holds at
 /// the moment a job is due, so that a job runs once across the fleet.
 #[derive(Clone)]
-pub struct Ownership(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+pub struct Ownership(Arc<EpochOf>);
+
+/// A source's lease epoch on this node, `None` when it does not hold it.
+type EpochOf = dyn Fn(&str) -> Option<i64> + Send + Sync;
 
 impl Ownership {
-    /// A single node: every source runs here.
+    /// A single node: every source runs here, under epoch 0 (no lease).
     pub fn everywhere() -> Ownership {
-        Ownership(Arc::new(|_| true))
+        Ownership(Arc::new(|_| Some(0)))
     }
 
-    /// Sources run here while `holds(source)` says so (a fleet node's lease keeper).
-    pub fn new(holds: impl Fn(&str) -> bool + Send + Sync + 'static) -> Ownership {
-        Ownership(Arc::new(holds))
+    /// Sources run here while `epoch(source)` names the tenure this node holds (a fleet
+    /// node's lease keeper).
+    pub fn new(epoch: impl Fn(&str) -> Option<i64> + Send + Sync + 'static) -> Ownership {
+        Ownership(Arc::new(epoch))
     }
 
     /// Whether a scheduled job of `source` runs on this node now.
     pub fn runs_here(&self, source: &str) -> bool {
+        (self.0)(source).is_some()
+    }
+
+    /// The lease epoch this node writes `source`'s rows under now (0 on a single node);
+    /// `None` when it does not hold the source.
+    pub fn epoch_here(&self, source: &str) -> Option<i64> {
         (self.0)(source)
     }
 }

@@ -1572,6 +1572,14 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
         .await
         .unwrap_err();
     assert!(fenced(e));
+    // Archive retention's record before its deletes, and its forgetting of the row.
+    let e = zombie.mark_file_expired(SRC, "b.000001").await.unwrap_err();
+    assert!(
+        fenced(e),
+        "a stale owner records no expiry, so it deletes nothing"
+    );
+    let e = zombie.forget_file(SRC, "b.000001").await.unwrap_err();
+    assert!(fenced(e));
     assert!(cat.list_gaps(SRC).await.unwrap().is_empty(), "no false gap");
     assert_eq!(
         cat.list_files(SRC).await.unwrap(),
