@@ -420,10 +420,12 @@ impl BackupService {
             .sources
             .get(name)
             .ok_or_else(|| RetentionFailed::UnknownSource(name.to_string()))?;
+        // Before the schedulers start (a command run by hand): every source, epoch 0.
         let owners = self
             .owners
-            .get_or_init(node::status::Ownership::everywhere)
-            .clone();
+            .get()
+            .cloned()
+            .unwrap_or_else(node::status::Ownership::everywhere);
         let Some(epoch) = owners.epoch_here(name) else {
             return Err(RetentionFailed::NotOwner(name.to_string()));
         };
