@@ -404,21 +404,8 @@ impl Catalog {
     /// [`CatalogError::Query`]; [`CatalogError::Fenced`] when the handle's tenure is
     /// over (nothing marked: delete nothing).
     pub async fn mark_file_expired(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
-        let r = sqlx::query(&format!(
-            "UPDATE archive_objects SET deleted_at = $1 \
-             WHERE source = $2 AND file = $3 AND deleted_at IS NULL{}",
-            self.fence_clause(source, "$2")
-        ))
-        .bind(unix_now())
-        .bind(source)
-        .bind(file)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("mark_file_expired"))?;
-        if r.rows_affected() == 0 {
-            self.refuse_if_fenced(source, "mark_file_expired").await?;
-        }
-        Ok(r.rows_affected())
+        self.mark_rows_deleted(source, file, "", "mark_file_expired")
+            .await
     }
 
     /// Forgets the whole-file object row of `file` (a damaged object being replaced:
@@ -449,9 +436,22 @@ impl Catalog {
     /// [`CatalogError::Query`]; [`CatalogError::Fenced`] on a handle from
     /// [`Catalog::fenced`] whose tenure is over (nothing marked: delete nothing).
     pub async fn mark_chunks_deleted(&self, source: &str, file: &str) -> Result<u64, CatalogError> {
+        self.mark_rows_deleted(source, file, " AND kind = 'chunk'", "mark_chunks_deleted")
+            .await
+    }
+
+    /// Marks the live object rows of `file` that `kind_clause` selects (`""`: all)
+    /// deleted now, fenced on a fenced handle; how many changed.
+    async fn mark_rows_deleted(
+        &self,
+        source: &str,
+        file: &str,
+        kind_clause: &str,
+        op: &'static str,
+    ) -> Result<u64, CatalogError> {
         let r = sqlx::query(&format!(
             "UPDATE archive_objects SET deleted_at = $1 \
-             WHERE source = $2 AND file = $3 AND kind = 'chunk' AND deleted_at IS NULL{}",
+             WHERE source = $2 AND file = $3{kind_clause} AND deleted_at IS NULL{}",
             self.fence_clause(source, "$2")
         ))
         .bind(unix_now())
@@ -459,9 +459,9 @@ impl Catalog {
         .bind(file)
         .execute(&self.pool)
         .await
-        .map_err(query_err("mark_chunks_deleted"))?;
+        .map_err(query_err(op))?;
         if r.rows_affected() == 0 {
-            self.refuse_if_fenced(source, "mark_chunks_deleted").await?;
+            self.refuse_if_fenced(source, op).await?;
         }
         Ok(r.rows_affected())
     }
