@@ -604,10 +604,11 @@ impl NodeCredential {
         &self.0
     }
 
-    /// Whether `got` is the secret (constant time in its length).
+    /// Whether `got` is the secret (constant time in its length, `subtle`, as the API
+    /// tokens are compared).
     pub fn matches(&self, got: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), got.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_bytes().ct_eq(got.as_bytes()))
     }
 }
 
