@@ -778,10 +778,7 @@ impl Shipper {
         let whole = |name: &str| objects.get(name).and_then(|h| h.whole);
         self.evicted.retain(|name| whole(name).is_some());
         let s = &self.tier.settings;
-        let min_free = s.min_free_bytes;
-        let low =
-            |dir: &std::path::Path| min_free > 0 && free_bytes(dir).is_some_and(|f| f < min_free);
-        if low(&self.dir) {
+        if self.low_on_space() {
             let freed = super::cache::empty(&s.cache_dir);
             if freed > 0 {
                 warn!(
@@ -791,7 +788,7 @@ impl Shipper {
             }
         }
         *node::util::lock(&self.evict_due) = None;
-        if s.local_retention.is_none() && s.local_bytes.is_none() && !low(&self.dir) {
+        if s.local_retention.is_none() && s.local_bytes.is_none() && !self.low_on_space() {
             return Ok(());
         }
         let mut due: Option<i64> = None;
@@ -821,7 +818,7 @@ impl Shipper {
                 "older than local_retention"
             } else if s.local_bytes.is_some_and(|b| local_total > b) {
                 "over local_bytes"
-            } else if low(&self.dir) {
+            } else if self.low_on_space() {
                 "less than min_free_bytes free"
             } else {
                 if let Some(k) = keep_s {
