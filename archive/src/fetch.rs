@@ -239,42 +239,31 @@ pub async fn fetch_file_tracked(
     progress: Option<&Progress>,
 ) -> Result<Manifest, FetchError> {
     let sync = flush == Flush::Fsync;
-    // A fetch dropped midway (its reader cancelled) says failed and leaves no staging
-    // file, so nothing follows it forever.
+    // A fetch that fails or is dropped midway (its reader cancelled) says failed and
+    // leaves no staging file, so nothing follows it forever.
     let part = part_path(out);
     let mut dropped = DroppedFetch {
         part: Some(part.clone()),
         progress,
     };
-    let r = async {
-        let m = manifest_at(store, source, file, epoch).await?;
-        let r = fetch_into(store, keyring, &m, &part, sync, progress).await;
-        match r {
-            Ok(()) => {
-                tokio::fs::rename(&part, out)
-                    .await
-                    .map_err(|source| FetchError::Write {
-                        path: out.to_path_buf(),
-                        source,
-                    })?;
-                Ok(m)
-            }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                Err(e)
-            }
-        }
-    }
-    .await;
+    let m = manifest_at(store, source, file, epoch).await?;
+    fetch_into(store, keyring, &m, &part, sync, progress).await?;
+    tokio::fs::rename(&part, out)
+        .await
+        .map_err(|source| FetchError::Write {
+            path: out.to_path_buf(),
+            source,
+        })?;
     dropped.part = None;
     if let Some(p) = progress {
-        p.finish(r.is_ok());
+        p.finish(true);
     }
-    r
+    Ok(m)
 }
 
-/// The guard of [`fetch_file_tracked`]: dropped before the fetch ended, it marks the
-/// progress failed and removes the staging file.
+/// The guard of [`fetch_file_tracked`]: dropped before the fetch ended whole (it failed,
+/// or its future was dropped), it marks the progress failed and removes the staging
+/// file.
 struct DroppedFetch<'a> {
     part: Option<PathBuf>,
     progress: Option<&'a Progress>,
