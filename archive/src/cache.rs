@@ -226,6 +226,20 @@ impl ArchiveReader {
         self.path_for(source, dir, file, false).await
     }
 
+    /// The local file, else the cached copy (marked as just used), when either exists.
+    fn whole_copy(&self, source: &str, dir: &Path, file: &str) -> Option<PathBuf> {
+        let local = dir.join(file);
+        if local.exists() {
+            return Some(local);
+        }
+        let cached = self.tier.settings.cache_dir.join(source).join(file);
+        if cached.exists() {
+            touch(&cached);
+            return Some(cached);
+        }
+        None
+    }
+
     /// [`ArchiveReader::path`] for a reader (`background` false) or a prefetch, which
     /// waits for one of [`PREFETCH_CONCURRENCY`] turns first, so a reader always finds
     /// a fetch slot that no prefetch holds.
@@ -236,16 +250,11 @@ impl ArchiveReader {
         file: &str,
         background: bool,
     ) -> Result<PathBuf, FetchError> {
-        let local = dir.join(file);
-        if local.exists() {
-            return Ok(local);
+        if let Some(whole) = self.whole_copy(source, dir, file) {
+            return Ok(whole);
         }
         let cdir = self.tier.settings.cache_dir.join(source);
         let cached = cdir.join(file);
-        if cached.exists() {
-            touch(&cached);
-            return Ok(cached);
-        }
         // The semaphores are never closed; were they, the fetch would go on unbounded.
         // A prefetch waits for its turn before it takes the file's lock, so a reader of
         // the same file never waits behind a queued prefetch.
@@ -283,14 +292,8 @@ impl ArchiveReader {
         file: &str,
         min_bytes: u64,
     ) -> Result<Opened, FetchError> {
-        let local = dir.join(file);
-        if local.exists() {
-            return Ok(Opened::Whole(local));
-        }
-        let cached = self.tier.settings.cache_dir.join(source).join(file);
-        if cached.exists() {
-            touch(&cached);
-            return Ok(Opened::Whole(cached));
+        if let Some(whole) = self.whole_copy(source, dir, file) {
+            return Ok(Opened::Whole(whole));
         }
         let (me, s, d, f) = (
             self.clone(),
@@ -475,7 +478,7 @@ fn remove_under(root: &Path, staging_too: bool) -> u64 {
         };
         for e in rd.flatten() {
             // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
-            if !staging_too && e.file_name().to_string_lossy().ends_with(".part") {
+            if !staging_too && is_staging(&e.file_name()) {
                 continue;
             }
             if let Ok(md) = e.metadata() {
@@ -486,6 +489,11 @@ fn remove_under(root: &Path, staging_too: bool) -> u64 {
         }
     }
     freed
+}
+
+/// Whether a cache entry is a fetch's staging file (`<file>.<n>.part`).
+fn is_staging(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().ends_with(".part")
 }
 
 /// The first `max` bytes of the file at `p` (fewer when it is shorter).
@@ -517,7 +525,7 @@ fn trim(root: &Path, budget: u64, keep: &Path) {
         };
         for e in rd.flatten() {
             // Another fetch's staging file: neither counted nor removed.
-            if e.file_name().to_string_lossy().ends_with(".part") {
+            if is_staging(&e.file_name()) {
                 continue;
             }
             if let Ok(md) = e.metadata() {

@@ -146,9 +146,6 @@ impl Archive {
             return Ok(local);
         };
         self.prefetch_after(r, file);
-        if local.exists() {
-            return Ok(local);
-        }
         r.path(&self.source, &self.dir, file).await
     }
 
@@ -166,9 +163,6 @@ impl Archive {
             return Ok(archive::cache::Opened::Whole(local));
         };
         self.prefetch_after(r, file);
-        if local.exists() {
-            return Ok(archive::cache::Opened::Whole(local));
-        }
         r.open(&self.source, &self.dir, file, FOLLOW_MIN).await
     }
 
