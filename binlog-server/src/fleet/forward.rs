@@ -39,7 +39,8 @@ use tracing::{info, warn};
 
 use super::lease::LeaseHandle;
 use crate::http::forwarded::{
-    is_forwarded, CALLER_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, NODE_SCHEME, ROLE_HEADER,
+    is_forwarded, source_of, CALLER_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, NODE_SCHEME,
+    ROLE_HEADER,
 };
 use node::config::{NodeCredential, NodeSettings};
 use node::tokens::Caller;
@@ -112,7 +113,7 @@ pub async fn forward(State(fwd): State<Arc<Forwarder>>, req: Request, next: Next
     if !is_forwarded(req.method(), &route) {
         return next.run(req).await;
     }
-    let source = req.uri().path().split('/').nth(3).unwrap_or("").to_string();
+    let source = source_of(req.uri().path()).to_string();
     if fwd.leases.held().contains_key(&source) {
         return next.run(req).await;
     }

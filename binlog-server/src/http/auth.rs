@@ -409,7 +409,7 @@ fn forwarded_caller(
         ));
     };
     let name = text(forwarded::CALLER_HEADER);
-    let source = path.split('/').nth(3).unwrap_or("").to_string();
+    let source = forwarded::source_of(path).to_string();
     tracing::info!(node, caller = name, role = %role, method = %method, path, "call forwarded by another node");
     Ok(Caller {
         name: format!("{name} (via {node})"),

@@ -42,3 +42,9 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix(NODE_SCHEME))
         .map(str::trim)
 }
+
+/// The source a [`FORWARDED`] route's `path` names (`/v1/sources/{name}/...`); `""`
+/// for another path.
+pub fn source_of(path: &str) -> &str {
+    path.split('/').nth(3).unwrap_or("")
+}
