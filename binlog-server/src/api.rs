@@ -146,6 +146,8 @@ pub fn router(
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> impl IntoResponse {
+    let calls = i64::try_from(st.catalog.calls()).unwrap_or(i64::MAX);
+    st.metrics.catalog_calls.set(calls);
     (
         [(
             header::CONTENT_TYPE,

@@ -208,7 +208,7 @@ impl Catalog {
             .bind(&o.key_id)
             .bind(o.epoch)
             .bind(unix_now())
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(OP))?;
         if r.rows_affected() == 0 && fenced && !self.tenure_live(&o.source, o.epoch).await? {
@@ -243,7 +243,7 @@ impl Catalog {
         );
         let raw = sqlx::query_as::<_, Raw>(&sql)
             .bind(source)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
             .map_err(query_err("list_archive_objects"))?;
         let mut rows = raw
@@ -284,7 +284,7 @@ impl Catalog {
     ) -> Result<ArchiveFingerprint, CatalogError> {
         let n: Option<(i64,)> = sqlx::query_as("SELECT n FROM source_changes WHERE source = $1")
             .bind(source)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(query_err("archive_fingerprint"))?;
         Ok(ArchiveFingerprint(n.map_or(0, |(n,)| n)))
@@ -309,7 +309,7 @@ impl Catalog {
         sqlx::query_as::<_, Raw>(&sql)
             .bind(source)
             .bind(file)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(query_err("file_object"))?
             .map(ArchiveObjectRow::try_from)
@@ -329,7 +329,7 @@ impl Catalog {
             "SELECT file, kind, start_offset, end_offset FROM archive_objects WHERE source = $1",
         )
         .bind(source)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("archive_upload_totals"))?;
         let mut uploaded = 0u64;
@@ -362,7 +362,7 @@ impl Catalog {
     /// over (nothing forgotten).
     pub async fn forget_file(&self, source: &str, file: &str) -> Result<(), CatalogError> {
         const OP: &str = "forget_file";
-        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        let mut tx = self.pool().begin().await.map_err(query_err(OP))?;
         let gone = sqlx::query(&format!(
             "DELETE FROM binlog_files WHERE source = $1 AND name = $2{}",
             self.fence_clause(source, "$1")
@@ -379,7 +379,7 @@ impl Catalog {
             sqlx::query("DELETE FROM archive_objects WHERE source = $1 AND file = $2")
                 .bind(source)
                 .bind(file)
-                .execute(&self.pool)
+                .execute(self.pool())
                 .await
                 .map_err(query_err(OP))?;
             return Ok(());
@@ -421,7 +421,7 @@ impl Catalog {
         )
         .bind(source)
         .bind(file)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("forget_file_object"))?;
         Ok(())
@@ -457,7 +457,7 @@ impl Catalog {
         .bind(unix_now())
         .bind(source)
         .bind(file)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(op))?;
         if r.rows_affected() == 0 {

@@ -324,7 +324,7 @@ impl Catalog {
         .bind(b.store_url.as_deref())
         .bind(ts)
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await;
         match r {
             Ok(_) => Ok(()),
@@ -348,7 +348,7 @@ impl Catalog {
         )
         .bind(size_to_db(bytes)?)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("set_backup_progress"))?;
         Ok(())
@@ -379,7 +379,7 @@ impl Catalog {
         .bind(tool_version)
         .bind(command)
         .bind(id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("set_backup_details"))?;
         Ok(())
@@ -412,7 +412,7 @@ impl Catalog {
             .bind(ts)
             .bind(to.as_str())
             .bind(id)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(op))?;
         if r.rows_affected() == 0 {
@@ -533,7 +533,7 @@ impl Catalog {
     pub async fn complete_backup(&self, id: &str, r: &BackupResult) -> Result<(), CatalogError> {
         const OP: &str = "complete_backup";
         let total: u64 = r.objects.iter().map(|o| o.bytes).sum();
-        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        let mut tx = self.pool().begin().await.map_err(query_err(OP))?;
         for o in &r.objects {
             sqlx::query(
                 "INSERT INTO base_backup_objects (backup_id, object_key, bytes, sha256) \
@@ -587,7 +587,7 @@ impl Catalog {
             "SELECT id FROM base_backups WHERE state IN ('DOING','UPLOADING') AND node = $1",
         )
         .bind(self.node())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err(OP))?;
         let mut out = Vec::new();
@@ -622,7 +622,7 @@ impl Catalog {
             return Ok(false);
         }
         let total: u64 = b.objects.iter().map(|o| o.bytes).sum();
-        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        let mut tx = self.pool().begin().await.map_err(query_err(OP))?;
         sqlx::query(
             "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
@@ -684,7 +684,7 @@ impl Catalog {
         let raw: Option<BackupRaw> =
             sqlx::query_as(&format!("SELECT {COLUMNS} FROM base_backups WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool())
                 .await
                 .map_err(query_err(OP))?;
         let Some(raw) = raw else { return Ok(None) };
@@ -709,7 +709,7 @@ impl Catalog {
              WHERE {filter} ORDER BY backup_id, object_key"
         ))
         .bind(key)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("read base backup objects"))?;
         let mut out: HashMap<String, Vec<StoredObject>> = HashMap::new();
@@ -740,7 +740,7 @@ impl Catalog {
             "SELECT {COLUMNS} FROM base_backups WHERE source = $1 ORDER BY started_at, id"
         ))
         .bind(source)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err(OP))?;
         let mut objects = self

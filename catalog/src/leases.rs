@@ -211,7 +211,7 @@ impl Catalog {
     /// [`CatalogError::Query`].
     pub async fn db_now_ms(&self) -> Result<i64, CatalogError> {
         sqlx::query_scalar(&format!("SELECT {}", clock_ms_sql(self.backend)))
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(query_err("db_now_ms"))
     }
@@ -237,7 +237,7 @@ impl Catalog {
              VALUES ($1, NULL, 0, 0, 0, 0, NULL, NULL) ON CONFLICT (source) DO NOTHING",
         )
         .bind(source)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(OP))?;
         let now = now_ms_sql(self.backend);
@@ -254,7 +254,7 @@ impl Catalog {
         .bind(source)
         .bind(node)
         .bind(ms(ttl))
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err(OP))?;
         if let Some(g) = &granted {
@@ -290,7 +290,7 @@ impl Catalog {
         .bind(node)
         .bind(epoch)
         .bind(ms(ttl))
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err("renew_lease"))
     }
@@ -317,7 +317,7 @@ impl Catalog {
         .bind(source)
         .bind(node)
         .bind(epoch)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("release_lease"))?;
         let released = r.rows_affected() > 0;
@@ -340,7 +340,7 @@ impl Catalog {
         ))
         .bind(source)
         .bind(epoch)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(query_err("tenure_live"))?;
         Ok(n > 0)
@@ -365,7 +365,7 @@ impl Catalog {
         .bind(source)
         .bind(node)
         .bind(epoch)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(query_err("lease_held"))?;
         Ok(n > 0)
@@ -382,7 +382,7 @@ impl Catalog {
         let rows = sqlx::query_as::<_, LeaseRow>(&format!(
             "SELECT {LEASE_COLUMNS} FROM source_leases ORDER BY source"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("list_leases"))?;
         Ok((now, rows))
@@ -409,7 +409,7 @@ impl Catalog {
         ))
         .bind(node)
         .bind(advertise)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(OP))?;
         sqlx::query_as::<_, NodeRow>(&format!(
@@ -420,7 +420,7 @@ impl Catalog {
         .bind(node)
         .bind(advertise)
         .bind(i64::from(started))
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(query_err(OP))
     }
@@ -434,7 +434,7 @@ impl Catalog {
         let now = self.db_now_ms().await?;
         let rows =
             sqlx::query_as::<_, NodeRow>(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id"))
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .map_err(query_err("list_nodes"))?;
         Ok((now, rows))
@@ -455,7 +455,7 @@ impl Catalog {
         let r = sqlx::query("UPDATE nodes SET draining = $2 WHERE id = $1")
             .bind(node)
             .bind(i64::from(draining))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err("set_node_draining"))?;
         Ok(r.rows_affected() > 0)
@@ -479,7 +479,7 @@ impl Catalog {
         )
         .bind(source)
         .bind(epoch.max(0))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(OP))?;
         let now = clock_ms_sql(self.backend);
@@ -489,12 +489,12 @@ impl Catalog {
         ))
         .bind(source)
         .bind(epoch)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(OP))?;
         sqlx::query_scalar("SELECT epoch FROM source_leases WHERE source = $1")
             .bind(source)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(query_err(OP))
     }

@@ -72,6 +72,7 @@ pub mod verify;
 use binlog::binlog_seq;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -438,6 +439,7 @@ async fn open_sqlite(url: &str, rest: &str) -> Result<(Catalog, String), Catalog
     let pool = pool.connect_with(options).await.map_err(open_err)?;
     let catalog = Catalog {
         pool,
+        calls: Arc::default(),
         backend: Backend::Sqlite,
         node: Arc::from(""),
         fence: None,
@@ -525,6 +527,7 @@ async fn open_postgres(
         })?;
     let catalog = Catalog {
         pool,
+        calls: Arc::default(),
         backend: Backend::Postgres,
         node: Arc::from(""),
         fence: None,
@@ -556,6 +559,8 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct Catalog {
     pool: AnyPool,
+    /// Calls made through this handle and its clones ([`Catalog::calls`]).
+    calls: Arc<AtomicU64>,
     backend: Backend,
     /// The node whose jobs this handle creates and sweeps ([`Catalog::with_node`]).
     node: Arc<str>,
@@ -644,6 +649,14 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Catalog calls made since the catalog was opened, by this handle and every handle
+    /// derived from it ([`with_node`](Catalog::with_node), [`fenced`](Catalog::fenced)):
+    /// one per statement outside a transaction, one per transaction. The figure behind
+    /// the `catalog_calls` metric (a per-source cost of issue 21's item 7).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// This handle with `node` as the node that runs the jobs it creates (bases, PITRs,
     /// verifications: their `node` column), and whose jobs its start-up sweeps
     /// ([`fail_interrupted_backups`](Catalog::fail_interrupted_backups),
@@ -721,8 +734,11 @@ impl Catalog {
 
     /// The connection pool, for diagnostics and tests that need raw SQL. Writes through
     /// it bypass every state check of this crate; statements must use `$1`-style
-    /// placeholders, which both engines accept.
+    /// placeholders, which both engines accept. Every use counts as one call in
+    /// [`calls`](Catalog::calls): the crate's own statements go through it too (one per
+    /// statement outside a transaction, one per transaction).
     pub fn pool(&self) -> &AnyPool {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         &self.pool
     }
 
@@ -747,7 +763,7 @@ impl Catalog {
                     .bind(url_redacted)
                     .bind(ts)
                     .bind(name)
-                    .execute(&self.pool)
+                    .execute(self.pool())
                     .await
                     .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
@@ -761,7 +777,7 @@ impl Catalog {
             .bind(url_redacted)
             .bind(ts)
             .bind(ts)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await;
             match inserted {
                 Ok(_) => return Ok(()),
@@ -798,7 +814,7 @@ impl Catalog {
         .bind(last_error)
         .bind(unix_now())
         .bind(name)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("set_source_state"))?;
         if updated.rows_affected() == 0 {
@@ -821,7 +837,7 @@ impl Catalog {
             "SELECT name, url, state, last_error, updated_at FROM sources WHERE name = $1",
         )
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err("get_source"))?;
         Ok(row.map(SourceRow::from))
@@ -836,7 +852,7 @@ impl Catalog {
         let rows = sqlx::query_as::<_, SourceRaw>(
             "SELECT name, url, state, last_error, updated_at FROM sources ORDER BY name",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("list_sources"))?;
         Ok(rows.into_iter().map(SourceRow::from).collect())
@@ -878,7 +894,7 @@ impl Catalog {
             .bind(file.last_gtid.as_deref())
             .bind(source)
             .bind(&file.name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
@@ -892,7 +908,7 @@ impl Catalog {
             .bind(size)
             .bind(source)
             .bind(&file.name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
@@ -962,7 +978,7 @@ impl Catalog {
             .bind(ts)
             .bind(source)
             .bind(&file.name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
@@ -1046,7 +1062,7 @@ impl Catalog {
             .bind(state.as_str())
             .bind(source)
             .bind(name)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(query_err(OP))?;
             if updated.rows_affected() > 0 {
@@ -1095,7 +1111,7 @@ impl Catalog {
             "SELECT {FILE_COLUMNS} FROM binlog_files WHERE source = $1 ORDER BY seq, name"
         ))
         .bind(source)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("list_files"))?;
         convert_files(raw)
@@ -1117,7 +1133,7 @@ impl Catalog {
         ))
         .bind(source)
         .bind(state.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("files_in_state"))?;
         convert_files(raw)
@@ -1138,7 +1154,7 @@ impl Catalog {
         ))
         .bind(source)
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err("get_file"))?;
         raw.map(BinlogFileRow::try_from).transpose()
@@ -1172,7 +1188,7 @@ impl Catalog {
             .bind(source)
             .bind(after_file)
             .bind(before_file);
-        let updated = update.execute(&self.pool).await.map_err(query_err(OP))?;
+        let updated = update.execute(self.pool()).await.map_err(query_err(OP))?;
         if updated.rows_affected() > 0 {
             tracing::debug!(
                 source,
@@ -1198,7 +1214,7 @@ impl Catalog {
         .bind(before_file)
         .bind(reason)
         .bind(unix_now())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err(OP))?;
         if inserted.rows_affected() == 0 {
@@ -1226,7 +1242,7 @@ impl Catalog {
              WHERE source = $1 ORDER BY detected_at",
         )
         .bind(source)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("list_gaps"))?;
         let mut gaps: Vec<GapRow> = raw
@@ -1286,7 +1302,7 @@ impl Catalog {
         .bind(ts)
         .bind(reported_at)
         .bind(ts)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(r.rows_affected())
     }

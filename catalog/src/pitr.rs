@@ -47,7 +47,7 @@ impl Catalog {
         .bind(ts)
         .bind(ts)
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("save_pitr_job"))?;
         Ok(())
@@ -63,7 +63,7 @@ impl Catalog {
             "SELECT id, source, state, report, created_at, updated_at FROM pitr_jobs WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err("get_pitr_job"))
     }
@@ -81,7 +81,7 @@ impl Catalog {
              WHERE state NOT IN ('done', 'failed', 'removed') AND node = $1 ORDER BY created_at",
         )
         .bind(self.node())
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("unfinished_pitr_jobs"))
     }

@@ -35,7 +35,7 @@ impl Catalog {
         drop: &[String],
     ) -> Result<(), CatalogError> {
         const OP: &str = "adopt_tail";
-        let mut tx = self.pool.begin().await.map_err(query_err(OP))?;
+        let mut tx = self.pool().begin().await.map_err(query_err(OP))?;
         // The fence is the transaction's first statement and a write: it locks the lease
         // row until the commit (PostgreSQL), and it takes SQLite's write lock at once,
         // so that no renewal can slip in between and void the transaction's snapshot.

@@ -60,7 +60,7 @@ impl Catalog {
         .bind(&r.report)
         .bind(i64::from(r.rto_seconds.is_some()))
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("save_verification"))?;
         Ok(())
@@ -79,7 +79,7 @@ impl Catalog {
             "SELECT {COLUMNS} FROM verifications WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(query_err("get_verification"))
     }
@@ -104,7 +104,7 @@ impl Catalog {
         .bind(source)
         .bind(source)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(query_err("list_verifications"))
     }
@@ -122,7 +122,7 @@ impl Catalog {
         let ids: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM verifications WHERE state = 'running' AND node = $1")
                 .bind(self.node())
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .map_err(query_err("cancel_running_verifications"))?;
         sqlx::query(
@@ -132,7 +132,7 @@ impl Catalog {
         .bind(why)
         .bind(unix_now())
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(query_err("cancel_running_verifications"))?;
         Ok(ids.into_iter().map(|(i,)| i).collect())

@@ -6,6 +6,7 @@
 //! (the configured source names).
 
 use crate::util::lock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -122,19 +123,33 @@ impl SourceStatus {
     }
 }
 
-/// Shared, lock-protected status of one source.
+/// Shared, lock-protected status of one source, and the count of this process's
+/// changes to the source's catalog rows that the capture does not show in the status
+/// (a file checked), which tells the source's shipper to read the catalog again.
 #[derive(Debug, Clone)]
-pub struct StatusCell(Arc<Mutex<SourceStatus>>);
+pub struct StatusCell(Arc<Mutex<SourceStatus>>, Arc<AtomicU64>);
 
 impl StatusCell {
     /// Wraps a status.
     pub fn new(s: SourceStatus) -> Self {
-        StatusCell(Arc::new(Mutex::new(s)))
+        StatusCell(Arc::new(Mutex::new(s)), Arc::default())
     }
 
     /// Locks the status (a poisoned lock is recovered: the data is plain values).
     pub fn lock(&self) -> MutexGuard<'_, SourceStatus> {
         lock(&self.0)
+    }
+
+    /// Notes that this process changed the source's catalog rows (the checker after a
+    /// file's check), so that the shipper does not wait for its next periodic read of
+    /// the catalog to act on it.
+    pub fn touch_rows(&self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times [`touch_rows`](StatusCell::touch_rows) was called.
+    pub fn rows_touched(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// A copy for the API.
@@ -247,6 +262,9 @@ pub struct Metrics {
     pub tenures_ended: Family<EndLabel, Counter>,
     /// Writes of this node refused by a lease's fence (it was a stale owner).
     pub fenced_writes: Family<SourceLabel, Counter>,
+    /// Catalog calls since the process started (`catalog::Catalog::calls`: one per
+    /// statement outside a transaction, one per transaction), set at each scrape.
+    pub catalog_calls: Gauge,
 }
 
 /// Label set of [`Metrics::tenures_ended`].
@@ -290,6 +308,7 @@ impl Metrics {
             takeover_seconds: Family::default(),
             tenures_ended: Family::default(),
             fenced_writes: Family::default(),
+            catalog_calls: Gauge::default(),
             registry: Registry::default(),
         };
         m.register_capture(&mut registry);
@@ -417,6 +436,11 @@ impl Metrics {
             "fenced_writes",
             "Writes of this node refused by a lease's fence: it wrote as a stale owner and stopped",
             self.fenced_writes.clone(),
+        );
+        r.register(
+            "catalog_calls",
+            "Catalog calls since the process started: one per statement outside a transaction, one per transaction",
+            self.catalog_calls.clone(),
         );
     }
 
