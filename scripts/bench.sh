@@ -16,6 +16,10 @@
 #                                            PITR planning on a fleet node that never
 #                                            captured the source (PostgreSQL, S3), first
 #                                            and later plans, against the file count
+#   bash scripts/bench.sh --sources 100,1000 [--rate N] [--load-secs S]
+#                                            cost per source: RSS, threads, fds, CPU and
+#                                            catalog calls, idle and under load, with N
+#                                            sources over 4 sandbox primaries
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -23,6 +27,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binlog-server-target}"
 cargo build --release -p binlog-server -p binlog-benches
 if [ "${1:-}" = "--files" ]; then
     exec "$CARGO_TARGET_DIR/release/many_files" "$@"
+fi
+if [ "${1:-}" = "--sources" ]; then
+    exec "$CARGO_TARGET_DIR/release/sources" "$@"
 fi
 if [ "${1:-}" = "--standby-plan" ]; then
     exec "$CARGO_TARGET_DIR/release/standby_plan" "$@"
