@@ -16,12 +16,16 @@
 //!   recorded; then its manifest; then its catalog row; then its chunks are deleted.
 //!   Each byte goes out once more, so upload amplification (plaintext bytes uploaded /
 //!   binlog bytes) stays at most 2.
-//! - **Idle**: each pass first reads the source's change counter in the catalog (one
+//! - **Idle**: each pass first looks at the source's change counter in the catalog (one
 //!   row, moved by the database at every change of the source's file and object rows:
 //!   `Catalog::archive_fingerprint`). While it, the capture's durable end and the
 //!   disk's free space stay as they were, no lag waits and no file is due for eviction
 //!   by age, a pass lists nothing (a full pass still runs every minute), so an idle
-//!   source costs the same whatever its archive's file count.
+//!   source costs the same whatever its archive's file count. The three loops share one
+//!   read of the counter, read again only when the durable end moved, this process
+//!   changed the source's rows (`StatusCell::touch_rows`: a file checked) or
+//!   [`FINGERPRINT_AGE`] passed: an idle source costs one catalog call every few
+//!   seconds.
 //!
 //! # Errors and crashes
 //!
@@ -86,6 +90,9 @@ struct Shipper {
     /// end and the lag it found. While all three say nothing changed and nothing waits,
     /// those passes skip their listings ([`Shipper::settled`]).
     chunk_seen: std::sync::Mutex<Option<(ChunkSeen, Instant)>>,
+    /// The last read of the catalog's fingerprint, when, and what this process saw
+    /// then (durable end, rows touched): [`Shipper::fingerprint`].
+    fingerprint_seen: std::sync::Mutex<Option<(ArchiveFingerprint, Instant, LocalMark)>>,
     /// The fingerprint the last whole file pass started from, and when it ended.
     file_seen: std::sync::Mutex<Option<(ArchiveFingerprint, Instant)>>,
     /// When the next file becomes old enough to evict (`local_retention`), unix
@@ -139,6 +146,7 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         swept: Default::default(),
         waiting: Default::default(),
         chunk_seen: Default::default(),
+        fingerprint_seen: Default::default(),
         file_seen: Default::default(),
         evict_due: Default::default(),
         epoch: ctx.epoch,
@@ -202,6 +210,15 @@ struct ChunkSeen {
     /// The lag the listing found, bytes.
     lag_bytes: u64,
 }
+
+/// What this process knows moved a source's rows: the capture's durable end and the
+/// count of rows touched by other tasks (`StatusCell::rows_touched`).
+type LocalMark = ((Option<String>, Option<u64>), u64);
+
+/// The shared read of the catalog's fingerprint is trusted at most this long while
+/// nothing moved here: the delay after which a change by another process (a retention
+/// run, a node's takeover work) is seen.
+const FINGERPRINT_AGE: Duration = Duration::from_secs(5);
 
 /// Every pass lists everything at least this often, even when the catalog's change
 /// counter did not move: a safety net for what the catalog does not see (a file
@@ -372,7 +389,7 @@ impl Shipper {
     /// since. An idle source then costs one aggregate query per pass, not a listing of
     /// every row.
     async fn settled(&self) -> Result<(ChunkSeen, bool), TierError> {
-        let fingerprint = self.catalog.archive_fingerprint(&self.source).await?;
+        let fingerprint = self.fingerprint().await?;
         let now = ChunkSeen {
             fingerprint,
             durable: self.durable(),
@@ -382,6 +399,21 @@ impl Shipper {
             .as_ref()
             .is_some_and(|(seen, at)| *seen == now && at.elapsed() < FULL_PASS);
         Ok((now, skip))
+    }
+
+    /// The catalog's fingerprint of the source, shared by the chunk, lag and file
+    /// loops: read again when the durable end moved, another task touched the rows, or
+    /// the last read is [`FINGERPRINT_AGE`] old.
+    async fn fingerprint(&self) -> Result<ArchiveFingerprint, TierError> {
+        let mark = (self.durable(), self.status.rows_touched());
+        if let Some((f, at, seen)) = &*node::util::lock(&self.fingerprint_seen) {
+            if *seen == mark && at.elapsed() < FINGERPRINT_AGE {
+                return Ok(*f);
+            }
+        }
+        let f = self.catalog.archive_fingerprint(&self.source).await?;
+        *node::util::lock(&self.fingerprint_seen) = Some((f, Instant::now(), mark));
+        Ok(f)
     }
 
     fn saw(&self, mut seen: ChunkSeen, lag_bytes: u64) {
@@ -668,7 +700,7 @@ impl Shipper {
     /// the figures stay current and a file's share of the listing stays small whatever
     /// the archive's size.
     async fn file_pass(&self) -> Result<(), TierError> {
-        let fingerprint = self.catalog.archive_fingerprint(&self.source).await?;
+        let fingerprint = self.fingerprint().await?;
         let last = *node::util::lock(&self.file_seen);
         let unchanged = last.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < FULL_PASS);
         let age_due = node::util::lock(&self.evict_due).is_some_and(|t| catalog::unix_now() >= t);

@@ -44,13 +44,14 @@ pub async fn check_loop(
         last_recheck: Instant::now(),
     };
     let mut deferred_since: Option<Instant> = None;
+    let mut next = BUSY_TICK;
     loop {
         let mut forced: Vec<String> = Vec::new();
         tokio::select! {
             _ = checker.ctx.cancel.cancelled() => return,
             _ = wake.notified() => {}
             Some(f) = on_demand.recv() => forced.push(f),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(next) => {}
         }
         // While capture is far behind the primary (a catch-up), checks wait, up to 10
         // minutes, so that reading, hashing and walking files does not take CPU and disk
@@ -73,16 +74,31 @@ pub async fn check_loop(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let Some(todo) = checker.todo(forced).await else {
+            next = BUSY_TICK;
             continue;
+        };
+        next = if todo.is_empty() {
+            IDLE_TICK
+        } else {
+            BUSY_TICK
         };
         for file in todo {
             if checker.ctx.cancel.is_cancelled() {
                 return;
             }
             checker.check_one(&file).await;
+            checker.ctx.status.touch_rows();
         }
     }
 }
+
+/// How soon the checker looks at the catalog again while files wait (a REPORTED file
+/// whose final size is not known yet, a FAIL file with re-pulls left).
+const BUSY_TICK: Duration = Duration::from_secs(2);
+
+/// How soon it looks again when nothing waited: a file's close wakes it at once, so this
+/// is the safety net (and the recheck's clock), at two catalog reads per tick.
+const IDLE_TICK: Duration = Duration::from_secs(30);
 
 /// The checker's state: the source, its files, the primary's latest view, how often
 /// each FAIL file was re-pulled (at most 3 times per process), the last recheck pass.
