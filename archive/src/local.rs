@@ -15,7 +15,8 @@
 //!
 //! The active file is written in place (append only). Bytes become *durable* when the
 //! writer has called `fdatasync` on the file; only then is the new durable length written
-//! to the control file (write `binlog-server.state.tmp`, rename; fsynced too when a file
+//! to the control file (a 512-byte JSON record with a CRC32 check value, overwritten in
+//! place; replaced atomically through `binlog-server.state.tmp` and fsynced when a file
 //! is opened or closed and at shut-down), and only then are the transactions that end inside the durable prefix
 //! given to the index. A closed file is fsynced before the next file is created, and a
 //! new file's directory entry is fsynced before its first event counts as durable.
@@ -93,11 +94,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The control file of the source directory `dir`, if present and parseable.
+/// The control file of the source directory `dir`, if present, parseable and, when it
+/// carries one, its check value matches (a record torn by a crash mid-write is no
+/// record: recovery then validates from position 4).
 pub fn read_control_in(dir: &Path) -> Option<Control> {
     let bytes = std::fs::read(dir.join(CONTROL_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let r: ControlRecord = serde_json::from_slice(&bytes).ok()?;
+    let c = Control {
+        file: r.file,
+        durable_len: r.durable_len,
+    };
+    match r.check {
+        Some(v) if v != control_check(&c) => None,
+        _ => Some(c),
+    }
 }
+
+/// The control file's JSON: [`Control`] and, in records written in place, `check`
+/// (CRC32 of the file name's bytes and the length's 8 little-endian bytes). Records
+/// written by [`write_atomic`] (and by older versions) have none.
+#[derive(Serialize, Deserialize)]
+struct ControlRecord {
+    file: String,
+    durable_len: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<u32>,
+}
+
+fn control_check(c: &Control) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(c.file.as_bytes());
+    h.update(&c.durable_len.to_le_bytes());
+    h.finalize()
+}
+
+/// Size of a control record written in place: its JSON padded with spaces (a file
+/// name is at most 255 bytes, so the JSON always fits), one disk sector, so a crash
+/// leaves the old record or the new one, and the check value catches the rest.
+const CONTROL_RECORD_BYTES: usize = 512;
 
 /// Where capture should resume, as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,20 +218,42 @@ impl LocalFiles {
     /// Records the durable length of the active file. Call only after the data's
     /// fdatasync returned, so the record never claims more than the disk holds.
     ///
-    /// With `flush = false` (every sync while streaming) the record is replaced by
-    /// write + rename without fsyncs: it is a recovery hint, and after a crash it is at
-    /// worst older than the truth (recovery then validates more of the file) or missing
-    /// (recovery validates from position 4). Each forced flush costs the disk a journal
-    /// commit, so only file switches and shut-down use `flush = true`.
+    /// With `flush = false` (every sync while streaming) the record is overwritten in
+    /// place, one [`CONTROL_RECORD_BYTES`] write at offset 0 without fsync (no new
+    /// inode, no rename: on ext4 a rename over a file also forces the new file's data
+    /// out). It is a recovery hint: after a crash it is at worst older than the truth
+    /// (recovery then validates more of the file), or torn and refused by its check
+    /// value, or missing (recovery validates from position 4). With `flush = true`
+    /// (file switches and shut-down, each costing the disk a journal commit) it is
+    /// replaced atomically and fsynced ([`write_atomic`]).
     pub fn write_control(&self, c: &Control, flush: bool) -> io::Result<()> {
-        let bytes = serde_json::to_vec(c).map_err(io::Error::other)?;
         let path = self.dir.join(CONTROL_FILE);
+        let record = ControlRecord {
+            file: c.file.clone(),
+            durable_len: c.durable_len,
+            check: Some(control_check(c)),
+        };
+        let mut bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
         if flush {
             return write_atomic(&path, &bytes);
         }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)
+        if bytes.len() > CONTROL_RECORD_BYTES {
+            return Err(io::Error::other(format!(
+                "control record of {} bytes is larger than {CONTROL_RECORD_BYTES}",
+                bytes.len()
+            )));
+        }
+        bytes.resize(CONTROL_RECORD_BYTES, b' ');
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)?;
+        if f.metadata()?.len() > CONTROL_RECORD_BYTES as u64 {
+            f.set_len(CONTROL_RECORD_BYTES as u64)?;
+        }
+        Ok(())
     }
 
     fn recover(&self) -> io::Result<(Resume, Option<String>)> {
@@ -493,6 +549,39 @@ mod tests {
         let mut v = vec!["b.000010", "b.000009", "b.1000000"];
         v.sort_by_key(|n| binlog_order(n));
         assert_eq!(v, vec!["b.000009", "b.000010", "b.1000000"]);
+    }
+
+    #[test]
+    fn control_records_are_overwritten_in_place_and_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalFiles {
+            dir: dir.path().to_path_buf(),
+        };
+        let long = Control {
+            file: format!("{}.000001", "b".repeat(200)),
+            durable_len: 123_456_789,
+        };
+        store.write_control(&long, true).expect("atomic write");
+        assert_eq!(store.read_control(), Some(long));
+        let short = Control {
+            file: "b.000002".into(),
+            durable_len: 4096,
+        };
+        store.write_control(&short, false).expect("in-place write");
+        assert_eq!(store.read_control(), Some(short.clone()));
+        let path = dir.path().join(CONTROL_FILE);
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 512);
+        // A record whose length was torn (a digit from another write) fails its check.
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(
+            &path,
+            text.replace("\"durable_len\":4096", "\"durable_len\":4097"),
+        )
+        .expect("write");
+        assert_eq!(store.read_control(), None);
+        // A record without a check value (older versions, write_atomic callers) is read.
+        std::fs::write(&path, br#"{"file":"b.000003","durable_len":8}"#).expect("write");
+        assert_eq!(store.read_control().map(|c| c.durable_len), Some(8));
     }
 
     #[test]
