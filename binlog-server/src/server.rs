@@ -38,6 +38,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         metrics: metrics.clone(),
         capture: settings.capture.clone(),
         data_dir: settings.data_dir.clone(),
+        pools: Arc::new(
+            crate::source::pool::IoPools::start().context("start the writer and syncer threads")?,
+        ),
     };
     // What can fail at start goes before the lease keeper, which takes leases at once
     // (a node that then exits on an error would leave them to expire).

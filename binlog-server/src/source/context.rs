@@ -37,6 +37,8 @@ pub struct Shared {
     pub capture: CaptureConfig,
     /// Archive root.
     pub data_dir: std::path::PathBuf,
+    /// The thread pools every source's writer and syncer run on.
+    pub pools: Arc<super::pool::IoPools>,
 }
 
 /// A source's running capture: handles for the API.

@@ -2,11 +2,11 @@
 //! archive.
 //!
 //! ```text
-//!  primary --COM_BINLOG_DUMP--> stream (frame, CRC32, classify) --batches--> writer thread
+//!  primary --COM_BINLOG_DUMP--> stream (frame, CRC32, classify) --batches--> writer lane
 //!     ^                                                                     (append, close)
 //!     | SHOW BINARY LOGS                                                         |
 //!   poll --PrimaryView--> check (REPORTED -> SUCC|FAIL, recheck) --FAIL--> repull   v
-//!                                                          syncer thread (fdatasync, control, index)
+//!                                                          syncer lane (fdatasync, control, index)
 //! ```
 //!
 //! | module | its one job |
@@ -17,7 +17,8 @@
 //! | [`stream`] | one connection's worth of streaming into the writer |
 //! | [`classify`] | which arriving events are stored, skipped, or switch files; contiguity |
 //! | [`error`] | why a streaming attempt ended (`StreamEnd`) |
-//! | [`writer`] | the writer and syncer threads: append, fdatasync, control file, index |
+//! | [`writer`] | the writer and syncer: append, fdatasync, control file, index |
+//! | [`pool`] | the fixed thread pools every source's writer and syncer run on, as lanes |
 //! | [`poll`] | the primary's binlog list and the lag |
 //! | [`check`] | the file checker: REPORTED -> SUCC/FAIL, recheck of SUCC files |
 //! | [`repull`] | fetching a FAIL file again |
@@ -36,6 +37,7 @@ pub mod error;
 pub mod gaps;
 pub mod lowprio;
 pub mod poll;
+pub mod pool;
 pub mod repull;
 pub mod session;
 pub mod stream;

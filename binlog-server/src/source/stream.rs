@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -15,7 +14,7 @@ use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::SourceCtx;
 use super::error::StreamEnd;
 use super::session;
-use super::writer::WriterMsg;
+use super::writer::{WriterMsg, WriterTx};
 use archive::local::{self, LocalFiles};
 use node::config::{Source, StartAt};
 use node::status::{CaptureState, Metrics, PrimaryView, StatusCell};
@@ -103,7 +102,7 @@ pub(crate) struct Attempt<'a> {
     /// The source.
     pub ctx: &'a SourceCtx,
     /// Batches and file switches to the writer thread.
-    pub wtx: &'a mpsc::Sender<WriterMsg>,
+    pub wtx: &'a WriterTx,
     /// The source's files.
     pub store: &'a LocalFiles,
     /// Cancelled when the writer reported a failure.
@@ -126,7 +125,7 @@ const BATCH_BYTES: usize = 256 * 1024;
 
 impl Batch {
     /// Sends the collected events (if any) to the writer.
-    async fn flush(&mut self, wtx: &mpsc::Sender<WriterMsg>) -> Result<(), StreamEnd> {
+    async fn flush(&mut self, wtx: &WriterTx) -> Result<(), StreamEnd> {
         if self.events.is_empty() {
             return Ok(());
         }
@@ -138,7 +137,7 @@ impl Batch {
 }
 
 /// Tells the writer to continue in `file` at `pos`.
-async fn open(wtx: &mpsc::Sender<WriterMsg>, file: String, pos: u64) -> Result<(), StreamEnd> {
+async fn open(wtx: &WriterTx, file: String, pos: u64) -> Result<(), StreamEnd> {
     wtx.send(WriterMsg::Open { file, pos })
         .await
         .map_err(|_| StreamEnd::WriterFailed(None))

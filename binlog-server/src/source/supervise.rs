@@ -41,7 +41,7 @@ use super::error::StreamEnd;
 use super::gaps::record_gap;
 use super::poll::poll_primary;
 use super::stream::{stream_once, Attempt};
-use super::writer::{self, WriterError, WriterMsg, WriterNote};
+use super::writer::{self, WriterError, WriterMsg, WriterNote, WriterTx};
 use archive::local::{self, LocalFiles};
 use node::config::Source;
 use node::status::PrimaryView;
@@ -160,20 +160,15 @@ async fn run_source(ctx: &SourceCtx, inbox: &mut SourceInbox) -> anyhow::Result<
     }
 
     // 2. The writer and syncer threads, and the note handler.
-    let writer::Threads {
-        tx: wtx,
-        notes,
-        writer: writer_thread,
-        syncer: syncer_thread,
-    } = writer::start(
+    let writer::Started { tx: wtx, notes } = writer::start(
         name,
         &store,
         &shared.index,
         &shared.metrics,
+        &shared.pools,
         next_ordinal,
         shared.capture.fsync_interval,
-    )
-    .context("start the writer threads")?;
+    );
     let checker_wake = Arc::new(Notify::new());
     let writer_failed = CancellationToken::new();
     tokio::spawn(
@@ -211,12 +206,7 @@ async fn run_source(ctx: &SourceCtx, inbox: &mut SourceInbox) -> anyhow::Result<
         primary: &primary_view,
     };
     reconnect_loop(&attempt, &mut inbox.commands, resume).await;
-    drop(wtx);
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = writer_thread.join();
-        let _ = syncer_thread.join();
-    })
-    .await;
+    wtx.close().await;
     ctx.status.lock().state = CaptureState::Stopped;
     if ctx.may_write() {
         let _ = shared.catalog.set_source_state(name, "stopped", None).await;
@@ -363,7 +353,7 @@ async fn reconnect_loop(
 /// Where to resume: the writer's durable position once it has drained (None: nothing
 /// written yet). `Err` when the writer is gone, with its error when it said one.
 async fn durable_position(
-    wtx: &mpsc::Sender<WriterMsg>,
+    wtx: &WriterTx,
 ) -> Result<Option<(String, u64)>, Option<WriterError>> {
     let (rtx, rrx) = oneshot::channel();
     if wtx.send(WriterMsg::Sync { reply: rtx }).await.is_err() {

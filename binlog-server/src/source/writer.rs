@@ -1,8 +1,11 @@
-//! The writer and syncer threads of a source: events arrive in batches from the stream
-//! task; the writer appends them to the ACTIVE file and closes files at ROTATE; the
-//! syncer makes appended bytes durable (fdatasync), then records the durable length in
-//! the control file, then indexes the transactions now durable, then tells the async
-//! side. A failed write or fdatasync is final for the source (see [`WriterNote::Failed`]).
+//! The writer and syncer of a source, two lanes on the process's fixed pools
+//! ([`super::pool`]): events arrive in batches from the stream task; the writer appends
+//! them to the ACTIVE file and closes files at ROTATE; the syncer makes appended bytes
+//! durable (fdatasync), then records the durable length in the control file, then
+//! indexes the transactions now durable, then tells the async side. The batches on
+//! their way to the writer are bounded in bytes ([`WRITER_BUDGET_BYTES`]): the stream
+//! waits when the writer is that far behind. A failed write or fdatasync is final for
+//! the source (see [`WriterNote::Failed`]).
 
 use std::time::Instant;
 
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catalog::FileProgress;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::warn;
 
 use binlog::{self, event_type, EventHeader, FormatDescription, Gtid, TxnRecord, TxnTracker};
@@ -19,6 +22,8 @@ use binlog::{self, event_type, EventHeader, FormatDescription, Gtid, TxnRecord, 
 use archive::index::Index;
 use archive::local::{self, ActiveFile, Control, LocalFiles};
 use node::status::Metrics;
+
+use super::pool::{Actor, IoPools, Lane, WeakLane};
 
 /// Messages from the reader to the writer thread.
 pub(crate) enum WriterMsg {
@@ -104,6 +109,21 @@ impl Progress {
 
 struct Writer {
     source: String,
+    /// Bytes of batches queued to this writer and not appended yet may not pass this
+    /// budget (closed when the writer ends, so a waiting sender hears of it).
+    budget: Arc<Semaphore>,
+    /// The longest bytes stay appended and not synced while data keeps flowing.
+    interval: Duration,
+    /// Since when unsynced bytes wait.
+    first_dirty: Option<Instant>,
+    /// When the last batch or file switch arrived.
+    last_input: Instant,
+    /// An idle tick is on its way ([`Writer::drained`]).
+    tick_armed: bool,
+    /// This writer's own lane, for the idle tick.
+    me: WeakLane<Writer>,
+    /// The runtime that runs the idle tick's timer.
+    rt: tokio::runtime::Handle,
     store: Arc<LocalFiles>,
     index: Arc<Index>,
     notes: mpsc::UnboundedSender<WriterNote>,
@@ -116,8 +136,8 @@ struct Writer {
     last_type: Option<u8>,
     /// Set while closing a file: the control file is flushed too.
     closing: bool,
-    /// The syncer thread's queue.
-    syncer: std::sync::mpsc::Sender<(SyncJob, SyncReply)>,
+    /// The syncer's lane.
+    syncer: Lane<Syncer>,
     /// Result of the sync in flight.
     inflight: Option<std::sync::mpsc::Receiver<Result<(String, u64), WriterError>>>,
 }
@@ -135,46 +155,52 @@ struct SyncJob {
     flush_control: bool,
 }
 
-/// The syncer thread: makes appended data durable (fdatasync), then records the durable
+/// The syncer: makes appended data durable (fdatasync), then records the durable
 /// length (control file), then indexes the transactions now durable, then tells the
-/// async side, in submission order. A failed fdatasync is final (fsyncgate: the page
-/// cache may have dropped the dirty pages), reported to the writer and the async side.
+/// async side, in submission order, and wakes the writer. A failed fdatasync is final
+/// (fsyncgate: the page cache may have dropped the dirty pages), reported to the writer
+/// and the async side.
 struct Syncer {
     source: String,
+    /// The writer, woken after each sync (so it submits what was appended meanwhile).
+    writer: WeakLane<Writer>,
+    fsyncs: prometheus_client::metrics::counter::Counter,
     store: Arc<LocalFiles>,
     index: Arc<Index>,
-    metrics: Arc<Metrics>,
     notes: mpsc::UnboundedSender<WriterNote>,
     next_ordinal: u64,
     /// Set after a failed index write: no later batch may move the index past it.
     index_broken: bool,
 }
 
-impl Syncer {
-    fn run(mut self, jobs: std::sync::mpsc::Receiver<(SyncJob, SyncReply)>) {
-        let fsyncs = self
-            .metrics
-            .fsyncs
-            .get_or_create(&Metrics::label(&self.source))
-            .clone();
-        for (job, reply) in jobs {
-            let r = self.one(job, &fsyncs);
-            let failed = r.is_err();
-            if let Err(e) = &r {
-                let _ = self.notes.send(WriterNote::Failed(e.clone()));
-            }
-            let _ = reply.send(r);
-            if failed {
-                return;
-            }
-        }
-    }
+/// Messages to the syncer.
+enum SyncerInput {
+    /// Sync this, answer there.
+    Job(SyncJob, SyncReply),
+    /// The writer ended: so does the syncer, after the jobs before this.
+    Stop,
+}
 
-    fn one(
-        &mut self,
-        job: SyncJob,
-        fsyncs: &prometheus_client::metrics::counter::Counter,
-    ) -> Result<(String, u64), WriterError> {
+impl Actor for Syncer {
+    type Msg = SyncerInput;
+
+    fn handle(&mut self, msg: SyncerInput) -> bool {
+        let SyncerInput::Job(job, reply) = msg else {
+            return false;
+        };
+        let r = self.one(job);
+        let failed = r.is_err();
+        if let Err(e) = &r {
+            let _ = self.notes.send(WriterNote::Failed(e.clone()));
+        }
+        let _ = reply.send(r);
+        self.writer.send(WriterInput::Synced);
+        !failed
+    }
+}
+
+impl Syncer {
+    fn one(&mut self, job: SyncJob) -> Result<(String, u64), WriterError> {
         let t = &job.ticket;
         t.file
             .sync_data()
@@ -183,7 +209,7 @@ impl Syncer {
             local::fsync_dir(self.store.dir())
                 .map_err(|e| WriterError::new(format!("fsync the directory of {}", job.name), e))?;
         }
-        fsyncs.inc();
+        self.fsyncs.inc();
         self.store
             .write_control(
                 &Control {
@@ -388,9 +414,9 @@ impl Writer {
             flush_control: self.closing,
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        self.syncer
-            .send((job, tx))
-            .map_err(|_| std::io::Error::other("the syncer thread died"))?;
+        if !self.syncer.send(SyncerInput::Job(job, tx)) {
+            return Err(std::io::Error::other("the syncer ended"));
+        }
         self.inflight = Some(rx);
         if wait {
             self.collect_sync(true)?;
@@ -407,7 +433,7 @@ impl Writer {
         self.active.as_ref().map(|a| (a.name.clone(), a.durable))
     }
 
-    fn handle(&mut self, msg: WriterMsg) -> std::io::Result<()> {
+    fn apply(&mut self, msg: WriterMsg) -> std::io::Result<()> {
         match msg {
             WriterMsg::Open { file, pos } => self.open(&file, pos),
             WriterMsg::Events(evs) => {
@@ -431,76 +457,132 @@ impl Writer {
         }
     }
 
-    /// The writer thread's loop. fsync policy: at most `interval` after the first
-    /// unsynced byte while data flows, and at once when no message has arrived for
-    /// [`IDLE_GRACE`] (the stream caught up or paused). An I/O error is final: after a
-    /// failed fsync the page cache state is unknown, so the source stops (a restart
-    /// recovers from the disk).
-    fn run(
-        mut self,
-        rt: tokio::runtime::Handle,
-        mut rx: mpsc::Receiver<WriterMsg>,
-        interval: Duration,
-    ) {
-        let mut first_dirty: Option<Instant> = None;
-        loop {
-            let msg = match rx.try_recv() {
-                Ok(m) => Some(Some(m)),
-                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let wait = match first_dirty {
-                        Some(t) => interval
-                            .saturating_sub(t.elapsed())
-                            .min(IDLE_GRACE)
-                            .max(Duration::from_millis(1)),
-                        None if self.inflight.is_some() => Duration::from_millis(1),
-                        None => Duration::from_secs(3600),
-                    };
-                    rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await })
-                        .ok()
-                }
-            };
-            let res = match msg {
-                Some(Some(msg)) => self.handle(msg).and_then(|_| {
-                    if !self.dirty() {
-                        first_dirty = None;
-                        return self.collect_sync(false).map(|_| ());
-                    }
-                    let t = *first_dirty.get_or_insert_with(Instant::now);
-                    if t.elapsed() >= interval && self.request_sync(false)? {
-                        first_dirty = None;
-                    }
-                    Ok(())
-                }),
-                Some(None) => {
-                    self.closing = true;
-                    if let Err(e) = self.sync() {
-                        let _ = self
-                            .notes
-                            .send(WriterNote::Failed(WriterError::new("final fsync", e)));
-                    }
-                    return;
-                }
-                None => {
-                    // Idle (or the interval passed): sync now if no sync is running.
-                    self.request_sync(false).map(|submitted| {
-                        if submitted {
-                            first_dirty = None;
-                        }
-                    })
-                }
-            };
-            if let Err(e) = res {
-                let what = format!(
-                    "writing {}",
-                    self.active.as_ref().map(|a| a.name.as_str()).unwrap_or("?")
-                );
-                let _ = self
-                    .notes
-                    .send(WriterNote::Failed(WriterError::new(what, e)));
-                return;
+    /// Reports a failed write or sync (final for the source).
+    fn fail(&self, e: std::io::Error) {
+        let what = format!(
+            "writing {}",
+            self.active.as_ref().map(|a| a.name.as_str()).unwrap_or("?")
+        );
+        let _ = self
+            .notes
+            .send(WriterNote::Failed(WriterError::new(what, e)));
+    }
+
+    /// After a batch or file switch: syncs when unsynced bytes have waited `interval`
+    /// while data keeps flowing.
+    fn after_input(&mut self) -> std::io::Result<()> {
+        if !self.dirty() {
+            self.first_dirty = None;
+            return self.collect_sync(false).map(|_| ());
+        }
+        let t = *self.first_dirty.get_or_insert_with(Instant::now);
+        if t.elapsed() >= self.interval && self.request_sync(false)? {
+            self.first_dirty = None;
+        }
+        Ok(())
+    }
+
+    /// The final sync at shut-down (with the control file flushed), then the syncer's
+    /// end.
+    fn finish(&mut self) {
+        self.closing = true;
+        if let Err(e) = self.sync() {
+            let _ = self
+                .notes
+                .send(WriterNote::Failed(WriterError::new("final fsync", e)));
+        }
+        self.syncer.send(SyncerInput::Stop);
+    }
+}
+
+/// Messages to the writer's lane.
+enum WriterInput {
+    /// From the stream, with the budget bytes it holds.
+    Msg(WriterMsg, usize),
+    /// The sync in flight ended (from the syncer).
+    Synced,
+    /// The idle tick ([`Writer::drained`]).
+    Tick,
+    /// Shut down: final sync, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// fsync policy: at most `interval` after the first unsynced byte while data flows, and
+/// at once when nothing has arrived for [`IDLE_GRACE`] (the stream caught up or paused).
+/// An I/O error is final: after a failed fsync the page cache state is unknown, so the
+/// source stops (a restart recovers from the disk).
+impl Actor for Writer {
+    type Msg = WriterInput;
+
+    fn handle(&mut self, msg: WriterInput) -> bool {
+        let r = match msg {
+            WriterInput::Msg(m, bytes) => {
+                self.last_input = Instant::now();
+                let r = self.apply(m).and_then(|_| self.after_input());
+                self.budget.add_permits(bytes);
+                r
+            }
+            WriterInput::Synced => self.collect_sync(false).map(|_| ()),
+            WriterInput::Tick => {
+                self.tick_armed = false;
+                Ok(())
+            }
+            WriterInput::Close(done) => {
+                self.finish();
+                let _ = done.send(());
+                return false;
+            }
+        };
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(e);
+                false
             }
         }
+    }
+
+    /// Nothing queued: syncs now if nothing arrived for [`IDLE_GRACE`] or the interval
+    /// passed, else arms a tick for when the grace ends. While a sync runs, the syncer's
+    /// [`WriterInput::Synced`] brings the writer back here.
+    fn drained(&mut self) -> bool {
+        if !self.dirty() {
+            self.first_dirty = None;
+            return true;
+        }
+        let quiet = self.last_input.elapsed();
+        let waited = self.first_dirty.is_some_and(|t| t.elapsed() >= self.interval);
+        if quiet >= IDLE_GRACE || waited {
+            return match self.request_sync(false) {
+                Ok(submitted) => {
+                    if submitted {
+                        self.first_dirty = None;
+                    }
+                    true
+                }
+                Err(e) => {
+                    self.fail(e);
+                    false
+                }
+            };
+        }
+        if !self.tick_armed {
+            self.tick_armed = true;
+            let me = self.me.clone();
+            let wait = IDLE_GRACE - quiet;
+            self.rt.spawn(async move {
+                tokio::time::sleep(wait).await;
+                me.send(WriterInput::Tick);
+            });
+        }
+        true
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A sender waiting for budget hears that the writer is gone.
+        self.budget.close();
     }
 }
 
@@ -508,74 +590,122 @@ impl Writer {
 /// syncs at once.
 const IDLE_GRACE: Duration = Duration::from_millis(2);
 
-/// The running writer and syncer threads of a source.
-pub(crate) struct Threads {
-    /// Messages to the writer (bounded: 256 batches).
-    pub tx: mpsc::Sender<WriterMsg>,
-    /// What the writer and syncer report.
-    pub notes: mpsc::UnboundedReceiver<WriterNote>,
-    /// The writer thread; it ends when `tx` is dropped.
-    pub writer: std::thread::JoinHandle<()>,
-    /// The syncer thread; it ends after the writer.
-    pub syncer: std::thread::JoinHandle<()>,
+/// Bytes of event batches queued to one source's writer and not yet appended: the
+/// stream waits beyond this (a batch is at most 256 KiB, see `stream.rs`).
+pub(crate) const WRITER_BUDGET_BYTES: usize = 4 << 20;
+
+/// The writer is gone (it failed or shut down); its notes say why.
+#[derive(Debug, thiserror::Error)]
+#[error("the writer has ended")]
+pub(crate) struct WriterGone;
+
+/// The sending side of a source's writer.
+pub(crate) struct WriterTx {
+    lane: Lane<Writer>,
+    budget: Arc<Semaphore>,
 }
 
-/// Starts the writer and syncer threads of source `name` on `store`; transactions get
-/// index ordinals from `next_ordinal` on; the writer syncs at least every
-/// `fsync_interval`. Must be called inside a tokio runtime (the writer sends notes
-/// through it).
-///
-/// # Errors
-///
-/// The thread could not be started (resource limits).
+impl WriterTx {
+    /// Queues `msg`, first waiting while the batches queued hold
+    /// [`WRITER_BUDGET_BYTES`].
+    ///
+    /// # Errors
+    ///
+    /// [`WriterGone`]: the writer failed or shut down (its notes say why).
+    pub(crate) async fn send(&self, msg: WriterMsg) -> Result<(), WriterGone> {
+        let bytes = match &msg {
+            WriterMsg::Events(evs) => evs
+                .iter()
+                .map(|(_, b)| b.len())
+                .sum::<usize>()
+                .clamp(1, WRITER_BUDGET_BYTES),
+            _ => 0,
+        };
+        if bytes > 0 {
+            let n = u32::try_from(bytes).map_err(|_| WriterGone)?;
+            self.budget
+                .acquire_many(n)
+                .await
+                .map_err(|_| WriterGone)?
+                .forget();
+        }
+        match self.lane.send(WriterInput::Msg(msg, bytes)) {
+            true => Ok(()),
+            false => Err(WriterGone),
+        }
+    }
+
+    /// Shuts the writer down: a final sync of everything appended (control file
+    /// flushed), then the syncer ends. Returns when that is done, or at once when the
+    /// writer has already ended.
+    pub(crate) async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.lane.send(WriterInput::Close(tx)) {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// A source's running writer and syncer.
+pub(crate) struct Started {
+    /// Messages to the writer.
+    pub tx: WriterTx,
+    /// What the writer and syncer report.
+    pub notes: mpsc::UnboundedReceiver<WriterNote>,
+}
+
+/// Starts the writer and syncer of source `name` on `store`, as lanes of `pools`;
+/// transactions get index ordinals from `next_ordinal` on; the writer syncs at least
+/// every `fsync_interval`. Must be called inside a tokio runtime (its idle ticks run
+/// there).
 pub(crate) fn start(
     name: &str,
     store: &Arc<LocalFiles>,
     index: &Arc<Index>,
     metrics: &Arc<Metrics>,
+    pools: &IoPools,
     next_ordinal: u64,
     fsync_interval: Duration,
-) -> std::io::Result<Threads> {
-    let (tx, rx) = mpsc::channel::<WriterMsg>(256);
+) -> Started {
     let (ntx, notes) = mpsc::unbounded_channel::<WriterNote>();
-    let (sync_tx, sync_rx) = std::sync::mpsc::channel();
-    let syncer = Syncer {
-        source: name.to_owned(),
-        store: store.clone(),
-        index: index.clone(),
-        metrics: metrics.clone(),
-        notes: ntx.clone(),
-        next_ordinal,
-        index_broken: false,
-    };
-    let span = tracing::info_span!("syncer", source = %name);
-    let syncer = std::thread::Builder::new()
-        .name(format!("syncer-{name}"))
-        .spawn(move || span.in_scope(|| syncer.run(sync_rx)))?;
-    let writer = Writer {
-        source: name.to_owned(),
-        store: store.clone(),
-        index: index.clone(),
-        notes: ntx,
-        active: None,
-        fde: None,
-        tracker: TxnTracker::new(),
-        pending: Vec::new(),
-        progress: Progress::default(),
-        last_type: None,
-        closing: false,
-        syncer: sync_tx,
-        inflight: None,
-    };
-    let handle = tokio::runtime::Handle::current();
-    let span = tracing::info_span!("writer", source = %name);
-    let writer = std::thread::Builder::new()
-        .name(format!("writer-{name}"))
-        .spawn(move || span.in_scope(|| writer.run(handle, rx, fsync_interval)))?;
-    Ok(Threads {
-        tx,
+    let budget = Arc::new(Semaphore::new(WRITER_BUDGET_BYTES));
+    let rt = tokio::runtime::Handle::current();
+    let lane = Lane::new_cyclic(&pools.writers, |me| {
+        let syncer = Syncer {
+            source: name.to_owned(),
+            writer: me.clone(),
+            fsyncs: metrics.fsyncs.get_or_create(&Metrics::label(name)).clone(),
+            store: store.clone(),
+            index: index.clone(),
+            notes: ntx.clone(),
+            next_ordinal,
+            index_broken: false,
+        };
+        Writer {
+            source: name.to_owned(),
+            budget: budget.clone(),
+            interval: fsync_interval,
+            first_dirty: None,
+            last_input: Instant::now(),
+            tick_armed: false,
+            me,
+            rt,
+            store: store.clone(),
+            index: index.clone(),
+            notes: ntx,
+            active: None,
+            fde: None,
+            tracker: TxnTracker::new(),
+            pending: Vec::new(),
+            progress: Progress::default(),
+            last_type: None,
+            closing: false,
+            syncer: Lane::new(&pools.syncers, syncer),
+            inflight: None,
+        }
+    });
+    Started {
+        tx: WriterTx { lane, budget },
         notes,
-        writer,
-        syncer,
-    })
+    }
 }
