@@ -153,7 +153,8 @@ fn start_primaries(n: usize) -> Result<Vec<MariaDb>> {
         .map(|i| {
             let db = MariaDb::start(MariaDbOptions {
                 server_id: 1 + i as u32,
-                extra_args: vec![format!("--max-connections={}", per + 50)],
+                // Each source holds two connections: its dump and its poller's.
+                extra_args: vec![format!("--max-connections={}", 2 * per + 50)],
                 ..Default::default()
             })?;
             create_sbtest(&db)?;

@@ -127,29 +127,50 @@ impl SourceStatus {
 /// changes to the source's catalog rows that the capture does not show in the status
 /// (a file checked), which tells the source's shipper to read the catalog again.
 #[derive(Debug, Clone)]
-pub struct StatusCell(Arc<Mutex<SourceStatus>>, Arc<AtomicU64>);
+pub struct StatusCell {
+    status: Arc<Mutex<SourceStatus>>,
+    rows_touched: Arc<AtomicU64>,
+    /// Moves each time the durable end does ([`StatusCell::durable_moved`]).
+    durable: Arc<tokio::sync::watch::Sender<u64>>,
+}
 
 impl StatusCell {
     /// Wraps a status.
     pub fn new(s: SourceStatus) -> Self {
-        StatusCell(Arc::new(Mutex::new(s)), Arc::default())
+        StatusCell {
+            status: Arc::new(Mutex::new(s)),
+            rows_touched: Arc::default(),
+            durable: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    /// Tells whoever waits on [`watch_durable`](StatusCell::watch_durable) that the
+    /// durable end (`durable_file`, `durable_pos`) moved: call after changing them.
+    pub fn durable_moved(&self) {
+        self.durable.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees each [`durable_moved`](StatusCell::durable_moved) (the
+    /// fake primary's dumps wait on it at the end of the binlogs instead of polling).
+    pub fn watch_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 
     /// Locks the status (a poisoned lock is recovered: the data is plain values).
     pub fn lock(&self) -> MutexGuard<'_, SourceStatus> {
-        lock(&self.0)
+        lock(&self.status)
     }
 
     /// Notes that this process changed the source's catalog rows (the checker after a
     /// file's check), so that the shipper does not wait for its next periodic read of
     /// the catalog to act on it.
     pub fn touch_rows(&self) {
-        self.1.fetch_add(1, Ordering::Relaxed);
+        self.rows_touched.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many times [`touch_rows`](StatusCell::touch_rows) was called.
     pub fn rows_touched(&self) -> u64 {
-        self.1.load(Ordering::Relaxed)
+        self.rows_touched.load(Ordering::Relaxed)
     }
 
     /// A copy for the API.

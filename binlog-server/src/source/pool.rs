@@ -62,7 +62,6 @@ impl Pool {
         }
         Ok(Pool { shared })
     }
-
 }
 
 impl PoolShared {

@@ -262,6 +262,7 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
         next_ordinal = pos.map(|p| p.next_ordinal).unwrap_or(0);
         status.lock().durable_file = Some(f.clone());
         status.lock().durable_pos = Some(end_len);
+        status.durable_moved();
     }
     if let Ok(Some(last)) = shared.index.last(name) {
         status.lock().last_gtid = last.gtid;
@@ -352,9 +353,7 @@ async fn reconnect_loop(
 
 /// Where to resume: the writer's durable position once it has drained (None: nothing
 /// written yet). `Err` when the writer is gone, with its error when it said one.
-async fn durable_position(
-    wtx: &WriterTx,
-) -> Result<Option<(String, u64)>, Option<WriterError>> {
+async fn durable_position(wtx: &WriterTx) -> Result<Option<(String, u64)>, Option<WriterError>> {
     let (rtx, rrx) = oneshot::channel();
     if wtx.send(WriterMsg::Sync { reply: rtx }).await.is_err() {
         return Err(None);
@@ -494,6 +493,7 @@ async fn handle_notes(
                         s.last_event_time = u32::try_from(t).ok();
                     }
                 }
+                status.durable_moved();
                 if !ctx.may_write() {
                     continue;
                 }

@@ -176,7 +176,7 @@ struct Syncer {
 /// Messages to the syncer.
 enum SyncerInput {
     /// Sync this, answer there.
-    Job(SyncJob, SyncReply),
+    Job(Box<SyncJob>, SyncReply),
     /// The writer ended: so does the syncer, after the jobs before this.
     Stop,
 }
@@ -188,7 +188,7 @@ impl Actor for Syncer {
         let SyncerInput::Job(job, reply) = msg else {
             return false;
         };
-        let r = self.one(job);
+        let r = self.one(*job);
         let failed = r.is_err();
         if let Err(e) = &r {
             let _ = self.notes.send(WriterNote::Failed(e.clone()));
@@ -414,7 +414,7 @@ impl Writer {
             flush_control: self.closing,
         };
         let (tx, rx) = std::sync::mpsc::channel();
-        if !self.syncer.send(SyncerInput::Job(job, tx)) {
+        if !self.syncer.send(SyncerInput::Job(Box::new(job), tx)) {
             return Err(std::io::Error::other("the syncer ended"));
         }
         self.inflight = Some(rx);
@@ -551,7 +551,9 @@ impl Actor for Writer {
             return true;
         }
         let quiet = self.last_input.elapsed();
-        let waited = self.first_dirty.is_some_and(|t| t.elapsed() >= self.interval);
+        let waited = self
+            .first_dirty
+            .is_some_and(|t| t.elapsed() >= self.interval);
         if quiet >= IDLE_GRACE || waited {
             return match self.request_sync(false) {
                 Ok(submitted) => {

@@ -1,7 +1,14 @@
 //! COM_BINLOG_DUMP and COM_BINLOG_DUMP_GTID: where a dump starts (a file and position,
 //! MariaDB's `@slave_connect_state`, or a MySQL GTID set), and the dump itself: a reader
-//! thread ([`DumpCtx`]) that checks every event and frames the stream into chunks, and
-//! the task that writes them to the replica (see the module doc of [`super`]).
+//! ([`DumpCtx`]) that checks every event and frames the stream into chunks, and the task
+//! that writes them to the replica (see the module doc of [`super`]).
+//!
+//! The reader is a task that runs its file work in steps on the runtime's blocking
+//! threads ([`DumpCtx::advance`]): a step reads and sends until the dump has to wait
+//! (at the durable end, for the next file, at the stop point). The wait holds no thread:
+//! it ends when the source's durable end moves (`StatusCell::watch_durable`, told by the
+//! capture's writer), at the next heartbeat, or when the replica leaves. So idle dumps
+//! cost no OS thread each, and none polls the disk.
 
 use node::util::lock;
 use std::collections::BTreeMap;
@@ -15,7 +22,7 @@ use catalog::FileState;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use super::archive::{durable_end, fde_of, list_files, Archive, ArchiveFacts};
 use super::compat::Compat;
@@ -37,8 +44,11 @@ use mysql_wire::server;
 const CHUNK: usize = 256 * 1024;
 /// Chunks in flight per replica.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// How often an idle dump looks for new durable bytes.
+/// How often a dump looks again while it waits for bytes nothing announces: a file
+/// being fetched from the store, an archive without a running capture.
 const POLL: Duration = Duration::from_millis(20);
+/// The longest an idle dump waits without looking (a missed wake-up costs at most this).
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// A MySQL GTID set as COM_BINLOG_DUMP_GTID sends it: per server UUID, the intervals
 /// `[start, end)` of transaction numbers.
@@ -444,14 +454,12 @@ pub(super) async fn dump(
     info!(source = %archive.source, file = %start.file, pos = start.pos, "replica dump starts");
     shared.stats.active_dumps.fetch_add(1, Ordering::Relaxed);
     let done = cancel.child_token();
-    let d2 = done.clone();
     let span = tracing::info_span!("fake_primary_dump", source = %archive.source);
-    let reader = std::thread::Builder::new()
-        .name("fake-primary-dump".into())
-        .spawn(move || {
-            let _entered = span.enter();
-            let _ = ctx.run(start, &tx, &d2);
-        })?;
+    let reader = tokio::spawn(
+        Arc::new(ctx)
+            .drive(start, tx, done.clone())
+            .instrument(span),
+    );
     let mut probe = [0u8; 64];
     let r = loop {
         tokio::select! {
@@ -470,12 +478,12 @@ pub(super) async fn dump(
     };
     done.cancel();
     drop(rx);
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let _ = reader.await;
     shared.stats.active_dumps.fetch_sub(1, Ordering::Relaxed);
     r
 }
 
-/// What the reader thread of one dump needs (it runs outside the runtime and reaches the
+/// What the reader of one dump needs (its steps run on blocking threads and reach the
 /// catalog through `rt`).
 struct DumpCtx {
     archive: Arc<Archive>,
@@ -507,11 +515,59 @@ pub(super) struct DumpOptions {
 }
 
 /// How [`DumpCtx::send_file`] ended.
-enum Next {
+enum Sent {
     /// The file is closed and sent whole: go on with the next one.
-    Continue,
-    /// The replica left (or the stop point was reached and it then left).
+    Closed,
+    /// Everything readable now is sent: wait for more.
+    Wait,
+    /// The stop point is reached: the dump idles (heartbeats) until the replica leaves.
+    Stopped,
+    /// The replica left (or a non-blocking dump reached the end and sent its EOF).
     Done,
+}
+
+/// How a step of a dump ([`DumpCtx::advance`]) ended.
+enum Step {
+    /// The dump waits for more bytes; `following` while they come from a fetch from
+    /// the store (nothing announces them: look again every [`POLL`]).
+    Idle {
+        /// Waiting on a fetch.
+        following: bool,
+    },
+    /// Over: the replica left, the stop point's wait ended, or an error was sent.
+    Done,
+}
+
+/// Where a dump is between its steps.
+enum At {
+    /// Open this file at this offset and send from there.
+    Open {
+        /// Binlog file name.
+        file: String,
+        /// Offset, bytes.
+        pos: u64,
+    },
+    /// Sending this file.
+    Sending(FileCursor),
+    /// This file is sent whole: waiting for the file after it.
+    Next(FileCursor),
+    /// The stop point is reached (at this file and offset): heartbeats only.
+    Stopped {
+        /// Binlog file name.
+        file: String,
+        /// Offset, bytes.
+        pos: u64,
+    },
+}
+
+/// A dump's state, handed to each step and back.
+struct DumpState {
+    /// Where it is (`None` only while a step runs).
+    at: Option<At>,
+    /// The GTID skip rule and whether the current group is skipped.
+    skip: Skipping,
+    /// The framed output.
+    out: Out,
 }
 
 /// The file a dump is sending and how far it got.
@@ -564,9 +620,9 @@ struct Skipping {
     active: bool,
 }
 
-/// The reader thread's output: packets framed into chunks for the writer task.
-struct Out<'a> {
-    tx: &'a mpsc::Sender<Vec<u8>>,
+/// The reader's output: packets framed into chunks for the writer task.
+struct Out {
+    tx: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     seq: u8,
     last_sent: Instant,
@@ -577,7 +633,7 @@ struct Out<'a> {
     made_up_crc: bool,
 }
 
-impl Out<'_> {
+impl Out {
     fn event(&mut self, ev: &[u8]) {
         // Packet = 0x00 + event; frame() splits at 16 MiB.
         let mut p = Vec::with_capacity(ev.len() + 1);
@@ -703,27 +759,92 @@ fn is_control(t: u8) -> bool {
 }
 
 impl DumpCtx {
-    /// Streams from `start` into `tx` until `done`; an archive that cannot be served ends
-    /// the stream with ERROR 1236 (and the message is kept in the stats).
-    fn run(
-        &self,
+    /// Streams from `start` into `tx` until `done` or the replica leaves: steps of
+    /// [`DumpCtx::advance`] on the blocking threads, and between them, while the dump
+    /// waits, no thread (see the module doc). An archive that cannot be served ends the
+    /// stream with ERROR 1236 (and the message is kept in the stats).
+    async fn drive(
+        self: Arc<Self>,
         start: Start,
-        tx: &mpsc::Sender<Vec<u8>>,
-        done: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut out = Out {
-            tx,
-            buf: Vec::with_capacity(CHUNK + 64 * 1024),
-            seq: self.seq,
-            last_sent: Instant::now(),
-            made_up_crc: self.made_up_crc,
+        tx: mpsc::Sender<Vec<u8>>,
+        done: CancellationToken,
+    ) {
+        let mut watch = self.archive.status.as_ref().map(|s| s.watch_durable());
+        let mut st = DumpState {
+            at: Some(At::Open {
+                file: start.file,
+                pos: start.pos,
+            }),
+            skip: Skipping {
+                rule: start.skip,
+                active: false,
+            },
+            out: Out {
+                tx,
+                buf: Vec::with_capacity(CHUNK + 64 * 1024),
+                seq: self.seq,
+                last_sent: Instant::now(),
+                made_up_crc: self.made_up_crc,
+            },
         };
-        match self.stream(start, &mut out, done) {
-            Ok(()) => {}
+        let span = tracing::Span::current();
+        loop {
+            if let Some(w) = watch.as_mut() {
+                // What moved from here on wakes the wait after this step.
+                w.borrow_and_update();
+            }
+            let (ctx, d, sp) = (self.clone(), done.clone(), span.clone());
+            let step = tokio::task::spawn_blocking(move || {
+                let _entered = sp.enter();
+                let r = ctx.advance(&mut st, &d);
+                (st, r)
+            })
+            .await;
+            let Ok((back, step)) = step else { return };
+            st = back;
+            let following = match step {
+                Step::Done => return,
+                Step::Idle { following } => following,
+            };
+            let wait = match (following, &watch) {
+                (false, Some(_)) => self
+                    .heartbeat
+                    .saturating_sub(st.out.last_sent.elapsed())
+                    .clamp(POLL, MAX_WAIT),
+                _ => POLL,
+            };
+            let mut lost = false;
+            {
+                let moved = async {
+                    match watch.as_mut() {
+                        Some(w) if !following => w.changed().await.is_ok(),
+                        _ => std::future::pending::<bool>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = done.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                    ok = moved => lost = !ok,
+                }
+            }
+            if lost {
+                // The capture is gone: look again every POLL.
+                watch = None;
+            }
+        }
+    }
+
+    /// One step: reads and sends until the dump has to wait ([`Step::Idle`], after a
+    /// heartbeat when one is due) or is over ([`Step::Done`]). A dump that cannot go on
+    /// ends here with ERROR 1236 to the replica. Blocking.
+    fn advance(&self, st: &mut DumpState, done: &CancellationToken) -> Step {
+        match self.step(st, done) {
+            Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
                 warn!(source = %self.archive.source, error = %msg, "fake primary: dump ends with an error");
                 *lock(&self.stats.last_error) = Some(msg.clone());
+                let out = &mut st.out;
                 let mut seq = out.seq;
                 frame(
                     &mut out.buf,
@@ -731,9 +852,78 @@ impl DumpCtx {
                     &server::err_packet(ER_MASTER_FATAL_ERROR_READING_BINLOG, &msg),
                 );
                 out.flush();
+                Step::Done
             }
         }
-        Ok(())
+    }
+
+    /// [`DumpCtx::advance`] before its error handling: opens files, sends them, moves to
+    /// the next one (refusing to cross a gap), until it has to wait.
+    fn step(&self, st: &mut DumpState, done: &CancellationToken) -> Result<Step, DumpError> {
+        loop {
+            let Some(at) = st.at.take() else {
+                return Ok(Step::Done);
+            };
+            match at {
+                At::Open { file, pos } => match self.open_file(file.clone(), pos, &mut st.out) {
+                    Ok(cur) => st.at = Some(At::Sending(cur)),
+                    // The ACTIVE file's first sync came before its FORMAT_DESCRIPTION
+                    // was written: wait for more of it (nothing was sent yet).
+                    Err(DumpError::NoFormatDescription { .. })
+                        if durable_end(&self.archive).is_some_and(|(f, _)| f == file) =>
+                    {
+                        st.at = Some(At::Open { file, pos });
+                        return Ok(match st.out.flush() && !done.is_cancelled() {
+                            true => Step::Idle { following: false },
+                            false => Step::Done,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                },
+                At::Sending(mut cur) => {
+                    match self.send_file(&mut cur, &mut st.skip, &mut st.out)? {
+                        Sent::Done => return Ok(Step::Done),
+                        // The file is closed and fully sent: on to the next one.
+                        Sent::Closed => st.at = Some(At::Next(cur)),
+                        Sent::Stopped => {
+                            self.stats.reached_stop.store(true, Ordering::Relaxed);
+                            let (file, pos) = (cur.file.clone(), cur.pos);
+                            st.at = Some(At::Stopped { file, pos });
+                        }
+                        Sent::Wait => {
+                            let (file, pos) = (cur.file.clone(), cur.pos);
+                            let following = cur.following.is_some();
+                            st.at = Some(At::Sending(cur));
+                            return Ok(self.idle(&file, pos, &mut st.out, done, following));
+                        }
+                    }
+                }
+                At::Next(cur) => match self.next_file(&cur, &mut st.out)? {
+                    Some(next) => {
+                        if let Some(reason) = self.gap_after(&cur.file)? {
+                            return Err(DumpError::Gap {
+                                source_name: self.archive.source.clone(),
+                                after: cur.file.clone(),
+                                next,
+                                reason,
+                            });
+                        }
+                        st.at = Some(At::Open { file: next, pos: 4 });
+                    }
+                    None if self.non_blocking => return Ok(Step::Done),
+                    None => {
+                        let (file, pos) = (cur.file.clone(), cur.pos);
+                        st.at = Some(At::Next(cur));
+                        return Ok(self.idle(&file, pos, &mut st.out, done, false));
+                    }
+                },
+                At::Stopped { file, pos } => {
+                    let step = self.idle(&file, pos, &mut st.out, done, false);
+                    st.at = Some(At::Stopped { file, pos });
+                    return Ok(step);
+                }
+            }
+        }
     }
 
     fn file_state(&self, name: &str) -> Result<Option<(FileState, String)>, DumpError> {
@@ -757,51 +947,10 @@ impl DumpCtx {
             .map(|g| g.reason))
     }
 
-    /// Streams until the replica leaves (Ok) or the archive cannot be served (Err with
-    /// the message for ERROR 1236).
-    fn stream(
-        &self,
-        start: Start,
-        out: &mut Out<'_>,
-        done: &CancellationToken,
-    ) -> Result<(), DumpError> {
-        let mut skip = Skipping {
-            rule: start.skip,
-            active: false,
-        };
-        let (mut file, mut pos) = (start.file, start.pos);
-        loop {
-            let mut cur = self.open_file(file, pos, out)?;
-            match self.send_file(&mut cur, &mut skip, out, done)? {
-                Next::Done => return Ok(()),
-                Next::Continue => {}
-            }
-            // The file is closed and fully sent: on to the next one.
-            let Some(next) = self.next_file(&cur, out, done)? else {
-                return Ok(());
-            };
-            if let Some(reason) = self.gap_after(&cur.file)? {
-                return Err(DumpError::Gap {
-                    source_name: self.archive.source.clone(),
-                    after: cur.file.clone(),
-                    next,
-                    reason,
-                });
-            }
-            file = next;
-            pos = 4;
-        }
-    }
-
     /// Starts sending `file` at `pos`: refuses a FAIL file or one without a readable
     /// FORMAT_DESCRIPTION, sends the artificial ROTATE and, past offset 4, the file's
     /// FORMAT_DESCRIPTION with log_pos 0.
-    fn open_file(
-        &self,
-        file: String,
-        pos: u64,
-        out: &mut Out<'_>,
-    ) -> Result<FileCursor, DumpError> {
+    fn open_file(&self, file: String, pos: u64, out: &mut Out) -> Result<FileCursor, DumpError> {
         let source_name = self.archive.source.clone();
         if let Some((FileState::Fail, info)) = self.file_state(&file)? {
             return Err(DumpError::FileFailed {
@@ -896,39 +1045,33 @@ impl DumpCtx {
         }
     }
 
-    /// The file after `cur`'s, idling (with heartbeats) until one appears; `None` when the
-    /// replica left meanwhile.
-    fn next_file(
-        &self,
-        cur: &FileCursor,
-        out: &mut Out<'_>,
-        done: &CancellationToken,
-    ) -> Result<Option<String>, DumpError> {
-        loop {
-            let files = list_files(&self.archive)?;
-            let next = files
-                .iter()
-                .find(|(n, _)| binlog_order(n) > binlog_order(&cur.file))
-                .map(|(n, _)| n.clone());
-            if next.is_some() {
-                return Ok(next);
-            }
-            if self.non_blocking {
-                out.eof();
-                return Ok(None);
-            }
-            if !self.idle(&cur.file, cur.pos, out, done) {
-                return Ok(None);
-            }
+    /// The file after `cur`'s, if the archive has one yet. A non-blocking dump with none
+    /// ends here with an EOF packet (`None`, and the caller ends it).
+    fn next_file(&self, cur: &FileCursor, out: &mut Out) -> Result<Option<String>, DumpError> {
+        let files = list_files(&self.archive)?;
+        let next = files
+            .iter()
+            .find(|(n, _)| binlog_order(n) > binlog_order(&cur.file))
+            .map(|(n, _)| n.clone());
+        if next.is_none() && self.non_blocking {
+            out.eof();
         }
+        Ok(next)
     }
 
-    /// Flushes, sends a heartbeat when the line was quiet for the heartbeat period (framed
-    /// as every made-up event, see `Out::made_up_crc`), waits one
-    /// poll interval. False when the replica left or the dump is cancelled.
-    fn idle(&self, file: &str, pos: u64, out: &mut Out<'_>, done: &CancellationToken) -> bool {
+    /// Before a wait: flushes, and sends a heartbeat when the line was quiet for the
+    /// heartbeat period (framed as every made-up event, see `Out::made_up_crc`).
+    /// [`Step::Done`] when the replica left or the dump is cancelled.
+    fn idle(
+        &self,
+        file: &str,
+        pos: u64,
+        out: &mut Out,
+        done: &CancellationToken,
+        following: bool,
+    ) -> Step {
         if !out.flush() || done.is_cancelled() {
-            return false;
+            return Step::Done;
         }
         if out.last_sent.elapsed() >= self.heartbeat {
             let hb = build_event(
@@ -941,11 +1084,10 @@ impl DumpCtx {
             );
             out.event(&hb);
             if !out.flush() {
-                return false;
+                return Step::Done;
             }
         }
-        std::thread::sleep(POLL);
-        true
+        Step::Idle { following }
     }
 
     fn stopped(&self, file: &str, pos: u64) -> bool {
@@ -958,22 +1100,19 @@ impl DumpCtx {
         }
     }
 
-    /// Sends `cur`'s file from `cur.pos` to its end (closed file) or follows it while it
-    /// is the ACTIVE file. Returns Done when the replica left or the stop point was
-    /// reached and the replica then left.
+    /// Sends `cur`'s file from `cur.pos` to its end (closed file) or up to what is
+    /// readable now (the ACTIVE file's durable end, what a fetch wrote so far); see
+    /// [`Sent`] for how it ends.
     fn send_file(
         &self,
         cur: &mut FileCursor,
         skip: &mut Skipping,
-        out: &mut Out<'_>,
-        done: &CancellationToken,
-    ) -> Result<Next, DumpError> {
+        out: &mut Out,
+    ) -> Result<Sent, DumpError> {
         let file = cur.file.clone();
         loop {
             if self.stopped(&file, cur.pos) {
-                self.stats.reached_stop.store(true, Ordering::Relaxed);
-                while self.idle(&file, cur.pos, out, done) {}
-                return Ok(Next::Done);
+                return Ok(Sent::Stopped);
             }
             // How far this file may be read: the durable length while it is the ACTIVE
             // file, its size once a later file exists, and while it is fetched from the
@@ -1003,37 +1142,32 @@ impl DumpCtx {
                 let before = cur.pos;
                 self.send_range(cur, limit, fetching.is_some(), skip, out)?;
                 if !out.flush_if_full() {
-                    return Ok(Next::Done);
+                    return Ok(Sent::Done);
                 }
                 if cur.pos < limit && !self.stopped(&file, cur.pos) {
                     if fetching.is_none() {
                         return Err(DumpError::StoppedInside { file, pos: cur.pos });
                     }
                     // The fetch has written part of the next event: wait for the rest.
-                    if cur.pos == before && !self.idle(&file, cur.pos, out, done) {
-                        return Ok(Next::Done);
+                    if cur.pos == before {
+                        return Ok(Sent::Wait);
                     }
                 }
                 continue;
             }
             if closed {
-                return Ok(Next::Continue);
+                return Ok(Sent::Closed);
             }
             if fetching.is_some() {
                 // More of the file is on its way from the store.
-                if !self.idle(&file, cur.pos, out, done) {
-                    return Ok(Next::Done);
-                }
-                continue;
+                return Ok(Sent::Wait);
             }
             if self.non_blocking {
                 // The end of the ACTIVE file's durable prefix is the end of the binlogs.
                 out.eof();
-                return Ok(Next::Done);
+                return Ok(Sent::Done);
             }
-            if !self.idle(&file, cur.pos, out, done) {
-                return Ok(Next::Done);
-            }
+            return Ok(Sent::Wait);
         }
     }
 
@@ -1085,7 +1219,7 @@ impl DumpCtx {
         limit: u64,
         partial: bool,
         skip: &mut Skipping,
-        out: &mut Out<'_>,
+        out: &mut Out,
     ) -> Result<(), DumpError> {
         let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
         let pos = &mut cur.pos;
