@@ -11,6 +11,9 @@
 //!
 //! Chunks are not scrubbed: they live only until their file's whole object is stored.
 //!
+//! A scrub reads at most `[archive] scrub_bytes_per_second`, averaged from its start
+//! ([`Pace`]): each read is egress on S3, and bandwidth capture shares.
+//!
 //! # Repair
 //!
 //! A damaged file is replaced from a good copy while one exists:
@@ -85,8 +88,9 @@ pub async fn scrub(
         .filter(|o| o.kind == ArchiveKind::File)
         .filter(|o| only.is_none_or(|f| f.contains(&o.file)))
         .collect();
+    let mut pace = Pace::new(ctx.tier.settings.scrub_bytes_per_second);
     for row in rows {
-        let (problem, read) = check(ctx, &row).await?;
+        let (problem, read) = check(ctx, &row, &mut pace).await?;
         report.objects += 1;
         report.bytes += read;
         if let Some(problem) = problem {
@@ -110,6 +114,7 @@ pub async fn scrub(
 async fn check(
     ctx: &ScrubCtx<'_>,
     row: &ArchiveObjectRow,
+    pace: &mut Pace,
 ) -> Result<(Option<String>, u64), TierError> {
     let store = &ctx.tier.store;
     let mut s = match store.get_stream(&row.object_key).await {
@@ -122,6 +127,7 @@ async fn check(
         let piece = piece?;
         h.update(&piece);
         len += piece.len() as u64;
+        pace.read(piece.len() as u64).await;
     }
     let sha = hex::encode(h.finalize());
     if sha != row.stored_sha256 || len != row.stored_bytes {
@@ -144,6 +150,35 @@ async fn check(
         Err(e) => Some(format!("its manifest is unreadable: {e}")),
     };
     Ok((problem, len))
+}
+
+/// A read rate bound averaged from the start: after `n` bytes in all, the reader waits
+/// until `n / rate` seconds have gone by since the first read.
+struct Pace {
+    /// Bytes a second; 0: no bound.
+    rate: u64,
+    start: tokio::time::Instant,
+    read: u64,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Pace {
+        Pace {
+            rate,
+            start: tokio::time::Instant::now(),
+            read: 0,
+        }
+    }
+
+    /// Counts `n` bytes read, then waits while the reads are ahead of the rate.
+    async fn read(&mut self, n: u64) {
+        self.read = self.read.saturating_add(n);
+        if self.rate == 0 {
+            return;
+        }
+        let due = std::time::Duration::from_secs_f64(self.read as f64 / self.rate as f64);
+        tokio::time::sleep_until(self.start + due).await;
+    }
 }
 
 /// SHA-256 (hex) of the file at `path`; `None` when it cannot be read.
@@ -257,4 +292,28 @@ async fn copy_in(src: &Path, dst: &Path) -> Result<(), TierError> {
         what: "copy",
         source,
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+
+    #[tokio::test]
+    async fn a_paced_reader_waits_until_its_bytes_fit_the_rate() {
+        let t = std::time::Instant::now();
+        let mut pace = Pace::new(1_000_000);
+        for _ in 0..10 {
+            pace.read(10_000).await;
+        }
+        // 100,000 bytes at 1,000,000 bytes a second: at least 0.1 s.
+        assert!(
+            t.elapsed() >= std::time::Duration::from_millis(95),
+            "{:?}",
+            t.elapsed()
+        );
+        let mut free = Pace::new(0);
+        free.read(u64::MAX).await;
+        free.read(1).await;
+        assert_eq!(free.read, u64::MAX, "the count saturates");
+    }
 }

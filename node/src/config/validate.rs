@@ -134,6 +134,7 @@ fn archive(
     Ok(ArchiveSettings {
         keep_days: a.keep_days,
         scrub_interval: a.scrub_interval,
+        scrub_bytes_per_second: a.scrub_bytes_per_second,
         local_retention: a.local_retention,
         local_bytes: a.local_bytes,
         min_free_bytes: a.min_free_bytes,
