@@ -9,6 +9,8 @@
 //! - idle, over 30 s: RSS (MB, and MB per source), OS threads, open fds, CPU (% of one
 //!   core) and catalog calls per second (the `catalog_calls` metric), each also per
 //!   source;
+//! - the OS threads once `--replicas` (default 20) `mariadb-binlog --stop-never` replicas
+//!   follow the first source through its fake primary (they stay through the load);
 //! - under write load (each primary commits `--rate` transactions of ~3 KB a second,
 //!   for `--load-secs`): the same figures, and how far the sources trail their primary:
 //!   every second the bench notes each primary's end, then times how long until every
@@ -41,6 +43,8 @@ struct Options {
     rate: u32,
     load: Duration,
     max_rss_bytes: u64,
+    /// Replicas of the first source.
+    replicas: usize,
 }
 
 /// Process figures over a window.
@@ -59,6 +63,8 @@ struct Run {
     /// Process start until every source is caught up, seconds.
     start_secs: f64,
     idle: Figures,
+    /// Threads with the replicas attached, idle.
+    replica_threads: u64,
     load: Figures,
     /// Seconds from a primary's end to every source durable past it: p50, max.
     trail_p50: f64,
@@ -87,6 +93,7 @@ fn parse_args() -> Result<Options> {
         rate: 20,
         load: Duration::from_secs(30),
         max_rss_bytes: 16 << 30,
+        replicas: 20,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -101,8 +108,9 @@ fn parse_args() -> Result<Options> {
             "--rate" => o.rate = value()?.parse()?,
             "--load-secs" => o.load = Duration::from_secs(value()?.parse()?),
             "--max-rss-gb" => o.max_rss_bytes = value()?.parse::<u64>()? << 30,
+            "--replicas" => o.replicas = value()?.parse()?,
             "-h" | "--help" => {
-                println!("sources [--sources N,N,...] [--rate TXNS_PER_S_PER_PRIMARY] [--load-secs S] [--max-rss-gb G]: RSS, threads, fds, CPU and catalog calls per source, idle and under load, over 4 primaries");
+                println!("sources [--sources N,N,...] [--rate TXNS_PER_S_PER_PRIMARY] [--load-secs S] [--max-rss-gb G] [--replicas R]: RSS, threads, fds, CPU and catalog calls per source, idle and under load, over 4 primaries");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -123,7 +131,10 @@ fn print_table(runs: &[Run]) {
         for (what, f) in [("idle", r.idle), ("load", r.load)] {
             let n = r.sources as f64;
             let trail = match what {
-                "idle" => format!("(caught up {:.0} s after start)", r.start_secs),
+                "idle" => format!(
+                    "(caught up {:.0} s after start; {} threads with the replicas)",
+                    r.start_secs, r.replica_threads
+                ),
                 _ => format!(
                     "{:.2} / {:.2} ({:.1} MB/s written in all)",
                     r.trail_p50,
@@ -178,6 +189,8 @@ fn run_one(bin: &Path, n: usize, o: &Options) -> Result<Run> {
         })
         .collect();
     let cfg = write_config_sources(work.path(), &http, &specs, "")?;
+    let fake_port = free_port();
+    add_replication(&cfg, &source_name(0), fake_port)?;
     settle();
     let t = Instant::now();
     let server = ServerProcess::start(bin, &cfg, &http)?;
@@ -194,7 +207,19 @@ fn run_one(bin: &Path, n: usize, o: &Options) -> Result<Run> {
         idle.cpu_pct,
         idle.calls_per_sec
     );
-    let (load, trails, bytes_per_sec) = under_load(&server, &dbs, n, o)?;
+    let replicas = attach_replicas(fake_port, o.replicas, &work.path().join("replicas"))?;
+    // Past the runtime's keep-alive of idle blocking threads (5 s) that their logins used.
+    std::thread::sleep(Duration::from_secs(10));
+    let replica_threads = proc_status(server.pid(), "Threads:");
+    println!(
+        "   {} replicas of {}: {replica_threads} threads (idle without them: {})",
+        o.replicas,
+        source_name(0),
+        idle.threads
+    );
+    let loaded = under_load(&server, &dbs, n, o);
+    drop(replicas);
+    let (load, trails, bytes_per_sec) = loaded?;
     let (p50, max) = p50_max(&trails);
     println!(
         "   load: RSS {:.0} MB, {} threads, {:.1}% of a core; sources trail by p50 {p50:.2} s, max {max:.2} s",
@@ -211,11 +236,75 @@ fn run_one(bin: &Path, n: usize, o: &Options) -> Result<Run> {
         sources: n,
         start_secs,
         idle,
+        replica_threads,
         load,
         trail_p50: p50,
         trail_max: max,
         load_bytes_per_sec: bytes_per_sec,
     })
+}
+
+/// Gives `source` of the config file at `cfg` a fake primary on 127.0.0.1:`port`
+/// (user `repl`, password `bench`).
+fn add_replication(cfg: &Path, source: &str, port: u16) -> Result<()> {
+    let text = std::fs::read_to_string(cfg)?;
+    let at = format!("name = \"{source}\"\n");
+    let start = text.find(&at).context("the source's table")?;
+    let end = text[start..]
+        .find("\n[[source]]")
+        .map_or(text.len(), |i| start + i);
+    let table = format!(
+        "\n[source.replication]\nlisten = \"127.0.0.1:{port}\"\nuser = \"repl\"\npassword = \"bench\"\nmax_sessions = 1000\n"
+    );
+    let text = format!("{}{table}{}", &text[..end], &text[end..]);
+    std::fs::write(cfg, text)?;
+    Ok(())
+}
+
+/// `mariadb-binlog --stop-never` children following the fake primary on `port` from
+/// its first binlog; killed (by PID) on drop.
+struct Replicas(Vec<std::process::Child>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn attach_replicas(port: u16, n: usize, dir: &Path) -> Result<Replicas> {
+    std::fs::create_dir_all(dir)?;
+    let tool = require_tool("mariadb-binlog");
+    let mut r = Replicas(Vec::new());
+    for i in 0..n {
+        let child = std::process::Command::new(&tool)
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                "--user=repl",
+            ])
+            .arg("--password=bench")
+            .arg(format!("--port={port}"))
+            .arg("--stop-never")
+            .arg(format!("--stop-never-slave-server-id={}", 50_000 + i))
+            .arg("--to-last-log")
+            .arg("mysql-bin.000001")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("replica-{i}.err")))?)
+            .spawn()?;
+        r.0.push(child);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for (i, c) in r.0.iter_mut().enumerate() {
+        if let Some(status) = c.try_wait()? {
+            let err = std::fs::read_to_string(dir.join(format!("replica-{i}.err")))?;
+            anyhow::bail!("replica {i} ended ({status}): {err}");
+        }
+    }
+    Ok(r)
 }
 
 fn source_name(i: usize) -> String {

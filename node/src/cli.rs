@@ -30,10 +30,18 @@ pub fn load_settings(prog: &str, config: &Path) -> Result<crate::config::Setting
         })
 }
 
-/// A multi-threaded tokio runtime; on error prints it and gives exit code 1.
+/// Most threads the runtime runs blocking work on (file reads and writes of the
+/// archive, index lookups, dump steps); more queue. A bound, so the process's thread
+/// count stays flat however many sources and replicas it serves.
+pub const MAX_BLOCKING_THREADS: usize = 64;
+
+/// A multi-threaded tokio runtime ([`MAX_BLOCKING_THREADS`]; an idle blocking thread
+/// ends after 5 s); on error prints it and gives exit code 1.
 pub fn runtime(prog: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_keep_alive(std::time::Duration::from_secs(5))
         .build()
         .map_err(|e| {
             eprintln!("{prog}: start the runtime: {e}");

@@ -7,8 +7,10 @@
 //! threads ([`DumpCtx::advance`]): a step reads and sends until the dump has to wait
 //! (at the durable end, for the next file, at the stop point). The wait holds no thread:
 //! it ends when the source's durable end moves (`StatusCell::watch_durable`, told by the
-//! capture's writer), at the next heartbeat, or when the replica leaves. So idle dumps
-//! cost no OS thread each, and none polls the disk.
+//! capture's writer), at the next heartbeat, or when the replica leaves. At most
+//! [`CONCURRENT_STEPS`] steps run at once across the process, each sending at most
+//! [`STEP_BYTES`] before the next dump's turn. So the threads dumps hold stay a handful
+//! however many replicas are served, and no idle dump polls the disk.
 
 use node::util::lock;
 use std::collections::BTreeMap;
@@ -47,8 +49,13 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// How often a dump looks again while it waits for bytes nothing announces: a file
 /// being fetched from the store, an archive without a running capture.
 const POLL: Duration = Duration::from_millis(20);
-/// The longest an idle dump waits without looking (a missed wake-up costs at most this).
-const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Bytes one step of a dump sends before it lets other dumps have a turn.
+const STEP_BYTES: u64 = 4 << 20;
+/// Steps of every dump of the process that run at once: the blocking threads dumps hold
+/// stay this many however many replicas are served.
+const CONCURRENT_STEPS: usize = 4;
+/// The turns: a step runs while it holds one of these (first come, first served).
+static STEPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_STEPS);
 
 /// A MySQL GTID set as COM_BINLOG_DUMP_GTID sends it: per server UUID, the intervals
 /// `[start, end)` of transaction numbers.
@@ -522,6 +529,8 @@ enum Sent {
     Wait,
     /// The stop point is reached: the dump idles (heartbeats) until the replica leaves.
     Stopped,
+    /// [`STEP_BYTES`] were sent and more is readable: the next step goes on.
+    More,
     /// The replica left (or a non-blocking dump reached the end and sent its EOF).
     Done,
 }
@@ -534,6 +543,9 @@ enum Step {
         /// Waiting on a fetch.
         following: bool,
     },
+    /// [`STEP_BYTES`] were sent: the next step goes on at once (after the other dumps
+    /// waiting for a turn).
+    More,
     /// Over: the replica left, the stop point's wait ended, or an error was sent.
     Done,
 }
@@ -793,6 +805,11 @@ impl DumpCtx {
                 // What moved from here on wakes the wait after this step.
                 w.borrow_and_update();
             }
+            let turn = tokio::select! {
+                _ = done.cancelled() => return,
+                t = STEPS.acquire() => t,
+            };
+            let Ok(_turn) = turn else { return };
             let (ctx, d, sp) = (self.clone(), done.clone(), span.clone());
             let step = tokio::task::spawn_blocking(move || {
                 let _entered = sp.enter();
@@ -800,17 +817,21 @@ impl DumpCtx {
                 (st, r)
             })
             .await;
+            drop(_turn);
             let Ok((back, step)) = step else { return };
             st = back;
             let following = match step {
                 Step::Done => return,
+                Step::More => continue,
                 Step::Idle { following } => following,
             };
+            // The watch never misses a move of the durable end: without one, the wait
+            // ends at the next heartbeat.
             let wait = match (following, &watch) {
                 (false, Some(_)) => self
                     .heartbeat
                     .saturating_sub(st.out.last_sent.elapsed())
-                    .clamp(POLL, MAX_WAIT),
+                    .max(POLL),
                 _ => POLL,
             };
             let mut lost = false;
@@ -883,6 +904,10 @@ impl DumpCtx {
                 At::Sending(mut cur) => {
                     match self.send_file(&mut cur, &mut st.skip, &mut st.out)? {
                         Sent::Done => return Ok(Step::Done),
+                        Sent::More => {
+                            st.at = Some(At::Sending(cur));
+                            return Ok(Step::More);
+                        }
                         // The file is closed and fully sent: on to the next one.
                         Sent::Closed => st.at = Some(At::Next(cur)),
                         Sent::Stopped => {
@@ -1140,9 +1165,18 @@ impl DumpCtx {
             }
             if cur.pos < limit {
                 let before = cur.pos;
-                self.send_range(cur, limit, fetching.is_some(), skip, out)?;
+                // A step sends at most STEP_BYTES, then lets other dumps have a turn; an
+                // event larger than that goes out whole (no cap when nothing fit).
+                let cap = limit.min(cur.pos.saturating_add(STEP_BYTES));
+                self.send_range(cur, cap, fetching.is_some() || cap < limit, skip, out)?;
+                if cur.pos == before && cap < limit {
+                    self.send_range(cur, limit, fetching.is_some(), skip, out)?;
+                }
                 if !out.flush_if_full() {
                     return Ok(Sent::Done);
+                }
+                if cur.pos > before && cur.pos < limit && !self.stopped(&file, cur.pos) {
+                    return Ok(Sent::More);
                 }
                 if cur.pos < limit && !self.stopped(&file, cur.pos) {
                     if fetching.is_none() {
