@@ -432,6 +432,7 @@ impl Shipper {
         let (due, lag_bytes, oldest) = self.backlog(&files, &objs, now);
         self.publish_lag(lag_bytes, oldest.map(|t| now.duration_since(t)));
         self.saw(seen, lag_bytes);
+        let shipped = !due.is_empty();
         for (file, mut from, end) in due {
             while from < end {
                 let to = end.min(from + self.tier.settings.ship_bytes);
@@ -439,6 +440,11 @@ impl Shipper {
                 from = to;
             }
             node::util::lock(&self.waiting).remove(&file);
+        }
+        if shipped {
+            // Rows changed: the loops read the catalog again rather than trust the
+            // fingerprint read before.
+            self.status.touch_rows();
         }
         Ok(())
     }
@@ -731,6 +737,7 @@ impl Shipper {
         self.evict(&files, &objs).await?;
         let objects = by_file(&objs);
         let mut todo = Vec::new();
+        let mut retired = false;
         for f in &files {
             let Some(held) = objects.get(f.name.as_str()) else {
                 if f.state == FileState::Succ {
@@ -741,6 +748,7 @@ impl Shipper {
             if held.whole.is_some() {
                 if !held.chunks.is_empty() {
                     self.retire_chunks(&f.name, &held.chunks).await?;
+                    retired = true;
                 } else if self.needs_sweep(f) {
                     // A chunk a crash left without its row, for a file shipped whole since:
                     // looked for once per process, for files checked in the last day.
@@ -753,6 +761,7 @@ impl Shipper {
                 todo.push((f, held.chunks.clone()));
             }
         }
+        let worked = retired || !todo.is_empty();
         let mut todo = todo.into_iter();
         for _ in 0..64 {
             let batch: Vec<_> = todo.by_ref().take(FILES_IN_FLIGHT).collect();
@@ -760,6 +769,11 @@ impl Shipper {
                 break;
             }
             self.ship_batch(batch).await?;
+        }
+        if worked {
+            // Rows changed (and a pass ships at most 256 files): the next pass reads the
+            // catalog again instead of trusting the fingerprint read before this one.
+            self.status.touch_rows();
         }
         Ok(())
     }

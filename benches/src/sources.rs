@@ -16,7 +16,9 @@
 //!   every second the bench notes each primary's end, then times how long until every
 //!   source is durable past it (p50 and max of those times, seconds);
 //!
-//! and checks, at the end, that the first source of each primary holds files
+//! With `--archive-off` the sources capture with `[archive] enabled = false`: the
+//! difference is the archive tier's share. The bench then checks, at the end, that the
+//! first source of each primary holds files
 //! SHA-256-equal to its primary's. A count whose RSS passes `--max-rss-gb` (default 16)
 //! while it starts is stopped and reported as such, so the bench never drives the
 //! machine out of memory.
@@ -45,6 +47,8 @@ struct Options {
     max_rss_bytes: u64,
     /// Replicas of the first source.
     replicas: usize,
+    /// `[archive] enabled = false`: the capture alone (where the memory goes).
+    archive_off: bool,
 }
 
 /// Process figures over a window.
@@ -94,6 +98,7 @@ fn parse_args() -> Result<Options> {
         load: Duration::from_secs(30),
         max_rss_bytes: 16 << 30,
         replicas: 20,
+        archive_off: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -109,8 +114,9 @@ fn parse_args() -> Result<Options> {
             "--load-secs" => o.load = Duration::from_secs(value()?.parse()?),
             "--max-rss-gb" => o.max_rss_bytes = value()?.parse::<u64>()? << 30,
             "--replicas" => o.replicas = value()?.parse()?,
+            "--archive-off" => o.archive_off = true,
             "-h" | "--help" => {
-                println!("sources [--sources N,N,...] [--rate TXNS_PER_S_PER_PRIMARY] [--load-secs S] [--max-rss-gb G] [--replicas R]: RSS, threads, fds, CPU and catalog calls per source, idle and under load, over 4 primaries");
+                println!("sources [--sources N,N,...] [--rate TXNS_PER_S_PER_PRIMARY] [--load-secs S] [--max-rss-gb G] [--replicas R] [--archive-off]: RSS, threads, fds, CPU and catalog calls per source, idle and under load, over 4 primaries");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
@@ -188,7 +194,11 @@ fn run_one(bin: &Path, n: usize, o: &Options) -> Result<Run> {
             start: "\"earliest\"".into(),
         })
         .collect();
-    let cfg = write_config_sources(work.path(), &http, &specs, "")?;
+    let extra = match o.archive_off {
+        true => "[archive]\nenabled = false\n",
+        false => "",
+    };
+    let cfg = write_config_sources(work.path(), &http, &specs, extra)?;
     let fake_port = free_port();
     add_replication(&cfg, &source_name(0), fake_port)?;
     settle();

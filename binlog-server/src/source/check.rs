@@ -65,6 +65,8 @@ pub async fn check_loop(
         if far_behind && forced.is_empty() {
             let since = *deferred_since.get_or_insert_with(Instant::now);
             if since.elapsed() < Duration::from_secs(600) {
+                // Look again soon: once capture has caught up no close may wake us.
+                next = BUSY_TICK;
                 continue;
             }
         }

@@ -643,6 +643,10 @@ struct Out {
     /// which is what the client parses with from there on (MariaDB `sql/sql_repl.cc`
     /// updates `current_checksum_alg` the same way).
     made_up_crc: bool,
+    /// The writer task's queue was full at the last flush: the buffer is kept, the step
+    /// ends, and the reader waits for room before the next one (a slow replica never
+    /// holds a step's thread).
+    blocked: bool,
 }
 
 impl Out {
@@ -660,14 +664,24 @@ impl Out {
         self.flush();
     }
 
-    /// Sends the buffered chunk; false when the replica is gone.
+    /// Sends the buffered chunk when the writer task has room, else keeps it and sets
+    /// [`Out::blocked`]; false when the replica is gone.
     fn flush(&mut self) -> bool {
         if self.buf.is_empty() {
             return !self.tx.is_closed();
         }
-        let b = std::mem::take(&mut self.buf);
-        self.last_sent = Instant::now();
-        self.tx.blocking_send(b).is_ok()
+        match self.tx.try_reserve() {
+            Ok(room) => {
+                room.send(std::mem::take(&mut self.buf));
+                self.last_sent = Instant::now();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.blocked = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => false,
+        }
     }
 
     /// Sends the buffer once it holds a chunk; false when the replica is gone.
@@ -797,6 +811,7 @@ impl DumpCtx {
                 seq: self.seq,
                 last_sent: Instant::now(),
                 made_up_crc: self.made_up_crc,
+                blocked: false,
             },
         };
         let span = tracing::Span::current();
@@ -820,9 +835,28 @@ impl DumpCtx {
             drop(_turn);
             let Ok((back, step)) = step else { return };
             st = back;
+            if matches!(step, Step::Done) {
+                // What a full queue kept back (an EOF, an ERROR 1236) still goes out.
+                let rest = std::mem::take(&mut st.out.buf);
+                if !rest.is_empty() {
+                    let _ = st.out.tx.send(rest).await;
+                }
+                return;
+            }
+            if st.out.blocked {
+                // Wait for room, then the next step sends what was kept first.
+                let room = tokio::select! {
+                    _ = done.cancelled() => return,
+                    r = st.out.tx.reserve() => r.is_ok(),
+                };
+                if !room {
+                    return;
+                }
+                st.out.blocked = false;
+                continue;
+            }
             let following = match step {
-                Step::Done => return,
-                Step::More => continue,
+                Step::Done | Step::More => continue,
                 Step::Idle { following } => following,
             };
             // The watch never misses a move of the durable end: without one, the wait
@@ -1175,7 +1209,9 @@ impl DumpCtx {
                 if !out.flush_if_full() {
                     return Ok(Sent::Done);
                 }
-                if cur.pos > before && cur.pos < limit && !self.stopped(&file, cur.pos) {
+                if out.blocked
+                    || (cur.pos > before && cur.pos < limit && !self.stopped(&file, cur.pos))
+                {
                     return Ok(Sent::More);
                 }
                 if cur.pos < limit && !self.stopped(&file, cur.pos) {
@@ -1321,6 +1357,9 @@ impl DumpCtx {
             }
             *pos = off + u64::from(h.event_size);
             if !out.flush_if_full() {
+                return Ok(());
+            }
+            if out.blocked {
                 return Ok(());
             }
         }

@@ -57,9 +57,10 @@
 //!
 //! # Memory
 //!
-//! Each dump runs a reader thread that frames packets into 256 KiB chunks and a task that
-//! writes them; at most 8 chunks are in flight per replica (an event larger than a chunk
-//! is one chunk of its own size).
+//! Each dump runs a reader task that frames packets into 256 KiB chunks (its file work
+//! in steps on the blocking threads, see `dump.rs`) and a task that writes them; at most
+//! 8 chunks are in flight per replica (an event larger than a chunk is one chunk of its
+//! own size).
 //!
 //! Nothing here writes to the archive: a crash loses nothing; replicas reconnect and
 //! resume from their own position.
@@ -73,7 +74,7 @@
 //! | `wire.rs` | the server side of one connection: command packets in, OK/ERR/result sets out |
 //! | `session.rs` | one replica connection: greeting, `mysql_native_password` login, command loop |
 //! | `query.rs` | the tolerant answers to a replica's `SET`, `SELECT` and `SHOW` statements |
-//! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader thread that checks and frames the events |
+//! | `dump.rs` | COM_BINLOG_DUMP / COM_BINLOG_DUMP_GTID: the start point, and the reader task that checks and frames the events |
 //! | `error.rs` | [`DumpError`]: why a dump ends with ERROR 1236, one variant per cause; its text is the ERR packet's |
 //! | `compat.rs` | what a MariaDB primary sends a client by its `@mariadb_slave_capability`: MariaDB's events left out, or replaced by BEGIN and dummy events of the same size |
 
