@@ -510,6 +510,7 @@ async fn start_backup(
         Err(e @ StartError::UnknownSource(_)) => Err(not_found(e.to_string())),
         Err(e @ StartError::Busy(..)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
         Err(e @ StartError::Invalid(_)) => Err(ApiError(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e @ StartError::NotOwner(_)) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
     }
 }
 

@@ -105,6 +105,9 @@ pub enum StartError {
     /// Bad request (e.g. incremental with a logical method).
     #[error("{0}")]
     Invalid(String),
+    /// This fleet node does not hold the source's lease: its owner takes bases.
+    #[error("this node does not hold the lease of source {0}: its owner takes its bases")]
+    NotOwner(String),
 }
 
 /// The daemon's base-backup service.
@@ -268,9 +271,12 @@ impl BackupService {
         let req = self
             .request(source, method, incremental)
             .map_err(|e| terr(e.to_string()))?;
+        let snap = self
+            .fenced_snapshotter(name)
+            .ok_or_else(|| terr(StartError::NotOwner(name.to_owned()).to_string()))?;
         let id = snapshotter::new_backup_id(name);
         let sql = connect_sql(source, self.connect_timeout).await;
-        let r = self.snap.take(&req, &id, sql, progress).await;
+        let r = snap.take(&req, &id, sql, progress).await;
         if let Err(e) = self.retention(name).await {
             warn!(source = name, error = %e, "retention failed");
         }
@@ -294,6 +300,9 @@ impl BackupService {
             .ok_or_else(|| StartError::UnknownSource(name.to_owned()))?
             .clone();
         let req = self.request(&source, method, incremental)?;
+        let snap = self
+            .fenced_snapshotter(name)
+            .ok_or_else(|| StartError::NotOwner(name.to_owned()))?;
         let id = snapshotter::new_backup_id(name);
         {
             let mut busy = lock(&self.busy);
@@ -331,7 +340,7 @@ impl BackupService {
         tokio::spawn(async move {
             info!(source = %source.name, base = %job_id, method = req.method.as_str(), incremental, "base backup started");
             let sql = connect_sql(&source, this.connect_timeout).await;
-            let r = this.snap.take(&req, &job_id, sql, &job.progress).await;
+            let r = snap.take(&req, &job_id, sql, &job.progress).await;
             let end = match &r {
                 Ok(row) if row.state == BackupState::Skipped => {
                     warn!(source = %source.name, base = %job_id, reason = row.info.as_deref().unwrap_or(""), "base skipped");
@@ -409,6 +418,22 @@ impl BackupService {
         }))
     }
 
+    /// The snapshotter for a base of `name` whose catalog writes (the base's row from
+    /// DOING to COMPLETED) are fenced by this node's tenure of the source's lease: a
+    /// stale owner's base is refused at its next write. `None` on a fleet node that does
+    /// not hold the lease; before the schedulers start (a command run by hand) and on a
+    /// single node, epoch 0, which fences nothing.
+    fn fenced_snapshotter(&self, name: &str) -> Option<Snapshotter> {
+        let epoch = match self.owners.get() {
+            Some(owners) => owners.epoch_here(name)?,
+            None => 0,
+        };
+        Some(Snapshotter {
+            catalog: Arc::new(self.snap.catalog.fenced(name, epoch)),
+            ..self.snap.clone()
+        })
+    }
+
     /// Applies the source's retention now.
     ///
     /// # Errors
@@ -429,8 +454,10 @@ impl BackupService {
         let Some(epoch) = owners.epoch_here(name) else {
             return Err(RetentionFailed::NotOwner(name.to_string()));
         };
+        // Each base is marked EXPIRED, then DELETED, under this tenure: a stale owner is
+        // refused before it deletes anything.
         let bases = retention::apply(
-            &self.snap.catalog,
+            &self.snap.catalog.fenced(name, epoch),
             &self.snap.store,
             name,
             source.backup.keep_days,

@@ -301,32 +301,41 @@ impl Catalog {
     pub async fn begin_backup(&self, b: &NewBackup) -> Result<(), CatalogError> {
         const OP: &str = "begin_backup";
         let ts = unix_now();
-        let r = sqlx::query(
+        // INSERT ... SELECT, so that a fenced handle's insert carries its fence.
+        let sql = format!(
             "INSERT INTO base_backups (id, source, method, tool, incremental, parent_id, state, \
              info, started_at, finished_at, bytes, binlog_file, binlog_pos, gtid_pos, \
              consistent_at, from_lsn, to_lsn, server_version, tool_version, command, db_list, \
              store_url, state_changed_at, node) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'DOING', NULL, $7, NULL, 0, NULL, NULL, NULL, NULL, $8, \
-             NULL, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(&b.id)
-        .bind(&b.source)
-        .bind(&b.method)
-        .bind(&b.tool)
-        .bind(i64::from(b.incremental))
-        .bind(b.parent_id.as_deref())
-        .bind(ts)
-        .bind(opt_to_db("from_lsn", b.from_lsn)?)
-        .bind(b.server_version.as_deref())
-        .bind(b.tool_version.as_deref())
-        .bind(b.command.as_deref())
-        .bind(b.db_list.as_deref())
-        .bind(b.store_url.as_deref())
-        .bind(ts)
-        .bind(self.node())
-        .execute(self.pool())
-        .await;
+             SELECT $1, $2, $3, $4, $5, $6, 'DOING', CAST(NULL AS TEXT), $7, CAST(NULL AS BIGINT), \
+             CAST(0 AS BIGINT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT), \
+             CAST(NULL AS BIGINT), $8, CAST(NULL AS BIGINT), $9, $10, $11, $12, $13, $14, $15 \
+             WHERE 1 = 1{}",
+            self.fence_clause(&b.source, "$2")
+        );
+        let r = sqlx::query(&sql)
+            .bind(&b.id)
+            .bind(&b.source)
+            .bind(&b.method)
+            .bind(&b.tool)
+            .bind(i64::from(b.incremental))
+            .bind(b.parent_id.as_deref())
+            .bind(ts)
+            .bind(opt_to_db("from_lsn", b.from_lsn)?)
+            .bind(b.server_version.as_deref())
+            .bind(b.tool_version.as_deref())
+            .bind(b.command.as_deref())
+            .bind(b.db_list.as_deref())
+            .bind(b.store_url.as_deref())
+            .bind(ts)
+            .bind(self.node())
+            .execute(self.pool())
+            .await;
         match r {
+            Ok(r) if r.rows_affected() == 0 => {
+                self.refuse_if_fenced(&b.source, OP).await?;
+                Err(query_err(OP)(sqlx::Error::RowNotFound))
+            }
             Ok(_) => Ok(()),
             Err(e) if crate::is_unique_violation(&e) => Err(CatalogError::InvalidArgument {
                 field: "base backup id",
@@ -343,15 +352,45 @@ impl Catalog {
     ///
     /// [`CatalogError::Query`] if the statement fails.
     pub async fn set_backup_progress(&self, id: &str, bytes: u64) -> Result<(), CatalogError> {
-        sqlx::query(
-            "UPDATE base_backups SET bytes = $1 WHERE id = $2 AND state IN ('DOING','UPLOADING')",
-        )
-        .bind(size_to_db(bytes)?)
-        .bind(id)
-        .execute(self.pool())
-        .await
-        .map_err(query_err("set_backup_progress"))?;
+        const OP: &str = "set_backup_progress";
+        let sql = format!(
+            "UPDATE base_backups SET bytes = $1 WHERE id = $2 AND state IN ('DOING','UPLOADING'){}",
+            self.base_fence()
+        );
+        let r = sqlx::query(&sql)
+            .bind(size_to_db(bytes)?)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_base_fenced(OP).await?;
+        }
         Ok(())
+    }
+
+    /// The fence of a statement writing one `base_backups` row on a fenced handle (the
+    /// row's source's lease, held under the handle's epoch), or `""`.
+    fn base_fence(&self) -> String {
+        match &self.fence {
+            Some((_, epoch)) => format!(
+                " AND {}",
+                crate::leases::fence_sql(self.backend, "base_backups.source", &epoch.to_string())
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// After a fenced base write changed nothing: [`CatalogError::Fenced`] when the
+    /// handle's tenure is over, `Ok` otherwise.
+    async fn refuse_if_base_fenced(&self, op: &'static str) -> Result<(), CatalogError> {
+        match &self.fence {
+            Some((source, _)) => {
+                let source = source.clone();
+                self.refuse_if_fenced(&source, op).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Fills in what became known once the server was reached (tool, server version, tool
@@ -368,20 +407,26 @@ impl Catalog {
         tool_version: Option<&str>,
         command: Option<&str>,
     ) -> Result<(), CatalogError> {
-        sqlx::query(
+        const OP: &str = "set_backup_details";
+        let sql = format!(
             "UPDATE base_backups SET tool = COALESCE($1, tool), \
              server_version = COALESCE($2, server_version), \
              tool_version = COALESCE($3, tool_version), command = COALESCE($4, command) \
-             WHERE id = $5",
-        )
-        .bind(tool)
-        .bind(server_version)
-        .bind(tool_version)
-        .bind(command)
-        .bind(id)
-        .execute(self.pool())
-        .await
-        .map_err(query_err("set_backup_details"))?;
+             WHERE id = $5{}",
+            self.base_fence()
+        );
+        let r = sqlx::query(&sql)
+            .bind(tool)
+            .bind(server_version)
+            .bind(tool_version)
+            .bind(command)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_base_fenced(OP).await?;
+        }
         Ok(())
     }
 
@@ -403,7 +448,8 @@ impl Catalog {
         let sql = format!(
             "UPDATE base_backups SET info = COALESCE($1, info), \
              finished_at = CASE WHEN $2 = 1 THEN $3 ELSE finished_at END, \
-             state_changed_at = $4, state = $5 WHERE id = $6 AND state IN ({list})"
+             state_changed_at = $4, state = $5 WHERE id = $6 AND state IN ({list}){}",
+            self.base_fence()
         );
         let r = sqlx::query(&sql)
             .bind(info)
@@ -416,6 +462,7 @@ impl Catalog {
             .await
             .map_err(query_err(op))?;
         if r.rows_affected() == 0 {
+            self.refuse_if_base_fenced(op).await?;
             return Err(self.state_error(id, to).await);
         }
         Ok(())
@@ -548,25 +595,28 @@ impl Catalog {
             .map_err(query_err(OP))?;
         }
         let ts = unix_now();
-        let updated = sqlx::query(
+        let sql = format!(
             "UPDATE base_backups SET bytes = $1, binlog_file = $2, binlog_pos = $3, gtid_pos = $4, \
              consistent_at = $5, to_lsn = $6, finished_at = $7, state_changed_at = $8, \
-             state = 'COMPLETED' WHERE id = $9 AND state IN ('DOING','UPLOADING')",
-        )
-        .bind(size_to_db(total)?)
-        .bind(r.binlog_file.as_deref())
-        .bind(opt_to_db("binlog_pos", r.binlog_pos)?)
-        .bind(r.gtid_pos.as_deref())
-        .bind(r.consistent_at)
-        .bind(opt_to_db("to_lsn", r.to_lsn)?)
-        .bind(ts)
-        .bind(ts)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_err(OP))?;
+             state = 'COMPLETED' WHERE id = $9 AND state IN ('DOING','UPLOADING'){}",
+            self.base_fence()
+        );
+        let updated = sqlx::query(&sql)
+            .bind(size_to_db(total)?)
+            .bind(r.binlog_file.as_deref())
+            .bind(opt_to_db("binlog_pos", r.binlog_pos)?)
+            .bind(r.gtid_pos.as_deref())
+            .bind(r.consistent_at)
+            .bind(opt_to_db("to_lsn", r.to_lsn)?)
+            .bind(ts)
+            .bind(ts)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err(OP))?;
         if updated.rows_affected() == 0 {
             tx.rollback().await.map_err(query_err(OP))?;
+            self.refuse_if_base_fenced(OP).await?;
             return Err(self.state_error(id, BackupState::Completed).await);
         }
         tx.commit().await.map_err(query_err(OP))?;

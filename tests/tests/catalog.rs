@@ -1528,6 +1528,22 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
         .set_source_state(SRC, "streaming", None)
         .await
         .unwrap();
+    // Bases: one taken, one running and one expired by retention during the tenure.
+    zombie.begin_backup(&new("done")).await.unwrap();
+    let result = catalog::BackupResult {
+        binlog_file: Some("b.000001".into()),
+        binlog_pos: Some(4),
+        gtid_pos: None,
+        consistent_at: Some(1_700_000_000),
+        to_lsn: None,
+        objects: vec![obj("db1/done/a")],
+    };
+    zombie.complete_backup("done", &result).await.unwrap();
+    zombie.begin_backup(&new("running")).await.unwrap();
+    zombie.set_backup_progress("running", 5).await.unwrap();
+    zombie.begin_backup(&new("old")).await.unwrap();
+    zombie.complete_backup("old", &result).await.unwrap();
+    zombie.expire_backup("old", "retention").await.unwrap();
     // node-b takes the source after the expiry.
     tokio::time::sleep(Duration::from_millis(450)).await;
     cat.acquire_lease(SRC, "node-b", Duration::from_secs(30))
@@ -1580,6 +1596,37 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
     );
     let e = zombie.forget_file(SRC, "b.000001").await.unwrap_err();
     assert!(fenced(e));
+    // Base rows: a new base, its progress, details and completion, its failure, and
+    // base retention's two steps are refused; the rows stay as they were.
+    let bases = cat.list_backups(SRC).await.unwrap();
+    let e = zombie.begin_backup(&new("late")).await.unwrap_err();
+    assert!(fenced(e), "a stale owner starts no base");
+    let e = zombie.set_backup_progress("running", 9).await.unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .set_backup_details("running", Some("x"), None, None, None)
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie
+        .complete_backup("running", &result)
+        .await
+        .unwrap_err();
+    assert!(fenced(e));
+    let e = zombie.fail_backup("running", "zombie").await.unwrap_err();
+    assert!(fenced(e));
+    let e = zombie.expire_backup("done", "zombie").await.unwrap_err();
+    assert!(
+        fenced(e),
+        "a stale owner expires no base, so it deletes none"
+    );
+    let e = zombie.mark_deleted("old").await.unwrap_err();
+    assert!(fenced(e));
+    assert_eq!(
+        cat.list_backups(SRC).await.unwrap(),
+        bases,
+        "no base row changed"
+    );
     assert!(cat.list_gaps(SRC).await.unwrap().is_empty(), "no false gap");
     assert_eq!(
         cat.list_files(SRC).await.unwrap(),
