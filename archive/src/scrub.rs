@@ -26,12 +26,14 @@
 //!    (SUCC), and the shipper ships it.
 //! 3. Else nothing is touched: the report says the file cannot be repaired.
 //!
-//! Objects are never overwritten, so a repair (1, 2) first keeps the damaged object
-//! aside as `<key>.damaged-<unix seconds>` (for inspection; delete it by hand), then
-//! deletes the object and its manifest, then the catalog row that pointed at them (the
-//! record that points at data goes before the data only when data is removed). A crash
-//! in between leaves a row whose object is missing, which the next scrub finds and
-//! repairs the same way.
+//! Objects are never overwritten, so a repair (1, 2) first marks the object's row
+//! deleted in the catalog (fenced by the shipper's tenure: a stale owner is refused and
+//! deletes nothing), then keeps the damaged object aside as `<key>.damaged-<unix
+//! seconds>` (for inspection; delete it by hand), deletes the object and its manifest,
+//! and forgets the row. The shipper then ships the file again; its new row replaces a
+//! row marked deleted. A crash after the mark and before the delete leaves the damaged
+//! object at its key: the re-ship then finds other bytes there and fails loudly
+//! (`TierError::OtherBytes`) until the object is removed by hand.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -239,7 +241,10 @@ async fn repair(
         warn!(source, file, "damaged object cannot be repaired: no good local copy, and the primary no longer has the file");
         return Ok(d);
     }
-    // Keep the damaged bytes aside, then remove the object, its manifest and its row.
+    // Record first, under the shipper's tenure (a stale owner is refused here and
+    // deletes nothing); then keep the damaged bytes aside, remove the object and its
+    // manifest, and forget the row.
+    ctx.catalog.mark_file_object_deleted(source, file).await?;
     let aside = format!("{}.damaged-{}", row.object_key, catalog::unix_now());
     match ctx.tier.store.copy_to(&row.object_key, &aside).await {
         Ok(()) => d.kept_as = Some(aside),

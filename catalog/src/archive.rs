@@ -146,7 +146,9 @@ const COLUMNS: &str = "source, file, kind, start_offset, end_offset, object_key,
 
 impl Catalog {
     /// Records an object that is in the store. Recording the same (source, file, kind,
-    /// end_offset) again is a no-op (a retry after a crash), whatever the other fields.
+    /// end_offset) again is a no-op (a retry after a crash), whatever the other fields,
+    /// except over a whole-file row marked deleted (by a scrub's repair, before it
+    /// removed the damaged object), which the new row replaces.
     ///
     /// A row of epoch 1 or more is **fenced**: it is recorded only while that epoch is
     /// the source's lease, in the same statement ([`leases`](crate::leases)), so an old
@@ -182,17 +184,22 @@ impl Catalog {
     ) -> Result<(), CatalogError> {
         const OP: &str = "record_archive_object";
         let values = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL";
+        // A live row for the same (source, file, kind, end offset) stays as it is; a
+        // whole-file row marked deleted (a damaged object being replaced) is replaced.
+        let conflict = "ON CONFLICT (source, file, kind, end_offset) DO UPDATE SET \
+             start_offset = excluded.start_offset, object_key = excluded.object_key, \
+             sha256 = excluded.sha256, stored_bytes = excluded.stored_bytes, \
+             stored_sha256 = excluded.stored_sha256, codec = excluded.codec, \
+             key_id = excluded.key_id, epoch = excluded.epoch, \
+             created_at = excluded.created_at, deleted_at = NULL \
+             WHERE archive_objects.deleted_at IS NOT NULL AND archive_objects.kind = 'file'";
         let sql = if fenced {
             format!(
-                "INSERT INTO archive_objects ({COLUMNS}) SELECT {values} WHERE {} \
-                 ON CONFLICT (source, file, kind, end_offset) DO NOTHING",
+                "INSERT INTO archive_objects ({COLUMNS}) SELECT {values} WHERE {} {conflict}",
                 crate::leases::fence_sql(self.backend, "$1", "$12")
             )
         } else {
-            format!(
-                "INSERT INTO archive_objects ({COLUMNS}) VALUES ({values}) \
-                 ON CONFLICT (source, file, kind, end_offset) DO NOTHING"
-            )
+            format!("INSERT INTO archive_objects ({COLUMNS}) VALUES ({values}) {conflict}")
         };
         let r = sqlx::query(&sql)
             .bind(&o.source)
@@ -414,17 +421,45 @@ impl Catalog {
     ///
     /// # Errors
     ///
-    /// [`CatalogError::Query`].
+    /// [`CatalogError::Query`]; [`CatalogError::Fenced`] on a fenced handle whose
+    /// tenure is over (nothing forgotten).
     pub async fn forget_file_object(&self, source: &str, file: &str) -> Result<(), CatalogError> {
-        sqlx::query(
-            "DELETE FROM archive_objects WHERE source = $1 AND file = $2 AND kind = 'file'",
-        )
+        const OP: &str = "forget_file_object";
+        let r = sqlx::query(&format!(
+            "DELETE FROM archive_objects WHERE source = $1 AND file = $2 AND kind = 'file'{}",
+            self.fence_clause(source, "$1")
+        ))
         .bind(source)
         .bind(file)
         .execute(self.pool())
         .await
-        .map_err(query_err("forget_file_object"))?;
+        .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_fenced(source, OP).await?;
+        }
         Ok(())
+    }
+
+    /// Marks the whole-file object of `file` deleted before a scrub's repair removes
+    /// it from the store (the record goes before the delete). Returns how many rows
+    /// changed.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`]; [`CatalogError::Fenced`] on a fenced handle whose
+    /// tenure is over (nothing marked: delete nothing).
+    pub async fn mark_file_object_deleted(
+        &self,
+        source: &str,
+        file: &str,
+    ) -> Result<u64, CatalogError> {
+        self.mark_rows_deleted(
+            source,
+            file,
+            " AND kind = 'file'",
+            "mark_file_object_deleted",
+        )
+        .await
     }
 
     /// Marks the chunk objects of `file` deleted, once the file's whole object is

@@ -851,6 +851,26 @@ async fn archive_objects_record_once_list_in_file_order_and_chunks_retire(engine
         cat.list_archive_objects("db1").await.unwrap()[0].object_key,
         "other"
     );
+    // A scrub's repair marks the damaged whole object deleted before it removes it; if
+    // its row is not forgotten (a crash), the file shipped again replaces it.
+    assert_eq!(
+        cat.mark_file_object_deleted("db1", "mysql-bin.000009")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(cat.list_archive_objects("db1").await.unwrap().is_empty());
+    let mut third = again.clone();
+    third.object_key = "third".into();
+    cat.record_archive_object(&third).await.unwrap();
+    let live = cat.list_archive_objects("db1").await.unwrap();
+    assert_eq!(
+        live.iter()
+            .map(|o| o.object_key.as_str())
+            .collect::<Vec<_>>(),
+        vec!["third"]
+    );
+    assert_eq!(live[0].deleted_at, None);
     // Retention forgets a file's row and its objects together; other files stay.
     cat.record_active("db1", &progress("mysql-bin.000009", 900))
         .await
@@ -1595,6 +1615,17 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
         "a stale owner records no expiry, so it deletes nothing"
     );
     let e = zombie.forget_file(SRC, "b.000001").await.unwrap_err();
+    assert!(fenced(e));
+    // A scrub's repair: its record before the deletes, and the forgetting of the row.
+    let e = zombie
+        .mark_file_object_deleted(SRC, "b.000001")
+        .await
+        .unwrap_err();
+    assert!(fenced(e), "a stale owner's scrub deletes nothing");
+    let e = zombie
+        .forget_file_object(SRC, "b.000001")
+        .await
+        .unwrap_err();
     assert!(fenced(e));
     // Base rows: a new base, its progress, details and completion, its failure, and
     // base retention's two steps are refused; the rows stay as they were.
