@@ -650,3 +650,70 @@ fn the_fake_primary_caps_sessions_and_closes_idle_handshakes() -> Result<()> {
     );
     Ok(())
 }
+
+/// OS threads of process `pid` (/proc/PID/status), 0 when unreadable.
+fn threads_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Replicas waiting at the end of the binlogs hold no thread each (a dump is a task,
+/// woken by the capture's durable end): 30 `mariadb-binlog --stop-never` followers
+/// leave the server's thread count where it was (one OS thread per dump before), and
+/// every one of them still gets the writes made after it caught up.
+#[test]
+fn idle_replicas_hold_no_threads_and_all_follow_new_writes() -> Result<()> {
+    let (sb, fake_port) = sandbox(SCHEMA)?;
+    let db = sb.primary();
+    settle(&sb)?;
+    let first = db.binlog_files()?.first().context("no binlog")?.0.clone();
+    let pid = sb.server().pid().context("the server's pid")?;
+    // Past the runtime's keep-alive of idle blocking threads (5 s).
+    std::thread::sleep(Duration::from_secs(7));
+    let before = threads_of(pid);
+    let work = tempfile::tempdir()?;
+    let dirs: Vec<PathBuf> = (0..30).map(|i| work.path().join(format!("r{i}"))).collect();
+    let mut followers = Vec::new();
+    for d in &dirs {
+        std::fs::create_dir_all(d)?;
+        followers.push(spawn_mariadb_binlog_follow(fake_port, &first, d)?);
+    }
+    // Every follower holds the primary's files as they are now (by size: the active
+    // file's copy differs from the primary's in the in-use flag the stream clears).
+    let all_follow = |what: &str| -> Result<()> {
+        let primary = db.binlog_files()?;
+        wait_for(what, Duration::from_secs(60), || {
+            let behind = dirs
+                .iter()
+                .filter(|d| {
+                    !primary.iter().all(|(n, size)| {
+                        std::fs::metadata(d.join(n)).is_ok_and(|m| m.len() == *size)
+                    })
+                })
+                .count();
+            anyhow::ensure!(behind == 0, "{behind} of 30 followers behind the primary");
+            Ok(Some(()))
+        })
+    };
+    all_follow("every follower has the primary's files")?;
+    std::thread::sleep(Duration::from_secs(7));
+    let idle = threads_of(pid);
+    eprintln!("server threads: {before} before, {idle} with 30 idle replicas");
+    assert!(
+        idle <= before + 6,
+        "{before} threads before, {idle} with 30 idle replicas"
+    );
+    for i in 0..5 {
+        db.sql(&format!("INSERT INTO c.t (v) VALUES ('late {i}')"))?;
+    }
+    settle(&sb)?;
+    all_follow("every follower gets the writes made after it caught up")?;
+    drop(followers);
+    Ok(())
+}
