@@ -814,26 +814,14 @@ impl DumpCtx {
                 blocked: false,
             },
         };
-        let span = tracing::Span::current();
         loop {
             if let Some(w) = watch.as_mut() {
                 // What moved from here on wakes the wait after this step.
                 w.borrow_and_update();
             }
-            let turn = tokio::select! {
-                _ = done.cancelled() => return,
-                t = STEPS.acquire() => t,
+            let Some((back, step)) = self.clone().take_turn(st, &done).await else {
+                return;
             };
-            let Ok(_turn) = turn else { return };
-            let (ctx, d, sp) = (self.clone(), done.clone(), span.clone());
-            let step = tokio::task::spawn_blocking(move || {
-                let _entered = sp.enter();
-                let r = ctx.advance(&mut st, &d);
-                (st, r)
-            })
-            .await;
-            drop(_turn);
-            let Ok((back, step)) = step else { return };
             st = back;
             if matches!(step, Step::Done) {
                 // What a full queue kept back (an EOF, an ERROR 1236) still goes out.
@@ -855,38 +843,74 @@ impl DumpCtx {
                 st.out.blocked = false;
                 continue;
             }
-            let following = match step {
-                Step::Done | Step::More => continue,
-                Step::Idle { following } => following,
-            };
-            // The watch never misses a move of the durable end: without one, the wait
-            // ends at the next heartbeat.
-            let wait = match (following, &watch) {
-                (false, Some(_)) => self
-                    .heartbeat
-                    .saturating_sub(st.out.last_sent.elapsed())
-                    .max(POLL),
-                _ => POLL,
-            };
-            let mut lost = false;
-            {
-                let moved = async {
-                    match watch.as_mut() {
-                        Some(w) if !following => w.changed().await.is_ok(),
-                        _ => std::future::pending::<bool>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = done.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                    ok = moved => lost = !ok,
+            if let Step::Idle { following } = step {
+                if !self.wait_for_more(&st, &mut watch, following, &done).await {
+                    return;
                 }
             }
-            if lost {
-                // The capture is gone: look again every POLL.
-                watch = None;
+        }
+    }
+
+    /// Runs one step of the dump on a blocking thread once a turn is free ([`STEPS`]);
+    /// `None` when the dump is cancelled meanwhile or the step panicked.
+    async fn take_turn(
+        self: Arc<Self>,
+        mut st: DumpState,
+        done: &CancellationToken,
+    ) -> Option<(DumpState, Step)> {
+        let turn = tokio::select! {
+            _ = done.cancelled() => return None,
+            t = STEPS.acquire() => t.ok()?,
+        };
+        let (d, span) = (done.clone(), tracing::Span::current());
+        let step = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let r = self.advance(&mut st, &d);
+            (st, r)
+        })
+        .await;
+        drop(turn);
+        step.ok()
+    }
+
+    /// The wait of an idle dump, holding no thread: until the durable end moves, the
+    /// next heartbeat is due, or (following a fetch, or without a capture to watch)
+    /// [`POLL`]. False when the dump is cancelled. A capture that is gone
+    /// (`watch` closed) leaves the dump looking every [`POLL`].
+    async fn wait_for_more(
+        &self,
+        st: &DumpState,
+        watch: &mut Option<tokio::sync::watch::Receiver<u64>>,
+        following: bool,
+        done: &CancellationToken,
+    ) -> bool {
+        // The watch never misses a move of the durable end: without one, the wait
+        // ends at the next heartbeat.
+        let wait = match (following, &watch) {
+            (false, Some(_)) => self
+                .heartbeat
+                .saturating_sub(st.out.last_sent.elapsed())
+                .max(POLL),
+            _ => POLL,
+        };
+        let mut lost = false;
+        {
+            let moved = async {
+                match watch.as_mut() {
+                    Some(w) if !following => w.changed().await.is_ok(),
+                    _ => std::future::pending::<bool>().await,
+                }
+            };
+            tokio::select! {
+                _ = done.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+                ok = moved => lost = !ok,
             }
         }
+        if lost {
+            *watch = None;
+        }
+        true
     }
 
     /// One step: reads and sends until the dump has to wait ([`Step::Idle`], after a
