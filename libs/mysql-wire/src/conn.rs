@@ -3,9 +3,11 @@
 //!
 //! It exists because the fake replica must send COM_BINLOG_DUMP with flags that stock
 //! `mysql_async` cannot send (DESIGN.md, "Measured on this kind of machine", item 2), and
-//! because the dump loop is the hot path of capture: packets are cut out of one large
-//! read buffer without copying (`BytesMut::split_to`), except for events larger than
-//! 16 MiB, which arrive as several physical packets and are joined.
+//! because the dump loop is the hot path of capture: packets are cut out of the read
+//! buffer without copying (`BytesMut::split_to`), except for events larger than
+//! 16 MiB, which arrive as several physical packets and are joined. Reads ask for 16 KiB
+//! to 256 KiB, growing while the stream fills them (a catch-up) and shrinking while it
+//! trickles, so an idle or slow connection keeps little memory.
 //!
 //! Authentication: `mysql_native_password` (MariaDB's and MySQL 5.7's default) and
 //! `caching_sha2_password` (MySQL 8's default; the full-authentication path sends the
@@ -115,10 +117,31 @@ pub struct Conn {
     seq: u8,
     handshake: Handshake,
     query_timeout: Duration,
+    /// Free space made in the read buffer before a socket read, bytes: doubles while
+    /// reads fill it (a catch-up), halves while they return a quarter of it or less (a
+    /// trickle), between [`MIN_READ_CHUNK`] and [`MAX_READ_CHUNK`]. A trickling stream
+    /// then keeps a small buffer resident (its events hold the buffer they were cut
+    /// from until the writer has appended them).
+    read_chunk: usize,
 }
 
-/// Smallest free space kept in the read buffer before a socket read (bytes).
-const READ_CHUNK: usize = 256 * 1024;
+/// Smallest free space made in the read buffer before a socket read (bytes).
+const MIN_READ_CHUNK: usize = 16 * 1024;
+/// Largest (bytes): a catch-up reads in pieces of this size.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+/// The read chunk after a read that got `got` bytes into `room` bytes of free space:
+/// doubled when the read filled it, halved when it got a quarter of the chunk or less,
+/// within [`MIN_READ_CHUNK`, `MAX_READ_CHUNK`].
+fn next_read_chunk(chunk: usize, got: usize, room: usize) -> usize {
+    if got >= room {
+        (chunk * 2).min(MAX_READ_CHUNK)
+    } else if got <= chunk / 4 {
+        (chunk / 2).max(MIN_READ_CHUNK)
+    } else {
+        chunk
+    }
+}
 
 impl Conn {
     /// Connects, negotiates TLS when the URL asks for it, and authenticates.
@@ -155,7 +178,8 @@ impl Conn {
         };
         let mut conn = Conn {
             io,
-            rbuf: BytesMut::with_capacity(READ_CHUNK * 2),
+            rbuf: BytesMut::with_capacity(MIN_READ_CHUNK),
+            read_chunk: MIN_READ_CHUNK,
             seq: 0,
             handshake: Handshake {
                 server_version: String::new(),
@@ -365,8 +389,9 @@ impl Conn {
 
     async fn fill(&mut self, n: usize) -> Result<(), ConnError> {
         while self.rbuf.len() < n {
-            let want = (n - self.rbuf.len()).max(READ_CHUNK);
+            let want = (n - self.rbuf.len()).max(self.read_chunk);
             self.rbuf.reserve(want);
+            let room = self.rbuf.capacity() - self.rbuf.len();
             let got = self
                 .io
                 .read_buf(&mut self.rbuf)
@@ -384,6 +409,7 @@ impl Conn {
                     ),
                 });
             }
+            self.read_chunk = next_read_chunk(self.read_chunk, got, room);
         }
         Ok(())
     }
@@ -733,5 +759,27 @@ mod proptests {
             prop_assert_eq!(r.lenenc_int().unwrap(), Some(n));
             prop_assert_eq!(r.remaining(), 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_chunk_grows_while_reads_fill_it_and_shrinks_while_they_trickle() {
+        let mut c = MIN_READ_CHUNK;
+        for _ in 0..10 {
+            c = next_read_chunk(c, c, c);
+        }
+        assert_eq!(c, MAX_READ_CHUNK, "full reads grow it to the largest");
+        assert_eq!(next_read_chunk(c, c / 2, c), c, "half full: kept");
+        for _ in 0..10 {
+            c = next_read_chunk(c, 100, c);
+        }
+        assert_eq!(
+            c, MIN_READ_CHUNK,
+            "trickling reads shrink it to the smallest"
+        );
     }
 }
