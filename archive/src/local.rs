@@ -98,7 +98,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// carries one, its check value matches (a record torn by a crash mid-write is no
 /// record: recovery then validates from position 4).
 pub fn read_control_in(dir: &Path) -> Option<Control> {
-    let bytes = std::fs::read(dir.join(CONTROL_FILE)).ok()?;
+    use std::io::Read;
+    // A record is a file name of at most 255 bytes (escaped at most 6-fold) and two
+    // numbers; a larger file is not one of ours.
+    const MAX_BYTES: u64 = 4096;
+    let mut bytes = Vec::new();
+    File::open(dir.join(CONTROL_FILE))
+        .ok()?
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return None;
+    }
     let r: ControlRecord = serde_json::from_slice(&bytes).ok()?;
     let c = Control {
         file: r.file,
@@ -128,9 +140,10 @@ fn control_check(c: &Control) -> u32 {
     h.finalize()
 }
 
-/// Size of a control record written in place: its JSON padded with spaces (a file
-/// name is at most 255 bytes, so the JSON always fits), one disk sector, so a crash
-/// leaves the old record or the new one, and the check value catches the rest.
+/// Size of a control record written in place: its JSON padded with spaces (any plain
+/// file name of up to 255 bytes fits; one with many escaped characters is written
+/// atomically instead), one disk sector, so a crash leaves the old record or the new
+/// one, and the check value catches the rest.
 const CONTROL_RECORD_BYTES: usize = 512;
 
 /// Where capture should resume, as found on disk.
@@ -234,14 +247,10 @@ impl LocalFiles {
             check: Some(control_check(c)),
         };
         let mut bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        if flush {
+        // A file name whose JSON does not fit one record (escaped characters) goes the
+        // atomic way too, rather than stopping capture.
+        if flush || bytes.len() > CONTROL_RECORD_BYTES {
             return write_atomic(&path, &bytes);
-        }
-        if bytes.len() > CONTROL_RECORD_BYTES {
-            return Err(io::Error::other(format!(
-                "control record of {} bytes is larger than {CONTROL_RECORD_BYTES}",
-                bytes.len()
-            )));
         }
         bytes.resize(CONTROL_RECORD_BYTES, b' ');
         let f = OpenOptions::new()
