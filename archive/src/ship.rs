@@ -212,7 +212,8 @@ struct ChunkSeen {
 }
 
 /// What this process knows moved a source's rows: the capture's durable end and the
-/// count of rows touched by other tasks (`StatusCell::rows_touched`).
+/// count of row changes the checker and the shipper itself noted
+/// (`StatusCell::rows_touched`).
 type LocalMark = ((Option<String>, Option<u64>), u64);
 
 /// The shared read of the catalog's fingerprint is trusted at most this long while

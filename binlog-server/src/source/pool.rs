@@ -141,17 +141,7 @@ const TURN_MESSAGES: usize = 64;
 impl<A: Actor> Lane<A> {
     /// A lane for `actor` on `pool`.
     pub(crate) fn new(pool: &Pool, actor: A) -> Lane<A> {
-        Lane {
-            inner: Arc::new(LaneInner {
-                state: Mutex::new(LaneState {
-                    queue: VecDeque::new(),
-                    actor: Some(actor),
-                    scheduled: false,
-                    ended: false,
-                }),
-                pool: pool.shared.clone(),
-            }),
-        }
+        Lane::new_cyclic(pool, |_| actor)
     }
 
     /// A lane whose actor is made by `make` from the lane's own [`WeakLane`] (so that

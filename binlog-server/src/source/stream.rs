@@ -101,7 +101,7 @@ pub(crate) async fn start_point(
 pub(crate) struct Attempt<'a> {
     /// The source.
     pub ctx: &'a SourceCtx,
-    /// Batches and file switches to the writer thread.
+    /// Batches and file switches to the writer.
     pub wtx: &'a WriterTx,
     /// The source's files.
     pub store: &'a LocalFiles,

@@ -2,7 +2,7 @@
 //! loop around [`super::stream`].
 //!
 //! ```text
-//!  primary --COM_BINLOG_DUMP--> reader task --bounded channel--> writer thread --> file
+//!  primary --COM_BINLOG_DUMP--> reader task --bounded queue---> writer lane ---> file
 //!            (frame, CRC32 check,           (batches of events)   (append, fdatasync
 //!             drop artificial events)                              every fsync_interval,
 //!                                                                  control file, index)
@@ -159,7 +159,7 @@ async fn run_source(ctx: &SourceCtx, inbox: &mut SourceInbox) -> anyhow::Result<
         return Ok(());
     }
 
-    // 2. The writer and syncer threads, and the note handler.
+    // 2. The writer and syncer (lanes on the process's pools), and the note handler.
     let writer::Started { tx: wtx, notes } = writer::start(
         name,
         &store,
@@ -557,14 +557,14 @@ fn catalog_write_failed(ctx: &SourceCtx, e: &catalog::CatalogError) {
     }
 }
 
-/// The writer thread is gone (an I/O error, or a panic): this source stops here and
+/// The writer is gone (an I/O error, or a panic): this source stops here and
 /// waits for shut-down; the others go on. The file state after a failed write or fsync
 /// is unknown, so only a process restart (with crash recovery) may continue.
 async fn writer_gone(ctx: &SourceCtx, why: Option<WriterError>) {
     let why = why
         .map(|e| e.to_string())
         .or_else(|| ctx.status.lock().last_error.clone())
-        .unwrap_or_else(|| "the writer thread stopped".into());
+        .unwrap_or_else(|| "the writer stopped".into());
     fail(
         ctx,
         &format!("{why}: check the disk, then restart binlog-server"),

@@ -25,7 +25,7 @@ use node::status::Metrics;
 
 use super::pool::{Actor, IoPools, Lane, WeakLane};
 
-/// Messages from the reader to the writer thread.
+/// Messages from the reader to the writer.
 pub(crate) enum WriterMsg {
     /// Switch to `file` at `pos` (closing the current file if it is another).
     Open { file: String, pos: u64 },
@@ -58,10 +58,10 @@ impl WriterError {
         }
     }
 
-    /// The syncer thread is gone (it panicked, or ended after an earlier error).
+    /// The syncer is gone (it panicked, or ended after an earlier error).
     fn syncer_gone() -> Self {
         WriterError::new(
-            "the syncer thread died",
+            "the syncer ended",
             std::io::Error::other("channel to the syncer closed"),
         )
     }
