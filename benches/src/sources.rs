@@ -487,16 +487,7 @@ fn catalog_calls(server: &ServerProcess) -> Result<u64> {
 
 /// A number field of /proc/PID/status (`VmRSS:` in KiB, `Threads:`), 0 when absent.
 fn proc_status(pid: Option<u32>, field: &str) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    pid.map_or(0, |pid| proc_status_field(pid, field))
 }
 
 fn open_fds(pid: Option<u32>) -> u64 {

@@ -86,7 +86,8 @@ pub use harness::server::{
 };
 pub use harness::shared::{FixtureGuard, SharedFixture};
 pub use harness::tools::{
-    corpus_dir, file_tail, find_tool, free_port, mariadb_binlog_raw, require_tool, run_bounded,
-    server_binary, sha256_file, spawn_mariadb_binlog_follow, toml_string, KillOnDrop, SETUP_HINT,
+    corpus_dir, file_tail, find_tool, free_port, mariadb_binlog_raw, proc_status_field,
+    require_tool, run_bounded, server_binary, sha256_file, spawn_mariadb_binlog_follow,
+    toml_string, KillOnDrop, SETUP_HINT,
 };
 pub use harness::wait::{wait_all_succ, wait_caught_up, wait_for};

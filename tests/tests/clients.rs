@@ -651,16 +651,9 @@ fn the_fake_primary_caps_sessions_and_closes_idle_handshakes() -> Result<()> {
     Ok(())
 }
 
-/// OS threads of process `pid` (/proc/PID/status), 0 when unreadable.
+/// OS threads of process `pid`, 0 when unreadable.
 fn threads_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status_field(pid, "Threads:")
 }
 
 /// Replicas waiting at the end of the binlogs hold no thread each (a dump is a task,

@@ -342,3 +342,17 @@ pub fn server_binary(built_by: &str) -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// A number field of `/proc/PID/status` (`"Threads:"`, `"VmRSS:"` in KiB), 0 when the
+/// process or the field is not there.
+pub fn proc_status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
