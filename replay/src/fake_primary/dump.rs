@@ -1266,10 +1266,10 @@ impl DumpCtx {
     }
 
     /// While `cur`'s file is being fetched from the store: the bytes of it readable now
-    /// (`Some`); `None` once it is whole. When the followed fetch failed, or this dump's
-    /// own read of the file ended first, that read (which fetches the file again if it
-    /// must) is waited for and the file is reopened from it at the same offset: the
-    /// bytes are the same.
+    /// (`Some`); `None` once it is whole. When the followed fetch failed, this dump's
+    /// own read of the file (which fetches the file again if it must) is waited for
+    /// between steps (nothing more is readable meanwhile); once it ended, the file is
+    /// reopened from it at the same offset: the bytes are the same.
     fn fetched(&self, cur: &mut FileCursor) -> Result<Option<u64>, DumpError> {
         let Some(f) = &cur.following else {
             return Ok(None);
@@ -1278,6 +1278,9 @@ impl DumpCtx {
             // While this dump's own read of the file runs: it ends whole or with the
             // error even when the followed fetch never says so.
             Fetched::Running(_, n) if !f.fetch.is_finished() => return Ok(Some(n)),
+            // The followed fetch failed and this dump's own read still runs: nothing more
+            // is readable yet; the dump waits for it between steps, holding no turn.
+            Fetched::Failed if !f.fetch.is_finished() => return Ok(Some(cur.pos)),
             Fetched::Whole(_) => {
                 cur.following = None;
                 return Ok(None);
