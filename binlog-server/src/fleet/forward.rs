@@ -32,12 +32,11 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
+use axum::response::Response;
 use tracing::{info, warn};
 
 use super::lease::LeaseHandle;
+use crate::http::auth::refuse;
 use crate::http::forwarded::{
     is_forwarded, source_of, CALLER_HEADER, FORWARDED_TO_HEADER, NODE_HEADER, NODE_SCHEME,
     ROLE_HEADER,
@@ -94,11 +93,6 @@ impl Forwarder {
             leases,
         }
     }
-}
-
-/// A refusal with the API's JSON error body.
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// The middleware of every route, after the guard: a call of [`FORWARDED`](crate::http::forwarded::FORWARDED) for a

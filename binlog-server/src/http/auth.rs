@@ -245,8 +245,8 @@ fn source_scope(route: &str, path: &str, caller: &Caller) -> Result<(), OutOfSco
     })
 }
 
-/// A refusal with the API's JSON error body.
-fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+/// A refusal with the API's JSON error body (a 401 also names the scheme).
+pub(crate) fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     let mut r = (status, Json(json!({ "error": message.into() }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
@@ -367,14 +367,15 @@ fn token_caller(
     })
 }
 
-/// Check 3's caller of a call another fleet node forwarded (`super::forwarded`): the
-/// node credential must match this node's (else 401), the route must be one an owner
+/// Check 3's caller of a call another fleet node forwarded (`super::forwarded`) with
+/// the node credential `presented`: it must match this node's (else 401), the route must be one an owner
 /// runs (else 403); the caller is the one the forwarding node authenticated, with its
 /// role, limited to the call's source.
 #[allow(clippy::result_large_err)]
 fn forwarded_caller(
     g: &Guard,
     headers: &HeaderMap,
+    presented: &str,
     (method, route): (&Method, &str),
     path: &str,
 ) -> Result<Caller, Response> {
@@ -392,7 +393,7 @@ fn forwarded_caller(
             "a call forwarded by another node, but this node has no [node] credential_env",
         ));
     };
-    if !cred.matches(forwarded::presented_credential(headers).unwrap_or("")) {
+    if !cred.matches(presented) {
         warn!(node, method = %method, route, "forwarded call with a wrong node credential refused");
         return Err(refuse(StatusCode::UNAUTHORIZED, "wrong node credential"));
     }
@@ -433,8 +434,14 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
     if let Err(e) = check_host_and_origin(req.headers(), &g.hostnames) {
         return refuse(StatusCode::FORBIDDEN, e.to_string());
     }
-    let caller = if forwarded::presented_credential(req.headers()).is_some() {
-        match forwarded_caller(&g, req.headers(), (&method, &route), req.uri().path()) {
+    let caller = if let Some(presented) = forwarded::presented_credential(req.headers()) {
+        match forwarded_caller(
+            &g,
+            req.headers(),
+            presented,
+            (&method, &route),
+            req.uri().path(),
+        ) {
             Ok(c) => c,
             Err(refused) => return refused,
         }
