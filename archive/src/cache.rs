@@ -232,12 +232,21 @@ impl ArchiveReader {
         if local.exists() {
             return Some(local);
         }
-        let cached = self.tier.settings.cache_dir.join(source).join(file);
-        if cached.exists() {
+        self.cached_copy(source, file)
+    }
+
+    /// Where the cache keeps `file` of `source`.
+    fn cached_path(&self, source: &str, file: &str) -> PathBuf {
+        self.tier.settings.cache_dir.join(source).join(file)
+    }
+
+    /// The cached copy of `file` (marked as just used), when it exists.
+    fn cached_copy(&self, source: &str, file: &str) -> Option<PathBuf> {
+        let cached = self.cached_path(source, file);
+        cached.exists().then(|| {
             touch(&cached);
-            return Some(cached);
-        }
-        None
+            cached
+        })
     }
 
     /// [`ArchiveReader::path`] for a reader (`background` false) or a prefetch, which
@@ -250,11 +259,26 @@ impl ArchiveReader {
         file: &str,
         background: bool,
     ) -> Result<PathBuf, FetchError> {
-        if let Some(whole) = self.whole_copy(source, dir, file) {
-            return Ok(whole);
+        match self.whole_copy(source, dir, file) {
+            Some(whole) => Ok(whole),
+            None => self.fetch_to_cache(source, file, background).await,
         }
-        let cdir = self.tier.settings.cache_dir.join(source);
-        let cached = cdir.join(file);
+    }
+
+    /// The cached copy of `file`, fetched into the cache first unless another fetch
+    /// made it meanwhile (checked again under the file's lock); `background` as for
+    /// [`ArchiveReader::path_for`]. For callers that found it neither local nor cached.
+    async fn fetch_to_cache(
+        &self,
+        source: &str,
+        file: &str,
+        background: bool,
+    ) -> Result<PathBuf, FetchError> {
+        let cached = self.cached_path(source, file);
+        let cdir = cached
+            .parent()
+            .unwrap_or(&self.tier.settings.cache_dir)
+            .to_path_buf();
         // The semaphores are never closed; were they, the fetch would go on unbounded.
         // A prefetch waits for its turn before it takes the file's lock, so a reader of
         // the same file never waits behind a queued prefetch.
@@ -264,8 +288,7 @@ impl ArchiveReader {
         };
         let entry = InFlight::enter(&self.in_flight, source, file);
         let _one = entry.lock().await;
-        if cached.exists() {
-            touch(&cached);
+        if let Some(cached) = self.cached_copy(source, file) {
             return Ok(cached);
         }
         let _slot = self.slots.acquire().await.ok();
@@ -295,13 +318,8 @@ impl ArchiveReader {
         if let Some(whole) = self.whole_copy(source, dir, file) {
             return Ok(Opened::Whole(whole));
         }
-        let (me, s, d, f) = (
-            self.clone(),
-            source.to_string(),
-            dir.to_path_buf(),
-            file.to_string(),
-        );
-        let fetch = tokio::spawn(async move { me.path_for(&s, &d, &f, false).await });
+        let (me, s, f) = (self.clone(), source.to_string(), file.to_string());
+        let fetch = tokio::spawn(async move { me.fetch_to_cache(&s, &f, false).await });
         let key = (source.to_string(), file.to_string());
         loop {
             if fetch.is_finished() {
@@ -400,8 +418,7 @@ impl ArchiveReader {
         file: &str,
         max: usize,
     ) -> Result<Vec<u8>, FetchError> {
-        let cached = self.tier.settings.cache_dir.join(source).join(file);
-        for p in [dir.join(file), cached] {
+        for p in [dir.join(file), self.cached_path(source, file)] {
             match read_head(&p, max).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -437,18 +454,12 @@ impl ArchiveReader {
     /// prefetch is only logged (the read that needs the file fetches it again and gets
     /// the error); a damaged object is reported for repair as by any read.
     pub fn prefetch(self: &Arc<Self>, source: &str, dir: &Path, file: &str) {
-        let cached = self.tier.settings.cache_dir.join(source).join(file);
-        if dir.join(file).exists() || cached.exists() {
+        if dir.join(file).exists() || self.cached_path(source, file).exists() {
             return;
         }
-        let (me, s, d, f) = (
-            self.clone(),
-            source.to_string(),
-            dir.to_path_buf(),
-            file.to_string(),
-        );
+        let (me, s, f) = (self.clone(), source.to_string(), file.to_string());
         tokio::spawn(async move {
-            if let Err(e) = me.path_for(&s, &d, &f, true).await {
+            if let Err(e) = me.fetch_to_cache(&s, &f, true).await {
                 tracing::debug!(source = %s, file = %f, error = %e, "prefetch from the archive store failed");
             }
         });
