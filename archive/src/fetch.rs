@@ -325,9 +325,9 @@ impl Progress {
         *node::util::lock(&self.part) = Some(part.to_path_buf());
     }
 
-    fn advance(&self, n: u64) {
-        self.written
-            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    /// The first `n` bytes are in the staging file (flushed) for followers to read.
+    fn publish(&self, n: u64) {
+        self.written.store(n, std::sync::atomic::Ordering::Release);
     }
 
     fn finish(&self, ok: bool) {
@@ -384,6 +384,37 @@ fn part_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// A fetch's staging file as decoded bytes arrive: their SHA-256 and count, and what
+/// followers were last told is in the file.
+struct Staged<'a> {
+    f: &'a mut tokio::fs::File,
+    h: Sha256,
+    len: u64,
+    published: u64,
+    progress: Option<&'a Progress>,
+}
+
+impl Staged<'_> {
+    /// Hashes, counts and writes `plain` (emptied), then, following a fetch, flushes
+    /// and publishes once [`PUBLISH_BYTES`] more are in, and at the `last` piece.
+    async fn append(&mut self, plain: &mut Vec<u8>, last: bool) -> std::io::Result<()> {
+        self.h.update(&plain);
+        self.len += plain.len() as u64;
+        self.f.write_all(plain).await?;
+        plain.clear();
+        if let Some(p) = self
+            .progress
+            .filter(|_| last || self.len - self.published >= PUBLISH_BYTES)
+        {
+            // In the file (not in tokio's buffer) before a follower may read it.
+            self.f.flush().await?;
+            p.publish(self.len);
+            self.published = self.len;
+        }
+        Ok(())
+    }
+}
+
 async fn fetch_into(
     store: &Store,
     keyring: Arc<Keyring>,
@@ -406,31 +437,21 @@ async fn fetch_into(
     }
     let mut dec = Decoder::new(&m.codec, keyring).map_err(codec_err)?;
     let mut s = Box::pin(store.get_stream(&m.object_key).await?);
-    let (mut h, mut len) = (Sha256::new(), 0u64);
+    let mut out = Staged {
+        f: &mut f,
+        h: Sha256::new(),
+        len: 0,
+        published: 0,
+        progress,
+    };
     let mut plain = Vec::new();
-    let mut unpublished = 0u64;
     while let Some(piece) = s.next().await {
         dec.write(&piece?, &mut plain).map_err(codec_err)?;
-        h.update(&plain);
-        len += plain.len() as u64;
-        f.write_all(&plain).await.map_err(werr)?;
-        unpublished += plain.len() as u64;
-        if let Some(p) = progress.filter(|_| unpublished >= PUBLISH_BYTES) {
-            // In the file (not in tokio's buffer) before a follower may read it.
-            f.flush().await.map_err(werr)?;
-            p.advance(std::mem::take(&mut unpublished));
-        }
-        plain.clear();
+        out.append(&mut plain, false).await.map_err(werr)?;
     }
     dec.finish(&mut plain).map_err(codec_err)?;
-    h.update(&plain);
-    len += plain.len() as u64;
-    f.write_all(&plain).await.map_err(werr)?;
-    unpublished += plain.len() as u64;
-    if let Some(p) = progress {
-        f.flush().await.map_err(werr)?;
-        p.advance(unpublished);
-    }
+    out.append(&mut plain, true).await.map_err(werr)?;
+    let (h, len) = (out.h, out.len);
     let sha = hex::encode(h.finalize());
     if sha != m.sha256 || len != m.size {
         return Err(FetchError::Damaged {
