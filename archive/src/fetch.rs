@@ -487,6 +487,7 @@ mod tests {
             part_size: 8 << 20,
             upload_concurrency: 2,
             retries: 0,
+            checksums: false,
         })
         .expect("open the store")
     }

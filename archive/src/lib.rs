@@ -7,7 +7,8 @@
 //! store ([`rebuild`]), a new lease owner's takeover ([`takeover`]), a node that does
 //! not own a source following its archive from the store so that it can restore it
 //! ([`follow`]) and the scrub of the store with the repair of damaged objects
-//! ([`scrub`]).
+//! ([`scrub`]), and with S3 Object Lock, the later lock dates of objects still kept
+//! ([`lock`]).
 //!
 //! Names: "local files" are the node's disk ([`local::LocalFiles`], one per source),
 //! "the object store" is `objstore::store::Store`, and "the archive tier"
@@ -18,6 +19,7 @@ pub mod fetch;
 pub mod follow;
 pub mod index;
 pub mod local;
+pub mod lock;
 pub mod objects;
 pub mod rebuild;
 pub mod retention;

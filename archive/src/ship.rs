@@ -152,15 +152,21 @@ pub fn spawn(ctx: ShipperCtx, cancel: CancellationToken) -> tokio::task::JoinHan
         epoch: ctx.epoch,
     });
     let span = tracing::info_span!("archive", source = %sh.source);
-    let (a, b, c, d) = (sh.clone(), sh.clone(), sh.clone(), sh);
-    let (c2, c3, c4) = (cancel.clone(), cancel.clone(), cancel.clone());
+    let (a, b, c, d, e) = (sh.clone(), sh.clone(), sh.clone(), sh.clone(), sh);
+    let (c2, c3, c4, c5) = (
+        cancel.clone(),
+        cancel.clone(),
+        cancel.clone(),
+        cancel.clone(),
+    );
     tokio::spawn(tracing::Instrument::instrument(
         async move {
             tokio::join!(
                 a.chunk_loop(cancel),
                 b.file_loop(c2),
                 c.lag_loop(c3),
-                d.scrub_loop(c4)
+                d.scrub_loop(c4),
+                e.lock_loop(c5)
             );
         },
         span,
@@ -226,6 +232,10 @@ const FINGERPRINT_AGE: Duration = Duration::from_secs(5);
 /// removed from the disk by hand). Eviction by age and by free space, which depend on
 /// time and the disk, not on rows, are due on their own ([`Shipper::file_pass`]).
 const FULL_PASS: Duration = Duration::from_secs(60);
+
+/// How often a shipper extends the Object Lock of objects still kept: far inside the
+/// half of the lock period (a day at least) that a pass leaves before a lock ends.
+const LOCK_PASS: Duration = Duration::from_secs(3600);
 
 /// One file's objects in a listing.
 #[derive(Default)]
@@ -299,6 +309,25 @@ impl Shipper {
     async fn file_loop(&self, cancel: CancellationToken) {
         let tick = self.tier.settings.ship_interval.min(Duration::from_secs(1));
         self.repeat(tick, &cancel, || self.file_pass()).await;
+    }
+
+    /// With Object Lock: extends the locks of objects still kept (`super::lock`) at
+    /// start and every [`LOCK_PASS`]; ends at once without it.
+    async fn lock_loop(&self, cancel: CancellationToken) {
+        if self.tier.store.retention().is_none() {
+            return;
+        }
+        self.repeat(LOCK_PASS, &cancel, || async {
+            super::lock::extend_due(
+                &self.catalog,
+                &self.tier.store,
+                &self.source,
+                catalog::unix_now(),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await;
     }
 
     /// Scrubs the store when asked, when a read found an object damaged, and every

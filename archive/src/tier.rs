@@ -46,6 +46,55 @@ impl ArchiveTier {
         })
     }
 
+    /// [`ArchiveTier::open`], then, with `[archive] object_lock`, checks the bucket's
+    /// Object Lock (objstore::lock): enabled, with a default retention rule of the
+    /// configured mode and at least `keep_days` days, so that S3 locks every new object
+    /// at least until archive retention could first delete it. Multipart uploads then
+    /// also set that date explicitly ([`Store::with_retention`]).
+    ///
+    /// # Errors
+    ///
+    /// [`LockCheckError`]: a definite stop at start with the reason, or the store
+    /// failing (retry the start).
+    pub async fn open_checked(settings: ArchiveSettings) -> Result<ArchiveTier, LockCheckError> {
+        let mut tier = ArchiveTier::open(settings)?;
+        let Some(mode) = tier.settings.object_lock else {
+            return Ok(tier);
+        };
+        let url = tier.settings.store.url.clone();
+        let lock = tier
+            .store
+            .object_lock()
+            .ok_or_else(|| LockCheckError::NotS3 { url: url.clone() })?;
+        let rule = lock
+            .bucket_rule()
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| LockCheckError::NoRule {
+                url: url.clone(),
+                mode: mode.as_s3(),
+            })?;
+        if rule.mode != mode {
+            return Err(LockCheckError::Mode {
+                url,
+                configured: mode.as_s3(),
+                bucket: rule.mode.as_s3(),
+            });
+        }
+        if let Some(keep_days) = tier.settings.keep_days {
+            if rule.days < keep_days {
+                return Err(LockCheckError::TooShort {
+                    url,
+                    days: rule.days,
+                    keep_days,
+                });
+            }
+        }
+        let store = (*tier.store).clone().with_retention(mode, rule.days);
+        tier.store = Arc::new(store);
+        Ok(tier)
+    }
+
     /// Asks `source`'s shipper to scrub the whole store now (`POST
     /// /v1/sources/{name}/archive/scrub`); the result shows in its status.
     pub fn request_scrub(&self, source: &str) {
@@ -80,6 +129,50 @@ impl ArchiveTier {
             self.settings.keyring.current().is_some(),
         )
     }
+}
+
+/// Why the archive store's Object Lock does not hold what `[archive] object_lock` asks
+/// ([`ArchiveTier::open_checked`]). All but `Store` are definite stops: fix the bucket
+/// or the config.
+#[derive(Debug, Error)]
+pub enum LockCheckError {
+    /// The store failed or could not be opened.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// Object Lock needs an S3 store.
+    #[error("[archive] object_lock needs an s3:// store, not {url}")]
+    NotS3 {
+        /// Store URL.
+        url: String,
+    },
+    /// The bucket has no Object Lock, or no default retention rule.
+    #[error("[archive] object_lock: the bucket of {url} has no Object Lock default retention rule; create the bucket with Object Lock enabled and put a default rule: {{\"ObjectLockEnabled\":\"Enabled\",\"Rule\":{{\"DefaultRetention\":{{\"Mode\":\"{mode}\",\"Days\":<at least keep_days>}}}}}} (aws s3api put-object-lock-configuration)")]
+    NoRule {
+        /// Store URL.
+        url: String,
+        /// The configured mode.
+        mode: &'static str,
+    },
+    /// The bucket's rule has another mode.
+    #[error("[archive] object_lock = {configured} but the default rule of the bucket of {url} is {bucket}: make them agree")]
+    Mode {
+        /// Store URL.
+        url: String,
+        /// The configured mode.
+        configured: &'static str,
+        /// The bucket's mode.
+        bucket: &'static str,
+    },
+    /// The rule locks objects for less than archive retention keeps them.
+    #[error("the default rule of the bucket of {url} locks objects for {days} days, less than [archive] keep_days = {keep_days}: raise the rule's days")]
+    TooShort {
+        /// Store URL.
+        url: String,
+        /// The rule's days.
+        days: u32,
+        /// `keep_days`.
+        keep_days: u32,
+    },
 }
 
 /// Why work on the archive store (shipping, eviction, scrub) failed. Every variant is

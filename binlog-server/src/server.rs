@@ -46,7 +46,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     // (a node that then exits on an error would leave them to expire).
     let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
     let (listener, guard) = bind_http(&settings).await?;
-    let tier = open_tier(&settings)?;
+    let tier = open_tier(&settings).await?;
     // The TLS client a fleet node forwards owner jobs with (`[node] peer_ca`).
     let peer_tls =
         match &settings.node {
@@ -218,12 +218,13 @@ async fn bind_http(
 
 /// Opens the archive store when `[archive] enabled`, and empties the cache of files read
 /// back from it (cached copies are not fsynced: after a crash one could be torn).
-fn open_tier(settings: &Settings) -> anyhow::Result<Option<Arc<archive::tier::ArchiveTier>>> {
+async fn open_tier(settings: &Settings) -> anyhow::Result<Option<Arc<archive::tier::ArchiveTier>>> {
     if !settings.archive.enabled {
         return Ok(None);
     }
     let tier = Arc::new(
-        archive::tier::ArchiveTier::open(settings.archive.clone())
+        archive::tier::ArchiveTier::open_checked(settings.archive.clone())
+            .await
             .context("open the archive store ([archive] store)")?,
     );
     let freed = archive::cache::empty_at_start(&tier.settings.cache_dir);

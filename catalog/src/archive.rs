@@ -475,6 +475,74 @@ impl Catalog {
             .await
     }
 
+    /// The live object rows of `source` whose objects are locked (S3 Object Lock) until
+    /// before `due` (unix seconds): the date a lock extension recorded
+    /// ([`Catalog::set_archive_lock_until`]), or else `created_at + default_secs` (the
+    /// bucket's default rule). At most `limit` rows, oldest lock first; one indexed
+    /// query however many rows the source has.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`]; [`CatalogError::Corrupt`] for a row this build cannot read.
+    pub async fn archive_locks_due(
+        &self,
+        source: &str,
+        due: i64,
+        default_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<ArchiveObjectRow>, CatalogError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM archive_objects WHERE source = $1 AND deleted_at IS NULL \
+             AND COALESCE(lock_until, created_at + $2) < $3 \
+             ORDER BY COALESCE(lock_until, created_at + $2) LIMIT $4"
+        );
+        let raw = sqlx::query_as::<_, Raw>(&sql)
+            .bind(source)
+            .bind(default_secs)
+            .bind(due)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(query_err("archive_locks_due"))?;
+        raw.into_iter().map(ArchiveObjectRow::try_from).collect()
+    }
+
+    /// Records that the objects of row (`source`, `file`, `kind`, `end_offset`) are
+    /// locked until `until` (unix seconds), fenced on a fenced handle.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::InvalidArgument`] for an offset past i64; [`CatalogError::Fenced`]
+    /// on a handle whose tenure is over; [`CatalogError::Query`].
+    pub async fn set_archive_lock_until(
+        &self,
+        source: &str,
+        file: &str,
+        kind: ArchiveKind,
+        end_offset: u64,
+        until: i64,
+    ) -> Result<(), CatalogError> {
+        const OP: &str = "set_archive_lock_until";
+        let end = size_to_db(end_offset)?;
+        let r = sqlx::query(&format!(
+            "UPDATE archive_objects SET lock_until = $1 \
+             WHERE source = $2 AND file = $3 AND kind = $4 AND end_offset = $5{}",
+            self.fence_clause(source, "$2")
+        ))
+        .bind(until)
+        .bind(source)
+        .bind(file)
+        .bind(kind.as_str())
+        .bind(end)
+        .execute(self.pool())
+        .await
+        .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_fenced(source, OP).await?;
+        }
+        Ok(())
+    }
+
     /// Marks the live object rows of `file` that `kind_clause` selects (`""`: all)
     /// deleted now, fenced on a fenced handle; how many changed.
     async fn mark_rows_deleted(

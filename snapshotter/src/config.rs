@@ -177,6 +177,7 @@ impl BackupConfig {
                 part_size: self.part_size as usize,
                 upload_concurrency: self.upload_concurrency,
                 retries: self.retries,
+                checksums: false,
             },
             staging_dir,
         })

@@ -735,6 +735,7 @@ fn moto_bucket(moto: &Moto, bucket: &str) -> Result<objstore::store::Store> {
             part_size: 5 << 20,
             upload_concurrency: 1,
             retries: 2,
+            checksums: true,
         },
     )?)
 }
@@ -1213,5 +1214,173 @@ fn racing_single_puts_to_s3_leave_one_winner() -> Result<()> {
             "{late:?}"
         );
     }
+    Ok(())
+}
+
+/// `[archive] object_lock`: against a bucket with S3 Object Lock and a default rule,
+/// every object the archive writes (a single PUT and a multipart upload, a manifest) is
+/// locked in the configured mode until at least the rule's days; a permanent delete of
+/// a version is refused, a plain delete only hides it; a lock extension pass sets a
+/// later date on every kept object once the old one nears, records it and does not
+/// repeat; and a store without the rule is refused at start, naming what to configure.
+#[test]
+fn an_object_locked_archive_cannot_be_deleted_and_its_locks_are_extended() -> Result<()> {
+    use objstore::lock::LockMode;
+    let moto = Moto::start()?;
+    moto.create_locked_bucket("locked", "GOVERNANCE", 2)?;
+    moto.create_bucket("plain")?;
+    for (k, v) in S3_TEST_ENV {
+        std::env::set_var(k, v);
+    }
+    let archive = format!(
+        "[archive]\nstore = \"s3://locked/pre\"\ns3_endpoint = {}\ns3_allow_http = true\n\
+         ship_interval = \"200ms\"\nobject_lock = \"governance\"\ncompression = \"none\"\n",
+        toml_string(&moto.endpoint())
+    );
+    let sb = Sandbox::builder(server_bin())
+        .local_base_store()
+        .extra_toml(&archive)
+        .setup(|db| {
+            db.sql("CREATE DATABASE s; CREATE TABLE s.t (id INT PRIMARY KEY AUTO_INCREMENT, v LONGTEXT)")?;
+            Ok(())
+        })
+        .start()?;
+    let db = sb.primary();
+    let started = unix_now() as i64;
+    // One file over the single-PUT size (a multipart upload: one 9 MiB transaction,
+    // which a binlog never splits), then two small ones.
+    db.sql("INSERT INTO s.t (v) VALUES (REPEAT('x', 9437184))")?;
+    db.flush_binary_logs()?;
+    for i in 0..20 {
+        db.sql(&format!("INSERT INTO s.t (v) VALUES ('row {i}')"))?;
+        if i % 10 == 9 {
+            db.flush_binary_logs()?;
+        }
+    }
+    sb.wait_caught_up()?;
+    wait_all_succ(sb.server(), sb.source(), Duration::from_secs(60))?;
+    wait_shipped(&sb)?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let cat = rt.block_on(catalog::Catalog::open(&format!(
+        "sqlite://{}",
+        sb.data_dir().join("catalog.db").display()
+    )))?;
+    let rows = rt.block_on(cat.list_archive_objects(sb.source()))?;
+    let whole: Vec<_> = rows
+        .iter()
+        .filter(|r| r.kind == catalog::ArchiveKind::File)
+        .collect();
+    assert!(whole.len() >= 3, "{rows:?}");
+    assert!(
+        whole.iter().any(|r| r.end_offset > 8 << 20),
+        "a file shipped by multipart upload: {whole:?}"
+    );
+    let bucket = moto_bucket(&moto, "locked")?;
+    let lock = bucket
+        .object_lock()
+        .context("an s3 store has the lock calls")?;
+    let rule_end = started + 2 * 86_400;
+    for r in &whole {
+        for key in [
+            format!("pre/{}", r.object_key),
+            format!(
+                "pre/{}",
+                archive::objects::manifest_key(sb.source(), &r.file, r.epoch)
+            ),
+        ] {
+            let ret = rt
+                .block_on(lock.retention(&key))?
+                .with_context(|| format!("{key} is in the bucket"))?;
+            assert_eq!(ret.mode, Some(LockMode::Governance), "{key}: {ret:?}");
+            let until = ret.until.with_context(|| format!("{key} has a date"))?;
+            assert!(
+                until >= rule_end - 60,
+                "{key} locked until {until}, before the rule's end {rule_end}"
+            );
+        }
+    }
+
+    // A permanent delete of a locked version is refused; a plain delete only hides it.
+    let victim = format!("pre/{}", whole[0].object_key);
+    let version = rt
+        .block_on(lock.retention(&victim))?
+        .context("victim present")?
+        .version_id;
+    assert!(!version.is_empty(), "the bucket is versioned");
+    let refused = rt.block_on(lock.delete_version(&victim, &version));
+    assert_eq!(
+        refused.as_ref().err().and_then(|e| e.status()),
+        Some(403),
+        "{refused:?}"
+    );
+
+    // Extension: a pass as if 1.5 days had gone by sets every row's objects to a later
+    // date, records it, and the same pass again has nothing to do.
+    let prefixed = objstore::store::Store::open(&objstore::store::StoreOptions {
+        url: "s3://locked/pre".into(),
+        s3_endpoint: Some(moto.endpoint()),
+        s3_region: "us-east-1".into(),
+        s3_allow_http: true,
+        part_size: 5 << 20,
+        upload_concurrency: 1,
+        retries: 2,
+        checksums: true,
+    })?
+    .with_retention(LockMode::Governance, 2);
+    let later = unix_now() as i64 + 36 * 3600;
+    let report = rt.block_on(archive::lock::extend_due(
+        &cat,
+        &prefixed,
+        sb.source(),
+        later,
+    ))?;
+    let live = rt.block_on(cat.list_archive_objects(sb.source()))?.len() as u64;
+    assert_eq!(report.extended, live, "{report:?}");
+    assert_eq!(report.until, later + 2 * 86_400);
+    let extended = rt
+        .block_on(lock.retention(&format!("pre/{}", whole[1].object_key)))?
+        .context("present")?;
+    assert_eq!(extended.until, Some(later + 2 * 86_400), "{extended:?}");
+    let again = rt.block_on(archive::lock::extend_due(
+        &cat,
+        &prefixed,
+        sb.source(),
+        later,
+    ))?;
+    assert_eq!(again.extended, 0, "{again:?}");
+
+    rt.block_on(bucket.delete(&victim))?;
+    assert!(rt.block_on(lock.retention(&victim))?.is_none(), "hidden");
+    let still = rt.block_on(lock.delete_version(&victim, &version));
+    assert_eq!(
+        still.as_ref().err().and_then(|e| e.status()),
+        Some(403),
+        "the locked version outlives a plain delete: {still:?}"
+    );
+
+    // A bucket without Object Lock: the start is refused with what to configure.
+    let cfg = std::fs::read_to_string(sb.config_path())?
+        .replace("s3://locked/pre", "s3://plain/pre")
+        .replace(
+            sb.data_dir().to_str().context("utf-8")?,
+            sb.dir().join("other-data").to_str().context("utf-8")?,
+        );
+    let wrong = sb.dir().join("plain.toml");
+    std::fs::write(&wrong, cfg)?;
+    let out = Command::new(server_bin())
+        .args(["rebuild", "--config"])
+        .arg(&wrong)
+        .envs(S3_TEST_ENV.iter().copied())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no Object Lock default retention rule")
+            && stderr.contains("put-object-lock-configuration"),
+        "{stderr}"
+    );
     Ok(())
 }

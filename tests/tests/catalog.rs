@@ -116,6 +116,7 @@ on_both_engines!(
     an_old_owner_cannot_record_an_archive_object,
     a_new_owner_adopts_the_tail_under_its_epoch_only,
     a_fenced_handle_writes_only_while_its_tenure_lasts,
+    object_locks_come_due_and_only_the_owner_records_an_extension,
 );
 
 fn progress(name: &str, size: u64) -> FileProgress {
@@ -1681,4 +1682,83 @@ async fn a_fenced_handle_writes_only_while_its_tenure_lasts(engine: Engine) {
         .record_active(SRC, &progress("b.000002", 99))
         .await
         .unwrap();
+}
+
+async fn object_locks_come_due_and_only_the_owner_records_an_extension(engine: Engine) {
+    use catalog::{ArchiveKind, ArchiveObjectRow};
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    let row = |source: &str, file: &str, epoch: i64| ArchiveObjectRow {
+        source: source.into(),
+        file: file.into(),
+        kind: ArchiveKind::File,
+        start_offset: 0,
+        end_offset: 900,
+        object_key: format!("{source}/binlogs/{file}.e{epoch}"),
+        sha256: "ab".repeat(32),
+        stored_bytes: 10,
+        stored_sha256: "cd".repeat(32),
+        codec: "none".into(),
+        key_id: None,
+        epoch,
+        created_at: 0,
+        deleted_at: None,
+    };
+    let files = |rows: Vec<ArchiveObjectRow>| rows.into_iter().map(|r| r.file).collect::<Vec<_>>();
+    // Rows are created now (the catalog's clock); with the bucket's rule of 100 s their
+    // locks end 100 s from now.
+    let now = catalog::unix_now();
+    for f in ["b.000001", "b.000002"] {
+        cat.record_archive_object(&row("solo", f, 0)).await.unwrap();
+    }
+    let due = |at| cat.archive_locks_due("solo", at, 100, 10);
+    assert_eq!(files(due(now + 200).await.unwrap()).len(), 2);
+    assert!(due(now - 10).await.unwrap().is_empty());
+    cat.set_archive_lock_until("solo", "b.000001", ArchiveKind::File, 900, now + 9000)
+        .await
+        .unwrap();
+    assert_eq!(
+        files(due(now + 200).await.unwrap()),
+        ["b.000002"],
+        "an extension recorded"
+    );
+    assert_eq!(
+        files(due(now + 9100).await.unwrap()),
+        ["b.000002", "b.000001"],
+        "oldest lock first"
+    );
+    let one = cat
+        .archive_locks_due("solo", now + 9100, 100, 1)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+
+    // A stale owner's extension is refused; the owner's is recorded.
+    let a = cat
+        .acquire_lease(SRC, "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("free");
+    cat.record_archive_object(&row(SRC, "b.000001", a.epoch))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let b = cat
+        .acquire_lease(SRC, "node-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("expired");
+    let err = cat
+        .fenced(SRC, a.epoch)
+        .set_archive_lock_until(SRC, "b.000001", ArchiveKind::File, 900, now + 9000)
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, CatalogError::Fenced { .. }), "{err:?}");
+    let due_src = || cat.archive_locks_due(SRC, now + 200, 100, 10);
+    assert_eq!(due_src().await.unwrap().len(), 1);
+    cat.fenced(SRC, b.epoch)
+        .set_archive_lock_until(SRC, "b.000001", ArchiveKind::File, 900, now + 9000)
+        .await
+        .unwrap();
+    assert!(due_src().await.unwrap().is_empty());
 }

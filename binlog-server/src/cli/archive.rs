@@ -140,7 +140,8 @@ pub fn rebuild(config: &Path, only: Option<&str>) -> ExitCode {
             )
         })?);
         let tier = Arc::new(
-            archive::tier::ArchiveTier::open(s.archive.clone())
+            archive::tier::ArchiveTier::open_checked(s.archive.clone())
+                .await
                 .context("open the archive store ([archive] store)")?,
         );
         let reader = archive::cache::ArchiveReader::new(tier.clone());

@@ -88,6 +88,8 @@
 //! keep_days = 30                 # optional: archive retention (never what a restorable base needs)
 //! scrub_interval = "7d"          # every object re-read and checked this often; "0s" = never
 //! scrub_bytes_per_second = 16777216 # a scrub reads at most this fast (S3 egress); 0 = no limit
+//! object_lock = "governance"     # optional, s3:// only: | "compliance"; the bucket needs Object
+//!                                # Lock and a default rule of that mode, >= keep_days days
 //! ```
 //!
 //! Every table refuses unknown keys; validation names the offending key. Passwords never
@@ -262,6 +264,12 @@ pub struct ArchiveConfig {
     /// scrub (each read is egress an S3 bill counts, and bandwidth capture shares).
     /// 0: no limit. Default 16 MiB/s (a 100 GiB archive in under 2 hours).
     pub scrub_bytes_per_second: u64,
+    /// `"governance"` or `"compliance"`: an immutable archive (S3 Object Lock,
+    /// objstore::lock). The `s3://` store's bucket must have Object Lock enabled and a
+    /// default retention rule of this mode and at least `keep_days` days, checked at
+    /// start; objects still kept near the end of their lock get a later date. None
+    /// (default): objects are not locked.
+    pub object_lock: Option<String>,
 }
 
 impl Default for ArchiveConfig {
@@ -285,6 +293,7 @@ impl Default for ArchiveConfig {
             keep_days: None,
             scrub_interval: Duration::from_secs(7 * 86_400),
             scrub_bytes_per_second: 16 << 20,
+            object_lock: None,
         }
     }
 }
@@ -320,6 +329,8 @@ pub struct ArchiveSettings {
     pub scrub_interval: Duration,
     /// See [`ArchiveConfig::scrub_bytes_per_second`]; 0: no limit.
     pub scrub_bytes_per_second: u64,
+    /// See [`ArchiveConfig::object_lock`].
+    pub object_lock: Option<objstore::lock::LockMode>,
 }
 
 /// `[pitr]`: how restored instances are run while they replay the archive.
@@ -930,6 +941,52 @@ mod tests {
         let old = format!("{}[capture]\nscrub_interval = \"1h\"\n", base(d.path()));
         let s = Config::parse(&old).unwrap().validate().unwrap();
         assert_eq!(s.capture.recheck_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn object_lock_needs_an_s3_store_and_a_mode_and_turns_upload_checksums_on() {
+        let d = tempfile::tempdir().unwrap();
+        let with = |extra: &str| {
+            Config::parse(&format!("{}{extra}", base(d.path())))
+                .unwrap()
+                .validate()
+        };
+        let s3 = "[backup]\nstore = \"s3://bk/pre\"\n[archive]\n";
+        let s = with(&format!("{s3}object_lock = \"compliance\"\n")).unwrap();
+        assert_eq!(
+            s.archive.object_lock,
+            Some(objstore::lock::LockMode::Compliance)
+        );
+        assert!(
+            s.archive.store.checksums,
+            "uploads to a locked bucket carry a checksum"
+        );
+        assert!(
+            s.store.options.checksums,
+            "bases in the same bucket too: {:?}",
+            s.store.options
+        );
+        let plain = with(s3).unwrap();
+        assert!(plain.archive.object_lock.is_none() && !plain.archive.store.checksums);
+        for (bad, says) in [
+            (format!("{s3}object_lock = \"forever\"\n"), "governance"),
+            (
+                "[archive]\nobject_lock = \"governance\"\n".to_string(),
+                "s3://",
+            ),
+            (
+                format!("{s3}object_lock = \"governance\"\nenabled = false\n"),
+                "enabled",
+            ),
+        ] {
+            match with(&bad).unwrap_err() {
+                ConfigError::Invalid { key, message } => {
+                    assert_eq!(key, "archive.object_lock", "{bad}");
+                    assert!(message.contains(says), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
     }
 
     #[test]

@@ -57,13 +57,17 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
     }
     unique_listens(&sources, http_listen)?;
     unique_server_ids(&sources)?;
-    let store = c
+    let mut store = c
         .backup
         .validate(&data_dir)
         .map_err(|(k, m)| invalid(k, m))?;
     let tools = backup_tools(&c.backup)?;
     let pitr = pitr(c.pitr, &data_dir)?;
     let archive = archive(&c.archive, &store.options, &data_dir)?;
+    if archive.object_lock.is_some() && same_bucket(&store.options, &archive.store) {
+        // Bases share the locked bucket: their uploads need the checksum too.
+        store.options.checksums = true;
+    }
     if node.is_some() && !archive.enabled {
         return Err(invalid(
             "node",
@@ -131,7 +135,13 @@ fn archive(
         )
     })?;
     archive_needs_enabled(a)?;
+    let object_lock = object_lock(a, &store.url)?;
+    let store = objstore::store::StoreOptions {
+        checksums: object_lock.is_some(),
+        ..store
+    };
     Ok(ArchiveSettings {
+        object_lock,
         keep_days: a.keep_days,
         scrub_interval: a.scrub_interval,
         scrub_bytes_per_second: a.scrub_bytes_per_second,
@@ -163,6 +173,7 @@ fn archive_store(
         Some(url) => {
             objstore::store::check_url(url, "archive.store").map_err(|(k, m)| invalid(k, m))?;
             objstore::store::StoreOptions {
+                checksums: false,
                 url: url.clone(),
                 s3_endpoint: a.s3_endpoint.clone(),
                 s3_region: a.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
@@ -182,6 +193,48 @@ fn archive_store(
         ));
     }
     Ok(store)
+}
+
+/// Whether two stores are the same S3 bucket (same endpoint and bucket name).
+fn same_bucket(a: &objstore::store::StoreOptions, b: &objstore::store::StoreOptions) -> bool {
+    let bucket = |url: &str| {
+        url.strip_prefix("s3://")
+            .map(|r| r.split('/').next().unwrap_or("").to_owned())
+    };
+    bucket(&a.url).is_some() && bucket(&a.url) == bucket(&b.url) && a.s3_endpoint == b.s3_endpoint
+}
+
+/// `[archive] object_lock`: a mode, only for an `s3://` archive store that is written.
+fn object_lock(
+    a: &ArchiveConfig,
+    url: &str,
+) -> Result<Option<objstore::lock::LockMode>, ConfigError> {
+    let Some(mode) = &a.object_lock else {
+        return Ok(None);
+    };
+    let mode = match mode.as_str() {
+        "governance" => objstore::lock::LockMode::Governance,
+        "compliance" => objstore::lock::LockMode::Compliance,
+        other => {
+            return Err(invalid(
+                "archive.object_lock",
+                format!("{other:?}: use \"governance\" or \"compliance\""),
+            ))
+        }
+    };
+    if !url.starts_with("s3://") {
+        return Err(invalid(
+            "archive.object_lock",
+            format!("needs an s3:// archive store (S3 Object Lock), not {url:?}"),
+        ));
+    }
+    if !a.enabled {
+        return Err(invalid(
+            "archive.object_lock",
+            "needs enabled = true: only shipped objects are locked",
+        ));
+    }
+    Ok(Some(mode))
 }
 
 /// The `[archive]` settings that only make sense with `enabled = true`, and the cache's

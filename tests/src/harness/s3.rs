@@ -59,6 +59,26 @@ impl Moto {
         Ok(())
     }
 
+    /// Creates bucket `name` with S3 Object Lock enabled and a default retention rule
+    /// of `mode` (`GOVERNANCE` or `COMPLIANCE`) for `days` days (CreateBucket with
+    /// `x-amz-bucket-object-lock-enabled`, then PutObjectLockConfiguration).
+    pub fn create_locked_bucket(&self, name: &str, mode: &str, days: u32) -> Result<()> {
+        ureq::put(&format!("{}/{name}", self.endpoint()))
+            .set("x-amz-bucket-object-lock-enabled", "true")
+            .call()
+            .with_context(|| format!("create bucket {name} with Object Lock"))?;
+        let rule = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
+             <Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule>\
+             </ObjectLockConfiguration>"
+        );
+        ureq::put(&format!("{}/{name}?object-lock", self.endpoint()))
+            .send_string(&rule)
+            .with_context(|| format!("put the Object Lock rule of bucket {name}"))?;
+        Ok(())
+    }
+
     /// Freezes the server (SIGSTOP): connections are accepted by the kernel and never
     /// answered, as a store that hangs. [`Moto::resume`] (or drop) undoes it.
     pub fn pause(&self) -> Result<()> {

@@ -1,0 +1,131 @@
+//! Object Lock extension (`[archive] object_lock`, objstore::lock): objects still kept
+//! near the end of their lock get a later retain-until date, so that what a restorable
+//! base still needs stays undeletable as bases age.
+//!
+//! # What is locked until when
+//!
+//! - Every object is locked by the bucket's default rule of `D` days when it is written
+//!   (and multipart uploads set the same date explicitly, `Store::with_retention`). `D`
+//!   is at least `keep_days` (checked at start, `ArchiveTier::open_checked`), so no
+//!   object's lock ends before archive retention could first delete it.
+//! - Retention deletes only what no restorable base needs; so every object row that is
+//!   not deleted is still kept. Once its lock ends within `D / 2`, a pass sets the lock
+//!   of its objects (a whole file: its object, manifest and index segment; a chunk: its
+//!   object) to `now + D` and records the date in its row (`lock_until`), fenced by
+//!   the owner's tenure. One indexed query finds the rows due, so an idle pass costs
+//!   one query however large the archive.
+//! - A crash between the store's calls and the row's update leaves the later date set
+//!   and the row's older one recorded: the next pass sets it again (extending to a later
+//!   date is always allowed). Extending objects that retention deletes soon after is
+//!   harmless: their versions stay locked a little longer, then expire.
+
+use catalog::{ArchiveKind, ArchiveObjectRow, Catalog};
+use objstore::store::{Store, StoreError};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::objects;
+use super::tier::TierError;
+
+/// Rows read per query of a pass.
+const BATCH: u32 = 500;
+
+/// What one extension pass did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LockReport {
+    /// Object rows whose objects got a later date.
+    pub extended: u64,
+    /// Object rows whose main object the store does not have (left for the scrub).
+    pub missing: u64,
+    /// The date set, unix seconds (0 when nothing was due).
+    pub until: i64,
+}
+
+/// Extends the lock of every object row of `source` whose lock ends before
+/// `now + D / 2` to `now + D` (`D`: the store's retention days). Nothing without
+/// Object Lock on `store`.
+///
+/// # Errors
+///
+/// [`TierError::Catalog`] (a fenced refusal included: stop, the source has another
+/// owner) or [`TierError::Store`]; retried by the next pass, what was extended stays so.
+pub async fn extend_due(
+    catalog: &Catalog,
+    store: &Store,
+    source: &str,
+    now: i64,
+) -> Result<LockReport, TierError> {
+    let (Some(lock), Some((mode, days))) = (store.object_lock(), store.retention()) else {
+        return Ok(LockReport::default());
+    };
+    let period = i64::from(days) * 86_400;
+    let until = now.saturating_add(period);
+    let due = now.saturating_add(period / 2);
+    let mut report = LockReport::default();
+    loop {
+        let rows = catalog
+            .archive_locks_due(source, due, period, BATCH)
+            .await?;
+        let mut progressed = false;
+        for row in &rows {
+            let mut keys = vec![row.object_key.clone()];
+            if row.kind == ArchiveKind::File {
+                keys.push(objects::manifest_key(source, &row.file, row.epoch));
+                keys.push(objects::index_key(source, &row.file, row.epoch, &row.codec));
+            }
+            match retain_all(lock, &keys, mode, until).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(file = %row.file, key = %row.object_key, "object lock: the store does not have this object; the scrub will find it");
+                    report.missing += 1;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            record(catalog, row, until).await?;
+            report.extended += 1;
+            progressed = true;
+        }
+        if rows.len() < BATCH as usize || !progressed {
+            break;
+        }
+    }
+    if report.extended > 0 {
+        report.until = until;
+        info!(
+            extended = report.extended,
+            until = %objstore::lock::iso8601(until),
+            "object lock: kept objects locked longer"
+        );
+    }
+    Ok(report)
+}
+
+/// Sets the lock of `keys` (the first is the row's main object, the others may be
+/// absent); `false` when the main object is missing.
+async fn retain_all(
+    lock: &objstore::lock::ObjectLock,
+    keys: &[String],
+    mode: objstore::lock::LockMode,
+    until: i64,
+) -> Result<bool, StoreError> {
+    for (i, key) in keys.iter().enumerate() {
+        match lock.retain(key, mode, until).await {
+            Ok(()) => {}
+            Err(e) if e.status() == Some(404) => {
+                if i == 0 {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+async fn record(catalog: &Catalog, row: &ArchiveObjectRow, until: i64) -> Result<(), TierError> {
+    catalog
+        .set_archive_lock_until(&row.source, &row.file, row.kind, row.end_offset, until)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! S3 Object Lock: the bucket's lock configuration and one object's retention, the
+//! calls `object_store` 0.12 does not make (AWS S3 API reference:
+//! GetObjectLockConfiguration, PutObjectRetention, HeadObject, DeleteObject with
+//! `versionId`).
+//!
+//! # How the archive uses it
+//!
+//! - The bucket must have Object Lock enabled **and** a default retention rule (mode and
+//!   days). S3 applies that rule to every new object version in the request that writes
+//!   it, single PUT or multipart, so no object is ever stored unlocked, not even for a
+//!   moment. [`ObjectLock::bucket_rule`] reads it at start; a bucket without it is a
+//!   definite stop with the reason.
+//! - A delete without a version id (what `object_store` sends) then only adds a delete
+//!   marker: the locked version stays, and deleting it for good
+//!   ([`ObjectLock::delete_version`]) is refused until its retain-until date, in
+//!   COMPLIANCE mode even for the bucket's owner. A stale owner or a stolen credential
+//!   can hide an object, never destroy it.
+//! - Objects kept longer than the rule's days (binlogs a restorable base still needs)
+//!   get a later retain-until date ([`ObjectLock::retain`]): extending is allowed in both
+//!   modes, shortening never in COMPLIANCE.
+//!
+//! Requests are signed with SigV4 by `object_store`'s own [`AwsAuthorizer`] with the
+//! store's credentials, path-style (`<endpoint>/<bucket>/<key>`) as the store itself
+//! addresses an endpoint. Nothing here is retried: the caller's next pass retries.
+
+use std::sync::Arc;
+
+use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::client::{
+    ClientOptions, CredentialProvider, HttpClient, HttpConnector, HttpError, HttpRequest,
+    HttpRequestBody, ReqwestConnector,
+};
+
+/// Largest response body read from a lock call, bytes (a configuration or an error
+/// document; anything longer is cut).
+const MAX_BODY: usize = 64 * 1024;
+
+/// An Object Lock retention mode (AWS S3: "Object Lock retention modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete a locked version.
+    Governance,
+    /// Nobody, the bucket's owner included, deletes a locked version before its date.
+    Compliance,
+}
+
+impl LockMode {
+    /// S3's spelling: `GOVERNANCE` or `COMPLIANCE`.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+
+    /// Parses S3's spelling (any case); `None` for anything else.
+    pub fn from_s3(s: &str) -> Option<LockMode> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "GOVERNANCE" => Some(LockMode::Governance),
+            "COMPLIANCE" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// A bucket's default retention rule: every new object version is locked in `mode` for
+/// `days` days from its creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketRule {
+    /// Mode of the rule.
+    pub mode: LockMode,
+    /// Retention in days (a rule in years is converted at 365 days a year).
+    pub days: u32,
+}
+
+/// One object version's lock, as HeadObject reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// The current version's id (`x-amz-version-id`).
+    pub version_id: String,
+    /// Its lock mode, if locked.
+    pub mode: Option<LockMode>,
+    /// Its retain-until date, unix seconds, if locked.
+    pub until: Option<i64>,
+}
+
+/// Why a lock call failed. Every variant is retried by the caller's next pass, except
+/// where the status says the request itself is wrong (4xx other than 404), which the
+/// message names.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The request did not complete (connection, TLS, timeout).
+    #[error("object lock: {op} {key}: {source}")]
+    Http {
+        /// The call (`PutObjectRetention`, ...).
+        op: &'static str,
+        /// Key or bucket.
+        key: String,
+        /// Cause.
+        #[source]
+        source: HttpError,
+    },
+    /// The store answered with an error status.
+    #[error("object lock: {op} {key}: HTTP {status}: {body}")]
+    Status {
+        /// The call.
+        op: &'static str,
+        /// Key or bucket.
+        key: String,
+        /// HTTP status code.
+        status: u16,
+        /// The start of the error document.
+        body: String,
+    },
+    /// The store's credentials could not be obtained.
+    #[error("object lock: credentials: {0}")]
+    Credentials(#[source] object_store::Error),
+    /// A URL or request could not be built from the key (a key S3 cannot address).
+    #[error("object lock: bad request for {key}: {message}")]
+    Request {
+        /// Key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl LockError {
+    /// HTTP status of a store's refusal (403 for a permanent delete of a locked version).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            LockError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The Object Lock calls for one `s3://bucket/prefix` store.
+#[derive(Clone)]
+pub struct ObjectLock {
+    http: HttpClient,
+    credentials: Arc<dyn CredentialProvider<Credential = AwsCredential>>,
+    region: String,
+    /// `<endpoint>/<bucket>`, no trailing slash.
+    bucket_url: String,
+    /// The store's key prefix (`a/b`, no slashes at the ends), empty for none.
+    prefix: String,
+}
+
+impl std::fmt::Debug for ObjectLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectLock({})", self.bucket_url)
+    }
+}
+
+impl ObjectLock {
+    /// The lock calls of bucket `bucket` at `endpoint` (`None`: AWS's regional endpoint)
+    /// with the store's `credentials`; keys are under `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Request`] when no HTTP client can be built.
+    pub fn new(
+        credentials: Arc<dyn CredentialProvider<Credential = AwsCredential>>,
+        region: &str,
+        endpoint: Option<&str>,
+        bucket: &str,
+        prefix: &str,
+        allow_http: bool,
+    ) -> Result<ObjectLock, LockError> {
+        let http = ReqwestConnector::default()
+            .connect(&ClientOptions::new().with_allow_http(allow_http))
+            .map_err(|e| LockError::Request {
+                key: bucket.to_owned(),
+                message: e.to_string(),
+            })?;
+        let endpoint = match endpoint {
+            Some(e) => e.trim_end_matches('/').to_owned(),
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        Ok(ObjectLock {
+            http,
+            credentials,
+            region: region.to_owned(),
+            bucket_url: format!("{endpoint}/{bucket}"),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+
+    /// The bucket's default retention rule; `None` when Object Lock is not enabled on
+    /// the bucket or it has no default rule (GetObjectLockConfiguration).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`] when the call fails (other than the bucket having no lock
+    /// configuration, which is `Ok(None)`).
+    pub async fn bucket_rule(&self) -> Result<Option<BucketRule>, LockError> {
+        const OP: &str = "GetObjectLockConfiguration";
+        let url = format!("{}?object-lock", self.bucket_url);
+        let (status, body) = self
+            .call(OP, "", http::Method::GET, &url, Vec::new(), &[])
+            .await?;
+        if status == 404 || (status == 400 && body.contains("ObjectLockConfigurationNotFound")) {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(status_error(OP, &self.bucket_url, status, &body));
+        }
+        Ok(parse_rule(&body))
+    }
+
+    /// Sets the current version of `key` to be retained in `mode` until `until` (unix
+    /// seconds) (PutObjectRetention). A date before the present lock is refused by the
+    /// store in COMPLIANCE mode (and without bypass in GOVERNANCE mode).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`]; a missing key is `Status` 404.
+    pub async fn retain(&self, key: &str, mode: LockMode, until: i64) -> Result<(), LockError> {
+        const OP: &str = "PutObjectRetention";
+        let url = format!("{}?retention", self.object_url(key)?);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+             <Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+             <Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+            mode.as_s3(),
+            iso8601(until)
+        );
+        let md5 = {
+            use base64::Engine as _;
+            use md5::Digest as _;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()))
+        };
+        let (status, text) = self
+            .call(
+                OP,
+                key,
+                http::Method::PUT,
+                &url,
+                body.into_bytes(),
+                &[("content-md5", md5)],
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(status_error(OP, key, status, &text));
+        }
+        Ok(())
+    }
+
+    /// The current version of `key` and its lock (HeadObject); `None` for a missing key.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`].
+    pub async fn retention(&self, key: &str) -> Result<Option<Retention>, LockError> {
+        const OP: &str = "HeadObject";
+        let url = self.object_url(key)?;
+        let resp = self
+            .send(OP, key, http::Method::HEAD, &url, Vec::new(), &[])
+            .await?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(status_error(OP, key, status, ""));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Some(Retention {
+            version_id: header("x-amz-version-id").unwrap_or_default(),
+            mode: header("x-amz-object-lock-mode").and_then(|m| LockMode::from_s3(&m)),
+            until: header("x-amz-object-lock-retain-until-date").and_then(|d| parse_date(&d)),
+        }))
+    }
+
+    /// Deletes version `version_id` of `key` for good (DeleteObject with `versionId`),
+    /// which the store refuses (403) while the version is locked.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`]: `Status` 403 for a locked version.
+    pub async fn delete_version(&self, key: &str, version_id: &str) -> Result<(), LockError> {
+        const OP: &str = "DeleteObject";
+        let mut url = url::Url::parse(&self.object_url(key)?).map_err(|e| LockError::Request {
+            key: key.to_owned(),
+            message: e.to_string(),
+        })?;
+        url.query_pairs_mut().append_pair("versionId", version_id);
+        let (status, body) = self
+            .call(OP, key, http::Method::DELETE, url.as_str(), Vec::new(), &[])
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(status_error(OP, key, status, &body));
+        }
+        Ok(())
+    }
+
+    /// `<endpoint>/<bucket>/<prefix>/<key>`, each segment percent-encoded.
+    fn object_url(&self, key: &str) -> Result<String, LockError> {
+        let bad = |message: String| LockError::Request {
+            key: key.to_owned(),
+            message,
+        };
+        let mut url = url::Url::parse(&self.bucket_url).map_err(|e| bad(e.to_string()))?;
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| bad("the endpoint cannot take a path".into()))?;
+            for seg in self.prefix.split('/').chain(key.split('/')) {
+                if !seg.is_empty() {
+                    segments.push(seg);
+                }
+            }
+        }
+        Ok(url.into())
+    }
+
+    /// Sends a signed request and reads at most [`MAX_BODY`] bytes of the answer.
+    async fn call(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: http::Method,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Result<(u16, String), LockError> {
+        let resp = self.send(op, key, method, url, body, headers).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|source| LockError::Http {
+                op,
+                key: key.to_owned(),
+                source,
+            })?;
+        let cut = bytes.len().min(MAX_BODY);
+        let text = String::from_utf8_lossy(bytes.get(..cut).unwrap_or_default()).into_owned();
+        Ok((status, text))
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: http::Method,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Result<object_store::client::HttpResponse, LockError> {
+        let bad = |message: String| LockError::Request {
+            key: key.to_owned(),
+            message,
+        };
+        let mut builder = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
+        }
+        let mut req: HttpRequest = builder
+            .body(HttpRequestBody::from(body))
+            .map_err(|e| bad(e.to_string()))?;
+        let credential = self
+            .credentials
+            .get_credential()
+            .await
+            .map_err(LockError::Credentials)?;
+        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut req, None);
+        self.http
+            .execute(req)
+            .await
+            .map_err(|source| LockError::Http {
+                op,
+                key: key.to_owned(),
+                source,
+            })
+    }
+}
+
+fn status_error(op: &'static str, key: &str, status: u16, body: &str) -> LockError {
+    LockError::Status {
+        op,
+        key: key.to_owned(),
+        status,
+        body: body.chars().take(300).collect(),
+    }
+}
+
+/// The default rule of an ObjectLockConfiguration document; `None` unless
+/// `ObjectLockEnabled` is `Enabled` and a rule with a mode and days or years is there.
+fn parse_rule(xml: &str) -> Option<BucketRule> {
+    if element(xml, "ObjectLockEnabled")? != "Enabled" {
+        return None;
+    }
+    let retention = element(xml, "DefaultRetention")?;
+    let mode = LockMode::from_s3(element(retention, "Mode")?)?;
+    let days = match element(retention, "Days") {
+        Some(d) => d.parse::<u32>().ok()?,
+        None => element(retention, "Years")?
+            .parse::<u32>()
+            .ok()?
+            .checked_mul(365)?,
+    };
+    Some(BucketRule { mode, days })
+}
+
+/// The text between `<name>` and `</name>` (the first such element), trimmed. The
+/// documents read here are S3's small, fixed lock documents without attributes on
+/// these elements; a missing element is `None`.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml.get(start..)?.find(&close)?;
+    Some(xml.get(start..start + len)?.trim())
+}
+
+/// Unix seconds as S3's ISO 8601 date (`2026-12-07T17:00:00Z`).
+pub fn iso8601(unix: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// An RFC 3339 date (what S3 returns) as unix seconds; `None` when it is not one.
+fn parse_date(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|d| d.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_rule_is_read_from_a_lock_configuration() {
+        let doc = "<ObjectLockConfiguration xmlns=\"x\"><ObjectLockEnabled>Enabled\
+                   </ObjectLockEnabled><Rule><DefaultRetention><Mode>COMPLIANCE</Mode>\
+                   <Days>30</Days></DefaultRetention></Rule></ObjectLockConfiguration>";
+        assert_eq!(
+            parse_rule(doc),
+            Some(BucketRule {
+                mode: LockMode::Compliance,
+                days: 30
+            })
+        );
+        let years = doc.replace("<Days>30</Days>", "<Years>2</Years>");
+        assert_eq!(parse_rule(&years).map(|r| r.days), Some(730));
+        let no_rule = "<ObjectLockConfiguration><ObjectLockEnabled>Enabled\
+                       </ObjectLockEnabled></ObjectLockConfiguration>";
+        assert_eq!(parse_rule(no_rule), None);
+        assert_eq!(parse_rule("<Error><Code>x</Code></Error>"), None);
+        assert_eq!(parse_rule(&doc.replace("<Days>30", "<Days>-1")), None);
+    }
+
+    #[test]
+    fn dates_round_trip_through_s3s_format() {
+        let t = 1_796_000_000;
+        assert_eq!(parse_date(&iso8601(t)), Some(t));
+        assert_eq!(parse_date("2026-12-07T17:00:00.000Z"), Some(1_796_662_800));
+        assert_eq!(parse_date("yesterday"), None);
+    }
+}
