@@ -172,11 +172,18 @@ impl BackupService {
         settings: &Settings,
         catalog: Arc<Catalog>,
         recover_interrupted: bool,
+        archive_lock: Option<(objstore::lock::LockMode, u32)>,
     ) -> anyhow::Result<Arc<Self>> {
-        let store = settings
+        let mut store = settings
             .store
             .open()
             .context("open the base-backup store ([backup] store)")?;
+        // Bases in the archive's locked bucket are locked as its objects are.
+        if let Some((mode, days)) = archive_lock {
+            if settings.store.options.same_bucket(&settings.archive.store) {
+                store = store.with_retention(mode, days);
+            }
+        }
         if recover_interrupted {
             let failed = catalog
                 .fail_interrupted_backups()
@@ -499,6 +506,11 @@ impl BackupService {
         cancel: CancellationToken,
     ) {
         let _ = self.owners.set(owners.clone());
+        if self.snap.store.retention().is_some() {
+            let this = self.clone();
+            let (owners, cancel) = (owners.clone(), cancel.clone());
+            tokio::spawn(async move { this.lock_loop(owners, cancel).await });
+        }
         for source in self.sources.values() {
             if source.backup.full_schedule.is_none() && source.backup.incremental_schedule.is_none()
             {
@@ -512,6 +524,34 @@ impl BackupService {
             tokio::spawn(
                 async move { this.schedule_loop(&name, owners, cancel).await }.instrument(span),
             );
+        }
+    }
+
+    /// With Object Lock on the base store: at start and every hour, extends the locks
+    /// of the kept bases of every source owned here (`snapshotter::retention::
+    /// extend_locks`), under the tenure, so that a base kept longer than the bucket's
+    /// rule stays undeletable.
+    async fn lock_loop(
+        self: Arc<Self>,
+        owners: node::status::Ownership,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            for name in self.sources.keys() {
+                let Some(epoch) = owners.epoch_here(name) else {
+                    continue;
+                };
+                let fenced = self.snap.catalog.fenced(name, epoch);
+                let now = catalog::unix_now();
+                if let Err(e) = retention::extend_locks(&fenced, &self.snap.store, name, now).await
+                {
+                    warn!(source = %name, error = %e, "extending the object lock of bases failed; retried in an hour");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
         }
     }
 

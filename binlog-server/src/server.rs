@@ -44,9 +44,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     };
     // What can fail at start goes before the lease keeper, which takes leases at once
     // (a node that then exits on an error would leave them to expire).
-    let backups = crate::backups::BackupService::open(&settings, catalog.clone(), true).await?;
-    let (listener, guard) = bind_http(&settings).await?;
     let tier = open_tier(&settings).await?;
+    let archive_lock = tier.as_ref().and_then(|t| t.store.retention());
+    let backups =
+        crate::backups::BackupService::open(&settings, catalog.clone(), true, archive_lock).await?;
+    let (listener, guard) = bind_http(&settings).await?;
     // The TLS client a fleet node forwards owner jobs with (`[node] peer_ca`).
     let peer_tls =
         match &settings.node {

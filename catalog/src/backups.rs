@@ -779,6 +779,56 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The ids of the COMPLETED bases of `source` whose objects are locked (S3 Object
+    /// Lock) until before `due` (unix seconds): the date recorded by
+    /// [`Catalog::set_base_lock_until`], or else `started_at + default_secs` (the
+    /// bucket's rule, from before the base's first object was written). Oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`].
+    pub async fn base_locks_due(
+        &self,
+        source: &str,
+        due: i64,
+        default_secs: i64,
+    ) -> Result<Vec<String>, CatalogError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM base_backups WHERE source = $1 AND state = 'COMPLETED' \
+             AND COALESCE(lock_until, started_at + $2) < $3 ORDER BY started_at, id",
+        )
+        .bind(source)
+        .bind(default_secs)
+        .bind(due)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_err("base_locks_due"))?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Records that base `id`'s objects are locked until `until` (unix seconds), fenced
+    /// on a fenced handle.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Fenced`] on a handle whose tenure is over; [`CatalogError::Query`].
+    pub async fn set_base_lock_until(&self, id: &str, until: i64) -> Result<(), CatalogError> {
+        const OP: &str = "set_base_lock_until";
+        let r = sqlx::query(&format!(
+            "UPDATE base_backups SET lock_until = $1 WHERE id = $2{}",
+            self.base_fence()
+        ))
+        .bind(until)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(query_err(OP))?;
+        if r.rows_affected() == 0 {
+            self.refuse_if_base_fenced(OP).await?;
+        }
+        Ok(())
+    }
+
     /// The bases of a source, oldest first, with their objects.
     ///
     /// # Errors

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use catalog::{BackupRow, BackupState, Catalog};
 use serde::Serialize;
 
-use objstore::store::Store;
+use objstore::store::{Store, StoreError};
 
 /// What one retention pass did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -215,6 +215,59 @@ pub async fn apply(
         tracing::info!(source, base = %b.id, objects = keys.len(), state = %b.state, "retention removed a base");
     }
     Ok(report)
+}
+
+/// With S3 Object Lock on `store` (`Store::with_retention`): every COMPLETED base of
+/// `source` whose objects' lock ends before `now + D / 2` (`D`: the rule's days) gets
+/// `now + D` on each of its objects, recorded in its row (fenced by the caller's
+/// tenure). Retention deletes what it does not keep, so a base still COMPLETED is
+/// kept: its objects stay undeletable as long as it is (archive::lock does the same for
+/// binlogs). How many bases were extended; nothing without Object Lock.
+///
+/// # Errors
+///
+/// [`BaseError`] from the store (a missing object included: the base is damaged, the
+/// message names the key) or the catalog (a fenced refusal: stop, another node owns
+/// the source); retried at the next pass.
+pub async fn extend_locks(
+    catalog: &Catalog,
+    store: &Store,
+    source: &str,
+    now: i64,
+) -> Result<u64, BaseError> {
+    let (Some(lock), Some((mode, days))) = (store.object_lock(), store.retention()) else {
+        return Ok(0);
+    };
+    let period = i64::from(days) * 86_400;
+    let until = now.saturating_add(period);
+    let due = catalog
+        .base_locks_due(source, now.saturating_add(period / 2), period)
+        .await
+        .map_err(BaseError::catalog(
+            "list the bases whose object lock ends soon",
+        ))?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let rows = catalog
+        .list_backups(source)
+        .await
+        .map_err(BaseError::catalog("list the bases"))?;
+    let mut extended = 0;
+    for b in rows.iter().filter(|b| due.contains(&b.id)) {
+        for o in &b.objects {
+            lock.retain(&o.key, mode, until)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        catalog
+            .set_base_lock_until(&b.id, until)
+            .await
+            .map_err(BaseError::catalog(format!("record the lock of {}", b.id)))?;
+        extended += 1;
+    }
+    tracing::info!(source, bases = extended, until = %objstore::lock::iso8601(until), "object lock: kept bases locked longer");
+    Ok(extended)
 }
 
 #[cfg(test)]

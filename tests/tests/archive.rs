@@ -1361,6 +1361,45 @@ fn an_object_locked_archive_cannot_be_deleted_and_its_locks_are_extended() -> Re
         "the locked version outlives a plain delete: {still:?}"
     );
 
+    // A base kept in the locked bucket: its objects get the later date too, once.
+    let base_obj = rt.block_on(prefixed.put_bytes("db1/base-lock/a", b"base bytes"))?;
+    rt.block_on(cat.begin_backup(&catalog::NewBackup {
+        id: "base-lock".into(),
+        source: sb.source().into(),
+        method: "logical".into(),
+        tool: "mydumper".into(),
+        ..Default::default()
+    }))?;
+    rt.block_on(cat.complete_backup(
+        "base-lock",
+        &catalog::BackupResult {
+            binlog_file: None,
+            binlog_pos: None,
+            gtid_pos: None,
+            consistent_at: None,
+            to_lsn: None,
+            objects: vec![base_obj],
+        },
+    ))?;
+    let bases = rt.block_on(snapshotter::retention::extend_locks(
+        &cat,
+        &prefixed,
+        sb.source(),
+        later,
+    ))?;
+    assert_eq!(bases, 1);
+    let base_lock = rt
+        .block_on(lock.retention("pre/db1/base-lock/a"))?
+        .context("the base's object")?;
+    assert_eq!(base_lock.until, Some(later + 2 * 86_400), "{base_lock:?}");
+    let bases = rt.block_on(snapshotter::retention::extend_locks(
+        &cat,
+        &prefixed,
+        sb.source(),
+        later,
+    ))?;
+    assert_eq!(bases, 0, "recorded: not extended twice");
+
     // A bucket without Object Lock: the start is refused with what to configure.
     let cfg = std::fs::read_to_string(sb.config_path())?
         .replace("s3://locked/pre", "s3://plain/pre")

@@ -118,7 +118,7 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let svc = match BackupService::open(&settings, catalog.clone(), false).await {
+        let svc = match BackupService::open(&settings, catalog.clone(), false, None).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("snapshotter: {e:#}");

@@ -69,6 +69,20 @@ pub struct StoreOptions {
     pub checksums: bool,
 }
 
+impl StoreOptions {
+    /// Whether `other` is the same S3 bucket (same endpoint and bucket name; prefixes
+    /// may differ). Never true for `file://` stores.
+    pub fn same_bucket(&self, other: &StoreOptions) -> bool {
+        let bucket = |url: &str| {
+            url.strip_prefix("s3://")
+                .map(|r| r.split('/').next().unwrap_or("").to_owned())
+        };
+        bucket(&self.url).is_some()
+            && bucket(&self.url) == bucket(&other.url)
+            && self.s3_endpoint == other.s3_endpoint
+    }
+}
+
 /// Checks a store URL for the config key `key`, creating a `file://` directory.
 ///
 /// # Errors

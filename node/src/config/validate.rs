@@ -64,7 +64,7 @@ pub(crate) fn settings(c: Config) -> Result<Settings, ConfigError> {
     let tools = backup_tools(&c.backup)?;
     let pitr = pitr(c.pitr, &data_dir)?;
     let archive = archive(&c.archive, &store.options, &data_dir)?;
-    if archive.object_lock.is_some() && same_bucket(&store.options, &archive.store) {
+    if archive.object_lock.is_some() && store.options.same_bucket(&archive.store) {
         // Bases share the locked bucket: their uploads need the checksum too.
         store.options.checksums = true;
     }
@@ -193,15 +193,6 @@ fn archive_store(
         ));
     }
     Ok(store)
-}
-
-/// Whether two stores are the same S3 bucket (same endpoint and bucket name).
-fn same_bucket(a: &objstore::store::StoreOptions, b: &objstore::store::StoreOptions) -> bool {
-    let bucket = |url: &str| {
-        url.strip_prefix("s3://")
-            .map(|r| r.split('/').next().unwrap_or("").to_owned())
-    };
-    bucket(&a.url).is_some() && bucket(&a.url) == bucket(&b.url) && a.s3_endpoint == b.s3_endpoint
 }
 
 /// `[archive] object_lock`: a mode, only for an `s3://` archive store that is written.
