@@ -95,6 +95,38 @@ pub struct SourceStatus {
     pub archive: Option<crate::status::ArchiveStatus>,
     /// The last takeover by this node (`None` on a single node, or before one).
     pub takeover: Option<TakeoverView>,
+    /// Semi-sync capture (`semi_sync = true`; `None` otherwise).
+    pub semi_sync: Option<SemiSyncView>,
+}
+
+/// What the API shows of a semi-sync source (`semi_sync = true`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SemiSyncView {
+    /// The current stream is semi-sync (the primary has the semi-sync variables).
+    pub active: bool,
+    /// The primary's `rpl_semi_sync_master_enabled` (`..._source_enabled`) when the
+    /// stream started.
+    pub primary_enabled: bool,
+    /// Acks sent since start, each only after the events it covers were fdatasynced.
+    pub acks: u64,
+    /// The last ack's position, `file:pos`.
+    pub last_ack: Option<String>,
+    /// When the last ack was sent, unix seconds.
+    pub last_ack_at: Option<i64>,
+    /// The primary's `Rpl_semi_sync_master_status` (`..._source_status`) at the last
+    /// poll: `true` while its commits wait for a semi-sync ack, `false` after it fell
+    /// back to async (no ack within its timeout).
+    pub primary_semi_sync: Option<bool>,
+    /// The primary's count of commits acknowledged by a semi-sync replica
+    /// (`Rpl_semi_sync_master_yes_tx`) at the last poll.
+    pub primary_yes_tx: Option<u64>,
+    /// The primary's count of commits released without an ack
+    /// (`Rpl_semi_sync_master_no_tx`) at the last poll.
+    pub primary_no_tx: Option<u64>,
+    /// Fallbacks to async seen by the poller (ON to OFF) since start.
+    pub fallbacks: u64,
+    /// When the last fallback was seen, unix seconds.
+    pub last_fallback_at: Option<i64>,
 }
 
 impl SourceStatus {
@@ -119,6 +151,7 @@ impl SourceStatus {
             notes: Vec::new(),
             archive: None,
             takeover: None,
+            semi_sync: None,
         }
     }
 }
@@ -244,6 +277,12 @@ pub struct Metrics {
     pub received_events: Family<SourceLabel, Counter>,
     /// Events whose CRC32 did not verify on arrival (never stored).
     pub crc_failures: Family<SourceLabel, Counter>,
+    /// Semi-sync acks sent to primaries (each after its fdatasync).
+    pub semi_sync_acks: Family<SourceLabel, Counter>,
+    /// The primary's semi-sync state at the last poll: 1 on, 0 fallen back to async.
+    pub semi_sync_primary_on: Family<SourceLabel, Gauge>,
+    /// Fallbacks of the primary to async seen by the poller.
+    pub semi_sync_fallbacks: Family<SourceLabel, Counter>,
     /// Reconnects after transient errors.
     pub reconnects: Family<SourceLabel, Counter>,
     /// fdatasync calls on active files.
@@ -310,6 +349,9 @@ impl Metrics {
         let m = Metrics {
             received_bytes: Family::default(),
             received_events: Family::default(),
+            semi_sync_acks: Family::default(),
+            semi_sync_primary_on: Family::default(),
+            semi_sync_fallbacks: Family::default(),
             crc_failures: Family::default(),
             reconnects: Family::default(),
             fsyncs: Family::default(),
@@ -350,6 +392,21 @@ impl Metrics {
             "received_events",
             "Binlog events received and CRC-checked",
             self.received_events.clone(),
+        );
+        r.register(
+            "semi_sync_acks",
+            "Semi-sync acks sent to the primary, each only after the events it covers were fdatasynced",
+            self.semi_sync_acks.clone(),
+        );
+        r.register(
+            "semi_sync_primary_on",
+            "The primary's Rpl_semi_sync_master_status at the last poll: 1 on, 0 fallen back to async",
+            self.semi_sync_primary_on.clone(),
+        );
+        r.register(
+            "semi_sync_fallbacks",
+            "Fallbacks of the primary from semi-sync to async seen by the poller",
+            self.semi_sync_fallbacks.clone(),
         );
         r.register(
             "crc_failures",

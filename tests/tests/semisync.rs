@@ -130,3 +130,119 @@ fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()
     assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "OFF");
     Ok(())
 }
+
+/// binlog-server as the semi-sync replica (`semi_sync = true`), with a long
+/// `fsync_interval` so that only an owed ack can make it sync early: every commit is
+/// acknowledged (the primary counts it as such, never as released by its timeout), the
+/// API and the metrics count the acks, and the archive is the primary's, byte for byte.
+/// With binlog-server stopped the primary falls back to async after its timeout; with it
+/// back, commits are acknowledged again.
+#[test]
+fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
+    let db = MariaDb::start(MariaDbOptions {
+        extra_args: vec![
+            "--rpl-semi-sync-master-enabled=ON".into(),
+            format!("--rpl-semi-sync-master-timeout={TIMEOUT_MS}"),
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
+        ],
+        ..Default::default()
+    })?;
+    db.sql("CREATE TABLE test.t (id INT PRIMARY KEY)")?;
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let spec = SourceSpec {
+        name: "db".into(),
+        url: db.repl_url(),
+        server_id: 4242,
+        start: "\"earliest\"\nsemi_sync = true".into(),
+    };
+    let capture = "[capture]\nfsync_interval = \"10s\"\nheartbeat_period = \"1s\"\n\
+                   poll_interval = \"500ms\"\nreconnect_min_backoff = \"100ms\"\n\
+                   reconnect_max_backoff = \"1s\"\n";
+    let cfg = write_config_sources(dir.path(), &http, &[spec], capture)?;
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"));
+    let mut server = ServerProcess::start(&bin, &cfg, &http)?;
+    wait_for(
+        "binlog-server is the semi-sync client",
+        Duration::from_secs(30),
+        || Ok((status(&db, "Rpl_semi_sync_master_clients")? == "1").then_some(())),
+    )?;
+    let count = |name: &str| -> Result<u64> { Ok(status(&db, name)?.parse()?) };
+    let (yes, no) = (
+        count("Rpl_semi_sync_master_yes_tx")?,
+        count("Rpl_semi_sync_master_no_tx")?,
+    );
+    const N: u64 = 20;
+    for i in 0..N {
+        db.sql(&format!("INSERT INTO test.t VALUES ({i})"))?;
+    }
+    assert_eq!(
+        count("Rpl_semi_sync_master_no_tx")?,
+        no,
+        "no commit fell back"
+    );
+    assert_eq!(count("Rpl_semi_sync_master_yes_tx")?, yes + N);
+    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "ON");
+    let src = server.get_json("/v1/sources/db")?;
+    // Heartbeats too arrive with the header: the stream never broke.
+    assert_eq!(src["reconnects"], 0, "{src}");
+    let view = &src["semi_sync"];
+    assert_eq!(view["active"], true, "{src}");
+    assert_eq!(view["primary_enabled"], true, "{src}");
+    assert!(view["acks"].as_u64().unwrap_or(0) >= N, "{src}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        server.get_json("/v1/sources/db")?["reconnects"],
+        0,
+        "quiet for three heartbeat periods"
+    );
+    let (_, metrics) = server.get_text("/metrics")?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("binlog_server_semi_sync_acks_total{source=\"db\"}")),
+        "{metrics}"
+    );
+    db.flush_binary_logs()?;
+    wait_caught_up(&server, &db, "db", Duration::from_secs(60))?;
+    assert!(assert_archive_identical(&db, &dir.path().join("data").join("db"))? >= 1);
+
+    // binlog-server gone: the next commit waits the timeout, then the primary falls back.
+    server.stop()?;
+    db.sql("INSERT INTO test.t VALUES (1000)")?;
+    assert_eq!(count("Rpl_semi_sync_master_no_tx")?, no + 1);
+    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "OFF");
+    // Back: it catches up, the primary returns to semi-sync, commits are acknowledged.
+    let server_back = ServerProcess::start(&bin, &cfg, &http)?;
+    wait_for("semi-sync again", Duration::from_secs(30), || {
+        db.sql("INSERT INTO test.t SELECT MAX(id) + 1 FROM test.t")?;
+        Ok((status(&db, "Rpl_semi_sync_master_status")? == "ON").then_some(()))
+    })?;
+    let yes_back = count("Rpl_semi_sync_master_yes_tx")?;
+    db.sql("INSERT INTO test.t VALUES (5000)")?;
+    assert_eq!(count("Rpl_semi_sync_master_yes_tx")?, yes_back + 1);
+    // The API shows the primary's own view: semi-sync on, the commit released without
+    // an ack while binlog-server was away counted.
+    wait_for(
+        "the poller's view of the primary",
+        Duration::from_secs(10),
+        || {
+            let v = server_back.get_json("/v1/sources/db")?["semi_sync"].clone();
+            Ok((v["primary_semi_sync"] == true && v["primary_no_tx"] == no + 1).then_some(()))
+        },
+    )?;
+    // A primary that leaves semi-sync while binlog-server runs is seen and counted.
+    db.sql("SET GLOBAL rpl_semi_sync_master_enabled = OFF")?;
+    wait_for("the fallback in the API", Duration::from_secs(10), || {
+        let v = server_back.get_json("/v1/sources/db")?["semi_sync"].clone();
+        Ok((v["primary_semi_sync"] == false && v["fallbacks"] == 1).then_some(()))
+    })?;
+    let (_, metrics) = server_back.get_text("/metrics")?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("binlog_server_semi_sync_primary_on{source=\"db\"} 0")),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -14,6 +14,7 @@
 //! | [`context`] | what a source's tasks share ([`context::Shared`], [`node::status::PrimaryView`]) and the API's handles |
 //! | [`supervise`] | starts a source's tasks, recovers its store, runs the reconnect loop |
 //! | [`session`] | the replica session with the primary: connect, dialect, dump start, SHOW BINARY LOGS |
+//! | [`semisync`] | the acks a semi-sync stream owes, each sent after its fdatasync |
 //! | [`stream`] | one connection's worth of streaming into the writer |
 //! | [`classify`] | which arriving events are stored, skipped, or switch files; contiguity |
 //! | [`error`] | why a streaming attempt ended (`StreamEnd`) |
@@ -39,6 +40,7 @@ pub mod lowprio;
 pub mod poll;
 pub mod pool;
 pub mod repull;
+pub mod semisync;
 pub mod session;
 pub mod stream;
 pub mod supervise;

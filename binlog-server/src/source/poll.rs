@@ -74,11 +74,69 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                 }
             }
         }
+        if let (true, Some(s)) = (source.semi_sync, session.as_mut()) {
+            if let Err(e) = poll_semi_sync(s, &status, &shared.metrics, &label).await {
+                warn!(source = %source.name, error = %e, "reading the primary's semi-sync status failed");
+                session = None;
+            }
+        }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(shared.capture.poll_interval) => {}
         }
     }
+}
+
+/// The primary's semi-sync status variables (MariaDB and MySQL's old names, MySQL
+/// 8.0.26+'s `source` names) into the status and the metrics; a change from ON to OFF
+/// is a fallback to async, counted.
+async fn poll_semi_sync(
+    s: &mut session::Session,
+    status: &StatusCell,
+    metrics: &Metrics,
+    label: &node::status::SourceLabel,
+) -> Result<(), mysql_wire::conn::ConnError> {
+    let rs = s
+        .conn
+        .query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Rpl_semi_sync_master_status', \
+             'Rpl_semi_sync_master_yes_tx', 'Rpl_semi_sync_master_no_tx', \
+             'Rpl_semi_sync_source_status', 'Rpl_semi_sync_source_yes_tx', \
+             'Rpl_semi_sync_source_no_tx')",
+        )
+        .await?;
+    let mut on = None;
+    let (mut yes, mut no) = (None, None);
+    for row in &rs.rows {
+        let (Some(Some(name)), Some(Some(value))) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
+        if name.ends_with("_status") {
+            on = Some(value.eq_ignore_ascii_case("ON"));
+        } else if name.ends_with("_yes_tx") {
+            yes = value.parse().ok();
+        } else if name.ends_with("_no_tx") {
+            no = value.parse().ok();
+        }
+    }
+    let mut st = status.lock();
+    let view = st.semi_sync.get_or_insert_with(Default::default);
+    if view.primary_semi_sync == Some(true) && on == Some(false) {
+        view.fallbacks += 1;
+        view.last_fallback_at = Some(catalog::unix_now());
+        metrics.semi_sync_fallbacks.get_or_create(label).inc();
+    }
+    view.primary_semi_sync = on;
+    view.primary_yes_tx = yes;
+    view.primary_no_tx = no;
+    if let Some(on) = on {
+        metrics
+            .semi_sync_primary_on
+            .get_or_create(label)
+            .set(i64::from(on));
+    }
+    Ok(())
 }
 
 /// Bytes and seconds behind, from the primary's list and our durable position.

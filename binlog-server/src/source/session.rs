@@ -153,6 +153,9 @@ pub struct Session {
     pub binlog_format: String,
     /// The primary's `server_id`.
     pub primary_server_id: u32,
+    /// The dump was asked for semi-sync ([`enable_semi_sync`]): every event arrives with
+    /// the semi-sync header (`mysql_wire::semisync`).
+    pub semi_sync: bool,
 }
 
 /// Connection options for a source.
@@ -221,7 +224,45 @@ pub async fn connect(source: &Source, cap: &CaptureConfig) -> Result<Session, Se
         checksum,
         binlog_format,
         primary_server_id,
+        semi_sync: false,
     })
+}
+
+/// Asks the primary to stream semi-sync (before [`start_dump`]), as a stock replica
+/// does (mysql-server `semisync_replica.cc`, `request_transmit`): when the primary has
+/// the semi-sync variables, the session variable is set, whether the primary's side is
+/// enabled now or not (it may be turned on later); a primary without them streams
+/// asynchronously. Returns whether the stream is semi-sync, and the primary's
+/// `..._enabled` value.
+///
+/// # Errors
+///
+/// [`SessionError`] when a query fails for another reason than the variable's absence.
+pub async fn enable_semi_sync(s: &mut Session) -> Result<(bool, bool), SessionError> {
+    use mysql_wire::semisync::{enable_statement, Variant};
+    let candidates: &[(&str, Variant)] = match s.dialect {
+        Dialect::MariaDb => &[("rpl_semi_sync_master_enabled", Variant::Slave)],
+        Dialect::MySql { .. } => &[
+            ("rpl_semi_sync_source_enabled", Variant::Replica),
+            ("rpl_semi_sync_master_enabled", Variant::Slave),
+        ],
+    };
+    for (var, variant) in candidates {
+        let enabled = match s.conn.query_value(&format!("SELECT @@GLOBAL.{var}")).await {
+            Ok(v) => v.is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON")),
+            Err(e) if e.server_code() == Some(mysql_wire::errcode::ER_UNKNOWN_SYSTEM_VARIABLE) => {
+                continue
+            }
+            Err(e) => return Err(classify(e, "read the primary's semi-sync setting")),
+        };
+        s.conn
+            .query(enable_statement(*variant))
+            .await
+            .map_err(|e| classify(e, "ask for semi-sync"))?;
+        s.semi_sync = true;
+        return Ok((true, enabled));
+    }
+    Ok((false, false))
 }
 
 /// Declares checksum awareness, the MariaDB capability and the heartbeat period.

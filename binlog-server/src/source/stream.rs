@@ -195,6 +195,9 @@ async fn connect_and_dump(
         local::Resume::Empty => start_point(&mut s, source, status, accept_gap, a.store).await?,
     };
     session::prepare_dump(&mut s, cap.heartbeat_period).await?;
+    if source.semi_sync {
+        ask_semi_sync(&mut s, status).await?;
+    }
     session::start_dump(&mut s, source.server_id, &file, pos, true, false).await?;
     info!(source = %source.name, %file, pos, dialect = s.dialect.name(), "streaming");
     status.lock().state = CaptureState::Streaming;
@@ -207,8 +210,40 @@ async fn connect_and_dump(
     Ok((s, file, pos))
 }
 
+/// `semi_sync = true`: asks the primary for a semi-sync stream and shows the result in
+/// the status (a primary without semi-sync streams asynchronously, with a note).
+async fn ask_semi_sync(s: &mut session::Session, status: &StatusCell) -> Result<(), StreamEnd> {
+    let (active, primary_enabled) = session::enable_semi_sync(s).await?;
+    if !active {
+        status.note(
+            "semi_sync = true, but the primary has no semi-sync variables (plugin not loaded): \
+             capturing asynchronously",
+        );
+    } else if !primary_enabled {
+        status.note(
+            "semi_sync = true, but the primary's rpl_semi_sync_master_enabled is OFF: its \
+             commits do not wait for this archive (SET GLOBAL rpl_semi_sync_master_enabled = ON)",
+        );
+    }
+    let mut st = status.lock();
+    let view = st.semi_sync.get_or_insert_with(Default::default);
+    view.active = active;
+    view.primary_enabled = primary_enabled;
+    Ok(())
+}
+
+/// What woke the read loop.
+enum Wake {
+    /// A packet, a broken connection, or the read timeout.
+    Packet(Result<Result<Option<Bytes>, mysql_wire::ConnError>, tokio::time::error::Elapsed>),
+    /// The durable end moved while acks are owed.
+    Durable,
+}
+
 /// Reads events until the stream ends (the error says why) or the source is cancelled
-/// (`Ok`): each is framed, CRC-checked, classified and stored in batches.
+/// (`Ok`): each is framed, CRC-checked, classified and stored in batches. A semi-sync
+/// stream's events lose their header first, and the acks they ask for are sent once
+/// the durable end covers them (`super::semisync`).
 async fn read_events(
     a: &Attempt<'_>,
     s: &mut session::Session,
@@ -227,11 +262,21 @@ async fn read_events(
     // Where a FORMAT_DESCRIPTION announcing no checksums arrived, until the next event
     // showed it carries none.
     let mut off_fde_at: Option<u64> = None;
+    let mut acks = super::semisync::Acks::new(&a.ctx.status);
     loop {
-        let pkt = tokio::select! {
+        let wake = tokio::select! {
             _ = a.ctx.cancel.cancelled() => return Ok(()),
             _ = a.writer_failed.cancelled() => return Err(StreamEnd::WriterFailed(None)),
-            r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => r,
+            _ = acks.durable_moved(), if acks.pending() => Wake::Durable,
+            r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => Wake::Packet(r),
+        };
+        let pkt = match wake {
+            Wake::Durable => {
+                acks.send_covered(s, &a.ctx.status, metrics, &a.ctx.source.name)
+                    .await?;
+                continue;
+            }
+            Wake::Packet(p) => p,
         };
         let ev = match pkt {
             Err(_) => {
@@ -247,6 +292,13 @@ async fn read_events(
             }
             Ok(Ok(Some(ev))) => ev,
         };
+        let (want_ack, ev) = if s.semi_sync {
+            mysql_wire::semisync::split_event(ev).map_err(|e| {
+                StreamEnd::Transient(format!("semi-sync stream of {}: {e}", st.file))
+            })?
+        } else {
+            (false, ev)
+        };
         let (header, alg) = match check_arrival(st, &ev) {
             Ok(x) => x,
             Err(e) => {
@@ -260,8 +312,17 @@ async fn read_events(
         received_events.inc();
         off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
+        // The primary's end position of the event in its file (= ours: byte-identical).
+        let owed = want_ack.then(|| (st.file.clone(), u64::from(header.log_pos)));
         store_event(a, st, &mut batch, action, header, ev).await?;
-        if batch.bytes >= BATCH_BYTES || !s.conn.has_buffered_packet() {
+        if let Some((file, pos)) = owed {
+            acks.owe(&file, pos);
+            batch.flush(a.wtx).await?;
+            a.wtx
+                .send(WriterMsg::SyncSoon)
+                .await
+                .map_err(|_| StreamEnd::WriterFailed(None))?;
+        } else if batch.bytes >= BATCH_BYTES || !s.conn.has_buffered_packet() {
             batch.flush(a.wtx).await?;
         }
     }

@@ -35,6 +35,11 @@ pub(crate) enum WriterMsg {
     Sync {
         reply: oneshot::Sender<Result<Option<(String, u64)>, WriterError>>,
     },
+    /// A semi-sync primary waits for an ack of what was appended: sync as soon as the
+    /// syncer is free instead of after `fsync_interval` (group commit: one fdatasync
+    /// covers every ack owed by then). The durable end then reaches the stream through
+    /// the status (`StatusCell::watch_durable`), which sends the ack.
+    SyncSoon,
 }
 
 /// A failed write, fdatasync or control-file update, with its I/O error. Final for the
@@ -120,6 +125,9 @@ struct Writer {
     last_input: Instant,
     /// An idle tick is on its way ([`Writer::drained`]).
     tick_armed: bool,
+    /// A semi-sync ack is owed ([`WriterMsg::SyncSoon`]): the next sync starts as soon
+    /// as the syncer is free.
+    urgent: bool,
     /// This writer's own lane, for the idle tick.
     me: WeakLane<Writer>,
     /// The runtime that runs the idle tick's timer.
@@ -454,6 +462,10 @@ impl Writer {
                 }
                 Ok(())
             }
+            WriterMsg::SyncSoon => {
+                self.urgent = true;
+                Ok(())
+            }
         }
     }
 
@@ -472,12 +484,15 @@ impl Writer {
     /// while data keeps flowing.
     fn after_input(&mut self) -> std::io::Result<()> {
         if !self.dirty() {
+            // What an owed ack covers is durable or in the sync in flight.
             self.first_dirty = None;
+            self.urgent = false;
             return self.collect_sync(false).map(|_| ());
         }
         let t = *self.first_dirty.get_or_insert_with(Instant::now);
-        if t.elapsed() >= self.interval && self.request_sync(false)? {
+        if (self.urgent || t.elapsed() >= self.interval) && self.request_sync(false)? {
             self.first_dirty = None;
+            self.urgent = false;
         }
         Ok(())
     }
@@ -522,7 +537,7 @@ impl Actor for Writer {
                 self.budget.add_permits(bytes);
                 r
             }
-            WriterInput::Synced => self.collect_sync(false).map(|_| ()),
+            WriterInput::Synced => self.collect_sync(false).and_then(|_| self.after_input()),
             WriterInput::Tick => {
                 self.tick_armed = false;
                 Ok(())
@@ -548,17 +563,19 @@ impl Actor for Writer {
     fn drained(&mut self) -> bool {
         if !self.dirty() {
             self.first_dirty = None;
+            self.urgent = false;
             return true;
         }
         let quiet = self.last_input.elapsed();
         let waited = self
             .first_dirty
             .is_some_and(|t| t.elapsed() >= self.interval);
-        if quiet >= IDLE_GRACE || waited {
+        if quiet >= IDLE_GRACE || waited || self.urgent {
             return match self.request_sync(false) {
                 Ok(submitted) => {
                     if submitted {
                         self.first_dirty = None;
+                        self.urgent = false;
                     }
                     true
                 }
@@ -690,6 +707,7 @@ pub(crate) fn start(
             first_dirty: None,
             last_input: Instant::now(),
             tick_armed: false,
+            urgent: false,
             me,
             rt,
             store: store.clone(),

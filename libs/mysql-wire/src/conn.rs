@@ -123,6 +123,9 @@ pub struct Conn {
     /// then keeps a small buffer resident (its events hold the buffer they were cut
     /// from until the writer has appended them).
     read_chunk: usize,
+    /// The physical packets read so far of a logical packet of 16 MiB or more, kept here
+    /// so that [`Conn::read_packet`] is cancel-safe.
+    partial: Option<BytesMut>,
 }
 
 /// Smallest free space made in the read buffer before a socket read (bytes).
@@ -180,6 +183,7 @@ impl Conn {
             io,
             rbuf: BytesMut::with_capacity(MIN_READ_CHUNK),
             read_chunk: MIN_READ_CHUNK,
+            partial: None,
             seq: 0,
             handshake: Handshake {
                 server_version: String::new(),
@@ -351,16 +355,21 @@ impl Conn {
     }
 
     /// Reads one logical packet (joining 16 MiB continuation packets), without timeout.
-    /// Returns the payload; the sequence id is tracked internally.
+    /// Returns the payload; the sequence id is tracked internally. Cancel-safe: a read
+    /// dropped at an await (a `select!` that took another branch) loses nothing, the
+    /// next call goes on where it stopped.
     pub async fn read_packet(&mut self) -> Result<Bytes, ConnError> {
-        let first = self.read_physical().await?;
-        if first.len() < MAX_PHYSICAL_PAYLOAD {
-            return Ok(first);
-        }
-        let mut joined = BytesMut::from(&first[..]);
         loop {
             let next = self.read_physical().await?;
+            let Some(joined) = self.partial.as_mut() else {
+                if next.len() < MAX_PHYSICAL_PAYLOAD {
+                    return Ok(next);
+                }
+                self.partial = Some(BytesMut::from(&next[..]));
+                continue;
+            };
             if joined.len() + next.len() > MAX_LOGICAL_PAYLOAD {
+                self.partial = None;
                 return Err(ConnError::Protocol(PacketError::Malformed {
                     what: "packet",
                     detail: format!("logical packet larger than {MAX_LOGICAL_PAYLOAD} bytes"),
@@ -368,7 +377,7 @@ impl Conn {
             }
             joined.extend_from_slice(&next);
             if next.len() < MAX_PHYSICAL_PAYLOAD {
-                return Ok(joined.freeze());
+                return Ok(self.partial.take().unwrap_or_default().freeze());
             }
         }
     }

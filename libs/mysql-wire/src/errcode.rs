@@ -20,6 +20,8 @@ pub const ER_HOST_NOT_PRIVILEGED: u16 = 1130;
 pub const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
 /// ER_COLUMNACCESS_DENIED_ERROR: a command denied on a column.
 pub const ER_COLUMNACCESS_DENIED_ERROR: u16 = 1143;
+/// ER_UNKNOWN_SYSTEM_VARIABLE: `@@GLOBAL.x` names no variable (a plugin not loaded).
+pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
 /// ER_SPECIFIC_ACCESS_DENIED_ERROR: a privilege is missing (e.g. REPLICATION SLAVE).
 pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
 /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the primary cannot send the binlog asked for

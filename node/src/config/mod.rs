@@ -40,6 +40,7 @@
 //! server_id = 4242
 //! start = "earliest"             # | "current" | { file = "mysql-bin.000042", pos = 4 }
 //! archive_only = false           # true = serve and restore what is stored, no capture (old: capture = false)
+//! semi_sync = false              # true = a semi-sync replica: each ack sent only after the fdatasync
 //! [source.backup]                # optional: base backups, see snapshotter::config
 //! method = "physical"
 //! full_schedule = "0 2 * * *"
@@ -790,6 +791,10 @@ pub struct SourceConfig {
     /// true`); still accepted. "capture" is the `[capture]` table's word.
     #[serde(default)]
     pub capture: Option<bool>,
+    /// true = capture as a semi-sync replica: the primary's commits wait for this
+    /// archive's ack, sent only once their events are fdatasynced (RPO 0). Default false.
+    #[serde(default)]
+    pub semi_sync: bool,
     /// This source's fake primary listener (`[source.replication]`), optional.
     #[serde(default)]
     pub replication: Option<ReplicationConfig>,
@@ -853,6 +858,8 @@ pub struct Source {
     /// An archive-only source (`archive_only = true`): no capture task, nothing
     /// connects to the primary.
     pub archive_only: bool,
+    /// Capture as a semi-sync replica (`semi_sync = true`).
+    pub semi_sync: bool,
     /// Fake primary listener of this source.
     pub replication: Option<Replication>,
     /// Restore verification.

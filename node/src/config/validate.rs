@@ -440,6 +440,7 @@ fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
         backup,
         backup_url,
         archive_only,
+        semi_sync: s.semi_sync,
         replication,
         verify,
     })
