@@ -12,8 +12,9 @@
 //!   not deleted is still kept. Once its lock ends within `D / 2`, a pass sets the lock
 //!   of its objects (a whole file: its object, manifest and index segment; a chunk: its
 //!   object) to `now + D` and records the date in its row (`lock_until`), fenced by
-//!   the owner's tenure. One indexed query finds the rows due, so an idle pass costs
-//!   one query however large the archive.
+//!   the owner's tenure. One query finds the rows due (it reads the source's live
+//!   rows in the database, a scan of one source's rows once an hour, with no store call
+//!   while nothing is due).
 //! - A crash between the store's calls and the row's update leaves the later date set
 //!   and the row's older one recorded: the next pass sets it again (extending to a later
 //!   date is always allowed). Extending objects that retention deletes soon after is
@@ -37,6 +38,9 @@ pub struct LockReport {
     pub extended: u64,
     /// Object rows whose main object the store does not have (left for the scrub).
     pub missing: u64,
+    /// Object rows the store refused to extend (logged with the store's answer; tried
+    /// again at the next pass).
+    pub refused: u64,
     /// The date set, unix seconds (0 when nothing was due).
     pub until: i64,
 }
@@ -48,7 +52,9 @@ pub struct LockReport {
 /// # Errors
 ///
 /// [`TierError::Catalog`] (a fenced refusal included: stop, the source has another
-/// owner) or [`TierError::Store`]; retried by the next pass, what was extended stays so.
+/// owner) or [`TierError::Store`] when the store cannot be reached; retried by the next
+/// pass, what was extended stays so. An object the store refuses or lacks is counted
+/// in the report and passed over, never holding the others back.
 pub async fn extend_due(
     catalog: &Catalog,
     store: &Store,
@@ -62,31 +68,47 @@ pub async fn extend_due(
     let until = now.saturating_add(period);
     let due = now.saturating_add(period / 2);
     let mut report = LockReport::default();
+    // Rows passed over in this pass (missing, refused): still due, so read past them.
+    let mut skipped = std::collections::HashSet::new();
     loop {
+        let limit = BATCH.saturating_add(u32::try_from(skipped.len()).unwrap_or(u32::MAX));
         let rows = catalog
-            .archive_locks_due(source, due, period, BATCH)
+            .archive_locks_due(source, due, period, limit)
             .await?;
-        let mut progressed = false;
-        for row in &rows {
+        let fresh: Vec<_> = rows
+            .iter()
+            .filter(|r| !skipped.contains(&r.object_key))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for row in fresh {
             let mut keys = vec![row.object_key.clone()];
             if row.kind == ArchiveKind::File {
                 keys.push(objects::manifest_key(source, &row.file, row.epoch));
                 keys.push(objects::index_key(source, &row.file, row.epoch, &row.codec));
             }
             match retain_all(lock, &keys, mode, until).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    record(catalog, row, until).await?;
+                    report.extended += 1;
+                }
                 Ok(false) => {
                     warn!(file = %row.file, key = %row.object_key, "object lock: the store does not have this object; the scrub will find it");
                     report.missing += 1;
-                    continue;
+                    skipped.insert(row.object_key.clone());
+                }
+                // The store's refusal of this object (403, 405: a delete marker, a
+                // version it will not extend): logged, the others go on.
+                Err(StoreError::Lock(e)) if e.status().is_some() => {
+                    warn!(file = %row.file, key = %row.object_key, error = %e, "object lock: the store refused a later date; tried again at the next pass");
+                    report.refused += 1;
+                    skipped.insert(row.object_key.clone());
                 }
                 Err(e) => return Err(e.into()),
             }
-            record(catalog, row, until).await?;
-            report.extended += 1;
-            progressed = true;
         }
-        if rows.len() < BATCH as usize || !progressed {
+        if rows.len() < limit as usize {
             break;
         }
     }

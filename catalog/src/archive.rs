@@ -478,8 +478,8 @@ impl Catalog {
     /// The live object rows of `source` whose objects are locked (S3 Object Lock) until
     /// before `due` (unix seconds): the date a lock extension recorded
     /// ([`Catalog::set_archive_lock_until`]), or else `created_at + default_secs` (the
-    /// bucket's default rule). At most `limit` rows, oldest lock first; one indexed
-    /// query however many rows the source has.
+    /// bucket's default rule). At most `limit` rows, oldest lock first; one query (it
+    /// reads the source's live rows).
     ///
     /// # Errors
     ///

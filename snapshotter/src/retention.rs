@@ -226,9 +226,9 @@ pub async fn apply(
 ///
 /// # Errors
 ///
-/// [`BaseError`] from the store (a missing object included: the base is damaged, the
-/// message names the key) or the catalog (a fenced refusal: stop, another node owns
-/// the source); retried at the next pass.
+/// [`BaseError`] when the store cannot be reached or the catalog fails (a fenced
+/// refusal: stop, another node owns the source); retried at the next pass. An object
+/// the store refuses or lacks is logged and its base passed over.
 pub async fn extend_locks(
     catalog: &Catalog,
     store: &Store,
@@ -254,11 +254,17 @@ pub async fn extend_locks(
         .await
         .map_err(BaseError::catalog("list the bases"))?;
     let mut extended = 0;
-    for b in rows.iter().filter(|b| due.contains(&b.id)) {
+    'bases: for b in rows.iter().filter(|b| due.contains(&b.id)) {
         for o in &b.objects {
-            lock.retain(&o.key, mode, until)
-                .await
-                .map_err(StoreError::from)?;
+            match lock.retain(&o.key, mode, until).await {
+                Ok(()) => {}
+                // The store refuses or lacks this object: logged, the other bases go on.
+                Err(e) if e.status().is_some() => {
+                    tracing::warn!(source, base = %b.id, key = %o.key, error = %e, "object lock: could not extend a base's object; tried again at the next pass");
+                    continue 'bases;
+                }
+                Err(e) => return Err(StoreError::from(e).into()),
+            }
         }
         catalog
             .set_base_lock_until(&b.id, until)

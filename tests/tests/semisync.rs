@@ -4,6 +4,7 @@
 //! acknowledged, and without an ack the primary falls back to asynchronous replication
 //! after its timeout and says so in its status variables.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -245,4 +246,172 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
         "{metrics}"
     );
     Ok(())
+}
+
+/// Inserts ids 1, 2, ... one commit at a time on `url` until the primary is gone,
+/// recording each id whose commit the primary acknowledged (returned OK).
+fn load_until_gone(url: String, acked: Arc<Mutex<Vec<u64>>>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return 0;
+        };
+        rt.block_on(async {
+            use mysql_async::prelude::Queryable;
+            let pool = mysql_async::Pool::new(url.as_str());
+            let Ok(mut conn) = pool.get_conn().await else {
+                return 0;
+            };
+            let mut attempted = 0;
+            for id in 1..=200_000u64 {
+                attempted = id;
+                let sql = format!("INSERT INTO test.rpo VALUES ({id})");
+                if conn.query_drop(sql).await.is_err() {
+                    break;
+                }
+                if let Ok(mut a) = acked.lock() {
+                    a.push(id);
+                }
+            }
+            attempted
+        })
+    })
+}
+
+/// RPO 0 (issue 22): semi-sync on (AFTER_SYNC, a timeout far longer than the trial),
+/// a client commits sequential ids and records each acknowledged one; the primary and
+/// binlog-server are killed with SIGKILL together at a random moment and the primary is
+/// never started again; binlog-server restarted, a PITR to the end of the archive on a
+/// base taken before holds every acknowledged id (and only ids that were sent, as a
+/// prefix). Ten trials, the kill moment and order varying.
+#[test]
+fn no_acknowledged_commit_is_lost_when_primary_and_archive_die_together() -> Result<()> {
+    const TRIALS: u64 = 10;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos() as u64;
+    let mut lines = Vec::new();
+    for trial in 0..TRIALS {
+        let r = rpo_trial(
+            trial,
+            seed.wrapping_mul(6364136223846793005).wrapping_add(trial),
+        )
+        .with_context(|| format!("trial {trial} (seed {seed})"))?;
+        lines.push(r);
+    }
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    Ok(())
+}
+
+fn rpo_trial(trial: u64, rnd: u64) -> Result<String> {
+    let mut sb = Sandbox::builder(std::path::PathBuf::from(env!(
+        "CARGO_BIN_EXE_binlog-server-under-test"
+    )))
+    .primary_options(MariaDbOptions {
+        extra_args: vec![
+            // A short timeout while the harness sets up (no replica yet: its first
+            // commit waits that long, then the primary runs async), a long one below.
+            "--rpl-semi-sync-master-enabled=ON".into(),
+            "--rpl-semi-sync-master-timeout=1000".into(),
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
+        ],
+        ..Default::default()
+    })
+    .source_toml("semi_sync = true\n")
+    .local_base_store()
+    .source_backup(SourceBackup::logical())
+    .setup(|db| {
+        db.sql("CREATE TABLE test.rpo (id BIGINT PRIMARY KEY)")?;
+        Ok(())
+    })
+    .start()?;
+    sb.take_base("db1")?;
+    // binlog-server is the semi-sync replica now: no commit is released without its ack
+    // for the rest of the trial (600 s), and the primary is back to semi-sync.
+    sb.primary()
+        .sql("SET GLOBAL rpl_semi_sync_master_timeout = 600000")?;
+    wait_for("the primary in semi-sync", Duration::from_secs(30), || {
+        sb.primary().sql("INSERT INTO test.rpo VALUES (0)")?;
+        sb.primary().sql("DELETE FROM test.rpo")?;
+        Ok((status(sb.primary(), "Rpl_semi_sync_master_status")? == "ON").then_some(()))
+    })?;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let loader = load_until_gone(sb.primary().admin_url(), acked.clone());
+    // The kill falls 0.3 to 2.3 s into the load, primary or archive first.
+    std::thread::sleep(Duration::from_millis(300 + (rnd >> 7) % 2000));
+    if rnd.is_multiple_of(2) {
+        sb.primary_mut().kill9()?;
+        sb.server_mut().kill9()?;
+    } else {
+        sb.server_mut().kill9()?;
+        sb.primary_mut().kill9()?;
+    }
+    let attempted = loader
+        .join()
+        .map_err(|_| anyhow::anyhow!("loader panicked"))?;
+    let acked: Vec<u64> = acked
+        .lock()
+        .map_err(|_| anyhow::anyhow!("acked poisoned"))?
+        .clone();
+    let last_acked = acked.last().copied().unwrap_or(0);
+    assert!(
+        last_acked > 0,
+        "some commits were acknowledged before the kill"
+    );
+
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"));
+    let (cfg, http) = (sb.config_path().to_owned(), sb.http_addr().to_owned());
+    *sb.server_mut() = ServerProcess::start(&bin, &cfg, &http)?;
+    let gtid = wait_for("the archive's last GTID", Duration::from_secs(30), || {
+        let s = sb.server().get_json("/v1/sources/db1")?;
+        Ok(s["last_gtid"].as_str().map(str::to_owned))
+    })?;
+    let server = sb.server();
+    let (code, job) = server.post_json(
+        "/v1/sources/db1/pitr",
+        &serde_json::json!({"target_gtid": gtid, "scratch": true}),
+    )?;
+    if code != 202 {
+        bail!("POST pitr: {code} {job:#}");
+    }
+    let id = job["id"].as_str().context("job id")?.to_string();
+    let mut jobs = PitrJobs::new(server);
+    jobs.add(&id);
+    let j = wait_for("the PITR", Duration::from_secs(600), || {
+        let j = server.get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_owned();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    if j["phase"] != "done" {
+        bail!("PITR failed: {j:#}");
+    }
+    let socket = j["restored"]["socket"].as_str().context("socket")?;
+    let restored: Vec<u64> = sql_socket(socket, "SELECT id FROM test.rpo ORDER BY id")?
+        .into_iter()
+        .filter_map(|r| r.first().and_then(|v| v.parse().ok()))
+        .collect();
+    let n = restored.len() as u64;
+    assert_eq!(
+        restored,
+        (1..=n).collect::<Vec<_>>(),
+        "the restore holds a prefix of what was sent"
+    );
+    assert!(
+        n >= last_acked,
+        "acknowledged id {last_acked} lost: the restore ends at {n} (attempted {attempted})"
+    );
+    assert!(n <= attempted, "{n} restored, only {attempted} sent");
+    jobs.delete(&id)?;
+    Ok(format!(
+        "trial {trial}: acknowledged {last_acked}, sent {attempted}, restored {n} ({})",
+        if rnd.is_multiple_of(2) {
+            "primary killed first"
+        } else {
+            "archive killed first"
+        }
+    ))
 }

@@ -200,7 +200,12 @@ impl ObjectLock {
         let (status, body) = self
             .call(OP, "", http::Method::GET, &url, Vec::new(), &[])
             .await?;
-        if status == 404 || (status == 400 && body.contains("ObjectLockConfigurationNotFound")) {
+        // S3's answer for a bucket without a lock configuration (404, or 400 from some
+        // servers), named by its error code; any other error (NoSuchBucket, access
+        // denied) is an error with its own message.
+        if matches!(status, 400 | 404)
+            && error_code(&body) == Some("ObjectLockConfigurationNotFoundError")
+        {
             return Ok(None);
         }
         if !(200..300).contains(&status) {
@@ -226,11 +231,7 @@ impl ObjectLock {
             mode.as_s3(),
             iso8601(until)
         );
-        let md5 = {
-            use base64::Engine as _;
-            use md5::Digest as _;
-            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()))
-        };
+        let md5 = content_md5(body.as_bytes());
         let (status, text) = self
             .call(
                 OP,
@@ -300,24 +301,64 @@ impl ObjectLock {
         Ok(())
     }
 
-    /// `<endpoint>/<bucket>/<prefix>/<key>`, each segment percent-encoded.
+    /// `<endpoint>/<bucket>/<prefix>/<key>`, addressed as the store addresses it: the
+    /// key made an `object_store` path (which escapes what S3 keys must not hold, as
+    /// the store's own writes do), then every byte but `A-Z a-z 0-9 - . _ ~ /`
+    /// percent-encoded, as SigV4's canonical URI wants it for S3.
     fn object_url(&self, key: &str) -> Result<String, LockError> {
-        let bad = |message: String| LockError::Request {
-            key: key.to_owned(),
-            message,
+        let full = if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
         };
-        let mut url = url::Url::parse(&self.bucket_url).map_err(|e| bad(e.to_string()))?;
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| bad("the endpoint cannot take a path".into()))?;
-            for seg in self.prefix.split('/').chain(key.split('/')) {
-                if !seg.is_empty() {
-                    segments.push(seg);
-                }
+        let path = object_store::path::Path::from(full);
+        let encoded = percent_encoding::utf8_percent_encode(path.as_ref(), &PATH_ENCODE);
+        Ok(format!("{}/{encoded}", self.bucket_url))
+    }
+
+    /// Writes `body` as `key` in one create-only PUT (`If-None-Match: *`) that locks it
+    /// in `mode` until `until` (unix seconds) in the same request
+    /// (`x-amz-object-lock-mode`, `x-amz-object-lock-retain-until-date`, with the
+    /// Content-MD5 S3 requires beside them), with `metadata` as `x-amz-meta-*`.
+    /// `Ok(false)` when the key exists (412).
+    ///
+    /// # Errors
+    ///
+    /// [`LockError`] for any other failure.
+    pub async fn put_locked(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        metadata: &[(&'static str, String)],
+        mode: LockMode,
+        until: i64,
+    ) -> Result<bool, LockError> {
+        const OP: &str = "PutObject";
+        let url = self.object_url(key)?;
+        let mut headers = vec![
+            ("content-md5", content_md5(&body)),
+            ("if-none-match", "*".to_owned()),
+            ("x-amz-object-lock-mode", mode.as_s3().to_owned()),
+            ("x-amz-object-lock-retain-until-date", iso8601(until)),
+        ];
+        let meta: Vec<(String, String)> = metadata
+            .iter()
+            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
+            .collect();
+        let (status, text) = {
+            let mut all: Vec<(&str, String)> = Vec::new();
+            all.append(&mut headers);
+            for (k, v) in &meta {
+                all.push((k.as_str(), v.clone()));
             }
+            self.call_with(OP, key, http::Method::PUT, &url, body, &all)
+                .await?
+        };
+        match status {
+            200..=299 => Ok(true),
+            412 => Ok(false),
+            _ => Err(status_error(OP, key, status, &text)),
         }
-        Ok(url.into())
     }
 
     /// Sends a signed request and reads at most [`MAX_BODY`] bytes of the answer.
@@ -329,6 +370,20 @@ impl ObjectLock {
         url: &str,
         body: Vec<u8>,
         headers: &[(&'static str, String)],
+    ) -> Result<(u16, String), LockError> {
+        let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.call_with(op, key, method, url, body, &headers).await
+    }
+
+    /// [`ObjectLock::call`] with header names of any lifetime.
+    async fn call_with(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: http::Method,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
     ) -> Result<(u16, String), LockError> {
         let resp = self.send(op, key, method, url, body, headers).await?;
         let status = resp.status().as_u16();
@@ -353,7 +408,7 @@ impl ObjectLock {
         method: http::Method,
         url: &str,
         body: Vec<u8>,
-        headers: &[(&'static str, String)],
+        headers: &[(&str, String)],
     ) -> Result<object_store::client::HttpResponse, LockError> {
         let bad = |message: String| LockError::Request {
             key: key.to_owned(),
@@ -383,6 +438,22 @@ impl ObjectLock {
     }
 }
 
+/// What SigV4 leaves unencoded in an S3 path: unreserved characters and `/`
+/// (object_store's `STRICT_PATH_ENCODE_SET`).
+const PATH_ENCODE: percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// The base64 MD5 of `body` (`Content-MD5`).
+fn content_md5(body: &[u8]) -> String {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
 fn status_error(op: &'static str, key: &str, status: u16, body: &str) -> LockError {
     LockError::Status {
         op,
@@ -408,6 +479,11 @@ fn parse_rule(xml: &str) -> Option<BucketRule> {
             .checked_mul(365)?,
     };
     Some(BucketRule { mode, days })
+}
+
+/// The `<Code>` of an S3 error document.
+fn error_code(xml: &str) -> Option<&str> {
+    element(xml, "Code")
 }
 
 /// The text between `<name>` and `</name>` (the first such element), trimmed. The
@@ -459,6 +535,50 @@ mod tests {
         assert_eq!(parse_rule(no_rule), None);
         assert_eq!(parse_rule("<Error><Code>x</Code></Error>"), None);
         assert_eq!(parse_rule(&doc.replace("<Days>30", "<Days>-1")), None);
+    }
+
+    #[test]
+    fn keys_are_addressed_as_sigv4_and_the_store_want_them() {
+        let lock = ObjectLock {
+            http: ReqwestConnector::default()
+                .connect(&ClientOptions::new())
+                .unwrap(),
+            credentials: Arc::new(object_store::StaticCredentialProvider::new(AwsCredential {
+                key_id: "k".into(),
+                secret_key: "s".into(),
+                token: None,
+            })),
+            region: "us-east-1".into(),
+            bucket_url: "http://127.0.0.1:9000/b".into(),
+            prefix: "pre".into(),
+        };
+        assert_eq!(
+            lock.object_url("db1/binlogs/f.000001.index/e3.zstd+aes-256-gcm")
+                .unwrap(),
+            "http://127.0.0.1:9000/b/pre/db1/binlogs/f.000001.index/e3.zstd%2Baes-256-gcm"
+        );
+        assert_eq!(
+            lock.object_url("db1/base/t@0024x=1 y").unwrap(),
+            "http://127.0.0.1:9000/b/pre/db1/base/t%400024x%3D1%20y"
+        );
+        // What object_store escapes in a key (`#` here) is escaped the same way.
+        assert!(lock
+            .object_url("a/b#c")
+            .unwrap()
+            .ends_with("/pre/a/b%2523c"));
+    }
+
+    #[test]
+    fn the_no_rule_answer_is_told_apart_from_other_errors() {
+        let none = "<Error><Code>ObjectLockConfigurationNotFoundError</Code></Error>";
+        assert_eq!(
+            error_code(none),
+            Some("ObjectLockConfigurationNotFoundError")
+        );
+        assert_eq!(
+            error_code("<Error><Code>NoSuchBucket</Code></Error>"),
+            Some("NoSuchBucket")
+        );
     }
 
     #[test]

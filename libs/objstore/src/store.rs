@@ -62,10 +62,10 @@ pub struct StoreOptions {
     pub upload_concurrency: usize,
     /// Retries per S3 request.
     pub retries: usize,
-    /// Send a SHA-256 checksum with every upload (`x-amz-checksum-sha256`, checked by
-    /// S3) and `x-amz-sdk-checksum-algorithm`: a bucket with S3 Object Lock refuses
-    /// uploads without one (AWS S3: "Content-MD5 or x-amz-sdk-checksum-algorithm header
-    /// required"). Costs one more SHA-256 pass over what is uploaded; off elsewhere.
+    /// Send a SHA-256 checksum with every upload part (`x-amz-checksum-sha256`, checked
+    /// by S3): a bucket with S3 Object Lock wants an integrity checksum on uploads.
+    /// (Single PUTs to a locked bucket go through `objstore::lock` with Content-MD5.)
+    /// Costs one more SHA-256 pass over what is uploaded; off elsewhere.
     pub checksums: bool,
 }
 
@@ -202,6 +202,31 @@ impl StoreError {
     }
 }
 
+/// After a multipart upload to a locked bucket: makes the object's lock at least
+/// `now + days` (S3 applied the bucket's rule when the upload completed; moto 5 does
+/// not apply it to multipart uploads). Only ever a later date, so a node clock behind
+/// the store's never asks for a shorter lock; a failure is logged and left to the
+/// hourly extension (`archive::lock`), never failing an upload that completed.
+async fn retain_uploaded(
+    lock: &crate::lock::ObjectLock,
+    key: &str,
+    mode: crate::lock::LockMode,
+    days: u32,
+) {
+    let until = unix_now().saturating_add(i64::from(days) * 86_400);
+    let r = async {
+        let now = lock.retention(key).await?;
+        if now.and_then(|r| r.until).is_some_and(|u| u >= until) {
+            return Ok(());
+        }
+        lock.retain(key, mode, until).await
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(key, error = %e, "could not set the object lock date after an upload; the bucket's default rule holds it, the next extension pass sets it");
+    }
+}
+
 /// The system clock, unix seconds (0 before 1970).
 fn unix_now() -> i64 {
     std::time::SystemTime::now()
@@ -283,16 +308,7 @@ impl Store {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let mut b = AmazonS3Builder::from_env();
             if s.checksums {
-                let mut headers = http::HeaderMap::new();
-                headers.insert(
-                    "x-amz-sdk-checksum-algorithm",
-                    http::HeaderValue::from_static("SHA256"),
-                );
-                b = b
-                    .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
-                    .with_client_options(
-                        object_store::ClientOptions::new().with_default_headers(headers),
-                    );
+                b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
             }
             let mut b = b
                 .with_bucket_name(bucket)
@@ -310,6 +326,9 @@ impl Store {
             if let Some(ep) = &s.s3_endpoint {
                 b = b.with_endpoint(ep);
             }
+            // The lock calls go where the store's own calls go (an endpoint from the
+            // environment, `AWS_ENDPOINT`, included).
+            let endpoint = b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint);
             let s3 = b.build().map_err(|e| {
                 open_err(format!(
                     "{e}; S3 credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
@@ -320,7 +339,7 @@ impl Store {
                 crate::lock::ObjectLock::new(
                     s3.credentials().clone(),
                     &s.s3_region,
-                    s.s3_endpoint.as_deref(),
+                    endpoint.as_deref(),
                     bucket,
                     prefix,
                     s.s3_allow_http,
@@ -574,8 +593,7 @@ impl Store {
             .await
             .map_err(|e| obj_err("complete upload", e))?;
         if let (Some(lock), Some((mode, days))) = (&self.lock, self.retain) {
-            let until = unix_now().saturating_add(i64::from(days) * 86_400);
-            lock.retain(key, mode, until).await?;
+            retain_uploaded(lock, key, mode, days).await;
         }
         Ok(StoredObject {
             key: key.to_owned(),
@@ -631,6 +649,21 @@ impl Store {
         // Create-only in the one request (S3: `If-None-Match: *`; the local store: a
         // link that fails on an existing name), so two writers racing for one key
         // cannot both succeed, unlike a HEAD followed by a PUT.
+        if let (Some(lock), Some((mode, days))) = (&self.lock, self.retain) {
+            // With Object Lock: the same create-only PUT, locked in the same request.
+            let until = unix_now().saturating_add(i64::from(days) * 86_400);
+            if !lock
+                .put_locked(key, data.to_vec(), metadata, mode, until)
+                .await?
+            {
+                return Err(StoreError::Exists(key.to_owned()));
+            }
+            return Ok(StoredObject {
+                key: key.to_owned(),
+                bytes: data.len() as u64,
+                sha256: hex::encode(Sha256::digest(data)),
+            });
+        }
         let attributes = self.attributes(metadata);
         self.inner
             .put_opts(

@@ -98,6 +98,8 @@ pub struct SandboxBuilder {
     pitr_parallel_threads: Option<u32>,
     replication_extra: String,
     local_store: bool,
+    /// More key lines of every `[[source]]` table (e.g. `semi_sync = true`).
+    source_extra: String,
     /// More key lines of the local store's `[backup]` table.
     backup_extra: String,
     backup: Option<SourceBackup>,
@@ -129,6 +131,13 @@ impl std::fmt::Debug for SandboxBuilder {
 }
 
 impl SandboxBuilder {
+    /// Key lines added to every `[[source]]` table (before its sub-tables), e.g.
+    /// `"semi_sync = true\n"`.
+    pub fn source_toml(mut self, lines: &str) -> SandboxBuilder {
+        self.source_extra.push_str(lines);
+        self
+    }
+
     /// Options of the primary (default [`MariaDbOptions::default`]).
     pub fn primary_options(mut self, opts: MariaDbOptions) -> SandboxBuilder {
         self.primary = opts;
@@ -279,6 +288,7 @@ impl SandboxBuilder {
                 server_id: *server_id,
                 start: "\"earliest\"".to_string(),
             }));
+            text.push_str(&self.source_extra);
             if let Some(b) = &self.backup {
                 text.push_str(&b.toml(&primary.admin_url()));
             }
@@ -453,6 +463,7 @@ impl Sandbox {
             pitr_parallel_threads: None,
             replication_extra: String::new(),
             local_store: false,
+            source_extra: String::new(),
             backup_extra: String::new(),
             backup: None,
             verify: None,
