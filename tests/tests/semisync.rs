@@ -14,6 +14,18 @@ use mysql_wire::semisync;
 /// The primary's semi-sync timeout, ms.
 const TIMEOUT_MS: u64 = 3000;
 
+/// A primary with semi-sync on (AFTER_SYNC) and a timeout of `timeout_ms`.
+fn semi_sync_primary(timeout_ms: u64) -> MariaDbOptions {
+    MariaDbOptions {
+        extra_args: vec![
+            "--rpl-semi-sync-master-enabled=ON".into(),
+            format!("--rpl-semi-sync-master-timeout={timeout_ms}"),
+            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
+        ],
+        ..Default::default()
+    }
+}
+
 fn status(db: &MariaDb, name: &str) -> Result<String> {
     let rows = db.sql_rows(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))?;
     rows.first()
@@ -60,14 +72,7 @@ async fn catch_up(conn: &mut mysql_wire::Conn, file: &str) -> Result<()> {
 
 #[test]
 fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()> {
-    let db = MariaDb::start(MariaDbOptions {
-        extra_args: vec![
-            "--rpl-semi-sync-master-enabled=ON".into(),
-            format!("--rpl-semi-sync-master-timeout={TIMEOUT_MS}"),
-            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
-        ],
-        ..Default::default()
-    })?;
+    let db = MariaDb::start(semi_sync_primary(TIMEOUT_MS))?;
     db.sql("CREATE TABLE test.t (id INT PRIMARY KEY)")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,14 +145,7 @@ fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()
 /// back, commits are acknowledged again.
 #[test]
 fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
-    let db = MariaDb::start(MariaDbOptions {
-        extra_args: vec![
-            "--rpl-semi-sync-master-enabled=ON".into(),
-            format!("--rpl-semi-sync-master-timeout={TIMEOUT_MS}"),
-            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
-        ],
-        ..Default::default()
-    })?;
+    let db = MariaDb::start(semi_sync_primary(TIMEOUT_MS))?;
     db.sql("CREATE TABLE test.t (id INT PRIMARY KEY)")?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
@@ -311,16 +309,9 @@ fn rpo_trial(trial: u64, rnd: u64) -> Result<String> {
     let mut sb = Sandbox::builder(std::path::PathBuf::from(env!(
         "CARGO_BIN_EXE_binlog-server-under-test"
     )))
-    .primary_options(MariaDbOptions {
-        extra_args: vec![
-            // A short timeout while the harness sets up (no replica yet: its first
-            // commit waits that long, then the primary runs async), a long one below.
-            "--rpl-semi-sync-master-enabled=ON".into(),
-            "--rpl-semi-sync-master-timeout=1000".into(),
-            "--rpl-semi-sync-master-wait-point=AFTER_SYNC".into(),
-        ],
-        ..Default::default()
-    })
+    // A short timeout while the harness sets up (no replica yet: its first commit waits
+    // that long, then the primary runs async), a long one below.
+    .primary_options(semi_sync_primary(1000))
     .source_toml("semi_sync = true\n")
     .local_base_store()
     .source_backup(SourceBackup::logical())

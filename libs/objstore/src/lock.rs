@@ -351,7 +351,7 @@ impl ObjectLock {
             for (k, v) in &meta {
                 all.push((k.as_str(), v.clone()));
             }
-            self.call_with(OP, key, http::Method::PUT, &url, body, &all)
+            self.call(OP, key, http::Method::PUT, &url, body, &all)
                 .await?
         };
         match status {
@@ -363,20 +363,6 @@ impl ObjectLock {
 
     /// Sends a signed request and reads at most [`MAX_BODY`] bytes of the answer.
     async fn call(
-        &self,
-        op: &'static str,
-        key: &str,
-        method: http::Method,
-        url: &str,
-        body: Vec<u8>,
-        headers: &[(&'static str, String)],
-    ) -> Result<(u16, String), LockError> {
-        let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (*k, v.clone())).collect();
-        self.call_with(op, key, method, url, body, &headers).await
-    }
-
-    /// [`ObjectLock::call`] with header names of any lifetime.
-    async fn call_with(
         &self,
         op: &'static str,
         key: &str,
