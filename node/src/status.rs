@@ -114,8 +114,9 @@ pub struct SemiSyncView {
     /// When the last ack was sent, unix seconds.
     pub last_ack_at: Option<i64>,
     /// The primary's `Rpl_semi_sync_master_status` (`..._source_status`) at the last
-    /// poll: `true` while its commits wait for a semi-sync ack, `false` after it fell
-    /// back to async (no ack within its timeout).
+    /// poll: `true` while its commits wait for a semi-sync ack, `false` while they do
+    /// not: it fell back to async (no ack within its timeout, or no replica with
+    /// `rpl_semi_sync_master_wait_no_slave = OFF`) or semi-sync was turned off.
     pub primary_semi_sync: Option<bool>,
     /// The primary's count of commits acknowledged by a semi-sync replica
     /// (`Rpl_semi_sync_master_yes_tx`) at the last poll.
@@ -123,7 +124,8 @@ pub struct SemiSyncView {
     /// The primary's count of commits released without an ack
     /// (`Rpl_semi_sync_master_no_tx`) at the last poll.
     pub primary_no_tx: Option<u64>,
-    /// Fallbacks to async seen by the poller (ON to OFF) since start.
+    /// Changes of the primary's status from ON to OFF seen by the poller since start (a
+    /// fallback to async, or semi-sync turned off).
     pub fallbacks: u64,
     /// When the last fallback was seen, unix seconds.
     pub last_fallback_at: Option<i64>,
@@ -405,7 +407,7 @@ impl Metrics {
         );
         r.register(
             "semi_sync_fallbacks",
-            "Fallbacks of the primary from semi-sync to async seen by the poller",
+            "Changes of the primary's semi-sync status from ON to OFF seen by the poller (a fallback to async, or semi-sync turned off)",
             self.semi_sync_fallbacks.clone(),
         );
         r.register(

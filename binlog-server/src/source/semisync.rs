@@ -25,6 +25,9 @@ use node::status::{Metrics, StatusCell};
 use super::error::StreamEnd;
 use super::session;
 
+/// Longest a 20-byte ack may take to be written before the connection is presumed dead.
+const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The acks one stream owes.
 pub(crate) struct Acks {
     /// Owed end positions, oldest first.
@@ -96,10 +99,15 @@ impl Acks {
         let Some((file, pos)) = newest else {
             return Ok(());
         };
-        s.conn
-            .send_command(&mysql_wire::semisync::ack(&file, pos))
-            .await
-            .map_err(|e| StreamEnd::from(session::classify(e, "send a semi-sync ack")))?;
+        let ack = mysql_wire::semisync::ack(&file, pos);
+        match tokio::time::timeout(ACK_TIMEOUT, s.conn.send_command(&ack)).await {
+            Ok(r) => r.map_err(|e| StreamEnd::from(session::classify(e, "send a semi-sync ack")))?,
+            Err(_) => {
+                return Err(StreamEnd::Transient(format!(
+                    "a semi-sync ack could not be written within {ACK_TIMEOUT:?}: the connection is presumed dead"
+                )))
+            }
+        }
         metrics
             .semi_sync_acks
             .get_or_create(&Metrics::label(source))

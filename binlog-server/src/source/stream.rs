@@ -221,8 +221,9 @@ async fn ask_semi_sync(s: &mut session::Session, status: &StatusCell) -> Result<
         );
     } else if !primary_enabled {
         status.note(
-            "semi_sync = true, but the primary's rpl_semi_sync_master_enabled is OFF: its \
-             commits do not wait for this archive (SET GLOBAL rpl_semi_sync_master_enabled = ON)",
+            "semi_sync = true, but semi-sync is off on the primary \
+             (rpl_semi_sync_master_enabled, rpl_semi_sync_source_enabled on MySQL 8.0.26+): \
+             its commits do not wait for this archive",
         );
     }
     let mut st = status.lock();
@@ -312,8 +313,16 @@ async fn read_events(
         received_events.inc();
         off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
-        // The primary's end position of the event in its file (= ours: byte-identical).
-        let owed = want_ack.then(|| (st.file.clone(), u64::from(header.log_pos)));
+        // The event's end in its file (= the primary's: byte-identical), 64-bit: a
+        // stored event ends at our offset plus its length; another (the primary flags
+        // only real events) at its 32-bit log_pos.
+        let owed = want_ack.then(|| {
+            let end = match action {
+                Action::Store { .. } => st.offset + ev.len() as u64,
+                _ => u64::from(header.log_pos),
+            };
+            (st.file.clone(), end)
+        });
         store_event(a, st, &mut batch, action, header, ev).await?;
         if let Some((file, pos)) = owed {
             acks.owe(&file, pos);
