@@ -447,19 +447,64 @@ async fn back_off(ctx: &SourceCtx, msg: &str, backoff: Duration) -> bool {
     !ctx.cancel.is_cancelled()
 }
 
-/// Applies the writer's notes (the catalog's rows only while the tenure lasts): the
-/// live status, the catalog rows of the active file
-/// (written at once for a new file, then at most once a second: the control file is the
-/// durable record, the catalog row is for people and the API), REPORTED on close (and a
-/// wake-up for the checker), and a writer failure (cancels `failed`). Ends when the
-/// writer is gone.
+/// Applies the writer's notes. The live status first, at once: the durable end (which
+/// the fake primary's dumps and a semi-sync stream's acks wait on) and a writer failure
+/// (cancels `failed`); then, in order on a task of their own so that no catalog round
+/// trip delays the next durable end, the catalog rows (only while the tenure lasts):
+/// the active file's row (written at once for a new file, then at most once a second:
+/// the control file is the durable record, the catalog row is for people and the API)
+/// and REPORTED on close (with a wake-up for the checker). Ends when the writer is gone
+/// and the rows are written.
 async fn handle_notes(
     ctx: SourceCtx,
     mut notes: mpsc::UnboundedReceiver<WriterNote>,
     wake: Arc<Notify>,
     failed: CancellationToken,
 ) {
-    let (catalog, name, status) = (&ctx.shared.catalog, &ctx.source.name, &ctx.status);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rows = tokio::spawn(record_notes(ctx.clone(), rx, wake));
+    let (name, status) = (&ctx.source.name, &ctx.status);
+    while let Some(n) = notes.recv().await {
+        match &n {
+            WriterNote::Durable {
+                file,
+                len,
+                progress,
+            } => {
+                {
+                    let mut s = status.lock();
+                    s.durable_file = Some(file.clone());
+                    s.durable_pos = Some(*len);
+                    if progress.last_gtid.is_some() {
+                        s.last_gtid = progress.last_gtid.clone();
+                    }
+                    if let Some(t) = progress.last_event_time {
+                        s.last_event_time = u32::try_from(t).ok();
+                    }
+                }
+                status.durable_moved();
+            }
+            WriterNote::Closed(_) => {}
+            WriterNote::Failed(e) => {
+                warn!(source = %name, error = %e, "the writer failed");
+                status.lock().last_error = Some(e.to_string());
+                failed.cancel();
+                continue;
+            }
+        }
+        let _ = tx.send(n);
+    }
+    drop(tx);
+    let _ = rows.await;
+}
+
+/// The catalog side of [`handle_notes`]: the notes' rows, in order.
+async fn record_notes(
+    ctx: SourceCtx,
+    mut notes: mpsc::UnboundedReceiver<WriterNote>,
+    wake: Arc<Notify>,
+) {
+    let (catalog, name) = (&ctx.shared.catalog, &ctx.source.name);
     let mut recorded_file = String::new();
     let mut pending: Option<FileProgress> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -477,23 +522,7 @@ async fn handle_notes(
         };
         let Some(n) = n else { break };
         match n {
-            WriterNote::Durable {
-                file,
-                len,
-                progress,
-            } => {
-                {
-                    let mut s = status.lock();
-                    s.durable_file = Some(file.clone());
-                    s.durable_pos = Some(len);
-                    if progress.last_gtid.is_some() {
-                        s.last_gtid = progress.last_gtid.clone();
-                    }
-                    if let Some(t) = progress.last_event_time {
-                        s.last_event_time = u32::try_from(t).ok();
-                    }
-                }
-                status.durable_moved();
+            WriterNote::Durable { file, progress, .. } => {
                 if !ctx.may_write() {
                     continue;
                 }
@@ -528,11 +557,7 @@ async fn handle_notes(
                 }
                 wake.notify_one();
             }
-            WriterNote::Failed(e) => {
-                warn!(source = %name, error = %e, "the writer failed");
-                status.lock().last_error = Some(e.to_string());
-                failed.cancel();
-            }
+            WriterNote::Failed(_) => {}
         }
     }
 }
