@@ -208,9 +208,7 @@ impl ObjectLock {
         {
             return Ok(None);
         }
-        if !(200..300).contains(&status) {
-            return Err(status_error(OP, &self.bucket_url, status, &body));
-        }
+        succeeded(OP, &self.bucket_url, status, &body)?;
         Ok(parse_rule(&body))
     }
 
@@ -223,7 +221,7 @@ impl ObjectLock {
     /// [`LockError`]; a missing key is `Status` 404.
     pub async fn retain(&self, key: &str, mode: LockMode, until: i64) -> Result<(), LockError> {
         const OP: &str = "PutObjectRetention";
-        let url = format!("{}?retention", self.object_url(key)?);
+        let url = format!("{}?retention", self.object_url(key));
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
@@ -242,10 +240,7 @@ impl ObjectLock {
                 &[("content-md5", md5)],
             )
             .await?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(OP, key, status, &text));
-        }
-        Ok(())
+        succeeded(OP, key, status, &text)
     }
 
     /// The current version of `key` and its lock (HeadObject); `None` for a missing key.
@@ -255,7 +250,7 @@ impl ObjectLock {
     /// [`LockError`].
     pub async fn retention(&self, key: &str) -> Result<Option<Retention>, LockError> {
         const OP: &str = "HeadObject";
-        let url = self.object_url(key)?;
+        let url = self.object_url(key);
         let resp = self
             .send(OP, key, http::Method::HEAD, &url, Vec::new(), &[])
             .await?;
@@ -263,9 +258,7 @@ impl ObjectLock {
         if status == 404 {
             return Ok(None);
         }
-        if !(200..300).contains(&status) {
-            return Err(status_error(OP, key, status, ""));
-        }
+        succeeded(OP, key, status, "")?;
         let header = |name: &str| {
             resp.headers()
                 .get(name)
@@ -287,7 +280,7 @@ impl ObjectLock {
     /// [`LockError`]: `Status` 403 for a locked version.
     pub async fn delete_version(&self, key: &str, version_id: &str) -> Result<(), LockError> {
         const OP: &str = "DeleteObject";
-        let mut url = url::Url::parse(&self.object_url(key)?).map_err(|e| LockError::Request {
+        let mut url = url::Url::parse(&self.object_url(key)).map_err(|e| LockError::Request {
             key: key.to_owned(),
             message: e.to_string(),
         })?;
@@ -295,17 +288,14 @@ impl ObjectLock {
         let (status, body) = self
             .call(OP, key, http::Method::DELETE, url.as_str(), Vec::new(), &[])
             .await?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(OP, key, status, &body));
-        }
-        Ok(())
+        succeeded(OP, key, status, &body)
     }
 
     /// `<endpoint>/<bucket>/<prefix>/<key>`, addressed as the store addresses it: the
     /// key made an `object_store` path (which escapes what S3 keys must not hold, as
     /// the store's own writes do), then every byte but `A-Z a-z 0-9 - . _ ~ /`
     /// percent-encoded, as SigV4's canonical URI wants it for S3.
-    fn object_url(&self, key: &str) -> Result<String, LockError> {
+    fn object_url(&self, key: &str) -> String {
         let full = if self.prefix.is_empty() {
             key.to_owned()
         } else {
@@ -313,7 +303,7 @@ impl ObjectLock {
         };
         let path = object_store::path::Path::from(full);
         let encoded = percent_encoding::utf8_percent_encode(path.as_ref(), &PATH_ENCODE);
-        Ok(format!("{}/{encoded}", self.bucket_url))
+        format!("{}/{encoded}", self.bucket_url)
     }
 
     /// Writes `body` as `key` in one create-only PUT (`If-None-Match: *`) that locks it
@@ -334,26 +324,26 @@ impl ObjectLock {
         until: i64,
     ) -> Result<bool, LockError> {
         const OP: &str = "PutObject";
-        let url = self.object_url(key)?;
-        let mut headers = vec![
+        let url = self.object_url(key);
+        let meta_names: Vec<String> = metadata
+            .iter()
+            .map(|(k, _)| format!("x-amz-meta-{k}"))
+            .collect();
+        let mut headers: Vec<(&str, String)> = vec![
             ("content-md5", content_md5(&body)),
             ("if-none-match", "*".to_owned()),
             ("x-amz-object-lock-mode", mode.as_s3().to_owned()),
             ("x-amz-object-lock-retain-until-date", iso8601(until)),
         ];
-        let meta: Vec<(String, String)> = metadata
-            .iter()
-            .map(|(k, v)| (format!("x-amz-meta-{k}"), v.clone()))
-            .collect();
-        let (status, text) = {
-            let mut all: Vec<(&str, String)> = Vec::new();
-            all.append(&mut headers);
-            for (k, v) in &meta {
-                all.push((k.as_str(), v.clone()));
-            }
-            self.call(OP, key, http::Method::PUT, &url, body, &all)
-                .await?
-        };
+        headers.extend(
+            meta_names
+                .iter()
+                .zip(metadata)
+                .map(|(name, (_, v))| (name.as_str(), v.clone())),
+        );
+        let (status, text) = self
+            .call(OP, key, http::Method::PUT, &url, body, &headers)
+            .await?;
         match status {
             200..=299 => Ok(true),
             412 => Ok(false),
@@ -361,7 +351,8 @@ impl ObjectLock {
         }
     }
 
-    /// Sends a signed request and reads at most [`MAX_BODY`] bytes of the answer.
+    /// Sends a signed request and reads at most [`MAX_BODY`] bytes of the answer (the
+    /// rest is not read).
     async fn call(
         &self,
         op: &'static str,
@@ -372,19 +363,23 @@ impl ObjectLock {
         headers: &[(&str, String)],
     ) -> Result<(u16, String), LockError> {
         let resp = self.send(op, key, method, url, body, headers).await?;
+        use futures::StreamExt as _;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .bytes()
-            .await
-            .map_err(|source| LockError::Http {
+        let mut stream = resp.into_body().bytes_stream();
+        let mut body = Vec::new();
+        while body.len() < MAX_BODY {
+            let Some(piece) = stream.next().await else {
+                break;
+            };
+            let piece = piece.map_err(|source| LockError::Http {
                 op,
                 key: key.to_owned(),
                 source,
             })?;
-        let cut = bytes.len().min(MAX_BODY);
-        let text = String::from_utf8_lossy(bytes.get(..cut).unwrap_or_default()).into_owned();
-        Ok((status, text))
+            let room = MAX_BODY - body.len();
+            body.extend_from_slice(piece.get(..room.min(piece.len())).unwrap_or_default());
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 
     async fn send(
@@ -438,6 +433,15 @@ fn content_md5(body: &[u8]) -> String {
     use base64::Engine as _;
     use md5::Digest as _;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
+/// `Ok` for a 2xx answer, else [`LockError::Status`] with the start of `body`.
+fn succeeded(op: &'static str, key: &str, status: u16, body: &str) -> Result<(), LockError> {
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(status_error(op, key, status, body))
+    }
 }
 
 fn status_error(op: &'static str, key: &str, status: u16, body: &str) -> LockError {
@@ -539,19 +543,15 @@ mod tests {
             prefix: "pre".into(),
         };
         assert_eq!(
-            lock.object_url("db1/binlogs/f.000001.index/e3.zstd+aes-256-gcm")
-                .unwrap(),
+            lock.object_url("db1/binlogs/f.000001.index/e3.zstd+aes-256-gcm"),
             "http://127.0.0.1:9000/b/pre/db1/binlogs/f.000001.index/e3.zstd%2Baes-256-gcm"
         );
         assert_eq!(
-            lock.object_url("db1/base/t@0024x=1 y").unwrap(),
+            lock.object_url("db1/base/t@0024x=1 y"),
             "http://127.0.0.1:9000/b/pre/db1/base/t%400024x%3D1%20y"
         );
         // What object_store escapes in a key (`#` here) is escaped the same way.
-        assert!(lock
-            .object_url("a/b#c")
-            .unwrap()
-            .ends_with("/pre/a/b%2523c"));
+        assert!(lock.object_url("a/b#c").ends_with("/pre/a/b%2523c"));
     }
 
     #[test]
