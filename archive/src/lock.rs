@@ -20,7 +20,7 @@
 //!   date is always allowed). Extending objects that retention deletes soon after is
 //!   harmless: their versions stay locked a little longer, then expire.
 
-use catalog::{ArchiveKind, ArchiveObjectRow, Catalog};
+use catalog::{ArchiveKind, Catalog};
 use objstore::store::{Store, StoreError};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -61,12 +61,10 @@ pub async fn extend_due(
     source: &str,
     now: i64,
 ) -> Result<LockReport, TierError> {
-    let (Some(lock), Some((mode, days))) = (store.object_lock(), store.retention()) else {
+    let Some((lock, retain)) = store.locking() else {
         return Ok(LockReport::default());
     };
-    let period = i64::from(days) * 86_400;
-    let until = now.saturating_add(period);
-    let due = now.saturating_add(period / 2);
+    let (period, until, due) = (retain.period(), retain.until(now), retain.due(now));
     let mut report = LockReport::default();
     // Rows passed over in this pass (missing, refused): still due, so read past them.
     let mut skipped = std::collections::HashSet::new();
@@ -88,9 +86,11 @@ pub async fn extend_due(
                 keys.push(objects::manifest_key(source, &row.file, row.epoch));
                 keys.push(objects::index_key(source, &row.file, row.epoch, &row.codec));
             }
-            match retain_all(lock, &keys, mode, until).await {
+            match retain_all(lock, &keys, retain.mode, until).await {
                 Ok(true) => {
-                    record(catalog, row, until).await?;
+                    catalog
+                        .set_archive_lock_until(source, &row.file, row.kind, row.end_offset, until)
+                        .await?;
                     report.extended += 1;
                 }
                 Ok(false) => {
@@ -143,11 +143,4 @@ async fn retain_all(
         }
     }
     Ok(true)
-}
-
-async fn record(catalog: &Catalog, row: &ArchiveObjectRow, until: i64) -> Result<(), TierError> {
-    catalog
-        .set_archive_lock_until(&row.source, &row.file, row.kind, row.end_offset, until)
-        .await?;
-    Ok(())
 }

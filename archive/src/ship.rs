@@ -314,7 +314,7 @@ impl Shipper {
     /// With Object Lock: extends the locks of objects still kept (`super::lock`) at
     /// start and every [`LOCK_PASS`]; ends at once without it.
     async fn lock_loop(&self, cancel: CancellationToken) {
-        if self.tier.store.retention().is_none() {
+        if self.tier.store.locking().is_none() {
             return;
         }
         self.repeat(LOCK_PASS, &cancel, || async {

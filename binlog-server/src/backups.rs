@@ -172,16 +172,16 @@ impl BackupService {
         settings: &Settings,
         catalog: Arc<Catalog>,
         recover_interrupted: bool,
-        archive_lock: Option<(objstore::lock::LockMode, u32)>,
+        archive_lock: Option<objstore::lock::Retain>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut store = settings
             .store
             .open()
             .context("open the base-backup store ([backup] store)")?;
         // Bases in the archive's locked bucket are locked as its objects are.
-        if let Some((mode, days)) = archive_lock {
+        if let Some(r) = archive_lock {
             if settings.store.options.same_bucket(&settings.archive.store) {
-                store = store.with_retention(mode, days);
+                store = store.with_retention(r.mode, r.days);
             }
         }
         if recover_interrupted {
@@ -506,7 +506,7 @@ impl BackupService {
         cancel: CancellationToken,
     ) {
         let _ = self.owners.set(owners.clone());
-        if self.snap.store.retention().is_some() {
+        if self.snap.store.locking().is_some() {
             let this = self.clone();
             let (owners, cancel) = (owners.clone(), cancel.clone());
             tokio::spawn(async move { this.lock_loop(owners, cancel).await });

@@ -45,7 +45,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
     // What can fail at start goes before the lease keeper, which takes leases at once
     // (a node that then exits on an error would leave them to expire).
     let tier = open_tier(&settings).await?;
-    let archive_lock = tier.as_ref().and_then(|t| t.store.retention());
+    let archive_lock = tier
+        .as_ref()
+        .and_then(|t| t.store.locking().map(|(_, r)| r));
     let backups =
         crate::backups::BackupService::open(&settings, catalog.clone(), true, archive_lock).await?;
     let (listener, guard) = bind_http(&settings).await?;

@@ -235,13 +235,12 @@ pub async fn extend_locks(
     source: &str,
     now: i64,
 ) -> Result<u64, BaseError> {
-    let (Some(lock), Some((mode, days))) = (store.object_lock(), store.retention()) else {
+    let Some((lock, retain)) = store.locking() else {
         return Ok(0);
     };
-    let period = i64::from(days) * 86_400;
-    let until = now.saturating_add(period);
+    let until = retain.until(now);
     let due = catalog
-        .base_locks_due(source, now.saturating_add(period / 2), period)
+        .base_locks_due(source, retain.due(now), retain.period())
         .await
         .map_err(BaseError::catalog(
             "list the bases whose object lock ends soon",
@@ -256,7 +255,7 @@ pub async fn extend_locks(
     let mut extended = 0;
     'bases: for b in rows.iter().filter(|b| due.contains(&b.id)) {
         for o in &b.objects {
-            match lock.retain(&o.key, mode, until).await {
+            match lock.retain(&o.key, retain.mode, until).await {
                 Ok(()) => {}
                 // The store refuses or lacks this object: logged, the other bases go on.
                 Err(e) if e.status().is_some() => {

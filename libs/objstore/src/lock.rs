@@ -73,6 +73,33 @@ pub struct BucketRule {
     pub days: u32,
 }
 
+/// How long this archive locks objects: the mode and the bucket rule's days (`D`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// Lock mode.
+    pub mode: LockMode,
+    /// `D`, days.
+    pub days: u32,
+}
+
+impl Retain {
+    /// `D` in seconds.
+    pub fn period(self) -> i64 {
+        i64::from(self.days) * 86_400
+    }
+
+    /// The retain-until date of an object written or extended at `now` (unix
+    /// seconds): `now + D`.
+    pub fn until(self, now: i64) -> i64 {
+        now.saturating_add(self.period())
+    }
+
+    /// Locks that end before this date are extended at `now`: `now + D / 2`.
+    pub fn due(self, now: i64) -> i64 {
+        now.saturating_add(self.period() / 2)
+    }
+}
+
 /// One object version's lock, as HeadObject reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {

@@ -207,19 +207,14 @@ impl StoreError {
 /// not apply it to multipart uploads). Only ever a later date, so a node clock behind
 /// the store's never asks for a shorter lock; a failure is logged and left to the
 /// hourly extension (`archive::lock`), never failing an upload that completed.
-async fn retain_uploaded(
-    lock: &crate::lock::ObjectLock,
-    key: &str,
-    mode: crate::lock::LockMode,
-    days: u32,
-) {
-    let until = unix_now().saturating_add(i64::from(days) * 86_400);
+async fn retain_uploaded(lock: &crate::lock::ObjectLock, key: &str, retain: crate::lock::Retain) {
+    let until = retain.until(unix_now());
     let r = async {
         let now = lock.retention(key).await?;
         if now.and_then(|r| r.until).is_some_and(|u| u >= until) {
             return Ok(());
         }
-        lock.retain(key, mode, until).await
+        lock.retain(key, retain.mode, until).await
     }
     .await;
     if let Err(e) = r {
@@ -250,9 +245,9 @@ pub struct Store {
     keyring: Arc<crate::keyring::Keyring>,
     /// The Object Lock calls of an `s3://` store (none for a local directory).
     lock: Option<Arc<crate::lock::ObjectLock>>,
-    /// With Object Lock on ([`Store::with_retention`]): the mode and days every object a
-    /// multipart upload completes is retained for, set right after it completes.
-    retain: Option<(crate::lock::LockMode, u32)>,
+    /// With Object Lock on ([`Store::with_retention`]): how long every object written is
+    /// locked.
+    retain: Option<crate::lock::Retain>,
 }
 
 /// Suffix added to the key of an object [`Store::put_stream`] encoded (descriptor `desc`
@@ -410,19 +405,19 @@ impl Store {
         self.lock.as_deref()
     }
 
-    /// This store, retaining every object a multipart upload completes in `mode` for
-    /// `days` days (PutObjectRetention right after the upload completes). S3 applies the
-    /// bucket's default rule to every new object by itself; this call makes the date
-    /// explicit where a store does not apply the rule to multipart uploads (moto 5).
-    /// Single PUTs rely on the bucket's rule. On a `file://` store it changes nothing.
+    /// This store, locking every object it writes in `mode` for `days` days: single PUTs
+    /// carry the lock in their request (`ObjectLock::put_locked`); multipart uploads get
+    /// the bucket's rule from S3 and the date explicitly right after they complete (moto 5
+    /// does not apply the rule to them). On a `file://` store it changes nothing.
     pub fn with_retention(mut self, mode: crate::lock::LockMode, days: u32) -> Store {
-        self.retain = Some((mode, days));
+        self.retain = Some(crate::lock::Retain { mode, days });
         self
     }
 
-    /// The mode and days of [`Store::with_retention`].
-    pub fn retention(&self) -> Option<(crate::lock::LockMode, u32)> {
-        self.retain
+    /// The lock calls and how long objects are locked, when this store locks what it
+    /// writes ([`Store::with_retention`] on an `s3://` store).
+    pub fn locking(&self) -> Option<(&crate::lock::ObjectLock, crate::lock::Retain)> {
+        self.lock.as_deref().zip(self.retain)
     }
 
     /// The store URL (no credentials).
@@ -592,8 +587,8 @@ impl Store {
         wm.finish()
             .await
             .map_err(|e| obj_err("complete upload", e))?;
-        if let (Some(lock), Some((mode, days))) = (&self.lock, self.retain) {
-            retain_uploaded(lock, key, mode, days).await;
+        if let Some((lock, retain)) = self.locking() {
+            retain_uploaded(lock, key, retain).await;
         }
         Ok(StoredObject {
             key: key.to_owned(),
@@ -649,21 +644,32 @@ impl Store {
         // Create-only in the one request (S3: `If-None-Match: *`; the local store: a
         // link that fails on an existing name), so two writers racing for one key
         // cannot both succeed, unlike a HEAD followed by a PUT.
-        if let (Some(lock), Some((mode, days))) = (&self.lock, self.retain) {
+        if let Some((lock, retain)) = self.locking() {
             // With Object Lock: the same create-only PUT, locked in the same request.
-            let until = unix_now().saturating_add(i64::from(days) * 86_400);
+            let until = retain.until(unix_now());
             if !lock
-                .put_locked(key, data.to_vec(), metadata, mode, until)
+                .put_locked(key, data.to_vec(), metadata, retain.mode, until)
                 .await?
             {
                 return Err(StoreError::Exists(key.to_owned()));
             }
-            return Ok(StoredObject {
-                key: key.to_owned(),
-                bytes: data.len() as u64,
-                sha256: hex::encode(Sha256::digest(data)),
-            });
+        } else {
+            self.put_create_only(key, data, metadata).await?;
         }
+        Ok(StoredObject {
+            key: key.to_owned(),
+            bytes: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        })
+    }
+
+    /// `data` as `key` in one create-only PUT through `object_store`.
+    async fn put_create_only(
+        &self,
+        key: &str,
+        data: &[u8],
+        metadata: &[(&'static str, String)],
+    ) -> Result<(), StoreError> {
         let attributes = self.attributes(metadata);
         self.inner
             .put_opts(
@@ -684,11 +690,7 @@ impl Store {
                     source,
                 },
             })?;
-        Ok(StoredObject {
-            key: key.to_owned(),
-            bytes: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
-        })
+        Ok(())
     }
 
     /// Streams object `obj` into `out`, checking its size and SHA-256 against the record;
