@@ -726,9 +726,14 @@ fn archive_retention_deletes_only_what_no_restorable_base_needs() -> Result<()> 
 
 /// The store client on `bucket` of the test S3 server (5 MiB parts, 2 retries).
 fn moto_bucket(moto: &Moto, bucket: &str) -> Result<objstore::store::Store> {
+    moto_store(moto, &format!("s3://{bucket}"))
+}
+
+/// The store `url` (`s3://bucket[/prefix]`) on `moto`.
+fn moto_store(moto: &Moto, url: &str) -> Result<objstore::store::Store> {
     Ok(objstore::store::Store::open(
         &objstore::store::StoreOptions {
-            url: format!("s3://{bucket}"),
+            url: url.to_owned(),
             s3_endpoint: Some(moto.endpoint()),
             s3_region: "us-east-1".into(),
             s3_allow_http: true,
@@ -1319,17 +1324,7 @@ fn an_object_locked_archive_cannot_be_deleted_and_its_locks_are_extended() -> Re
 
     // Extension: a pass as if 1.5 days had gone by sets every row's objects to a later
     // date, records it, and the same pass again has nothing to do.
-    let prefixed = objstore::store::Store::open(&objstore::store::StoreOptions {
-        url: "s3://locked/pre".into(),
-        s3_endpoint: Some(moto.endpoint()),
-        s3_region: "us-east-1".into(),
-        s3_allow_http: true,
-        part_size: 5 << 20,
-        upload_concurrency: 1,
-        retries: 2,
-        checksums: true,
-    })?
-    .with_retention(LockMode::Governance, 2);
+    let prefixed = moto_store(&moto, "s3://locked/pre")?.with_retention(LockMode::Governance, 2);
     let later = unix_now() as i64 + 36 * 3600;
     let report = rt.block_on(archive::lock::extend_due(
         &cat,

@@ -14,6 +14,11 @@ use mysql_wire::semisync;
 /// The primary's semi-sync timeout, ms.
 const TIMEOUT_MS: u64 = 3000;
 
+/// The binlog-server binary under test.
+fn server_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
+}
+
 /// A primary with semi-sync on (AFTER_SYNC) and a timeout of `timeout_ms`.
 fn semi_sync_primary(timeout_ms: u64) -> MariaDbOptions {
     MariaDbOptions {
@@ -159,7 +164,7 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
                    poll_interval = \"500ms\"\nreconnect_min_backoff = \"100ms\"\n\
                    reconnect_max_backoff = \"1s\"\n";
     let cfg = write_config_sources(dir.path(), &http, &[spec], capture)?;
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"));
+    let bin = server_bin();
     let mut server = ServerProcess::start(&bin, &cfg, &http)?;
     wait_for(
         "binlog-server is the semi-sync client",
@@ -325,20 +330,18 @@ fn no_acknowledged_commit_is_lost_when_primary_and_archive_die_together() -> Res
 }
 
 fn rpo_trial(trial: u64, rnd: u64) -> Result<String> {
-    let mut sb = Sandbox::builder(std::path::PathBuf::from(env!(
-        "CARGO_BIN_EXE_binlog-server-under-test"
-    )))
-    // A short timeout while the harness sets up (no replica yet: its first commit waits
-    // that long, then the primary runs async), a long one below.
-    .primary_options(semi_sync_primary(1000))
-    .source_toml("semi_sync = true\n")
-    .local_base_store()
-    .source_backup(SourceBackup::logical())
-    .setup(|db| {
-        db.sql("CREATE TABLE test.rpo (id BIGINT PRIMARY KEY)")?;
-        Ok(())
-    })
-    .start()?;
+    let mut sb = Sandbox::builder(server_bin())
+        // A short timeout while the harness sets up (no replica yet: its first commit waits
+        // that long, then the primary runs async), a long one below.
+        .primary_options(semi_sync_primary(1000))
+        .source_toml("semi_sync = true\n")
+        .local_base_store()
+        .source_backup(SourceBackup::logical())
+        .setup(|db| {
+            db.sql("CREATE TABLE test.rpo (id BIGINT PRIMARY KEY)")?;
+            Ok(())
+        })
+        .start()?;
     sb.take_base("db1")?;
     // binlog-server is the semi-sync replica now: no commit is released without its ack
     // for the rest of the trial (600 s), and the primary is back to semi-sync.
@@ -373,7 +376,7 @@ fn rpo_trial(trial: u64, rnd: u64) -> Result<String> {
         "some commits were acknowledged before the kill"
     );
 
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"));
+    let bin = server_bin();
     let (cfg, http) = (sb.config_path().to_owned(), sb.http_addr().to_owned());
     *sb.server_mut() = ServerProcess::start(&bin, &cfg, &http)?;
     let gtid = wait_for("the archive's last GTID", Duration::from_secs(30), || {
