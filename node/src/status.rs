@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -270,6 +271,13 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// The buckets of [`Metrics::durable_wait`], seconds: 0.25 ms to 2 s.
+pub fn durable_wait_histogram() -> Histogram {
+    Histogram::new([
+        0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+    ])
+}
+
 /// The process's metrics registry.
 pub struct Metrics {
     registry: Registry,
@@ -289,6 +297,9 @@ pub struct Metrics {
     pub reconnects: Family<SourceLabel, Counter>,
     /// fdatasync calls on active files.
     pub fsyncs: Family<SourceLabel, Counter>,
+    /// Per fdatasync of an active file: how long its oldest byte waited from arrival
+    /// until the fdatasync returned, seconds ([`durable_wait_histogram`]'s buckets).
+    pub durable_wait: Family<SourceLabel, Histogram, fn() -> Histogram>,
     /// Bytes behind the primary (last poll).
     pub lag_bytes: Family<SourceLabel, Gauge>,
     /// Seconds behind the primary (last poll).
@@ -357,6 +368,7 @@ impl Metrics {
             crc_failures: Family::default(),
             reconnects: Family::default(),
             fsyncs: Family::default(),
+            durable_wait: Family::new_with_constructor(durable_wait_histogram),
             lag_bytes: Family::default(),
             lag_seconds: Family::default(),
             check_failures: Family::default(),
@@ -424,6 +436,11 @@ impl Metrics {
             "fsyncs",
             "fdatasync calls on active binlog files",
             self.fsyncs.clone(),
+        );
+        r.register(
+            "durable_wait_seconds",
+            "Per fdatasync of an active binlog file: seconds from the arrival of the oldest byte it made durable until it returned (receive-to-durable)",
+            self.durable_wait.clone(),
         );
         r.register(
             "lag_bytes",

@@ -7,11 +7,11 @@
 //!   its end position (`file`, `log_pos`) and asks the writer to sync at once
 //!   ([`WriterMsg::SyncSoon`](super::writer::WriterMsg::SyncSoon)) instead of after
 //!   `fsync_interval`.
-//! - The writer's syncer fdatasyncs, then publishes the durable end (`durable_file`,
-//!   `durable_pos` in the status, [`StatusCell::watch_durable`]). Only then does the
-//!   stream send one ack, for the newest owed position the durable end covers; it
-//!   acknowledges every earlier transaction too (group commit: one fdatasync and one ack
-//!   for every commit that waited meanwhile).
+//! - The writer's syncer fdatasyncs, then publishes the synced end at once
+//!   ([`WriterTx::synced`], before the control file, the index and the status follow).
+//!   Only then does the stream send one ack, for the newest owed position the synced
+//!   end covers; it acknowledges every earlier transaction too (group commit: one
+//!   fdatasync and one ack for every commit that waited meanwhile).
 //! - A crash before the ack loses nothing acknowledged: the primary still waits (or
 //!   falls back to async after its timeout, which it reports in its own status).
 //!
@@ -24,6 +24,7 @@ use node::status::{Metrics, StatusCell};
 
 use super::error::StreamEnd;
 use super::session;
+use super::writer::{SyncedEnd, WriterTx};
 
 /// Longest a 20-byte ack may take to be written before the connection is presumed dead.
 const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -32,17 +33,18 @@ const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub(crate) struct Acks {
     /// Owed end positions, oldest first.
     owed: VecDeque<(String, u64)>,
-    /// Moves with the durable end.
-    durable: tokio::sync::watch::Receiver<u64>,
+    /// The synced end, the moment each fdatasync returns.
+    synced: tokio::sync::watch::Receiver<Option<SyncedEnd>>,
 }
 
 impl Acks {
-    pub(crate) fn new(status: &StatusCell) -> Acks {
-        let mut durable = status.watch_durable();
-        durable.mark_unchanged();
+    /// The acks of a stream whose events go to `writer`.
+    pub(crate) fn new(writer: &WriterTx) -> Acks {
+        let mut synced = writer.synced();
+        synced.mark_unchanged();
         Acks {
             owed: VecDeque::new(),
-            durable,
+            synced,
         }
     }
 
@@ -56,15 +58,15 @@ impl Acks {
         self.owed.push_back((file.to_owned(), pos));
     }
 
-    /// Waits until the durable end moves (cancel-safe).
-    pub(crate) async fn durable_moved(&mut self) {
-        if self.durable.changed().await.is_err() {
-            // The status outlives the stream; should it go, wait for the read instead.
+    /// Waits until the synced end moves (cancel-safe).
+    pub(crate) async fn synced_moved(&mut self) {
+        if self.synced.changed().await.is_err() {
+            // The writer is gone; the stream hears why from its own channels.
             std::future::pending::<()>().await;
         }
     }
 
-    /// Sends one ack for the newest owed position the durable end covers, if any.
+    /// Sends one ack for the newest owed position the synced end covers, if any.
     ///
     /// # Errors
     ///
@@ -77,19 +79,20 @@ impl Acks {
         metrics: &Metrics,
         source: &str,
     ) -> Result<(), StreamEnd> {
-        let durable = {
-            let st = status.lock();
-            st.durable_file.clone().zip(st.durable_pos)
-        };
-        let Some((dfile, dpos)) = durable else {
+        let Some(SyncedEnd {
+            file: dfile,
+            len: dpos,
+        }) = self.synced.borrow_and_update().clone()
+        else {
             return Ok(());
         };
+        let dfile: &str = &dfile;
         let mut newest = None;
         while let Some((f, p)) = self.owed.front() {
-            let covered = if *f == dfile {
+            let covered = if f == dfile {
                 dpos >= *p
             } else {
-                binlog::binlog_order(&dfile) > binlog::binlog_order(f)
+                binlog::binlog_order(dfile) > binlog::binlog_order(f)
             };
             if !covered {
                 break;

@@ -237,14 +237,14 @@ async fn ask_semi_sync(s: &mut session::Session, status: &StatusCell) -> Result<
 enum Wake {
     /// A packet, a broken connection, or the read timeout.
     Packet(Result<Result<Option<Bytes>, mysql_wire::ConnError>, tokio::time::error::Elapsed>),
-    /// The durable end moved while acks are owed.
-    Durable,
+    /// The synced end moved while acks are owed.
+    Synced,
 }
 
 /// Reads events until the stream ends (the error says why) or the source is cancelled
 /// (`Ok`): each is framed, CRC-checked, classified and stored in batches. A semi-sync
 /// stream's events lose their header first, and the acks they ask for are sent once
-/// the durable end covers them (`super::semisync`).
+/// the synced end covers them (`super::semisync`).
 async fn read_events(
     a: &Attempt<'_>,
     s: &mut session::Session,
@@ -263,16 +263,16 @@ async fn read_events(
     // Where a FORMAT_DESCRIPTION announcing no checksums arrived, until the next event
     // showed it carries none.
     let mut off_fde_at: Option<u64> = None;
-    let mut acks = super::semisync::Acks::new(&a.ctx.status);
+    let mut acks = super::semisync::Acks::new(a.wtx);
     loop {
         let wake = tokio::select! {
             _ = a.ctx.cancel.cancelled() => return Ok(()),
             _ = a.writer_failed.cancelled() => return Err(StreamEnd::WriterFailed(None)),
-            _ = acks.durable_moved(), if acks.pending() => Wake::Durable,
+            _ = acks.synced_moved(), if acks.pending() => Wake::Synced,
             r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => Wake::Packet(r),
         };
         let pkt = match wake {
-            Wake::Durable => {
+            Wake::Synced => {
                 acks.send_covered(s, &a.ctx.status, metrics, &a.ctx.source.name)
                     .await?;
                 continue;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catalog::FileProgress;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::warn;
 
 use binlog::{self, event_type, EventHeader, FormatDescription, Gtid, TxnRecord, TxnTracker};
@@ -38,7 +38,7 @@ pub(crate) enum WriterMsg {
     /// A semi-sync primary waits for an ack of what was appended: sync as soon as the
     /// syncer is free instead of after `fsync_interval` (group commit: one fdatasync
     /// covers every ack owed by then). The durable end then reaches the stream through
-    /// the status (`StatusCell::watch_durable`), which sends the ack.
+    /// [`WriterTx::synced`], which sends the ack.
     SyncSoon,
 }
 
@@ -128,6 +128,10 @@ struct Writer {
     /// A semi-sync ack is owed ([`WriterMsg::SyncSoon`]): the next sync starts as soon
     /// as the syncer is free.
     urgent: bool,
+    /// The last batch was small and fresh ([`at_tail`]): the stream reads at the
+    /// primary's tail, not a backlog, so each sync starts as soon as the syncer is free
+    /// (group commit) instead of after `interval`.
+    at_tail: bool,
     /// This writer's own lane, for the idle tick.
     me: WeakLane<Writer>,
     /// The runtime that runs the idle tick's timer.
@@ -155,6 +159,8 @@ type SyncReply = std::sync::mpsc::Sender<Result<(String, u64), WriterError>>;
 
 /// One sync for the syncer thread.
 struct SyncJob {
+    /// When the oldest byte this sync covers arrived.
+    arrived: Instant,
     ticket: archive::local::SyncTicket,
     name: String,
     records: Vec<TxnRecord>,
@@ -173,12 +179,27 @@ struct Syncer {
     /// The writer, woken after each sync (so it submits what was appended meanwhile).
     writer: WeakLane<Writer>,
     fsyncs: prometheus_client::metrics::counter::Counter,
+    /// Arrival-to-durable seconds per sync (`Metrics::durable_wait`).
+    durable_wait: prometheus_client::metrics::histogram::Histogram,
     store: Arc<LocalFiles>,
     index: Arc<Index>,
     notes: mpsc::UnboundedSender<WriterNote>,
+    /// The synced end, published the moment fdatasync returns ([`WriterTx::synced`]).
+    synced: Arc<watch::Sender<Option<SyncedEnd>>>,
     next_ordinal: u64,
     /// Set after a failed index write: no later batch may move the index past it.
     index_broken: bool,
+}
+
+/// The end of what the syncer has fdatasynced: file name and length in bytes. Bytes up
+/// to it survive a crash (recovery walks forward from the control file over complete,
+/// CRC-checked events, so a control file that lags behind loses nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyncedEnd {
+    /// The file (the primary's name).
+    pub file: Arc<str>,
+    /// Its fdatasynced length, bytes.
+    pub len: u64,
 }
 
 /// Messages to the syncer.
@@ -218,6 +239,15 @@ impl Syncer {
                 .map_err(|e| WriterError::new(format!("fsync the directory of {}", job.name), e))?;
         }
         self.fsyncs.inc();
+        self.durable_wait
+            .observe(job.arrived.elapsed().as_secs_f64());
+        // An ack owed to a semi-sync primary may go now: the bytes are on disk. The
+        // control file, the index and the catalog follow (they only speed up recovery
+        // or serve readers).
+        self.synced.send_replace(Some(SyncedEnd {
+            file: job.name.as_str().into(),
+            len: t.len,
+        }));
         self.store
             .write_control(
                 &Control {
@@ -414,6 +444,7 @@ impl Writer {
         }
         let ticket = a.prepare_sync()?;
         let job = SyncJob {
+            arrived: self.first_dirty.unwrap_or_else(Instant::now),
             upto: self.tracker.open_txn_start().unwrap_or(ticket.len),
             name: a.name.clone(),
             progress: self.progress.to_file(&a.name, ticket.len),
@@ -445,6 +476,7 @@ impl Writer {
         match msg {
             WriterMsg::Open { file, pos } => self.open(&file, pos),
             WriterMsg::Events(evs) => {
+                self.at_tail = at_tail(&evs);
                 for (h, ev) in evs {
                     self.append(&h, &ev)?;
                 }
@@ -490,7 +522,8 @@ impl Writer {
             return self.collect_sync(false).map(|_| ());
         }
         let t = *self.first_dirty.get_or_insert_with(Instant::now);
-        if (self.urgent || t.elapsed() >= self.interval) && self.request_sync(false)? {
+        let due = self.urgent || self.at_tail || t.elapsed() >= self.interval;
+        if due && self.request_sync(false)? {
             self.first_dirty = None;
             self.urgent = false;
         }
@@ -522,8 +555,10 @@ enum WriterInput {
     Close(oneshot::Sender<()>),
 }
 
-/// fsync policy: at most `interval` after the first unsynced byte while data flows, and
-/// at once when nothing has arrived for [`IDLE_GRACE`] (the stream caught up or paused).
+/// fsync policy: while a backlog streams in, at most `interval` after the first unsynced
+/// byte; at the primary's tail ([`at_tail`]) or
+/// when a semi-sync ack is owed, as soon as the syncer is free; and at once when nothing
+/// has arrived for [`IDLE_GRACE`] (the stream caught up or paused).
 /// An I/O error is final: after a failed fsync the page cache state is unknown, so the
 /// source stops (a restart recovers from the disk).
 impl Actor for Writer {
@@ -570,7 +605,7 @@ impl Actor for Writer {
         let waited = self
             .first_dirty
             .is_some_and(|t| t.elapsed() >= self.interval);
-        if quiet >= IDLE_GRACE || waited || self.urgent {
+        if quiet >= IDLE_GRACE || waited || self.urgent || self.at_tail {
             return match self.request_sync(false) {
                 Ok(submitted) => {
                     if submitted {
@@ -609,6 +644,32 @@ impl Drop for Writer {
 /// syncs at once.
 const IDLE_GRACE: Duration = Duration::from_millis(2);
 
+/// Whether a batch shows a stream at the primary's tail rather than a backlog: smaller
+/// than [`TAIL_BATCH_BYTES`] (the reader sends a batch when the connection holds nothing
+/// more, or at 256 KiB, `stream.rs`) and with an event written on the primary at most
+/// [`TAIL_AGE_SECS`] ago (header timestamps, seconds; a catch-up reads old events in
+/// batches the primary's send rate may keep small). Syncing every tail batch at once
+/// costs little (the primary's commit rate bounds it) and keeps commit-to-durable within
+/// a few ms; syncing a backlog every `fsync_interval` keeps catch-up's CPU per GB down.
+/// A clock skewed by more than that between the primary and this node, or a long
+/// transaction, only makes its batches wait for `fsync_interval` or a pause again.
+fn at_tail(evs: &[(EventHeader, Bytes)]) -> bool {
+    if evs.iter().map(|(_, b)| b.len()).sum::<usize>() >= TAIL_BATCH_BYTES {
+        return false;
+    }
+    let newest = evs.iter().map(|(h, _)| h.timestamp).max().unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    newest != 0 && u64::from(newest) + TAIL_AGE_SECS >= now
+}
+
+/// Batches at least this large are a backlog ([`at_tail`]), bytes.
+const TAIL_BATCH_BYTES: usize = 64 << 10;
+
+/// Events older than this are a backlog ([`at_tail`]), seconds.
+const TAIL_AGE_SECS: u64 = 2;
+
 /// Bytes of event batches queued to one source's writer and not yet appended: the
 /// stream waits beyond this (a batch is at most 256 KiB, see `stream.rs`).
 pub(crate) const WRITER_BUDGET_BYTES: usize = 4 << 20;
@@ -622,9 +683,17 @@ pub(crate) struct WriterGone;
 pub(crate) struct WriterTx {
     lane: Lane<Writer>,
     budget: Arc<Semaphore>,
+    synced: Arc<watch::Sender<Option<SyncedEnd>>>,
 }
 
 impl WriterTx {
+    /// Watches the end of what is fdatasynced: it moves as soon as each fdatasync
+    /// returns, before the control file, the index and the status follow (what a
+    /// semi-sync ack waits for; `None` until the first sync).
+    pub(crate) fn synced(&self) -> watch::Receiver<Option<SyncedEnd>> {
+        self.synced.subscribe()
+    }
+
     /// Queues `msg`, first waiting while the batches queued hold
     /// [`WRITER_BUDGET_BYTES`].
     ///
@@ -689,14 +758,20 @@ pub(crate) fn start(
     let (ntx, notes) = mpsc::unbounded_channel::<WriterNote>();
     let budget = Arc::new(Semaphore::new(WRITER_BUDGET_BYTES));
     let rt = tokio::runtime::Handle::current();
+    let synced = Arc::new(watch::Sender::new(None));
     let lane = Lane::new_cyclic(&pools.writers, |me| {
         let syncer = Syncer {
             source: name.to_owned(),
             writer: me.clone(),
             fsyncs: metrics.fsyncs.get_or_create(&Metrics::label(name)).clone(),
+            durable_wait: metrics
+                .durable_wait
+                .get_or_create(&Metrics::label(name))
+                .clone(),
             store: store.clone(),
             index: index.clone(),
             notes: ntx.clone(),
+            synced: synced.clone(),
             next_ordinal,
             index_broken: false,
         };
@@ -708,6 +783,7 @@ pub(crate) fn start(
             last_input: Instant::now(),
             tick_armed: false,
             urgent: false,
+            at_tail: false,
             me,
             rt,
             store: store.clone(),
@@ -725,7 +801,115 @@ pub(crate) fn start(
         }
     });
     Started {
-        tx: WriterTx { lane, budget },
+        tx: WriterTx {
+            lane,
+            budget,
+            synced,
+        },
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` events of `size` bytes written at unix second `timestamp` (a QUERY type code,
+    /// zero bodies: the writer stores bytes, it does not judge them), their log_pos
+    /// running on from `start`.
+    fn events(n: usize, size: usize, start: u64, timestamp: u32) -> Vec<(EventHeader, Bytes)> {
+        (0..n)
+            .map(|i| {
+                let end = start + ((i + 1) * size) as u64;
+                let header = EventHeader {
+                    timestamp,
+                    type_code: event_type::QUERY,
+                    server_id: 1,
+                    event_size: size as u32,
+                    log_pos: end as u32,
+                    flags: 0,
+                };
+                (header, Bytes::from(vec![0u8; size]))
+            })
+            .collect()
+    }
+
+    /// Streams 8 MiB of events written at `timestamp` into a fresh store in batches of
+    /// `batch` bytes with an `fsync_interval` of an hour, as fast as the writer takes
+    /// them, and waits until all of it is synced; returns how many fdatasyncs that took.
+    async fn fsyncs_for(batch: usize, timestamp: u32) -> u64 {
+        const EVENT: usize = 1024;
+        const TOTAL: usize = 8 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, _) = LocalFiles::open(dir.path(), "db").unwrap();
+        let store = Arc::new(store);
+        let index = Arc::new(Index::open(&dir.path().join("index")).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let pools = IoPools::start().unwrap();
+        let started = start(
+            "db",
+            &store,
+            &index,
+            &metrics,
+            &pools,
+            0,
+            Duration::from_secs(3600),
+        );
+        let mut synced = started.tx.synced();
+        let file = "mysql-bin.000001".to_string();
+        started
+            .tx
+            .send(WriterMsg::Open {
+                file: file.clone(),
+                pos: 4,
+            })
+            .await
+            .unwrap();
+        let per_batch = (batch / EVENT).max(1);
+        let mut pos = 4;
+        for _ in 0..TOTAL / (per_batch * EVENT) {
+            let evs = events(per_batch, EVENT, pos, timestamp);
+            pos += (per_batch * EVENT) as u64;
+            started.tx.send(WriterMsg::Events(evs)).await.unwrap();
+        }
+        let want = SyncedEnd {
+            file: file.as_str().into(),
+            len: pos,
+        };
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            synced.wait_for(|s| s.as_ref() == Some(&want)),
+        )
+        .await
+        .expect("everything synced within 60 s, not after the hour")
+        .unwrap();
+        let n = metrics.fsyncs.get_or_create(&Metrics::label("db")).get();
+        started.tx.close().await;
+        n
+    }
+
+    /// At the primary's tail (small batches of fresh events, the stream never pausing)
+    /// a sync starts as soon as the last one ended, whatever `fsync_interval` says; a
+    /// backlog, in full batches or of old events, is synced far less often (here: when
+    /// it stops, by the idle rule, or when the budget made the sender wait 2 ms).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fresh_small_batches_are_synced_as_they_come_and_a_backlog_is_not() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32;
+        let tail = fsyncs_for(8 << 10, now + 5).await;
+        let full = fsyncs_for(256 << 10, now + 5).await;
+        let old = fsyncs_for(8 << 10, now - 3600).await;
+        assert!(
+            tail >= 4,
+            "tail batches synced as they came: {tail} fdatasyncs"
+        );
+        for (what, n) in [("full batches", full), ("old events", old)] {
+            assert!(
+                tail >= 4 * n,
+                "a backlog of {what} is synced far less often: {n} fdatasyncs, {tail} at the tail"
+            );
+        }
     }
 }

@@ -26,7 +26,7 @@
 //!                                # not hold the source's lease is forwarded to the owner with it
 //! peer_ca = "/etc/binlog-server/fleet-ca.pem"  # trusted for the other nodes' https advertise URLs
 //! [capture]                      # optional; defaults shown
-//! fsync_interval = "500ms"       # longest time received bytes stay unsynced while data flows
+//! fsync_interval = "500ms"       # while a backlog streams in: longest time bytes stay unsynced
 //! heartbeat_period = "2s"        # asked of the primary; no packet for 3x this + 5 s = reconnect
 //! poll_interval = "5s"           # SHOW BINARY LOGS / SHOW MASTER STATUS for lag and checks
 //! reconnect_min_backoff = "200ms"
@@ -689,9 +689,13 @@ impl fmt::Debug for CatalogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
-    /// Longest time received bytes of the active file stay unsynced while data flows
-    /// (catch-up, heavy load). When the stream pauses for 2 ms the file is synced at
-    /// once, so at ordinary rates data is durable within milliseconds. Bytes not yet
+    /// Longest time received bytes of the active file stay unsynced while a backlog
+    /// streams in (catch-up: full 256 KiB batches, or events written on the primary more
+    /// than 2 s ago). At the primary's tail (smaller batches of fresh events) each sync
+    /// starts as soon as the one before it ends (group commit: one fdatasync covers what
+    /// arrived meanwhile), and when the stream pauses for 2 ms the file is synced at
+    /// once, so live data is durable within a few ms
+    /// (docs/benchmarks.md, "Semi-sync and commit-to-durable latency"). Bytes not yet
     /// durable here are still on the primary and are fetched again after a crash.
     #[serde(with = "humantime_serde")]
     pub fsync_interval: Duration,
