@@ -20,6 +20,11 @@
 #                                            cost per source: RSS, threads, fds, CPU and
 #                                            catalog calls, idle and under load, with N
 #                                            sources over 4 sandbox primaries
+#   bash scripts/bench.sh --semi-sync [--secs S] [--rounds N] [--threads N]
+#                                            one primary under an oltp_write_only-like load:
+#                                            async, semi-sync to binlog-server and semi-sync
+#                                            to a native replica, interleaved: trx/s, COMMIT
+#                                            latency, commit-to-durable p50/p99/max
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -33,6 +38,9 @@ if [ "${1:-}" = "--sources" ]; then
 fi
 if [ "${1:-}" = "--standby-plan" ]; then
     exec "$CARGO_TARGET_DIR/release/standby_plan" "$@"
+fi
+if [ "${1:-}" = "--semi-sync" ]; then
+    exec "$CARGO_TARGET_DIR/release/semi_sync" "$@"
 fi
 if [ "${1:-}" = "--pitr" ]; then
     shift
