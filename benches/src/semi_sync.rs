@@ -164,6 +164,7 @@ fn main() -> Result<()> {
     let configs = write_configs(work.path(), &primary)?;
     let mut results: Vec<(Mode, Round)> = Vec::new();
     let mut server: Option<ServerProcess> = None;
+    println!("   round {}", header());
     for round in 0..args.rounds {
         for i in 0..MODES.len() {
             let mode = MODES[(i + round) % MODES.len()];
@@ -174,18 +175,10 @@ fn main() -> Result<()> {
             prepare(mode, &primary, &replica, &s)?;
             let r = run_load(mode, &primary, &s, &args)?;
             println!(
-                "   round {} {:<38} {:>6.0} trx/s  commit p50 {:>5.2} p99 {:>6.2} ms  probe p50 {:>6.2} p99 {:>7.2} max {:>7.2} ms ({} probes)  server p50 <= {} p99 <= {} ms",
+                "   round {} {} ({} probes)",
                 round + 1,
-                mode.label(),
-                r.trx_per_sec,
-                r.commit_p50_ms,
-                r.commit_p99_ms,
-                r.durable_p50_ms,
-                r.durable_p99_ms,
-                r.durable_max_ms,
-                r.probes,
-                r.server_p50_ms,
-                r.server_p99_ms
+                row(mode, &r),
+                r.probes
             );
             if mode.semi() && r.no_tx > 0 {
                 bail!(
@@ -201,7 +194,7 @@ fn main() -> Result<()> {
     if let Some(mut s) = server.take() {
         s.stop()?;
     }
-    report(&results_by_mode(&mut results));
+    report(&results_by_mode(&results));
     Ok(())
 }
 
@@ -258,13 +251,6 @@ fn write_configs(dir: &Path, primary: &MariaDb) -> Result<Configs> {
     })
 }
 
-fn status_value(db: &MariaDb, name: &str) -> Result<String> {
-    let rows = db.sql_rows(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))?;
-    rows.first()
-        .and_then(|r| r.get(1).cloned())
-        .with_context(|| format!("status {name}"))
-}
-
 /// Sets the primary and the replica for `mode` and waits until binlog-server is caught
 /// up and, in a semi-sync mode, until the primary is in semi-sync.
 fn prepare(mode: Mode, primary: &MariaDb, replica: &MariaDb, server: &ServerProcess) -> Result<()> {
@@ -287,11 +273,9 @@ fn prepare(mode: Mode, primary: &MariaDb, replica: &MariaDb, server: &ServerProc
     if mode.semi() {
         wait_for("the primary in semi-sync", Duration::from_secs(60), || {
             primary.sql("INSERT INTO test.probe () VALUES ()")?;
-            Ok(
-                (status_value(primary, "Rpl_semi_sync_master_status")? == "ON"
-                    && status_value(primary, "Rpl_semi_sync_master_clients")? == "1")
-                    .then_some(()),
-            )
+            Ok((primary.status_var("Rpl_semi_sync_master_status")? == "ON"
+                && primary.status_var("Rpl_semi_sync_master_clients")? == "1")
+                .then_some(()))
         })
         .with_context(|| {
             format!(
@@ -307,7 +291,7 @@ fn prepare(mode: Mode, primary: &MariaDb, replica: &MariaDb, server: &ServerProc
 
 /// Runs the load and the probe for `args.secs` seconds.
 fn run_load(mode: Mode, primary: &MariaDb, server: &ServerProcess, args: &Args) -> Result<Round> {
-    let no_tx_before: u64 = status_value(primary, "Rpl_semi_sync_master_no_tx")?.parse()?;
+    let no_tx_before: u64 = primary.status_var("Rpl_semi_sync_master_no_tx")?.parse()?;
     let buckets_before = durable_buckets(server)?;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -331,7 +315,7 @@ fn run_load(mode: Mode, primary: &MariaDb, server: &ServerProcess, args: &Args) 
     }
     let elapsed = started.elapsed().as_secs_f64();
     let mut durable = probe?;
-    let no_tx: u64 = status_value(primary, "Rpl_semi_sync_master_no_tx")?.parse()?;
+    let no_tx: u64 = primary.status_var("Rpl_semi_sync_master_no_tx")?.parse()?;
     let buckets: Vec<(f64, u64)> = durable_buckets(server)?
         .into_iter()
         .map(|(le, n)| {
@@ -508,7 +492,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The median of every figure over a mode's rounds, in MODES order.
-fn results_by_mode(results: &mut [(Mode, Round)]) -> Vec<(Mode, Round)> {
+fn results_by_mode(results: &[(Mode, Round)]) -> Vec<(Mode, Round)> {
     MODES
         .iter()
         .map(|&m| {
@@ -537,10 +521,10 @@ fn results_by_mode(results: &mut [(Mode, Round)]) -> Vec<(Mode, Round)> {
         .collect()
 }
 
-fn report(by_mode: &[(Mode, Round)]) {
-    println!("== medians over the rounds");
-    println!(
-        "   {:<38} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
+/// The column heads of [`row`].
+fn header() -> String {
+    format!(
+        "{:<38} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
         "mode",
         "trx/s",
         "commit p50",
@@ -550,20 +534,30 @@ fn report(by_mode: &[(Mode, Round)]) {
         "probe max",
         "server p50",
         "server p99"
-    );
+    )
+}
+
+/// One line of figures, in the columns of [`header`].
+fn row(m: Mode, r: &Round) -> String {
+    format!(
+        "{:<38} {:>6.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>11} {:>11}",
+        m.label(),
+        r.trx_per_sec,
+        r.commit_p50_ms,
+        r.commit_p99_ms,
+        r.durable_p50_ms,
+        r.durable_p99_ms,
+        r.durable_max_ms,
+        format!("<= {}ms", r.server_p50_ms),
+        format!("<= {}ms", r.server_p99_ms)
+    )
+}
+
+fn report(by_mode: &[(Mode, Round)]) {
+    println!("== medians over the rounds");
+    println!("   {}", header());
     for (m, r) in by_mode {
-        println!(
-            "   {:<38} {:>6.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>11} {:>11}",
-            m.label(),
-            r.trx_per_sec,
-            r.commit_p50_ms,
-            r.commit_p99_ms,
-            r.durable_p50_ms,
-            r.durable_p99_ms,
-            r.durable_max_ms,
-            format!("<= {}ms", r.server_p50_ms),
-            format!("<= {}ms", r.server_p99_ms)
-        );
+        println!("   {}", row(*m, r));
     }
     let tps = |m: Mode| {
         by_mode

@@ -31,13 +31,6 @@ fn semi_sync_primary(timeout_ms: u64) -> MariaDbOptions {
     }
 }
 
-fn status(db: &MariaDb, name: &str) -> Result<String> {
-    let rows = db.sql_rows(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))?;
-    rows.first()
-        .and_then(|r| r.get(1).cloned())
-        .with_context(|| format!("status {name}"))
-}
-
 /// Reads the stream until an event the primary wants acknowledged; returns the position
 /// after it (the stream stays in one file here). Every event must carry the semi-sync
 /// header.
@@ -99,13 +92,13 @@ fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()
     rt.block_on(conn.send_command(&mysql_wire::packet::com_binlog_dump(4, 0, 7001, &first)))?;
     // The primary counts this replica as a semi-sync client once the dump runs.
     wait_for("one semi-sync client", Duration::from_secs(10), || {
-        Ok((status(&db, "Rpl_semi_sync_master_clients")? == "1").then_some(()))
+        Ok((db.status_var("Rpl_semi_sync_master_clients")? == "1").then_some(()))
     })?;
 
     rt.block_on(catch_up(&mut conn, &first))?;
     // A commit waits; the ack of its last event releases it and counts as acknowledged.
     // (What the harness committed before any replica counts as released without one.)
-    let count = |name: &str| -> Result<u64> { Ok(status(&db, name)?.parse()?) };
+    let count = |name: &str| -> Result<u64> { Ok(db.status_var(name)?.parse()?) };
     let (yes, no) = (
         count("Rpl_semi_sync_master_yes_tx")?,
         count("Rpl_semi_sync_master_no_tx")?,
@@ -127,7 +120,7 @@ fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()
     );
     assert_eq!(count("Rpl_semi_sync_master_yes_tx")?, yes + 1);
     assert_eq!(count("Rpl_semi_sync_master_no_tx")?, no);
-    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "ON");
+    assert_eq!(db.status_var("Rpl_semi_sync_master_status")?, "ON");
 
     // Without an ack the commit waits the whole timeout, then the primary falls back.
     let t = Instant::now();
@@ -138,7 +131,7 @@ fn a_commit_waits_for_the_ack_and_falls_back_to_async_without_one() -> Result<()
         "the commit waited for the ack until the timeout: {waited:?}"
     );
     assert_eq!(count("Rpl_semi_sync_master_no_tx")?, no + 1);
-    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "OFF");
+    assert_eq!(db.status_var("Rpl_semi_sync_master_status")?, "OFF");
     Ok(())
 }
 
@@ -169,7 +162,7 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
     wait_for(
         "binlog-server is the semi-sync client",
         Duration::from_secs(30),
-        || Ok((status(&db, "Rpl_semi_sync_master_clients")? == "1").then_some(())),
+        || Ok((db.status_var("Rpl_semi_sync_master_clients")? == "1").then_some(())),
     )?;
     // CREATE TABLE ran with no replica: the primary went async after its timeout, and is
     // back once binlog-server has caught up and acknowledged (an async commit nudges it).
@@ -177,7 +170,7 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
         "the primary back in semi-sync",
         Duration::from_secs(30),
         || {
-            if status(&db, "Rpl_semi_sync_master_status")? == "ON" {
+            if db.status_var("Rpl_semi_sync_master_status")? == "ON" {
                 return Ok(Some(()));
             }
             db.sql("INSERT INTO test.t VALUES (-1)")?;
@@ -185,7 +178,7 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
             Ok(None)
         },
     )?;
-    let count = |name: &str| -> Result<u64> { Ok(status(&db, name)?.parse()?) };
+    let count = |name: &str| -> Result<u64> { Ok(db.status_var(name)?.parse()?) };
     let (yes, no) = (
         count("Rpl_semi_sync_master_yes_tx")?,
         count("Rpl_semi_sync_master_no_tx")?,
@@ -200,7 +193,7 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
         "no commit fell back"
     );
     assert_eq!(count("Rpl_semi_sync_master_yes_tx")?, yes + N);
-    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "ON");
+    assert_eq!(db.status_var("Rpl_semi_sync_master_status")?, "ON");
     let src = server.get_json("/v1/sources/db")?;
     // Heartbeats too arrive with the header: the stream never broke.
     assert_eq!(src["reconnects"], 0, "{src}");
@@ -229,12 +222,12 @@ fn binlog_server_acknowledges_every_commit_after_its_fsync() -> Result<()> {
     server.stop()?;
     db.sql("INSERT INTO test.t VALUES (1000)")?;
     assert_eq!(count("Rpl_semi_sync_master_no_tx")?, no + 1);
-    assert_eq!(status(&db, "Rpl_semi_sync_master_status")?, "OFF");
+    assert_eq!(db.status_var("Rpl_semi_sync_master_status")?, "OFF");
     // Back: it catches up, the primary returns to semi-sync, commits are acknowledged.
     let server_back = ServerProcess::start(&bin, &cfg, &http)?;
     wait_for("semi-sync again", Duration::from_secs(30), || {
         db.sql("INSERT INTO test.t SELECT MAX(id) + 1 FROM test.t")?;
-        Ok((status(&db, "Rpl_semi_sync_master_status")? == "ON").then_some(()))
+        Ok((db.status_var("Rpl_semi_sync_master_status")? == "ON").then_some(()))
     })?;
     let yes_back = count("Rpl_semi_sync_master_yes_tx")?;
     db.sql("INSERT INTO test.t VALUES (5000)")?;
@@ -350,7 +343,7 @@ fn rpo_trial(trial: u64, rnd: u64) -> Result<String> {
     wait_for("the primary in semi-sync", Duration::from_secs(30), || {
         sb.primary().sql("INSERT INTO test.rpo VALUES (0)")?;
         sb.primary().sql("DELETE FROM test.rpo")?;
-        Ok((status(sb.primary(), "Rpl_semi_sync_master_status")? == "ON").then_some(()))
+        Ok((sb.primary().status_var("Rpl_semi_sync_master_status")? == "ON").then_some(()))
     })?;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let loader = load_until_gone(sb.primary().admin_url(), acked.clone());

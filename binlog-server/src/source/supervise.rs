@@ -448,7 +448,8 @@ async fn back_off(ctx: &SourceCtx, msg: &str, backoff: Duration) -> bool {
 }
 
 /// Applies the writer's notes. The live status first, at once: the durable end (which
-/// the fake primary's dumps and a semi-sync stream's acks wait on) and a writer failure
+/// the fake primary's dumps wait on; a semi-sync stream's acks wait on the syncer's own
+/// signal, `WriterTx::synced`, which comes earlier) and a writer failure
 /// (cancels `failed`); then, in order on a task of their own so that no catalog round
 /// trip delays the next durable end, the catalog rows (only while the tenure lasts):
 /// the active file's row (written at once for a new file, then at most once a second:

@@ -476,7 +476,6 @@ impl Writer {
         match msg {
             WriterMsg::Open { file, pos } => self.open(&file, pos),
             WriterMsg::Events(evs) => {
-                self.at_tail = at_tail(&evs);
                 for (h, ev) in evs {
                     self.append(&h, &ev)?;
                 }
@@ -568,6 +567,9 @@ impl Actor for Writer {
         let r = match msg {
             WriterInput::Msg(m, bytes) => {
                 self.last_input = Instant::now();
+                if let WriterMsg::Events(evs) = &m {
+                    self.at_tail = at_tail(bytes, evs);
+                }
                 let r = self.apply(m).and_then(|_| self.after_input());
                 self.budget.add_permits(bytes);
                 r
@@ -653,8 +655,9 @@ const IDLE_GRACE: Duration = Duration::from_millis(2);
 /// a few ms; syncing a backlog every `fsync_interval` keeps catch-up's CPU per GB down.
 /// A clock skewed by more than that between the primary and this node, or a long
 /// transaction, only makes its batches wait for `fsync_interval` or a pause again.
-fn at_tail(evs: &[(EventHeader, Bytes)]) -> bool {
-    if evs.iter().map(|(_, b)| b.len()).sum::<usize>() >= TAIL_BATCH_BYTES {
+/// `bytes` is the batch's size as [`WriterTx::send`] counted it for the budget.
+fn at_tail(bytes: usize, evs: &[(EventHeader, Bytes)]) -> bool {
+    if bytes >= TAIL_BATCH_BYTES {
         return false;
     }
     let newest = evs.iter().map(|(h, _)| h.timestamp).max().unwrap_or(0);

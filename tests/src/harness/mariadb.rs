@@ -379,6 +379,16 @@ impl MariaDb {
         }
     }
 
+    /// The value of the global status variable `name` (`SHOW GLOBAL STATUS LIKE
+    /// 'name'`, e.g. `Rpl_semi_sync_master_status` -> `ON`); an error when the server has
+    /// no such variable.
+    pub fn status_var(&self, name: &str) -> Result<String> {
+        let rows = self.sql_rows(&format!("SHOW GLOBAL STATUS LIKE '{name}'"))?;
+        rows.first()
+            .and_then(|r| r.get(1).cloned())
+            .with_context(|| format!("status variable {name}"))
+    }
+
     /// `@@global.gtid_binlog_pos`, e.g. `0-1-207` (empty before the first transaction).
     pub fn gtid_binlog_pos(&self) -> Result<String> {
         Ok(self
