@@ -523,7 +523,7 @@ async fn clear(ctx: &FollowCtx<'_>) -> Result<usize, RebuildError> {
 }
 
 /// Binlog order of a position.
-fn order(file: &str, pos: u64) -> ((u64, String), u64) {
+fn order(file: &str, pos: u64) -> (binlog::BinlogOrder, u64) {
     (binlog_order(file), pos)
 }
 

@@ -227,6 +227,12 @@ impl Index {
     /// index position to `upto` (a transaction boundary in `file`), atomically.
     /// Two keys per transaction: the time key holding the entry, and the GTID key
     /// pointing at it. Returns the new position.
+    ///
+    /// A file of timeline 2 or later (`binlog::split_timeline`) begins with transactions
+    /// the previous timeline already holds (the new server's whole file is stored,
+    /// `binlog_server::source::failover`): a transaction whose GTID is indexed is not
+    /// indexed again, so each GTID counts once across timelines and PITR finds it on the
+    /// timeline it came first.
     pub fn commit(
         &self,
         source: &str,
@@ -238,7 +244,13 @@ impl Index {
         let mut batch = WriteBatch::default();
         let mut ordinal = next_ordinal;
         let mut last = None;
+        let later_timeline = binlog::split_timeline(file).0 >= 2;
         for r in records {
+            if let (true, Some(g)) = (later_timeline, &r.gtid) {
+                if self.db.get(gtid_key(source, g))?.is_some() {
+                    continue;
+                }
+            }
             let gtid = r.gtid.as_ref().map(|g| g.to_string());
             let tk = time_key(source, r.commit_timestamp, ordinal);
             batch.put(&tk, encode_entry(file, r.start, r.end, gtid.as_deref()));

@@ -11,6 +11,21 @@
 //!
 //! File names are the primary's; their order is the numeric extension (`.000042`).
 //!
+//! ## Timelines
+//!
+//! A source follows its primary through failovers (`urls`): each server capture
+//! switches to starts a new timeline (`binlog::split_timeline`), whose files live in a
+//! directory of their own, byte-identical to that server's, so two servers' files of
+//! the same name never meet:
+//!
+//! ```text
+//! <data_dir>/<source>/mysql-bin.000041       timeline 1 (the first server)
+//! <data_dir>/<source>/tl2/mysql-bin.000007   timeline 2: stored name "tl2/mysql-bin.000007"
+//! ```
+//!
+//! The active file is the last by `binlog::binlog_order` (newest timeline first); the
+//! control file, in the source directory, names it by its stored name.
+//!
 //! # Durability
 //!
 //! The active file is written in place (append only). Bytes become *durable* when the
@@ -72,6 +87,12 @@ pub fn is_safe_file_name(name: &str) -> bool {
         && name != CONTROL_FILE
         && !name.ends_with(REPULL_SUFFIX)
         && !name.ends_with(".tmp")
+}
+
+/// True when `name` is a plausible stored name: a [`is_safe_file_name`] of the server,
+/// with at most one timeline prefix `tl<N>/` (N >= 2; `binlog::split_timeline`).
+pub fn is_safe_stored_name(name: &str) -> bool {
+    is_safe_file_name(binlog::split_timeline(name).1)
 }
 
 /// fsyncs a directory so that created, renamed or removed entries are durable.
@@ -180,15 +201,17 @@ impl LocalFiles {
     pub fn open(data_dir: &Path, name: &str) -> io::Result<(LocalFiles, Resume, Option<String>)> {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)?;
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let n = entry.file_name();
-            let n = n.to_string_lossy();
-            if n.ends_with(REPULL_SUFFIX) || n.ends_with(".tmp") {
-                std::fs::remove_file(entry.path())?;
+        let store = LocalFiles { dir };
+        for d in store.timeline_dirs()? {
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let n = entry.file_name();
+                let n = n.to_string_lossy();
+                if n.ends_with(REPULL_SUFFIX) || n.ends_with(".tmp") {
+                    std::fs::remove_file(entry.path())?;
+                }
             }
         }
-        let store = LocalFiles { dir };
         let (resume, note) = store.recover()?;
         Ok((store, resume, note))
     }
@@ -198,26 +221,60 @@ impl LocalFiles {
         &self.dir
     }
 
-    /// Path of a binlog file in this store.
+    /// Path of a binlog file in this store (a stored name: `tl<N>/` included).
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
-    /// Binlog files present, in binlog order, with their sizes (bytes).
-    pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
-        let mut v = Vec::new();
+    /// The directory holding the stored file `file`: the source directory, or its
+    /// timeline's (whose entries a new file's creation must fsync).
+    pub fn dir_of(&self, file: &str) -> PathBuf {
+        match binlog::split_timeline(file) {
+            (1, _) => self.dir.clone(),
+            (n, _) => self.dir.join(format!("tl{n}")),
+        }
+    }
+
+    /// The source directory and its timeline directories (`tl<N>`, N >= 2), in no
+    /// particular order.
+    fn timeline_dirs(&self) -> io::Result<Vec<PathBuf>> {
+        let mut v = vec![self.dir.clone()];
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            // Only names with a numeric extension are binlogs (mysql-bin.000042): a copied
-            // mysql-bin.index or an editor's backup must never be taken for one.
-            if !is_safe_file_name(&name)
-                || binlog_seq(&name).is_none()
-                || !entry.file_type()?.is_file()
+            if binlog::split_timeline(&format!("{name}/x.1")).0 >= 2 && entry.file_type()?.is_dir()
             {
-                continue;
+                v.push(entry.path());
             }
-            v.push((name, entry.metadata()?.len()));
+        }
+        Ok(v)
+    }
+
+    /// Binlog files present, in binlog order (timelines in order, `binlog::binlog_order`),
+    /// by stored name, with their sizes (bytes).
+    pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut v = Vec::new();
+        for d in self.timeline_dirs()? {
+            let prefix = d
+                .strip_prefix(&self.dir)
+                .ok()
+                .and_then(|p| p.to_str())
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{p}/"))
+                .unwrap_or_default();
+            for entry in std::fs::read_dir(&d)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Only names with a numeric extension are binlogs (mysql-bin.000042): a
+                // copied mysql-bin.index or an editor's backup must never be taken for one.
+                if !is_safe_file_name(&name)
+                    || binlog_seq(&name).is_none()
+                    || !entry.file_type()?.is_file()
+                {
+                    continue;
+                }
+                v.push((format!("{prefix}{name}"), entry.metadata()?.len()));
+            }
         }
         v.sort_by_key(|(n, _)| binlog_order(n));
         Ok(v)
@@ -276,7 +333,7 @@ impl LocalFiles {
             let mut f = OpenOptions::new().write(true).truncate(true).open(&path)?;
             f.write_all(&BINLOG_MAGIC)?;
             f.sync_all()?;
-            fsync_dir(&self.dir)?;
+            fsync_dir(&self.dir_of(&last))?;
             return Ok((
                 Resume::At { file: last, pos: 4 },
                 Some(format!("recreated a torn file header ({size} bytes)")),
@@ -315,14 +372,10 @@ impl LocalFiles {
         )?;
         if last_event_type == Some(binlog::event_type::ROTATE) {
             if let Some(r) = last_rotate {
-                if is_safe_file_name(&r.next_file) && r.next_file != last {
-                    return Ok((
-                        Resume::Next {
-                            closed: last,
-                            next: r.next_file,
-                        },
-                        note,
-                    ));
+                // The ROTATE names the server's next file, on the same timeline.
+                let next = binlog::timeline_name(binlog::split_timeline(&last).0, &r.next_file);
+                if is_safe_file_name(&r.next_file) && next != last {
+                    return Ok((Resume::Next { closed: last, next }, note));
                 }
             }
         }
@@ -386,7 +439,7 @@ impl ActiveFile {
     /// 4-byte magic (then `pos` must be 4). An existing file longer than `pos` is cut to
     /// `pos` (its tail is being received again); one shorter than `pos` is an error.
     pub fn open(store: &LocalFiles, name: &str, pos: u64) -> io::Result<ActiveFile> {
-        if !is_safe_file_name(name) {
+        if !is_safe_stored_name(name) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("refusing binlog file name {name:?} from the primary"),
@@ -394,6 +447,12 @@ impl ActiveFile {
         }
         let path = store.path(name);
         let exists = path.exists();
+        let dir = store.dir_of(name);
+        if !exists && !dir.is_dir() {
+            // A new timeline's first file: its directory's entry is made durable now.
+            std::fs::create_dir(&dir)?;
+            fsync_dir(store.dir())?;
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -528,7 +587,7 @@ impl ActiveFile {
         self.file.write_all_at(&b, IN_USE_FLAG_OFFSET)?;
         self.file.sync_data()?;
         if self.new_entry {
-            fsync_dir(store.dir())?;
+            fsync_dir(&store.dir_of(&self.name))?;
             self.new_entry = false;
         }
         Ok(())
@@ -539,7 +598,7 @@ impl ActiveFile {
         let t = self.prepare_sync()?;
         t.file.sync_data()?;
         if t.new_entry {
-            fsync_dir(store.dir())?;
+            fsync_dir(&store.dir_of(&self.name))?;
         }
         self.mark_durable(t.len);
         Ok(())
@@ -549,6 +608,41 @@ impl ActiveFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeline_files_list_after_the_first_and_recovery_continues_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, resume, _) = LocalFiles::open(dir.path(), "db").unwrap();
+        assert_eq!(resume, Resume::Empty);
+        let mut a = ActiveFile::open(&store, "mysql-bin.000009", 4).unwrap();
+        a.sync(&store).unwrap();
+        // A new timeline's first file creates its directory.
+        let mut b = ActiveFile::open(&store, "tl2/mysql-bin.000003", 4).unwrap();
+        b.sync(&store).unwrap();
+        assert!(dir.path().join("db/tl2/mysql-bin.000003").is_file());
+        std::fs::write(dir.path().join("db/tl2/notes.txt"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("db/tl1")).unwrap();
+        std::fs::write(dir.path().join("db/tl1/mysql-bin.000100"), BINLOG_MAGIC).unwrap();
+        std::fs::write(dir.path().join("db/tl2/x.000001.repull"), b"x").unwrap();
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["mysql-bin.000009", "tl2/mysql-bin.000003"]);
+        drop((a, b));
+        let (_, resume, _) = LocalFiles::open(dir.path(), "db").unwrap();
+        assert_eq!(
+            resume,
+            Resume::At {
+                file: "tl2/mysql-bin.000003".into(),
+                pos: 4
+            }
+        );
+        assert!(!dir.path().join("db/tl2/x.000001.repull").exists());
+        assert_eq!(store.dir_of("tl2/a.1"), dir.path().join("db/tl2"));
+        assert_eq!(store.dir_of("a.1"), dir.path().join("db"));
+        assert!(is_safe_stored_name("tl2/mysql-bin.000001"));
+        for bad in ["tl2/../x.1", "tl2/", "tl2/tl3/x.1", "a/b.1", "tl2/.x"] {
+            assert!(!is_safe_stored_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn seq_and_order() {

@@ -342,10 +342,12 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     let closed = record_closed_files(ctx, &held, &mut report).await?;
     let newest = closed.last().map(|m| binlog_order(&m.file));
     // Files only in chunks before the newest whole file: never SUCC (a FAIL file, say).
-    for ((seq, file), h) in &held {
+    for ((tl, seq, file), h) in &held {
         if h.manifests.is_empty()
             && !h.chunks.is_empty()
-            && newest.as_ref().is_some_and(|n| (*seq, file.clone()) < *n)
+            && newest
+                .as_ref()
+                .is_some_and(|n| (*tl, *seq, file.clone()) < *n)
         {
             report.skipped.push(format!(
                 "{file}: only chunks, before the newest whole file (a gap unless the \
@@ -371,12 +373,14 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     }
     let active = held
         .iter()
-        .find(|((seq, file), h)| {
+        .find(|((tl, seq, file), h)| {
             h.manifests.is_empty()
                 && !h.chunks.is_empty()
-                && newest.as_ref().is_none_or(|n| (*seq, file.clone()) > *n)
+                && newest
+                    .as_ref()
+                    .is_none_or(|n| (*tl, *seq, file.clone()) > *n)
         })
-        .map(|((_, f), h)| (f.clone(), &h.chunks));
+        .map(|((_, _, f), h)| (f.clone(), &h.chunks));
     if let Some((file, chunks)) = active {
         let cctx = ChunkCtx {
             catalog: ctx.catalog,
@@ -397,9 +401,11 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
 
 /// Step 1: what the store holds under `<source>/binlogs/`, by file in binlog order:
 /// whole objects, manifests and chunks.
-async fn list_held(ctx: &RebuildCtx<'_>) -> Result<BTreeMap<(u64, String), Held>, RebuildError> {
+async fn list_held(
+    ctx: &RebuildCtx<'_>,
+) -> Result<BTreeMap<binlog::BinlogOrder, Held>, RebuildError> {
     let prefix = format!("{}/binlogs/", ctx.source);
-    let mut held: BTreeMap<(u64, String), Held> = BTreeMap::new();
+    let mut held: BTreeMap<binlog::BinlogOrder, Held> = BTreeMap::new();
     for (key, size) in ctx.tier.store.list(&prefix).await? {
         let Some(rest) = key.strip_prefix(&prefix) else {
             continue;
@@ -435,11 +441,11 @@ async fn list_held(ctx: &RebuildCtx<'_>) -> Result<BTreeMap<(u64, String), Held>
 /// is missing or of another size is skipped and reported); the manifests, in order.
 async fn record_closed_files(
     ctx: &RebuildCtx<'_>,
-    held: &BTreeMap<(u64, String), Held>,
+    held: &BTreeMap<binlog::BinlogOrder, Held>,
     report: &mut RebuildReport,
 ) -> Result<Vec<Manifest>, RebuildError> {
     let mut closed: Vec<Manifest> = Vec::new();
-    for ((_, file), h) in held {
+    for ((_, _, file), h) in held {
         if let Some(m) = usable_manifest(ctx, file, h, report).await? {
             record_closed(ctx, &m).await?;
             report.file_bytes += m.size;

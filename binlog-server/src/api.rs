@@ -10,6 +10,7 @@
 //! | GET | `/v1/sources` | array of source status objects |
 //! | GET | `/v1/sources/{name}` | one source status |
 //! | GET | `/v1/sources/{name}/binlogs` | `{"source", "files": [...], "gaps": [...]}`; each file with `location` (`local`, `store`, `both`) and `archive` (`object_key`, `codec`, `stored_bytes`, `chunks`, `chunk_bytes`) |
+//! | GET | `/v1/sources/{name}/timelines` | `{"source", "timelines": [...]}`: each server capture followed, oldest first: `timeline`, `server_id`, `server_url`, `started_at`, `switch_gtid`, `first_file`, `reason`, `divergent` |
 //! | POST | `/v1/sources/{name}/restart` | body `{"accept_gap": bool}` (optional); 202 |
 //! | POST | `/v1/sources/{name}/binlogs/{file}/check` | 202; the file is verified again |
 //! | POST | `/v1/sources/{name}/archive/scrub` | 202; every object of the source in the archive store is read back and checked, damaged ones replaced; the report shows as `archive.last_scrub` in the source's status; 409 without `[archive]` |
@@ -103,6 +104,7 @@ pub fn router(
         .route("/v1/sources", get(list_sources))
         .route("/v1/sources/{name}", get(get_source))
         .route("/v1/sources/{name}/binlogs", get(list_binlogs))
+        .route("/v1/sources/{name}/timelines", get(list_timelines))
         .route("/v1/sources/{name}/restart", post(restart))
         .route("/v1/sources/{name}/binlogs/{file}/check", post(check_file))
         .route("/v1/sources/{name}/archive/scrub", post(scrub_archive))
@@ -321,6 +323,16 @@ async fn list_binlogs(
     Ok(Json(
         json!({ "source": name, "files": files, "gaps": gaps }),
     ))
+}
+
+/// The source's timelines (`catalog::timelines`): the servers capture followed.
+async fn list_timelines(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    source(&st, &name)?;
+    let timelines = st.catalog.list_timelines(&name).await.map_err(internal)?;
+    Ok(Json(json!({ "source": name, "timelines": timelines })))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -388,12 +388,14 @@ fn spawn_capture(
     cancel: &CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let span = tracing::info_span!("source", source = %source.name);
+    let upstream = crate::source::failover::Upstream::cell(&source);
     let ctx = SourceCtx {
         shared: shared.clone(),
         source,
         status: rt.status.clone(),
         cancel: cancel.child_token(),
         tenure: None,
+        upstream,
     };
     tokio::spawn(async move { capture(&ctx, &mut inbox).await }.instrument(span))
 }

@@ -67,6 +67,7 @@ mod error;
 pub mod leases;
 pub mod pitr;
 mod takeover;
+pub mod timelines;
 pub mod verify;
 
 use binlog::binlog_seq;
@@ -87,6 +88,7 @@ pub use backups::{BackupResult, BackupRow, BackupState, NewBackup};
 pub use error::CatalogError;
 pub use leases::{Granted, LeaseRow, NodeRow};
 pub use pitr::PitrJobRow;
+pub use timelines::{NewTimeline, TimelineRow};
 
 /// Now in the catalog's unit of time: whole seconds since the Unix epoch, UTC (every
 /// `*_at` column). The one clock of the service; tests that need another pass times in.

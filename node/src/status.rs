@@ -568,6 +568,9 @@ pub struct PrimaryView {
     pub current: Option<(String, u64)>,
     /// When it was read.
     pub at: Option<Instant>,
+    /// The timeline whose server it was read from (names above are stored names:
+    /// `tl<N>/` on timelines N >= 2; 0 before the first poll).
+    pub timeline: u32,
     /// The FORMAT_DESCRIPTION the primary streamed at offset 4 of each of the last
     /// [`FORMATS_KEPT`] files this process captured (from the wire, before the disk):
     /// the check's [`binlog::check::CheckOptions::expected_format`].

@@ -117,7 +117,81 @@ on_both_engines!(
     a_new_owner_adopts_the_tail_under_its_epoch_only,
     a_fenced_handle_writes_only_while_its_tenure_lasts,
     object_locks_come_due_and_only_the_owner_records_an_extension,
+    timelines_are_recorded_once_and_fenced,
 );
+
+async fn timelines_are_recorded_once_and_fenced(engine: Engine) {
+    use std::time::Duration;
+    let (cat, _db) = engine.open().await;
+    cat.upsert_source(SRC, "mysql://repl@db1").await.unwrap();
+    assert!(cat.list_timelines(SRC).await.unwrap().is_empty());
+    let first = catalog::NewTimeline {
+        timeline: 1,
+        server_id: 1,
+        server_url: "mysql://repl@db1a:3306",
+        ..Default::default()
+    };
+    assert!(cat.add_timeline(SRC, &first).await.unwrap());
+    // Capture reached the same server again after a restart: nothing changes.
+    let again = catalog::NewTimeline {
+        server_id: 99,
+        ..first.clone()
+    };
+    assert!(!cat.add_timeline(SRC, &again).await.unwrap());
+    let a = cat
+        .acquire_lease(SRC, "node-a", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .expect("free");
+    let owner = cat.fenced(SRC, a.epoch);
+    let second = catalog::NewTimeline {
+        timeline: 2,
+        server_id: 2,
+        server_url: "mysql://repl@db1b:3306",
+        switch_gtid: Some("0-1-400"),
+        first_file: Some("tl2/mysql-bin.000004"),
+        reason: Some("the primary was unreachable for 30s"),
+        ..Default::default()
+    };
+    assert!(owner.add_timeline(SRC, &second).await.unwrap());
+    owner
+        .set_divergent(SRC, 2, "0-1-398..0-1-400 (3 transactions)")
+        .await
+        .unwrap();
+    let rows = cat.list_timelines(SRC).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].timeline, rows[0].server_id), (1, 1));
+    assert_eq!(rows[0].switch_gtid, None);
+    let r = &rows[1];
+    assert_eq!((r.timeline, r.server_id), (2, 2));
+    assert_eq!(r.first_file.as_deref(), Some("tl2/mysql-bin.000004"));
+    assert_eq!(r.switch_gtid.as_deref(), Some("0-1-400"));
+    assert_eq!(
+        r.divergent.as_deref(),
+        Some("0-1-398..0-1-400 (3 transactions)")
+    );
+    assert!(r.started_at >= rows[0].started_at);
+    assert!(cat.list_timelines("other").await.unwrap().is_empty());
+    // Once the tenure is over, the old owner records no switch.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cat.acquire_lease(SRC, "node-b", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("expired");
+    let third = catalog::NewTimeline {
+        timeline: 3,
+        ..second.clone()
+    };
+    assert!(matches!(
+        owner.add_timeline(SRC, &third).await,
+        Err(catalog::CatalogError::Fenced { .. })
+    ));
+    assert!(matches!(
+        owner.set_divergent(SRC, 2, "x").await,
+        Err(catalog::CatalogError::Fenced { .. })
+    ));
+    assert_eq!(cat.list_timelines(SRC).await.unwrap().len(), 2);
+}
 
 fn progress(name: &str, size: u64) -> FileProgress {
     FileProgress {

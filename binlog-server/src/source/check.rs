@@ -206,7 +206,8 @@ impl Checker {
             return; // the primary no longer has it: stays FAIL with its info
         }
         *self.repulls.entry(file.to_owned()).or_insert(0) += 1;
-        match repull(shared, source, &self.store, file).await {
+        let url = super::failover::current_url(&self.ctx);
+        match repull(shared, source, &url, &self.store, file).await {
             Ok(bytes) => {
                 info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
                 // The reference FDE was recorded from the stream that wrote the bad copy.
@@ -286,7 +287,23 @@ impl Checker {
             }
             Err(_) => return None,
         };
-        let (state, mut info) = verdict(&report, expected, polled, later);
+        let (file_timeline, _) = binlog::split_timeline(file);
+        let now_on = lock(&self.ctx.upstream).timeline;
+        let (state, mut info) = if file_timeline < now_on && ends_unclosed_only(&report) {
+            // The last file of a timeline capture left at a failover: what the old
+            // primary streamed, CRC-checked, with nothing to compare its size with.
+            (
+                FileState::Succ,
+                format!(
+                    "{} events, CRC32 ok; the last file of timeline {file_timeline}: capture \
+                     switched to timeline {now_on} with it open (no ROTATE/STOP), so the old \
+                     primary's copy could not be compared",
+                    report.events
+                ),
+            )
+        } else {
+            verdict(&report, expected, polled, later)
+        };
         if let Some(prev) = repaired_from {
             info = format!("{info} (re-pulled from the primary after FAIL: {prev})");
         }
@@ -357,6 +374,14 @@ fn size_not_final_yet(view: &Arc<std::sync::Mutex<PrimaryView>>, file: &str) -> 
             .is_some_and(|(n, _)| binlog::binlog_order(n) <= binlog::binlog_order(file))
 }
 
+/// True when the report's only problem is the missing ROTATE/STOP at the end.
+fn ends_unclosed_only(r: &CheckReport) -> bool {
+    !r.problems.is_empty()
+        && r.problems
+            .iter()
+            .all(|p| p.kind == binlog::check::ProblemKind::NoTerminalEvent)
+}
+
 /// SUCC or FAIL from a check report. A file that ends without ROTATE/STOP is still
 /// SUCC when everything else holds and the primary lists it with the same size and has
 /// moved on to later files: the primary stopped without closing it (a crash), and the
@@ -367,10 +392,7 @@ fn verdict(
     polled: bool,
     later: bool,
 ) -> (FileState, String) {
-    let missing_terminal_only = !r.problems.is_empty()
-        && r.problems
-            .iter()
-            .all(|p| p.kind == binlog::check::ProblemKind::NoTerminalEvent);
+    let missing_terminal_only = ends_unclosed_only(r);
     let size_note = match (expected, polled) {
         (Some(s), _) => format!("size {s} = primary's"),
         (None, true) => "size not compared: the primary no longer lists it".into(),

@@ -36,6 +36,8 @@ pub(crate) struct StreamState {
     pub(crate) opened: bool,
     /// Checksum algorithm of the current file.
     pub(crate) alg: ChecksumAlg,
+    /// The timeline the stream's files are stored on (`file` is the server's name).
+    pub(crate) timeline: u32,
 }
 
 impl StreamState {
@@ -46,7 +48,13 @@ impl StreamState {
             offset: pos,
             opened: false,
             alg,
+            timeline: 1,
         }
+    }
+
+    /// The stored name of the server's file `wire` on this stream's timeline.
+    pub(crate) fn stored(&self, wire: &str) -> String {
+        binlog::timeline_name(self.timeline, wire)
     }
 
     /// Offset in the current file of the next stored event.
@@ -265,6 +273,7 @@ mod tests {
             offset: pos,
             opened: false,
             alg,
+            timeline: 1,
         };
         let mut out = Vec::new();
         for ev in stream {
@@ -379,6 +388,7 @@ mod tests {
             offset: 100,
             opened: true,
             alg,
+            timeline: 1,
         };
         // An event claiming to end at 1000 while it would end at 100 + its size.
         let ev = event(event_type::QUERY, 0, 1000, &[0u8; 40], alg);

@@ -69,6 +69,8 @@ pub struct SourceCtx {
     pub cancel: CancellationToken,
     /// The node's tenure of the source's lease (`None`: a single node, no `[node]`).
     pub tenure: Option<crate::fleet::lease::Tenure>,
+    /// The server capture talks to and the timeline it writes (failover follow).
+    pub upstream: super::failover::UpstreamCell,
 }
 
 impl SourceCtx {

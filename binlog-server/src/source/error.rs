@@ -47,6 +47,11 @@ pub(crate) enum StreamEnd {
     /// does not have).
     #[error("{0}")]
     Definite(String),
+    /// Retry elsewhere: this server is not the source's primary (read-only while the
+    /// source lists several servers, or another server than the timeline's): the
+    /// reconnect loop looks for the primary (`super::failover::follow`).
+    #[error("{0}")]
+    NotPrimary(String),
     /// The source is shutting down.
     #[error("cancelled")]
     Cancelled,
@@ -58,7 +63,10 @@ impl StreamEnd {
     pub(crate) fn is_definite(&self) -> bool {
         match self {
             StreamEnd::Session(e) => e.is_definite(),
-            StreamEnd::Transient(_) | StreamEnd::Crc { .. } | StreamEnd::Cancelled => false,
+            StreamEnd::Transient(_)
+            | StreamEnd::Crc { .. }
+            | StreamEnd::NotPrimary(_)
+            | StreamEnd::Cancelled => false,
             StreamEnd::NotContiguous { .. }
             | StreamEnd::WriterFailed(_)
             | StreamEnd::Definite(_) => true,

@@ -1,10 +1,9 @@
 //! Gaps: after ERROR 1236, telling a purge on the primary (a hole in the archive, recorded
 //! in the catalog) from a refused position (no gap).
 
-use super::context::Shared;
+use super::context::SourceCtx;
 use super::session;
 use archive::local::LocalFiles;
-use node::config::Source;
 
 /// After ERROR 1236: when the binlog capture asked for is no longer on the primary,
 /// records the hole (from the archive's last file to the primary's oldest) in the
@@ -13,8 +12,7 @@ use node::config::Source;
 /// the archive already holds; or an event over max_allowed_packet), and no gap is
 /// recorded. Returns an explanation to add to the error.
 pub(crate) async fn record_gap(
-    shared: &Shared,
-    source: &Source,
+    ctx: &SourceCtx,
     store: &LocalFiles,
     name: &str,
     requested: Option<&str>,
@@ -24,8 +22,18 @@ pub(crate) async fn record_gap(
         .list()
         .ok()
         .and_then(|v| v.last().map(|(n, _)| n.clone()));
-    let listed = match session::connect(source, &shared.capture).await {
-        Ok(mut s) => session::show_binary_logs(&mut s.conn).await.ok(),
+    let (shared, source) = (&ctx.shared, &ctx.source);
+    let (url, timeline) = {
+        let up = node::util::lock(&ctx.upstream);
+        (up.url(), up.timeline)
+    };
+    // By stored names, like the archive's.
+    let listed = match session::connect(source, &url, &shared.capture).await {
+        Ok(mut s) => session::show_binary_logs(&mut s.conn).await.ok().map(|v| {
+            v.into_iter()
+                .map(|(n, size)| (binlog::timeline_name(timeline, &n), size))
+                .collect::<Vec<_>>()
+        }),
         Err(_) => None,
     };
     let Some(listed) = listed else {

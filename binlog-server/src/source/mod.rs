@@ -18,6 +18,7 @@
 //! | [`stream`] | one connection's worth of streaming into the writer |
 //! | [`classify`] | which arriving events are stored, skipped, or switch files; contiguity |
 //! | [`error`] | why a streaming attempt ended (`StreamEnd`) |
+//! | [`failover`] | failover follow: the current server, timelines, switching by GTID |
 //! | [`writer`] | the writer and syncer: append, fdatasync, control file, index |
 //! | [`pool`] | the fixed thread pools every source's writer and syncer run on, as lanes |
 //! | [`poll`] | the primary's binlog list and the lag |
@@ -35,6 +36,7 @@ pub mod check;
 pub mod classify;
 pub mod context;
 pub mod error;
+pub mod failover;
 pub mod gaps;
 pub mod lowprio;
 pub mod poll;

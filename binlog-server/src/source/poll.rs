@@ -16,6 +16,7 @@ use node::status::{Metrics, StatusCell};
 /// Polls SHOW BINARY LOGS and SHOW MASTER STATUS every `poll_interval`, keeping one
 /// connection open; updates the lag in the status and the metrics. Cancellation-safe.
 pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView>>) {
+    let ctx_upstream = ctx.clone();
     let SourceCtx {
         shared,
         source,
@@ -27,9 +28,10 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
     let mut session: Option<session::Session> = None;
     loop {
         if session.is_none() {
+            let url = super::failover::current_url(&ctx_upstream);
             session = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = session::connect(&source, &shared.capture) => r.ok(),
+                r = session::connect(&source, &url, &shared.capture) => r.ok(),
             };
         }
         if let Some(s) = session.as_mut() {
@@ -41,6 +43,13 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
             .await;
             match r {
                 Ok((logs, cur)) => {
+                    // By stored names (the current server's timeline), like the archive's.
+                    let timeline = lock(&ctx_upstream.upstream).timeline;
+                    let logs: Vec<(String, u64)> = logs
+                        .into_iter()
+                        .map(|(n, s)| (binlog::timeline_name(timeline, &n), s))
+                        .collect();
+                    let cur = cur.map(|(n, p)| (binlog::timeline_name(timeline, &n), p));
                     let (behind, secs) = lag(&status, &logs);
                     {
                         let mut st = status.lock();
@@ -64,6 +73,7 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                             .set(i64::try_from(s).unwrap_or(i64::MAX));
                     }
                     let mut v = lock(&view);
+                    v.timeline = timeline;
                     v.binlogs = logs;
                     v.current = cur;
                     v.at = Some(Instant::now());

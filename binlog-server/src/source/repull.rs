@@ -82,12 +82,16 @@ pub(crate) enum RepullError {
 pub(crate) async fn repull(
     shared: &Shared,
     source: &Source,
+    url: &mysql_wire::SourceUrl,
     store: &Arc<LocalFiles>,
     file: &str,
 ) -> Result<u64, RepullError> {
-    let mut s = session::connect(source, &shared.capture).await?;
+    let mut s = session::connect(source, url, &shared.capture).await?;
     session::prepare_dump(&mut s, shared.capture.heartbeat_period).await?;
-    session::start_dump(&mut s, 0, file, 4, false, true).await?;
+    // The server knows the file by its own name (the caller checked it is the current
+    // timeline's).
+    let wire = binlog::split_timeline(file).1;
+    session::start_dump(&mut s, 0, wire, 4, false, true).await?;
     let tmp = store.dir().join(format!("{file}{REPULL_SUFFIX}"));
     let io = |what: &'static str, path: &std::path::Path| {
         let path = path.to_owned();
@@ -98,7 +102,7 @@ pub(crate) async fn repull(
         std::fs::File::create(&tmp).map_err(io("create", &tmp))?,
     );
     out.write_all(&BINLOG_MAGIC).map_err(io("write", &tmp))?;
-    let mut st = StreamState::new(file, 4, s.checksum);
+    let mut st = StreamState::new(wire, 4, s.checksum);
     let mut last_type = None;
     let timeout = shared.capture.heartbeat_period * 3 + Duration::from_secs(5);
     loop {
@@ -170,6 +174,7 @@ pub(crate) async fn repull(
         return Err(RepullError::StillBad(report.info()));
     }
     std::fs::rename(&tmp, &dst).map_err(io("rename", &tmp))?;
-    local::fsync_dir(store.dir()).map_err(io("sync", store.dir()))?;
+    let dir = store.dir_of(file);
+    local::fsync_dir(&dir).map_err(io("sync", &dir))?;
     Ok(offset)
 }

@@ -102,7 +102,8 @@ impl Acks {
         let Some((file, pos)) = newest else {
             return Ok(());
         };
-        let ack = mysql_wire::semisync::ack(&file, pos);
+        // The primary knows its file by its own name, not the archive's.
+        let ack = mysql_wire::semisync::ack(binlog::split_timeline(&file).1, pos);
         match tokio::time::timeout(ACK_TIMEOUT, s.conn.send_command(&ack)).await {
             Ok(r) => r.map_err(|e| StreamEnd::from(session::classify(e, "send a semi-sync ack")))?,
             Err(_) => {

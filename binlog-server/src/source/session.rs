@@ -27,6 +27,7 @@ use mysql_wire::errcode::{
     ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR,
 };
 use mysql_wire::packet::{self, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+use mysql_wire::SourceUrl;
 use node::config::{CaptureConfig, Source};
 
 /// Which server family we talk to (from the handshake's version string).
@@ -153,28 +154,36 @@ pub struct Session {
     pub binlog_format: String,
     /// The primary's `server_id`.
     pub primary_server_id: u32,
+    /// The server answers `@@GLOBAL.read_only` = 1: a replica, or a primary demoted by a
+    /// switchover.
+    pub read_only: bool,
     /// The dump was asked for semi-sync ([`enable_semi_sync`]): every event arrives with
     /// the semi-sync header (`mysql_wire::semisync`).
     pub semi_sync: bool,
 }
 
-/// Connection options for a source.
-pub fn connect_options(source: &Source, cap: &CaptureConfig) -> ConnectOptions {
+/// Connection options for one of a source's servers.
+pub fn connect_options(url: &SourceUrl, cap: &CaptureConfig) -> ConnectOptions {
     ConnectOptions {
-        url: source.url.clone(),
+        url: url.clone(),
         connect_timeout: cap.connect_timeout,
         query_timeout: cap.connect_timeout.max(Duration::from_secs(30)),
     }
 }
 
-/// Connects and reads the variables every use needs (no replication set-up).
-pub async fn connect(source: &Source, cap: &CaptureConfig) -> Result<Session, SessionError> {
-    let mut conn = Conn::connect(&connect_options(source, cap))
+/// Connects to `url` (the source's current server, `super::failover::Upstream`) and
+/// reads the variables every use needs (no replication set-up).
+pub async fn connect(
+    source: &Source,
+    url: &SourceUrl,
+    cap: &CaptureConfig,
+) -> Result<Session, SessionError> {
+    let mut conn = Conn::connect(&connect_options(url, cap))
         .await
         .map_err(|e| classify(e, "connect"))?;
     let dialect = Dialect::detect(conn.server_version());
     let rs = conn
-        .query("SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_checksum, @@GLOBAL.binlog_format, @@GLOBAL.server_id")
+        .query("SELECT @@GLOBAL.log_bin, @@GLOBAL.binlog_checksum, @@GLOBAL.binlog_format, @@GLOBAL.server_id, @@GLOBAL.read_only")
         .await
         .map_err(|e| classify(e, "read the primary's binlog settings"))?;
     let v = |i: usize| {
@@ -212,6 +221,7 @@ pub async fn connect(source: &Source, cap: &CaptureConfig) -> Result<Session, Se
     };
     let binlog_format = v(2).to_ascii_uppercase();
     let primary_server_id = v(3).parse().unwrap_or(0);
+    let read_only = v(4) == "1" || v(4).eq_ignore_ascii_case("ON");
     if primary_server_id == source.server_id {
         return Err(SessionError::Unusable(format!(
             "source {} uses server_id {} which is the primary's own server_id: choose another",
@@ -224,6 +234,7 @@ pub async fn connect(source: &Source, cap: &CaptureConfig) -> Result<Session, Se
         checksum,
         binlog_format,
         primary_server_id,
+        read_only,
         semi_sync: false,
     })
 }

@@ -27,6 +27,7 @@ pub(crate) async fn start_point(
     status: &StatusCell,
     accept_gap: bool,
     store: &LocalFiles,
+    timeline: u32,
 ) -> Result<(String, u64), StreamEnd> {
     let logs = session::show_binary_logs(&mut s.conn)
         .await
@@ -46,9 +47,10 @@ pub(crate) async fn start_point(
         let Some((next, _)) = logs
             .iter()
             .find(|(n, _)| {
-                archived_last
-                    .as_ref()
-                    .is_none_or(|l| binlog::binlog_order(n) > binlog::binlog_order(l))
+                archived_last.as_ref().is_none_or(|l| {
+                    binlog::binlog_order(&binlog::timeline_name(timeline, n))
+                        > binlog::binlog_order(l)
+                })
             })
             .cloned()
         else {
@@ -151,15 +153,16 @@ pub(crate) async fn stream_once(
     resume: &local::Resume,
     accept_gap: bool,
 ) -> StreamEnd {
-    let (mut s, file, pos) = match connect_and_dump(a, resume, accept_gap).await {
+    let (mut s, file, pos, timeline) = match connect_and_dump(a, resume, accept_gap).await {
         Ok(x) => x,
         Err(e) => return e,
     };
     let mut st = StreamState::new(&file, pos, s.checksum);
+    st.timeline = timeline;
     if let local::Resume::At { .. } = resume {
         // The writer owns the file being continued from the start, so that a stream that
         // begins by moving to the next file (the primary stopped or crashed) closes it.
-        if let Err(e) = open(a.wtx, file.clone(), pos).await {
+        if let Err(e) = open(a.wtx, st.stored(&file), pos).await {
             return e;
         }
         st.opened = true;
@@ -170,17 +173,22 @@ pub(crate) async fn stream_once(
     }
 }
 
-/// Connects, works out the start, and starts the dump: the session and `(file, pos)`.
+/// Connects to the current server, checks it may feed the timeline
+/// (`super::failover::admit`), works out the start, and starts the dump: the session,
+/// the server's `(file, pos)` and the timeline they are stored on.
 async fn connect_and_dump(
     a: &Attempt<'_>,
     resume: &local::Resume,
     accept_gap: bool,
-) -> Result<(session::Session, String, u64), StreamEnd> {
+) -> Result<(session::Session, String, u64, u32), StreamEnd> {
     let (source, status, cap) = (&a.ctx.source, &a.ctx.status, &a.ctx.shared.capture);
+    let url = super::failover::current_url(a.ctx);
     let mut s = tokio::select! {
         _ = a.ctx.cancel.cancelled() => return Err(StreamEnd::Cancelled),
-        r = session::connect(source, cap) => r?,
+        r = session::connect(source, &url, cap) => r?,
     };
+    super::failover::admit(a.ctx, s.read_only, s.primary_server_id).await?;
+    let timeline = lock(&a.ctx.upstream).timeline;
     {
         let mut st = status.lock();
         st.dialect = Some(s.dialect.name().into());
@@ -189,10 +197,13 @@ async fn connect_and_dump(
     if s.binlog_format == "STATEMENT" {
         status.note("the primary uses binlog_format=STATEMENT: archived and replayable, but non-deterministic statements may replay differently; ROW is recommended");
     }
+    // The archive names files by their stored names; the server by its own.
     let (file, pos) = match resume {
-        local::Resume::At { file, pos } => (file.clone(), *pos),
-        local::Resume::Next { next, .. } => (next.clone(), 4),
-        local::Resume::Empty => start_point(&mut s, source, status, accept_gap, a.store).await?,
+        local::Resume::At { file, pos } => (wire_name(file, timeline)?, *pos),
+        local::Resume::Next { next, .. } => (wire_name(next, timeline)?, 4),
+        local::Resume::Empty => {
+            start_point(&mut s, source, status, accept_gap, a.store, timeline).await?
+        }
     };
     session::prepare_dump(&mut s, cap.heartbeat_period).await?;
     if source.semi_sync {
@@ -207,7 +218,19 @@ async fn connect_and_dump(
         .catalog
         .set_source_state(&source.name, "streaming", None)
         .await;
-    Ok((s, file, pos))
+    Ok((s, file, pos, timeline))
+}
+
+/// The server's name of the stored file `stored`, which must be on `timeline` (the
+/// reconnect loop resumes a new timeline at its first file).
+fn wire_name(stored: &str, timeline: u32) -> Result<String, StreamEnd> {
+    match binlog::split_timeline(stored) {
+        (t, wire) if t == timeline => Ok(wire.to_owned()),
+        (t, _) => Err(StreamEnd::Definite(format!(
+            "capture would resume at {stored} (timeline {t}) on timeline {timeline}'s server: \
+             the archive and the catalog's timelines disagree"
+        ))),
+    }
 }
 
 /// `semi_sync = true`: asks the primary for a semi-sync stream and shows the result in
@@ -313,6 +336,11 @@ async fn read_events(
         received_events.inc();
         off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
+        if header.type_code == event_type::MARIADB_GTID && fork_pending(a) {
+            if let Ok(Some(g)) = binlog::parse_gtid(&header, &ev, alg) {
+                super::failover::observe_gtid(a.ctx, &g.gtid).await;
+            }
+        }
         // The event's end in its file (= the primary's: byte-identical), 64-bit: a
         // stored event ends at our offset plus its length; another (the primary flags
         // only real events) at its 32-bit log_pos.
@@ -321,7 +349,7 @@ async fn read_events(
                 Action::Store { .. } => st.offset + ev.len() as u64,
                 _ => u64::from(header.log_pos),
             };
-            (st.file.clone(), end)
+            (st.stored(&st.file), end)
         });
         store_event(a, st, &mut batch, action, header, ev).await?;
         if let Some((file, pos)) = owed {
@@ -419,6 +447,7 @@ async fn store_event(
     match action {
         Action::Skip => Ok(()),
         Action::Switch { file, pos } => {
+            let file = st.stored(&file);
             if let Some(e) = going_back(a.store, &file) {
                 return Err(e);
             }
@@ -428,10 +457,10 @@ async fn store_event(
         Action::Store { then_switch } => {
             if !st.opened {
                 st.opened = true;
-                open(a.wtx, st.file.clone(), st.offset).await?;
+                open(a.wtx, st.stored(&st.file), st.offset).await?;
             }
             if header.type_code == event_type::FORMAT_DESCRIPTION && st.offset == 4 {
-                record_format(a.primary, &st.file, &header, &ev);
+                record_format(a.primary, &st.stored(&st.file), &header, &ev);
             }
             batch.bytes += ev.len();
             st.offset += ev.len() as u64;
@@ -439,15 +468,21 @@ async fn store_event(
             let Some(next) = then_switch else {
                 return Ok(());
             };
-            if let Some(e) = going_back(a.store, &next) {
+            let stored = st.stored(&next);
+            if let Some(e) = going_back(a.store, &stored) {
                 return Err(e);
             }
             batch.flush(a.wtx).await?;
-            st.file = next.clone();
+            st.file = next;
             st.offset = 4;
-            open(a.wtx, next, 4).await
+            open(a.wtx, stored, 4).await
         }
     }
+}
+
+/// True while a new timeline's divergence is undecided (`super::failover`, "Divergence").
+fn fork_pending(a: &Attempt<'_>) -> bool {
+    lock(&a.ctx.upstream).fork.is_some()
 }
 
 /// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check,

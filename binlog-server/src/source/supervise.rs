@@ -268,6 +268,9 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
         status.lock().last_gtid = last.gtid;
     }
     reconcile_catalog(&shared.catalog, name, &store, &resume).await?;
+    super::failover::restore(ctx, &store)
+        .await
+        .context("read the source's timelines")?;
     Ok(Recovered {
         store,
         resume,
@@ -304,6 +307,8 @@ async fn reconnect_loop(
         crc_strikes: (None, 0),
         accept_gap: false,
     };
+    // Since when no attempt has streamed for long (failover_timeout counts from here).
+    let mut down_since: Option<Instant> = None;
     loop {
         if a.writer_failed.is_cancelled() {
             writer_gone(ctx, None).await;
@@ -320,6 +325,7 @@ async fn reconnect_loop(
         if retry.accept_gap {
             resume = local::Resume::Empty;
         }
+        resume = new_timeline_start(ctx, resume);
         let attempt_started = Instant::now();
         let end = stream_once(a, &resume, retry.accept_gap).await;
         if matches!(end, StreamEnd::Cancelled) {
@@ -329,6 +335,30 @@ async fn reconnect_loop(
         if attempt_started.elapsed() >= Duration::from_secs(10) {
             // The connection worked for a while: start the backoff over.
             retry.backoff = ctx.shared.capture.reconnect_min_backoff;
+            down_since = None;
+        }
+        let down_for = down_since.get_or_insert_with(Instant::now).elapsed();
+        let why = match &end {
+            StreamEnd::NotPrimary(why) => Some(why.clone()),
+            e if !e.is_definite() => super::failover::overdue(&ctx.source, down_for),
+            _ => None,
+        };
+        if let Some(why) = why {
+            match super::failover::follow(ctx, &why).await {
+                Ok(true) => {
+                    down_since = None;
+                    retry.backoff = ctx.shared.capture.reconnect_min_backoff;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    fail(ctx, &e.to_string()).await;
+                    match wait_for_restart(commands, &ctx.cancel).await {
+                        None => return,
+                        Some(_) => continue,
+                    }
+                }
+            }
         }
         let (msg, definite) = judge(&mut retry, &end);
         if definite {
@@ -348,6 +378,27 @@ async fn reconnect_loop(
             return;
         }
         retry.backoff = (retry.backoff * 2).min(ctx.shared.capture.reconnect_max_backoff);
+    }
+}
+
+/// A switch to a new timeline resumes at its first file's position 4, whatever the
+/// writer's position on the old timeline (`super::failover`).
+fn new_timeline_start(ctx: &SourceCtx, resume: local::Resume) -> local::Resume {
+    let (timeline, first) = {
+        let up = node::util::lock(&ctx.upstream);
+        (up.timeline, up.first_file.clone())
+    };
+    let at = match &resume {
+        local::Resume::At { file, .. } => Some(file),
+        local::Resume::Next { next, .. } => Some(next),
+        local::Resume::Empty => None,
+    };
+    match (at, first) {
+        (Some(f), Some(first)) if binlog::split_timeline(f).0 < timeline => local::Resume::At {
+            file: first,
+            pos: 4,
+        },
+        _ => resume,
     }
 }
 
@@ -405,16 +456,7 @@ async fn explain_definite(
         local::Resume::Empty => None,
     };
     let ctx = a.ctx;
-    match record_gap(
-        &ctx.shared,
-        &ctx.source,
-        a.store,
-        &ctx.source.name,
-        requested.as_deref(),
-        &msg,
-    )
-    .await
-    {
+    match record_gap(ctx, a.store, &ctx.source.name, requested.as_deref(), &msg).await {
         Some(extra) => format!("{msg}; {extra}"),
         None => msg,
     }

@@ -235,7 +235,7 @@ impl Syncer {
             .sync_data()
             .map_err(|e| WriterError::new(format!("fdatasync {}", job.name), e))?;
         if t.new_entry {
-            local::fsync_dir(self.store.dir())
+            local::fsync_dir(&self.store.dir_of(&job.name))
                 .map_err(|e| WriterError::new(format!("fsync the directory of {}", job.name), e))?;
         }
         self.fsyncs.inc();

@@ -15,10 +15,47 @@ pub fn binlog_seq(name: &str) -> Option<u64> {
     ext.parse().ok()
 }
 
-/// Sort key of binlog names: the numeric extension ([`binlog_seq`]; names without one
-/// sort last), then the name.
-pub fn binlog_order(name: &str) -> (u64, String) {
-    (binlog_seq(name).unwrap_or(u64::MAX), name.to_owned())
+/// Sort key of stored binlog names: (timeline, sequence number, name).
+pub type BinlogOrder = (u32, u64, String);
+
+/// Sort key of binlog names: the timeline ([`split_timeline`]: a stored name of timeline
+/// N >= 2 is `tl<N>/<the server's name>`, timeline 1 has no prefix), then the numeric
+/// extension ([`binlog_seq`]; names without one sort last in their timeline), then the
+/// name. So every file of an older timeline sorts before every file of a newer one.
+pub fn binlog_order(name: &str) -> BinlogOrder {
+    let (timeline, wire) = split_timeline(name);
+    (
+        timeline,
+        binlog_seq(wire).unwrap_or(u64::MAX),
+        name.to_owned(),
+    )
+}
+
+/// A stored name's timeline and the server's own file name: `"tl3/mysql-bin.000007"` →
+/// `(3, "mysql-bin.000007")`, `"mysql-bin.000042"` → `(1, "mysql-bin.000042")`. A
+/// prefix that is not `tl<N>/` with N >= 2 (no leading zero) is not a timeline: the
+/// whole name is returned with timeline 1.
+///
+/// Timelines follow PostgreSQL's: a source's history is timeline 1 until its first
+/// failover; each server capture switches to starts the next one.
+pub fn split_timeline(name: &str) -> (u32, &str) {
+    let parsed = name.strip_prefix("tl").and_then(|rest| {
+        let (n, wire) = rest.split_once('/')?;
+        let ok = !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
+        let n: u32 = if ok { n.parse().ok()? } else { return None };
+        (n >= 2).then_some((n, wire))
+    });
+    parsed.unwrap_or((1, name))
+}
+
+/// The stored name of the server's file `wire` on `timeline` (the inverse of
+/// [`split_timeline`]): timeline 1 keeps the name, timeline N >= 2 gets `tl<N>/`.
+pub fn timeline_name(timeline: u32, wire: &str) -> String {
+    if timeline <= 1 {
+        wire.to_owned()
+    } else {
+        format!("tl{timeline}/{wire}")
+    }
 }
 
 #[cfg(test)]
@@ -46,5 +83,41 @@ mod tests {
         assert_eq!(binlog_seq("a.b"), None);
         assert_eq!(binlog_seq("mysql-bin.18446744073709551615"), Some(u64::MAX));
         assert_eq!(binlog_seq("mysql-bin.18446744073709551616"), None);
+    }
+
+    #[test]
+    fn timelines_sort_after_each_other_and_round_trip() {
+        let mut v = vec![
+            "tl2/mysql-bin.000003",
+            "mysql-bin.000010",
+            "tl10/mysql-bin.000001",
+            "tl2/mysql-bin.000002",
+        ];
+        v.sort_by_key(|n| binlog_order(n));
+        assert_eq!(
+            v,
+            [
+                "mysql-bin.000010",
+                "tl2/mysql-bin.000002",
+                "tl2/mysql-bin.000003",
+                "tl10/mysql-bin.000001"
+            ]
+        );
+        assert_eq!(split_timeline("tl3/a.000001"), (3, "a.000001"));
+        for not_one in [
+            "tl1/a.000001",
+            "tl02/a.000001",
+            "tl/a.1",
+            "tlx/a.1",
+            "a.000001",
+        ] {
+            assert_eq!(split_timeline(not_one), (1, not_one));
+        }
+        assert_eq!(timeline_name(1, "a.000001"), "a.000001");
+        assert_eq!(timeline_name(4, "a.000001"), "tl4/a.000001");
+        assert_eq!(
+            split_timeline(&timeline_name(4, "a.000001")),
+            (4, "a.000001")
+        );
     }
 }

@@ -36,6 +36,9 @@
 //! [[source]]
 //! name = "db1"
 //! url = "mysql://repl:secret@127.0.0.1:3306"   # ?ssl-mode=REQUIRED|VERIFY_CA|VERIFY_IDENTITY&ssl-ca=/path
+//! # urls = ["mysql://repl@db1a:3306", "mysql://repl@db1b:3306"]   # instead of url: the servers
+//! #                              # a failover may promote; capture follows the writable one by GTID
+//! failover_timeout = "30s"       # with urls: the primary gone this long (or read-only) = look for another
 //! password_env = "DB1_PASSWORD"  # optional: take the password from this environment variable
 //! server_id = 4242
 //! start = "earliest"             # | "current" | { file = "mysql-bin.000042", pos = 4 }
@@ -776,8 +779,19 @@ pub struct SourceConfig {
     /// Unique name; used as a directory name and in the API.
     pub name: String,
     /// `mysql://user:password@host:port` (`mariadb://` too), with optional
-    /// `?ssl-mode=...&ssl-ca=...`.
-    pub url: String,
+    /// `?ssl-mode=...&ssl-ca=...`. Exactly one of `url` and `urls`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The servers of a primary/replica group, in the order they are tried: capture
+    /// follows whichever is the writable primary (failover follow). Exactly one of `url`
+    /// and `urls`.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    /// With `urls`: how long the current primary may be unreachable before another
+    /// server is looked for (humantime, default "30s"). A primary that answers
+    /// read-only is left at once.
+    #[serde(default, with = "humantime_serde")]
+    pub failover_timeout: Option<std::time::Duration>,
     /// Environment variable holding the password (overrides the URL's password).
     pub password_env: Option<String>,
     /// server_id this fake replica registers with; must differ from every real server's.
@@ -815,7 +829,14 @@ impl std::fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceConfig")
             .field("name", &self.name)
-            .field("url", &redact_url_text(&self.url))
+            .field("url", &self.url.as_deref().map(redact_url_text))
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .as_ref()
+                    .map(|v| v.iter().map(|u| redact_url_text(u)).collect::<Vec<_>>()),
+            )
             .field("password_env", &self.password_env)
             .field("server_id", &self.server_id)
             .finish()
@@ -849,8 +870,15 @@ impl std::fmt::Debug for Credentials {
 pub struct Source {
     /// Unique name.
     pub name: String,
-    /// Connection parameters (password resolved from `password_env` when set).
+    /// Connection parameters (password resolved from `password_env` when set): the first
+    /// of `servers`.
     pub url: SourceUrl,
+    /// Every server capture may follow (`urls`; one entry for `url`), in config order,
+    /// passwords resolved.
+    pub servers: Vec<SourceUrl>,
+    /// With more than one server: how long the primary may be unreachable before
+    /// capture looks for the writable one among `servers` (default 30 s).
+    pub failover_timeout: std::time::Duration,
     /// server_id of the fake replica.
     pub server_id: u32,
     /// Where capture begins when nothing is archived yet.
@@ -1268,6 +1296,64 @@ mod tests {
         assert!(SourceUrl::parse("http://x@y").is_err());
         assert!(SourceUrl::parse("mysql://x@y?foo=1").is_err());
         assert!(!u.redacted().contains("p:w"));
+    }
+
+    #[test]
+    fn a_source_lists_one_url_or_a_failover_group() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().display().to_string();
+        let with = |src: &str| {
+            Config::parse(&format!(
+                "data_dir = {dir:?}\n[[source]]\nname = \"db1\"\nserver_id = 4242\n{src}"
+            ))
+            .unwrap()
+            .validate()
+        };
+        let one = with("url = \"mysql://repl:pw@db1a:3306\"\n").unwrap();
+        assert_eq!(one.sources[0].servers.len(), 1);
+        assert_eq!(one.sources[0].failover_timeout, Duration::from_secs(30));
+        std::env::set_var("BINLOG_SERVER_TEST_GROUP_PW", "fromenv");
+        let group = with(
+            "urls = [\"mysql://repl@db1a:3306\", \"mysql://repl@db1b:3307\"]\n\
+             failover_timeout = \"5s\"\npassword_env = \"BINLOG_SERVER_TEST_GROUP_PW\"\n",
+        )
+        .unwrap();
+        let s = &group.sources[0];
+        assert_eq!(s.servers.len(), 2);
+        assert_eq!(
+            (s.servers[1].host.as_str(), s.servers[1].port),
+            ("db1b", 3307)
+        );
+        assert!(s
+            .servers
+            .iter()
+            .all(|u| u.password.as_deref() == Some("fromenv")));
+        assert_eq!(s.url.redacted(), s.servers[0].redacted());
+        assert_eq!(s.failover_timeout, Duration::from_secs(5));
+        let key_of = |e: ConfigError| match e {
+            ConfigError::Invalid { key, message } => (key, message),
+            other => panic!("{other}"),
+        };
+        for (bad, key) in [
+            ("", "source[0].url"),
+            ("urls = []\n", "source[0].urls"),
+            (
+                "url = \"mysql://r@a\"\nurls = [\"mysql://r@b\"]\n",
+                "source[0].urls",
+            ),
+            (
+                "urls = [\"mysql://r@a:1\", \"mysql://q@a:1\"]\n",
+                "source[0].urls[1]",
+            ),
+            ("urls = [\"http://a\"]\n", "source[0].urls[0]"),
+            (
+                "url = \"mysql://r@a\"\nfailover_timeout = \"0s\"\n",
+                "source[0].failover_timeout",
+            ),
+        ] {
+            let (k, msg) = key_of(with(bad).unwrap_err());
+            assert_eq!(k, key, "{bad:?}: {msg}");
+        }
     }
 
     #[test]

@@ -394,9 +394,20 @@ fn capture(c: &CaptureConfig) -> Result<(), ConfigError> {
 /// `[source.verify]` tables.
 fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
     let key = |k: &str| format!("source[{i}].{k}");
-    let mut url = SourceUrl::parse(&s.url).map_err(|m| invalid(key("url"), m))?;
+    let mut servers = servers(&key, &s)?;
     if let Some(var) = &s.password_env {
-        url.password = Some(env_password(key("password_env"), var)?);
+        let pw = env_password(key("password_env"), var)?;
+        for u in &mut servers {
+            u.password = Some(pw.clone());
+        }
+    }
+    let url = servers[0].clone();
+    let failover_timeout = s.failover_timeout.unwrap_or(Duration::from_secs(30));
+    if failover_timeout.is_zero() {
+        return Err(invalid(
+            key("failover_timeout"),
+            "must be positive (\"30s\" is the default)",
+        ));
     }
     if s.server_id == 0 {
         return Err(invalid(
@@ -435,6 +446,8 @@ fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
     Ok(Source {
         name: s.name,
         url,
+        servers,
+        failover_timeout,
         server_id: s.server_id,
         start,
         backup,
@@ -444,6 +457,38 @@ fn source(i: usize, s: SourceConfig) -> Result<Source, ConfigError> {
         replication,
         verify,
     })
+}
+
+/// `url` or `urls` (exactly one; `urls` non-empty, no server twice), parsed.
+fn servers(key: &dyn Fn(&str) -> String, s: &SourceConfig) -> Result<Vec<SourceUrl>, ConfigError> {
+    match (&s.url, &s.urls) {
+        (Some(u), None) => Ok(vec![
+            SourceUrl::parse(u).map_err(|m| invalid(key("url"), m))?
+        ]),
+        (None, Some(v)) if !v.is_empty() => {
+            let mut out: Vec<SourceUrl> = Vec::new();
+            for (j, u) in v.iter().enumerate() {
+                let u = SourceUrl::parse(u).map_err(|m| invalid(key(&format!("urls[{j}]")), m))?;
+                if out.iter().any(|o| o.host == u.host && o.port == u.port) {
+                    return Err(invalid(
+                        key(&format!("urls[{j}]")),
+                        format!("{}:{} is listed twice", u.host, u.port),
+                    ));
+                }
+                out.push(u);
+            }
+            Ok(out)
+        }
+        (None, Some(_)) => Err(invalid(key("urls"), "must list at least one server")),
+        (None, None) => Err(invalid(
+            key("url"),
+            "missing: give `url` (one server) or `urls` (a failover group)",
+        )),
+        (Some(_), Some(_)) => Err(invalid(
+            key("urls"),
+            "give either `url` or `urls`, not both",
+        )),
+    }
 }
 
 /// A source name: 1-64 characters from A-Z a-z 0-9 _ - ., not starting with `.` (it
@@ -631,15 +676,17 @@ fn unique_listens(sources: &[Source], http_listen: SocketAddr) -> Result<(), Con
 fn unique_server_ids(sources: &[Source]) -> Result<(), ConfigError> {
     let mut ids = HashSet::new();
     for s in sources {
-        if !ids.insert((s.url.host.clone(), s.url.port, s.server_id)) {
-            return Err(invalid(
-                "source.server_id",
-                format!(
-                    "two sources register server_id {} with {}:{}: the primary would \
-                     disconnect one of them",
-                    s.server_id, s.url.host, s.url.port
-                ),
-            ));
+        for u in &s.servers {
+            if !ids.insert((u.host.clone(), u.port, s.server_id)) {
+                return Err(invalid(
+                    "source.server_id",
+                    format!(
+                        "two sources register server_id {} with {}:{}: the primary would \
+                         disconnect one of them",
+                        s.server_id, u.host, u.port
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -184,7 +184,7 @@ struct BasePos {
 }
 
 /// Binlog order of a position: by file sequence, then offset.
-fn order_key(file: &str, pos: u64) -> ((u64, String), u64) {
+fn order_key(file: &str, pos: u64) -> (binlog::BinlogOrder, u64) {
     (binlog_order(file), pos)
 }
 

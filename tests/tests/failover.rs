@@ -1,0 +1,262 @@
+//! Failover follow against real MariaDB servers: P1 is the primary and P2 its GTID
+//! replica; binlog-server lists both (`urls`). When P1 dies and P2 is promoted, capture
+//! switches to P2 on a new timeline (`tl2/`), stores P2's files byte-identical from the
+//! file holding the first transaction the archive lacked, indexes each GTID once, and
+//! reports the transactions P2 never got as divergent.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use binlog_tests::*;
+
+/// The binlog-server binary under test.
+fn server_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_binlog-server-under-test"))
+}
+
+/// `failover_timeout` of the tests, seconds.
+const FAILOVER_SECS: u64 = 3;
+
+/// P1 (server_id 1) and P2 (server_id 2), P2 a read-only replica of P1 by GTID with
+/// log_slave_updates, its own set-up transactions cleared (RESET MASTER) so its binlog
+/// holds P1's history only.
+fn pair() -> Result<(MariaDb, MariaDb)> {
+    let opts = |server_id| MariaDbOptions {
+        server_id,
+        extra_args: vec!["--log-slave-updates".into(), "--gtid-strict-mode=ON".into()],
+        ..Default::default()
+    };
+    let p1 = MariaDb::start(opts(1))?;
+    let p2 = MariaDb::start(opts(2))?;
+    // A replica is read-only until promoted, as a DBA runs it.
+    p2.sql("RESET MASTER; SET GLOBAL gtid_slave_pos = ''; SET GLOBAL read_only = 1;")?;
+    p2.replicate_from(&p1)?;
+    Ok((p1, p2))
+}
+
+/// A config with one source `db` on both servers and a short failover_timeout.
+fn config(dir: &Path, http: &str, p1: &MariaDb, p2: &MariaDb) -> Result<std::path::PathBuf> {
+    let data = dir.join("data");
+    let text = format!(
+        "data_dir = {data:?}\n\n[capture]\nheartbeat_period = \"1s\"\npoll_interval = \"500ms\"\n\
+         reconnect_min_backoff = \"100ms\"\nreconnect_max_backoff = \"1s\"\n\n\
+         [http]\nlisten = {http:?}\n\n[[source]]\nname = \"db\"\nurls = [{:?}, {:?}]\n\
+         failover_timeout = \"{FAILOVER_SECS}s\"\nserver_id = 4242\nstart = \"earliest\"\n",
+        p1.repl_url(),
+        p2.repl_url()
+    );
+    let path = dir.join("binlog-server.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Waits until P2 has applied everything it received from the dead P1 (its GTID
+/// position quiet for 2 s), then promotes it: replication off, writable.
+fn promote(p2: &MariaDb) -> Result<()> {
+    let mut last = p2.gtid_binlog_pos()?;
+    let mut quiet_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while quiet_since.elapsed() < Duration::from_secs(2) {
+        if Instant::now() > deadline {
+            bail!("P2 never settled");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let now = p2.gtid_binlog_pos()?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    p2.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
+    Ok(())
+}
+
+/// Waits until the archive's durable end is P2's current position on timeline 2.
+fn wait_caught_up_on_tl2(server: &ServerProcess, p2: &MariaDb, timeout: Duration) -> Result<()> {
+    wait_for("the archive at P2's end on timeline 2", timeout, || {
+        let (file, pos) = p2.master_status()?;
+        let s = server.get_json("/v1/sources/db")?;
+        let want = format!("tl2/{file}");
+        let ok = s["durable_file"].as_str() == Some(want.as_str())
+            && s["durable_pos"].as_u64() == Some(pos);
+        Ok(ok.then_some(()))
+    })
+}
+
+/// P2's files from the new timeline's first file on equal the stored `tl2/` copies:
+/// closed ones whole (SHA-256), the active one as a prefix. Returns how many compared.
+fn assert_tl2_identical(p2: &MariaDb, archive: &Path, first: &str) -> Result<usize> {
+    let files = p2.binlog_files()?;
+    let from = files
+        .iter()
+        .position(|(n, _)| n == first)
+        .with_context(|| format!("P2 lists {first}"))?;
+    let mut n = 0;
+    for (i, (name, _)) in files.iter().enumerate().skip(from) {
+        let ours = std::fs::read(archive.join("tl2").join(name))
+            .with_context(|| format!("archived tl2/{name}"))?;
+        let theirs = std::fs::read(p2.binlog_path(name))?;
+        let last = i + 1 == files.len();
+        let same = if last {
+            // The active file: a prefix, its in-use flag byte aside.
+            ours.len() <= theirs.len()
+                && ours
+                    .iter()
+                    .zip(&theirs)
+                    .enumerate()
+                    .all(|(k, (a, b))| a == b || k == IN_USE_FLAG_OFFSET)
+        } else {
+            ours == theirs
+        };
+        if !same {
+            bail!(
+                "tl2/{name} differs from P2's ({} vs {} bytes)",
+                ours.len(),
+                theirs.len()
+            );
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[test]
+fn capture_follows_a_promoted_replica_onto_a_new_timeline() -> Result<()> {
+    let (mut p1, p2) = pair()?;
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &http, &p1, &p2)?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    let load = WriteLoad::start(
+        &p1,
+        WriteLoadOptions {
+            max_txns: 100_000,
+            max_duration: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )?;
+    wait_for("rotations on P1", Duration::from_secs(30), || {
+        Ok((p1.binlog_files()?.len() >= 3).then_some(()))
+    })?;
+    p1.kill9()?;
+    let _ = load.stop(); // its connection died with P1
+    promote(&p2)?;
+    let promoted = Instant::now();
+    WriteLoad::run(&p2, 200)?;
+    wait_for(
+        "capture streaming from P2 on timeline 2",
+        Duration::from_secs(FAILOVER_SECS + 10),
+        || {
+            let s = server.get_json("/v1/sources/db")?;
+            let on_tl2 = s["durable_file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("tl2/"));
+            Ok((on_tl2 && s["state"] == "streaming").then_some(()))
+        },
+    )
+    .with_context(|| server.log_tail(40))?;
+    eprintln!("resumed on P2 {:?} after its promotion", promoted.elapsed());
+    wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))?;
+
+    let tl = server.get_json("/v1/sources/db/timelines")?;
+    eprintln!("timelines: {tl}");
+    let rows = tl["timelines"].as_array().context("timelines")?;
+    assert_eq!(rows.len(), 2, "{tl}");
+    assert_eq!(rows[0]["server_id"], 1, "{tl}");
+    assert_eq!(rows[1]["server_id"], 2, "{tl}");
+    let first = rows[1]["first_file"].as_str().context("first_file")?;
+    let first_wire = first.strip_prefix("tl2/").context("a tl2/ name")?;
+    assert!(rows[1]["switch_gtid"].is_string(), "{tl}");
+    assert!(
+        rows[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unreachable")),
+        "{tl}"
+    );
+
+    // Every transaction P2 has is in the archive, each GTID indexed once: P2's last one
+    // on timeline 2, the last one both servers shared on timeline 1.
+    let p2_last = p2.gtid_binlog_pos()?;
+    let found = server.get_json(&format!("/v1/sources/db/lookup?gtid={p2_last}"))?;
+    assert!(
+        found["transaction"]["file"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("tl2/")),
+        "{found}"
+    );
+    let shared = rows[1]["switch_gtid"].as_str().unwrap_or_default();
+    let divergent = rows[1]["divergent"].is_string();
+    if !divergent {
+        let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={shared}"))?;
+        assert!(
+            at["transaction"]["file"]
+                .as_str()
+                .is_some_and(|f| !f.starts_with("tl2/")),
+            "a GTID of both timelines is found on the first: {at}"
+        );
+    }
+    let archive = dir.path().join("data").join("db");
+    let compared = assert_tl2_identical(&p2, &archive, first_wire)?;
+    assert!(compared >= 1);
+    // The old timeline's last file, cut by the failover, checks SUCC like the rest.
+    wait_all_succ(&server, "db", Duration::from_secs(60))?;
+    Ok(())
+}
+
+#[test]
+fn transactions_the_promoted_replica_missed_are_reported_divergent() -> Result<()> {
+    let (mut p1, p2) = pair()?;
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &http, &p1, &p2)?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    WriteLoad::run(&p1, 50)?;
+    wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
+    wait_replica_at(&p2, &p1.gtid_binlog_pos()?)?;
+    // P2 stops receiving: the next 5 commits reach only P1 and the archive.
+    p2.sql("STOP SLAVE")?;
+    let before = p1.gtid_binlog_pos()?;
+    WriteLoad::run(&p1, 5)?;
+    let p1_last = p1.gtid_binlog_pos()?;
+    wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
+    p1.kill9()?;
+    p2.sql("RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
+    WriteLoad::run(&p2, 20)?;
+    wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(FAILOVER_SECS + 60))
+        .with_context(|| server.log_tail(40))?;
+    let tl = server.get_json("/v1/sources/db/timelines")?;
+    eprintln!("timelines: {tl}");
+    let row = &tl["timelines"][1];
+    assert_eq!(row["switch_gtid"].as_str(), Some(p1_last.as_str()), "{tl}");
+    let divergent = row["divergent"].as_str().context("divergent reported")?;
+    assert!(
+        divergent.ends_with(&format!("..{p1_last} (5 transactions)")),
+        "{divergent} (P2 stopped at {before})"
+    );
+    let src = server.get_json("/v1/sources/db")?;
+    assert!(
+        src["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|t| t.as_str().is_some_and(|t| t.contains("divergent")))),
+        "{src}"
+    );
+    // The divergent transactions stay findable on timeline 1.
+    let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={p1_last}"))?;
+    assert!(
+        at["transaction"]["file"]
+            .as_str()
+            .is_some_and(|f| !f.starts_with("tl2/")),
+        "{at}"
+    );
+    Ok(())
+}
+
+/// Waits until the replica has applied up to the GTID position `pos`.
+fn wait_replica_at(replica: &MariaDb, pos: &str) -> Result<()> {
+    wait_for(
+        "the replica applies P1's transactions",
+        Duration::from_secs(60),
+        || Ok((replica.sql_value("SELECT @@gtid_slave_pos")? == pos).then_some(())),
+    )
+}
