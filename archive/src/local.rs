@@ -238,46 +238,13 @@ impl LocalFiles {
     /// The source directory and its timeline directories (`tl<N>`, N >= 2), in no
     /// particular order.
     fn timeline_dirs(&self) -> io::Result<Vec<PathBuf>> {
-        let mut v = vec![self.dir.clone()];
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if binlog::split_timeline(&format!("{name}/x.1")).0 >= 2 && entry.file_type()?.is_dir()
-            {
-                v.push(entry.path());
-            }
-        }
-        Ok(v)
+        timeline_dirs(&self.dir)
     }
 
     /// Binlog files present, in binlog order (timelines in order, `binlog::binlog_order`),
     /// by stored name, with their sizes (bytes).
     pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
-        let mut v = Vec::new();
-        for d in self.timeline_dirs()? {
-            let prefix = d
-                .strip_prefix(&self.dir)
-                .ok()
-                .and_then(|p| p.to_str())
-                .filter(|p| !p.is_empty())
-                .map(|p| format!("{p}/"))
-                .unwrap_or_default();
-            for entry in std::fs::read_dir(&d)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                // Only names with a numeric extension are binlogs (mysql-bin.000042): a
-                // copied mysql-bin.index or an editor's backup must never be taken for one.
-                if !is_safe_file_name(&name)
-                    || binlog_seq(&name).is_none()
-                    || !entry.file_type()?.is_file()
-                {
-                    continue;
-                }
-                v.push((format!("{prefix}{name}"), entry.metadata()?.len()));
-            }
-        }
-        v.sort_by_key(|(n, _)| binlog_order(n));
-        Ok(v)
+        list_binlogs(&self.dir)
     }
 
     /// Reads the control file, if present and parseable.
@@ -387,6 +354,54 @@ impl LocalFiles {
             note,
         ))
     }
+}
+
+/// `dir` and its timeline directories (`tl<N>`, N >= 2), in no particular order.
+fn timeline_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut v = vec![dir.to_owned()];
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if binlog::split_timeline(&format!("{name}/x.1")).0 >= 2 && entry.file_type()?.is_dir() {
+            v.push(entry.path());
+        }
+    }
+    Ok(v)
+}
+
+/// The binlog files of the source directory `dir` and its timeline directories, in
+/// binlog order, by stored name (`tl<N>/<name>` on timelines N >= 2), with their sizes
+/// (bytes): what [`LocalFiles::list`] lists, for readers that do not open the store.
+///
+/// # Errors
+///
+/// A directory cannot be read (a missing `dir` too).
+pub fn list_binlogs(dir: &Path) -> io::Result<Vec<(String, u64)>> {
+    let mut v = Vec::new();
+    for d in timeline_dirs(dir)? {
+        let prefix = d
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|p| p.to_str())
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only names with a numeric extension are binlogs (mysql-bin.000042): a
+            // copied mysql-bin.index or an editor's backup must never be taken for one.
+            if !is_safe_file_name(&name)
+                || binlog_seq(&name).is_none()
+                || !entry.file_type()?.is_file()
+            {
+                continue;
+            }
+            v.push((format!("{prefix}{name}"), entry.metadata()?.len()));
+        }
+    }
+    v.sort_by_key(|(n, _)| binlog_order(n));
+    Ok(v)
 }
 
 /// The file being appended to by the writer.

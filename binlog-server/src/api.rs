@@ -592,6 +592,7 @@ fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
         | P::FileNotListed { .. }
         | P::SequenceHole { .. }
         | P::RecordedGap { .. }
+        | P::DivergentSwitch { .. }
         | P::FileFailed { .. }
         | P::FileNotIndexed { .. }
         | P::FileMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,

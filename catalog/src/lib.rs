@@ -347,8 +347,22 @@ impl TryFrom<FileRaw> for BinlogFileRow {
     }
 }
 
+/// Rows as [`BinlogFileRow`]s in binlog order: by timeline (`binlog::split_timeline`:
+/// a later timeline's files after every file of an earlier one), then `seq` (-1 first),
+/// then name. The statements order by `seq, name`; the timeline is sorted here.
 fn convert_files(raw: Vec<FileRaw>) -> Result<Vec<BinlogFileRow>, CatalogError> {
-    raw.into_iter().map(BinlogFileRow::try_from).collect()
+    let mut v = raw
+        .into_iter()
+        .map(BinlogFileRow::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    v.sort_by(|a, b| {
+        (binlog::split_timeline(&a.name).0, a.seq, &a.name).cmp(&(
+            binlog::split_timeline(&b.name).0,
+            b.seq,
+            &b.name,
+        ))
+    });
+    Ok(v)
 }
 
 /// `sources` row as stored.
@@ -1101,8 +1115,9 @@ impl Catalog {
         })
     }
 
-    /// All files of `source`, ordered by `seq` then name (so `mysql-bin.000009` comes
-    /// before `mysql-bin.000010`; names without a numeric extension, seq -1, first).
+    /// All files of `source`, ordered by timeline, then `seq`, then name (so
+    /// `mysql-bin.000009` comes before `mysql-bin.000010`, names without a numeric
+    /// extension, seq -1, first, and `tl2/mysql-bin.000001` after both).
     ///
     /// # Errors
     ///

@@ -172,6 +172,29 @@ async fn timelines_are_recorded_once_and_fenced(engine: Engine) {
     );
     assert!(r.started_at >= rows[0].started_at);
     assert!(cat.list_timelines("other").await.unwrap().is_empty());
+    // A later timeline's files list after every file of the earlier one.
+    for f in [
+        "tl2/mysql-bin.000004",
+        "mysql-bin.000010",
+        "mysql-bin.000009",
+    ] {
+        cat.mark_reported(SRC, &progress(f, 100)).await.unwrap();
+    }
+    let names: Vec<String> = cat
+        .list_files(SRC)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mysql-bin.000009",
+            "mysql-bin.000010",
+            "tl2/mysql-bin.000004"
+        ]
+    );
     // Once the tenure is over, the old owner records no switch.
     tokio::time::sleep(Duration::from_millis(400)).await;
     cat.acquire_lease(SRC, "node-b", Duration::from_secs(30))

@@ -35,16 +35,21 @@ fn pair() -> Result<(MariaDb, MariaDb)> {
     Ok((p1, p2))
 }
 
-/// A config with one source `db` on both servers and a short failover_timeout.
+/// A config with one source `db` on both servers and a short failover_timeout; base
+/// backups (physical, of P1) into `<dir>/bases`.
 fn config(dir: &Path, http: &str, p1: &MariaDb, p2: &MariaDb) -> Result<std::path::PathBuf> {
     let data = dir.join("data");
+    let bases = format!("file://{}", dir.join("bases").display());
     let text = format!(
         "data_dir = {data:?}\n\n[capture]\nheartbeat_period = \"1s\"\npoll_interval = \"500ms\"\n\
          reconnect_min_backoff = \"100ms\"\nreconnect_max_backoff = \"1s\"\n\n\
+         [backup]\nstore = {bases:?}\n\n\
          [http]\nlisten = {http:?}\n\n[[source]]\nname = \"db\"\nurls = [{:?}, {:?}]\n\
-         failover_timeout = \"{FAILOVER_SECS}s\"\nserver_id = 4242\nstart = \"earliest\"\n",
+         failover_timeout = \"{FAILOVER_SECS}s\"\nserver_id = 4242\nstart = \"earliest\"\n\
+         [source.backup]\nurl = {:?}\nmethod = \"physical\"\n",
         p1.repl_url(),
-        p2.repl_url()
+        p2.repl_url(),
+        p1.admin_url()
     );
     let path = dir.join("binlog-server.toml");
     std::fs::write(&path, text)?;
@@ -259,4 +264,117 @@ fn wait_replica_at(replica: &MariaDb, pos: &str) -> Result<()> {
         Duration::from_secs(60),
         || Ok((replica.sql_value("SELECT @@gtid_slave_pos")? == pos).then_some(())),
     )
+}
+
+/// Takes a base of `db` through the API and waits until it completed.
+fn take_base(server: &ServerProcess) -> Result<()> {
+    let (code, r) = server.post_json("/v1/sources/db/backups", &serde_json::json!({}))?;
+    if code != 202 {
+        bail!("POST backups: {code} {r:#}");
+    }
+    let id = r["job_id"].as_str().context("job_id")?.to_string();
+    let job = wait_for("the base", Duration::from_secs(300), || {
+        let j = server.get_json(&format!("/v1/jobs/{id}"))?;
+        Ok((j["state"] != "running").then_some(j))
+    })?;
+    if job["state"] != "completed" {
+        bail!("base job ended {job:#}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<()> {
+    let (p1, p2) = pair()?;
+    p1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, who VARCHAR(8))")?;
+    let dir = tempfile::tempdir()?;
+    let http = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &http, &p1, &p2)?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
+    take_base(&server)?;
+    let mut batch = String::new();
+    for i in 0..300 {
+        batch.push_str(&format!("INSERT INTO test.t VALUES ({i}, 'p1');"));
+        if i % 100 == 99 {
+            p1.sql(&batch)?;
+            batch.clear();
+            p1.flush_binary_logs()?;
+        }
+    }
+    let p1_last = p1.gtid_binlog_pos()?;
+    // The switchover: P1 stops taking writes, P2 applies everything, then takes over.
+    p1.sql("SET GLOBAL read_only = 1")?;
+    wait_replica_at(&p2, &p1_last)?;
+    p2.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
+    for i in 300..400 {
+        p2.sql(&format!("INSERT INTO test.t VALUES ({i}, 'p2')"))?;
+    }
+    wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))
+        .with_context(|| server.log_tail(40))?;
+    let tl = server.get_json("/v1/sources/db/timelines")?;
+    eprintln!("timelines: {tl}");
+    let row = &tl["timelines"][1];
+    assert_eq!(row["switch_gtid"].as_str(), Some(p1_last.as_str()), "{tl}");
+    assert!(row["divergent"].is_null(), "{tl}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("read-only")),
+        "{tl}"
+    );
+    // Nothing lost: P1's last transaction on timeline 1, P2's files whole on timeline 2.
+    let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={p1_last}"))?;
+    assert!(
+        at["transaction"]["file"]
+            .as_str()
+            .is_some_and(|f| !f.starts_with("tl2/")),
+        "{at}"
+    );
+    let first = row["first_file"].as_str().context("first_file")?;
+    let archive = dir.path().join("data").join("db");
+    assert_tl2_identical(&p2, &archive, first.trim_start_matches("tl2/"))?;
+    wait_all_succ(&server, "db", Duration::from_secs(60))?;
+
+    // A PITR to P2's last transaction replays P1's history from the base, then P2's,
+    // each transaction once.
+    let p2_last = p2.gtid_binlog_pos()?;
+    let (code, plan) = server.post_json(
+        "/v1/sources/db/pitr/plan",
+        &serde_json::json!({"target_gtid": p2_last}),
+    )?;
+    assert_eq!(code, 200, "{plan:#}");
+    let files: Vec<&str> = plan["files"]
+        .as_array()
+        .context("files")?
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        files.iter().any(|f| !f.starts_with("tl2/")) && files.iter().any(|f| f.starts_with("tl2/")),
+        "the plan crosses the switch: {plan:#}"
+    );
+    let (code, job) = server.post_json(
+        "/v1/sources/db/pitr",
+        &serde_json::json!({"target_gtid": p2_last, "scratch": true}),
+    )?;
+    assert_eq!(code, 202, "{job:#}");
+    let id = job["id"].as_str().context("id")?.to_string();
+    let done = wait_for("the PITR", Duration::from_secs(600), || {
+        let j = server.get_json(&format!("/v1/pitr/{id}"))?;
+        let p = j["phase"].as_str().unwrap_or_default().to_string();
+        Ok((p == "done" || p == "failed").then_some(j))
+    })?;
+    assert_eq!(done["phase"], "done", "{done:#}");
+    eprintln!(
+        "PITR across the switch: files {}, {} transactions",
+        done["plan"]["files"], done["plan"]["transactions"]
+    );
+    let socket = done["restored"]["socket"].as_str().context("socket")?;
+    let restored = checksums_socket(socket)?;
+    let (code, v) = server.delete(&format!("/v1/pitr/{id}"))?;
+    assert_eq!(code, 200, "{v:#}");
+    assert_eq!(restored, p2.table_checksums(&["test"])?, "{done:#}");
+    assert_eq!(p2.sql_value("SELECT COUNT(*) FROM test.t")?, "400");
+    Ok(())
 }

@@ -77,6 +77,12 @@ pub struct Upstream {
     pub first_file: Option<String>,
     /// A switch whose divergence is not decided yet.
     pub fork: Option<Fork>,
+    /// Counts changes of server (a switch, or the timeline's server reached at another
+    /// address): a task holding a connection reconnects when it moved.
+    pub generation: u64,
+    /// Told by the poller when the current server answers read-only (a switchover
+    /// demoted it): the stream on it ends and capture looks for the primary.
+    pub demoted: Arc<tokio::sync::Notify>,
 }
 
 /// What the first transactions of a new timeline are compared with.
@@ -101,6 +107,8 @@ impl Upstream {
             server_id: None,
             first_file: None,
             fork: None,
+            generation: 0,
+            demoted: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -252,7 +260,11 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
         if known == Some(s.primary_server_id) {
             // The timeline's own server is writable again (it came back, or another
             // address reaches it): no switch of timeline.
-            lock(&ctx.upstream).current = i;
+            {
+                let mut up = lock(&ctx.upstream);
+                up.current = i;
+                up.generation += 1;
+            }
             info!(source = %ctx.source.name, server = %url.redacted(), "the timeline's primary is reachable again");
             return Ok(true);
         }
@@ -359,6 +371,7 @@ async fn switch(
     {
         let mut up = lock(&ctx.upstream);
         up.current = c.index;
+        up.generation += 1;
         up.timeline = next;
         up.server_id = Some(c.server_id);
         up.first_file = Some(first_file.clone());

@@ -26,7 +26,18 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
     } = ctx;
     let label = Metrics::label(&source.name);
     let mut session: Option<session::Session> = None;
+    // The upstream generation the session was opened for.
+    let mut session_gen = 0;
     loop {
+        let (generation, follows) = {
+            let up = lock(&ctx_upstream.upstream);
+            (up.generation, up.follows())
+        };
+        if generation != session_gen {
+            // Capture switched servers: poll the new one.
+            session = None;
+            session_gen = generation;
+        }
         if session.is_none() {
             let url = super::failover::current_url(&ctx_upstream);
             session = tokio::select! {
@@ -80,6 +91,19 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                 }
                 Err(e) => {
                     warn!(source = %source.name, error = %e, "polling the primary failed");
+                    session = None;
+                }
+            }
+        }
+        if let (true, Some(s)) = (follows, session.as_mut()) {
+            // A switchover demotes the primary without closing its stream.
+            match s.conn.query_value("SELECT @@GLOBAL.read_only").await {
+                Ok(Some(v)) if v == "1" || v.eq_ignore_ascii_case("ON") => {
+                    lock(&ctx_upstream.upstream).demoted.notify_waiters();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(source = %source.name, error = %e, "reading the primary's read_only failed");
                     session = None;
                 }
             }

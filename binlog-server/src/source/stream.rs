@@ -287,9 +287,13 @@ async fn read_events(
     // showed it carries none.
     let mut off_fde_at: Option<u64> = None;
     let mut acks = super::semisync::Acks::new(a.wtx);
+    let demoted = lock(&a.ctx.upstream).demoted.clone();
     loop {
         let wake = tokio::select! {
             _ = a.ctx.cancel.cancelled() => return Ok(()),
+            _ = demoted.notified() => return Err(StreamEnd::NotPrimary(
+                "the primary became read-only (a switchover?)".into(),
+            )),
             _ = a.writer_failed.cancelled() => return Err(StreamEnd::WriterFailed(None)),
             _ = acks.synced_moved(), if acks.pending() => Wake::Synced,
             r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => Wake::Packet(r),

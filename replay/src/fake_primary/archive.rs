@@ -306,23 +306,12 @@ fn facts_with(
 ///
 /// [`DumpError::Io`]: the directory cannot be read.
 pub(super) fn list_files(a: &Archive) -> Result<Vec<(String, u64)>, DumpError> {
-    let mut v = Vec::new();
-    let rd = match std::fs::read_dir(&a.dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+    // Every timeline's files, by stored name (`archive::local`, "Timelines").
+    let mut v = match archive::local::list_binlogs(&a.dir) {
+        Ok(v) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(DumpError::io("list", &a.dir)(e)),
     };
-    for ent in rd {
-        let ent = ent.map_err(DumpError::ListEntry)?;
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if binlog::binlog_seq(&name).is_none() || !archive::local::is_safe_file_name(&name) {
-            continue;
-        }
-        let md = ent.metadata().map_err(DumpError::ListEntry)?;
-        if md.is_file() {
-            v.push((name, md.len()));
-        }
-    }
     for (name, size) in a.evicted.snapshot() {
         if !v.iter().any(|(n, _)| *n == name) {
             v.push((name, size));

@@ -597,6 +597,9 @@ struct FileCursor {
     pos: u64,
     /// While the file is still being fetched from the store: how far it is.
     following: Option<Following>,
+    /// The file [repeats history](DumpCtx::repeats_history): transactions indexed in
+    /// an earlier timeline's file are not sent again.
+    repeats: bool,
 }
 
 /// An evicted file a dump sends while it is fetched (`archive::cache::Opened::Fetching`).
@@ -991,6 +994,7 @@ impl DumpCtx {
                                 reason,
                             });
                         }
+                        self.cross_timeline(&cur.file, &next)?;
                         st.at = Some(At::Open { file: next, pos: 4 });
                     }
                     None if self.non_blocking => return Ok(Step::Done),
@@ -1028,6 +1032,66 @@ impl DumpCtx {
             .into_iter()
             .find(|g| g.after_file.as_deref() == Some(name))
             .map(|g| g.reason))
+    }
+
+    /// Moving from `file` to `next` across a timeline switch: `next` must be the next
+    /// timeline's first file, and that timeline must hold every transaction of the
+    /// earlier one (no divergence); otherwise the dump ends with the reason.
+    fn cross_timeline(&self, file: &str, next: &str) -> Result<(), DumpError> {
+        let (t, _) = binlog::split_timeline(file);
+        let (u, _) = binlog::split_timeline(next);
+        if u == t {
+            return Ok(());
+        }
+        let cat = self.archive.catalog.clone();
+        let source = self.archive.source.clone();
+        let rows = self
+            .rt
+            .block_on(async move { cat.list_timelines(&source).await })?;
+        let row = rows.iter().find(|r| r.timeline == i64::from(u));
+        let first = row.and_then(|r| r.first_file.clone());
+        if u != t + 1 || first.as_deref() != Some(next) {
+            return Err(DumpError::TimelineHole {
+                source_name: self.archive.source.clone(),
+                after: file.to_owned(),
+                next: next.to_owned(),
+                first: first.unwrap_or_else(|| "unknown".into()),
+            });
+        }
+        if let Some(divergent) = row.and_then(|r| r.divergent.clone()) {
+            return Err(DumpError::DivergentSwitch {
+                source_name: self.archive.source.clone(),
+                timeline: t,
+                last_file: file.to_owned(),
+                next_timeline: u,
+                next_file: next.to_owned(),
+                divergent,
+            });
+        }
+        Ok(())
+    }
+
+    /// True when `file` is the first file of a timeline >= 2: it repeats, from its
+    /// start, transactions the previous timeline holds (the switch stores the new
+    /// server's whole file), which a dump sends from there, not again.
+    fn repeats_history(&self, file: &str) -> Result<bool, DumpError> {
+        let (t, _) = binlog::split_timeline(file);
+        if t < 2 {
+            return Ok(false);
+        }
+        let files = list_files(&self.archive)?;
+        Ok(!files
+            .iter()
+            .any(|(n, _)| binlog::split_timeline(n).0 == t && binlog_order(n) < binlog_order(file)))
+    }
+
+    /// In a file that [repeats history](Self::repeats_history): whether the transaction
+    /// `g` is indexed in another file (sent from there).
+    fn sent_elsewhere(&self, file: &str, g: &Gtid) -> bool {
+        matches!(
+            self.archive.index.find_gtid(&self.archive.source, g),
+            Ok(Some(e)) if e.file != file
+        )
     }
 
     /// Starts sending `file` at `pos`: refuses a FAIL file or one without a readable
@@ -1084,6 +1148,7 @@ impl DumpCtx {
             out.event(&fde_for_send(&raw, alg, Some(0)));
             out.made_up_crc = alg == ChecksumAlg::Crc32;
         }
+        let repeats = self.repeats_history(&file)?;
         Ok(FileCursor {
             file,
             path,
@@ -1091,6 +1156,7 @@ impl DumpCtx {
             alg,
             pos,
             following,
+            repeats,
         })
     }
 
@@ -1318,7 +1384,8 @@ impl DumpCtx {
         skip: &mut Skipping,
         out: &mut Out,
     ) -> Result<(), DumpError> {
-        let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
+        let (file, path, alg, repeats) =
+            (cur.file.as_str(), cur.path.as_path(), cur.alg, cur.repeats);
         let pos = &mut cur.pos;
         // A second handle on the open file (it shares the offset: set here, read only here).
         let mut f = cur.fh.try_clone().map_err(DumpError::io("read", path))?;
@@ -1354,7 +1421,9 @@ impl DumpCtx {
             let t = h.type_code;
             if event_type::is_gtid(t) {
                 skip.active = match binlog::parse_gtid(&h, ev, alg) {
-                    Ok(Some(g)) => skip.rule.skips(&g.gtid),
+                    Ok(Some(g)) => {
+                        skip.rule.skips(&g.gtid) || (repeats && self.sent_elsewhere(file, &g.gtid))
+                    }
                     _ => false,
                 };
             } else if is_control(t) {

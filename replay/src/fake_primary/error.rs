@@ -100,6 +100,45 @@ pub enum DumpError {
         /// The gap's recorded reason.
         reason: String,
     },
+    /// The dump reached the end of a timeline whose next one lacks some of its
+    /// transactions (`binlog_server::source::failover`, "Divergence"): continuing would
+    /// mix two servers' histories.
+    #[error(
+        "timeline {timeline} of {source_name} ends at {last_file}; capture switched to \
+         timeline {next_timeline} ({next_file}), whose server lacks transactions {divergent} \
+         that this replica may have applied: rebuild it from a base on timeline \
+         {next_timeline}, or stop it here"
+    )]
+    DivergentSwitch {
+        /// Source name.
+        source_name: String,
+        /// The timeline that ends.
+        timeline: u32,
+        /// Its last file.
+        last_file: String,
+        /// The next timeline.
+        next_timeline: u32,
+        /// Its first file.
+        next_file: String,
+        /// The divergent transactions (GTIDs, for people).
+        divergent: String,
+    },
+    /// The next file is on a later timeline but is not that timeline's first file:
+    /// the archive lacks the switch's start.
+    #[error(
+        "binlog-server's archive of {source_name} continues at {next} after {after}, but \
+         that timeline starts at {first}: serving it would skip transactions"
+    )]
+    TimelineHole {
+        /// Source name.
+        source_name: String,
+        /// The last file of the earlier timeline.
+        after: String,
+        /// The next file the archive has.
+        next: String,
+        /// The timeline's first file (the catalog's, or "unknown").
+        first: String,
+    },
     /// The file to send failed its check.
     #[error(
         "binlog {file} of {source_name} failed its check ({info}); binlog-server does not \
@@ -166,9 +205,6 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
-    /// An entry of the archive's directory could not be read.
-    #[error(transparent)]
-    ListEntry(std::io::Error),
     /// A file ended before the bytes it must hold.
     #[error("{}: short read at {offset}", .path.display())]
     ShortRead {

@@ -164,6 +164,24 @@ pub enum PlanError {
         /// The gap's recorded reason.
         reason: String,
     },
+    /// The range crosses a failover switch to a timeline whose server lacks some of the
+    /// earlier timeline's transactions (divergent): replaying both would mix two
+    /// histories.
+    #[error(
+        "the binlog range crosses the switch to timeline {timeline} ({first_file}), whose \
+         server lacks the earlier timeline's transactions {divergent}: restore to a target \
+         on timeline {} (its last GTID keeps them) or on timeline {timeline} from a base \
+         taken on it",
+        .timeline - 1
+    )]
+    DivergentSwitch {
+        /// The later timeline.
+        timeline: u32,
+        /// Its first file.
+        first_file: String,
+        /// The divergent transactions (GTIDs, for people).
+        divergent: String,
+    },
     /// A file of the range failed its check.
     #[error(
         "binlog {file} in the range is FAIL ({info}): it is re-pulled while the primary has \
@@ -232,6 +250,7 @@ impl PlanError {
             PlanError::SequenceHole { before, .. } | PlanError::RecordedGap { before, .. } => {
                 Some(before)
             }
+            PlanError::DivergentSwitch { first_file, .. } => Some(first_file),
             PlanError::BadRequest(_)
             | PlanError::NotFound(_)
             | PlanError::Forbidden(_)

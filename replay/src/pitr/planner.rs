@@ -351,7 +351,8 @@ async fn checked_range(
         });
     }
     let gaps = catalog.list_gaps(source).await.map_err(internal)?;
-    check_continuity(&range, &gaps)?;
+    let timelines = catalog.list_timelines(source).await.map_err(internal)?;
+    check_continuity(&range, &gaps, &timelines)?;
     for f in &range {
         if f.state == FileState::Fail {
             return Err(PlanError::FileFailed {
@@ -383,11 +384,37 @@ async fn check_indexed(
 }
 
 /// Consecutive files of `range` have consecutive sequence numbers and no recorded gap
-/// lies between them.
-fn check_continuity(range: &[BinlogFileRow], gaps: &[GapRow]) -> Result<(), PlanError> {
+/// lies between them; where the range crosses a failover switch (`timelines`), the
+/// later file is the next timeline's first file and that timeline has no divergent
+/// transactions (the replay then skips what the new timeline's first file repeats:
+/// the fake primary sends each transaction from the file the index holds it in).
+fn check_continuity(
+    range: &[BinlogFileRow],
+    gaps: &[GapRow],
+    timelines: &[catalog::TimelineRow],
+) -> Result<(), PlanError> {
     for w in range.windows(2) {
         let (a, b) = (&w[0], &w[1]);
-        if b.seq != a.seq + 1 && a.seq >= 0 {
+        let (ta, tb) = (
+            binlog::split_timeline(&a.name).0,
+            binlog::split_timeline(&b.name).0,
+        );
+        if ta != tb {
+            let row = timelines.iter().find(|t| t.timeline == i64::from(tb));
+            if tb != ta + 1 || row.and_then(|r| r.first_file.as_deref()) != Some(b.name.as_str()) {
+                return Err(PlanError::SequenceHole {
+                    before: a.name.clone(),
+                    after: b.name.clone(),
+                });
+            }
+            if let Some(divergent) = row.and_then(|r| r.divergent.clone()) {
+                return Err(PlanError::DivergentSwitch {
+                    timeline: tb,
+                    first_file: b.name.clone(),
+                    divergent,
+                });
+            }
+        } else if b.seq != a.seq + 1 && a.seq >= 0 {
             return Err(PlanError::SequenceHole {
                 before: a.name.clone(),
                 after: b.name.clone(),
