@@ -335,6 +335,21 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
     let archive = dir.path().join("data").join("db");
     assert_tl2_identical(&p2, &archive, first.trim_start_matches("tl2/"))?;
     wait_all_succ(&server, "db", Duration::from_secs(60))?;
+    // The archive store (the [backup] store by default) holds both timelines: timeline
+    // 1's files whole, timeline 2's active file as chunks under its stored name.
+    wait_for("both timelines in the store", Duration::from_secs(60), || {
+        let b = server.get_json("/v1/sources/db/binlogs")?;
+        let files = b["files"].as_array().cloned().unwrap_or_default();
+        let Some((active, closed)) = files.split_last() else {
+            return Ok(None);
+        };
+        let whole = closed.iter().all(|f| f["location"] == "both");
+        let chunked = active["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("tl2/"))
+            && active["archive"]["chunks"].as_u64().unwrap_or(0) >= 1;
+        Ok((whole && chunked).then_some(()))
+    })?;
 
     // A PITR to P2's last transaction replays P1's history from the base, then P2's,
     // each transaction once.

@@ -1,7 +1,9 @@
 //! The README's first command (`bash scripts/demo.sh` runs this after the set-up): a
 //! sandbox MariaDB primary with a write load, binlog-server capturing it, and what the
 //! API shows while files go from ACTIVE to SUCC and into the archive store; at the end
-//! the closed files leave the local disk and a PITR reads them back from the store.
+//! the closed files leave the local disk and a PITR reads them back from the store; last,
+//! a semi-sync primary killed under load and its promoted replica followed
+//! ([`failover`]).
 //!
 //! Everything lives under a temporary directory (or `--dir DIR`, kept afterwards) and is
 //! stopped by PID at the end. Bounded: the load runs for `--seconds` (default 30).
@@ -9,6 +11,7 @@
 //! `--fleet` runs the fleet demo instead ([`fleet`]): three nodes on PostgreSQL and a
 //! bucket, the owner killed under load, a restore on a node that never owned the source.
 
+mod failover;
 mod fleet;
 
 use std::path::PathBuf;
@@ -330,7 +333,8 @@ fn main() -> Result<()> {
     if keep_dir.is_some() {
         println!("== archive kept in {}", sb.dir().display());
     }
-    Ok(())
+    drop(sb);
+    failover::run(&bin)
 }
 
 /// The local disk as a cache of the archive store: restarts binlog-server with
