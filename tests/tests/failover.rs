@@ -38,6 +38,17 @@ fn pair() -> Result<(MariaDb, MariaDb)> {
 /// A config with one source `db` on both servers and a short failover_timeout; base
 /// backups (physical, of P1) into `<dir>/bases`.
 fn config(dir: &Path, http: &str, p1: &MariaDb, p2: &MariaDb) -> Result<std::path::PathBuf> {
+    config_with(dir, http, p1, p2, "")
+}
+
+/// [`config`] with `extra` appended to the source's tables.
+fn config_with(
+    dir: &Path,
+    http: &str,
+    p1: &MariaDb,
+    p2: &MariaDb,
+    extra: &str,
+) -> Result<std::path::PathBuf> {
     let data = dir.join("data");
     let bases = format!("file://{}", dir.join("bases").display());
     let text = format!(
@@ -46,7 +57,7 @@ fn config(dir: &Path, http: &str, p1: &MariaDb, p2: &MariaDb) -> Result<std::pat
          [backup]\nstore = {bases:?}\n\n\
          [http]\nlisten = {http:?}\n\n[[source]]\nname = \"db\"\nurls = [{:?}, {:?}]\n\
          failover_timeout = \"{FAILOVER_SECS}s\"\nserver_id = 4242\nstart = \"earliest\"\n\
-         [source.backup]\nurl = {:?}\nmethod = \"physical\"\n",
+         [source.backup]\nurl = {:?}\nmethod = \"physical\"\n{extra}",
         p1.repl_url(),
         p2.repl_url(),
         p1.admin_url()
@@ -214,10 +225,15 @@ fn transactions_the_promoted_replica_missed_are_reported_divergent() -> Result<(
     let (mut p1, p2) = pair()?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
-    let cfg = config(dir.path(), &http, &p1, &p2)?;
+    let fake = free_port();
+    let replication = format!(
+        "[source.replication]\nlisten = \"127.0.0.1:{fake}\"\nuser = {REPL_USER:?}\npassword = {REPL_PASSWORD:?}\n"
+    );
+    let cfg = config_with(dir.path(), &http, &p1, &p2, &replication)?;
     let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
     WriteLoad::run(&p1, 50)?;
     wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
+    take_base(&server)?;
     wait_replica_at(&p2, &p1.gtid_binlog_pos()?)?;
     // P2 stops receiving: the next 5 commits reach only P1 and the archive.
     p2.sql("STOP SLAVE")?;
@@ -245,6 +261,34 @@ fn transactions_the_promoted_replica_missed_are_reported_divergent() -> Result<(
             .iter()
             .any(|t| t.as_str().is_some_and(|t| t.contains("divergent")))),
         "{src}"
+    );
+    // A client of the fake primary that has timeline 1's divergent transactions is
+    // stopped at the switch with the reason; a PITR across it is refused the same way.
+    let out = tempfile::tempdir()?;
+    std::fs::create_dir_all(out.path().join("tl2"))?;
+    let refused = mariadb_binlog_raw(
+        fake,
+        "mysql-bin.000001",
+        out.path(),
+        &[],
+        Duration::from_secs(60),
+    )
+    .expect_err("the client is stopped at the switch");
+    assert!(
+        format!("{refused:#}").contains("lacks transactions"),
+        "{refused:#}"
+    );
+    let p2_last = p2.gtid_binlog_pos()?;
+    let (code, plan) = server.post_json(
+        "/v1/sources/db/pitr/plan",
+        &serde_json::json!({"target_gtid": p2_last}),
+    )?;
+    assert_eq!(code, 422, "{plan:#}");
+    assert!(
+        plan["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(divergent)),
+        "{plan:#}"
     );
     // The divergent transactions stay findable on timeline 1.
     let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={p1_last}"))?;
@@ -289,7 +333,11 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
     p1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, who VARCHAR(8))")?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
-    let cfg = config(dir.path(), &http, &p1, &p2)?;
+    let fake = free_port();
+    let replication = format!(
+        "[source.replication]\nlisten = \"127.0.0.1:{fake}\"\nuser = {REPL_USER:?}\npassword = {REPL_PASSWORD:?}\n"
+    );
+    let cfg = config_with(dir.path(), &http, &p1, &p2, &replication)?;
     let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
     wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
     take_base(&server)?;
@@ -303,11 +351,28 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         }
     }
     let p1_last = p1.gtid_binlog_pos()?;
+    // MariaDB writes the BINLOG_CHECKPOINT of a flush a moment later, in the background.
+    std::thread::sleep(Duration::from_millis(500));
     // The switchover: P1 stops taking writes, P2 applies everything, then takes over.
     p1.sql("SET GLOBAL read_only = 1")?;
     wait_replica_at(&p2, &p1_last)?;
     p2.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
-    for i in 300..400 {
+    for i in 300..350 {
+        p2.sql(&format!("INSERT INTO test.t VALUES ({i}, 'p2')"))?;
+    }
+    // A point in time on timeline 2: the table then, and the second after it.
+    let at_350 = p2.table_checksums(&["test"])?;
+    let t_350 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        <= t_350
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 350..400 {
         p2.sql(&format!("INSERT INTO test.t VALUES ({i}, 'p2')"))?;
     }
     wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))
@@ -337,27 +402,89 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
     wait_all_succ(&server, "db", Duration::from_secs(60))?;
     // The archive store (the [backup] store by default) holds both timelines: timeline
     // 1's files whole, timeline 2's active file as chunks under its stored name.
-    wait_for("both timelines in the store", Duration::from_secs(60), || {
-        let b = server.get_json("/v1/sources/db/binlogs")?;
-        let files = b["files"].as_array().cloned().unwrap_or_default();
-        let Some((active, closed)) = files.split_last() else {
-            return Ok(None);
-        };
-        let whole = closed.iter().all(|f| f["location"] == "both");
-        let chunked = active["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("tl2/"))
-            && active["archive"]["chunks"].as_u64().unwrap_or(0) >= 1;
-        Ok((whole && chunked).then_some(()))
-    })?;
-
-    // A PITR to P2's last transaction replays P1's history from the base, then P2's,
-    // each transaction once.
-    let p2_last = p2.gtid_binlog_pos()?;
-    let (code, plan) = server.post_json(
-        "/v1/sources/db/pitr/plan",
-        &serde_json::json!({"target_gtid": p2_last}),
+    wait_for(
+        "both timelines in the store",
+        Duration::from_secs(60),
+        || {
+            let b = server.get_json("/v1/sources/db/binlogs")?;
+            let files = b["files"].as_array().cloned().unwrap_or_default();
+            let Some((active, closed)) = files.split_last() else {
+                return Ok(None);
+            };
+            let whole = closed.iter().all(|f| f["location"] == "both");
+            let chunked = active["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("tl2/"))
+                && active["archive"]["chunks"].as_u64().unwrap_or(0) >= 1;
+            Ok((whole && chunked).then_some(()))
+        },
     )?;
+
+    // PITRs to a time on timeline 2 and to P2's last transaction replay P1's history
+    // from the base, then P2's, each transaction once.
+    let p2_last = p2.gtid_binlog_pos()?;
+    let to_time = pitr_checksums(
+        &server,
+        serde_json::json!({"target_time": replay::pitr::fmt_time(i64::try_from(t_350)?)}),
+    )?;
+    assert_eq!(
+        to_time, at_350,
+        "restored to {t_350}, the second after row 349"
+    );
+    let to_end = pitr_checksums(&server, serde_json::json!({"target_gtid": p2_last}))?;
+    assert_eq!(to_end, p2.table_checksums(&["test"])?);
+
+    // The fake primary serves both timelines to a stock client: from timeline 1's
+    // first file it crosses the switch (each transaction once); from timeline 2's first
+    // file it sends that file as stored, P2's bytes.
+    let out = tempfile::tempdir()?;
+    std::fs::create_dir_all(out.path().join("tl2"))?;
+    mariadb_binlog_raw(
+        fake,
+        "mysql-bin.000001",
+        out.path(),
+        &[],
+        Duration::from_secs(60),
+    )?;
+    for (name, _) in p1.binlog_files()? {
+        // P1's last file is still open there (read-only): its in-use flag is set.
+        let (got, want) = (
+            std::fs::read(out.path().join(&name))?,
+            std::fs::read(p1.binlog_path(&name))?,
+        );
+        assert!(
+            same_but_in_use(&got, &want),
+            "{name} through the fake primary: {} bytes, P1's {} bytes",
+            got.len(),
+            want.len()
+        );
+    }
+    assert!(
+        out.path().join(first).is_file(),
+        "the client crossed into {first}"
+    );
+    let direct = tempfile::tempdir()?;
+    std::fs::create_dir_all(direct.path().join("tl2"))?;
+    mariadb_binlog_raw(fake, first, direct.path(), &[], Duration::from_secs(60))?;
+    let got = std::fs::read(direct.path().join(first))?;
+    let want = std::fs::read(p2.binlog_path(first.trim_start_matches("tl2/")))?;
+    assert!(
+        same_but_in_use(&got, &want),
+        "{first} from the fake primary is P2's file ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(p2.sql_value("SELECT COUNT(*) FROM test.t")?, "400");
+    Ok(())
+}
+
+/// A scratch PITR of `db` with `target` (a JSON object): the restored tables' checksums
+/// (the instance is removed afterwards). The plan must cross the switch.
+fn pitr_checksums(
+    server: &ServerProcess,
+    target: serde_json::Value,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let (code, plan) = server.post_json("/v1/sources/db/pitr/plan", &target)?;
     assert_eq!(code, 200, "{plan:#}");
     let files: Vec<&str> = plan["files"]
         .as_array()
@@ -369,10 +496,9 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         files.iter().any(|f| !f.starts_with("tl2/")) && files.iter().any(|f| f.starts_with("tl2/")),
         "the plan crosses the switch: {plan:#}"
     );
-    let (code, job) = server.post_json(
-        "/v1/sources/db/pitr",
-        &serde_json::json!({"target_gtid": p2_last, "scratch": true}),
-    )?;
+    let mut body = target.clone();
+    body["scratch"] = true.into();
+    let (code, job) = server.post_json("/v1/sources/db/pitr", &body)?;
     assert_eq!(code, 202, "{job:#}");
     let id = job["id"].as_str().context("id")?.to_string();
     let done = wait_for("the PITR", Duration::from_secs(600), || {
@@ -380,16 +506,26 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         let p = j["phase"].as_str().unwrap_or_default().to_string();
         Ok((p == "done" || p == "failed").then_some(j))
     })?;
-    assert_eq!(done["phase"], "done", "{done:#}");
     eprintln!(
-        "PITR across the switch: files {}, {} transactions",
+        "PITR to {target} across the switch: files {}, {} transactions",
         done["plan"]["files"], done["plan"]["transactions"]
     );
-    let socket = done["restored"]["socket"].as_str().context("socket")?;
-    let restored = checksums_socket(socket)?;
+    let socket = done["restored"]["socket"].as_str().map(str::to_owned);
+    let sums = match (&done["phase"], socket) {
+        (p, Some(socket)) if p == "done" => checksums_socket(&socket),
+        _ => Err(anyhow::anyhow!("the PITR did not finish: {done:#}")),
+    };
     let (code, v) = server.delete(&format!("/v1/pitr/{id}"))?;
     assert_eq!(code, 200, "{v:#}");
-    assert_eq!(restored, p2.table_checksums(&["test"])?, "{done:#}");
-    assert_eq!(p2.sql_value("SELECT COUNT(*) FROM test.t")?, "400");
-    Ok(())
+    sums
+}
+
+/// Equal bytes but for the in-use flag of the FORMAT_DESCRIPTION (set in a file its
+/// server has open, cleared in what any server streams).
+fn same_but_in_use(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .enumerate()
+            .all(|(k, (x, y))| x == y || k == IN_USE_FLAG_OFFSET)
 }

@@ -262,6 +262,35 @@ enum Wake {
     Packet(Result<Result<Option<Bytes>, mysql_wire::ConnError>, tokio::time::error::Elapsed>),
     /// The synced end moved while acks are owed.
     Synced,
+    /// The poller found the primary read-only (`super::failover::Upstream::demoted`).
+    Demoted,
+    /// A tick while the stream drains a demoted primary.
+    Draining,
+}
+
+/// A demoted primary's stream, read to the primary's last position before it ends (a
+/// switchover: the old primary's file is taken whole as far as it got).
+struct Leaving {
+    /// The primary's position when the poller saw it read-only (stored name, offset).
+    until: Option<(String, u64)>,
+    /// When the stream ends even if it did not get there.
+    deadline: std::time::Instant,
+}
+
+/// How long a demoted primary's stream is read on for its last events, at most.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
+
+impl Leaving {
+    /// True when the stream at `st` has everything the demoted primary had, or waited
+    /// long enough.
+    fn done(&self, st: &StreamState) -> bool {
+        let at = (binlog::binlog_order(&st.stored(&st.file)), st.offset);
+        let reached = self
+            .until
+            .as_ref()
+            .is_none_or(|(f, p)| at >= (binlog::binlog_order(f), *p));
+        reached || std::time::Instant::now() >= self.deadline
+    }
 }
 
 /// Reads events until the stream ends (the error says why) or the source is cancelled
@@ -288,17 +317,32 @@ async fn read_events(
     let mut off_fde_at: Option<u64> = None;
     let mut acks = super::semisync::Acks::new(a.wtx);
     let demoted = lock(&a.ctx.upstream).demoted.clone();
+    let mut leaving: Option<Leaving> = None;
+    let demoted_end =
+        || StreamEnd::NotPrimary("the primary became read-only (a switchover?)".into());
     loop {
+        if leaving.as_ref().is_some_and(|l| l.done(st)) {
+            batch.flush(a.wtx).await?;
+            return Err(demoted_end());
+        }
         let wake = tokio::select! {
             _ = a.ctx.cancel.cancelled() => return Ok(()),
-            _ = demoted.notified() => return Err(StreamEnd::NotPrimary(
-                "the primary became read-only (a switchover?)".into(),
-            )),
+            _ = demoted.notified(), if leaving.is_none() => Wake::Demoted,
+            _ = tokio::time::sleep(Duration::from_millis(100)), if leaving.is_some() => Wake::Draining,
             _ = a.writer_failed.cancelled() => return Err(StreamEnd::WriterFailed(None)),
             _ = acks.synced_moved(), if acks.pending() => Wake::Synced,
             r = tokio::time::timeout(read_timeout, s.conn.read_binlog_packet()) => Wake::Packet(r),
         };
         let pkt = match wake {
+            Wake::Demoted => {
+                // Read on to the position the poller saw with it read-only.
+                leaving = Some(Leaving {
+                    until: lock(a.primary).current.clone(),
+                    deadline: std::time::Instant::now() + DRAIN_MAX,
+                });
+                continue;
+            }
+            Wake::Draining => continue,
             Wake::Synced => {
                 acks.send_covered(s, &a.ctx.status, metrics, &a.ctx.source.name)
                     .await?;

@@ -558,6 +558,10 @@ enum At {
         file: String,
         /// Offset, bytes.
         pos: u64,
+        /// The dump came here from the previous timeline's last file: what this file
+        /// repeats of it is not sent again ([`DumpCtx::sent_elsewhere`]). A dump that
+        /// starts in the file gets it as stored.
+        crossed: bool,
     },
     /// Sending this file.
     Sending(FileCursor),
@@ -597,8 +601,8 @@ struct FileCursor {
     pos: u64,
     /// While the file is still being fetched from the store: how far it is.
     following: Option<Following>,
-    /// The file [repeats history](DumpCtx::repeats_history): transactions indexed in
-    /// an earlier timeline's file are not sent again.
+    /// The dump crossed a switch into this file: transactions indexed in an earlier
+    /// timeline's file are not sent again ([`DumpCtx::sent_elsewhere`]).
     repeats: bool,
 }
 
@@ -803,6 +807,7 @@ impl DumpCtx {
             at: Some(At::Open {
                 file: start.file,
                 pos: start.pos,
+                crossed: false,
             }),
             skip: Skipping {
                 rule: start.skip,
@@ -947,21 +952,23 @@ impl DumpCtx {
                 return Ok(Step::Done);
             };
             match at {
-                At::Open { file, pos } => match self.open_file(file.clone(), pos, &mut st.out) {
-                    Ok(cur) => st.at = Some(At::Sending(cur)),
-                    // The ACTIVE file's first sync came before its FORMAT_DESCRIPTION
-                    // was written: wait for more of it (nothing was sent yet).
-                    Err(DumpError::NoFormatDescription { .. })
-                        if durable_end(&self.archive).is_some_and(|(f, _)| f == file) =>
-                    {
-                        st.at = Some(At::Open { file, pos });
-                        return Ok(match st.out.flush() && !done.is_cancelled() {
-                            true => Step::Idle { following: false },
-                            false => Step::Done,
-                        });
+                At::Open { file, pos, crossed } => {
+                    match self.open_file(file.clone(), pos, crossed, &mut st.out) {
+                        Ok(cur) => st.at = Some(At::Sending(cur)),
+                        // The ACTIVE file's first sync came before its FORMAT_DESCRIPTION
+                        // was written: wait for more of it (nothing was sent yet).
+                        Err(DumpError::NoFormatDescription { .. })
+                            if durable_end(&self.archive).is_some_and(|(f, _)| f == file) =>
+                        {
+                            st.at = Some(At::Open { file, pos, crossed });
+                            return Ok(match st.out.flush() && !done.is_cancelled() {
+                                true => Step::Idle { following: false },
+                                false => Step::Done,
+                            });
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
-                },
+                }
                 At::Sending(mut cur) => {
                     match self.send_file(&mut cur, &mut st.skip, &mut st.out)? {
                         Sent::Done => return Ok(Step::Done),
@@ -994,8 +1001,12 @@ impl DumpCtx {
                                 reason,
                             });
                         }
-                        self.cross_timeline(&cur.file, &next)?;
-                        st.at = Some(At::Open { file: next, pos: 4 });
+                        let crossed = self.cross_timeline(&cur.file, &next)?;
+                        st.at = Some(At::Open {
+                            file: next,
+                            pos: 4,
+                            crossed,
+                        });
                     }
                     None if self.non_blocking => return Ok(Step::Done),
                     None => {
@@ -1034,14 +1045,14 @@ impl DumpCtx {
             .map(|g| g.reason))
     }
 
-    /// Moving from `file` to `next` across a timeline switch: `next` must be the next
-    /// timeline's first file, and that timeline must hold every transaction of the
-    /// earlier one (no divergence); otherwise the dump ends with the reason.
-    fn cross_timeline(&self, file: &str, next: &str) -> Result<(), DumpError> {
+    /// Moving from `file` to `next`: true across a timeline switch, where `next` must
+    /// be the next timeline's first file, and that timeline must hold every transaction
+    /// of the earlier one (no divergence); otherwise the dump ends with the reason.
+    fn cross_timeline(&self, file: &str, next: &str) -> Result<bool, DumpError> {
         let (t, _) = binlog::split_timeline(file);
         let (u, _) = binlog::split_timeline(next);
         if u == t {
-            return Ok(());
+            return Ok(false);
         }
         let cat = self.archive.catalog.clone();
         let source = self.archive.source.clone();
@@ -1068,25 +1079,13 @@ impl DumpCtx {
                 divergent,
             });
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// True when `file` is the first file of a timeline >= 2: it repeats, from its
-    /// start, transactions the previous timeline holds (the switch stores the new
-    /// server's whole file), which a dump sends from there, not again.
-    fn repeats_history(&self, file: &str) -> Result<bool, DumpError> {
-        let (t, _) = binlog::split_timeline(file);
-        if t < 2 {
-            return Ok(false);
-        }
-        let files = list_files(&self.archive)?;
-        Ok(!files
-            .iter()
-            .any(|(n, _)| binlog::split_timeline(n).0 == t && binlog_order(n) < binlog_order(file)))
-    }
-
-    /// In a file that [repeats history](Self::repeats_history): whether the transaction
-    /// `g` is indexed in another file (sent from there).
+    /// The first file of a timeline >= 2 repeats, from its start, transactions the
+    /// previous timeline holds (the switch stores the new server's whole file): in it,
+    /// after crossing the switch ([`DumpCtx::cross_timeline`]), whether the transaction
+    /// `g` is indexed in another file (sent from there, so skipped here).
     fn sent_elsewhere(&self, file: &str, g: &Gtid) -> bool {
         matches!(
             self.archive.index.find_gtid(&self.archive.source, g),
@@ -1097,7 +1096,13 @@ impl DumpCtx {
     /// Starts sending `file` at `pos`: refuses a FAIL file or one without a readable
     /// FORMAT_DESCRIPTION, sends the artificial ROTATE and, past offset 4, the file's
     /// FORMAT_DESCRIPTION with log_pos 0.
-    fn open_file(&self, file: String, pos: u64, out: &mut Out) -> Result<FileCursor, DumpError> {
+    fn open_file(
+        &self,
+        file: String,
+        pos: u64,
+        crossed: bool,
+        out: &mut Out,
+    ) -> Result<FileCursor, DumpError> {
         let source_name = self.archive.source.clone();
         if let Some((FileState::Fail, info)) = self.file_state(&file)? {
             return Err(DumpError::FileFailed {
@@ -1148,7 +1153,7 @@ impl DumpCtx {
             out.event(&fde_for_send(&raw, alg, Some(0)));
             out.made_up_crc = alg == ChecksumAlg::Crc32;
         }
-        let repeats = self.repeats_history(&file)?;
+        let repeats = crossed;
         Ok(FileCursor {
             file,
             path,
