@@ -3,8 +3,9 @@
 //! put in an archive-only source (`capture = false`) whose fake primary presents the
 //! files' MySQL version in its handshake; a second source captures from that fake primary
 //! in the MySQL dialect (`@source_binlog_checksum`, GTID_MODE / SERVER_UUID reads,
-//! SHOW BINARY LOGS, COM_REGISTER_SLAVE, COM_BINLOG_DUMP). The captured files must be
-//! byte-identical to the fixtures.
+//! SHOW BINARY LOGS, COM_REGISTER_SLAVE, COM_BINLOG_DUMP; one of them as a semi-sync
+//! replica: `@rpl_semi_sync_replica`, the event header, acks). The captured files must
+//! be byte-identical to the fixtures.
 //!
 //! Run: `bash scripts/setup.sh && cargo test -p binlog-tests --test mysql_fake_primary`.
 
@@ -94,10 +95,13 @@ fn archive_only_sources(copies: bool) -> Result<(tempfile::TempDir, PathBuf, Str
             id = 100 + i,
         ));
         if copies {
+            // The first set's copy captures as a semi-sync replica (MySQL 8.0.26+
+            // names: rpl_semi_sync_source_enabled, @rpl_semi_sync_replica).
             text.push_str(&format!(
-                "[[source]]\nname = \"{n}-copy\"\nurl = \"mysql://repl:{REPL_PASS}@127.0.0.1:{port}\"\nserver_id = {id2}\nstart = \"earliest\"\n",
+                "[[source]]\nname = \"{n}-copy\"\nurl = \"mysql://repl:{REPL_PASS}@127.0.0.1:{port}\"\nserver_id = {id2}\nstart = \"earliest\"\nsemi_sync = {semi}\n",
                 n = set.name,
                 id2 = 200 + i,
+                semi = i == 0,
             ));
         }
     }
@@ -139,6 +143,18 @@ fn mysql8_binlogs_stream_through_the_fake_primary_byte_identical() -> Result<()>
         })?;
         let st = server.get_json(&format!("/v1/sources/{}-copy", set.name))?;
         assert_eq!(st["dialect"], "mysql", "{st:#}");
+        if set.name == SETS[0].name {
+            // The semi-sync framing both ways in the MySQL dialect: every event came with
+            // the header (the stream never broke) and the transactions' ends asked for
+            // acks, sent after their fdatasync.
+            let acked = wait_for("semi-sync acks", Duration::from_secs(30), || {
+                let st = server.get_json(&format!("/v1/sources/{}-copy", set.name))?;
+                let acks = st["semi_sync"]["acks"].as_u64().unwrap_or(0);
+                Ok((acks > 0).then_some(st))
+            })?;
+            assert_eq!(acked["semi_sync"]["active"], true, "{acked:#}");
+            assert_eq!(acked["reconnects"], 0, "{acked:#}");
+        }
         for f in set.files {
             let want = std::fs::read(corpus.join(set.dir).join(f))?;
             let got = wait_for(&format!("{f} durable"), Duration::from_secs(30), || {

@@ -450,6 +450,7 @@ pub(super) async fn dump(
         server_id: facts.server_id,
         heartbeat: opts.heartbeat,
         made_up_crc: opts.checksum == Some(ChecksumAlg::Crc32),
+        semi_sync: opts.semi_sync,
         non_blocking: start.non_blocking,
         compat: Compat {
             capability: opts.capability,
@@ -467,18 +468,19 @@ pub(super) async fn dump(
             .drive(start, tx, done.clone())
             .instrument(span),
     );
-    let mut probe = [0u8; 64];
+    let mut probe = [0u8; 512];
+    let mut acks = AckReader::default();
     let r = loop {
         tokio::select! {
             chunk = rx.recv() => match chunk {
                 Some(c) => if let Err(e) = wire.w.write_all(&c).await { break Err(e.into()) },
                 None => break Ok(()),
             },
-            // The replica sends nothing during a dump (no semi-sync here): a read returns
-            // only when it closes the connection.
+            // The replica sends nothing during a dump but semi-sync acks: a read returns
+            // those, or the end when it closes the connection.
             n = wire.r.read(&mut probe) => match n {
                 Ok(0) | Err(_) => break Ok(()),
-                Ok(_) => {}
+                Ok(n) => acks.feed(probe.get(..n).unwrap_or_default()),
             },
             _ = cancel.cancelled() => break Ok(()),
         }
@@ -487,7 +489,80 @@ pub(super) async fn dump(
     drop(rx);
     let _ = reader.await;
     shared.stats.active_dumps.fetch_sub(1, Ordering::Relaxed);
+    if opts.semi_sync {
+        shared
+            .stats
+            .semi_sync_acks
+            .fetch_add(acks.count, Ordering::Relaxed);
+        info!(
+            source = %archive.source,
+            acks = acks.count,
+            last = acks.last.as_deref().unwrap_or("-"),
+            "semi-sync replica's dump ended"
+        );
+    }
     r
+}
+
+/// The semi-sync acks a replica writes during a dump, framed as packets: `0xEF`, the
+/// position (8 bytes LE), the file name (mysql-server `semisync_source.cc`
+/// `ReplSemiSyncMaster::reportReplyPacket`). Bounded: a packet is parsed as its bytes
+/// arrive, and one longer than 4 KiB is counted and skipped, never buffered.
+#[derive(Default)]
+struct AckReader {
+    /// Bytes of the packet being read (header included), at most 4 KiB + 4.
+    pending: Vec<u8>,
+    /// Bytes of an oversized packet still to skip.
+    skip: usize,
+    /// Acks received.
+    count: u64,
+    /// The newest ack, "file:pos".
+    last: Option<String>,
+}
+
+impl AckReader {
+    const MAX: usize = 4096;
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = bytes.get(n..).unwrap_or_default();
+                continue;
+            }
+            self.pending.push(bytes[0]);
+            bytes = bytes.get(1..).unwrap_or_default();
+            let Some(h) = self.pending.get(..4) else {
+                continue;
+            };
+            let len = usize::from(h[0]) | usize::from(h[1]) << 8 | usize::from(h[2]) << 16;
+            if len > Self::MAX {
+                self.skip = len;
+                self.pending.clear();
+                continue;
+            }
+            if self.pending.len() == 4 + len {
+                self.packet();
+                self.pending.clear();
+            }
+        }
+    }
+
+    fn packet(&mut self) {
+        let body = self.pending.get(4..).unwrap_or_default();
+        if body.first() != Some(&mysql_wire::semisync::MAGIC) || body.len() < 9 {
+            return;
+        }
+        let mut pos = [0u8; 8];
+        pos.copy_from_slice(&body[1..9]);
+        self.count += 1;
+        self.last = Some(format!(
+            "{}:{}",
+            String::from_utf8_lossy(&body[9..]),
+            u64::from_le_bytes(pos)
+        ));
+    }
 }
 
 /// What the reader of one dump needs (its steps run on blocking threads and reach the
@@ -501,6 +576,8 @@ struct DumpCtx {
     /// Whether the events the fake primary makes up before the first FORMAT_DESCRIPTION
     /// carry a CRC32 (what the client announced, see [`announced_checksum`]).
     made_up_crc: bool,
+    /// A semi-sync stream ([`DumpOptions::semi_sync`]).
+    semi_sync: bool,
     /// End with an EOF packet at the end of the last durable binlog.
     non_blocking: bool,
     /// How MariaDB-only events go to this client (`@mariadb_slave_capability`).
@@ -519,6 +596,42 @@ pub(super) struct DumpOptions {
     /// The client's `@mariadb_slave_capability` for a MariaDB archive (`None` for a
     /// MySQL one), see [`Compat::capability_of`].
     pub capability: Option<u8>,
+    /// The client is a semi-sync replica ([`asked_semi_sync`]): every event goes out
+    /// with the semi-sync header, and a transaction's last event asks for an ack.
+    pub semi_sync: bool,
+}
+
+/// True when the replica asked for a semi-sync stream before the dump: `SET
+/// @rpl_semi_sync_slave = 1` (MariaDB, MySQL before 8.0.26) or `@rpl_semi_sync_replica
+/// = 1` (MySQL 8.0.26+), as mysql-server `plugin/semisync/semisync_replica_plugin.cc`
+/// `repl_semi_slave_request_dump` sends it.
+pub(super) fn asked_semi_sync(vars: &BTreeMap<String, String>) -> bool {
+    ["rpl_semi_sync_slave", "rpl_semi_sync_replica"]
+        .iter()
+        .any(|v| vars.get(*v).is_some_and(|x| x.trim() == "1"))
+}
+
+/// Whether a semi-sync stream asks the replica to acknowledge `ev`: the event that ends
+/// a transaction (XID, or a QUERY other than `BEGIN`: a COMMIT of a non-transactional
+/// engine or a DDL statement), as a semi-sync primary asks at its commit. Made-up
+/// events (heartbeats, artificial ROTATEs) never ask.
+fn wants_ack(ev: &[u8]) -> bool {
+    let Ok(h) = EventHeader::parse(ev) else {
+        return false;
+    };
+    if h.flags & LOG_EVENT_ARTIFICIAL_F != 0 || h.log_pos == 0 {
+        return false;
+    }
+    match h.type_code {
+        event_type::XID => true,
+        event_type::QUERY => {
+            // The text ends the body (before a checksum, if any): BEGIN is 5 bytes.
+            let tail = ev.len().saturating_sub(CHECKSUM_LEN + 5);
+            let begin = |from: usize| ev.get(from..from + 5) == Some(b"BEGIN".as_slice());
+            !(begin(tail) || begin(ev.len().saturating_sub(5)))
+        }
+        _ => false,
+    }
 }
 
 /// How [`DumpCtx::send_file`] ended.
@@ -654,13 +767,20 @@ struct Out {
     /// ends, and the reader waits for room before the next one (a slow replica never
     /// holds a step's thread).
     blocked: bool,
+    /// A semi-sync stream ([`DumpOptions::semi_sync`]).
+    semi_sync: bool,
 }
 
 impl Out {
     fn event(&mut self, ev: &[u8]) {
-        // Packet = 0x00 + event; frame() splits at 16 MiB.
-        let mut p = Vec::with_capacity(ev.len() + 1);
+        // Packet = 0x00 + event; frame() splits at 16 MiB. A semi-sync stream puts its
+        // 2-byte header before the event (mysql_wire::semisync).
+        let mut p = Vec::with_capacity(ev.len() + 3);
         p.push(0);
+        if self.semi_sync {
+            use mysql_wire::semisync::{MAGIC, NEED_ACK};
+            p.extend_from_slice(&[MAGIC, if wants_ack(ev) { NEED_ACK } else { 0 }]);
+        }
         p.extend_from_slice(ev);
         frame(&mut self.buf, &mut self.seq, &p);
     }
@@ -820,6 +940,7 @@ impl DumpCtx {
                 last_sent: Instant::now(),
                 made_up_crc: self.made_up_crc,
                 blocked: false,
+                semi_sync: self.semi_sync,
             },
         };
         loop {
@@ -1489,6 +1610,60 @@ fn read_at(fh: &std::fs::File, path: &Path, off: u64, len: usize) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn semi_sync_acks_are_read_in_any_split_and_oversized_packets_skipped() {
+        let a1 = mysql_wire::semisync::ack("binlog.000003", 1234);
+        let a2 = mysql_wire::semisync::ack("binlog.000004", 4);
+        let frame_of = |body: &[u8], seq: u8| {
+            let mut f = vec![body.len() as u8, (body.len() >> 8) as u8, 0, seq];
+            f.extend_from_slice(body);
+            f
+        };
+        let mut wire = frame_of(&a1, 0);
+        wire.extend(frame_of(&[0u8; 5000], 0)); // not an ack, too long to keep
+        wire.extend(frame_of(&a2, 0));
+        for split in [1, 3, 7, wire.len()] {
+            let mut r = AckReader::default();
+            for part in wire.chunks(split) {
+                r.feed(part);
+            }
+            assert_eq!(r.count, 2, "split {split}");
+            assert_eq!(r.last.as_deref(), Some("binlog.000004:4"));
+            assert!(r.pending.len() <= AckReader::MAX + 4);
+        }
+    }
+
+    #[test]
+    fn a_transaction_end_asks_for_an_ack_and_made_up_events_do_not() {
+        let alg = ChecksumAlg::Crc32;
+        let xid = build_event(event_type::XID, 1, 500, 0, &[0u8; 8], true);
+        assert!(wants_ack(&xid));
+        let hb = build_event(
+            event_type::HEARTBEAT,
+            1,
+            500,
+            LOG_EVENT_ARTIFICIAL_F,
+            b"f",
+            true,
+        );
+        assert!(!wants_ack(&hb));
+        let mut begin = vec![0u8; 13];
+        begin.extend_from_slice(b"testBEGIN");
+        let q = build_event(
+            event_type::QUERY,
+            1,
+            700,
+            0,
+            &begin,
+            alg == ChecksumAlg::Crc32,
+        );
+        assert!(!wants_ack(&q), "BEGIN opens a transaction");
+        let mut ddl = vec![0u8; 13];
+        ddl.extend_from_slice(b"testCREATE TABLE t (a INT)");
+        let q = build_event(event_type::QUERY, 1, 800, 0, &ddl, true);
+        assert!(wants_ack(&q), "DDL ends one");
+    }
 
     fn facts() -> ArchiveFacts {
         two_file_facts(1000, 500)

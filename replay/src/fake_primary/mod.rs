@@ -138,6 +138,8 @@ pub struct ServeStats {
     pub events_sent: AtomicU64,
     /// True once a dump reached the stop point.
     pub reached_stop: AtomicBool,
+    /// Semi-sync acks received from replicas (counted when their dump ends).
+    pub semi_sync_acks: AtomicU64,
     /// The last error sent to a replica (ERROR 1236 text), if any.
     pub last_error: Mutex<Option<String>>,
 }

@@ -71,6 +71,11 @@ fn server_var(name: &str, facts: &ArchiveFacts, a: &Archive) -> Option<String> {
         "binlog_checksum" => facts.alg.as_str().to_string(),
         "log_bin" => "1".into(),
         "binlog_format" => "ROW".into(),
+        // A semi-sync source to a replica that asks (`SET @rpl_semi_sync_slave = 1` /
+        // `@rpl_semi_sync_replica = 1`): its events carry the header and transactions
+        // ask for acks (`super::dump::DumpOptions::semi_sync`). Nothing commits here, so
+        // nothing waits for them.
+        "rpl_semi_sync_master_enabled" | "rpl_semi_sync_source_enabled" => "ON".into(),
         "gtid_domain_id" => "0".into(),
         "gtid_strict_mode" => "0".into(),
         "gtid_mode" => {

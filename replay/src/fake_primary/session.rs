@@ -324,6 +324,7 @@ async fn start_dump(
             vars.get("mariadb_slave_capability").map(String::as_str),
             facts.mariadb,
         ),
+        semi_sync: super::dump::asked_semi_sync(vars),
     };
     dump(shared, archive, wire, facts, start, opts, cancel).await
 }
