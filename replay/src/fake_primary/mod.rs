@@ -51,6 +51,19 @@
 //! its durable (fsynced) length only. Idle streams get HEARTBEAT events (type 27) at the
 //! period the replica asked for (`@master_heartbeat_period`, nanoseconds; default 30 s).
 //!
+//! A replica that set `@rpl_semi_sync_slave = 1` or `@rpl_semi_sync_replica = 1` (the
+//! fake primary answers `rpl_semi_sync_master_enabled` / `_source_enabled` ON) gets a
+//! semi-sync stream: each event after the 2-byte header (`mysql_wire::semisync`), a
+//! transaction's end (XID, a QUERY other than BEGIN) asking for an ack; the acks are
+//! read and counted ([`ServeStats::semi_sync_acks`]), nothing waits for them.
+//!
+//! Timelines (failover follow): every timeline's files are served by their stored names
+//! (`tl<N>/<name>`). A dump that reaches the end of a timeline continues with the next
+//! timeline's first file, leaving out there what it already sent from the earlier
+//! timeline (each transaction once); a switch with divergent transactions, or a next
+//! file that is not the timeline's first, ends the dump with ERROR 1236 and the reason.
+//! A dump that starts in a timeline's first file gets it as stored.
+//!
 //! A stop point (file, offset) — always a transaction boundary from the PITR planner —
 //! ends sending: no event at or after it goes out; the connection stays open with
 //! heartbeats, so the replica idles instead of reconnecting.
