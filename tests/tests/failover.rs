@@ -67,24 +67,38 @@ fn config_with(
     Ok(path)
 }
 
+/// [`config`] with the source's fake primary on a free port (user `repl`): the config
+/// file and the port.
+fn config_with_fake_primary(
+    dir: &Path,
+    http: &str,
+    p1: &MariaDb,
+    p2: &MariaDb,
+) -> Result<(std::path::PathBuf, u16)> {
+    let fake = free_port();
+    let replication = format!(
+        "[source.replication]\nlisten = \"127.0.0.1:{fake}\"\nuser = {REPL_USER:?}\npassword = {REPL_PASSWORD:?}\n"
+    );
+    Ok((config_with(dir, http, p1, p2, &replication)?, fake))
+}
+
 /// Waits until P2 has applied everything it received from the dead P1 (its GTID
 /// position quiet for 2 s), then promotes it: replication off, writable.
 fn promote(p2: &MariaDb) -> Result<()> {
-    let mut last = p2.gtid_binlog_pos()?;
-    let mut quiet_since = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while quiet_since.elapsed() < Duration::from_secs(2) {
-        if Instant::now() > deadline {
-            bail!("P2 never settled");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let now = p2.gtid_binlog_pos()?;
-        if now != last {
-            last = now;
-            quiet_since = Instant::now();
-        }
-    }
+    p2.wait_gtid_settled(Duration::from_secs(2), Duration::from_secs(60))?;
     p2.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
+    Ok(())
+}
+
+/// The archive finds `gtid` on timeline 1 (indexed once, where it came first).
+fn assert_on_timeline_1(server: &ServerProcess, gtid: &str) -> Result<()> {
+    let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={gtid}"))?;
+    assert!(
+        at["transaction"]["file"]
+            .as_str()
+            .is_some_and(|f| !f.starts_with("tl2/")),
+        "{gtid}: {at}"
+    );
     Ok(())
 }
 
@@ -204,13 +218,8 @@ fn capture_follows_a_promoted_replica_onto_a_new_timeline() -> Result<()> {
     let shared = rows[1]["switch_gtid"].as_str().unwrap_or_default();
     let divergent = rows[1]["divergent"].is_string();
     if !divergent {
-        let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={shared}"))?;
-        assert!(
-            at["transaction"]["file"]
-                .as_str()
-                .is_some_and(|f| !f.starts_with("tl2/")),
-            "a GTID of both timelines is found on the first: {at}"
-        );
+        // A GTID of both timelines is found on the first.
+        assert_on_timeline_1(&server, shared)?;
     }
     let archive = dir.path().join("data").join("db");
     let compared = assert_tl2_identical(&p2, &archive, first_wire)?;
@@ -225,11 +234,7 @@ fn transactions_the_promoted_replica_missed_are_reported_divergent() -> Result<(
     let (mut p1, p2) = pair()?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
-    let fake = free_port();
-    let replication = format!(
-        "[source.replication]\nlisten = \"127.0.0.1:{fake}\"\nuser = {REPL_USER:?}\npassword = {REPL_PASSWORD:?}\n"
-    );
-    let cfg = config_with(dir.path(), &http, &p1, &p2, &replication)?;
+    let (cfg, fake) = config_with_fake_primary(dir.path(), &http, &p1, &p2)?;
     let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
     WriteLoad::run(&p1, 50)?;
     wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
@@ -291,13 +296,7 @@ fn transactions_the_promoted_replica_missed_are_reported_divergent() -> Result<(
         "{plan:#}"
     );
     // The divergent transactions stay findable on timeline 1.
-    let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={p1_last}"))?;
-    assert!(
-        at["transaction"]["file"]
-            .as_str()
-            .is_some_and(|f| !f.starts_with("tl2/")),
-        "{at}"
-    );
+    assert_on_timeline_1(&server, &p1_last)?;
     Ok(())
 }
 
@@ -333,11 +332,7 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
     p1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, who VARCHAR(8))")?;
     let dir = tempfile::tempdir()?;
     let http = format!("127.0.0.1:{}", free_port());
-    let fake = free_port();
-    let replication = format!(
-        "[source.replication]\nlisten = \"127.0.0.1:{fake}\"\nuser = {REPL_USER:?}\npassword = {REPL_PASSWORD:?}\n"
-    );
-    let cfg = config_with(dir.path(), &http, &p1, &p2, &replication)?;
+    let (cfg, fake) = config_with_fake_primary(dir.path(), &http, &p1, &p2)?;
     let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
     wait_caught_up(&server, &p1, "db", Duration::from_secs(60))?;
     take_base(&server)?;
@@ -389,13 +384,7 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         "{tl}"
     );
     // Nothing lost: P1's last transaction on timeline 1, P2's files whole on timeline 2.
-    let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={p1_last}"))?;
-    assert!(
-        at["transaction"]["file"]
-            .as_str()
-            .is_some_and(|f| !f.starts_with("tl2/")),
-        "{at}"
-    );
+    assert_on_timeline_1(&server, &p1_last)?;
     let first = row["first_file"].as_str().context("first_file")?;
     let archive = dir.path().join("data").join("db");
     assert_tl2_identical(&p2, &archive, first.trim_start_matches("tl2/"))?;

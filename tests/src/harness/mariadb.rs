@@ -640,6 +640,26 @@ impl MariaDb {
         Ok(())
     }
 
+    /// Waits until `@@gtid_binlog_pos` has not changed for `quiet` (a replica applied
+    /// what it received from a primary that is gone), at most `timeout`.
+    pub fn wait_gtid_settled(&self, quiet: Duration, timeout: Duration) -> Result<String> {
+        let mut last = self.gtid_binlog_pos()?;
+        let mut since = std::time::Instant::now();
+        let deadline = std::time::Instant::now() + timeout;
+        while since.elapsed() < quiet {
+            if std::time::Instant::now() > deadline {
+                bail!("@@gtid_binlog_pos still moving after {timeout:?} (at {last})");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.gtid_binlog_pos()?;
+            if now != last {
+                last = now;
+                since = std::time::Instant::now();
+            }
+        }
+        Ok(last)
+    }
+
     /// Stops replication, then replicates until exactly `gtid_pos` (`START SLAVE UNTIL
     /// master_gtid_pos`) and waits (at most `timeout`) until `@@gtid_slave_pos` equals it.
     /// The replica must be behind `gtid_pos`.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use binlog_tests::*;
 
 /// `failover_timeout` of the scene, seconds.
@@ -103,7 +103,7 @@ pub fn run(bin: &Path) -> Result<()> {
     let acked = writer
         .join()
         .map_err(|_| anyhow::anyhow!("writer panicked"))?;
-    wait_replica_settled(&p2)?;
+    p2.wait_gtid_settled(Duration::from_secs(2), Duration::from_secs(60))?;
     p2.sql("STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;")?;
     p2.sql("INSERT INTO test.acked VALUES (1000000)")?;
     let s = wait_for(
@@ -146,23 +146,5 @@ pub fn run(bin: &Path) -> Result<()> {
         tl["timelines"][1]["switch_gtid"]
     );
     anyhow::ensure!(p2_ids >= acked, "an acknowledged commit is missing on P2");
-    Ok(())
-}
-
-/// Waits until the replica's GTID position has been quiet for 2 s (it applied what it
-/// received from the dead primary).
-fn wait_replica_settled(replica: &MariaDb) -> Result<()> {
-    let mut last = replica.gtid_binlog_pos()?;
-    let mut quiet = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while quiet.elapsed() < Duration::from_secs(2) {
-        anyhow::ensure!(Instant::now() < deadline, "the replica never settled");
-        std::thread::sleep(Duration::from_millis(200));
-        let now = replica.gtid_binlog_pos().context("P2's GTID position")?;
-        if now != last {
-            last = now;
-            quiet = Instant::now();
-        }
-    }
     Ok(())
 }
