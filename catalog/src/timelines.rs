@@ -2,8 +2,10 @@
 //! archive came from, and when and why capture switched (failover follow).
 //!
 //! Timeline 1 is recorded when capture first reaches its server; a switch inserts the
-//! next one. Rows are never updated: the history of switches is the record a DBA reads
-//! (`GET /v1/sources/{name}/timelines`). Writes are fenced like every capture write.
+//! next one. A row is updated once at most, when the new server's stream shows the
+//! earlier timeline's divergent transactions ([`Catalog::set_divergent`]): the history
+//! of switches is the record a DBA reads (`GET /v1/sources/{name}/timelines`). Writes are
+//! fenced like every capture write.
 
 use crate::{query_err, unix_now, Catalog, CatalogError};
 

@@ -206,8 +206,8 @@ impl Checker {
             return; // the primary no longer has it: stays FAIL with its info
         }
         *self.repulls.entry(file.to_owned()).or_insert(0) += 1;
-        let url = super::failover::current_url(&self.ctx);
-        match repull(shared, source, &url, &self.store, file).await {
+        let upstream = node::util::lock(&self.ctx.upstream).clone();
+        match repull(shared, source, &upstream, &self.store, file).await {
             Ok(bytes) => {
                 info!(source = %name, file, bytes, "re-pulled a FAIL file from the primary");
                 // The reference FDE was recorded from the stream that wrote the bad copy.

@@ -220,6 +220,8 @@ struct Candidate {
     server_id: u32,
     /// The server's file to start the new timeline at (position 4).
     start: String,
+    /// The GTID state at its start (`BINLOG_GTID_POS(start, 4)`), which the archive holds.
+    start_state: String,
 }
 
 /// Looks for the writable server among the source's and switches to it (see the module
@@ -229,18 +231,29 @@ struct Candidate {
 /// # Errors
 ///
 /// [`StreamEnd::Definite`] when the switch is impossible whatever the wait: the new
-/// primary speaks the MySQL dialect (not supported yet), or no writable server still
-/// has the file the archive would continue with (it was purged there).
+/// primary speaks the MySQL dialect, or this is a fleet node (neither supported yet).
+/// A server that no longer has the file the archive would continue with is skipped,
+/// and the next call looks again (its reason is in the status).
 pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd> {
     let (servers, current, known) = {
         let up = lock(&ctx.upstream);
         (up.servers.clone(), up.current, up.server_id)
     };
+    if ctx.tenure.is_some() {
+        // A fleet's takeover, rebuild and follow do not know timelines yet.
+        return Err(StreamEnd::Definite(format!(
+            "capture would follow a failover ({why}), which a fleet node does not do yet: \
+             point the source at the new primary and restart it"
+        )));
+    }
+    // The archive's last transaction: the index's, the writer drained first by the caller.
     let archive_last = ctx
-        .status
-        .lock()
-        .last_gtid
-        .as_deref()
+        .shared
+        .index
+        .last(&ctx.source.name)
+        .ok()
+        .flatten()
+        .and_then(|e| e.gtid)
         .and_then(|g| g.parse::<Gtid>().ok());
     let mut refused = Vec::new();
     let order = (1..=servers.len()).map(|k| (current + k) % servers.len());
@@ -265,6 +278,7 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
                 up.current = i;
                 up.generation += 1;
             }
+            ctx.status.lock().url = url.redacted();
             info!(source = %ctx.source.name, server = %url.redacted(), "the timeline's primary is reachable again");
             return Ok(true);
         }
@@ -275,12 +289,13 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
             )));
         }
         match locate(ctx, &mut s).await {
-            Ok(Some(start)) => {
+            Ok(Some((start, start_state))) => {
                 let c = Candidate {
                     index: i,
                     url: url.clone(),
                     server_id: s.primary_server_id,
                     start,
+                    start_state,
                 };
                 switch(ctx, c, archive_last, why).await?;
                 return Ok(true);
@@ -299,8 +314,8 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
 }
 
 /// The newest of the server's binlogs whose start GTID state the archive holds whole
-/// (module doc, "Where capture resumes"); None when there is none.
-async fn locate(ctx: &SourceCtx, s: &mut Session) -> Result<Option<String>, StreamEnd> {
+/// (module doc, "Where capture resumes"), with that state; None when there is none.
+async fn locate(ctx: &SourceCtx, s: &mut Session) -> Result<Option<(String, String)>, StreamEnd> {
     let logs = session::show_binary_logs(&mut s.conn)
         .await
         .map_err(|e| StreamEnd::from(session::classify(e, "SHOW BINARY LOGS")))?;
@@ -316,10 +331,11 @@ async fn locate(ctx: &SourceCtx, s: &mut Session) -> Result<Option<String>, Stre
             .conn
             .query_value(&format!("SELECT BINLOG_GTID_POS('{file}', 4)"))
             .await
-            .map_err(|e| StreamEnd::from(session::classify(e, "BINLOG_GTID_POS")))?
-            .unwrap_or_default();
+            .map_err(|e| StreamEnd::from(session::classify(e, "BINLOG_GTID_POS")))?;
+        // NULL: the server cannot read the file (purged meanwhile): never a start.
+        let Some(state) = state else { continue };
         if holds_state(ctx, &state)? {
-            return Ok(Some(file.clone()));
+            return Ok(Some((file.clone(), state)));
         }
     }
     Ok(None)
@@ -375,10 +391,7 @@ async fn switch(
         up.timeline = next;
         up.server_id = Some(c.server_id);
         up.first_file = Some(first_file.clone());
-        up.fork = archive_last.map(|switch_gtid| Fork {
-            switch_gtid,
-            last_shared: None,
-        });
+        up.fork = fork_at_start(&c.start_state, archive_last);
     }
     let msg = format!(
         "failover followed: timeline {next} on {} (server_id {}) from {} position 4; the archive's last GTID was {}; why: {why}",
@@ -389,8 +402,38 @@ async fn switch(
     );
     warn!(source = %ctx.source.name, "{msg}");
     ctx.status.note(msg);
-    ctx.status.lock().last_error = None;
+    {
+        let mut st = ctx.status.lock();
+        st.last_error = None;
+        st.url = c.url.redacted();
+    }
     Ok(())
+}
+
+/// What the new timeline's first transactions are compared with: nothing when the start
+/// state already holds the archive's last GTID (no divergence possible); else the
+/// archive's last GTID, with the start state's GTID of its domain as the last shared one
+/// (everything before the start file is the new server's history and the archive's).
+fn fork_at_start(start_state: &str, archive_last: Option<Gtid>) -> Option<Fork> {
+    let switch_gtid = archive_last?;
+    let state: Vec<Gtid> = start_state
+        .split(',')
+        .filter_map(|g| g.trim().parse().ok())
+        .collect();
+    if state.contains(&switch_gtid) {
+        return None;
+    }
+    let domain = |g: &Gtid| match g {
+        Gtid::MariaDb { domain, .. } => Some(*domain),
+        Gtid::MySql { .. } => None,
+    };
+    let last_shared = state
+        .into_iter()
+        .find(|g| domain(g).is_some() && domain(g) == domain(&switch_gtid));
+    Some(Fork {
+        switch_gtid,
+        last_shared,
+    })
 }
 
 /// A GTID event of a new timeline's stream, while its divergence is undecided: a GTID
@@ -467,4 +510,37 @@ pub(crate) fn overdue(source: &Source, down_for: Duration) -> Option<String> {
             source.failover_timeout.as_secs()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(s: &str) -> Gtid {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_fork_starts_from_the_start_state_or_is_decided_by_it() {
+        // The start file begins after the archive's last transaction: no divergence.
+        assert_eq!(fork_at_start("0-1-400,1-5-9", Some(g("0-1-400"))), None);
+        // It begins before: the state's GTID of that domain is shared history.
+        assert_eq!(
+            fork_at_start("1-5-9,0-1-380", Some(g("0-1-400"))),
+            Some(Fork {
+                switch_gtid: g("0-1-400"),
+                last_shared: Some(g("0-1-380")),
+            })
+        );
+        // The server's first binlog (empty state): nothing known shared yet.
+        assert_eq!(
+            fork_at_start("", Some(g("0-1-7"))),
+            Some(Fork {
+                switch_gtid: g("0-1-7"),
+                last_shared: None,
+            })
+        );
+        // An archive without GTIDs has nothing to diverge from.
+        assert_eq!(fork_at_start("0-1-1", None), None);
+    }
 }

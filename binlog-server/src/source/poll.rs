@@ -52,10 +52,29 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                 Ok::<_, mysql_wire::conn::ConnError>((logs, cur))
             }
             .await;
+            // Only the timeline's own server speaks for it: another server at the address
+            // (before capture switched), or a switch during the queries, publishes nothing
+            // (its file names would be taken for the timeline's).
+            let (timeline, same) = {
+                let up = lock(&ctx_upstream.upstream);
+                let same = up.generation == session_gen
+                    && up.server_id.is_none_or(|id| id == s.primary_server_id);
+                (up.timeline, same)
+            };
+            let r = match r {
+                Ok(_) if !same => {
+                    session = None;
+                    continue_after_poll(&cancel, shared.capture.poll_interval).await;
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    continue;
+                }
+                r => r,
+            };
             match r {
                 Ok((logs, cur)) => {
                     // By stored names (the current server's timeline), like the archive's.
-                    let timeline = lock(&ctx_upstream.upstream).timeline;
                     let logs: Vec<(String, u64)> = logs
                         .into_iter()
                         .map(|(n, s)| (binlog::timeline_name(timeline, &n), s))
@@ -118,6 +137,17 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(shared.capture.poll_interval) => {}
         }
+    }
+}
+
+/// Sleeps one poll interval (cancel-safe: returns early when cancelled).
+async fn continue_after_poll(
+    cancel: &tokio_util::sync::CancellationToken,
+    every: std::time::Duration,
+) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(every) => {}
     }
 }
 

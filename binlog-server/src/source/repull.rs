@@ -20,6 +20,7 @@ use binlog::{self, EventHeader, BINLOG_MAGIC};
 use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::Shared;
 use super::error::StreamEnd;
+use super::failover::Upstream;
 use super::lowprio::{low_priority, LowPriorityError};
 use super::session::{self, SessionError};
 use archive::local::{self, LocalFiles, REPULL_SUFFIX};
@@ -35,6 +36,17 @@ pub(crate) enum RepullError {
     /// The stream broke.
     #[error(transparent)]
     Stream(#[from] mysql_wire::conn::ConnError),
+    /// The server at the source's address now is not the one whose timeline holds the
+    /// file (failover follow): nothing is fetched; the file stays FAIL.
+    #[error(
+        "{file} is not re-pulled: the server answering (server_id {server_id}) is not the one that wrote it"
+    )]
+    OtherServer {
+        /// The stored file.
+        file: String,
+        /// The answering server's server_id.
+        server_id: u32,
+    },
     /// No packet within three heartbeat periods.
     #[error("timed out reading the re-pull stream")]
     Timeout,
@@ -78,15 +90,28 @@ pub(crate) enum RepullError {
 }
 
 /// Fetches `file` again from position 4 into `<file>.repull`, checks it, and swaps it in.
-/// Returns the new size in bytes.
+/// Returns the new size in bytes. It comes from the current server (`upstream`), and
+/// only when that is the server of the file's timeline ([`RepullError::OtherServer`]).
 pub(crate) async fn repull(
     shared: &Shared,
     source: &Source,
-    url: &mysql_wire::SourceUrl,
+    upstream: &Upstream,
     store: &Arc<LocalFiles>,
     file: &str,
 ) -> Result<u64, RepullError> {
-    let mut s = session::connect(source, url, &shared.capture).await?;
+    let mut s = session::connect(source, &upstream.url(), &shared.capture).await?;
+    if upstream
+        .server_id
+        .is_some_and(|id| id != s.primary_server_id)
+        || binlog::split_timeline(file).0 != upstream.timeline
+    {
+        // Another server than the one that wrote the file: its file of that name is not
+        // this one (failover follow).
+        return Err(RepullError::OtherServer {
+            file: file.to_owned(),
+            server_id: s.primary_server_id,
+        });
+    }
     session::prepare_dump(&mut s, shared.capture.heartbeat_period).await?;
     // The server knows the file by its own name (the caller checked it is the current
     // timeline's).

@@ -271,6 +271,7 @@ async fn recover(ctx: &SourceCtx) -> anyhow::Result<Recovered> {
     super::failover::restore(ctx, &store)
         .await
         .context("read the source's timelines")?;
+    status.lock().url = super::failover::current_url(ctx).redacted();
     Ok(Recovered {
         store,
         resume,
@@ -344,6 +345,12 @@ async fn reconnect_loop(
             _ => None,
         };
         if let Some(why) = why {
+            // The writer drained and synced first: the switch starts after the archive's
+            // true last transaction.
+            if let Err(why) = durable_position(a.wtx).await {
+                writer_gone(ctx, why).await;
+                return;
+            }
             match super::failover::follow(ctx, &why).await {
                 Ok(true) => {
                     down_since = None;
