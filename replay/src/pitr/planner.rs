@@ -104,16 +104,24 @@ pub async fn plan(
     // 1. The cut: (file, pos) and the last transaction applied.
     let cut = find_cut(index, status, source, target).await?;
     // 2. The newest usable base at or before the cut.
-    let base = choose_base(catalog, source, &cut.stop, base_id).await?;
+    let base = choose_base(catalog, index, source, &cut.stop, base_id).await?;
     let chain = snapshotter::restore::chain(catalog, &base.id)
         .await
         .map_err(|source| PlanError::BaseChain {
             base_id: base.id.clone(),
             source: Box::new(source),
         })?;
-    let start = BasePos {
-        file: base.binlog_file.clone().unwrap_or_default(),
-        pos: base.binlog_pos.unwrap_or(4),
+    let multi = catalog
+        .list_timelines(source)
+        .await
+        .map_err(internal)?
+        .len()
+        > 1;
+    let start = {
+        let (idx, name, b) = (index.clone(), source.to_string(), base.clone());
+        tokio::task::spawn_blocking(move || base_position(&idx, &name, &b, multi))
+            .await
+            .map_err(internal)??
     };
     // 3. The files in the range: present, not FAIL, no hole.
     let range = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
@@ -181,6 +189,44 @@ struct Cut {
 struct BasePos {
     file: String,
     pos: u64,
+}
+
+/// Where replay starts for `base`: its binlog position; on an archive with several
+/// timelines (`multi`, failover follow), the end of the newest of its GTIDs in the index,
+/// because a base's file name is its server's own (a base taken on a later primary
+/// names that server's file, which the archive stores as `tl<N>/<name>`, or holds the
+/// shared history on an earlier timeline). Blocking (index reads).
+fn base_position(
+    idx: &Index,
+    source: &str,
+    base: &BackupRow,
+    multi: bool,
+) -> Result<BasePos, PlanError> {
+    let own = BasePos {
+        file: base.binlog_file.clone().unwrap_or_default(),
+        pos: base.binlog_pos.unwrap_or(4),
+    };
+    let Some(gtid_pos) = base.gtid_pos.as_deref().filter(|_| multi) else {
+        return Ok(own);
+    };
+    let mut best: Option<TxnEntry> = None;
+    for part in gtid_pos.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Ok(g) = part.parse::<Gtid>() else {
+            continue;
+        };
+        if let Some(e) = idx.find_gtid(source, &g).map_err(internal)? {
+            if best.as_ref().is_none_or(|b| e.ordinal > b.ordinal) {
+                best = Some(e);
+            }
+        }
+    }
+    Ok(match best {
+        Some(e) => BasePos {
+            file: e.file,
+            pos: e.end,
+        },
+        None => own,
+    })
 }
 
 /// Binlog order of a position: by file sequence, then offset.
@@ -278,26 +324,44 @@ fn cut_at_gtid(idx: &Index, name: &str, g: &Gtid) -> Result<Cut, PlanError> {
 /// binlog position is at or before `stop`.
 async fn choose_base(
     catalog: &Catalog,
+    index: &Arc<Index>,
     source: &str,
     stop: &StopAt,
     base_id: Option<&str>,
 ) -> Result<BackupRow, PlanError> {
     let stop_key = order_key(&stop.file, stop.pos);
     let bases = catalog.list_backups(source).await.map_err(internal)?;
-    let mut candidates: Vec<&BackupRow> = bases
+    let multi = catalog
+        .list_timelines(source)
+        .await
+        .map_err(internal)?
+        .len()
+        > 1;
+    let usable: Vec<BackupRow> = bases
         .iter()
         .filter(|b| b.state == BackupState::Completed)
         .filter(|b| b.method == "physical" || b.method == "logical")
         .filter(|b| base_id.is_none_or(|id| b.id == id))
-        .filter(|b| matches!((&b.binlog_file, b.binlog_pos), (Some(f), Some(p)) if order_key(f, p) <= stop_key))
+        .filter(|b| b.binlog_file.is_some() && b.binlog_pos.is_some())
+        .cloned()
         .collect();
-    candidates.sort_by_key(|b| {
-        (
-            b.binlog_file.as_deref().map(binlog_order),
-            b.binlog_pos,
-            b.started_at,
-        )
-    });
+    // Each base's position in the archive's names (base_position), compared with the stop.
+    let (idx, name) = (index.clone(), source.to_string());
+    let placed = tokio::task::spawn_blocking(move || {
+        usable
+            .into_iter()
+            .map(|b| base_position(&idx, &name, &b, multi).map(|p| (b, p)))
+            .collect::<Result<Vec<_>, PlanError>>()
+    })
+    .await
+    .map_err(internal)??;
+    let mut candidates: Vec<(&BackupRow, &BasePos)> = placed
+        .iter()
+        .filter(|(_, p)| order_key(&p.file, p.pos) <= stop_key)
+        .map(|(b, p)| (b, p))
+        .collect();
+    candidates.sort_by_key(|(b, p)| (binlog_order(&p.file), p.pos, b.started_at));
+    let candidates: Vec<&BackupRow> = candidates.into_iter().map(|(b, _)| b).collect();
     if let (Some(id), None) = (base_id, candidates.last()) {
         return Err(PlanError::BaseNotUsable {
             source_name: source.to_string(),
