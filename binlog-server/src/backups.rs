@@ -38,7 +38,7 @@ pub async fn connect_sql(
     connect_timeout: Duration,
 ) -> Result<Conn, SessionFailure> {
     let opts = ConnectOptions {
-        url: source.backup_url.clone(),
+        url: source.backup_url_now(),
         connect_timeout,
         query_timeout: Duration::from_secs(24 * 3600),
     };
@@ -247,7 +247,7 @@ impl BackupService {
         }
         Ok(TakeRequest {
             source: source.name.clone(),
-            endpoint: node::config::tool_endpoint(&source.backup_url),
+            endpoint: node::config::tool_endpoint(&source.backup_url_now()),
             settings: source.backup.clone(),
             method,
             incremental,

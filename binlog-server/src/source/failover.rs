@@ -48,6 +48,7 @@
 //! with a message instead of switching; the GTID state of a multi-domain archive is
 //! taken from its last GTID only.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -157,6 +158,7 @@ pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Resu
                 .position(|u| u.redacted() == row.server_url)
             {
                 up.current = i;
+                ctx.source.current_server.store(i, Ordering::Relaxed);
             }
         }
     }
@@ -278,6 +280,7 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
                 up.current = i;
                 up.generation += 1;
             }
+            ctx.source.current_server.store(i, Ordering::Relaxed);
             ctx.status.lock().url = url.redacted();
             info!(source = %ctx.source.name, server = %url.redacted(), "the timeline's primary is reachable again");
             return Ok(true);
@@ -387,6 +390,7 @@ async fn switch(
     {
         let mut up = lock(&ctx.upstream);
         up.current = c.index;
+        ctx.source.current_server.store(c.index, Ordering::Relaxed);
         up.generation += 1;
         up.timeline = next;
         up.server_id = Some(c.server_id);

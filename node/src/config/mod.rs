@@ -887,6 +887,12 @@ pub struct Source {
     pub backup: snapshotter::SourceBackupSettings,
     /// The account the backup tools connect with (`[source.backup] url`, else `url`).
     pub backup_url: SourceUrl,
+    /// `[source.backup] url` was given (else bases follow the current server,
+    /// [`Source::backup_url_now`]).
+    pub backup_url_explicit: bool,
+    /// Index in `servers` of the server capture follows now (failover follow), shared by
+    /// every clone of this source (capture writes it, base backups read it).
+    pub current_server: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// An archive-only source (`archive_only = true`): no capture task, nothing
     /// connects to the primary.
     pub archive_only: bool,
@@ -896,6 +902,24 @@ pub struct Source {
     pub replication: Option<Replication>,
     /// Restore verification.
     pub verify: Verify,
+}
+
+impl Source {
+    /// The account base backups connect with now: `[source.backup] url` when given, else
+    /// the server capture follows now (after a failover, the new primary), with the
+    /// source's credentials.
+    pub fn backup_url_now(&self) -> SourceUrl {
+        if self.backup_url_explicit {
+            return self.backup_url.clone();
+        }
+        let i = self
+            .current_server
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.servers
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| self.backup_url.clone())
+    }
 }
 
 /// The validated configuration.
