@@ -44,9 +44,10 @@
 //! newest timeline is the newer of the catalog's newest row and the local store's
 //! newest file, so a crash between the two resumes the switch where it was.
 //!
-//! Not done yet (issue 22): the MySQL dialect (COM_BINLOG_DUMP_GTID, GTID sets) stops
-//! with a message instead of switching; the GTID state of a multi-domain archive is
-//! taken from its last GTID only.
+//! Not done yet (issue 22): the MySQL dialect (COM_BINLOG_DUMP_GTID, GTID sets) and a
+//! fleet node stop with a message instead of switching; an undecided fork is not
+//! restored after a restart; divergence is judged on the archive's last GTID only (one
+//! domain).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
