@@ -388,7 +388,7 @@ fn spawn_capture(
     cancel: &CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let span = tracing::info_span!("source", source = %source.name);
-    let upstream = crate::source::failover::Upstream::cell(&source);
+    let upstream = crate::source::context::Upstream::cell(&source);
     let ctx = SourceCtx {
         shared: shared.clone(),
         source,

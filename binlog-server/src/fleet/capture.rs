@@ -210,7 +210,7 @@ impl FleetSource {
             status: self.status.clone(),
             cancel: token.clone(),
             tenure: Some(tenure),
-            upstream: crate::source::failover::Upstream::cell(&self.source),
+            upstream: crate::source::context::Upstream::cell(&self.source),
         };
         self.capture_in_tenure(&ctx, epoch).await;
         token.cancel();

@@ -1,14 +1,17 @@
 //! What one source's tasks share: the process-wide services ([`Shared`]), the latest view
-//! of the primary's binlogs ([`PrimaryView`]), and the handles the API holds
+//! of the primary's binlogs ([`PrimaryView`]), the server capture talks to and its
+//! timeline ([`Upstream`], moved by `super::failover`), and the handles the API holds
 //! ([`SourceRuntime`], [`SourceCommand`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use catalog::Catalog;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use archive::index::Index;
+use binlog::Gtid;
+use mysql_wire::SourceUrl;
 use node::config::{CaptureConfig, Source};
 use node::status::{Metrics, PrimaryView, StatusCell};
 
@@ -70,7 +73,7 @@ pub struct SourceCtx {
     /// The node's tenure of the source's lease (`None`: a single node, no `[node]`).
     pub tenure: Option<crate::fleet::lease::Tenure>,
     /// The server capture talks to and the timeline it writes (failover follow).
-    pub upstream: super::failover::UpstreamCell,
+    pub upstream: UpstreamCell,
 }
 
 impl SourceCtx {
@@ -78,5 +81,76 @@ impl SourceCtx {
     /// in a fleet, while the tenure lasts ([`crate::fleet::lease::Tenure::may_write`]).
     pub fn may_write(&self) -> bool {
         self.tenure.as_ref().is_none_or(|t| t.may_write())
+    }
+}
+
+/// The server capture talks to and the timeline it writes.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The source's servers (`urls`, or the one `url`; never empty).
+    pub(crate) servers: Vec<SourceUrl>,
+    /// Index of the current server in `servers`.
+    pub(crate) current: usize,
+    /// The timeline being written (1, 2, ...).
+    pub timeline: u32,
+    /// server_id of the timeline's server, once capture reached it.
+    pub server_id: Option<u32>,
+    /// Stored name of the timeline's first file (timelines >= 2).
+    pub first_file: Option<String>,
+    /// A switch whose divergence is not decided yet.
+    pub fork: Option<Fork>,
+    /// Counts changes of server (a switch, or the timeline's server reached at another
+    /// address): a task holding a connection reconnects when it moved.
+    pub generation: u64,
+    /// Told by the poller when the current server answers read-only (a switchover
+    /// demoted it): the stream on it ends and capture looks for the primary.
+    pub demoted: Arc<tokio::sync::Notify>,
+}
+
+/// What the first transactions of a new timeline are compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    /// The archive's last GTID when capture switched.
+    pub switch_gtid: Gtid,
+    /// The newest GTID of the new server's stream the archive already had.
+    pub last_shared: Option<Gtid>,
+}
+
+/// An [`Upstream`] shared by a source's tasks (stream, poller, checker, re-pull).
+pub type UpstreamCell = Arc<Mutex<Upstream>>;
+
+impl Upstream {
+    /// Timeline 1 on the first server, not reached yet.
+    pub fn cell(source: &Source) -> UpstreamCell {
+        Arc::new(Mutex::new(Upstream {
+            servers: source.servers.clone(),
+            current: 0,
+            timeline: 1,
+            server_id: None,
+            first_file: None,
+            fork: None,
+            generation: 0,
+            demoted: Arc::new(tokio::sync::Notify::new()),
+        }))
+    }
+
+    /// The current server's URL (the first when `current` is out of range).
+    pub fn url(&self) -> SourceUrl {
+        match self.servers.get(self.current).or(self.servers.first()) {
+            Some(u) => u.clone(),
+            None => {
+                SourceUrl::parse("mysql://unconfigured@127.0.0.1:1").expect("a constant URL parses")
+            }
+        }
+    }
+
+    /// True when the source lists more than one server (`urls`).
+    pub fn follows(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    /// The stored name of the current server's file `wire` (`binlog::timeline_name`).
+    pub fn stored(&self, wire: &str) -> String {
+        binlog::timeline_name(self.timeline, wire)
     }
 }

@@ -50,12 +50,11 @@
 //! domain).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::context::SourceCtx;
+use super::context::{Fork, SourceCtx};
 use super::error::StreamEnd;
 use super::session::{self, Dialect, Session};
 use archive::local::LocalFiles;
@@ -63,72 +62,6 @@ use binlog::Gtid;
 use mysql_wire::SourceUrl;
 use node::config::Source;
 use node::util::lock;
-
-/// The server capture talks to and the timeline it writes.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// The source's servers (`urls`, or the one `url`).
-    servers: Vec<SourceUrl>,
-    /// Index of the current server in `servers`.
-    current: usize,
-    /// The timeline being written (1, 2, ...).
-    pub timeline: u32,
-    /// server_id of the timeline's server, once capture reached it.
-    pub server_id: Option<u32>,
-    /// Stored name of the timeline's first file (timelines >= 2).
-    pub first_file: Option<String>,
-    /// A switch whose divergence is not decided yet.
-    pub fork: Option<Fork>,
-    /// Counts changes of server (a switch, or the timeline's server reached at another
-    /// address): a task holding a connection reconnects when it moved.
-    pub generation: u64,
-    /// Told by the poller when the current server answers read-only (a switchover
-    /// demoted it): the stream on it ends and capture looks for the primary.
-    pub demoted: Arc<tokio::sync::Notify>,
-}
-
-/// What the first transactions of a new timeline are compared with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fork {
-    /// The archive's last GTID when capture switched.
-    pub switch_gtid: Gtid,
-    /// The newest GTID of the new server's stream the archive already had.
-    pub last_shared: Option<Gtid>,
-}
-
-/// An [`Upstream`] shared by a source's tasks (stream, poller, checker, re-pull).
-pub type UpstreamCell = Arc<Mutex<Upstream>>;
-
-impl Upstream {
-    /// Timeline 1 on the first server, not reached yet.
-    pub fn cell(source: &Source) -> UpstreamCell {
-        Arc::new(Mutex::new(Upstream {
-            servers: source.servers.clone(),
-            current: 0,
-            timeline: 1,
-            server_id: None,
-            first_file: None,
-            fork: None,
-            generation: 0,
-            demoted: Arc::new(tokio::sync::Notify::new()),
-        }))
-    }
-
-    /// The current server's URL.
-    pub fn url(&self) -> SourceUrl {
-        self.servers[self.current.min(self.servers.len() - 1)].clone()
-    }
-
-    /// True when the source lists more than one server (`urls`).
-    pub fn follows(&self) -> bool {
-        self.servers.len() > 1
-    }
-
-    /// The stored name of the current server's file `wire` (`binlog::timeline_name`).
-    pub fn stored(&self, wire: &str) -> String {
-        binlog::timeline_name(self.timeline, wire)
-    }
-}
 
 /// The current server's URL of `ctx`'s source.
 pub(crate) fn current_url(ctx: &SourceCtx) -> SourceUrl {

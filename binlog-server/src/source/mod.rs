@@ -11,7 +11,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`context`] | what a source's tasks share ([`context::Shared`], [`node::status::PrimaryView`]) and the API's handles |
+//! | [`context`] | what a source's tasks share ([`context::Shared`], [`node::status::PrimaryView`], [`context::Upstream`]) and the API's handles |
 //! | [`supervise`] | starts a source's tasks, recovers its store, runs the reconnect loop |
 //! | [`session`] | the replica session with the primary: connect, dialect, dump start, SHOW BINARY LOGS |
 //! | [`semisync`] | the acks a semi-sync stream owes, each sent after its fdatasync |

@@ -19,8 +19,8 @@ use binlog::{self, EventHeader, BINLOG_MAGIC};
 
 use super::classify::{arrival_alg, classify_event, Action, StreamState};
 use super::context::Shared;
+use super::context::Upstream;
 use super::error::StreamEnd;
-use super::failover::Upstream;
 use super::lowprio::{low_priority, LowPriorityError};
 use super::session::{self, SessionError};
 use archive::local::{self, LocalFiles, REPULL_SUFFIX};

@@ -171,7 +171,7 @@ pub fn connect_options(url: &SourceUrl, cap: &CaptureConfig) -> ConnectOptions {
     }
 }
 
-/// Connects to `url` (the source's current server, `super::failover::Upstream`) and
+/// Connects to `url` (the source's current server, `super::context::Upstream`) and
 /// reads the variables every use needs (no replication set-up).
 pub async fn connect(
     source: &Source,

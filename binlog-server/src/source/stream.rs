@@ -262,7 +262,7 @@ enum Wake {
     Packet(Result<Result<Option<Bytes>, mysql_wire::ConnError>, tokio::time::error::Elapsed>),
     /// The synced end moved while acks are owed.
     Synced,
-    /// The poller found the primary read-only (`super::failover::Upstream::demoted`).
+    /// The poller found the primary read-only (`super::context::Upstream::demoted`).
     Demoted,
     /// A tick while the stream drains a demoted primary.
     Draining,
