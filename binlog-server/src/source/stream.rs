@@ -350,27 +350,7 @@ async fn read_events(
             }
             Wake::Packet(p) => p,
         };
-        let ev = match pkt {
-            Err(_) => {
-                return Err(StreamEnd::Transient(format!(
-                    "no event or heartbeat for {read_timeout:?}: the connection is presumed dead"
-                )))
-            }
-            Ok(Err(e)) => return Err(session::classify(e, "binlog stream").into()),
-            Ok(Ok(None)) => {
-                return Err(StreamEnd::Transient(
-                    "the primary ended the binlog stream (EOF)".into(),
-                ))
-            }
-            Ok(Ok(Some(ev))) => ev,
-        };
-        let (want_ack, ev) = if s.semi_sync {
-            mysql_wire::semisync::split_event(ev).map_err(|e| {
-                StreamEnd::Transient(format!("semi-sync stream of {}: {e}", st.file))
-            })?
-        } else {
-            (false, ev)
-        };
+        let (want_ack, ev) = packet_event(pkt, read_timeout, s.semi_sync, st)?;
         let (header, alg) = match check_arrival(st, &ev) {
             Ok(x) => x,
             Err(e) => {
@@ -384,11 +364,7 @@ async fn read_events(
         received_events.inc();
         off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
-        if header.type_code == event_type::MARIADB_GTID && fork_pending(a) {
-            if let Ok(Some(g)) = binlog::parse_gtid(&header, &ev, alg) {
-                super::failover::observe_gtid(a.ctx, &g.gtid).await;
-            }
-        }
+        observe_if_forking(a, &header, &ev, alg).await;
         // The event's end in its file (= the primary's: byte-identical), 64-bit: a
         // stored event ends at our offset plus its length; another (the primary flags
         // only real events) at its 32-bit log_pos.
@@ -528,9 +504,45 @@ async fn store_event(
     }
 }
 
-/// True while a new timeline's divergence is undecided (`super::failover`, "Divergence").
-fn fork_pending(a: &Attempt<'_>) -> bool {
-    lock(&a.ctx.upstream).fork.is_some()
+/// The event a packet of the stream carries, and whether the primary asks for its ack
+/// (a semi-sync stream's header taken off); why the stream ended otherwise (the read
+/// timeout passed, the connection broke, the primary sent EOF).
+fn packet_event(
+    pkt: Result<Result<Option<Bytes>, mysql_wire::ConnError>, tokio::time::error::Elapsed>,
+    read_timeout: Duration,
+    semi_sync: bool,
+    st: &StreamState,
+) -> Result<(bool, Bytes), StreamEnd> {
+    let ev = match pkt {
+        Err(_) => {
+            return Err(StreamEnd::Transient(format!(
+                "no event or heartbeat for {read_timeout:?}: the connection is presumed dead"
+            )))
+        }
+        Ok(Err(e)) => return Err(session::classify(e, "binlog stream").into()),
+        Ok(Ok(None)) => {
+            return Err(StreamEnd::Transient(
+                "the primary ended the binlog stream (EOF)".into(),
+            ))
+        }
+        Ok(Ok(Some(ev))) => ev,
+    };
+    if !semi_sync {
+        return Ok((false, ev));
+    }
+    mysql_wire::semisync::split_event(ev)
+        .map_err(|e| StreamEnd::Transient(format!("semi-sync stream of {}: {e}", st.file)))
+}
+
+/// While a new timeline's divergence is undecided (`super::failover`, "Divergence"),
+/// hands each MariaDB GTID of the stream to [`super::failover::observe_gtid`].
+async fn observe_if_forking(a: &Attempt<'_>, header: &EventHeader, ev: &[u8], alg: ChecksumAlg) {
+    if header.type_code != event_type::MARIADB_GTID || lock(&a.ctx.upstream).fork.is_none() {
+        return;
+    }
+    if let Ok(Some(g)) = binlog::parse_gtid(header, ev, alg) {
+        super::failover::observe_gtid(a.ctx, &g.gtid).await;
+    }
 }
 
 /// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check,

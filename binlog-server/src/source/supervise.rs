@@ -339,33 +339,15 @@ async fn reconnect_loop(
             down_since = None;
         }
         let down_for = down_since.get_or_insert_with(Instant::now).elapsed();
-        let why = match &end {
-            StreamEnd::NotPrimary(why) => Some(why.clone()),
-            e if !e.is_definite() => super::failover::overdue(&ctx.source, down_for),
-            _ => None,
-        };
-        if let Some(why) = why {
-            // The writer drained and synced first: the switch starts after the archive's
-            // true last transaction.
-            if let Err(why) = durable_position(a.wtx).await {
-                writer_gone(ctx, why).await;
-                return;
+        match follow_if_due(a, commands, &end, down_for).await {
+            Follow::Stay => {}
+            Follow::Switched => {
+                down_since = None;
+                retry.backoff = ctx.shared.capture.reconnect_min_backoff;
+                continue;
             }
-            match super::failover::follow(ctx, &why).await {
-                Ok(true) => {
-                    down_since = None;
-                    retry.backoff = ctx.shared.capture.reconnect_min_backoff;
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    fail(ctx, &e.to_string()).await;
-                    match wait_for_restart(commands, &ctx.cancel).await {
-                        None => return,
-                        Some(_) => continue,
-                    }
-                }
-            }
+            Follow::Restarted => continue,
+            Follow::Gone => return,
         }
         let (msg, definite) = judge(&mut retry, &end);
         if definite {
@@ -385,6 +367,55 @@ async fn reconnect_loop(
             return;
         }
         retry.backoff = (retry.backoff * 2).min(ctx.shared.capture.reconnect_max_backoff);
+    }
+}
+
+/// What the reconnect loop does after [`follow_if_due`].
+enum Follow {
+    /// No switch: go on as the attempt's end says (backoff, or a definite stop).
+    Stay,
+    /// Capture switched servers: the next attempt streams from the new one now.
+    Switched,
+    /// A definite refusal to switch stopped the source, and a restart came.
+    Restarted,
+    /// Cancelled, or the writer is gone.
+    Gone,
+}
+
+/// After an attempt that ended with `end`: when the server is not the primary
+/// ([`StreamEnd::NotPrimary`]), or a transient end comes `down_for` past the source's
+/// `failover_timeout`, drains the writer (the switch starts after the archive's true
+/// last transaction) and looks for the primary ([`super::failover::follow`]). A
+/// definite refusal stops the source until a restart command.
+async fn follow_if_due(
+    a: &Attempt<'_>,
+    commands: &mut mpsc::Receiver<SourceCommand>,
+    end: &StreamEnd,
+    down_for: Duration,
+) -> Follow {
+    let ctx = a.ctx;
+    let why = match end {
+        StreamEnd::NotPrimary(why) => Some(why.clone()),
+        e if !e.is_definite() => super::failover::overdue(&ctx.source, down_for),
+        _ => None,
+    };
+    let Some(why) = why else {
+        return Follow::Stay;
+    };
+    if let Err(why) = durable_position(a.wtx).await {
+        writer_gone(ctx, why).await;
+        return Follow::Gone;
+    }
+    match super::failover::follow(ctx, &why).await {
+        Ok(true) => Follow::Switched,
+        Ok(false) => Follow::Stay,
+        Err(e) => {
+            fail(ctx, &e.to_string()).await;
+            match wait_for_restart(commands, &ctx.cancel).await {
+                None => Follow::Gone,
+                Some(_) => Follow::Restarted,
+            }
+        }
     }
 }
 
