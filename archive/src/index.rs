@@ -87,6 +87,11 @@ pub struct IndexPos {
     /// [`Index::catch_up`]. Missing in the first layout (no ordinal keys).
     #[serde(default)]
     pub format: u32,
+    /// `file` is the first file of a timeline >= 2 and its transactions so far were all
+    /// indexed on an earlier timeline ([`Index::commit`]): the next ones are looked up
+    /// too. False once one was new (a server's history after the switch is its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeats: bool,
 }
 
 /// Key layout version written by this build: 2 added the ordinal keys (`o`).
@@ -228,11 +233,13 @@ impl Index {
     /// Two keys per transaction: the time key holding the entry, and the GTID key
     /// pointing at it. Returns the new position.
     ///
-    /// A file of timeline 2 or later (`binlog::split_timeline`) begins with transactions
-    /// the previous timeline already holds (the new server's whole file is stored,
-    /// `binlog_server::source::failover`): a transaction whose GTID is indexed is not
-    /// indexed again, so each GTID counts once across timelines and PITR finds it on the
-    /// timeline it came first.
+    /// The first file of a timeline 2 or later (`binlog::split_timeline`) begins with
+    /// transactions the previous timeline already holds (the new server's whole file is
+    /// stored, `binlog_server::source::failover`): until the first transaction whose GTID
+    /// is not indexed yet, such a transaction is not indexed again, so each GTID counts
+    /// once across timelines and PITR finds it on the timeline it came first. Nothing is
+    /// looked up for timeline 1, nor after that first new transaction
+    /// ([`IndexPos::repeats`]).
     pub fn commit(
         &self,
         source: &str,
@@ -244,12 +251,15 @@ impl Index {
         let mut batch = WriteBatch::default();
         let mut ordinal = next_ordinal;
         let mut last = None;
-        let later_timeline = binlog::split_timeline(file).0 >= 2;
+        let mut repeating = binlog::split_timeline(file).0 >= 2 && self.repeats(source, file)?;
         for r in records {
-            if let (true, Some(g)) = (later_timeline, &r.gtid) {
+            if let (true, Some(g)) = (repeating, &r.gtid) {
                 if self.db.get(gtid_key(source, g))?.is_some() {
                     continue;
                 }
+                // The first transaction the archive lacks: the new server's own history
+                // from here on.
+                repeating = false;
             }
             let gtid = r.gtid.as_ref().map(|g| g.to_string());
             let tk = time_key(source, r.commit_timestamp, ordinal);
@@ -269,6 +279,7 @@ impl Index {
             offset: upto,
             next_ordinal: ordinal,
             format: INDEX_FORMAT,
+            repeats: repeating,
         };
         let v = serde_json::to_vec(&pos).map_err(|e| IndexError::Corrupt(e.to_string()))?;
         batch.put(key(source, b"meta"), v);
@@ -279,6 +290,17 @@ impl Index {
         wo.disable_wal(true);
         self.db.write_opt(batch, &wo)?;
         Ok(pos)
+    }
+
+    /// Whether `file` (of a timeline >= 2) may still repeat an earlier timeline's
+    /// transactions: as the index position says while it is `file`; true when the
+    /// position is on an earlier timeline (`file` starts its timeline) or absent.
+    fn repeats(&self, source: &str, file: &str) -> Result<bool, IndexError> {
+        Ok(match self.position(source)? {
+            Some(p) if p.file == file => p.repeats,
+            Some(p) => binlog::split_timeline(&p.file).0 < binlog::split_timeline(file).0,
+            None => true,
+        })
     }
 
     fn entry_at(
@@ -635,6 +657,53 @@ mod tests {
     }
 
     #[test]
+    fn a_new_timeline_indexes_what_it_repeats_once_and_stops_looking_after_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = Index::open(&d.path().join("idx")).unwrap();
+        let p = idx
+            .commit(
+                "s",
+                "b.000007",
+                &[rec(1, 100, 4, 50), rec(2, 101, 50, 90)],
+                90,
+                0,
+            )
+            .unwrap();
+        assert!(!p.repeats);
+        // Timeline 2's first file starts with 1 and 2 again, then its own 3.
+        let p = idx
+            .commit(
+                "s",
+                "tl2/b.000001",
+                &[rec(1, 100, 4, 50)],
+                50,
+                p.next_ordinal,
+            )
+            .unwrap();
+        assert!(p.repeats, "only repeats so far");
+        assert_eq!(p.next_ordinal, 2);
+        let p = idx
+            .commit(
+                "s",
+                "tl2/b.000001",
+                &[rec(2, 101, 50, 90), rec(3, 102, 90, 130)],
+                130,
+                p.next_ordinal,
+            )
+            .unwrap();
+        assert!(!p.repeats, "its own history began");
+        assert_eq!(p.next_ordinal, 3);
+        let g = |seq| Gtid::MariaDb {
+            domain: 0,
+            server_id: 1,
+            seq,
+        };
+        assert_eq!(idx.find_gtid("s", &g(2)).unwrap().unwrap().file, "b.000007");
+        let third = idx.find_gtid("s", &g(3)).unwrap().unwrap();
+        assert_eq!((third.file.as_str(), third.ordinal), ("tl2/b.000001", 2));
+    }
+
+    #[test]
     fn commit_and_look_up() {
         let d = tempfile::tempdir().unwrap();
         let idx = Index::open(&d.path().join("idx")).unwrap();
@@ -666,6 +735,7 @@ mod tests {
                 offset: 850,
                 next_ordinal: 3,
                 format: INDEX_FORMAT,
+                repeats: false,
             }
         );
         assert_eq!(idx.by_ordinal("s", 1).unwrap().unwrap().end, 900);

@@ -714,8 +714,9 @@ struct FileCursor {
     pos: u64,
     /// While the file is still being fetched from the store: how far it is.
     following: Option<Following>,
-    /// The dump crossed a switch into this file: transactions indexed in an earlier
-    /// timeline's file are not sent again ([`DumpCtx::sent_elsewhere`]).
+    /// The dump crossed a switch into this file and every transaction so far in it was
+    /// indexed in an earlier timeline's file: those are not sent again
+    /// ([`DumpCtx::sent_elsewhere`]); false from the first one that was not.
     repeats: bool,
 }
 
@@ -1512,9 +1513,8 @@ impl DumpCtx {
         skip: &mut Skipping,
         out: &mut Out,
     ) -> Result<(), DumpError> {
-        let (file, path, alg, repeats) =
-            (cur.file.as_str(), cur.path.as_path(), cur.alg, cur.repeats);
-        let pos = &mut cur.pos;
+        let (file, path, alg) = (cur.file.as_str(), cur.path.as_path(), cur.alg);
+        let (pos, repeats) = (&mut cur.pos, &mut cur.repeats);
         // A second handle on the open file (it shares the offset: set here, read only here).
         let mut f = cur.fh.try_clone().map_err(DumpError::io("read", path))?;
         f.seek(SeekFrom::Start(*pos))
@@ -1550,7 +1550,11 @@ impl DumpCtx {
             if event_type::is_gtid(t) {
                 skip.active = match binlog::parse_gtid(&h, ev, alg) {
                     Ok(Some(g)) => {
-                        skip.rule.skips(&g.gtid) || (repeats && self.sent_elsewhere(file, &g.gtid))
+                        let again = *repeats && self.sent_elsewhere(file, &g.gtid);
+                        // The first transaction not sent before: the new server's own
+                        // history from here on, nothing more to look up.
+                        *repeats = again;
+                        skip.rule.skips(&g.gtid) || again
                     }
                     _ => false,
                 };
