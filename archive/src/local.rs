@@ -202,7 +202,7 @@ impl LocalFiles {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)?;
         let store = LocalFiles { dir };
-        for d in store.timeline_dirs()? {
+        for d in timeline_dirs(&store.dir)? {
             for entry in std::fs::read_dir(&d)? {
                 let entry = entry?;
                 let n = entry.file_name();
@@ -233,12 +233,6 @@ impl LocalFiles {
             (1, _) => self.dir.clone(),
             (n, _) => self.dir.join(format!("tl{n}")),
         }
-    }
-
-    /// The source directory and its timeline directories (`tl<N>`, N >= 2), in no
-    /// particular order.
-    fn timeline_dirs(&self) -> io::Result<Vec<PathBuf>> {
-        timeline_dirs(&self.dir)
     }
 
     /// Binlog files present, in binlog order (timelines in order, `binlog::binlog_order`),
@@ -362,7 +356,7 @@ fn timeline_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if binlog::split_timeline(&format!("{name}/x.1")).0 >= 2 && entry.file_type()?.is_dir() {
+        if binlog::timeline_dir(&name).is_some() && entry.file_type()?.is_dir() {
             v.push(entry.path());
         }
     }

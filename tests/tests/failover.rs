@@ -356,17 +356,7 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         p2.sql(&format!("INSERT INTO test.t VALUES ({i}, 'p2')"))?;
     }
     // A point in time on timeline 2: the table then, and the second after it.
-    let at_350 = p2.table_checksums(&["test"])?;
-    let t_350 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        <= t_350
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (t_350, at_350) = p2.checkpoint()?;
     wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))
         .with_context(|| server.log_tail(40))?;
     // Bases follow the primary too: this one is P2's, at its own file and position.

@@ -720,23 +720,6 @@ fn forwarded_calls_are_checked(nodes: &[FleetNode], cert: &std::path::Path) -> R
     Ok(())
 }
 
-/// The table checksums of `db`'s schema `test` and a time right after them (the next
-/// transaction commits in a later second).
-fn checkpoint(db: &MariaDb) -> Result<(u64, BTreeMap<String, String>)> {
-    let sums = db.table_checksums(&["test"])?;
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        <= t
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((t, sums))
-}
-
 /// `n` small transactions into `test.t`, tagged.
 fn writes(db: &MariaDb, n: usize, tag: &str) -> Result<()> {
     let sql: String = (0..n)
@@ -762,7 +745,7 @@ fn a_node_restarted_while_another_runs_a_base_a_pitr_and_a_verification_stops_no
     writes(&db, 50, "before-base")?;
     take_base(&pa, "db")?;
     writes(&db, 200, "after-base")?;
-    let (t, sums) = checkpoint(&db)?;
+    let (t, sums) = db.checkpoint()?;
     writes(&db, 5, "later")?;
     let mut pb = nodes[1].start()?;
     wait_for("node-b on standby", Duration::from_secs(30), || {
@@ -880,12 +863,12 @@ fn a_node_that_never_captured_a_source_restores_it_from_the_store() -> Result<()
     writes(&db, 50, "before-base")?;
     let base = take_base(&pa, "db")?;
     writes(&db, 300, "closed")?;
-    let (t_closed, sums_closed) = checkpoint(&db)?;
+    let (t_closed, sums_closed) = db.checkpoint()?;
     writes(&db, 300, "later")?;
     // The second target lies in the file the primary writes now, never closed here.
     db.flush_binary_logs()?;
     writes(&db, 20, "active")?;
-    let (t_active, sums_active) = checkpoint(&db)?;
+    let (t_active, sums_active) = db.checkpoint()?;
     writes(&db, 3, "after")?;
     let (active, _) = db.binlog_files()?.pop().context("binlogs")?;
 

@@ -388,10 +388,10 @@ pub(crate) async fn observe_gtid(ctx: &SourceCtx, gtid: &Gtid) {
         lock(&ctx.upstream).fork = (!decided).then_some(fork);
         return;
     }
-    let (timeline, _) = {
+    let timeline = {
         let mut up = lock(&ctx.upstream);
         up.fork = None;
-        (up.timeline, ())
+        up.timeline
     };
     let text = divergent_text(ctx, &fork);
     let msg = format!(

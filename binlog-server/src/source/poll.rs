@@ -61,18 +61,9 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
                     && up.server_id.is_none_or(|id| id == s.primary_server_id);
                 (up.timeline, same)
             };
-            let r = match r {
-                Ok(_) if !same => {
-                    session = None;
-                    continue_after_poll(&cancel, shared.capture.poll_interval).await;
-                    if cancel.is_cancelled() {
-                        return;
-                    }
-                    continue;
-                }
-                r => r,
-            };
             match r {
+                // Reconnect at the next poll, to the current server.
+                Ok(_) if !same => session = None,
                 Ok((logs, cur)) => {
                     // By stored names (the current server's timeline), like the archive's.
                     let logs: Vec<(String, u64)> = logs
@@ -137,17 +128,6 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(shared.capture.poll_interval) => {}
         }
-    }
-}
-
-/// Sleeps one poll interval (cancel-safe: returns early when cancelled).
-async fn continue_after_poll(
-    cancel: &tokio_util::sync::CancellationToken,
-    every: std::time::Duration,
-) {
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = tokio::time::sleep(every) => {}
     }
 }
 

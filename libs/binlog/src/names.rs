@@ -39,13 +39,19 @@ pub fn binlog_order(name: &str) -> BinlogOrder {
 /// Timelines follow PostgreSQL's: a source's history is timeline 1 until its first
 /// failover; each server capture switches to starts the next one.
 pub fn split_timeline(name: &str) -> (u32, &str) {
-    let parsed = name.strip_prefix("tl").and_then(|rest| {
-        let (n, wire) = rest.split_once('/')?;
-        let ok = !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
-        let n: u32 = if ok { n.parse().ok()? } else { return None };
-        (n >= 2).then_some((n, wire))
-    });
-    parsed.unwrap_or((1, name))
+    name.split_once('/')
+        .and_then(|(dir, wire)| Some((timeline_dir(dir)?, wire)))
+        .unwrap_or((1, name))
+}
+
+/// The timeline whose files a directory named `dir` holds: `"tl3"` → `Some(3)`; `None`
+/// for anything but `tl<N>` with N >= 2 and no leading zero.
+pub fn timeline_dir(dir: &str) -> Option<u32> {
+    let n = dir.strip_prefix("tl")?;
+    if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok().filter(|n| *n >= 2)
 }
 
 /// The stored name of the server's file `wire` on `timeline` (the inverse of
@@ -104,6 +110,10 @@ mod tests {
             ]
         );
         assert_eq!(split_timeline("tl3/a.000001"), (3, "a.000001"));
+        assert_eq!(timeline_dir("tl12"), Some(12));
+        for not_one in ["tl1", "tl012", "tl", "tlx", "x"] {
+            assert_eq!(timeline_dir(not_one), None, "{not_one}");
+        }
         for not_one in [
             "tl1/a.000001",
             "tl02/a.000001",

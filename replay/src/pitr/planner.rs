@@ -104,25 +104,13 @@ pub async fn plan(
     // 1. The cut: (file, pos) and the last transaction applied.
     let cut = find_cut(index, status, source, target).await?;
     // 2. The newest usable base at or before the cut.
-    let base = choose_base(catalog, index, source, &cut.stop, base_id).await?;
+    let (base, start) = choose_base(catalog, index, source, &cut.stop, base_id).await?;
     let chain = snapshotter::restore::chain(catalog, &base.id)
         .await
         .map_err(|source| PlanError::BaseChain {
             base_id: base.id.clone(),
             source: Box::new(source),
         })?;
-    let multi = catalog
-        .list_timelines(source)
-        .await
-        .map_err(internal)?
-        .len()
-        > 1;
-    let start = {
-        let (idx, name, b) = (index.clone(), source.to_string(), base.clone());
-        tokio::task::spawn_blocking(move || base_position(&idx, &name, &b, multi))
-            .await
-            .map_err(internal)??
-    };
     // 3. The files in the range: present, not FAIL, no hole.
     let range = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
     check_indexed(index, source, &range).await?;
@@ -321,14 +309,15 @@ fn cut_at_gtid(idx: &Index, name: &str, g: &Gtid) -> Result<Cut, PlanError> {
 }
 
 /// The newest COMPLETED physical or logical base (only `base_id`, when given) whose
-/// binlog position is at or before `stop`.
+/// binlog position ([`base_position`], where its replay starts) is at or before `stop`,
+/// with that position.
 async fn choose_base(
     catalog: &Catalog,
     index: &Arc<Index>,
     source: &str,
     stop: &StopAt,
     base_id: Option<&str>,
-) -> Result<BackupRow, PlanError> {
+) -> Result<(BackupRow, BasePos), PlanError> {
     let stop_key = order_key(&stop.file, stop.pos);
     let bases = catalog.list_backups(source).await.map_err(internal)?;
     let multi = catalog
@@ -355,31 +344,25 @@ async fn choose_base(
     })
     .await
     .map_err(internal)??;
-    let mut candidates: Vec<(&BackupRow, &BasePos)> = placed
-        .iter()
+    // The newest (the last of equals, as a stable sort leaves them).
+    let newest = placed
+        .into_iter()
         .filter(|(_, p)| order_key(&p.file, p.pos) <= stop_key)
-        .map(|(b, p)| (b, p))
-        .collect();
-    candidates.sort_by_key(|(b, p)| (binlog_order(&p.file), p.pos, b.started_at));
-    let candidates: Vec<&BackupRow> = candidates.into_iter().map(|(b, _)| b).collect();
-    if let (Some(id), None) = (base_id, candidates.last()) {
+        .max_by_key(|(b, p)| (binlog_order(&p.file), p.pos, b.started_at));
+    if let (Some(id), None) = (base_id, &newest) {
         return Err(PlanError::BaseNotUsable {
             source_name: source.to_string(),
             base_id: id.to_string(),
         });
     }
-    let Some(base) = candidates.last().copied() else {
-        let oldest = bases
+    newest.ok_or_else(|| PlanError::NoBase {
+        source_name: source.to_string(),
+        oldest: bases
             .iter()
             .filter(|b| b.state == BackupState::Completed)
             .filter_map(|b| b.consistent_at)
-            .min();
-        return Err(PlanError::NoBase {
-            source_name: source.to_string(),
-            oldest,
-        });
-    };
-    Ok(base.clone())
+            .min(),
+    })
 }
 
 /// The catalog's files from the base's file to the stop's, in order, checked: the range

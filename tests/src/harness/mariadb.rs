@@ -640,6 +640,23 @@ impl MariaDb {
         Ok(())
     }
 
+    /// The table checksums of schema `test` ([`MariaDb::table_checksums`]) and a time
+    /// (unix seconds) right after them: returns once the wall clock is past that second,
+    /// so the next transaction commits in a later one (a PITR target for "as it was").
+    pub fn checkpoint(&self) -> Result<(u64, BTreeMap<String, String>)> {
+        let sums = self.table_checksums(&["test"])?;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+        };
+        let t = now()?;
+        while now()? <= t {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok((t, sums))
+    }
+
     /// Waits until `@@gtid_binlog_pos` has not changed for `quiet` (a replica applied
     /// what it received from a primary that is gone), at most `timeout`.
     pub fn wait_gtid_settled(&self, quiet: Duration, timeout: Duration) -> Result<String> {
