@@ -2,7 +2,11 @@
 //!
 //! # Layout
 //!
-//! `<dir>/data` (datadir), `<dir>/mysqld.sock`, `<dir>/mysqld.pid`, `<dir>/error.log`.
+//! `<dir>/data` (datadir), `<dir>/mysqld.sock`, `<dir>/mysqld.pid`, `<dir>/error.log`,
+//! `<dir>/tmp` (the instance's own `--tmpdir`: mariadbd deletes every `#sql*` file in its
+//! tmpdir when it starts (sql/sql_base.cc `mysql_rm_tmp_tables`), so a shared `/tmp`
+//! would let a starting scratch server remove the temporary tables of any other server on
+//! the host).
 //! `<dir>` is created 0700: the socket of a private instance accepts anyone who can
 //! reach it.
 //!
@@ -155,6 +159,11 @@ impl InstanceSpec {
     pub fn error_log(&self) -> PathBuf {
         self.dir.join("error.log")
     }
+
+    /// `<dir>/tmp`: the instance's private `--tmpdir` (see the module doc).
+    pub fn tmpdir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
 }
 
 /// A running mariadbd.
@@ -199,9 +208,11 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// The tool's failure with its output tail.
 pub async fn install_db(install_db: &Path, spec: &InstanceSpec) -> Result<(), InstanceError> {
     prepare_dir(&spec.dir)?;
+    prepare_dir(&spec.tmpdir())?;
     let mut cmd = tokio::process::Command::new(install_db);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", spec.datadir().display()))
+        .arg(format!("--tmpdir={}", spec.tmpdir().display()))
         .arg("--auth-root-authentication-method=normal")
         .arg("--skip-test-db");
     if is_root() {
@@ -266,6 +277,7 @@ impl Instance {
         private: bool,
         timeout: Duration,
     ) -> Result<Instance, InstanceError> {
+        prepare_dir(&spec.tmpdir())?;
         let p = &spec.pitr;
         let mut args = vec![
             "--no-defaults".to_string(),
@@ -273,6 +285,7 @@ impl Instance {
             format!("--socket={}", spec.socket().display()),
             format!("--pid-file={}", spec.dir.join("mysqld.pid").display()),
             format!("--log-error={}", spec.error_log().display()),
+            format!("--tmpdir={}", spec.tmpdir().display()),
             format!("--server-id={}", spec.server_id),
             format!("--relay-log={}", spec.datadir().join("relay-bin").display()),
             "--skip-slave-start".into(),

@@ -109,6 +109,12 @@ impl MariaDb {
             .context("create temporary directory for mariadbd")?;
         let datadir = tmp.path().join("data");
         let install_log_path = tmp.path().join("install-db.log");
+        // Each server has its own tmpdir: mariadbd deletes every `#sql*` file in its
+        // tmpdir when it starts (sql/sql_base.cc `mysql_rm_tmp_tables`), which in a shared
+        // /tmp removed the temporary tables of servers other tests were running (seen in
+        // CI as a failed mariadb-install-db and a mydumper "Lost connection").
+        let tmpdir = tmp.path().join("tmp");
+        fs::create_dir_all(&tmpdir).with_context(|| format!("create {}", tmpdir.display()))?;
         // mariadb-install-db has been seen to fail now and then when several run at once
         // (parallel tests); it is retried on a fresh datadir, and a final failure shows
         // its log.
@@ -120,6 +126,7 @@ impl MariaDb {
             let mut cmd = Command::new(&install_db);
             cmd.arg("--no-defaults")
                 .arg(format!("--datadir={}", datadir.display()))
+                .arg(format!("--tmpdir={}", tmpdir.display()))
                 .arg("--auth-root-authentication-method=normal")
                 .arg("--skip-test-db");
             if is_root() {
@@ -474,6 +481,7 @@ impl MariaDb {
             "--bind-address=127.0.0.1".to_string(),
             format!("--pid-file={}", dir.join("mysqld.pid").display()),
             format!("--log-error={}", self.error_log_path().display()),
+            format!("--tmpdir={}", dir.join("tmp").display()),
             format!("--log-bin={}", dir.join("data").join("mysql-bin").display()),
             format!("--server-id={}", o.server_id),
             format!("--gtid-domain-id={}", o.gtid_domain_id),
@@ -499,6 +507,8 @@ impl MariaDb {
         if self.is_running() {
             bail!("mariadbd on port {} is already running", self.port);
         }
+        let tmpdir = self.tmp.path().join("tmp");
+        fs::create_dir_all(&tmpdir).with_context(|| format!("create {}", tmpdir.display()))?;
         let args = self.mariadbd_args();
         let child = Command::new(&self.mariadbd)
             .args(&args)
