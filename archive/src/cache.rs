@@ -480,26 +480,43 @@ pub fn empty_at_start(root: &Path) -> u64 {
 
 fn remove_under(root: &Path, staging_too: bool) -> u64 {
     let mut freed = 0;
-    let Ok(sources) = std::fs::read_dir(root) else {
-        return 0;
-    };
-    for s in sources.flatten() {
-        let Ok(rd) = std::fs::read_dir(s.path()) else {
+    for e in cache_entries(root) {
+        // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
+        if !staging_too && is_staging(&e.file_name()) {
             continue;
-        };
-        for e in rd.flatten() {
-            // A fetch in progress (`.part`) finishes; its copy goes at the next pass.
-            if !staging_too && is_staging(&e.file_name()) {
-                continue;
-            }
-            if let Ok(md) = e.metadata() {
-                if md.is_file() && std::fs::remove_file(e.path()).is_ok() {
-                    freed += md.len();
-                }
+        }
+        if let Ok(md) = e.metadata() {
+            if md.is_file() && std::fs::remove_file(e.path()).is_ok() {
+                freed += md.len();
             }
         }
     }
     freed
+}
+
+/// The entries of every source's directory under the cache `root` and of its timelines'
+/// directories (`<source>/tl<N>/`, where files of timelines N >= 2 are kept), the
+/// directories themselves left out. Unreadable directories are skipped.
+fn cache_entries(root: &Path) -> Vec<std::fs::DirEntry> {
+    let Ok(sources) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in sources.flatten() {
+        let Ok(dirs) = super::local::timeline_dirs(&s.path()) else {
+            continue;
+        };
+        for d in dirs {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            out.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())),
+            );
+        }
+    }
+    out
 }
 
 /// Whether a cache entry is a fetch's staging file (`<file>.<n>.part`).
@@ -527,23 +544,15 @@ fn touch(p: &Path) {
 /// the total is at most `budget` bytes, never `keep`.
 fn trim(root: &Path, budget: u64, keep: &Path) {
     let mut files: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
-    let Ok(sources) = std::fs::read_dir(root) else {
-        return;
-    };
-    for s in sources.flatten() {
-        let Ok(rd) = std::fs::read_dir(s.path()) else {
+    for e in cache_entries(root) {
+        // Another fetch's staging file: neither counted nor removed.
+        if is_staging(&e.file_name()) {
             continue;
-        };
-        for e in rd.flatten() {
-            // Another fetch's staging file: neither counted nor removed.
-            if is_staging(&e.file_name()) {
-                continue;
-            }
-            if let Ok(md) = e.metadata() {
-                if md.is_file() {
-                    let t = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    files.push((t, md.len(), e.path()));
-                }
+        }
+        if let Ok(md) = e.metadata() {
+            if md.is_file() {
+                let t = md.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                files.push((t, md.len(), e.path()));
             }
         }
     }
@@ -584,5 +593,29 @@ mod tests {
         assert!(s.join("a").exists());
         assert!(!s.join("b").exists());
         assert!(s.join("c").exists());
+    }
+
+    /// A timeline's files (`<source>/tl<N>/`) count towards the budget and go like any
+    /// other; emptying the cache removes them too.
+    #[test]
+    fn trim_and_empty_reach_timeline_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("db1");
+        std::fs::create_dir_all(s.join("tl2")).unwrap();
+        let t0 = SystemTime::now() - std::time::Duration::from_secs(100);
+        for (i, p) in [s.join("tl2").join("a"), s.join("b")].iter().enumerate() {
+            std::fs::write(p, vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options().append(true).open(p).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i as u64 * 10))
+                .unwrap();
+        }
+        trim(d.path(), 100, &s.join("b"));
+        assert!(
+            !s.join("tl2").join("a").exists(),
+            "the oldest, on timeline 2"
+        );
+        assert!(s.join("b").exists());
+        std::fs::write(s.join("tl2").join("c"), vec![0u8; 50]).unwrap();
+        assert_eq!(empty(d.path()), 150);
     }
 }

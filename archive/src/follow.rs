@@ -288,7 +288,9 @@ async fn extend_tail(
         path: path.clone(),
         source,
     };
-    tokio::fs::create_dir_all(ctx.dir).await.map_err(werr)?;
+    tokio::fs::create_dir_all(super::local::dir_of_in(ctx.dir, file))
+        .await
+        .map_err(werr)?;
     let on_disk = match tokio::fs::metadata(&path).await {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -365,10 +367,11 @@ async fn extend_tail(
     Ok(Some(len))
 }
 
-/// Removes every file of `dir` but `keep` (tail copies of files whole in the store now).
+/// Removes every file of `dir` and its timelines' directories but `keep` (a stored
+/// name): tail copies of files whole in the store now.
 fn remove_other_copies(dir: &Path, keep: Option<&str>) -> Result<(), RebuildError> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
+    let dirs = match super::local::timeline_dirs(dir) {
+        Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
             return Err(RebuildError::Write {
@@ -377,10 +380,17 @@ fn remove_other_copies(dir: &Path, keep: Option<&str>) -> Result<(), RebuildErro
             })
         }
     };
-    for e in rd.flatten() {
-        if Some(e.file_name().to_string_lossy().as_ref()) != keep {
-            // A dump reading it keeps its open handle; the next open reads the store.
-            let _ = std::fs::remove_file(e.path());
+    let keep = keep.map(|k| dir.join(k));
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let is_file = e.file_type().is_ok_and(|t| t.is_file());
+            if is_file && keep.as_deref() != Some(e.path().as_path()) {
+                // A dump reading it keeps its open handle; the next open reads the store.
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
     Ok(())

@@ -115,6 +115,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The directory of the source directory `dir` that holds the stored file `file`: `dir`
+/// itself, or its timeline's `tl<N>` (N >= 2).
+pub fn dir_of_in(dir: &Path, file: &str) -> PathBuf {
+    match binlog::split_timeline(file) {
+        (1, _) => dir.to_path_buf(),
+        (n, _) => dir.join(format!("tl{n}")),
+    }
+}
+
+/// Creates the directory of the stored file `file` in the source directory `dir` (a
+/// timeline's `tl<N>`, fsynced into `dir` when new) and returns it.
+///
+/// # Errors
+///
+/// The I/O error of the creation or the fsync.
+pub fn prepare_dir_of(dir: &Path, file: &str) -> io::Result<PathBuf> {
+    let d = dir_of_in(dir, file);
+    if !d.is_dir() {
+        std::fs::create_dir_all(&d)?;
+        fsync_dir(dir)?;
+    }
+    Ok(d)
+}
+
+/// Records the stored file `file` of the source directory `dir` as its active file,
+/// `len` bytes durable: the control file replaced atomically ([`write_atomic`]) and the
+/// file's own directory fsynced too (a timeline's, which holds its new entry). Call
+/// after the file's data are fsynced. Blocking.
+///
+/// # Errors
+///
+/// The I/O error of the write or an fsync.
+pub fn record_active(dir: &Path, file: &str, len: u64) -> io::Result<()> {
+    let control = Control {
+        file: file.to_owned(),
+        durable_len: len,
+    };
+    write_atomic(
+        &dir.join(CONTROL_FILE),
+        &serde_json::to_vec(&control).map_err(io::Error::other)?,
+    )?;
+    let d = dir_of_in(dir, file);
+    if d != dir {
+        fsync_dir(&d)?;
+    }
+    Ok(())
+}
+
 /// The control file of the source directory `dir`, if present, parseable and, when it
 /// carries one, its check value matches (a record torn by a crash mid-write is no
 /// record: recovery then validates from position 4).
@@ -229,10 +277,7 @@ impl LocalFiles {
     /// The directory holding the stored file `file`: the source directory, or its
     /// timeline's (whose entries a new file's creation must fsync).
     pub fn dir_of(&self, file: &str) -> PathBuf {
-        match binlog::split_timeline(file) {
-            (1, _) => self.dir.clone(),
-            (n, _) => self.dir.join(format!("tl{n}")),
-        }
+        dir_of_in(&self.dir, file)
     }
 
     /// Binlog files present, in binlog order (timelines in order, `binlog::binlog_order`),
@@ -351,7 +396,11 @@ impl LocalFiles {
 }
 
 /// `dir` and its timeline directories (`tl<N>`, N >= 2), in no particular order.
-fn timeline_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+///
+/// # Errors
+///
+/// `dir` cannot be read (a missing `dir` too).
+pub fn timeline_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut v = vec![dir.to_owned()];
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

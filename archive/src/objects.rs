@@ -69,6 +69,15 @@ pub fn split_epoch(name: &str) -> (&str, i64) {
     (name, 0)
 }
 
+/// The name of a whole object or its manifest below `<source>/binlogs/` (`rest`, the key
+/// without that prefix), when `rest` is one: a stored file name (`tl<N>/` for timelines
+/// N >= 2) with an optional `.e<epoch>` and `.manifest.json`, no further `/` (chunks
+/// and index segments live in `<file>.chunks/` and `<file>.index/`). `None` otherwise.
+pub fn whole_object_name(rest: &str) -> Option<&str> {
+    let (_, name) = binlog::split_timeline(rest);
+    (!name.is_empty() && !name.contains('/')).then_some(rest)
+}
+
 /// The key of the chunk `[start, end)` of `file`, written in `epoch` with `codec`.
 pub fn chunk_key(
     source: &str,
@@ -151,6 +160,29 @@ pub struct Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_objects_and_manifests_of_every_timeline_are_told_from_chunks_and_segments() {
+        for whole in [
+            "mysql-bin.000007",
+            "mysql-bin.000007.e3",
+            "mysql-bin.000007.e3.manifest.json",
+            "tl2/mysql-bin.000007",
+            "tl12/mysql-bin.000007.e4.manifest.json",
+        ] {
+            assert_eq!(whole_object_name(whole), Some(whole), "{whole}");
+        }
+        for other in [
+            "mysql-bin.000007.chunks/000000000000-000000000100.e1.zst",
+            "mysql-bin.000007.index/e1.zst",
+            "tl2/mysql-bin.000007.index/e1.zst",
+            "tl1/mysql-bin.000007",
+            "other/mysql-bin.000007",
+            "tl2/",
+        ] {
+            assert_eq!(whole_object_name(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn keys_sort_by_offset_and_chunk_names_parse_back() {

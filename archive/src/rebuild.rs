@@ -59,10 +59,10 @@ use tracing::{info, warn};
 use super::cache::ArchiveReader;
 use super::fetch::{self, FetchError};
 use super::index::{Index, IndexError};
-use super::local::{fsync_dir, is_safe_file_name, Control, CONTROL_FILE};
+use super::local::{fsync_dir, list_binlogs, prepare_dir_of, record_active};
 use super::objects::{self, Manifest};
 use super::tier::ArchiveTier;
-use binlog::{binlog_order, binlog_seq};
+use binlog::binlog_order;
 
 /// Largest base manifest read, bytes (a mydumper base lists one object per table file).
 const BASE_MANIFEST_MAX: usize = 64 << 20;
@@ -220,20 +220,14 @@ pub async fn needed(ctx: &RebuildCtx<'_>) -> Result<bool, RebuildError> {
     Ok(!binlogs.is_empty())
 }
 
-/// Whether `dir` holds a binlog file (a missing directory holds none).
+/// Whether `dir` or one of its timelines' directories holds a binlog file (a missing
+/// directory holds none).
 fn has_binlogs(dir: &Path) -> std::io::Result<bool> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if is_safe_file_name(&name) && binlog_seq(&name).is_some() {
-            return Ok(true);
-        }
+    match list_binlogs(dir) {
+        Ok(v) => Ok(!v.is_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
-    Ok(false)
 }
 
 /// Rebuilds every configured source (or only `only`) that [`needed`] says lost its
@@ -426,8 +420,8 @@ async fn list_held(
                 .or_default()
                 .manifests
                 .insert(epoch);
-        } else if !rest.contains('/') {
-            let (file, epoch) = objects::split_epoch(rest);
+        } else if let Some(name) = objects::whole_object_name(rest) {
+            let (file, epoch) = objects::split_epoch(name);
             held.entry(binlog_order(file))
                 .or_default()
                 .objects
@@ -575,6 +569,9 @@ pub(crate) async fn copy_durably(src: &Path, dst: &Path) -> Result<(), RebuildEr
             source,
         };
         let part = PathBuf::from(format!("{}.tmp", dst.display()));
+        if let Some(d) = dst.parent() {
+            std::fs::create_dir_all(d).map_err(werr)?;
+        }
         std::fs::copy(&src, &part).map_err(werr)?;
         std::fs::File::open(&part)
             .and_then(|f| f.sync_all())
@@ -626,6 +623,13 @@ pub(crate) async fn rebuild_active(
     // The chunks go to `<file>.tmp` one at a time (memory: one chunk), then the valid
     // prefix is renamed into place.
     let part = PathBuf::from(format!("{}.tmp", path.display()));
+    {
+        let (d, f) = (dir.to_path_buf(), file.to_string());
+        tokio::task::spawn_blocking(move || prepare_dir_of(&d, &f))
+            .await
+            .map_err(|source| RebuildError::Task { source })?
+            .map_err(werr)?;
+    }
     let mut out = tokio::fs::File::create(&part).await.map_err(werr)?;
     let mut pos = 0u64;
     let mut taken: Vec<ArchiveObjectRow> = Vec::new();
@@ -680,8 +684,8 @@ pub(crate) async fn rebuild_active(
         let _ = tokio::fs::remove_file(&part).await;
         return Ok(None);
     }
-    let (p, d) = (path.clone(), dir.to_path_buf());
-    let len = tokio::task::spawn_blocking(move || install_valid_prefix(&part, &p, &d))
+    let (d, f) = (dir.to_path_buf(), file.to_string());
+    let len = tokio::task::spawn_blocking(move || install_valid_prefix(&part, &d, &f))
         .await
         .map_err(|source| RebuildError::Task { source })?
         .map_err(werr)?;
@@ -731,28 +735,18 @@ pub(crate) async fn fetch_chunk(
     Ok((stored, plain))
 }
 
-/// Cuts `part` to its valid prefix, fsyncs it, renames it to `path` and records it as
-/// the active file in `dir`'s control file (written atomically, directory fsynced).
-/// Returns the prefix's length, bytes. Blocking.
-fn install_valid_prefix(part: &Path, path: &Path, dir: &Path) -> std::io::Result<u64> {
+/// Cuts `part` to its valid prefix, fsyncs it, renames it to the stored file `file` of
+/// the source directory `dir` and records it as the active file
+/// ([`super::local::record_active`]: control file written atomically, directories
+/// fsynced). Returns the prefix's length, bytes. Blocking.
+fn install_valid_prefix(part: &Path, dir: &Path, file: &str) -> std::io::Result<u64> {
     let v = binlog::check::valid_prefix(part, 4)?;
     let f = std::fs::OpenOptions::new().write(true).open(part)?;
     f.set_len(v.len)?;
     f.sync_all()?;
     drop(f);
-    std::fs::rename(part, path)?;
-    super::local::write_atomic(
-        &dir.join(CONTROL_FILE),
-        &serde_json::to_vec(&Control {
-            file: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            durable_len: v.len,
-        })
-        .map_err(std::io::Error::other)?,
-    )?;
-    fsync_dir(dir)?;
+    std::fs::rename(part, dir.join(file))?;
+    record_active(dir, file, v.len)?;
     Ok(v.len)
 }
 

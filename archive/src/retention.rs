@@ -160,7 +160,7 @@ async fn whole_object_epochs(
     let dir = format!("{source}/binlogs/");
     let mut out: std::collections::HashMap<String, Vec<i64>> = Default::default();
     for (key, _) in store.list(&dir).await? {
-        let Some(name) = key.strip_prefix(&dir).filter(|n| !n.contains('/')) else {
+        let Some(name) = key.strip_prefix(&dir).and_then(objects::whole_object_name) else {
             continue;
         };
         let name = name.strip_suffix(".manifest.json").unwrap_or(name);

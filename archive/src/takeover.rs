@@ -49,7 +49,7 @@
 //! a takeover that stops halfway is run again by the next owner (this node or another),
 //! which finds a state of the same kind: rows that claim more than the store holds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,10 +59,12 @@ use tracing::{info, warn};
 
 use super::cache::{ArchiveReader, Evicted};
 use super::index::Index;
-use super::local::{fsync_dir, is_safe_file_name, CONTROL_FILE};
+use super::local::{
+    dir_of_in, fsync_dir, list_binlogs, prepare_dir_of, record_active, CONTROL_FILE,
+};
 use super::rebuild::{copy_durably, rebuild_active, ChunkCtx, HeldChunk, RebuildError};
 use super::tier::ArchiveTier;
-use binlog::{binlog_order, binlog_seq};
+use binlog::binlog_order;
 
 /// What a takeover reads and writes.
 pub struct TakeoverCtx<'a> {
@@ -341,22 +343,14 @@ fn plan_durable(p: &mut Plan, r: &BinlogFileRow, f: Facts) {
     }
 }
 
-/// The binlog files in `dir` (name -> size); none when it does not exist.
+/// The binlog files of the source directory `dir` and its timelines' (stored name ->
+/// size); none when it does not exist.
 fn local_files(dir: &Path) -> std::io::Result<BTreeMap<String, u64>> {
-    let mut out = BTreeMap::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for e in rd {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if is_safe_file_name(&name) && binlog_seq(&name).is_some() && e.file_type()?.is_file() {
-            out.insert(name, e.metadata()?.len());
-        }
+    match list_binlogs(dir) {
+        Ok(v) => Ok(v.into_iter().collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
     }
-    Ok(out)
 }
 
 /// Takes `ctx.source` over (module docs). Call after acquiring its lease and before
@@ -428,8 +422,9 @@ pub async fn take_over(ctx: &TakeoverCtx<'_>) -> Result<TakeoverReport, RebuildE
     Ok(report)
 }
 
-/// Step 1: moves `files` of `dir` to `superseded-e<epoch>/`, with the control file
-/// when it names one of them.
+/// Step 1: moves `files` (stored names) of `dir` to `superseded-e<epoch>/` (a
+/// timeline's file to its `tl<N>/` there), with the control file when it names one of
+/// them.
 fn set_aside(dir: &Path, epoch: i64, files: &[String]) -> std::io::Result<()> {
     if files.is_empty() {
         return Ok(());
@@ -437,15 +432,18 @@ fn set_aside(dir: &Path, epoch: i64, files: &[String]) -> std::io::Result<()> {
     let aside = dir.join(format!("superseded-e{epoch}"));
     std::fs::create_dir_all(&aside)?;
     let control = super::local::read_control_in(dir);
+    let mut touched: BTreeSet<PathBuf> = BTreeSet::from([aside.clone(), dir.to_path_buf()]);
     for f in files {
         warn!(file = %f, to = %aside.display(), "a local binlog disagrees with the archive's record; moved aside");
+        let to = prepare_dir_of(&aside, f)?;
         std::fs::rename(dir.join(f), aside.join(f))?;
+        touched.insert(to);
+        touched.insert(dir_of_in(dir, f));
     }
     if control.is_some_and(|c| files.contains(&c.file)) {
         std::fs::rename(dir.join(CONTROL_FILE), aside.join(CONTROL_FILE))?;
     }
-    fsync_dir(&aside)?;
-    fsync_dir(dir)
+    touched.iter().try_for_each(|d| fsync_dir(d))
 }
 
 /// Steps 2 and 3: closed files decoded from their chunks, then the newest durable file
@@ -574,8 +572,8 @@ async fn continue_active(
             return Ok((a.file.clone(), local));
         }
     }
-    let (p, d) = (path.clone(), dir.to_path_buf());
-    blocking(move || write_fresh(&p, &d)).await?.map_err(werr)?;
+    let (d, f) = (dir.to_path_buf(), a.file.clone());
+    blocking(move || write_fresh(&d, &f)).await?.map_err(werr)?;
     Ok((a.file.clone(), 4))
 }
 
@@ -605,44 +603,34 @@ async fn decode_over_local(
     if local <= 4 {
         return Ok(got);
     }
-    let (p, k, d) = (path.clone(), keep.clone(), dir.to_path_buf());
+    let (p, k, d, f) = (
+        path.clone(),
+        keep.clone(),
+        dir.to_path_buf(),
+        a.file.clone(),
+    );
     let longer = got.filter(|len| *len >= local);
     blocking(move || -> std::io::Result<()> {
         if longer.is_some() {
             return std::fs::remove_file(&k);
         }
         std::fs::rename(&k, &p)?;
-        record_active_file(&p, &d, local)
+        record_active(&d, &f, local)
     })
     .await?
     .map_err(werr)?;
     Ok(longer)
 }
 
-/// A new active file at `path`: the binlog magic alone, fsynced, recorded in `dir`'s
-/// control file. Blocking.
-fn write_fresh(path: &Path, dir: &Path) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
+/// A new active file `file` (a stored name) in the source directory `dir`: the binlog
+/// magic alone, fsynced, recorded in the control file (its timeline's directory
+/// created first). Blocking.
+fn write_fresh(dir: &Path, file: &str) -> std::io::Result<()> {
+    prepare_dir_of(dir, file)?;
+    let mut f = std::fs::File::create(dir.join(file))?;
     std::io::Write::write_all(&mut f, &binlog::BINLOG_MAGIC)?;
     f.sync_all()?;
-    record_active_file(path, dir, 4)
-}
-
-/// Records `path` as the active file of `dir`, `len` bytes durable, in the control
-/// file (written atomically, the directory fsynced). Blocking.
-fn record_active_file(path: &Path, dir: &Path, len: u64) -> std::io::Result<()> {
-    let control = super::local::Control {
-        file: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        durable_len: len,
-    };
-    super::local::write_atomic(
-        &dir.join(CONTROL_FILE),
-        &serde_json::to_vec(&control).map_err(std::io::Error::other)?,
-    )?;
-    fsync_dir(dir)
+    record_active(dir, file, 4)
 }
 
 /// Runs blocking file-system work off the runtime's workers.

@@ -66,8 +66,9 @@ mod harness;
 pub use harness::archive::{assert_archive_identical, IN_USE_FLAG_OFFSET};
 pub use harness::config::{grep_file, write_config, write_config_sources, SourceSpec};
 pub use harness::fleet::{
-    assert_catalog_and_store_identical, fleet_with_bases, nodes_with_bases, restore_at, take_base,
-    wait_catalog_and_store_identical, wait_streaming_owner, FleetNode, Services, FLEET_CAPTURE,
+    assert_catalog_and_store_identical, assert_timeline_identical, fleet_with_bases,
+    nodes_with_bases, restore_at, take_base, wait_catalog_and_store_identical,
+    wait_streaming_owner, FleetNode, Services, FLEET_CAPTURE,
 };
 pub use harness::load::{WriteLoad, WriteLoadOptions};
 pub use harness::mariadb::{

@@ -529,3 +529,134 @@ fn same_but_in_use(a: &[u8], b: &[u8]) -> bool {
             .enumerate()
             .all(|(k, (x, y))| x == y || k == IN_USE_FLAG_OFFSET)
 }
+
+/// Failover follow on a fleet: two nodes on one PostgreSQL catalog and one bucket, the
+/// source on P1 and P2 (`urls`). P1 dies and P2 is promoted: the owner switches to
+/// timeline 2 under its epoch. The owner is then killed under P2's write load, and the
+/// other node takes the source over from the store, on timeline 2 (its `tl2/` files
+/// decoded from the chunks), and streams from P2 again: every closed file of P2 from
+/// the switch on is SUCC with P2's SHA-256 and whole in the store, the active one a
+/// prefix of P2's, P2's last transaction indexed on timeline 2, every file of both
+/// timelines checked.
+#[test]
+fn a_fleet_owner_follows_a_failover_and_a_takeover_continues_the_new_timeline() -> Result<()> {
+    let (mut p1, p2) = pair()?;
+    let svc = Services::start(&server_bin())?;
+    let specs = [SourceSpec {
+        name: "db".into(),
+        url: p1.repl_url(),
+        server_id: 4545,
+        start: "\"earliest\"".into(),
+    }];
+    let a = svc.node("node-a", &specs, "3s")?;
+    let b = svc.node("node-b", &specs, "3s")?;
+    for n in [&a, &b] {
+        n.edit_config(|text| {
+            let one = format!("url = {}", toml_string(&p1.repl_url()));
+            anyhow::ensure!(text.contains(&one), "no {one} in the config");
+            Ok(text.replace(
+                &one,
+                &format!(
+                    "urls = [{}, {}]\nfailover_timeout = \"{FAILOVER_SECS}s\"",
+                    toml_string(&p1.repl_url()),
+                    toml_string(&p2.repl_url())
+                ),
+            ))
+        })?;
+    }
+    let mut pa = a.start()?;
+    wait_streaming_owner(&pa, &a.id, "db", Duration::from_secs(30))?;
+    let pb = b.start()?;
+    let load = WriteLoad::start(
+        &p1,
+        WriteLoadOptions {
+            max_txns: 100_000,
+            max_duration: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )?;
+    wait_for("rotations on P1", Duration::from_secs(30), || {
+        Ok((p1.binlog_files()?.len() >= 3).then_some(()))
+    })?;
+    p1.kill9()?;
+    let _ = load.stop(); // its connection died with P1
+    promote(&p2)?;
+    wait_for(
+        "node-a streaming from P2 on timeline 2",
+        Duration::from_secs(FAILOVER_SECS + 10),
+        || {
+            let s = pa.get_json("/v1/sources/db")?;
+            let on_tl2 = s["durable_file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("tl2/"));
+            Ok((on_tl2 && s["state"] == "streaming").then_some(()))
+        },
+    )
+    .with_context(|| pa.log_tail(40))?;
+
+    let writes = WriteLoad::start(
+        &p2,
+        WriteLoadOptions {
+            max_txns: 3000,
+            max_duration: Duration::from_secs(40),
+            ..Default::default()
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    pa.kill9()?;
+    let killed = Instant::now();
+    let s = wait_streaming_owner(&pb, &b.id, "db", Duration::from_secs(30))
+        .with_context(|| pb.log_tail(60))?;
+    assert_eq!(s["lease"]["epoch"], 2, "{s}");
+    eprintln!(
+        "node-b streaming after {:?}; takeover {}",
+        killed.elapsed(),
+        s["takeover"]
+    );
+    assert!(
+        s["takeover"]["summary"]
+            .as_str()
+            .is_some_and(|t| t.contains("resumes in tl2/")),
+        "{s}"
+    );
+    assert!(writes.stop()? > 0);
+    p2.flush_binary_logs()?;
+    wait_caught_up_on_tl2(&pb, &p2, Duration::from_secs(90)).with_context(|| pb.log_tail(60))?;
+
+    let tl = pb.get_json("/v1/sources/db/timelines")?;
+    let rows = tl["timelines"].as_array().context("timelines")?;
+    assert_eq!(rows.len(), 2, "{tl}");
+    assert_eq!(rows[1]["server_id"], 2, "{tl}");
+    let first = rows[1]["first_file"].as_str().context("first_file")?;
+    let first_wire = first.strip_prefix("tl2/").context("a tl2/ name")?;
+    let closed = wait_for(
+        "P2's closed files SUCC and whole in the store",
+        Duration::from_secs(90),
+        || assert_timeline_identical(&svc.pg, &p2, "db", 2, Some(first_wire)).map(Some),
+    )
+    .with_context(|| pb.log_tail(60))?;
+    assert!(closed >= 1, "P2 closed {closed} files since the switch");
+    let p2_last = p2.gtid_binlog_pos()?;
+    let found = pb.get_json(&format!("/v1/sources/db/lookup?gtid={p2_last}"))?;
+    assert!(
+        found["transaction"]["file"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("tl2/")),
+        "{found}"
+    );
+    let (active, _) = p2.binlog_files()?.pop().context("P2's binlogs")?;
+    let ours = std::fs::read(b.source_dir("db").join("tl2").join(&active))
+        .with_context(|| format!("node-b's tl2/{active}"))?;
+    let theirs = std::fs::read(p2.binlog_path(&active))?;
+    assert!(
+        ours.len() <= theirs.len()
+            && ours
+                .iter()
+                .zip(&theirs)
+                .enumerate()
+                .all(|(k, (x, y))| x == y || k == IN_USE_FLAG_OFFSET),
+        "node-b's tl2/{active} is not a prefix of P2's"
+    );
+    wait_all_succ(&pb, "db", Duration::from_secs(60))?;
+    Ok(())
+}

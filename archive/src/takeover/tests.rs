@@ -1,6 +1,7 @@
 //! The takeover's plan, from rows and local files as a previous owner leaves them.
 
 use super::*;
+use binlog::binlog_seq;
 
 fn row(name: &str, size: u64, state: FileState) -> BinlogFileRow {
     BinlogFileRow {
@@ -204,4 +205,66 @@ fn a_fail_file_never_anchors_the_resume_point_and_is_left_to_the_checker() {
     assert_eq!(names(&p.left), [F1]);
     assert_eq!(p.durable.len(), 1);
     assert_eq!(p.active.map(|a| a.file), Some(F3.to_string()));
+}
+
+/// Timeline 2's files (`tl2/`) follow timeline 1's in the plan: the switch's file of
+/// the old timeline (the old primary's last, cut by the failover) stays, the new
+/// timeline's file is the active one, and a file after it that nothing backs goes.
+#[test]
+fn a_new_timelines_files_follow_the_old_ones_in_the_plan() {
+    const T2A: &str = "tl2/mysql-bin.000001";
+    const T2B: &str = "tl2/mysql-bin.000002";
+    let rows = [
+        row(T2B, 300, FileState::Active),
+        row(F2, 900, FileState::Succ),
+        row(T2A, 800, FileState::Succ),
+        row(F1, 1000, FileState::Succ),
+    ];
+    let objs = [
+        whole(F1, 1000),
+        whole(F2, 900),
+        chunk(T2A, 0, 800),
+        chunk(T2B, 0, 100),
+    ];
+    let p = plan(&rows, &objs, &local(&[(F1, 1000), (F2, 900)]));
+    assert_eq!(names(&p.keep), [F1, F2]);
+    assert_eq!(
+        p.from_chunks
+            .iter()
+            .map(|c| c.0.as_str())
+            .collect::<Vec<_>>(),
+        [T2A]
+    );
+    assert_eq!(p.active.as_ref().map(|a| a.file.as_str()), Some(T2B));
+    assert!(p.drop.is_empty() && p.set_aside.is_empty() && p.left.is_empty());
+}
+
+/// The local files of a source directory include its timelines' (by stored name), and
+/// one set aside keeps its timeline's directory under `superseded-e<epoch>/`, with the
+/// control file that names it.
+#[test]
+fn local_files_and_set_aside_know_timeline_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("tl2")).unwrap();
+    std::fs::write(dir.join(F1), vec![0u8; 10]).unwrap();
+    std::fs::write(dir.join("tl2").join(F2), vec![0u8; 20]).unwrap();
+    std::fs::write(dir.join("tl2").join("notes.txt"), b"x").unwrap();
+    super::super::local::record_active(dir, "tl2/mysql-bin.000002", 20).unwrap();
+    let got = local_files(dir).unwrap();
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [
+            (F1.to_string(), 10),
+            ("tl2/mysql-bin.000002".to_string(), 20)
+        ]
+    );
+    set_aside(dir, 3, &["tl2/mysql-bin.000002".to_string()]).unwrap();
+    let aside = dir.join("superseded-e3");
+    assert!(aside.join("tl2").join(F2).is_file());
+    assert!(!dir.join("tl2").join(F2).exists());
+    assert!(aside.join(CONTROL_FILE).is_file());
+    assert!(!dir.join(CONTROL_FILE).exists());
+    assert_eq!(local_files(dir).unwrap().len(), 1);
+    assert!(local_files(&dir.join("absent")).unwrap().is_empty());
 }

@@ -44,8 +44,12 @@
 //! newest timeline is the newer of the catalog's newest row and the local store's
 //! newest file, so a crash between the two resumes the switch where it was.
 //!
-//! Not done yet (issue 22): the MySQL dialect (COM_BINLOG_DUMP_GTID, GTID sets) and a
-//! fleet node stop with a message instead of switching; an undecided fork is not
+//! On a fleet node the switch is the owner's like any capture write (fenced by its
+//! epoch); a takeover, a rebuild and a following node read `tl<N>/` files like the
+//! others (`archive::local::list_binlogs`).
+//!
+//! Not done yet (issue 22): the MySQL dialect (COM_BINLOG_DUMP_GTID, GTID sets) stops
+//! with a message instead of switching; an undecided fork is not
 //! restored after a restart; divergence is judged on the archive's last GTID only (one
 //! domain).
 
@@ -167,7 +171,9 @@ struct Candidate {
 /// # Errors
 ///
 /// [`StreamEnd::Definite`] when the switch is impossible whatever the wait: the new
-/// primary speaks the MySQL dialect, or this is a fleet node (neither supported yet).
+/// primary speaks the MySQL dialect (not supported yet). On a fleet node the switch's
+/// catalog writes are fenced by the tenure's epoch like every capture write: a node
+/// that lost the lease stops there.
 /// A server that no longer has the file the archive would continue with is skipped,
 /// and the next call looks again (its reason is in the status).
 pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd> {
@@ -175,13 +181,6 @@ pub(crate) async fn follow(ctx: &SourceCtx, why: &str) -> Result<bool, StreamEnd
         let up = lock(&ctx.upstream);
         (up.servers.clone(), up.current, up.server_id)
     };
-    if ctx.tenure.is_some() {
-        // A fleet's takeover, rebuild and follow do not know timelines yet.
-        return Err(StreamEnd::Definite(format!(
-            "capture would follow a failover ({why}), which a fleet node does not do yet: \
-             point the source at the new primary and restart it"
-        )));
-    }
     // The archive's last transaction: the index's, the writer drained first by the caller.
     let archive_last = ctx
         .shared

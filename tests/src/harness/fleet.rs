@@ -158,6 +158,17 @@ impl FleetNode {
         Ok(())
     }
 
+    /// Rewrites the node's config file with `f` (given its text, it returns the new one).
+    ///
+    /// # Errors
+    ///
+    /// Reading or writing the file fails, or `f`'s error.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> Result<String>) -> Result<()> {
+        let cfg = std::fs::read_to_string(&self.cfg)?;
+        std::fs::write(&self.cfg, f(cfg)?)?;
+        Ok(())
+    }
+
     /// The source's directory on this node.
     pub fn source_dir(&self, source: &str) -> PathBuf {
         self.dir.path().join("data").join(source)
@@ -349,8 +360,30 @@ pub fn assert_catalog_and_store_identical(
     db: &MariaDb,
     source: &str,
 ) -> Result<usize> {
+    assert_timeline_identical(pg, db, source, 1, None)
+}
+
+/// [`assert_catalog_and_store_identical`] for the primary `db` of `timeline`: its closed
+/// binlogs from `first` on (all when `None`), under their stored names (`tl<N>/<name>`
+/// for N >= 2); returns how many.
+///
+/// # Errors
+///
+/// A closed file without its SUCC row, or with another SHA-256 (named).
+pub fn assert_timeline_identical(
+    pg: &Postgres,
+    db: &MariaDb,
+    source: &str,
+    timeline: u32,
+    first: Option<&str>,
+) -> Result<usize> {
     let files = db.binlog_files()?;
     let (_, closed) = files.split_last().context("the primary lists no binlogs")?;
+    let from = first.and_then(binlog::binlog_seq).unwrap_or(0);
+    let closed: Vec<&(String, u64)> = closed
+        .iter()
+        .filter(|(n, _)| binlog::binlog_seq(n).unwrap_or(0) >= from)
+        .collect();
     let rows = pg.sql_in(
         "fleet",
         &format!(
@@ -366,8 +399,9 @@ pub fn assert_catalog_and_store_identical(
             v.first().map(|n| (*n, v.clone()))
         })
         .collect();
-    for (name, _) in closed {
-        let want = sha256_file(&db.binlog_path(name))?;
+    for (wire, _) in &closed {
+        let want = sha256_file(&db.binlog_path(wire))?;
+        let name = binlog::timeline_name(timeline, wire);
         let row = by_name
             .get(name.as_str())
             .with_context(|| format!("{name}: no catalog row (rows: {rows})"))?;
