@@ -8,7 +8,8 @@
 //! not own a source following its archive from the store so that it can restore it
 //! ([`follow`]) and the scrub of the store with the repair of damaged objects
 //! ([`scrub`]), and with S3 Object Lock, the later lock dates of objects still kept
-//! ([`lock`]).
+//! ([`lock`]); the records of a source's timelines (failover follow) in the store
+//! ([`timelines`]).
 //!
 //! Names: "local files" are the node's disk ([`local::LocalFiles`], one per source),
 //! "the object store" is `objstore::store::Store`, and "the archive tier"
@@ -28,3 +29,4 @@ pub mod segment;
 pub mod ship;
 pub mod takeover;
 pub mod tier;
+pub mod timelines;

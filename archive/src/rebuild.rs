@@ -21,7 +21,11 @@
 //! 3. **The index**: each closed file, in binlog order, read through the archive reader
 //!    (fetched, decoded and SHA-256-checked one at a time into the bounded cache) into
 //!    [`Index::index_file`].
-//! 4. **Local files, last**: the newest closed file is copied from the cache into
+//! 4. **Timelines** (failover follow): every `<source>/timelines/` record becomes a
+//!    `timelines` row; a timeline whose `tl<N>/` files the store holds without a record
+//!    gets a row of unknown divergence, which replay refuses to cross
+//!    ([`super::timelines`]).
+//! 5. **Local files, last**: the newest closed file is copied from the cache into
 //!    `<data_dir>/<source>/`; the chunks of the first file after it (the file that was
 //!    ACTIVE), contiguous from offset 0, are decoded into `<data_dir>/<source>/<file>`,
 //!    validated event by event (a bad event cuts the file there: the primary sends the
@@ -38,7 +42,7 @@
 //! for it points at a whole object in the store (none at all after a real loss), and the
 //! store holds something for it. `serve` rebuilds such a source by itself before it
 //! starts capture; `binlog-server rebuild --config FILE` does the same offline and
-//! prints the report. Everything before step 4 is derived data written idempotently
+//! prints the report. Everything before step 5 is derived data written idempotently
 //! (rows that exist are kept, the index of the source is rebuilt from scratch), and the
 //! local files are written last: a rebuild that stops halfway is simply run again at
 //! the next start.
@@ -81,6 +85,10 @@ pub enum RebuildError {
     /// A closed file could not be fetched (store, key, damaged object).
     #[error("{0}")]
     Fetch(#[from] FetchError),
+    /// The timeline records ([`super::timelines`]): the store, or an object that is not
+    /// a record.
+    #[error("{0}")]
+    Timelines(#[from] super::timelines::TimelineRecordError),
     /// Indexing a fetched file failed.
     #[error("index: {0}")]
     Index(#[from] IndexError),
@@ -139,6 +147,10 @@ pub struct RebuildReport {
     /// What was not taken, and why (missing objects, chunks with a hole, files only in
     /// chunks before the newest whole file).
     pub skipped: Vec<String>,
+    /// Timelines recreated (failover follow), oldest first: from their records in the
+    /// store, or of unknown divergence when the store holds a timeline's files but not
+    /// its record ([`super::timelines`]).
+    pub timelines: Vec<i64>,
 }
 
 impl RebuildReport {
@@ -350,8 +362,9 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
         }
     }
     reindex(ctx, &closed, &mut report).await?;
+    rebuild_timelines(ctx, &held, &mut report).await?;
 
-    // 4. Local files, last: the newest closed file, then the active prefix.
+    // 5. Local files, last: the newest closed file, then the active prefix.
     let dir = ctx.data_dir.join(source);
     tokio::fs::create_dir_all(&dir)
         .await
@@ -391,6 +404,34 @@ pub async fn rebuild(ctx: &RebuildCtx<'_>) -> Result<RebuildReport, RebuildError
     }
     info!(source, "{}", report.summary());
     Ok(report)
+}
+
+/// Step 4: the source's timelines (failover follow) from their records in the store,
+/// and a row of unknown divergence for a timeline whose files the store holds without
+/// its record ([`super::timelines::rows_for_rebuild`]).
+async fn rebuild_timelines(
+    ctx: &RebuildCtx<'_>,
+    held: &BTreeMap<binlog::BinlogOrder, Held>,
+    report: &mut RebuildReport,
+) -> Result<(), RebuildError> {
+    let mut first_files: BTreeMap<u32, String> = BTreeMap::new();
+    for (tl, _, file) in held.keys() {
+        first_files.entry(*tl).or_insert_with(|| file.clone());
+    }
+    let rows =
+        super::timelines::rows_for_rebuild(&ctx.tier.store, ctx.source, &first_files).await?;
+    for row in &rows {
+        ctx.catalog.import_timeline(row).await?;
+        if row.divergent.as_deref() == Some(super::timelines::UNKNOWN_DIVERGENCE) {
+            report.skipped.push(format!(
+                "timeline {}: its files are in the store but not its record; replay will not \
+                 cross into it",
+                row.timeline
+            ));
+        }
+        report.timelines.push(row.timeline);
+    }
+    Ok(())
 }
 
 /// Step 1: what the store holds under `<source>/binlogs/`, by file in binlog order:

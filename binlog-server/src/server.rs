@@ -32,6 +32,9 @@ use replay::pitr::{PitrDeps, PitrService};
 pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
     let (catalog, index) = open_catalog_and_index(&settings).await?;
     let metrics = Arc::new(Metrics::new());
+    // What can fail at start goes before the lease keeper, which takes leases at once
+    // (a node that then exits on an error would leave them to expire).
+    let tier = open_tier(&settings).await?;
     let shared = Shared {
         catalog: catalog.clone(),
         index: index.clone(),
@@ -41,10 +44,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> anyhow::Resul
         pools: Arc::new(
             crate::source::pool::IoPools::start().context("start the writer and syncer threads")?,
         ),
+        archive_store: tier.as_ref().map(|t| t.store.clone()),
     };
-    // What can fail at start goes before the lease keeper, which takes leases at once
-    // (a node that then exits on an error would leave them to expire).
-    let tier = open_tier(&settings).await?;
     let archive_lock = tier
         .as_ref()
         .and_then(|t| t.store.locking().map(|(_, r)| r));

@@ -131,6 +131,37 @@ impl Catalog {
         Ok(())
     }
 
+    /// Imports a timeline row as the archive store records it (a rebuild into an empty
+    /// catalog; `archive::timelines`), unfenced like every rebuilt row. A row already
+    /// present is left as it is, except that a `divergent` the import knows and the row
+    /// does not is set. Returns whether anything changed.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Query`] if a statement fails (the rebuild is run again).
+    pub async fn import_timeline(&self, t: &TimelineRow) -> Result<bool, CatalogError> {
+        const OP: &str = "import_timeline";
+        let r = sqlx::query(&format!(
+            "INSERT INTO timelines ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (source, timeline) DO UPDATE SET divergent = excluded.divergent \
+             WHERE timelines.divergent IS NULL AND excluded.divergent IS NOT NULL"
+        ))
+        .bind(&t.source)
+        .bind(t.timeline)
+        .bind(t.server_id)
+        .bind(&t.server_uuid)
+        .bind(&t.server_url)
+        .bind(t.started_at)
+        .bind(&t.switch_gtid)
+        .bind(&t.first_file)
+        .bind(&t.reason)
+        .bind(&t.divergent)
+        .execute(self.pool())
+        .await
+        .map_err(query_err(OP))?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// The timelines of `source`, oldest first (empty before capture first reached a
     /// server).
     ///

@@ -214,6 +214,20 @@ async fn timelines_are_recorded_once_and_fenced(engine: Engine) {
         Err(catalog::CatalogError::Fenced { .. })
     ));
     assert_eq!(cat.list_timelines(SRC).await.unwrap().len(), 2);
+
+    // A rebuild imports rows as the store records them: a new one as it is, an existing
+    // one unchanged except for a divergence it lacked.
+    let rows = cat.list_timelines(SRC).await.unwrap();
+    let (cat2, _db2) = engine.open().await;
+    cat2.upsert_source(SRC, "mysql://repl@db1").await.unwrap();
+    let mut undecided = rows[1].clone();
+    undecided.divergent = None;
+    assert!(cat2.import_timeline(&rows[0]).await.unwrap());
+    assert!(cat2.import_timeline(&undecided).await.unwrap());
+    assert!(!cat2.import_timeline(&undecided).await.unwrap());
+    assert!(cat2.import_timeline(&rows[1]).await.unwrap());
+    assert!(!cat2.import_timeline(&rows[1]).await.unwrap());
+    assert_eq!(cat2.list_timelines(SRC).await.unwrap(), rows);
 }
 
 fn progress(name: &str, size: u64) -> FileProgress {

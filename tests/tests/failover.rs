@@ -472,6 +472,42 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         want.len()
     );
     assert_eq!(p2.sql_value("SELECT COUNT(*) FROM test.t")?, "400");
+
+    // Node loss after the switch: the data_dir (binlogs, catalog, index) is deleted, and
+    // a fresh start rebuilds from the store alone, the timelines from their records
+    // there: the same rows, capture on P2's timeline 2, and a PITR from P1's base
+    // crosses the switch as before.
+    let timelines = server.get_json("/v1/sources/db/timelines")?;
+    let mut server = server;
+    server.kill9()?;
+    std::fs::remove_dir_all(dir.path().join("data"))?;
+    let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
+    wait_for("the rebuild note", Duration::from_secs(120), || {
+        let st = server.get_json("/v1/sources/db")?;
+        let noted = st["notes"].as_array().is_some_and(|a| {
+            a.iter().any(|n| {
+                n.as_str()
+                    .is_some_and(|n| n.contains("rebuilt from the archive store"))
+            })
+        });
+        Ok(noted.then_some(()))
+    })
+    .with_context(|| server.log_tail(40))?;
+    assert_eq!(
+        server.get_json("/v1/sources/db/timelines")?["timelines"],
+        timelines["timelines"],
+        "the timelines rebuilt from the store"
+    );
+    p2.sql("INSERT INTO test.t VALUES (400, 'p2')")?;
+    wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))
+        .with_context(|| server.log_tail(40))?;
+    let p2_last = p2.gtid_binlog_pos()?;
+    let body = serde_json::json!({"target_gtid": p2_last, "base_id": p1_base});
+    assert_eq!(
+        pitr_checksums(&server, body, true)?,
+        p2.table_checksums(&["test"])?,
+        "a PITR across the switch after the rebuild"
+    );
     Ok(())
 }
 

@@ -42,6 +42,9 @@ pub struct Shared {
     pub data_dir: std::path::PathBuf,
     /// The thread pools every source's writer and syncer run on.
     pub pools: Arc<super::pool::IoPools>,
+    /// The archive store (`[archive]` enabled), where capture keeps the timeline
+    /// records (`archive::timelines`).
+    pub archive_store: Option<Arc<objstore::store::Store>>,
 }
 
 /// A source's running capture: handles for the API.

@@ -77,18 +77,28 @@ pub(crate) fn current_url(ctx: &SourceCtx) -> SourceUrl {
 /// when none matches).
 pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Result<()> {
     let rows = ctx.shared.catalog.list_timelines(&ctx.source.name).await?;
-    let local = store
-        .list()?
-        .last()
-        .map(|(n, _)| binlog::split_timeline(n).0)
-        .unwrap_or(1);
+    let newest = store.list()?.pop();
+    let local = newest
+        .as_ref()
+        .map_or(1, |(n, _)| binlog::split_timeline(n).0);
+    record_timelines_in_store(ctx);
     let mut up = lock(&ctx.upstream);
     up.timeline = local;
     if let Some(row) = rows.last() {
         let t = u32::try_from(row.timeline).unwrap_or(1);
         if t >= local {
             up.timeline = t;
-            up.server_id = u32::try_from(row.server_id).ok();
+            // server_id 0: a row rebuilt without its record (`archive::timelines`); the
+            // newest file of that timeline names its server in every event header.
+            up.server_id = u32::try_from(row.server_id)
+                .ok()
+                .filter(|id| *id != 0)
+                .or_else(|| {
+                    let (name, _) = newest.as_ref()?;
+                    (binlog::split_timeline(name).0 == t)
+                        .then(|| header_server_id(&store.path(name)))
+                        .flatten()
+                });
             up.first_file = row.first_file.clone();
             if let Some(i) = up
                 .servers
@@ -101,6 +111,44 @@ pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The server_id in the first event header of the binlog file at `path` (its
+/// FORMAT_DESCRIPTION: the server that wrote the file); `None` when unreadable.
+fn header_server_id(path: &std::path::Path) -> Option<u32> {
+    use std::io::Read;
+    let mut head = [0u8; 4 + binlog::HEADER_LEN];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    let h = binlog::EventHeader::parse(head.get(4..)?).ok()?;
+    (h.server_id != 0).then_some(h.server_id)
+}
+
+/// Writes the timeline records the archive store lacks (`archive::timelines`), in the
+/// background, from the catalog's rows: after capture starts and after each switch or
+/// divergence recorded. A failure is logged; the next call writes what is missing.
+pub(crate) fn record_timelines_in_store(ctx: &SourceCtx) {
+    let Some(store) = ctx.shared.archive_store.clone() else {
+        return;
+    };
+    let (catalog, source) = (ctx.shared.catalog.clone(), ctx.source.name.clone());
+    tokio::spawn(async move {
+        let rows = match catalog.list_timelines(&source).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(source = %source, error = %e, "reading the timelines to record in the archive store failed; retried at the next start or switch");
+                return;
+            }
+        };
+        match archive::timelines::put_missing(&store, &source, &rows).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(source = %source, records = n, "timeline records written to the archive store")
+            }
+            Err(e) => {
+                warn!(source = %source, error = %e, "writing the timeline records to the archive store failed; retried at the next start or switch")
+            }
+        }
+    });
 }
 
 /// After connecting: whether the server (its `@@read_only` and server_id, from the
@@ -147,6 +195,7 @@ pub(crate) async fn admit(
                 .add_timeline(&ctx.source.name, &row)
                 .await
                 .map_err(|e| StreamEnd::Transient(format!("record timeline {timeline}: {e}")))?;
+            record_timelines_in_store(ctx);
             lock(&ctx.upstream).server_id = Some(server_id);
             Ok(())
         }
@@ -320,6 +369,7 @@ async fn switch(
         .add_timeline(&ctx.source.name, &row)
         .await
         .map_err(|e| StreamEnd::Transient(format!("record timeline {next}: {e}")))?;
+    record_timelines_in_store(ctx);
     {
         let mut up = lock(&ctx.upstream);
         up.current = c.index;
@@ -399,13 +449,16 @@ pub(crate) async fn observe_gtid(ctx: &SourceCtx, gtid: &Gtid) {
     );
     warn!(source = %name, "{msg}");
     ctx.status.note(msg);
-    if let Err(e) = ctx
+    match ctx
         .shared
         .catalog
         .set_divergent(name, i64::from(timeline), &text)
         .await
     {
-        warn!(source = %name, error = %e, "recording the divergent transactions failed");
+        Ok(()) => record_timelines_in_store(ctx),
+        Err(e) => {
+            warn!(source = %name, error = %e, "recording the divergent transactions failed")
+        }
     }
 }
 
