@@ -593,6 +593,7 @@ fn plan_error_status(e: &replay::pitr::PlanError) -> StatusCode {
         | P::SequenceHole { .. }
         | P::RecordedGap { .. }
         | P::DivergentSwitch { .. }
+        | P::SwitchNotIndexed { .. }
         | P::FileFailed { .. }
         | P::FileNotIndexed { .. }
         | P::FileMissing { .. } => StatusCode::UNPROCESSABLE_ENTITY,

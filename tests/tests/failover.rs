@@ -425,6 +425,11 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         "from base {p2_base}"
     );
 
+    // `binlog-server export` across the switch: the new timeline's first file is cut at
+    // its first new transaction, so mariadb-binlog reads each transaction once.
+    let exported = export_gtids(&cfg, &p1_base, &p2_last, dir.path())?;
+    assert_eq!(exported.0, 400, "{:?}", exported.1);
+
     // The fake primary serves both timelines to a stock client: from timeline 1's
     // first file it crosses the switch (each transaction once); from timeline 2's first
     // file it sends that file as stored, P2's bytes.
@@ -509,6 +514,64 @@ fn a_planned_switchover_loses_nothing_and_a_pitr_replays_across_it() -> Result<(
         "a PITR across the switch after the rebuild"
     );
     Ok(())
+}
+
+/// Runs `binlog-server export` of `db` from `base` to `gtid` into `<dir>/export`, then
+/// mariadb-binlog over the files: how many transactions the plan counts and the GTIDs
+/// the files hold, each at most once (a GTID twice fails).
+fn export_gtids(cfg: &Path, base: &str, gtid: &str, dir: &Path) -> Result<(u64, Vec<String>)> {
+    let exp = dir.join("export");
+    let out = std::process::Command::new(server_bin())
+        .args(["export", "--config", cfg.to_str().unwrap_or_default()])
+        .args(["--source", "db", "--gtid", gtid, "--from-base", base])
+        .args(["--out", exp.to_str().unwrap_or_default()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let files: Vec<String> = summary["files"]
+        .as_array()
+        .context("files")?
+        .iter()
+        .filter_map(|f| f.as_str().map(|n| exp.join(n).display().to_string()))
+        .collect();
+    anyhow::ensure!(
+        files.iter().any(|f| f.contains("/tl2/")),
+        "the export crosses the switch: {summary:#}"
+    );
+    let text = std::process::Command::new(require_tool("mariadb-binlog"))
+        .args(["--no-defaults", "--skip-gtid-strict-mode"])
+        .args(&files)
+        .output()?;
+    anyhow::ensure!(
+        text.status.success(),
+        "mariadb-binlog over {files:?}: {}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let mut gtids = Vec::new();
+    for line in String::from_utf8_lossy(&text.stdout).lines() {
+        let Some(g) = line
+            .split_once("\tGTID ")
+            .or_else(|| line.split_once(" GTID "))
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .filter(|g| g.split('-').count() == 3 && line.starts_with('#'))
+        else {
+            continue;
+        };
+        anyhow::ensure!(seen.insert(g.to_string()), "{g} twice in the export");
+        gtids.push(g.to_string());
+    }
+    let n = summary["transactions"].as_u64().context("transactions")?;
+    anyhow::ensure!(
+        gtids.len() as u64 == n,
+        "{} GTIDs in the export, the plan counts {n}",
+        gtids.len()
+    );
+    Ok((n, gtids))
 }
 
 /// A scratch PITR of `db` with `target` (a JSON object): the restored tables' checksums

@@ -302,7 +302,9 @@ fn locate_binlog(
         .build()
         .map_err(ExportError::Runtime)?;
     rt.block_on(async {
-        std::fs::create_dir_all(&cdir).map_err(io("create", &cdir))?;
+        // A timeline's file (`tl<N>/<name>`) is cached in its own directory.
+        let cdir = cached.parent().unwrap_or(&cdir);
+        std::fs::create_dir_all(cdir).map_err(io("create", cdir))?;
         let store = objstore::store::Store::open(&settings.archive.store).map_err(Box::new)?;
         archive::fetch::fetch_file(
             &store,
@@ -339,15 +341,32 @@ fn write_export(
     let bpos = plan["base"]["binlog_pos"].as_u64().unwrap_or(4);
     let sfile = plan["stop"]["file"].as_str().unwrap_or_default();
     let spos = plan["stop"]["pos"].as_u64().unwrap_or(0);
+    // Across a failover switch, the new timeline's first file repeats history the
+    // earlier one holds: it is cut to start at its first new transaction.
+    let crossed = |name: &str| {
+        plan["crossings"].as_array().and_then(|a| {
+            a.iter()
+                .find(|c| c["file"].as_str() == Some(name))
+                .and_then(|c| c["from"].as_u64())
+        })
+    };
     let mut written = Vec::new();
     for name in &files {
-        if !archive::local::is_safe_file_name(name) {
+        if !archive::local::is_safe_stored_name(name) {
             return Err(ExportError::UnsafeName(name.clone()));
         }
         let src = locate(name)?;
         let end_of = |size: u64| if name == sfile { spos.min(size) } else { size };
-        let from = if name == bfile { bpos } else { 4 };
-        export_file(name, &src, &out.join(name), from, end_of)?;
+        let from = match crossed(name) {
+            _ if name == bfile => bpos,
+            Some(from) => from,
+            None => 4,
+        };
+        let dst = out.join(name);
+        if let Some(d) = dst.parent() {
+            std::fs::create_dir_all(d).map_err(io("create", d))?;
+        }
+        export_file(name, &src, &dst, from, end_of)?;
         written.push(name.clone());
     }
     Ok(written)

@@ -182,6 +182,22 @@ pub enum PlanError {
         /// The divergent transactions (GTIDs, for people).
         divergent: String,
     },
+    /// The range crosses a failover switch whose GTID (the archive's last transaction
+    /// when capture switched) the index does not hold: where the new timeline's first
+    /// file stops repeating the earlier history cannot be placed, so the plan is refused.
+    #[error(
+        "the binlog range crosses the switch to timeline {timeline} ({first_file}), but its \
+         switch GTID {gtid} is not in this node's transaction index: restore to a target \
+         on one timeline, or re-index the source (a takeover, or a rebuild)"
+    )]
+    SwitchNotIndexed {
+        /// The later timeline.
+        timeline: u32,
+        /// Its first file.
+        first_file: String,
+        /// The switch GTID.
+        gtid: String,
+    },
     /// A file of the range failed its check.
     #[error(
         "binlog {file} in the range is FAIL ({info}): it is re-pulled while the primary has \
@@ -250,7 +266,8 @@ impl PlanError {
             PlanError::SequenceHole { before, .. } | PlanError::RecordedGap { before, .. } => {
                 Some(before)
             }
-            PlanError::DivergentSwitch { first_file, .. } => Some(first_file),
+            PlanError::DivergentSwitch { first_file, .. }
+            | PlanError::SwitchNotIndexed { first_file, .. } => Some(first_file),
             PlanError::BadRequest(_)
             | PlanError::NotFound(_)
             | PlanError::Forbidden(_)

@@ -54,6 +54,20 @@ pub struct PlanBase {
     pub gtid_pos: Option<String>,
 }
 
+/// Where a plan's range crosses a failover switch into `file`, the next timeline's
+/// first file: that file starts with history the earlier timeline holds (the new
+/// server's whole file is stored), so a replay of the range applies it from `from`, the
+/// offset of its first transaction the earlier timeline lacks (its size when it holds
+/// none). The fake primary skips the same transactions by GTID; `binlog-server export`
+/// cuts the file there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Crossing {
+    /// Stored name (`tl<N>/<name>`).
+    pub file: String,
+    /// Offset, bytes, of the first transaction to apply in it.
+    pub from: u64,
+}
+
 /// A PITR plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -80,6 +94,8 @@ pub struct Plan {
     pub bytes: u64,
     /// Binlog files in the range.
     pub files: Vec<String>,
+    /// Where the range crosses a failover switch (empty on one timeline).
+    pub crossings: Vec<Crossing>,
     /// Index ordinal of the first transaction to apply (for progress).
     #[serde(skip)]
     pub first_ordinal: u64,
@@ -112,8 +128,9 @@ pub async fn plan(
             source: Box::new(source),
         })?;
     // 3. The files in the range: present, not FAIL, no hole.
-    let range = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
+    let (range, timelines) = checked_range(catalog, source, &base.id, &start, &cut.stop).await?;
     check_indexed(index, source, &range).await?;
+    let crossings = crossings(index, source, &range, &timelines).await?;
     // 4. Counts: transactions by ordinal, bytes by position.
     let base_gtid = base.gtid_pos.clone().unwrap_or_default();
     let first_ordinal = first_ordinal(index, source, base_gtid, &start, &cut.stop).await?;
@@ -123,7 +140,12 @@ pub async fn plan(
     };
     let mut bytes = 0u64;
     for f in &range {
-        let from = if f.name == start.file { start.pos } else { 0 };
+        let crossed = crossings.iter().find(|c| c.file == f.name);
+        let from = match crossed {
+            _ if f.name == start.file => start.pos,
+            Some(c) => c.from,
+            None => 0,
+        };
         let to = if f.name == cut.stop.file {
             cut.stop.pos
         } else {
@@ -162,6 +184,7 @@ pub async fn plan(
         transactions,
         bytes,
         files: range.iter().map(|f| f.name.clone()).collect(),
+        crossings,
         first_ordinal,
     })
 }
@@ -374,7 +397,7 @@ async fn checked_range(
     base_id: &str,
     start: &BasePos,
     stop: &StopAt,
-) -> Result<Vec<BinlogFileRow>, PlanError> {
+) -> Result<(Vec<BinlogFileRow>, Vec<catalog::TimelineRow>), PlanError> {
     let files = catalog.list_files(source).await.map_err(internal)?;
     let mut range = Vec::new();
     for f in &files {
@@ -408,7 +431,64 @@ async fn checked_range(
             });
         }
     }
-    Ok(range)
+    Ok((range, timelines))
+}
+
+/// The range's crossings of failover switches ([`Crossing`]): for each file that starts
+/// a later timeline than the file before it, the start of the transaction after the
+/// timeline's switch GTID (the archive's last transaction when capture switched: the
+/// index holds the new timeline's transactions from there on, in order), when that
+/// transaction is in the file; else the file's size (it repeats history only).
+async fn crossings(
+    index: &Arc<Index>,
+    source: &str,
+    range: &[BinlogFileRow],
+    timelines: &[catalog::TimelineRow],
+) -> Result<Vec<Crossing>, PlanError> {
+    let mut want = Vec::new();
+    for w in range.windows(2) {
+        let (ta, tb) = (
+            binlog::split_timeline(&w[0].name).0,
+            binlog::split_timeline(&w[1].name).0,
+        );
+        if ta == tb {
+            continue;
+        }
+        let switch = timelines
+            .iter()
+            .find(|t| t.timeline == i64::from(tb))
+            .and_then(|t| t.switch_gtid.as_deref())
+            .and_then(|g| g.parse::<binlog::Gtid>().ok());
+        want.push((w[1].name.clone(), w[1].size, tb, switch));
+    }
+    if want.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (idx, s) = (index.clone(), source.to_string());
+    tokio::task::spawn_blocking(move || {
+        want.into_iter()
+            .map(|(file, size, timeline, switch)| {
+                // No switch GTID (an empty archive then): the file is all new.
+                let Some(g) = switch else {
+                    return Ok(Crossing { file, from: 4 });
+                };
+                // The switch GTID is indexed where it came first; without it the cut
+                // in the new file cannot be placed.
+                let Some(at) = idx.find_gtid(&s, &g).map_err(internal)? else {
+                    return Err(PlanError::SwitchNotIndexed {
+                        timeline,
+                        first_file: file,
+                        gtid: g.to_string(),
+                    });
+                };
+                let next = idx.by_ordinal(&s, at.ordinal + 1).map_err(internal)?;
+                let from = next.filter(|e| e.file == file).map_or(size, |e| e.start);
+                Ok(Crossing { file, from })
+            })
+            .collect::<Result<Vec<_>, PlanError>>()
+    })
+    .await
+    .map_err(internal)?
 }
 
 /// No file of `range` is one of the index's holes ([`Index::unindexed`]).
