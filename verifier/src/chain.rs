@@ -64,14 +64,11 @@ impl RunCtx<'_> {
             return Ok(None);
         }
         self.begin(CHAIN);
-        let mut primary = instance::connect_admin(&source.verify.check_url)
+        // After a failover, the server capture follows now.
+        let check_url = source.check_url_now();
+        let mut primary = instance::connect_admin(&check_url)
             .await
-            .map_err(|e| {
-                format!(
-                    "connect to the primary {}: {e}",
-                    source.verify.check_url.redacted()
-                )
-            })?;
+            .map_err(|e| format!("connect to the primary {}: {e}", check_url.redacted()))?;
         if !binlog::is_mariadb_version(primary.server_version()) {
             self.skip_live_phases(&format!(
                 "skipped: the primary runs {} (MySQL); a MariaDB scratch instance cannot chain to it",
@@ -79,7 +76,7 @@ impl RunCtx<'_> {
             ));
             return Ok(None);
         }
-        let sql = change_master_sql(&source.url);
+        let sql = change_master_sql(&source.url_now());
         q(replica, &sql, "CHANGE MASTER TO the primary").await?;
         q(replica, "START SLAVE", "START SLAVE").await?;
         let target = value(&mut primary, "SELECT @@GLOBAL.gtid_binlog_pos").await?;

@@ -451,8 +451,13 @@ pub struct Verify {
     pub keep_instance: bool,
     /// Longest chain verification without a `stop_at`.
     pub chain_timeout: Duration,
-    /// The data-check account on the primary.
+    /// The data-check account on the primary (`[source.verify] url`, else the base
+    /// backups' account; use [`Source::check_url_now`], which follows a failover).
     pub check_url: SourceUrl,
+    /// `[source.verify] url` was given.
+    pub check_url_explicit: bool,
+    /// `[source.verify] password_env` was given (its password replaces the server's).
+    pub check_password_set: bool,
 }
 
 /// A validated `[source.replication]`.
@@ -912,13 +917,33 @@ impl Source {
         if self.backup_url_explicit {
             return self.backup_url.clone();
         }
+        self.url_now()
+    }
+
+    /// The server capture follows now (`servers[current_server]`: `url` until a
+    /// failover), with the source's replication credentials.
+    pub fn url_now(&self) -> SourceUrl {
         let i = self
             .current_server
             .load(std::sync::atomic::Ordering::Relaxed);
         self.servers
             .get(i)
             .cloned()
-            .unwrap_or_else(|| self.backup_url.clone())
+            .unwrap_or_else(|| self.url.clone())
+    }
+
+    /// The account restore verification's live phases connect with now: `[source.verify]
+    /// url` or `[source.backup] url` when given, else the server capture follows now
+    /// ([`Source::url_now`]), with `[source.verify] password_env`'s password when set.
+    pub fn check_url_now(&self) -> SourceUrl {
+        if self.verify.check_url_explicit || self.backup_url_explicit {
+            return self.verify.check_url.clone();
+        }
+        let mut u = self.url_now();
+        if self.verify.check_password_set {
+            u.password = self.verify.check_url.password.clone();
+        }
+        u
     }
 }
 
@@ -1354,6 +1379,35 @@ mod tests {
             .all(|u| u.password.as_deref() == Some("fromenv")));
         assert_eq!(s.url.redacted(), s.servers[0].redacted());
         assert_eq!(s.failover_timeout, Duration::from_secs(5));
+        // Bases and verification's live phases follow the server capture follows now.
+        s.current_server
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        for u in [s.url_now(), s.backup_url_now(), s.check_url_now()] {
+            assert_eq!((u.host.as_str(), u.port), ("db1b", 3307));
+        }
+        std::env::set_var("BINLOG_SERVER_TEST_CHECK_PW", "checker");
+        let pinned = with(
+            "urls = [\"mysql://repl@db1a:3306\", \"mysql://repl@db1b:3307\"]\n\
+             [source.verify]\npassword_env = \"BINLOG_SERVER_TEST_CHECK_PW\"\n",
+        )
+        .unwrap();
+        let p = &pinned.sources[0];
+        p.current_server
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let c = p.check_url_now();
+        assert_eq!(
+            (c.host.as_str(), c.password.as_deref()),
+            ("db1b", Some("checker"))
+        );
+        let explicit = with(
+            "urls = [\"mysql://repl@db1a:3306\", \"mysql://repl@db1b:3307\"]\n\
+             [source.verify]\nurl = \"mysql://check@dbcheck:3306\"\n",
+        )
+        .unwrap();
+        let e = &explicit.sources[0];
+        e.current_server
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(e.check_url_now().host, "dbcheck");
         let key_of = |e: ConfigError| match e {
             ConfigError::Invalid { key, message } => (key, message),
             other => panic!("{other}"),

@@ -654,6 +654,8 @@ fn verify(
         keep_instance: v.is_some_and(|v| v.keep_instance),
         chain_timeout,
         check_url,
+        check_url_explicit: v.is_some_and(|v| v.url.is_some()),
+        check_password_set: v.is_some_and(|v| v.password_env.is_some()),
     })
 }
 
