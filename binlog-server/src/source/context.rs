@@ -117,6 +117,10 @@ pub struct Fork {
     pub switch_gtid: Gtid,
     /// The newest GTID of the new server's stream the archive already had.
     pub last_shared: Option<Gtid>,
+    /// The timeline's first file's start state is not known yet (a restart before any
+    /// of it was stored): the stream's GTID_LIST event gives it
+    /// (`super::failover::observe_gtid_list`).
+    pub start_pending: bool,
 }
 
 /// An [`Upstream`] shared by a source's tasks (stream, poller, checker, re-pull).

@@ -44,14 +44,20 @@
 //! newest timeline is the newer of the catalog's newest row and the local store's
 //! newest file, so a crash between the two resumes the switch where it was.
 //!
+//! A divergence is recorded before the transaction that showed it is written. A restart
+//! before the decision (the catalog records no divergence and the index holds none of
+//! the timeline's own transactions) replays it over the timeline's stored files: the
+//! first file's GTID_LIST event is its start state, then each GTID steps it; what they
+//! leave undecided goes on in the stream (a GTID_LIST there when nothing was stored).
+//! The timeline rows go to the archive store too (`archive::timelines`), for a rebuild.
+//!
 //! On a fleet node the switch is the owner's like any capture write (fenced by its
 //! epoch); a takeover, a rebuild and a following node read `tl<N>/` files like the
 //! others (`archive::local::list_binlogs`).
 //!
 //! Not done yet (issue 22): the MySQL dialect (COM_BINLOG_DUMP_GTID, GTID sets) stops
-//! with a message instead of switching; an undecided fork is not
-//! restored after a restart; divergence is judged on the archive's last GTID only (one
-//! domain).
+//! with a message instead of switching; divergence is judged on the archive's last GTID
+//! only (one domain).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -82,35 +88,139 @@ pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Resu
         .as_ref()
         .map_or(1, |(n, _)| binlog::split_timeline(n).0);
     record_timelines_in_store(ctx);
-    let mut up = lock(&ctx.upstream);
-    up.timeline = local;
-    if let Some(row) = rows.last() {
-        let t = u32::try_from(row.timeline).unwrap_or(1);
-        if t >= local {
-            up.timeline = t;
-            // server_id 0: a row rebuilt without its record (`archive::timelines`); the
-            // newest file of that timeline names its server in every event header.
-            up.server_id = u32::try_from(row.server_id)
-                .ok()
-                .filter(|id| *id != 0)
-                .or_else(|| {
-                    let (name, _) = newest.as_ref()?;
-                    (binlog::split_timeline(name).0 == t)
-                        .then(|| header_server_id(&store.path(name)))
-                        .flatten()
-                });
-            up.first_file = row.first_file.clone();
-            if let Some(i) = up
-                .servers
-                .iter()
-                .position(|u| u.redacted() == row.server_url)
-            {
-                up.current = i;
-                ctx.source.current_server.store(i, Ordering::Relaxed);
+    {
+        let mut up = lock(&ctx.upstream);
+        up.timeline = local;
+        if let Some(row) = rows.last() {
+            let t = u32::try_from(row.timeline).unwrap_or(1);
+            if t >= local {
+                up.timeline = t;
+                // server_id 0: a row rebuilt without its record (`archive::timelines`); the
+                // newest file of that timeline names its server in every event header.
+                up.server_id = u32::try_from(row.server_id)
+                    .ok()
+                    .filter(|id| *id != 0)
+                    .or_else(|| {
+                        let (name, _) = newest.as_ref()?;
+                        (binlog::split_timeline(name).0 == t)
+                            .then(|| header_server_id(&store.path(name)))
+                            .flatten()
+                    });
+                up.first_file = row.first_file.clone();
+                if let Some(i) = up
+                    .servers
+                    .iter()
+                    .position(|u| u.redacted() == row.server_url)
+                {
+                    up.current = i;
+                    ctx.source.current_server.store(i, Ordering::Relaxed);
+                }
             }
         }
     }
+    if let Some(row) = rows.last().filter(|r| i64::from(local) <= r.timeline) {
+        resume_fork(ctx, store, row).await?;
+    }
     Ok(())
+}
+
+/// At start-up on a new timeline whose divergence the catalog does not record, while
+/// the index holds none of the timeline's own transactions: the decision may not have
+/// been made before the restart, so it is replayed over the timeline's stored files
+/// ([`replay_fork`]) and goes on in the stream when they do not decide it.
+async fn resume_fork(
+    ctx: &SourceCtx,
+    store: &LocalFiles,
+    row: &catalog::TimelineRow,
+) -> anyhow::Result<()> {
+    let t = u32::try_from(row.timeline).unwrap_or(1);
+    let switch = row
+        .switch_gtid
+        .as_deref()
+        .and_then(|g| g.parse::<Gtid>().ok());
+    let (Some(switch), None, true) = (switch, &row.divergent, t >= 2) else {
+        return Ok(());
+    };
+    let (index, name) = (ctx.shared.index.clone(), ctx.source.name.clone());
+    let own = index
+        .last(&name)?
+        .is_some_and(|e| binlog::split_timeline(&e.file).0 >= t);
+    if own {
+        return Ok(());
+    }
+    let files: Vec<(std::path::PathBuf, u64)> = store
+        .list()?
+        .into_iter()
+        .filter(|(n, _)| binlog::split_timeline(n).0 == t)
+        .map(|(n, len)| (store.path(&n), len))
+        .collect();
+    let step =
+        tokio::task::spawn_blocking(move || replay_fork(&index, &name, switch, &files)).await??;
+    match step {
+        ForkStep::Undecided(f) => lock(&ctx.upstream).fork = Some(f),
+        ForkStep::Shared => {}
+        ForkStep::Divergent(f) => record_divergence(ctx, &f).await,
+    }
+    Ok(())
+}
+
+/// A new timeline's fork replayed over its stored files (`files`: paths and stored
+/// lengths, bytes, in binlog order): the first file's GTID_LIST event gives the start
+/// state ([`fork_from_state`]), then each MariaDB GTID steps it ([`fork_step`]) until it
+/// is decided. Undecided at their end, or before any GTID_LIST was stored, it waits for
+/// the stream (`start_pending`). Blocking: reads at most the timeline's repeated prefix.
+fn replay_fork(
+    index: &archive::index::Index,
+    source: &str,
+    switch: Gtid,
+    files: &[(std::path::PathBuf, u64)],
+) -> anyhow::Result<ForkStep> {
+    use binlog::event_type as t;
+    use std::io::Read;
+    let mut fork: Option<Fork> = None;
+    for (path, len) in files {
+        let f = std::fs::File::open(path)?;
+        let r = std::io::BufReader::with_capacity(1 << 20, f.take(*len));
+        let Ok(mut rd) = binlog::EventReader::new_at_start(r) else {
+            break;
+        };
+        let mut alg = binlog::ChecksumAlg::Off;
+        while let Some(Ok((_, h, ev))) = rd.next_event() {
+            match h.type_code {
+                t::FORMAT_DESCRIPTION => {
+                    if let Ok(fde) = binlog::FormatDescription::parse(ev) {
+                        alg = fde.checksum_alg;
+                    }
+                }
+                t::MARIADB_GTID_LIST if fork.is_none() => {
+                    // An unreadable list counts as an empty state: at worst a false
+                    // divergence, which replay refuses to cross, never a silent mix.
+                    let state = binlog::parse_gtid_list(&h, ev, alg).unwrap_or_default();
+                    match fork_from_state(state, switch.clone()) {
+                        Some(f) => fork = Some(f),
+                        None => return Ok(ForkStep::Shared),
+                    }
+                }
+                t::MARIADB_GTID => {
+                    let (Some(f), Ok(Some(info))) = (fork.take(), binlog::parse_gtid(&h, ev, alg))
+                    else {
+                        continue;
+                    };
+                    let have = index.find_gtid(source, &info.gtid)?.is_some();
+                    match fork_step(f, &info.gtid, have) {
+                        ForkStep::Undecided(f) => fork = Some(f),
+                        decided => return Ok(decided),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(ForkStep::Undecided(fork.unwrap_or(Fork {
+        switch_gtid: switch,
+        last_shared: None,
+        start_pending: true,
+    })))
 }
 
 /// The server_id in the first event header of the binlog file at `path` (its
@@ -402,11 +512,16 @@ async fn switch(
 /// archive's last GTID, with the start state's GTID of its domain as the last shared one
 /// (everything before the start file is the new server's history and the archive's).
 fn fork_at_start(start_state: &str, archive_last: Option<Gtid>) -> Option<Fork> {
-    let switch_gtid = archive_last?;
     let state: Vec<Gtid> = start_state
         .split(',')
         .filter_map(|g| g.trim().parse().ok())
         .collect();
+    fork_from_state(state, archive_last?)
+}
+
+/// [`fork_at_start`] from the start state's GTIDs (BINLOG_GTID_POS, or the file's
+/// GTID_LIST event).
+fn fork_from_state(state: Vec<Gtid>, switch_gtid: Gtid) -> Option<Fork> {
     if state.contains(&switch_gtid) {
         return None;
     }
@@ -420,7 +535,32 @@ fn fork_at_start(start_state: &str, archive_last: Option<Gtid>) -> Option<Fork> 
     Some(Fork {
         switch_gtid,
         last_shared,
+        start_pending: false,
     })
+}
+
+/// What one GTID of the new timeline's stream does to an undecided fork (module doc,
+/// "Divergence"): `have` is whether the archive holds it.
+#[derive(Debug, PartialEq, Eq)]
+enum ForkStep {
+    /// Shared history, the switch GTID not reached yet.
+    Undecided(Fork),
+    /// The switch GTID itself: every earlier transaction is shared, no divergence.
+    Shared,
+    /// The first GTID the archive lacks before the switch GTID: the archive's
+    /// transactions after `last_shared` are divergent.
+    Divergent(Fork),
+}
+
+fn fork_step(mut fork: Fork, gtid: &Gtid, have: bool) -> ForkStep {
+    match have {
+        true if *gtid == fork.switch_gtid => ForkStep::Shared,
+        true => {
+            fork.last_shared = Some(gtid.clone());
+            ForkStep::Undecided(fork)
+        }
+        false => ForkStep::Divergent(fork),
+    }
 }
 
 /// A GTID event of a new timeline's stream, while its divergence is undecided: a GTID
@@ -428,21 +568,40 @@ fn fork_at_start(start_state: &str, archive_last: Option<Gtid>) -> Option<Fork> 
 /// "Divergence"). Cheap when decided (one lock).
 pub(crate) async fn observe_gtid(ctx: &SourceCtx, gtid: &Gtid) {
     let fork = lock(&ctx.upstream).fork.clone();
-    let Some(mut fork) = fork else { return };
+    let Some(fork) = fork.filter(|f| !f.start_pending) else {
+        return;
+    };
     let name = &ctx.source.name;
     let have = matches!(ctx.shared.index.find_gtid(name, gtid), Ok(Some(_)));
-    if have {
-        let decided = *gtid == fork.switch_gtid;
-        fork.last_shared = Some(gtid.clone());
-        lock(&ctx.upstream).fork = (!decided).then_some(fork);
-        return;
+    match fork_step(fork, gtid, have) {
+        ForkStep::Undecided(f) => lock(&ctx.upstream).fork = Some(f),
+        ForkStep::Shared => lock(&ctx.upstream).fork = None,
+        ForkStep::Divergent(f) => {
+            lock(&ctx.upstream).fork = None;
+            record_divergence(ctx, &f).await;
+        }
     }
-    let timeline = {
-        let mut up = lock(&ctx.upstream);
-        up.fork = None;
-        up.timeline
-    };
-    let text = divergent_text(ctx, &fork);
+}
+
+/// The GTID_LIST event at the start of a new timeline's first file, when the fork waits
+/// for its start state (a restart before any of the file was stored): decides it as
+/// [`fork_at_start`] does at the switch.
+pub(crate) fn observe_gtid_list(ctx: &SourceCtx, state: Vec<Gtid>) {
+    let mut up = lock(&ctx.upstream);
+    if let Some(f) = up.fork.take() {
+        up.fork = match f.start_pending {
+            true => fork_from_state(state, f.switch_gtid),
+            false => Some(f),
+        };
+    }
+}
+
+/// Notes and records (in the catalog, then the store) that the new timeline lacks the
+/// archive's transactions after `fork.last_shared`.
+async fn record_divergence(ctx: &SourceCtx, fork: &Fork) {
+    let name = &ctx.source.name;
+    let timeline = lock(&ctx.upstream).timeline;
+    let text = divergent_text(ctx, fork);
     let msg = format!(
         "timeline {timeline}'s server lacks the previous timeline's transactions {text}: they are divergent (kept on timeline {}, not in the new timeline)",
         timeline - 1
@@ -520,6 +679,7 @@ mod tests {
             Some(Fork {
                 switch_gtid: g("0-1-400"),
                 last_shared: Some(g("0-1-380")),
+                start_pending: false,
             })
         );
         // The server's first binlog (empty state): nothing known shared yet.
@@ -528,9 +688,94 @@ mod tests {
             Some(Fork {
                 switch_gtid: g("0-1-7"),
                 last_shared: None,
+                start_pending: false,
             })
         );
         // An archive without GTIDs has nothing to diverge from.
         assert_eq!(fork_at_start("0-1-1", None), None);
+    }
+
+    fn fork(switch: &str, last_shared: Option<&str>) -> Fork {
+        Fork {
+            switch_gtid: g(switch),
+            last_shared: last_shared.map(g),
+            start_pending: false,
+        }
+    }
+
+    #[test]
+    fn each_gtid_steps_the_fork_until_the_switch_gtid_or_the_first_missing_one() {
+        let f = fork("0-1-9", Some("0-1-5"));
+        assert_eq!(
+            fork_step(f.clone(), &g("0-1-6"), true),
+            ForkStep::Undecided(fork("0-1-9", Some("0-1-6")))
+        );
+        assert_eq!(fork_step(f.clone(), &g("0-1-9"), true), ForkStep::Shared);
+        assert_eq!(
+            fork_step(f.clone(), &g("0-2-6"), false),
+            ForkStep::Divergent(f)
+        );
+    }
+
+    /// A real MariaDB 11.8 file of the fixtures (`../shared/fixtures/binlogs`).
+    fn fixture(name: &str) -> std::path::PathBuf {
+        let dir = std::env::var_os("BINLOG_CORPUS_DIR").map_or_else(
+            || {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../shared/fixtures/binlogs")
+            },
+            std::path::PathBuf::from,
+        );
+        dir.join("mariadb-operator__mariadb-poc/domain_id_0")
+            .join(name)
+    }
+
+    fn len(p: &std::path::Path) -> u64 {
+        std::fs::metadata(p).unwrap().len()
+    }
+
+    /// After a restart, the fork is replayed over the new timeline's stored file: the
+    /// archive (the index) holds the file's first transactions as timeline 1's, the
+    /// switch GTID among them. The whole file decides it shared; a prefix that stops
+    /// before the switch GTID leaves it undecided at the last shared one; a file whose
+    /// first transaction the archive lacks decides it divergent; nothing stored leaves
+    /// it waiting for the stream's GTID_LIST.
+    #[test]
+    fn a_restart_replays_the_fork_over_the_stored_files() {
+        let d = tempfile::tempdir().unwrap();
+        let index = archive::index::Index::open(&d.path().join("index")).unwrap();
+        let f5 = fixture("mariadb-repl-bin.000005");
+        index
+            .index_file("db", "mysql-bin.000005", &f5, len(&f5))
+            .unwrap();
+        let gtid_at = |o: u64| {
+            let e = index.by_ordinal("db", o).unwrap().unwrap();
+            (e.gtid.unwrap(), e.end)
+        };
+        let (tenth, _) = gtid_at(9);
+        let (fifth, fifth_end) = gtid_at(4);
+        let whole = [(f5.clone(), len(&f5))];
+        assert_eq!(
+            replay_fork(&index, "db", g(&tenth), &whole).unwrap(),
+            ForkStep::Shared
+        );
+        let prefix = [(f5.clone(), fifth_end)];
+        match replay_fork(&index, "db", g(&tenth), &prefix).unwrap() {
+            ForkStep::Undecided(f) => {
+                assert_eq!(f.last_shared, Some(g(&fifth)));
+                assert!(!f.start_pending);
+            }
+            other => panic!("{other:?}"),
+        }
+        let f7 = fixture("mariadb-repl-bin.000007");
+        let other = [(f7.clone(), len(&f7))];
+        assert!(matches!(
+            replay_fork(&index, "db", g(&tenth), &other).unwrap(),
+            ForkStep::Divergent(_)
+        ));
+        match replay_fork(&index, "db", g(&tenth), &[]).unwrap() {
+            ForkStep::Undecided(f) => assert!(f.start_pending && f.last_shared.is_none()),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -537,10 +537,16 @@ fn packet_event(
 /// While a new timeline's divergence is undecided (`super::failover`, "Divergence"),
 /// hands each MariaDB GTID of the stream to [`super::failover::observe_gtid`].
 async fn observe_if_forking(a: &Attempt<'_>, header: &EventHeader, ev: &[u8], alg: ChecksumAlg) {
-    if header.type_code != event_type::MARIADB_GTID || lock(&a.ctx.upstream).fork.is_none() {
+    let t = header.type_code;
+    if (t != event_type::MARIADB_GTID && t != event_type::MARIADB_GTID_LIST)
+        || lock(&a.ctx.upstream).fork.is_none()
+    {
         return;
     }
-    if let Ok(Some(g)) = binlog::parse_gtid(header, ev, alg) {
+    if t == event_type::MARIADB_GTID_LIST {
+        let state = binlog::parse_gtid_list(header, ev, alg).unwrap_or_default();
+        super::failover::observe_gtid_list(a.ctx, state);
+    } else if let Ok(Some(g)) = binlog::parse_gtid(header, ev, alg) {
         super::failover::observe_gtid(a.ctx, &g.gtid).await;
     }
 }

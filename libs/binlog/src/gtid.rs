@@ -153,6 +153,38 @@ const COMMIT_TS_HAS_ORIGINAL: u64 = 1 << 55;
 /// `LOGICAL_TIMESTAMP_TYPECODE` in mysql-server `control_events.h`.
 pub(crate) const LOGICAL_TIMESTAMP_TYPECODE: u8 = 2;
 
+/// The GTIDs of a MariaDB GTID_LIST event (type 163): the binlog state when its file
+/// began, one GTID per (domain, server_id) (MariaDB sql/log_event.cc
+/// `Gtid_list_log_event`: count u32 LE, its low 28 bits the number of entries and the
+/// high 4 flags, then per entry domain_id u32, server_id u32, seq_no u64, all LE).
+///
+/// # Errors
+///
+/// A body shorter than its count says ([`EventError::TooShort`]), or another event type.
+pub fn parse_gtid_list(header: &EventHeader, event: &[u8], alg: ChecksumAlg) -> Result<Vec<Gtid>> {
+    const WHAT: &str = "GTID_LIST body";
+    if header.type_code != event_type::MARIADB_GTID_LIST {
+        return Err(EventError::Invalid {
+            what: "GTID_LIST event",
+            detail: format!("event type is {}", event_type::name(header.type_code)),
+        });
+    }
+    let b = body(event, alg)?;
+    let count = (le_u32(b, 0, WHAT)? & 0x0fff_ffff) as usize;
+    // Each entry is 16 bytes: the body bounds the count before anything is allocated.
+    field(b, 4, count.saturating_mul(16), WHAT)?;
+    (0..count)
+        .map(|i| {
+            let at = 4 + i * 16;
+            Ok(Gtid::MariaDb {
+                domain: le_u32(b, at, WHAT)?,
+                server_id: le_u32(b, at + 4, WHAT)?,
+                seq: le_u64(b, at + 8, WHAT)?,
+            })
+        })
+        .collect()
+}
+
 /// Decodes a GTID event.
 ///
 /// - MARIADB_GTID (162), MariaDB KB "GTID_EVENT": body = seq_no u64 LE, domain_id u32 LE,

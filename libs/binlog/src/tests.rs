@@ -809,3 +809,56 @@ fn reader_at_offset() {
     assert_eq!(n, all.len() - 1);
     assert_eq!(rd.offset(), data.len() as u64);
 }
+
+/// The events of a corpus file: (header, event bytes), and its checksum algorithm.
+fn corpus_events(rel: &str) -> (Vec<(EventHeader, Vec<u8>)>, ChecksumAlg) {
+    let data = corpus_file(rel);
+    let mut rd = EventReader::new_at_start(&data[..]).expect("a binlog");
+    let mut out = Vec::new();
+    let mut alg = ChecksumAlg::Off;
+    while let Some(item) = rd.next_event() {
+        let (_, h, ev) = item.expect("a well-formed event");
+        if h.type_code == event_type::FORMAT_DESCRIPTION {
+            alg = FormatDescription::parse(ev).expect("FDE").checksum_alg;
+        }
+        out.push((h, ev.to_vec()));
+    }
+    (out, alg)
+}
+
+/// A real MariaDB 11.8 file's GTID_LIST holds the last GTID of the file before it, and
+/// a count the body cannot hold is refused before anything is allocated.
+#[test]
+fn gtid_list_of_a_real_file_holds_the_previous_files_last_gtid() {
+    let dir = "mariadb-operator__mariadb-poc/domain_id_0";
+    let (prev, alg) = corpus_events(&format!("{dir}/mariadb-repl-bin.000004"));
+    let last = prev
+        .iter()
+        .filter(|(h, _)| h.type_code == event_type::MARIADB_GTID)
+        .filter_map(|(h, ev)| parse_gtid(h, ev, alg).ok().flatten())
+        .map(|i| i.gtid)
+        .next_back()
+        .expect("GTIDs in .000004");
+    let (next, alg) = corpus_events(&format!("{dir}/mariadb-repl-bin.000005"));
+    let (h, ev) = next
+        .iter()
+        .find(|(h, _)| h.type_code == event_type::MARIADB_GTID_LIST)
+        .expect("a GTID_LIST");
+    let list = parse_gtid_list(h, ev, alg).unwrap();
+    assert!(list.contains(&last), "{list:?} lacks {last}");
+
+    let mut body = 1000u32.to_le_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 16]);
+    let ev = build_event(
+        event_type::MARIADB_GTID_LIST,
+        1,
+        4,
+        &body,
+        ChecksumAlg::Crc32,
+    );
+    let h = EventHeader::parse(&ev).unwrap();
+    assert!(matches!(
+        parse_gtid_list(&h, &ev, ChecksumAlg::Crc32),
+        Err(EventError::TooShort { .. })
+    ));
+}
