@@ -13,6 +13,9 @@
 //!                                                      zero-padded to 12 digits
 //! ```
 //!
+//! `<file>` is the stored name (`tl<N>/<name>` on timelines N >= 2, failover follow);
+//! `<source>/timelines/` holds the timeline records (`super::timelines`).
+//!
 //! Every key carries the writer's fencing epoch (its lease tenure, `catalog::leases`), so
 //! no two writers ever write one key: an old owner woken from a pause writes beside the
 //! new owner's objects, never over them. Epoch 0 (a single node, no leases) writes the
