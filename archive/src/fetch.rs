@@ -473,24 +473,9 @@ async fn fetch_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use objstore::store::StoreOptions;
     use sha2::{Digest, Sha256};
 
-    /// A `file://` store in a temp dir (a real store: the local backend).
-    fn local_store(dir: &Path) -> Store {
-        std::fs::create_dir_all(dir).expect("store dir");
-        Store::open(&StoreOptions {
-            url: format!("file://{}", dir.display()),
-            s3_endpoint: None,
-            s3_region: "us-east-1".into(),
-            s3_allow_http: false,
-            part_size: 8 << 20,
-            upload_concurrency: 2,
-            retries: 0,
-            checksums: false,
-        })
-        .expect("open the store")
-    }
+    use crate::test_support::local_store;
 
     /// Writes `bytes` as `file`'s whole object and manifest of `epoch`, codec none.
     async fn ship(store: &Store, file: &str, epoch: i64, bytes: &[u8]) {

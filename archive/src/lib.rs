@@ -30,3 +30,25 @@ pub mod ship;
 pub mod takeover;
 pub mod tier;
 pub mod timelines;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use objstore::store::{Store, StoreOptions};
+
+    /// A `file://` store in `dir` (created): a real store, the local backend.
+    pub(crate) fn local_store(dir: &std::path::Path) -> Store {
+        std::fs::create_dir_all(dir).expect("store dir");
+        Store::open(&StoreOptions {
+            url: format!("file://{}", dir.display()),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_allow_http: false,
+            part_size: 8 << 20,
+            upload_concurrency: 2,
+            retries: 0,
+            checksums: false,
+        })
+        .expect("open the store")
+    }
+}

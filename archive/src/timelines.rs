@@ -53,29 +53,15 @@ pub fn divergent_key(source: &str, timeline: i64) -> String {
     format!("{}tl{timeline}.divergent.json", prefix(source))
 }
 
-/// `tl<N>.json`: a timeline as it started.
+/// `tl<N>.json`: a timeline as it started (its row, `divergent` always null: that is
+/// `tl<N>.divergent.json`'s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Format (1).
     pub version: u32,
-    /// Source name.
-    pub source: String,
-    /// 1, 2, ...
-    pub timeline: i64,
-    /// The server's server_id.
-    pub server_id: i64,
-    /// The server's server_uuid (MySQL), if any.
-    pub server_uuid: Option<String>,
-    /// The server's URL, password redacted.
-    pub server_url: String,
-    /// When capture switched to it, unix seconds.
-    pub started_at: i64,
-    /// The archive's last GTID at the switch.
-    pub switch_gtid: Option<String>,
-    /// Stored name of the timeline's first file.
-    pub first_file: Option<String>,
-    /// Why capture switched.
-    pub reason: Option<String>,
+    /// The row.
+    #[serde(flatten)]
+    pub row: TimelineRow,
 }
 
 /// `tl<N>.divergent.json`: the previous timeline's transactions the server lacks.
@@ -93,30 +79,10 @@ impl Record {
     fn of(r: &TimelineRow) -> Record {
         Record {
             version: 1,
-            source: r.source.clone(),
-            timeline: r.timeline,
-            server_id: r.server_id,
-            server_uuid: r.server_uuid.clone(),
-            server_url: r.server_url.clone(),
-            started_at: r.started_at,
-            switch_gtid: r.switch_gtid.clone(),
-            first_file: r.first_file.clone(),
-            reason: r.reason.clone(),
-        }
-    }
-
-    fn row(self, divergent: Option<String>) -> TimelineRow {
-        TimelineRow {
-            source: self.source,
-            timeline: self.timeline,
-            server_id: self.server_id,
-            server_uuid: self.server_uuid,
-            server_url: self.server_url,
-            started_at: self.started_at,
-            switch_gtid: self.switch_gtid,
-            first_file: self.first_file,
-            reason: self.reason,
-            divergent,
+            row: TimelineRow {
+                divergent: None,
+                ..r.clone()
+            },
         }
     }
 }
@@ -202,7 +168,7 @@ pub async fn rows_for_rebuild(
     source: &str,
     first_files: &BTreeMap<u32, String>,
 ) -> Result<Vec<TimelineRow>, TimelineRecordError> {
-    let mut records: BTreeMap<i64, Record> = BTreeMap::new();
+    let mut records: BTreeMap<i64, TimelineRow> = BTreeMap::new();
     let mut divergent: BTreeMap<i64, String> = BTreeMap::new();
     for (key, _) in store.list(&prefix(source)).await? {
         let raw = store.get_bytes(&key, RECORD_MAX).await?;
@@ -214,7 +180,9 @@ pub async fn rows_for_rebuild(
             let d: Divergent = serde_json::from_slice(&raw).map_err(|e| invalid(e.to_string()))?;
             divergent.insert(d.timeline, d.divergent);
         } else {
-            let r: Record = serde_json::from_slice(&raw).map_err(|e| invalid(e.to_string()))?;
+            let r = serde_json::from_slice::<Record>(&raw)
+                .map_err(|e| invalid(e.to_string()))?
+                .row;
             if r.source != source || key != record_key(source, r.timeline) {
                 return Err(invalid(format!(
                     "it records timeline {} of {:?}",
@@ -231,8 +199,7 @@ pub async fn rows_for_rebuild(
         }
         records.insert(
             t,
-            Record {
-                version: 1,
+            TimelineRow {
                 source: source.to_string(),
                 timeline: t,
                 server_id: 0,
@@ -242,15 +209,16 @@ pub async fn rows_for_rebuild(
                 switch_gtid: None,
                 first_file: Some(first.clone()),
                 reason: Some("rebuilt from the archive store without its record".into()),
+                divergent: None,
             },
         );
         divergent.insert(t, UNKNOWN_DIVERGENCE.into());
     }
     Ok(records
         .into_values()
-        .map(|r| {
-            let d = divergent.remove(&r.timeline);
-            r.row(d)
+        .map(|mut r| {
+            r.divergent = divergent.remove(&r.timeline);
+            r
         })
         .collect())
 }
@@ -258,22 +226,8 @@ pub async fn rows_for_rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use objstore::store::StoreOptions;
 
-    fn local_store(dir: &std::path::Path) -> Store {
-        std::fs::create_dir_all(dir).expect("store dir");
-        Store::open(&StoreOptions {
-            url: format!("file://{}", dir.display()),
-            s3_endpoint: None,
-            s3_region: "us-east-1".into(),
-            s3_allow_http: false,
-            part_size: 8 << 20,
-            upload_concurrency: 2,
-            retries: 0,
-            checksums: false,
-        })
-        .expect("open the store")
-    }
+    use crate::test_support::local_store;
 
     fn row(t: i64, divergent: Option<&str>) -> TimelineRow {
         TimelineRow {

@@ -10,7 +10,7 @@
 use crate::{query_err, unix_now, Catalog, CatalogError};
 
 /// One timeline of a source.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct TimelineRow {
     /// Source name.
     pub source: String,

@@ -90,6 +90,42 @@ fn promote(p2: &MariaDb) -> Result<()> {
     Ok(())
 }
 
+/// P1 under write load until it rotated a few times, then killed (SIGKILL), and P2
+/// promoted ([`promote`]).
+fn fail_over(p1: &mut MariaDb, p2: &MariaDb) -> Result<()> {
+    let load = WriteLoad::start(
+        p1,
+        WriteLoadOptions {
+            max_txns: 100_000,
+            max_duration: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )?;
+    wait_for("rotations on P1", Duration::from_secs(30), || {
+        Ok((p1.binlog_files()?.len() >= 3).then_some(()))
+    })?;
+    p1.kill9()?;
+    let _ = load.stop(); // its connection died with P1
+    promote(p2)
+}
+
+/// Waits (at most `failover_timeout` + 10 s) until `server` streams the source from P2
+/// on timeline 2.
+fn wait_streaming_on_tl2(server: &ServerProcess) -> Result<()> {
+    wait_for(
+        "capture streaming from P2 on timeline 2",
+        Duration::from_secs(FAILOVER_SECS + 10),
+        || {
+            let s = server.get_json("/v1/sources/db")?;
+            let on_tl2 = s["durable_file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("tl2/"));
+            Ok((on_tl2 && s["state"] == "streaming").then_some(()))
+        },
+    )
+    .with_context(|| server.log_tail(40))
+}
+
 /// The archive finds `gtid` on timeline 1 (indexed once, where it came first).
 fn assert_on_timeline_1(server: &ServerProcess, gtid: &str) -> Result<()> {
     let at = server.get_json(&format!("/v1/sources/db/lookup?gtid={gtid}"))?;
@@ -158,34 +194,10 @@ fn capture_follows_a_promoted_replica_onto_a_new_timeline() -> Result<()> {
     let http = format!("127.0.0.1:{}", free_port());
     let cfg = config(dir.path(), &http, &p1, &p2)?;
     let server = ServerProcess::start(&server_bin(), &cfg, &http)?;
-    let load = WriteLoad::start(
-        &p1,
-        WriteLoadOptions {
-            max_txns: 100_000,
-            max_duration: Duration::from_secs(20),
-            ..Default::default()
-        },
-    )?;
-    wait_for("rotations on P1", Duration::from_secs(30), || {
-        Ok((p1.binlog_files()?.len() >= 3).then_some(()))
-    })?;
-    p1.kill9()?;
-    let _ = load.stop(); // its connection died with P1
-    promote(&p2)?;
+    fail_over(&mut p1, &p2)?;
     let promoted = Instant::now();
     WriteLoad::run(&p2, 200)?;
-    wait_for(
-        "capture streaming from P2 on timeline 2",
-        Duration::from_secs(FAILOVER_SECS + 10),
-        || {
-            let s = server.get_json("/v1/sources/db")?;
-            let on_tl2 = s["durable_file"]
-                .as_str()
-                .is_some_and(|f| f.starts_with("tl2/"));
-            Ok((on_tl2 && s["state"] == "streaming").then_some(()))
-        },
-    )
-    .with_context(|| server.log_tail(40))?;
+    wait_streaming_on_tl2(&server)?;
     eprintln!("resumed on P2 {:?} after its promotion", promoted.elapsed());
     wait_caught_up_on_tl2(&server, &p2, Duration::from_secs(60))?;
 
@@ -666,32 +678,8 @@ fn a_fleet_owner_follows_a_failover_and_a_takeover_continues_the_new_timeline() 
     let mut pa = a.start()?;
     wait_streaming_owner(&pa, &a.id, "db", Duration::from_secs(30))?;
     let pb = b.start()?;
-    let load = WriteLoad::start(
-        &p1,
-        WriteLoadOptions {
-            max_txns: 100_000,
-            max_duration: Duration::from_secs(20),
-            ..Default::default()
-        },
-    )?;
-    wait_for("rotations on P1", Duration::from_secs(30), || {
-        Ok((p1.binlog_files()?.len() >= 3).then_some(()))
-    })?;
-    p1.kill9()?;
-    let _ = load.stop(); // its connection died with P1
-    promote(&p2)?;
-    wait_for(
-        "node-a streaming from P2 on timeline 2",
-        Duration::from_secs(FAILOVER_SECS + 10),
-        || {
-            let s = pa.get_json("/v1/sources/db")?;
-            let on_tl2 = s["durable_file"]
-                .as_str()
-                .is_some_and(|f| f.starts_with("tl2/"));
-            Ok((on_tl2 && s["state"] == "streaming").then_some(()))
-        },
-    )
-    .with_context(|| pa.log_tail(40))?;
+    fail_over(&mut p1, &p2)?;
+    wait_streaming_on_tl2(&pa)?;
 
     let writes = WriteLoad::start(
         &p2,
