@@ -420,9 +420,22 @@ async fn rebuild_timelines(
     }
     let rows =
         super::timelines::rows_for_rebuild(&ctx.tier.store, ctx.source, &first_files).await?;
+    // A catalog that survived (only the disk was lost) keeps its rows: a made-up row of
+    // unknown divergence never replaces one.
+    let known: Vec<i64> = ctx
+        .catalog
+        .list_timelines(ctx.source)
+        .await?
+        .iter()
+        .map(|r| r.timeline)
+        .collect();
     for row in &rows {
+        let unknown = row.divergent.as_deref() == Some(super::timelines::UNKNOWN_DIVERGENCE);
+        if unknown && known.contains(&row.timeline) {
+            continue;
+        }
         ctx.catalog.import_timeline(row).await?;
-        if row.divergent.as_deref() == Some(super::timelines::UNKNOWN_DIVERGENCE) {
+        if unknown {
             report.skipped.push(format!(
                 "timeline {}: its files are in the store but not its record; replay will not \
                  cross into it",

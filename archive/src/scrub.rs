@@ -283,7 +283,11 @@ async fn copy_in(src: &Path, dst: &Path) -> Result<(), TierError> {
     let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
     tokio::task::spawn_blocking(move || {
         let part = PathBuf::from(format!("{}.tmp", dst.display()));
-        let r = std::fs::copy(&src, &part)
+        // A timeline's file (`tl<N>/<name>`) whose directory this node does not hold yet.
+        let dir = dst.parent().map(Path::to_path_buf);
+        let r = dir
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::copy(&src, &part))
             .and_then(|_| std::fs::File::open(&part)?.sync_all())
             .and_then(|()| std::fs::rename(&part, &dst))
             .and_then(|()| match dst.parent() {

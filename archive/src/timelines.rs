@@ -178,6 +178,9 @@ pub async fn rows_for_rebuild(
         };
         if key.ends_with(".divergent.json") {
             let d: Divergent = serde_json::from_slice(&raw).map_err(|e| invalid(e.to_string()))?;
+            if key != divergent_key(source, d.timeline) {
+                return Err(invalid(format!("it records timeline {}", d.timeline)));
+            }
             divergent.insert(d.timeline, d.divergent);
         } else {
             let r = serde_json::from_slice::<Record>(&raw)

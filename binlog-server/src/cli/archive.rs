@@ -177,12 +177,13 @@ fn ls(config: &Path, source: &str) -> ExitCode {
             Ok(k) => k,
             Err(e) => return fail(e),
         };
-        for (key, _) in keys.iter().filter(|(k, _)| k.ends_with(".manifest.json")) {
-            let name = key
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(".manifest.json");
+        let prefix = format!("{source}/binlogs/");
+        let manifests = keys.iter().filter_map(|(k, _)| {
+            archive::objects::whole_object_name(k.strip_prefix(&prefix)?)?
+                .strip_suffix(".manifest.json")
+        });
+        for name in manifests {
+            // A stored name: `tl<N>/<name>` on timelines N >= 2.
             let (file, epoch) = archive::objects::split_epoch(name);
             match fetch::manifest(&store, source, file, epoch).await {
                 Ok(m) => println!(
@@ -214,6 +215,13 @@ fn get(config: &Path, source: &str, file: &str, out: &Path) -> ExitCode {
     } else {
         out.to_path_buf()
     };
+    // A timeline's file (`tl<N>/<name>`) goes to its own directory under `out`.
+    if let Some(d) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            eprintln!("binlog-server: create {}: {e}", d.display());
+            return ExitCode::FAILURE;
+        }
+    }
     rt.block_on(async {
         match fetch::fetch_file(
             &store,

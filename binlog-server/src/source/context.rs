@@ -102,6 +102,10 @@ pub struct Upstream {
     pub first_file: Option<String>,
     /// A switch whose divergence is not decided yet.
     pub fork: Option<Fork>,
+    /// When writing the timeline records to the archive store last failed
+    /// (`super::failover::record_timelines_in_store`); the poller tries again a minute
+    /// later.
+    pub records_failed_at: Option<std::time::Instant>,
     /// Counts changes of server (a switch, or the timeline's server reached at another
     /// address): a task holding a connection reconnects when it moved.
     pub generation: u64,
@@ -136,6 +140,7 @@ impl Upstream {
             server_id: None,
             first_file: None,
             fork: None,
+            records_failed_at: None,
             generation: 0,
             demoted: Arc::new(tokio::sync::Notify::new()),
         }))

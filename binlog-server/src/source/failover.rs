@@ -154,12 +154,12 @@ async fn resume_fork(
         .filter(|(n, _)| binlog::split_timeline(n).0 == t)
         .map(|(n, len)| (store.path(&n), len))
         .collect();
-    let step =
-        tokio::task::spawn_blocking(move || replay_fork(&index, &name, switch, &files)).await??;
+    let step = tokio::task::spawn_blocking(move || replay_fork(&index, &name, (t, switch), &files))
+        .await??;
     match step {
         ForkStep::Undecided(f) => lock(&ctx.upstream).fork = Some(f),
         ForkStep::Shared => {}
-        ForkStep::Divergent(f) => record_divergence(ctx, &f).await,
+        ForkStep::Divergent(f) => record_divergence(ctx, &f).await?,
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ async fn resume_fork(
 fn replay_fork(
     index: &archive::index::Index,
     source: &str,
-    switch: Gtid,
+    (timeline, switch): (u32, Gtid),
     files: &[(std::path::PathBuf, u64)],
 ) -> anyhow::Result<ForkStep> {
     use binlog::event_type as t;
@@ -206,7 +206,7 @@ fn replay_fork(
                     else {
                         continue;
                     };
-                    let have = index.find_gtid(source, &info.gtid)?.is_some();
+                    let have = shared_before(index, source, &info.gtid, timeline)?;
                     match fork_step(f, &info.gtid, have) {
                         ForkStep::Undecided(f) => fork = Some(f),
                         decided => return Ok(decided),
@@ -235,30 +235,51 @@ fn header_server_id(path: &std::path::Path) -> Option<u32> {
 
 /// Writes the timeline records the archive store lacks (`archive::timelines`), in the
 /// background, from the catalog's rows: after capture starts and after each switch or
-/// divergence recorded. A failure is logged; the next call writes what is missing.
+/// divergence recorded. A failure is logged and noted in [`super::context::Upstream`];
+/// the poller calls [`retry_timeline_records`], which tries again a minute later.
 pub(crate) fn record_timelines_in_store(ctx: &SourceCtx) {
     let Some(store) = ctx.shared.archive_store.clone() else {
         return;
     };
     let (catalog, source) = (ctx.shared.catalog.clone(), ctx.source.name.clone());
+    let upstream = ctx.upstream.clone();
     tokio::spawn(async move {
-        let rows = match catalog.list_timelines(&source).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                warn!(source = %source, error = %e, "reading the timelines to record in the archive store failed; retried at the next start or switch");
-                return;
-            }
+        let written = match catalog.list_timelines(&source).await {
+            Ok(rows) => archive::timelines::put_missing(&store, &source, &rows)
+                .await
+                .map_err(anyhow::Error::new),
+            Err(e) => Err(anyhow::Error::new(e)),
         };
-        match archive::timelines::put_missing(&store, &source, &rows).await {
+        match written {
             Ok(0) => {}
             Ok(n) => {
                 info!(source = %source, records = n, "timeline records written to the archive store")
             }
             Err(e) => {
-                warn!(source = %source, error = %e, "writing the timeline records to the archive store failed; retried at the next start or switch")
+                warn!(source = %source, error = %e, "writing the timeline records to the archive store failed; retried in a minute");
+                lock(&upstream).records_failed_at = Some(std::time::Instant::now());
             }
         }
     });
+}
+
+/// From the poller: writes the timeline records again when the last attempt failed
+/// at least a minute ago.
+pub(crate) fn retry_timeline_records(ctx: &SourceCtx) {
+    const RETRY_AFTER: Duration = Duration::from_secs(60);
+    let due = {
+        let mut up = lock(&ctx.upstream);
+        let due = up
+            .records_failed_at
+            .is_some_and(|t| t.elapsed() >= RETRY_AFTER);
+        if due {
+            up.records_failed_at = None;
+        }
+        due
+    };
+    if due {
+        record_timelines_in_store(ctx);
+    }
 }
 
 /// After connecting: whether the server (its `@@read_only` and server_id, from the
@@ -529,9 +550,16 @@ fn fork_from_state(state: Vec<Gtid>, switch_gtid: Gtid) -> Option<Fork> {
         Gtid::MariaDb { domain, .. } => Some(*domain),
         Gtid::MySql { .. } => None,
     };
+    // A GTID_LIST has one entry per (domain, server_id): the domain's newest is the
+    // one of highest sequence number (gtid_strict_mode).
+    let seq = |g: &Gtid| match g {
+        Gtid::MariaDb { seq, .. } => *seq,
+        Gtid::MySql { .. } => 0,
+    };
     let last_shared = state
         .into_iter()
-        .find(|g| domain(g).is_some() && domain(g) == domain(&switch_gtid));
+        .filter(|g| domain(g).is_some() && domain(g) == domain(&switch_gtid))
+        .max_by_key(seq);
     Some(Fork {
         switch_gtid,
         last_shared,
@@ -566,21 +594,48 @@ fn fork_step(mut fork: Fork, gtid: &Gtid, have: bool) -> ForkStep {
 /// A GTID event of a new timeline's stream, while its divergence is undecided: a GTID
 /// the archive has is shared history; the first it lacks decides (module doc,
 /// "Divergence"). Cheap when decided (one lock).
-pub(crate) async fn observe_gtid(ctx: &SourceCtx, gtid: &Gtid) {
-    let fork = lock(&ctx.upstream).fork.clone();
+///
+/// # Errors
+///
+/// [`StreamEnd::Transient`] when the index cannot be read or the divergence cannot be
+/// recorded: the fork stays undecided and the event is not written (the attempt ends;
+/// the next one sees the GTID again), so no transaction of the new timeline is ever
+/// stored before its divergence is in the catalog.
+pub(crate) async fn observe_gtid(ctx: &SourceCtx, gtid: &Gtid) -> Result<(), StreamEnd> {
+    let (fork, timeline) = {
+        let up = lock(&ctx.upstream);
+        (up.fork.clone(), up.timeline)
+    };
     let Some(fork) = fork.filter(|f| !f.start_pending) else {
-        return;
+        return Ok(());
     };
     let name = &ctx.source.name;
-    let have = matches!(ctx.shared.index.find_gtid(name, gtid), Ok(Some(_)));
+    let have = shared_before(&ctx.shared.index, name, gtid, timeline)
+        .map_err(|e| StreamEnd::Transient(format!("look {gtid} up in the index: {e}")))?;
     match fork_step(fork, gtid, have) {
         ForkStep::Undecided(f) => lock(&ctx.upstream).fork = Some(f),
         ForkStep::Shared => lock(&ctx.upstream).fork = None,
         ForkStep::Divergent(f) => {
+            record_divergence(ctx, &f).await.map_err(|e| {
+                StreamEnd::Transient(format!("record the divergent transactions: {e}"))
+            })?;
             lock(&ctx.upstream).fork = None;
-            record_divergence(ctx, &f).await;
         }
     }
+    Ok(())
+}
+
+/// Whether the archive holds `gtid` on a timeline before `timeline` (shared history of
+/// the switch into `timeline`; its own transactions do not count).
+fn shared_before(
+    index: &archive::index::Index,
+    source: &str,
+    gtid: &Gtid,
+    timeline: u32,
+) -> Result<bool, archive::index::IndexError> {
+    Ok(index
+        .find_gtid(source, gtid)?
+        .is_some_and(|e| binlog::split_timeline(&e.file).0 < timeline))
 }
 
 /// The GTID_LIST event at the start of a new timeline's first file, when the fork waits
@@ -598,7 +653,7 @@ pub(crate) fn observe_gtid_list(ctx: &SourceCtx, state: Vec<Gtid>) {
 
 /// Notes and records (in the catalog, then the store) that the new timeline lacks the
 /// archive's transactions after `fork.last_shared`.
-async fn record_divergence(ctx: &SourceCtx, fork: &Fork) {
+async fn record_divergence(ctx: &SourceCtx, fork: &Fork) -> Result<(), catalog::CatalogError> {
     let name = &ctx.source.name;
     let timeline = lock(&ctx.upstream).timeline;
     let text = divergent_text(ctx, fork);
@@ -607,18 +662,13 @@ async fn record_divergence(ctx: &SourceCtx, fork: &Fork) {
         timeline - 1
     );
     warn!(source = %name, "{msg}");
-    ctx.status.note(msg);
-    match ctx
-        .shared
+    ctx.shared
         .catalog
         .set_divergent(name, i64::from(timeline), &text)
-        .await
-    {
-        Ok(()) => record_timelines_in_store(ctx),
-        Err(e) => {
-            warn!(source = %name, error = %e, "recording the divergent transactions failed")
-        }
-    }
+        .await?;
+    ctx.status.note(msg);
+    record_timelines_in_store(ctx);
+    Ok(())
 }
 
 /// "<first>..<last> (<n> transactions)" of the archive's transactions after
@@ -679,6 +729,15 @@ mod tests {
             Some(Fork {
                 switch_gtid: g("0-1-400"),
                 last_shared: Some(g("0-1-380")),
+                start_pending: false,
+            })
+        );
+        // A GTID_LIST's several servers of one domain: the newest is the shared one.
+        assert_eq!(
+            fork_at_start("0-1-100,0-2-5000,1-5-9", Some(g("0-2-5100"))),
+            Some(Fork {
+                switch_gtid: g("0-2-5100"),
+                last_shared: Some(g("0-2-5000")),
                 start_pending: false,
             })
         );
@@ -756,11 +815,11 @@ mod tests {
         let (fifth, fifth_end) = gtid_at(4);
         let whole = [(f5.clone(), len(&f5))];
         assert_eq!(
-            replay_fork(&index, "db", g(&tenth), &whole).unwrap(),
+            replay_fork(&index, "db", (2, g(&tenth)), &whole).unwrap(),
             ForkStep::Shared
         );
         let prefix = [(f5.clone(), fifth_end)];
-        match replay_fork(&index, "db", g(&tenth), &prefix).unwrap() {
+        match replay_fork(&index, "db", (2, g(&tenth)), &prefix).unwrap() {
             ForkStep::Undecided(f) => {
                 assert_eq!(f.last_shared, Some(g(&fifth)));
                 assert!(!f.start_pending);
@@ -770,10 +829,10 @@ mod tests {
         let f7 = fixture("mariadb-repl-bin.000007");
         let other = [(f7.clone(), len(&f7))];
         assert!(matches!(
-            replay_fork(&index, "db", g(&tenth), &other).unwrap(),
+            replay_fork(&index, "db", (2, g(&tenth)), &other).unwrap(),
             ForkStep::Divergent(_)
         ));
-        match replay_fork(&index, "db", g(&tenth), &[]).unwrap() {
+        match replay_fork(&index, "db", (2, g(&tenth)), &[]).unwrap() {
             ForkStep::Undecided(f) => assert!(f.start_pending && f.last_shared.is_none()),
             other => panic!("{other:?}"),
         }

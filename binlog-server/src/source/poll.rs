@@ -29,6 +29,7 @@ pub async fn poll_primary(ctx: SourceCtx, view: Arc<std::sync::Mutex<PrimaryView
     // The upstream generation the session was opened for.
     let mut session_gen = 0;
     loop {
+        super::failover::retry_timeline_records(&ctx_upstream);
         let (generation, follows) = {
             let up = lock(&ctx_upstream.upstream);
             (up.generation, up.follows())

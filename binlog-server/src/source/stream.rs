@@ -364,7 +364,7 @@ async fn read_events(
         received_events.inc();
         off_fde_at = unannounced_crc(st, off_fde_at, &header, &ev, alg)?;
         let action = classify_event(st, &header, &ev, alg)?;
-        observe_if_forking(a, &header, &ev, alg).await;
+        observe_if_forking(a, &header, &ev, alg).await?;
         // The event's end in its file (= the primary's: byte-identical), 64-bit: a
         // stored event ends at our offset plus its length; another (the primary flags
         // only real events) at its 32-bit log_pos.
@@ -536,19 +536,25 @@ fn packet_event(
 
 /// While a new timeline's divergence is undecided (`super::failover`, "Divergence"),
 /// hands each MariaDB GTID of the stream to [`super::failover::observe_gtid`].
-async fn observe_if_forking(a: &Attempt<'_>, header: &EventHeader, ev: &[u8], alg: ChecksumAlg) {
+async fn observe_if_forking(
+    a: &Attempt<'_>,
+    header: &EventHeader,
+    ev: &[u8],
+    alg: ChecksumAlg,
+) -> Result<(), StreamEnd> {
     let t = header.type_code;
     if (t != event_type::MARIADB_GTID && t != event_type::MARIADB_GTID_LIST)
         || lock(&a.ctx.upstream).fork.is_none()
     {
-        return;
+        return Ok(());
     }
     if t == event_type::MARIADB_GTID_LIST {
         let state = binlog::parse_gtid_list(header, ev, alg).unwrap_or_default();
         super::failover::observe_gtid_list(a.ctx, state);
     } else if let Ok(Some(g)) = binlog::parse_gtid(header, ev, alg) {
-        super::failover::observe_gtid(a.ctx, &g.gtid).await;
+        super::failover::observe_gtid(a.ctx, &g.gtid).await?;
     }
+    Ok(())
 }
 
 /// Keeps what the primary streamed as `file`'s FORMAT_DESCRIPTION for the file check,

@@ -456,8 +456,6 @@ pub struct Verify {
     pub check_url: SourceUrl,
     /// `[source.verify] url` was given.
     pub check_url_explicit: bool,
-    /// `[source.verify] password_env` was given (its password replaces the server's).
-    pub check_password_set: bool,
 }
 
 /// A validated `[source.replication]`.
@@ -911,13 +909,24 @@ pub struct Source {
 
 impl Source {
     /// The account base backups connect with now: `[source.backup] url` when given, else
-    /// the server capture follows now (after a failover, the new primary), with the
-    /// source's credentials.
+    /// the server capture follows now (after a failover, the new primary) with the
+    /// backup account (the source's user, `[source.backup] password_env`'s password
+    /// when set).
     pub fn backup_url_now(&self) -> SourceUrl {
         if self.backup_url_explicit {
             return self.backup_url.clone();
         }
-        self.url_now()
+        self.at_current_server(&self.backup_url)
+    }
+
+    /// `account` (user, password, TLS) at the address of the server capture follows now.
+    fn at_current_server(&self, account: &SourceUrl) -> SourceUrl {
+        let now = self.url_now();
+        SourceUrl {
+            host: now.host,
+            port: now.port,
+            ..account.clone()
+        }
     }
 
     /// The server capture follows now (`servers[current_server]`: `url` until a
@@ -933,17 +942,14 @@ impl Source {
     }
 
     /// The account restore verification's live phases connect with now: `[source.verify]
-    /// url` or `[source.backup] url` when given, else the server capture follows now
-    /// ([`Source::url_now`]), with `[source.verify] password_env`'s password when set.
+    /// url` or `[source.backup] url` when given, else the data-check account (the
+    /// source's user, the backup or `[source.verify] password_env` password) at the
+    /// server capture follows now ([`Source::url_now`]).
     pub fn check_url_now(&self) -> SourceUrl {
         if self.verify.check_url_explicit || self.backup_url_explicit {
             return self.verify.check_url.clone();
         }
-        let mut u = self.url_now();
-        if self.verify.check_password_set {
-            u.password = self.verify.check_url.password.clone();
-        }
-        u
+        self.at_current_server(&self.verify.check_url)
     }
 }
 
@@ -1408,6 +1414,23 @@ mod tests {
         e.current_server
             .store(1, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(e.check_url_now().host, "dbcheck");
+        // [source.backup] password_env without a URL: the backup password at the
+        // current server, for bases and for the data checks alike.
+        std::env::set_var("BINLOG_SERVER_TEST_BACKUP_PW", "backup-pw");
+        let b = with(
+            "urls = [\"mysql://repl@db1a:3306\", \"mysql://repl@db1b:3307\"]\n\
+             [source.backup]\npassword_env = \"BINLOG_SERVER_TEST_BACKUP_PW\"\n",
+        )
+        .unwrap();
+        let b = &b.sources[0];
+        b.current_server
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        for u in [b.backup_url_now(), b.check_url_now()] {
+            assert_eq!(
+                (u.host.as_str(), u.password.as_deref()),
+                ("db1b", Some("backup-pw"))
+            );
+        }
         let key_of = |e: ConfigError| match e {
             ConfigError::Invalid { key, message } => (key, message),
             other => panic!("{other}"),

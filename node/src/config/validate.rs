@@ -655,7 +655,6 @@ fn verify(
         chain_timeout,
         check_url,
         check_url_explicit: v.is_some_and(|v| v.url.is_some()),
-        check_password_set: v.is_some_and(|v| v.password_env.is_some()),
     })
 }
 
