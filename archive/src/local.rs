@@ -115,6 +115,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The server_id in the first event header of the binlog file at `path` (its
+/// FORMAT_DESCRIPTION: the server that wrote the file); `None` when unreadable or 0.
+pub fn writer_server_id(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let mut head = [0u8; 4 + binlog::HEADER_LEN];
+    File::open(path).ok()?.read_exact(&mut head).ok()?;
+    let h = binlog::EventHeader::parse(head.get(4..)?).ok()?;
+    (h.server_id != 0).then_some(h.server_id)
+}
+
 /// The directory of the source directory `dir` that holds the stored file `file`: `dir`
 /// itself, or its timeline's `tl<N>` (N >= 2).
 pub fn dir_of_in(dir: &Path, file: &str) -> PathBuf {
@@ -666,6 +676,25 @@ impl ActiveFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer's server_id from a real file's first event; none from a file of the
+    /// magic alone or a missing one.
+    #[test]
+    fn the_writer_of_a_file_is_its_first_events_server_id() {
+        let dir = std::env::var_os("BINLOG_CORPUS_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/binlogs"),
+            PathBuf::from,
+        );
+        let f = dir.join("mariadb-operator__mariadb-poc/domain_id_0/mariadb-repl-bin.000005");
+        let bytes = std::fs::read(&f).expect("fixture (set BINLOG_CORPUS_DIR)");
+        let h = binlog::EventHeader::parse(&bytes[4..]).unwrap();
+        assert_eq!(writer_server_id(&f), Some(h.server_id));
+        assert!(h.server_id != 0);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("m"), BINLOG_MAGIC).unwrap();
+        assert_eq!(writer_server_id(&d.path().join("m")), None);
+        assert_eq!(writer_server_id(&d.path().join("absent")), None);
+    }
 
     #[test]
     fn timeline_files_list_after_the_first_and_recovery_continues_the_newest() {

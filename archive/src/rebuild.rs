@@ -418,8 +418,9 @@ async fn rebuild_timelines(
     for (tl, _, file) in held.keys() {
         first_files.entry(*tl).or_insert_with(|| file.clone());
     }
-    let rows =
+    let mut rows =
         super::timelines::rows_for_rebuild(&ctx.tier.store, ctx.source, &first_files).await?;
+    name_unknown_servers(ctx, held, &mut rows).await;
     // A catalog that survived (only the disk was lost) keeps its rows: a made-up row of
     // unknown divergence never replaces one.
     let known: Vec<i64> = ctx
@@ -445,6 +446,41 @@ async fn rebuild_timelines(
         report.timelines.push(row.timeline);
     }
     Ok(())
+}
+
+/// A timeline rebuilt without its record has no server_id: it is read from the first
+/// event header of its first file when the store holds that whole (fetched through the
+/// cache), so that capture knows the timeline's server (a file only in chunks leaves it
+/// 0: unknown).
+async fn name_unknown_servers(
+    ctx: &RebuildCtx<'_>,
+    held: &BTreeMap<binlog::BinlogOrder, Held>,
+    rows: &mut [catalog::TimelineRow],
+) {
+    let dir = ctx.data_dir.join(ctx.source);
+    for row in rows.iter_mut().filter(|r| r.server_id == 0) {
+        let Some(first) = row.first_file.clone() else {
+            continue;
+        };
+        let whole = held
+            .get(&binlog_order(&first))
+            .is_some_and(|h| !h.manifests.is_empty());
+        if !whole {
+            continue;
+        }
+        match ctx.reader.path(ctx.source, &dir, &first).await {
+            Ok(p) => {
+                let id = tokio::task::spawn_blocking(move || super::local::writer_server_id(&p))
+                    .await
+                    .ok()
+                    .flatten();
+                row.server_id = id.map_or(0, i64::from);
+            }
+            Err(e) => {
+                warn!(source = ctx.source, file = %first, error = %e, "cannot read a rebuilt timeline's first file for its server_id")
+            }
+        }
+    }
 }
 
 /// Step 1: what the store holds under `<source>/binlogs/`, by file in binlog order:

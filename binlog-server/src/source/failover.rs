@@ -103,7 +103,7 @@ pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Resu
                     .or_else(|| {
                         let (name, _) = newest.as_ref()?;
                         (binlog::split_timeline(name).0 == t)
-                            .then(|| header_server_id(&store.path(name)))
+                            .then(|| archive::local::writer_server_id(&store.path(name)))
                             .flatten()
                     });
                 up.first_file = row.first_file.clone();
@@ -221,16 +221,6 @@ fn replay_fork(
         last_shared: None,
         start_pending: true,
     })))
-}
-
-/// The server_id in the first event header of the binlog file at `path` (its
-/// FORMAT_DESCRIPTION: the server that wrote the file); `None` when unreadable.
-fn header_server_id(path: &std::path::Path) -> Option<u32> {
-    use std::io::Read;
-    let mut head = [0u8; 4 + binlog::HEADER_LEN];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    let h = binlog::EventHeader::parse(head.get(4..)?).ok()?;
-    (h.server_id != 0).then_some(h.server_id)
 }
 
 /// Writes the timeline records the archive store lacks (`archive::timelines`), in the
