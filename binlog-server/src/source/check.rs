@@ -289,6 +289,10 @@ impl Checker {
         };
         let (file_timeline, _) = binlog::split_timeline(file);
         let now_on = lock(&self.ctx.upstream).timeline;
+        if file_timeline < now_on && report.events == 0 {
+            self.drop_empty_cut_file(file, now_on).await;
+            return None;
+        }
         let (state, mut info) = if file_timeline < now_on && ends_unclosed_only(&report) {
             // The last file of a timeline capture left at a failover: what the old
             // primary streamed, CRC-checked, with nothing to compare its size with.
@@ -340,6 +344,57 @@ impl Checker {
         };
         let _ = shared.catalog.record_active(name, &p).await;
         Some((state, report.sha256_hex))
+    }
+}
+
+impl Checker {
+    /// The last file of a timeline capture left at a failover, when it holds no event
+    /// (the old primary died between its ROTATE and the new file's first event): nothing
+    /// of any transaction is in it, so it is removed, from the disk and the catalog,
+    /// rather than checked FAIL or replayed as a file without a FORMAT_DESCRIPTION.
+    /// Only once the later timeline has a file here and the index has moved past it;
+    /// until then the next pass looks again.
+    async fn drop_empty_cut_file(&self, file: &str, now_on: u32) {
+        let name = &self.ctx.source.name;
+        let later_file = self
+            .store
+            .list()
+            .is_ok_and(|v| v.iter().any(|(n, _)| binlog::split_timeline(n).0 >= now_on));
+        let index_past = self
+            .ctx
+            .shared
+            .index
+            .position(name)
+            .is_ok_and(|p| p.is_none_or(|p| p.file != file));
+        if !later_file || !index_past || !self.ctx.may_write() {
+            return;
+        }
+        let (path, dir) = (self.store.path(file), self.store.dir_of(file));
+        let removed = low_priority(move || -> std::io::Result<()> {
+            match std::fs::remove_file(&path) {
+                Ok(()) => archive::local::fsync_dir(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        if !matches!(removed, Ok(Ok(()))) {
+            warn!(source = %name, file, "cannot remove an empty file the failover cut; the next pass tries again");
+            return;
+        }
+        match self.ctx.shared.catalog.forget_file(name, file).await {
+            Ok(()) => {
+                let msg = format!(
+                    "{file} held no event (the old primary died between its ROTATE and the \
+                     file's first event): removed, timeline {now_on} continues the history"
+                );
+                warn!(source = %name, "{msg}");
+                self.ctx.status.note(msg);
+            }
+            Err(e) => {
+                warn!(source = %name, file, error = %e, "cannot forget an empty file the failover cut")
+            }
+        }
     }
 }
 
