@@ -154,8 +154,11 @@ async fn resume_fork(
         .filter(|(n, _)| binlog::split_timeline(n).0 == t)
         .map(|(n, len)| (store.path(&n), len))
         .collect();
-    let step = tokio::task::spawn_blocking(move || replay_fork(&index, &name, (t, switch), &files))
-        .await??;
+    let step = tokio::task::spawn_blocking(move || {
+        let shared = |g: &Gtid| Ok(shared_before(&index, &name, g, t)?);
+        replay_fork(&shared, switch, &files)
+    })
+    .await??;
     match step {
         ForkStep::Undecided(f) => lock(&ctx.upstream).fork = Some(f),
         ForkStep::Shared => {}
@@ -167,12 +170,13 @@ async fn resume_fork(
 /// A new timeline's fork replayed over its stored files (`files`: paths and stored
 /// lengths, bytes, in binlog order): the first file's GTID_LIST event gives the start
 /// state ([`fork_from_state`]), then each MariaDB GTID steps it ([`fork_step`]) until it
-/// is decided. Undecided at their end, or before any GTID_LIST was stored, it waits for
-/// the stream (`start_pending`). Blocking: reads at most the timeline's repeated prefix.
+/// is decided; `shared` says whether the archive holds a GTID on an earlier timeline
+/// ([`shared_before`]). Undecided at their end, or before any GTID_LIST was stored, it
+/// waits for the stream (`start_pending`). Blocking: reads at most the timeline's
+/// repeated prefix.
 fn replay_fork(
-    index: &archive::index::Index,
-    source: &str,
-    (timeline, switch): (u32, Gtid),
+    shared: &dyn Fn(&Gtid) -> anyhow::Result<bool>,
+    switch: Gtid,
     files: &[(std::path::PathBuf, u64)],
 ) -> anyhow::Result<ForkStep> {
     use binlog::event_type as t;
@@ -206,7 +210,7 @@ fn replay_fork(
                     else {
                         continue;
                     };
-                    let have = shared_before(index, source, &info.gtid, timeline)?;
+                    let have = shared(&info.gtid)?;
                     match fork_step(f, &info.gtid, have) {
                         ForkStep::Undecided(f) => fork = Some(f),
                         decided => return Ok(decided),
@@ -783,35 +787,48 @@ mod tests {
         std::fs::metadata(p).unwrap().len()
     }
 
+    /// The transactions of a fixture file: (GTID, end offset), in order.
+    fn transactions(p: &std::path::Path) -> Vec<(Gtid, u64)> {
+        let bytes = std::fs::read(p).expect("fixture (set BINLOG_CORPUS_DIR)");
+        let mut rd = binlog::EventReader::new_at_start(&bytes[..]).unwrap();
+        let (mut fde, mut tracker, mut out) = (None, binlog::TxnTracker::new(), Vec::new());
+        while let Some(Ok((offset, h, ev))) = rd.next_event() {
+            if h.type_code == binlog::event_type::FORMAT_DESCRIPTION {
+                fde = binlog::FormatDescription::parse(ev).ok();
+            }
+            let Some(f) = fde.as_ref() else { continue };
+            if let Ok(Some(r)) = tracker.observe(offset, &h, ev, f) {
+                out.extend(r.gtid.map(|g| (g, r.end)));
+            }
+        }
+        out
+    }
+
     /// After a restart, the fork is replayed over the new timeline's stored file: the
-    /// archive (the index) holds the file's first transactions as timeline 1's, the
-    /// switch GTID among them. The whole file decides it shared; a prefix that stops
-    /// before the switch GTID leaves it undecided at the last shared one; a file whose
-    /// first transaction the archive lacks decides it divergent; nothing stored leaves
-    /// it waiting for the stream's GTID_LIST.
+    /// archive holds the file's first ten transactions on an earlier timeline, the
+    /// switch GTID (the tenth) among them. The whole file decides it shared; a prefix
+    /// that stops before the switch GTID leaves it undecided at the last shared one; a
+    /// file whose first transaction the archive lacks decides it divergent; nothing
+    /// stored leaves it waiting for the stream's GTID_LIST.
     #[test]
     fn a_restart_replays_the_fork_over_the_stored_files() {
-        let d = tempfile::tempdir().unwrap();
-        let index = archive::index::Index::open(&d.path().join("index")).unwrap();
         let f5 = fixture("mariadb-repl-bin.000005");
-        index
-            .index_file("db", "mysql-bin.000005", &f5, len(&f5))
-            .unwrap();
-        let gtid_at = |o: u64| {
-            let e = index.by_ordinal("db", o).unwrap().unwrap();
-            (e.gtid.unwrap(), e.end)
-        };
-        let (tenth, _) = gtid_at(9);
-        let (fifth, fifth_end) = gtid_at(4);
+        let txns = transactions(&f5);
+        assert!(txns.len() > 10, "{} transactions", txns.len());
+        let archive: std::collections::HashSet<Gtid> =
+            txns.iter().take(10).map(|(g, _)| g.clone()).collect();
+        let shared = |g: &Gtid| Ok(archive.contains(g));
+        let tenth = txns[9].0.clone();
+        let (fifth, fifth_end) = txns[4].clone();
         let whole = [(f5.clone(), len(&f5))];
         assert_eq!(
-            replay_fork(&index, "db", (2, g(&tenth)), &whole).unwrap(),
+            replay_fork(&shared, tenth.clone(), &whole).unwrap(),
             ForkStep::Shared
         );
         let prefix = [(f5.clone(), fifth_end)];
-        match replay_fork(&index, "db", (2, g(&tenth)), &prefix).unwrap() {
+        match replay_fork(&shared, tenth.clone(), &prefix).unwrap() {
             ForkStep::Undecided(f) => {
-                assert_eq!(f.last_shared, Some(g(&fifth)));
+                assert_eq!(f.last_shared, Some(fifth));
                 assert!(!f.start_pending);
             }
             other => panic!("{other:?}"),
@@ -819,10 +836,10 @@ mod tests {
         let f7 = fixture("mariadb-repl-bin.000007");
         let other = [(f7.clone(), len(&f7))];
         assert!(matches!(
-            replay_fork(&index, "db", (2, g(&tenth)), &other).unwrap(),
+            replay_fork(&shared, tenth.clone(), &other).unwrap(),
             ForkStep::Divergent(_)
         ));
-        match replay_fork(&index, "db", (2, g(&tenth)), &[]).unwrap() {
+        match replay_fork(&shared, tenth, &[]).unwrap() {
             ForkStep::Undecided(f) => assert!(f.start_pending && f.last_shared.is_none()),
             other => panic!("{other:?}"),
         }

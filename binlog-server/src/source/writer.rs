@@ -838,9 +838,11 @@ mod tests {
     }
 
     /// Streams 8 MiB of events written at `timestamp` into a fresh store in batches of
-    /// `batch` bytes with an `fsync_interval` of an hour, as fast as the writer takes
-    /// them, and waits until all of it is synced; returns how many fdatasyncs that took.
-    async fn fsyncs_for(batch: usize, timestamp: u32) -> u64 {
+    /// `batch` bytes with an `fsync_interval` of an hour, `pace` apart (zero: as fast as
+    /// the writer takes them), and waits until all of it is synced, then until the writer
+    /// and syncer ended (they use the index and the directory, which go with this
+    /// function); returns how many fdatasyncs that took.
+    async fn fsyncs_for(batch: usize, timestamp: u32, pace: Duration) -> u64 {
         const EVENT: usize = 1024;
         const TOTAL: usize = 8 << 20;
         let dir = tempfile::tempdir().unwrap();
@@ -874,6 +876,9 @@ mod tests {
             let evs = events(per_batch, EVENT, pos, timestamp);
             pos += (per_batch * EVENT) as u64;
             started.tx.send(WriterMsg::Events(evs)).await.unwrap();
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
         }
         let want = SyncedEnd {
             file: file.as_str().into(),
@@ -887,7 +892,12 @@ mod tests {
         .expect("everything synced within 60 s, not after the hour")
         .unwrap();
         let n = metrics.fsyncs.get_or_create(&Metrics::label("db")).get();
+        let mut started = started;
         started.tx.close().await;
+        let ended = async { while started.notes.recv().await.is_some() {} };
+        tokio::time::timeout(Duration::from_secs(30), ended)
+            .await
+            .expect("the writer and syncer end once their channel is closed");
         n
     }
 
@@ -901,9 +911,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as u32;
-        let tail = fsyncs_for(8 << 10, now + 5).await;
-        let full = fsyncs_for(256 << 10, now + 5).await;
-        let old = fsyncs_for(8 << 10, now - 3600).await;
+        // A tail trickles in (a batch each millisecond); a backlog comes at once.
+        let tail = fsyncs_for(8 << 10, now + 5, Duration::from_millis(1)).await;
+        let full = fsyncs_for(256 << 10, now + 5, Duration::ZERO).await;
+        let old = fsyncs_for(8 << 10, now - 3600, Duration::ZERO).await;
         assert!(
             tail >= 4,
             "tail batches synced as they came: {tail} fdatasyncs"
