@@ -717,6 +717,19 @@ impl Catalog {
         }
     }
 
+    /// The row source of an `INSERT ... {rows}` of `values` (placeholder list, e.g.
+    /// `"$1, $2"`): `VALUES (...)`, or on a handle fenced for `source` (its name bound to
+    /// `source_param`) a `SELECT ... WHERE` the tenure is live, so that the row goes in
+    /// only while it is.
+    fn fenced_values(&self, source: &str, source_param: &str, values: &str) -> String {
+        let fence = self.fence_clause(source, source_param);
+        if fence.is_empty() {
+            format!("VALUES ({values})")
+        } else {
+            format!("SELECT {values} WHERE 1 = 1{fence}")
+        }
+    }
+
     /// After a fenced statement changed nothing: [`CatalogError::Fenced`] when the
     /// handle's tenure of `source` is over (that is why), `Ok` otherwise.
     async fn refuse_if_fenced(&self, source: &str, op: &'static str) -> Result<(), CatalogError> {
@@ -1217,12 +1230,7 @@ impl Catalog {
             return Ok(());
         }
         // A stale owner must not record a gap the new owner does not have.
-        let fence = self.fence_clause(source, "$1");
-        let rows = if fence.is_empty() {
-            "VALUES ($1, $2, $3, $4, $5)".to_string()
-        } else {
-            format!("SELECT $1, $2, $3, $4, $5 WHERE 1 = 1{fence}")
-        };
+        let rows = self.fenced_values(source, "$1", "$1, $2, $3, $4, $5");
         let inserted = sqlx::query(&format!(
             "INSERT INTO binlog_gaps (source, after_file, before_file, reason, detected_at) {rows}"
         ))
@@ -1295,13 +1303,7 @@ impl Catalog {
         ts: i64,
     ) -> Result<u64, sqlx::Error> {
         const VALUES: &str = "$1, $2, $3, $4, $5, '', $6, $7, $8, $9, NULL, $10, $11, NULL, $12";
-        let fence = self.fence_clause(source, "$1");
-        let rows = if fence.is_empty() {
-            format!("VALUES ({VALUES})")
-        } else {
-            // Fenced: the row goes in only while the writer's tenure is live.
-            format!("SELECT {VALUES} WHERE 1 = 1{fence}")
-        };
+        let rows = self.fenced_values(source, "$1", VALUES);
         let r = sqlx::query(&format!(
             "INSERT INTO binlog_files (source, name, seq, size, state, info, first_event_time, \
              last_event_time, first_gtid, last_gtid, sha256, created_at, reported_at, \

@@ -72,12 +72,7 @@ impl Catalog {
     ) -> Result<bool, CatalogError> {
         const OP: &str = "add_timeline";
         const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9";
-        let fence = self.fence_clause(source, "$1");
-        let rows = if fence.is_empty() {
-            format!("VALUES ({VALUES})")
-        } else {
-            format!("SELECT {VALUES} WHERE 1 = 1{fence}")
-        };
+        let rows = self.fenced_values(source, "$1", VALUES);
         let r = sqlx::query(&format!(
             "INSERT INTO timelines (source, timeline, server_id, server_uuid, server_url, \
              started_at, switch_gtid, first_file, reason) {rows} ON CONFLICT (source, timeline) DO NOTHING"
