@@ -17,8 +17,10 @@
 //!
 //! # When, and after a crash
 //!
-//! Capture writes what is missing ([`put_missing`], one listing) when it starts and
-//! after each switch or divergence it records in the catalog. The catalog row comes
+//! Capture writes what is missing ([`put_missing`], one listing) after each switch or
+//! divergence it records in the catalog, and when it starts on a source that followed a
+//! switch (timeline 1 alone needs no record: a rebuild recreates it when capture
+//! reaches the server). The catalog row comes
 //! first: a crash or a store outage between the two leaves the record missing until
 //! the next start. A rebuild that finds a timeline's files but not its record
 //! ([`rows_for_rebuild`]) marks the timeline's switch as of unknown divergence, so that

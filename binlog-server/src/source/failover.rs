@@ -87,7 +87,11 @@ pub(crate) async fn restore(ctx: &SourceCtx, store: &LocalFiles) -> anyhow::Resu
     let local = newest
         .as_ref()
         .map_or(1, |(n, _)| binlog::split_timeline(n).0);
-    record_timelines_in_store(ctx);
+    // Only a source that followed a failover has records to keep (a rebuild needs none
+    // for timeline 1): no store listing at the start of every other source.
+    if rows.len() > 1 {
+        record_timelines_in_store(ctx);
+    }
     {
         let mut up = lock(&ctx.upstream);
         up.timeline = local;
@@ -228,8 +232,8 @@ fn replay_fork(
 }
 
 /// Writes the timeline records the archive store lacks (`archive::timelines`), in the
-/// background, from the catalog's rows: after capture starts and after each switch or
-/// divergence recorded. A failure is logged and noted in [`super::context::Upstream`];
+/// background, from the catalog's rows: after capture starts (once a switch was
+/// followed) and after each switch or divergence recorded. A failure is logged and noted in [`super::context::Upstream`];
 /// the poller calls [`retry_timeline_records`], which tries again a minute later.
 pub(crate) fn record_timelines_in_store(ctx: &SourceCtx) {
     let Some(store) = ctx.shared.archive_store.clone() else {
@@ -320,7 +324,6 @@ pub(crate) async fn admit(
                 .add_timeline(&ctx.source.name, &row)
                 .await
                 .map_err(|e| StreamEnd::Transient(format!("record timeline {timeline}: {e}")))?;
-            record_timelines_in_store(ctx);
             lock(&ctx.upstream).server_id = Some(server_id);
             Ok(())
         }
